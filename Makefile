@@ -1,0 +1,47 @@
+# pykaldi2 — `make install | test | demo | bench`
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed
+# pytest workers: CI has 2 cores.
+JOBS   ?= 2
+
+.PHONY: install deps test lint demo bench clean-venv
+
+install: $(STAMP)
+
+# Debian packages used by audio tooling (flac/sox for wav.scp pipes). Best effort: skipped
+# where apt-get is missing or we are not root; the Python side needs none of them.
+deps:
+	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  missing=""; for p in flac sox; do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  if [ -n "$$missing" ]; then echo "apt-get install$$missing"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+	    || echo "warning: could not install$$missing (only needed for wav.scp pipes)"; fi; \
+	fi
+
+$(STAMP): pyproject.toml
+	@$(MAKE) --no-print-directory deps
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first and pinned: on a CPU machine pip takes the local CPU wheel, never a CUDA build.
+	$(PIP) install -q "torch==2.13.0"
+	$(PIP) install -q -e ".[dev]"
+	$(PY) -c "import pykaldi2, pykaldi2.kaldi as k; k.check_versions()"
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q -n $(JOBS) --durations=15 tests
+
+lint: install
+	$(PY) -m ruff check pykaldi2 tests bench bin
+
+demo: install
+	bash egs/an4/run.sh --stop-stage 4
+
+bench: install
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,5 @@
+import sys
+
+from pykaldi2.cli.main import main
+
+sys.exit(main())

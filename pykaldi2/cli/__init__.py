@@ -1,0 +1,1 @@
+"""The ``pykaldi2`` command line: one subcommand per pipeline step."""

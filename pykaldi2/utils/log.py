@@ -1,0 +1,28 @@
+"""Logging set-up and progress bars shared by every command."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+_FMT = "%(asctime)s %(levelname).1s %(name)s: %(message)s"
+
+
+def get_logger(name: str) -> logging.Logger:
+    return logging.getLogger(name)
+
+
+def setup_logging(verbose: int = 0) -> None:
+    level = logging.DEBUG if verbose > 0 else logging.INFO
+    logging.basicConfig(level=level, format=_FMT, datefmt="%H:%M:%S", stream=sys.stderr)
+
+
+def progress(iterable=None, **kw):
+    """A tqdm progress bar on stderr; disabled with PYKALDI2_NO_PROGRESS=1 (tests, logs)."""
+    from tqdm.auto import tqdm
+
+    kw.setdefault("disable", os.environ.get("PYKALDI2_NO_PROGRESS") == "1")
+    kw.setdefault("dynamic_ncols", True)
+    kw.setdefault("file", sys.stderr)
+    return tqdm(iterable, **kw)

@@ -1,0 +1,38 @@
+"""Shared pytest fixtures: the real corpora in ../shared/data, quiet progress bars."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("PYKALDI2_NO_PROGRESS", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("PYKALDI2_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def _corpus(sub: str) -> Path:
+    path = SHARED_DATA / sub
+    if not path.is_dir():
+        pytest.skip(f"shared corpus {path} not present (set PYKALDI2_SHARED_DATA)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def an4_dir() -> Path:
+    """../shared/data/an4 (CMU AN4: etc/, flac/)."""
+    return _corpus("an4")
+
+
+@pytest.fixture(scope="session")
+def yesno_dir() -> Path:
+    """../shared/data/yesno (waves_yesno/*.wav, 8 kHz)."""
+    return _corpus("yesno")
+
+
+@pytest.fixture(scope="session")
+def librispeech_sample_dir() -> Path:
+    """../shared/data/librispeech_sample (LibriSpeech/test-clean/...)."""
+    return _corpus("librispeech_sample")
