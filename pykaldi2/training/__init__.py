@@ -1,0 +1,1 @@
+"""Training: one trainer loop for every criterion, distributed set-up, checkpoints, logging."""

@@ -1,0 +1,136 @@
+"""Checkpoints that resume exactly: model, optimizer, scheduler, sampler position and RNG states.
+
+Files are written atomically (temp file + rename), so a run killed while saving keeps its
+previous checkpoint. ``exp/<system>/checkpoints/ckpt-<step>.pt`` plus ``latest`` naming the
+newest; :func:`average_checkpoints` averages model weights like icefall's ``--avg``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pykaldi2.utils.errors import Pykaldi2Error
+from pykaldi2.utils.io import atomic_write, atomic_write_text
+
+_CKPT_RE = re.compile(r"ckpt-(\d+)\.pt$")
+
+
+def rng_state() -> dict[str, Any]:
+    """The Python, NumPy and torch (CPU and CUDA) random states."""
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """Atomically write ``state`` (anything torch.save takes) to ``path``."""
+    path = Path(path)
+    with atomic_write(path, "wb") as f:
+        torch.save(state, f)
+    return path
+
+
+def save_step_checkpoint(
+    ckpt_dir: str | os.PathLike, step: int, state: dict[str, Any], keep_last: int = 5
+) -> Path:
+    """Write ``ckpt-<step>.pt``, point ``latest`` at it, and keep only the newest ``keep_last``."""
+    ckpt_dir = Path(ckpt_dir)
+    path = save_checkpoint(ckpt_dir / f"ckpt-{step}.pt", state)
+    atomic_write_text(ckpt_dir / "latest", path.name + "\n")
+    if keep_last > 0:
+        for old in list_checkpoints(ckpt_dir)[:-keep_last]:
+            old.unlink(missing_ok=True)
+    return path
+
+
+def list_checkpoints(ckpt_dir: str | os.PathLike) -> list[Path]:
+    """Step checkpoints in ``ckpt_dir``, oldest first."""
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in ckpt_dir.iterdir() if (m := _CKPT_RE.search(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(ckpt_dir: str | os.PathLike) -> Path | None:
+    """The checkpoint named by ``latest``, else the highest step, else None."""
+    ckpt_dir = Path(ckpt_dir)
+    named = ckpt_dir / "latest"
+    if named.is_file():
+        p = ckpt_dir / named.read_text().strip()
+        if p.is_file():
+            return p
+    found = list_checkpoints(ckpt_dir)
+    return found[-1] if found else None
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint written by :func:`save_checkpoint`, with a clear error if unreadable."""
+    path = Path(path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except FileNotFoundError:
+        raise Pykaldi2Error(f"checkpoint {path} does not exist") from None
+    except Exception as e:  # a truncated or foreign file
+        raise Pykaldi2Error(
+            f"cannot read checkpoint {path} ({type(e).__name__}: {e}); "
+            "Fix: resume from an earlier ckpt-*.pt in the same directory"
+        ) from None
+
+
+def check_model_config(
+    saved: dict[str, Any], current: dict[str, Any], path: str | os.PathLike
+) -> None:
+    """Raise if a checkpoint was written for a different model configuration."""
+    if saved == current:
+        return
+    diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    details = ", ".join(
+        f"{k}: checkpoint {saved.get(k)!r} vs config {current.get(k)!r}" for k in diff
+    )
+    raise Pykaldi2Error(
+        f"checkpoint {path} was trained with a different model config ({details}). "
+        "Fix: use the config.yaml saved beside the checkpoint, or start a new exp dir"
+    )
+
+
+def average_checkpoints(
+    paths: list[str | os.PathLike], key: str = "model"
+) -> dict[str, torch.Tensor]:
+    """Element-wise mean of ``state[key]`` over checkpoints (integer buffers taken from the last)."""
+    if not paths:
+        raise Pykaldi2Error("average_checkpoints: no checkpoints given")
+    avg: dict[str, torch.Tensor] = {}
+    for i, p in enumerate(paths):
+        sd = load_checkpoint(p)[key]
+        for k, v in sd.items():
+            if i == 0:
+                avg[k] = v.clone().double() if v.is_floating_point() else v.clone()
+            elif v.is_floating_point():
+                avg[k] += v.double()
+            else:
+                avg[k] = v.clone()
+    ref = load_checkpoint(paths[-1])[key]
+    return {
+        k: (v / len(paths)).to(ref[k].dtype) if v.is_floating_point() else v for k, v in avg.items()
+    }
