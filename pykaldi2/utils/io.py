@@ -1,9 +1,9 @@
 """Atomic file and directory writes: a killed run never leaves a half-written output.
 
-    >>> with atomic_write("data/train/text") as f:
-    ...     f.write("utt1 HELLO\n")
-    >>> with atomic_dir("data/train") as tmp:      # tmp is a sibling temp dir
-    ...     (tmp / "wav.scp").write_text("...")    # renamed onto data/train on success
+>>> with atomic_write("data/train/text") as f:
+...     f.write("utt1 HELLO\n")
+>>> with atomic_dir("data/train") as tmp:      # tmp is a sibling temp dir
+...     (tmp / "wav.scp").write_text("...")    # renamed onto data/train on success
 """
 
 from __future__ import annotations

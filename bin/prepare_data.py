@@ -1,0 +1,6 @@
+#!/usr/bin/env python3
+"""Classic PyKaldi2 entry point: same as `pykaldi2 prepare` (see `pykaldi2 prepare --help`)."""
+
+from _run import run
+
+run("prepare")

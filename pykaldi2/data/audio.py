@@ -1,0 +1,236 @@
+"""Audio I/O for ``wav.scp`` entries: files (wav/flac/sph/...) and Kaldi pipe commands.
+
+Samples come back as float32 **scaled like Kaldi**: int16-valued (range -32768..32767), not
+normalized to [-1, 1], because Kaldi and kaldi-native-fbank compute energies and dithering on
+that scale. Multi-channel audio gives channel 0 (Kaldi's default), or ``channel``.
+
+    >>> x, sr = read_audio("an4/flac/an4_clstk/fash/an251-fash-b.flac")
+    >>> x.dtype, x.shape, sr            # (float32, (num_samples,), 16000)
+    >>> x, sr = read_audio("flac -c -d -s a.flac |", start=0.5, end=1.0, target_sr=8000)
+    >>> x, sr = load_utterance(read_data_dir("data/train"), "fash-an251-fash-b")
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from pykaldi2.data.datadir import DataDir
+from pykaldi2.utils.errors import DataError
+
+#: Kaldi's extract-segments tolerates a segment ending this far past the end of the audio.
+MAX_OVERSHOOT_S = 0.5
+#: int16 full scale: soundfile's float output times this is Kaldi's sample scale.
+INT16_SCALE = 32768.0
+
+
+def is_pipe(spec: str) -> bool:
+    """True for a Kaldi pipe command (``cmd args |``), false for a path."""
+    return spec.rstrip().endswith("|")
+
+
+def _run_pipe(spec: str, utt: str | None) -> bytes:
+    cmd = spec.rstrip()[:-1].strip()
+    try:
+        proc = subprocess.run(cmd, shell=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except OSError as e:
+        raise DataError(f"could not run pipe command {cmd!r}: {e}", utt=utt) from None
+    if proc.returncode != 0:
+        err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise DataError(
+            f"pipe command {cmd!r} failed with exit status {proc.returncode}"
+            + (f": {err[-1]}" if err else ""),
+            utt=utt,
+            fix="run the command by hand; is the program installed and the input present?",
+        )
+    if not proc.stdout:
+        raise DataError(f"pipe command {cmd!r} wrote no audio to stdout", utt=utt)
+    return proc.stdout
+
+
+def _decode(src, name: str, utt: str | None, frames: tuple[int, int] | None = None):
+    """soundfile.read of a path or file object -> (float32 (num_samples, channels), sr)."""
+    import soundfile as sf
+
+    try:
+        if frames is None:
+            data, sr = sf.read(src, dtype="float32", always_2d=True)
+        else:
+            data, sr = sf.read(
+                src, start=frames[0], stop=frames[1], dtype="float32", always_2d=True
+            )
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
+        raise DataError(
+            f"unreadable or corrupt audio: {e}",
+            file=name,
+            utt=utt,
+            fix="check the file plays (e.g. `soxi`), or convert it to wav/flac",
+        ) from None
+    return data, sr
+
+
+def _info(path: str, utt: str | None) -> tuple[int, int]:
+    """(num_frames, sample_rate) of an audio file, from its header."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(path)
+    except (sf.LibsndfileError, RuntimeError) as e:
+        raise DataError(
+            f"unreadable or corrupt audio: {e}",
+            file=path,
+            utt=utt,
+            fix="check the file plays (e.g. `soxi`), or convert it to wav/flac",
+        ) from None
+    return info.frames, info.samplerate
+
+
+def _frame_range(
+    start: float, end: float | None, sr: int, total: int, name: str, utt: str | None
+) -> tuple[int, int]:
+    """Sample range [b, e) of the segment start..end (end None or -1: to the end)."""
+    if start < 0:
+        raise DataError(f"segment start {start} is negative", file=name, utt=utt)
+    b = int(round(start * sr))
+    if end is None or end == -1:
+        e = total
+    else:
+        if end <= start:
+            raise DataError(f"segment end {end} <= start {start}", file=name, utt=utt)
+        e = int(round(end * sr))
+        if e > total:
+            if end - total / sr > MAX_OVERSHOOT_S:
+                raise DataError(
+                    f"segment end {end:.3f}s is past the end of the audio ({total / sr:.3f}s)",
+                    file=name,
+                    utt=utt,
+                    fix="fix the segments file (end time) or the wav.scp entry",
+                )
+            e = total
+    if b >= e:
+        raise DataError(
+            f"segment start {start:.3f}s is at or past the end of the audio ({total / sr:.3f}s)",
+            file=name,
+            utt=utt,
+        )
+    return b, e
+
+
+def resample(x: np.ndarray, sr: int, target_sr: int) -> np.ndarray:
+    """Polyphase resampling (scipy ``resample_poly``) of (num_samples,) ``x`` from sr to target_sr."""
+    if sr == target_sr:
+        return x
+    from scipy.signal import resample_poly
+
+    g = math.gcd(sr, target_sr)
+    return resample_poly(x, target_sr // g, sr // g).astype(np.float32)
+
+
+def read_audio(
+    spec: str,
+    start: float = 0.0,
+    end: float | None = None,
+    target_sr: int | None = None,
+    *,
+    expected_sr: int | None = None,
+    channel: int = 0,
+    utt: str | None = None,
+) -> tuple[np.ndarray, int]:
+    """Read a ``wav.scp`` value: an audio file path or a pipe command ``cmd |`` (wav on stdout).
+
+    Args:
+        spec: path (any format soundfile reads: wav, flac, sph, ...) or ``"cmd ... |"``.
+        start, end: the segment in seconds (``end`` None or -1: to the end of the audio). An end
+            up to 0.5 s past the audio is clipped, as Kaldi's extract-segments does.
+        target_sr: resample to this rate (scipy ``resample_poly``); None keeps the file's rate.
+        expected_sr: if given, a file whose rate differs is a :class:`DataError`.
+        channel: channel to take from multi-channel audio.
+        utt: utterance id, only used to name it in errors.
+
+    Returns:
+        ``(samples, sample_rate)``: float32 (num_samples,) int16-scaled samples, and the rate
+        (``target_sr`` when given).
+    """
+    if is_pipe(spec):
+        name = spec.strip()
+        data, sr = _decode(io.BytesIO(_run_pipe(spec, utt)), name, utt)
+        b, e = _frame_range(start, end, sr, data.shape[0], name, utt)
+        data = data[b:e]
+    else:
+        name = spec.strip()
+        if not Path(name).is_file():
+            raise DataError(
+                "audio file not found",
+                file=name,
+                utt=utt,
+                fix="check the wav.scp entry (paths are relative to the current directory)",
+            )
+        total, sr = _info(name, utt)
+        if start == 0.0 and end is None:
+            data, sr = _decode(name, name, utt)
+        else:
+            data, sr = _decode(name, name, utt, _frame_range(start, end, sr, total, name, utt))
+    if expected_sr is not None and sr != expected_sr:
+        raise DataError(
+            f"sample rate is {sr} Hz, expected {expected_sr} Hz",
+            file=name,
+            utt=utt,
+            fix=f"resample the audio (e.g. `sox in.wav -r {expected_sr} out.wav`), "
+            "or set the expected rate / target_sr",
+        )
+    if not 0 <= channel < data.shape[1]:
+        raise DataError(
+            f"channel {channel} requested but the audio has {data.shape[1]} channel(s)",
+            file=name,
+            utt=utt,
+        )
+    x = np.ascontiguousarray(data[:, channel], dtype=np.float32) * np.float32(INT16_SCALE)
+    if target_sr is not None and target_sr != sr:
+        x, sr = resample(x, sr, target_sr), target_sr
+    return x, sr
+
+
+def load_utterance(
+    d: DataDir,
+    utt: str,
+    target_sr: int | None = None,
+    *,
+    expected_sr: int | None = None,
+) -> tuple[np.ndarray, int]:
+    """The audio of utterance ``utt`` of data dir ``d`` (honouring ``segments``).
+
+    Returns float32 (num_samples,) int16-scaled samples and the sample rate; see
+    :func:`read_audio` for ``target_sr`` and ``expected_sr``.
+    """
+    if utt not in d.utt2spk:
+        raise DataError("unknown utterance", file=d._file("utt2spk"), utt=utt)
+    rec = d.recording_of(utt)
+    try:
+        spec = d.wav_scp[rec]
+    except KeyError:
+        raise DataError(
+            f"recording {rec!r} not in wav.scp",
+            file=d._file("wav.scp"),
+            utt=utt,
+            fix="run `pykaldi2 fix-data-dir`",
+        ) from None
+    start, end = 0.0, None
+    if d.segments is not None:
+        _, start, end = d.segments[utt]
+    return read_audio(spec, start, end, target_sr, expected_sr=expected_sr, utt=utt)
+
+
+def audio_duration(spec: str, utt: str | None = None) -> float:
+    """Duration in seconds of a ``wav.scp`` value (header only for files; pipes are run)."""
+    if is_pipe(spec):
+        data, sr = _decode(io.BytesIO(_run_pipe(spec, utt)), spec.strip(), utt)
+        return data.shape[0] / sr
+    name = spec.strip()
+    if not Path(name).is_file():
+        raise DataError("audio file not found", file=name, utt=utt, fix="check the wav.scp entry")
+    frames, sr = _info(name, utt)
+    return frames / sr

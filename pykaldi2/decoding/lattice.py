@@ -1,0 +1,384 @@
+"""Raw Kaldi lattices as numpy arrays; Kaldi text archives; best paths under LM weights.
+
+A raw lattice (Kaldi's ``Lattice``, not ``CompactLattice``) is an acyclic FST whose arcs carry
+``ilabel = transition_id``, ``olabel = word id`` and a pair weight ``(graph_cost,
+acoustic_cost)``. As Kaldi's decoders do when they write lattices, acoustic costs are stored
+*unscaled* (the decoder's ``acoustic_scale`` is divided out), so that scoring with
+``lmwt`` (Kaldi's ``lattice-scale --inv-acoustic-scale=LMWT``) and a word insertion penalty
+(``lattice-add-penalty``) ranks paths by::
+
+    cost(path) = sum(graph_cost) + sum(acoustic_cost) / lmwt + wip * num_words(path)
+
+On-disk format (``lat.N.ark``): a Kaldi *text* archive of raw lattices, exactly what
+``lattice-copy --write-compact=false ark:in ark,t:out`` prints::
+
+    utt1 \\n
+    0<TAB>1<TAB>2<TAB>0<TAB>0.5,3.25      (src dst transition_id word graph_cost,acoustic_cost)
+    ...
+    7<TAB>0.69,0                            (final state and its final weight)
+    <empty line>
+
+Kaldi reads it with ``ark:lat.1.ark`` (``lattice-copy``, ``lattice-best-path``, ... accept raw
+lattices where they expect compact ones and convert them).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pykaldi2.utils.errors import DataError, Pykaldi2Error
+from pykaldi2.utils.io import atomic_write
+
+
+@dataclass
+class Lattice:
+    """A raw lattice in arrays (A arcs, S states).
+
+    Attributes:
+        num_states: S.
+        start: the start state (-1 for an empty lattice).
+        src, dst: (A,) int64 arc source / destination states.
+        ilabel: (A,) int64 transition_ids (0: epsilon).
+        olabel: (A,) int64 word ids (0: epsilon).
+        graph_cost: (A,) float64 graph (LM + transition + pronunciation) costs.
+        ac_cost: (A,) float64 unscaled acoustic costs (negated log-likelihoods).
+        final_graph, final_ac: (S,) float64 final weights; ``inf`` for non-final states.
+    """
+
+    num_states: int
+    start: int
+    src: np.ndarray
+    dst: np.ndarray
+    ilabel: np.ndarray
+    olabel: np.ndarray
+    graph_cost: np.ndarray
+    ac_cost: np.ndarray
+    final_graph: np.ndarray
+    final_ac: np.ndarray
+
+    @property
+    def num_arcs(self) -> int:
+        return int(self.src.shape[0])
+
+    # ---- conversion from / to text -------------------------------------------------------
+    @classmethod
+    def from_lines(cls, lines: Sequence[str], *, acoustic_scale: float = 1.0, where: str = "") -> Lattice:
+        """Parse OpenFst text lines of a raw lattice (``src dst ilabel olabel [g,a]`` / ``s [g,a]``).
+
+        ``acoustic_scale``: the scale the acoustic costs carry; they are divided by it.
+        The start state is the source of the first line (as OpenFst's printer writes it).
+        """
+        arcs: list[tuple[int, int, int, int, float, float]] = []
+        finals: list[tuple[int, float, float]] = []
+        start = -1
+        for i, line in enumerate(lines):
+            f = line.split()
+            if not f:
+                continue
+            try:
+                if len(f) in (4, 5):
+                    g, a = _pair(f[4]) if len(f) == 5 else (0.0, 0.0)
+                    arcs.append((int(f[0]), int(f[1]), int(f[2]), int(f[3]), g, a))
+                elif len(f) in (1, 2):
+                    g, a = _pair(f[1]) if len(f) == 2 else (0.0, 0.0)
+                    finals.append((int(f[0]), g, a))
+                else:
+                    raise ValueError(f"{len(f)} fields")
+            except ValueError as e:
+                raise DataError(
+                    f"bad lattice line {line.strip()!r} ({e})",
+                    file=where or None,
+                    fix="lattices must be raw Kaldi lattices in text form (lattice-copy ark,t:)",
+                ) from None
+            if start < 0:
+                start = int(f[0])
+        arr = np.asarray(arcs, dtype=np.float64).reshape(-1, 6)
+        fin = np.asarray(finals, dtype=np.float64).reshape(-1, 3)
+        ints = arr[:, :4].astype(np.int64)
+        num_states = int(max(ints[:, :2].max(initial=-1), fin[:, 0].max(initial=-1)) + 1)
+        final_graph = np.full(num_states, np.inf)
+        final_ac = np.full(num_states, np.inf)
+        fs = fin[:, 0].astype(np.int64)
+        final_graph[fs] = fin[:, 1]
+        final_ac[fs] = fin[:, 2] / acoustic_scale
+        return cls(
+            num_states=num_states,
+            start=start,
+            src=ints[:, 0],
+            dst=ints[:, 1],
+            ilabel=ints[:, 2],
+            olabel=ints[:, 3],
+            graph_cost=arr[:, 4],
+            ac_cost=arr[:, 5] / acoustic_scale,
+            final_graph=final_graph,
+            final_ac=final_ac,
+        )
+
+    @classmethod
+    def from_kaldifst(cls, lat, *, acoustic_scale: float = 1.0) -> Lattice:
+        """From a ``kaldifst.Lattice`` (e.g. ``LatticeSimpleDecoder.get_raw_lattice()``)."""
+        text = lat.to_str(is_acceptor=False, show_weight_one=False)
+        return cls.from_lines(text.splitlines(), acoustic_scale=acoustic_scale)
+
+    def to_text(self) -> str:
+        """OpenFst/Kaldi text form (start state's arcs first, tab-separated, ``g,a`` weights)."""
+        order = np.lexsort((np.arange(self.num_arcs), self.src != self.start))
+        out = []
+        for i in order:
+            w = _fmt_pair(self.graph_cost[i], self.ac_cost[i])
+            out.append(f"{self.src[i]}\t{self.dst[i]}\t{self.ilabel[i]}\t{self.olabel[i]}{w}\n")
+        for s in np.flatnonzero(np.isfinite(self.final_graph)):
+            out.append(f"{s}{_fmt_pair(self.final_graph[s], self.final_ac[s])}\n")
+        if self.num_arcs and self.src[order[0]] != self.start:
+            raise Pykaldi2Error("Lattice.to_text: the start state has no arcs")
+        return "".join(out)
+
+    def to_kaldifst(self, *, acoustic_scale: float = 1.0):
+        """As a ``kaldifst.Lattice`` (acoustic costs multiplied by ``acoustic_scale``)."""
+        from pykaldi2.kaldi import kaldifst
+
+        lat = kaldifst.Lattice()
+        for _ in range(self.num_states):
+            lat.add_state()
+        if self.start >= 0:
+            lat.start = self.start
+        for i in range(self.num_arcs):
+            w = kaldifst.LatticeWeight(self.graph_cost[i], self.ac_cost[i] * acoustic_scale)
+            arc = kaldifst.LatticeArc(int(self.ilabel[i]), int(self.olabel[i]), w, int(self.dst[i]))
+            lat.add_arc(int(self.src[i]), arc)
+        for s in np.flatnonzero(np.isfinite(self.final_graph)):
+            w = kaldifst.LatticeWeight(self.final_graph[s], self.final_ac[s] * acoustic_scale)
+            lat.set_final(int(s), w)
+        return lat
+
+
+def _pair(s: str) -> tuple[float, float]:
+    g, a = s.split(",")
+    return float(g), float(a)
+
+
+def _fmt_pair(g: float, a: float) -> str:
+    """``\\tg,a`` with 8 significant digits; empty for the weight One (0,0) as OpenFst prints."""
+    if g == 0 and a == 0:
+        return ""
+    return f"\t{float(g):.8g},{float(a):.8g}"
+
+
+# ---- archives ---------------------------------------------------------------------------
+def write_lattice_text(f, key: str, lat: Lattice) -> None:
+    """Append one lattice to an open text archive (Kaldi's ``key \\n<fst text>\\n``)."""
+    if not key or any(c.isspace() for c in key):
+        raise DataError(f"invalid utterance id {key!r} for a lattice archive")
+    f.write(f"{key} \n{lat.to_text()}\n")
+
+
+def write_lattice_ark(path: str | os.PathLike, lattices: dict[str, Lattice]) -> None:
+    """Write ``{utt: Lattice}`` as a Kaldi text archive atomically (see the module docstring)."""
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        for key, lat in lattices.items():
+            write_lattice_text(f, key, lat)
+
+
+def read_lattice_ark(path: str | os.PathLike) -> Iterator[tuple[str, Lattice]]:
+    """Iterate ``(utt, Lattice)`` over a Kaldi text archive of raw lattices."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("lattice archive not found", file=str(path), fix="run decoding first")
+    key, lines, key_line = None, [], 0
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if key is None:
+                if not line.strip():
+                    continue
+                fields = line.split()
+                if len(fields) != 1:
+                    raise DataError(
+                        f"expected an utterance id alone on the line, got {line.strip()!r}",
+                        file=str(path),
+                        line=lineno,
+                        fix="only text archives of raw lattices (ark,t:) are read",
+                    )
+                key, lines, key_line = fields[0], [], lineno
+            elif line.strip():
+                lines.append(line)
+            else:
+                yield key, Lattice.from_lines(lines, where=f"{path}:{key_line} ({key})")
+                key = None
+    if key is not None:
+        yield key, Lattice.from_lines(lines, where=f"{path}:{key_line} ({key})")
+
+
+# ---- best paths -------------------------------------------------------------------------
+@dataclass
+class BestPath:
+    """One best path: word ids, transition-ids, and its total graph / unscaled acoustic costs."""
+
+    words: list[int]
+    ali: list[int]
+    graph_cost: float
+    ac_cost: float
+
+
+def topo_levels(lat: Lattice) -> np.ndarray:
+    """(S,) int64: each state's depth in a topological layering (Kahn's algorithm, vectorized).
+
+    Every arc goes from a lower to a higher level. Raises if the lattice has a cycle.
+    """
+    S = lat.num_states
+    level = np.full(S, -1, dtype=np.int64)
+    indeg = np.bincount(lat.dst, minlength=S)
+    order = np.argsort(lat.src, kind="stable")
+    offsets = np.searchsorted(lat.src[order], np.arange(S + 1))
+    frontier = np.flatnonzero(indeg == 0)
+    depth = 0
+    while frontier.size:
+        level[frontier] = depth
+        counts = offsets[frontier + 1] - offsets[frontier]
+        total = int(counts.sum())
+        if total == 0:
+            break
+        first = np.repeat(offsets[frontier] - np.cumsum(counts) + counts, counts)
+        arcs = order[first + np.arange(total)]
+        d = lat.dst[arcs]
+        indeg -= np.bincount(d, minlength=S)
+        frontier = np.unique(d[indeg[d] == 0])
+        depth += 1
+    if (level < 0).any():
+        raise Pykaldi2Error(f"lattice has a cycle through {int((level < 0).sum())} states")
+    return level
+
+
+def best_paths(
+    lat: Lattice, lm_weights: Sequence[float], word_ins_penalties: Sequence[float] | float = 0.0
+) -> list[BestPath | None]:
+    """Best path for each ``(lmwt, wip)`` pair at once (K = len(lm_weights) pairs).
+
+    Costs: ``graph + acoustic / lmwt + wip * [word arc]`` (see the module docstring).
+    Vectorized over arcs and the K pairs; a level-by-level Viterbi over :func:`topo_levels`.
+    Returns one :class:`BestPath` per pair, ``None`` where no final state is reachable.
+    """
+    lmwt = np.asarray(lm_weights, dtype=np.float64).reshape(-1)
+    wip = np.broadcast_to(np.asarray(word_ins_penalties, dtype=np.float64), lmwt.shape)
+    K, S = lmwt.shape[0], lat.num_states
+    if S == 0 or lat.start < 0:
+        return [None] * K
+    cost = (
+        lat.graph_cost[:, None]
+        + lat.ac_cost[:, None] / lmwt[None, :]
+        + (lat.olabel != 0)[:, None] * wip[None, :]
+    )  # (A, K)
+    level = topo_levels(lat)
+    best = np.full((S, K), np.inf)
+    best[lat.start] = 0.0
+    arc_level = level[lat.src]
+    by_level = np.argsort(arc_level, kind="stable")
+    bounds = np.searchsorted(arc_level[by_level], np.arange(level.max() + 2))
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        if lo == hi:
+            continue
+        a = by_level[lo:hi]
+        np.minimum.at(best, lat.dst[a], best[lat.src[a]] + cost[a])
+    # Back-pointers: for each state and pair, the first incoming arc reaching its best cost.
+    cand = best[lat.src] + cost  # (A, K)
+    big = lat.num_arcs
+    hit = np.where(cand <= best[lat.dst], np.arange(big)[:, None], big)  # (A, K)
+    bp = np.full((S, K), big, dtype=np.int64)
+    np.minimum.at(bp, lat.dst, hit)
+    total = best + lat.final_graph[:, None] + lat.final_ac[:, None] / lmwt[None, :]
+    out: list[BestPath | None] = []
+    src, il, ol = lat.src.tolist(), lat.ilabel.tolist(), lat.olabel.tolist()
+    for k in range(K):
+        s = int(np.argmin(total[:, k]))
+        if not np.isfinite(total[s, k]):
+            out.append(None)
+            continue
+        g, ac = float(lat.final_graph[s]), float(lat.final_ac[s])
+        arcs = []
+        bpk = bp[:, k].tolist()
+        while s != lat.start:
+            a = bpk[s]
+            arcs.append(a)
+            s = src[a]
+        arcs.reverse()
+        idx = np.asarray(arcs, dtype=np.int64)
+        out.append(
+            BestPath(
+                words=[ol[a] for a in arcs if ol[a] != 0],
+                ali=[il[a] for a in arcs if il[a] != 0],
+                graph_cost=g + float(lat.graph_cost[idx].sum()),
+                ac_cost=ac + float(lat.ac_cost[idx].sum()),
+            )
+        )
+    return out
+
+
+def best_path(lat: Lattice, lmwt: float = 1.0, word_ins_penalty: float = 0.0) -> BestPath | None:
+    """Kaldi's ``lattice-scale --inv-acoustic-scale=lmwt | lattice-add-penalty | lattice-best-path``."""
+    return best_paths(lat, [lmwt], [word_ins_penalty])[0]
+
+
+def best_path_reference(
+    lat: Lattice, lmwt: float = 1.0, word_ins_penalty: float = 0.0
+) -> BestPath | None:
+    """Slow, obviously-correct best path: DFS topological order, then a plain Viterbi loop."""
+    S = lat.num_states
+    if S == 0 or lat.start < 0:
+        return None
+    out_arcs: list[list[int]] = [[] for _ in range(S)]
+    for a in range(lat.num_arcs):
+        out_arcs[int(lat.src[a])].append(a)
+    order: list[int] = []
+    state = [0] * S  # 0 new, 1 on stack, 2 done
+    for root in range(S):
+        if state[root]:
+            continue
+        stack = [(root, iter(out_arcs[root]))]
+        state[root] = 1
+        while stack:
+            s, it = stack[-1]
+            nxt = next(it, None)
+            if nxt is None:
+                stack.pop()
+                state[s] = 2
+                order.append(s)
+                continue
+            d = int(lat.dst[nxt])
+            if state[d] == 1:
+                raise Pykaldi2Error("lattice has a cycle")
+            if state[d] == 0:
+                state[d] = 1
+                stack.append((d, iter(out_arcs[d])))
+    order.reverse()
+    best = [float("inf")] * S
+    back: list[int] = [-1] * S
+    best[lat.start] = 0.0
+    for s in order:
+        if best[s] == float("inf"):
+            continue
+        for a in out_arcs[s]:
+            c = best[s] + lat.graph_cost[a] + lat.ac_cost[a] / lmwt
+            c += word_ins_penalty if lat.olabel[a] != 0 else 0.0
+            d = int(lat.dst[a])
+            if c < best[d]:
+                best[d], back[d] = c, a
+    totals = [best[s] + lat.final_graph[s] + lat.final_ac[s] / lmwt for s in range(S)]
+    s = min(range(S), key=lambda i: totals[i])
+    if totals[s] == float("inf"):
+        return None
+    g, ac = float(lat.final_graph[s]), float(lat.final_ac[s])
+    arcs = []
+    while s != lat.start:
+        arcs.append(back[s])
+        s = int(lat.src[back[s]])
+    arcs.reverse()
+    return BestPath(
+        words=[int(lat.olabel[a]) for a in arcs if lat.olabel[a] != 0],
+        ali=[int(lat.ilabel[a]) for a in arcs if lat.ilabel[a] != 0],
+        graph_cost=g + sum(float(lat.graph_cost[a]) for a in arcs),
+        ac_cost=ac + sum(float(lat.ac_cost[a]) for a in arcs),
+    )

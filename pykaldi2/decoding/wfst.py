@@ -1,0 +1,240 @@
+"""Decoding one utterance through HCLG (Kaldi's decode-faster-mapped, latgen, gmm-decode-faster).
+
+Log-likelihoods come as a (T, num_pdfs) matrix (a neural net's pseudo log-likelihoods, or GMM
+log-likelihoods from :func:`gmm_compute_likes`). The decoders index a decodable by
+transition_id; :func:`decodable_matrix` builds ``M = acoustic_scale * loglik[:, tid2pdf[1:]]``
+(T, num_transition_ids) so that ``kaldi_decoder.DecodableCtc(M)`` — which returns
+``M[t, i - 1]`` for index ``i`` — is exactly Kaldi's ``DecodableMatrixScaledMapped``.
+
+    >>> res = decode_faster(hclg, loglik, tid2pdf, DecoderConfig(beam=13))   # best path only
+    >>> res, lat = decode_lattice(hclg, loglik, tid2pdf)                      # + raw lattice
+    >>> res.words, lat.num_arcs
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pykaldi2.decoding.lattice import Lattice
+from pykaldi2.utils.errors import DataError, Pykaldi2Error
+
+
+@dataclass
+class DecoderConfig:
+    """Decoder options (Kaldi's ``steps/decode.sh`` defaults).
+
+    Attributes:
+        beam: decoding beam (``--beam``).
+        lattice_beam: lattice pruning beam (``--lattice-beam``; lattice decoding only).
+        max_active: most active states per frame (``--max-active``; best-path decoding only:
+            ``LatticeSimpleDecoder`` has no such limit).
+        min_active: fewest active states per frame (best-path decoding only).
+        acoustic_scale: scale of the log-likelihoods (``--acoustic-scale``; 0.1 for GMM and
+            cross-entropy nets, 1.0 for chain models).
+        prune_interval: frames between lattice prunings (lattice decoding only).
+        allow_partial: output the best partial path when no final state is reached
+            (``--allow-partial``); otherwise that utterance fails.
+    """
+
+    beam: float = 13.0
+    lattice_beam: float = 6.0
+    max_active: int = 7000
+    min_active: int = 200
+    acoustic_scale: float = 0.1
+    prune_interval: int = 25
+    allow_partial: bool = True
+
+    def __post_init__(self) -> None:
+        bad = [
+            n
+            for n in ("beam", "lattice_beam", "acoustic_scale", "max_active", "prune_interval")
+            if getattr(self, n) <= 0
+        ]
+        if bad or self.min_active < 0 or self.min_active > self.max_active:
+            raise Pykaldi2Error(
+                f"DecoderConfig: invalid {bad or ['min_active']} in {self.to_dict()}; "
+                "beams, acoustic_scale, max_active, prune_interval must be > 0 and "
+                "0 <= min_active <= max_active"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DecoderConfig:
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise Pykaldi2Error(f"DecoderConfig: unknown keys {sorted(unknown)}")
+        return cls(**d)
+
+
+@dataclass
+class DecodeResult:
+    """The decoder's best path.
+
+    Attributes:
+        words: word ids (olabels of HCLG).
+        ali: transition_ids, one per frame.
+        graph_cost: total graph cost of the path.
+        ac_cost: total acoustic cost, *unscaled* (``-sum loglik``).
+        reached_final: False when ``allow_partial`` produced a path that ends in a non-final state.
+    """
+
+    words: list[int]
+    ali: list[int] = field(repr=False)
+    graph_cost: float
+    ac_cost: float
+    reached_final: bool = True
+
+
+def tid2pdf_of(trans_model) -> np.ndarray:
+    """(num_transition_ids + 1,) int64: transition_id -> pdf_id (index 0 unused)."""
+    return np.asarray(trans_model.transition_id_to_pdf_array(), dtype=np.int64)
+
+
+def decodable_matrix(loglik: np.ndarray, tid2pdf: np.ndarray, acoustic_scale: float) -> np.ndarray:
+    """(T, num_pdfs) log-likelihoods -> (T, num_transition_ids) float32 ``DecodableCtc`` matrix.
+
+    ``tid2pdf``: (num_transition_ids + 1,) as from :func:`tid2pdf_of` (index 0 unused).
+    """
+    loglik = np.asarray(loglik)
+    num_pdfs = int(tid2pdf[1:].max()) + 1
+    if loglik.ndim != 2 or loglik.shape[1] != num_pdfs:
+        raise DataError(
+            f"log-likelihoods of shape {loglik.shape}, the model has {num_pdfs} pdfs",
+            fix="the acoustic model's output dim must equal the tree's num_pdfs",
+        )
+    if not np.isfinite(loglik).all():
+        raise DataError("log-likelihoods contain NaN or +-inf", fix="check the acoustic model")
+    return np.ascontiguousarray(acoustic_scale * loglik[:, tid2pdf[1:]], dtype=np.float32)
+
+
+def _result_from_path(ok: bool, path, acoustic_scale: float, reached_final: bool) -> DecodeResult:
+    from pykaldi2.kaldi import kaldifst
+
+    if not ok:
+        raise Pykaldi2Error("decoding produced no path (empty graph or all tokens pruned)")
+    linear, ali, words, w = kaldifst.get_linear_symbol_sequence(path)
+    if not linear:
+        raise Pykaldi2Error("decoder best path is not linear")
+    return DecodeResult(
+        words=list(words),
+        ali=list(ali),
+        graph_cost=float(w.value1),
+        ac_cost=float(w.value2) / acoustic_scale,
+        reached_final=reached_final,
+    )
+
+
+def _check_frames(T: int, utt: str) -> None:
+    if T == 0:
+        raise DataError("zero frames to decode", utt=utt or None, fix="drop empty utterances")
+
+
+def decode_faster(
+    hclg, loglik: np.ndarray, tid2pdf: np.ndarray, config: DecoderConfig | None = None, utt: str = ""
+) -> DecodeResult:
+    """Kaldi's ``decode-faster-mapped``: best path only (``FasterDecoder``, with max_active).
+
+    Args:
+        hclg: ``kaldifst.StdVectorFst`` (or ``StdConstFst``) decoding graph.
+        loglik: (T, num_pdfs) log-likelihoods.
+        tid2pdf: (num_transition_ids + 1,) transition_id -> pdf_id.
+    """
+    from pykaldi2.kaldi import kaldi_decoder
+
+    config = config or DecoderConfig()
+    M = decodable_matrix(loglik, tid2pdf, config.acoustic_scale)
+    _check_frames(M.shape[0], utt)
+    opts = kaldi_decoder.FasterDecoderOptions(
+        beam=config.beam, max_active=config.max_active, min_active=config.min_active
+    )
+    dec = kaldi_decoder.FasterDecoder(hclg, opts)
+    dec.decode(kaldi_decoder.DecodableCtc(M))
+    final = dec.reached_final()
+    if not final and not config.allow_partial:
+        raise Pykaldi2Error(f"utterance {utt}: no final state reached (try a larger beam)")
+    ok, path = dec.get_best_path(use_final_probs=final)
+    return _result_from_path(ok, path, config.acoustic_scale, final)
+
+
+def decode_lattice(
+    hclg, loglik: np.ndarray, tid2pdf: np.ndarray, config: DecoderConfig | None = None, utt: str = ""
+) -> tuple[DecodeResult, Lattice]:
+    """Kaldi's ``latgen-faster-mapped`` without determinization: best path + raw lattice.
+
+    Uses ``kaldi_decoder.LatticeSimpleDecoder`` (``max_active``/``min_active`` do not apply).
+    Returns the best path and the raw :class:`Lattice` (acoustic costs unscaled).
+    """
+    from pykaldi2.kaldi import kaldi_decoder
+
+    config = config or DecoderConfig()
+    M = decodable_matrix(loglik, tid2pdf, config.acoustic_scale)
+    _check_frames(M.shape[0], utt)
+    opts = kaldi_decoder.LatticeSimpleDecoderConfig(
+        beam=config.beam,
+        lattice_beam=config.lattice_beam,
+        prune_interval=config.prune_interval,
+        determinize_lattice=False,
+    )
+    dec = kaldi_decoder.LatticeSimpleDecoder(hclg, opts)
+    final = bool(dec.decode(kaldi_decoder.DecodableCtc(M)))
+    final = final and dec.final_relative_cost() != float("inf")
+    if not final and not config.allow_partial:
+        raise Pykaldi2Error(f"utterance {utt}: no final state reached (try a larger beam)")
+    ok, path = dec.get_best_path(use_final_probs=final)
+    result = _result_from_path(ok, path, config.acoustic_scale, final)
+    ok, raw = dec.get_raw_lattice(use_final_probs=final)
+    if not ok:
+        raise Pykaldi2Error(f"utterance {utt}: the decoder produced no lattice")
+    return result, Lattice.from_kaldifst(raw, acoustic_scale=config.acoustic_scale)
+
+
+def gmm_compute_likes(am, feats: np.ndarray) -> np.ndarray:
+    """Kaldi's ``gmm-compute-likes``: (T, D) features -> (T, num_pdfs) GMM log-likelihoods.
+
+    ``am``: ``khg.AmDiagGmm``. The per-pdf log-likelihood is the log-sum-exp of the weighted
+    Gaussian components (``DiagGmm.log_likelihoods_matrix``).
+    """
+    from scipy.special import logsumexp
+
+    feats = np.ascontiguousarray(feats, dtype=np.float32)
+    if feats.ndim != 2 or feats.shape[1] != am.dim:
+        raise DataError(f"features of shape {feats.shape}, the GMMs expect dim {am.dim}")
+    out = np.empty((feats.shape[0], am.num_pdfs), dtype=np.float32)
+    for p in range(am.num_pdfs):
+        comp = np.asarray(am.get_pdf(p).log_likelihoods_matrix(feats))  # (T, num_gauss)
+        out[:, p] = logsumexp(comp, axis=1)
+    return out
+
+
+def gmm_decode_faster(
+    hclg, am, trans_model, feats: np.ndarray, config: DecoderConfig | None = None, utt: str = ""
+) -> DecodeResult:
+    """Kaldi's ``gmm-decode-faster``: khg's ``FasterDecoder`` + ``DecodableAmDiagGmmScaled``.
+
+    The GMM log-likelihoods are computed inside Kaldi, frame by frame, for active pdfs only.
+    For lattices from a GMM, decode ``gmm_compute_likes(am, feats)`` with :func:`decode_lattice`.
+    """
+    from pykaldi2.kaldi import khg
+
+    config = config or DecoderConfig()
+    feats = np.ascontiguousarray(feats, dtype=np.float32)
+    if feats.ndim != 2 or feats.shape[1] != am.dim:
+        raise DataError(
+            f"features of shape {feats.shape}, the GMMs expect dim {am.dim}", utt=utt or None
+        )
+    _check_frames(feats.shape[0], utt)
+    opts = khg.FasterDecoderOptions(
+        beam=config.beam, max_active=config.max_active, min_active=config.min_active
+    )
+    dec = khg.FasterDecoder(hclg, opts)
+    dec.decode(khg.DecodableAmDiagGmmScaled(am, trans_model, feats, config.acoustic_scale))
+    final = dec.reached_final()
+    if not final and not config.allow_partial:
+        raise Pykaldi2Error(f"utterance {utt}: no final state reached (try a larger beam)")
+    ok, path = dec.get_best_path(use_final_probs=final)
+    return _result_from_path(ok, path, config.acoustic_scale, final)

@@ -1,0 +1,180 @@
+"""Cepstral mean and variance normalisation: compute-cmvn-stats, apply-cmvn, apply-cmvn-sliding.
+
+Stats use Kaldi's layout exactly, so a cmvn.ark written with kaldiio is read by Kaldi and back:
+a (2, F + 1) float64 matrix ``[[sum_t x_t(0..F-1), count], [sum_t x_t(d)^2, 0]]``. Stats add up:
+per-speaker stats are the sum of the speaker's per-utterance stats, global stats the sum of all.
+
+    >>> stats = compute_cmvn_stats(feats)              # (2, F + 1)
+    >>> normed = apply_cmvn(feats, stats, norm_vars=False)
+    >>> online = apply_cmvn_sliding(feats, SlidingCmnConfig(cmn_window=300))
+
+Slow references: :mod:`pykaldi2.features.reference` (cmvn_stats/apply_cmvn/sliding_cmn).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from pykaldi2.utils.errors import Pykaldi2Error
+from pykaldi2.utils.log import progress
+
+
+def _check_feats(feats: np.ndarray, what: str) -> np.ndarray:
+    feats = np.asarray(feats)
+    if feats.ndim != 2:
+        raise Pykaldi2Error(f"{what}: expected features of shape (T, F), got {feats.shape}")
+    return feats
+
+
+def compute_cmvn_stats(feats: np.ndarray) -> np.ndarray:
+    """compute-cmvn-stats of one matrix: (T, F) -> (2, F + 1) float64 (Kaldi layout)."""
+    feats = _check_feats(feats, "compute_cmvn_stats").astype(np.float64)
+    stats = np.zeros((2, feats.shape[1] + 1))
+    stats[0, :-1] = feats.sum(axis=0)
+    stats[1, :-1] = np.einsum("td,td->d", feats, feats)
+    stats[0, -1] = len(feats)
+    return stats
+
+
+def acc_cmvn_stats(feats_iter: Iterable[np.ndarray]) -> np.ndarray:
+    """Sum the stats of several (T, F) matrices (one speaker, or a whole set for global CMVN)."""
+    total = None
+    for feats in feats_iter:
+        stats = compute_cmvn_stats(feats)
+        if total is None:
+            total = stats
+        elif total.shape != stats.shape:
+            raise Pykaldi2Error(
+                f"acc_cmvn_stats: feature dims differ ({total.shape[1] - 1} vs {stats.shape[1] - 1})"
+            )
+        else:
+            total += stats
+    if total is None:
+        raise Pykaldi2Error("acc_cmvn_stats: no features to accumulate")
+    return total
+
+
+def _check_stats(stats: np.ndarray, dim: int, norm_vars: bool) -> tuple[np.ndarray, float]:
+    stats = np.asarray(stats, dtype=np.float64)
+    rows = 2 if norm_vars else 1
+    if stats.ndim != 2 or stats.shape[0] < rows or stats.shape[1] != dim + 1:
+        raise Pykaldi2Error(
+            f"CMVN stats of shape {stats.shape} do not fit {dim}-dim features (need ({rows}, "
+            f"{dim + 1})). Fix: recompute the stats (pykaldi2 compute-cmvn) for these features"
+        )
+    count = float(stats[0, dim])
+    if count < 1.0:
+        raise Pykaldi2Error(f"CMVN stats have a frame count of {count}; they are empty")
+    return stats, count
+
+
+def apply_cmvn(
+    feats: np.ndarray, stats: np.ndarray, norm_vars: bool = False, reverse: bool = False
+) -> np.ndarray:
+    """apply-cmvn: (T, F) float32 normalised with ``stats`` (2, F + 1).
+
+    x_d <- x_d - mean_d; with ``norm_vars`` x_d <- (x_d - mean_d) / stddev_d (variance floored at
+    1e-20). ``reverse`` undoes it (apply-cmvn --reverse).
+    """
+    feats = _check_feats(feats, "apply_cmvn")
+    dim = feats.shape[1]
+    stats, count = _check_stats(stats, dim, norm_vars)
+    mean = stats[0, :dim] / count
+    if norm_vars:
+        var = np.maximum(stats[1, :dim] / count - mean * mean, 1.0e-20)
+        scale = 1.0 / np.sqrt(var)
+    else:
+        scale = np.ones(dim)
+    offset = -mean * scale
+    x = feats.astype(np.float64)
+    out = (x - offset) / scale if reverse else x * scale + offset
+    return out.astype(np.float32)
+
+
+@dataclass
+class SlidingCmnConfig:
+    """apply-cmvn-sliding options (Kaldi defaults): window in frames, min window at the start."""
+
+    cmn_window: int = 600
+    min_window: int = 100
+    center: bool = False
+    norm_vars: bool = False
+
+    def __post_init__(self) -> None:
+        if self.cmn_window < 1 or self.min_window < 1:
+            raise Pykaldi2Error(f"SlidingCmnConfig: windows must be >= 1, got {self}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SlidingCmnConfig:
+        return cls(**d)
+
+
+def _sliding_windows(num: int, cfg: SlidingCmnConfig) -> tuple[np.ndarray, np.ndarray]:
+    """[start, end) of each frame's normalisation window, (T,) each (SlidingWindowCmnInternal)."""
+    t = np.arange(num)
+    if cfg.center:
+        start = t - cfg.cmn_window // 2
+        end = start + cfg.cmn_window
+    else:
+        start = t - cfg.cmn_window
+        end = t + 1
+    shift = np.minimum(start, 0)  # a window starting before 0 is moved right
+    end, start = end - shift, start - shift
+    if not cfg.center:
+        end = np.where(end > t, np.maximum(t + 1, cfg.min_window), end)
+    over = np.maximum(end - num, 0)  # a window past the end is moved left
+    start = np.maximum(start - over, 0)
+    end = end - over
+    return start, end
+
+
+def apply_cmvn_sliding(feats: np.ndarray, config: SlidingCmnConfig | None = None) -> np.ndarray:
+    """apply-cmvn-sliding: per-frame CMN over a sliding window (streaming-friendly when causal).
+
+    (T, F) -> (T, F) float32. Each frame is normalised by the mean (and with ``norm_vars`` the
+    stddev, variance floored at 1e-10) of the frames in its window, computed in float64 from
+    cumulative sums.
+    """
+    cfg = config or SlidingCmnConfig()
+    feats = _check_feats(feats, "apply_cmvn_sliding")
+    x = feats.astype(np.float64)
+    num = len(x)
+    if num == 0:
+        return feats.astype(np.float32)
+    start, end = _sliding_windows(num, cfg)
+    n = (end - start)[:, None].astype(np.float64)
+    csum = np.concatenate([np.zeros((1, x.shape[1])), np.cumsum(x, axis=0)])
+    win_sum = csum[end] - csum[start]
+    out = x - win_sum / n
+    if cfg.norm_vars:
+        csq = np.concatenate([np.zeros((1, x.shape[1])), np.cumsum(x * x, axis=0)])
+        var = (csq[end] - csq[start]) / n - (win_sum / n) ** 2
+        out = out / np.sqrt(np.maximum(var, 1.0e-10))
+        out[(n == 1)[:, 0]] = 0.0
+    return out.astype(np.float32)
+
+
+def cmvn_stats_per_speaker(
+    reader: Mapping[str, np.ndarray], spk2utt: Mapping[str, list[str]]
+) -> dict[str, np.ndarray]:
+    """compute-cmvn-stats --spk2utt: speaker -> (2, F + 1) stats, over the utts that have feats.
+
+    Utterances of spk2utt missing from ``reader`` are skipped (as Kaldi does); a speaker with no
+    features at all is an error naming it.
+    """
+    out: dict[str, np.ndarray] = {}
+    for spk in progress(spk2utt, desc="cmvn stats", unit="spk"):
+        utts = [u for u in spk2utt[spk] if u in reader]
+        if not utts:
+            raise Pykaldi2Error(
+                f"speaker {spk} has no utterance with features. Fix: run compute-feats first, or "
+                "fix the data dir (fix-data-dir) so spk2utt matches feats.scp"
+            )
+        out[spk] = acc_cmvn_stats(reader[u] for u in utts)
+    return out

@@ -1,0 +1,94 @@
+"""Alignments: ali-to-pdf, ali-to-phones, and Kaldi ``ali`` archives.
+
+An alignment is a (T,) int array of transition_ids. Archives are Kaldi binary ``ark`` files of
+integer vectors (``ali.ark`` + ``ali.scp``), or a gzipped ark (``ali.1.gz`` as Kaldi writes).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from pykaldi2.hmm.model import GmmModel
+from pykaldi2.utils.errors import DataError
+from pykaldi2.utils.io import atomic_write
+
+
+def ali_to_pdf(model: GmmModel, ali: np.ndarray) -> np.ndarray:
+    """(T,) transition_ids -> (T,) pdf_ids (ali-to-pdf): the targets of a hybrid network."""
+    return model.tid2pdf[np.asarray(ali, dtype=np.int64)]
+
+
+def split_to_phones(model: GmmModel, ali: np.ndarray) -> list[tuple[int, int, int]]:
+    """Phone segments of an alignment as ``(phone, start_frame, num_frames)``.
+
+    A phone ends on the frame whose transition leaves its HMM (``is_final``), as Kaldi's
+    SplitToPhones assumes for topologies with a final state.
+    """
+    ali = np.asarray(ali, dtype=np.int64)
+    if len(ali) == 0:
+        return []
+    ends = np.flatnonzero(model.tid_is_final[ali]) + 1
+    if len(ends) == 0 or ends[-1] != len(ali):
+        raise DataError(
+            "alignment does not end at the end of a phone (truncated or from another model)"
+        )
+    starts = np.concatenate([[0], ends[:-1]])
+    phones = model.tid2phone[ali[starts]]
+    return [(int(p), int(s), int(e - s)) for p, s, e in zip(phones, starts, ends)]
+
+
+def ali_to_phones(model: GmmModel, ali: np.ndarray, per_frame: bool = False) -> np.ndarray:
+    """Phone sequence of an alignment (ali-to-phones), or one phone per frame (``--per-frame``)."""
+    ali = np.asarray(ali, dtype=np.int64)
+    if per_frame:
+        return model.tid2phone[ali]
+    return np.asarray([p for p, _, _ in split_to_phones(model, ali)], dtype=np.int64)
+
+
+def write_ali(path: str | os.PathLike, alis: Mapping[str, np.ndarray]) -> None:
+    """Write alignments as a Kaldi ark: ``x.ark`` (+ ``x.scp`` beside it) or gzipped ``x.gz``."""
+    import kaldiio
+
+    path = Path(path)
+    data = {utt: np.asarray(a, dtype=np.int32) for utt, a in sorted(alis.items())}
+    if path.suffix == ".gz":
+        buf = io.BytesIO()
+        kaldiio.save_ark(buf, data)
+        with atomic_write(path, "wb") as f:
+            f.write(gzip.compress(buf.getvalue()))
+        return
+    scp = path.with_suffix(".scp")
+    with atomic_write(path, "wb") as f:
+        offsets = {}
+        for utt, a in data.items():
+            offsets[utt] = f.tell() + len(utt.encode()) + 1  # after "utt "
+            kaldiio.save_ark(f, {utt: a})
+    with atomic_write(scp, "w") as f:
+        for utt, off in offsets.items():
+            f.write(f"{utt} {path.resolve()}:{off}\n")
+
+
+def read_ali(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read alignments from an ``.ark``, ``.scp`` or gzipped ark; utt -> (T,) int32."""
+    import kaldiio
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("no such alignment file", file=str(path))
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                return {k: np.asarray(v, dtype=np.int32) for k, v in kaldiio.load_ark(f)}
+        if path.suffix == ".scp":
+            return {k: np.asarray(v, dtype=np.int32) for k, v in kaldiio.load_scp(str(path)).items()}
+        return {k: np.asarray(v, dtype=np.int32) for k, v in kaldiio.load_ark(str(path))}
+    except DataError:
+        raise
+    except Exception as e:
+        raise DataError(f"not a Kaldi alignment archive: {e}", file=str(path)) from None

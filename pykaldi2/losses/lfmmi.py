@@ -1,0 +1,398 @@
+"""LF-MMI (Kaldi "chain") objective: batched numerator and denominator forward-backward.
+
+Dimension legend: N sequences, T frames (at the subsampled, output frame rate), P pdfs,
+S states, A arcs. ``nnet_output`` is (N, T, P), unnormalized log-likelihoods (no log-softmax),
+padded after ``lengths[n]`` frames.
+
+For one sequence the objective is ``log p_num(O) - log p_den(O)`` where
+
+    log p_G(O) = log sum over paths of G of  prod_t  w(arc_t) * exp(nnet_output[t, pdf(arc_t)])
+
+and its derivative with respect to ``nnet_output[t, p]`` is the occupancy of pdf ``p`` at frame
+``t``, so the gradient of the objective is ``num_occ - den_occ`` (both sum to one per frame).
+
+Denominator (:class:`DenLogLikelihood`): probability domain, the den graph shared by the batch,
+as in Kaldi's chain-denominator.cc, with the leaky HMM: before every frame a fraction
+``leaky_hmm_coefficient`` of the total mass is redistributed over the states in proportion to the
+graph's ``initial_probs``::
+
+    alpha(0)      = initial_probs
+    alpha'(t)     = alpha(t) + c * sum(alpha(t)) * initial_probs
+    alpha(t+1)[j] = sum_{arcs i->j, pdf p} alpha'(t)[i] / s(t) * w * exp(x[t, p] - m(t))
+    log p_den     = sum_t (log s(t) + m(t)) + log sum(alpha(T))
+
+with ``s(t) = sum(alpha'(t))`` (Kaldi's "arbitrary scale") and ``m(t) = max_p x[t, p]`` (an
+exact shift: every path takes one pdf per frame), so nothing overflows. Only the normalized
+``alpha'`` of every frame is kept, (T, N, S); the backward pass recomputes the arc terms frame by
+frame and accumulates the occupancies directly, never storing per-arc values for all frames.
+
+Numerator (:class:`NumLogLikelihood`): log domain (the numerator graphs are small and
+may contain paths of very different weight), all sequences' graphs concatenated into one arc
+list (:class:`pykaldi2.lang.chain_supervision.NumeratorGraphs`) and run together.
+
+:func:`chain_loss` combines them as Kaldi's chain-training.cc does, with the ``l2_regularize``
+and ``xent_regularize`` options.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+from pykaldi2.lang.chain_supervision import NumeratorGraphs
+from pykaldi2.lang.den_fst import DenGraph
+from pykaldi2.utils.errors import Pykaldi2Error
+
+__all__ = [
+    "ChainLoss",
+    "ChainTrainingOptions",
+    "DenLogLikelihood",
+    "NumLogLikelihood",
+    "chain_loss",
+    "den_log_likelihood",
+    "num_log_likelihood",
+    "scatter_logsumexp",
+]
+
+
+def scatter_logsumexp(values: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
+    """``out[i] = logsumexp(values[index == i])`` (``-inf`` where nothing is scattered).
+
+    values: (..., A), index: (A,) int64 into [0, size); returns (..., size).
+    """
+    shape = values.shape[:-1] + (size,)
+    idx = index.expand_as(values)
+    m = torch.full(shape, float("-inf"), dtype=values.dtype, device=values.device)
+    m = m.scatter_reduce(-1, idx, values, reduce="amax", include_self=True)
+    m_safe = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    e = torch.exp(values - m_safe.gather(-1, idx))
+    s = torch.zeros(shape, dtype=values.dtype, device=values.device).scatter_add_(-1, idx, e)
+    return torch.log(s) + m_safe
+
+
+def _check_inputs(nnet_output: torch.Tensor, lengths: torch.Tensor, num_pdfs: int) -> None:
+    if nnet_output.dim() != 3:
+        raise Pykaldi2Error(f"nnet_output must be (N, T, P), got shape {tuple(nnet_output.shape)}")
+    n, t, p = nnet_output.shape
+    if p != num_pdfs:
+        raise Pykaldi2Error(
+            f"nnet_output has {p} outputs but the chain graph has {num_pdfs} pdfs. Fix: build the "
+            "den/num graphs with the transition model of this nnet"
+        )
+    if lengths.shape != (n,):
+        raise Pykaldi2Error(f"lengths must be ({n},), got {tuple(lengths.shape)}")
+    if n and (int(lengths.min()) < 1 or int(lengths.max()) > t):
+        raise Pykaldi2Error(f"lengths must be in [1, {t}], got {lengths.tolist()}")
+
+
+# --------------------------------------------------------------------------------------------
+# Denominator: probability domain, leaky HMM
+# --------------------------------------------------------------------------------------------
+
+
+def _den_frame_terms(nnet_output: torch.Tensor, lengths: torch.Tensor):
+    """exp(x - m) with padded frames zeroed first, and the per-frame shift m: (N, T, P), (N, T)."""
+    t_idx = torch.arange(nnet_output.shape[1], device=nnet_output.device)
+    valid = (t_idx[None, :] < lengths[:, None])[..., None]
+    x = torch.where(valid, nnet_output, torch.zeros_like(nnet_output))
+    m = x.amax(dim=-1)
+    return torch.exp(x - m[..., None]), m
+
+
+class DenLogLikelihood(torch.autograd.Function):
+    """log p_den per sequence, (N,); backward gives ``grad_output[n] * den_occ[n]``.
+
+    Args (to ``apply``): nnet_output (N, T, P); lengths (N,) int64 on the output's device;
+    src, dst, pdf (A,) int64; weight (A,) arc probabilities; initial_probs (S,);
+    leaky_hmm_coefficient float.
+    """
+
+    @staticmethod
+    def forward(ctx, nnet_output, lengths, src, dst, pdf, weight, initial_probs, leaky):
+        n, t_max, _ = nnet_output.shape
+        s_num = initial_probs.numel()
+        dtype = nnet_output.dtype
+        w = weight.to(dtype)
+        init = initial_probs.to(dtype)
+        with torch.no_grad():
+            x, m = _den_frame_terms(nnet_output, lengths)
+            alphas = nnet_output.new_empty((t_max, n, s_num))  # normalized alpha'(t)
+            log_scale = nnet_output.new_empty((t_max + 1, n))  # log s(t); log sum alpha(T) last
+            log_sum = nnet_output.new_empty((t_max + 1, n))  # log sum(alpha(t))
+            a = init.expand(n, s_num)
+            tiny = torch.finfo(dtype).tiny
+            for t in range(t_max):
+                tot = a.sum(dim=1, keepdim=True)
+                log_sum[t] = tot.squeeze(1).clamp_min(tiny).log()
+                a_dash = a + leaky * tot * init
+                s = a_dash.sum(dim=1, keepdim=True).clamp_min(tiny)
+                log_scale[t] = s.squeeze(1).log()
+                a_hat = a_dash / s
+                alphas[t] = a_hat
+                contrib = a_hat[:, src] * (w * x[:, t, :][:, pdf])
+                a = torch.zeros_like(a_hat).index_add_(1, dst, contrib)
+            log_sum[t_max] = a.sum(dim=1).clamp_min(tiny).log()
+            # log p = sum_{t < T_n} (log s(t) + m(t)) + log sum(alpha(T_n))
+            cum = torch.cumsum(log_scale[:t_max].T + m, dim=1)  # (N, T)
+            ar = torch.arange(n, device=nnet_output.device)
+            logprob = cum[ar, lengths - 1] + log_sum.T[ar, lengths]
+        ctx.save_for_backward(nnet_output, lengths, src, dst, pdf, w, init, alphas, log_scale, log_sum)
+        ctx.leaky = leaky
+        return logprob
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        nnet_output, lengths, src, dst, pdf, w, init, alphas, log_scale, log_sum = ctx.saved_tensors
+        leaky = ctx.leaky
+        n, t_max, p_num = nnet_output.shape
+        with torch.no_grad():
+            x, _ = _den_frame_terms(nnet_output, lengths)
+            grad = torch.zeros_like(nnet_output)
+            beta = nnet_output.new_zeros((n, alphas.shape[2]))
+            # beta(T_n) = d log p / d alpha(T_n) = 1 / sum(alpha(T_n)), for every state.
+            ends_at = torch.exp(-log_sum.T.gather(1, lengths[:, None]))  # (N, 1)
+            for t in range(t_max - 1, -1, -1):
+                starts = (lengths == t + 1)[:, None]
+                beta = torch.where(starts, ends_at.expand_as(beta), beta)
+                prod = (w * x[:, t, :][:, pdf]) * beta[:, dst]  # (N, A)
+                occ = alphas[t][:, src] * prod
+                grad[:, t, :] = torch.zeros(
+                    (n, p_num), dtype=occ.dtype, device=occ.device
+                ).index_add_(1, pdf, occ)
+                g = torch.zeros_like(beta).index_add_(1, src, prod)
+                b_dash = g / torch.exp(log_scale[t])[:, None]
+                beta = b_dash + leaky * (b_dash @ init)[:, None]
+            grad = grad * grad_output.to(grad.dtype)[:, None, None]
+        return grad, None, None, None, None, None, None, None
+
+
+def den_log_likelihood(
+    nnet_output: torch.Tensor,
+    lengths: torch.Tensor,
+    den_graph: DenGraph,
+    leaky_hmm_coefficient: float = 1e-5,
+) -> torch.Tensor:
+    """log p_den(O_n) for each sequence, (N,), differentiable (gradient = den occupancies).
+
+    nnet_output: (N, T, P); lengths: (N,) frames per sequence (<= T); ``den_graph`` is moved to
+    the output's device if needed.
+    """
+    _check_inputs(nnet_output, lengths, den_graph.num_pdfs)
+    if den_graph.initial_probs is None:
+        raise Pykaldi2Error("den_graph has no initial_probs; build it with DenGraph.from_fst")
+    if leaky_hmm_coefficient < 0:
+        raise Pykaldi2Error(f"leaky_hmm_coefficient must be >= 0, got {leaky_hmm_coefficient}")
+    g = den_graph if den_graph.device == nnet_output.device else den_graph.to(nnet_output.device)
+    lengths = lengths.to(device=nnet_output.device, dtype=torch.int64)
+    return DenLogLikelihood.apply(
+        nnet_output, lengths, g.src, g.dst, g.pdf, g.log_weight.exp(), g.initial_probs,
+        float(leaky_hmm_coefficient),
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# Numerator: log domain, graphs of all sequences concatenated
+# --------------------------------------------------------------------------------------------
+
+
+def _num_forward_backward(nnet_output, lengths, g: NumeratorGraphs):
+    """Log-domain forward-backward: returns log p_num (N,) and occupancies (N, T, P)."""
+    n, t_max, p_num = nnet_output.shape
+    dtype = nnet_output.dtype
+    s_tot = g.num_states
+    lw = g.log_weight.to(dtype)
+    final = g.final_log_weight.to(dtype)
+    flat = nnet_output.reshape(-1)
+    arc_base = g.arc_seq * (t_max * p_num) + g.pdf  # index of x[seq, 0, pdf]
+    arc_len = lengths[g.arc_seq]
+    state_len = lengths[g.state_seq]
+    neg_inf = torch.tensor(float("-inf"), dtype=dtype, device=nnet_output.device)
+
+    alphas = nnet_output.new_full((t_max + 1, s_tot), float("-inf"))
+    alphas[0, g.start_states] = 0.0
+    for t in range(t_max):
+        v = alphas[t][g.src] + lw + flat[arc_base + t * p_num]
+        v = torch.where(arc_len > t, v, neg_inf)
+        new = scatter_logsumexp(v, g.dst, s_tot)
+        alphas[t + 1] = torch.where(state_len > t, new, alphas[t])
+    logprob = scatter_logsumexp(alphas[t_max] + final, g.state_seq, n)
+
+    occ = torch.zeros(n * t_max * p_num, dtype=dtype, device=nnet_output.device)
+    beta = final
+    lp_arc = logprob[g.arc_seq]
+    for t in range(t_max - 1, -1, -1):
+        v = lw + flat[arc_base + t * p_num] + beta[g.dst]
+        active = arc_len > t
+        v = torch.where(active, v, neg_inf)
+        post = torch.exp(alphas[t][g.src] + v - lp_arc)
+        occ.index_add_(0, arc_base + t * p_num, torch.where(active, post, torch.zeros_like(post)))
+        new = scatter_logsumexp(v, g.src, s_tot)
+        beta = torch.where(state_len > t, new, beta)
+    return logprob, occ.view(n, t_max, p_num)
+
+
+class NumLogLikelihood(torch.autograd.Function):
+    """log p_num per sequence (N,) and the numerator occupancies (N, T, P) (not differentiable).
+
+    Backward gives ``grad_output[n] * num_occ[n]``. The occupancies are computed in the forward
+    pass because xent regularization needs them as targets.
+    """
+
+    @staticmethod
+    def forward(ctx, nnet_output, lengths, graphs):
+        with torch.no_grad():
+            logprob, occ = _num_forward_backward(nnet_output, lengths, graphs)
+        ctx.save_for_backward(occ)
+        ctx.mark_non_differentiable(occ)
+        return logprob, occ
+
+    @staticmethod
+    def backward(ctx, grad_logprob, grad_occ):
+        (occ,) = ctx.saved_tensors
+        return occ * grad_logprob.to(occ.dtype)[:, None, None], None, None
+
+
+def num_log_likelihood(
+    nnet_output: torch.Tensor, lengths: torch.Tensor, num_graphs: NumeratorGraphs
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p_num(O_n) (N,), differentiable, and the numerator occupancies (N, T, P).
+
+    A sequence whose numerator graph has no path of exactly ``lengths[n]`` frames gets
+    ``-inf`` (and zero occupancies); :func:`chain_loss` raises on it.
+    """
+    _check_inputs(nnet_output, lengths, num_graphs.num_pdfs)
+    if num_graphs.num_seqs != nnet_output.shape[0]:
+        raise Pykaldi2Error(
+            f"{num_graphs.num_seqs} numerator graphs for {nnet_output.shape[0]} sequences"
+        )
+    g = num_graphs if num_graphs.device == nnet_output.device else num_graphs.to(nnet_output.device)
+    lengths = lengths.to(device=nnet_output.device, dtype=torch.int64)
+    return NumLogLikelihood.apply(nnet_output, lengths, g)
+
+
+# --------------------------------------------------------------------------------------------
+# The chain objective with its regularizers
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ChainTrainingOptions:
+    """Kaldi's ChainTrainingOptions (chain-training.h).
+
+    leaky_hmm_coefficient: the leaky-HMM mass redistributed per frame (Kaldi default 1e-5).
+    l2_regularize: adds ``-0.5 * l2_regularize * sum(nnet_output**2)`` to the objective.
+    xent_regularize: weight of the cross-entropy objective of a separate output head
+        (``xent_output``, log-softmaxed here) trained against the numerator occupancies.
+    """
+
+    leaky_hmm_coefficient: float = 1e-5
+    l2_regularize: float = 0.0
+    xent_regularize: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("leaky_hmm_coefficient", "l2_regularize", "xent_regularize"):
+            v = getattr(self, name)
+            if not isinstance(v, int | float) or v < 0:
+                raise Pykaldi2Error(f"ChainTrainingOptions.{name} must be a number >= 0, got {v!r}")
+        if self.leaky_hmm_coefficient >= 1:
+            raise Pykaldi2Error("ChainTrainingOptions.leaky_hmm_coefficient must be < 1")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ChainTrainingOptions:
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise Pykaldi2Error(f"unknown chain training options: {sorted(unknown)}")
+        return cls(**d)
+
+
+@dataclass
+class ChainLoss:
+    """What :func:`chain_loss` returns; all objective values are sums over the batch.
+
+    loss: the scalar to minimize, ``-(objf + l2_term + xent_regularize * xent_objf) / frames``.
+    objf: sum of weighted ``num_logprob - den_logprob``.
+    """
+
+    loss: torch.Tensor
+    objf: torch.Tensor
+    num_logprob: torch.Tensor
+    den_logprob: torch.Tensor
+    l2_term: torch.Tensor
+    xent_objf: torch.Tensor
+    num_frames: int
+
+    def per_frame(self) -> dict[str, float]:
+        """Kaldi's log-line values: objective terms divided by the number of frames."""
+        f = max(self.num_frames, 1)
+        return {
+            "objf": float(self.objf) / f,
+            "l2_term": float(self.l2_term) / f,
+            "xent_objf": float(self.xent_objf) / f,
+        }
+
+
+def chain_loss(
+    nnet_output: torch.Tensor,
+    lengths: torch.Tensor,
+    den_graph: DenGraph,
+    num_graphs: NumeratorGraphs,
+    opts: ChainTrainingOptions | None = None,
+    xent_output: torch.Tensor | None = None,
+    weights: torch.Tensor | None = None,
+) -> ChainLoss:
+    """The LF-MMI objective of a batch, as Kaldi's ComputeChainObjfAndDeriv.
+
+    Args:
+        nnet_output: (N, T, P) chain output at the subsampled rate (the model subsamples).
+        lengths: (N,) valid frames per sequence.
+        den_graph: the shared denominator graph.
+        num_graphs: the batch's numerator graphs (one per sequence, in order).
+        opts: leaky HMM, l2 and xent regularization.
+        xent_output: (N, T, P) raw output of the xent head, required if xent_regularize > 0.
+        weights: (N,) per-sequence weights (Kaldi's supervision weight); default 1.
+    """
+    opts = opts or ChainTrainingOptions()
+    lengths = lengths.to(device=nnet_output.device, dtype=torch.int64)
+    num_lp, num_occ = num_log_likelihood(nnet_output, lengths, num_graphs)
+    if not torch.isfinite(num_lp).all():
+        bad = torch.nonzero(~torch.isfinite(num_lp)).flatten().tolist()
+        raise Pykaldi2Error(
+            f"numerator graphs of sequences {bad} accept no path of their length "
+            f"{lengths[bad].tolist()}. Fix: check the supervision's frame count and tolerance"
+        )
+    den_lp = den_log_likelihood(nnet_output, lengths, den_graph, opts.leaky_hmm_coefficient)
+    if weights is None:
+        weights = torch.ones_like(num_lp)
+    weights = weights.to(num_lp)
+    objf = (weights * (num_lp - den_lp)).sum()
+    t_idx = torch.arange(nnet_output.shape[1], device=nnet_output.device)
+    valid = (t_idx[None, :] < lengths[:, None]).to(nnet_output.dtype)[..., None]
+    frame_w = valid * weights[:, None, None]
+    zero = nnet_output.new_zeros(())
+    l2_term = zero
+    if opts.l2_regularize > 0:
+        l2_term = -0.5 * opts.l2_regularize * (frame_w * nnet_output**2).sum()
+    xent_objf = zero
+    if opts.xent_regularize > 0:
+        if xent_output is None or xent_output.shape != nnet_output.shape:
+            raise Pykaldi2Error(
+                "xent_regularize > 0 needs xent_output with the shape of nnet_output "
+                f"{tuple(nnet_output.shape)}"
+            )
+        logp = torch.log_softmax(xent_output, dim=-1)
+        xent_objf = (frame_w * num_occ.detach() * logp).sum()
+    num_frames = int(lengths.sum())
+    total = objf + l2_term + opts.xent_regularize * xent_objf
+    return ChainLoss(
+        loss=-total / max(num_frames, 1),
+        objf=objf.detach(),
+        num_logprob=num_lp.detach(),
+        den_logprob=den_lp.detach(),
+        l2_term=l2_term.detach(),
+        xent_objf=xent_objf.detach(),
+        num_frames=num_frames,
+    )

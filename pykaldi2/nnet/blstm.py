@@ -1,0 +1,67 @@
+"""Bidirectional LSTM acoustic model (PyKaldi2's BLSTM 3x512).
+
+Sequences are packed (``pack_padded_sequence``), so padding never reaches the backward
+direction: the output at frame t of an utterance of length L depends only on frames 0..L-1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+
+@dataclass
+class BlstmConfig:
+    """BLSTM sizes. ``hidden`` is per direction; ``proj`` > 0 adds an LSTM projection (LSTMP)."""
+
+    input_dim: int = 80
+    num_classes: int = 0  # number of pdf_ids; must be set
+    num_layers: int = 3
+    hidden: int = 512
+    proj: int = 0
+    dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.num_classes <= 0:
+            raise ValueError("BlstmConfig.num_classes (number of pdf_ids) must be > 0")
+        if self.proj and self.proj >= self.hidden:
+            raise ValueError("BlstmConfig.proj must be smaller than hidden")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> BlstmConfig:
+        return cls(**d)
+
+
+class Blstm(nn.Module):
+    """feats (N, T, F), lengths (N,) -> logits (N, T, C) (padding frames are zero)."""
+
+    def __init__(self, cfg: BlstmConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.lstm = nn.LSTM(
+            cfg.input_dim,
+            cfg.hidden,
+            num_layers=cfg.num_layers,
+            bidirectional=True,
+            batch_first=True,
+            dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,
+            proj_size=cfg.proj,
+        )
+        out_dim = 2 * (cfg.proj or cfg.hidden)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.output = nn.Linear(out_dim, cfg.num_classes)
+
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """feats: (N, T, F) float; lengths: (N,) int64 on any device. Returns (N, T, C)."""
+        packed = pack_padded_sequence(
+            feats, lengths.to("cpu"), batch_first=True, enforce_sorted=False
+        )
+        out, _ = self.lstm(packed)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=feats.shape[1])
+        return self.output(self.dropout(out))

@@ -1,0 +1,299 @@
+"""Typed, validated configuration of the simulation chain (``sim.yaml``).
+
+Every range is a ``(min, max)`` pair drawn uniformly per utterance; ``enable`` switches a stage
+on, ``prob`` is the chance it is applied to a given utterance. Unknown keys are an error, so a
+typo in ``sim.yaml`` never silently disables a stage (the bug this module exists to avoid: the
+original PyKaldi2 read its SNR and T60 settings and then ignored them).
+
+    >>> cfg = SimulationConfig.from_dict({"noise": {"enable": True, "snr_db": [0, 20]}})
+    >>> cfg.noise.snr_db
+    (0.0, 20.0)
+    >>> SimulationConfig.from_dict(cfg.to_dict()) == cfg
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from pykaldi2.utils.errors import DataError
+
+Range = tuple[float, float]
+
+#: Spectral slopes of the generated noises: power spectral density ~ 1 / f**alpha.
+NOISE_COLOURS = {"white": 0.0, "pink": 1.0, "brown": 2.0, "blue": -1.0, "violet": -2.0}
+#: How the speech power of the SNR is measured (see :mod:`pykaldi2.simulation.noise`).
+SNR_REFERENCES = ("utterance", "active")
+
+
+def _range(name: str, value: Any, lo: float | None = None, hi: float | None = None) -> Range:
+    """Validate and normalise a ``[min, max]`` pair (a scalar means a fixed value)."""
+    if isinstance(value, int | float):
+        value = (value, value)
+    try:
+        a, b = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise DataError(f"{name} must be a [min, max] pair of numbers, got {value!r}") from None
+    if a > b:
+        raise DataError(f"{name}: min {a} > max {b}", fix="write the range as [min, max]")
+    if lo is not None and a < lo:
+        raise DataError(f"{name}: {a} is below the allowed minimum {lo}")
+    if hi is not None and b > hi:
+        raise DataError(f"{name}: {b} is above the allowed maximum {hi}")
+    return (a, b)
+
+
+def _prob(name: str, p: float) -> float:
+    p = float(p)
+    if not 0.0 <= p <= 1.0:
+        raise DataError(f"{name} must be a probability in [0, 1], got {p}")
+    return p
+
+
+class _Section:
+    """to_dict/from_dict for a flat config dataclass; ``__post_init__`` validates."""
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = list(v) if isinstance(v, tuple) else v
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None, where: str = ""):
+        d = dict(d or {})
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise DataError(
+                f"unknown key(s) {unknown} in simulation config section {where or cls.__name__}",
+                fix=f"use only {sorted(names)}",
+            )
+        return cls(**d)
+
+
+@dataclass
+class NoiseConfig(_Section):
+    """Additive noise at an SNR drawn uniformly from ``snr_db``.
+
+    Sources: ``noise_dir`` (a Kaldi data dir of noise recordings), ``babble_dir`` (a data dir of
+    speech; ``babble_speakers`` of its utterances summed at equal power). When both are set each
+    utterance picks one uniformly; when neither is set, coloured noise of a colour drawn from
+    ``colours`` is generated. ``snr_reference`` is "utterance" (speech power over the whole
+    utterance) or "active" (over frames an energy VAD marks as speech, ``vad_floor_db`` below the
+    loudest frame). ``reverberate`` convolves the noise with the RIR of a second source position
+    in the same room when reverberation is applied.
+    """
+
+    enable: bool = False
+    prob: float = 1.0
+    snr_db: Range = (0.0, 20.0)
+    noise_dir: str | None = None
+    babble_dir: str | None = None
+    babble_speakers: tuple[int, int] = (3, 6)
+    colours: tuple[str, ...] = ("white", "pink", "brown")
+    snr_reference: str = "utterance"
+    vad_floor_db: float = 30.0
+    reverberate: bool = True
+
+    def __post_init__(self) -> None:
+        self.prob = _prob("noise.prob", self.prob)
+        self.snr_db = _range("noise.snr_db", self.snr_db, -30.0, 100.0)
+        k = _range("noise.babble_speakers", self.babble_speakers, 1)
+        self.babble_speakers = (int(k[0]), int(k[1]))
+        self.colours = tuple(self.colours)
+        bad = [c for c in self.colours if c not in NOISE_COLOURS]
+        if bad or not self.colours:
+            raise DataError(f"noise.colours {list(self.colours)}: use some of {list(NOISE_COLOURS)}")
+        if self.snr_reference not in SNR_REFERENCES:
+            raise DataError(f"noise.snr_reference must be one of {SNR_REFERENCES}")
+        if self.vad_floor_db <= 0:
+            raise DataError("noise.vad_floor_db must be > 0 dB")
+        for key in ("noise_dir", "babble_dir"):
+            v = getattr(self, key)
+            if v is not None:
+                setattr(self, key, os.fspath(v))
+
+
+@dataclass
+class ReverbConfig(_Section):
+    """Reverberation by room impulse responses.
+
+    Simulated (image method) shoebox rooms: ``room_size`` ranges in metres (length, width,
+    height), target ``t60`` in seconds, wall absorption by ``absorption_formula``: "calibrated"
+    (default: adjusted until the RIR's Schroeder T60 is the target, see
+    :func:`pykaldi2.simulation.rir.calibrate_absorption`), or the closed forms "eyring" /
+    "sabine" (image-method RIRs then decay slower than asked); source-to-receiver distance in
+    ``source_distance`` and at least
+    ``wall_margin`` metres from every wall. Or measured RIRs: ``rir_dir`` is a Kaldi data dir of
+    RIR recordings whose speaker column is the room id (the noise RIR is drawn from the same
+    room). ``max_rir_seconds`` caps the RIR length.
+    """
+
+    enable: bool = False
+    prob: float = 1.0
+    t60: Range = (0.2, 0.8)
+    room_length: Range = (3.0, 10.0)
+    room_width: Range = (3.0, 8.0)
+    room_height: Range = (2.5, 4.0)
+    source_distance: Range = (0.5, 3.0)
+    wall_margin: float = 0.5
+    absorption_formula: str = "calibrated"
+    sound_speed: float = 343.0
+    max_rir_seconds: float = 1.0
+    rir_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        self.prob = _prob("reverb.prob", self.prob)
+        self.t60 = _range("reverb.t60", self.t60, 0.05, 5.0)
+        for key in ("room_length", "room_width", "room_height"):
+            setattr(self, key, _range(f"reverb.{key}", getattr(self, key), 1.0, 100.0))
+        self.source_distance = _range("reverb.source_distance", self.source_distance, 0.1)
+        if self.absorption_formula not in ("calibrated", "eyring", "sabine"):
+            raise DataError("reverb.absorption_formula must be 'calibrated', 'eyring' or 'sabine'")
+        if self.wall_margin < 0 or 2 * self.wall_margin >= min(
+            self.room_length[0], self.room_width[0], self.room_height[0]
+        ):
+            raise DataError("reverb.wall_margin must be >= 0 and leave room inside the smallest room")
+        if self.max_rir_seconds <= 0 or self.sound_speed <= 0:
+            raise DataError("reverb.max_rir_seconds and reverb.sound_speed must be > 0")
+        if self.rir_dir is not None:
+            self.rir_dir = os.fspath(self.rir_dir)
+
+
+@dataclass
+class SpeedConfig(_Section):
+    """Speed perturbation like ``sox speed``: one factor drawn from ``factors`` per utterance."""
+
+    enable: bool = False
+    prob: float = 1.0
+    factors: tuple[float, ...] = (0.9, 1.0, 1.1)
+
+    def __post_init__(self) -> None:
+        self.prob = _prob("speed.prob", self.prob)
+        self.factors = tuple(float(f) for f in self.factors)
+        if not self.factors or any(not 0.5 <= f <= 2.0 for f in self.factors):
+            raise DataError("speed.factors must be a non-empty list of factors in [0.5, 2]")
+
+
+@dataclass
+class VolumeConfig(_Section):
+    """Volume perturbation: a gain drawn uniformly from ``gain_db`` (applied to the mix)."""
+
+    enable: bool = False
+    prob: float = 1.0
+    gain_db: Range = (-6.0, 6.0)
+
+    def __post_init__(self) -> None:
+        self.prob = _prob("volume.prob", self.prob)
+        self.gain_db = _range("volume.gain_db", self.gain_db, -60.0, 60.0)
+
+
+@dataclass
+class SpecAugConfig(_Section):
+    """SpecAugment on (T, F) features (Park et al. 2019; defaults like icefall's).
+
+    ``num_freq_masks`` masks of width uniform in [0, ``max_freq_width``] bins;
+    ``num_time_masks`` masks of width uniform in [0, min(``max_time_width``,
+    ``max_time_fraction`` * T)] frames; time warp by up to ``time_warp`` frames (0 disables) with
+    probability ``time_warp_prob``. Masked cells are set to 0 or, with ``mask_value: mean``, to
+    the utterance mean.
+    """
+
+    enable: bool = False
+    prob: float = 1.0
+    num_freq_masks: int = 2
+    max_freq_width: int = 27
+    num_time_masks: int = 10
+    max_time_width: int = 100
+    max_time_fraction: float = 0.15
+    time_warp: int = 80
+    time_warp_prob: float = 1.0
+    mask_value: str = "zero"
+
+    def __post_init__(self) -> None:
+        self.prob = _prob("specaug.prob", self.prob)
+        self.time_warp_prob = _prob("specaug.time_warp_prob", self.time_warp_prob)
+        for key in ("num_freq_masks", "max_freq_width", "num_time_masks", "max_time_width"):
+            if int(getattr(self, key)) < 0:
+                raise DataError(f"specaug.{key} must be >= 0")
+            setattr(self, key, int(getattr(self, key)))
+        if self.time_warp < 0:
+            raise DataError("specaug.time_warp must be >= 0")
+        if not 0.0 <= self.max_time_fraction <= 1.0:
+            raise DataError("specaug.max_time_fraction must be in [0, 1]")
+        if self.mask_value not in ("zero", "mean"):
+            raise DataError("specaug.mask_value must be 'zero' or 'mean'")
+
+
+@dataclass
+class SimulationConfig:
+    """The whole chain; ``seed`` is the base seed of every per-utterance random generator."""
+
+    seed: int = 0
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
+    reverb: ReverbConfig = field(default_factory=ReverbConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    volume: VolumeConfig = field(default_factory=VolumeConfig)
+    specaug: SpecAugConfig = field(default_factory=SpecAugConfig)
+
+    _SECTIONS = {
+        "speed": SpeedConfig,
+        "reverb": ReverbConfig,
+        "noise": NoiseConfig,
+        "volume": VolumeConfig,
+        "specaug": SpecAugConfig,
+    }
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise DataError(f"seed must be a non-negative integer, got {self.seed!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"seed": self.seed}
+        for name in self._SECTIONS:
+            out[name] = getattr(self, name).to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> SimulationConfig:
+        d = dict(d or {})
+        unknown = sorted(set(d) - set(cls._SECTIONS) - {"seed"})
+        if unknown:
+            raise DataError(
+                f"unknown simulation config section(s) {unknown}",
+                fix=f"use only seed and {sorted(cls._SECTIONS)}",
+            )
+        kw = {k: sec.from_dict(d.get(k), k) for k, sec in cls._SECTIONS.items()}
+        return cls(seed=d.get("seed", 0), **kw)
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike) -> SimulationConfig:
+        """Load ``sim.yaml``; a syntax error or bad value names the file."""
+        import yaml
+
+        try:
+            with open(path, encoding="utf-8") as f:
+                d = yaml.safe_load(f)
+        except OSError as e:
+            raise DataError(f"cannot read simulation config: {e.strerror}", file=str(path)) from None
+        except yaml.YAMLError as e:
+            raise DataError(f"not valid YAML: {e}", file=str(path)) from None
+        if d is not None and not isinstance(d, dict):
+            raise DataError("a simulation config must be a mapping of sections", file=str(path))
+        try:
+            return cls.from_dict(d)
+        except DataError as e:
+            raise DataError(str(e), file=str(path)) from None
+
+    def to_yaml(self, path: str | os.PathLike) -> None:
+        """Write the resolved config atomically."""
+        import yaml
+
+        from pykaldi2.utils.io import atomic_write_text
+
+        atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))

@@ -1,0 +1,80 @@
+"""Learning-rate schedules: warmup-hold-decay (Myrtle/ESPnet style) and Kaldi-style halving.
+
+Both are plain objects with ``state_dict``/``load_state_dict`` so a resumed run continues the
+schedule exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class ScheduleConfig:
+    """lr(step) = base_lr * factor(step):
+
+    * warmup: linear 0 -> 1 over ``warmup_steps``;
+    * hold: 1 for ``hold_steps`` more;
+    * decay: ``exp``: ``decay_rate ** ((step - warmup - hold) / decay_steps)``, floored at
+      ``min_factor``; ``none``: stays 1.
+
+    Independently, :meth:`LrSchedule.on_validation` halves the LR (Kaldi's newbob) when the
+    validation loss improved by less than ``halving_threshold`` (relative), if ``halving``.
+    """
+
+    warmup_steps: int = 0
+    hold_steps: int = 0
+    decay: str = "none"  # "none" | "exp"
+    decay_rate: float = 0.5
+    decay_steps: int = 10000
+    min_factor: float = 0.01
+    halving: bool = False
+    halving_threshold: float = 0.001
+    halving_factor: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.decay not in ("none", "exp"):
+            raise ValueError(f"ScheduleConfig.decay must be 'none' or 'exp', not {self.decay!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class LrSchedule:
+    def __init__(self, cfg: ScheduleConfig) -> None:
+        self.cfg = cfg
+        self.halving_scale = 1.0
+        self.best_valid: float | None = None
+
+    def factor(self, step: int) -> float:
+        c = self.cfg
+        if c.warmup_steps > 0 and step < c.warmup_steps:
+            f = (step + 1) / c.warmup_steps
+        elif c.decay == "exp" and step >= c.warmup_steps + c.hold_steps:
+            k = (step - c.warmup_steps - c.hold_steps) / max(1, c.decay_steps)
+            f = max(c.min_factor, math.pow(c.decay_rate, k))
+        else:
+            f = 1.0
+        return f * self.halving_scale
+
+    def on_validation(self, loss: float) -> bool:
+        """Record a validation loss (lower is better); returns True when the LR was halved."""
+        if not self.cfg.halving:
+            return False
+        halved = False
+        if self.best_valid is not None:
+            rel = (self.best_valid - loss) / max(abs(self.best_valid), 1e-12)
+            if rel < self.cfg.halving_threshold:
+                self.halving_scale *= self.cfg.halving_factor
+                halved = True
+        if self.best_valid is None or loss < self.best_valid:
+            self.best_valid = loss
+        return halved
+
+    def state_dict(self) -> dict:
+        return {"halving_scale": self.halving_scale, "best_valid": self.best_valid}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.halving_scale = state["halving_scale"]
+        self.best_valid = state["best_valid"]

@@ -1,0 +1,53 @@
+import torch
+
+from pykaldi2.nnet.blstm import Blstm, BlstmConfig
+from pykaldi2.nnet.tdnn import Tdnnf, TdnnfConfig
+
+
+def test_blstm_padding_never_leaks():
+    torch.manual_seed(0)
+    m = Blstm(BlstmConfig(input_dim=5, num_classes=7, num_layers=2, hidden=8, dropout=0.0)).eval()
+    x = torch.randn(2, 12, 5)
+    lengths = torch.tensor([12, 7])
+    out = m(x, lengths)
+    x2 = x.clone()
+    x2[1, 7:] = 100.0  # garbage in the padding
+    out2 = m(x2, lengths)
+    assert out.shape == (2, 12, 7)
+    torch.testing.assert_close(out[1, :7], out2[1, :7])
+    alone = m(x[1:2, :7], torch.tensor([7]))
+    torch.testing.assert_close(alone[0], out[1, :7], rtol=1e-5, atol=1e-6)
+
+
+def test_blstm_projection_shapes():
+    m = Blstm(BlstmConfig(input_dim=4, num_classes=3, num_layers=2, hidden=16, proj=8))
+    assert m(torch.randn(3, 5, 4), torch.tensor([5, 4, 2])).shape == (3, 5, 3)
+
+
+def test_tdnnf_subsampling_and_orthonormal():
+    torch.manual_seed(0)
+    cfg = TdnnfConfig(
+        input_dim=6,
+        num_classes=9,
+        hidden=32,
+        bottleneck=8,
+        num_layers=4,
+        subsampling=3,
+        subsample_at=1,
+    )
+    m = Tdnnf(cfg)
+    out = m(torch.randn(2, 31, 6), torch.tensor([31, 20]))
+    assert out.shape == (2, 11, 9)
+    assert m.output_lengths(torch.tensor([31, 20])).tolist() == [11, 7]
+    layer = m.layers[0]
+    w = layer.linear.weight.reshape(layer.linear.weight.shape[0], -1)
+
+    def dev(w):
+        p = w @ w.T
+        return (p / (p.trace() / p.shape[0]) - torch.eye(p.shape[0])).norm().item()
+
+    before = dev(w)
+    for _ in range(30):
+        m.constrain_orthonormal()
+    w = layer.linear.weight.reshape(layer.linear.weight.shape[0], -1)
+    assert dev(w) < 0.1 * before
