@@ -230,10 +230,11 @@ def data_dir_files(d: DataDir) -> dict[str, str]:
     """The text of every file of ``d`` by file name (what :func:`write_data_dir` writes)."""
     files = {
         "wav.scp": format_table(d.wav_scp),
-        "text": format_table(d.text),
         "utt2spk": format_table(d.utt2spk),
         "spk2utt": format_table({s: " ".join(u) for s, u in d.spk2utt.items()}),
     }
+    if d.text:  # unlabelled data has no text file
+        files["text"] = format_table(d.text)
     if d.segments is not None:
         files["segments"] = format_table(
             {u: f"{r} {_fmt_float(s)} {_fmt_float(e)}" for u, (r, s, e) in d.segments.items()}
@@ -248,8 +249,8 @@ def data_dir_files(d: DataDir) -> dict[str, str]:
 def write_data_dir(d: DataDir, path: str | os.PathLike) -> None:
     """Write ``d`` as a Kaldi data dir at ``path`` (atomically: all files or none).
 
-    Writes wav.scp, text, utt2spk, spk2utt, and segments / utt2dur / carried tables when
-    present, each sorted in C order. An existing ``path`` is replaced. Sets ``d.path``.
+    Writes wav.scp, utt2spk, spk2utt, and text / segments / utt2dur / carried tables when
+    present (non-empty / not None), each sorted in C order. An existing ``path`` is replaced. Sets ``d.path``.
     """
     path = Path(path)
     for utt, transcript in d.text.items():
@@ -257,6 +258,7 @@ def write_data_dir(d: DataDir, path: str | os.PathLike) -> None:
             raise DataError("transcript contains a newline", utt=utt)
     files = data_dir_files(d)
     with atomic_dir(path) as tmp:
+        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
         for name, content in files.items():
             (tmp / name).write_text(content, encoding="utf-8")
     d.path = path

@@ -84,8 +84,9 @@ def download(
             total = offset + int(length) if length is not None else None
             with (
                 open(part, "ab" if offset else "wb") as f,
-                progress(total=total, initial=offset, unit="B", unit_scale=True, desc=dest.name)
-                as bar,
+                progress(
+                    total=total, initial=offset, unit="B", unit_scale=True, desc=dest.name
+                ) as bar,
             ):
                 for block in iter(lambda: resp.read(CHUNK), b""):
                     f.write(block)

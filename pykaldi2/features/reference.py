@@ -35,7 +35,9 @@ def _window_function(kind: str, n: int, blackman_coeff: float) -> np.ndarray:
             w[i] = 1.0
         elif kind == "blackman":
             w[i] = (
-                blackman_coeff - 0.5 * math.cos(a * i) + (0.5 - blackman_coeff) * math.cos(2 * a * i)
+                blackman_coeff
+                - 0.5 * math.cos(a * i)
+                + (0.5 - blackman_coeff) * math.cos(2 * a * i)
             )
         else:
             raise ValueError(kind)
@@ -185,7 +187,9 @@ def splice_feats_reference(feats: np.ndarray, left: int, right: int) -> np.ndarr
     num = len(feats)
     rows = []
     for t in range(num):
-        rows.append(np.concatenate([feats[min(max(t + j, 0), num - 1)] for j in range(-left, right + 1)]))
+        rows.append(
+            np.concatenate([feats[min(max(t + j, 0), num - 1)] for j in range(-left, right + 1)])
+        )
     return np.array(rows).reshape(num, -1)
 
 

@@ -68,11 +68,11 @@ def is_hdf5(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith(HDF5_SUFFIXES)
 
 
-def _check_matrix(utt: str, feats: np.ndarray) -> np.ndarray:
+def _check_matrix(utt: str, feats: np.ndarray, dtype=np.float32) -> np.ndarray:
     feats = np.asarray(feats)
     if feats.ndim != 2:
         raise Pykaldi2Error(f"features of {utt} must have shape (T, F), got {feats.shape}")
-    return np.ascontiguousarray(feats, dtype=np.float32)
+    return np.ascontiguousarray(feats, dtype=dtype)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -81,8 +81,8 @@ def _check_matrix(utt: str, feats: np.ndarray) -> np.ndarray:
 class HDF5FeatureWriter:
     """Write (T, F) matrices into one HDF5 archive, atomically (temp file renamed on close).
 
-        >>> with HDF5FeatureWriter("raw_fbank_train.1.h5", config=cfg.to_dict()) as w:
-        ...     w["utt1"] = feats                  # (T, F) float32
+    >>> with HDF5FeatureWriter("raw_fbank_train.1.h5", config=cfg.to_dict()) as w:
+    ...     w["utt1"] = feats                  # (T, F) float32
     """
 
     def __init__(
@@ -153,13 +153,20 @@ class HDF5FeatureWriter:
 class ArkFeatureWriter:
     """Write a Kaldi binary ark (kaldiio) and its .scp, atomically; the scp names the final path.
 
-        >>> with ArkFeatureWriter("raw_fbank_train.1.ark") as w:     # + raw_fbank_train.1.scp
-        ...     w["utt1"] = feats
-        >>> w.scp["utt1"]                                         # '/abs/raw_fbank_train.1.ark:4'
+    >>> with ArkFeatureWriter("raw_fbank_train.1.ark") as w:     # + raw_fbank_train.1.scp
+    ...     w["utt1"] = feats
+    >>> w.scp["utt1"]                                         # '/abs/raw_fbank_train.1.ark:4'
     """
 
-    def __init__(self, path: str | os.PathLike, scp_path: str | os.PathLike | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        scp_path: str | os.PathLike | None = None,
+        dtype: type = np.float32,
+    ) -> None:
+        """``dtype``: float32 for features (Kaldi "FM"), float64 for CMVN stats ("DM")."""
         self.path = Path(path).absolute()
+        self.dtype = dtype
         self.scp_path = Path(scp_path) if scp_path else self.path.with_suffix(".scp")
         self.scp: dict[str, str] = {}
         self._ctx = atomic_write(self.path, "wb")
@@ -170,7 +177,7 @@ class ArkFeatureWriter:
 
         if not utt or any(c.isspace() for c in utt):
             raise DataError("utterance id is empty or contains whitespace", utt=repr(utt))
-        feats = _check_matrix(utt, feats)
+        feats = _check_matrix(utt, feats, self.dtype)
         self._f.write((utt + " ").encode("utf-8"))
         self.scp[utt] = f"{self.path}:{self._f.tell()}"
         write_array(self._f, feats)
@@ -276,7 +283,9 @@ class FeatureReader(Mapping[str, np.ndarray]):
     def _read_scp(self, p: Path) -> None:
         for e in read_table_lines(p):
             if not e.value:
-                raise DataError("no feature location after the utterance id", file=str(p), line=e.line)
+                raise DataError(
+                    "no feature location after the utterance id", file=str(p), line=e.line
+                )
             path, _, key = e.value.rpartition(":")
             kind = "h5" if is_hdf5(path) and key else "ark"
             if e.key in self._entries:
@@ -339,6 +348,12 @@ class FeatureReader(Mapping[str, np.ndarray]):
 
     def __contains__(self, utt: object) -> bool:
         return utt in self._entries
+
+    def location(self, utt: str) -> str:
+        """Where ``utt`` is stored, as written in feats.scp (``archive.ark:offset`` or
+        ``archive.h5:utt``)."""
+        kind, loc = self._entries[utt]
+        return str(self.source) if kind == "mem" else loc
 
     def shape(self, utt: str) -> tuple[int, int]:
         """(T, F) of ``utt`` from the archive header, without reading the matrix."""

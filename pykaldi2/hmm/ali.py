@@ -25,18 +25,32 @@ def ali_to_pdf(model: GmmModel, ali: np.ndarray) -> np.ndarray:
 
 
 def split_to_phones(model: GmmModel, ali: np.ndarray) -> list[tuple[int, int, int]]:
-    """Phone segments of an alignment as ``(phone, start_frame, num_frames)``.
+    """Phone segments of an alignment as ``(phone, start_frame, num_frames)`` (SplitToPhones).
 
-    A phone ends on the frame whose transition leaves its HMM (``is_final``), as Kaldi's
-    SplitToPhones assumes for topologies with a final state.
+    Each visit of an HMM state is its self-loops plus one forward transition. Training graphs
+    are built with reordered self-loops (the forward transition on the visit's first frame,
+    Kaldi's default); otherwise it comes last. A phone ends with the visit whose forward
+    transition is final; both orders are detected as Kaldi's IsReordered does.
     """
     ali = np.asarray(ali, dtype=np.int64)
     if len(ali) == 0:
         return []
-    ends = np.flatnonzero(model.tid_is_final[ali]) + 1
-    if len(ends) == 0 or ends[-1] != len(ali):
+    loop = model.tid_is_self_loop[ali]
+    final = model.tid_is_final[ali]
+    st = model.tid2tstate[ali]
+    reordered = bool(np.any(~loop[:-1] & loop[1:] & (st[:-1] == st[1:])))
+    if reordered:
+        fwd = np.flatnonzero(~loop)  # first frame of every state visit
+        visit_end = np.append(fwd[1:], len(ali))
+        ends = visit_end[final[fwd]]
+        ok = len(fwd) > 0 and fwd[0] == 0
+    else:
+        ends = np.flatnonzero(final) + 1
+        ok = True
+    if not ok or len(ends) == 0 or ends[-1] != len(ali):
         raise DataError(
-            "alignment does not end at the end of a phone (truncated or from another model)"
+            "alignment does not split into whole phones (truncated, or from another model)",
+            fix="re-align with this model or run convert_ali",
         )
     starts = np.concatenate([[0], ends[:-1]])
     phones = model.tid2phone[ali[starts]]

@@ -73,7 +73,8 @@ class GmmModel:
         for tid in range(1, n + 1):
             is_final[tid] = tm.is_final(tid)
             is_self_loop[tid] = tm.is_self_loop(tid)
-        return phone, hmm_state, trans_index, is_final, is_self_loop
+        id2state[0] = -1
+        return phone, hmm_state, trans_index, is_final, is_self_loop, id2state
 
     @property
     def tid2phone(self) -> np.ndarray:
@@ -94,6 +95,16 @@ class GmmModel:
     def tid_is_final(self) -> np.ndarray:
         """(num_transition_ids + 1,) bool: the transition leaves the phone's HMM."""
         return self._tid_tables[3]
+
+    @property
+    def tid_is_self_loop(self) -> np.ndarray:
+        """(num_transition_ids + 1,) bool: the transition is a self-loop."""
+        return self._tid_tables[4]
+
+    @property
+    def tid2tstate(self) -> np.ndarray:
+        """(num_transition_ids + 1,) int: transition_id -> transition state (1-based)."""
+        return self._tid_tables[5]
 
     @property
     def num_pdfs(self) -> int:

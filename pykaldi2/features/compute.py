@@ -1,0 +1,327 @@
+"""compute-feats and compute-cmvn on a data dir (Kaldi's steps/make_fbank.sh, compute_cmvn_stats.sh).
+
+    >>> compute_feats("data/train", "fbank", FbankConfig(num_mel_bins=80), nj=4, fmt="hdf5")
+    >>> compute_cmvn("data/train")                       # per-speaker cmvn.scp
+
+Layout written (``<name>`` is the data dir's base name, e.g. ``train``)::
+
+    FEATDIR/raw_fbank_train.json        the resolved config, nj and format of the run
+    FEATDIR/raw_fbank_train.<j>.h5      job j's archive (or .ark + .scp with --format ark)
+    DATADIR/feats.scp                   utt -> archive location (see pykaldi2.features.storage)
+    DATADIR/utt2num_frames
+    DATADIR/conf/feats.json             the feature config (to compute the same features later)
+
+Resuming: each job's archive appears only when the job finished (temp file + rename), so a killed
+run, run again with the same arguments, recomputes only the jobs whose archive is missing (a
+leftover temp file of a killed job is ignored and replaced). Running again with a different config
+or nj is refused unless ``overwrite`` is set, so archives of two configs never get mixed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import queue as queue_mod
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pykaldi2.data.datadir import DataDir, read_data_dir
+from pykaldi2.data.tables import format_table, read_table_lines
+from pykaldi2.features.cmvn import cmvn_stats_per_speaker
+from pykaldi2.features.extractors import FrameConfig, config_from_dict, make_extractor
+from pykaldi2.features.storage import (
+    FEATS_SCP,
+    ArkFeatureWriter,
+    FeatureReader,
+    open_features,
+    open_writer,
+    write_feats_scp,
+)
+from pykaldi2.utils.errors import DataError, Pykaldi2Error
+from pykaldi2.utils.io import atomic_write, atomic_write_text
+from pykaldi2.utils.log import get_logger, progress
+
+log = get_logger(__name__)
+
+FORMATS = {"hdf5": ".h5", "ark": ".ark"}
+FEATS_CONFIG = "conf/feats.json"
+
+
+@dataclass
+class FeatsJob:
+    """One of the ``nj`` jobs of compute-feats: its utterances and its archive."""
+
+    index: int  # 1-based, as in Kaldi's split data dirs
+    utts: list[str]
+    archive: Path
+
+    @property
+    def scp(self) -> Path:
+        """The part's own scp (ark format only)."""
+        return self.archive.with_suffix(".scp")
+
+    def finished_keys(self) -> list[str] | None:
+        """The utterances stored by a finished earlier run of this job, or None if not finished."""
+        if self.archive.suffix == ".ark":
+            if not (self.archive.is_file() and self.scp.is_file()):
+                return None
+            return [e.key for e in read_table_lines(self.scp)]
+        if not self.archive.is_file():
+            return None
+        try:
+            return list(FeatureReader(self.archive).keys())
+        except Exception:  # a corrupt archive is recomputed
+            return None
+
+
+def split_utts(utts: list[str], nj: int) -> list[list[str]]:
+    """Kaldi's split_scp.pl: ``nj`` contiguous, near-equal parts of the (sorted) utterances."""
+    if nj < 1:
+        raise Pykaldi2Error(f"--nj must be >= 1, got {nj}")
+    if nj > len(utts):
+        raise Pykaldi2Error(f"--nj {nj} is more than the {len(utts)} utterances; lower --nj")
+    bounds = np.linspace(0, len(utts), nj + 1).round().astype(int)
+    return [utts[bounds[i] : bounds[i + 1]] for i in range(nj)]
+
+
+def _compute_job(
+    datadir: str, config_dict: dict, job: FeatsJob, compression: str, resample: bool, q
+) -> tuple[dict[str, int], list[str]]:
+    """Worker: features of one job into its archive. Returns (utt -> num frames, skipped utts).
+
+    Top-level and argument-picklable so it runs under the spawn start method.
+    """
+    from pykaldi2.data.audio import load_utterance
+
+    config = config_from_dict(config_dict)
+    extractor = make_extractor(config)
+    d = read_data_dir(datadir)
+    sr = int(config.sample_frequency)
+    frames: dict[str, int] = {}
+    skipped: list[str] = []
+    with open_writer(job.archive, config=config_dict, compression=compression) as w:
+        for n, utt in enumerate(job.utts, 1):
+            samples, rate = _load(d, utt, sr, resample, load_utterance)
+            try:
+                feats = extractor.compute(samples, rate)
+            except Pykaldi2Error as e:
+                raise DataError(str(e), utt=utt, file=str(Path(datadir) / "wav.scp")) from None
+            if len(feats) == 0:
+                skipped.append(utt)
+            else:
+                w[utt] = feats
+                frames[utt] = len(feats)
+            if q is not None and (n % 10 == 0 or n == len(job.utts)):
+                q.put(10 if n % 10 == 0 else n % 10)
+    return frames, skipped
+
+
+def _load(d: DataDir, utt: str, sr: int, resample: bool, load_utterance):
+    """The utterance's audio; any failure becomes a DataError naming the utterance."""
+    try:
+        if resample:
+            return load_utterance(d, utt, target_sr=sr)
+        return load_utterance(d, utt, expected_sr=sr)
+    except DataError:
+        raise
+    except Exception as e:  # a decoder error from soundfile etc.
+        raise DataError(
+            f"cannot read audio: {type(e).__name__}: {e}",
+            file=str(Path(d.path or ".") / "wav.scp"),
+            utt=utt,
+            fix="check the wav.scp entry, or remove the utterance (fix-data-dir)",
+        ) from None
+
+
+def _check_run_config(path: Path, run: dict, overwrite: bool) -> None:
+    if path.is_file() and not overwrite:
+        old = json.loads(path.read_text())
+        if old != run:
+            changed = sorted(
+                k for k in set(old) | set(run) if old.get(k) != run.get(k) and k != "config"
+            )
+            cfg_changed = sorted(
+                k
+                for k in set(old.get("config", {})) | set(run["config"])
+                if old.get("config", {}).get(k) != run["config"].get(k)
+            )
+            raise Pykaldi2Error(
+                f"{path.parent} holds features of a different run ({', '.join(changed + cfg_changed)} "
+                "changed). Fix: use another FEATDIR, or pass --overwrite to recompute everything"
+            )
+    atomic_write_text(path, json.dumps(run, indent=2, sort_keys=True) + "\n")
+
+
+def _run_jobs(datadir, config_dict, jobs, compression, resample, total_utts) -> list[tuple]:
+    """Run ``jobs`` (one process each when more than one) with one progress bar over utts."""
+    bar = progress(total=total_utts, desc="compute-feats", unit="utt")
+    try:
+        if len(jobs) == 1:
+            out = _compute_job(datadir, config_dict, jobs[0], compression, resample, None)
+            bar.update(len(jobs[0].utts))
+            return [out]
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Manager() as manager:
+            q = manager.Queue()
+            with ProcessPoolExecutor(max_workers=len(jobs), mp_context=ctx) as pool:
+                futs = [
+                    pool.submit(_compute_job, datadir, config_dict, j, compression, resample, q)
+                    for j in jobs
+                ]
+                pending = set(futs)
+                while pending:
+                    done, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
+                    _drain(q, bar)
+                    for f in done:
+                        if f.exception() is not None:
+                            for p in pending:
+                                p.cancel()
+                            raise f.exception()
+                _drain(q, bar)
+                return [f.result() for f in futs]
+    finally:
+        bar.close()
+
+
+def _drain(q, bar) -> None:
+    while True:
+        try:
+            bar.update(q.get_nowait())
+        except queue_mod.Empty:
+            return
+
+
+def compute_feats(
+    datadir: str | os.PathLike,
+    featdir: str | os.PathLike,
+    config: FrameConfig,
+    nj: int = 1,
+    fmt: str = "hdf5",
+    compression: str = "gzip",
+    resample: bool = False,
+    overwrite: bool = False,
+) -> FeatureReader:
+    """Compute features for every utterance of ``datadir`` into ``featdir`` (see module doc).
+
+    Args:
+        datadir: a Kaldi data dir (wav.scp, utt2spk, optional segments).
+        featdir: where the archives go (created).
+        config: a :class:`FbankConfig` / :class:`MfccConfig`.
+        nj: number of jobs, each a process writing its own archive.
+        fmt: "hdf5" or "ark".
+        compression: HDF5 compression ("gzip", "lzf", "none").
+        resample: resample audio whose rate differs from ``config.sample_frequency`` (else a
+            DataError naming the utterance).
+        overwrite: recompute every job even if a finished archive of it exists.
+
+    Returns:
+        A reader on the new ``datadir/feats.scp``. Utterances shorter than one frame get no
+        features (Kaldi skips them too); they are listed in a warning.
+    """
+    if fmt not in FORMATS:
+        raise Pykaldi2Error(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    datadir, featdir = Path(datadir), Path(featdir).absolute()
+    d = read_data_dir(datadir)
+    if len(d) == 0:
+        raise DataError("the data dir has no utterances", file=str(datadir))
+    config_dict = config.to_dict()
+    name = f"raw_{config.feat_type}_{datadir.absolute().name}"
+    featdir.mkdir(parents=True, exist_ok=True)
+    parts = split_utts(d.utt_ids, nj)
+    utts_sha1 = hashlib.sha1("\n".join(d.utt_ids).encode("utf-8")).hexdigest()
+    run = {"config": config_dict, "nj": nj, "format": fmt, "utts_sha1": utts_sha1}
+    _check_run_config(featdir / f"{name}.json", run, overwrite)
+
+    jobs = [
+        FeatsJob(i + 1, u, featdir / f"{name}.{i + 1}{FORMATS[fmt]}") for i, u in enumerate(parts)
+    ]
+    todo = []
+    for job in jobs:
+        keys = None if overwrite else job.finished_keys()
+        if keys is None or not set(keys) <= set(job.utts):
+            todo.append(job)
+    if len(todo) < len(jobs):
+        log.info(
+            "compute-feats: %d of %d jobs already finished, skipped", len(jobs) - len(todo), nj
+        )
+    results = _run_jobs(
+        str(datadir), config_dict, todo, compression, resample, sum(len(j.utts) for j in todo)
+    )
+    skipped = [u for _, s in results for u in s]
+    if skipped:
+        log.warning(
+            "compute-feats: %d utterance(s) shorter than one frame got no features (e.g. %s); "
+            "run `pykaldi2 fix-data-dir %s` to drop them",
+            len(skipped),
+            ", ".join(skipped[:5]),
+            datadir,
+        )
+    return _write_feats_scp(datadir, jobs, config_dict)
+
+
+def _write_feats_scp(datadir: Path, jobs: list[FeatsJob], config_dict: dict) -> FeatureReader:
+    """Merge the jobs' archives into DATADIR/feats.scp + utt2num_frames + conf/feats.json."""
+    scp: dict[str, str] = {}
+    frames: dict[str, str] = {}
+    for job in jobs:
+        part = open_features(job.scp if job.archive.suffix == ".ark" else job.archive)
+        for utt in part.keys():
+            scp[utt] = part.location(utt)
+            frames[utt] = str(part.shape(utt)[0])
+        part.close()
+    write_feats_scp(datadir / FEATS_SCP, scp)
+    with atomic_write(datadir / "utt2num_frames") as f:
+        f.write(format_table(frames))
+    atomic_write_text(datadir / FEATS_CONFIG, json.dumps(config_dict, indent=2) + "\n")
+    return open_features(datadir)
+
+
+def load_feature_config(datadir: str | os.PathLike) -> FrameConfig:
+    """The config the data dir's features were computed with (DATADIR/conf/feats.json)."""
+    path = Path(datadir) / FEATS_CONFIG
+    if not path.is_file():
+        raise DataError(
+            "no feature config", file=str(path), fix="run `pykaldi2 compute-feats` on the data dir"
+        )
+    return config_from_dict(json.loads(path.read_text()))
+
+
+def compute_cmvn(
+    datadir: str | os.PathLike, cmvndir: str | os.PathLike | None = None
+) -> dict[str, np.ndarray]:
+    """Per-speaker CMVN stats (compute-cmvn-stats --spk2utt) into a Kaldi cmvn.ark + cmvn.scp.
+
+    Writes ``CMVNDIR/cmvn_<name>.ark`` (+ .scp) and ``DATADIR/cmvn.scp``; ``cmvndir`` defaults
+    to the directory of the first feature archive. Returns speaker -> (2, F + 1) stats.
+    """
+    datadir = Path(datadir)
+    d = read_data_dir(datadir)
+    feats = open_features(datadir)
+    if cmvndir is None:
+        first = feats.location(next(iter(feats)))
+        cmvndir = Path(first.rpartition(":")[0]).parent
+    stats = cmvn_stats_per_speaker(feats, d.spk2utt)
+    ark = Path(cmvndir).absolute() / f"cmvn_{datadir.absolute().name}.ark"
+    with ArkFeatureWriter(ark, dtype=np.float64) as w:
+        for spk, st in stats.items():
+            w[spk] = st
+    write_feats_scp(datadir / "cmvn.scp", w.scp)
+    return stats
+
+
+def load_cmvn(datadir: str | os.PathLike) -> dict[str, np.ndarray]:
+    """speaker -> (2, F + 1) float64 stats from DATADIR/cmvn.scp."""
+    import kaldiio
+
+    path = Path(datadir) / "cmvn.scp"
+    if not path.is_file():
+        raise DataError("no cmvn.scp", file=str(path), fix="run `pykaldi2 compute-cmvn DATADIR`")
+    try:
+        return {k: np.asarray(v, dtype=np.float64) for k, v in kaldiio.load_scp(str(path)).items()}
+    except Exception as e:
+        raise DataError(f"cannot read CMVN stats: {e}", file=str(path)) from None

@@ -1,0 +1,91 @@
+"""A tiny monophone system for decoding tests: 3 words, 3 phones + silence, HCLG built by us.
+
+Lexicon: A = a b (#1, a prefix of C), B = b c, C = a b c; optional silence between words.
+G: a backoff unigram (``#0`` on the backoff arc) that favours A.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+TOPO = """<Topology>
+<TopologyEntry>
+<ForPhones>
+1 2 3 4
+</ForPhones>
+<State> 0 <PdfClass> 0 <Transition> 0 0.5 <Transition> 1 0.5 </State>
+<State> 1 <PdfClass> 1 <Transition> 1 0.5 <Transition> 2 0.5 </State>
+<State> 2 <PdfClass> 2 <Transition> 2 0.5 <Transition> 3 0.5 </State>
+<State> 3 </State>
+</TopologyEntry>
+</Topology>
+"""
+PHONES = {"<eps>": 0, "sil": 1, "a": 2, "b": 3, "c": 4, "#0": 5, "#1": 6}
+WORDS = {"<eps>": 0, "A": 1, "B": 2, "C": 3, "#0": 4}
+LEXICON = {"A": ["a", "b"], "B": ["b", "c"], "C": ["a", "b", "c"]}
+
+# src dst phone word: words enter on their first phone; A ends with #1; sil and #0:#0 loop.
+L_TEXT = """0 0 1 0
+0 1 2 1
+1 2 3 0
+2 0 6 0
+0 3 3 2
+3 0 4 0
+0 4 2 3
+4 5 3 0
+5 0 4 0
+0 0 5 4
+0
+"""
+G_TEXT = """0 1 4 0 0.5
+1 0 1 1 1.0
+1 0 2 2 1.0
+1 0 3 3 1.0
+0 0 1 1 0.3
+0
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """The tiny system: ``hclg``, ``tm``, ``ctx``, ``tid2pdf`` and a log-likelihood maker."""
+    from pykaldi2.decoding.wfst import tid2pdf_of
+    from pykaldi2.kaldi import kaldifst, khg
+    from pykaldi2.lang.hclg import make_hclg
+
+    topo = khg.HmmTopology()
+    topo.read(TOPO)
+    ctx = khg.monophone_context_dependency([1, 2, 3, 4], topo.get_phone_to_num_pdf_classes())
+    tm = khg.TransitionModel(ctx, topo)
+    L = kaldifst.compile(L_TEXT)
+    G = kaldifst.compile(G_TEXT)
+    hclg = make_hclg(L, G, [PHONES["#0"], PHONES["#1"]], ctx, tm)
+
+    def pdf_of(phone: str, k: int) -> int:
+        ok, pdf = ctx.compute([PHONES[phone]], k)
+        assert ok
+        return pdf
+
+    def loglik_for(words: list[str], frames: int = 2, sil: bool = True, floor: float = -10.0):
+        """(T, num_pdfs) log-likelihoods favouring the pdfs of ``words`` (``frames`` per state)."""
+        phones = (["sil"] if sil else []) + [p for w in words for p in LEXICON[w]]
+        phones += ["sil"] if sil else []
+        seq = [pdf_of(p, k) for p in phones for k in range(3) for _ in range(frames)]
+        ll = np.full((len(seq), tm.num_pdfs), floor, dtype=np.float32)
+        ll[np.arange(len(seq)), seq] = 0.0
+        return ll
+
+    return SimpleNamespace(
+        hclg=hclg,
+        tm=tm,
+        ctx=ctx,
+        topo=topo,
+        tid2pdf=tid2pdf_of(tm),
+        words=WORDS,
+        id2word={i: w for w, i in WORDS.items()},
+        loglik_for=loglik_for,
+        pdf_of=pdf_of,
+    )
