@@ -92,8 +92,8 @@ def arpa2fst(
         "disambig_symbol": disambig_symbol,
         "read_symbol_table": str(read_symbol_table),
         "max_order": max_order,
-        "bos": bos,
-        "eos": eos,
+        "bos_symbol": bos,  # kaldilm 1.15.5 names them bos_symbol/eos_symbol
+        "eos_symbol": eos,
     }
     proc = subprocess.run(
         [sys.executable, "-c", _ARPA2FST_SCRIPT, json.dumps(kw)],

@@ -207,14 +207,14 @@ def load_utterance(
     :func:`read_audio` for ``target_sr`` and ``expected_sr``.
     """
     if utt not in d.utt2spk:
-        raise DataError("unknown utterance", file=d._file("utt2spk"), utt=utt)
+        raise DataError("unknown utterance", file=d.file_path("utt2spk"), utt=utt)
     rec = d.recording_of(utt)
     try:
         spec = d.wav_scp[rec]
     except KeyError:
         raise DataError(
             f"recording {rec!r} not in wav.scp",
-            file=d._file("wav.scp"),
+            file=d.file_path("wav.scp"),
             utt=utt,
             fix="run `pykaldi2 fix-data-dir`",
         ) from None

@@ -93,7 +93,7 @@ class DataDir:
                 return self.segments[utt][0]
             except KeyError:
                 raise DataError(
-                    "utterance not in segments", file=self._file("segments"), utt=utt
+                    "utterance not in segments", file=self.file_path("segments"), utt=utt
                 ) from None
         return utt
 
@@ -125,7 +125,8 @@ class DataDir:
     def __len__(self) -> int:
         return len(self.utt2spk)
 
-    def _file(self, name: str) -> str:
+    def file_path(self, name: str) -> str:
+        """``path/name`` when the data dir has a path, else the bare file name (for messages)."""
         return str(self.path / name) if self.path is not None else name
 
 

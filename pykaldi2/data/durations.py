@@ -24,7 +24,7 @@ def compute_utt2dur(d: DataDir) -> dict[str, float]:
             if rec not in d.wav_scp:
                 raise DataError(
                     f"recording {rec!r} not in wav.scp",
-                    file=d._file("wav.scp"),
+                    file=d.file_path("wav.scp"),
                     utt=utt,
                     fix="run `pykaldi2 fix-data-dir`",
                 )

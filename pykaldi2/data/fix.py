@@ -31,7 +31,8 @@ class FixReport:
 
     @property
     def num_dropped(self) -> int:
-        return sum(len(v) for v in self.dropped.values())
+        """Distinct utterances dropped (one may be dropped for several reasons)."""
+        return len({u for utts in self.dropped.values() for u in utts})
 
     def __str__(self) -> str:
         lines = [f"kept {self.kept} utterance(s), dropped {self.num_dropped}"]

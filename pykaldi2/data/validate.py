@@ -258,8 +258,10 @@ def validate_data_dir(
     utts = set(d.utt2spk)
     if not utts:
         rep.add("utt2spk", "no utterances")
-    if d.text or require_text:
+    if d.text:
         _check_keys(rep, "text", set(d.text), utts, "utt2spk")
+    elif require_text and (d.path is None or (d.path / "text").is_file()):
+        rep.add("text", "no transcripts (pass require_text=False / --no-text for unlabelled data)")
     for utt, words in d.text.items():
         if not words.strip():
             rep.add("text", "empty transcript", utt, utt=utt)

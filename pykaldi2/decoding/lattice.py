@@ -170,11 +170,14 @@ def _fmt_pair(g: float, a: float) -> str:
 
 
 # ---- archives ---------------------------------------------------------------------------
-def write_lattice_text(f, key: str, lat: Lattice) -> None:
-    """Append one lattice to an open text archive (Kaldi's ``key \\n<fst text>\\n``)."""
+def write_lattice_text(f, key: str, lat: Lattice | str) -> None:
+    """Append one lattice (or its :meth:`Lattice.to_text`) to an open text archive.
+
+    Kaldi's text archive entry: ``key \\n<fst text>\\n`` (an empty line ends the lattice).
+    """
     if not key or any(c.isspace() for c in key):
         raise DataError(f"invalid utterance id {key!r} for a lattice archive")
-    f.write(f"{key} \n{lat.to_text()}\n")
+    f.write(f"{key} \n{lat if isinstance(lat, str) else lat.to_text()}\n")
 
 
 def write_lattice_ark(path: str | os.PathLike, lattices: dict[str, Lattice]) -> None:

@@ -245,6 +245,9 @@ def compute_feats(
         keys = None if overwrite else job.finished_keys()
         if keys is None or not set(keys) <= set(job.utts):
             todo.append(job)
+    for job in todo:  # temp files of a killed earlier run of these jobs
+        for stale in job.archive.parent.glob(f".{job.archive.name}.*.tmp"):
+            stale.unlink(missing_ok=True)
     if len(todo) < len(jobs):
         log.info(
             "compute-feats: %d of %d jobs already finished, skipped", len(jobs) - len(todo), nj

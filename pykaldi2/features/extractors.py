@@ -24,11 +24,12 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pykaldi2.utils.errors import Pykaldi2Error
+
+if TYPE_CHECKING:
+    import numpy as np
 
 WINDOW_TYPES = ("povey", "hamming", "hanning", "rectangular", "sine", "blackman")
 
@@ -58,6 +59,7 @@ class FrameConfig:
     htk_compat: bool = False
 
     feat_type: ClassVar[str] = ""
+    _knf_options: ClassVar[str] = ""  # the kaldi_native_fbank options class
 
     def __post_init__(self) -> None:
         self.validate()
@@ -130,31 +132,40 @@ class FrameConfig:
             return 0 if num_samples < size else 1 + (num_samples - size) // shift
         return (num_samples + shift // 2) // shift
 
-    def _fill_knf(self, opts) -> None:
-        """Copy the shared options into a kaldi_native_fbank Fbank/MfccOptions."""
-        fo = opts.frame_opts
-        fo.samp_freq = self.sample_frequency
-        fo.frame_length_ms = self.frame_length_ms
-        fo.frame_shift_ms = self.frame_shift_ms
-        fo.dither = self.dither
-        fo.preemph_coeff = self.preemphasis_coefficient
-        fo.remove_dc_offset = self.remove_dc_offset
-        fo.window_type = self.window_type
-        fo.round_to_power_of_two = self.round_to_power_of_two
-        fo.blackman_coeff = self.blackman_coeff
-        fo.snip_edges = self.snip_edges
-        mo = opts.mel_opts
-        mo.num_bins = self.num_mel_bins
-        mo.low_freq = self.low_freq
-        mo.high_freq = self.high_freq
-        opts.use_energy = self.use_energy
-        opts.energy_floor = self.energy_floor
-        opts.raw_energy = self.raw_energy
-        opts.htk_compat = self.htk_compat
-
     def knf_options(self):
-        """The equivalent kaldi_native_fbank options object."""
-        raise NotImplementedError
+        """The equivalent kaldi_native_fbank Fbank/MfccOptions (every field copied)."""
+        import kaldi_native_fbank as knf
+
+        opts = getattr(knf, self._knf_options)()
+        for f in dataclasses.fields(self):
+            *path, attr = _KNF_NAMES.get(f.name, f.name).split(".")
+            target = opts
+            for p in path:
+                target = getattr(target, p)  # a reference into opts (pybind11 readwrite)
+            setattr(target, attr, getattr(self, f.name))
+        return opts
+
+
+#: our field -> kaldi_native_fbank option path, where they differ; the rest share the name.
+_KNF_NAMES = {
+    "sample_frequency": "frame_opts.samp_freq",
+    "preemphasis_coefficient": "frame_opts.preemph_coeff",
+    "num_mel_bins": "mel_opts.num_bins",
+    **{
+        name: f"frame_opts.{name}"
+        for name in (
+            "frame_length_ms",
+            "frame_shift_ms",
+            "dither",
+            "remove_dc_offset",
+            "window_type",
+            "round_to_power_of_two",
+            "blackman_coeff",
+            "snip_edges",
+        )
+    },
+    **{name: f"mel_opts.{name}" for name in ("low_freq", "high_freq")},
+}
 
 
 @dataclass
@@ -166,19 +177,11 @@ class FbankConfig(FrameConfig):
     use_power: bool = True
 
     feat_type: ClassVar[str] = "fbank"
+    _knf_options: ClassVar[str] = "FbankOptions"
 
     @property
     def dim(self) -> int:
         return self.num_mel_bins + int(self.use_energy)
-
-    def knf_options(self):
-        import kaldi_native_fbank as knf
-
-        opts = knf.FbankOptions()
-        self._fill_knf(opts)
-        opts.use_log_fbank = self.use_log_fbank
-        opts.use_power = self.use_power
-        return opts
 
 
 @dataclass
@@ -190,6 +193,7 @@ class MfccConfig(FrameConfig):
     cepstral_lifter: float = 22.0
 
     feat_type: ClassVar[str] = "mfcc"
+    _knf_options: ClassVar[str] = "MfccOptions"
 
     def validate(self) -> None:
         super().validate()
@@ -202,15 +206,6 @@ class MfccConfig(FrameConfig):
     @property
     def dim(self) -> int:
         return self.num_ceps
-
-    def knf_options(self):
-        import kaldi_native_fbank as knf
-
-        opts = knf.MfccOptions()
-        self._fill_knf(opts)
-        opts.num_ceps = self.num_ceps
-        opts.cepstral_lifter = self.cepstral_lifter
-        return opts
 
 
 FeatureConfig = FbankConfig | MfccConfig
@@ -258,6 +253,7 @@ class FeatureExtractor:
             audio shorter than one frame.
         """
         import kaldi_native_fbank as knf
+        import numpy as np
 
         if not math.isclose(float(sr), self.config.sample_frequency):
             raise Pykaldi2Error(
@@ -282,3 +278,79 @@ class FeatureExtractor:
 def make_extractor(config: FrameConfig) -> FeatureExtractor:
     """The extractor for ``config`` (any registered feature type)."""
     return FeatureExtractor(config)
+
+
+# ---------------------------------------------------------------------------------------------
+# Kaldi option names (--num-mel-bins=80), for the CLI and for Kaldi .conf files
+# ---------------------------------------------------------------------------------------------
+#: Kaldi flag name -> config field, where they differ by more than '-' vs '_'.
+_KALDI_RENAMES = {"frame-length": "frame_length_ms", "frame-shift": "frame_shift_ms"}
+
+
+def kaldi_option_names() -> dict[str, str]:
+    """Kaldi flag (without ``--``) -> config field, over all registered feature types."""
+    out: dict[str, str] = {}
+    for cls in FEATURE_TYPES.values():
+        for f in dataclasses.fields(cls):
+            flag = next((k for k, v in _KALDI_RENAMES.items() if v == f.name), None)
+            out[flag or f.name.replace("_", "-")] = f.name
+    return out
+
+
+def kaldi_option_help(flag: str) -> str:
+    """'fbank: 80, mfcc: 23'-style defaults of a Kaldi flag, for --help."""
+    field = kaldi_option_names()[flag]
+    parts = []
+    for name, cls in FEATURE_TYPES.items():
+        f = next((f for f in dataclasses.fields(cls) if f.name == field), None)
+        if f is not None:
+            parts.append(f"{name}: {f.default}")
+    return "default " + ", ".join(parts)
+
+
+def _field_type(name: str) -> str:
+    for cls in FEATURE_TYPES.values():
+        for f in dataclasses.fields(cls):
+            if f.name == name:
+                return f.type if isinstance(f.type, str) else f.type.__name__
+    raise KeyError(name)
+
+
+def parse_kaldi_options(options: dict[str, str], where: str = "options") -> dict[str, Any]:
+    """{Kaldi flag or field name: string value} -> {field: typed value} (bools: true/false)."""
+    names = kaldi_option_names()
+    out: dict[str, Any] = {}
+    for key, raw in options.items():
+        flag = key.lstrip("-")
+        field = names.get(flag) or (flag if flag in names.values() else None)
+        if field is None:
+            raise Pykaldi2Error(
+                f"{where}: unknown feature option --{flag}; valid: "
+                + ", ".join("--" + n for n in sorted(names))
+            )
+        kind, text = _field_type(field), str(raw).strip()
+        try:
+            if kind == "bool":
+                if text.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(text)
+                out[field] = text.lower() in ("true", "1")
+            else:
+                out[field] = {"int": int, "float": float, "str": str}[kind](text)
+        except ValueError:
+            raise Pykaldi2Error(f"{where}: --{flag} expects a {kind}, got {text!r}") from None
+    return out
+
+
+def read_kaldi_conf(path: str) -> dict[str, Any]:
+    """A Kaldi feature config file (``--num-mel-bins=80`` per line, ``#`` comments)."""
+    opts: dict[str, str] = {}
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            line = line.split("#", 1)[0].strip()
+            if not line:
+                continue
+            if not line.startswith("--") or "=" not in line:
+                raise Pykaldi2Error(f"{path}:{n}: expected --name=value, got {line!r}")
+            k, v = line[2:].split("=", 1)
+            opts[k] = v
+    return parse_kaldi_options(opts, where=path)

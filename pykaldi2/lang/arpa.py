@@ -129,7 +129,9 @@ def read_arpa(path: str | os.PathLike) -> NgramLM:
                     n, c = line[6:].split("=")
                     declared[int(n)] = int(c)
                     continue
-                raise DataError(f"unexpected line {line!r} in \\data\\", file=str(path), line=lineno)
+                raise DataError(
+                    f"unexpected line {line!r} in \\data\\", file=str(path), line=lineno
+                )
             fields = line.split()
             n = section
             if len(fields) not in (n + 1, n + 2):

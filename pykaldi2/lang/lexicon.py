@@ -41,13 +41,18 @@ class LexiconEntry:
     prob: float = 1.0
 
 
-def read_lexicon(path: str | os.PathLike, with_probs: bool | None = None) -> list[LexiconEntry]:
+def read_lexicon(
+    path: str | os.PathLike, with_probs: bool | None = None, on_duplicate: str = "error"
+) -> list[LexiconEntry]:
     """Read ``lexicon.txt`` (``WORD P1 P2 ...``) or ``lexiconp.txt`` (``WORD PROB P1 ...``).
 
     ``with_probs=None`` decides from the file name (``lexiconp*`` has probabilities).
     Malformed lines (no pronunciation, a bad probability) raise :class:`DataError` with file:line.
-    Duplicate (word, pronunciation) pairs are an error too (Kaldi rejects them).
+    Duplicate (word, pronunciation) pairs are an error (Kaldi rejects them), or are dropped
+    with ``on_duplicate="skip"`` (for third-party lexicons).
     """
+    if on_duplicate not in ("error", "skip"):
+        raise ValueError(f"on_duplicate must be 'error' or 'skip', got {on_duplicate!r}")
     path = Path(path)
     if with_probs is None:
         with_probs = path.name.startswith("lexiconp")
@@ -102,6 +107,8 @@ def read_lexicon(path: str | os.PathLike, with_probs: bool | None = None) -> lis
                     fix="remove the line (<s>, </s>, <eps> and #N are added by prepare-lang)",
                 )
             key = (word, tuple(rest))
+            if key in seen and on_duplicate == "skip":
+                continue
             if key in seen:
                 raise DataError(
                     f"duplicate pronunciation of {word!r} (also on line {seen[key]})",

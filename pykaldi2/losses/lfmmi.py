@@ -220,7 +220,8 @@ def _num_forward_backward(nnet_output, lengths, g: NumeratorGraphs):
 
     occ = torch.zeros(n * t_max * p_num, dtype=dtype, device=nnet_output.device)
     beta = final
-    lp_arc = logprob[g.arc_seq]
+    # a sequence without any path (-inf) gets zero occupancies, not NaN
+    lp_arc = torch.where(torch.isfinite(logprob), logprob, float("inf"))[g.arc_seq]
     for t in range(t_max - 1, -1, -1):
         v = lw + flat[arc_base + t * p_num] + beta[g.dst]
         active = arc_len > t

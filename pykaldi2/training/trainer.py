@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from pykaldi2.losses.output import LossOutput
 from pykaldi2.training import checkpoint as ckpt
 from pykaldi2.training.distributed import Dist
 from pykaldi2.training.schedule import LrSchedule, ScheduleConfig
@@ -35,17 +36,6 @@ from pykaldi2.utils.errors import Pykaldi2Error
 from pykaldi2.utils.log import get_logger, progress
 
 log = get_logger(__name__)
-
-
-@dataclass
-class LossOutput:
-    """``loss``: scalar tensor, the objective summed over ``count`` units (to minimise);
-    ``stats``: extra sums for logging (e.g. ``{"correct": 812.0}``), divided by count when logged.
-    """
-
-    loss: torch.Tensor
-    count: float
-    stats: dict[str, float] = field(default_factory=dict)
 
 
 class Task(Protocol):

@@ -56,11 +56,12 @@ def test_torchrun_two_ranks_match_one_rank_double_batch(tmp_path):
 
 def test_horovodrun_two_ranks(tmp_path):
     pytest.importorskip("horovod.torch", reason="horovod not built here (make horovod)")
-    two = tmp_path / "two"
-    two.mkdir()
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir(), two.mkdir()
+    _run([sys.executable, str(WORKER), str(one), "8", "5"], tmp_path)
     _run(
         [
-            "horovodrun",
+            str(Path(sys.executable).with_name("horovodrun")),
             "-np",
             "2",
             "-H",
@@ -74,6 +75,8 @@ def test_horovodrun_two_ranks(tmp_path):
         ],
         tmp_path,
     )
+    ref = torch.load(one / "rank0.pt")
     r0, r1 = torch.load(two / "rank0.pt"), torch.load(two / "rank1.pt")
     for k in r0:
-        assert torch.equal(r0[k], r1[k])
+        assert torch.equal(r0[k], r1[k]), f"ranks differ in {k}"
+        torch.testing.assert_close(r0[k], ref[k], rtol=1e-5, atol=1e-6)

@@ -1,0 +1,186 @@
+"""``pykaldi2 mkgraph | decode | score | compute-wer`` (mkgraph.sh, decode.sh, score_kaldi.sh)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _load_model(path: str):
+    from pykaldi2.hmm.model import GmmModel
+
+    return GmmModel.load(path)
+
+
+def _cmd_mkgraph(args) -> int:
+    from pykaldi2.lang.hclg import HclgConfig, mkgraph
+
+    model = _load_model(args.model)
+    config = HclgConfig(
+        transition_scale=args.transition_scale, self_loop_scale=args.self_loop_scale
+    )
+    mkgraph(args.lang_dir, model.tree, model.tm, args.graph_dir, config)
+    return 0
+
+
+def _read_matrices(spec: str):
+    """(utt, matrix) pairs from a Kaldi ``.scp`` or ``.ark`` (kaldiio); and their count if known."""
+    import kaldiio
+
+    from pykaldi2.utils.errors import DataError
+
+    path = Path(spec)
+    if not path.is_file():
+        raise DataError("no such matrix file", file=spec, fix="pass an .scp or .ark of matrices")
+    if path.suffix == ".scp":
+        with open(path, encoding="utf-8") as f:
+            n = sum(1 for line in f if line.strip())
+        return kaldiio.load_scp_sequential(str(path)), n
+    return kaldiio.load_ark(str(path)), None
+
+
+def _cmd_decode(args) -> int:
+    from pykaldi2.decoding.batch import decode_dir
+    from pykaldi2.decoding.wfst import DecoderConfig
+    from pykaldi2.utils.errors import DataError
+
+    model = _load_model(args.model)
+    config = DecoderConfig(
+        beam=args.beam,
+        lattice_beam=args.lattice_beam,
+        acoustic_scale=args.acoustic_scale,
+        allow_partial=not args.no_partial,
+    )
+    gmm_am = None
+    if args.feats:
+        if model.feat_type != "raw":
+            raise DataError(
+                f"the model expects '{model.feat_type}' features; --feats must already be in "
+                "the model's feature space",
+                file=args.model,
+                fix="apply the model's feature transform first, or decode log-likelihoods",
+            )
+        gmm_am = model.am
+        inputs, n = _read_matrices(args.feats)
+    else:
+        inputs, n = _read_matrices(args.loglik)
+    decode_dir(
+        args.graph_dir,
+        inputs,
+        args.decode_dir,
+        model.tm,
+        config=config,
+        nj=args.nj,
+        gmm_am=gmm_am,
+        num_utts=n,
+    )
+    if args.ref:
+        from pykaldi2.decoding.sweep import score_dir
+
+        score_dir(args.decode_dir, args.ref)
+        print((Path(args.decode_dir) / "best_wer").read_text(), end="")
+    return 0
+
+
+def _floats(s: str) -> list[float]:
+    try:
+        return [float(x) for x in s.replace(",", " ").split()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {s!r}") from None
+
+
+def _cmd_score(args) -> int:
+    from pykaldi2.decoding.sweep import score_dir
+
+    lmwts = list(range(args.min_lmwt, args.max_lmwt + 1))
+    score_dir(
+        args.decode_dir,
+        args.ref,
+        words_txt=args.words,
+        lm_weights=lmwts,
+        word_ins_penalties=args.word_ins_penalties,
+        mode=args.mode,
+        ignore=args.ignore or (),
+    )
+    print((Path(args.decode_dir) / "best_wer").read_text(), end="")
+    return 0
+
+
+def _cmd_compute_wer(args) -> int:
+    from pykaldi2.decoding.scoring import compute_wer, read_text
+
+    stats = compute_wer(read_text(args.ref), read_text(args.hyp), mode=args.mode, ignore=args.ignore or ())
+    sys.stdout.write(stats.format())
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "mkgraph",
+        help="build HCLG.fst from a lang dir and a model (utils/mkgraph.sh)",
+        description="LG = det(L_disambig o G); CLG = C o LG; HCLG = add-self-loops(min(rmeps("
+        "rmsymbols(det(H o CLG))))). Writes GRAPH_DIR/{HCLG.fst, words.txt, phones.txt, "
+        "phones/, disambig_tid.int, num_pdfs}.",
+    )
+    p.add_argument("lang_dir", help="lang dir with L_disambig.fst, G.fst, phones.txt, words.txt")
+    p.add_argument("model", help="model file (final.mdl: transition model + tree)")
+    p.add_argument("graph_dir", help="output graph dir, e.g. exp/mono/graph")
+    p.add_argument("--self-loop-scale", type=float, default=0.1, help="default: %(default)s")
+    p.add_argument("--transition-scale", type=float, default=1.0, help="default: %(default)s")
+    p.set_defaults(func=_cmd_mkgraph)
+
+    p = subparsers.add_parser(
+        "decode",
+        help="decode log-likelihoods (or GMM features) into lattices (steps/decode.sh)",
+        description="Writes DECODE_DIR/lat.J.ark (raw Kaldi lattices, text archives), hyp.txt "
+        "and decode_info.json. Inputs: --loglik (T x num_pdfs matrices, e.g. a net's "
+        "log-posteriors minus log-priors) or --feats (features scored by the model's GMMs).",
+    )
+    p.add_argument("graph_dir", help="graph dir from `pykaldi2 mkgraph`")
+    p.add_argument("model", help="model file (final.mdl) the graph was built with")
+    p.add_argument("decode_dir", help="output dir, e.g. exp/mono/decode_test")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--loglik", help=".scp or .ark of (T, num_pdfs) log-likelihood matrices")
+    src.add_argument("--feats", help=".scp or .ark of features for the model's GMMs")
+    p.add_argument("--nj", type=int, default=1, help="parallel processes (default: %(default)s)")
+    p.add_argument("--beam", type=float, default=13.0, help="default: %(default)s")
+    p.add_argument("--lattice-beam", type=float, default=6.0, help="default: %(default)s")
+    p.add_argument("--acoustic-scale", type=float, default=0.1, help="default: %(default)s")
+    p.add_argument(
+        "--no-partial", action="store_true", help="fail utterances that reach no final state"
+    )
+    p.add_argument("--ref", help="reference text: score the decode dir afterwards")
+    p.set_defaults(func=_cmd_decode)
+
+    p = subparsers.add_parser(
+        "score",
+        help="WER over LM weights x word insertion penalties (steps/score_kaldi.sh)",
+        description="Best paths of DECODE_DIR/lat.*.ark for every LMWT and WIP; writes "
+        "wer_LMWT_WIP, best_wer and scoring_kaldi/penalty_WIP/LMWT.txt.",
+    )
+    p.add_argument("decode_dir", help="decode dir from `pykaldi2 decode`")
+    p.add_argument("--ref", required=True, help="reference text (data/<set>/text)")
+    p.add_argument("--words", help="words.txt (default: the graph dir's, from decode_info.json)")
+    p.add_argument("--min-lmwt", type=int, default=7, help="default: %(default)s")
+    p.add_argument("--max-lmwt", type=int, default=17, help="default: %(default)s")
+    p.add_argument(
+        "--word-ins-penalties",
+        type=_floats,
+        default=[0.0, 0.5, 1.0],
+        help="comma-separated (default: 0.0,0.5,1.0)",
+    )
+    p.add_argument("--mode", default="present", choices=["strict", "present", "all"])
+    p.add_argument("--ignore", nargs="*", help="words removed from ref and hyp before scoring")
+    p.set_defaults(func=_cmd_score)
+
+    p = subparsers.add_parser(
+        "compute-wer",
+        help="WER of a hypothesis text against a reference (Kaldi's compute-wer)",
+        description="Prints %%WER, %%SER and 'Scored N sentences' exactly as compute-wer.",
+    )
+    p.add_argument("--ref", required=True, help="reference text: utt w1 w2 ...")
+    p.add_argument("--hyp", required=True, help="hypothesis text: utt w1 w2 ...")
+    p.add_argument("--mode", default="strict", choices=["strict", "present", "all"])
+    p.add_argument("--ignore", nargs="*", help="words removed from ref and hyp before scoring")
+    p.set_defaults(func=_cmd_compute_wer)

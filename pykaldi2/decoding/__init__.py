@@ -1,0 +1,1 @@
+"""Hybrid WFST decoding (HCLG), raw lattices, LM-weight sweeps and Kaldi-compatible scoring."""

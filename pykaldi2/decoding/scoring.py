@@ -1,0 +1,177 @@
+"""Word error rates exactly as Kaldi's ``compute-wer`` and ``utils/best_wer.sh`` report them.
+
+    >>> ref = {"u1": ["A", "B", "C"]}; hyp = {"u1": ["A", "C", "D"]}
+    >>> print(compute_wer(ref, hyp).format(), end="")
+    %WER 66.67 [ 2 / 3, 1 ins, 1 del, 0 sub ]
+    %SER 100.00 [ 1 / 1 ]
+    Scored 1 sentences, 0 not present in hyp.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from pykaldi2.utils.errors import DataError
+
+MODES = ("strict", "present", "all")
+
+
+def read_text(path: str | os.PathLike) -> dict[str, list[str]]:
+    """Read a Kaldi ``text`` file (``utt w1 w2 ...``; an utterance may have no words)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("transcript file not found", file=str(path))
+    out: dict[str, list[str]] = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            fields = line.split()
+            if not fields:
+                continue
+            if fields[0] in out:
+                raise DataError(
+                    f"utterance {fields[0]} appears twice", file=str(path), line=lineno
+                )
+            out[fields[0]] = fields[1:]
+    return out
+
+
+@dataclass(frozen=True)
+class EditCounts:
+    """Insertions, deletions and substitutions of one alignment (total = their sum)."""
+
+    ins: int
+    dels: int
+    subs: int
+
+    @property
+    def total(self) -> int:
+        return self.ins + self.dels + self.subs
+
+
+def levenshtein(ref: list, hyp: list) -> EditCounts:
+    """Edit distance with Kaldi's tie-breaking (``LevenshteinEditDistance`` in util/edit-distance).
+
+    Among alignments of least total cost, Kaldi prefers a (mis)match, then a deletion, then an
+    insertion at each cell; the ins/del/sub split below follows it exactly.
+    """
+    # e[i] = (total, ins, del, sub) for hyp[:j] against ref[:i]
+    e = [(i, 0, i, 0) for i in range(len(ref) + 1)]
+    for h in hyp:
+        cur = [(e[0][0] + 1, e[0][1] + 1, e[0][2], e[0][3])]
+        for i, r in enumerate(ref, 1):
+            ins_err = e[i][0] + 1
+            del_err = cur[i - 1][0] + 1
+            diff = int(h != r)
+            sub_err = e[i - 1][0] + diff
+            if sub_err < ins_err and sub_err < del_err:
+                t, a, d, s = e[i - 1]
+                cur.append((sub_err, a, d, s + diff))
+            elif del_err < ins_err:
+                t, a, d, s = cur[i - 1]
+                cur.append((del_err, a, d + 1, s))
+            else:
+                t, a, d, s = e[i]
+                cur.append((ins_err, a + 1, d, s))
+        e = cur
+    _, a, d, s = e[-1]
+    return EditCounts(ins=a, dels=d, subs=s)
+
+
+@dataclass
+class WerStats:
+    """Totals of a scoring run; :meth:`format` writes Kaldi's ``wer`` file."""
+
+    ins: int = 0
+    dels: int = 0
+    subs: int = 0
+    num_words: int = 0
+    sent_errs: int = 0
+    num_sent: int = 0
+    num_absent: int = 0
+
+    @property
+    def word_errs(self) -> int:
+        return self.ins + self.dels + self.subs
+
+    @property
+    def wer(self) -> float:
+        """Percent word error rate (``nan`` when the references have no words)."""
+        return 100.0 * self.word_errs / self.num_words if self.num_words else float("nan")
+
+    @property
+    def ser(self) -> float:
+        return 100.0 * self.sent_errs / self.num_sent if self.num_sent else float("nan")
+
+    def wer_line(self) -> str:
+        partial = " [PARTIAL]" if self.num_absent else ""
+        return (
+            f"%WER {self.wer:.2f} [ {self.word_errs} / {self.num_words}, {self.ins} ins, "
+            f"{self.dels} del, {self.subs} sub ]{partial}"
+        )
+
+    def format(self) -> str:
+        """The three lines compute-wer prints (``%WER``, ``%SER``, ``Scored ...``)."""
+        return (
+            f"{self.wer_line()}\n"
+            f"%SER {self.ser:.2f} [ {self.sent_errs} / {self.num_sent} ]\n"
+            f"Scored {self.num_sent} sentences, {self.num_absent} not present in hyp.\n"
+        )
+
+
+def compute_wer(
+    ref: Mapping[str, list[str]],
+    hyp: Mapping[str, list[str]],
+    mode: str = "strict",
+    ignore: Iterable[str] = (),
+) -> WerStats:
+    """Kaldi's ``compute-wer --mode=MODE ark:ref ark:hyp``.
+
+    Modes (as Kaldi): ``strict`` — every reference utterance must have a hypothesis;
+    ``present`` — score only utterances with a hypothesis; ``all`` — a missing hypothesis counts
+    as empty. In both, missing ones are counted in ``Scored N sentences, M not present in hyp``
+    and the WER line is marked ``[PARTIAL]``, as Kaldi does. ``ignore``: words dropped from both
+    sides first (e.g. ``<UNK>`` or noise words; empty by default, as Kaldi).
+    """
+    if mode not in MODES:
+        raise DataError(f"unknown scoring mode {mode!r}", fix=f"use one of {MODES}")
+    drop = set(ignore)
+    stats = WerStats()
+    for utt, ref_words in ref.items():
+        if utt not in hyp:
+            if mode == "strict":
+                raise DataError(
+                    "no hypothesis for this reference utterance",
+                    utt=utt,
+                    fix="decode every utterance, or score with mode 'present' or 'all'",
+                )
+            stats.num_absent += 1  # counted (and marked [PARTIAL]) in both other modes
+            if mode == "present":
+                continue
+        r = [w for w in ref_words if w not in drop]
+        h = [w for w in hyp.get(utt, []) if w not in drop]
+        c = levenshtein(r, h)
+        stats.ins += c.ins
+        stats.dels += c.dels
+        stats.subs += c.subs
+        stats.num_words += len(r)
+        stats.sent_errs += int(c.total > 0)
+        stats.num_sent += 1
+    if stats.num_words == 0:
+        raise DataError(
+            "the references have no words to score", fix="check the ref text and utterance ids"
+        )
+    return stats
+
+
+def best_wer(results: Mapping[str, WerStats]) -> tuple[str, WerStats]:
+    """The name (e.g. ``wer_10_0.0``) with the lowest WER, ties to the first in sorted order.
+
+    Like ``grep WER wer_* | utils/best_wer.sh`` (the glob lists names sorted).
+    """
+    if not results:
+        raise DataError("no scoring results to choose from")
+    name = min(sorted(results), key=lambda n: results[n].wer)
+    return name, results[name]

@@ -1,0 +1,193 @@
+"""Transducer search: batched greedy (streaming-capable) and modified beam search.
+
+Dimension legend: B batch, T' encoder frames, J joiner hidden units, V symbols (blank
+included), H predictor units.
+
+- :func:`greedy_search`: batched over utterances; at each frame up to
+  ``max_symbols_per_frame`` symbols are emitted until the joiner's argmax is blank. Pass the
+  returned :class:`GreedyState` back in to decode a stream chunk by chunk.
+- :func:`greedy_search_reference`: the same for one utterance, unbatched and plain (the check).
+- :func:`modified_beam_search`: icefall's "modified beam search": at most one symbol per frame,
+  hypotheses with the same symbol sequence are merged (log-add), the ``beam`` best of all
+  (hypothesis, symbol) extensions are kept at each frame.
+
+All take a :class:`pykaldi2.nnet.transducer.Transducer` (anything with ``predictor.step``,
+``joiner.project_enc/project_pred/joint`` and ``blank``) and the encoder output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from pykaldi2.nnet.transducer import PredictorState, Transducer
+
+
+@dataclass
+class GreedyState:
+    """The decoder side of a batch of streams between chunks.
+
+    - ``hyps``: B lists of emitted symbols
+    - ``pred_p``: (B, J) projected predictor output for the last symbol of each hyp
+    - ``pred_state``: the predictor's LSTM state after those symbols
+    """
+
+    hyps: list[list[int]]
+    pred_p: torch.Tensor
+    pred_state: PredictorState
+
+
+def _start(model: Transducer, batch: int, device, dtype) -> GreedyState:
+    blank = torch.full((batch,), model.blank, dtype=torch.long, device=device)
+    state = model.predictor.initial_state(batch, device, dtype)
+    out, state = model.predictor.step(blank, state)
+    return GreedyState([[] for _ in range(batch)], model.joiner.project_pred(out), state)
+
+
+@torch.no_grad()
+def greedy_search(
+    model: Transducer,
+    enc: torch.Tensor,
+    enc_lengths: torch.Tensor,
+    max_symbols_per_frame: int = 3,
+    state: GreedyState | None = None,
+) -> tuple[list[list[int]], GreedyState]:
+    """Batched greedy search.
+
+    Args:
+        model: the transducer (in eval mode)
+        enc: (B, T', He) encoder output; enc_lengths: (B,) int valid frames per utterance
+        max_symbols_per_frame: most non-blank symbols emitted at one frame (>= 1)
+        state: the state returned for the previous chunk of these streams, or None
+
+    Returns:
+        the B symbol sequences so far (blank never included) and the state to continue with.
+    """
+    if max_symbols_per_frame < 1:
+        raise ValueError("max_symbols_per_frame must be >= 1")
+    B, T, _ = enc.shape
+    if state is None:
+        state = _start(model, B, enc.device, enc.dtype)
+    enc_p = model.joiner.project_enc(enc)  # (B, T', J)
+    lengths = enc_lengths.to(enc.device)
+    pred_p, pred_state = state.pred_p, state.pred_state
+    hyps = [list(h) for h in state.hyps]
+    for t in range(T):
+        going = t < lengths  # (B,) rows still decoding this frame
+        for _ in range(max_symbols_per_frame):
+            logits = model.joiner.joint(enc_p[:, t], pred_p)  # (B, V)
+            best = logits.argmax(-1)
+            going = going & (best != model.blank)
+            if not bool(going.any()):
+                break
+            for b in going.nonzero()[:, 0].tolist():
+                hyps[b].append(int(best[b]))
+            out, new_state = model.predictor.step(best.masked_fill(~going, model.blank), pred_state)
+            keep = going[:, None]
+            pred_p = torch.where(keep, model.joiner.project_pred(out), pred_p)
+            pred_state = PredictorState(
+                *(torch.where(keep[None], n, o) for n, o in zip(new_state, pred_state))
+            )
+    return hyps, GreedyState(hyps, pred_p, pred_state)
+
+
+@torch.no_grad()
+def greedy_search_reference(
+    model: Transducer, enc: torch.Tensor, max_symbols_per_frame: int = 3
+) -> list[int]:
+    """Greedy search of one utterance, enc (T', He), one joiner call at a time."""
+    blank = model.blank
+    token = torch.tensor([blank])
+    pred, pstate = model.predictor.step(token)
+    hyp: list[int] = []
+    for t in range(enc.shape[0]):
+        for _ in range(max_symbols_per_frame):
+            logits = model.joiner(enc[None, t : t + 1], pred[:, None])[0, 0, 0]
+            k = int(logits.argmax())
+            if k == blank:
+                break
+            hyp.append(k)
+            pred, pstate = model.predictor.step(torch.tensor([k]), pstate)
+    return hyp
+
+
+@dataclass
+class _Hyp:
+    ys: tuple[int, ...]
+    score: torch.Tensor  # () log-prob, summed over the merged paths
+    pred_p: torch.Tensor  # (J,)
+    state: PredictorState  # (L, 1, H) each
+
+
+@torch.no_grad()
+def modified_beam_search(
+    model: Transducer,
+    enc: torch.Tensor,
+    enc_lengths: torch.Tensor,
+    beam: int = 4,
+    length_norm: bool = True,
+) -> list[list[int]]:
+    """Modified beam search (one symbol per frame at most), utterance by utterance.
+
+    Args:
+        enc: (B, T', He) encoder output; enc_lengths: (B,) int
+        beam: hypotheses kept per frame
+        length_norm: pick the final hypothesis by score / number of symbols (icefall's choice)
+
+    Returns:
+        the best symbol sequence of each utterance.
+    """
+    if beam < 1:
+        raise ValueError("beam must be >= 1")
+    enc_p = model.joiner.project_enc(enc)
+    results = []
+    for b in range(enc.shape[0]):
+        results.append(_beam_one(model, enc_p[b, : int(enc_lengths[b])], beam, length_norm))
+    return results
+
+
+def _beam_one(model: Transducer, enc_p: torch.Tensor, beam: int, length_norm: bool) -> list[int]:
+    """enc_p (T', J) of one utterance -> best symbol sequence."""
+    blank = model.blank
+    start = _start(model, 1, enc_p.device, enc_p.dtype)
+    hyps = [_Hyp((), enc_p.new_zeros(()), start.pred_p[0], start.pred_state)]
+    for t in range(enc_p.shape[0]):
+        pred_p = torch.stack([h.pred_p for h in hyps])  # (N, J)
+        logp = torch.log_softmax(model.joiner.joint(enc_p[t][None], pred_p), dim=-1)  # (N, V)
+        scores = torch.stack([h.score for h in hyps])[:, None] + logp
+        V = logp.shape[1]
+        top = scores.flatten().topk(min(beam, scores.numel()))
+        merged: dict[tuple[int, ...], _Hyp] = {}
+        extend: list[tuple[tuple[int, ...], torch.Tensor, int, int]] = []
+        for score, flat in zip(top.values, top.indices.tolist()):
+            i, v = divmod(flat, V)
+            if v == blank:
+                _merge(merged, _Hyp(hyps[i].ys, score, hyps[i].pred_p, hyps[i].state))
+            else:
+                extend.append((hyps[i].ys + (v,), score, i, v))
+        if extend:  # one batched predictor step for all new symbols
+            idx = [i for _, _, i, _ in extend]
+            state = PredictorState(
+                *(torch.cat([hyps[i].state[k] for i in idx], dim=1) for k in range(2))
+            )
+            tokens = torch.tensor([v for *_, v in extend], device=enc_p.device)
+            out, state = model.predictor.step(tokens, state)
+            proj = model.joiner.project_pred(out)
+            for j, (ys, score, _, _) in enumerate(extend):
+                st = PredictorState(state.h[:, j : j + 1], state.c[:, j : j + 1])
+                _merge(merged, _Hyp(ys, score, proj[j], st))
+        hyps = list(merged.values())
+
+    def key(h: _Hyp) -> float:
+        return float(h.score) / max(1, len(h.ys)) if length_norm else float(h.score)
+
+    return list(max(hyps, key=key).ys)
+
+
+def _merge(merged: dict[tuple[int, ...], _Hyp], hyp: _Hyp) -> None:
+    old = merged.get(hyp.ys)
+    if old is None:
+        merged[hyp.ys] = hyp
+    else:
+        old.score = torch.logaddexp(old.score, hyp.score)

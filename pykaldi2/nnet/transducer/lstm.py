@@ -1,0 +1,29 @@
+"""The uni-directional LSTM stack shared by the encoder and the predictor."""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+def lstm_stack(
+    input_size: int, hidden: int, num_layers: int, dropout: float, forget_gate_bias: float
+) -> nn.LSTM:
+    """A batch-first, uni-directional ``nn.LSTM`` with its forget-gate bias set.
+
+    PyTorch orders the gates (input, forget, cell, output) in ``bias_ih``/``bias_hh``; the forget
+    gate's ``bias_ih`` is set to ``forget_gate_bias`` and its ``bias_hh`` to 0 (Myrtle/MLPerf RNN-T
+    initialisation), which keeps the cell memory open early in training.
+    """
+    lstm = nn.LSTM(
+        input_size,
+        hidden,
+        num_layers=num_layers,
+        batch_first=True,
+        dropout=dropout if num_layers > 1 else 0.0,
+    )
+    for name, p in lstm.named_parameters():
+        if name.startswith("bias_ih"):
+            nn.init.constant_(p.data[hidden : 2 * hidden], forget_gate_bias)
+        elif name.startswith("bias_hh"):
+            nn.init.zeros_(p.data[hidden : 2 * hidden])
+    return lstm

@@ -1,0 +1,69 @@
+"""``Transducer``: encoder + predictor + joiner, returning the logits the RNN-T loss takes.
+
+    >>> cfg = TransducerConfig.preset("tiny")
+    >>> model = Transducer(cfg)
+    >>> logits, logit_lengths = model(feats, feat_lengths, targets)   # (B, T', U+1, V), (B,)
+
+``python -m pykaldi2.nnet.transducer`` prints the parameter counts of the presets.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pykaldi2.nnet.transducer.config import TransducerConfig
+from pykaldi2.nnet.transducer.encoder import TransducerEncoder
+from pykaldi2.nnet.transducer.joiner import TransducerJoiner
+from pykaldi2.nnet.transducer.predictor import TransducerPredictor
+
+
+def count_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+class Transducer(nn.Module):
+    """An LSTM RNN-Transducer (see :mod:`pykaldi2.nnet.transducer.config` for the sizes)."""
+
+    def __init__(self, cfg: TransducerConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = TransducerEncoder(cfg)
+        self.predictor = TransducerPredictor(cfg)
+        self.joiner = TransducerJoiner(cfg, self.encoder.output_dim, self.predictor.output_dim)
+
+    @property
+    def blank(self) -> int:
+        return self.cfg.blank
+
+    def forward(
+        self, feats: torch.Tensor, feat_lengths: torch.Tensor, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training forward pass.
+
+        Args:
+            feats: (B, T, F) features; feat_lengths: (B,) int
+            targets: (B, U) int symbols (padding: any value)
+
+        Returns:
+            logits (B, T', U+1, V) for :func:`pykaldi2.losses.rnnt.rnnt_loss`, and the encoder
+            lengths (B,) (``logit_lengths``).
+        """
+        enc, enc_lengths, _ = self.encoder(feats, feat_lengths)
+        pred, _ = self.predictor(targets)
+        return self.joiner(enc, pred), enc_lengths
+
+    def num_params(self) -> dict[str, int]:
+        """Parameter counts of encoder, predictor, joiner and the total."""
+        parts = {
+            "encoder": count_params(self.encoder),
+            "predictor": count_params(self.predictor),
+            "joiner": count_params(self.joiner),
+        }
+        parts["total"] = sum(parts.values())
+        return parts
+
+    def summary(self) -> str:
+        """One line: the parameter counts in millions."""
+        n = self.num_params()
+        return ", ".join(f"{k} {v:,}" for k, v in n.items())

@@ -1,0 +1,149 @@
+"""Resumable, md5-checked downloads against a local HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import tarfile
+import threading
+
+import pytest
+
+from pykaldi2.data.corpora.librispeech import download_librispeech, prepare_librispeech
+from pykaldi2.data.download import download, extract_tar, fetch_md5sums, read_md5sums
+from pykaldi2.utils.errors import DataError
+
+PAYLOAD = bytes(range(256)) * 40  # 10 KiB
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    files: dict[str, bytes] = {}
+    honour_range = True
+    log: list[tuple[str, str | None, int]] = []  # (path, Range header, bytes sent)
+
+    def do_GET(self):  # noqa: N802 (http.server API)
+        body = self.files.get(self.path)
+        rng = self.headers.get("Range")
+        if body is None:
+            self.send_error(404)
+            self.log.append((self.path, rng, 0))
+            return
+        start = 0
+        if rng and self.honour_range:
+            start = int(rng.removeprefix("bytes=").split("-")[0])
+            if start >= len(body):
+                self.send_error(416)
+                self.log.append((self.path, rng, 0))
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        else:
+            self.send_response(200)
+        chunk = body[start:]
+        self.send_header("Content-Length", str(len(chunk)))
+        self.end_headers()
+        self.wfile.write(chunk)
+        self.log.append((self.path, rng, len(chunk)))
+
+    def log_message(self, *args):  # keep test output quiet
+        pass
+
+
+@pytest.fixture
+def server():
+    _Handler.files = {"/f.bin": PAYLOAD}
+    _Handler.honour_range = True
+    _Handler.log = []
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    t = threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", _Handler
+    httpd.shutdown()
+    httpd.server_close()
+
+
+MD5 = hashlib.md5(PAYLOAD).hexdigest()
+
+
+def test_full_download_with_md5(server, tmp_path):
+    url, h = server
+    dest = download(f"{url}/f.bin", tmp_path / "f.bin", md5=MD5)
+    assert dest.read_bytes() == PAYLOAD
+    assert not (tmp_path / "f.bin.part").exists()
+    # a second call finds the verified file and does not download again
+    download(f"{url}/f.bin", tmp_path / "f.bin", md5=MD5)
+    assert len(h.log) == 1
+
+
+def test_resume_with_range(server, tmp_path):
+    url, h = server
+    (tmp_path / "f.bin.part").write_bytes(PAYLOAD[:3000])
+    download(f"{url}/f.bin", tmp_path / "f.bin", md5=MD5)
+    assert (tmp_path / "f.bin").read_bytes() == PAYLOAD
+    assert h.log == [("/f.bin", "bytes=3000-", len(PAYLOAD) - 3000)]
+
+
+def test_server_ignoring_range_restarts(server, tmp_path):
+    url, h = server
+    h.honour_range = False
+    (tmp_path / "f.bin.part").write_bytes(PAYLOAD[:3000])
+    download(f"{url}/f.bin", tmp_path / "f.bin", md5=MD5)
+    assert (tmp_path / "f.bin").read_bytes() == PAYLOAD
+    assert h.log == [("/f.bin", "bytes=3000-", len(PAYLOAD))]
+
+
+def test_complete_part_file_gets_416_and_is_verified(server, tmp_path):
+    url, h = server
+    (tmp_path / "f.bin.part").write_bytes(PAYLOAD)
+    download(f"{url}/f.bin", tmp_path / "f.bin", md5=MD5)
+    assert (tmp_path / "f.bin").read_bytes() == PAYLOAD
+
+
+def test_md5_mismatch_deletes_part_then_rerun_succeeds(server, tmp_path):
+    url, h = server
+    (tmp_path / "f.bin.part").write_bytes(b"X" * 3000)  # corrupt partial file
+    with pytest.raises(DataError, match=r"f.bin: md5 mismatch: got [0-9a-f]{32}, expected"):
+        download(f"{url}/f.bin", tmp_path / "f.bin", md5=MD5)
+    assert not (tmp_path / "f.bin").exists() and not (tmp_path / "f.bin.part").exists()
+    download(f"{url}/f.bin", tmp_path / "f.bin", md5=MD5)
+    assert (tmp_path / "f.bin").read_bytes() == PAYLOAD
+
+
+def test_http_error(server, tmp_path):
+    url, _ = server
+    with pytest.raises(DataError, match=r"HTTP 404 .* for http://127.0.0.1:\d+/nope"):
+        download(f"{url}/nope", tmp_path / "nope")
+
+
+def test_md5sums_and_tar(server, tmp_path):
+    url, h = server
+    h.files["/md5sum.txt"] = f"{MD5}  f.bin\n{'0' * 32} *g.tar.gz\nnot a line\n".encode()
+    assert fetch_md5sums(f"{url}/md5sum.txt") == {"f.bin": MD5, "g.tar.gz": "0" * 32}
+    assert read_md5sums("") == {}
+    bad = tmp_path / "evil.tar"
+    with tarfile.open(bad, "w") as tar:
+        info = tarfile.TarInfo("../escape.txt")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    with pytest.raises(DataError, match="evil.tar: cannot extract"):
+        extract_tar(bad, tmp_path / "x")
+    assert not (tmp_path / "escape.txt").exists()
+
+
+def test_download_librispeech_end_to_end(server, librispeech_sample_dir, tmp_path):
+    url, h = server
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:  # a tiny "dev-clean.tar.gz"
+        tar.add(librispeech_sample_dir / "LibriSpeech" / "test-clean", "LibriSpeech/dev-clean")
+    archive = buf.getvalue()
+    h.files["/12/dev-clean.tar.gz"] = archive
+    h.files["/12/md5sum.txt"] = f"{hashlib.md5(archive).hexdigest()}  dev-clean.tar.gz\n".encode()
+    download_librispeech(tmp_path / "corpus", ["dev-clean"], base_url=f"{url}/12")
+    dirs = prepare_librispeech(tmp_path / "corpus", tmp_path / "data")
+    assert list(dirs) == ["dev_clean"] and len(dirs["dev_clean"]) == 4
+    h.files["/12/md5sum.txt"] = f"{'0' * 32}  dev-clean.tar.gz\n".encode()
+    with pytest.raises(DataError, match="md5 mismatch"):
+        download_librispeech(tmp_path / "corpus2", ["dev-clean"], base_url=f"{url}/12")
+    with pytest.raises(DataError, match="unknown LibriSpeech part 'dev-cleen'"):
+        download_librispeech(tmp_path / "corpus2", ["dev-cleen"], base_url=f"{url}/12")

@@ -1,0 +1,106 @@
+"""compute-feats / compute-cmvn on real AN4 audio: parallel jobs, resume, CLI, errors."""
+
+from __future__ import annotations
+
+import kaldiio
+import numpy as np
+import pytest
+
+from pykaldi2.cli.main import main
+from pykaldi2.data.audio import read_audio
+from pykaldi2.features.cmvn import compute_cmvn_stats
+from pykaldi2.features.compute import (
+    compute_cmvn,
+    compute_feats,
+    load_cmvn,
+    load_feature_config,
+    split_utts,
+)
+from pykaldi2.features.extractors import FbankConfig, MfccConfig, make_extractor
+from pykaldi2.utils.errors import DataError, Pykaldi2Error
+
+
+def _wav_scp(datadir):
+    return dict(line.split(maxsplit=1) for line in (datadir / "wav.scp").read_text().splitlines())
+
+
+def test_split_utts():
+    parts = split_utts([f"u{i}" for i in range(10)], 3)
+    assert [len(p) for p in parts] == [3, 4, 3] and sum(parts, []) == [f"u{i}" for i in range(10)]
+    with pytest.raises(Pykaldi2Error, match="more than the 2"):
+        split_utts(["a", "b"], 3)
+
+
+def test_compute_feats_nj2_then_resume(an4_small, tmp_path):
+    featdir = tmp_path / "fbank"
+    cfg = FbankConfig(num_mel_bins=40)
+    reader = compute_feats(an4_small, featdir, cfg, nj=2)  # two spawned processes
+    assert len(reader) == 20 and reader.dim == 40
+    parts = sorted(featdir.glob("raw_fbank_train.*.h5"))
+    assert [p.name for p in parts] == ["raw_fbank_train.1.h5", "raw_fbank_train.2.h5"]
+    # the features are exactly the extractor's on the audio
+    utt, spec = next(iter(_wav_scp(an4_small).items()))
+    want = make_extractor(cfg).compute(*read_audio(spec))
+    np.testing.assert_array_equal(reader[utt], want)
+    frames = dict(x.split() for x in (an4_small / "utt2num_frames").read_text().splitlines())
+    assert frames == {u: str(reader.shape(u)[0]) for u in reader}
+    assert load_feature_config(an4_small) == cfg
+    before = {u: reader[u] for u in reader}
+
+    # simulate a run killed while job 2 was writing: its archive missing, a temp file left
+    inode1 = parts[0].stat().st_ino
+    parts[1].unlink()
+    (featdir / ".raw_fbank_train.2.h5.12345.tmp").write_bytes(b"half written")
+    (an4_small / "feats.scp").unlink()
+    reader = compute_feats(an4_small, featdir, cfg, nj=2)
+    assert parts[0].stat().st_ino == inode1  # job 1 was not redone
+    assert parts[1].is_file()  # job 2 was
+    assert not list(featdir.glob(".*.tmp"))  # the killed job's temp file was cleaned up
+    assert {u: reader[u].tobytes() for u in reader} == {u: v.tobytes() for u, v in before.items()}
+
+    # a different config in the same featdir is refused, --overwrite recomputes
+    with pytest.raises(Pykaldi2Error, match="num_mel_bins"):
+        compute_feats(an4_small, featdir, FbankConfig(num_mel_bins=23), nj=2)
+    reader = compute_feats(an4_small, featdir, FbankConfig(num_mel_bins=23), nj=1, overwrite=True)
+    assert reader.dim == 23 and parts[0].stat().st_ino != inode1
+
+
+def test_cli_ark_mfcc_and_cmvn(an4_small, tmp_path):
+    featdir = tmp_path / "mfcc"
+    rc = main(["compute-feats", "--feat-type", "mfcc", "--format", "ark", "--num-ceps", "20",
+               "--num-mel-bins", "30", str(an4_small), str(featdir)])  # fmt: skip
+    assert rc == 0
+    # feats.scp is a plain Kaldi scp: kaldiio reads it
+    feats = kaldiio.load_scp(str(an4_small / "feats.scp"))
+    assert len(feats) == 20 and all(v.shape[1] == 20 for v in feats.values())
+    assert load_feature_config(an4_small) == MfccConfig(num_ceps=20, num_mel_bins=30)
+
+    assert main(["compute-cmvn", str(an4_small)]) == 0
+    cmvn = load_cmvn(an4_small)
+    assert sorted(cmvn) == ["fash", "fbbh", "fclc", "fejs"]
+    spk_utts = [u for u in feats if u.startswith("fash-")]
+    want = compute_cmvn_stats(np.vstack([feats[u] for u in spk_utts]))
+    np.testing.assert_allclose(cmvn["fash"], want, rtol=1e-9)
+    assert (featdir / "cmvn_train.ark").is_file()
+    # stored as Kaldi double matrices, readable by kaldiio
+    raw = kaldiio.load_scp(str(an4_small / "cmvn.scp"))
+    assert raw["fash"].dtype == np.float64 and raw["fash"].shape == (2, 21)
+
+
+def test_bad_audio_names_the_utterance(an4_small, tmp_path):
+    wav = _wav_scp(an4_small)
+    utts = sorted(wav)
+    bad = tmp_path / "bad.flac"
+    bad.write_bytes(b"not audio at all")
+    wav[utts[3]] = str(bad)
+    (an4_small / "wav.scp").write_text("".join(f"{u} {wav[u]}\n" for u in utts))
+    with pytest.raises(DataError, match=utts[3]):
+        compute_feats(an4_small, tmp_path / "f", FbankConfig(), nj=2)
+    assert not list((tmp_path / "f").glob("*.1.h5"))  # the failed job left no archive
+    with pytest.raises(DataError, match="sample rate is 16000 Hz, expected 8000"):
+        compute_feats(an4_small, tmp_path / "g", FbankConfig(sample_frequency=8000), nj=1)
+
+
+def test_compute_cmvn_needs_feats(an4_small):
+    with pytest.raises(DataError, match="compute-feats"):
+        compute_cmvn(an4_small)

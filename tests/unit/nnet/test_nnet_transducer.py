@@ -1,0 +1,101 @@
+"""The LSTM transducer: shapes, presets, padding, streaming equivalence, configs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pykaldi2.nnet.transducer import Transducer, TransducerConfig
+from pykaldi2.nnet.transducer.config import PRESETS
+from pykaldi2.utils.errors import Pykaldi2Error
+
+
+def _model(**kw) -> Transducer:
+    torch.manual_seed(0)
+    return Transducer(TransducerConfig.preset("tiny", **kw)).eval()
+
+
+@pytest.mark.parametrize("k,post", [(1, 1), (2, 1), (3, 2), (2, 0)])
+def test_shapes_and_lengths(k, post):
+    m = _model(enc_stack_time_factor=k, enc_post_rnn_layers=post, enc_layer_norm=True)
+    feats = torch.randn(3, 11, 8)
+    lengths = torch.tensor([11, 7, 1])
+    targets = torch.tensor([[1, 2, 3, 4], [5, -1, -1, -1], [2, 2, 0, 0]])
+    logits, logit_lengths = m(feats, lengths, targets)
+    Tp = -(-11 // k)
+    assert logits.shape == (3, Tp, 5, 6)
+    assert logit_lengths.tolist() == [-(-n // k) for n in (11, 7, 1)]
+
+
+def test_padding_never_leaks_into_valid_frames():
+    m = _model(enc_stack_time_factor=2)
+    feats = torch.randn(2, 10, 8)
+    lengths = torch.tensor([10, 6])
+    enc, enc_len, _ = m.encoder(feats, lengths)
+    feats2 = feats.clone()
+    feats2[1, 6:] = 50.0
+    enc2, _, _ = m.encoder(feats2, lengths)
+    torch.testing.assert_close(enc[1, : enc_len[1]], enc2[1, : enc_len[1]])
+    alone, _, _ = m.encoder(feats[1:, :6], lengths[1:])
+    torch.testing.assert_close(alone[0], enc[1, :3], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("chunks", [[3, 4, 5, 4], [1] * 16, [7, 9], [16]])
+def test_streaming_chunks_equal_offline(chunks):
+    m = _model(enc_stack_time_factor=3, enc_post_rnn_layers=2, enc_layer_norm=True)
+    feats = torch.randn(2, 16, 8)
+    full, full_len, _ = m.encoder(feats, torch.tensor([16, 16]))
+    outs, state, start = [], None, 0
+    for i, n in enumerate(chunks):
+        last = i == len(chunks) - 1
+        x = feats[:, start : start + n]
+        out, out_len, state = m.encoder(x, torch.tensor([n, n]), state, final=last)
+        assert out.shape[1] == int(out_len[0])
+        outs.append(out)
+        start += n
+    got = torch.cat(outs, dim=1)
+    assert got.shape == full.shape and int(full_len[0]) == 6
+    torch.testing.assert_close(got, full, rtol=1e-5, atol=1e-6)
+
+
+def test_predictor_sos_and_step_match_forward():
+    m = _model()
+    targets = torch.tensor([[3, 1, 4], [5, 2, 0]])
+    pred, _ = m.predictor(targets)
+    assert pred.shape == (2, 4, 6)
+    assert torch.all(m.predictor.embed.weight[m.blank] == 0)
+    tok = torch.full((2,), m.blank)
+    out, st = m.predictor.step(tok)
+    torch.testing.assert_close(out, pred[:, 0])
+    for u in range(3):
+        out, st = m.predictor.step(targets[:, u], st)
+        torch.testing.assert_close(out, pred[:, u + 1])
+
+
+def test_forget_gate_bias_and_param_counts():
+    m = Transducer(TransducerConfig.preset("tiny", forget_gate_bias=1.0))
+    H = m.cfg.enc_n_hid
+    b = m.encoder.pre_rnn.bias_ih_l0
+    assert torch.all(b[H : 2 * H] == 1.0)
+    assert torch.all(m.encoder.pre_rnn.bias_hh_l0[H : 2 * H] == 0.0)
+    n = m.num_params()
+    assert n["total"] == sum(p.numel() for p in m.parameters())
+    assert n["total"] == n["encoder"] + n["predictor"] + n["joiner"]
+    assert "total" in m.summary()
+    with torch.device("meta"):
+        testing = Transducer(PRESETS["testing"]).num_params()["total"]
+    assert 40e6 < testing < 55e6  # Myrtle's testing model is 49M
+
+
+def test_config_roundtrip_and_validation():
+    cfg = TransducerConfig.preset("base", enc_layer_norm=True)
+    assert TransducerConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(Pykaldi2Error, match="unknown keys"):
+        TransducerConfig.from_dict({"enc_n_hidden": 3})
+    with pytest.raises(Pykaldi2Error, match="blank"):
+        TransducerConfig(vocab_size=4, blank=4)
+    with pytest.raises(Pykaldi2Error, match="joint_activation"):
+        TransducerConfig(joint_activation="gelu2")
+    with pytest.raises(Pykaldi2Error, match="unknown transducer size"):
+        TransducerConfig.preset("huge")
+    assert TransducerConfig(joint_activation="tanh").joint_activation == "tanh"

@@ -1,0 +1,120 @@
+"""Greedy and modified beam search against plain references and exhaustive search; a tiny
+transducer trained with our RNN-T loss must learn to decode its training targets."""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+
+from pykaldi2.decoding.transducer_search import (
+    greedy_search,
+    greedy_search_reference,
+    modified_beam_search,
+)
+from pykaldi2.losses.rnnt import rnnt_loss
+from pykaldi2.nnet.transducer import Transducer, TransducerConfig
+
+
+def _model(seed: int = 0, **kw) -> Transducer:
+    """A tiny random model whose joiner emits symbols often (not only blanks)."""
+    torch.manual_seed(seed)
+    m = Transducer(TransducerConfig.preset("tiny", **kw)).eval()
+    with torch.no_grad():
+        m.joiner.out.weight.mul_(8.0)
+        m.joiner.out.bias[m.blank] -= 0.5
+    return m
+
+
+def _enc(m: Transducer, B: int, T: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    feats = torch.randn(B, T, m.cfg.in_feats, generator=g)
+    lengths = torch.randint(1, T + 1, (B,), generator=g)
+    lengths[0] = T
+    enc, enc_len, _ = m.encoder(feats, lengths)
+    return enc, enc_len
+
+
+def test_greedy_batched_equals_reference():
+    m = _model()
+    enc, enc_len = _enc(m, 4, 14, seed=1)
+    for max_sym in (1, 2, 4):
+        hyps, _ = greedy_search(m, enc, enc_len, max_symbols_per_frame=max_sym)
+        for b in range(4):
+            ref = greedy_search_reference(m, enc[b, : enc_len[b]], max_symbols_per_frame=max_sym)
+            assert hyps[b] == ref
+        assert all(len(h) <= max_sym * int(n) for h, n in zip(hyps, enc_len))
+    assert sum(len(h) for h in hyps) > 0  # the test means something
+
+
+def test_greedy_streaming_equals_offline():
+    m = _model(seed=3)
+    enc, _ = _enc(m, 2, 12, seed=2)
+    full_len = torch.tensor([enc.shape[1]] * 2)
+    full, _ = greedy_search(m, enc, full_len)
+    state, start = None, 0
+    for n in (2, 1, 3):
+        chunk = enc[:, start : start + n]
+        hyps, state = greedy_search(m, chunk, torch.tensor([n, n]), state=state)
+        start += n
+    assert hyps == full and sum(map(len, full)) > 0
+
+
+def test_beam_one_equals_greedy_one_symbol():
+    m = _model(seed=4)
+    enc, enc_len = _enc(m, 3, 10, seed=5)
+    greedy, _ = greedy_search(m, enc, enc_len, max_symbols_per_frame=1)
+    assert modified_beam_search(m, enc, enc_len, beam=1, length_norm=False) == greedy
+
+
+def _exhaustive_best(m: Transducer, enc: torch.Tensor) -> list[int]:
+    """argmax over symbol sequences of the summed probability of all one-symbol-per-frame paths."""
+    enc_p = m.joiner.project_enc(enc)  # (T, J)
+    V = m.cfg.vocab_size
+    totals: dict[tuple[int, ...], torch.Tensor] = {}
+    with torch.no_grad():
+        for path in itertools.product(range(V), repeat=enc.shape[0]):
+            ys: tuple[int, ...] = ()
+            score = torch.zeros(())
+            for t, v in enumerate(path):
+                pred, _ = m.predictor(torch.tensor([list(ys)], dtype=torch.long).view(1, -1))
+                logp = torch.log_softmax(m.joiner.joint(enc_p[t], m.joiner.project_pred(pred[0, -1])), -1)
+                score = score + logp[v]
+                if v != m.blank:
+                    ys = ys + (v,)
+            totals[ys] = torch.logaddexp(totals[ys], score) if ys in totals else score
+    return list(max(totals, key=lambda k: float(totals[k])))
+
+
+def test_modified_beam_search_without_pruning_is_exact():
+    m = _model(seed=6, vocab_size=4)
+    enc, _ = _enc(m, 1, 6, seed=7)  # stacking by 2: 3 encoder frames, 4**3 paths
+    enc = enc[:, :3]
+    best = modified_beam_search(m, enc, torch.tensor([3]), beam=1000, length_norm=False)
+    assert best[0] == _exhaustive_best(m, enc[0])
+
+
+def test_tiny_transducer_learns_its_targets():
+    torch.manual_seed(0)
+    cfg = TransducerConfig.preset("tiny", enc_n_hid=24, pred_n_hid=16, joint_n_hid=24)
+    m = Transducer(cfg)
+    feats = torch.randn(3, 12, cfg.in_feats)
+    lengths = torch.tensor([12, 10, 8])
+    targets = torch.tensor([[1, 2, 3], [4, 5, 0], [3, 3, 1]])
+    target_lengths = torch.tensor([3, 2, 3])
+    opt = torch.optim.Adam(m.parameters(), lr=0.03)
+    first = None
+    for _ in range(120):
+        logits, logit_lengths = m(feats, lengths, targets)
+        loss = rnnt_loss(logits, targets, logit_lengths, target_lengths, blank=cfg.blank)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        first = float(loss) if first is None else first
+    assert float(loss) < 0.1 * first
+    m.eval()
+    enc, enc_len, _ = m.encoder(feats, lengths)
+    hyps, _ = greedy_search(m, enc, enc_len)
+    want = [t[:n].tolist() for t, n in zip(targets, target_lengths)]
+    assert hyps == want
+    assert modified_beam_search(m, enc, enc_len, beam=4) == want
