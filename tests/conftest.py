@@ -36,3 +36,14 @@ def yesno_dir() -> Path:
 def librispeech_sample_dir() -> Path:
     """../shared/data/librispeech_sample (LibriSpeech/test-clean/...)."""
     return _corpus("librispeech_sample")
+
+
+@pytest.fixture
+def one_thread():
+    """torch.set_num_threads(1) for the test (tiny ops only contend on a loaded 2-core CI box)."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

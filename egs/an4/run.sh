@@ -42,7 +42,7 @@ prepare() {
   if [ -n "$corpus_dir" ]; then
     pykaldi2 prepare an4 --corpus-dir "$corpus_dir" data
   else
-    pykaldi2 prepare an4 --download downloads data
+    pykaldi2 prepare an4 --download --corpus-dir downloads data
   fi
 }
 run_stage 0 prepare prepare

@@ -35,7 +35,7 @@ def _subset(args: argparse.Namespace) -> int:
     from pykaldi2.data.subset import subset_data_dir
 
     d = subset_data_dir(
-        read_data_dir(args.src),
+        read_data_dir(args.src_dir),
         utt_list=args.utt_list,
         first=args.first,
         spk_list=args.spk_list,
@@ -131,65 +131,83 @@ def _add_prepare(sub) -> None:
         c.set_defaults(func=_prepare)
 
 
+def _command(subparsers, name: str, func, help: str, description: str, *args: str):
+    """Add subcommand ``name`` running ``func``, with positional ``args``.
+
+    Each arg is ``"dest:help"``; ``"dest+:help"`` takes one or more values.
+    """
+    p = subparsers.add_parser(name, help=help, description=description)
+    for arg in args:
+        dest, _, text = arg.partition(":")
+        many = dest.endswith("+")
+        p.add_argument(dest.rstrip("+"), nargs="+" if many else None, help=text)
+    p.set_defaults(func=func)
+    return p
+
+
 def register(subparsers) -> None:
     """Add the data-dir subcommands to ``pykaldi2``."""
     _add_prepare(subparsers)
 
-    p = subparsers.add_parser(
+    p = _command(
+        subparsers,
         "validate-data-dir",
-        help="list every problem of a Kaldi data dir (exit 1 if any)",
-        description="Check a data dir like Kaldi's utils/validate_data_dir.sh, but report "
-        "every problem with its file and line: unsorted files, duplicate ids, utterances "
-        "missing from a file, empty transcripts, speakers that are not utt-id prefixes, bad "
-        "segments, and with --check-audio missing or unreadable audio.",
+        _validate,
+        "list every problem of a Kaldi data dir (exit 1 if any)",
+        "Check a data dir like Kaldi's utils/validate_data_dir.sh, but report every problem "
+        "with its file and line: unsorted files, duplicate ids, utterances missing from a "
+        "file, empty transcripts, speakers that are not utt-id prefixes, bad segments, and "
+        "with --check-audio missing or unreadable audio.",
+        "data:the data dir",
     )
-    p.add_argument("data", help="the data dir")
     p.add_argument("--check-audio", action="store_true", help="also open every audio file")
     p.add_argument("--no-text", action="store_true", help="the data dir has no transcripts")
-    p.set_defaults(func=_validate)
 
-    p = subparsers.add_parser(
+    p = _command(
+        subparsers,
         "fix-data-dir",
-        help="sort a data dir and drop inconsistent utterances",
-        description="Like Kaldi's utils/fix_data_dir.sh: sort every file, drop duplicate "
-        "lines and utterances missing from any file (or with bad segments / empty "
-        "transcripts), rebuild spk2utt, and print what was dropped.",
+        _fix,
+        "sort a data dir and drop inconsistent utterances",
+        "Like Kaldi's utils/fix_data_dir.sh: sort every file, drop duplicate lines and "
+        "utterances missing from any file (or with bad segments / empty transcripts), "
+        "rebuild spk2utt, and print what was dropped.",
+        "data:the data dir (fixed in place unless --out is given)",
     )
-    p.add_argument("data", help="the data dir (fixed in place unless --out is given)")
     p.add_argument("--out", help="write the fixed data dir here instead")
     p.add_argument(
         "--keep-empty-text", action="store_true", help="keep utterances with empty transcripts"
     )
-    p.set_defaults(func=_fix)
 
-    p = subparsers.add_parser(
+    p = _command(
+        subparsers,
         "subset-data-dir",
-        help="copy a subset of a data dir",
-        description="Like Kaldi's utils/subset_data_dir.sh. Give exactly one selection.",
+        _subset,
+        "copy a subset of a data dir",
+        "Like Kaldi's utils/subset_data_dir.sh. Give exactly one selection.",
+        "src_dir:the source data dir",
+        "dest:the new data dir",
     )
-    p.add_argument("src", help="the source data dir")
-    p.add_argument("dest", help="the new data dir")
     sel = p.add_mutually_exclusive_group(required=True)
     sel.add_argument("--utt-list", help="file with one utterance id per line")
     sel.add_argument("--spk-list", help="file with one speaker id per line")
     sel.add_argument("--first", type=int, metavar="N", help="the first N utterances (sorted)")
     sel.add_argument("--shortest", type=int, metavar="N", help="the N shortest utterances")
-    p.set_defaults(func=_subset)
 
-    p = subparsers.add_parser(
+    _command(
+        subparsers,
         "combine-data",
-        help="combine several data dirs into one",
-        description="Like Kaldi's utils/combine_data.sh; duplicate utterance ids are an error.",
+        _combine,
+        "combine several data dirs into one",
+        "Like Kaldi's utils/combine_data.sh; duplicate utterance ids are an error.",
+        "dest:the new data dir",
+        "src+:the data dirs to combine",
     )
-    p.add_argument("dest", help="the new data dir")
-    p.add_argument("src", nargs="+", help="the data dirs to combine")
-    p.set_defaults(func=_combine)
-
-    p = subparsers.add_parser(
+    _command(
+        subparsers,
         "compute-utt2dur",
-        help="write utt2dur (durations in seconds) into a data dir",
-        description="Like Kaldi's utils/data/get_utt2dur.sh: durations from audio headers, "
-        "pipe commands, or segments.",
+        _utt2dur,
+        "write utt2dur (durations in seconds) into a data dir",
+        "Like Kaldi's utils/data/get_utt2dur.sh: durations from audio headers, pipe "
+        "commands, or segments.",
+        "data:the data dir",
     )
-    p.add_argument("data", help="the data dir")
-    p.set_defaults(func=_utt2dur)

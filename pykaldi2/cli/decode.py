@@ -87,7 +87,9 @@ def _floats(s: str) -> list[float]:
     try:
         return [float(x) for x in s.replace(",", " ").split()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {s!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected numbers separated by commas, got {s!r}"
+        ) from None
 
 
 def _cmd_score(args) -> int:
@@ -110,7 +112,9 @@ def _cmd_score(args) -> int:
 def _cmd_compute_wer(args) -> int:
     from pykaldi2.decoding.scoring import compute_wer, read_text
 
-    stats = compute_wer(read_text(args.ref), read_text(args.hyp), mode=args.mode, ignore=args.ignore or ())
+    stats = compute_wer(
+        read_text(args.ref), read_text(args.hyp), mode=args.mode, ignore=args.ignore or ()
+    )
     sys.stdout.write(stats.format())
     return 0
 

@@ -81,6 +81,23 @@ def _compute_cmvn(args) -> int:
     return 0
 
 
+def _copy_feats(args) -> int:
+    from pykaldi2.features.storage import copy_feats
+
+    out = copy_feats(args.input, args.output, compression=args.compression)
+    print(f"copied {len(out)} utterances (dim {out.dim}) to {args.output}")
+    return 0
+
+
+def _add_compression(p) -> None:
+    p.add_argument(
+        "--compression",
+        choices=["gzip", "lzf", "none"],
+        default="gzip",
+        help="HDF5 compression (gzip level 1 + shuffle: portable; lzf: faster to read)",
+    )
+
+
 def register(subparsers) -> None:
     from pykaldi2.features.extractors import kaldi_option_help, kaldi_option_names
 
@@ -108,9 +125,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("--nj", type=int, default=1, help="number of parallel jobs (processes)")
     p.add_argument("--format", choices=["hdf5", "ark"], default="hdf5", help="archive format")
-    p.add_argument(
-        "--compression", choices=["gzip", "lzf", "none"], default="gzip", help="HDF5 compression"
-    )
+    _add_compression(p)
     p.add_argument(
         "--resample",
         action="store_true",
@@ -137,3 +152,16 @@ def register(subparsers) -> None:
     c.add_argument("datadir", help="data dir with feats.scp and utt2spk")
     c.add_argument("cmvndir", nargs="?", help="where cmvn_<name>.ark goes (default: the featdir)")
     c.set_defaults(func=_compute_cmvn)
+
+    k = subparsers.add_parser(
+        "copy-feats",
+        help="convert features between HDF5 and Kaldi ark/scp (copy-feats)",
+        description="Copy the features of INPUT (a data dir, a .scp, an .h5 or an .ark) into "
+        "OUTPUT: an HDF5 archive (.h5/.hdf5) or a Kaldi ark (.ark, with a .scp written beside it "
+        "that Kaldi's tools read).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    k.add_argument("input", help="data dir, .scp, .h5 or .ark")
+    k.add_argument("output", help="output .h5/.hdf5 or .ark")
+    _add_compression(k)
+    k.set_defaults(func=_copy_feats)

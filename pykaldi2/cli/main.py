@@ -21,10 +21,12 @@ COMMAND_MODULES = [
     "pykaldi2.cli.features",
     "pykaldi2.cli.lang",
     "pykaldi2.cli.hmm",
+    "pykaldi2.cli.nnet",
     "pykaldi2.cli.decode",
     "pykaldi2.cli.simulate",
     "pykaldi2.cli.chain",
     "pykaldi2.cli.transducer",
+    "pykaldi2.cli.transcribe",
 ]
 
 

@@ -22,9 +22,7 @@ def _simulate(args: argparse.Namespace) -> int:
     config = SimulationConfig.from_yaml(args.config)
     if args.seed is not None:
         config = dataclasses.replace(config, seed=args.seed)
-    d = simulate_data_dir(
-        args.data, args.out, config, epoch=args.epoch, target_sr=args.sample_rate
-    )
+    d = simulate_data_dir(args.data, args.out, config, epoch=args.epoch, target_sr=args.sample_rate)
     print(f"{args.out}: {len(d)} simulated utterance(s)")
     return 0
 
@@ -33,9 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "simulate",
         help="write a simulated copy of a data dir (noise at an SNR, reverberation, speed/volume)",
-        description="Simulate every utterance of DATADIR as configured in --config and write "
-        "OUTDIR: wav/<utt>.wav, wav.scp, text, utt2spk, spk2utt, utt2dur, sim_config.yaml and "
-        "sim_info.jsonl (the SNR, T60, room, offsets, speed and shift applied to each "
+        description="Simulate every utterance of DATADIR as configured in --config and write\n"
+        "OUTDIR: wav/<utt>.wav, wav.scp, text, utt2spk, spk2utt, utt2dur, sim_config.yaml and\n"
+        "sim_info.jsonl (the SNR, T60, room, offsets, speed and shift applied to each\n"
         "utterance). The same seed gives the same output; OUTDIR appears atomically.",
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -1,4 +1,4 @@
-"""Audio I/O for ``wav.scp`` entries: files (wav/flac/sph/...) and Kaldi pipe commands.
+"""Audio I/O for ``wav.scp`` entries: files (wav/flac/sph/...), pipe commands, ark:offset.
 
 Samples come back as float32 **scaled like Kaldi**: int16-valued (range -32768..32767), not
 normalized to [-1, 1], because Kaldi and kaldi-native-fbank compute energies and dithering on
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import subprocess
 from pathlib import Path
 
@@ -28,9 +29,38 @@ MAX_OVERSHOOT_S = 0.5
 INT16_SCALE = 32768.0
 
 
+_ARK_RE = re.compile(r"^(?P<ark>.+):(?P<offset>\d+)$")
+
+
 def is_pipe(spec: str) -> bool:
     """True for a Kaldi pipe command (``cmd args |``), false for a path."""
     return spec.rstrip().endswith("|")
+
+
+def is_ark_entry(spec: str) -> bool:
+    """True for a Kaldi extended file name ``archive.ark:offset`` (wav inside an archive)."""
+    m = _ARK_RE.match(spec)
+    return m is not None and not Path(spec).is_file() and Path(m["ark"]).is_file()
+
+
+def _read_ark(spec: str, utt: str | None) -> tuple[np.ndarray, int]:
+    """A wav stored in a Kaldi archive (``ark:offset``) -> ((num_samples, channels), sr)."""
+    import kaldiio
+
+    try:
+        obj = kaldiio.load_mat(spec)
+    except Exception as e:  # kaldiio raises assorted errors on damaged archives
+        raise DataError(f"cannot read wav from the archive: {e}", file=spec, utt=utt) from None
+    if not (isinstance(obj, tuple) and len(obj) == 2):
+        raise DataError("archive entry is a matrix, not a wav", file=spec, utt=utt)
+    sr, data = obj
+    data = np.asarray(data)
+    if data.ndim == 1:
+        data = data[:, None]
+    if data.dtype.kind == "f":  # already float: assume Kaldi scale
+        return data.astype(np.float32) / np.float32(INT16_SCALE), sr
+    scale = float(np.iinfo(data.dtype).max + 1)
+    return data.astype(np.float32) / np.float32(scale), sr
 
 
 def _run_pipe(spec: str, utt: str | None) -> bytes:
@@ -71,6 +101,13 @@ def _decode(src, name: str, utt: str | None, frames: tuple[int, int] | None = No
             fix="check the file plays (e.g. `soxi`), or convert it to wav/flac",
         ) from None
     return data, sr
+
+
+def _read_whole(spec: str, utt: str | None) -> tuple[np.ndarray, int]:
+    """All of a pipe's or archive entry's audio: (float (num_samples, channels), sr)."""
+    if is_pipe(spec):
+        return _decode(io.BytesIO(_run_pipe(spec, utt)), spec, utt)
+    return _read_ark(spec, utt)
 
 
 def _info(path: str, utt: str | None) -> tuple[int, int]:
@@ -140,10 +177,11 @@ def read_audio(
     channel: int = 0,
     utt: str | None = None,
 ) -> tuple[np.ndarray, int]:
-    """Read a ``wav.scp`` value: an audio file path or a pipe command ``cmd |`` (wav on stdout).
+    """Read a ``wav.scp`` value: an audio file, a pipe ``cmd |`` (wav on stdout), or ``ark:offset``.
 
     Args:
-        spec: path (any format soundfile reads: wav, flac, sph, ...) or ``"cmd ... |"``.
+        spec: path (any format soundfile reads: wav, flac, sph, ...), ``"cmd ... |"``, or a
+            Kaldi extended file name ``archive.ark:offset`` (wav stored in an archive).
         start, end: the segment in seconds (``end`` None or -1: to the end of the audio). An end
             up to 0.5 s past the audio is clipped, as Kaldi's extract-segments does.
         target_sr: resample to this rate (scipy ``resample_poly``); None keeps the file's rate.
@@ -155,13 +193,12 @@ def read_audio(
         ``(samples, sample_rate)``: float32 (num_samples,) int16-scaled samples, and the rate
         (``target_sr`` when given).
     """
-    if is_pipe(spec):
-        name = spec.strip()
-        data, sr = _decode(io.BytesIO(_run_pipe(spec, utt)), name, utt)
+    name = spec.strip()
+    if is_pipe(name) or is_ark_entry(name):
+        data, sr = _read_whole(name, utt)
         b, e = _frame_range(start, end, sr, data.shape[0], name, utt)
         data = data[b:e]
     else:
-        name = spec.strip()
         if not Path(name).is_file():
             raise DataError(
                 "audio file not found",
@@ -226,8 +263,8 @@ def load_utterance(
 
 def audio_duration(spec: str, utt: str | None = None) -> float:
     """Duration in seconds of a ``wav.scp`` value (header only for files; pipes are run)."""
-    if is_pipe(spec):
-        data, sr = _decode(io.BytesIO(_run_pipe(spec, utt)), spec.strip(), utt)
+    if is_pipe(spec) or is_ark_entry(spec.strip()):
+        data, sr = _read_whole(spec.strip(), utt)
         return data.shape[0] / sr
     name = spec.strip()
     if not Path(name).is_file():

@@ -49,7 +49,7 @@ class DataDir:
 
     Attributes:
         wav_scp: recording id -> audio path, or a Kaldi pipe command ending in ``|``.
-        text: utt id -> transcript (words separated by single spaces; may be empty).
+        text: utt id -> transcript (the rest of the line after the id; may be empty).
         utt2spk: utt id -> speaker id.
         segments: utt id -> (recording id, start seconds, end seconds; -1 = to the end), or
             None when every utterance is a whole recording (recording id == utt id).
@@ -257,6 +257,15 @@ def write_data_dir(d: DataDir, path: str | os.PathLike) -> None:
     for utt, transcript in d.text.items():
         if "\n" in transcript:
             raise DataError("transcript contains a newline", utt=utt)
+    ids = {"utterance": d.utt2spk, "recording": d.wav_scp, "speaker": d.spk2utt}
+    for what, table in ids.items():
+        for key in table:
+            if not key or key != "".join(key.split()):
+                raise DataError(
+                    f"{what} id {key!r} is empty or contains whitespace",
+                    file=str(path),
+                    fix="Kaldi ids are single tokens: replace spaces with '_' or '-'",
+                )
     files = data_dir_files(d)
     with atomic_dir(path) as tmp:
         os.chmod(tmp, 0o755)  # mkdtemp makes it 0700

@@ -17,10 +17,11 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from pykaldi2.data.audio import is_pipe
+from pykaldi2.data.audio import is_ark_entry, is_pipe
 from pykaldi2.data.datadir import SPK_TABLES, UTT_TABLES, DataDir
 from pykaldi2.data.tables import TableLine, c_sort_key, c_sorted, read_table_lines
 from pykaldi2.utils.errors import DataError
+from pykaldi2.utils.log import progress
 
 #: Files a data dir must have (``text`` only when ``require_text``).
 REQUIRED = ("wav.scp", "utt2spk", "spk2utt")
@@ -212,7 +213,7 @@ def _check_audio(rep: _Report, d: DataDir) -> None:
     import soundfile as sf
 
     used = {d.recording_of(u) for u in d.utt2spk if d.segments is None or u in d.segments}
-    for rec in c_sorted(used & set(d.wav_scp)):
+    for rec in progress(c_sorted(used & set(d.wav_scp)), desc="check audio", unit="rec"):
         spec = d.wav_scp[rec].strip()
         if is_pipe(spec):
             try:
@@ -222,6 +223,8 @@ def _check_audio(rep: _Report, d: DataDir) -> None:
                 continue
             if shutil.which(prog) is None and not Path(prog).is_file():
                 rep.add("wav.scp", f"program {prog!r} of the pipe command not found", rec)
+        elif is_ark_entry(spec):
+            continue  # the archive exists; its entry is read only when used
         elif not Path(spec).is_file():
             rep.add("wav.scp", f"audio file not found: {spec}", rec)
         else:
@@ -246,6 +249,7 @@ def validate_data_dir(
     recording), non-positive durations, and with ``check_audio`` missing or unreadable audio
     files and missing pipe programs. Line numbers are known only when reading from disk.
     """
+    from_disk = not isinstance(data, DataDir)
     if isinstance(data, DataDir):
         rep = _Report(data.path)
         d = data
@@ -260,7 +264,7 @@ def validate_data_dir(
         rep.add("utt2spk", "no utterances")
     if d.text:
         _check_keys(rep, "text", set(d.text), utts, "utt2spk")
-    elif require_text and (d.path is None or (d.path / "text").is_file()):
+    elif require_text and not (from_disk and not (d.path / "text").is_file()):  # else reported
         rep.add("text", "no transcripts (pass require_text=False / --no-text for unlabelled data)")
     for utt, words in d.text.items():
         if not words.strip():

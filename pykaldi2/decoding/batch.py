@@ -10,7 +10,7 @@ inputs, hands one utterance at a time to the pool (order kept), and writes::
     DECODE_DIR/decode_info.json config, graph dir, num_jobs, counts (failed / partial)
 
 Inputs are ``(utt, matrix)`` pairs: (T, num_pdfs) log-likelihoods, or, with ``gmm=...``,
-(T, D) features scored with :func:`~pykaldi2.decoding.wfst.gmm_compute_likes` in the worker.
+(T, D) features scored with a :class:`~pykaldi2.decoding.wfst.GmmScorer` in the worker.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+from collections import deque
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from pykaldi2.decoding.lattice import write_lattice_text
-from pykaldi2.decoding.wfst import DecoderConfig, decode_lattice, gmm_compute_likes
+from pykaldi2.decoding.wfst import DecoderConfig, GmmScorer, decode_lattice
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
 from pykaldi2.utils.io import atomic_write, atomic_write_text
 from pykaldi2.utils.log import get_logger, progress
@@ -40,26 +41,44 @@ _WORKER: dict[str, Any] = {}
 def _init_worker(hclg_path: str, tid2pdf: np.ndarray, config: dict, gmm_am: Any) -> None:
     from pykaldi2.kaldi import kaldifst
 
-    try:
-        _WORKER["hclg"] = kaldifst.StdVectorFst.read(hclg_path)
-    except Exception as e:  # the binding's message does not name the file
-        raise DataError(f"cannot read the graph ({e})", file=hclg_path) from None
+    # An exception here would make the pool respawn workers forever: keep it for _decode_one.
+    _WORKER["error"] = ""
+    _WORKER["hclg"] = kaldifst.StdVectorFst.read(hclg_path)  # None when unreadable
+    if _WORKER["hclg"] is None:
+        _WORKER["error"] = str(DataError("not a readable OpenFst graph", file=hclg_path))
     _WORKER["tid2pdf"] = tid2pdf
     _WORKER["config"] = DecoderConfig.from_dict(config)
-    _WORKER["am"] = gmm_am
+    _WORKER["gmm"] = None if gmm_am is None else GmmScorer(gmm_am)
 
 
 def _decode_one(item: tuple[str, np.ndarray]) -> tuple[str, list[int] | None, bool, str, str]:
     """Worker: ``(utt, matrix)`` -> ``(utt, words, reached_final, lattice text, error)``."""
     utt, mat = item
+    if _WORKER["error"]:
+        return utt, None, False, "", _WORKER["error"]
     try:
-        loglik = mat if _WORKER["am"] is None else gmm_compute_likes(_WORKER["am"], mat)
+        loglik = mat if _WORKER["gmm"] is None else _WORKER["gmm"](mat)
         res, lat = decode_lattice(
             _WORKER["hclg"], loglik, _WORKER["tid2pdf"], _WORKER["config"], utt=utt
         )
     except Pykaldi2Error as e:
         return utt, None, False, "", str(e)
     return utt, res.words, res.reached_final, lat.to_text(), ""
+
+
+def _imap_bounded(pool, inputs: Iterable, depth: int) -> Iterator:
+    """``pool.imap(_decode_one, inputs)`` with at most ``depth`` inputs in flight.
+
+    ``Pool.imap`` reads its whole input ahead (all log-likelihood matrices in memory at once);
+    this keeps memory bounded and the order of ``inputs``.
+    """
+    pending: deque = deque()
+    for item in inputs:
+        pending.append(pool.apply_async(_decode_one, (item,)))
+        if len(pending) >= depth:
+            yield pending.popleft().get()
+    while pending:
+        yield pending.popleft().get()
 
 
 @dataclass
@@ -112,6 +131,9 @@ def decode_dir(
     summary = DecodeSummary()
     hyps: list[str] = []
     out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob("lat.*.ark"):  # from an earlier run with more jobs: not ours to score
+        if stale.name.split(".")[1].isdigit() and int(stale.name.split(".")[1]) > nj:
+            stale.unlink()
     with ExitStack() as stack:
         arks = [
             stack.enter_context(atomic_write(out / f"lat.{j + 1}.ark", "w", encoding="utf-8"))
@@ -124,7 +146,7 @@ def decode_dir(
         else:
             ctx = mp.get_context("spawn")
             pool = stack.enter_context(ctx.Pool(nj, initializer=_init_worker, initargs=initargs))
-            results = pool.imap(_decode_one, inputs, chunksize=1)
+            results = _imap_bounded(pool, inputs, depth=4 * nj)
         bar = stack.enter_context(progress(total=num_utts, desc="decode", unit="utt"))
         for i, (utt, word_ids, final, lat_text, err) in enumerate(results):
             bar.update(1)
@@ -161,4 +183,3 @@ def decode_dir(
         len(summary.failed),
     )
     return summary
-

@@ -9,8 +9,9 @@ acoustic_cost)``. As Kaldi's decoders do when they write lattices, acoustic cost
 
     cost(path) = sum(graph_cost) + sum(acoustic_cost) / lmwt + wip * num_words(path)
 
-On-disk format (``lat.N.ark``): a Kaldi *text* archive of raw lattices, exactly what
-``lattice-copy --write-compact=false ark:in ark,t:out`` prints::
+On-disk format (``lat.N.ark``): a Kaldi *text* archive of raw lattices, in the format of
+``lattice-copy --write-compact=false ark:in ark,t:out`` (arcs are not grouped by state and
+weights carry up to 8 significant digits, so it is not byte-identical)::
 
     utt1 \\n
     0<TAB>1<TAB>2<TAB>0<TAB>0.5,3.25      (src dst transition_id word graph_cost,acoustic_cost)
@@ -18,8 +19,10 @@ On-disk format (``lat.N.ark``): a Kaldi *text* archive of raw lattices, exactly 
     7<TAB>0.69,0                            (final state and its final weight)
     <empty line>
 
-Kaldi reads it with ``ark:lat.1.ark`` (``lattice-copy``, ``lattice-best-path``, ... accept raw
-lattices where they expect compact ones and convert them).
+Kaldi reads it with ``ark:lat.1.ark``: its text reader (``LatticeReader::ReadText``) takes the
+first line's source as the start state and an empty line as the end, and the compact-lattice
+holder used by ``lattice-copy``, ``lattice-best-path``, ... converts raw lattices it reads.
+Lattices from the decoder carry 6 significant digits (the binding prints them as text).
 """
 
 from __future__ import annotations
@@ -67,7 +70,9 @@ class Lattice:
 
     # ---- conversion from / to text -------------------------------------------------------
     @classmethod
-    def from_lines(cls, lines: Sequence[str], *, acoustic_scale: float = 1.0, where: str = "") -> Lattice:
+    def from_lines(
+        cls, lines: Sequence[str], *, acoustic_scale: float = 1.0, where: str = ""
+    ) -> Lattice:
         """Parse OpenFst text lines of a raw lattice (``src dst ilabel olabel [g,a]`` / ``s [g,a]``).
 
         ``acoustic_scale``: the scale the acoustic costs carry; they are divided by it.
@@ -76,7 +81,7 @@ class Lattice:
         arcs: list[tuple[int, int, int, int, float, float]] = []
         finals: list[tuple[int, float, float]] = []
         start = -1
-        for i, line in enumerate(lines):
+        for line in lines:
             f = line.split()
             if not f:
                 continue
@@ -125,9 +130,13 @@ class Lattice:
         text = lat.to_str(is_acceptor=False, show_weight_one=False)
         return cls.from_lines(text.splitlines(), acoustic_scale=acoustic_scale)
 
+    def arc_order(self) -> np.ndarray:
+        """(A,) arc indices with the start state's arcs first (OpenFst text puts them first)."""
+        return np.lexsort((np.arange(self.num_arcs), self.src != self.start))
+
     def to_text(self) -> str:
         """OpenFst/Kaldi text form (start state's arcs first, tab-separated, ``g,a`` weights)."""
-        order = np.lexsort((np.arange(self.num_arcs), self.src != self.start))
+        order = self.arc_order()
         out = []
         for i in order:
             w = _fmt_pair(self.graph_cost[i], self.ac_cost[i])
@@ -217,6 +226,10 @@ def read_lattice_ark(path: str | os.PathLike) -> Iterator[tuple[str, Lattice]]:
 
 
 # ---- best paths -------------------------------------------------------------------------
+#: Most (arc, weight pair) cells :func:`best_paths` handles at once (about 32 MB per array).
+_MAX_ARC_PAIRS = 4_000_000
+
+
 @dataclass
 class BestPath:
     """One best path: word ids, transition-ids, and its total graph / unscaled acoustic costs."""
@@ -268,6 +281,13 @@ def best_paths(
     lmwt = np.asarray(lm_weights, dtype=np.float64).reshape(-1)
     wip = np.broadcast_to(np.asarray(word_ins_penalties, dtype=np.float64), lmwt.shape)
     K, S = lmwt.shape[0], lat.num_states
+    chunk = max(1, _MAX_ARC_PAIRS // max(lat.num_arcs, 1))
+    if K > chunk:  # bound the (A, K) work arrays of big lattices
+        return [
+            p
+            for i in range(0, K, chunk)
+            for p in best_paths(lat, lmwt[i : i + chunk], wip[i : i + chunk])
+        ]
     if S == 0 or lat.start < 0:
         return [None] * K
     cost = (
@@ -385,3 +405,39 @@ def best_path_reference(
         graph_cost=g + sum(float(lat.graph_cost[a]) for a in arcs),
         ac_cost=ac + sum(float(lat.ac_cost[a]) for a in arcs),
     )
+
+
+def nbest_words(
+    lat: Lattice, n: int, lmwt: float = 1.0, word_ins_penalty: float = 0.0
+) -> list[tuple[list[int], float]]:
+    """The ``n`` best *distinct* word sequences with their costs, best first.
+
+    Costs as :func:`best_paths`. Like Kaldi's ``lattice-to-nbest`` on a determinized lattice:
+    the lattice is projected on words (a tropical acceptor of combined costs), epsilons are
+    removed, it is determinized (so each word sequence keeps its best path only) and OpenFst's
+    n-shortest-paths is taken. Costs are float32 (OpenFst's tropical weight).
+    """
+    from pykaldi2.kaldi import kaldifst
+
+    if n < 1:
+        raise Pykaldi2Error(f"nbest_words: n must be >= 1, got {n}")
+    if lat.num_states == 0 or lat.start < 0:
+        return []
+    cost = lat.graph_cost + lat.ac_cost / lmwt + (lat.olabel != 0) * word_ins_penalty
+    fcost = lat.final_graph + lat.final_ac / lmwt
+    lines = [
+        f"{lat.src[i]} {lat.dst[i]} {lat.olabel[i]} {lat.olabel[i]} {cost[i]:.9g}\n"
+        for i in lat.arc_order()
+    ]
+    if not lines or lat.src[lat.arc_order()[0]] != lat.start:
+        lines.insert(0, f"{lat.start} {lat.start} 0 0 0\n")  # pins the start state (no-op loop)
+    lines += [f"{s} {fcost[s]:.9g}\n" for s in np.flatnonzero(np.isfinite(fcost))]
+    fst = kaldifst.compile("".join(lines))
+    kaldifst.rmepsilon(fst)
+    best = kaldifst.shortest_path(kaldifst.determinize(fst, delta=1e-6), n=n)
+    out = []
+    for path in kaldifst.convert_nbest_to_vector(best):
+        _, _, words, w = kaldifst.get_linear_symbol_sequence(path)
+        out.append((list(words), float(w.value)))
+    out.sort(key=lambda x: x[1])
+    return out

@@ -1,10 +1,10 @@
 """Word error rates exactly as Kaldi's ``compute-wer`` and ``utils/best_wer.sh`` report them.
 
-    >>> ref = {"u1": ["A", "B", "C"]}; hyp = {"u1": ["A", "C", "D"]}
-    >>> print(compute_wer(ref, hyp).format(), end="")
-    %WER 66.67 [ 2 / 3, 1 ins, 1 del, 0 sub ]
-    %SER 100.00 [ 1 / 1 ]
-    Scored 1 sentences, 0 not present in hyp.
+>>> ref = {"u1": ["A", "B", "C"]}; hyp = {"u1": ["A", "C", "D"]}
+>>> print(compute_wer(ref, hyp).format(), end="")
+%WER 66.67 [ 2 / 3, 1 ins, 1 del, 0 sub ]
+%SER 100.00 [ 1 / 1 ]
+Scored 1 sentences, 0 not present in hyp.
 """
 
 from __future__ import annotations
@@ -31,9 +31,7 @@ def read_text(path: str | os.PathLike) -> dict[str, list[str]]:
             if not fields:
                 continue
             if fields[0] in out:
-                raise DataError(
-                    f"utterance {fields[0]} appears twice", file=str(path), line=lineno
-                )
+                raise DataError(f"utterance {fields[0]} appears twice", file=str(path), line=lineno)
             out[fields[0]] = fields[1:]
     return out
 

@@ -31,10 +31,13 @@ DEFAULT_WIPS = (0.0, 0.5, 1.0)
 
 def lattice_files(decode_dir: str | os.PathLike) -> list[Path]:
     """``lat.J.ark`` of a decode dir, in job order."""
-    files = sorted(Path(decode_dir).glob("lat.*.ark"), key=lambda p: int(p.name.split(".")[1]))
+    files = [p for p in Path(decode_dir).glob("lat.*.ark") if p.name.split(".")[1].isdigit()]
+    files.sort(key=lambda p: int(p.name.split(".")[1]))
     if not files:
         raise DataError(
-            "no lat.*.ark in the decode dir", file=str(decode_dir), fix="run `pykaldi2 decode` first"
+            "no lat.*.ark in the decode dir",
+            file=str(decode_dir),
+            fix="run `pykaldi2 decode` first",
         )
     return files
 

@@ -134,8 +134,29 @@ def _check_frames(T: int, utt: str) -> None:
         raise DataError("zero frames to decode", utt=utt or None, fix="drop empty utterances")
 
 
+def _decodable(loglik: np.ndarray, tid2pdf: np.ndarray, config: DecoderConfig, utt: str):
+    """``kaldi_decoder.DecodableCtc`` over :func:`decodable_matrix` (checked)."""
+    from pykaldi2.kaldi import kaldi_decoder
+
+    M = decodable_matrix(loglik, tid2pdf, config.acoustic_scale)
+    _check_frames(M.shape[0], utt)
+    return kaldi_decoder.DecodableCtc(M)
+
+
+def _best_path(dec, final: bool, config: DecoderConfig, utt: str) -> DecodeResult:
+    """The best path of a finished decoder (any binding's decoder with ``get_best_path``)."""
+    if not final and not config.allow_partial:
+        raise Pykaldi2Error(f"utterance {utt}: no final state reached (try a larger beam)")
+    ok, path = dec.get_best_path(use_final_probs=final)
+    return _result_from_path(ok, path, config.acoustic_scale, final)
+
+
 def decode_faster(
-    hclg, loglik: np.ndarray, tid2pdf: np.ndarray, config: DecoderConfig | None = None, utt: str = ""
+    hclg,
+    loglik: np.ndarray,
+    tid2pdf: np.ndarray,
+    config: DecoderConfig | None = None,
+    utt: str = "",
 ) -> DecodeResult:
     """Kaldi's ``decode-faster-mapped``: best path only (``FasterDecoder``, with max_active).
 
@@ -147,22 +168,21 @@ def decode_faster(
     from pykaldi2.kaldi import kaldi_decoder
 
     config = config or DecoderConfig()
-    M = decodable_matrix(loglik, tid2pdf, config.acoustic_scale)
-    _check_frames(M.shape[0], utt)
+    decodable = _decodable(loglik, tid2pdf, config, utt)
     opts = kaldi_decoder.FasterDecoderOptions(
         beam=config.beam, max_active=config.max_active, min_active=config.min_active
     )
     dec = kaldi_decoder.FasterDecoder(hclg, opts)
-    dec.decode(kaldi_decoder.DecodableCtc(M))
-    final = dec.reached_final()
-    if not final and not config.allow_partial:
-        raise Pykaldi2Error(f"utterance {utt}: no final state reached (try a larger beam)")
-    ok, path = dec.get_best_path(use_final_probs=final)
-    return _result_from_path(ok, path, config.acoustic_scale, final)
+    dec.decode(decodable)
+    return _best_path(dec, dec.reached_final(), config, utt)
 
 
 def decode_lattice(
-    hclg, loglik: np.ndarray, tid2pdf: np.ndarray, config: DecoderConfig | None = None, utt: str = ""
+    hclg,
+    loglik: np.ndarray,
+    tid2pdf: np.ndarray,
+    config: DecoderConfig | None = None,
+    utt: str = "",
 ) -> tuple[DecodeResult, Lattice]:
     """Kaldi's ``latgen-faster-mapped`` without determinization: best path + raw lattice.
 
@@ -172,8 +192,7 @@ def decode_lattice(
     from pykaldi2.kaldi import kaldi_decoder
 
     config = config or DecoderConfig()
-    M = decodable_matrix(loglik, tid2pdf, config.acoustic_scale)
-    _check_frames(M.shape[0], utt)
+    decodable = _decodable(loglik, tid2pdf, config, utt)
     opts = kaldi_decoder.LatticeSimpleDecoderConfig(
         beam=config.beam,
         lattice_beam=config.lattice_beam,
@@ -181,29 +200,64 @@ def decode_lattice(
         determinize_lattice=False,
     )
     dec = kaldi_decoder.LatticeSimpleDecoder(hclg, opts)
-    final = bool(dec.decode(kaldi_decoder.DecodableCtc(M)))
-    final = final and dec.final_relative_cost() != float("inf")
-    if not final and not config.allow_partial:
-        raise Pykaldi2Error(f"utterance {utt}: no final state reached (try a larger beam)")
-    ok, path = dec.get_best_path(use_final_probs=final)
-    result = _result_from_path(ok, path, config.acoustic_scale, final)
+    final = bool(dec.decode(decodable)) and dec.final_relative_cost() != float("inf")
+    result = _best_path(dec, final, config, utt)
     ok, raw = dec.get_raw_lattice(use_final_probs=final)
     if not ok:
         raise Pykaldi2Error(f"utterance {utt}: the decoder produced no lattice")
     return result, Lattice.from_kaldifst(raw, acoustic_scale=config.acoustic_scale)
 
 
+class GmmScorer:
+    """Kaldi's ``gmm-compute-likes`` for many utterances: all Gaussians in one matrix product.
+
+    For each Gaussian g of pdf p (Kaldi's ``DiagGmm::LogLikelihoods``)::
+
+        loglik_g(x) = gconst_g + means_invvars_g . x - 0.5 * inv_vars_g . x^2
+
+    and the pdf's log-likelihood is the log-sum-exp over its Gaussians. The parameters of
+    ``am`` (a ``khg.AmDiagGmm``) are copied once, at construction.
+    """
+
+    def __init__(self, am) -> None:
+        gmms = [am.get_pdf(p) for p in range(am.num_pdfs)]
+        for g in gmms:
+            if not g.valid_gconsts:
+                g.compute_gconsts()
+        self.dim = int(am.dim)
+        self.num_pdfs = len(gmms)
+        self.gconsts = np.concatenate([np.asarray(g.gconsts, np.float64) for g in gmms])  # (G,)
+        mi = [np.asarray(g.means_invvars, np.float64) for g in gmms]
+        iv = [np.asarray(g.inv_vars, np.float64) for g in gmms]
+        self.weights = np.concatenate([np.concatenate(mi), -0.5 * np.concatenate(iv)], axis=1).T
+        sizes = np.asarray([len(m) for m in mi])
+        self.starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])  # (P,) first Gaussian of pdf
+
+    def __call__(self, feats: np.ndarray) -> np.ndarray:
+        """(T, D) features -> (T, num_pdfs) float32 log-likelihoods."""
+        x = np.asarray(feats, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise DataError(f"features of shape {x.shape}, the GMMs expect dim {self.dim}")
+        comp = np.concatenate([x, x * x], axis=1) @ self.weights + self.gconsts  # (T, G)
+        top = np.maximum.reduceat(comp, self.starts, axis=1)  # (T, P)
+        idx = np.repeat(np.arange(self.num_pdfs), np.diff(np.append(self.starts, comp.shape[1])))
+        summed = np.add.reduceat(np.exp(comp - top[:, idx]), self.starts, axis=1)
+        return (top + np.log(summed)).astype(np.float32)
+
+
 def gmm_compute_likes(am, feats: np.ndarray) -> np.ndarray:
     """Kaldi's ``gmm-compute-likes``: (T, D) features -> (T, num_pdfs) GMM log-likelihoods.
 
-    ``am``: ``khg.AmDiagGmm``. The per-pdf log-likelihood is the log-sum-exp of the weighted
-    Gaussian components (``DiagGmm.log_likelihoods_matrix``).
+    ``am``: ``khg.AmDiagGmm``. For many utterances build one :class:`GmmScorer` instead.
     """
+    return GmmScorer(am)(feats)
+
+
+def gmm_compute_likes_reference(am, feats: np.ndarray) -> np.ndarray:
+    """Slow reference of :func:`gmm_compute_likes`: Kaldi's per-pdf ``log_likelihoods_matrix``."""
     from scipy.special import logsumexp
 
     feats = np.ascontiguousarray(feats, dtype=np.float32)
-    if feats.ndim != 2 or feats.shape[1] != am.dim:
-        raise DataError(f"features of shape {feats.shape}, the GMMs expect dim {am.dim}")
     out = np.empty((feats.shape[0], am.num_pdfs), dtype=np.float32)
     for p in range(am.num_pdfs):
         comp = np.asarray(am.get_pdf(p).log_likelihoods_matrix(feats))  # (T, num_gauss)
@@ -217,7 +271,7 @@ def gmm_decode_faster(
     """Kaldi's ``gmm-decode-faster``: khg's ``FasterDecoder`` + ``DecodableAmDiagGmmScaled``.
 
     The GMM log-likelihoods are computed inside Kaldi, frame by frame, for active pdfs only.
-    For lattices from a GMM, decode ``gmm_compute_likes(am, feats)`` with :func:`decode_lattice`.
+    For lattices from a GMM, decode ``GmmScorer(am)(feats)`` with :func:`decode_lattice`.
     """
     from pykaldi2.kaldi import khg
 
@@ -233,8 +287,4 @@ def gmm_decode_faster(
     )
     dec = khg.FasterDecoder(hclg, opts)
     dec.decode(khg.DecodableAmDiagGmmScaled(am, trans_model, feats, config.acoustic_scale))
-    final = dec.reached_final()
-    if not final and not config.allow_partial:
-        raise Pykaldi2Error(f"utterance {utt}: no final state reached (try a larger beam)")
-    ok, path = dec.get_best_path(use_final_probs=final)
-    return _result_from_path(ok, path, config.acoustic_scale, final)
+    return _best_path(dec, dec.reached_final(), config, utt)

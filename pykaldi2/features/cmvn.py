@@ -14,7 +14,7 @@ Slow references: :mod:`pykaldi2.features.reference` (cmvn_stats/apply_cmvn/slidi
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -106,13 +106,6 @@ class SlidingCmnConfig:
     def __post_init__(self) -> None:
         if self.cmn_window < 1 or self.min_window < 1:
             raise Pykaldi2Error(f"SlidingCmnConfig: windows must be >= 1, got {self}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> SlidingCmnConfig:
-        return cls(**d)
 
 
 def _sliding_windows(num: int, cfg: SlidingCmnConfig) -> tuple[np.ndarray, np.ndarray]:

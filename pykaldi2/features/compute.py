@@ -9,6 +9,7 @@ Layout written (``<name>`` is the data dir's base name, e.g. ``train``)::
     FEATDIR/raw_fbank_train.<j>.h5      job j's archive (or .ark + .scp with --format ark)
     DATADIR/feats.scp                   utt -> archive location (see pykaldi2.features.storage)
     DATADIR/utt2num_frames
+    DATADIR/frame_shift                 in seconds (Kaldi's utils/data/get_frame_shift.sh)
     DATADIR/conf/feats.json             the feature config (to compute the same features later)
 
 Resuming: each job's archive appears only when the job finished (temp file + rename), so a killed
@@ -24,7 +25,9 @@ import json
 import multiprocessing
 import os
 import queue as queue_mod
+import types
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,21 +141,26 @@ def _load(d: DataDir, utt: str, sr: int, resample: bool, load_utterance):
         ) from None
 
 
+#: How the keys of FEATDIR/raw_<type>_<name>.json are named in the "different run" error.
+_RUN_KEY_NAMES = {"utts_sha1": "the data dir's utterances", "nj": "--nj", "format": "--format"}
+
+
+def _diff(old: dict, new: dict) -> list[str]:
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
 def _check_run_config(path: Path, run: dict, overwrite: bool) -> None:
+    """Refuse to resume into archives of another config / nj / format / utterance list."""
     if path.is_file() and not overwrite:
         old = json.loads(path.read_text())
         if old != run:
-            changed = sorted(
-                k for k in set(old) | set(run) if old.get(k) != run.get(k) and k != "config"
-            )
-            cfg_changed = sorted(
-                k
-                for k in set(old.get("config", {})) | set(run["config"])
-                if old.get("config", {}).get(k) != run["config"].get(k)
-            )
+            changed = [_RUN_KEY_NAMES.get(k, k) for k in _diff(old, run) if k != "config"]
+            changed += [
+                f"--{k.replace('_', '-')}" for k in _diff(old.get("config", {}), run["config"])
+            ]
             raise Pykaldi2Error(
-                f"{path.parent} holds features of a different run ({', '.join(changed + cfg_changed)} "
-                "changed). Fix: use another FEATDIR, or pass --overwrite to recompute everything"
+                f"{path.parent} holds features of another run (changed: {', '.join(changed)}). "
+                "Fix: use another FEATDIR, or pass --overwrite to recompute everything"
             )
     atomic_write_text(path, json.dumps(run, indent=2, sort_keys=True) + "\n")
 
@@ -161,10 +169,13 @@ def _run_jobs(datadir, config_dict, jobs, compression, resample, total_utts) -> 
     """Run ``jobs`` (one process each when more than one) with one progress bar over utts."""
     bar = progress(total=total_utts, desc="compute-feats", unit="utt")
     try:
-        if len(jobs) == 1:
-            out = _compute_job(datadir, config_dict, jobs[0], compression, resample, None)
-            bar.update(len(jobs[0].utts))
-            return [out]
+        if len(jobs) <= 1:  # in this process
+            tick = types.SimpleNamespace(put=bar.update)
+            return [
+                _compute_job(datadir, config_dict, j, compression, resample, tick) for j in jobs
+            ]
+        # One process per job. When a job fails, the others still run to the end: their finished
+        # archives are kept, so a re-run after the fix redoes only the failed job.
         ctx = multiprocessing.get_context("spawn")
         with ctx.Manager() as manager:
             q = manager.Queue()
@@ -181,6 +192,11 @@ def _run_jobs(datadir, config_dict, jobs, compression, resample, total_utts) -> 
                         if f.exception() is not None:
                             for p in pending:
                                 p.cancel()
+                            if isinstance(f.exception(), BrokenProcessPool):
+                                raise Pykaldi2Error(
+                                    "a compute-feats job process died (out of memory, or killed); "
+                                    "run the same command again to resume the unfinished jobs"
+                                ) from None
                             raise f.exception()
                 _drain(q, bar)
                 return [f.result() for f in futs]
@@ -268,7 +284,7 @@ def compute_feats(
 
 
 def _write_feats_scp(datadir: Path, jobs: list[FeatsJob], config_dict: dict) -> FeatureReader:
-    """Merge the jobs' archives into DATADIR/feats.scp + utt2num_frames + conf/feats.json."""
+    """Merge the jobs' archives into DATADIR/feats.scp, utt2num_frames, conf/feats.json, frame_shift."""
     scp: dict[str, str] = {}
     frames: dict[str, str] = {}
     for job in jobs:
@@ -278,9 +294,13 @@ def _write_feats_scp(datadir: Path, jobs: list[FeatsJob], config_dict: dict) -> 
             frames[utt] = str(part.shape(utt)[0])
         part.close()
     write_feats_scp(datadir / FEATS_SCP, scp)
+    if (datadir / "cmvn.scp").is_file():
+        log.warning("%s/cmvn.scp predates these features: re-run `pykaldi2 compute-cmvn`", datadir)
     with atomic_write(datadir / "utt2num_frames") as f:
         f.write(format_table(frames))
     atomic_write_text(datadir / FEATS_CONFIG, json.dumps(config_dict, indent=2) + "\n")
+    # read by Kaldi's utils/data/get_frame_shift.sh
+    atomic_write_text(datadir / "frame_shift", f"{config_dict['frame_shift_ms'] / 1000:g}\n")
     return open_features(datadir)
 
 

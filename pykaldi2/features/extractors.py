@@ -234,12 +234,18 @@ def config_from_dict(d: dict[str, Any]) -> FrameConfig:
 class FeatureExtractor:
     """Computes features of one config with kaldi-native-fbank (compute-{fbank,mfcc}-feats).
 
-    The knf options object is built once; a new knf online extractor is made per utterance.
+    ``compute`` does a whole utterance; ``stream`` starts a :class:`FeatureStream` that takes
+    audio in chunks and gives each frame as soon as it is complete (streaming recognition). Both
+    give the same frames. The knf options object is built once.
     """
 
     def __init__(self, config: FrameConfig) -> None:
         self.config = config
         self._opts = config.knf_options()
+
+    def stream(self) -> FeatureStream:
+        """A new streaming extractor (one per utterance / audio stream)."""
+        return FeatureStream(self)
 
     def compute(self, samples: np.ndarray, sr: float) -> np.ndarray:
         """Features of one utterance.
@@ -252,9 +258,40 @@ class FeatureExtractor:
             (T, F) float32, ``T = config.num_frames(S)``, ``F = config.dim``; T may be 0 for
             audio shorter than one frame.
         """
-        import kaldi_native_fbank as knf
         import numpy as np
 
+        stream = self.stream()
+        head = stream.accept_waveform(samples, sr)
+        tail = stream.input_finished()
+        return np.concatenate([head, tail]) if len(tail) else head
+
+
+class FeatureStream:
+    """Streaming feature extraction of one audio stream (Kaldi's OnlineFbank / OnlineMfcc).
+
+        >>> stream = make_extractor(FbankConfig()).stream()
+        >>> for chunk in chunks:                          # (S_i,) samples each
+        ...     new = stream.accept_waveform(chunk, 16000)   # (N_i, F), maybe N_i = 0
+        >>> last = stream.input_finished()                # frames that needed the end of input
+
+    Frames handed out are discarded from the knf buffer, so memory stays bounded.
+    """
+
+    def __init__(self, extractor: FeatureExtractor) -> None:
+        import kaldi_native_fbank as knf
+
+        self.config = extractor.config
+        cls = knf.OnlineFbank if isinstance(self.config, FbankConfig) else knf.OnlineMfcc
+        self._online = cls(extractor._opts)
+        self._next = 0  # index of the first frame not handed out yet
+        self.finished = False
+
+    def accept_waveform(self, samples: np.ndarray, sr: float) -> np.ndarray:
+        """Add (S,) samples; return the (N, F) float32 frames completed by them."""
+        import numpy as np
+
+        if self.finished:
+            raise Pykaldi2Error("FeatureStream: accept_waveform after input_finished")
         if not math.isclose(float(sr), self.config.sample_frequency):
             raise Pykaldi2Error(
                 f"audio sample rate {sr:g} Hz != {self.config.feat_type} sample_frequency "
@@ -263,15 +300,31 @@ class FeatureExtractor:
         samples = np.asarray(samples)
         if samples.ndim != 1:
             raise Pykaldi2Error(f"expected mono samples of shape (S,), got shape {samples.shape}")
-        samples = np.ascontiguousarray(samples, dtype=np.float32)
-        cls = knf.OnlineFbank if isinstance(self.config, FbankConfig) else knf.OnlineMfcc
-        online = cls(self._opts)
-        online.accept_waveform(float(sr), samples)
-        online.input_finished()
-        n = online.num_frames_ready
-        out = np.empty((n, self.config.dim), dtype=np.float32)
-        for t in range(n):
-            out[t] = online.get_frame(t)
+        self._online.accept_waveform(float(sr), np.ascontiguousarray(samples, dtype=np.float32))
+        return self._take()
+
+    def input_finished(self) -> np.ndarray:
+        """Signal the end of the audio; return the last (N, F) frames."""
+        if not self.finished:
+            self._online.input_finished()
+            self.finished = True
+        return self._take()
+
+    @property
+    def num_frames(self) -> int:
+        """Frames handed out so far."""
+        return self._next
+
+    def _take(self) -> np.ndarray:
+        import numpy as np
+
+        ready = self._online.num_frames_ready
+        out = np.empty((ready - self._next, self.config.dim), dtype=np.float32)
+        for i, t in enumerate(range(self._next, ready)):
+            out[i] = self._online.get_frame(t)
+        if ready > self._next:
+            self._online.pop(ready - self._next)
+        self._next = ready
         return out
 
 

@@ -24,6 +24,7 @@ mixed in one feats.scp (e.g. after combining data dirs).
     >>> len(feats), list(feats.keys())[:2], feats.dim
 
 Readers are safe to use in DataLoader workers: file handles are opened lazily per process.
+``copy_feats`` (``pykaldi2 copy-feats``) converts between the two formats.
 """
 
 from __future__ import annotations
@@ -412,3 +413,26 @@ class FeatureReader(Mapping[str, np.ndarray]):
 def open_features(path: str | os.PathLike) -> FeatureReader:
     """A :class:`FeatureReader` on a data dir, a .scp, an HDF5 archive or a Kaldi .ark."""
     return FeatureReader(path)
+
+
+def copy_feats(
+    src: str | os.PathLike, dst: str | os.PathLike, compression: str = "gzip"
+) -> FeatureReader:
+    """copy-feats: any readable features (data dir, .scp, .h5, .ark) -> ``dst`` (.h5 or .ark).
+
+    Converts between HDF5 and Kaldi ark (for Kaldi's own tools); an HDF5 source's
+    ``feature_config`` is carried into an HDF5 destination. Returns a reader on the copy.
+    """
+    from pykaldi2.utils.log import progress
+
+    reader = open_features(src)
+    if Path(dst).resolve() in {
+        Path(reader.location(u).rpartition(":")[0]).resolve() for u in reader
+    }:
+        raise Pykaldi2Error(f"copy-feats: {dst} is also the input; write to another file")
+    config = reader.metadata().get("feature_config")
+    with open_writer(dst, config=config, compression=compression) as w:
+        for utt in progress(reader, total=len(reader), desc="copy-feats", unit="utt"):
+            w[utt] = reader[utt]
+    reader.close()
+    return open_features(w.scp_path if isinstance(w, ArkFeatureWriter) else dst)

@@ -8,7 +8,7 @@ Out-of-range frames are clamped to the first/last frame, as in Kaldi. The slow r
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -32,13 +32,6 @@ class DeltaConfig:
     def __post_init__(self) -> None:
         if self.order < 0 or self.window < 1:
             raise Pykaldi2Error(f"DeltaConfig: need order >= 0 and window >= 1, got {self}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> DeltaConfig:
-        return cls(**d)
 
 
 def add_deltas(feats: np.ndarray, order: int = 2, window: int = 2) -> np.ndarray:

@@ -100,7 +100,9 @@ def read_ali(path: str | os.PathLike) -> dict[str, np.ndarray]:
             with gzip.open(path, "rb") as f:
                 return {k: np.asarray(v, dtype=np.int32) for k, v in kaldiio.load_ark(f)}
         if path.suffix == ".scp":
-            return {k: np.asarray(v, dtype=np.int32) for k, v in kaldiio.load_scp(str(path)).items()}
+            return {
+                k: np.asarray(v, dtype=np.int32) for k, v in kaldiio.load_scp(str(path)).items()
+            }
         return {k: np.asarray(v, dtype=np.int32) for k, v in kaldiio.load_ark(str(path))}
     except DataError:
         raise

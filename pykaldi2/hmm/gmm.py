@@ -130,7 +130,9 @@ def gmm_acc_stats_ali(
         post = (post / norm).astype(np.float64)
         accs.tot_like += float(np.sum(mx[:, 0] + np.log(norm[:, 0])))
         x64 = x.astype(np.float64)
-        _add_gauss_stats(accs.gmm, model.am, p, post.sum(axis=0), post.T @ x64, post.T @ (x64 * x64))
+        _add_gauss_stats(
+            accs.gmm, model.am, p, post.sum(axis=0), post.T @ x64, post.T @ (x64 * x64)
+        )
     accs.num_frames += len(x_all)
     return accs
 

@@ -101,8 +101,9 @@ class MonoConfig:
     max_iter_inc: int = 30
     totgauss: int = 1000
     realign_iters: list[int] = field(
-        default_factory=lambda: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 14, 16, 18, 20, 23, 26, 29]
-        + [32, 35, 38]
+        default_factory=lambda: (
+            [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 14, 16, 18, 20, 23, 26, 29] + [32, 35, 38]
+        )
     )
     initial_beam: float = 6.0
     regular_beam: float = 10.0
@@ -175,7 +176,9 @@ def train_gmm_iters(
         rec: dict = {"iter": it}
         if it in cfg.realign_iters:
             am = gmm_boost_silence(model, sil_phones, cfg.boost_silence)
-            res = gmm_align_compiled(model, graphs, feats, _align_config(cfg, beam_schedule(it)), am)
+            res = gmm_align_compiled(
+                model, graphs, feats, _align_config(cfg, beam_schedule(it)), am
+            )
             alis = res.alis
             rec.update(align_like=res.like_per_frame, align_failed=len(res.failed))
         if on_realign is not None:
@@ -239,13 +242,32 @@ def train_mono(
     inc_gauss = max(0, (cfg.totgauss - num_gauss) // max(cfg.max_iter_inc, 1))
     # iteration 0: from the equal alignment, min-gaussian-occupancy 3, no mixing up (0.mdl).
     accs = gmm_acc_stats_ali(model, feats, alis)
-    est = gmm_est(model, accs, mixup=num_gauss, power=cfg.power,
-                  min_gaussian_occupancy=cfg.min_gaussian_occupancy_first)
-    history = [{"iter": 0, "like_per_frame": est.like_per_frame, "frames": est.num_frames,
-                "num_gauss": est.num_gauss, "equal_align_failed": len(graphs) - len(alis)}]
+    est = gmm_est(
+        model,
+        accs,
+        mixup=num_gauss,
+        power=cfg.power,
+        min_gaussian_occupancy=cfg.min_gaussian_occupancy_first,
+    )
+    history = [
+        {
+            "iter": 0,
+            "like_per_frame": est.like_per_frame,
+            "frames": est.num_frames,
+            "num_gauss": est.num_gauss,
+            "equal_align_failed": len(graphs) - len(alis),
+        }
+    ]
     log.info("iter 0 (equal alignment): %s", json.dumps(history[0]))
     alis, rest = train_gmm_iters(
-        model, graphs, feats, alis, cfg, sil_phones, first_iter=1, num_gauss=num_gauss,
+        model,
+        graphs,
+        feats,
+        alis,
+        cfg,
+        sil_phones,
+        first_iter=1,
+        num_gauss=num_gauss,
         inc_gauss=inc_gauss,
         beam_schedule=lambda it: cfg.initial_beam if it == 1 else cfg.regular_beam,
     )
@@ -278,6 +300,4 @@ def write_exp_dir(
     write_ali(d / "ali.ark", alis)
     write_ali(d / "pdf.ark", {u: ali_to_pdf(model, a) for u, a in alis.items()})
     atomic_write_text(d / "config.json", json.dumps(config, indent=2) + "\n")
-    atomic_write_text(
-        d / "log" / "history.jsonl", "".join(json.dumps(r) + "\n" for r in history)
-    )
+    atomic_write_text(d / "log" / "history.jsonl", "".join(json.dumps(r) + "\n" for r in history))

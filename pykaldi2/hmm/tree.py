@@ -51,11 +51,7 @@ def _questions_for(column: int, stats: TreeStats, values: np.ndarray, questions)
         return [tuple(q) for q in questions]
     vals = sorted(int(v) for v in values)
     if len(vals) <= 6:  # every non-empty proper subset of the pdf-classes present
-        return [
-            tuple(c)
-            for r in range(1, len(vals))
-            for c in itertools.combinations(vals, r)
-        ]
+        return [tuple(c) for r in range(1, len(vals)) for c in itertools.combinations(vals, r)]
     return [tuple(vals[:k]) for k in range(1, len(vals))]
 
 
@@ -96,11 +92,7 @@ def best_split(
                 if p in pos:
                     member[qi, pos[p]] = 1.0
         yn, y1, y2 = member @ vn, member @ v1, member @ v2
-        gain = (
-            gauss_objf(yn, y1, y2)
-            + gauss_objf(tot[0] - yn, tot[1] - y1, tot[2] - y2)
-            - base
-        )
+        gain = gauss_objf(yn, y1, y2) + gauss_objf(tot[0] - yn, tot[1] - y1, tot[2] - y2) - base
         ok = (yn > max(min_count, 0.0)) & (tot[0] - yn > max(min_count, 0.0))
         if not ok.any():
             continue
@@ -209,13 +201,16 @@ def build_tree(
     for ri, (_, _, phones) in enumerate(roots):
         for p in phones:
             if p in seen_phones:
-                raise DataError(f"phone {p} is in two roots (lines {seen_phones[p] + 1}, {ri + 1})",
-                                file="roots.txt")
+                raise DataError(
+                    f"phone {p} is in two roots (lines {seen_phones[p] + 1}, {ri + 1})",
+                    file="roots.txt",
+                )
             seen_phones[int(p)] = ri
     unknown = set(np.unique(central).tolist()) - set(seen_phones)
     if unknown:
         raise DataError(
-            f"phones {sorted(unknown)} have statistics but are in no root", file="roots.txt",
+            f"phones {sorted(unknown)} have statistics but are in no root",
+            file="roots.txt",
             fix="list every phone of phones.txt (except <eps> and #n) in roots.txt",
         )
 
@@ -301,7 +296,9 @@ def _to_event_map(r, w: int):
     if r.yes is None:
         return ConstantEventMap(r.pdf)
     key = PDF_CLASS if r.split.column == w else r.split.column
-    return SplitEventMap(key, list(r.split.yes_set), _to_event_map(r.yes, w), _to_event_map(r.no, w))
+    return SplitEventMap(
+        key, list(r.split.yes_set), _to_event_map(r.yes, w), _to_event_map(r.no, w)
+    )
 
 
 def _cluster_leaves(stats: TreeStats, leaves: list[_Node], thresh: float) -> list[list[_Node]]:

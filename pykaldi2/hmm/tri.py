@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pykaldi2.hmm.align import compile_train_graphs, gmm_align_compiled
 from pykaldi2.hmm.ali import split_to_phones
+from pykaldi2.hmm.align import compile_train_graphs, gmm_align_compiled
 from pykaldi2.hmm.model import GmmModel, gmm_info, tuple_of
 from pykaldi2.hmm.mono import _align_config, train_gmm_iters, write_exp_dir
 from pykaldi2.hmm.questions import cluster_phones
@@ -26,7 +26,9 @@ from pykaldi2.utils.errors import DataError
 log = logging.getLogger(__name__)
 
 
-def gmm_init_model(tree: BuiltTree, topo, stats: TreeStats, var_floor: float = VAR_FLOOR) -> GmmModel:
+def gmm_init_model(
+    tree: BuiltTree, topo, stats: TreeStats, var_floor: float = VAR_FLOOR
+) -> GmmModel:
     """One Gaussian per leaf from the tree statistics (gmm-init-model).
 
     Each pdf gets the mean and variance of the statistics rows that the tree sends to it;
@@ -56,8 +58,9 @@ def gmm_init_model(tree: BuiltTree, topo, stats: TreeStats, var_floor: float = V
         gmm.compute_gconsts()
         am.add_pdf(gmm)
     if empty:
-        log.warning("gmm-init-model: %d of %d pdfs have no data (global Gaussian)", empty,
-                    tree.num_pdfs)
+        log.warning(
+            "gmm-init-model: %d of %d pdfs have no data (global Gaussian)", empty, tree.num_pdfs
+        )
     tm = khg.TransitionModel(ctx_dep=ctx_dep, hmm_topo=topo)
     return GmmModel(tm=tm, tree=ctx_dep, am=am)
 
@@ -165,14 +168,23 @@ def build_triphone_model(
     cfg,
 ) -> tuple[GmmModel, dict[str, np.ndarray]]:
     """acc-tree-stats, cluster-phones, build-tree, gmm-init-model and convert-ali in one go."""
-    stats = acc_tree_stats(prev, feats, alis, tree_inputs.ci_phones, cfg.context_width,
-                           cfg.central_position)
-    questions = cluster_phones(stats, tree_inputs.phone_sets,
-                               extra_questions=tree_inputs.extra_questions)
+    stats = acc_tree_stats(
+        prev, feats, alis, tree_inputs.ci_phones, cfg.context_width, cfg.central_position
+    )
+    questions = cluster_phones(
+        stats, tree_inputs.phone_sets, extra_questions=tree_inputs.extra_questions
+    )
     n2c = prev.tm.topo.get_phone_to_num_pdf_classes()
-    tree = build_tree(stats, questions, tree_inputs.roots, n2c, max_leaves=cfg.num_leaves,
-                      thresh=cfg.tree_thresh, min_count=cfg.tree_min_count,
-                      cluster_thresh=cfg.cluster_thresh)
+    tree = build_tree(
+        stats,
+        questions,
+        tree_inputs.roots,
+        n2c,
+        max_leaves=cfg.num_leaves,
+        thresh=cfg.tree_thresh,
+        min_count=cfg.tree_min_count,
+        cluster_thresh=cfg.cluster_thresh,
+    )
     model = gmm_init_model(tree, prev.tm.topo, stats)
     new_alis = {u: convert_ali(prev, model, a) for u, a in alis.items()}
     return model, new_alis
@@ -206,8 +218,16 @@ def train_deltas(
     num_gauss = model.num_pdfs
     inc_gauss = max(0, (cfg.tot_gauss - num_gauss) // max(cfg.max_iter_inc, 1))
     alis, history = train_gmm_iters(
-        model, graphs, feats, alis, cfg, sil_phones, first_iter=1, num_gauss=num_gauss,
-        inc_gauss=inc_gauss, beam_schedule=lambda it: cfg.beam,
+        model,
+        graphs,
+        feats,
+        alis,
+        cfg,
+        sil_phones,
+        first_iter=1,
+        num_gauss=num_gauss,
+        inc_gauss=inc_gauss,
+        beam_schedule=lambda it: cfg.beam,
     )
     final = gmm_align_compiled(model, graphs, feats, _align_config(cfg, cfg.beam))
     model.info = {"system": "tri_deltas", "config": cfg.to_dict(), "gmm_info": gmm_info(model)}

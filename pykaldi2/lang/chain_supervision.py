@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 
 from pykaldi2.kaldi import kaldifst
@@ -38,7 +39,6 @@ __all__ = [
     "chain_get_supervision",
     "e2e_supervision",
     "phone_alternatives_fst",
-    "split_to_phones",
 ]
 
 
@@ -69,29 +69,6 @@ class SupervisionOptions:
         return cls(**d)
 
 
-def split_to_phones(ali: list[int], trans_model, utt: str | None = None):
-    """ali-to-phones --write-lengths: a transition-id alignment to (phones, durations).
-
-    A new phone starts at every transition-id that is the start of a phone's HMM.
-    """
-    phones: list[int] = []
-    durations: list[int] = []
-    ntid = trans_model.num_transition_ids
-    for t, tid in enumerate(ali):
-        if not 1 <= tid <= ntid:
-            raise DataError(
-                f"transition-id {tid} at frame {t} out of range [1, {ntid}]",
-                utt=utt,
-                fix="align with the same transition model",
-            )
-        if not phones or trans_model.transition_ids_is_start_of_phone(tid):
-            phones.append(trans_model.transition_id_to_phone(tid))
-            durations.append(1)
-        else:
-            durations[-1] += 1
-    return phones, durations
-
-
 def alignment_to_proto_supervision(
     phones: list[int],
     durations: list[int],
@@ -99,6 +76,9 @@ def alignment_to_proto_supervision(
     utt: str | None = None,
 ) -> list[set[int]]:
     """The phones allowed at each output frame, from a phone alignment (input frame rate).
+
+    ``phones``/``durations`` are the segments of a transition-id alignment, e.g. from
+    :func:`pykaldi2.hmm.ali.split_to_phones` (``(phone, start, num_frames)`` triples).
 
     Phone ``i`` spanning input frames ``[b, e)`` is allowed on input frames
     ``[max(0, b - left_tolerance), min(T, e + right_tolerance))``, and on output frame ``u`` if
@@ -109,7 +89,7 @@ def alignment_to_proto_supervision(
     if len(phones) != len(durations) or not phones:
         raise DataError(
             f"{len(phones)} phones but {len(durations)} durations", utt=utt,
-            fix="pass the output of split_to_phones",
+            fix="pass the segments of pykaldi2.hmm.ali.split_to_phones",
         )  # fmt: skip
     if min(durations) < 1:
         raise DataError("a phone has a duration < 1 frame", utt=utt)
@@ -182,7 +162,7 @@ def _time_enforce(tid_fst, allowed: list[set[int]], trans_model):
     out = kaldifst.StdVectorFst()
     layer = {tid_fst.start: out.add_state()}
     out.start = layer[tid_fst.start]
-    for t, ok in enumerate(allowed):
+    for ok in allowed:
         nxt: dict[int, int] = {}
         for s, s_out in layer.items():
             for arc in kaldifst.ArcIterator(tid_fst, s):
@@ -278,6 +258,10 @@ class NumeratorGraphs:
         log_weight: (A,) float64; arc_seq: (A,) sequence index of each arc.
         final_log_weight: (S,) float64 (``-inf``: not final); state_seq: (S,) sequence index.
         start_states: (N,) global start state of each sequence.
+        arc_frame: (A,) the only frame at which an arc can be taken, or -1. Alignment-based
+            supervision is acyclic with every path of the same length, so each state lies at
+            one depth from the start: the forward-backward then visits only that frame's arcs
+            instead of every arc on every frame. Cyclic (e.g. end-to-end) graphs get -1.
     """
 
     src: torch.Tensor
@@ -288,6 +272,7 @@ class NumeratorGraphs:
     final_log_weight: torch.Tensor
     state_seq: torch.Tensor
     start_states: torch.Tensor
+    arc_frame: torch.Tensor
     num_pdfs: int
 
     @property
@@ -303,8 +288,11 @@ class NumeratorGraphs:
         return self.src.device
 
     @classmethod
-    def from_graphs(cls, graphs: list[ChainGraph]) -> NumeratorGraphs:
-        """Concatenate per-sequence :class:`ChainGraph` s (all with the same ``num_pdfs``)."""
+    def from_graphs(cls, graphs: list[ChainGraph], layered: bool = True) -> NumeratorGraphs:
+        """Concatenate per-sequence :class:`ChainGraph` s (all with the same ``num_pdfs``).
+
+        ``layered=False`` skips the depth analysis (every arc is visited on every frame).
+        """
         if not graphs:
             raise Pykaldi2Error("NumeratorGraphs.from_graphs: empty list")
         num_pdfs = graphs[0].num_pdfs
@@ -324,26 +312,78 @@ class NumeratorGraphs:
             sseq.append(torch.full((g.num_states,), i, dtype=torch.int64))
             starts.append(g.start + offset)
             offset += g.num_states
+        src, dst, arc_seq = torch.cat(cat["src"]), torch.cat(cat["dst"]), torch.cat(cat["aseq"])
+        state_seq = torch.cat(sseq)
+        start_states = torch.tensor(starts, dtype=torch.int64)
+        arc_frame = _arc_frames(src, dst, arc_seq, state_seq, start_states, layered)
         return cls(
-            src=torch.cat(cat["src"]),
-            dst=torch.cat(cat["dst"]),
+            src=src,
+            dst=dst,
             pdf=torch.cat(cat["pdf"]),
             log_weight=torch.cat(cat["lw"]),
-            arc_seq=torch.cat(cat["aseq"]),
+            arc_seq=arc_seq,
             final_log_weight=torch.cat(finals),
-            state_seq=torch.cat(sseq),
-            start_states=torch.tensor(starts, dtype=torch.int64),
+            state_seq=state_seq,
+            start_states=start_states,
+            arc_frame=arc_frame,
             num_pdfs=num_pdfs,
         )
 
+    def arcs_by_frame(self, num_frames: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Arc ids that can be taken only at frame ``t``, for each ``t < num_frames``, and the
+        ids of the arcs that can be taken at any frame (``arc_frame == -1``)."""
+        free = torch.nonzero(self.arc_frame < 0).flatten()
+        order = torch.argsort(self.arc_frame.clamp_min(0), stable=True)
+        order = order[self.arc_frame[order] >= 0]
+        counts = torch.bincount(self.arc_frame[order], minlength=num_frames)[:num_frames]
+        return list(torch.split(order[: int(counts.sum())], counts.tolist())), free
+
     @classmethod
-    def from_fsts(cls, fsts, num_pdfs: int) -> NumeratorGraphs:
+    def from_fsts(cls, fsts, num_pdfs: int, layered: bool = True) -> NumeratorGraphs:
         """From epsilon-free ``StdVectorFst`` acceptors over ``pdf_id + 1``."""
-        return cls.from_graphs([ChainGraph.from_fst(f, num_pdfs) for f in fsts])
+        return cls.from_graphs([ChainGraph.from_fst(f, num_pdfs) for f in fsts], layered)
 
     def to(self, device) -> NumeratorGraphs:
         kw = {
-            k: (getattr(self, k).to(device) if torch.is_tensor(getattr(self, k)) else getattr(self, k))
+            k: (
+                getattr(self, k).to(device)
+                if torch.is_tensor(getattr(self, k))
+                else getattr(self, k)
+            )
             for k in self.__dataclass_fields__
         }
         return NumeratorGraphs(**kw)
+
+
+def _arc_frames(src, dst, arc_seq, state_seq, start_states, layered: bool) -> torch.Tensor:
+    """Breadth-first depths: (A,) depth of each arc's source state, -1 where not unique.
+
+    A sequence's graph is layered when no arc reaches a state already given a different depth
+    (a cycle or two paths of different lengths); its arcs get -1 otherwise.
+    """
+    num_arcs = src.numel()
+    if not layered or num_arcs == 0:
+        return torch.full((num_arcs,), -1, dtype=torch.int64)
+    src_np, dst_np = src.numpy(), dst.numpy()
+    seq_of_state = state_seq.numpy()
+    order = np.argsort(src_np, kind="stable")
+    num_states = seq_of_state.size
+    first = np.searchsorted(src_np[order], np.arange(num_states + 1))
+    depth = np.full(num_states, -1, dtype=np.int64)
+    ok = np.ones(start_states.numel(), dtype=bool)
+    frontier = start_states.numpy()
+    depth[frontier] = 0
+    d = 0
+    while frontier.size:
+        lo, cnt = first[frontier], first[frontier + 1] - first[frontier]
+        rel = np.arange(cnt.sum()) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+        nxt = dst_np[order[np.repeat(lo, cnt) + rel]]
+        seen = depth[nxt]
+        ok[seq_of_state[nxt[(seen >= 0) & (seen != d + 1)]]] = False
+        new = np.unique(nxt[seen < 0])
+        depth[new] = d + 1
+        frontier = new[ok[seq_of_state[new]]]
+        d += 1
+    arc_depth = depth[src_np]
+    arc_depth[~ok[arc_seq.numpy()]] = -1
+    return torch.from_numpy(arc_depth)

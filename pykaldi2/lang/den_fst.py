@@ -27,6 +27,7 @@ denominator); :class:`DenGraph` adds the initial probs. Dimension legend: S stat
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +35,7 @@ import torch
 
 from pykaldi2.kaldi import kaldifst, khg
 from pykaldi2.utils.errors import Pykaldi2Error
+from pykaldi2.utils.io import atomic_write
 from pykaldi2.utils.log import get_logger
 
 __all__ = [
@@ -45,7 +47,9 @@ __all__ = [
     "map_arcs",
     "map_fst_to_pdf_ids_plus_one",
     "normalization_fst",
+    "read_den_graph",
     "transition_id_fst",
+    "write_fst",
 ]
 
 log = get_logger(__name__)
@@ -271,9 +275,8 @@ def transition_id_fst(phone_fst, ctx_dep, trans_model, *, transition_scale: floa
     ``phone_fst`` is an acceptor over phone ids (no epsilons, no disambiguation symbols). Used
     by both the denominator (:func:`chain_make_den_fst`) and numerator supervision.
     """
-    phone_fst = phone_fst.copy()
-    if ctx_dep.central_position != ctx_dep.context_width - 1:
-        _add_subsequential_loop(phone_fst, max(trans_model.phones) + 1)
+    # kaldifst.compose_context is Kaldi's ComposeContext: it adds the subsequential loop itself
+    # when the context has right context (central_position < context_width - 1).
     clg, ilabels = kaldifst.compose_context(
         [], ctx_dep.context_width, ctx_dep.central_position, phone_fst
     )
@@ -298,17 +301,6 @@ def transition_id_fst(phone_fst, ctx_dep, trans_model, *, transition_scale: floa
 
 def _project_input(fst) -> None:
     map_arcs(fst, lambda i, o, w, d: (i, i, w, d))
-
-
-def _add_subsequential_loop(fst, subseq: int) -> None:
-    """Kaldi's AddSubsequentialLoop on an acceptor: final states get a path of ``subseq``."""
-    loop = fst.add_state()
-    fst.set_final(loop, 0.0)
-    fst.add_arc(loop, kaldifst.StdArc(subseq, subseq, 0.0, loop))
-    for s in range(fst.num_states - 1):
-        fw = fst.final(s).value
-        if math.isfinite(fw):
-            fst.add_arc(s, kaldifst.StdArc(subseq, subseq, fw, loop))
 
 
 def chain_make_den_fst(phone_lm, ctx_dep, trans_model):
@@ -361,9 +353,12 @@ def _check_pdfs_seen(fst, num_pdfs: int) -> None:
 def normalization_fst(den_fst, initial_probs: torch.Tensor | None = None):
     """Kaldi's GetNormalizationFst: den.fst entered through the initial probs, all states final.
 
-    A new start state has an epsilon arc with weight ``-log initial_probs[s]`` to every state
-    ``s``; epsilons are then removed and the result arc-sorted. Compose numerator supervision
-    with it (:func:`pykaldi2.lang.chain_supervision.add_weight_to_supervision`).
+    A new start state gets, for every arc ``s -> d`` of den.fst, an arc to ``d`` with the arc's
+    label and weight times ``initial_probs[s]`` (what removing an epsilon arc of weight
+    ``initial_probs[s]`` to each ``s`` gives). Parallel arcs with the same label and destination
+    are summed in the probability (log) semiring; OpenFst's tropical RmEpsilon, used by Kaldi,
+    would keep only the largest. Every state is final with probability one. Compose numerator
+    supervision with it (:func:`pykaldi2.lang.chain_supervision.add_weight_to_supervision`).
     """
     if initial_probs is None:
         initial_probs = den_initial_probs(ChainGraph.from_fst(den_fst, _max_label(den_fst)))
@@ -373,16 +368,35 @@ def normalization_fst(den_fst, initial_probs: torch.Tensor | None = None):
             f"normalization_fst: {len(init)} initial probs for {den_fst.num_states} states"
         )
     fst = den_fst.copy()
-    new_start = fst.add_state()
+    start_arcs: dict[tuple[int, int], float] = {}
     for s, p in enumerate(init):
         if p <= 0:
             raise Pykaldi2Error(f"normalization_fst: state {s} has initial prob {p} <= 0")
-        fst.add_arc(new_start, kaldifst.StdArc(0, 0, -math.log(p), s))
         fst.set_final(s, 0.0)
+        for arc in kaldifst.ArcIterator(den_fst, s):
+            key = (arc.ilabel, arc.nextstate)
+            start_arcs[key] = start_arcs.get(key, 0.0) + p * math.exp(-arc.weight.value)
+    new_start = fst.add_state()
+    for (lab, d), prob in sorted(start_arcs.items()):
+        fst.add_arc(new_start, kaldifst.StdArc(lab, lab, -math.log(prob), d))
+    fst.set_final(new_start, -math.log(sum(init)))
     fst.start = new_start
-    kaldifst.rmepsilon(fst)
     kaldifst.arcsort(fst, sort_type="ilabel")
     return fst
+
+
+def write_fst(fst, path: str | os.PathLike) -> None:
+    """Write a ``StdVectorFst`` (den.fst, normalization.fst, ...) atomically."""
+    with atomic_write(path, "wb") as f:  # the binding writes the temp file by name
+        if not fst.write(f.name):
+            raise Pykaldi2Error(f"could not write {path}")
+
+
+def read_den_graph(path: str | os.PathLike, num_pdfs: int) -> DenGraph:
+    """Read den.fst and return its :class:`DenGraph` (initial probs recomputed)."""
+    if not os.path.isfile(path):
+        raise Pykaldi2Error(f"{path}: no such den.fst. Fix: run chain_make_den_fst first")
+    return DenGraph.from_fst(kaldifst.StdVectorFst.read(os.fspath(path)), num_pdfs)
 
 
 def _max_label(fst) -> int:

@@ -27,7 +27,7 @@ Graph dir layout (Kaldi's ``exp/<system>/graph``)::
     HCLG.fst         the graph (OpenFst binary, vector type)
     words.txt        copy of lang/words.txt (olabels of HCLG)
     phones.txt       copy of lang/phones.txt
-    phones/          copy of lang/phones/ (word_boundary.int, silence.csl, ...) when present
+    phones/          copy of lang/phones/ (word_boundary.int, silence.csl, disambig.int, ...)
     disambig_tid.int transition-id disambiguation symbols (removed from HCLG; kept for tools)
     num_pdfs         number of pdf_ids of the model the graph was built for
 """
@@ -41,7 +41,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pykaldi2.lang.symbols import SymbolTable
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
 from pykaldi2.utils.io import atomic_dir
 from pykaldi2.utils.log import get_logger
@@ -194,6 +193,9 @@ def make_hclg(
     from pykaldi2.kaldi import kaldifst, khg
 
     config = config or HclgConfig()
+    for fst, name in ((L_disambig, "L_disambig.fst"), (G, "G.fst")):
+        if fst is None:  # what kaldifst's read returns for a file that is not an FST
+            raise DataError(f"{name} could not be read", fix="rebuild it (prepare-lang / make-g)")
     t0 = time.time()
     LG = make_lg(L_disambig, G, max_states=config.max_states)
     CLG, ilabels = make_clg(LG, disambig_phones, ctx_dep.context_width, ctx_dep.central_position)
@@ -242,53 +244,6 @@ def make_hclg(
     )
 
 
-@dataclass
-class LangGraphInputs:
-    """What mkgraph needs from a Kaldi lang dir."""
-
-    L_disambig: Any
-    G: Any
-    disambig_phones: list[int]
-    words: SymbolTable
-    phones: SymbolTable
-
-
-def _read_fst(path: Path, fix: str):
-    from pykaldi2.kaldi import kaldifst
-
-    if not path.is_file():
-        raise DataError("missing", file=str(path), fix=fix)
-    try:
-        return kaldifst.StdVectorFst.read(str(path))
-    except Exception as e:
-        raise DataError(f"not a readable OpenFst file ({e})", file=str(path), fix=fix) from None
-
-
-def read_lang_for_graph(lang_dir: str | os.PathLike) -> LangGraphInputs:
-    """Read L_disambig.fst, G.fst, phones.txt, words.txt (and phones/disambig.int) of a lang dir.
-
-    Disambiguation phones are taken from ``phones/disambig.int`` when present, else from the
-    ``#``-prefixed symbols of phones.txt.
-    """
-    lang = Path(lang_dir)
-    phones = SymbolTable.read(lang / "phones.txt")
-    words = SymbolTable.read(lang / "words.txt")
-    L = _read_fst(lang / "L_disambig.fst", "run `pykaldi2 prepare-lang` first")
-    G = _read_fst(lang / "G.fst", "make G.fst (e.g. from an ARPA LM) in the lang dir")
-    dis_file = lang / "phones" / "disambig.int"
-    if dis_file.is_file():
-        disambig = [int(x) for x in dis_file.read_text().split()]
-    else:
-        disambig = [i for s, i in phones if s.startswith("#")]
-    if not disambig:
-        raise DataError(
-            "no disambiguation symbols (#0 ...) in phones.txt",
-            file=str(lang / "phones.txt"),
-            fix="rebuild the lang dir with disambiguation symbols",
-        )
-    return LangGraphInputs(L_disambig=L, G=G, disambig_phones=disambig, words=words, phones=phones)
-
-
 def mkgraph(
     lang_dir: str | os.PathLike,
     ctx_dep,
@@ -300,19 +255,19 @@ def mkgraph(
 
     Returns the graph dir path. See the module docstring for its layout.
     """
-    lang = Path(lang_dir)
-    inputs = read_lang_for_graph(lang)
+    from pykaldi2.lang.lang_dir import load_lang
+
+    lang = load_lang(lang_dir)
     hclg = make_hclg(
-        inputs.L_disambig, inputs.G, inputs.disambig_phones, ctx_dep, trans_model, config
+        lang.read_L_disambig(), lang.read_G(), lang.disambig_phones, ctx_dep, trans_model, config
     )
     graph_dir = Path(graph_dir)
     with atomic_dir(graph_dir) as tmp:
         if not hclg.fst.write(str(tmp / "HCLG.fst")):
             raise Pykaldi2Error(f"mkgraph: could not write {graph_dir / 'HCLG.fst'}")
-        shutil.copyfile(lang / "words.txt", tmp / "words.txt")
-        shutil.copyfile(lang / "phones.txt", tmp / "phones.txt")
-        if (lang / "phones").is_dir():
-            shutil.copytree(lang / "phones", tmp / "phones")
+        shutil.copyfile(lang.dir / "words.txt", tmp / "words.txt")
+        shutil.copyfile(lang.dir / "phones.txt", tmp / "phones.txt")
+        shutil.copytree(lang.dir / "phones", tmp / "phones")
         (tmp / "disambig_tid.int").write_text("".join(f"{t}\n" for t in hclg.disambig_tids))
         (tmp / "num_pdfs").write_text(f"{hclg.num_pdfs}\n")
     log.info("wrote %s", graph_dir)

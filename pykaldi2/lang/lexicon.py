@@ -60,61 +60,48 @@ def read_lexicon(
         raise DataError("lexicon not found", file=str(path))
     entries: list[LexiconEntry] = []
     seen: dict[tuple[str, tuple[str, ...]], int] = {}
+    probs_fix = "lexiconp.txt lines are 'WORD PROB P1 P2 ...'"
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             fields = line.split()
             if not fields:
                 continue
+
+            def bad(msg: str, fix: str | None = None, lineno: int = lineno) -> DataError:
+                return DataError(msg, file=str(path), line=lineno, fix=fix)
+
             word, rest = fields[0], fields[1:]
             prob = 1.0
             if with_probs:
                 if not rest:
-                    raise DataError(
-                        f"word {word!r} has no probability and no pronunciation",
-                        file=str(path),
-                        line=lineno,
-                        fix="lexiconp.txt lines are 'WORD PROB P1 P2 ...'",
-                    )
+                    raise bad(f"word {word!r} has no probability and no pronunciation", probs_fix)
                 try:
                     prob = float(rest[0])
                 except ValueError:
-                    raise DataError(
+                    raise bad(
                         f"bad pronunciation probability {rest[0]!r} for {word!r}",
-                        file=str(path),
-                        line=lineno,
-                        fix="lexiconp.txt lines are 'WORD PROB P1 P2 ...'; "
-                        "use lexicon.txt for a lexicon without probabilities",
+                        probs_fix + "; use lexicon.txt for a lexicon without probabilities",
                     ) from None
                 if not 0.0 < prob <= 1.0:
-                    raise DataError(
-                        f"pronunciation probability {prob} of {word!r} is not in (0, 1]",
-                        file=str(path),
-                        line=lineno,
-                    )
+                    raise bad(f"pronunciation probability {prob} of {word!r} is not in (0, 1]")
                 rest = rest[1:]
             if not rest:
-                raise DataError(
+                raise bad(
                     f"word {word!r} has an empty pronunciation",
-                    file=str(path),
-                    line=lineno,
-                    fix="give it phones, or map it to a noise phone (e.g. SPN)",
+                    "give it phones, or map it to a noise phone (e.g. SPN)",
                 )
             if word in RESERVED_WORDS or word.startswith("#"):
-                raise DataError(
+                raise bad(
                     f"word {word!r} is reserved and may not be in the lexicon",
-                    file=str(path),
-                    line=lineno,
-                    fix="remove the line (<s>, </s>, <eps> and #N are added by prepare-lang)",
+                    "remove the line (<s>, </s>, <eps> and #N are added by prepare-lang)",
                 )
             key = (word, tuple(rest))
             if key in seen and on_duplicate == "skip":
                 continue
             if key in seen:
-                raise DataError(
+                raise bad(
                     f"duplicate pronunciation of {word!r} (also on line {seen[key]})",
-                    file=str(path),
-                    line=lineno,
-                    fix="remove the duplicate line",
+                    "remove the duplicate line",
                 )
             seen[key] = lineno
             entries.append(LexiconEntry(word, tuple(rest), prob))

@@ -23,12 +23,15 @@ graph's ``initial_probs``::
 
 with ``s(t) = sum(alpha'(t))`` (Kaldi's "arbitrary scale") and ``m(t) = max_p x[t, p]`` (an
 exact shift: every path takes one pdf per frame), so nothing overflows. Only the normalized
-``alpha'`` of every frame is kept, (T, N, S); the backward pass recomputes the arc terms frame by
+``alpha'`` of every frame is kept; the backward pass recomputes the arc terms frame by
 frame and accumulates the occupancies directly, never storing per-arc values for all frames.
+States are rows (alpha is (S, N) per frame, (T, S, N) in all), so the per-arc gathers and
+scatters move contiguous rows of N values.
 
 Numerator (:class:`NumLogLikelihood`): log domain (the numerator graphs are small and
 may contain paths of very different weight), all sequences' graphs concatenated into one arc
-list (:class:`pykaldi2.lang.chain_supervision.NumeratorGraphs`) and run together.
+list (:class:`pykaldi2.lang.chain_supervision.NumeratorGraphs`) and run together; on frame t
+only the arcs that can be taken at t are visited (alignment supervision is time-layered).
 
 :func:`chain_loss` combines them as Kaldi's chain-training.cc does, with the ``l2_regularize``
 and ``xent_regularize`` options.
@@ -71,6 +74,11 @@ def scatter_logsumexp(values: torch.Tensor, index: torch.Tensor, size: int) -> t
     return torch.log(s) + m_safe
 
 
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """fp16/bf16 outputs (autocast) are computed in float32; autograd casts the gradient back."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
 def _check_inputs(nnet_output: torch.Tensor, lengths: torch.Tensor, num_pdfs: int) -> None:
     if nnet_output.dim() != 3:
         raise Pykaldi2Error(f"nnet_output must be (N, T, P), got shape {tuple(nnet_output.shape)}")
@@ -92,12 +100,16 @@ def _check_inputs(nnet_output: torch.Tensor, lengths: torch.Tensor, num_pdfs: in
 
 
 def _den_frame_terms(nnet_output: torch.Tensor, lengths: torch.Tensor):
-    """exp(x - m) with padded frames zeroed first, and the per-frame shift m: (N, T, P), (N, T)."""
+    """exp(x - m) as (T, P, N) (padded frames zeroed first) and the per-frame shift m (N, T).
+
+    The (T, P, N) layout makes the per-arc gathers and scatters of the den recursion act on
+    contiguous rows of N values (about twice as fast on CPU as (N, ..) rows).
+    """
     t_idx = torch.arange(nnet_output.shape[1], device=nnet_output.device)
     valid = (t_idx[None, :] < lengths[:, None])[..., None]
     x = torch.where(valid, nnet_output, torch.zeros_like(nnet_output))
     m = x.amax(dim=-1)
-    return torch.exp(x - m[..., None]), m
+    return torch.exp(x - m[..., None]).permute(1, 2, 0).contiguous(), m
 
 
 class DenLogLikelihood(torch.autograd.Function):
@@ -105,7 +117,7 @@ class DenLogLikelihood(torch.autograd.Function):
 
     Args (to ``apply``): nnet_output (N, T, P); lengths (N,) int64 on the output's device;
     src, dst, pdf (A,) int64; weight (A,) arc probabilities; initial_probs (S,);
-    leaky_hmm_coefficient float.
+    leaky_hmm_coefficient float. Internally states are rows: alpha is (S, N).
     """
 
     @staticmethod
@@ -113,31 +125,33 @@ class DenLogLikelihood(torch.autograd.Function):
         n, t_max, _ = nnet_output.shape
         s_num = initial_probs.numel()
         dtype = nnet_output.dtype
-        w = weight.to(dtype)
-        init = initial_probs.to(dtype)
+        w = weight.to(dtype)[:, None]  # (A, 1)
+        init = initial_probs.to(dtype)[:, None]  # (S, 1)
         with torch.no_grad():
-            x, m = _den_frame_terms(nnet_output, lengths)
-            alphas = nnet_output.new_empty((t_max, n, s_num))  # normalized alpha'(t)
-            log_scale = nnet_output.new_empty((t_max + 1, n))  # log s(t); log sum alpha(T) last
+            x, m = _den_frame_terms(nnet_output, lengths)  # (T, P, N), (N, T)
+            alphas = nnet_output.new_empty((t_max, s_num, n))  # normalized alpha'(t)
+            log_scale = nnet_output.new_empty((t_max, n))  # log s(t)
             log_sum = nnet_output.new_empty((t_max + 1, n))  # log sum(alpha(t))
-            a = init.expand(n, s_num)
+            a = init.expand(s_num, n)
             tiny = torch.finfo(dtype).tiny
             for t in range(t_max):
-                tot = a.sum(dim=1, keepdim=True)
-                log_sum[t] = tot.squeeze(1).clamp_min(tiny).log()
+                tot = a.sum(dim=0, keepdim=True)  # (1, N)
+                log_sum[t] = tot.squeeze(0).clamp_min(tiny).log()
                 a_dash = a + leaky * tot * init
-                s = a_dash.sum(dim=1, keepdim=True).clamp_min(tiny)
-                log_scale[t] = s.squeeze(1).log()
+                s = a_dash.sum(dim=0, keepdim=True).clamp_min(tiny)
+                log_scale[t] = s.squeeze(0).log()
                 a_hat = a_dash / s
                 alphas[t] = a_hat
-                contrib = a_hat[:, src] * (w * x[:, t, :][:, pdf])
-                a = torch.zeros_like(a_hat).index_add_(1, dst, contrib)
-            log_sum[t_max] = a.sum(dim=1).clamp_min(tiny).log()
+                contrib = a_hat[src] * (w * x[t][pdf])  # (A, N)
+                a = torch.zeros_like(a_hat).index_add_(0, dst, contrib)
+            log_sum[t_max] = a.sum(dim=0).clamp_min(tiny).log()
             # log p = sum_{t < T_n} (log s(t) + m(t)) + log sum(alpha(T_n))
-            cum = torch.cumsum(log_scale[:t_max].T + m, dim=1)  # (N, T)
+            cum = torch.cumsum(log_scale.T + m, dim=1)  # (N, T)
             ar = torch.arange(n, device=nnet_output.device)
             logprob = cum[ar, lengths - 1] + log_sum.T[ar, lengths]
-        ctx.save_for_backward(nnet_output, lengths, src, dst, pdf, w, init, alphas, log_scale, log_sum)
+        ctx.save_for_backward(
+            nnet_output, lengths, src, dst, pdf, w, init, alphas, log_scale, log_sum
+        )
         ctx.leaky = leaky
         return logprob
 
@@ -148,22 +162,20 @@ class DenLogLikelihood(torch.autograd.Function):
         n, t_max, p_num = nnet_output.shape
         with torch.no_grad():
             x, _ = _den_frame_terms(nnet_output, lengths)
-            grad = torch.zeros_like(nnet_output)
-            beta = nnet_output.new_zeros((n, alphas.shape[2]))
+            grad = nnet_output.new_zeros((t_max, p_num, n))
+            beta = nnet_output.new_zeros((alphas.shape[1], n))
             # beta(T_n) = d log p / d alpha(T_n) = 1 / sum(alpha(T_n)), for every state.
-            ends_at = torch.exp(-log_sum.T.gather(1, lengths[:, None]))  # (N, 1)
+            ends_at = torch.exp(-log_sum.T.gather(1, lengths[:, None])).T  # (1, N)
+            scale = torch.exp(-log_scale)  # (T, N)
+            init_row = init.T  # (1, S)
             for t in range(t_max - 1, -1, -1):
-                starts = (lengths == t + 1)[:, None]
+                starts = (lengths == t + 1)[None, :]
                 beta = torch.where(starts, ends_at.expand_as(beta), beta)
-                prod = (w * x[:, t, :][:, pdf]) * beta[:, dst]  # (N, A)
-                occ = alphas[t][:, src] * prod
-                grad[:, t, :] = torch.zeros(
-                    (n, p_num), dtype=occ.dtype, device=occ.device
-                ).index_add_(1, pdf, occ)
-                g = torch.zeros_like(beta).index_add_(1, src, prod)
-                b_dash = g / torch.exp(log_scale[t])[:, None]
-                beta = b_dash + leaky * (b_dash @ init)[:, None]
-            grad = grad * grad_output.to(grad.dtype)[:, None, None]
+                prod = (w * x[t][pdf]) * beta[dst]  # (A, N)
+                grad[t].index_add_(0, pdf, alphas[t][src] * prod)
+                b_dash = torch.zeros_like(beta).index_add_(0, src, prod) * scale[t]
+                beta = b_dash + leaky * (init_row @ b_dash)
+            grad = grad.permute(2, 0, 1) * grad_output.to(grad.dtype)[:, None, None]
         return grad, None, None, None, None, None, None, None
 
 
@@ -185,6 +197,7 @@ def den_log_likelihood(
         raise Pykaldi2Error(f"leaky_hmm_coefficient must be >= 0, got {leaky_hmm_coefficient}")
     g = den_graph if den_graph.device == nnet_output.device else den_graph.to(nnet_output.device)
     lengths = lengths.to(device=nnet_output.device, dtype=torch.int64)
+    nnet_output = _at_least_float32(nnet_output)
     return DenLogLikelihood.apply(
         nnet_output, lengths, g.src, g.dst, g.pdf, g.log_weight.exp(), g.initial_probs,
         float(leaky_hmm_coefficient),
@@ -197,39 +210,47 @@ def den_log_likelihood(
 
 
 def _num_forward_backward(nnet_output, lengths, g: NumeratorGraphs):
-    """Log-domain forward-backward: returns log p_num (N,) and occupancies (N, T, P)."""
+    """Log-domain forward-backward: returns log p_num (N,) and occupancies (N, T, P).
+
+    On frame t only the arcs that can be taken at t are visited (``g.arcs_by_frame``).
+    """
     n, t_max, p_num = nnet_output.shape
     dtype = nnet_output.dtype
     s_tot = g.num_states
-    lw = g.log_weight.to(dtype)
     final = g.final_log_weight.to(dtype)
     flat = nnet_output.reshape(-1)
-    arc_base = g.arc_seq * (t_max * p_num) + g.pdf  # index of x[seq, 0, pdf]
-    arc_len = lengths[g.arc_seq]
     state_len = lengths[g.state_seq]
     neg_inf = torch.tensor(float("-inf"), dtype=dtype, device=nnet_output.device)
+    arc_base = g.arc_seq * (t_max * p_num) + g.pdf  # flat index of x[seq, 0, pdf]
+    layered, free = g.arcs_by_frame(t_max)
+
+    def arcs_at(t: int):
+        """(src, dst, log_weight, flat index of x[seq, t, pdf], seq, active) of frame t."""
+        idx = torch.cat([layered[t], free]) if free.numel() else layered[t]
+        seq = g.arc_seq[idx]
+        return (
+            g.src[idx], g.dst[idx], g.log_weight[idx].to(dtype), arc_base[idx] + t * p_num, seq,
+            lengths[seq] > t,
+        )  # fmt: skip
 
     alphas = nnet_output.new_full((t_max + 1, s_tot), float("-inf"))
     alphas[0, g.start_states] = 0.0
     for t in range(t_max):
-        v = alphas[t][g.src] + lw + flat[arc_base + t * p_num]
-        v = torch.where(arc_len > t, v, neg_inf)
-        new = scatter_logsumexp(v, g.dst, s_tot)
-        alphas[t + 1] = torch.where(state_len > t, new, alphas[t])
+        src, dst, lw, x_idx, _, active = arcs_at(t)
+        v = torch.where(active, alphas[t][src] + lw + flat[x_idx], neg_inf)
+        alphas[t + 1] = torch.where(state_len > t, scatter_logsumexp(v, dst, s_tot), alphas[t])
     logprob = scatter_logsumexp(alphas[t_max] + final, g.state_seq, n)
 
     occ = torch.zeros(n * t_max * p_num, dtype=dtype, device=nnet_output.device)
     beta = final
     # a sequence without any path (-inf) gets zero occupancies, not NaN
-    lp_arc = torch.where(torch.isfinite(logprob), logprob, float("inf"))[g.arc_seq]
+    lp_safe = torch.where(torch.isfinite(logprob), logprob, float("inf"))
     for t in range(t_max - 1, -1, -1):
-        v = lw + flat[arc_base + t * p_num] + beta[g.dst]
-        active = arc_len > t
-        v = torch.where(active, v, neg_inf)
-        post = torch.exp(alphas[t][g.src] + v - lp_arc)
-        occ.index_add_(0, arc_base + t * p_num, torch.where(active, post, torch.zeros_like(post)))
-        new = scatter_logsumexp(v, g.src, s_tot)
-        beta = torch.where(state_len > t, new, beta)
+        src, dst, lw, x_idx, seq, active = arcs_at(t)
+        v = torch.where(active, lw + flat[x_idx] + beta[dst], neg_inf)
+        post = torch.exp(alphas[t][src] + v - lp_safe[seq])
+        occ.index_add_(0, x_idx, torch.where(active, post, torch.zeros_like(post)))
+        beta = torch.where(state_len > t, scatter_logsumexp(v, src, s_tot), beta)
     return logprob, occ.view(n, t_max, p_num)
 
 
@@ -269,7 +290,7 @@ def num_log_likelihood(
         )
     g = num_graphs if num_graphs.device == nnet_output.device else num_graphs.to(nnet_output.device)
     lengths = lengths.to(device=nnet_output.device, dtype=torch.int64)
-    return NumLogLikelihood.apply(nnet_output, lengths, g)
+    return NumLogLikelihood.apply(_at_least_float32(nnet_output), lengths, g)
 
 
 # --------------------------------------------------------------------------------------------
@@ -358,6 +379,11 @@ def chain_loss(
     """
     opts = opts or ChainTrainingOptions()
     lengths = lengths.to(device=nnet_output.device, dtype=torch.int64)
+    if not torch.isfinite(nnet_output.detach()).all():
+        raise Pykaldi2Error(
+            "nnet_output contains NaN or inf: the model diverged. Fix: lower the learning rate, "
+            "raise l2_regularize, or resume from an earlier checkpoint"
+        )
     num_lp, num_occ = num_log_likelihood(nnet_output, lengths, num_graphs)
     if not torch.isfinite(num_lp).all():
         bad = torch.nonzero(~torch.isfinite(num_lp)).flatten().tolist()

@@ -50,13 +50,13 @@ def graph_log_likelihood_reference(
             ]
         incoming: list[list[torch.Tensor]] = [[] for _ in range(num_states)]
         for src, dst, pdf, log_w in arcs:
-            if math.isfinite(alpha[src]) and math.isfinite(log_w):  # -inf terms: NaN gradients
+            if math.isfinite(float(alpha[src].detach())) and math.isfinite(log_w):  # no NaN grads
                 incoming[dst].append(alpha[src] + log_w + nnet_output[t, pdf])
         alpha = [torch.logsumexp(torch.stack(v), 0) if v else neg_inf for v in incoming]
     ends = [
         alpha[i] + final_log_probs[i]
         for i in range(num_states)
-        if math.isfinite(alpha[i]) and math.isfinite(final_log_probs[i])
+        if math.isfinite(float(alpha[i].detach())) and math.isfinite(final_log_probs[i])
     ]
     return torch.logsumexp(torch.stack(ends), 0) if ends else neg_inf
 

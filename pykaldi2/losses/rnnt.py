@@ -245,9 +245,7 @@ def rnnt_forward_backward(
         starts: dict[int, list[int]] = {}
         for b, n in enumerate(final_diag.tolist()):
             starts.setdefault(n, []).append(b)
-        starts_t = {
-            n: torch.tensor(bs, device=dev, dtype=torch.long) for n, bs in starts.items()
-        }
+        starts_t = {n: torch.tensor(bs, device=dev, dtype=torch.long) for n, bs in starts.items()}
         Bt = torch.full((B, N, U1), ninf, dtype=dt, device=dev)
         for n in range(N - 1, -1, -1):
             cur = Bt[:, n]
@@ -280,7 +278,8 @@ def _reduce(losses: torch.Tensor, reduction: str) -> torch.Tensor:
     return losses
 
 
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the losses compute in: float64 stays float64, all else becomes float32."""
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
@@ -289,18 +288,19 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 class _RnntLatticeLoss(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, blank_lp, emit_lp, logit_lengths, target_lengths):
-        cdt = _compute_dtype(blank_lp.dtype)
-        st = rnnt_forward_backward(
-            blank_lp.to(cdt), emit_lp.to(cdt), logit_lengths, target_lengths
-        )
-        ctx.save_for_backward(st.g_blank, st.g_emit)
-        ctx.dtypes = (blank_lp.dtype, emit_lp.dtype)
-        return (-st.log_prob).to(blank_lp.dtype)
+    """(blank_lp, emit_lp) -> (losses (B,), g_blank, g_emit); the posteriors have no gradient."""
 
     @staticmethod
-    def backward(ctx, grad_out):
+    def forward(ctx, blank_lp, emit_lp, logit_lengths, target_lengths):
+        cdt = compute_dtype(blank_lp.dtype)
+        st = rnnt_forward_backward(blank_lp.to(cdt), emit_lp.to(cdt), logit_lengths, target_lengths)
+        ctx.save_for_backward(st.g_blank, st.g_emit)
+        ctx.dtypes = (blank_lp.dtype, emit_lp.dtype)
+        ctx.mark_non_differentiable(st.g_blank, st.g_emit)
+        return (-st.log_prob).to(blank_lp.dtype), st.g_blank, st.g_emit
+
+    @staticmethod
+    def backward(ctx, grad_out, _gb, _ge):
         g_blank, g_emit = ctx.saved_tensors
         go = grad_out.to(g_blank.dtype)[:, None, None]
         return (-g_blank * go).to(ctx.dtypes[0]), (-g_emit * go).to(ctx.dtypes[1]), None, None
@@ -312,12 +312,13 @@ def rnnt_loss_from_lattice(
     logit_lengths: torch.Tensor,
     target_lengths: torch.Tensor,
     reduction: str = "mean",
-) -> torch.Tensor:
+    return_posteriors: bool = False,
+):
     """RNN-T loss from already-normalized lattice log-probs, differentiable in both inputs.
 
     Use it when the joiner's log-probs are computed another way than a full softmax over a
     ``(B, T, U+1, V)`` tensor (e.g. ``log_softmax`` done by the caller then gathered, or the
-    "simple" joiner of pruned RNN-T).
+    "simple" joiner of pruned RNN-T). Entries may be ``-inf`` (arcs that do not exist).
 
     Args:
         blank_lp: (B, T, U+1) ``log p(blank | t, u)``
@@ -325,9 +326,11 @@ def rnnt_loss_from_lattice(
         logit_lengths: (B,) int, frames per utterance
         target_lengths: (B,) int, symbols per utterance
         reduction: "mean" (over the batch), "sum" or "none" (a (B,) tensor)
+        return_posteriors: also return the arc posteriors ``g_blank`` (B, T, U+1) and
+            ``g_emit`` (B, T, U) (no gradient), e.g. for pruning bounds
 
     Returns:
-        the negative log-likelihood, reduced as asked.
+        the negative log-likelihood, reduced as asked (and the posteriors if asked).
     """
     B, T, U1 = blank_lp.shape
     if emit_lp.shape != (B, T, U1 - 1):
@@ -335,8 +338,11 @@ def rnnt_loss_from_lattice(
             f"rnnt loss: emit_lp must be (B, T, U) = {(B, T, U1 - 1)}, got {tuple(emit_lp.shape)}"
         )
     _check_lengths((B, T, U1), logit_lengths, target_lengths, reduction)
-    losses = _RnntLatticeLoss.apply(blank_lp, emit_lp, logit_lengths, target_lengths)
-    return _reduce(losses, reduction)
+    losses, g_blank, g_emit = _RnntLatticeLoss.apply(
+        blank_lp, emit_lp, logit_lengths, target_lengths
+    )
+    loss = _reduce(losses, reduction)
+    return (loss, g_blank, g_emit) if return_posteriors else loss
 
 
 # --------------------------------------------------------------------------------------------
@@ -368,7 +374,7 @@ def rnnt_lattice_log_probs(
         normalizer, all in float32 (float64 for float64 logits).
     """
     B, T, U1, V = logits.shape
-    cdt = _compute_dtype(logits.dtype)
+    cdt = compute_dtype(logits.dtype)
     dev = logits.device
     rows = logits.reshape(B * T, U1, V)
     lse = torch.empty((B * T, U1), dtype=cdt, device=dev)
@@ -412,7 +418,11 @@ class _RnntLoss(torch.autograd.Function):
         same = logits.dtype == lse.dtype
         for sl in _row_chunks(B * T, U1 * V, logits.device):
             # softmax * gamma, written in place in the output (or a float32 chunk under AMP)
-            g = grad[sl] if same else torch.empty(rows[sl].shape, dtype=lse.dtype, device=lse.device)
+            g = (
+                grad[sl]
+                if same
+                else torch.empty(rows[sl].shape, dtype=lse.dtype, device=lse.device)
+            )
             torch.sub(rows[sl].to(lse.dtype), lse[sl], out=g)
             g.exp_().mul_(gamma[sl])
             g[:, :, ctx.blank] -= gb[sl]

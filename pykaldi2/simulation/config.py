@@ -86,7 +86,8 @@ class NoiseConfig(_Section):
     ``colours`` is generated. ``snr_reference`` is "utterance" (speech power over the whole
     utterance) or "active" (over frames an energy VAD marks as speech, ``vad_floor_db`` below the
     loudest frame). ``reverberate`` convolves the noise with the RIR of a second source position
-    in the same room when reverberation is applied.
+    in the same room when reverberation is applied. (When ``babble_dir`` is the data being
+    simulated, an utterance can, rarely, be mixed with itself.)
     """
 
     enable: bool = False
@@ -108,7 +109,9 @@ class NoiseConfig(_Section):
         self.colours = tuple(self.colours)
         bad = [c for c in self.colours if c not in NOISE_COLOURS]
         if bad or not self.colours:
-            raise DataError(f"noise.colours {list(self.colours)}: use some of {list(NOISE_COLOURS)}")
+            raise DataError(
+                f"noise.colours {list(self.colours)}: use some of {list(NOISE_COLOURS)}"
+            )
         if self.snr_reference not in SNR_REFERENCES:
             raise DataError(f"noise.snr_reference must be one of {SNR_REFERENCES}")
         if self.vad_floor_db <= 0:
@@ -124,11 +127,11 @@ class ReverbConfig(_Section):
     """Reverberation by room impulse responses.
 
     Simulated (image method) shoebox rooms: ``room_size`` ranges in metres (length, width,
-    height), target ``t60`` in seconds, wall absorption by ``absorption_formula``: "calibrated"
-    (default: adjusted until the RIR's Schroeder T60 is the target, see
-    :func:`pykaldi2.simulation.rir.calibrate_absorption`), or the closed forms "eyring" /
-    "sabine" (image-method RIRs then decay slower than asked); source-to-receiver distance in
-    ``source_distance`` and at least
+    height), target ``t60`` in seconds, wall absorption from the T60 by ``absorption_formula``
+    ("eyring" or "sabine"); with ``diffuse_tail`` (default) the RIR after the early reflections
+    is a noise tail decaying at exactly ``t60`` (:func:`pykaldi2.simulation.rir.hybrid_rir`),
+    without it the pure image method (which decays slower than asked); source-to-receiver
+    distance in ``source_distance`` and at least
     ``wall_margin`` metres from every wall. Or measured RIRs: ``rir_dir`` is a Kaldi data dir of
     RIR recordings whose speaker column is the room id (the noise RIR is drawn from the same
     room). ``max_rir_seconds`` caps the RIR length.
@@ -142,7 +145,8 @@ class ReverbConfig(_Section):
     room_height: Range = (2.5, 4.0)
     source_distance: Range = (0.5, 3.0)
     wall_margin: float = 0.5
-    absorption_formula: str = "calibrated"
+    absorption_formula: str = "eyring"
+    diffuse_tail: bool = True
     sound_speed: float = 343.0
     max_rir_seconds: float = 1.0
     rir_dir: str | None = None
@@ -153,12 +157,14 @@ class ReverbConfig(_Section):
         for key in ("room_length", "room_width", "room_height"):
             setattr(self, key, _range(f"reverb.{key}", getattr(self, key), 1.0, 100.0))
         self.source_distance = _range("reverb.source_distance", self.source_distance, 0.1)
-        if self.absorption_formula not in ("calibrated", "eyring", "sabine"):
-            raise DataError("reverb.absorption_formula must be 'calibrated', 'eyring' or 'sabine'")
+        if self.absorption_formula not in ("eyring", "sabine"):
+            raise DataError("reverb.absorption_formula must be 'eyring' or 'sabine'")
         if self.wall_margin < 0 or 2 * self.wall_margin >= min(
             self.room_length[0], self.room_width[0], self.room_height[0]
         ):
-            raise DataError("reverb.wall_margin must be >= 0 and leave room inside the smallest room")
+            raise DataError(
+                "reverb.wall_margin must be >= 0 and leave room inside the smallest room"
+            )
         if self.max_rir_seconds <= 0 or self.sound_speed <= 0:
             raise DataError("reverb.max_rir_seconds and reverb.sound_speed must be > 0")
         if self.rir_dir is not None:
@@ -280,7 +286,9 @@ class SimulationConfig:
             with open(path, encoding="utf-8") as f:
                 d = yaml.safe_load(f)
         except OSError as e:
-            raise DataError(f"cannot read simulation config: {e.strerror}", file=str(path)) from None
+            raise DataError(
+                f"cannot read simulation config: {e.strerror}", file=str(path)
+            ) from None
         except yaml.YAMLError as e:
             raise DataError(f"not valid YAML: {e}", file=str(path)) from None
         if d is not None and not isinstance(d, dict):

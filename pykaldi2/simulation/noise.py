@@ -68,7 +68,11 @@ def fit_to_length(noise: np.ndarray, n: int, rng: np.random.Generator) -> tuple[
 
 
 def active_mask(
-    speech: np.ndarray, sr: int, floor_db: float = 30.0, frame_ms: float = 25.0, shift_ms: float = 10.0
+    speech: np.ndarray,
+    sr: int,
+    floor_db: float = 30.0,
+    frame_ms: float = 25.0,
+    shift_ms: float = 10.0,
 ) -> np.ndarray:
     """(n,) bool: samples covered by a frame whose energy is within ``floor_db`` of the max."""
     x = np.asarray(speech, np.float64)
@@ -130,7 +134,9 @@ def scale_to_snr(
     return (np.asarray(noise, np.float64) * gain).astype(np.float32)
 
 
-def babble(utterances: list[np.ndarray], n: int, rng: np.random.Generator) -> tuple[np.ndarray, list[int]]:
+def babble(
+    utterances: list[np.ndarray], n: int, rng: np.random.Generator
+) -> tuple[np.ndarray, list[int]]:
     """Sum of the utterances, each fitted to n samples and scaled to unit power.
 
     Returns ``(babble (n,), offsets)``.

@@ -25,8 +25,8 @@ from pykaldi2.simulation.pool import AudioPool
 from pykaldi2.simulation.rir import (
     Room,
     absorption_from_t60,
-    calibrate_absorption,
     direct_path_delay,
+    hybrid_rir,
     image_source_rir,
 )
 from pykaldi2.utils.errors import DataError
@@ -110,19 +110,27 @@ class Reverberator:
 
     def _draw_simulated(self, rng: np.random.Generator):
         c = self.config
-        size = (rng.uniform(*c.room_length), rng.uniform(*c.room_width), rng.uniform(*c.room_height))
+        size = (
+            rng.uniform(*c.room_length),
+            rng.uniform(*c.room_width),
+            rng.uniform(*c.room_height),
+        )
         t60 = float(rng.uniform(*c.t60))
         mic, speech, noise = sample_positions(size, c.source_distance, c.wall_margin, rng)
         room = Room(size, t60, tuple(mic), tuple(speech))
         noise_room = Room(size, t60, tuple(mic), tuple(noise))
-        if c.absorption_formula == "calibrated":
-            a = calibrate_absorption(room, self.sr, c=c.sound_speed)
-        else:
-            a = absorption_from_t60(size, t60, c.absorption_formula, c.sound_speed)
+        a = absorption_from_t60(size, t60, c.absorption_formula, c.sound_speed)
         length = min(t60, c.max_rir_seconds)
-        kw = dict(absorption=a, c=c.sound_speed)
-        speech_rir = image_source_rir(room, self.sr, length, **kw)
-        noise_rir = image_source_rir(noise_room, self.sr, length, **kw)
+        if c.diffuse_tail:
+            speech_rir, noise_rir = (
+                hybrid_rir(r, self.sr, rng, length, absorption=a, c=c.sound_speed)
+                for r in (room, noise_room)
+            )
+        else:
+            speech_rir, noise_rir = (
+                image_source_rir(r, self.sr, length, absorption=a, c=c.sound_speed)
+                for r in (room, noise_room)
+            )
         shift = direct_path_delay(room, self.sr, c.sound_speed)
         info = {
             "t60": t60,

@@ -15,7 +15,7 @@ SpecAugment works on features, not samples: call :func:`~.specaug.spec_augment` 
 
 **Reproducibility.** Every random choice comes from one ``numpy.random.Generator`` per
 utterance, built from ``SeedSequence([seed, epoch, worker_id, utt_index])``
-(:func:`utterance_rng`). Inside, each stage draws from its own spawned child stream, so
+(:func:`utterance_rng`). Inside, each stage draws from its own child stream seeded from it, so
 switching a stage on or off does not change what the other stages draw. The same
 (seed, epoch, worker id, utterance index) always gives the same output; another epoch gives
 another simulation of the same utterance. With a PyTorch DataLoader:
@@ -117,7 +117,10 @@ class Simulator:
             raise DataError(f"expected mono samples (n,), got shape {x.shape}")
         cfg = self.config
         noise_maker, reverberator = self._for_rate(int(sr))
-        speed_rng, reverb_rng, noise_rng, volume_rng = rng.spawn(4)
+        # One child stream per stage (seeded from rng; Generator.spawn needs numpy >= 1.25).
+        speed_rng, reverb_rng, noise_rng, volume_rng = (
+            np.random.default_rng(int(s)) for s in rng.integers(2**63, size=4)
+        )
         info: dict = {
             "num_samples_in": len(x),
             "speed": 1.0,
@@ -129,7 +132,9 @@ class Simulator:
         }
 
         if cfg.speed.enable and speed_rng.random() < cfg.speed.prob:
-            info["speed"] = float(cfg.speed.factors[int(speed_rng.integers(len(cfg.speed.factors)))])
+            info["speed"] = float(
+                cfg.speed.factors[int(speed_rng.integers(len(cfg.speed.factors)))]
+            )
             x = speed_perturb(x, info["speed"])
 
         speech, noise_rir = x, None

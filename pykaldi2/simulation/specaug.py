@@ -69,7 +69,9 @@ def time_warp_reference(feats: np.ndarray, center: int, warped: int) -> np.ndarr
     return out
 
 
-def _masks(n_masks: int, max_width: int, size: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+def _masks(
+    n_masks: int, max_width: int, size: int, rng: np.random.Generator
+) -> list[tuple[int, int]]:
     out = []
     max_width = min(max_width, size)
     for _ in range(n_masks):

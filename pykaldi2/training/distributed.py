@@ -185,4 +185,7 @@ class Dist:
             import torch.distributed as td
 
             if td.is_initialized():
+                # Every rank reaches the barrier before any tears gloo down: destroying the
+                # group while a peer still talks to it aborts ("terminate called ...").
+                td.barrier()
                 td.destroy_process_group()

@@ -31,3 +31,18 @@ def test_atomic_dir_replaces_only_on_success(tmp_path):
 def test_data_error_message():
     e = DataError("empty transcript", file="text", line=3, utt="u1", fix="remove it")
     assert str(e) == "text:3 (utterance u1): empty transcript. Fix: remove it"
+
+
+def test_outputs_follow_umask(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        with atomic_write(tmp_path / "f") as f:
+            f.write("x")
+        with atomic_dir(tmp_path / "d"):
+            pass
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755

@@ -14,13 +14,6 @@ from pykaldi2.data.datadir import DataDir, write_data_dir
 from pykaldi2.data.validate import validate_data_dir
 from pykaldi2.utils.errors import DataError
 
-#: The corpora ``pykaldi2 prepare`` knows, and the module of each.
-CORPORA = {
-    "an4": "pykaldi2.data.corpora.an4",
-    "librispeech": "pykaldi2.data.corpora.librispeech",
-    "yesno": "pykaldi2.data.corpora.yesno",
-}
-
 
 def write_checked(d: DataDir, path: str | os.PathLike) -> None:
     """Validate ``d`` in memory, then write it atomically at ``path``.

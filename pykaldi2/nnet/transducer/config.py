@@ -51,6 +51,8 @@ class TransducerConfig:
     joint_activation: str = "relu"
     joint_dropout: float = 0.1
     forget_gate_bias: float = 1.0  # initial LSTM forget-gate bias (Myrtle uses 1.0)
+    # pruned RNN-T: linear enc -> V and pred -> V layers for the "simple" (additive) joiner
+    simple_proj: bool = False
 
     def __post_init__(self) -> None:
         positive = (
@@ -65,7 +67,9 @@ class TransducerConfig:
         )
         for name in positive:
             if int(getattr(self, name)) < 1:
-                raise Pykaldi2Error(f"TransducerConfig.{name} must be >= 1, got {getattr(self, name)}")
+                raise Pykaldi2Error(
+                    f"TransducerConfig.{name} must be >= 1, got {getattr(self, name)}"
+                )
         if self.enc_post_rnn_layers < 0:
             raise Pykaldi2Error("TransducerConfig.enc_post_rnn_layers must be >= 0")
         if self.vocab_size < 2:

@@ -31,6 +31,11 @@ class Transducer(nn.Module):
         self.encoder = TransducerEncoder(cfg)
         self.predictor = TransducerPredictor(cfg)
         self.joiner = TransducerJoiner(cfg, self.encoder.output_dim, self.predictor.output_dim)
+        self.simple_am_proj: nn.Linear | None = None
+        self.simple_lm_proj: nn.Linear | None = None
+        if cfg.simple_proj:  # pruned RNN-T's simple joiner: logits(t, u) = am(t) + lm(u)
+            self.simple_am_proj = nn.Linear(self.encoder.output_dim, cfg.vocab_size)
+            self.simple_lm_proj = nn.Linear(self.predictor.output_dim, cfg.vocab_size)
 
     @property
     def blank(self) -> int:
@@ -49,9 +54,19 @@ class Transducer(nn.Module):
             logits (B, T', U+1, V) for :func:`pykaldi2.losses.rnnt.rnnt_loss`, and the encoder
             lengths (B,) (``logit_lengths``).
         """
+        enc, enc_lengths, pred = self.encode_and_predict(feats, feat_lengths, targets)
+        return self.joiner(enc, pred), enc_lengths
+
+    def encode_and_predict(
+        self, feats: torch.Tensor, feat_lengths: torch.Tensor, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """enc (B, T', He), enc_lengths (B,), pred (B, U+1, Hp): the joiner's two inputs.
+
+        For pruned RNN-T (:mod:`pykaldi2.losses.rnnt_pruned`), which calls the joiner itself.
+        """
         enc, enc_lengths, _ = self.encoder(feats, feat_lengths)
         pred, _ = self.predictor(targets)
-        return self.joiner(enc, pred), enc_lengths
+        return enc, enc_lengths, pred
 
     def num_params(self) -> dict[str, int]:
         """Parameter counts of encoder, predictor, joiner and the total."""
@@ -60,6 +75,10 @@ class Transducer(nn.Module):
             "predictor": count_params(self.predictor),
             "joiner": count_params(self.joiner),
         }
+        if self.simple_am_proj is not None:
+            parts["simple_proj"] = count_params(self.simple_am_proj) + count_params(
+                self.simple_lm_proj
+            )
         parts["total"] = sum(parts.values())
         return parts
 

@@ -30,7 +30,11 @@ class TransducerPredictor(nn.Module):
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.pred_n_hid, padding_idx=cfg.blank)
         self.rnn = lstm_stack(
-            cfg.pred_n_hid, cfg.pred_n_hid, cfg.pred_rnn_layers, cfg.pred_dropout, cfg.forget_gate_bias
+            cfg.pred_n_hid,
+            cfg.pred_n_hid,
+            cfg.pred_rnn_layers,
+            cfg.pred_dropout,
+            cfg.forget_gate_bias,
         )
         self.dropout = nn.Dropout(cfg.pred_dropout)
 

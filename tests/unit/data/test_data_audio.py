@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import kaldiio
 import numpy as np
 import pytest
 import soundfile as sf
@@ -122,3 +123,17 @@ def test_load_utterance_with_segments(tmp_path):
     d.segments["s-a"] = ("gone", 0.0, 0.5)
     with pytest.raises(DataError, match=r"recording 'gone' not in wav.scp"):
         load_utterance(d, "s-a")
+
+
+def test_wav_in_kaldi_archive(tmp_path):
+    sig = (np.arange(800) - 400).astype(np.int16)
+    kaldiio.save_ark(str(tmp_path / "w.ark"), {"u": (8000, sig)}, scp=str(tmp_path / "w.scp"))
+    spec = (tmp_path / "w.scp").read_text().split()[1]  # ".../w.ark:<offset>"
+    x, sr = read_audio(spec)
+    assert sr == 8000
+    np.testing.assert_array_equal(x, sig.astype(np.float32))
+    part, _ = read_audio(spec, 0.05, 0.075)
+    np.testing.assert_array_equal(part, sig[400:600].astype(np.float32))
+    assert audio_duration(spec) == pytest.approx(0.1)
+    with pytest.raises(DataError, match="cannot read wav from the archive"):
+        read_audio(str(tmp_path / "w.ark") + ":3", utt="u")

@@ -105,3 +105,14 @@ def test_librispeech_genders_and_bad_id(librispeech_sample_dir, tmp_path):
     with pytest.raises(DataError, match=r"1089-134686.trans.txt:3: utterance id '9999-1-0000'"):
         prepare_librispeech(tmp_path, tmp_path / "out2")
     assert not (tmp_path / "out2").exists() or not any((tmp_path / "out2").iterdir())
+
+
+def test_prepare_cli_errors(tmp_path, capsys):
+    assert main(["prepare", "an4", "--corpus-dir", str(tmp_path / "nope"), str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "an4_train.fileids: AN4 list file not found" in err and "Fix:" in err
+    argv = ["prepare", "librispeech", "--download", "--corpus-dir", str(tmp_path), str(tmp_path)]
+    assert main(argv) == 1
+    assert "--download needs --parts" in capsys.readouterr().err
+    assert main(["prepare", "yesno", "--corpus-dir", str(tmp_path), str(tmp_path)]) == 1
+    assert "no waves_yesno/*.wav" in capsys.readouterr().err

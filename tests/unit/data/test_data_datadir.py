@@ -119,3 +119,10 @@ def test_write_is_atomic(tmp_path):
 
 def test_format_table_empty_value():
     assert format_table({"b": "", "a": "x y"}) == "a x y\nb\n"
+
+
+def test_ids_with_whitespace_are_refused(tmp_path):
+    d = DataDir(wav_scp={"s-1": "a.wav"}, text={"s-1": "A"}, utt2spk={"s-1": "s x"})
+    with pytest.raises(DataError, match=r"speaker id 's x' is empty or contains whitespace"):
+        write_data_dir(d, tmp_path / "d")
+    assert not (tmp_path / "d").exists()

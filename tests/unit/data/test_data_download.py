@@ -8,8 +8,12 @@ import io
 import tarfile
 import threading
 
+import numpy as np
 import pytest
+import soundfile as sf
 
+from pykaldi2.data.audio import load_utterance
+from pykaldi2.data.corpora.an4 import download_an4, prepare_an4
 from pykaldi2.data.corpora.librispeech import download_librispeech, prepare_librispeech
 from pykaldi2.data.download import download, extract_tar, fetch_md5sums, read_md5sums
 from pykaldi2.utils.errors import DataError
@@ -147,3 +151,47 @@ def test_download_librispeech_end_to_end(server, librispeech_sample_dir, tmp_pat
         download_librispeech(tmp_path / "corpus2", ["dev-clean"], base_url=f"{url}/12")
     with pytest.raises(DataError, match="unknown LibriSpeech part 'dev-cleen'"):
         download_librispeech(tmp_path / "corpus2", ["dev-cleen"], base_url=f"{url}/12")
+
+
+def _fake_an4_sphere(root):
+    """A 3-utterance AN4 in the official an4_sphere.tar.gz layout (wav/.../*.sph)."""
+    etc = root / "an4" / "etc"
+    etc.mkdir(parents=True)
+    lists = {
+        "an4_train": [
+            ("an4_clstk/fash/an251-fash-b", "<s> YES </s>"),
+            ("an4_clstk/mblw/cen1-mblw-b", "<s> G O </s>"),
+        ],
+        "an4_test": [("an4test_clstk/fcaw/an406-fcaw-b", "RUBOUT ONE")],
+    }
+    rng = np.random.default_rng(0)
+    for name, items in lists.items():
+        (etc / f"{name}.fileids").write_text("".join(f"{fid}\n" for fid, _ in items))
+        (etc / f"{name}.transcription").write_text(
+            "".join(f"{words} ({fid.rsplit('/', 1)[1]})\n" for fid, words in items)
+        )
+        for fid, _ in items:
+            wav = root / "an4" / "wav" / f"{fid}.sph"
+            wav.parent.mkdir(parents=True, exist_ok=True)
+            sig = rng.integers(-3000, 3000, 1600).astype(np.int16)
+            sf.write(wav, sig, 16000, format="NIST", subtype="PCM_16")
+    return lists
+
+
+def test_download_an4_sphere_layout(server, tmp_path):
+    url, h = server
+    _fake_an4_sphere(tmp_path / "src")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        tar.add(tmp_path / "src" / "an4", "an4")
+    h.files["/an4_sphere.tar.gz"] = buf.getvalue()
+    corpus = download_an4(tmp_path / "dl", url=f"{url}/an4_sphere.tar.gz")
+    assert corpus == tmp_path / "dl" / "an4"
+    dirs = prepare_an4(corpus, tmp_path / "data")
+    assert (len(dirs["train"]), len(dirs["test"])) == (2, 1)
+    assert dirs["train"].text["mblw-cen1-mblw-b"] == "G O"
+    x, sr = load_utterance(dirs["test"], "fcaw-an406-fcaw-b")
+    ref, _ = sf.read(corpus / "wav/an4test_clstk/fcaw/an406-fcaw-b.sph", dtype="int16")
+    np.testing.assert_array_equal(x, ref.astype(np.float32))
+    download_an4(tmp_path / "dl", url=f"{url}/an4_sphere.tar.gz")  # extracted: no new request
+    assert len(h.log) == 1

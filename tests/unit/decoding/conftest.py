@@ -89,3 +89,33 @@ def tiny():
         loglik_for=loglik_for,
         pdf_of=pdf_of,
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_am(tiny):
+    """A GMM for ``tiny``: one unit-variance Gaussian per pdf, mean ``4 * e_pdf`` (dim num_pdfs).
+
+    ``tiny_am.feats_for(words)`` gives (T, num_pdfs) features that sit on the means of the
+    pdfs ``tiny.loglik_for(words)`` favours.
+    """
+    from pykaldi2.kaldi import khg
+
+    P = tiny.tm.num_pdfs
+    am = khg.AmDiagGmm()
+    for p in range(P):
+        g = khg.DiagGmm()
+        g.resize(1, P)
+        g.set_weights(np.ones(1, dtype=np.float32))
+        mean = np.zeros((1, P), np.float32)
+        mean[0, p] = 4.0
+        g.set_invvars_and_means(np.ones((1, P), np.float32), mean)
+        g.compute_gconsts()
+        am.add_pdf(g)
+
+    def feats_for(words: list[str]) -> np.ndarray:
+        pdfs = tiny.loglik_for(words).argmax(1)
+        feats = np.zeros((len(pdfs), P), np.float32)
+        feats[np.arange(len(pdfs)), pdfs] = 4.0
+        return feats
+
+    return SimpleNamespace(am=am, feats_for=feats_for)

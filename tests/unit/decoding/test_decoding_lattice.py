@@ -10,6 +10,7 @@ from pykaldi2.decoding.lattice import (
     best_path,
     best_path_reference,
     best_paths,
+    nbest_words,
     read_lattice_ark,
     write_lattice_ark,
 )
@@ -35,10 +36,14 @@ def random_dag(rng, num_states=30, num_arcs=90) -> Lattice:
     order = np.concatenate([[0], perm])  # order[k] is the k-th state topologically
     arcs = []
     for k in range(num_states - 1):  # a chain keeps every state reachable
-        arcs.append((order[k], order[k + 1], rng.integers(0, 5), rng.integers(0, 3), *rng.random(2) * 5))
+        arcs.append(
+            (order[k], order[k + 1], rng.integers(0, 5), rng.integers(0, 3), *rng.random(2) * 5)
+        )
     for _ in range(num_arcs - len(arcs)):
         u, v = sorted(rng.choice(num_states, 2, replace=False))
-        arcs.append((order[u], order[v], rng.integers(0, 5), rng.integers(0, 4), *rng.random(2) * 5))
+        arcs.append(
+            (order[u], order[v], rng.integers(0, 5), rng.integers(0, 4), *rng.random(2) * 5)
+        )
     finals = {int(order[k]): (float(rng.random()), 0.0) for k in range(num_states - 5, num_states)}
     return make_lattice(arcs, finals)
 
@@ -61,9 +66,19 @@ def test_best_paths_match_reference_on_random_dags():
         fast = best_paths(lat, lmwts, wips)
         for path, lm, wip in zip(fast, lmwts, wips):
             ref = best_path_reference(lat, lm, wip)
-            cost = lambda p: p.graph_cost + p.ac_cost / lm + wip * len(p.words)  # noqa: E731
-            assert cost(path) == pytest.approx(cost(ref), abs=1e-9)
+            cost = [p.graph_cost + p.ac_cost / lm + wip * len(p.words) for p in (path, ref)]
+            assert cost[0] == pytest.approx(cost[1], abs=1e-9)
             assert (path.words, path.ali) == (ref.words, ref.ali)
+
+
+def test_best_paths_chunks_many_weight_pairs(monkeypatch):
+    import pykaldi2.decoding.lattice as lattice_mod
+
+    lat = random_dag(np.random.default_rng(4))
+    lmwts, wips = list(range(7, 18)) * 2, [0.0] * 11 + [1.0] * 11
+    whole = best_paths(lat, lmwts, wips)
+    monkeypatch.setattr(lattice_mod, "_MAX_ARC_PAIRS", lat.num_arcs * 5)  # chunks of 5 pairs
+    assert best_paths(lat, lmwts, wips) == whole
 
 
 def test_best_path_matches_kaldifst_shortest_path():
@@ -132,3 +147,33 @@ def test_bad_lattices_give_clear_errors(tmp_path):
         best_path_reference(cyclic)
     unreachable = make_lattice([(0, 1, 1, 0, 1.0, 0.0)], {2: (0.0, 0.0)})
     assert best_path(unreachable) is None and best_path_reference(unreachable) is None
+
+
+def all_word_sequences(lat: Lattice, lmwt: float, wip: float) -> dict[tuple[int, ...], float]:
+    """Brute force: every path, the cheapest cost of each distinct word sequence."""
+    best: dict[tuple[int, ...], float] = {}
+    stack = [(lat.start, (), 0.0)]
+    while stack:
+        s, words, c = stack.pop()
+        if np.isfinite(lat.final_graph[s]):
+            total = c + lat.final_graph[s] + lat.final_ac[s] / lmwt
+            best[words] = min(best.get(words, np.inf), total)
+        for a in np.flatnonzero(lat.src == s):
+            w = int(lat.olabel[a])
+            step = lat.graph_cost[a] + lat.ac_cost[a] / lmwt + (wip if w else 0.0)
+            stack.append((int(lat.dst[a]), words + ((w,) if w else ()), c + step))
+    return best
+
+
+def test_nbest_words_match_brute_force():
+    rng = np.random.default_rng(5)
+    for _ in range(5):
+        lat = random_dag(rng, num_states=12, num_arcs=24)
+        for lm, wip in ((1.0, 0.0), (10.0, 0.5)):
+            brute = sorted(all_word_sequences(lat, lm, wip).items(), key=lambda x: x[1])
+            got = nbest_words(lat, 4, lm, wip)
+            assert len(got) == min(4, len(brute))
+            for (words, cost), (bw, bc) in zip(got, brute):
+                assert cost == pytest.approx(bc, abs=1e-4)
+                assert tuple(words) == bw
+            assert got[0][0] == best_path(lat, lm, wip).words

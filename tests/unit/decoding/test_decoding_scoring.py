@@ -90,13 +90,17 @@ def test_compute_wer_command(tmp_path, capsys):
 
     (tmp_path / "ref").write_text("u1 A B C\nu2 D\n")
     (tmp_path / "hyp").write_text("u1 A C D\nu2 D\n")
-    assert main(["compute-wer", "--ref", str(tmp_path / "ref"), "--hyp", str(tmp_path / "hyp")]) == 0
+    assert (
+        main(["compute-wer", "--ref", str(tmp_path / "ref"), "--hyp", str(tmp_path / "hyp")]) == 0
+    )
     assert capsys.readouterr().out == (
         "%WER 50.00 [ 2 / 4, 1 ins, 1 del, 0 sub ]\n"
         "%SER 50.00 [ 1 / 2 ]\n"
         "Scored 2 sentences, 0 not present in hyp.\n"
     )
     (tmp_path / "dup").write_text("u1 A\nu1 B\n")
-    assert main(["compute-wer", "--ref", str(tmp_path / "dup"), "--hyp", str(tmp_path / "hyp")]) == 1
+    assert (
+        main(["compute-wer", "--ref", str(tmp_path / "dup"), "--hyp", str(tmp_path / "hyp")]) == 1
+    )
     with pytest.raises(DataError, match="dup:2"):
         read_text(tmp_path / "dup")

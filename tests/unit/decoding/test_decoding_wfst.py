@@ -11,6 +11,7 @@ from pykaldi2.decoding.wfst import (
     decode_faster,
     decode_lattice,
     gmm_compute_likes,
+    gmm_compute_likes_reference,
     gmm_decode_faster,
 )
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
@@ -57,26 +58,13 @@ def test_lattice_best_path_equals_decoder_best_path(tiny, words):
     assert ref.words == path.words and ref.ali == path.ali
 
 
-def test_gmm_decodable_matches_matrix_decoding(tiny):
-    from pykaldi2.kaldi import khg
-
-    P = tiny.tm.num_pdfs
-    am = khg.AmDiagGmm()
-    for p in range(P):  # one Gaussian per pdf, mean 4 * e_p, unit variance
-        g = khg.DiagGmm()
-        g.resize(1, P)
-        g.set_weights(np.ones(1, dtype=np.float32))
-        mean = np.zeros((1, P), np.float32)
-        mean[0, p] = 4.0
-        g.set_invvars_and_means(np.ones((1, P), np.float32), mean)
-        g.compute_gconsts()
-        am.add_pdf(g)
-    pdfs = tiny.loglik_for(["B", "A", "C"]).argmax(1)
-    feats = np.zeros((len(pdfs), P), np.float32)
-    feats[np.arange(len(pdfs)), pdfs] = 4.0
+def test_gmm_decodable_matches_matrix_decoding(tiny, tiny_am):
+    am, P = tiny_am.am, tiny.tm.num_pdfs
+    feats = tiny_am.feats_for(["B", "A", "C"])
     likes = gmm_compute_likes(am, feats)
     slow = np.array([[am.log_likelihood(p, f) for p in range(P)] for f in feats])
     np.testing.assert_allclose(likes, slow, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(likes, gmm_compute_likes_reference(am, feats), rtol=1e-5, atol=1e-4)
     want = [tiny.words[w] for w in ("B", "A", "C")]
     gmm = gmm_decode_faster(tiny.hclg.fst, am, tiny.tm, feats)
     res, _ = decode_lattice(tiny.hclg.fst, likes, tiny.tid2pdf)
@@ -84,6 +72,27 @@ def test_gmm_decodable_matches_matrix_decoding(tiny):
     assert gmm.ac_cost == pytest.approx(res.ac_cost, rel=1e-5)
     with pytest.raises(DataError, match="dim"):
         gmm_decode_faster(tiny.hclg.fst, am, tiny.tm, feats[:, :3])
+
+
+def test_gmm_scorer_matches_reference_with_mixtures():
+    from pykaldi2.kaldi import khg
+
+    rng = np.random.default_rng(0)
+    D, am = 5, khg.AmDiagGmm()
+    for k in (1, 3, 2, 4):
+        g = khg.DiagGmm()
+        g.resize(k, D)
+        g.set_weights((w := rng.random(k).astype(np.float32) + 0.1) / w.sum())
+        inv_vars = (rng.random((k, D)) + 0.5).astype(np.float32)
+        g.set_invvars_and_means(inv_vars, rng.normal(size=(k, D)).astype(np.float32))
+        g.compute_gconsts()
+        am.add_pdf(g)
+    feats = rng.normal(size=(7, D)).astype(np.float32) * 2
+    fast = gmm_compute_likes(am, feats)
+    assert fast.shape == (7, 4)
+    np.testing.assert_allclose(fast, gmm_compute_likes_reference(am, feats), rtol=1e-5, atol=1e-4)
+    slow = np.array([[am.log_likelihood(p, f) for p in range(4)] for f in feats])
+    np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-4)
 
 
 def test_bad_inputs_give_clear_errors(tiny):
@@ -113,10 +122,13 @@ def test_decode_dir_parallel_and_score(tiny, tmp_path):
     utts = {f"u{i}": ws for i, ws in enumerate(SENTENCES[:4])}
     inputs = [(u, tiny.loglik_for(ws)) for u, ws in utts.items()]
     out = tmp_path / "decode"
+    out.mkdir()
+    (out / "lat.3.ark").write_text("stale \n0\t1\t1\t1\n1\n\n")  # from an earlier nj=3 run
     summary = decode_dir(graph, inputs, out, tiny.tm, nj=2, num_utts=len(inputs))
     assert summary.num_done == 4 and not summary.failed
     hyp = (out / "hyp.txt").read_text().splitlines()
     assert hyp == [" ".join([u, *ws]) for u, ws in utts.items()]
+    assert sorted(p.name for p in out.glob("lat.*")) == ["lat.1.ark", "lat.2.ark"]
     keys = [k for j in (1, 2) for k, _ in read_lattice_ark(out / f"lat.{j}.ark")]
     assert sorted(keys) == sorted(utts)
     ref = tmp_path / "text"
@@ -128,3 +140,6 @@ def test_decode_dir_parallel_and_score(tiny, tmp_path):
     )
     assert (out / "best_wer").read_text() == f"{stats.wer_line()} {out / name}\n"
     assert (out / "scoring_kaldi" / "penalty_1.0" / "17.txt").is_file()
+    (graph / "HCLG.fst").write_text("not an fst")
+    with pytest.raises(Pykaldi2Error, match="HCLG.fst: not a readable OpenFst graph"):
+        decode_dir(graph, inputs, tmp_path / "decode2", tiny.tm, nj=2)

@@ -45,6 +45,7 @@ def test_compute_feats_nj2_then_resume(an4_small, tmp_path):
     frames = dict(x.split() for x in (an4_small / "utt2num_frames").read_text().splitlines())
     assert frames == {u: str(reader.shape(u)[0]) for u in reader}
     assert load_feature_config(an4_small) == cfg
+    assert (an4_small / "frame_shift").read_text() == "0.01\n"
     before = {u: reader[u] for u in reader}
 
     # simulate a run killed while job 2 was writing: its archive missing, a temp file left
@@ -59,7 +60,7 @@ def test_compute_feats_nj2_then_resume(an4_small, tmp_path):
     assert {u: reader[u].tobytes() for u in reader} == {u: v.tobytes() for u, v in before.items()}
 
     # a different config in the same featdir is refused, --overwrite recomputes
-    with pytest.raises(Pykaldi2Error, match="num_mel_bins"):
+    with pytest.raises(Pykaldi2Error, match="changed: --num-mel-bins"):
         compute_feats(an4_small, featdir, FbankConfig(num_mel_bins=23), nj=2)
     reader = compute_feats(an4_small, featdir, FbankConfig(num_mel_bins=23), nj=1, overwrite=True)
     assert reader.dim == 23 and parts[0].stat().st_ino != inode1
@@ -104,3 +105,21 @@ def test_bad_audio_names_the_utterance(an4_small, tmp_path):
 def test_compute_cmvn_needs_feats(an4_small):
     with pytest.raises(DataError, match="compute-feats"):
         compute_cmvn(an4_small)
+
+
+def test_segments_and_resample(yesno_dir, tmp_path):
+    # one 8 kHz yesno recording cut into two segments, features at 16 kHz with --resample
+    wav = sorted((yesno_dir / "waves_yesno").glob("*.wav"))[0]
+    d = tmp_path / "data" / "seg"
+    d.mkdir(parents=True)
+    (d / "wav.scp").write_text(f"rec1 {wav}\n")
+    (d / "segments").write_text("spk-a rec1 0.0 1.5\nspk-b rec1 1.5 3.0\n")
+    (d / "utt2spk").write_text("spk-a spk\nspk-b spk\n")
+    (d / "text").write_text("spk-a YES\nspk-b NO\n")
+    with pytest.raises(DataError, match="expected 16000"):
+        compute_feats(d, tmp_path / "f", FbankConfig(), nj=1)
+    reader = compute_feats(d, tmp_path / "f", MfccConfig(), nj=1, resample=True, overwrite=True)
+    assert sorted(reader) == ["spk-a", "spk-b"]
+    x, sr = read_audio(str(wav), 1.5, 3.0, target_sr=16000)
+    np.testing.assert_array_equal(reader["spk-b"], make_extractor(MfccConfig()).compute(x, sr))
+    assert reader.shape("spk-a") == (148, 13)  # 1.5 s at 10 ms shift, 25 ms window

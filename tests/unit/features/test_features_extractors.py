@@ -119,3 +119,24 @@ def test_sample_rate_mismatch_and_short_audio(an4_audio):
     assert ex.compute(np.zeros(1000, np.int16), 16000).shape == (4, 80)  # digital silence
     # deterministic (dither 0): same input, same output
     np.testing.assert_array_equal(ex.compute(x, 16000), ex.compute(x, 16000))
+
+
+@pytest.mark.parametrize(
+    "cfg", [FbankConfig(), MfccConfig(snip_edges=False)], ids=["fbank", "mfcc"]
+)
+def test_streaming_equals_whole_utterance(an4_audio, cfg):
+    x, sr = an4_audio
+    ex = make_extractor(cfg)
+    whole = ex.compute(x, sr)
+    stream = ex.stream()
+    rng = np.random.default_rng(0)
+    pieces, start = [], 0
+    while start < len(x):
+        n = int(rng.integers(1, 1200))  # chunks shorter and longer than a frame
+        pieces.append(stream.accept_waveform(x[start : start + n], sr))
+        start += n
+    pieces.append(stream.input_finished())
+    assert stream.num_frames == len(whole)
+    np.testing.assert_array_equal(np.concatenate(pieces), whole)
+    with pytest.raises(Pykaldi2Error, match="after input_finished"):
+        stream.accept_waveform(x[:10], sr)

@@ -11,14 +11,16 @@ import numpy as np
 import pytest
 
 from pykaldi2 import __version__
+from pykaldi2.cli.main import main
 from pykaldi2.features.extractors import FbankConfig
 from pykaldi2.features.storage import (
     ArkFeatureWriter,
     HDF5FeatureWriter,
+    copy_feats,
     open_features,
     open_writer,
 )
-from pykaldi2.utils.errors import DataError
+from pykaldi2.utils.errors import DataError, Pykaldi2Error
 
 
 @pytest.fixture
@@ -144,3 +146,22 @@ def test_reader_errors(tmp_path, mats):
     (tmp_path / "feats.scp").write_text(f"u2 {tmp_path}/a.h5:u2\n")
     with pytest.raises(DataError, match="not in the HDF5 archive"):
         open_features(tmp_path)["u2"]
+
+
+def test_copy_feats_h5_to_ark_and_back(tmp_path, mats):
+    cfg = FbankConfig(num_mel_bins=4)
+    with open_writer(tmp_path / "a.h5", config=cfg.to_dict()) as w:
+        for k, v in mats.items():
+            w[k] = v
+    assert main(["copy-feats", str(tmp_path / "a.h5"), str(tmp_path / "b.ark")]) == 0
+    back = copy_feats(tmp_path / "b.scp", tmp_path / "c.h5", compression="lzf")
+    loaded = kaldiio.load_scp(str(tmp_path / "b.scp"))
+    for k, v in mats.items():
+        np.testing.assert_array_equal(loaded[k], v)
+        np.testing.assert_array_equal(back[k], v)
+    assert (
+        copy_feats(tmp_path / "a.h5", tmp_path / "d.h5").metadata()["feature_config"]
+        == cfg.to_dict()
+    )
+    with pytest.raises(Pykaldi2Error, match="also the input"):
+        copy_feats(tmp_path / "a.h5", tmp_path / "a.h5")

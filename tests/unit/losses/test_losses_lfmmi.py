@@ -58,6 +58,16 @@ def brute_force(x: torch.Tensor, g: ChainGraph, init: list[float], final: list[f
     return math.log(total)
 
 
+def random_batch(gen, num_pdfs, den_states, num_states, lengths, dtype=torch.float64):
+    """A den graph, one numerator graph per sequence and outputs (N, max(lengths), num_pdfs)."""
+    den = DenGraph.from_chain_graph(random_graph(gen, den_states, num_pdfs, 3 * den_states))
+    nums = NumeratorGraphs.from_graphs(
+        [random_graph(gen, num_states, num_pdfs, 2 * num_states) for _ in lengths]
+    )
+    x = torch.randn(len(lengths), max(lengths), num_pdfs, generator=gen, dtype=dtype)
+    return den, nums, torch.tensor(lengths), x.requires_grad_()
+
+
 @pytest.fixture
 def gen() -> torch.Generator:
     return torch.Generator().manual_seed(7)
@@ -102,11 +112,7 @@ def test_fast_matches_reference_batched(gen, leaky):
 
 
 def test_gradcheck_float64(gen):
-    num_pdfs = 3
-    den = DenGraph.from_chain_graph(random_graph(gen, 4, num_pdfs, 6))
-    nums = NumeratorGraphs.from_graphs([random_graph(gen, 3, num_pdfs, 5) for _ in range(2)])
-    lengths = torch.tensor([4, 3])
-    x = torch.randn(2, 4, num_pdfs, generator=gen, dtype=torch.float64, requires_grad=True)
+    den, nums, lengths, x = random_batch(gen, 3, 4, 3, [4, 3])
     # a non-uniform grad_output checks the per-sequence scaling in backward
     w = torch.tensor([0.7, -1.3], dtype=torch.float64)
     assert torch.autograd.gradcheck(lambda y: w * den_log_likelihood(y, lengths, den, 0.1), (x,))
@@ -114,11 +120,7 @@ def test_gradcheck_float64(gen):
 
 
 def test_occupancies_sum_to_one_per_frame(gen):
-    num_pdfs = 5
-    den = DenGraph.from_chain_graph(random_graph(gen, 6, num_pdfs, 15))
-    nums = NumeratorGraphs.from_graphs([random_graph(gen, 4, num_pdfs, 10) for _ in range(3)])
-    lengths = torch.tensor([7, 4, 1])
-    x = torch.randn(3, 7, num_pdfs, generator=gen, requires_grad=True)  # float32
+    den, nums, lengths, x = random_batch(gen, 5, 6, 4, [7, 4, 1], dtype=torch.float32)
     (g_den,) = torch.autograd.grad(den_log_likelihood(x, lengths, den).sum(), x)
     _, occ = num_log_likelihood(x, lengths, nums)
     valid = (torch.arange(7)[None, :] < lengths[:, None]).float()
@@ -141,12 +143,20 @@ def test_float32_long_sequence_is_stable(gen):
     torch.testing.assert_close(lp32.double(), lp64, rtol=1e-5, atol=0)
 
 
+def test_half_precision_output_is_computed_in_float32(gen):
+    den, nums, lengths, x = random_batch(gen, 5, 6, 4, [6, 4], dtype=torch.float32)
+    xb = x.detach().bfloat16().requires_grad_()
+    lp = den_log_likelihood(xb, lengths, den) - num_log_likelihood(xb, lengths, nums)[0]
+    lp.sum().backward()
+    assert xb.grad.dtype == torch.bfloat16 and torch.isfinite(xb.grad.float()).all()
+    want = den_log_likelihood(xb.detach().float(), lengths, den)
+    want = want - num_log_likelihood(xb.detach().float(), lengths, nums)[0]
+    torch.testing.assert_close(lp, want)
+
+
 def test_chain_loss_gradient_and_regularizers(gen):
     num_pdfs = 4
-    den = DenGraph.from_chain_graph(random_graph(gen, 5, num_pdfs, 12))
-    nums = NumeratorGraphs.from_graphs([random_graph(gen, 4, num_pdfs, 8) for _ in range(2)])
-    lengths = torch.tensor([5, 3])
-    x = torch.randn(2, 5, num_pdfs, generator=gen, dtype=torch.float64, requires_grad=True)
+    den, nums, lengths, x = random_batch(gen, num_pdfs, 5, 4, [5, 3])
     xent = torch.randn(2, 5, num_pdfs, generator=gen, dtype=torch.float64, requires_grad=True)
     opts = ChainTrainingOptions(leaky_hmm_coefficient=1e-5, l2_regularize=0.01, xent_regularize=0.1)
     res = chain_loss(x, lengths, den, nums, opts, xent_output=xent)
@@ -176,8 +186,13 @@ def test_errors_are_clear(gen):
     with pytest.raises(Pykaldi2Error, match="lengths"):
         den_log_likelihood(x[..., :4], torch.tensor([5]), den)
     # a numerator that needs exactly 2 frames cannot explain 3
-    two = ChainGraph.from_arrays([0, 1], [1, 2], [0, 1], [0.0, 0.0], [-math.inf, -math.inf, 0.0], 0, 4)
+    two = ChainGraph.from_arrays(
+        [0, 1], [1, 2], [0, 1], [0.0, 0.0], [-math.inf, -math.inf, 0.0], 0, 4
+    )
+    nums = NumeratorGraphs.from_graphs([two])
     with pytest.raises(Pykaldi2Error, match="accept no path"):
-        chain_loss(x[:, :3, :4], torch.tensor([3]), den, NumeratorGraphs.from_graphs([two]))
+        chain_loss(x[:, :3, :4], torch.tensor([3]), den, nums)
+    with pytest.raises(Pykaldi2Error, match="NaN"):
+        chain_loss(torch.full((1, 3, 4), math.nan), torch.tensor([3]), den, nums)
     with pytest.raises(Pykaldi2Error, match="xent_regularize must"):
         ChainTrainingOptions(xent_regularize=-1)

@@ -23,6 +23,8 @@ from pykaldi2.losses.rnnt_reference import (
 )
 from pykaldi2.utils.errors import Pykaldi2Error
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
 
 def _batch(B, T, U, V, seed, dtype=torch.float64, blank=0, scale=1.0):
     """Random logits (B, T, U+1, V), targets without blank, lengths with the maximum reached."""

@@ -9,6 +9,8 @@ from pykaldi2.nnet.transducer import Transducer, TransducerConfig
 from pykaldi2.nnet.transducer.config import PRESETS
 from pykaldi2.utils.errors import Pykaldi2Error
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
 
 def _model(**kw) -> Transducer:
     torch.manual_seed(0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
 import torch
 
 from pykaldi2.decoding.transducer_search import (
@@ -14,6 +15,8 @@ from pykaldi2.decoding.transducer_search import (
 )
 from pykaldi2.losses.rnnt import rnnt_loss
 from pykaldi2.nnet.transducer import Transducer, TransducerConfig
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _model(seed: int = 0, **kw) -> Transducer:
@@ -78,7 +81,9 @@ def _exhaustive_best(m: Transducer, enc: torch.Tensor) -> list[int]:
             score = torch.zeros(())
             for t, v in enumerate(path):
                 pred, _ = m.predictor(torch.tensor([list(ys)], dtype=torch.long).view(1, -1))
-                logp = torch.log_softmax(m.joiner.joint(enc_p[t], m.joiner.project_pred(pred[0, -1])), -1)
+                logp = torch.log_softmax(
+                    m.joiner.joint(enc_p[t], m.joiner.project_pred(pred[0, -1])), -1
+                )
                 score = score + logp[v]
                 if v != m.blank:
                     ys = ys + (v,)
@@ -110,8 +115,8 @@ def test_tiny_transducer_learns_its_targets():
         opt.zero_grad()
         loss.backward()
         opt.step()
-        first = float(loss) if first is None else first
-    assert float(loss) < 0.1 * first
+        first = loss.item() if first is None else first
+    assert loss.item() < 0.1 * first
     m.eval()
     enc, enc_len, _ = m.encoder(feats, lengths)
     hyps, _ = greedy_search(m, enc, enc_len)

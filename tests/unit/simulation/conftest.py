@@ -27,7 +27,9 @@ def _make_data_dir(path: Path, waves: list[Path], spk: str = "s1") -> Path:
     utts = {f"{spk}-{w.stem}": w for w in waves}
     (path / "wav.scp").write_text("".join(f"{u} {w}\n" for u, w in sorted(utts.items())))
     (path / "utt2spk").write_text("".join(f"{u} {spk}\n" for u in sorted(utts)))
-    (path / "text").write_text("".join(f"{u} {w.stem.replace('_', ' ')}\n" for u, w in sorted(utts.items())))
+    (path / "text").write_text(
+        "".join(f"{u} {w.stem.replace('_', ' ')}\n" for u, w in sorted(utts.items()))
+    )
     return path
 
 

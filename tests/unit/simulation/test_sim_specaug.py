@@ -8,8 +8,13 @@ from pykaldi2.simulation.specaug import spec_augment, time_warp, time_warp_refer
 
 def test_masks_within_bounds():
     cfg = SpecAugConfig(
-        enable=True, num_freq_masks=2, max_freq_width=5, num_time_masks=3, max_time_width=40,
-        max_time_fraction=0.1, time_warp=0,
+        enable=True,
+        num_freq_masks=2,
+        max_freq_width=5,
+        num_time_masks=3,
+        max_time_width=40,
+        max_time_fraction=0.1,
+        time_warp=0,
     )
     feats = np.random.default_rng(0).standard_normal((200, 40)).astype(np.float32) + 5
     for seed in range(20):
@@ -44,7 +49,7 @@ def test_full_specaug_torch_and_disabled():
     assert isinstance(out, torch.Tensor) and out.shape == feats.shape
     c, w = info["warp"]
     assert 10 <= c < 290 and abs(w - c) <= 10
-    for s, width in info["time_masks"]:
+    for _s, width in info["time_masks"]:
         assert width <= min(100, 0.15 * 300)
     same, info = spec_augment(feats, SpecAugConfig(enable=False), np.random.default_rng(2))
     assert torch.equal(same, feats) and info["warp"] is None

@@ -1,0 +1,199 @@
+"""RNN-T loss: speed and peak memory of our fused loss vs a naive autograd loss vs the reference.
+
+    .venv/bin/python bench/rnnt_loss.py            # default run, a few minutes on 2 cores
+    .venv/bin/python bench/rnnt_loss.py --quick    # smaller shapes (smoke test)
+
+Implementations (all forward + backward to the logits):
+
+- ``ours``: :func:`pykaldi2.losses.rnnt.rnnt_loss` (chunked log-softmax, anti-diagonal
+  forward-backward, one fused gradient pass);
+- ``naive``: :func:`pykaldi2.losses.rnnt_reference.rnnt_loss_naive` (full (B, T, U+1, V)
+  log-softmax, batched loop over t, autograd backward);
+- ``reference``: :func:`pykaldi2.losses.rnnt_reference.rnnt_loss_reference` (Python loops over
+  nodes, autograd), only at a small shape.
+
+How memory is measured: every (implementation, shape) runs in a fresh Python process. On CPU the
+process records ``ru_maxrss`` (peak resident memory, from ``resource.getrusage``) after building
+the inputs (logits and targets) and again after the timed forward+backward runs; the difference is
+the peak extra memory the loss needed, its (B, T, U+1, V) gradient included. torch's CPU
+allocations are invisible to tracemalloc, and RSS is what the machine actually has to provide. On
+CUDA ``torch.cuda.max_memory_allocated`` minus the memory allocated before the loss is used.
+Times are the median of ``--repeat`` runs after one warm-up run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+IMPLS = ("ours", "naive", "reference")
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                cpu = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return (
+        f"CPU {cpu}, {os.cpu_count()} cores, torch {torch.__version__} with "
+        f"{torch.get_num_threads()} threads, CUDA device: {dev}, load average "
+        f"{os.getloadavg()[0]:.1f}"
+    )
+
+
+def worker(
+    impl: str, B: int, T: int, U: int, V: int, repeat: int, device: str, threads: int
+) -> dict:
+    """Run one configuration in this (fresh) process; returns the figures as a dict."""
+    import torch
+
+    torch.set_num_threads(threads)
+    from pykaldi2.losses.rnnt import rnnt_loss
+    from pykaldi2.losses.rnnt_reference import rnnt_loss_naive, rnnt_loss_reference
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(B, T, U + 1, V, generator=g).to(device).requires_grad_()
+    targets = torch.randint(1, V, (B, U), generator=g).to(device)
+    Tl = torch.randint(T * 3 // 4, T + 1, (B,), generator=g)
+    Ul = torch.randint(U * 3 // 4, U + 1, (B,), generator=g)
+    Tl[0], Ul[0] = T, U
+    Tl, Ul = Tl.to(device), Ul.to(device)
+    cuda = device.startswith("cuda")
+
+    def run() -> tuple[float, float, float]:
+        if cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        if impl == "ours":
+            loss = rnnt_loss(logits, targets, Tl, Ul, reduction="sum")
+        elif impl == "naive":
+            loss = rnnt_loss_naive(logits, targets, Tl, Ul).sum()
+        else:
+            loss = rnnt_loss_reference(logits, targets, Tl, Ul).sum()
+        if cuda:
+            torch.cuda.synchronize()
+        t1 = time.perf_counter()
+        (grad,) = torch.autograd.grad(loss, logits)
+        if cuda:
+            torch.cuda.synchronize()
+        t2 = time.perf_counter()
+        del grad
+        return t1 - t0, t2 - t1, loss.item()
+
+    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+        base_cuda = torch.cuda.memory_allocated()
+    run()  # warm-up
+    runs = [run() for _ in range(repeat)]
+    if cuda:
+        peak = (torch.cuda.max_memory_allocated() - base_cuda) / 2**20
+    else:
+        peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) / 1024
+    return {
+        "fwd_s": statistics.median(r[0] for r in runs),
+        "bwd_s": statistics.median(r[1] for r in runs),
+        "loss": runs[-1][2],
+        "peak_mib": peak,
+        "logits_mib": logits.numel() * logits.element_size() / 2**20,
+    }
+
+
+def measure(impl: str, shape: tuple[int, int, int, int], args: argparse.Namespace) -> dict:
+    """Run :func:`worker` in a fresh process (so peak memory is this configuration's alone)."""
+    cmd = [sys.executable, __file__, "--worker", impl, *map(str, shape)]
+    cmd += ["--repeat", str(args.repeat), "--device", args.device, "--threads", str(args.threads)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"worker {impl} {shape} failed:\n{out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def row(impl: str, shape, r: dict, base: dict | None) -> str:
+    B, T, U, V = shape
+    total = r["fwd_s"] + r["bwd_s"]
+    text = (
+        f"{impl:9s} B={B:<3d} T={T:<4d} U={U:<3d} V={V:<5d} fwd {r['fwd_s'] * 1e3:8.1f} ms  "
+        f"bwd {r['bwd_s'] * 1e3:8.1f} ms  total {total * 1e3:8.1f} ms  "
+        f"peak +{r['peak_mib']:7.1f} MiB ({r['peak_mib'] / r['logits_mib']:.2f} x logits)"
+    )
+    if base is not None and impl != "ours":
+        bt = base["fwd_s"] + base["bwd_s"]
+        mem = r["peak_mib"] / max(base["peak_mib"], 1e-9)
+        text += f"  | {impl}/ours: time {total / bt:5.2f}, peak memory {mem:5.2f}"
+        text += f", loss rel. diff {abs(r['loss'] - base['loss']) / abs(base['loss']):.1e}"
+    return text
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small shapes only")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads in each worker (default 1: stable figures on a shared machine)",
+    )
+    ap.add_argument(
+        "--worker", nargs=5, metavar=("IMPL", "B", "T", "U", "V"), help=argparse.SUPPRESS
+    )
+    args = ap.parse_args()
+    if args.worker:
+        impl, *dims = args.worker
+        print(json.dumps(worker(impl, *map(int, dims), args.repeat, args.device, args.threads)))
+        return
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    print("machine:", machine())
+    print(
+        f"device: {args.device}; peak = extra peak memory of forward + backward, see the docstring"
+    )
+    small = (2, 20, 5, 50)
+    main_shape = (4, 100, 20, 250) if args.quick else (8, 200, 40, 500)
+    large = (4, 200, 40, 500) if args.quick else (8, 400, 80, 500)
+    plan = [(small, IMPLS), (main_shape, ("ours", "naive")), (large, ("ours", "naive"))]
+    B, T, U, _ = main_shape
+    sweep = [(B, T, U, v) for v in ((125, 500) if args.quick else (250, 1000))]
+    plan += [(s, ("ours", "naive")) for s in sweep]
+    mem_by_v: dict[str, dict[int, float]] = {"ours": {}, "naive": {}}
+    for shape, impls in plan:
+        results = {impl: measure(impl, shape, args) for impl in impls}
+        for impl in impls:
+            print(row(impl, shape, results[impl], results["ours"]), flush=True)
+            if shape[:3] == main_shape[:3] and impl in mem_by_v:
+                mem_by_v[impl][shape[3]] = results[impl]["peak_mib"]
+        print()
+    print("peak memory against V at B, T, U =", main_shape[:3])
+    for impl, by_v in mem_by_v.items():
+        vs = sorted(by_v)
+        per_v = (by_v[vs[-1]] - by_v[vs[0]]) / (vs[-1] - vs[0])
+        figures = ", ".join(f"V={v}: {by_v[v]:.0f} MiB" for v in vs)
+        print(f"  {impl:6s} {figures}; slope {per_v:.3f} MiB per unit of V")
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+if __name__ == "__main__":
+    main()
