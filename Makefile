@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # pytest workers: CI has 2 cores.
 JOBS   ?= 2
 
-.PHONY: install deps test lint demo bench horovod clean-venv
+.PHONY: install deps demo-deps test lint demo bench horovod clean-venv
 
 install: $(STAMP)
 
@@ -37,7 +37,15 @@ test: install
 lint: install
 	$(PY) -m ruff check pykaldi2 tests bench bin
 
-demo: install
+# The demo corpus: Asterisk's English prompts (wav) and their transcripts, from Debian.
+demo-deps:
+	@if dpkg -s asterisk-core-sounds-en-wav asterisk-core-sounds-en >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    asterisk-core-sounds-en-wav asterisk-core-sounds-en >/dev/null; \
+	else echo "make demo needs: apt-get install asterisk-core-sounds-en-wav asterisk-core-sounds-en (as root)"; exit 1; fi
+
+demo: install demo-deps
 	bash egs/an4/run.sh --stop-stage 4
 
 bench: install

@@ -12,6 +12,12 @@ Implementations (all forward + backward to the logits):
 - ``reference``: :func:`pykaldi2.losses.rnnt_reference.rnnt_loss_reference` (Python loops over
   nodes, autograd), only at a small shape.
 
+and, from the joiner's inputs (B, T, 256) and (B, U+1, 256) to the loss (gradients to the inputs
+and the joiner weights): ``full-joiner`` (tanh joiner on the whole (B, T, U+1) grid + ``ours``)
+against ``pruned-joiner`` (:mod:`pykaldi2.losses.rnnt_pruned`: simple loss, bands of 5 columns,
+joiner on the bands; 0.5 * simple + pruned). "x logits" there relates to the size a float32
+(B, T, U+1, V) tensor would have.
+
 How memory is measured: every (implementation, shape) runs in a fresh Python process. On CPU the
 process records ``ru_maxrss`` (peak resident memory, from ``resource.getrusage``) after building
 the inputs (logits and targets) and again after the timed forward+backward runs; the difference is
@@ -34,6 +40,8 @@ import sys
 import time
 
 IMPLS = ("ours", "naive", "reference")
+JOINER_DIM = 256  # joiner hidden units in the joiner + loss comparison
+PRUNE_RANGE = 5  # s_range of the pruned loss
 
 
 def machine() -> str:
@@ -63,10 +71,15 @@ def worker(
 
     torch.set_num_threads(threads)
     from pykaldi2.losses.rnnt import rnnt_loss
+    from pykaldi2.losses.rnnt_pruned import (
+        do_rnnt_pruning,
+        get_rnnt_prune_ranges,
+        rnnt_loss_pruned,
+        rnnt_loss_simple,
+    )
     from pykaldi2.losses.rnnt_reference import rnnt_loss_naive, rnnt_loss_reference
 
     g = torch.Generator().manual_seed(0)
-    logits = torch.randn(B, T, U + 1, V, generator=g).to(device).requires_grad_()
     targets = torch.randint(1, V, (B, U), generator=g).to(device)
     Tl = torch.randint(T * 3 // 4, T + 1, (B,), generator=g)
     Ul = torch.randint(U * 3 // 4, U + 1, (B,), generator=g)
@@ -74,24 +87,52 @@ def worker(
     Tl, Ul = Tl.to(device), Ul.to(device)
     cuda = device.startswith("cuda")
 
+    def leaf(*shape):
+        return torch.randn(*shape, generator=g).to(device).requires_grad_()
+
+    if impl.endswith("joiner"):  # the joiner and the loss: (enc, pred) -> loss
+        J = JOINER_DIM
+        enc, pred = leaf(B, T, J), leaf(B, U + 1, J)
+        w_out, w_am, w_lm = leaf(J, V), leaf(J, V), leaf(J, V)
+        inputs = [enc, pred, w_out, w_am, w_lm]
+    else:
+        logits = leaf(B, T, U + 1, V)
+        inputs = [logits]
+
+    def loss_fn() -> torch.Tensor:
+        if impl == "ours":
+            return rnnt_loss(logits, targets, Tl, Ul, reduction="sum")
+        if impl == "naive":
+            return rnnt_loss_naive(logits, targets, Tl, Ul).sum()
+        if impl == "reference":
+            return rnnt_loss_reference(logits, targets, Tl, Ul).sum()
+        if impl == "full-joiner":
+            full = torch.tanh(enc[:, :, None] + pred[:, None]) @ w_out
+            return rnnt_loss(full, targets, Tl, Ul, reduction="sum")
+        # pruned-joiner: simple loss, bands of PRUNE_RANGE columns, joiner on the bands
+        simple, g_blank, g_emit = rnnt_loss_simple(
+            enc @ w_am, pred @ w_lm, targets, Tl, Ul, reduction="sum"
+        )
+        ranges = get_rnnt_prune_ranges(g_blank, g_emit, Tl, Ul, PRUNE_RANGE)
+        e, p = do_rnnt_pruning(enc, pred, ranges, PRUNE_RANGE)
+        pruned = rnnt_loss_pruned(
+            torch.tanh(e + p) @ w_out, targets, ranges, Tl, Ul, reduction="sum"
+        )
+        return 0.5 * simple + pruned
+
     def run() -> tuple[float, float, float]:
         if cuda:
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        if impl == "ours":
-            loss = rnnt_loss(logits, targets, Tl, Ul, reduction="sum")
-        elif impl == "naive":
-            loss = rnnt_loss_naive(logits, targets, Tl, Ul).sum()
-        else:
-            loss = rnnt_loss_reference(logits, targets, Tl, Ul).sum()
+        loss = loss_fn()
         if cuda:
             torch.cuda.synchronize()
         t1 = time.perf_counter()
-        (grad,) = torch.autograd.grad(loss, logits)
+        grads = torch.autograd.grad(loss, inputs, allow_unused=True)
         if cuda:
             torch.cuda.synchronize()
         t2 = time.perf_counter()
-        del grad
+        del grads
         return t1 - t0, t2 - t1, loss.item()
 
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
@@ -109,7 +150,7 @@ def worker(
         "bwd_s": statistics.median(r[1] for r in runs),
         "loss": runs[-1][2],
         "peak_mib": peak,
-        "logits_mib": logits.numel() * logits.element_size() / 2**20,
+        "logits_mib": B * T * (U + 1) * V * 4 / 2**20,  # a float32 (B, T, U+1, V) tensor
     }
 
 
@@ -127,15 +168,17 @@ def row(impl: str, shape, r: dict, base: dict | None) -> str:
     B, T, U, V = shape
     total = r["fwd_s"] + r["bwd_s"]
     text = (
-        f"{impl:9s} B={B:<3d} T={T:<4d} U={U:<3d} V={V:<5d} fwd {r['fwd_s'] * 1e3:8.1f} ms  "
+        f"{impl:13s} B={B:<3d} T={T:<4d} U={U:<3d} V={V:<5d} fwd {r['fwd_s'] * 1e3:8.1f} ms  "
         f"bwd {r['bwd_s'] * 1e3:8.1f} ms  total {total * 1e3:8.1f} ms  "
         f"peak +{r['peak_mib']:7.1f} MiB ({r['peak_mib'] / r['logits_mib']:.2f} x logits)"
     )
-    if base is not None and impl != "ours":
+    if base is not None and impl not in ("ours", "full-joiner"):
         bt = base["fwd_s"] + base["bwd_s"]
         mem = r["peak_mib"] / max(base["peak_mib"], 1e-9)
-        text += f"  | {impl}/ours: time {total / bt:5.2f}, peak memory {mem:5.2f}"
-        text += f", loss rel. diff {abs(r['loss'] - base['loss']) / abs(base['loss']):.1e}"
+        than = "full-joiner" if impl == "pruned-joiner" else "ours"
+        text += f"  | vs {than}: time x{total / bt:.2f}, peak memory x{mem:.2f}"
+        if impl != "pruned-joiner":  # the same loss: the values must agree
+            text += f", loss rel. diff {abs(r['loss'] - base['loss']) / abs(base['loss']):.1e}"
     return text
 
 
@@ -173,11 +216,12 @@ def main() -> None:
     B, T, U, _ = main_shape
     sweep = [(B, T, U, v) for v in ((125, 500) if args.quick else (250, 1000))]
     plan += [(s, ("ours", "naive")) for s in sweep]
+    plan += [(large, ("full-joiner", "pruned-joiner"))]
     mem_by_v: dict[str, dict[int, float]] = {"ours": {}, "naive": {}}
     for shape, impls in plan:
         results = {impl: measure(impl, shape, args) for impl in impls}
         for impl in impls:
-            print(row(impl, shape, results[impl], results["ours"]), flush=True)
+            print(row(impl, shape, results[impl], results[impls[0]]), flush=True)
             if shape[:3] == main_shape[:3] and impl in mem_by_v:
                 mem_by_v[impl][shape[3]] = results[impl]["peak_mib"]
         print()

@@ -69,7 +69,7 @@ def _utt2dur(args: argparse.Namespace) -> int:
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from pykaldi2.data.corpora import an4, librispeech, yesno
+    from pykaldi2.data.corpora import an4, asterisk, librispeech, yesno
     from pykaldi2.utils.errors import DataError
 
     corpus = args.corpus_dir
@@ -83,6 +83,10 @@ def _prepare(args: argparse.Namespace) -> int:
                 raise DataError("--download needs --parts (e.g. --parts dev-clean test-clean)")
             librispeech.download_librispeech(corpus, args.parts)
         dirs = librispeech.prepare_librispeech(corpus, args.out_dir, args.parts)
+    elif args.corpus == "asterisk":
+        if args.download:
+            raise DataError("asterisk installs from Debian: `make demo-deps`, not --download")
+        dirs = asterisk.prepare_asterisk(corpus, args.out_dir)
     else:
         if args.download:
             corpus = yesno.download_yesno(corpus)
@@ -95,7 +99,7 @@ def _prepare(args: argparse.Namespace) -> int:
 def _add_prepare(sub) -> None:
     p = sub.add_parser(
         "prepare",
-        help="make Kaldi data dirs from a corpus on disk (an4, librispeech, yesno)",
+        help="make Kaldi data dirs from a corpus on disk (an4, librispeech, yesno, asterisk)",
         description="Make Kaldi data dirs (wav.scp, text, utt2spk, spk2utt) from a corpus in "
         "its official layout. Each data dir is validated and written atomically.",
     )
@@ -104,6 +108,8 @@ def _add_prepare(sub) -> None:
         "an4": "CMU AN4: <out>/train (948 utts) and <out>/test (130 utts)",
         "librispeech": "LibriSpeech: one data dir per part, e.g. <out>/test_clean",
         "yesno": "Kaldi yesno: <out>/train_yesno and <out>/test_yesno (30 + 30 files)",
+        "asterisk": "Asterisk English prompts (Debian asterisk-core-sounds-en-wav, 8 kHz, "
+        "one speaker): <out>/train and <out>/test; --corpus-dir /usr/share/asterisk/sounds/en",
     }
     for name, text in helps.items():
         c = corpora.add_parser(name, help=text, description=text)

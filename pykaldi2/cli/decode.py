@@ -53,7 +53,13 @@ def _cmd_decode(args) -> int:
         allow_partial=not args.no_partial,
     )
     gmm_am = None
-    if args.feats:
+    if args.data:
+        from pykaldi2.hmm.inputs import feats_for_model
+
+        gmm_am = model.am
+        feats = feats_for_model(model, args.data)  # CMVN + the model's deltas / LDA
+        inputs, n = iter(sorted(feats.items())), len(feats)
+    elif args.feats:
         if model.feat_type != "raw":
             raise DataError(
                 f"the model expects '{model.feat_type}' features; --feats must already be in "
@@ -139,7 +145,8 @@ def register(subparsers) -> None:
         help="decode log-likelihoods (or GMM features) into lattices (steps/decode.sh)",
         description="Writes DECODE_DIR/lat.J.ark (raw Kaldi lattices, text archives), hyp.txt "
         "and decode_info.json. Inputs: --loglik (T x num_pdfs matrices, e.g. a net's "
-        "log-posteriors minus log-priors) or --feats (features scored by the model's GMMs).",
+        "log-posteriors minus log-priors), --feats (features scored by the model's GMMs) or "
+        "--data (a data dir, features transformed as the GMM was trained).",
     )
     p.add_argument("graph_dir", help="graph dir from `pykaldi2 mkgraph`")
     p.add_argument("model", help="model file (final.mdl) the graph was built with")
@@ -147,6 +154,11 @@ def register(subparsers) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--loglik", help=".scp or .ark of (T, num_pdfs) log-likelihood matrices")
     src.add_argument("--feats", help=".scp or .ark of features for the model's GMMs")
+    src.add_argument(
+        "--data",
+        help="data dir (feats.scp + cmvn.scp): CMVN and the model's feature transform "
+        "(deltas, LDA+MLLT) applied, then scored by the model's GMMs",
+    )
     p.add_argument("--nj", type=int, default=1, help="parallel processes (default: %(default)s)")
     p.add_argument("--beam", type=float, default=13.0, help="default: %(default)s")
     p.add_argument("--lattice-beam", type=float, default=6.0, help="default: %(default)s")

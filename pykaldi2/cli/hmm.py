@@ -10,59 +10,82 @@ from __future__ import annotations
 
 import argparse
 
+#: command-line options that override config fields: (flag, field, type, help)
+_MONO_OPTS = [
+    ("--num-iters", "num_iters", int, "training iterations (40)"),
+    ("--totgauss", "totgauss", int, "target number of Gaussians (1000)"),
+    ("--max-iter-inc", "max_iter_inc", int, "last iteration that mixes up (30)"),
+    ("--boost-silence", "boost_silence", float, "silence likelihood factor in alignment (1.0)"),
+]
+_TRI_OPTS = [
+    ("--num-leaves", "num_leaves", int, "maximum tree leaves (deltas 2000, lda-mllt 2500)"),
+    ("--tot-gauss", "tot_gauss", int, "target Gaussians (deltas 10000, lda-mllt 15000)"),
+    ("--num-iters", "num_iters", int, "training iterations (35)"),
+    ("--boost-silence", "boost_silence", float, "silence likelihood factor in alignment (1.0)"),
+]
 
-def _override(cfg_cls, args: argparse.Namespace, names: list[str]):
-    """A config dataclass from --config (JSON/YAML) plus explicit command-line options."""
+
+def _config(cfg_cls, args: argparse.Namespace, opts) -> object:
+    """A config dataclass from --config (YAML/JSON) plus explicit command-line options."""
+    from pykaldi2.utils.errors import DataError
+
     d: dict = {}
     if args.config:
         import yaml
 
         with open(args.config, encoding="utf-8") as f:
             d = dict(yaml.safe_load(f) or {})
-    for n in names:
-        v = getattr(args, n, None)
-        if v is not None:
-            d[n] = v
+    for _, name, _, _ in opts:
+        if getattr(args, name, None) is not None:
+            d[name] = getattr(args, name)
     try:
         return cfg_cls.from_dict(d)
     except (TypeError, ValueError) as e:
-        from pykaldi2.utils.errors import DataError
-
         raise DataError(str(e), file=args.config or "command line") from None
 
 
-def _summary(exp: str, model, alis, history) -> None:
+def _summary(exp: str, model, alis, history) -> int:
     from pykaldi2.hmm.model import gmm_info
 
     last = history[-1]
     info = gmm_info(model)
     print(
         f"{exp}: {info['number_of_pdfs']} pdfs, {info['number_of_gaussians']} Gaussians, "
-        f"{len(alis)} utterances aligned, final log-likelihood per frame "
-        f"{last['like_per_frame']:.3f} over {last['frames']} frames"
+        f"{len(alis)} utterances aligned, log-likelihood per frame "
+        f"{last['like_per_frame']:.3f} over {last['frames']} frames (last iteration)"
     )
+    return 0
 
 
-def _tree_inputs(lang):
+def _prev_system(args: argparse.Namespace):
+    """lang, previous model + alignments, and the transcripts of ``args.data``."""
+    from pathlib import Path
+
+    from pykaldi2.hmm.ali import read_ali
+    from pykaldi2.hmm.inputs import load_texts
+    from pykaldi2.hmm.model import GmmModel
     from pykaldi2.hmm.tri import TreeInputs
+    from pykaldi2.lang.lang_dir import load_lang
 
-    try:
-        extra = lang.read_int_sets("extra_questions")
-    except Exception:
-        extra = []
-    return TreeInputs(
+    lang = load_lang(args.lang)
+    d = Path(args.ali_dir)
+    prev, prev_alis = GmmModel.load(d / "final.mdl"), read_ali(d / "ali.scp")
+    texts = load_texts(args.data, lang)
+    extra_path = lang.dir / "phones" / "extra_questions.int"
+    tree_inputs = TreeInputs(
         roots=lang.roots(),
         phone_sets=lang.read_int_sets("sets"),
-        extra_questions=extra,
+        extra_questions=lang.read_int_sets("extra_questions") if extra_path.is_file() else [],
         ci_phones=lang.silence_phones,
     )
+    return lang, prev, prev_alis, texts, tree_inputs
 
 
 def _train_mono(args: argparse.Namespace) -> int:
     from pykaldi2.hmm.inputs import load_training_inputs
     from pykaldi2.hmm.mono import MonoConfig, train_mono
 
-    cfg = _override(MonoConfig, args, ["num_iters", "totgauss", "boost_silence", "max_iter_inc"])
+    cfg = _config(MonoConfig, args, _MONO_OPTS)
     inp = load_training_inputs(args.data, args.lang, deltas=True, max_utts=args.max_utts)
     lang = inp.lang
     model, alis, history = train_mono(
@@ -73,55 +96,37 @@ def _train_mono(args: argparse.Namespace) -> int:
         lang.disambig_phones,
         lang.silence_phones,
         cfg,
-        exp_dir=None,
+        exp_dir=args.exp,
         shared_phones=lang.read_int_sets("sets"),
     )
-    model.feat_type = "delta"
-    _write(args.exp, model, alis, history, cfg.to_dict())
-    _summary(args.exp, model, alis, history)
-    return 0
+    return _summary(args.exp, model, alis, history)
 
 
-def _write(exp, model, alis, history, cfg_dict) -> None:
-    from pykaldi2.hmm.mono import write_exp_dir
-
-    write_exp_dir(exp, model, alis, history, cfg_dict)
-
-
-def _load_prev(ali_dir: str):
-    from pathlib import Path
-
-    from pykaldi2.hmm.ali import read_ali
-    from pykaldi2.hmm.model import GmmModel
-
-    d = Path(ali_dir)
-    return GmmModel.load(d / "final.mdl"), read_ali(d / "ali.scp")
-
-
-def _train_deltas(args: argparse.Namespace) -> int:
-    from pykaldi2.hmm.inputs import feats_for_model, load_texts
+def _train_tri(args: argparse.Namespace) -> int:
+    """train-deltas (features as the previous model's) or train-lda-mllt (base features)."""
+    from pykaldi2.hmm.inputs import feats_for_model, load_feats
+    from pykaldi2.hmm.lda import LdaMlltConfig, train_lda_mllt
     from pykaldi2.hmm.tri import DeltasConfig, train_deltas
-    from pykaldi2.lang.lang_dir import load_lang
 
-    cfg = _override(DeltasConfig, args, ["num_leaves", "tot_gauss", "num_iters", "boost_silence"])
-    lang = load_lang(args.lang)
-    prev, prev_alis = _load_prev(args.ali_dir)
-    feats = feats_for_model(prev, args.data)
-    texts = {u: t for u, t in load_texts(args.data, lang).items() if u in feats}
-    model, alis, history = train_deltas(
+    lda = args.command == "train-lda-mllt"
+    cfg = _config(LdaMlltConfig if lda else DeltasConfig, args, _TRI_OPTS)
+    lang, prev, prev_alis, texts, tree_inputs = _prev_system(args)
+    feats = load_feats(args.data, deltas=False) if lda else feats_for_model(prev, args.data)
+    texts = {u: t for u, t in texts.items() if u in feats}
+    train = train_lda_mllt if lda else train_deltas
+    model, alis, history = train(
         feats,
         texts,
         lang.read_L(),
         lang.disambig_phones,
         lang.silence_phones,
-        _tree_inputs(lang),
+        tree_inputs,
         prev,
         prev_alis,
         cfg,
+        exp_dir=args.exp,
     )
-    _write(args.exp, model, alis, history, cfg.to_dict())
-    _summary(args.exp, model, alis, history)
-    return 0
+    return _summary(args.exp, model, alis, history)
 
 
 def _align_si(args: argparse.Namespace) -> int:
@@ -138,11 +143,9 @@ def _align_si(args: argparse.Namespace) -> int:
     feats = feats_for_model(model, args.data)
     texts = {u: t for u, t in load_texts(args.data, lang).items() if u in feats}
     graphs = compile_train_graphs(model, lang.read_L(), lang.disambig_phones, texts)
-    res = gmm_align_compiled(
-        model, graphs, feats, AlignConfig(beam=args.beam, retry_beam=args.retry_beam)
-    )
+    cfg = AlignConfig(beam=args.beam, retry_beam=args.retry_beam)
+    res = gmm_align_compiled(model, graphs, feats, cfg)
     out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     model.save(out / "final.mdl")
     model.write_tree(out / "tree")
     write_ali(out / "ali.ark", res.alis)
@@ -154,7 +157,7 @@ def _align_si(args: argparse.Namespace) -> int:
     return 0 if res.alis else 1
 
 
-def _ali_convert(args: argparse.Namespace, per: str) -> int:
+def _ali_convert(args: argparse.Namespace) -> int:
     from pykaldi2.hmm.ali import ali_to_pdf, ali_to_phones, read_ali
     from pykaldi2.hmm.model import GmmModel
     from pykaldi2.utils.io import atomic_write
@@ -163,59 +166,69 @@ def _ali_convert(args: argparse.Namespace, per: str) -> int:
     alis = read_ali(args.ali)
     with atomic_write(args.out) as f:
         for utt, a in sorted(alis.items()):
-            seq = ali_to_pdf(model, a) if per == "pdf" else ali_to_phones(model, a, args.per_frame)
+            if args.to == "pdf":
+                seq = ali_to_pdf(model, a)
+            else:
+                seq = ali_to_phones(model, a, per_frame=args.per_frame)
             f.write(utt + " " + " ".join(str(int(v)) for v in seq) + "\n")
     print(f"{args.out}: {len(alis)} utterances")
     return 0
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "train-mono",
-        help="flat-start monophone GMM training (steps/train_mono.sh)",
-        description="Monophone HMM-GMM training from a flat start on CMVN'd features + deltas: "
-        "equal alignment, then NUM_ITERS iterations of Viterbi realignment (at Kaldi's "
-        "realign iterations), statistics and re-estimation with mixing up to TOTGAUSS.",
-    )
+def _add_training(sub, name: str, help_: str, description: str, opts, func, prev: bool) -> None:
+    p = sub.add_parser(name, help=help_, description=description)
     p.add_argument("data", help="data dir with feats.scp, cmvn.scp and text")
     p.add_argument("lang", help="lang dir (phones.txt, words.txt, L.fst, topo, phones/)")
-    p.add_argument("exp", help="output exp dir, e.g. exp/mono")
-    p.add_argument("--config", help="YAML/JSON file of MonoConfig fields")
-    p.add_argument("--num-iters", dest="num_iters", type=int, help="iterations (40)")
-    p.add_argument("--totgauss", type=int, help="target number of Gaussians (1000)")
-    p.add_argument("--max-iter-inc", dest="max_iter_inc", type=int, help="last mix-up iter (30)")
-    p.add_argument(
-        "--boost-silence",
-        dest="boost_silence",
-        type=float,
-        help="scale silence likelihoods in alignment (1.0)",
-    )
-    p.add_argument(
-        "--max-utts",
-        dest="max_utts",
-        type=int,
-        default=0,
-        help="use only the first N utterances (Kaldi trains mono on a subset)",
-    )
-    p.set_defaults(func=_train_mono)
+    if prev:
+        p.add_argument("ali_dir", help="previous system: dir with final.mdl and ali.scp")
+    p.add_argument("exp", help="output exp dir")
+    p.add_argument("--config", help="YAML/JSON file of config fields (see the Python API)")
+    for flag, name_, type_, text in opts:
+        p.add_argument(flag, dest=name_, type=type_, help=text)
+    p.set_defaults(func=func)
+    if not prev:
+        p.add_argument(
+            "--max-utts",
+            dest="max_utts",
+            type=int,
+            default=0,
+            help="use only the first N utterances (Kaldi trains mono on a subset)",
+        )
 
-    p = subparsers.add_parser(
-        "train-deltas",
-        help="triphone GMM training on delta features (steps/train_deltas.sh)",
-        description="Build a decision tree from the alignments in ALI_DIR (acc-tree-stats, "
-        "cluster-phones, build-tree), initialize one Gaussian per leaf, convert the "
-        "alignments, then train (realign at 10 20 30, mix up to --tot-gauss).",
+
+def register(subparsers) -> None:
+    _add_training(
+        subparsers,
+        "train-mono",
+        "flat-start monophone GMM training (steps/train_mono.sh)",
+        "Monophone HMM-GMM training from a flat start on CMVN'd features + deltas: equal "
+        "alignment, then iterations of Viterbi realignment (at Kaldi's realign iterations), "
+        "statistics and re-estimation, mixing up to --totgauss Gaussians.",
+        _MONO_OPTS,
+        _train_mono,
+        prev=False,
     )
-    p.add_argument("data")
-    p.add_argument("lang")
-    p.add_argument("ali_dir", help="dir with final.mdl and ali.scp (e.g. exp/mono)")
-    p.add_argument("exp", help="output exp dir, e.g. exp/tri1")
-    p.add_argument("--config", help="YAML/JSON file of DeltasConfig fields")
-    p.add_argument("--num-leaves", dest="num_leaves", type=int, help="max tree leaves (2000)")
-    p.add_argument("--tot-gauss", dest="tot_gauss", type=int, help="target Gaussians (10000)")
-    p.add_argument("--num-iters", dest="num_iters", type=int, help="iterations (35)")
-    p.add_argument("--boost-silence", dest="boost_silence", type=float, help="(1.0)")
-    p.set_defaults(func=_train_deltas)
+    _add_training(
+        subparsers,
+        "train-deltas",
+        "triphone GMM training on delta features (steps/train_deltas.sh)",
+        "Build a decision tree from the alignments of ALI_DIR (acc-tree-stats, cluster-phones, "
+        "build-tree), one Gaussian per leaf, convert the alignments, then train (realign at "
+        "10 20 30, mix up to --tot-gauss).",
+        _TRI_OPTS,
+        _train_tri,
+        prev=True,
+    )
+    _add_training(
+        subparsers,
+        "train-lda-mllt",
+        "LDA+MLLT triphone GMM training (steps/train_lda_mllt.sh)",
+        "LDA (40 dims from +-3 spliced CMVN'd frames, classes = pdfs of ALI_DIR, silence "
+        "excluded), a new tree, then training with MLLT re-estimated at iterations 2 4 6 12.",
+        _TRI_OPTS,
+        _train_tri,
+        prev=True,
+    )
 
     p = subparsers.add_parser(
         "align-si",
@@ -232,21 +245,21 @@ def register(subparsers) -> None:
     p.add_argument("--retry-beam", dest="retry_beam", type=float, default=40.0, help="(40)")
     p.set_defaults(func=_align_si)
 
-    for name, per in (("ali-to-pdf", "pdf"), ("ali-to-phones", "phones")):
+    for name, to in (("ali-to-pdf", "pdf"), ("ali-to-phones", "phones")):
         p = subparsers.add_parser(
             name,
-            help=f"alignments -> {'pdf-ids' if per == 'pdf' else 'phone sequences'} as text",
+            help=f"alignments -> {'pdf-ids' if to == 'pdf' else 'phone sequences'} as text",
             description=f"Kaldi's {name}: read an ali archive (.ark/.scp/.gz) and write one "
             "text line per utterance.",
         )
         p.add_argument("model", help="final.mdl the alignments belong to")
         p.add_argument("ali", help="ali.scp, ali.ark or ali.N.gz")
         p.add_argument("out", help="output text file")
-        if per == "phones":
+        if to == "phones":
             p.add_argument(
                 "--per-frame",
                 dest="per_frame",
                 action="store_true",
                 help="one phone per frame instead of the phone sequence",
             )
-        p.set_defaults(func=lambda a, per=per: _ali_convert(a, per))
+        p.set_defaults(func=_ali_convert, to=to)

@@ -87,6 +87,18 @@ def _make_g(args: argparse.Namespace) -> int:
     return 0
 
 
+def _validate_lang(args: argparse.Namespace) -> int:
+    import sys
+
+    from pykaldi2.lang.validate import validate_lang
+
+    problems = validate_lang(args.lang_dir)
+    for p in problems:
+        print(p)
+    print(f"{args.lang_dir}: {len(problems) or 'OK, no'} problem(s)", file=sys.stderr)
+    return 1 if problems else 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     fmt = argparse.ArgumentDefaultsHelpFormatter
 
@@ -166,3 +178,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="skip reading the ARPA in Python to list words missing from words.txt (huge LMs)",
     )
     p.set_defaults(func=_make_g)
+
+    p = sub.add_parser(
+        "validate-lang",
+        help="check a lang dir for inconsistencies (validate_lang.pl)",
+        description="Report every inconsistency of a lang dir: symbol tables, phones/ lists "
+        "and sets, topology, L.fst/L_disambig.fst (and G.fst when present). Exit 1 on problems.",
+        formatter_class=fmt,
+    )
+    p.add_argument("lang_dir")
+    p.set_defaults(func=_validate_lang)

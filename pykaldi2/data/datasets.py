@@ -135,6 +135,15 @@ class UtteranceDataset(torch.utils.data.Dataset):
         return utt, x, y
 
 
+def chunk_starts(n: int, chunk_size: int) -> list[int]:
+    """First frames of the chunks of an ``n``-frame utterance: every ``chunk_size`` frames, the
+    last one shifted back to end at frame ``n`` (a single chunk at 0 when ``n <= chunk_size``)."""
+    starts = list(range(0, max(n - chunk_size, 0) + 1, chunk_size))
+    if n > chunk_size and starts[-1] + chunk_size < n:
+        starts.append(n - chunk_size)
+    return starts
+
+
 class ChunkDataset(torch.utils.data.Dataset):
     """Fixed-size chunks of ``chunk_size`` target frames with ``left``/``right`` context frames.
 
@@ -164,10 +173,7 @@ class ChunkDataset(torch.utils.data.Dataset):
         self.chunks: list[tuple[str, int, int]] = []  # (utt, start, num_frames)
         for utt in utts:
             n = _num_frames(feats, utt)
-            starts = list(range(0, max(n - chunk_size, 0) + 1, chunk_size))
-            if n > chunk_size and starts[-1] + chunk_size < n:
-                starts.append(n - chunk_size)
-            self.chunks.extend((utt, s, n) for s in starts)
+            self.chunks.extend((utt, s, n) for s in chunk_starts(n, chunk_size))
 
     def __len__(self) -> int:
         return len(self.chunks)

@@ -2,15 +2,20 @@
 
 One module per group of Kaldi binaries, one function per binary, named after it:
 
-- :mod:`.topo`     -- topology text (``make_topo``, ``read_topo``)
-- :mod:`.model`    -- :class:`GmmModel` (transition model + tree + AmDiagGmm), ``gmm_info``
-- :mod:`.gmm`      -- gmm-acc-stats-ali, gmm-est (with mix-up), gmm-boost-silence
-- :mod:`.align`    -- compile-train-graphs, align-equal-compiled, gmm-align-compiled
-- :mod:`.ali`      -- ali-to-pdf, ali-to-phones, ali archives (ark/scp)
-- :mod:`.mono`     -- gmm-init-mono and train_mono.sh (:class:`MonoConfig`)
-- :mod:`.tree`     -- acc-tree-stats, cluster-phones, build-tree, Kaldi binary tree writer
-- :mod:`.tri`      -- gmm-init-model, convert-ali, train_deltas.sh (:class:`DeltasConfig`)
-- :mod:`.lda`      -- est-lda, est-mllt, train_lda_mllt.sh (:class:`LdaMlltConfig`)
+- :mod:`.topo`       -- topology text (``make_topo``, ``read_topo``)
+- :mod:`.model`      -- :class:`~.model.GmmModel` (transition model + tree + AmDiagGmm), gmm-info
+- :mod:`.gmm`        -- gmm-acc-stats-ali (fast + reference), gmm-est (mix-up), gmm-boost-silence
+- :mod:`.align`      -- compile-train-graphs, align-equal-compiled, gmm-align-compiled
+- :mod:`.ali`        -- ali-to-pdf, ali-to-phones, SplitToPhones, ali archives (ark/scp/gz)
+- :mod:`.training`   -- the realign/accumulate/estimate loop and configs shared by train_*.sh
+- :mod:`.mono`       -- gmm-init-mono and steps/train_mono.sh (``MonoConfig``)
+- :mod:`.tree_stats` -- acc-tree-stats and the Gaussian clustering objective
+- :mod:`.questions`  -- cluster-phones (questions by top-down clustering)
+- :mod:`.tree`       -- build-tree (greedy splitting, post-clustering; fast + reference search)
+- :mod:`.event_map`  -- Kaldi's EventMap in Python and the binary ``tree`` format
+- :mod:`.tri`        -- gmm-init-model, convert-ali, steps/train_deltas.sh (``DeltasConfig``)
+- :mod:`.lda`        -- acc-lda/est-lda, gmm-acc-mllt/est-mllt, steps/train_lda_mllt.sh
+- :mod:`.inputs`     -- features (CMVN, deltas, LDA) and transcripts from data + lang dirs
 
 Features come in as a mapping ``utt -> (T, F) float32 array``; transcripts as ``utt -> word ids``;
 the lexicon as an L.fst (``kaldifst.StdVectorFst`` or a path) plus the disambiguation phone ids.

@@ -13,7 +13,6 @@ objective ``beta log|det A| - 1/2 sum_i a_i G_i a_i^T`` is maximized row by row:
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pykaldi2.hmm.model import GmmModel
+from pykaldi2.hmm.training import TreeConfig
 from pykaldi2.utils.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -143,6 +143,34 @@ def gmm_acc_mllt(
     return g_stats, beta
 
 
+def gmm_acc_mllt_ref(
+    model: GmmModel,
+    feats: Mapping[str, np.ndarray],
+    alis: Mapping[str, np.ndarray],
+    silence_phones: Sequence[int] = (),
+) -> tuple[np.ndarray, float]:
+    """Slow reference of :func:`gmm_acc_mllt`: frame by frame, Gaussian by Gaussian."""
+    d = model.dim
+    g_stats = np.zeros((d, d, d))
+    beta = 0.0
+    sil = set(int(p) for p in silence_phones)
+    for utt, ali in alis.items():
+        x_utt = np.asarray(feats[utt], dtype=np.float64)
+        for t, tid in enumerate(ali):
+            if int(model.tid2phone[tid]) in sil:
+                continue
+            gmm = model.am.get_pdf(int(model.tid2pdf[tid]))
+            ll = gmm.log_likelihoods_matrix(x_utt[t : t + 1].astype(np.float32))[0]
+            post = np.exp(ll - ll.max())
+            post /= post.sum()
+            for g in range(len(post)):
+                diff = x_utt[t] - np.asarray(gmm.means[g], dtype=np.float64)
+                for i in range(d):
+                    g_stats[i] += post[g] * float(gmm.inv_vars[g][i]) * np.outer(diff, diff)
+            beta += 1.0
+    return g_stats, beta
+
+
 def mllt_objf(a: np.ndarray, g_stats: np.ndarray, beta: float) -> float:
     """beta log|det A| - 1/2 sum_i a_i G_i a_i^T (the auxiliary function MLLT maximizes)."""
     _, logdet = np.linalg.slogdet(a)
@@ -180,50 +208,20 @@ def gmm_transform_means(model: GmmModel, a: np.ndarray) -> None:
 
 # ---- training ----------------------------------------------------------------------------------
 @dataclass
-class LdaMlltConfig:
-    """steps/train_lda_mllt.sh options (same defaults) + the tree options of train_deltas."""
+class LdaMlltConfig(TreeConfig):
+    """steps/train_lda_mllt.sh options (same defaults): LDA to ``dim`` from +-``splice``
+    spliced frames, MLLT re-estimated at ``mllt_iters``."""
 
     num_leaves: int = 2500
     tot_gauss: int = 15000
     dim: int = 40
     splice: int = 3
-    num_iters: int = 35
-    max_iter_inc: int = 25
-    realign_iters: list[int] = field(default_factory=lambda: [10, 20, 30])
     mllt_iters: list[int] = field(default_factory=lambda: [2, 4, 6, 12])
-    beam: float = 10.0
-    retry_beam_factor: float = 4.0
-    careful: bool = False
-    boost_silence: float = 1.0
-    power: float = 0.25
-    cluster_thresh: float = -1.0
-    tree_thresh: float = 300.0
-    tree_min_count: float = 0.0
-    context_width: int = 3
-    central_position: int = 1
-    acoustic_scale: float = 0.1
-    transition_scale: float = 1.0
-    self_loop_scale: float = 0.1
-    perturb_factor: float = 0.01
-    min_count: float = 20.0
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.dim < 1 or self.splice < 0:
-            raise ValueError(f"LdaMlltConfig: dim >= 1 and splice >= 0 needed: {self}")
-        if self.num_leaves < 1 or self.tot_gauss < self.num_leaves:
-            raise ValueError("LdaMlltConfig: need 1 <= num_leaves <= tot_gauss")
-        if self.num_iters < 1 or not 0 <= self.max_iter_inc <= self.num_iters:
-            raise ValueError("LdaMlltConfig: num_iters >= 1 and 0 <= max_iter_inc <= num_iters")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping) -> LdaMlltConfig:
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"LdaMlltConfig: unknown keys {sorted(unknown)}")
-        return cls(**d)
+            raise ValueError(f"LdaMlltConfig: need dim >= 1 and splice >= 0: {self}")
 
 
 def train_lda_mllt(
@@ -252,11 +250,8 @@ def train_lda_mllt(
     """
     from pykaldi2.features.transforms import splice_feats
     from pykaldi2.hmm.ali import ali_to_pdf
-    from pykaldi2.hmm.align import compile_train_graphs, gmm_align_compiled
     from pykaldi2.hmm.inputs import apply_feat_transform
-    from pykaldi2.hmm.model import gmm_info
-    from pykaldi2.hmm.mono import _align_config, train_gmm_iters, write_exp_dir
-    from pykaldi2.hmm.tri import build_triphone_model
+    from pykaldi2.hmm.tri import train_triphone
 
     cfg = config or LdaMlltConfig()
     spliced = {u: splice_feats(x, cfg.splice, cfg.splice) for u, x in base_feats.items()}
@@ -265,46 +260,41 @@ def train_lda_mllt(
     pdf_alis = {u: ali_to_pdf(prev, a) for u, a in prev_alis.items()}
     lda = est_lda(acc_lda(spliced, pdf_alis, prev.num_pdfs, weights), cfg.dim)
     del spliced
-    state = {"transform": lda}
 
-    def project() -> dict[str, np.ndarray]:
+    def project(transform) -> dict[str, np.ndarray]:
         return {
-            u: apply_feat_transform(x, "lda", state["transform"], cfg.splice)
-            for u, x in base_feats.items()
+            u: apply_feat_transform(x, "lda", transform, cfg.splice) for u, x in base_feats.items()
         }
 
-    feats = project()
-    model, alis = build_triphone_model(prev, feats, prev_alis, tree_inputs, cfg)
-    model.feat_type, model.splice = "lda", cfg.splice
-    graphs = compile_train_graphs(model, lex_fst, disambig_phones, texts)
+    feats = project(lda)
+    holder: list[GmmModel] = []
+
+    def setup(model: GmmModel) -> None:
+        model.feat_type, model.splice, model.transform = "lda", cfg.splice, lda
+        holder.append(model)
 
     def on_realign(it: int, cur_alis) -> None:
         if it not in cfg.mllt_iters:
             return
+        model = holder[0]
         g_stats, beta = gmm_acc_mllt(model, feats, cur_alis, sil_phones)
         a = est_mllt(g_stats, beta)
         gmm_transform_means(model, a)
-        state["transform"] = a @ state["transform"]
-        feats.update(project())
+        model.transform = a @ model.transform
+        feats.update(project(model.transform))
 
-    num_gauss = model.num_pdfs
-    inc_gauss = max(0, (cfg.tot_gauss - num_gauss) // max(cfg.max_iter_inc, 1))
-    alis, history = train_gmm_iters(
-        model,
-        graphs,
+    return train_triphone(
+        prev,
+        prev_alis,
         feats,
-        alis,
-        cfg,
+        texts,
+        lex_fst,
+        disambig_phones,
         sil_phones,
-        first_iter=1,
-        num_gauss=num_gauss,
-        inc_gauss=inc_gauss,
-        beam_schedule=lambda it: cfg.beam,
+        tree_inputs,
+        cfg,
+        "tri_lda_mllt",
+        exp_dir,
         on_realign=on_realign,
+        setup=setup,
     )
-    model.transform = state["transform"]
-    final = gmm_align_compiled(model, graphs, feats, _align_config(cfg, cfg.beam))
-    model.info = {"system": "tri_lda_mllt", "config": cfg.to_dict(), "gmm_info": gmm_info(model)}
-    if exp_dir is not None:
-        write_exp_dir(exp_dir, model, final.alis, history, cfg.to_dict())
-    return model, final.alis, history

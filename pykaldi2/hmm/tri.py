@@ -6,19 +6,18 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from pykaldi2.hmm.ali import split_to_phones
-from pykaldi2.hmm.align import compile_train_graphs, gmm_align_compiled
-from pykaldi2.hmm.model import GmmModel, gmm_info, tuple_of
-from pykaldi2.hmm.mono import _align_config, train_gmm_iters, write_exp_dir
+from pykaldi2.hmm.align import compile_train_graphs
+from pykaldi2.hmm.model import GmmModel, tuple_of
 from pykaldi2.hmm.questions import cluster_phones
+from pykaldi2.hmm.training import TreeConfig, finish_training, train_gmm_iters
 from pykaldi2.hmm.tree import BuiltTree, Root, build_tree
 from pykaldi2.hmm.tree_stats import VAR_FLOOR, TreeStats, acc_tree_stats
 from pykaldi2.utils.errors import DataError
@@ -100,47 +99,8 @@ def convert_ali(old: GmmModel, new: GmmModel, ali: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class DeltasConfig:
+class DeltasConfig(TreeConfig):
     """steps/train_deltas.sh options (same names and defaults) plus build-tree's."""
-
-    num_leaves: int = 2000
-    tot_gauss: int = 10000
-    num_iters: int = 35
-    max_iter_inc: int = 25
-    realign_iters: list[int] = field(default_factory=lambda: [10, 20, 30])
-    beam: float = 10.0
-    retry_beam_factor: float = 4.0
-    careful: bool = False
-    boost_silence: float = 1.0
-    power: float = 0.25
-    cluster_thresh: float = -1.0
-    tree_thresh: float = 300.0
-    tree_min_count: float = 0.0
-    context_width: int = 3
-    central_position: int = 1
-    acoustic_scale: float = 0.1
-    transition_scale: float = 1.0
-    self_loop_scale: float = 0.1
-    perturb_factor: float = 0.01
-    min_count: float = 20.0
-
-    def __post_init__(self) -> None:
-        if self.num_leaves < 1 or self.tot_gauss < self.num_leaves:
-            raise ValueError(f"DeltasConfig: need 1 <= num_leaves <= tot_gauss, got {self}")
-        if not 0 <= self.central_position < self.context_width:
-            raise ValueError("DeltasConfig: central_position must be in [0, context_width)")
-        if self.num_iters < 1 or not 0 <= self.max_iter_inc <= self.num_iters:
-            raise ValueError("DeltasConfig: num_iters >= 1 and 0 <= max_iter_inc <= num_iters")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping) -> DeltasConfig:
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"DeltasConfig: unknown keys {sorted(unknown)}")
-        return cls(**d)
 
 
 @dataclass
@@ -190,6 +150,49 @@ def build_triphone_model(
     return model, new_alis
 
 
+def train_triphone(
+    prev: GmmModel,
+    prev_alis: Mapping[str, np.ndarray],
+    feats: dict[str, np.ndarray],
+    texts: Mapping[str, Sequence[int]],
+    lex_fst,
+    disambig_phones: Sequence[int],
+    sil_phones: Sequence[int],
+    tree_inputs: TreeInputs,
+    cfg: TreeConfig,
+    system: str,
+    exp_dir: str | os.PathLike | None = None,
+    on_realign=None,
+    setup=None,
+) -> tuple[GmmModel, dict[str, np.ndarray], list[dict]]:
+    """Tree + one Gaussian per leaf, then ``num_iters`` iterations (train_deltas.sh's loop).
+
+    ``setup(model)`` may set feature attributes on the new model before training;
+    ``on_realign`` is passed to :func:`~pykaldi2.hmm.training.train_gmm_iters`.
+    """
+    model, alis = build_triphone_model(prev, feats, prev_alis, tree_inputs, cfg)
+    model.feat_type, model.transform, model.splice = prev.feat_type, prev.transform, prev.splice
+    if setup is not None:
+        setup(model)
+    graphs = compile_train_graphs(model, lex_fst, disambig_phones, texts)
+    num_gauss = model.num_pdfs
+    inc_gauss = max(0, (cfg.tot_gauss - num_gauss) // max(cfg.max_iter_inc, 1))
+    alis, history = train_gmm_iters(
+        model,
+        graphs,
+        feats,
+        alis,
+        cfg,
+        sil_phones,
+        first_iter=1,
+        num_gauss=num_gauss,
+        inc_gauss=inc_gauss,
+        on_realign=on_realign,
+    )
+    alis = finish_training(model, graphs, feats, cfg, system, history, exp_dir)
+    return model, alis, history
+
+
 def train_deltas(
     feats: Mapping[str, np.ndarray],
     texts: Mapping[str, Sequence[int]],
@@ -205,32 +208,23 @@ def train_deltas(
     """Triphone training on the same features as ``prev`` (steps/train_deltas.sh).
 
     Builds a tree from ``prev_alis``, initializes one Gaussian per leaf, converts the
-    alignments, then runs ``num_iters`` iterations of (realign at ``realign_iters``,
-    accumulate, estimate, mix up towards ``tot_gauss``).
+    alignments, then runs ``num_iters`` iterations (realign at ``realign_iters``, accumulate,
+    estimate, mix up towards ``tot_gauss``).
 
     Returns:
         ``(model, alis, history)`` as :func:`~pykaldi2.hmm.mono.train_mono`.
     """
     cfg = config or DeltasConfig()
-    model, alis = build_triphone_model(prev, feats, prev_alis, tree_inputs, cfg)
-    model.feat_type, model.transform, model.splice = prev.feat_type, prev.transform, prev.splice
-    graphs = compile_train_graphs(model, lex_fst, disambig_phones, texts)
-    num_gauss = model.num_pdfs
-    inc_gauss = max(0, (cfg.tot_gauss - num_gauss) // max(cfg.max_iter_inc, 1))
-    alis, history = train_gmm_iters(
-        model,
-        graphs,
-        feats,
-        alis,
-        cfg,
+    return train_triphone(
+        prev,
+        prev_alis,
+        dict(feats),
+        texts,
+        lex_fst,
+        disambig_phones,
         sil_phones,
-        first_iter=1,
-        num_gauss=num_gauss,
-        inc_gauss=inc_gauss,
-        beam_schedule=lambda it: cfg.beam,
+        tree_inputs,
+        cfg,
+        "tri_deltas",
+        exp_dir,
     )
-    final = gmm_align_compiled(model, graphs, feats, _align_config(cfg, cfg.beam))
-    model.info = {"system": "tri_deltas", "config": cfg.to_dict(), "gmm_info": gmm_info(model)}
-    if exp_dir is not None:
-        write_exp_dir(exp_dir, model, final.alis, history, cfg.to_dict())
-    return model, final.alis, history

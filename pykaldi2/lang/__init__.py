@@ -21,6 +21,7 @@ from pykaldi2.lang.prepare_lang import PrepareLangConfig, prepare_lang
 from pykaldi2.lang.symbols import SymbolTable
 from pykaldi2.lang.topo import TopoConfig, TopoEntry, make_topo
 from pykaldi2.lang.train_lm import TrainLmConfig, train_lm
+from pykaldi2.lang.validate import validate_lang
 
 __all__ = [
     "Lang",
@@ -41,5 +42,6 @@ __all__ = [
     "read_lexicon",
     "train_kneser_ney",
     "train_lm",
+    "validate_lang",
     "write_arpa",
 ]

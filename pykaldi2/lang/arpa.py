@@ -16,7 +16,7 @@ from __future__ import annotations
 import gzip
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -81,6 +81,22 @@ class NgramLM:
             total += self.log10_prob(w, hist)
             hist.append(w)
         return total
+
+    def perplexity(self, sentences: Iterable[Sequence[str]]) -> tuple[float, int]:
+        """Perplexity over the words and ``</s>`` of ``sentences`` (SRILM's ``ppl``), and the
+        number of OOV tokens (words that are not unigrams), which are excluded from it."""
+        vocab = {g[0] for g in self.ngrams[0]}
+        total, n, oov = 0.0, 0, 0
+        for s in sentences:
+            hist = [self.bos]
+            for w in list(s) + [self.eos]:
+                if w in vocab:
+                    total += self.log10_prob(w, hist)
+                    n += 1
+                else:  # not scored; later words back off past it (bow 0), as SRILM
+                    oov += 1
+                hist.append(w)
+        return (10 ** (-total / n) if n else math.inf), oov
 
     def contexts(self) -> Iterator[Ngram]:
         """Every listed n-gram that has a backoff weight (the contexts the model conditions on)."""

@@ -108,9 +108,8 @@ def train_kneser_ney(
     # Raw counts of every order.
     raw: list[Counter[Ngram]] = [Counter() for _ in range(order)]
     for t in sents:
-        for n in range(1, order + 1):
-            for i in range(len(t) - n + 1):
-                raw[n - 1][tuple(t[i : i + n])] += 1
+        for n in range(1, order + 1):  # all windows of n tokens: zip(t, t[1:], ..., t[n-1:])
+            raw[n - 1].update(zip(*(t[i:] for i in range(n))))
     # Adjusted counts.
     adj: list[dict[Ngram, int]] = [dict() for _ in range(order)]
     adj[order - 1] = dict(raw[order - 1])

@@ -173,9 +173,9 @@ def load_lang(lang_dir: str | os.PathLike) -> Lang:
     phones = SymbolTable.read(d / "phones.txt")
     words = SymbolTable.read(d / "words.txt")
     ph = d / "phones"
-    oov_word = (
-        (d / "oov.txt").read_text(encoding="utf-8").strip() if (d / "oov.txt").is_file() else ""
-    )
+    if not (d / "oov.txt").is_file():
+        raise DataError("missing", file=str(d / "oov.txt"), fix="write the OOV word (e.g. <UNK>)")
+    oov_word = (d / "oov.txt").read_text(encoding="utf-8").strip()
     if oov_word not in words:
         raise DataError(f"OOV word {oov_word!r} not in words.txt", file=str(d / "oov.txt"))
     opt = _read_ints(ph / "optional_silence.int")

@@ -20,6 +20,7 @@ import math
 
 from pykaldi2.lang.lexicon import LexiconEntry
 from pykaldi2.lang.symbols import SymbolTable
+from pykaldi2.utils.log import progress
 
 
 def make_lexicon_fst(
@@ -76,7 +77,7 @@ def make_lexicon_fst(
     fst.start = start
     fst.set_final(loop, 0.0)
 
-    for e in lexicon:
+    for e in progress(lexicon, desc="lexicon FST", unit="pron", leave=False):
         if not e.phones:
             raise ValueError(f"empty pronunciation for {e.word!r}")
         pron_cost = -math.log(e.prob)

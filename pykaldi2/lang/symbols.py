@@ -27,6 +27,7 @@ class SymbolTable:
         self.name = name
         self._sym2id: dict[str, int] = {}
         self._id2sym: dict[int, str] = {}
+        self._next_id = 0
         for s in symbols:
             self.add(s)
 
@@ -38,13 +39,14 @@ class SymbolTable:
         if sym in self._sym2id:
             raise DataError(f"duplicate symbol {sym!r}", file=self.name or None)
         if id_ is None:
-            id_ = max(self._id2sym, default=-1) + 1
+            id_ = self._next_id
         if id_ in self._id2sym:
             raise DataError(
                 f"id {id_} used by both {self._id2sym[id_]!r} and {sym!r}", file=self.name or None
             )
         self._sym2id[sym] = id_
         self._id2sym[id_] = sym
+        self._next_id = max(self._next_id, id_ + 1)
         return id_
 
     # --- lookup ---------------------------------------------------------------------------
@@ -91,7 +93,7 @@ class SymbolTable:
         return [s for s, _ in self]
 
     def max_id(self) -> int:
-        return max(self._id2sym, default=-1)
+        return self._next_id - 1
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, SymbolTable) and self._sym2id == other._sym2id

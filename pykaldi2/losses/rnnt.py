@@ -53,6 +53,10 @@ How it is computed
 Precision: everything is computed in float32 (float64 stays float64), whatever the input dtype
 (fp16/bf16 under AMP); the gradient is returned in the input dtype.
 
+Entry points: :func:`rnnt_loss` (from logits, fused gradient) and :func:`rnnt_loss_from_lattice`
+(from already-normalized blank/target log-probs, e.g. gathered by the caller; it can also return
+the arc posteriors). Pruned RNN-T is built on the latter in :mod:`pykaldi2.losses.rnnt_pruned`.
+
 A slow, obviously-correct version is in :mod:`pykaldi2.losses.rnnt_reference`; the tests compare
 both, plus brute-force path enumeration and ``torch.autograd.gradcheck``.
 """
@@ -66,6 +70,7 @@ import torch
 from pykaldi2.utils.errors import Pykaldi2Error
 
 __all__ = [
+    "compute_dtype",
     "rnnt_loss",
     "rnnt_loss_from_lattice",
     "rnnt_lattice_log_probs",

@@ -135,8 +135,9 @@ def do_rnnt_pruning(
     B, T, J = enc_p.shape
     U1 = pred_p.shape[1]
     u = (ranges[:, :, None] + torch.arange(s_range, device=ranges.device)).clamp(max=U1 - 1)
-    pred_b = pred_p[:, None].expand(B, T, U1, J).gather(2, u[..., None].expand(B, T, s_range, J))
-    return enc_p[:, :, None].expand(B, T, s_range, J), pred_b
+    b = torch.arange(B, device=ranges.device)[:, None, None]
+    # advanced indexing: its backward adds into a (B, U+1, J) gradient, never (B, T, U+1, J)
+    return enc_p[:, :, None].expand(B, T, s_range, J), pred_p[b, u]
 
 
 def rnnt_loss_pruned(

@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from pykaldi2.hmm.lda import acc_lda, est_lda, est_mllt, lda_scatters, mllt_objf
+from pykaldi2.hmm.lda import (
+    acc_lda,
+    est_lda,
+    est_mllt,
+    gmm_acc_mllt,
+    gmm_acc_mllt_ref,
+    lda_scatters,
+    mllt_objf,
+)
 
 
 def _lda_data(rng, d=6, classes=5, n=400):
@@ -72,3 +80,15 @@ def test_mllt_reaches_stationary_point():
     assert mllt_objf(est_mllt(g_stats, beta, num_iters=1, a=a), g_stats, beta) == pytest.approx(
         before, rel=1e-9
     )
+
+
+def test_mllt_stats_fast_equal_reference(synth, mono_trained):
+    model, alis, _ = mono_trained
+    some = {u: alis[u] for u in sorted(alis)[:6]}
+    fast, beta = gmm_acc_mllt(model, synth.feats, some, silence_phones=[1])
+    ref, beta_ref = gmm_acc_mllt_ref(model, synth.feats, some, silence_phones=[1])
+    assert beta == pytest.approx(beta_ref, rel=1e-9)
+    np.testing.assert_allclose(fast, ref, rtol=1e-6, atol=1e-6 * np.abs(ref).max())
+    # MLLT on these statistics improves the objective
+    a = est_mllt(fast, beta, num_iters=3)
+    assert mllt_objf(a, fast, beta) > mllt_objf(np.eye(len(a)), fast, beta)

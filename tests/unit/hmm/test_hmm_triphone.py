@@ -57,3 +57,22 @@ def test_train_deltas_beats_mono_and_splits_on_left_context():
         ok, pdf = tri.tree.compute(window, 0)
         assert ok and tri.tid2pdf[conv[start]] == pdf
     assert np.array_equal(tri.tid2hmm_state[conv], mono.tid2hmm_state[mono_alis[utt]])
+
+
+def test_acc_tree_stats_counts_and_contexts(synth, mono_trained):
+    from pykaldi2.hmm.tree_stats import acc_tree_stats
+
+    model, alis, _ = mono_trained
+    stats = acc_tree_stats(model, synth.feats, alis, ci_phones=[1])
+    frames = np.concatenate([synth.feats[u] for u in alis]).astype(np.float64)
+    assert stats.count.sum() == len(frames)
+    np.testing.assert_allclose(stats.x1.sum(0), frames.sum(0), rtol=1e-9)
+    np.testing.assert_allclose(stats.x2.sum(0), (frames**2).sum(0), rtol=1e-9)
+    sil = stats.events[:, 1] == 1
+    assert np.all(stats.events[sil][:, [0, 2]] == 0)  # context-independent silence
+    # every non-silence triphone seen is a real neighbour triple of some transcript
+    triples = {tuple(t[i - 1 : i + 2]) for t in synth.texts.values() for i in range(1, len(t) - 1)}
+    for left, c, right, _ in stats.events[~sil]:
+        assert (left, c, right) in triples
+    # one row per distinct event
+    assert len({tuple(e) for e in stats.events}) == len(stats.events)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import math
 import random
 
 import pytest
 
-from pykaldi2.lang.arpa import read_arpa, write_arpa
+from pykaldi2.lang.arpa import NgramLM, read_arpa, write_arpa
 from pykaldi2.lang.kneser_ney import (
     kneser_ney_reference_prob,
     modified_kn_discounts,
@@ -144,3 +145,10 @@ def test_lm_text_and_oov_mapping(tmp_path):
 def test_gz_written(tmp_path):
     write_arpa(train_kneser_ney(TOY, order=1), tmp_path / "lm.arpa.gz")
     assert gzip.open(tmp_path / "lm.arpa.gz", "rt").read().startswith("\\data\\")
+
+
+def test_perplexity_of_uniform_unigram():
+    q = math.log10(1 / 4)
+    lm = NgramLM([{("<s>",): (-99.0, None), **{(w,): (q, None) for w in ("a", "b", "c", "</s>")}}])
+    ppl, oov = lm.perplexity([["a", "b"], ["c", "zebra"]])
+    assert ppl == pytest.approx(4.0) and oov == 1

@@ -177,3 +177,12 @@ def test_lang_feeds_training_graph_compiler(lang):
 def test_config_saved(lang):
     cfg = PrepareLangConfig.from_dict(lang.config())
     assert cfg.oov_word == "<UNK>" and cfg.sil_prob == 0.5 and cfg.topo == TopoConfig()
+
+
+def test_validate_and_load_errors(lang, tmp_path):
+    from pykaldi2.lang.validate import validate_lang
+
+    assert validate_lang(lang.dir) == []
+    with pytest.raises(DataError, match="lang dir not found"):
+        load_lang(tmp_path / "nope")
+    assert "phones.txt" in validate_lang(tmp_path)[0]  # an empty dir: what is missing is named

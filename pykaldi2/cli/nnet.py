@@ -1,0 +1,118 @@
+"""``pykaldi2 train-ce | decode-nnet``: hybrid cross-entropy training and decoding with it
+(PyKaldi2's train_ce.py; Kaldi's steps/nnet3/train_*.py --xent and steps/nnet3/decode.sh)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _cmd_train_ce(args: argparse.Namespace) -> int:
+    from pykaldi2.training.ce import TrainCEConfig, train_ce
+
+    cfg = TrainCEConfig.load(args.config, overrides=args.override or [])
+    final = train_ce(cfg, args.exp_dir)
+    print(f"{args.exp_dir}: model dir {final}")
+    return 0
+
+
+def _cmd_decode_nnet(args: argparse.Namespace) -> int:
+    from pykaldi2.decoding.nnet import NnetComputeConfig, decode_nnet
+    from pykaldi2.decoding.wfst import DecoderConfig
+
+    decoder = DecoderConfig(
+        beam=args.beam,
+        lattice_beam=args.lattice_beam,
+        acoustic_scale=args.acoustic_scale,
+        allow_partial=not args.no_partial,
+    )
+    compute = NnetComputeConfig(
+        mode=args.mode,
+        batch_chunks=args.batch_chunks,
+        prior_scale=args.prior_scale,
+        device=args.device,
+    )
+    summary = decode_nnet(
+        args.model_dir,
+        args.graph_dir,
+        args.data_dir,
+        args.decode_dir,
+        nj=args.nj,
+        decoder=decoder,
+        compute=compute,
+        score=not args.no_score,
+    )
+    best = Path(args.decode_dir) / "best_wer"
+    if not args.no_score and best.is_file():
+        print(best.read_text(), end="")
+    else:
+        print(f"{args.decode_dir}: decoded {summary.num_done} utterances")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train-ce",
+        help="train a hybrid BLSTM/TDNN-F acoustic model with frame cross-entropy",
+        description="Train on chunks of features with pdf_id targets from an alignment dir "
+        "(ali-to-pdf). Resumes from EXP_DIR/checkpoints automatically. Writes EXP_DIR/"
+        "config.yaml, checkpoints/, log/ (tensorboard, valid.jsonl) and the self-contained "
+        "model dir EXP_DIR/final/ (final.pt, model.yaml, features.yaml, priors.npy, final.mdl, "
+        "tree, config.yaml). Runs unchanged under `torchrun --nproc_per_node N` and "
+        "`horovodrun -np N` (one process per rank).",
+        epilog="example: pykaldi2 train-ce --config conf/ce_blstm.yaml "
+        "--override trainer.max_epochs=2 exp/blstm_ce",
+    )
+    p.add_argument("--config", required=True, help="YAML config (see egs/an4/conf/ce_blstm.yaml)")
+    p.add_argument(
+        "--override",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config value; dotted keys, YAML values (repeatable), "
+        "e.g. trainer.lr=5e-4 or train_data=[data/train]",
+    )
+    p.add_argument("exp_dir", help="output experiment dir, e.g. exp/blstm_ce")
+    p.set_defaults(func=_cmd_train_ce)
+
+    p = subparsers.add_parser(
+        "decode-nnet",
+        help="decode a data dir with a CE model dir through HCLG, then score",
+        description="Computes log-likelihoods (log-softmax minus prior_scale * log-priors) in "
+        "batches and decodes them in NJ processes into DECODE_DIR/lat.J.ark, hyp.txt and "
+        "decode_info.json; scores against DATA_DIR/text over LM weights x insertion penalties "
+        "(wer_LMWT_WIP, best_wer) when the text exists.",
+    )
+    p.add_argument("model_dir", help="model dir from train-ce (EXP_DIR/final)")
+    p.add_argument("graph_dir", help="graph dir from `pykaldi2 mkgraph` with the same tree")
+    p.add_argument("data_dir", help="data dir with feats.scp (and cmvn.scp, text)")
+    p.add_argument("decode_dir", help="output dir, e.g. exp/blstm_ce/decode_test")
+    p.add_argument("--nj", type=int, default=1, help="decoding processes (default: %(default)s)")
+    p.add_argument("--beam", type=float, default=13.0, help="default: %(default)s")
+    p.add_argument("--lattice-beam", type=float, default=6.0, help="default: %(default)s")
+    p.add_argument(
+        "--acoustic-scale",
+        type=float,
+        default=0.1,
+        help="scale of the log-likelihoods (default: %(default)s, as for CE models)",
+    )
+    p.add_argument(
+        "--prior-scale",
+        type=float,
+        default=1.0,
+        help="log-likelihood = log-posterior - SCALE * log-prior (default: %(default)s)",
+    )
+    p.add_argument(
+        "--mode",
+        choices=["chunk", "utterance"],
+        default="chunk",
+        help="run the net on the training chunks (default) or on whole utterances",
+    )
+    p.add_argument(
+        "--batch-chunks", type=int, default=64, help="chunks per forward pass (default: 64)"
+    )
+    p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+    p.add_argument(
+        "--no-partial", action="store_true", help="fail utterances that reach no final state"
+    )
+    p.add_argument("--no-score", action="store_true", help="do not score against DATA_DIR/text")
+    p.set_defaults(func=_cmd_decode_nnet)

@@ -1,0 +1,81 @@
+"""``pykaldi2 transcribe | export-gmm-model``: the model directory and the transcription API
+on the command line (see :mod:`pykaldi2.api`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _keys(files: list[str]) -> list[str]:
+    """File stems as utterance ids, or the paths themselves when two stems collide."""
+    stems = [Path(f).stem for f in files]
+    return stems if len(set(stems)) == len(stems) else list(files)
+
+
+def _cmd_transcribe(args: argparse.Namespace) -> int:
+    from pykaldi2.api import load_model
+    from pykaldi2.utils.io import atomic_write_text
+
+    model = load_model(args.model_dir)
+    texts = model.transcribe(args.files)
+    lines = "".join(f"{k} {t}".rstrip() + "\n" for k, t in zip(_keys(args.files), texts))
+    if args.output:
+        atomic_write_text(args.output, lines)
+    else:
+        sys.stdout.write(lines)
+    return 0
+
+
+def _cmd_export_gmm(args: argparse.Namespace) -> int:
+    from pykaldi2.api import save_gmm_model
+    from pykaldi2.decoding.wfst import DecoderConfig
+    from pykaldi2.features.compute import load_feature_config
+
+    decoder = DecoderConfig(beam=args.beam, acoustic_scale=args.acoustic_scale)
+    md = save_gmm_model(
+        args.out_dir,
+        args.model,
+        args.graph_dir,
+        load_feature_config(args.data).to_dict(),
+        norm_vars=args.norm_vars,
+        decoder=decoder.to_dict(),
+        overwrite=args.overwrite,
+    )
+    print(f"{md.path}: {md.kind} model, files {', '.join(sorted(md.files))}")
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add ``transcribe`` and ``export-gmm-model`` to ``pykaldi2``."""
+    p = subparsers.add_parser(
+        "transcribe",
+        help="transcribe audio files with a model directory",
+        description="Transcribe audio files (any format soundfile reads; resampled to the "
+        "model's rate) with a model directory written by `pykaldi2 export-gmm-model` (or "
+        "save_model_dir). Prints one Kaldi `text` line per file: the file stem, then the words.",
+    )
+    p.add_argument("model_dir", help="the model directory (with model.yaml)")
+    p.add_argument("files", nargs="+", help="audio files")
+    p.add_argument("-o", "--output", help="write the lines to this file instead of stdout")
+    p.set_defaults(func=_cmd_transcribe)
+
+    p = subparsers.add_parser(
+        "export-gmm-model",
+        help="pack a GMM model, its graph and feature config into a model directory",
+        description="Write a self-contained model directory (model.yaml, model.mdl, HCLG.fst, "
+        "words.txt) for `pykaldi2 transcribe` and pykaldi2.load_model. The feature config is "
+        "read from DATA (the data dir the model was trained on: DATA/conf/feats.json).",
+    )
+    p.add_argument("model", help="the GMM model, e.g. exp/mono/final.mdl")
+    p.add_argument("graph_dir", help="graph dir with HCLG.fst and words.txt (pykaldi2 mkgraph)")
+    p.add_argument("data", help="the training data dir (for its feature config)")
+    p.add_argument("out_dir", help="the model directory to write, e.g. exp/mono/export")
+    p.add_argument("--beam", type=float, default=13.0, help="decoding beam (%(default)s)")
+    p.add_argument("--acoustic-scale", type=float, default=0.1, help="acoustic scale (%(default)s)")
+    p.add_argument(
+        "--norm-vars", action="store_true", help="the model was trained with variance norm."
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
+    p.set_defaults(func=_cmd_export_gmm)

@@ -1,0 +1,177 @@
+"""Hybrid decoding with a CE-trained network (Kaldi's nnet3-compute + latgen-faster-mapped).
+
+A model dir from ``pykaldi2 train-ce`` (EXP/final) turns features into pseudo log-likelihoods
+``log_softmax(logits) - prior_scale * log(priors)`` (T, num_pdfs), computed in batches in this
+process while :func:`pykaldi2.decoding.batch.decode_dir` decodes them through HCLG in ``nj``
+worker processes; then the decode dir is scored over LM weights x insertion penalties::
+
+    >>> decode_nnet("exp/blstm_ce/final", "exp/tri2/graph", "data/test",
+    ...             "exp/blstm_ce/decode_test", nj=4)
+
+Inference follows training: ``chunk`` mode cuts each utterance into the training chunks
+(``chunk_size`` frames + left/right context, the last chunk shifted back to end at the last
+frame) and keeps the centre outputs; ``utterance`` mode runs whole utterances.
+
+Dimension legend: K chunks, T frames, F feature dim, C pdf_ids.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pykaldi2.data.datasets import chunk_starts
+from pykaldi2.decoding.batch import DecodeSummary, decode_dir
+from pykaldi2.decoding.wfst import DecoderConfig
+from pykaldi2.training.ce import CEModelDir, load_final_dir
+from pykaldi2.utils.errors import DataError, Pykaldi2Error
+from pykaldi2.utils.log import get_logger
+
+log = get_logger(__name__)
+
+INFERENCE_MODES = ("chunk", "utterance")
+
+
+@dataclass
+class NnetComputeConfig:
+    """How log-likelihoods are computed: ``mode`` (chunk | utterance), chunks per forward pass
+    (``batch_chunks``), ``prior_scale`` (0: posteriors only) and the torch ``device``."""
+
+    mode: str = "chunk"
+    batch_chunks: int = 64
+    prior_scale: float = 1.0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.mode not in INFERENCE_MODES:
+            raise Pykaldi2Error(f"inference mode {self.mode!r} not in {INFERENCE_MODES}")
+        if self.batch_chunks < 1 or self.prior_scale < 0:
+            raise Pykaldi2Error("batch_chunks must be >= 1 and prior_scale >= 0")
+
+
+def chunk_windows(n: int, chunk_size: int, left: int, right: int) -> tuple[list[int], np.ndarray]:
+    """Chunk starts and (K, left + chunk_size + right) frame indices of an ``n``-frame utterance
+    (edges repeat the first/last frame, as in training)."""
+    starts = chunk_starts(n, chunk_size)
+    offsets = np.arange(-left, chunk_size + right)
+    idx = np.clip(np.asarray(starts)[:, None] + offsets[None, :], 0, n - 1)
+    return starts, idx
+
+
+def _log_likelihoods(md: CEModelDir, logits, cfg: NnetComputeConfig) -> np.ndarray:
+    import torch
+
+    from pykaldi2.nnet.priors import log_likelihoods
+
+    lp = torch.from_numpy(md.log_priors).float()
+    return log_likelihoods(logits, lp, cfg.prior_scale).cpu().numpy()
+
+
+def _forward(md: CEModelDir, x: np.ndarray, cfg: NnetComputeConfig):
+    """(N, T, F) features -> (N, T, C) logits."""
+    import torch
+
+    xt = torch.from_numpy(np.require(x, np.float32, ["C", "W"])).to(cfg.device)
+    lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.int64)
+    with torch.no_grad():
+        return md.model(xt, lengths)
+
+
+def nnet_compute(
+    md: CEModelDir,
+    feats: Mapping[str, np.ndarray],
+    utts: Sequence[str],
+    cfg: NnetComputeConfig | None = None,
+) -> Iterator[tuple[str, np.ndarray]]:
+    """``(utt, (T, C) float32 log-likelihoods)`` for each of ``utts``, in order."""
+    cfg = cfg or NnetComputeConfig()
+    c, left, right = md.chunk_size, md.left_context, md.right_context
+    pending: list[tuple[str, np.ndarray, list[int], int]] = []  # utt, windows, starts, n
+
+    def flush() -> Iterator[tuple[str, np.ndarray]]:
+        x = np.concatenate([w for _, w, _, _ in pending])  # (K, left + c + right, F)
+        ll = _log_likelihoods(md, _forward(md, x, cfg)[:, left : left + c], cfg)  # (K, c, C)
+        k = 0
+        for utt, _, starts, n in pending:
+            out = np.empty((n, ll.shape[-1]), dtype=np.float32)
+            for s in starts:  # later chunks overwrite the overlap of the shifted last chunk
+                m = min(c, n - s)
+                out[s : s + m] = ll[k, :m]
+                k += 1
+            yield utt, out
+        pending.clear()
+
+    for utt in utts:
+        x = np.asarray(feats[utt], dtype=np.float32)
+        if x.ndim != 2 or len(x) == 0:
+            raise DataError("empty or malformed feature matrix", utt=utt)
+        if x.shape[1] != md.feature_dim:
+            raise DataError(
+                f"feature dim {x.shape[1]} but the model expects {md.feature_dim}",
+                utt=utt,
+                fix="compute the features the model was trained on (see its features.yaml)",
+            )
+        if cfg.mode == "utterance":
+            yield utt, _log_likelihoods(md, _forward(md, x[None], cfg)[0], cfg)
+            continue
+        starts, idx = chunk_windows(len(x), c, left, right)
+        pending.append((utt, x[idx], starts, len(x)))
+        if sum(len(p[2]) for p in pending) >= cfg.batch_chunks:
+            yield from flush()
+    if pending:
+        yield from flush()
+
+
+def _check_graph(graph_dir: Path, md: CEModelDir) -> None:
+    f = graph_dir / "num_pdfs"
+    if f.is_file():
+        n = int(f.read_text().split()[0])
+        if n != md.num_pdfs:
+            raise DataError(
+                f"graph built for {n} pdfs, the model has {md.num_pdfs}",
+                file=str(graph_dir),
+                fix="build the graph with the model dir's final.mdl (pykaldi2 mkgraph)",
+            )
+
+
+def decode_nnet(
+    model_dir: str | os.PathLike,
+    graph_dir: str | os.PathLike,
+    data_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    nj: int = 1,
+    decoder: DecoderConfig | None = None,
+    compute: NnetComputeConfig | None = None,
+    score: bool = True,
+) -> DecodeSummary:
+    """Decode ``data_dir`` with a CE model dir through ``graph_dir/HCLG.fst`` into ``out_dir``
+    (lat.J.ark, hyp.txt, decode_info.json) and, when ``data_dir/text`` exists and ``score``,
+    score it (wer_LMWT_WIP, best_wer)."""
+    from pykaldi2.features.pipeline import ProcessedFeatures
+
+    compute = compute or NnetComputeConfig()
+    md = load_final_dir(model_dir, device=compute.device)
+    graph_dir, data_dir = Path(graph_dir), Path(data_dir)
+    _check_graph(graph_dir, md)
+    feats = ProcessedFeatures(data_dir, md.features)
+    utts = list(feats.keys())
+    summary = decode_dir(
+        graph_dir,
+        nnet_compute(md, feats, utts, compute),
+        out_dir,
+        md.ali_model.tm,
+        config=decoder or DecoderConfig(),
+        nj=nj,
+        num_utts=len(utts),
+    )
+    text = data_dir / "text"
+    if score and text.is_file():
+        from pykaldi2.decoding.sweep import score_dir
+
+        score_dir(out_dir, text)
+    return summary

@@ -1,0 +1,209 @@
+"""``pykaldi2 train-ce`` on synthetic features + alignments: exact resume, the final dir, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from pykaldi2.cli.main import main
+
+NUM_UTTS = 14
+
+
+def _ali_model():
+    """A monophone GmmModel (phones 1 = sil, 2, 3; 3 states each): transition model + tree."""
+    from pykaldi2.hmm.model import GmmModel
+    from pykaldi2.hmm.topo import make_topo
+    from pykaldi2.kaldi import khg
+
+    topo = khg.HmmTopology()
+    topo.read(make_topo([2, 3], [1]))
+    tree = khg.monophone_context_dependency([1, 2, 3], topo.get_phone_to_num_pdf_classes())
+    return GmmModel(tm=khg.TransitionModel(tree, topo), tree=tree, am=khg.AmDiagGmm())
+
+
+def make_corpus(root, *, drop_alis: int = 0, cut_ali: dict | None = None, seed: int = 0):
+    """data/ (feats.scp, utt2spk) + ali/ (final.mdl, tree, ali.ark/scp) under ``root``.
+
+    Frame t of an utterance carries pdf y_t; its feature is a noisy one-hot of y_t (dim =
+    num_pdfs), so a small net learns the task in a few steps.
+    """
+    import kaldiio
+
+    from pykaldi2.hmm.ali import write_ali
+
+    model = _ali_model()
+    tid2pdf = model.tid2pdf
+    pdf2tid = {int(p): t for t, p in enumerate(tid2pdf) if t > 0}
+    num_pdfs = int(model.tm.num_pdfs)
+    rng = np.random.default_rng(seed)
+    data, ali = root / "data", root / "ali"
+    data.mkdir(parents=True)
+    alis, utt2spk = {}, []
+    with kaldiio.WriteHelper(f"ark,scp:{data}/feats.ark,{data}/feats.scp") as w:
+        for i in range(NUM_UTTS):
+            utt = f"spk{i % 3}-u{i:02d}"
+            pdfs = np.repeat(rng.integers(0, num_pdfs, 12), rng.integers(2, 6, 12))
+            w[utt] = (np.eye(num_pdfs)[pdfs] + 0.1 * rng.normal(size=(len(pdfs), num_pdfs))).astype(
+                np.float32
+            )
+            alis[utt] = np.asarray([pdf2tid[int(p)] for p in pdfs], dtype=np.int32)
+            utt2spk.append(f"{utt} spk{i % 3}\n")
+    (data / "utt2spk").write_text("".join(utt2spk))
+    for utt in sorted(alis)[:drop_alis]:
+        del alis[utt]
+    for utt, n in (cut_ali or {}).items():
+        alis[utt] = alis[utt][:n]
+    ali.mkdir()
+    model.save(ali / "final.mdl")
+    model.write_tree(ali / "tree")
+    write_ali(ali / "ali.ark", alis)
+    return data, ali, num_pdfs
+
+
+def write_config(root, data, ali, **over) -> str:
+    cfg = {
+        "train_data": [str(data)],
+        "ali_dir": [str(ali)],
+        "valid_fraction": 0.2,
+        "features": {"cmvn": "utterance"},
+        "model_type": "blstm",
+        "model": {"num_layers": 2, "hidden": 12, "dropout": 0.2},
+        "chunk_size": 16,
+        "left_context": 2,
+        "right_context": 3,
+        "batch_size": 4,
+        "num_workers": 0,
+        "trainer": {
+            "lr": 0.01,
+            "max_epochs": 3,
+            "checkpoint_every": 2,
+            "log_every": 1,
+            "schedule": {"halving": True},
+        },
+        **over,
+    }
+    path = root / "ce.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ce")
+    data, ali, num_pdfs = make_corpus(root)
+    return root, data, ali, num_pdfs
+
+
+def _weights(exp):
+    return torch.load(exp / "final" / "final.pt", weights_only=False)["model"]
+
+
+def test_train_ce_resume_is_exact_and_final_dir_loads(corpus, tmp_path, one_thread):
+    from pykaldi2.training.ce import load_final_dir
+
+    root, data, ali, num_pdfs = corpus
+    conf = write_config(tmp_path, data, ali)
+    full, parts = tmp_path / "full", tmp_path / "parts"
+    assert main(["train-ce", "--config", conf, "--override", "trainer.max_steps=9", str(full)]) == 0
+    # The same run, interrupted at step 3 (mid-epoch), then resumed with DataLoader workers.
+    first = ["train-ce", "--config", conf, "--override", "trainer.max_steps=3", str(parts)]
+    assert main(first) == 0
+    assert (parts / "checkpoints" / "ckpt-3.pt").is_file()
+    resumed = ["--override", "trainer.max_steps=9", "--override", "num_workers=1"]
+    assert main(["train-ce", "--config", conf, *resumed, str(parts)]) == 0
+    a, b = _weights(full), _weights(parts)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+    # 9 steps cross an epoch boundary: validation ran and was logged.
+    valid = [
+        yaml.safe_load(line)
+        for line in (full / "log" / "valid.jsonl").read_text().split("\n")
+        if line
+    ]
+    assert valid and 0.0 <= valid[0]["acc"] <= 1.0 and valid[0]["frames"] > 0
+
+    md = load_final_dir(full / "final")
+    assert md.num_pdfs == num_pdfs and md.chunk_size == 16 and md.left_context == 2
+    assert np.exp(md.log_priors).sum() == pytest.approx(1.0)
+    saved = yaml.safe_load((full / "final" / "config.yaml").read_text())
+    assert saved["config"]["trainer"]["max_steps"] == 9 and "git_sha" in saved["provenance"]
+    assert (full / "final" / "tree").read_bytes().startswith(b"ContextDependency ")
+
+
+def test_train_ce_learns(corpus, tmp_path, one_thread):
+    """More steps at a higher LR: held-out frame accuracy well above chance (1/num_pdfs)."""
+    root, data, ali, num_pdfs = corpus
+    conf = write_config(tmp_path, data, ali, trainer={"lr": 0.03, "max_epochs": 8, "log_every": 1})
+    assert main(["train-ce", "--config", conf, str(tmp_path / "exp")]) == 0
+    lines = (tmp_path / "exp" / "log" / "valid.jsonl").read_text().splitlines()
+    accs = [yaml.safe_load(x)["acc"] for x in lines]
+    assert len(accs) == 8 and accs[-1] > 0.8 > 5.0 / num_pdfs, accs
+
+
+def test_bad_inputs_give_clear_errors(tmp_path, capsys, one_thread):
+    # Alignments missing for most utterances.
+    data, ali, _ = make_corpus(tmp_path / "a", drop_alis=10)
+    conf = write_config(tmp_path / "a", data, ali)
+    assert main(["train-ce", "--config", conf, str(tmp_path / "a" / "exp")]) == 1
+    err = capsys.readouterr().err
+    assert "10 of 14 utterances have no usable targets" in err and "no targets" in err
+    assert "Fix:" in err
+
+    # One length mismatch beyond the tolerance is dropped; many are an error naming them.
+    cut = {f"spk{i % 3}-u{i:02d}": 5 for i in range(6)}
+    data, ali, _ = make_corpus(tmp_path / "b", cut_ali=cut)
+    conf = write_config(tmp_path / "b", data, ali)
+    assert main(["train-ce", "--config", conf, str(tmp_path / "b" / "exp")]) == 1
+    err = capsys.readouterr().err
+    assert "feature frames vs 5 targets" in err
+    conf = write_config(tmp_path / "b", data, ali, max_missing_fraction=0.5)
+    over = ["--override", "trainer.max_steps=2"]
+    assert main(["train-ce", "--config", conf, *over, str(tmp_path / "b" / "exp")]) == 0
+
+    # A checkpoint from a different model config.
+    over += ["--override", "model.hidden=8"]
+    assert main(["train-ce", "--config", conf, *over, str(tmp_path / "b" / "exp")]) == 1
+    err = capsys.readouterr().err
+    assert "different model config" in err and "hidden: checkpoint 12 vs config 8" in err
+
+    # Typos and bad values in the config.
+    assert main(["train-ce", "--config", conf, "--override", "chunk_sise=3", "x"]) == 1
+    assert "unknown option(s) chunk_sise" in capsys.readouterr().err
+    assert main(["train-ce", "--config", conf, "--override", "model_type=lstm", "x"]) == 1
+    assert "model_type: 'lstm' not in blstm, tdnnf" in capsys.readouterr().err
+
+
+def test_alignments_from_another_model(tmp_path, capsys):
+    from pykaldi2.hmm.ali import write_ali
+    from pykaldi2.training.ce import load_pdf_targets
+    from pykaldi2.utils.errors import DataError
+
+    data, ali, _ = make_corpus(tmp_path)
+    write_ali(ali / "ali.ark", {"spk0-u00": np.array([1, 2, 999], dtype=np.int32)})
+    with pytest.raises(DataError, match="spk0-u00.*transition_id 999 outside"):
+        load_pdf_targets([ali])
+    (ali / "ali.ark").unlink()
+    (ali / "ali.scp").unlink()
+    with pytest.raises(DataError, match="no alignments"):
+        load_pdf_targets([ali])
+
+
+def test_config_overrides_and_tdnnf(tmp_path):
+    from pykaldi2.training.ce import TrainCEConfig, apply_overrides, model_config
+
+    d = apply_overrides({"trainer": {"lr": 1.0}}, ["trainer.lr=0.5", "train_data=[a, b]"])
+    assert d == {"trainer": {"lr": 0.5}, "train_data": ["a", "b"]}
+    cfg = TrainCEConfig.from_dict({**d, "ali_dir": "x"})
+    assert cfg.trainer.lr == 0.5 and cfg.ali_dir == ["x"]
+    again = TrainCEConfig.from_dict(cfg.to_dict())
+    assert again == cfg
+    mcfg = model_config("tdnnf", {"hidden": 16, "bottleneck": 8, "num_layers": 3}, 5, 7)
+    assert mcfg.input_dim == 5 and mcfg.num_classes == 7
+    with pytest.raises(Exception, match="subsampling must be 1"):
+        model_config("tdnnf", {"subsampling": 3, "num_layers": 3}, 5, 7)
+    with pytest.raises(Exception, match="model.input_dim=3 but the data give 5"):
+        model_config("blstm", {"input_dim": 3}, 5, 7)
