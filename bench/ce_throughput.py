@@ -51,12 +51,18 @@ def matmul_flops_per_s(device: torch.device, n: int = 1024, trials: int = 8) -> 
     _sync(device)
     best = 0.0
     for _ in range(trials):
-        t0 = time.perf_counter()
+        t0 = _clock(device)
         for _ in range(4):
             a @ b
         _sync(device)
-        best = max(best, 4 * 2 * n**3 / (time.perf_counter() - t0))
+        best = max(best, 4 * 2 * n**3 / (_clock(device) - t0))
     return best
+
+
+def _clock(device: torch.device) -> float:
+    """CPU time of this process on CPU (robust to other jobs sharing the cores; with T threads
+    it counts T x wall when all run), wall time on GPU."""
+    return time.process_time() if device.type == "cpu" else time.perf_counter()
 
 
 def _sync(device: torch.device) -> None:
@@ -65,8 +71,8 @@ def _sync(device: torch.device) -> None:
 
 
 def train_steps(args, device: torch.device) -> tuple[float, float, float, float]:
-    """(best and mean seconds per training step, CPU share of this process, forward FLOPs per
-    frame) of the BLSTM on synthetic chunks."""
+    """(best step time by :func:`_clock`, mean wall time per step, clock/wall ratio, forward
+    FLOPs per frame) of the BLSTM on synthetic chunks."""
     from pykaldi2.losses.ce import FrameCETask
     from pykaldi2.nnet.blstm import Blstm, BlstmConfig
     from pykaldi2.training.trainer import TrainerConfig, make_optimizer
@@ -159,19 +165,23 @@ def main() -> int:
         f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {device} {gpu}"
     )
     mm = matmul_flops_per_s(device, n=4096 if device.type == "cuda" else 1024)
-    print(f"matmul (fp32): {mm / 1e9:.1f} GFLOP/s")
+    print(
+        f"matmul (fp32, best of 8, per {'CPU' if device.type == 'cpu' else 'wall'} second): {mm / 1e9:.1f} GFLOP/s"
+    )
 
-    sec, mean_sec, share, fwd = train_steps(args, device)
+    sec, wall, share, fwd = train_steps(args, device)
     frames = args.chunks * args.chunk_size
     fps = frames / sec
     train_flops = 3 * fwd * frames / sec
+    unit = "CPU" if device.type == "cpu" else "wall"
     print(
         f"BLSTM 3x512, {args.chunks}x{args.chunk_size} chunks, dim {args.dim}, "
         f"{args.num_pdfs} pdfs ({3 * fwd / 1e6:.1f} MFLOP per trained frame): best step "
-        f"{sec:.3f} s (mean {mean_sec:.3f} s; this process got {share:.0%} of its CPU threads)"
+        f"{sec:.3f} s {unit} time (mean wall {wall:.3f} s: this process got {share:.0%} "
+        "of the time)"
     )
     print(
-        f"  {fps:,.0f} frames/s, iRTF {fps / 100:.1f} (hours of audio per hour of compute), "
+        f"  {fps:,.0f} frames/s, iRTF {fps / 100:.1f} (hours of audio per {unit} hour), "
         f"{train_flops / 1e9:.1f} GFLOP/s = {train_flops / mm:.2f} of matmul FLOP/s"
     )
 

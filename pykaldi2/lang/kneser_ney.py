@@ -1,9 +1,10 @@
 """Train an n-gram LM with interpolated modified Kneser-Ney smoothing (orders 1..4 and up).
 
-Why our own: the standard tools do not install from PyPI without a C++ build (the ``kenlm``
-package is an sdist that needs cmake, boost and a compiler; SRILM is not on PyPI and has a
-restrictive licence; NLTK's ``KneserNeyInterpolated`` is unmodified KN, cannot write ARPA and is
-slow). LMs for ASR recipes here are trained on transcripts (thousands to millions of words), which
+Why our own: no maintained PyPI package trains an ARPA LM without a C++ build. ``kenlm`` on
+PyPI (0.3.0, checked with ``pip download kenlm``) is an sdist compiled at install time, and its
+Python module only *queries* models: the trainer ``lmplz`` (lm/builder) is a separate C++ binary
+that needs cmake and boost. SRILM is not on PyPI and has a restrictive licence; NLTK's
+``KneserNeyInterpolated`` is unmodified KN, cannot write ARPA and is slow. LMs for ASR recipes here are trained on transcripts (thousands to millions of words), which
 a dictionary-based trainer handles in seconds; for large corpora use an official ARPA file.
 The code below is small, follows Chen & Goodman (1998) and KenLM's conventions, and is tested
 against :func:`kneser_ney_reference_prob`, a slow direct transcription of the definition.

@@ -25,7 +25,6 @@ from pathlib import Path
 
 from pykaldi2.lang.lexicon import (
     POSITIONS,
-    DictDir,
     LexiconEntry,
     add_lex_disambig,
     add_word_position,
@@ -246,4 +245,4 @@ def _write_align_lexicon(
     )
 
 
-__all__ = ["PrepareLangConfig", "prepare_lang", "DictDir"]
+__all__ = ["PrepareLangConfig", "prepare_lang"]

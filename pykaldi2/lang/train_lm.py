@@ -33,7 +33,8 @@ class TrainLmConfig:
     #: Text lines start with an utterance id (a Kaldi data dir's ``text``).
     skip_first_field: bool = False
     #: Put every vocabulary word in the LM, unseen ones with the unigram floor probability, so
-    #: the decoding graph can output them.
+    #: the decoding graph can output them; non-speech tokens (``<sil>``, ``!SIL``, ``<UNK>``)
+    #: only when they occur in the text.
     full_vocab: bool = True
 
     def __post_init__(self) -> None:
@@ -97,6 +98,12 @@ def map_oov(
     return out, oovs
 
 
+def is_non_speech(word: str) -> bool:
+    """Kaldi-style non-speech tokens (``<sil>``, ``<UNK>``, ``<SPOKEN_NOISE>``, ``!SIL``): the
+    LM gives them probability only when they occur in the training text."""
+    return (word.startswith("<") and word.endswith(">")) or word.startswith("!")
+
+
 def read_vocab(path: str | os.PathLike) -> set[str]:
     """The words of a words.txt (without <eps>, <s>, </s>, #N) or of a lexicon.txt/lexiconp.txt."""
     path = Path(path)
@@ -143,6 +150,7 @@ def train_lm(
             if oovs
             else "",
         )
-    lm = train_kneser_ney(sents, config.order, vocab=vocab if config.full_vocab else ())
+    extra = {w for w in vocab if not is_non_speech(w)} if config.full_vocab else set()
+    lm = train_kneser_ney(sents, config.order, vocab=extra)
     write_arpa(lm, arpa)
     return oovs

@@ -404,35 +404,15 @@ def _scatter_arcs(lb: LatticeBatch, values: torch.Tensor, like: tuple) -> torch.
     return out.to(dtype)
 
 
-class _LatticeLogLikelihood(torch.autograd.Function):
-    """(N,) log-sum over lattice paths; d/dloglik = grad_output[n] * kappa * gamma (per pdf)."""
+class _ArcStatFunction(torch.autograd.Function):
+    """Base of the lattice Functions: ``forward`` saves a per-arc derivative ``d`` (A,) of the
+    per-sequence output w.r.t. the arc's acoustic score; backward returns
+    ``grad_output[n] * kappa * d`` summed into (N, T, C) at each arc's (frame, pdf)."""
 
     @staticmethod
-    def forward(ctx, loglik, lb, kappa, extra):
-        score = kappa * _arc_loglik(loglik, lb) - lb.graph_cost + extra
-        st = forward_backward(lb, score)
+    def _save(ctx, loglik, lb, kappa, d) -> None:
         ctx.lb, ctx.kappa, ctx.like = lb, kappa, (loglik.shape, loglik.dtype)
-        ctx.save_for_backward(st.gamma)
-        return st.log_z.to(loglik.dtype)
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        (gamma,) = ctx.saved_tensors
-        lb = ctx.lb
-        g = ctx.kappa * gamma * grad_output.to(torch.float64)[lb.seq]
-        return _scatter_arcs(lb, g, ctx.like), None, None, None
-
-
-class _LatticeExpectedAccuracy(torch.autograd.Function):
-    """(N,) expected accuracy E[A]; d/dloglik = grad_output[n] * kappa * gamma * (c - E[A])."""
-
-    @staticmethod
-    def forward(ctx, loglik, lb, kappa, acc):
-        score = kappa * _arc_loglik(loglik, lb) - lb.graph_cost
-        st = forward_backward(lb, score, acc)
-        ctx.lb, ctx.kappa, ctx.like = lb, kappa, (loglik.shape, loglik.dtype)
-        ctx.save_for_backward(st.gamma * (st.arc_acc - st.exp_acc[lb.seq]))
-        return st.exp_acc.to(loglik.dtype)
+        ctx.save_for_backward(d)
 
     @staticmethod
     def backward(ctx, grad_output):
@@ -440,6 +420,29 @@ class _LatticeExpectedAccuracy(torch.autograd.Function):
         lb = ctx.lb
         g = ctx.kappa * d * grad_output.to(torch.float64)[lb.seq]
         return _scatter_arcs(lb, g, ctx.like), None, None, None
+
+
+class _LatticeLogLikelihood(_ArcStatFunction):
+    """(N,) log-sum over lattice paths; d/dloglik = grad_output[n] * kappa * gamma (per pdf)."""
+
+    @staticmethod
+    def forward(ctx, loglik, lb, kappa, extra):
+        score = kappa * _arc_loglik(loglik, lb) - lb.graph_cost + extra
+        st = forward_backward(lb, score)
+        _ArcStatFunction._save(ctx, loglik, lb, kappa, st.gamma)
+        return st.log_z.to(loglik.dtype)
+
+
+class _LatticeExpectedAccuracy(_ArcStatFunction):
+    """(N,) expected accuracy E[A]; d/dloglik = grad_output[n] * kappa * gamma * (c - E[A])."""
+
+    @staticmethod
+    def forward(ctx, loglik, lb, kappa, acc):
+        score = kappa * _arc_loglik(loglik, lb) - lb.graph_cost
+        st = forward_backward(lb, score, acc)
+        d = st.gamma * (st.arc_acc - st.exp_acc[lb.seq])
+        _ArcStatFunction._save(ctx, loglik, lb, kappa, d)
+        return st.exp_acc.to(loglik.dtype)
 
 
 def lattice_log_likelihood(

@@ -128,7 +128,9 @@ def test_lm_text_and_oov_mapping(tmp_path):
     (tmp_path / "bad").write_text("A </s> B\n")
     with pytest.raises(DataError, match=r"bad:1.*reserved"):
         read_lm_text(tmp_path / "bad")
-    (tmp_path / "words.txt").write_text("<eps> 0\nA 1\nB 2\nC 3\n<UNK> 4\n#0 5\n<s> 6\n</s> 7\n")
+    (tmp_path / "words.txt").write_text(
+        "<eps> 0\nA 1\nB 2\nC 3\n<UNK> 4\n<sil> 5\n#0 6\n<s> 7\n</s> 8\n"
+    )
     config = TrainLmConfig(order=2, skip_first_field=True)
     oovs = train_lm(text, tmp_path / "lm.arpa", words=tmp_path / "words.txt", config=config)
     assert oovs == {"FOO": 2, "BAR": 1}
