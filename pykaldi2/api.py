@@ -132,6 +132,16 @@ class GmmTranscriber:
 register_kind("gmm", GmmTranscriber)
 
 
+def _transducer(md: ModelDir) -> Transcriber:
+    """RNN-T models: streaming greedy search (:mod:`pykaldi2.decoding.streaming`)."""
+    from pykaldi2.decoding.streaming import TransducerTranscriber
+
+    return TransducerTranscriber(md)
+
+
+register_kind("transducer", _transducer)
+
+
 def save_gmm_model(
     path: str | os.PathLike,
     model: str | os.PathLike,

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# AN4 recipe: from the raw corpus to a WER table.
-#   bash run.sh [--stage N] [--stop-stage M] [--corpus-dir DIR] [--nj N]
-# Each stage leaves a .done marker in exp/ (rerun skips finished stages; --force redoes them).
+# AN4 recipe: from the raw corpus to a WER table (GMM part: mono -> tri1 -> tri2).
+#   bash run.sh [--stage N] [--stop-stage M] [--corpus-dir DIR] [--nj N] [--force]
+# Stages: 0 prepare, 1 features (MFCC + 80-dim fbank), 2 dict/lang/LM/G, 3 mono, 4 tri1 (deltas),
+# 5 tri2 (LDA+MLLT), 6 tri2 alignments for the nnets. Each stage leaves a .done marker in exp/
+# (rerun skips finished stages; --force redoes them). Settings live in conf/*.yaml.
 set -euo pipefail
 cd "$(dirname "$0")"
 . ./path.sh
@@ -11,6 +13,7 @@ stop_stage=100
 corpus_dir=../../../shared/data/an4   # an AN4 already on disk; empty => download
 nj=2
 force=false
+lm_order=3
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -19,7 +22,7 @@ while [ $# -gt 0 ]; do
     --corpus-dir|--corpus_dir) corpus_dir=$2; shift 2 ;;
     --nj) nj=$2; shift 2 ;;
     --force) force=true; shift ;;
-    -h|--help) sed -n 2,5p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,6p "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -45,4 +48,56 @@ prepare() {
     pykaldi2 prepare an4 --download --corpus-dir downloads data
   fi
 }
+an4_dir=${corpus_dir:-downloads/an4}   # where etc/an4.dic is, for the dictionary
+
+features() {
+  for set in train test; do
+    # fbank data dirs are copies with their own feats.scp / cmvn.scp (HDF5 for the nnets)
+    pykaldi2 combine-data data/${set}_fbank data/$set
+    pykaldi2 compute-feats --config conf/fbank.yaml --nj "$nj" data/${set}_fbank fbank
+    pykaldi2 compute-cmvn data/${set}_fbank fbank
+    pykaldi2 compute-feats --config conf/mfcc.yaml --nj "$nj" data/$set mfcc
+    pykaldi2 compute-cmvn data/$set mfcc
+  done
+}
+
+lang() {
+  pykaldi2 prepare-dict an4 "$an4_dir" data/local/dict --lm-text data/local/lm_train.txt
+  pykaldi2 prepare-lang data/local/dict '<UNK>' data/lang
+  pykaldi2 train-lm --order $lm_order --words data/lang/words.txt \
+    data/local/lm_train.txt data/local/lm/${lm_order}gram.arpa
+  pykaldi2 make-g data/lang data/local/lm/${lm_order}gram.arpa data/lang_test
+}
+
+# decode_system EXP: HCLG for the model, decode data/test, LMWT x WIP sweep -> EXP/decode_test/
+decode_system() {
+  pykaldi2 mkgraph data/lang_test exp/$1/final.mdl exp/$1/graph
+  pykaldi2 decode --data data/test --nj "$nj" exp/$1/graph exp/$1/final.mdl exp/$1/decode_test
+  pykaldi2 score --ref data/test/text --min-lmwt 5 --max-lmwt 20 exp/$1/decode_test
+}
+
+mono() {
+  pykaldi2 train-mono --config conf/mono.yaml data/train data/lang exp/mono
+  decode_system mono
+}
+
+tri1() {
+  pykaldi2 align-si data/train data/lang exp/mono exp/mono_ali
+  pykaldi2 train-deltas --config conf/tri1.yaml data/train data/lang exp/mono_ali exp/tri1
+  decode_system tri1
+}
+
+tri2() {
+  pykaldi2 align-si data/train data/lang exp/tri1 exp/tri1_ali
+  pykaldi2 train-lda-mllt --config conf/tri2.yaml data/train data/lang exp/tri1_ali exp/tri2
+  decode_system tri2
+}
+
 run_stage 0 prepare prepare
+run_stage 1 features features
+run_stage 2 lang lang
+run_stage 3 mono mono
+run_stage 4 tri1 tri1
+run_stage 5 tri2 tri2
+# alignments (transition-ids and pdf-id targets) of the best GMM for the hybrid nnets
+run_stage 6 tri2_ali pykaldi2 align-si data/train data/lang exp/tri2 exp/tri2_ali

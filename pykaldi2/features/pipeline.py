@@ -73,10 +73,18 @@ class FeaturePipelineConfig:
 class ProcessedFeatures(Mapping[str, np.ndarray]):
     """Dict-like ``utt -> (T, F') float32`` features of a data dir after the pipeline."""
 
-    def __init__(self, datadir: str | os.PathLike, config: FeaturePipelineConfig | None = None):
+    def __init__(
+        self,
+        datadir: str | os.PathLike,
+        config: FeaturePipelineConfig | None = None,
+        *,
+        open_raw: bool = True,
+    ):
+        """``open_raw=False``: only :meth:`apply` is used (features computed elsewhere, e.g.
+        on the fly by :mod:`pykaldi2.simulation.dataset`); DATADIR needs no feats.scp."""
         self.datadir = Path(datadir)
         self.config = config or FeaturePipelineConfig()
-        self.raw = open_features(self.datadir)
+        self.raw = open_features(self.datadir) if open_raw else None
         self._utt2spk: dict[str, str] = {}
         self._stats: dict[str, np.ndarray] = {}
         if self.config.cmvn in ("speaker", "global"):

@@ -2,7 +2,7 @@
 
 One module per group of Kaldi binaries, one function per binary, named after it:
 
-- :mod:`.topo`       -- topology text (``make_topo``, ``read_topo``)
+- :mod:`.topo`       -- ``read_topo`` (text or lang/topo -> ``khg.HmmTopology``)
 - :mod:`.model`      -- :class:`~.model.GmmModel` (transition model + tree + AmDiagGmm), gmm-info
 - :mod:`.gmm`        -- gmm-acc-stats-ali (fast + reference), gmm-est (mix-up), gmm-boost-silence
 - :mod:`.align`      -- compile-train-graphs, align-equal-compiled, gmm-align-compiled

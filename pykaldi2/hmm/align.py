@@ -75,9 +75,17 @@ def compile_train_graphs(
         if not words:
             log.warning("utterance %s has an empty transcript; skipped", utt)
             continue
-        fst = gc.compile_graph_from_text(words)
-        if fst.num_states == 0:
-            log.warning("utterance %s: empty training graph (words %s); skipped", utt, words)
+        try:
+            fst = gc.compile_graph_from_text(words)
+        except RuntimeError:  # the binding's check fails when L has no path for the words
+            fst = None
+        if fst is None or fst.num_states == 0:
+            log.warning(
+                "utterance %s: empty training graph for word ids %s (a word missing from the "
+                "lexicon L.fst?); skipped",
+                utt,
+                words,
+            )
             continue
         graphs[utt] = fst
     return graphs
@@ -178,6 +186,9 @@ def gmm_align_compiled(
             raise DataError(
                 f"features have shape {x.shape}, the model wants (T, {model.dim})", utt=utt
             )
+        if len(x) == 0:
+            res.failed.append(utt)
+            continue
         fst = g.copy()
         khg.add_transition_probs(
             trans_model=model.tm,

@@ -76,6 +76,16 @@ class GmmModel:
         id2state[0] = -1
         return phone, hmm_state, trans_index, is_final, is_self_loop, id2state
 
+    @cached_property
+    def tuple2tstate(self) -> dict[tuple[int, int, int, int], int]:
+        """(phone, hmm_state, forward_pdf, self_loop_pdf) -> transition state (1-based)."""
+        return {tuple_of(t): i + 1 for i, t in enumerate(self.tm.tuples)}
+
+    @cached_property
+    def state2id(self) -> np.ndarray:
+        """(num_transition_states + 2,) int: transition state -> its first transition_id."""
+        return np.asarray(self.tm.state2id, dtype=np.int64)
+
     @property
     def tid2phone(self) -> np.ndarray:
         """(num_transition_ids + 1,) int: transition_id -> phone."""
@@ -119,6 +129,8 @@ class GmmModel:
         state = dict(self.__dict__)
         state.pop("tid2pdf", None)
         state.pop("_tid_tables", None)
+        for name in ("tuple2tstate", "state2id"):
+            state.pop(name, None)
         return state
 
     def save(self, path: str | os.PathLike) -> None:
@@ -133,8 +145,15 @@ class GmmModel:
         path = Path(path)
         if not path.is_file():
             raise DataError("no such model file", file=str(path), fix="train the model first")
-        with open(path, "rb") as f:
-            obj = pickle.load(f)
+        try:
+            with open(path, "rb") as f:
+                obj = pickle.load(f)
+        except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError) as e:
+            raise DataError(
+                f"cannot read the model ({type(e).__name__}: {e})",
+                file=str(path),
+                fix="pass a final.mdl written by pykaldi2 (GmmModel.save)",
+            ) from None
         if not isinstance(obj, cls):
             raise DataError(f"not a {cls.__name__} pickle", file=str(path))
         return obj

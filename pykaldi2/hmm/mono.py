@@ -144,7 +144,6 @@ def train_mono(
         raise DataError("no utterance has a training graph", fix="check texts and lang dir")
     alis = align_equal_compiled(graphs, {u: len(x) for u, x in feats.items()}, seed=cfg.seed)
     num_gauss = int(model.am.num_gauss)
-    inc_gauss = max(0, (cfg.totgauss - num_gauss) // max(cfg.max_iter_inc, 1))
     # iteration 0: from the equal alignment, min-gaussian-occupancy 3, no mixing up (0.mdl).
     rec = {"iter": 0, "equal_align_failed": len(graphs) - len(alis)}
     rec.update(
@@ -165,9 +164,7 @@ def train_mono(
         alis,
         cfg,
         sil_phones,
-        first_iter=1,
-        num_gauss=num_gauss,
-        inc_gauss=inc_gauss,
+        target_gauss=cfg.totgauss,
         beam_schedule=lambda it: cfg.initial_beam if it == 1 else cfg.beam,
     )
     history.insert(0, rec)

@@ -107,20 +107,23 @@ def train_gmm_iters(
     cfg: GmmTrainConfig,
     sil_phones: Sequence[int],
     *,
-    first_iter: int,
-    num_gauss: int,
-    inc_gauss: int,
+    target_gauss: int,
     beam_schedule: Callable[[int], float] | None = None,
     on_realign: Callable[[int, dict], None] | None = None,
 ) -> tuple[dict[str, np.ndarray], list[dict]]:
-    """Iterations ``first_iter .. num_iters-1`` of realign / accumulate / estimate / mix up.
+    """Iterations ``1 .. num_iters-1`` of realign / accumulate / estimate / mix up.
+
+    The Gaussian target starts at the model's count and grows by
+    ``(target_gauss - start) // max_iter_inc`` per iteration up to ``max_iter_inc``.
 
     ``beam_schedule(it)`` gives the alignment beam of iteration ``it`` (default ``cfg.beam``);
     ``on_realign(it, alis)`` runs before accumulation (MLLT updates model and ``feats`` there).
     Returns the last alignments and one history record per iteration.
     """
+    num_gauss = int(model.am.num_gauss)
+    inc_gauss = max(0, (target_gauss - num_gauss) // max(cfg.max_iter_inc, 1))
     history = []
-    for it in range(first_iter, cfg.num_iters):
+    for it in range(1, cfg.num_iters):
         t0 = time.time()
         rec: dict = {"iter": it}
         if it in cfg.realign_iters:

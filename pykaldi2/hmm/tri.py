@@ -15,7 +15,7 @@ import numpy as np
 
 from pykaldi2.hmm.ali import split_to_phones
 from pykaldi2.hmm.align import compile_train_graphs
-from pykaldi2.hmm.model import GmmModel, tuple_of
+from pykaldi2.hmm.model import GmmModel
 from pykaldi2.hmm.questions import cluster_phones
 from pykaldi2.hmm.training import TreeConfig, finish_training, train_gmm_iters
 from pykaldi2.hmm.tree import BuiltTree, Root, build_tree
@@ -75,26 +75,26 @@ def convert_ali(old: GmmModel, new: GmmModel, ali: np.ndarray) -> np.ndarray:
     phones = [p for p, _, _ in segs]
     n, c = new.tree.context_width, new.tree.central_position
     topo = new.tm.topo
-    tstate = {tuple_of(t): i + 1 for i, t in enumerate(new.tm.tuples)}
-    state2id = new.tm.state2id
     out = np.empty_like(ali)
     for i, (p, start, num) in enumerate(segs):
         window = [phones[i + k - c] if 0 <= i + k - c < len(phones) else 0 for k in range(n)]
         hmm = topo.topology_for_phone(p)
-        for t in range(start, start + num):
-            tid = int(ali[t])
-            s = int(old.tid2hmm_state[tid])
-            st = hmm[s]
-            ok_f, fpdf = new.tree.compute(window, int(st.forward_pdf_class))
-            ok_s, spdf = new.tree.compute(window, int(st.self_loop_pdf_class))
-            ts = tstate.get((p, s, fpdf, spdf)) if ok_f and ok_s else None
+        seg = ali[start : start + num]
+        states = old.tid2hmm_state[seg]
+        first_tid = {}
+        for s in np.unique(states).tolist():
+            ok_f, fpdf = new.tree.compute(window, int(hmm[s].forward_pdf_class))
+            ok_s, spdf = new.tree.compute(window, int(hmm[s].self_loop_pdf_class))
+            ts = new.tuple2tstate.get((p, s, fpdf, spdf)) if ok_f and ok_s else None
             if ts is None:
                 raise DataError(
                     f"convert-ali: context {window} (HMM state {s}) has no transition state in "
                     "the new model",
                     fix="the models must share phones and topology",
                 )
-            out[t] = state2id[ts] + int(old.tid2trans_index[tid])
+            first_tid[s] = int(new.state2id[ts])
+        out[start : start + num] = [first_tid[s] for s in states.tolist()]
+        out[start : start + num] += old.tid2trans_index[seg]
     return out
 
 
@@ -175,8 +175,6 @@ def train_triphone(
     if setup is not None:
         setup(model)
     graphs = compile_train_graphs(model, lex_fst, disambig_phones, texts)
-    num_gauss = model.num_pdfs
-    inc_gauss = max(0, (cfg.tot_gauss - num_gauss) // max(cfg.max_iter_inc, 1))
     alis, history = train_gmm_iters(
         model,
         graphs,
@@ -184,9 +182,7 @@ def train_triphone(
         alis,
         cfg,
         sil_phones,
-        first_iter=1,
-        num_gauss=num_gauss,
-        inc_gauss=inc_gauss,
+        target_gauss=cfg.tot_gauss,
         on_realign=on_realign,
     )
     alis = finish_training(model, graphs, feats, cfg, system, history, exp_dir)

@@ -6,7 +6,8 @@
 
 Modules: :mod:`.config` (the typed config), :mod:`.simulator` (the chain and its seeding),
 :mod:`.noise`, :mod:`.rir` (image-source RIRs, Schroeder T60), :mod:`.reverb`,
-:mod:`.perturb`, :mod:`.specaug`, :mod:`.dump` (wav files, simulated data dirs).
+:mod:`.perturb`, :mod:`.specaug`, :mod:`.dump` (wav files, simulated data dirs),
+:mod:`.dataset` (simulated training datasets; imports torch, so not re-exported here).
 """
 
 from pykaldi2.simulation.config import (

@@ -188,7 +188,7 @@ class Trainer:
     def _set_lr(self) -> float:
         lr = self.cfg.lr * self.schedule.factor(self.step)
         for g in self.optimizer.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g.get("lr_factor", 1.0)  # a group may carry its own LR factor
         return lr
 
     def _forward(self, batch: Any) -> LossOutput | None:

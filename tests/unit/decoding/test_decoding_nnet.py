@@ -17,7 +17,6 @@ def _write_set(tiny, root, name, sentences, rng):
     plus ``ali.ark`` (one transition_id of the right pdf per frame)."""
     import kaldiio
 
-
     pdf2tid = {int(p): t for t, p in enumerate(tiny.tid2pdf) if t > 0}
     data = root / name
     data.mkdir()

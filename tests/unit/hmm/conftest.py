@@ -14,9 +14,9 @@ def synth() -> Synth:
 @pytest.fixture(scope="module")
 def mono_trained(synth):
     from pykaldi2.hmm.mono import MonoConfig, train_mono
-    from pykaldi2.hmm.topo import make_topo
+    from pykaldi2.lang.topo import TopoConfig, make_topo
 
     cfg = MonoConfig(num_iters=8, max_iter_inc=6, totgauss=24, realign_iters=[1, 2, 3, 4, 6])
-    topo = make_topo(synth.phones[1:], [synth.sil])
+    topo = make_topo(synth.phones[1:], [synth.sil], TopoConfig())
     model, alis, hist = train_mono(synth.feats, synth.texts, topo, synth.lex, [], [1], cfg)
     return model, alis, hist

@@ -41,6 +41,9 @@ def test_an4_mono_train_and_align(an4_dir, tmp_path):
     # flat start to trained model: the per-frame log-likelihood rises clearly
     assert hist[-1]["like_per_frame"] > hist[0]["like_per_frame"] + 5.0
     assert (exp / "tree").read_bytes().startswith(b"ContextDependency ")
+    from pykaldi2.hmm.model import GmmModel
+
+    assert GmmModel.load(exp / "final.mdl").feat_type == "delta"  # what decoding rebuilds
     _run("align-si", data / "sub", lang, exp, tmp_path / "exp" / "mono_ali")
     _run(
         "ali-to-phones",
@@ -97,7 +100,6 @@ def test_an4_mono_train_and_align(an4_dir, tmp_path):
         600,
     )
     from pykaldi2.hmm.event_map import read_tree
-    from pykaldi2.hmm.model import GmmModel
 
     for d in (tri1, tri2):
         model = GmmModel.load(d / "final.mdl")

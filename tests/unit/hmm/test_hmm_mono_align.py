@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from pykaldi2.hmm.ali import ali_to_pdf, ali_to_phones, read_ali, split_to_phones, write_ali
 
@@ -60,6 +61,16 @@ def test_failed_alignment_is_reported_not_misaligned(synth, mono_trained):
     assert sorted(res.alis) == utts[1:]
 
 
+def test_transcript_outside_lexicon_is_skipped(synth, mono_trained, caplog):
+    from pykaldi2.hmm.align import compile_train_graphs
+
+    model = mono_trained[0]
+    texts = {"ok": [1, 2, 1], "unknown_word": [1, 999, 1], "empty": []}
+    graphs = compile_train_graphs(model, synth.lex, [], texts)
+    assert sorted(graphs) == ["ok"]
+    assert "unknown_word" in caplog.text and "missing from the lexicon" in caplog.text
+
+
 def test_model_save_load(tmp_path, mono_trained):
     from pykaldi2.hmm.model import GmmModel, gmm_info
 
@@ -68,3 +79,15 @@ def test_model_save_load(tmp_path, mono_trained):
     back = GmmModel.load(tmp_path / "final.mdl")
     assert gmm_info(back) == gmm_info(model)
     assert np.array_equal(back.tid2pdf, model.tid2pdf)
+
+
+def test_bad_model_file_is_a_clear_error(tmp_path):
+    from pykaldi2.hmm.model import GmmModel
+    from pykaldi2.utils.errors import DataError
+
+    bad = tmp_path / "final.mdl"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(DataError, match="final.mdl"):
+        GmmModel.load(bad)
+    with pytest.raises(DataError, match="no such model"):
+        GmmModel.load(tmp_path / "missing.mdl")

@@ -68,8 +68,9 @@ def test_fast_split_search_equals_reference():
 
 
 def test_tree_in_kaldi_format_loads_and_maps_contexts(tmp_path):
-    from pykaldi2.hmm.topo import make_topo, read_topo
+    from pykaldi2.hmm.topo import read_topo
     from pykaldi2.kaldi import khg
+    from pykaldi2.lang.topo import TopoConfig, make_topo
 
     rng = np.random.default_rng(2)
     stats = _random_stats(rng, n=120)
@@ -93,7 +94,9 @@ def test_tree_in_kaldi_format_loads_and_maps_contexts(tmp_path):
     for row, pdf in zip(stats.events, tree.row_pdf):
         assert cd.compute(row[:3].tolist(), int(row[3]))[1] == pdf
     # phones 3, 4, 5 share one root; a transition model can be built on the tree
-    tm = khg.TransitionModel(ctx_dep=cd, hmm_topo=read_topo(make_topo([2, 3, 4, 5], [1])))
+    tm = khg.TransitionModel(
+        ctx_dep=cd, hmm_topo=read_topo(make_topo([2, 3, 4, 5], [1], TopoConfig()))
+    )
     assert tm.num_pdfs == 14
 
 

@@ -11,10 +11,10 @@ from pykaldi2.hmm.tri import DeltasConfig, TreeInputs, convert_ali, train_deltas
 
 def test_train_deltas_beats_mono_and_splits_on_left_context():
     from pykaldi2.hmm.mono import MonoConfig, train_mono
-    from pykaldi2.hmm.topo import make_topo
+    from pykaldi2.lang.topo import TopoConfig, make_topo
 
     s = make_synth(num_utts=40, seed=3, left_ctx_shift=3.0, phones=(1, 2, 3, 4, 5))
-    topo = make_topo(s.phones[1:], [s.sil])
+    topo = make_topo(s.phones[1:], [s.sil], TopoConfig())
     mono, mono_alis, mh = train_mono(
         s.feats,
         s.texts,

@@ -15,11 +15,11 @@ NUM_UTTS = 14
 def _ali_model():
     """A monophone GmmModel (phones 1 = sil, 2, 3; 3 states each): transition model + tree."""
     from pykaldi2.hmm.model import GmmModel
-    from pykaldi2.hmm.topo import make_topo
     from pykaldi2.kaldi import khg
+    from pykaldi2.lang.topo import TopoConfig, make_topo
 
     topo = khg.HmmTopology()
-    topo.read(make_topo([2, 3], [1]))
+    topo.read(make_topo([2, 3], [1], TopoConfig()))
     tree = khg.monophone_context_dependency([1, 2, 3], topo.get_phone_to_num_pdf_classes())
     return GmmModel(tm=khg.TransitionModel(tree, topo), tree=tree, am=khg.AmDiagGmm())
 
@@ -207,3 +207,14 @@ def test_config_overrides_and_tdnnf(tmp_path):
         model_config("tdnnf", {"subsampling": 3, "num_layers": 3}, 5, 7)
     with pytest.raises(Exception, match="model.input_dim=3 but the data give 5"):
         model_config("blstm", {"input_dim": 3}, 5, 7)
+
+
+@pytest.mark.parametrize("corpus_name", ["an4", "librispeech"])
+def test_recipe_configs_load(corpus_name):
+    from pathlib import Path
+
+    from pykaldi2.training.ce import TrainCEConfig
+
+    path = Path(__file__).resolve().parents[3] / "egs" / corpus_name / "conf" / "ce_blstm.yaml"
+    cfg = TrainCEConfig.load(path)
+    assert cfg.model_type == "blstm" and cfg.chunk_size == 80 and cfg.trainer.schedule.halving

@@ -1,0 +1,118 @@
+"""``pykaldi2 train-transducer | decode-transducer | stream | export-onnx``: RNN-Transducers
+(Myrtle's RNN-T recipe: sentencepiece targets, LSTM encoder/predictor, streaming decoding)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from pykaldi2.training.transducer import TrainTransducerConfig, train_transducer
+
+    cfg = TrainTransducerConfig.load(args.config, overrides=args.override or [])
+    final = train_transducer(cfg, args.exp_dir)
+    print(f"{args.exp_dir}: model dir {final}")
+    return 0
+
+
+def _cmd_decode(args: argparse.Namespace) -> int:
+    from pykaldi2.decoding.streaming import decode_transducer
+
+    stats = decode_transducer(
+        args.model_dir,
+        args.data_dir,
+        args.out_dir,
+        beam=args.beam,
+        batch_size=args.batch_size,
+        device=args.device,
+    )
+    print(stats.format() if stats is not None else f"{args.out_dir}/hyp.txt written", end="")
+    return 0
+
+
+def _cmd_stream(args: argparse.Namespace) -> int:
+    from pykaldi2.decoding.streaming import load_transducer, stream_file
+
+    bundle = load_transducer(args.model_dir)
+    last = ""
+    for text in stream_file(bundle, args.file, chunk_seconds=args.chunk_seconds):
+        if text != last and not args.quiet:
+            print(f"partial: {text}", file=sys.stderr, flush=True)
+        last = text
+    print(last)
+    return 0
+
+
+def _cmd_export_onnx(args: argparse.Namespace) -> int:
+    from pykaldi2.export.onnx import export_onnx
+
+    out = export_onnx(args.model_dir, args.out_dir, opset=args.opset)
+    print(f"{out}: encoder.onnx, predictor.onnx, joiner.onnx, tokenizer.model, onnx.yaml")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train-transducer",
+        help="train an LSTM RNN-Transducer on fbank features with sentencepiece targets",
+        description="Trains a sentencepiece tokenizer on the training text (EXP_DIR/tokenizer), "
+        "then an RNN-T with the shared trainer (AMP, grad accumulation, warmup/hold/exp-decay "
+        "LR, EMA weights, SpecAugment, length bucketing; torchrun/horovodrun). Utterances with "
+        "more tokens than encoder frames, without text, or with characters the tokenizer cannot "
+        "encode (tokenizer.on_unknown: skip) are skipped and counted in EXP_DIR/log/skipped.json. "
+        "Resumes from EXP_DIR/checkpoints. Writes the model dir EXP_DIR/final.",
+        epilog="example: pykaldi2 train-transducer --config egs/an4/conf/transducer.yaml "
+        "--override trainer.max_epochs=2 exp/rnnt",
+    )
+    p.add_argument("--config", required=True, help="YAML config (see egs/an4/conf/transducer.yaml)")
+    p.add_argument(
+        "--override",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config value; dotted keys, YAML values (repeatable), "
+        "e.g. trainer.lr=5e-4 or model_size=tiny",
+    )
+    p.add_argument("exp_dir", help="output experiment dir, e.g. exp/rnnt")
+    p.set_defaults(func=_cmd_train)
+
+    p = subparsers.add_parser(
+        "decode-transducer",
+        help="decode a data dir with a transducer model dir; write hyp.txt and wer",
+        description="Runs the encoder on whole utterances (features from DATA_DIR/feats.scp, "
+        "computed with the model's feature config) and greedy search (--beam 1, batched) or "
+        "modified beam search; writes OUT_DIR/hyp.txt and, when DATA_DIR/text exists, "
+        "OUT_DIR/wer (Kaldi's compute-wer format).",
+    )
+    p.add_argument("model_dir", help="EXP_DIR/final of train-transducer")
+    p.add_argument("data_dir", help="data dir with feats.scp (and text for scoring)")
+    p.add_argument("out_dir", help="output dir, e.g. exp/rnnt/decode_test")
+    p.add_argument("--beam", type=int, default=1, help="1: greedy; >1: modified beam search")
+    p.add_argument("--batch-size", type=int, default=16, help="utterances per encoder batch")
+    p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+    p.set_defaults(func=_cmd_decode)
+
+    p = subparsers.add_parser(
+        "stream",
+        help="streaming recognition of an audio file with a transducer model dir",
+        description="Feeds FILE to the model in chunks (streaming fbank, sliding CMN, frame "
+        "stacking, encoder with carried LSTM states, greedy search with a carried predictor "
+        "state), prints the partial transcripts on stderr and the final one on stdout.",
+    )
+    p.add_argument("model_dir", help="EXP_DIR/final of train-transducer")
+    p.add_argument("file", help="audio file (wav, flac, ...)")
+    p.add_argument("--chunk-seconds", type=float, default=0.32, help="default: %(default)s")
+    p.add_argument("--quiet", action="store_true", help="print only the final transcript")
+    p.set_defaults(func=_cmd_stream)
+
+    p = subparsers.add_parser(
+        "export-onnx",
+        help="export a transducer model dir to ONNX (encoder, predictor, joiner with states)",
+        description="Writes OUT_DIR/{encoder,predictor,joiner}.onnx with LSTM states as inputs "
+        "and outputs, the tokenizer and onnx.yaml (front end, sizes); checked by decoding a "
+        "random input with onnxruntime and PyTorch. Needs `pip install onnx onnxruntime`.",
+    )
+    p.add_argument("model_dir", help="EXP_DIR/final of train-transducer")
+    p.add_argument("out_dir", help="output dir")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default: %(default)s)")
+    p.set_defaults(func=_cmd_export_onnx)

@@ -1,0 +1,373 @@
+"""Transducer decoding: data dirs offline (``decode-transducer``) and audio as a stream (``stream``).
+
+A ``transducer`` model dir (from :func:`pykaldi2.training.transducer.train_transducer`) holds
+the weights, the tokenizer and the front end (raw feature config, sliding CMN, frame stacking).
+
+Offline, :func:`decode_transducer` runs the encoder on whole utterances in batches and greedy
+(or modified beam) search, writing ``hyp.txt`` and Kaldi's ``wer``.
+
+Streaming, :class:`TransducerStream` takes audio (or raw feature frames) chunk by chunk: the
+fbank stream, :class:`SlidingCmnStream` (apply-cmvn-sliding exactly, waiting for the first
+``min_window`` frames as the offline version looks ahead over them), :class:`FrameStackStream`,
+then the encoder with its carried LSTM states and greedy search with its carried predictor
+state. Its transcript equals the offline greedy transcript of the same audio (tested).
+
+Dimension legend: T raw frames, F raw feature dim, T_s stacked frames, F' = frame_stack * F.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pykaldi2.features.cmvn import SlidingCmnConfig
+from pykaldi2.utils.errors import DataError, Pykaldi2Error
+from pykaldi2.utils.log import get_logger, progress
+
+log = get_logger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading a model dir
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class TransducerBundle:
+    """A loaded ``transducer`` model dir: model (eval mode), tokenizer and front end."""
+
+    model: Any  # pykaldi2.nnet.transducer.Transducer
+    tokenizer: Any  # pykaldi2.lang.tokenizer.Tokenizer
+    frontend: Any  # TransducerFrontendConfig
+    features: dict  # raw feature config (FrameConfig.to_dict()), may be empty
+    max_symbols_per_frame: int
+    model_dir: Any  # ModelDir
+
+
+def load_transducer(path: str | os.PathLike, device: str = "cpu") -> TransducerBundle:
+    """Load a model dir written by train-transducer (a :class:`DataError` if it is not one)."""
+    from pykaldi2.export.model_dir import ModelDir, load_model_dir
+    from pykaldi2.lang.tokenizer import Tokenizer
+    from pykaldi2.nnet.transducer import Transducer, TransducerConfig
+    from pykaldi2.training.transducer import TransducerFrontendConfig
+
+    md = path if isinstance(path, ModelDir) else load_model_dir(path)
+    if md.kind != "transducer":
+        raise DataError(
+            f"a {md.kind!r} model, not a transducer",
+            file=str(md.path),
+            fix="pass the final/ dir of `pykaldi2 train-transducer`",
+        )
+    mcfg = TransducerConfig.from_dict(md.config("model"))
+    model = Transducer(mcfg)
+    model.load_state_dict(md.load_state())
+    model.to(device).eval()
+    tok = Tokenizer(md.file("tokenizer"))
+    if tok.vocab_size != mcfg.vocab_size:
+        raise DataError(
+            f"tokenizer has {tok.vocab_size} symbols, the model {mcfg.vocab_size}",
+            file=str(md.file("tokenizer")),
+            fix="re-export the model dir with its own tokenizer",
+        )
+    return TransducerBundle(
+        model=model,
+        tokenizer=tok,
+        frontend=TransducerFrontendConfig.from_dict(md.config("frontend")),
+        features=md.config("features", {}),
+        max_symbols_per_frame=int(md.config("decoder", {}).get("max_symbols_per_frame", 3)),
+        model_dir=md,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Offline decoding of a data dir
+# ---------------------------------------------------------------------------------------------
+def _batches(lengths: dict[str, int], batch_size: int) -> Iterator[list[str]]:
+    utts = sorted(lengths, key=lambda u: (lengths[u], u))
+    for i in range(0, len(utts), batch_size):
+        yield utts[i : i + batch_size]
+
+
+@torch.no_grad()
+def transcribe_features(
+    bundle: TransducerBundle,
+    feats: dict[str, np.ndarray],
+    beam: int = 1,
+    batch_size: int = 16,
+) -> dict[str, list[int]]:
+    """Token ids of each utterance's front-end features (T_s, F'): greedy (``beam`` 1, batched)
+    or modified beam search."""
+    from pykaldi2.decoding.transducer_search import greedy_search, modified_beam_search
+
+    model = bundle.model
+    device = next(model.parameters()).device
+    out: dict[str, list[int]] = {}
+    lengths = {u: len(x) for u, x in feats.items() if len(x) > 0}
+    out.update({u: [] for u in feats if u not in lengths})
+    for utts in _batches(lengths, batch_size):
+        lens = torch.tensor([lengths[u] for u in utts])
+        x = torch.zeros(len(utts), int(lens.max()), model.cfg.in_feats)
+        for i, u in enumerate(utts):
+            x[i, : lengths[u]] = torch.from_numpy(feats[u])
+        enc, enc_lens, _ = model.encoder(x.to(device), lens.to(device))
+        if beam <= 1:
+            hyps, _ = greedy_search(model, enc, enc_lens, bundle.max_symbols_per_frame)
+        else:
+            hyps = modified_beam_search(model, enc, enc_lens, beam=beam)
+        out.update(zip(utts, hyps))
+    return out
+
+
+def decode_transducer(
+    model_dir: str | os.PathLike,
+    data_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    beam: int = 1,
+    batch_size: int = 16,
+    device: str = "cpu",
+) -> Any:
+    """Decode ``data_dir`` (feats.scp of the model's raw features) into ``out_dir/hyp.txt``; with
+    ``data_dir/text``, score into ``out_dir/wer`` and return the WerStats (else None)."""
+    from pykaldi2.decoding.scoring import compute_wer, read_text
+    from pykaldi2.features.pipeline import ProcessedFeatures
+    from pykaldi2.training.transducer import stack_frames
+    from pykaldi2.utils.io import atomic_write_text
+
+    bundle = load_transducer(model_dir, device)
+    fe = bundle.frontend
+    proc = ProcessedFeatures(data_dir, fe.pipeline())
+    raw_dim = fe.output_dim(proc.dim)
+    if raw_dim != bundle.model.cfg.in_feats:
+        raise DataError(
+            f"features of dim {proc.dim} give {raw_dim} model inputs, the model takes "
+            f"{bundle.model.cfg.in_feats}",
+            file=str(Path(data_dir) / "feats.scp"),
+            fix="compute the features with the model's feature config (model.yaml: features)",
+        )
+    feats = {
+        u: stack_frames(proc[u], fe.frame_stack, fe.frame_subsample)
+        for u in progress(list(proc), desc="features", unit="utt")
+    }
+    ids = transcribe_features(bundle, feats, beam=beam, batch_size=batch_size)
+    hyp = {u: bundle.tokenizer.decode(ids[u]).split() for u in sorted(ids)}
+    out_dir = Path(out_dir)
+    atomic_write_text(out_dir / "hyp.txt", "".join(f"{u} {' '.join(w)}\n" for u, w in hyp.items()))
+    text = Path(data_dir) / "text"
+    if not text.is_file():
+        return None
+    stats = compute_wer(read_text(text), hyp, mode="present")
+    atomic_write_text(out_dir / "wer", stats.format())
+    return stats
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming front end
+# ---------------------------------------------------------------------------------------------
+class SlidingCmnStream:
+    """:func:`pykaldi2.features.cmvn.apply_cmvn_sliding` (center false) on frames given in chunks.
+
+    Frame t is normalised over ``[0, min(min_window, T))`` for t < min_window, else over
+    ``[max(0, t - cmn_window), t + 1)``, exactly as the offline function, so the first output
+    waits for ``min_window`` frames (or the end of input). Memory: the last cmn_window frames.
+    """
+
+    def __init__(self, config: SlidingCmnConfig) -> None:
+        if config.center:
+            raise Pykaldi2Error("SlidingCmnStream: center=true needs lookahead; use center: false")
+        if config.min_window > config.cmn_window:
+            raise Pykaldi2Error("SlidingCmnStream: min_window must be <= cmn_window")
+        self.cfg = config
+        self.buf: np.ndarray | None = None  # (n, F) float64, frames base .. base + n - 1
+        self.base = 0
+        self.next = 0  # first frame not output yet
+
+    def accept(self, frames: np.ndarray, final: bool = False) -> np.ndarray:
+        """Add (N, F) raw frames; return the (M, F) float32 normalised frames now ready."""
+        frames = np.asarray(frames, dtype=np.float64)
+        if self.buf is None:
+            self.buf = frames.reshape(-1, frames.shape[-1]) if frames.size else None
+            if self.buf is None:
+                return np.zeros((0, 0), np.float32)
+        elif len(frames):
+            self.buf = np.concatenate([self.buf, frames])
+        total = self.base + len(self.buf)
+        W, M = self.cfg.cmn_window, self.cfg.min_window
+        ready = total if (final or total >= M) else 0
+        t = np.arange(self.next, ready)
+        F = self.buf.shape[1]
+        if len(t) == 0:
+            return np.zeros((0, F), np.float32)
+        start = np.where(t < M, 0, np.maximum(t - W, 0))
+        end = np.where(t < M, min(M, total), t + 1)
+        x = self.buf
+        csum = np.concatenate([np.zeros((1, F)), np.cumsum(x, axis=0)])
+        s, e = start - self.base, end - self.base
+        n = (end - start)[:, None].astype(np.float64)
+        win = csum[e] - csum[s]
+        out = x[t - self.base] - win / n
+        if self.cfg.norm_vars:
+            csq = np.concatenate([np.zeros((1, F)), np.cumsum(x * x, axis=0)])
+            var = (csq[e] - csq[s]) / n - (win / n) ** 2
+            out = out / np.sqrt(np.maximum(var, 1.0e-10))
+            out[(n == 1)[:, 0]] = 0.0
+        self.next = ready
+        keep_from = max(self.next - W, 0) if self.next >= M else 0
+        if keep_from > self.base:
+            self.buf = self.buf[keep_from - self.base :]
+            self.base = keep_from
+        return out.astype(np.float32)
+
+
+class FrameStackStream:
+    """:func:`pykaldi2.training.transducer.stack_frames` on frames given in chunks."""
+
+    def __init__(self, stack: int, subsample: int) -> None:
+        self.stack, self.subsample = stack, subsample
+        self.buf: np.ndarray | None = None  # frames base .. base + n - 1
+        self.base = 0
+        self.next = 0  # next output frame j (input frames j * subsample ...)
+
+    def accept(self, frames: np.ndarray, final: bool = False) -> np.ndarray:
+        """Add (N, F) frames; return the (M, stack * F) stacked frames now complete."""
+        if len(frames):
+            self.buf = frames if self.buf is None else np.concatenate([self.buf, frames])
+        if self.buf is None:
+            return np.zeros((0, 0), np.float32)
+        total = self.base + len(self.buf)
+        k, s = self.stack, self.subsample
+        last = -(-total // s) if final else max(0, (total - k) // s + 1)
+        F = self.buf.shape[1]
+        rows = []
+        padded = np.concatenate([self.buf, np.zeros((k, F), self.buf.dtype)])
+        for j in range(self.next, last):
+            a = j * s - self.base
+            rows.append(padded[a : a + k].reshape(-1))  # zeros past the end
+        self.next = max(self.next, last)
+        drop = min(self.next * s, total) - self.base
+        if drop > 0:
+            self.buf = self.buf[drop:]
+            self.base += drop
+        return np.array(rows, np.float32).reshape(len(rows), k * F)
+
+
+class TransducerStream:
+    """Streaming greedy decoding of one audio stream with a transducer model dir's model.
+
+        >>> s = TransducerStream(load_transducer("exp/rnnt/final"))
+        >>> for chunk in chunks:                     # (S_i,) samples at the model's rate
+        ...     partial = s.accept_waveform(chunk, 16000)   # text so far
+        >>> text = s.finish()
+
+    The encoder runs on every chunk of stacked frames as they complete, keeping one frame back
+    so the final call (which flushes the encoder's time-reduction buffer) is never empty.
+    """
+
+    def __init__(self, bundle: TransducerBundle) -> None:
+        from pykaldi2.features.extractors import config_from_dict, make_extractor
+
+        self.bundle = bundle
+        fe = bundle.frontend
+        self.cmn = SlidingCmnStream(fe.sliding) if fe.cmvn == "sliding" else None
+        self.stacker = FrameStackStream(fe.frame_stack, fe.frame_subsample)
+        self.fbank = None
+        if bundle.features:
+            self.fbank = make_extractor(config_from_dict(bundle.features)).stream()
+        self.enc_state = None
+        self.search_state = None
+        self.held: np.ndarray | None = None  # stacked frames not yet given to the encoder
+        self.frames_in = 0
+        self.done = False
+
+    @property
+    def token_ids(self) -> list[int]:
+        return list(self.search_state.hyps[0]) if self.search_state is not None else []
+
+    @property
+    def text(self) -> str:
+        return self.bundle.tokenizer.decode(self.token_ids)
+
+    def accept_waveform(self, samples: np.ndarray, sr: float) -> str:
+        """Add audio; returns the partial transcript."""
+        if self.fbank is None:
+            raise DataError(
+                "the model dir has no raw feature config, so it cannot take audio",
+                file=str(self.bundle.model_dir.path),
+                fix="train on features computed by `pykaldi2 compute-feats` (HDF5 with config)",
+            )
+        return self.accept_features(self.fbank.accept_waveform(samples, sr))
+
+    def accept_features(self, frames: np.ndarray, final: bool = False) -> str:
+        """Add (N, F) raw feature frames; returns the partial transcript."""
+        if self.done:
+            raise Pykaldi2Error("TransducerStream: input after finish()")
+        self.frames_in += len(frames)
+        x = np.asarray(frames, np.float32)
+        if self.cmn is not None:
+            x = self.cmn.accept(x, final)
+        x = self.stacker.accept(x, final)
+        if len(x):
+            self.held = x if self.held is None else np.concatenate([self.held, x])
+        if self.held is not None and (len(self.held) > 1 or (final and len(self.held))):
+            n = len(self.held) if final else len(self.held) - 1
+            self._encode(self.held[:n], final)
+            self.held = self.held[n:]
+        return self.text
+
+    def finish(self) -> str:
+        """End of input: flush every buffer; returns the final transcript."""
+        if self.done:
+            return self.text
+        tail = self.fbank.input_finished() if self.fbank is not None else np.zeros((0, 0))
+        text = self.accept_features(tail, final=True) if self.frames_in + len(tail) else ""
+        self.done = True
+        return text
+
+    @torch.no_grad()
+    def _encode(self, x: np.ndarray, final: bool) -> None:
+        from pykaldi2.decoding.transducer_search import greedy_search
+
+        model = self.bundle.model
+        feats = torch.from_numpy(np.ascontiguousarray(x))[None]
+        enc, enc_len, self.enc_state = model.encoder(
+            feats, torch.tensor([len(x)]), self.enc_state, final=final
+        )
+        if enc.shape[1]:
+            _, self.search_state = greedy_search(
+                model, enc, enc_len, self.bundle.max_symbols_per_frame, self.search_state
+            )
+
+
+def stream_file(
+    bundle: TransducerBundle, path: str | os.PathLike, chunk_seconds: float = 0.32
+) -> Iterator[str]:
+    """Decode an audio file fed in ``chunk_seconds`` chunks; yields the partial transcripts, the
+    last one final."""
+    from pykaldi2.data.audio import read_audio
+
+    sr = int(float(bundle.features.get("sample_frequency", 16000)))
+    samples, sr = read_audio(str(path), target_sr=sr)
+    stream = TransducerStream(bundle)
+    step = max(1, int(chunk_seconds * sr))
+    for i in range(0, len(samples), step):
+        yield stream.accept_waveform(samples[i : i + step], sr)
+    yield stream.finish()
+
+
+class TransducerTranscriber:
+    """``pykaldi2.load_model`` of a ``transducer`` model dir: streaming greedy decoding of files
+    (one chunk per file; the same transcript as any chunking)."""
+
+    def __init__(self, md) -> None:
+        self.model_dir = md
+        self.bundle = load_transducer(md)
+
+    def transcribe(self, paths: Sequence[str | os.PathLike]) -> list[str]:
+        out = []
+        for p in progress(list(paths), desc="transcribe", unit="file"):
+            *_, text = stream_file(self.bundle, p, chunk_seconds=1e9)
+            out.append(text)
+        return out

@@ -1,0 +1,580 @@
+"""RNN-Transducer training end to end (Myrtle's / MLPerf's RNN-T recipe on the shared trainer).
+
+From data dir(s) with fbank features (feats.scp, HDF5 or ark) and ``text`` to a self-contained
+``transducer`` model dir::
+
+    >>> cfg = TrainTransducerConfig.load("conf/transducer.yaml", overrides=["trainer.max_steps=5"])
+    >>> train_transducer(cfg, "exp/rnnt")      # resumes from exp/rnnt/checkpoints
+    exp/rnnt/final/{model.yaml, weights.pt, tokenizer.model}
+
+Steps: a sentencepiece tokenizer (:mod:`pykaldi2.lang.tokenizer`) trained on the training text
+into ``EXP_DIR/tokenizer`` (or ``tokenizer_model`` given); features through the
+:class:`TransducerFrontendConfig` (sliding-window CMN, which a stream can reproduce, then
+stacking ``frame_stack`` frames and keeping every ``frame_subsample``-th, Myrtle's 3x3);
+utterances whose token count exceeds the encoder frames after time reduction, without text, or
+with characters the tokenizer cannot encode (``tokenizer.on_unknown: skip``) are skipped and
+counted in ``EXP_DIR/log/skipped.json``; length-bucketed batches; SpecAugment on the fly; the
+shared :class:`~pykaldi2.training.trainer.Trainer` (AMP, grad accumulation, warmup/hold/exp
+decay, NaN skipping, exact resume, torchrun/horovod) with a separate LR factor for the joiner's
+output layer and EMA weights kept in every checkpoint and used for the final model.
+
+Dimension legend: B batch, T frames after the front end, F' = frame_stack * F, U tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pykaldi2.features.cmvn import SlidingCmnConfig
+from pykaldi2.features.pipeline import FeaturePipelineConfig
+from pykaldi2.lang.tokenizer import TokenizerConfig
+from pykaldi2.losses.output import LossOutput
+from pykaldi2.simulation.config import SpecAugConfig
+from pykaldi2.training.ce import TrainCEConfig, _append_jsonl, _as_list, held_out_split
+from pykaldi2.training.trainer import Trainer, TrainerConfig, make_optimizer
+from pykaldi2.utils.errors import DataError, Pykaldi2Error
+from pykaldi2.utils.log import get_logger
+
+log = get_logger(__name__)
+
+FRONTEND_CMVN = ("none", "sliding")
+
+
+# ---------------------------------------------------------------------------------------------
+# The front end: normalisation + frame stacking (the streaming decoder reproduces it exactly)
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class TransducerFrontendConfig:
+    """Raw features -> model input: ``cmvn`` (``sliding``: apply-cmvn-sliding, causal apart
+    from the first ``min_window`` frames, so streams reproduce it; ``none``), then frame stacking:
+    output frame j is frames ``j * frame_subsample .. j * frame_subsample + frame_stack - 1``
+    side by side (zeros past the end)."""
+
+    cmvn: str = "sliding"
+    sliding: SlidingCmnConfig = field(default_factory=SlidingCmnConfig)
+    frame_stack: int = 3
+    frame_subsample: int = 3
+
+    def __post_init__(self) -> None:
+        if isinstance(self.sliding, dict):
+            self.sliding = SlidingCmnConfig(**self.sliding)
+        if self.cmvn not in FRONTEND_CMVN:
+            raise Pykaldi2Error(f"frontend.cmvn must be one of {FRONTEND_CMVN}, not {self.cmvn!r}")
+        if self.sliding.center:
+            raise Pykaldi2Error("frontend.sliding.center must be false (it would need lookahead)")
+        if self.frame_stack < 1 or self.frame_subsample < 1:
+            raise Pykaldi2Error("frontend.frame_stack and frame_subsample must be >= 1")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> TransducerFrontendConfig:
+        return cls(**d)
+
+    def pipeline(self) -> FeaturePipelineConfig:
+        """The per-utterance CMN as a :class:`FeaturePipelineConfig` (for ProcessedFeatures)."""
+        return FeaturePipelineConfig(cmvn=self.cmvn, sliding=self.sliding)
+
+    def output_dim(self, raw_dim: int) -> int:
+        return raw_dim * self.frame_stack
+
+    def num_frames(self, raw_frames: int) -> int:
+        """Frames after stacking/subsampling: ``ceil(T / frame_subsample)``."""
+        return -(-raw_frames // self.frame_subsample)
+
+
+def stack_frames(feats: np.ndarray, stack: int, subsample: int) -> np.ndarray:
+    """(T, F) -> (ceil(T / subsample), stack * F): frame j is ``feats[j*subsample + i]`` for
+    i < stack, concatenated, with zeros past the end (vectorized)."""
+    T, F = feats.shape
+    n = -(-T // subsample)
+    idx = np.arange(n)[:, None] * subsample + np.arange(stack)[None, :]  # (n, stack)
+    padded = np.concatenate([feats, np.zeros((1, F), feats.dtype)])
+    return padded[np.minimum(idx, T)].reshape(n, stack * F)
+
+
+def stack_frames_reference(feats: np.ndarray, stack: int, subsample: int) -> np.ndarray:
+    """Slow :func:`stack_frames`: one output frame and one input frame at a time."""
+    T, F = feats.shape
+    out = []
+    for j in range(0, T, subsample):
+        row = np.zeros(stack * F, feats.dtype)
+        for i in range(stack):
+            if j + i < T:
+                row[i * F : (i + 1) * F] = feats[j + i]
+        out.append(row)
+    return np.array(out, dtype=feats.dtype).reshape(len(out), stack * F)
+
+
+def encoder_frames(frontend: TransducerFrontendConfig, stack_time_factor: int, raw: int) -> int:
+    """Encoder output frames T' of an utterance with ``raw`` feature frames."""
+    return -(-frontend.num_frames(raw) // stack_time_factor)
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class TrainTransducerConfig:
+    """Everything ``train-transducer`` needs; saved (resolved, with provenance) in the exp dir.
+
+    Attributes:
+        train_data, valid_data: data dirs with feats.scp and text; empty valid_data: hold out
+            ``valid_fraction`` of the training utterances (0: no validation).
+        tokenizer: sentencepiece options (``vocab_size`` counts blank); ``tokenizer_model``: use
+            this trained ``tokenizer.model`` instead of training one.
+        frontend: CMN and frame stacking (:class:`TransducerFrontendConfig`).
+        model_size: a :class:`~pykaldi2.nnet.transducer.TransducerConfig` preset (tiny, testing,
+            base); ``model``: overrides of its fields (``in_feats``/``vocab_size`` come from the
+            data and the tokenizer).
+        specaug: SpecAugment applied on the fly to training batches.
+        batch_size, max_frames, num_buckets: length-bucketed batches (per rank).
+        num_workers: DataLoader workers.
+        ema_decay: EMA of the weights (0: off); the final model uses the EMA weights.
+        joint_lr_factor: LR multiplier of the joiner's output layer (Myrtle's ``joint_net_lr``).
+        max_symbols_per_frame: greedy decoding setting saved with the model.
+        trainer: :class:`TrainerConfig` (optimizer, AMP, accum_grad, schedule, checkpoints).
+    """
+
+    train_data: list[str] = field(default_factory=list)
+    valid_data: list[str] = field(default_factory=list)
+    valid_fraction: float = 0.05
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    tokenizer_model: str = ""
+    frontend: TransducerFrontendConfig = field(default_factory=TransducerFrontendConfig)
+    model_size: str = "testing"
+    model: dict[str, Any] = field(default_factory=dict)
+    specaug: SpecAugConfig = field(default_factory=SpecAugConfig)
+    batch_size: int = 32
+    max_frames: int = 0
+    num_buckets: int = 10
+    num_workers: int = 2
+    ema_decay: float = 0.999
+    joint_lr_factor: float = 1.0
+    max_symbols_per_frame: int = 3
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.train_data = _as_list(self.train_data)
+        self.valid_data = _as_list(self.valid_data)
+        sections = (
+            ("tokenizer", TokenizerConfig),
+            ("frontend", TransducerFrontendConfig),
+            ("trainer", TrainerConfig),
+        )
+        for name, cls in sections:
+            if isinstance(getattr(self, name), dict):
+                setattr(self, name, cls.from_dict(getattr(self, name)))
+        if isinstance(self.specaug, dict):
+            self.specaug = SpecAugConfig(**self.specaug)
+        self.model = dict(self.model or {})
+        problems = []
+        if not self.train_data:
+            problems.append("train_data: at least one data dir is required")
+        if self.batch_size <= 0 and self.max_frames <= 0:
+            problems.append("batch_size or max_frames must be > 0")
+        if not 0.0 <= self.ema_decay < 1.0:
+            problems.append("ema_decay must be in [0, 1)")
+        if self.joint_lr_factor <= 0:
+            problems.append("joint_lr_factor must be > 0")
+        if not 0.0 <= self.valid_fraction < 1.0:
+            problems.append("valid_fraction must be in [0, 1)")
+        if self.num_workers < 0 or self.max_symbols_per_frame < 1:
+            problems.append("num_workers >= 0 and max_symbols_per_frame >= 1 required")
+        if problems:
+            raise Pykaldi2Error("TrainTransducerConfig: " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for name in ("tokenizer", "frontend", "trainer"):
+            d[name] = getattr(self, name).to_dict()
+        return d
+
+    # The YAML loading (unknown keys, overrides, saved config.yaml) is train-ce's, unchanged.
+    from_dict = classmethod(TrainCEConfig.from_dict.__func__)
+    load = classmethod(TrainCEConfig.load.__func__)
+    save = TrainCEConfig.save
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------
+class TokenDataset(torch.utils.data.Dataset):
+    """Item i -> (utt, feats (T, F') float32 after the front end, tokens (U,) int64)."""
+
+    def __init__(
+        self,
+        feats: Mapping[str, np.ndarray],
+        tokens: Mapping[str, Sequence[int]],
+        utts: Sequence[str],
+        frontend: TransducerFrontendConfig,
+    ) -> None:
+        self.feats, self.tokens, self.utts, self.frontend = feats, tokens, list(utts), frontend
+        self.lengths = [frontend.num_frames(feats.shape(u)[0]) for u in self.utts]
+
+    def __len__(self) -> int:
+        return len(self.utts)
+
+    def __getitem__(self, i: int):
+        utt = self.utts[i]
+        fe = self.frontend
+        x = stack_frames(
+            np.asarray(self.feats[utt], np.float32), fe.frame_stack, fe.frame_subsample
+        )
+        return utt, x, np.asarray(self.tokens[utt], dtype=np.int64)
+
+
+def select_utts(
+    feats, tokens: Mapping[str, Sequence[int]], frontend, stack_time_factor: int
+) -> tuple[list[str], dict[str, list[str]]]:
+    """Utterances usable for RNN-T training, and the skipped ones by reason.
+
+    ``no_text``: features but no (encodable) transcript; ``too_many_tokens``: more tokens than
+    encoder frames after time reduction; ``no_frames``: no encoder frame at all.
+    """
+    keep: list[str] = []
+    skipped: dict[str, list[str]] = {"no_text": [], "too_many_tokens": [], "no_frames": []}
+    for utt in sorted(feats):
+        if utt not in tokens:
+            skipped["no_text"].append(utt)
+            continue
+        frames = encoder_frames(frontend, stack_time_factor, feats.shape(utt)[0])
+        if frames < 1:
+            skipped["no_frames"].append(utt)
+        elif len(tokens[utt]) > frames:
+            skipped["too_many_tokens"].append(utt)
+        else:
+            keep.append(utt)
+    return keep, skipped
+
+
+def make_loader(dataset: TokenDataset, cfg: TrainTransducerConfig, *, rank, world_size, shuffle):
+    """DataLoader with a resumable, length-bucketed :class:`BucketBatchSampler`."""
+    from pykaldi2.data.datasets import collate_frames
+    from pykaldi2.data.samplers import BucketBatchSampler
+
+    sampler = BucketBatchSampler(
+        dataset.lengths,
+        batch_size=cfg.batch_size,
+        max_frames=cfg.max_frames,
+        shuffle=shuffle,
+        num_buckets=cfg.num_buckets,
+        rank=rank,
+        world_size=world_size,
+        seed=cfg.seed,
+    )
+    kw: dict[str, Any] = {"persistent_workers": True} if cfg.num_workers > 0 else {}
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=collate_frames,
+        num_workers=cfg.num_workers,
+        **kw,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Loss task, EMA, trainer
+# ---------------------------------------------------------------------------------------------
+class TransducerTask:
+    """RNN-T loss summed over the batch's utterances (count = utterances).
+
+    Batches are :func:`~pykaldi2.data.datasets.collate_frames` dicts: targets padded with a
+    negative value, so ``target_lengths = (targets >= 0).sum(1)``. With ``specaug`` enabled,
+    each utterance is augmented while the model is in training mode, with draws from numpy's
+    global RNG (which the trainer reseeds every step, so resume is exact).
+    """
+
+    def __init__(self, device, specaug: SpecAugConfig | None = None) -> None:
+        self.device = torch.device(device)
+        self.specaug = specaug if specaug is not None and specaug.enable else None
+
+    def _augment(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        from pykaldi2.simulation.specaug import spec_augment
+
+        rng = np.random.default_rng(np.random.randint(2**31))
+        feats = feats.clone()
+        for i, n in enumerate(lengths.tolist()):
+            feats[i, :n] = spec_augment(feats[i, :n], self.specaug, rng)[0]
+        return feats
+
+    def compute_loss(self, model, batch) -> LossOutput:
+        from pykaldi2.losses.rnnt import rnnt_loss
+
+        feats = batch["feats"].to(self.device)
+        lengths = batch["lengths"].to(self.device)
+        targets = batch["targets"].to(self.device)
+        if self.specaug is not None and model.training:
+            feats = self._augment(feats, lengths)
+        target_lengths = (targets >= 0).sum(1)
+        targets = targets.clamp(min=0)
+        logits, logit_lengths = model(feats, lengths, targets)
+        loss = rnnt_loss(logits, targets, logit_lengths, target_lengths, model.blank, "sum")
+        return LossOutput(loss, float(len(lengths)), {"tokens": float(target_lengths.sum())})
+
+
+class Ema:
+    """Exponential moving average of a model's floating-point parameters and buffers."""
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.shadow = {
+            k: v.detach().clone().float()
+            for k, v in model.state_dict().items()
+            if v.is_floating_point()
+        }
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        for k, v in model.state_dict().items():
+            if k in self.shadow:
+                self.shadow[k].mul_(self.decay).add_(v.detach().float(), alpha=1 - self.decay)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return dict(self.shadow)
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        for k, v in state.items():
+            self.shadow[k].copy_(v)
+
+    def model_state(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """The model's state_dict with the averaged weights in place (on the CPU)."""
+        out = {}
+        for k, v in model.state_dict().items():
+            src = self.shadow.get(k, v)
+            out[k] = src.detach().to(v.dtype).cpu().clone()
+        return out
+
+
+class TransducerTrainer(Trainer):
+    """The shared trainer plus the joiner-output LR group and EMA weights in the checkpoints."""
+
+    def __init__(self, model, task, cfg: TrainerConfig, exp_dir, *, joint_lr_factor, ema_decay,
+                 **kw) -> None:  # fmt: skip
+        super().__init__(model, task, cfg, exp_dir, **kw)
+        out = {id(p) for p in self.model.joiner.out.parameters()}
+        self.optimizer = make_optimizer(
+            cfg, (p for p in self.model.parameters() if id(p) not in out)
+        )
+        self.optimizer.add_param_group(
+            {"params": list(self.model.joiner.out.parameters()), "lr_factor": joint_lr_factor}
+        )
+        self.ema = Ema(self.model, ema_decay) if ema_decay > 0 else None
+        user_after = self.after_step
+
+        def after_step(m, step):
+            if self.ema is not None:
+                self.ema.update(m)
+            if user_after is not None:
+                user_after(m, step)
+
+        self.after_step = after_step
+
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        state["ema"] = self.ema.state_dict() if self.ema is not None else None
+        return state
+
+    def resume(self, path=None) -> bool:
+        from pykaldi2.training import checkpoint as ckpt
+
+        path = Path(path) if path else ckpt.latest_checkpoint(self.ckpt_dir)
+        if not super().resume(path):
+            return False
+        ema = ckpt.load_checkpoint(path, map_location=self.dist.device).get("ema")
+        if self.ema is not None and ema:
+            self.ema.load_state_dict(ema)
+        return True
+
+    def final_state(self) -> dict[str, torch.Tensor]:
+        """The weights of the final model: EMA when enabled."""
+        if self.ema is not None:
+            return self.ema.model_state(self.model)
+        return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# train-transducer
+# ---------------------------------------------------------------------------------------------
+def _tokenizer(cfg: TrainTransducerConfig, exp_dir: Path, dist):
+    from pykaldi2.lang.tokenizer import MODEL_FILE, Tokenizer, train_tokenizer
+
+    if cfg.tokenizer_model:
+        return Tokenizer(cfg.tokenizer_model)
+    path = exp_dir / "tokenizer" / MODEL_FILE
+    if dist.is_main and not path.is_file():  # a resumed run keeps its tokenizer
+        train_tokenizer(cfg.train_data, path.parent, cfg.tokenizer)
+    dist.barrier()
+    return Tokenizer(path)
+
+
+def _encoded(tok, data_dirs, on_unknown):
+    from pykaldi2.lang.tokenizer import encode_text, read_transcripts
+
+    src = ", ".join(f"{d}/text" for d in data_dirs)
+    return encode_text(tok, read_transcripts(data_dirs), on_unknown, source=src)
+
+
+def _datasets(cfg, tok, mcfg_k: int):
+    """(train feats, train dataset, valid dataset | None, skipped counts by reason)."""
+    from pykaldi2.training.ce import DataDirFeatures
+
+    fe = cfg.frontend
+    feats = DataDirFeatures(cfg.train_data, fe.pipeline())
+    enc = _encoded(tok, cfg.train_data, cfg.tokenizer.on_unknown)
+    utts, skipped = select_utts(feats, enc.tokens, fe, mcfg_k)
+    skipped["unknown_characters"] = enc.skipped
+    valid = None
+    if cfg.valid_data:
+        vfeats = DataDirFeatures(cfg.valid_data, fe.pipeline())
+        venc = _encoded(tok, cfg.valid_data, "skip")
+        vutts, _ = select_utts(vfeats, venc.tokens, fe, mcfg_k)
+        valid = TokenDataset(vfeats, venc.tokens, vutts, fe)
+    elif cfg.valid_fraction > 0:
+        utts, vutts = held_out_split(utts, cfg.valid_fraction, cfg.seed)
+        valid = TokenDataset(feats, enc.tokens, vutts, fe)
+    if not utts:
+        raise DataError(
+            f"no usable training utterances (skipped: { {k: len(v) for k, v in skipped.items()} })",
+            file=", ".join(cfg.train_data),
+            fix="check that feats.scp and text cover the same utterances",
+        )
+    return feats, TokenDataset(feats, enc.tokens, utts, fe), valid, skipped
+
+
+def transducer_model_config(cfg: TrainTransducerConfig, in_feats: int, vocab_size: int):
+    """The :class:`TransducerConfig`: the preset + ``cfg.model`` with the data's sizes."""
+    from pykaldi2.nnet.transducer import TransducerConfig
+
+    over = dict(cfg.model)
+    for k, v in (("in_feats", in_feats), ("vocab_size", vocab_size), ("blank", 0)):
+        if over.get(k) not in (None, v):
+            raise DataError(f"model.{k}={over[k]} but the data/tokenizer give {v}",
+                            fix=f"remove model.{k} from the config")  # fmt: skip
+        over[k] = v
+    return TransducerConfig.preset(cfg.model_size, **over)
+
+
+def train_transducer(cfg: TrainTransducerConfig, exp_dir: str | os.PathLike) -> Path:
+    """Train (or resume) an RNN-T in ``exp_dir``; returns the model dir ``exp_dir/final``."""
+    from pykaldi2.nnet.transducer import Transducer, TransducerConfig
+    from pykaldi2.training.ce import evaluate
+    from pykaldi2.training.distributed import Dist
+
+    exp_dir = Path(exp_dir)
+    dist = Dist.from_env()
+    try:
+        if dist.is_main:
+            exp_dir.mkdir(parents=True, exist_ok=True)
+            cfg.save(exp_dir / "config.yaml")
+        tok = _tokenizer(cfg, exp_dir, dist)
+        k = (
+            int(cfg.model.get("enc_stack_time_factor", 0))
+            or TransducerConfig.preset(cfg.model_size).enc_stack_time_factor
+        )
+        feats, train, valid, skipped = _datasets(cfg, tok, k)
+        mcfg = transducer_model_config(cfg, cfg.frontend.output_dim(feats.dim), tok.vocab_size)
+        torch.manual_seed(cfg.seed)
+        model = Transducer(mcfg)
+        dist.broadcast_parameters(model)
+        counts = {r: len(u) for r, u in skipped.items()}
+        log.info("train-transducer: %d utterances, skipped %s; %s", len(train), counts,
+                 model.summary())  # fmt: skip
+        if dist.is_main:
+            from pykaldi2.utils.io import atomic_write_text
+
+            doc = {"counts": counts, "utts": {r: u[:100] for r, u in skipped.items()}}
+            atomic_write_text(exp_dir / "log" / "skipped.json", json.dumps(doc, indent=1) + "\n")
+        task = TransducerTask(dist.device, cfg.specaug)
+        loader = make_loader(train, cfg, rank=dist.rank, world_size=dist.world_size, shuffle=True)
+        valid_fn = None
+        if valid is not None and len(valid):
+            vloader = make_loader(
+                valid, cfg, rank=dist.rank, world_size=dist.world_size, shuffle=False
+            )
+
+            def valid_fn(m) -> float:
+                res = evaluate(m, vloader, task, dist)
+                if dist.is_main:
+                    log.info("validation: RNN-T loss per utterance %.4f", res["loss"])
+                    rec = {"step": trainer.step, "loss": res["loss"], "utts": res["frames"]}
+                    _append_jsonl(exp_dir / "log" / "valid.jsonl", rec)
+                return res["loss"]
+
+        trainer = TransducerTrainer(
+            model,
+            task,
+            cfg.trainer,
+            exp_dir,
+            dist=dist,
+            model_config=mcfg.to_dict(),
+            valid_fn=valid_fn,
+            joint_lr_factor=cfg.joint_lr_factor,
+            ema_decay=cfg.ema_decay,
+        )
+        trainer.resume()
+        summary = trainer.fit(loader)
+        final = exp_dir / "final"
+        if dist.is_main:
+            save_transducer_dir(
+                final,
+                trainer.final_state(),
+                mcfg,
+                tok.model_file,
+                cfg.frontend,
+                feats.parts[0].raw.metadata().get("feature_config", {}),
+                max_symbols_per_frame=cfg.max_symbols_per_frame,
+                training={
+                    "steps": trainer.step,
+                    "ema": cfg.ema_decay > 0,
+                    **{f"final_{k}": float(v) for k, v in summary.items()},
+                },
+            )
+        dist.barrier()
+        return final
+    finally:
+        dist.shutdown()
+
+
+def save_transducer_dir(
+    path: str | os.PathLike,
+    state: Mapping[str, torch.Tensor],
+    model_config,
+    tokenizer_model: str | os.PathLike,
+    frontend: TransducerFrontendConfig,
+    features: Mapping[str, Any],
+    *,
+    max_symbols_per_frame: int = 3,
+    training: Mapping[str, Any] | None = None,
+):
+    """Write the ``transducer`` model dir (weights, TransducerConfig, tokenizer, the raw feature
+    config ``features`` (``FrameConfig.to_dict()``, may be empty for features of unknown origin)
+    and the front end), atomically, replacing ``path``."""
+    from pykaldi2.export.model_dir import save_model_dir
+
+    md = save_model_dir(
+        path,
+        "transducer",
+        files={"tokenizer": tokenizer_model},
+        configs={
+            "model": model_config.to_dict(),
+            "features": dict(features),
+            "frontend": frontend.to_dict(),
+            "decoder": {"max_symbols_per_frame": int(max_symbols_per_frame)},
+            "training": dict(training or {}),
+        },
+        state=state,
+        overwrite=True,
+    )
+    log.info("wrote %s", path)
+    return md
