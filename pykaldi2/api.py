@@ -7,10 +7,10 @@
 
 :func:`load_model` reads ``model.yaml`` (:mod:`pykaldi2.export.model_dir`) and builds the
 transcriber registered for its ``kind``. Implemented: ``gmm`` (features -> per-file CMVN -> the
-model's deltas/LDA -> ``gmm-decode-faster`` through HCLG). ``hybrid`` (a neural net's
-pseudo log-likelihoods through HCLG) and ``transducer`` (RNN-T search) register their own
-transcriber with :func:`register_kind` when they are written; until then loading one is a
-clear :class:`NotImplementedError` naming the kind.
+model's deltas/LDA -> ``gmm-decode-faster`` through HCLG) and ``transducer`` (streaming
+front end -> RNN-T greedy search, :mod:`pykaldi2.decoding.streaming`). ``hybrid`` (a neural
+net's pseudo log-likelihoods through HCLG) is not registered yet: loading one is a clear
+:class:`NotImplementedError` naming the kind. New kinds plug in with :func:`register_kind`.
 
 Every file is its own speaker: CMVN statistics are those of the file (a model trained with
 per-speaker CMVN sees slightly different statistics on single files).

@@ -62,6 +62,10 @@ def compile_train_graphs(
     lex = load_fst(lex_fst).copy()
     kaldifst.arcsort(lex, sort_type="olabel")
     opts = khg.TrainingGraphCompilerOptions()
+    # compile-train-graphs: no transition probs in the graphs (the binding defaults to 1.0);
+    # gmm-align-compiled adds them with the current model's probabilities, once.
+    opts.transition_scale = 0.0
+    opts.self_loop_scale = 0.0
     gc = khg.TrainingGraphCompiler(
         trans_model=model.tm,
         ctx_dep=model.tree,

@@ -30,15 +30,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         body = self.files.get(self.path)
         rng = self.headers.get("Range")
         if body is None:
-            self.send_error(404)
             self.log.append((self.path, rng, 0))
+            self.send_error(404)
             return
         start = 0
         if rng and self.honour_range:
             start = int(rng.removeprefix("bytes=").split("-")[0])
             if start >= len(body):
-                self.send_error(416)
                 self.log.append((self.path, rng, 0))
+                self.send_error(416)
                 return
             self.send_response(206)
             self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
@@ -46,9 +46,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_response(200)
         chunk = body[start:]
         self.send_header("Content-Length", str(len(chunk)))
+        # Log before sending: the client may return (and the test assert) as soon as the
+        # body arrives, before this thread runs again.
+        self.log.append((self.path, rng, len(chunk)))
         self.end_headers()
         self.wfile.write(chunk)
-        self.log.append((self.path, rng, len(chunk)))
 
     def log_message(self, *args):  # keep test output quiet
         pass

@@ -87,7 +87,7 @@ def test_mllt_stats_fast_equal_reference(synth, mono_trained):
     some = {u: alis[u] for u in sorted(alis)[:6]}
     fast, beta = gmm_acc_mllt(model, synth.feats, some, silence_phones=[1])
     ref, beta_ref = gmm_acc_mllt_ref(model, synth.feats, some, silence_phones=[1])
-    assert beta == pytest.approx(beta_ref, rel=1e-9)
+    assert beta == pytest.approx(beta_ref, rel=1e-6)  # float32 posteriors summed
     np.testing.assert_allclose(fast, ref, rtol=1e-6, atol=1e-6 * np.abs(ref).max())
     # MLLT on these statistics improves the objective
     a = est_mllt(fast, beta, num_iters=3)

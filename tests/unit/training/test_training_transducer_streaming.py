@@ -105,7 +105,7 @@ def test_stream_equals_offline_on_an4(tiny_model_dir, an4_dir, one_thread, capsy
     assert capsys.readouterr().out.strip() == text
 
 
-def test_load_model_api(tiny_model_dir, an4_dir):
+def test_load_model_api(tiny_model_dir, an4_dir, one_thread):
     import pykaldi2.api as api
 
     f = sorted((an4_dir / "flac/an4test_clstk/fcaw").glob("*.flac"))[0]
