@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pykaldi2.hmm.blas import one_blas_thread
 from pykaldi2.hmm.model import GmmModel
 from pykaldi2.utils.errors import DataError
 
@@ -88,6 +89,7 @@ def _pairs(
         yield utt, np.asarray(feats[utt], dtype=np.float32), np.asarray(ali, dtype=np.int64)
 
 
+@one_blas_thread()
 def gmm_acc_stats_ali(
     model: GmmModel,
     feats: Mapping[str, np.ndarray],

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pykaldi2.hmm.blas import one_blas_thread
 from pykaldi2.hmm.model import GmmModel
 from pykaldi2.hmm.training import TreeConfig
 from pykaldi2.utils.errors import DataError
@@ -36,6 +37,7 @@ class LdaStats:
     scatter: np.ndarray
 
 
+@one_blas_thread()
 def acc_lda(
     feats: Mapping[str, np.ndarray],
     pdf_alis: Mapping[str, np.ndarray],
@@ -102,6 +104,7 @@ def est_lda(stats: LdaStats, dim: int = 40) -> np.ndarray:
 
 
 # ---- MLLT -------------------------------------------------------------------------------------
+@one_blas_thread()
 def gmm_acc_mllt(
     model: GmmModel,
     feats: Mapping[str, np.ndarray],
@@ -224,6 +227,7 @@ class LdaMlltConfig(TreeConfig):
             raise ValueError(f"LdaMlltConfig: need dim >= 1 and splice >= 0: {self}")
 
 
+@one_blas_thread()
 def train_lda_mllt(
     base_feats: Mapping[str, np.ndarray],
     texts: Mapping[str, Sequence[int]],

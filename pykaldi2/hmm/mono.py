@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pykaldi2.hmm.align import align_equal_compiled, compile_train_graphs
+from pykaldi2.hmm.blas import one_blas_thread
 from pykaldi2.hmm.model import GmmModel
 from pykaldi2.hmm.topo import read_topo
 from pykaldi2.hmm.training import GmmTrainConfig, estimate, finish_training, train_gmm_iters
@@ -107,6 +108,7 @@ class MonoConfig(GmmTrainConfig):
             raise ValueError(f"MonoConfig: totgauss and initial_beam must be > 0: {self}")
 
 
+@one_blas_thread()
 def train_mono(
     feats: Mapping[str, np.ndarray],
     texts: Mapping[str, Sequence[int]],

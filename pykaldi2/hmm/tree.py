@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pykaldi2.hmm.blas import one_blas_thread
 from pykaldi2.hmm.event_map import (
     PDF_CLASS,
     ConstantEventMap,
@@ -167,6 +168,7 @@ class BuiltTree:
         return context_dependency_from_bytes(self.to_bytes())
 
 
+@one_blas_thread()
 def build_tree(
     stats: TreeStats,
     questions: Sequence[Sequence[int]],

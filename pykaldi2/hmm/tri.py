@@ -15,6 +15,7 @@ import numpy as np
 
 from pykaldi2.hmm.ali import split_to_phones
 from pykaldi2.hmm.align import compile_train_graphs
+from pykaldi2.hmm.blas import one_blas_thread
 from pykaldi2.hmm.model import GmmModel
 from pykaldi2.hmm.questions import cluster_phones
 from pykaldi2.hmm.training import TreeConfig, finish_training, train_gmm_iters
@@ -150,6 +151,7 @@ def build_triphone_model(
     return model, new_alis
 
 
+@one_blas_thread()
 def train_triphone(
     prev: GmmModel,
     prev_alis: Mapping[str, np.ndarray],

@@ -23,30 +23,12 @@ def test_launcher_from_env():
     assert launcher_from_env({"HOROVOD_RANK": "0", "HOROVOD_SIZE": "2"}) == "horovod"
 
 
-def test_torchrun_two_ranks_match_one_rank_double_batch(tmp_path):
+def _two_ranks_match_one_rank(launcher: list[str], tmp_path: Path) -> None:
+    """1 rank x batch 8 vs 2 ranks x batch 4 under ``launcher``: identical weights."""
     one, two = tmp_path / "one", tmp_path / "two"
     one.mkdir(), two.mkdir()
     _run([sys.executable, str(WORKER), str(one), "8", "5"], tmp_path)
-    _run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            "0",
-            "--rdzv-backend",
-            "c10d",
-            "--rdzv-endpoint",
-            "127.0.0.1:0",
-            str(WORKER),
-            str(two),
-            "8",
-            "5",
-        ],
-        tmp_path,
-    )
+    _run([*launcher, str(WORKER), str(two), "8", "5"], tmp_path)
     ref = torch.load(one / "rank0.pt")
     r0, r1 = torch.load(two / "rank0.pt"), torch.load(two / "rank1.pt")
     for k in ref:
@@ -54,29 +36,15 @@ def test_torchrun_two_ranks_match_one_rank_double_batch(tmp_path):
         torch.testing.assert_close(r0[k], ref[k], rtol=1e-5, atol=1e-6)
 
 
-def test_horovodrun_two_ranks(tmp_path):
+def test_torchrun_two_ranks_match_one_rank_double_batch(tmp_path):
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    rdzv = ["--rdzv-backend", "c10d", "--rdzv-endpoint", "127.0.0.1:0"]
+    _two_ranks_match_one_rank(torchrun + rdzv, tmp_path)
+
+
+def test_horovodrun_two_ranks_match_one_rank_double_batch(tmp_path):
     pytest.importorskip("horovod.torch", reason="horovod not built here (make horovod)")
-    one, two = tmp_path / "one", tmp_path / "two"
-    one.mkdir(), two.mkdir()
-    _run([sys.executable, str(WORKER), str(one), "8", "5"], tmp_path)
-    _run(
-        [
-            str(Path(sys.executable).with_name("horovodrun")),
-            "-np",
-            "2",
-            "-H",
-            "localhost:2",
-            "--gloo",
-            sys.executable,
-            str(WORKER),
-            str(two),
-            "8",
-            "5",
-        ],
-        tmp_path,
+    horovodrun = str(Path(sys.executable).with_name("horovodrun"))
+    _two_ranks_match_one_rank(
+        [horovodrun, "-np", "2", "-H", "localhost:2", "--gloo", sys.executable], tmp_path
     )
-    ref = torch.load(one / "rank0.pt")
-    r0, r1 = torch.load(two / "rank0.pt"), torch.load(two / "rank1.pt")
-    for k in r0:
-        assert torch.equal(r0[k], r1[k]), f"ranks differ in {k}"
-        torch.testing.assert_close(r0[k], ref[k], rtol=1e-5, atol=1e-6)
