@@ -9,7 +9,7 @@ import time
 def _feature_config(args):
     """defaults < --config file (YAML or Kaldi .conf) < Kaldi-style flags on the command line."""
     from pykaldi2.features.extractors import config_class, parse_kaldi_options, read_kaldi_conf
-    from pykaldi2.utils.errors import Pykaldi2Error
+    from pykaldi2.utils.config import read_yaml_mapping
 
     values: dict = {}
     feat_type = None
@@ -17,12 +17,7 @@ def _feature_config(args):
         if args.config.endswith(".conf"):
             values.update(read_kaldi_conf(args.config))
         else:
-            import yaml
-
-            with open(args.config, encoding="utf-8") as f:
-                data = yaml.safe_load(f) or {}
-            if not isinstance(data, dict):
-                raise Pykaldi2Error(f"{args.config}: expected a mapping of feature options")
+            data = read_yaml_mapping(args.config, what="feature config")
             feat_type = data.pop("feat_type", None)
             values.update(
                 parse_kaldi_options({k: _yaml_str(v) for k, v in data.items()}, args.config)

@@ -13,17 +13,17 @@ transition_id; :func:`decodable_matrix` builds ``M = acoustic_scale * loglik[:, 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from pykaldi2.decoding.lattice import Lattice
+from pykaldi2.utils.config import ConfigMixin
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
 
 
 @dataclass
-class DecoderConfig:
+class DecoderConfig(ConfigMixin):
     """Decoder options (Kaldi's ``steps/decode.sh`` defaults).
 
     Attributes:
@@ -59,16 +59,6 @@ class DecoderConfig:
                 "beams, acoustic_scale, max_active, prune_interval must be > 0 and "
                 "0 <= min_active <= max_active"
             )
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DecoderConfig:
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise Pykaldi2Error(f"DecoderConfig: unknown keys {sorted(unknown)}")
-        return cls(**d)
 
 
 @dataclass

@@ -26,6 +26,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from pykaldi2.utils.config import ConfigMixin, check_keys
 from pykaldi2.utils.errors import Pykaldi2Error
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ WINDOW_TYPES = ("povey", "hamming", "hanning", "rectangular", "sine", "blackman"
 
 
 @dataclass
-class FrameConfig:
+class FrameConfig(ConfigMixin):
     """Framing and windowing options shared by fbank and MFCC (Kaldi's FrameExtractionOptions)."""
 
     sample_frequency: float = 16000.0
@@ -96,22 +97,19 @@ class FrameConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """All options plus ``feat_type``, JSON/YAML-safe."""
-        return {"feat_type": self.feat_type, **dataclasses.asdict(self)}
+        return {"feat_type": self.feat_type, **super().to_dict()}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> FrameConfig:
+    def from_dict(
+        cls, d: dict[str, Any], source: str | None = None, *, where: str | None = None
+    ) -> FrameConfig:
         """Inverse of :meth:`to_dict`; unknown keys are an error naming them."""
         d = dict(d)
         ft = d.pop("feat_type", cls.feat_type)
         if ft != cls.feat_type:
             raise Pykaldi2Error(f"{cls.__name__}.from_dict: feat_type {ft!r} != {cls.feat_type!r}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise Pykaldi2Error(
-                f"unknown {cls.feat_type} option(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}"
-            )
-        return cls(**d)
+        check_keys(d, cls.field_names(), what=f"{cls.feat_type} option(s)", source=source)
+        return super().from_dict(d, source, where=where)
 
     # -- derived quantities ---------------------------------------------------------------------
     @property

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,13 +31,14 @@ from pykaldi2.features.cmvn import (
 from pykaldi2.features.compute import load_cmvn
 from pykaldi2.features.storage import open_features
 from pykaldi2.features.transforms import add_deltas, splice_feats
+from pykaldi2.utils.config import ConfigMixin
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
 
 CMVN_MODES = ("none", "utterance", "speaker", "global", "sliding")
 
 
 @dataclass
-class FeaturePipelineConfig:
+class FeaturePipelineConfig(ConfigMixin):
     """What to do to the raw features, in this order: CMVN, deltas, splicing."""
 
     cmvn: str = "speaker"
@@ -49,21 +50,13 @@ class FeaturePipelineConfig:
     splice_right: int = 0
 
     def __post_init__(self) -> None:
-        if isinstance(self.sliding, dict):
-            self.sliding = SlidingCmnConfig(**self.sliding)
+        self.build_sections()
         if self.cmvn not in CMVN_MODES:
             raise Pykaldi2Error(f"cmvn mode {self.cmvn!r} not in {', '.join(CMVN_MODES)}")
         if self.delta_order < 0 or self.delta_window < 1:
             raise Pykaldi2Error(f"need delta_order >= 0, delta_window >= 1: {self}")
         if self.splice_left < 0 or self.splice_right < 0:
             raise Pykaldi2Error(f"splice contexts must be >= 0: {self}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> FeaturePipelineConfig:
-        return cls(**d)
 
     def output_dim(self, raw_dim: int) -> int:
         """Feature dimension after deltas and splicing of ``raw_dim``-dim features."""

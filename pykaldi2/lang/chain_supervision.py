@@ -22,13 +22,14 @@ Dimension legend: N sequences, S states, A arcs (summed over the batch).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from pykaldi2.kaldi import kaldifst
 from pykaldi2.lang.den_fst import ChainGraph, map_fst_to_pdf_ids_plus_one, transition_id_fst
+from pykaldi2.utils.config import ConfigMixin
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
 
 __all__ = [
@@ -43,7 +44,7 @@ __all__ = [
 
 
 @dataclass
-class SupervisionOptions:
+class SupervisionOptions(ConfigMixin):
     """Kaldi's SupervisionOptions (chain-get-supervision).
 
     left_tolerance / right_tolerance: how many input frames earlier / later than its aligned
@@ -60,13 +61,6 @@ class SupervisionOptions:
             raise Pykaldi2Error("SupervisionOptions: tolerances must be >= 0")
         if self.frame_subsampling_factor < 1:
             raise Pykaldi2Error("SupervisionOptions: frame_subsampling_factor must be >= 1")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> SupervisionOptions:
-        return cls(**d)
 
 
 def alignment_to_proto_supervision(

@@ -37,10 +37,11 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pykaldi2.utils.config import ConfigMixin
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
 from pykaldi2.utils.io import atomic_dir
 from pykaldi2.utils.log import get_logger
@@ -49,7 +50,7 @@ log = get_logger(__name__)
 
 
 @dataclass
-class HclgConfig:
+class HclgConfig(ConfigMixin):
     """Options of mkgraph.sh.
 
     Attributes:
@@ -71,16 +72,6 @@ class HclgConfig:
                 f"HclgConfig: scales must be >= 0 (transition_scale={self.transition_scale}, "
                 f"self_loop_scale={self.self_loop_scale})"
             )
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> HclgConfig:
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise Pykaldi2Error(f"HclgConfig: unknown keys {sorted(unknown)}")
-        return cls(**d)
 
 
 @dataclass

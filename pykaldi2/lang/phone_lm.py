@@ -22,9 +22,10 @@ from __future__ import annotations
 import heapq
 import math
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from pykaldi2.kaldi import kaldifst
+from pykaldi2.utils.config import ConfigMixin
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
 from pykaldi2.utils.log import get_logger
 
@@ -36,7 +37,7 @@ History = tuple[int, ...]
 
 
 @dataclass
-class PhoneLmOptions:
+class PhoneLmOptions(ConfigMixin):
     """Options of chain-est-phone-lm (Kaldi's LanguageModelOptions; recipes use 2000 extra)."""
 
     ngram_order: int = 4
@@ -53,13 +54,6 @@ class PhoneLmOptions:
             )
         if self.num_extra_lm_states < 0:
             raise Pykaldi2Error("num_extra_lm_states must be >= 0")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> PhoneLmOptions:
-        return cls(**d)
 
 
 def _loglike(counts: dict[int, int]) -> float:

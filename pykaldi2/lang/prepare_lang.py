@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pykaldi2.lang.lexicon import (
@@ -33,6 +33,7 @@ from pykaldi2.lang.lexicon import (
 from pykaldi2.lang.lexicon_fst import make_lexicon_fst
 from pykaldi2.lang.symbols import SymbolTable
 from pykaldi2.lang.topo import TopoConfig, make_topo
+from pykaldi2.utils.config import ConfigMixin
 from pykaldi2.utils.errors import DataError
 from pykaldi2.utils.io import atomic_dir
 from pykaldi2.utils.log import get_logger
@@ -41,7 +42,7 @@ log = get_logger(__name__)
 
 
 @dataclass
-class PrepareLangConfig:
+class PrepareLangConfig(ConfigMixin):
     """Options of prepare-lang (saved to ``lang/prepare_lang.json``)."""
 
     oov_word: str = "<UNK>"
@@ -55,22 +56,11 @@ class PrepareLangConfig:
     topo: TopoConfig = field(default_factory=TopoConfig)
 
     def __post_init__(self) -> None:
+        self.build_sections()
         if not 0.0 <= self.sil_prob < 1.0:
             raise ValueError(f"sil_prob must be in [0, 1), got {self.sil_prob}")
         if self.num_extra_phone_disambig < 1:
             raise ValueError("num_extra_phone_disambig must be >= 1")
-        if isinstance(self.topo, dict):
-            self.topo = TopoConfig.from_dict(self.topo)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> PrepareLangConfig:
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown PrepareLangConfig keys {sorted(unknown)}")
-        return cls(**d)
 
 
 def _phone_variants(phone: str, silence: bool, position_dependent: bool) -> list[str]:

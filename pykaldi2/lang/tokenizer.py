@@ -20,9 +20,10 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
+from pykaldi2.utils.config import ConfigMixin
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
 from pykaldi2.utils.log import get_logger
 
@@ -35,7 +36,7 @@ ON_UNKNOWN = ("error", "skip")
 
 
 @dataclass
-class TokenizerConfig:
+class TokenizerConfig(ConfigMixin):
     """Sentencepiece options.
 
     Attributes:
@@ -63,13 +64,6 @@ class TokenizerConfig:
             raise Pykaldi2Error("tokenizer.character_coverage must be in [0.9, 1]")
         if self.on_unknown not in ON_UNKNOWN:
             raise Pykaldi2Error(f"tokenizer.on_unknown must be one of {ON_UNKNOWN}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping) -> TokenizerConfig:
-        return cls(**d)
 
 
 class Tokenizer:

@@ -39,8 +39,7 @@ autograd Functions (never by back-propagating through the loop) and honour ``gra
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -48,6 +47,7 @@ import torch
 from pykaldi2.losses.ce import frame_ce
 from pykaldi2.losses.lfmmi import scatter_logsumexp
 from pykaldi2.losses.output import LossOutput
+from pykaldi2.utils.config import ConfigMixin
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
 
 __all__ = [
@@ -553,7 +553,7 @@ def drop_frames_mask(lb: LatticeBatch, pdf_ali: torch.Tensor, num_pdfs: int) -> 
 
 
 @dataclass
-class SequenceConfig:
+class SequenceConfig(ConfigMixin):
     """Options of lattice sequence training (Kaldi's nnet discriminative-training options).
 
     Attributes:
@@ -597,16 +597,6 @@ class SequenceConfig:
             problems.append("ce_weight must be >= 0")
         if problems:
             raise Pykaldi2Error("SequenceConfig: " + "; ".join(problems))
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> SequenceConfig:
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise Pykaldi2Error(f"SequenceConfig: unknown keys {sorted(unknown)}")
-        return cls(**d)
 
 
 def sequence_objective(

@@ -27,13 +27,14 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from pykaldi2.losses.lattice import LatticeArrays, TransitionInfo
+from pykaldi2.utils.config import ConfigMixin
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
 
 __all__ = [
@@ -47,7 +48,7 @@ __all__ = [
 
 
 @dataclass
-class LatticeGenConfig:
+class LatticeGenConfig(ConfigMixin):
     """Lattice generation options (Kaldi's ``make_denlats.sh``: beam 13, lattice beam 7).
 
     Attributes:
@@ -70,16 +71,6 @@ class LatticeGenConfig:
             )
         if self.num_workers < 0:
             raise Pykaldi2Error("LatticeGenConfig: num_workers must be >= 0")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> LatticeGenConfig:
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise Pykaldi2Error(f"LatticeGenConfig: unknown keys {sorted(unknown)}")
-        return cls(**d)
 
 
 def lattice_from_kaldifst(raw, acoustic_scale: float = 1.0, utt: str = "") -> LatticeArrays:

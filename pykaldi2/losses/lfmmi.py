@@ -39,12 +39,13 @@ and ``xent_regularize`` options.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
 from pykaldi2.lang.chain_supervision import NumeratorGraphs
 from pykaldi2.lang.den_fst import DenGraph
+from pykaldi2.utils.config import ConfigMixin
 from pykaldi2.utils.errors import Pykaldi2Error
 
 __all__ = [
@@ -299,7 +300,7 @@ def num_log_likelihood(
 
 
 @dataclass
-class ChainTrainingOptions:
+class ChainTrainingOptions(ConfigMixin):
     """Kaldi's ChainTrainingOptions (chain-training.h).
 
     leaky_hmm_coefficient: the leaky-HMM mass redistributed per frame (Kaldi default 1e-5).
@@ -319,16 +320,6 @@ class ChainTrainingOptions:
                 raise Pykaldi2Error(f"ChainTrainingOptions.{name} must be a number >= 0, got {v!r}")
         if self.leaky_hmm_coefficient >= 1:
             raise Pykaldi2Error("ChainTrainingOptions.leaky_hmm_coefficient must be < 1")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> ChainTrainingOptions:
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise Pykaldi2Error(f"unknown chain training options: {sorted(unknown)}")
-        return cls(**d)
 
 
 @dataclass

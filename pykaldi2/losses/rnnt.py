@@ -361,6 +361,12 @@ def _row_chunks(rows: int, row_elems: int, device: torch.device) -> list[slice]:
     return [slice(i, min(rows, i + step)) for i in range(0, rows, step)]
 
 
+def _target_index(targets: torch.Tensor, T: int) -> torch.Tensor:
+    """targets (B, U) -> (B * T, U, 1) int64: the index of ``y_{u+1}`` for each lattice row."""
+    B, U = targets.shape
+    return targets.to(torch.long)[:, None, :, None].expand(B, T, U, 1).reshape(B * T, U, 1)
+
+
 def rnnt_lattice_log_probs(
     logits: torch.Tensor, targets: torch.Tensor, blank: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -385,8 +391,7 @@ def rnnt_lattice_log_probs(
     lse = torch.empty((B * T, U1), dtype=cdt, device=dev)
     blank_lp = torch.empty((B * T, U1), dtype=cdt, device=dev)
     emit_lp = torch.empty((B * T, U1 - 1), dtype=cdt, device=dev)
-    idx = targets.to(torch.long)[:, None, :, None].expand(B, T, U1 - 1, 1)
-    idx = idx.reshape(B * T, U1 - 1, 1)
+    idx = _target_index(targets, T)
     for sl in _row_chunks(B * T, U1 * V, dev):
         x = rows[sl]
         ls = torch.log_softmax(x, dim=-1, dtype=cdt)  # (rows, U+1, V), one chunk only
@@ -416,8 +421,7 @@ class _RnntLoss(torch.autograd.Function):
         gb = (g_blank * go).reshape(B * T, U1)
         ge = (g_emit * go).reshape(B * T, U1 - 1)
         gamma, lse = gamma.view(B * T, U1, 1), lse.view(B * T, U1, 1)
-        idx = targets.to(torch.long)[:, None, :, None].expand(B, T, U1 - 1, 1)
-        idx = idx.reshape(B * T, U1 - 1, 1)
+        idx = _target_index(targets, T)
         rows = logits.reshape(B * T, U1, V)
         grad = torch.empty((B * T, U1, V), dtype=logits.dtype, device=logits.device)
         same = logits.dtype == lse.dtype

@@ -16,8 +16,27 @@ logit_lengths (B,), target_lengths (B,). All return the per-utterance loss (B,) 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 
 import torch
+
+
+def _per_utterance(
+    log_prob: Callable[[torch.Tensor, list[int]], torch.Tensor],
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    logit_lengths: torch.Tensor,
+    target_lengths: torch.Tensor,
+) -> torch.Tensor:
+    """(B,) ``-log_prob(lp, y)``, one utterance at a time: ``lp`` (T_b, U_b+1, V) are its
+    log-softmaxed logits inside its lengths, ``y`` its U_b targets."""
+    lp = torch.log_softmax(logits, dim=-1)
+    losses = []
+    for b in range(logits.shape[0]):
+        T, U = int(logit_lengths[b]), int(target_lengths[b])
+        y = [int(s) for s in targets[b, :U]]
+        losses.append(-log_prob(lp[b, :T, : U + 1], y))
+    return torch.stack(losses)
 
 
 def rnnt_loss_reference(
@@ -28,11 +47,9 @@ def rnnt_loss_reference(
     blank: int = 0,
 ) -> torch.Tensor:
     """(B,) losses by the textbook alpha recursion, one node at a time (differentiable)."""
-    lp = torch.log_softmax(logits, dim=-1)
-    losses = []
-    for b in range(logits.shape[0]):
-        T, U = int(logit_lengths[b]), int(target_lengths[b])
-        y = [int(s) for s in targets[b, :U]]
+
+    def log_prob(lp: torch.Tensor, y: list[int]) -> torch.Tensor:
+        T, U = lp.shape[0], len(y)
         alpha: dict[tuple[int, int], torch.Tensor] = {}
         for t in range(T):
             for u in range(U + 1):
@@ -41,12 +58,13 @@ def rnnt_loss_reference(
                     continue
                 terms = []
                 if t > 0:
-                    terms.append(alpha[t - 1, u] + lp[b, t - 1, u, blank])
+                    terms.append(alpha[t - 1, u] + lp[t - 1, u, blank])
                 if u > 0:
-                    terms.append(alpha[t, u - 1] + lp[b, t, u - 1, y[u - 1]])
+                    terms.append(alpha[t, u - 1] + lp[t, u - 1, y[u - 1]])
                 alpha[t, u] = terms[0] if len(terms) == 1 else torch.logaddexp(*terms)
-        losses.append(-(alpha[T - 1, U] + lp[b, T - 1, U, blank]))
-    return torch.stack(losses)
+        return alpha[T - 1, U] + lp[T - 1, U, blank]
+
+    return _per_utterance(log_prob, logits, targets, logit_lengths, target_lengths)
 
 
 def rnnt_alignments(T: int, U: int) -> list[list[tuple[int, int, bool]]]:
@@ -81,19 +99,17 @@ def rnnt_loss_brute_force(
     blank: int = 0,
 ) -> torch.Tensor:
     """(B,) losses as ``-log sum_paths exp(sum of arc log-probs)`` over all alignments."""
-    lp = torch.log_softmax(logits, dim=-1)
-    losses = []
-    for b in range(logits.shape[0]):
-        T, U = int(logit_lengths[b]), int(target_lengths[b])
-        y = [int(s) for s in targets[b, :U]]
+
+    def log_prob(lp: torch.Tensor, y: list[int]) -> torch.Tensor:
         scores = []
-        for arcs in rnnt_alignments(T, U):
+        for arcs in rnnt_alignments(lp.shape[0], len(y)):
             s = lp.new_zeros(())
             for t, u, is_blank in arcs:
-                s = s + lp[b, t, u, blank if is_blank else y[u]]
+                s = s + lp[t, u, blank if is_blank else y[u]]
             scores.append(s)
-        losses.append(-torch.logsumexp(torch.stack(scores), dim=0))
-    return torch.stack(losses)
+        return torch.logsumexp(torch.stack(scores), dim=0)
+
+    return _per_utterance(log_prob, logits, targets, logit_lengths, target_lengths)
 
 
 def rnnt_loss_naive(

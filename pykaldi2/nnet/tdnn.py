@@ -11,14 +11,16 @@ length in the output are garbage and must be masked by the loss (use :meth:`outp
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from pykaldi2.utils.config import ConfigMixin
+
 
 @dataclass
-class TdnnfConfig:
+class TdnnfConfig(ConfigMixin):
     input_dim: int = 40
     num_classes: int = 0
     hidden: int = 768
@@ -35,13 +37,6 @@ class TdnnfConfig:
             raise ValueError("TdnnfConfig.num_classes (number of pdf_ids) must be > 0")
         if not 0 <= self.subsample_at < self.num_layers:
             raise ValueError("TdnnfConfig.subsample_at must index one of the layers")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TdnnfConfig:
-        return cls(**d)
 
 
 class TdnnfLayer(nn.Module):

@@ -14,11 +14,11 @@ original PyKaldi2 read its SNR and T60 settings and then ignored them).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from pykaldi2.utils.config import ConfigMixin, check_keys
 from pykaldi2.utils.errors import DataError
 
 Range = tuple[float, float]
@@ -53,31 +53,8 @@ def _prob(name: str, p: float) -> float:
     return p
 
 
-class _Section:
-    """to_dict/from_dict for a flat config dataclass; ``__post_init__`` validates."""
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {}
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            out[f.name] = list(v) if isinstance(v, tuple) else v
-        return out
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None, where: str = ""):
-        d = dict(d or {})
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise DataError(
-                f"unknown key(s) {unknown} in simulation config section {where or cls.__name__}",
-                fix=f"use only {sorted(names)}",
-            )
-        return cls(**d)
-
-
 @dataclass
-class NoiseConfig(_Section):
+class NoiseConfig(ConfigMixin):
     """Additive noise at an SNR drawn uniformly from ``snr_db``.
 
     Sources: ``noise_dir`` (a Kaldi data dir of noise recordings), ``babble_dir`` (a data dir of
@@ -123,7 +100,7 @@ class NoiseConfig(_Section):
 
 
 @dataclass
-class ReverbConfig(_Section):
+class ReverbConfig(ConfigMixin):
     """Reverberation by room impulse responses.
 
     Simulated (image method) shoebox rooms: ``room_size`` ranges in metres (length, width,
@@ -172,7 +149,7 @@ class ReverbConfig(_Section):
 
 
 @dataclass
-class SpeedConfig(_Section):
+class SpeedConfig(ConfigMixin):
     """Speed perturbation like ``sox speed``: one factor drawn from ``factors`` per utterance."""
 
     enable: bool = False
@@ -187,7 +164,7 @@ class SpeedConfig(_Section):
 
 
 @dataclass
-class VolumeConfig(_Section):
+class VolumeConfig(ConfigMixin):
     """Volume perturbation: a gain drawn uniformly from ``gain_db`` (applied to the mix)."""
 
     enable: bool = False
@@ -200,7 +177,7 @@ class VolumeConfig(_Section):
 
 
 @dataclass
-class SpecAugConfig(_Section):
+class SpecAugConfig(ConfigMixin):
     """SpecAugment on (T, F) features (Park et al. 2019; defaults like icefall's).
 
     ``num_freq_masks`` masks of width uniform in [0, ``max_freq_width``] bins;
@@ -237,7 +214,7 @@ class SpecAugConfig(_Section):
 
 
 @dataclass
-class SimulationConfig:
+class SimulationConfig(ConfigMixin):
     """The whole chain; ``seed`` is the base seed of every per-utterance random generator."""
 
     seed: int = 0
@@ -247,56 +224,18 @@ class SimulationConfig:
     volume: VolumeConfig = field(default_factory=VolumeConfig)
     specaug: SpecAugConfig = field(default_factory=SpecAugConfig)
 
-    _SECTIONS = {
-        "speed": SpeedConfig,
-        "reverb": ReverbConfig,
-        "noise": NoiseConfig,
-        "volume": VolumeConfig,
-        "specaug": SpecAugConfig,
-    }
-
     def __post_init__(self) -> None:
+        self.build_sections()
         if not isinstance(self.seed, int) or self.seed < 0:
             raise DataError(f"seed must be a non-negative integer, got {self.seed!r}")
 
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"seed": self.seed}
-        for name in self._SECTIONS:
-            out[name] = getattr(self, name).to_dict()
-        return out
-
     @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> SimulationConfig:
-        d = dict(d or {})
-        unknown = sorted(set(d) - set(cls._SECTIONS) - {"seed"})
-        if unknown:
-            raise DataError(
-                f"unknown simulation config section(s) {unknown}",
-                fix=f"use only seed and {sorted(cls._SECTIONS)}",
-            )
-        kw = {k: sec.from_dict(d.get(k), k) for k, sec in cls._SECTIONS.items()}
-        return cls(seed=d.get("seed", 0), **kw)
-
-    @classmethod
-    def from_yaml(cls, path: str | os.PathLike) -> SimulationConfig:
-        """Load ``sim.yaml``; a syntax error or bad value names the file."""
-        import yaml
-
-        try:
-            with open(path, encoding="utf-8") as f:
-                d = yaml.safe_load(f)
-        except OSError as e:
-            raise DataError(
-                f"cannot read simulation config: {e.strerror}", file=str(path)
-            ) from None
-        except yaml.YAMLError as e:
-            raise DataError(f"not valid YAML: {e}", file=str(path)) from None
-        if d is not None and not isinstance(d, dict):
-            raise DataError("a simulation config must be a mapping of sections", file=str(path))
-        try:
-            return cls.from_dict(d)
-        except DataError as e:
-            raise DataError(str(e), file=str(path)) from None
+    def from_dict(
+        cls, d: dict[str, Any] | None, source: str | None = None, *, where: str | None = None
+    ) -> SimulationConfig:
+        """A config from nested dicts (``sim.yaml``); :meth:`from_yaml` reads the file."""
+        check_keys(d or {}, cls.field_names(), what="simulation config section(s)", source=source)
+        return super().from_dict(d, source, where=where)
 
     def to_yaml(self, path: str | os.PathLike) -> None:
         """Write the resolved config atomically."""

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from pykaldi2.losses.output import LossOutput
 from pykaldi2.simulation.config import SpecAugConfig
 from pykaldi2.training.ce import TrainCEConfig, _append_jsonl, _as_list, held_out_split
 from pykaldi2.training.trainer import Trainer, TrainerConfig, make_optimizer
+from pykaldi2.utils.config import ConfigMixin
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
 from pykaldi2.utils.log import get_logger
 
@@ -52,7 +53,7 @@ FRONTEND_CMVN = ("none", "sliding")
 # The front end: normalisation + frame stacking (the streaming decoder reproduces it exactly)
 # ---------------------------------------------------------------------------------------------
 @dataclass
-class TransducerFrontendConfig:
+class TransducerFrontendConfig(ConfigMixin):
     """Raw features -> model input: ``cmvn`` (``sliding``: apply-cmvn-sliding, causal apart
     from the first ``min_window`` frames, so streams reproduce it; ``none``), then frame stacking:
     output frame j is frames ``j * frame_subsample .. j * frame_subsample + frame_stack - 1``
@@ -64,21 +65,13 @@ class TransducerFrontendConfig:
     frame_subsample: int = 3
 
     def __post_init__(self) -> None:
-        if isinstance(self.sliding, dict):
-            self.sliding = SlidingCmnConfig(**self.sliding)
+        self.build_sections()
         if self.cmvn not in FRONTEND_CMVN:
             raise Pykaldi2Error(f"frontend.cmvn must be one of {FRONTEND_CMVN}, not {self.cmvn!r}")
         if self.sliding.center:
             raise Pykaldi2Error("frontend.sliding.center must be false (it would need lookahead)")
         if self.frame_stack < 1 or self.frame_subsample < 1:
             raise Pykaldi2Error("frontend.frame_stack and frame_subsample must be >= 1")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping) -> TransducerFrontendConfig:
-        return cls(**d)
 
     def pipeline(self) -> FeaturePipelineConfig:
         """The per-utterance CMN as a :class:`FeaturePipelineConfig` (for ProcessedFeatures)."""
@@ -124,7 +117,7 @@ def encoder_frames(frontend: TransducerFrontendConfig, stack_time_factor: int, r
 # Configuration
 # ---------------------------------------------------------------------------------------------
 @dataclass
-class TrainTransducerConfig:
+class TrainTransducerConfig(ConfigMixin):
     """Everything ``train-transducer`` needs; saved (resolved, with provenance) in the exp dir.
 
     Attributes:
@@ -167,16 +160,7 @@ class TrainTransducerConfig:
     def __post_init__(self) -> None:
         self.train_data = _as_list(self.train_data)
         self.valid_data = _as_list(self.valid_data)
-        sections = (
-            ("tokenizer", TokenizerConfig),
-            ("frontend", TransducerFrontendConfig),
-            ("trainer", TrainerConfig),
-        )
-        for name, cls in sections:
-            if isinstance(getattr(self, name), dict):
-                setattr(self, name, cls.from_dict(getattr(self, name)))
-        if isinstance(self.specaug, dict):
-            self.specaug = SpecAugConfig(**self.specaug)
+        self.build_sections()
         self.model = dict(self.model or {})
         problems = []
         if not self.train_data:
@@ -193,12 +177,6 @@ class TrainTransducerConfig:
             problems.append("num_workers >= 0 and max_symbols_per_frame >= 1 required")
         if problems:
             raise Pykaldi2Error("TrainTransducerConfig: " + "; ".join(problems))
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        for name in ("tokenizer", "frontend", "trainer"):
-            d[name] = getattr(self, name).to_dict()
-        return d
 
     # The YAML loading (unknown keys, overrides, saved config.yaml) is train-ce's, unchanged.
     from_dict = classmethod(TrainCEConfig.from_dict.__func__)

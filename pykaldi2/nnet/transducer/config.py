@@ -24,15 +24,16 @@ subsampled by 3 in the front end, as in Myrtle's recipes.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, replace
 
+from pykaldi2.utils.config import ConfigMixin
 from pykaldi2.utils.errors import Pykaldi2Error
 
 _ACTIVATIONS = ("tanh", "relu")
 
 
 @dataclass
-class TransducerConfig:
+class TransducerConfig(ConfigMixin):
     """Sizes of encoder, predictor and joiner; validated on construction."""
 
     in_feats: int = 240
@@ -86,19 +87,6 @@ class TransducerConfig:
         for name in ("enc_dropout", "pred_dropout", "joint_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise Pykaldi2Error(f"TransducerConfig.{name} must be in [0, 1)")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TransducerConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise Pykaldi2Error(
-                f"TransducerConfig: unknown keys {unknown}; known keys are {sorted(known)}"
-            )
-        return cls(**d)
 
     @classmethod
     def preset(cls, name: str, **overrides) -> TransducerConfig:

@@ -123,3 +123,15 @@ def test_segments_and_resample(yesno_dir, tmp_path):
     x, sr = read_audio(str(wav), 1.5, 3.0, target_sr=16000)
     np.testing.assert_array_equal(reader["spk-b"], make_extractor(MfccConfig()).compute(x, sr))
     assert reader.shape("spk-a") == (148, 13)  # 1.5 s at 10 ms shift, 25 ms window
+
+
+def test_cli_bad_yaml_config_names_the_file(tmp_path, capsys):
+    conf = tmp_path / "fbank.yaml"
+    for text, words in (("- 80\n", "must be a YAML mapping"), ("a: [1\n", "not valid YAML")):
+        conf.write_text(text)
+        rc = main(
+            ["compute-feats", "--config", str(conf), str(tmp_path / "d"), str(tmp_path / "f")]
+        )
+        assert rc != 0
+        err = capsys.readouterr().err
+        assert "fbank.yaml" in err and words in err

@@ -38,6 +38,15 @@ def _batch(B, T, U, V, seed, dtype=torch.float64, blank=0, scale=1.0):
     return logits, targets, Tl, Ul
 
 
+def _assert_close_with_grads(got, want, logits, tol=(None, None), grad_tol=(None, None)):
+    """``got`` == ``want`` (losses) and so are their summed gradients w.r.t. ``logits``;
+    tolerances as ``(rtol, atol)`` (``None``: assert_close's defaults)."""
+    torch.testing.assert_close(got, want, rtol=tol[0], atol=tol[1])
+    (g,) = torch.autograd.grad(got.sum(), logits)
+    (gw,) = torch.autograd.grad(want.sum(), logits)
+    torch.testing.assert_close(g, gw, rtol=grad_tol[0], atol=grad_tol[1])
+
+
 def test_skew_roundtrip():
     x = torch.arange(2 * 3 * 4, dtype=torch.float32).view(2, 3, 4)
     s = _skew(x, -1.0)
@@ -65,11 +74,7 @@ def test_loss_equals_brute_force(B, T, U, V, blank):
     logits, targets, Tl, Ul = _batch(B, T, U, V, seed=B * 100 + T * 10 + U, blank=blank)
     got = rnnt_loss(logits, targets, Tl, Ul, blank=blank, reduction="none")
     want = rnnt_loss_brute_force(logits, targets, Tl, Ul, blank=blank)
-    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
-    # and the gradients of the summed losses
-    (g,) = torch.autograd.grad(got.sum(), logits)
-    (gw,) = torch.autograd.grad(want.sum(), logits)
-    torch.testing.assert_close(g, gw, rtol=1e-9, atol=1e-10)
+    _assert_close_with_grads(got, want, logits, (1e-10, 1e-10), (1e-9, 1e-10))
 
 
 def test_gradcheck_float64():
@@ -95,20 +100,14 @@ def test_matches_reference_random_batches(seed):
     logits, targets, Tl, Ul = _batch(4, 7, 5, 6, seed=seed, dtype=torch.float32, scale=3.0)
     got = rnnt_loss(logits, targets, Tl, Ul, reduction="none")
     want = rnnt_loss_reference(logits, targets, Tl, Ul)
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
-    (g,) = torch.autograd.grad(got.sum(), logits)
-    (gw,) = torch.autograd.grad(want.sum(), logits)
-    torch.testing.assert_close(g, gw, rtol=1e-4, atol=1e-5)
+    _assert_close_with_grads(got, want, logits, (1e-5, 1e-4), (1e-4, 1e-5))
 
 
 def test_matches_naive_larger_batch():
     logits, targets, Tl, Ul = _batch(5, 30, 12, 20, seed=3)
     got = rnnt_loss(logits, targets, Tl, Ul, reduction="none")
     want = rnnt_loss_naive(logits, targets, Tl, Ul)
-    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-9)
-    (g,) = torch.autograd.grad(got.sum(), logits)
-    (gw,) = torch.autograd.grad(want.sum(), logits)
-    torch.testing.assert_close(g, gw, rtol=1e-8, atol=1e-10)
+    _assert_close_with_grads(got, want, logits, (1e-10, 1e-9), (1e-8, 1e-10))
 
 
 def test_lattice_loss_matches_logits_loss():
