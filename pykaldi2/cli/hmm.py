@@ -27,21 +27,13 @@ _TRI_OPTS = [
 
 def _config(cfg_cls, args: argparse.Namespace, opts) -> object:
     """A config dataclass from --config (YAML/JSON) plus explicit command-line options."""
-    from pykaldi2.utils.errors import DataError
+    from pykaldi2.utils.config import read_yaml_mapping
 
-    d: dict = {}
-    if args.config:
-        import yaml
-
-        with open(args.config, encoding="utf-8") as f:
-            d = dict(yaml.safe_load(f) or {})
+    d = dict(read_yaml_mapping(args.config)) if args.config else {}
     for _, name, _, _ in opts:
         if getattr(args, name, None) is not None:
             d[name] = getattr(args, name)
-    try:
-        return cfg_cls.from_dict(d)
-    except (TypeError, ValueError) as e:
-        raise DataError(str(e), file=args.config or "command line") from None
+    return cfg_cls.from_dict(d, source=args.config or "command line")
 
 
 def _summary(exp: str, model, alis, history) -> int:

@@ -8,7 +8,6 @@ gmm-acc-stats-ali, gmm-est with mixing up to the current Gaussian target, which 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -23,13 +22,14 @@ from pykaldi2.hmm.ali import ali_to_pdf, write_ali
 from pykaldi2.hmm.align import AlignConfig, gmm_align_compiled
 from pykaldi2.hmm.gmm import gmm_acc_stats_ali, gmm_boost_silence, gmm_est
 from pykaldi2.hmm.model import GmmModel, gmm_info
+from pykaldi2.utils.config import ConfigMixin
 from pykaldi2.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class GmmTrainConfig:
+class GmmTrainConfig(ConfigMixin):
     """Options every steps/train_*.sh has (Kaldi's names and defaults).
 
     ``power`` is 0.25 as the scripts pass it (gmm-est's own default is 0.2); the retry beam is
@@ -67,16 +67,6 @@ class GmmTrainConfig:
             transition_scale=self.transition_scale,
             self_loop_scale=self.self_loop_scale,
         )
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping):
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"{cls.__name__}: unknown keys {sorted(unknown)}")
-        return cls(**d)
 
 
 @dataclass

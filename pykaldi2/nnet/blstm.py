@@ -6,15 +6,17 @@ direction: the output at frame t of an utterance of length L depends only on fra
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from pykaldi2.utils.config import ConfigMixin
+
 
 @dataclass
-class BlstmConfig:
+class BlstmConfig(ConfigMixin):
     """BLSTM sizes. ``hidden`` is per direction; ``proj`` > 0 adds an LSTM projection (LSTMP)."""
 
     input_dim: int = 80
@@ -29,13 +31,6 @@ class BlstmConfig:
             raise ValueError("BlstmConfig.num_classes (number of pdf_ids) must be > 0")
         if self.proj and self.proj >= self.hidden:
             raise ValueError("BlstmConfig.proj must be smaller than hidden")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> BlstmConfig:
-        return cls(**d)
 
 
 class Blstm(nn.Module):

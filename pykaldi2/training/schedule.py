@@ -7,11 +7,13 @@ schedule exactly.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+
+from pykaldi2.utils.config import ConfigMixin
 
 
 @dataclass
-class ScheduleConfig:
+class ScheduleConfig(ConfigMixin):
     """lr(step) = base_lr * factor(step):
 
     * warmup: linear 0 -> 1 over ``warmup_steps``;
@@ -36,9 +38,6 @@ class ScheduleConfig:
     def __post_init__(self) -> None:
         if self.decay not in ("none", "exp"):
             raise ValueError(f"ScheduleConfig.decay must be 'none' or 'exp', not {self.decay!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class LrSchedule:

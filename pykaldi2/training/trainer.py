@@ -21,7 +21,7 @@ import math
 import os
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -32,6 +32,7 @@ from pykaldi2.losses.output import LossOutput
 from pykaldi2.training import checkpoint as ckpt
 from pykaldi2.training.distributed import Dist
 from pykaldi2.training.schedule import LrSchedule, ScheduleConfig
+from pykaldi2.utils.config import ConfigMixin
 from pykaldi2.utils.errors import Pykaldi2Error
 from pykaldi2.utils.log import get_logger, progress
 
@@ -43,7 +44,7 @@ class Task(Protocol):
 
 
 @dataclass
-class TrainerConfig:
+class TrainerConfig(ConfigMixin):
     optimizer: str = "adam"  # "adam" | "adamw" | "sgd"
     lr: float = 1e-3
     momentum: float = 0.9
@@ -61,19 +62,11 @@ class TrainerConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
     def __post_init__(self) -> None:
-        if isinstance(self.schedule, dict):
-            self.schedule = ScheduleConfig(**self.schedule)
+        self.build_sections()
         if self.optimizer not in ("adam", "adamw", "sgd"):
             raise ValueError(f"TrainerConfig.optimizer: unknown {self.optimizer!r}")
         if self.accum_grad < 1:
             raise ValueError("TrainerConfig.accum_grad must be >= 1")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainerConfig:
-        return cls(**d)
 
 
 def make_optimizer(

@@ -91,3 +91,40 @@ def test_bad_model_file_is_a_clear_error(tmp_path):
         GmmModel.load(bad)
     with pytest.raises(DataError, match="no such model"):
         GmmModel.load(tmp_path / "missing.mdl")
+
+
+def test_cli_bad_config_is_a_clear_error(tmp_path, capsys):
+    from pykaldi2.cli.main import main
+
+    bad = tmp_path / "mono.yaml"
+    bad.write_text("num_iters: 40\ntotgaus: 1000\n")
+    assert (
+        main(
+            [
+                "train-mono",
+                str(tmp_path),
+                str(tmp_path),
+                str(tmp_path / "exp"),
+                "--config",
+                str(bad),
+            ]
+        )
+        == 1
+    )
+    err = capsys.readouterr().err
+    assert "totgaus" in err and "mono.yaml" in err and "totgauss" in err  # names the fix
+    bad.write_text("num_iters: 10\nmax_iter_inc: 30\n")
+    assert (
+        main(
+            [
+                "train-mono",
+                str(tmp_path),
+                str(tmp_path),
+                str(tmp_path / "exp"),
+                "--config",
+                str(bad),
+            ]
+        )
+        == 1
+    )
+    assert "max_iter_inc" in capsys.readouterr().err

@@ -13,7 +13,18 @@ WORKER = Path(__file__).with_name("dist_worker.py")
 
 def _run(cmd, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
+    for attempt in range(2):
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path
+        )
+        # Under heavy load gloo's threads are sometimes torn down at interpreter exit while
+        # still joinable (std::terminate after the work is done and saved). That is a teardown
+        # race in torch, not a wrong result: run once more, and fail on anything else.
+        if (
+            proc.returncode == 0
+            or "terminate called without an active exception" not in proc.stderr
+        ):
+            break
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
 
 
@@ -37,9 +48,15 @@ def _two_ranks_match_one_rank(launcher: list[str], tmp_path: Path) -> None:
 
 
 def test_torchrun_two_ranks_match_one_rank_double_batch(tmp_path):
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
-    rdzv = ["--rdzv-backend", "c10d", "--rdzv-endpoint", "127.0.0.1:0"]
-    _two_ranks_match_one_rank(torchrun + rdzv, tmp_path)
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+    ]
+    _two_ranks_match_one_rank(torchrun, tmp_path)
 
 
 def test_horovodrun_two_ranks_match_one_rank_double_batch(tmp_path):
