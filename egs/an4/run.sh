@@ -77,3 +77,12 @@ run_stage 4 tri1 tri1
 run_stage 5 tri2 tri2
 # alignments (transition-ids and pdf-id targets) of the best GMM for the hybrid nnets
 run_stage 6 tri2_ali pykaldi2 align-si data/train data/lang exp/tri2 exp/tri2_ali
+
+# stage 99: the WER table of every decoded system (always runs; reads exp/*/decode_test/best_wer)
+if [ "$stop_stage" -ge 99 ]; then
+  printf '%-10s %s\n' system "best test WER (LMWT_WIP)"
+  for sys in mono tri1 tri2 blstm_ce; do
+    f=exp/$sys/decode_test/best_wer
+    if [ -f "$f" ]; then printf '%-10s %s\n' "$sys" "$(cat "$f")"; fi
+  done
+fi
