@@ -16,7 +16,7 @@ from pykaldi2.cli.main import main
 RECIPE = Path(__file__).resolve().parents[2] / "egs" / "yesno"
 
 #: measured 1.67% (4 insertions of 240 words) here, see egs/yesno/RESULTS.md; Kaldi: 0%
-MAX_WER = 5.0
+MAX_WER = 1.0  # egs/yesno reaches 0.00%; allow 2 errors of 240 for mixing-up randomness
 
 
 def _run(*argv: str) -> None:
@@ -31,7 +31,17 @@ def test_yesno_recipe_end_to_end(yesno_dir: Path, tmp_path: Path) -> None:
         _run("compute-feats", "--config", RECIPE / "conf/mfcc.yaml", data / s, tmp_path / "mfcc")
         _run("compute-cmvn", data / s, tmp_path / "mfcc")
     lang, lm = data / "lang", data / "local/1gram.arpa"
-    _run("prepare-lang", "--position-independent", RECIPE / "local/dict", "<SIL>", lang)
+    _run(
+        "prepare-lang",
+        "--position-independent",
+        "--sil-topo",
+        "ergodic",
+        "--sil-states",
+        "5",
+        RECIPE / "local/dict",
+        "<SIL>",
+        lang,
+    )
     _run(
         "train-lm",
         "--order=1",
