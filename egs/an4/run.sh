@@ -58,13 +58,13 @@ mono() {
 }
 
 tri1() {
-  pykaldi2 align-si data/train data/lang exp/mono exp/mono_ali
+  pykaldi2 align-si --nj "$nj" data/train data/lang exp/mono exp/mono_ali
   pykaldi2 train-deltas --config conf/tri1.yaml data/train data/lang exp/mono_ali exp/tri1
   decode_system tri1
 }
 
 tri2() {
-  pykaldi2 align-si data/train data/lang exp/tri1 exp/tri1_ali
+  pykaldi2 align-si --nj "$nj" data/train data/lang exp/tri1 exp/tri1_ali
   pykaldi2 train-lda-mllt --config conf/tri2.yaml data/train data/lang exp/tri1_ali exp/tri2
   decode_system tri2
 }
@@ -76,7 +76,7 @@ run_stage 3 mono mono
 run_stage 4 tri1 tri1
 run_stage 5 tri2 tri2
 # alignments (transition-ids and pdf-id targets) of the best GMM for the hybrid nnets
-run_stage 6 tri2_ali pykaldi2 align-si data/train data/lang exp/tri2 exp/tri2_ali
+run_stage 6 tri2_ali pykaldi2 align-si --nj "$nj" data/train data/lang exp/tri2 exp/tri2_ali
 
 # stage 99: the WER table of every decoded system (always runs; reads exp/*/decode_test/best_wer)
 if [ "$stop_stage" -ge 99 ]; then

@@ -125,26 +125,24 @@ def _align_si(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from pykaldi2.hmm.ali import ali_to_pdf, write_ali
-    from pykaldi2.hmm.align import AlignConfig, compile_train_graphs, gmm_align_compiled
-    from pykaldi2.hmm.inputs import feats_for_model, load_texts
+    from pykaldi2.hmm.align import AlignConfig, align_si
     from pykaldi2.hmm.model import GmmModel
-    from pykaldi2.lang.lang_dir import load_lang
 
-    lang = load_lang(args.lang)
-    model = GmmModel.load(Path(args.src_dir) / "final.mdl")
-    feats = feats_for_model(model, args.data)
-    texts = {u: t for u, t in load_texts(args.data, lang).items() if u in feats}
-    graphs = compile_train_graphs(model, lang.read_L(), lang.disambig_phones, texts)
+    model_path = Path(args.src_dir) / "final.mdl"
     cfg = AlignConfig(beam=args.beam, retry_beam=args.retry_beam)
-    res = gmm_align_compiled(model, graphs, feats, cfg)
+    res = align_si(args.data, args.lang, model_path, cfg, nj=args.nj)
+    model = GmmModel.load(model_path)
     out = Path(args.out_dir)
     model.save(out / "final.mdl")
     model.write_tree(out / "tree")
     write_ali(out / "ali.ark", res.alis)
     write_ali(out / "pdf.ark", {u: ali_to_pdf(model, a) for u, a in res.alis.items()})
+    if res.failed:
+        (out / "failed_utts").write_text("\n".join(sorted(res.failed)) + "\n")
     print(
-        f"{out}: aligned {len(res.alis)} of {len(graphs)} utterances "
-        f"({len(res.failed)} failed), log-likelihood per frame {res.like_per_frame:.3f}"
+        f"{out}: aligned {len(res.alis)} of {len(res.alis) + len(res.failed)} utterances "
+        f"({len(res.failed)} failed{', listed in failed_utts' if res.failed else ''}), "
+        f"log-likelihood per frame {res.like_per_frame:.3f}"
     )
     return 0 if res.alis else 1
 
@@ -222,20 +220,24 @@ def register(subparsers) -> None:
         prev=True,
     )
 
-    p = subparsers.add_parser(
-        "align-si",
-        help="align a data dir with a GMM model (steps/align_si.sh)",
-        description="Viterbi-align every utterance of DATA to its transcript with "
-        "SRC_DIR/final.mdl; writes OUT_DIR/ali.{ark,scp} (transition-ids), pdf.{ark,scp} "
-        "(pdf-id targets), final.mdl and tree. Failed utterances are listed and skipped.",
-    )
-    p.add_argument("data")
-    p.add_argument("lang")
-    p.add_argument("src_dir", help="exp dir with final.mdl")
-    p.add_argument("out_dir", help="output dir, e.g. exp/tri1_ali")
-    p.add_argument("--beam", type=float, default=10.0, help="alignment beam (10)")
-    p.add_argument("--retry-beam", dest="retry_beam", type=float, default=40.0, help="(40)")
-    p.set_defaults(func=_align_si)
+    for name in ("align-si", "align"):
+        p = subparsers.add_parser(
+            name,
+            help="align a data dir with a GMM model in parallel (steps/align_si.sh)"
+            + ("" if name == "align-si" else "; same as align-si"),
+            description="Viterbi-align every utterance of DATA to its transcript with "
+            "SRC_DIR/final.mdl in --nj processes; writes OUT_DIR/ali.{ark,scp} "
+            "(transition-ids), pdf.{ark,scp} (pdf-id targets), final.mdl and tree. Failed "
+            "utterances are logged, listed in OUT_DIR/failed_utts and skipped.",
+        )
+        p.add_argument("data")
+        p.add_argument("lang")
+        p.add_argument("src_dir", help="exp dir with final.mdl")
+        p.add_argument("out_dir", help="output dir, e.g. exp/tri1_ali")
+        p.add_argument("--nj", type=int, default=1, help="parallel processes (1)")
+        p.add_argument("--beam", type=float, default=10.0, help="alignment beam (10)")
+        p.add_argument("--retry-beam", dest="retry_beam", type=float, default=40.0, help="(40)")
+        p.set_defaults(func=_align_si)
 
     for name, to in (("ali-to-pdf", "pdf"), ("ali-to-phones", "phones")):
         p = subparsers.add_parser(

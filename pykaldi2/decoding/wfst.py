@@ -137,7 +137,9 @@ def _best_path(dec, final: bool, config: DecoderConfig, utt: str) -> DecodeResul
     """The best path of a finished decoder (any binding's decoder with ``get_best_path``)."""
     if not final and not config.allow_partial:
         raise Pykaldi2Error(f"utterance {utt}: no final state reached (try a larger beam)")
-    ok, path = dec.get_best_path(use_final_probs=final)
+    # As Kaldi's decoders: use_final_probs=True falls back to the best active token when no
+    # final state was reached (and use_final_probs=False is an error after FinalizeDecoding).
+    ok, path = dec.get_best_path(use_final_probs=True)
     return _result_from_path(ok, path, config.acoustic_scale, final)
 
 
@@ -192,7 +194,7 @@ def decode_lattice(
     dec = kaldi_decoder.LatticeSimpleDecoder(hclg, opts)
     final = bool(dec.decode(decodable)) and dec.final_relative_cost() != float("inf")
     result = _best_path(dec, final, config, utt)
-    ok, raw = dec.get_raw_lattice(use_final_probs=final)
+    ok, raw = dec.get_raw_lattice(use_final_probs=True)
     if not ok:
         raise Pykaldi2Error(f"utterance {utt}: the decoder produced no lattice")
     return result, Lattice.from_kaldifst(raw, acoustic_scale=config.acoustic_scale)

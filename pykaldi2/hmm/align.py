@@ -231,3 +231,60 @@ def gmm_align_compiled(
             shown,
         )
     return res
+
+
+def _align_si_job(job: tuple) -> AlignResult:
+    """One parallel job of :func:`align_si` (runs in a spawned worker process): FSTs and the
+    bindings' objects do not pickle, so each job loads the model and L.fst and compiles its
+    own utterances' training graphs."""
+    model_path, lang_dir, data_dir, utts, cfg = job
+    from pykaldi2.hmm.inputs import feats_for_model, load_texts
+    from pykaldi2.hmm.model import GmmModel
+    from pykaldi2.lang.lang_dir import load_lang
+
+    lang = load_lang(lang_dir)
+    model = GmmModel.load(model_path)
+    feats = feats_for_model(model, data_dir, utts=utts)
+    texts = {u: t for u, t in load_texts(data_dir, lang).items() if u in feats}
+    graphs = compile_train_graphs(model, lang.read_L(), lang.disambig_phones, texts)
+    res = gmm_align_compiled(model, graphs, feats, cfg)
+    res.failed.extend(sorted(set(feats) - set(graphs)))  # no usable transcript/graph
+    return res
+
+
+def align_si(
+    data_dir: str | os.PathLike,
+    lang_dir: str | os.PathLike,
+    model_path: str | os.PathLike,
+    config: AlignConfig | None = None,
+    nj: int = 1,
+) -> AlignResult:
+    """steps/align_si.sh: align every utterance of ``data_dir`` with ``model_path`` in ``nj``
+    processes (utterances split evenly in sorted order, as Kaldi's split_data.sh).
+
+    Returns the merged :class:`AlignResult`; utterances that failed (no graph, or no alignment
+    even with the retry beam) are in ``failed`` and never in ``alis``.
+    """
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    from pykaldi2.data.datadir import read_data_dir
+
+    cfg = config or AlignConfig()
+    utts = read_data_dir(data_dir).utt_ids
+    nj = max(1, min(nj, len(utts)))
+    jobs = [(str(model_path), str(lang_dir), str(data_dir), utts[j::nj], cfg) for j in range(nj)]
+    if nj == 1:
+        results = [_align_si_job(jobs[0])]
+    else:
+        with ProcessPoolExecutor(nj, mp_context=mp.get_context("spawn")) as pool:
+            results = list(pool.map(_align_si_job, jobs))
+    merged = AlignResult()
+    for r in results:
+        merged.alis.update(r.alis)
+        merged.failed.extend(r.failed)
+        merged.num_retried += r.num_retried
+        merged.tot_like += r.tot_like
+        merged.num_frames += r.num_frames
+    merged.alis = dict(sorted(merged.alis.items()))
+    return merged

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,9 +38,16 @@ class TrainingInputs:
 
 
 def load_feats(
-    data_dir: str | os.PathLike, *, cmvn: bool = True, deltas: bool = True, max_utts: int = 0
+    data_dir: str | os.PathLike,
+    *,
+    cmvn: bool = True,
+    deltas: bool = True,
+    max_utts: int = 0,
+    utts: Sequence[str] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Features of a data dir: feats.scp -> apply-cmvn (per speaker) -> add-deltas."""
+    """Features of a data dir: feats.scp -> apply-cmvn (per speaker) -> add-deltas.
+
+    ``utts`` restricts loading to those utterances (a parallel job's share)."""
     from pykaldi2.data.datadir import read_data_dir
     from pykaldi2.features.cmvn import apply_cmvn
     from pykaldi2.features.compute import load_cmvn
@@ -50,7 +58,8 @@ def load_feats(
     reader = open_features(data_dir)
     stats = load_cmvn(data_dir) if cmvn else {}
     out: dict[str, np.ndarray] = {}
-    utts = [u for u in d.utt2spk if u in reader]
+    wanted = set(utts) if utts is not None else None
+    utts = [u for u in d.utt2spk if u in reader and (wanted is None or u in wanted)]
     if max_utts:
         utts = utts[:max_utts]
     for utt in utts:
@@ -141,9 +150,11 @@ def apply_feat_transform(x: np.ndarray, feat_type: str, transform=None, splice: 
     raise DataError(f"unknown feat_type {feat_type!r}", fix="one of raw, delta, lda")
 
 
-def feats_for_model(model, data_dir: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Features of ``data_dir`` as ``model`` (a GmmModel) was trained on them."""
-    base = load_feats(data_dir, deltas=False)
+def feats_for_model(
+    model, data_dir: str | os.PathLike, utts: Sequence[str] | None = None
+) -> dict[str, np.ndarray]:
+    """Features of ``data_dir`` (or of its ``utts``) as ``model`` (a GmmModel) was trained on."""
+    base = load_feats(data_dir, deltas=False, utts=utts)
     return {
         u: apply_feat_transform(x, model.feat_type, model.transform, model.splice)
         for u, x in base.items()

@@ -147,7 +147,9 @@ def generate_lattice(
     dec = kaldi_decoder.LatticeSimpleDecoder(hclg, opts)
     final = bool(dec.decode(kaldi_decoder.DecodableCtc(M)))
     final = final and dec.final_relative_cost() != float("inf")
-    ok, raw = dec.get_raw_lattice(use_final_probs=final)
+    # use_final_probs=False after decode() (FinalizeDecoding) is an error in kaldi-decoder;
+    # True falls back to all active tokens when no final state was reached, as Kaldi does.
+    ok, raw = dec.get_raw_lattice(use_final_probs=True)
     if not ok:
         raise Pykaldi2Error(f"utterance {utt}: the decoder produced no lattice (larger beam?)")
     return lattice_from_kaldifst(raw, cfg.acoustic_scale, utt)

@@ -143,3 +143,13 @@ def test_decode_dir_parallel_and_score(tiny, tmp_path):
     (graph / "HCLG.fst").write_text("not an fst")
     with pytest.raises(Pykaldi2Error, match="HCLG.fst: not a readable OpenFst graph"):
         decode_dir(graph, inputs, tmp_path / "decode2", tiny.tm, nj=2)
+
+
+def test_partial_output_when_no_final_state(tiny):
+    """Too few frames to finish a word: with allow_partial (the default) both decoders return
+    the best partial path and mark it, like Kaldi's decoders, instead of failing."""
+    ll = tiny.loglik_for(["A"])[:2]
+    best = decode_faster(tiny.hclg.fst, ll, tiny.tid2pdf)
+    res, lat = decode_lattice(tiny.hclg.fst, ll, tiny.tid2pdf)
+    assert not best.reached_final and not res.reached_final
+    assert len(res.ali) == 2 and lat.num_arcs >= 2

@@ -110,3 +110,8 @@ def test_an4_mono_train_and_align(an4_dir, tmp_path):
     lda_model = GmmModel.load(tri2 / "final.mdl")
     assert lda_model.feat_type == "lda" and lda_model.transform.shape == (40, 13 * 7)
     assert lda_model.dim == 40
+    # the parallel aligner (2 spawned jobs, the classic `align` name) gives the same alignments
+    _run("align", "--nj", 2, data / "sub", lang, exp, tmp_path / "exp" / "mono_ali2")
+    alis2 = read_ali(tmp_path / "exp" / "mono_ali2" / "ali.scp")
+    assert alis2.keys() == alis.keys()
+    assert all(np.array_equal(alis[u], alis2[u]) for u in alis)
