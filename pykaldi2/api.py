@@ -28,7 +28,15 @@ import numpy as np
 from pykaldi2.export.model_dir import ModelDir, load_model_dir, save_model_dir
 from pykaldi2.utils.log import progress
 
-__all__ = ["load_model", "register_kind", "save_gmm_model", "GmmTranscriber", "Transcriber"]
+__all__ = [
+    "load_model",
+    "register_kind",
+    "save_gmm_model",
+    "save_hybrid_model",
+    "GmmTranscriber",
+    "HybridTranscriber",
+    "Transcriber",
+]
 
 
 class Transcriber(Protocol):
@@ -74,19 +82,41 @@ class FeatureFrontEnd:
         self.extractor = make_extractor(self.config)
         self.norm_vars = bool(md.config("cmvn", {"norm_vars": False}).get("norm_vars", False))
 
-    def __call__(self, path: str | os.PathLike) -> np.ndarray:
+    def raw(self, path: str | os.PathLike) -> np.ndarray:
+        """(T, F) features of one file before CMVN (resampled to the config's rate)."""
         from pykaldi2.data.audio import read_audio
-        from pykaldi2.features.cmvn import apply_cmvn, compute_cmvn_stats
 
         sr = int(self.config.sample_frequency)
         x, sr = read_audio(str(path), target_sr=sr)
-        feats = self.extractor.compute(x, sr)
+        return self.extractor.compute(x, sr)
+
+    def __call__(self, path: str | os.PathLike) -> np.ndarray:
+        from pykaldi2.features.cmvn import apply_cmvn, compute_cmvn_stats
+
+        feats = self.raw(path)
         if len(feats) == 0:
             return feats
         return apply_cmvn(feats, compute_cmvn_stats(feats), self.norm_vars)
 
 
-class GmmTranscriber:
+class _HclgTranscriber:
+    """The loop shared by the HCLG transcribers: ``_decode(path)`` gives the best path of one
+    file (None for a file shorter than one frame), its words are the transcript."""
+
+    words: Any
+
+    def _decode(self, path: str | os.PathLike) -> Any:
+        raise NotImplementedError
+
+    def transcribe(self, paths: Sequence[str | os.PathLike]) -> list[str]:
+        out = []
+        for path in progress(list(paths), desc="transcribe", unit="file"):
+            res = self._decode(path)
+            out.append("" if res is None else " ".join(self.words.sym(w) for w in res.words))
+        return out
+
+
+class GmmTranscriber(_HclgTranscriber):
     """A GMM-HMM model decoded through HCLG (Kaldi's ``gmm-decode-faster``).
 
     Files of the model dir: ``model`` (a pickled :class:`~pykaldi2.hmm.model.GmmModel`),
@@ -113,23 +143,92 @@ class GmmTranscriber:
         m = self.model
         return apply_feat_transform(self.frontend(path), m.feat_type, m.transform, m.splice)
 
-    def transcribe(self, paths: Sequence[str | os.PathLike]) -> list[str]:
+    def _decode(self, path: str | os.PathLike) -> Any:
         from pykaldi2.decoding.wfst import gmm_decode_faster
 
-        out = []
-        for path in progress(list(paths), desc="transcribe", unit="file"):
-            feats = self.features(path)
-            if len(feats) == 0:  # shorter than one frame
-                out.append("")
-                continue
-            res = gmm_decode_faster(
-                self.hclg, self.model.am, self.model.tm, feats, self.decoder, utt=str(path)
-            )
-            out.append(" ".join(self.words.sym(w) for w in res.words))
-        return out
+        feats = self.features(path)
+        if len(feats) == 0:
+            return None
+        m = self.model
+        return gmm_decode_faster(self.hclg, m.am, m.tm, feats, self.decoder, utt=str(path))
 
 
 register_kind("gmm", GmmTranscriber)
+
+
+class HybridTranscriber(_HclgTranscriber):
+    """A hybrid network from ``pykaldi2 train-ce`` decoded through HCLG (Kaldi's
+    ``nnet3-compute`` + ``decode-faster-mapped``), as ``decode-nnet`` does for a data dir.
+
+    Files of the model dir: ``nnet`` (the train-ce final dir, copied whole: final.pt, priors.npy,
+    final.mdl, features.yaml, ...), ``HCLG`` (HCLG.fst), ``words`` (words.txt); configs
+    ``features`` (the raw feature config the training features were computed with),
+    ``decoder`` (:class:`~pykaldi2.decoding.wfst.DecoderConfig`) and ``nnet_compute``
+    (:class:`~pykaldi2.decoding.nnet.NnetComputeConfig`: inference mode, prior_scale).
+
+    The net's feature pipeline (CMVN, deltas, splicing from its features.yaml) runs on each
+    file; speaker or global CMVN becomes the file's own CMVN (every file is its own speaker).
+    """
+
+    def __init__(self, md: ModelDir) -> None:
+        from dataclasses import replace
+
+        from pykaldi2.decoding.nnet import NnetComputeConfig
+        from pykaldi2.decoding.wfst import DecoderConfig
+        from pykaldi2.features.pipeline import ProcessedFeatures
+        from pykaldi2.kaldi import kaldifst
+        from pykaldi2.lang.symbols import SymbolTable
+        from pykaldi2.training.ce import load_final_dir
+        from pykaldi2.utils.config import check_keys
+
+        self.model_dir = md
+        self.nnet = load_final_dir(md.file("nnet"))
+        self.frontend = FeatureFrontEnd(md)
+        pipe = self.nnet.features
+        if pipe.cmvn in ("speaker", "global"):
+            pipe = replace(pipe, cmvn="utterance")
+        self.pipeline = ProcessedFeatures(md.path, pipe, open_raw=False)
+        self.hclg = kaldifst.StdVectorFst.read(str(md.file("HCLG")))
+        self.words = SymbolTable.read(md.file("words"))
+        self.decoder = DecoderConfig.from_dict(md.config("decoder", DecoderConfig().to_dict()))
+        compute = md.config("nnet_compute", {})
+        check_keys(compute, _compute_fields(), where="nnet_compute", source=str(md.path))
+        self.compute = NnetComputeConfig(**compute)
+        self.tid2pdf = np.asarray(self.nnet.ali_model.tid2pdf, dtype=np.int64)
+
+    def features(self, path: str | os.PathLike) -> np.ndarray:
+        """(T, F) features of one file as the network was trained on them."""
+        feats = self.frontend.raw(path)
+        return self.pipeline.apply(str(path), feats) if len(feats) else feats
+
+    def loglikes(self, path: str | os.PathLike) -> np.ndarray:
+        """(T, num_pdfs) pseudo log-likelihoods of one file (``nnet_compute``)."""
+        from pykaldi2.decoding.nnet import nnet_compute
+
+        feats = self.features(path)
+        if len(feats) == 0:
+            return np.zeros((0, self.nnet.num_pdfs), np.float32)
+        ((_, ll),) = nnet_compute(self.nnet, {str(path): feats}, [str(path)], self.compute)
+        return ll
+
+    def _decode(self, path: str | os.PathLike) -> Any:
+        from pykaldi2.decoding.wfst import decode_faster
+
+        ll = self.loglikes(path)
+        if len(ll) == 0:
+            return None
+        return decode_faster(self.hclg, ll, self.tid2pdf, self.decoder, utt=str(path))
+
+
+def _compute_fields() -> list[str]:
+    from dataclasses import fields
+
+    from pykaldi2.decoding.nnet import NnetComputeConfig
+
+    return [f.name for f in fields(NnetComputeConfig)]
+
+
+register_kind("hybrid", HybridTranscriber)
 
 
 def _transducer(md: ModelDir) -> Transcriber:
@@ -169,3 +268,81 @@ def save_gmm_model(
         configs=configs,
         overwrite=overwrite,
     )
+
+
+def save_hybrid_model(
+    path: str | os.PathLike,
+    nnet_dir: str | os.PathLike,
+    graph_dir: str | os.PathLike,
+    *,
+    decoder: dict[str, Any] | None = None,
+    nnet_compute: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> ModelDir:
+    """Write a self-contained ``hybrid`` model dir from a ``train-ce`` final dir (copied whole as
+    ``nnet/``) and a graph dir built from its final.mdl (HCLG.fst, words.txt, num_pdfs).
+
+    ``decoder``: a :class:`~pykaldi2.decoding.wfst.DecoderConfig` dict (e.g. the acoustic scale
+    ``1 / best LMWT`` of a scored decode); ``nnet_compute``: a
+    :class:`~pykaldi2.decoding.nnet.NnetComputeConfig` dict (``mode``, ``prior_scale``, ...).
+    The raw feature config is the one recorded with the training features (HDF5 archives,
+    in features.yaml) or else the first training data dir's ``conf/feats.json``.
+    """
+    from dataclasses import asdict
+
+    from pykaldi2.decoding.nnet import NnetComputeConfig
+    from pykaldi2.decoding.wfst import DecoderConfig
+    from pykaldi2.training.ce import load_final_dir
+    from pykaldi2.utils.errors import DataError
+
+    nnet_dir, graph_dir = Path(nnet_dir), Path(graph_dir)
+    nnet = load_final_dir(nnet_dir)
+    raw = _raw_feature_config(nnet_dir)
+    num_pdfs_file = graph_dir / "num_pdfs"
+    if num_pdfs_file.is_file() and int(num_pdfs_file.read_text().split()[0]) != nnet.num_pdfs:
+        raise DataError(
+            f"graph built for {num_pdfs_file.read_text().split()[0]} pdfs, the network has "
+            f"{nnet.num_pdfs} outputs",
+            file=str(graph_dir),
+            fix="build the graph with the model dir's final.mdl (pykaldi2 mkgraph)",
+        )
+    configs: dict[str, dict] = {
+        "features": raw,
+        "cmvn": {"norm_vars": bool(nnet.features.norm_vars)},
+        "decoder": DecoderConfig.from_dict(decoder or {}).to_dict(),
+        "nnet_compute": asdict(NnetComputeConfig(**(nnet_compute or {}))),
+    }
+    return save_model_dir(
+        path,
+        "hybrid",
+        files={
+            "nnet": nnet_dir,
+            "HCLG": graph_dir / "HCLG.fst",
+            "words": graph_dir / "words.txt",
+        },
+        configs=configs,
+        overwrite=overwrite,
+    )
+
+
+def _raw_feature_config(nnet_dir: Path) -> dict[str, Any]:
+    """The feature config the training features of a train-ce final dir were computed with."""
+    import yaml
+
+    from pykaldi2.features.compute import load_feature_config
+    from pykaldi2.utils.errors import DataError
+
+    raw = yaml.safe_load((nnet_dir / "features.yaml").read_text(encoding="utf-8"))
+    if raw.get("raw_feature_config"):
+        return dict(raw["raw_feature_config"])
+    saved = yaml.safe_load((nnet_dir / "config.yaml").read_text(encoding="utf-8")) or {}
+    train_data = saved.get("config", saved).get("train_data") or []
+    if not train_data or not (Path(train_data[0]) / "conf" / "feats.json").is_file():
+        raise DataError(
+            "no record of the feature config of the training features (neither in "
+            f"features.yaml nor in the training data dir {train_data[:1]}), so audio files "
+            "cannot be turned into the same features",
+            file=str(nnet_dir / "features.yaml"),
+            fix="train on features written by `pykaldi2 compute-feats`",
+        )
+    return load_feature_config(train_data[0]).to_dict()

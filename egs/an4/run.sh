@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# AN4 recipe: from the raw corpus to a WER table (GMM part: mono -> tri1 -> tri2).
+# AN4 recipe: from the raw corpus to a WER table (mono -> tri1 -> tri2 -> hybrid CE BLSTM).
 #   bash run.sh [--stage N] [--stop-stage M] [--corpus-dir DIR] [--nj N] [--force]
 # Stages: 0 prepare, 1 features (MFCC + 80-dim fbank), 2 dict/lang/LM/G, 3 mono, 4 tri1 (deltas),
-# 5 tri2 (LDA+MLLT), 6 tri2 alignments for the nnets. Each stage leaves a .done marker in exp/
-# (rerun skips finished stages; --force redoes them). Settings live in conf/*.yaml.
+# 5 tri2 (LDA+MLLT), 6 tri2 alignments for the nnets, 7 CE BLSTM (train-ce on the tri2 pdfs),
+# 8 its decode + scoring + the model dir for pykaldi2.load_model (exp/blstm_ce/export).
+# Each stage leaves a .done marker in exp/ (rerun skips finished stages; --force redoes them).
+# Settings live in conf/*.yaml.
 set -euo pipefail
 cd "$(dirname "$0")"
 . ./path.sh
@@ -77,6 +79,23 @@ run_stage 4 tri1 tri1
 run_stage 5 tri2 tri2
 # alignments (transition-ids and pdf-id targets) of the best GMM for the hybrid nnets
 run_stage 6 tri2_ali pykaldi2 align-si --nj "$nj" data/train data/lang exp/tri2 exp/tri2_ali
+
+# hybrid CE BLSTM on the tri2 alignments (conf/ce_blstm.yaml: 3x320, chunks of 80 frames)
+run_stage 7 blstm_ce pykaldi2 train-ce --config conf/ce_blstm.yaml exp/blstm_ce
+
+# decode_nnet_system EXP GRAPH: decode data/test_fbank with EXP/final through GRAPH (acoustic scale
+# 0.1, prior scale 1), score over LMWT 1..20 (LMWT 10 = the decoding scale), then write the model
+# dir EXP/export with the acoustic scale 1/best-LMWT for `pykaldi2 transcribe` / load_model.
+decode_nnet_system() {
+  local exp=exp/$1 graph=$2
+  pykaldi2 decode-nnet --nj "$nj" --no-score $exp/final $graph data/test_fbank $exp/decode_test
+  pykaldi2 score --ref data/test_fbank/text --min-lmwt 1 --max-lmwt 20 $exp/decode_test
+  local lmwt
+  lmwt=$(sed -E 's/.*wer_([0-9.]+)_[0-9.]+$/\1/' $exp/decode_test/best_wer)
+  pykaldi2 export-hybrid-model --overwrite --acoustic-scale "$(awk "BEGIN { print 1 / $lmwt }")" \
+    $exp/final $graph $exp/export
+}
+run_stage 8 blstm_ce_decode decode_nnet_system blstm_ce exp/tri2/graph
 
 # stage 99: the WER table of every decoded system (always runs; reads exp/*/decode_test/best_wer)
 if [ "$stop_stage" -ge 99 ]; then

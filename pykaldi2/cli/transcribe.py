@@ -47,6 +47,21 @@ def _cmd_export_gmm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export_hybrid(args: argparse.Namespace) -> int:
+    from pykaldi2.api import save_hybrid_model
+
+    md = save_hybrid_model(
+        args.out_dir,
+        args.nnet_dir,
+        args.graph_dir,
+        decoder={"beam": args.beam, "acoustic_scale": args.acoustic_scale},
+        nnet_compute={"prior_scale": args.prior_scale, "mode": args.mode},
+        overwrite=args.overwrite,
+    )
+    print(f"{md.path}: {md.kind} model, files {', '.join(sorted(md.files))}")
+    return 0
+
+
 def register(subparsers) -> None:
     """Add ``transcribe`` and ``export-gmm-model`` to ``pykaldi2``."""
     p = subparsers.add_parser(
@@ -79,3 +94,29 @@ def register(subparsers) -> None:
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
     p.set_defaults(func=_cmd_export_gmm)
+
+    p = subparsers.add_parser(
+        "export-hybrid-model",
+        help="pack a train-ce model dir and its graph into a model directory",
+        description="Write a self-contained hybrid model directory (model.yaml, nnet/ = the "
+        "train-ce final dir, HCLG.fst, words.txt) for `pykaldi2 transcribe` and "
+        "pykaldi2.load_model.",
+        epilog="example: pykaldi2 export-hybrid-model --acoustic-scale 0.1 exp/blstm_ce/final "
+        "exp/tri2/graph exp/blstm_ce/export",
+    )
+    p.add_argument("nnet_dir", help="the train-ce model dir, e.g. exp/blstm_ce/final")
+    p.add_argument("graph_dir", help="graph dir of the same tree (HCLG.fst, words.txt)")
+    p.add_argument("out_dir", help="the model directory to write, e.g. exp/blstm_ce/export")
+    p.add_argument("--beam", type=float, default=13.0, help="decoding beam (%(default)s)")
+    p.add_argument(
+        "--acoustic-scale",
+        type=float,
+        default=0.1,
+        help="acoustic scale, 1 / the best LMWT of a scored decode (%(default)s)",
+    )
+    p.add_argument("--prior-scale", type=float, default=1.0, help="prior scale (%(default)s)")
+    p.add_argument(
+        "--mode", choices=["chunk", "utterance"], default="chunk", help="inference mode (chunk)"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
+    p.set_defaults(func=_cmd_export_hybrid)

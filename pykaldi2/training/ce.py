@@ -16,6 +16,10 @@ batched by :class:`~pykaldi2.data.samplers.BucketBatchSampler`; one :class:`Trai
 :class:`~pykaldi2.losses.ce.FrameCETask` under torchrun / horovodrun / a single process;
 validation loss and frame accuracy each epoch (Kaldi-style LR halving when
 ``trainer.schedule.halving``); pdf priors from the alignment counts, saved with the model.
+With ``simulation: conf/sim.yaml`` the training chunks are simulated on the fly from the audio
+(:class:`~pykaldi2.simulation.dataset.SimulatedChunkDataset`: noise, reverberation, speed,
+SpecAugment, seeded per (seed, epoch, utterance) so runs and resumes are reproducible); the
+validation chunks stay clean.
 
 Dimension legend: N chunks, T = left + chunk_size + right frames, F feature dim, C pdf_ids.
 """
@@ -32,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from pykaldi2.features.pipeline import FeaturePipelineConfig, ProcessedFeatures
+from pykaldi2.simulation.config import SimulationConfig
 from pykaldi2.training.trainer import TrainerConfig
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
 from pykaldi2.utils.log import get_logger
@@ -52,6 +57,29 @@ def _as_list(v: str | Sequence[str] | None) -> list[str]:
     if v is None or v == "":
         return []
     return [str(v)] if isinstance(v, (str, os.PathLike)) else [str(x) for x in v]
+
+
+def simulation_config(value: Any) -> SimulationConfig | None:
+    """The ``simulation:`` option of a training config -> a validated SimulationConfig or None.
+
+    ``value``: None / "" (no simulation), the path of a sim.yaml, a mapping (the resolved config
+    that EXP_DIR/config.yaml holds) or a SimulationConfig. Errors name the file.
+    """
+    if value is None or value == "":
+        return None
+    if isinstance(value, SimulationConfig):
+        return value
+    if isinstance(value, Mapping):
+        return SimulationConfig.from_dict(dict(value), where="simulation")
+    if not isinstance(value, (str, os.PathLike)):
+        raise DataError(f"simulation: expected the path of a sim.yaml or null, got {value!r}")
+    if not Path(value).is_file():
+        raise DataError(
+            "simulation: no such simulation config file",
+            file=str(value),
+            fix="give the path of a sim.yaml (see `pykaldi2 simulate --help`) or null",
+        )
+    return SimulationConfig.from_yaml(value)
 
 
 @dataclass
@@ -80,6 +108,10 @@ class TrainCEConfig:
         label_smoothing: CE label smoothing.
         trainer: the :class:`TrainerConfig` (optimizer, epochs, schedule, checkpoints).
         seed: model initialisation, sampler shuffling and the validation split.
+        simulation: null (default: train on the stored features) or a sim.yaml
+            (:class:`~pykaldi2.simulation.config.SimulationConfig`; saved resolved): training
+            chunks are simulated on the fly from the audio of ``train_data`` (one data dir, with
+            wav.scp and conf/feats.json); validation stays clean.
     """
 
     train_data: list[str] = field(default_factory=list)
@@ -103,10 +135,12 @@ class TrainCEConfig:
     label_smoothing: float = 0.0
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     seed: int = 0
+    simulation: SimulationConfig | None = None
 
     def __post_init__(self) -> None:
         self.train_data = _as_list(self.train_data)
         self.ali_dir = _as_list(self.ali_dir)
+        self.simulation = simulation_config(self.simulation)
         self.valid_data = _as_list(self.valid_data)
         self.valid_ali_dir = _as_list(self.valid_ali_dir)
         if isinstance(self.features, dict):
@@ -141,6 +175,7 @@ class TrainCEConfig:
         d = asdict(self)
         d["features"] = self.features.to_dict()
         d["trainer"] = self.trainer.to_dict()
+        d["simulation"] = self.simulation.to_dict() if self.simulation is not None else None
         return d
 
     @classmethod
@@ -422,10 +457,75 @@ def load_ce_data(cfg: TrainCEConfig) -> CEData:
         utts, vutts = held_out_split(utts, cfg.valid_fraction, cfg.seed)
         valid_feats = feats
         valid = chunks(feats, vutts)
-    train = chunks(feats, utts)
+    if cfg.simulation is not None:
+        train = simulated_chunks(cfg, targets, utts, feats.dim)
+    else:
+        train = chunks(feats, utts)
     if len(train) == 0:
         raise DataError("no training chunks", file=", ".join(cfg.train_data))
     return CEData(feats, targets, train, valid, valid_feats, ali_model, num_pdfs)
+
+
+def simulated_utterances(
+    train_data: Sequence[str], sim: SimulationConfig, targets, pipeline, dim: int, **kw
+):
+    """A :class:`~pykaldi2.simulation.dataset.SimulatedUtteranceDataset` over the one training
+    data dir (its audio and conf/feats.json), checked to give features of dimension ``dim``
+    (the stored features'); ``kw`` goes to the dataset."""
+    from pykaldi2.simulation.dataset import SimulatedUtteranceDataset
+
+    if len(train_data) != 1:
+        raise DataError(
+            "simulation: exactly one training data dir is supported",
+            file=", ".join(train_data),
+            fix="combine the data dirs with `pykaldi2 combine-data` first",
+        )
+    ds = SimulatedUtteranceDataset(train_data[0], None, sim, targets, pipeline, **kw)
+    if ds.dim != dim:
+        raise DataError(
+            f"simulated features have dim {ds.dim}, the stored features {dim}",
+            file=str(ds.datadir / "conf" / "feats.json"),
+            fix="compute the data dir's features with the config in conf/feats.json",
+        )
+    return ds
+
+
+def simulated_chunks(cfg: TrainCEConfig, targets, utts: Sequence[str], dim: int):
+    """The training chunks simulated on the fly (``cfg.simulation``) from the audio of
+    ``cfg.train_data``: a :class:`~pykaldi2.simulation.dataset.SimulatedChunkDataset`."""
+    from pykaldi2.simulation.dataset import SimulatedChunkDataset
+
+    utt_ds = simulated_utterances(
+        cfg.train_data,
+        cfg.simulation,
+        targets,
+        cfg.features,
+        dim,
+        utts=utts,
+        tolerance=cfg.length_tolerance,
+    )
+    return SimulatedChunkDataset(utt_ds, cfg.chunk_size, cfg.left_context, cfg.right_context)
+
+
+def chunk_utts(dataset) -> set[str]:
+    """The utterance ids of a (clean or simulated) chunk dataset."""
+    if hasattr(dataset, "utterances"):  # SimulatedChunkDataset: chunks hold utterance indices
+        return {dataset.utterances.utts[c[0]] for c in dataset.chunks}
+    return {c[0] for c in dataset.chunks}
+
+
+def epoch_batches(sampler, dataset):
+    """``sampler`` wrapped in an :class:`~pykaldi2.simulation.dataset.EpochBatchSampler` when
+    ``dataset`` simulates on the fly (its items then carry the epoch to the workers)."""
+    from pykaldi2.simulation.dataset import (
+        EpochBatchSampler,
+        SimulatedChunkDataset,
+        SimulatedUtteranceDataset,
+    )
+
+    if isinstance(dataset, SimulatedChunkDataset | SimulatedUtteranceDataset):
+        return EpochBatchSampler(sampler)
+    return sampler
 
 
 def make_loader(dataset, cfg: TrainCEConfig, *, rank: int, world_size: int, shuffle: bool):
@@ -451,7 +551,7 @@ def make_loader(dataset, cfg: TrainCEConfig, *, rank: int, world_size: int, shuf
         kw = {"persistent_workers": True, "prefetch_factor": cfg.prefetch_factor}
     return torch.utils.data.DataLoader(
         dataset,
-        batch_sampler=sampler,
+        batch_sampler=epoch_batches(sampler, dataset),
         collate_fn=collate_frames,
         num_workers=cfg.num_workers,
         pin_memory=torch.cuda.is_available(),
@@ -556,9 +656,10 @@ def train_ce(cfg: TrainCEConfig, exp_dir: str | os.PathLike) -> Path:
         )
         trainer.resume()
         log.info(
-            "train-ce: %d chunks of %d frames, %d pdfs, %s model with %.2fM parameters",
+            "train-ce: %d chunks of %d frames%s, %d pdfs, %s model with %.2fM parameters",
             len(data.train),
             cfg.chunk_size,
+            " (simulated on the fly)" if cfg.simulation is not None else "",
             data.num_pdfs,
             cfg.model_type,
             sum(p.numel() for p in model.parameters()) / 1e6,
@@ -566,7 +667,7 @@ def train_ce(cfg: TrainCEConfig, exp_dir: str | os.PathLike) -> Path:
         summary = trainer.fit(train_loader)
         final = exp_dir / "final"
         if dist.is_main:
-            train_utts = {c[0] for c in data.train.chunks}
+            train_utts = chunk_utts(data.train)
             priors = pdf_priors(
                 (data.targets[u] for u in sorted(train_utts)), data.num_pdfs, cfg.prior_floor
             )

@@ -16,13 +16,17 @@ with characters the tokenizer cannot encode (``tokenizer.on_unknown: skip``) are
 counted in ``EXP_DIR/log/skipped.json``; length-bucketed batches; SpecAugment on the fly; the
 shared :class:`~pykaldi2.training.trainer.Trainer` (AMP, grad accumulation, warmup/hold/exp
 decay, NaN skipping, exact resume, torchrun/horovod) with a separate LR factor for the joiner's
-output layer and EMA weights kept in every checkpoint and used for the final model.
+output layer and EMA weights kept in every checkpoint and used for the final model. With
+``simulation: conf/sim.yaml`` the training utterances are simulated on the fly from the audio
+(:class:`~pykaldi2.simulation.dataset.SimulatedUtteranceDataset`, then the same front end);
+validation stays clean.
 
 Dimension legend: B batch, T frames after the front end, F' = frame_stack * F, U tokens.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -37,8 +41,16 @@ from pykaldi2.features.cmvn import SlidingCmnConfig
 from pykaldi2.features.pipeline import FeaturePipelineConfig
 from pykaldi2.lang.tokenizer import TokenizerConfig
 from pykaldi2.losses.output import LossOutput
-from pykaldi2.simulation.config import SpecAugConfig
-from pykaldi2.training.ce import TrainCEConfig, _append_jsonl, _as_list, held_out_split
+from pykaldi2.simulation.config import SimulationConfig, SpecAugConfig
+from pykaldi2.training.ce import (
+    TrainCEConfig,
+    _append_jsonl,
+    _as_list,
+    epoch_batches,
+    held_out_split,
+    simulated_utterances,
+    simulation_config,
+)
 from pykaldi2.training.trainer import Trainer, TrainerConfig, make_optimizer
 from pykaldi2.utils.config import ConfigMixin
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
@@ -136,6 +148,9 @@ class TrainTransducerConfig(ConfigMixin):
         joint_lr_factor: LR multiplier of the joiner's output layer (Myrtle's ``joint_net_lr``).
         max_symbols_per_frame: greedy decoding setting saved with the model.
         trainer: :class:`TrainerConfig` (optimizer, AMP, accum_grad, schedule, checkpoints).
+        simulation: null (default: the stored features) or a sim.yaml (saved resolved): the
+            training utterances are simulated on the fly from the audio of ``train_data`` (one
+            data dir with wav.scp and conf/feats.json); validation stays clean.
     """
 
     train_data: list[str] = field(default_factory=list)
@@ -156,11 +171,13 @@ class TrainTransducerConfig(ConfigMixin):
     max_symbols_per_frame: int = 3
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     seed: int = 0
+    simulation: SimulationConfig | None = None
 
     def __post_init__(self) -> None:
         self.train_data = _as_list(self.train_data)
         self.valid_data = _as_list(self.valid_data)
         self.build_sections()
+        self.simulation = simulation_config(self.simulation)
         self.model = dict(self.model or {})
         problems = []
         if not self.train_data:
@@ -236,6 +253,26 @@ def select_utts(
     return keep, skipped
 
 
+def simulated_tokens(cfg: TrainTransducerConfig, feats, tokens, utts: Sequence[str]):
+    """Training utterances simulated on the fly (``cfg.simulation``) from the audio of
+    ``cfg.train_data``, through the front end: items as :class:`TokenDataset`'s."""
+    fe = cfg.frontend
+    ds = simulated_utterances(
+        cfg.train_data,
+        cfg.simulation,
+        tokens,
+        fe.pipeline(),
+        feats.dim,
+        utts=utts,
+        target_type="labels",
+        feats_transform=functools.partial(
+            stack_frames, stack=fe.frame_stack, subsample=fe.frame_subsample
+        ),
+    )
+    ds.lengths = [fe.num_frames(feats.shape(u)[0]) for u in ds.utts]  # clean, after stacking
+    return ds
+
+
 def make_loader(dataset: TokenDataset, cfg: TrainTransducerConfig, *, rank, world_size, shuffle):
     """DataLoader with a resumable, length-bucketed :class:`BucketBatchSampler`."""
     from pykaldi2.data.datasets import collate_frames
@@ -254,7 +291,7 @@ def make_loader(dataset: TokenDataset, cfg: TrainTransducerConfig, *, rank, worl
     kw: dict[str, Any] = {"persistent_workers": True} if cfg.num_workers > 0 else {}
     return torch.utils.data.DataLoader(
         dataset,
-        batch_sampler=sampler,
+        batch_sampler=epoch_batches(sampler, dataset),
         collate_fn=collate_frames,
         num_workers=cfg.num_workers,
         **kw,
@@ -427,6 +464,8 @@ def _datasets(cfg, tok, mcfg_k: int):
             file=", ".join(cfg.train_data),
             fix="check that feats.scp and text cover the same utterances",
         )
+    if cfg.simulation is not None:
+        return feats, simulated_tokens(cfg, feats, enc.tokens, utts), valid, skipped
     return feats, TokenDataset(feats, enc.tokens, utts, fe), valid, skipped
 
 

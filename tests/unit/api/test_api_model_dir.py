@@ -117,7 +117,7 @@ def test_save_errors_leave_nothing(tmp_path: Path, sources) -> None:
     assert load_model_dir(out).kind == "hybrid"
 
 
-def test_load_model_of_unimplemented_kind(tmp_path: Path, sources) -> None:
+def test_load_hybrid_model_without_nnet(tmp_path: Path, sources) -> None:
     save_model_dir(tmp_path / "m", "hybrid", files=sources)
-    with pytest.raises(NotImplementedError, match="'hybrid' models is not implemented"):
+    with pytest.raises(DataError, match="this hybrid model has no 'nnet' file"):
         pykaldi2.load_model(tmp_path / "m")
