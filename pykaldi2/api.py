@@ -241,6 +241,11 @@ def _transducer(md: ModelDir) -> Transcriber:
 register_kind("transducer", _transducer)
 
 
+def _graph_files(graph_dir: Path) -> dict[str, Path]:
+    """The files of a graph dir (``pykaldi2 mkgraph``) that a model dir carries."""
+    return {"HCLG": graph_dir / "HCLG.fst", "words": graph_dir / "words.txt"}
+
+
 def save_gmm_model(
     path: str | os.PathLike,
     model: str | os.PathLike,
@@ -260,11 +265,7 @@ def save_gmm_model(
     return save_model_dir(
         path,
         "gmm",
-        files={
-            "model": model,
-            "HCLG": graph_dir / "HCLG.fst",
-            "words": graph_dir / "words.txt",
-        },
+        files={"model": model, **_graph_files(graph_dir)},
         configs=configs,
         overwrite=overwrite,
     )
@@ -315,11 +316,7 @@ def save_hybrid_model(
     return save_model_dir(
         path,
         "hybrid",
-        files={
-            "nnet": nnet_dir,
-            "HCLG": graph_dir / "HCLG.fst",
-            "words": graph_dir / "words.txt",
-        },
+        files={"nnet": nnet_dir, **_graph_files(graph_dir)},
         configs=configs,
         overwrite=overwrite,
     )
