@@ -3,7 +3,8 @@
 #   bash run.sh [--stage N] [--stop-stage M] [--corpus-dir DIR] [--nj N] [--force]
 # Stages: 0 prepare, 1 features (MFCC + 80-dim fbank), 2 dict/lang/LM/G, 3 mono, 4 tri1 (deltas),
 # 5 tri2 (LDA+MLLT), 6 tri2 alignments for the nnets, 7 CE BLSTM (train-ce on the tri2 pdfs),
-# 8 its decode + scoring + the model dir for pykaldi2.load_model (exp/blstm_ce/export).
+# 8 its decode + scoring + the model dir for pykaldi2.load_model (exp/blstm_ce/export),
+# 9 RNN-T (train-transducer), 10 its greedy/beam decode + ONNX export and onnxruntime decode.
 # Each stage leaves a .done marker in exp/ (rerun skips finished stages; --force redoes them).
 # Settings live in conf/*.yaml.
 set -euo pipefail
@@ -96,6 +97,21 @@ decode_nnet_system() {
     $exp/final $graph $exp/export
 }
 run_stage 8 blstm_ce_decode decode_nnet_system blstm_ce exp/tri2/graph
+
+# RNN-Transducer (conf/transducer.yaml: 4M-parameter LSTM RNN-T, 128 BPE pieces, SpecAugment,
+# EMA) on the 80-dim fbank of stage 1; stage 10 decodes data/test_fbank greedy and with a beam of
+# 4, exports ONNX and decodes again with onnxruntime, counting the transcripts equal to PyTorch's.
+run_stage 9 rnnt pykaldi2 train-transducer --config conf/transducer.yaml exp/rnnt
+
+decode_transducer_system() {
+  local exp=exp/$1
+  pykaldi2 decode-transducer $exp/final data/test_fbank $exp/decode_test_greedy
+  pykaldi2 decode-transducer --beam 4 $exp/final data/test_fbank $exp/decode_test_beam4
+  pykaldi2 export-onnx $exp/final $exp/onnx
+  pykaldi2 decode-onnx --compare $exp/decode_test_greedy/hyp.txt $exp/onnx data/test_fbank \
+    $exp/decode_test_onnx
+}
+run_stage 10 rnnt_decode decode_transducer_system rnnt
 
 # stage 99: the WER table of every decoded system (always runs; reads exp/*/decode_test/best_wer)
 if [ "$stop_stage" -ge 99 ]; then

@@ -1,8 +1,10 @@
-"""``pykaldi2`` LF-MMI (chain) graph commands: chain-est-phone-lm, chain-make-den-fst."""
+"""``pykaldi2`` LF-MMI (chain) commands: chain-est-phone-lm, chain-make-den-fst, train-chain,
+decode-chain."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def _load_model(path: str):
@@ -56,6 +58,83 @@ def _make_den_fst(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_chain(args: argparse.Namespace) -> int:
+    from pykaldi2.training.chain import TrainChainConfig, train_chain
+
+    cfg = TrainChainConfig.load(args.config, overrides=args.override or [])
+    final = train_chain(cfg, args.exp_dir)
+    print(f"{args.exp_dir}: model dir {final}")
+    return 0
+
+
+def _decode_chain(args: argparse.Namespace) -> int:
+    from pykaldi2.decoding.nnet import decode_chain
+    from pykaldi2.decoding.wfst import DecoderConfig
+
+    decoder = DecoderConfig(
+        beam=args.beam,
+        lattice_beam=args.lattice_beam,
+        acoustic_scale=args.acoustic_scale,
+    )
+    summary = decode_chain(
+        args.model_dir, args.graph_dir, args.data_dir, args.decode_dir,
+        nj=args.nj, decoder=decoder, device=args.device,
+    )  # fmt: skip
+    print(f"{args.decode_dir}: {summary}")
+    best = Path(args.decode_dir) / "best_wer"
+    if best.is_file():
+        print(best.read_text(encoding="utf-8").strip())
+    return 0
+
+
+def _register_train_decode(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train-chain",
+        help="train an LF-MMI (chain) TDNN-F/BLSTM acoustic model from GMM alignments",
+        description="Builds the chain transition model (chain topology on the alignment "
+        "model's tree), the phone LM and den.fst from the training alignments, numerator "
+        "supervision per utterance (left/right tolerance, frame subsampling), then trains with "
+        "the LF-MMI objective (leaky HMM, l2 and xent regularization). Resumes from "
+        "EXP_DIR/checkpoints automatically. Writes EXP_DIR/config.yaml, checkpoints/, log/ and "
+        "the model dir EXP_DIR/final/ (final.pt, model.yaml, features.yaml, final.mdl, tree, "
+        "den.fst, normalization.fst, phone_lm.fst, config.yaml). Build its graph with "
+        "`pykaldi2 mkgraph LANG EXP_DIR/final/final.mdl GRAPH --self-loop-scale 1.0`.",
+        epilog="example: pykaldi2 train-chain --config conf/chain_tdnnf.yaml exp/chain_tdnnf",
+    )
+    p.add_argument("--config", required=True, help="YAML config (egs/an4/conf/chain_tdnnf.yaml)")
+    p.add_argument(
+        "--override",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config value; dotted keys, YAML values (repeatable), "
+        "e.g. trainer.lr=5e-4 or chain.xent_regularize=0.1",
+    )
+    p.add_argument("exp_dir", help="output experiment dir, e.g. exp/chain_tdnnf")
+    p.set_defaults(func=_train_chain)
+
+    p = sub.add_parser(
+        "decode-chain",
+        help="decode a data dir with a chain model dir through HCLG, then score",
+        description="The model's raw outputs (no log-softmax, no priors) at 1/3 of the frame "
+        "rate are decoded in NJ processes through GRAPH_DIR/HCLG.fst, which must be built from "
+        "MODEL_DIR/final.mdl with --self-loop-scale 1.0; writes DECODE_DIR/lat.J.ark, hyp.txt "
+        "and decode_info.json and scores against DATA_DIR/text (LMWT 0.7..1.7, i.e. Kaldi's "
+        "post-decode-acwt 10 with LMWT 7..17) when the text exists.",
+    )
+    p.add_argument("model_dir", help="model dir from train-chain (EXP_DIR/final)")
+    p.add_argument("graph_dir", help="graph dir: mkgraph LANG MODEL_DIR/final.mdl, scale 1.0")
+    p.add_argument("data_dir", help="data dir with feats.scp (and cmvn.scp, text)")
+    p.add_argument("decode_dir", help="output dir, e.g. exp/chain_tdnnf/decode_test")
+    p.add_argument("--nj", type=int, default=1, help="decoding processes (default: %(default)s)")
+    p.add_argument("--beam", type=float, default=15.0, help="default: %(default)s")
+    p.add_argument("--lattice-beam", type=float, default=8.0, help="default: %(default)s")
+    p.add_argument(
+        "--acoustic-scale", type=float, default=1.0, help="default: %(default)s (chain models)"
+    )
+    p.add_argument("--device", default="cpu", help="torch device of the net (default: cpu)")
+    p.set_defaults(func=_decode_chain)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     fmt = argparse.ArgumentDefaultsHelpFormatter
 
@@ -90,3 +169,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("phone_lm", help="phone LM FST from chain-est-phone-lm")
     p.add_argument("dir", help="output dir, e.g. exp/chain")
     p.set_defaults(func=_make_den_fst)
+
+    _register_train_decode(sub)

@@ -36,7 +36,8 @@ def _cmd_stream(args: argparse.Namespace) -> int:
 
     bundle = load_transducer(args.model_dir)
     last = ""
-    for text in stream_file(bundle, args.file, chunk_seconds=args.chunk_seconds):
+    chunks = stream_file(bundle, args.file, chunk_seconds=args.chunk_seconds, quantize=args.int8)
+    for text in chunks:
         if text != last and not args.quiet:
             print(f"partial: {text}", file=sys.stderr, flush=True)
         last = text
@@ -49,6 +50,38 @@ def _cmd_export_onnx(args: argparse.Namespace) -> int:
 
     out = export_onnx(args.model_dir, args.out_dir, opset=args.opset)
     print(f"{out}: encoder.onnx, predictor.onnx, joiner.onnx, tokenizer.model, onnx.yaml")
+    return 0
+
+
+def _cmd_decode_onnx(args: argparse.Namespace) -> int:
+    from pykaldi2.decoding.scoring import compute_wer, read_text
+    from pykaldi2.decoding.streaming import frontend_features, write_hyp
+    from pykaldi2.export.onnx import OnnxTransducer
+    from pykaldi2.training.transducer import TransducerFrontendConfig
+    from pykaldi2.utils.io import atomic_write_text
+    from pykaldi2.utils.log import progress
+
+    m = OnnxTransducer(args.onnx_dir, threads=args.threads)
+    fe = TransducerFrontendConfig.from_dict(m.meta["frontend"])
+    feats = frontend_features(fe, args.data_dir, m.config.in_feats)
+    hyp = {
+        u: m.tokenizer.decode(m.greedy(m.encode(x))).split() if len(x) else []
+        for u, x in progress(sorted(feats.items()), desc="onnxruntime", unit="utt")
+    }
+    stats = write_hyp(hyp, args.data_dir, args.out_dir)
+    if stats is not None:
+        print(stats.format(), end="")
+    if args.compare:
+        other = read_text(args.compare)
+        cmp = compute_wer(other, hyp, mode="present")
+        differ = sorted(u for u in hyp if hyp[u] != other.get(u))
+        line = (
+            f"onnxruntime vs {args.compare}: {len(hyp) - len(differ)}/{len(hyp)} transcripts "
+            f"equal, {cmp.word_errs} word differences"
+            + (f" (first differing: {', '.join(differ[:5])})" if differ else "")
+        )
+        atomic_write_text(f"{args.out_dir}/compare", line + "\n")
+        print(line)
     return 0
 
 
@@ -103,7 +136,29 @@ def register(subparsers) -> None:
     p.add_argument("file", help="audio file (wav, flac, ...)")
     p.add_argument("--chunk-seconds", type=float, default=0.32, help="default: %(default)s")
     p.add_argument("--quiet", action="store_true", help="print only the final transcript")
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="dynamic int8 quantization of the LSTMs and Linears (faster on CPU; the "
+        "transcript may differ slightly from fp32's)",
+    )
     p.set_defaults(func=_cmd_stream)
+
+    p = subparsers.add_parser(
+        "decode-onnx",
+        help="decode a data dir with an exported ONNX transducer (onnxruntime greedy search)",
+        description="Greedy decoding of DATA_DIR (feats.scp of the model's raw features, through "
+        "the exported front end) with the encoder/predictor/joiner of `pykaldi2 export-onnx` "
+        "on onnxruntime; writes OUT_DIR/hyp.txt and OUT_DIR/wer (with DATA_DIR/text). With "
+        "--compare HYP (e.g. the decode-transducer hyp.txt of the same model) it counts the "
+        "transcripts that equal PyTorch's and writes OUT_DIR/compare.",
+    )
+    p.add_argument("onnx_dir", help="OUT_DIR of export-onnx")
+    p.add_argument("data_dir", help="data dir with feats.scp (and text for scoring)")
+    p.add_argument("out_dir", help="output dir, e.g. exp/rnnt/decode_test_onnx")
+    p.add_argument("--compare", metavar="HYP", help="a hyp.txt to compare the transcripts with")
+    p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
+    p.set_defaults(func=_cmd_decode_onnx)
 
     p = subparsers.add_parser(
         "export-onnx",

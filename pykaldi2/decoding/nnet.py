@@ -175,3 +175,71 @@ def decode_nnet(
 
         score_dir(out_dir, text)
     return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# Chain (LF-MMI) models: raw outputs at 1/frame_subsampling_factor of the frame rate
+# ---------------------------------------------------------------------------------------------
+#: LM weights for chain lattices: Kaldi's post-decode-acwt 10 with LMWT 7..17.
+CHAIN_LM_WEIGHTS = tuple(w / 10 for w in range(7, 18))
+
+
+def chain_compute(md, feats: Mapping[str, np.ndarray], utts: Sequence[str], device: str = "cpu"):
+    """``(utt, (ceil(T / factor), P) float32 log-likelihoods)``: a chain model dir's
+    (:func:`pykaldi2.training.chain.load_chain_dir`) raw outputs on whole utterances (no
+    log-softmax, no priors), as Kaldi's nnet3-latgen-faster with a chain model."""
+    import torch
+
+    for utt in utts:
+        x = np.asarray(feats[utt], dtype=np.float32)
+        if x.ndim != 2 or len(x) == 0 or x.shape[1] != md.feature_dim:
+            raise DataError(
+                f"feature matrix of shape {x.shape}, the model expects (T, {md.feature_dim})",
+                utt=utt,
+                fix="compute the features the model was trained on (see its features.yaml)",
+            )
+        xt = torch.from_numpy(np.require(x[None], np.float32, ["C", "W"])).to(device)
+        with torch.no_grad():
+            out = md.model(xt, torch.tensor([len(x)]))[0]
+        n = -(-len(x) // md.frame_subsampling_factor)
+        yield utt, out[:n].float().cpu().numpy()
+
+
+def decode_chain(
+    model_dir: str | os.PathLike,
+    graph_dir: str | os.PathLike,
+    data_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    nj: int = 1,
+    decoder: DecoderConfig | None = None,
+    device: str = "cpu",
+    score: bool = True,
+) -> DecodeSummary:
+    """Decode ``data_dir`` with a chain model dir (``pykaldi2 train-chain``) through
+    ``graph_dir/HCLG.fst`` (mkgraph with the model dir's final.mdl and self-loop scale 1.0) at
+    the subsampled frame rate, acoustic scale 1.0 by default; score over
+    :data:`CHAIN_LM_WEIGHTS` when ``data_dir/text`` exists."""
+    from pykaldi2.features.pipeline import ProcessedFeatures
+    from pykaldi2.training.chain import load_chain_dir
+
+    md = load_chain_dir(model_dir, device=device)
+    graph_dir, data_dir = Path(graph_dir), Path(data_dir)
+    _check_graph(graph_dir, md)
+    feats = ProcessedFeatures(data_dir, md.features)
+    utts = list(feats.keys())
+    summary = decode_dir(
+        graph_dir,
+        chain_compute(md, feats, utts, device),
+        out_dir,
+        md.chain_model.tm,
+        config=decoder or DecoderConfig(acoustic_scale=1.0),
+        nj=nj,
+        num_utts=len(utts),
+    )
+    text = data_dir / "text"
+    if score and text.is_file():
+        from pykaldi2.decoding.sweep import score_dir
+
+        score_dir(out_dir, text, lm_weights=CHAIN_LM_WEIGHTS)
+    return summary

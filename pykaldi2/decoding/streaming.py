@@ -8,7 +8,9 @@ Offline, :func:`decode_transducer` runs the encoder on whole utterances in batch
 
 Streaming, :class:`TransducerStream` takes audio (or raw feature frames) chunk by chunk: the
 fbank stream, :class:`SlidingCmnStream` (apply-cmvn-sliding exactly, waiting for the first
-``min_window`` frames as the offline version looks ahead over them), :class:`FrameStackStream`,
+``min_window`` frames as the offline version looks ahead over them) or
+:class:`~pykaldi2.features.ewma_norm.EwmaNormStream` (Myrtle's EWMA, no delay),
+:class:`FrameStackStream`,
 then the encoder with its carried LSTM states and greedy search with its carried predictor
 state. Its transcript equals the offline greedy transcript of the same audio (tested).
 
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ import numpy as np
 import torch
 
 from pykaldi2.features.cmvn import SlidingCmnConfig
+from pykaldi2.features.ewma_norm import EwmaNormStream
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
 from pykaldi2.utils.log import get_logger, progress
 
@@ -46,6 +49,29 @@ class TransducerBundle:
     features: dict  # raw feature config (FrameConfig.to_dict()), may be empty
     max_symbols_per_frame: int
     model_dir: Any  # ModelDir
+    _int8: Any = field(default=None, repr=False)  # the int8 copy of model, made on first use
+
+    def int8_model(self):
+        """The model with dynamically quantized int8 LSTMs and Linears (made once, cached):
+        :func:`quantize_int8`."""
+        if self._int8 is None:
+            self._int8 = quantize_int8(self.model)
+        return self._int8
+
+
+def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``model`` (eval mode, CPU) with torch dynamic quantization of every
+    ``nn.LSTM`` and ``nn.Linear``: int8 weights, activations quantized on the fly per call
+    (``torch.ao.quantization.quantize_dynamic``, qint8). Embeddings and LayerNorms stay fp32.
+    The outputs differ from fp32's by the quantization error, so transcripts may differ a
+    little; ``bench/transducer_streaming.py`` measures the speed-up."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notice
+        return torch.ao.quantization.quantize_dynamic(
+            model.cpu().eval(), {torch.nn.LSTM, torch.nn.Linear}, dtype=torch.qint8
+        )
 
 
 def load_transducer(path: str | os.PathLike, device: str = "cpu") -> TransducerBundle:
@@ -122,6 +148,46 @@ def transcribe_features(
     return out
 
 
+def frontend_features(
+    frontend, data_dir: str | os.PathLike, in_feats: int
+) -> dict[str, np.ndarray]:
+    """utt -> (T_s, F') model input of every utterance of ``data_dir`` (feats.scp of the model's
+    raw features) through ``frontend`` (a TransducerFrontendConfig); ``in_feats``: the model's
+    input dim, checked (a :class:`DataError` naming feats.scp)."""
+    from pykaldi2.features.pipeline import ProcessedFeatures
+
+    proc = ProcessedFeatures(data_dir, frontend.pipeline())
+    dim = frontend.output_dim(proc.dim)
+    if dim != in_feats:
+        raise DataError(
+            f"features of dim {proc.dim} give {dim} model inputs, the model takes {in_feats}",
+            file=str(Path(data_dir) / "feats.scp"),
+            fix="compute the features with the model's feature config (model.yaml: features)",
+        )
+    return {
+        u: frontend.transform(proc[u]) for u in progress(list(proc), desc="features", unit="utt")
+    }
+
+
+def write_hyp(
+    hyp: dict[str, list[str]], data_dir: str | os.PathLike, out_dir: str | os.PathLike
+) -> Any:
+    """Write ``out_dir/hyp.txt``; with ``data_dir/text``, score into ``out_dir/wer`` and return
+    the WerStats (else None)."""
+    from pykaldi2.decoding.scoring import compute_wer, read_text
+    from pykaldi2.utils.io import atomic_write_text
+
+    out_dir = Path(out_dir)
+    lines = "".join(f"{u} {' '.join(w)}\n" for u, w in sorted(hyp.items()))
+    atomic_write_text(out_dir / "hyp.txt", lines)
+    text = Path(data_dir) / "text"
+    if not text.is_file():
+        return None
+    stats = compute_wer(read_text(text), hyp, mode="present")
+    atomic_write_text(out_dir / "wer", stats.format())
+    return stats
+
+
 def decode_transducer(
     model_dir: str | os.PathLike,
     data_dir: str | os.PathLike,
@@ -132,36 +198,11 @@ def decode_transducer(
 ) -> Any:
     """Decode ``data_dir`` (feats.scp of the model's raw features) into ``out_dir/hyp.txt``; with
     ``data_dir/text``, score into ``out_dir/wer`` and return the WerStats (else None)."""
-    from pykaldi2.decoding.scoring import compute_wer, read_text
-    from pykaldi2.features.pipeline import ProcessedFeatures
-    from pykaldi2.training.transducer import stack_frames
-    from pykaldi2.utils.io import atomic_write_text
-
     bundle = load_transducer(model_dir, device)
-    fe = bundle.frontend
-    proc = ProcessedFeatures(data_dir, fe.pipeline())
-    raw_dim = fe.output_dim(proc.dim)
-    if raw_dim != bundle.model.cfg.in_feats:
-        raise DataError(
-            f"features of dim {proc.dim} give {raw_dim} model inputs, the model takes "
-            f"{bundle.model.cfg.in_feats}",
-            file=str(Path(data_dir) / "feats.scp"),
-            fix="compute the features with the model's feature config (model.yaml: features)",
-        )
-    feats = {
-        u: stack_frames(proc[u], fe.frame_stack, fe.frame_subsample)
-        for u in progress(list(proc), desc="features", unit="utt")
-    }
+    feats = frontend_features(bundle.frontend, data_dir, bundle.model.cfg.in_feats)
     ids = transcribe_features(bundle, feats, beam=beam, batch_size=batch_size)
-    hyp = {u: bundle.tokenizer.decode(ids[u]).split() for u in sorted(ids)}
-    out_dir = Path(out_dir)
-    atomic_write_text(out_dir / "hyp.txt", "".join(f"{u} {' '.join(w)}\n" for u, w in hyp.items()))
-    text = Path(data_dir) / "text"
-    if not text.is_file():
-        return None
-    stats = compute_wer(read_text(text), hyp, mode="present")
-    atomic_write_text(out_dir / "wer", stats.format())
-    return stats
+    hyp = {u: bundle.tokenizer.decode(ids[u]).split() for u in ids}
+    return write_hyp(hyp, data_dir, out_dir)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,14 +305,20 @@ class TransducerStream:
 
     The encoder runs on every chunk of stacked frames as they complete, keeping one frame back
     so the final call (which flushes the encoder's time-reduction buffer) is never empty.
+    ``quantize=True`` runs the bundle's int8 model (:func:`quantize_int8`, on the CPU).
     """
 
-    def __init__(self, bundle: TransducerBundle) -> None:
+    def __init__(self, bundle: TransducerBundle, quantize: bool = False) -> None:
         from pykaldi2.features.extractors import config_from_dict, make_extractor
 
         self.bundle = bundle
+        self.model = bundle.int8_model() if quantize else bundle.model
         fe = bundle.frontend
-        self.cmn = SlidingCmnStream(fe.sliding) if fe.cmvn == "sliding" else None
+        self.cmn = None
+        if fe.cmvn == "sliding":
+            self.cmn = SlidingCmnStream(fe.sliding)
+        elif fe.cmvn == "ewma":
+            self.cmn = EwmaNormStream(fe.ewma)
         self.stacker = FrameStackStream(fe.frame_stack, fe.frame_subsample)
         self.fbank = None
         if bundle.features:
@@ -330,7 +377,7 @@ class TransducerStream:
     def _encode(self, x: np.ndarray, final: bool) -> None:
         from pykaldi2.decoding.transducer_search import greedy_search
 
-        model = self.bundle.model
+        model = self.model
         feats = torch.from_numpy(np.ascontiguousarray(x))[None]
         enc, enc_len, self.enc_state = model.encoder(
             feats, torch.tensor([len(x)]), self.enc_state, final=final
@@ -342,15 +389,18 @@ class TransducerStream:
 
 
 def stream_file(
-    bundle: TransducerBundle, path: str | os.PathLike, chunk_seconds: float = 0.32
+    bundle: TransducerBundle,
+    path: str | os.PathLike,
+    chunk_seconds: float = 0.32,
+    quantize: bool = False,
 ) -> Iterator[str]:
-    """Decode an audio file fed in ``chunk_seconds`` chunks; yields the partial transcripts, the
-    last one final."""
+    """Decode an audio file fed in ``chunk_seconds`` chunks (with the int8 model when
+    ``quantize``); yields the partial transcripts, the last one final."""
     from pykaldi2.data.audio import read_audio
 
     sr = int(float(bundle.features.get("sample_frequency", 16000)))
     samples, sr = read_audio(str(path), target_sr=sr)
-    stream = TransducerStream(bundle)
+    stream = TransducerStream(bundle, quantize=quantize)
     step = max(1, int(chunk_seconds * sr))
     for i in range(0, len(samples), step):
         yield stream.accept_waveform(samples[i : i + step], sr)

@@ -26,7 +26,6 @@ Dimension legend: B batch, T frames after the front end, F' = frame_stack * F, U
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -38,6 +37,7 @@ import numpy as np
 import torch
 
 from pykaldi2.features.cmvn import SlidingCmnConfig
+from pykaldi2.features.ewma_norm import EwmaNormConfig, apply_ewma_norm
 from pykaldi2.features.pipeline import FeaturePipelineConfig
 from pykaldi2.lang.tokenizer import TokenizerConfig
 from pykaldi2.losses.output import LossOutput
@@ -58,7 +58,7 @@ from pykaldi2.utils.log import get_logger
 
 log = get_logger(__name__)
 
-FRONTEND_CMVN = ("none", "sliding")
+FRONTEND_CMVN = ("none", "sliding", "ewma")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -67,12 +67,15 @@ FRONTEND_CMVN = ("none", "sliding")
 @dataclass
 class TransducerFrontendConfig(ConfigMixin):
     """Raw features -> model input: ``cmvn`` (``sliding``: apply-cmvn-sliding, causal apart
-    from the first ``min_window`` frames, so streams reproduce it; ``none``), then frame stacking:
-    output frame j is frames ``j * frame_subsample .. j * frame_subsample + frame_stack - 1``
-    side by side (zeros past the end)."""
+    from the first ``min_window`` frames, so streams reproduce it; ``ewma``: Myrtle's
+    exponentially weighted mean/variance normalization, warm-started from the training data's
+    global statistics (:mod:`pykaldi2.features.ewma_norm`), causal; ``none``), then frame
+    stacking: output frame j is frames ``j * frame_subsample .. j * frame_subsample +
+    frame_stack - 1`` side by side (zeros past the end)."""
 
     cmvn: str = "sliding"
     sliding: SlidingCmnConfig = field(default_factory=SlidingCmnConfig)
+    ewma: EwmaNormConfig = field(default_factory=EwmaNormConfig)
     frame_stack: int = 3
     frame_subsample: int = 3
 
@@ -86,8 +89,17 @@ class TransducerFrontendConfig(ConfigMixin):
             raise Pykaldi2Error("frontend.frame_stack and frame_subsample must be >= 1")
 
     def pipeline(self) -> FeaturePipelineConfig:
-        """The per-utterance CMN as a :class:`FeaturePipelineConfig` (for ProcessedFeatures)."""
-        return FeaturePipelineConfig(cmvn=self.cmvn, sliding=self.sliding)
+        """The per-utterance CMN as a :class:`FeaturePipelineConfig` (for ProcessedFeatures);
+        ``ewma`` is applied afterwards by :meth:`transform`."""
+        cmvn = "none" if self.cmvn == "ewma" else self.cmvn
+        return FeaturePipelineConfig(cmvn=cmvn, sliding=self.sliding)
+
+    def transform(self, feats: np.ndarray) -> np.ndarray:
+        """(T, F) features from :meth:`pipeline` -> (ceil(T / frame_subsample), F') model input:
+        the EWMA normalization (``cmvn: ewma``, from the warm start) and frame stacking."""
+        if self.cmvn == "ewma":
+            feats, _ = apply_ewma_norm(feats, self.ewma.alpha, self.ewma.initial_state())
+        return stack_frames(feats, self.frame_stack, self.frame_subsample)
 
     def output_dim(self, raw_dim: int) -> int:
         return raw_dim * self.frame_stack
@@ -222,10 +234,7 @@ class TokenDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         utt = self.utts[i]
-        fe = self.frontend
-        x = stack_frames(
-            np.asarray(self.feats[utt], np.float32), fe.frame_stack, fe.frame_subsample
-        )
+        x = self.frontend.transform(np.asarray(self.feats[utt], np.float32))
         return utt, x, np.asarray(self.tokens[utt], dtype=np.int64)
 
 
@@ -265,9 +274,7 @@ def simulated_tokens(cfg: TrainTransducerConfig, feats, tokens, utts: Sequence[s
         feats.dim,
         utts=utts,
         target_type="labels",
-        feats_transform=functools.partial(
-            stack_frames, stack=fe.frame_stack, subsample=fe.frame_subsample
-        ),
+        feats_transform=fe.transform,
     )
     ds.lengths = [fe.num_frames(feats.shape(u)[0]) for u in ds.utts]  # clean, after stacking
     return ds
@@ -421,6 +428,17 @@ class TransducerTrainer(Trainer):
 # ---------------------------------------------------------------------------------------------
 # train-transducer
 # ---------------------------------------------------------------------------------------------
+def _ewma_warm_start(cfg: TrainTransducerConfig) -> None:
+    """Fill ``cfg.frontend.ewma``'s mean/var with the global statistics of the training data."""
+    from pykaldi2.features.ewma_norm import ewma_warm_start
+    from pykaldi2.training.ce import DataDirFeatures
+    from pykaldi2.utils.log import progress
+
+    feats = DataDirFeatures(cfg.train_data, cfg.frontend.pipeline())
+    mean, var = ewma_warm_start(feats[u] for u in progress(list(feats), desc="EWMA stats"))
+    cfg.frontend.ewma.mean, cfg.frontend.ewma.var = mean.tolist(), var.tolist()
+
+
 def _tokenizer(cfg: TrainTransducerConfig, exp_dir: Path, dist):
     from pykaldi2.lang.tokenizer import MODEL_FILE, Tokenizer, train_tokenizer
 
@@ -491,6 +509,8 @@ def train_transducer(cfg: TrainTransducerConfig, exp_dir: str | os.PathLike) -> 
     exp_dir = Path(exp_dir)
     dist = Dist.from_env()
     try:
+        if cfg.frontend.cmvn == "ewma" and not cfg.frontend.ewma.ready:
+            _ewma_warm_start(cfg)
         if dist.is_main:
             exp_dir.mkdir(parents=True, exist_ok=True)
             cfg.save(exp_dir / "config.yaml")

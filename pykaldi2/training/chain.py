@@ -1,0 +1,683 @@
+"""LF-MMI ("chain") training end to end (Kaldi's steps/nnet3/chain/train.py, one process loop).
+
+From data dir(s) with features and a GMM alignment dir to a self-contained chain model dir::
+
+    >>> cfg = TrainChainConfig.load("conf/chain_tdnnf.yaml", overrides=["trainer.max_epochs=2"])
+    >>> train_chain(cfg, "exp/chain_tdnnf")       # resumes from exp/chain_tdnnf/checkpoints
+    exp/chain_tdnnf/final/{final.pt, model.yaml, features.yaml, final.mdl, tree, den.fst,
+                           normalization.fst, phone_lm.fst, config.yaml}
+
+Steps (each the function named after the Kaldi binary it replaces):
+
+1. The chain transition model (:func:`chain_transition_model`): the chain topology (one HMM
+   state, separate forward and self-loop pdf classes) for every phone of the alignment model,
+   on the alignment model's tree. Kaldi builds a *new* tree for the chain topology from the
+   alignments subsampled by 3; here the GMM tree is reused with its pdf classes 0 and 1 (the
+   pdfs of the other classes stay unused outputs) -- a documented simplification.
+2. chain-est-phone-lm on the phone sequences of the training alignments, then
+   chain-make-den-fst (den.fst, :class:`~pykaldi2.lang.den_fst.DenGraph`) and the normalization
+   FST.
+3. chain-get-supervision per utterance (whole utterances, left/right tolerance, frame
+   subsampling), composed with the normalization FST (:func:`utterance_supervision`).
+4. One :class:`~pykaldi2.training.trainer.Trainer` loop with :class:`ChainTask` (LF-MMI with
+   the leaky HMM, l2 and xent regularization of
+   :class:`~pykaldi2.losses.lfmmi.ChainTrainingOptions`) on a :class:`ChainModel` (TDNN-F with
+   subsampling, or a BLSTM whose output is taken every ``frame_subsampling_factor`` frames),
+   held-out validation objective each epoch.
+
+Decoding (:func:`pykaldi2.decoding.nnet.decode_chain`): HCLG built from ``final/final.mdl`` with
+self-loop scale 1.0, the raw chain outputs as log-likelihoods (no priors), acoustic scale 1.0.
+
+Dimension legend: N utterances, T input frames, T' = ceil(T / frame_subsampling_factor) output
+frames, F feature dim, P pdf_ids.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from pykaldi2.features.pipeline import FeaturePipelineConfig
+from pykaldi2.lang.phone_lm import PhoneLmOptions
+from pykaldi2.losses.lfmmi import ChainTrainingOptions
+from pykaldi2.training.trainer import TrainerConfig
+from pykaldi2.utils.config import ConfigMixin, read_yaml_mapping
+from pykaldi2.utils.errors import DataError, Pykaldi2Error
+from pykaldi2.utils.log import get_logger, progress
+
+log = get_logger(__name__)
+
+__all__ = [
+    "ChainData",
+    "ChainModel",
+    "ChainModelDir",
+    "ChainTask",
+    "TrainChainConfig",
+    "chain_transition_model",
+    "load_chain_dir",
+    "train_chain",
+    "utterance_supervision",
+]
+
+#: Files of a final chain model dir.
+FINAL_FILES = (
+    "final.pt", "model.yaml", "features.yaml", "final.mdl", "den.fst", "normalization.fst",
+    "config.yaml",
+)  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class TrainChainConfig(ConfigMixin):
+    """Everything ``train-chain`` needs; saved (resolved, with provenance) as EXP_DIR/config.yaml.
+
+    Attributes:
+        train_data: training data dir(s) with feats.scp (and cmvn.scp for speaker CMVN).
+        ali_dir: GMM alignment dir(s) (``final.mdl`` + ``ali.scp|ali.ark|ali.*.gz``), all from
+            one model; their tree is the chain tree (see the module doc).
+        valid_fraction: fraction of the training utterances held out for the validation
+            objective (0: none).
+        features: the feature pipeline (CMVN / deltas / splicing) applied to the stored feats.
+        model_type: ``tdnnf`` (subsampling inside the net) or ``blstm`` (output subsampled).
+        model: the model's config fields; ``input_dim``, ``num_classes`` (and ``subsampling``
+            of a TDNN-F) are filled in.
+        frame_subsampling_factor: input frames per output frame (3 as in Kaldi).
+        left_tolerance, right_tolerance: how many input frames a phone may start earlier /
+            end later than in its alignment (chain-get-supervision; Kaldi default 5).
+        phone_lm: chain-est-phone-lm options.
+        chain: leaky HMM coefficient, l2 and xent regularization (Kaldi recipes: 0.1, 5e-5... see
+            conf/chain_tdnnf.yaml).
+        batch_size: utterances per batch (per rank); max_frames: optional cap on N * T.
+        num_workers: DataLoader worker processes.
+        length_tolerance: allowed |feature frames - alignment frames| per utterance.
+        max_missing_fraction: more utterances than this without a usable alignment/supervision
+            is an error.
+        orthonormal_every: apply the TDNN-F semi-orthogonal constraint every this many steps
+            (Kaldi: every 4 minibatches; 0: never).
+        trainer: the :class:`TrainerConfig` (optimizer, epochs, schedule, checkpoints).
+        seed: model initialisation, sampler shuffling and the validation split.
+    """
+
+    train_data: list[str] = field(default_factory=list)
+    ali_dir: list[str] = field(default_factory=list)
+    valid_fraction: float = 0.05
+    features: FeaturePipelineConfig = field(default_factory=FeaturePipelineConfig)
+    model_type: str = "tdnnf"
+    model: dict[str, Any] = field(default_factory=dict)
+    frame_subsampling_factor: int = 3
+    left_tolerance: int = 5
+    right_tolerance: int = 5
+    phone_lm: PhoneLmOptions = field(default_factory=PhoneLmOptions)
+    chain: ChainTrainingOptions = field(default_factory=ChainTrainingOptions)
+    batch_size: int = 32
+    max_frames: int = 0
+    num_workers: int = 0
+    length_tolerance: int = 1
+    max_missing_fraction: float = 0.2
+    orthonormal_every: int = 4
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        from pykaldi2.training.ce import MODEL_TYPES, _as_list
+
+        self.train_data = _as_list(self.train_data)
+        self.ali_dir = _as_list(self.ali_dir)
+        self.model = dict(self.model or {})
+        self.build_sections()
+        problems = []
+        if not self.train_data:
+            problems.append("train_data: at least one data dir is required")
+        if not self.ali_dir:
+            problems.append("ali_dir: at least one alignment dir is required")
+        if self.model_type not in MODEL_TYPES:
+            problems.append(f"model_type: {self.model_type!r} not in {', '.join(MODEL_TYPES)}")
+        if self.frame_subsampling_factor < 1:
+            problems.append("frame_subsampling_factor must be >= 1")
+        if self.left_tolerance < 0 or self.right_tolerance < 0:
+            problems.append("left_tolerance/right_tolerance must be >= 0")
+        if self.batch_size <= 0 and self.max_frames <= 0:
+            problems.append("batch_size or max_frames must be > 0")
+        if self.num_workers < 0 or self.orthonormal_every < 0:
+            problems.append("num_workers and orthonormal_every must be >= 0")
+        if not 0.0 <= self.valid_fraction < 1.0:
+            problems.append("valid_fraction must be in [0, 1)")
+        if self.length_tolerance < 0 or not 0.0 <= self.max_missing_fraction <= 1.0:
+            problems.append("length_tolerance >= 0 and max_missing_fraction in [0, 1] required")
+        if problems:
+            raise Pykaldi2Error("TrainChainConfig: " + "; ".join(problems))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, overrides: Sequence[str] = ()) -> TrainChainConfig:
+        """Read a YAML config (a bare mapping, or the ``config:`` section of a saved
+        config.yaml) and apply ``key=value`` overrides (dotted keys, YAML values)."""
+        from pykaldi2.training.ce import apply_overrides
+
+        d = read_yaml_mapping(path)
+        if set(d) == {"config", "provenance"}:
+            d = d["config"]
+        return cls.from_dict(apply_overrides(d, overrides), source=str(path))
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the resolved config with provenance (git sha, package versions), atomically."""
+        from pykaldi2.utils.provenance import save_config
+
+        save_config(path, self.to_dict())
+
+    def supervision_options(self):
+        from pykaldi2.lang.chain_supervision import SupervisionOptions
+
+        return SupervisionOptions(
+            self.left_tolerance, self.right_tolerance, self.frame_subsampling_factor
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# The chain transition model, den.fst and numerator supervision
+# ---------------------------------------------------------------------------------------------
+def chain_transition_model(ali_model):
+    """A :class:`~pykaldi2.hmm.model.GmmModel` (no GMMs) with the chain topology on the tree of
+    ``ali_model``: every phone one HMM state, forward pdf class 0, self-loop pdf class 1.
+
+    The tree must give every phone at least two pdf classes (any 2+-state GMM topology does).
+    """
+    from pykaldi2.hmm.model import GmmModel
+    from pykaldi2.kaldi import khg
+    from pykaldi2.lang.topo import TopoConfig, make_topo
+
+    phones = sorted(int(p) for p in ali_model.tm.phones)
+    n2c = ali_model.tm.topo.get_phone_to_num_pdf_classes()
+    few = [p for p in phones if n2c[p] < 2]
+    if few:
+        raise DataError(
+            f"phones {few[:10]} have fewer than 2 pdf classes in the alignment model's tree; the "
+            "chain topology needs a forward and a self-loop pdf class",
+            fix="align with a model whose topology has >= 2 states per phone (e.g. tri2)",
+        )
+    topo = khg.HmmTopology()
+    topo.read(make_topo(phones, [], TopoConfig.chain()))
+    tm = khg.TransitionModel(ali_model.tree, topo)
+    return GmmModel(tm=tm, tree=ali_model.tree, am=khg.AmDiagGmm(), info={"chain": True})
+
+
+def load_alignments(ali_dirs: Sequence[str | os.PathLike]) -> tuple[dict[str, np.ndarray], Any]:
+    """Transition-id alignments of every dir: ({utt: (T,) int32}, the GmmModel that made them).
+
+    All dirs must share the model; out-of-range transition_ids are an error naming the utt.
+    """
+    from pykaldi2.hmm.ali import read_ali
+    from pykaldi2.hmm.model import GmmModel
+    from pykaldi2.training.ce import _ali_files
+
+    alis: dict[str, np.ndarray] = {}
+    model = None
+    for d in map(Path, ali_dirs):
+        m = GmmModel.load(d / "final.mdl")
+        if model is not None and not np.array_equal(m.tid2pdf, model.tid2pdf):
+            raise DataError(
+                "alignment dirs come from different models", file=str(d / "final.mdl"),
+                fix="align every data dir with the same model",
+            )  # fmt: skip
+        model = model or m
+        num_tids = len(m.tid2pdf) - 1
+        for f in _ali_files(d):
+            for utt, ali in read_ali(f).items():
+                if len(ali) == 0 or ali.min() < 1 or ali.max() > num_tids:
+                    raise DataError(
+                        f"empty alignment or transition_ids outside 1..{num_tids} of final.mdl",
+                        file=str(f), utt=utt, fix="re-run align-si with this model",
+                    )  # fmt: skip
+                alis[utt] = ali
+    if model is None:
+        raise DataError("no alignment dir given", fix="set ali_dir in the config")
+    return alis, model
+
+
+def phone_segments(ali_model, alis: Mapping[str, np.ndarray]) -> dict[str, tuple[list, list]]:
+    """``{utt: (phones, durations)}`` of each alignment (ali-to-phones with lengths)."""
+    from pykaldi2.hmm.ali import split_to_phones
+
+    out = {}
+    for utt, ali in alis.items():
+        segs = split_to_phones(ali_model, ali)
+        out[utt] = ([int(p) for p, _, _ in segs], [int(n) for _, _, n in segs])
+    return out
+
+
+def make_den_graph(segments: Mapping[str, tuple[list, list]], chain_model, opts: PhoneLmOptions):
+    """chain-est-phone-lm + chain-make-den-fst: (phone_lm, den.fst, DenGraph, normalization.fst)."""
+    from pykaldi2.lang.den_fst import DenGraph, chain_make_den_fst, normalization_fst
+    from pykaldi2.lang.phone_lm import PhoneLmEstimator
+
+    est = PhoneLmEstimator(opts)
+    for utt in sorted(segments):
+        est.add_counts(segments[utt][0], seq_id=utt)
+    phone_lm = est.estimate()
+    den = chain_make_den_fst(phone_lm, chain_model.tree, chain_model.tm)
+    graph = DenGraph.from_fst(den, int(chain_model.tm.num_pdfs))
+    return phone_lm, den, graph, normalization_fst(den, graph.initial_probs)
+
+
+def utterance_supervision(phones, durations, chain_model, norm_fst, sup_opts, utt=None):
+    """chain-get-supervision of one utterance composed with the normalization FST, as a
+    :class:`~pykaldi2.lang.den_fst.ChainGraph` of ``ceil(sum(durations) / factor)`` frames."""
+    from pykaldi2.lang.chain_supervision import add_weight_to_supervision, chain_get_supervision
+    from pykaldi2.lang.den_fst import ChainGraph
+
+    sup = chain_get_supervision(
+        phones, durations, chain_model.tree, chain_model.tm, sup_opts, utt=utt
+    )
+    fst = add_weight_to_supervision(sup, norm_fst, utt=utt)
+    return ChainGraph.from_fst(fst, int(chain_model.tm.num_pdfs))
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------
+class ChainDataset:
+    """Whole utterances: item ``i`` is ``(utt, feats (T, F) float32, numerator ChainGraph)``.
+
+    ``T`` is the alignment's frame count (features cut, or padded by repeating the last
+    frame, within the length tolerance checked when the data were loaded).
+    """
+
+    def __init__(self, feats, graphs: Mapping[str, Any], frames: Mapping[str, int], utts):
+        self.feats, self.graphs, self.frames = feats, graphs, frames
+        self.utts = sorted(utts)
+
+    def __len__(self) -> int:
+        return len(self.utts)
+
+    @property
+    def lengths(self) -> list[int]:
+        return [int(self.frames[u]) for u in self.utts]
+
+    def __getitem__(self, i: int):
+        utt = self.utts[i]
+        x = np.asarray(self.feats[utt], dtype=np.float32)
+        n = int(self.frames[utt])
+        if len(x) < n:
+            x = np.concatenate([x, np.repeat(x[-1:], n - len(x), axis=0)])
+        return utt, x[:n], self.graphs[utt]
+
+
+def collate_chain(items) -> dict[str, Any]:
+    """List of (utt, feats (T_i, F), ChainGraph) -> ``{"utts", "feats" (N, T, F) zero-padded,
+    "lengths" (N,) input frames, "num_graphs" NumeratorGraphs}``."""
+    import torch
+
+    from pykaldi2.lang.chain_supervision import NumeratorGraphs
+
+    lengths = torch.tensor([len(it[1]) for it in items], dtype=torch.int64)
+    feats = torch.zeros(len(items), int(lengths.max()), items[0][1].shape[1])
+    for i, it in enumerate(items):
+        feats[i, : len(it[1])] = torch.as_tensor(np.array(it[1]))
+    return {
+        "utts": [it[0] for it in items],
+        "feats": feats,
+        "lengths": lengths,
+        "num_graphs": NumeratorGraphs.from_graphs([it[2] for it in items]),
+    }
+
+
+@dataclass
+class ChainData:
+    """Everything the chain training loop reads."""
+
+    feats: Any  # DataDirFeatures
+    train: ChainDataset
+    valid: ChainDataset | None
+    chain_model: Any  # GmmModel: chain transition model + tree (no GMMs)
+    phone_lm: Any
+    den_fst: Any
+    den_graph: Any  # DenGraph
+    norm_fst: Any
+
+    @property
+    def num_pdfs(self) -> int:
+        return int(self.chain_model.tm.num_pdfs)
+
+
+def load_chain_data(cfg: TrainChainConfig) -> ChainData:
+    """Features, chain transition model, den graph and per-utterance supervision."""
+    from pykaldi2.training.ce import DataDirFeatures, held_out_split
+
+    feats = DataDirFeatures(cfg.train_data, cfg.features)
+    alis, ali_model = load_alignments(cfg.ali_dir)
+    chain_model = chain_transition_model(ali_model)
+    frames, bad = {}, []
+    for utt in sorted(alis):
+        if utt not in feats:
+            continue
+        if abs(feats.shape(utt)[0] - len(alis[utt])) > cfg.length_tolerance:
+            bad.append(utt)
+            continue
+        frames[utt] = len(alis[utt])
+    missing = len(feats) - len(frames)
+    if not frames or missing > cfg.max_missing_fraction * len(feats):
+        raise DataError(
+            f"{missing} of {len(feats)} utterances have no alignment of matching length "
+            f"(e.g. {(bad or sorted(set(feats) - set(frames)))[:3]})",
+            file=", ".join(cfg.ali_dir),
+            fix="align these data dirs (align-si) with the features they were computed from",
+        )
+    segments = phone_segments(ali_model, {u: alis[u] for u in frames})
+    utts, vutts = sorted(frames), []
+    if cfg.valid_fraction > 0:
+        utts, vutts = held_out_split(utts, cfg.valid_fraction, cfg.seed)
+    # as Kaldi: the phone LM sees every alignment (held-out ones too: without backoff arcs,
+    # an unseen phone n-gram would leave a held-out utterance without numerator paths)
+    phone_lm, den, den_graph, norm = make_den_graph(segments, chain_model, cfg.phone_lm)
+    sup_opts = cfg.supervision_options()
+    graphs, failed = {}, []
+    for utt in progress(sorted(frames), desc="chain-get-supervision", unit="utt"):
+        try:
+            graphs[utt] = utterance_supervision(*segments[utt], chain_model, norm, sup_opts, utt)
+        except DataError as e:
+            failed.append(utt)
+            log.warning("dropping %s: %s", utt, e)
+    if len(failed) > cfg.max_missing_fraction * len(frames):
+        raise DataError(
+            f"no numerator supervision for {len(failed)} of {len(frames)} utterances "
+            f"(e.g. {failed[:3]})",
+            file=", ".join(cfg.ali_dir),
+            fix="raise left_tolerance/right_tolerance or lower frame_subsampling_factor",
+        )
+    utts = [u for u in utts if u in graphs]
+    vutts = [u for u in vutts if u in graphs]
+    train = ChainDataset(feats, graphs, frames, utts)
+    valid = ChainDataset(feats, graphs, frames, vutts) if vutts else None
+    return ChainData(feats, train, valid, chain_model, phone_lm, den, den_graph, norm)
+
+
+def make_chain_loader(dataset: ChainDataset, cfg: TrainChainConfig, *, rank, world_size, shuffle):
+    """A DataLoader over whole utterances, bucketed by length (resumable sampler)."""
+    import torch
+
+    from pykaldi2.data.samplers import BucketBatchSampler
+
+    sampler = BucketBatchSampler(
+        dataset.lengths,
+        batch_size=cfg.batch_size,
+        max_frames=cfg.max_frames,
+        shuffle=shuffle,
+        rank=rank,
+        world_size=world_size,
+        seed=cfg.seed,
+    )
+    kw: dict[str, Any] = {"persistent_workers": True} if cfg.num_workers > 0 else {}
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=collate_chain,
+        num_workers=cfg.num_workers,
+        **kw,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Model and task
+# ---------------------------------------------------------------------------------------------
+class ChainModel(nn.Module):
+    """A chain acoustic model: a TDNN-F / BLSTM body with the chain output and an xent head.
+
+    ``forward(feats (N, T, F), lengths (N,)) -> (N, T', P)`` raw chain outputs (log-likelihoods
+    for decoding; no log-softmax). :meth:`forward_train` also returns the xent head's output
+    (N, T', P) (a linear layer on the input of the body's output layer, Kaldi's
+    ``output-xent``), or None when ``xent`` is False. ``subsample`` > 1 keeps every
+    ``subsample``-th output frame (for bodies that do not subsample themselves).
+    """
+
+    def __init__(self, body, num_pdfs: int, subsample: int = 1, xent: bool = True) -> None:
+        super().__init__()
+        self.body, self.subsample = body, int(subsample)
+        self.xent = nn.Linear(body.output.in_features, num_pdfs) if xent else None
+
+    def forward_train(self, feats, lengths):
+        hidden = []
+        hook = self.body.output.register_forward_hook(lambda m, i, o: hidden.append(i[0]))
+        try:
+            out = self.body(feats, lengths)
+        finally:
+            hook.remove()
+        xent = self.xent(hidden[0]) if self.xent is not None else None
+        if self.subsample > 1:
+            out = out[:, :: self.subsample]
+            xent = xent[:, :: self.subsample] if xent is not None else None
+        return out, xent
+
+    def forward(self, feats, lengths):
+        return self.forward_train(feats, lengths)[0]
+
+
+def chain_model_config(cfg: TrainChainConfig, input_dim: int, num_pdfs: int):
+    """The body's config: ``cfg.model`` with input_dim / num_classes (and a TDNN-F's
+    subsampling = frame_subsampling_factor) filled in; returns (config, output subsample)."""
+    from pykaldi2.training.ce import model_config
+
+    d = {k: v for k, v in cfg.model.items() if k != "subsampling"}
+    mcfg = model_config(cfg.model_type, d, input_dim, num_pdfs)
+    if cfg.model_type == "tdnnf":
+        return dataclasses.replace(mcfg, subsampling=cfg.frame_subsampling_factor), 1
+    return mcfg, cfg.frame_subsampling_factor
+
+
+def build_chain_model(model_type: str, mcfg, subsample: int, xent: bool) -> ChainModel:
+    from pykaldi2.training.ce import build_model
+
+    return ChainModel(build_model(model_type, mcfg), mcfg.num_classes, subsample, xent)
+
+
+class ChainTask:
+    """LF-MMI on whole utterances: ``loss`` is minus the regularized objective summed over the
+    output frames, ``count`` the output frames; stats: ``objf`` (the LF-MMI part) and
+    ``xent`` (the xent objective), summed."""
+
+    def __init__(self, den_graph, opts: ChainTrainingOptions, factor: int, device) -> None:
+        self.den_graph = den_graph.to(device)
+        self.opts, self.factor, self.device = opts, int(factor), device
+
+    def compute_loss(self, model, batch):
+        from pykaldi2.losses.lfmmi import chain_loss
+        from pykaldi2.losses.output import LossOutput
+
+        feats = batch["feats"].to(self.device)
+        lengths = batch["lengths"].to(self.device)
+        fwd = getattr(model, "forward_train", None) or model.module.forward_train  # DDP wraps
+        out, xent = fwd(feats, lengths)
+        out_len = (lengths + self.factor - 1) // self.factor
+        if out.shape[1] < int(out_len.max()):
+            raise Pykaldi2Error(
+                f"the model gives {out.shape[1]} output frames for {int(lengths.max())} input "
+                f"frames; frame_subsampling_factor {self.factor} needs {int(out_len.max())}"
+            )
+        res = chain_loss(
+            out, out_len, self.den_graph, batch["num_graphs"], self.opts, xent_output=xent
+        )
+        return LossOutput(
+            loss=res.loss * res.num_frames,
+            count=float(res.num_frames),
+            stats={"objf": float(res.objf), "xent": float(res.xent_objf)},
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+def _orthonormal_hook(every: int):
+    def after_step(model, step: int) -> None:
+        body = getattr(model, "body", None) or getattr(model.module, "body", None)
+        if every > 0 and step % every == 0 and hasattr(body, "constrain_orthonormal"):
+            body.constrain_orthonormal()
+
+    return after_step
+
+
+def train_chain(cfg: TrainChainConfig, exp_dir: str | os.PathLike) -> Path:
+    """Train (or resume) a chain model in ``exp_dir``; returns ``exp_dir/final``.
+
+    Resumes automatically from ``exp_dir/checkpoints/latest``. Works under torchrun /
+    horovodrun (every rank builds the graphs; rank 0 writes config.yaml, logs, the final dir).
+    """
+    import torch
+
+    from pykaldi2.training.ce import _append_jsonl, evaluate
+    from pykaldi2.training.distributed import Dist
+    from pykaldi2.training.trainer import Trainer
+
+    exp_dir = Path(exp_dir)
+    dist = Dist.from_env()
+    try:
+        data = load_chain_data(cfg)
+        mcfg, subsample = chain_model_config(cfg, data.feats.dim, data.num_pdfs)
+        torch.manual_seed(cfg.seed)
+        model = build_chain_model(cfg.model_type, mcfg, subsample, cfg.chain.xent_regularize > 0)
+        dist.broadcast_parameters(model)
+        if dist.is_main:
+            exp_dir.mkdir(parents=True, exist_ok=True)
+            cfg.save(exp_dir / "config.yaml")
+        task = ChainTask(data.den_graph, cfg.chain, cfg.frame_subsampling_factor, dist.device)
+        loader = make_chain_loader(
+            data.train, cfg, rank=dist.rank, world_size=dist.world_size, shuffle=True
+        )
+        valid_fn = None
+        if data.valid is not None:
+            vloader = make_chain_loader(
+                data.valid, cfg, rank=dist.rank, world_size=dist.world_size, shuffle=False
+            )
+
+            def valid_fn(m) -> float:
+                res = evaluate(m, vloader, task, dist)
+                if dist.is_main:
+                    log.info("validation: loss %.4f per output frame", res["loss"])
+                    rec = {"step": trainer.step, "loss": res["loss"], "frames": res["frames"]}
+                    _append_jsonl(exp_dir / "log" / "valid.jsonl", rec)
+                return res["loss"]
+
+        trainer = Trainer(
+            model,
+            task,
+            cfg.trainer,
+            exp_dir,
+            dist=dist,
+            model_config={"model_type": cfg.model_type, **mcfg.to_dict(), "subsample": subsample},
+            valid_fn=valid_fn,
+            after_step=_orthonormal_hook(cfg.orthonormal_every),
+        )
+        trainer.resume()
+        log.info(
+            "train-chain: %d utterances, %d pdfs, den.fst %d states / %d arcs, %s model with "
+            "%.2fM parameters",
+            len(data.train), data.num_pdfs, data.den_graph.num_states, data.den_graph.num_arcs,
+            cfg.model_type, sum(p.numel() for p in model.parameters()) / 1e6,
+        )  # fmt: skip
+        summary = trainer.fit(loader)
+        final = exp_dir / "final"
+        if dist.is_main:
+            write_chain_dir(final, cfg, model, mcfg, subsample, data, summary)
+        dist.barrier()
+        return final
+    finally:
+        dist.shutdown()
+
+
+def write_chain_dir(final: Path, cfg, model, mcfg, subsample, data: ChainData, summary) -> None:
+    """The self-contained chain model dir (decode-chain / mkgraph read it), written atomically."""
+    import torch
+    import yaml
+
+    from pykaldi2.lang.den_fst import write_fst
+    from pykaldi2.utils.io import atomic_dir
+    from pykaldi2.utils.provenance import save_config
+
+    raw = data.feats.parts[0].raw
+    with atomic_dir(final) as tmp:
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        meta = {
+            "model_type": cfg.model_type,
+            "model_config": mcfg.to_dict(),
+            "subsample": subsample,
+            "xent": model.xent is not None,
+            "frame_subsampling_factor": cfg.frame_subsampling_factor,
+        }
+        torch.save({"model": state, **meta}, tmp / "final.pt")
+        (tmp / "model.yaml").write_text(yaml.safe_dump(meta), encoding="utf-8")
+        feat_doc = {
+            "pipeline": cfg.features.to_dict(),
+            "raw_dim": int(raw.dim),
+            "dim": int(data.feats.dim),
+            "raw_feature_config": raw.metadata().get("feature_config", {}),
+            "frame_subsampling_factor": cfg.frame_subsampling_factor,
+        }
+        (tmp / "features.yaml").write_text(yaml.safe_dump(feat_doc), encoding="utf-8")
+        data.chain_model.save(tmp / "final.mdl")
+        data.chain_model.write_tree(tmp / "tree")
+        write_fst(data.den_fst, tmp / "den.fst")
+        write_fst(data.norm_fst, tmp / "normalization.fst")
+        write_fst(data.phone_lm, tmp / "phone_lm.fst")
+        save_config(
+            tmp / "config.yaml",
+            {**cfg.to_dict(), "final_train_stats": {k: float(v) for k, v in summary.items()}},
+        )
+    log.info("wrote %s", final)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading a final chain model dir (decode-chain)
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class ChainModelDir:
+    """A loaded ``exp/<chain sys>/final`` dir."""
+
+    path: Path
+    model: Any  # ChainModel in eval mode
+    features: FeaturePipelineConfig
+    feature_dim: int
+    frame_subsampling_factor: int
+    chain_model: Any  # GmmModel: chain transition model + tree
+
+    @property
+    def num_pdfs(self) -> int:
+        return int(self.chain_model.tm.num_pdfs)
+
+
+def load_chain_dir(path: str | os.PathLike, device: str = "cpu") -> ChainModelDir:
+    """Load a model dir written by :func:`train_chain`, with clear errors for missing files."""
+    import torch
+    import yaml
+
+    from pykaldi2.hmm.model import GmmModel
+    from pykaldi2.training.ce import _model_classes
+
+    path = Path(path)
+    missing = [f for f in FINAL_FILES if not (path / f).is_file()]
+    if missing:
+        raise DataError(
+            f"not a complete chain model dir (missing {', '.join(missing)})",
+            file=str(path),
+            fix="pass EXP_DIR/final of a finished `pykaldi2 train-chain` run",
+        )
+    state = torch.load(path / "final.pt", map_location=device, weights_only=False)
+    cfg_cls, _ = _model_classes(state["model_type"])
+    mcfg = cfg_cls.from_dict(state["model_config"])
+    model = build_chain_model(state["model_type"], mcfg, state["subsample"], state["xent"])
+    model.load_state_dict(state["model"])
+    model.to(device).eval()
+    feat = yaml.safe_load((path / "features.yaml").read_text(encoding="utf-8"))
+    return ChainModelDir(
+        path=path,
+        model=model,
+        features=FeaturePipelineConfig.from_dict(feat["pipeline"]),
+        feature_dim=int(feat["dim"]),
+        frame_subsampling_factor=int(state["frame_subsampling_factor"]),
+        chain_model=GmmModel.load(path / "final.mdl"),
+    )

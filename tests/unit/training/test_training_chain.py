@@ -1,0 +1,207 @@
+"""``pykaldi2 train-chain`` + ``decode-chain`` on a tiny synthetic system (3 words, 3 phones +
+silence, 3-state monophone GMM alignments): the objective improves, resume is exact, the chain
+graph (self-loop scale 1.0) decodes the test set."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from pykaldi2.cli.main import main
+
+PHONES = {"sil": 1, "a": 2, "b": 3, "c": 4}
+WORDS = {"<eps>": 0, "A": 1, "B": 2, "C": 3, "#0": 4}
+LEXICON = {"A": ["a", "b"], "B": ["b", "c"], "C": ["c", "a"]}
+# L: src dst phone word (sil loops at 0, each word enters on its first phone), #0:#0 loop
+L_TEXT = "0 0 1 0\n0 1 2 1\n1 0 3 0\n0 2 3 2\n2 0 4 0\n0 3 4 3\n3 0 2 0\n0 0 5 4\n0\n"
+# G: unigram with a backoff arc (#0)
+G_TEXT = "0 1 4 0 0.5\n1 0 1 1 1.1\n1 0 2 2 1.1\n1 0 3 3 1.1\n0\n"
+SENTENCES = [["A"], ["B"], ["C"], ["A", "B"], ["B", "C"], ["C", "A"], ["A", "C", "B"]]
+
+
+def _gmm_model():
+    from pykaldi2.hmm.model import GmmModel
+    from pykaldi2.kaldi import khg
+    from pykaldi2.lang.topo import TopoConfig, make_topo
+
+    topo = khg.HmmTopology()
+    topo.read(make_topo([2, 3, 4], [1], TopoConfig()))
+    tree = khg.monophone_context_dependency([1, 2, 3, 4], topo.get_phone_to_num_pdf_classes())
+    return GmmModel(tm=khg.TransitionModel(tree, topo), tree=tree, am=khg.AmDiagGmm())
+
+
+def _write_set(model, root, name, sentences, rng):
+    """data dir (feats = noisy one-hot of the aligned pdf, text) + transition-id alignments
+    that are valid HMM paths (each of 3 states: its forward transition then self-loops)."""
+    import kaldiio
+
+    tid = {}
+    for t in range(1, len(model.tid2pdf)):
+        key = (
+            int(model.tid2phone[t]),
+            int(model.tid2hmm_state[t]),
+            bool(model.tid_is_self_loop[t]),
+        )
+        tid[key] = t
+    data = root / name
+    data.mkdir()
+    alis, text = {}, []
+    p = model.tm.num_pdfs
+    with kaldiio.WriteHelper(f"ark,scp:{data}/feats.ark,{data}/feats.scp") as w:
+        for i, words in enumerate(sentences):
+            utt = f"{name}{i:02d}"
+            phones = ["sil"] + [ph for wd in words for ph in LEXICON[wd]] + ["sil"]
+            ali = []
+            for ph in phones:
+                for s in range(3):
+                    d = int(rng.integers(1, 4))
+                    ali += [tid[(PHONES[ph], s, False)]] + [tid[(PHONES[ph], s, True)]] * (d - 1)
+            ali = np.asarray(ali, dtype=np.int32)
+            pdfs = model.tid2pdf[ali]
+            w[utt] = (np.eye(p)[pdfs] + 0.2 * rng.normal(size=(len(ali), p))).astype(np.float32)
+            alis[utt] = ali
+            text.append(" ".join([utt, *words]) + "\n")
+    (data / "text").write_text("".join(text))
+    (data / "utt2spk").write_text("".join(f"{ln.split()[0]} {ln.split()[0]}\n" for ln in text))
+    return data, alis
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    from pykaldi2.hmm.ali import write_ali
+
+    rng = np.random.default_rng(0)
+    root = tmp_path_factory.mktemp("chain")
+    model = _gmm_model()
+    data, alis = _write_set(model, root, "train", SENTENCES * 3, rng)
+    test, _ = _write_set(model, root, "test", SENTENCES, rng)
+    ali = root / "ali"
+    ali.mkdir()
+    model.save(ali / "final.mdl")
+    write_ali(ali / "ali.ark", alis)
+    return root, data, ali, test
+
+
+def _config(root, data, ali, **over) -> str:
+    cfg = {
+        "train_data": str(data),
+        "ali_dir": str(ali),
+        "valid_fraction": 0.15,
+        "features": {"cmvn": "none"},
+        "model_type": "tdnnf",
+        "model": {"hidden": 32, "bottleneck": 8, "num_layers": 3, "subsample_at": 1,
+                  "dropout": 0.0},
+        "phone_lm": {"ngram_order": 3, "no_prune_ngram_order": 2, "num_extra_lm_states": 10},
+        "chain": {"l2_regularize": 5e-4, "xent_regularize": 0.1},
+        "batch_size": 4,
+        "trainer": {"lr": 0.01, "max_epochs": 40, "checkpoint_every": 3, "log_every": 1},
+        **over,
+    }  # fmt: skip
+    path = root / "chain.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def _weights(exp):
+    return torch.load(exp / "final" / "final.pt", weights_only=False)["model"]
+
+
+def test_train_chain_resume_is_exact(corpus, tmp_path, one_thread):
+    root, data, ali, _ = corpus
+    conf = _config(tmp_path, data, ali)
+    full, parts = tmp_path / "full", tmp_path / "parts"
+
+    def run(steps: int, exp) -> None:
+        over = ["--override", f"trainer.max_steps={steps}"]
+        assert main(["train-chain", "--config", conf, *over, str(exp)]) == 0
+
+    run(7, full)
+    run(4, parts)  # interrupted mid-epoch, then resumed from the step-3 checkpoint
+    assert (parts / "checkpoints" / "ckpt-3.pt").is_file()
+    run(7, parts)
+    a, b = _weights(full), _weights(parts)
+    assert a.keys() == b.keys() and any(k.startswith("xent.") for k in a)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+    for f in ("den.fst", "normalization.fst", "final.mdl", "tree", "features.yaml"):
+        assert (full / "final" / f).is_file()
+
+
+def test_train_chain_learns_and_decodes(corpus, tmp_path, one_thread):
+    from pykaldi2.decoding.nnet import decode_chain
+    from pykaldi2.hmm.model import GmmModel
+    from pykaldi2.kaldi import kaldifst
+    from pykaldi2.lang.hclg import HclgConfig, make_hclg
+
+    root, data, ali, test = corpus
+    conf = _config(tmp_path, data, ali)
+    exp = tmp_path / "exp"
+    assert main(["train-chain", "--config", conf, str(exp)]) == 0
+    valid = [yaml.safe_load(ln) for ln in (exp / "log" / "valid.jsonl").read_text().splitlines()]
+    # validation loss = -(objf + regularizers) per output frame: it must fall clearly
+    assert valid[-1]["loss"] < valid[0]["loss"] - 0.2, valid
+
+    chain = GmmModel.load(exp / "final" / "final.mdl")
+    hclg = make_hclg(
+        kaldifst.compile(L_TEXT), kaldifst.compile(G_TEXT), [5], chain.tree, chain.tm,
+        HclgConfig(self_loop_scale=1.0),
+    )  # fmt: skip
+    graph = tmp_path / "graph"
+    graph.mkdir()
+    hclg.fst.write(str(graph / "HCLG.fst"))
+    (graph / "words.txt").write_text("".join(f"{w} {i}\n" for w, i in WORDS.items()))
+    (graph / "num_pdfs").write_text(f"{chain.tm.num_pdfs}\n")
+    out = tmp_path / "decode"
+    decode_chain(exp / "final", graph, test, out)
+    best = (out / "best_wer").read_text()
+    wer = float(best.split("%WER")[1].split()[0])
+    assert wer <= 25.0, best  # 16.7% (2 errors in 12 words) measured; chance is ~100%
+
+
+def test_train_chain_config_errors(tmp_path):
+    from pykaldi2.training.chain import TrainChainConfig
+    from pykaldi2.utils.errors import DataError
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"train_data": "d", "ali_dir": "a", "chian": {}}))
+    with pytest.raises(DataError, match="chian"):
+        TrainChainConfig.load(path)
+    path.write_text(yaml.safe_dump({"train_data": "d", "ali_dir": "a", "model_type": "rnn"}))
+    with pytest.raises(DataError, match="model_type"):
+        TrainChainConfig.load(path)
+
+
+def test_blstm_output_is_subsampled(corpus, tmp_path, one_thread):
+    from pykaldi2.training.chain import load_chain_dir
+
+    root, data, ali, _ = corpus
+    conf = _config(tmp_path, data, ali, model_type="blstm", model={"num_layers": 1, "hidden": 8})
+    over = ["--override", "trainer.max_steps=2"]
+    assert main(["train-chain", "--config", conf, *over, str(tmp_path / "exp")]) == 0
+    md = load_chain_dir(tmp_path / "exp" / "final")
+    out = md.model(torch.zeros(1, 10, md.feature_dim), torch.tensor([10]))
+    assert out.shape == (1, 4, md.num_pdfs)  # ceil(10 / 3) frames
+
+
+def test_chain_transition_model_needs_two_pdf_classes():
+    from pykaldi2.hmm.model import GmmModel
+    from pykaldi2.kaldi import khg
+    from pykaldi2.lang.topo import TopoConfig, TopoEntry, make_topo
+    from pykaldi2.training.chain import chain_transition_model
+    from pykaldi2.utils.errors import DataError
+
+    one = TopoEntry("left-to-right", 1)
+    topo = khg.HmmTopology()
+    topo.read(make_topo([2, 3], [1], TopoConfig(one, one)))
+    tree = khg.monophone_context_dependency([1, 2, 3], topo.get_phone_to_num_pdf_classes())
+    model = GmmModel(tm=khg.TransitionModel(tree, topo), tree=tree, am=khg.AmDiagGmm())
+    with pytest.raises(DataError, match="2 pdf classes"):
+        chain_transition_model(model)
+    gmm = _gmm_model()
+    chain = chain_transition_model(gmm)
+    # the GMM tree's pdfs of classes 0 (forward) and 1 (self-loop) of every phone, no others
+    used = {gmm.tree.compute([p], k)[1] for p in PHONES.values() for k in (0, 1)}
+    assert set(chain.tid2pdf[1:].tolist()) == used
+    assert all(int(chain.tid2hmm_state[t]) == 0 for t in range(1, len(chain.tid2pdf)))
