@@ -1,5 +1,6 @@
-"""``pykaldi2 train-ce | decode-nnet``: hybrid cross-entropy training and decoding with it
-(PyKaldi2's train_ce.py; Kaldi's steps/nnet3/train_*.py --xent and steps/nnet3/decode.sh)."""
+"""``pykaldi2 train-ce | train-se | decode-nnet``: hybrid cross-entropy and sequence training
+and decoding (PyKaldi2's train_ce.py / train_se2.py; Kaldi's steps/nnet3/train_*.py --xent,
+train_discriminative.sh and decode.sh)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,16 @@ def _cmd_train_ce(args: argparse.Namespace) -> int:
 
     cfg = TrainCEConfig.load(args.config, overrides=args.override or [])
     final = train_ce(cfg, args.exp_dir)
+    print(f"{args.exp_dir}: model dir {final}")
+    return 0
+
+
+def _cmd_train_se(args: argparse.Namespace) -> int:
+    from pykaldi2.training.se import TrainSEConfig, criterion_overrides, train_se
+
+    over = criterion_overrides(args.criterion) if args.criterion else []
+    cfg = TrainSEConfig.load(args.config, overrides=[*over, *(args.override or [])])
+    final = train_se(cfg, args.exp_dir)
     print(f"{args.exp_dir}: model dir {final}")
     return 0
 
@@ -73,6 +84,33 @@ def register(subparsers) -> None:
     )
     p.add_argument("exp_dir", help="output experiment dir, e.g. exp/blstm_ce")
     p.set_defaults(func=_cmd_train_ce)
+
+    p = subparsers.add_parser(
+        "train-se",
+        help="sequence-train a CE model: lattice MMI, boosted MMI, sMBR or MPFE",
+        description="Starts from a train-ce model dir (init_model); numerators from an "
+        "alignment dir, denominator lattices generated on the fly through den_graph (HCLG.fst) "
+        "from the current model in a pool of worker processes. Logs the true objective per "
+        "frame (EXP_DIR/log/train.jsonl, valid.jsonl). Resumes exactly from "
+        "EXP_DIR/checkpoints. Writes EXP_DIR/final/ in the train-ce format (decode it with "
+        "`pykaldi2 decode-nnet`). Runs under `torchrun` and `horovodrun` like train-ce.",
+        epilog="example: pykaldi2 train-se --criterion smbr --config conf/se_blstm.yaml "
+        "exp/blstm_se",
+    )
+    p.add_argument("--config", required=True, help="YAML config (see egs/an4/conf/se_blstm.yaml)")
+    p.add_argument(
+        "--criterion",
+        choices=["mmi", "bmmi", "smbr", "mpfe"],
+        help="overrides sequence.criterion (bmmi: boost 0.1; default: the config's)",
+    )
+    p.add_argument(
+        "--override",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config value (repeatable), e.g. trainer.lr=1e-5 or sequence.ce_weight=0",
+    )
+    p.add_argument("exp_dir", help="output experiment dir, e.g. exp/blstm_se")
+    p.set_defaults(func=_cmd_train_se)
 
     p = subparsers.add_parser(
         "decode-nnet",

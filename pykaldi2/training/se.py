@@ -1,0 +1,536 @@
+"""Lattice sequence training end to end: MMI, boosted MMI, sMBR, MPFE (PyKaldi2's train_se2;
+Kaldi's steps/nnet3/train_discriminative.sh without the separate make_denlats stage).
+
+From a CE model dir (``pykaldi2 train-ce``: EXP/final) to a sequence-trained model dir in the
+same format, so ``pykaldi2 decode-nnet`` decodes it unchanged::
+
+    >>> cfg = TrainSEConfig.load("conf/se_blstm.yaml", overrides=["sequence.criterion=mmi"])
+    >>> train_se(cfg, "exp/blstm_se")            # resumes from exp/blstm_se/checkpoints
+    exp/blstm_se/final/{final.pt, model.yaml, features.yaml, priors.npy, final.mdl, tree,
+                        config.yaml}
+
+Steps:
+
+1. The CE model dir gives the network, its feature pipeline, the pdf priors and the transition
+   model (``final.mdl``); the numerator is the alignment dir's transition_id alignments (the
+   same transition model: checked), one whole utterance per item (no chunks).
+2. Every batch's denominator lattices are generated on the fly through the denominator graph
+   (``den_graph``: e.g. the decoding graph exp/tri2/graph) from the current model's
+   log-likelihoods (``log_softmax - prior_scale * log_priors``, the network in eval mode) in a
+   pool of ``lattice.num_workers`` processes, one batch ahead of the trainer
+   (:class:`~pykaldi2.losses.lattice_gen.LatticePrefetcher`): a step trains on lattices of the
+   model before the previous step's update.
+3. One :class:`~pykaldi2.training.trainer.Trainer` loop with
+   :class:`~pykaldi2.losses.lattice.SequenceTask` (acoustic scale kappa applied consistently,
+   frame-smoothing CE with ``sequence.ce_weight``). The *true* objective (MMI value, or expected
+   frame accuracy for sMBR/MPFE) per frame is logged every ``trainer.log_every`` steps
+   (log/train.jsonl, tensorboard ``train/objf``) and on the held-out utterances before training
+   and after each epoch (log/valid.jsonl).
+
+Exact resume: the lattices of the batch after a checkpoint were made by the model *before* the
+checkpoint's last step, so they are saved with it (``checkpoints/lattices-<step>.rank<r>.pt``)
+and served to the resumed run; everything else (weights, optimizer, sampler position, RNG) is
+the trainer's checkpoint. Distributed like ``train-ce`` (torchrun / horovodrun: each rank has its
+own lattice pool; rank 0 writes config.yaml, logs and the final dir).
+
+Dimension legend: N utterances, T frames (padded), F feature dim, C pdf_ids.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pykaldi2.losses.lattice import SequenceConfig, SequenceTask
+from pykaldi2.losses.lattice_gen import LatticeGenConfig
+from pykaldi2.training.trainer import TrainerConfig
+from pykaldi2.utils.config import ConfigMixin, read_yaml_mapping
+from pykaldi2.utils.errors import DataError, Pykaldi2Error
+from pykaldi2.utils.log import get_logger
+
+log = get_logger(__name__)
+
+__all__ = [
+    "SEData",
+    "SETask",
+    "TrainSEConfig",
+    "collate_se",
+    "criterion_overrides",
+    "evaluate_se",
+    "load_se_data",
+    "train_se",
+]
+
+#: Files copied unchanged from the CE model dir into the SE model dir.
+COPIED_FILES = ("model.yaml", "features.yaml", "priors.npy", "final.mdl", "tree")
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class TrainSEConfig(ConfigMixin):
+    """Everything ``train-se`` needs; saved (resolved, with provenance) as EXP_DIR/config.yaml.
+
+    Attributes:
+        init_model: the CE model dir to start from (EXP/final of ``pykaldi2 train-ce``).
+        train_data: training data dir(s) with feats.scp (the CE model's features).
+        ali_dir: alignment dir(s) of train_data (numerators), from the CE model's transition
+            model (e.g. the ali dir the CE model was trained on).
+        den_graph: the denominator graph: a graph dir (HCLG.fst; its phones/silence.csl gives
+            the silence phones when ``sequence.silence_phones`` is empty) or an HCLG.fst.
+        valid_fraction: held-out utterances for the validation objective (0: none).
+        sequence: criterion, acoustic scale, boost, silence handling, CE frame smoothing
+            (:class:`~pykaldi2.losses.lattice.SequenceConfig`).
+        lattice: lattice beams and the size of the generation pool
+            (:class:`~pykaldi2.losses.lattice_gen.LatticeGenConfig`).
+        batch_size: utterances per batch (per rank); max_frames: optional cap on N * T.
+        num_workers: DataLoader worker processes (features).
+        length_tolerance: allowed |feature frames - alignment frames| per utterance.
+        max_missing_fraction: more utterances than this without a usable alignment is an error.
+        trainer: the :class:`TrainerConfig` (small LR: sequence training moves a trained model).
+        seed: sampler shuffling and the validation split.
+    """
+
+    init_model: str = ""
+    train_data: list[str] = field(default_factory=list)
+    ali_dir: list[str] = field(default_factory=list)
+    den_graph: str = ""
+    valid_fraction: float = 0.05
+    sequence: SequenceConfig = field(default_factory=SequenceConfig)
+    lattice: LatticeGenConfig = field(default_factory=LatticeGenConfig)
+    batch_size: int = 8
+    max_frames: int = 0
+    num_workers: int = 1
+    length_tolerance: int = 1
+    max_missing_fraction: float = 0.2
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        from pykaldi2.training.ce import _as_list
+
+        self.train_data = _as_list(self.train_data)
+        self.ali_dir = _as_list(self.ali_dir)
+        self.init_model, self.den_graph = str(self.init_model or ""), str(self.den_graph or "")
+        self.build_sections()
+        problems = []
+        for name in ("init_model", "den_graph", "train_data", "ali_dir"):
+            if not getattr(self, name):
+                problems.append(f"{name} is required")
+        if self.batch_size <= 0 and self.max_frames <= 0:
+            problems.append("batch_size or max_frames must be > 0")
+        if self.num_workers < 0:
+            problems.append("num_workers must be >= 0")
+        if not 0.0 <= self.valid_fraction < 1.0:
+            problems.append("valid_fraction must be in [0, 1)")
+        if self.length_tolerance < 0 or not 0.0 <= self.max_missing_fraction <= 1.0:
+            problems.append("length_tolerance >= 0 and max_missing_fraction in [0, 1] required")
+        if problems:
+            raise Pykaldi2Error("TrainSEConfig: " + "; ".join(problems))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, overrides: Sequence[str] = ()) -> TrainSEConfig:
+        """Read a YAML config (a bare mapping, or the ``config:`` section of a saved
+        config.yaml) and apply ``key=value`` overrides (dotted keys, YAML values)."""
+        from pykaldi2.training.ce import apply_overrides
+
+        d = read_yaml_mapping(path)
+        if set(d) == {"config", "provenance"}:
+            d = d["config"]
+        return cls.from_dict(apply_overrides(d, overrides), source=str(path))
+
+    def save(self, path: str | os.PathLike) -> None:
+        from pykaldi2.utils.provenance import save_config
+
+        save_config(path, self.to_dict())
+
+    @property
+    def hclg_path(self) -> Path:
+        p = Path(self.den_graph)
+        return p / "HCLG.fst" if p.is_dir() else p
+
+
+def criterion_overrides(criterion: str, boost: float = 0.1) -> list[str]:
+    """``--criterion`` as config overrides: the criterion, and ``sequence.boost`` = ``boost``
+    for bmmi, 0 otherwise (boost applies to bmmi only)."""
+    return [
+        f"sequence.criterion={criterion}",
+        f"sequence.boost={boost if criterion == 'bmmi' else 0}",
+    ]
+
+
+def silence_phones_of(graph: str | os.PathLike) -> list[int]:
+    """The graph dir's ``phones/silence.csl`` (colon-separated phone ids); [] when absent."""
+    p = Path(graph)
+    csl = (p if p.is_dir() else p.parent) / "phones" / "silence.csl"
+    if not csl.is_file():
+        return []
+    text = csl.read_text().strip()
+    try:
+        return [int(x) for x in text.split(":") if x]
+    except ValueError:
+        raise DataError(
+            f"not a colon-separated list of phone ids: {text!r}", file=str(csl)
+        ) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class SEData:
+    """Features and whole-utterance datasets (items: utt, feats (T, F), ali (T,) tids)."""
+
+    feats: Any  # DataDirFeatures
+    train: Any  # UtteranceDataset
+    valid: Any | None
+
+
+def load_se_data(cfg: TrainSEConfig, md) -> SEData:
+    """The training (and held-out) utterances of ``cfg`` for the CE model dir ``md``
+    (:class:`~pykaldi2.training.ce.CEModelDir`): features through its pipeline, numerator
+    alignments checked against its transition model."""
+    from pykaldi2.data.datasets import UtteranceDataset
+    from pykaldi2.training.ce import DataDirFeatures, _checked_utts, held_out_split
+    from pykaldi2.training.chain import load_alignments
+
+    feats = DataDirFeatures(cfg.train_data, md.features)
+    if feats.dim != md.feature_dim:
+        raise DataError(
+            f"features of dim {feats.dim}, the model {md.path} expects {md.feature_dim}",
+            file=", ".join(cfg.train_data),
+            fix="use the data dirs (features) the CE model was trained on",
+        )
+    alis, ali_model = load_alignments(cfg.ali_dir)
+    if not np.array_equal(ali_model.tid2pdf, md.ali_model.tid2pdf):
+        raise DataError(
+            "the alignments come from another transition model than the CE model's final.mdl",
+            file=", ".join(cfg.ali_dir),
+            fix="use the ali dir the CE model was trained on (its final.mdl is the model's)",
+        )
+    utts = _checked_utts(feats, alis, cfg, source=", ".join(cfg.ali_dir))
+    vutts: list[str] = []
+    if cfg.valid_fraction > 0:
+        utts, vutts = held_out_split(utts, cfg.valid_fraction, cfg.seed)
+    train = UtteranceDataset(feats, alis, utts=utts)
+    valid = UtteranceDataset(feats, alis, utts=vutts) if vutts else None
+    return SEData(feats, train, valid)
+
+
+def collate_se(items) -> dict[str, Any]:
+    """List of (utt, feats (T_i, F), ali (T_i,) transition_ids) -> ``{"utt_ids", "feats" (N, T,
+    F) zero-padded, "lengths" (N,), "ali" (N, T) transition_ids, 0 on padding}``."""
+    import torch
+
+    from pykaldi2.data.datasets import collate_frames
+
+    b = collate_frames(items)
+    ali = b["targets"]
+    return {
+        "utt_ids": b["utts"],
+        "feats": b["feats"],
+        "lengths": b["lengths"],
+        "ali": torch.where(ali > 0, ali, torch.zeros_like(ali)),
+    }
+
+
+def make_se_loader(dataset, cfg: TrainSEConfig, *, rank: int, world_size: int, shuffle: bool):
+    """A DataLoader of whole utterances bucketed by length (resumable BucketBatchSampler)."""
+    import torch
+
+    from pykaldi2.data.samplers import BucketBatchSampler
+
+    sampler = BucketBatchSampler(
+        dataset.lengths, batch_size=cfg.batch_size, max_frames=cfg.max_frames, shuffle=shuffle,
+        rank=rank, world_size=world_size, seed=cfg.seed,
+    )  # fmt: skip
+    workers = {"persistent_workers": True} if cfg.num_workers > 0 else {}
+    return torch.utils.data.DataLoader(
+        dataset, batch_sampler=sampler, collate_fn=collate_se, num_workers=cfg.num_workers,
+        **workers,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# Task, lattices, resume
+# ---------------------------------------------------------------------------------------------
+class SETask(SequenceTask):
+    """:class:`SequenceTask` that also sums its training stats (objf, ce, frames) between log
+    steps (:meth:`pop_sums`); evaluation (no grad) is not counted."""
+
+    def __init__(self, *args, **kw) -> None:
+        super().__init__(*args, **kw)
+        self.sums: dict[str, float] = {}
+
+    def compute_loss(self, model, batch):
+        import torch
+
+        out = super().compute_loss(model, batch)
+        if torch.is_grad_enabled():
+            for k, v in {**out.stats, "frames": out.count}.items():
+                self.sums[k] = self.sums.get(k, 0.0) + float(v)
+        return out
+
+    def pop_sums(self) -> dict[str, float]:
+        sums, self.sums = self.sums, {}
+        return sums
+
+    def loglik_fn(self, model):
+        """``batch -> (N, T, C)`` log-likelihoods of ``model`` in eval mode (no dropout), for
+        lattice generation."""
+        import torch
+
+        def fn(batch) -> torch.Tensor:
+            was = model.training
+            model.eval()
+            try:
+                lengths = batch["lengths"].to(self.device)
+                return self.log_likelihoods(model(batch["feats"].to(self.device), lengths))
+            finally:
+                model.train(was)
+
+        return fn
+
+
+class _Ready:
+    """Lattices already at hand, with an AsyncResult's ``get``."""
+
+    def __init__(self, value) -> None:
+        self.value = value
+
+    def get(self, timeout: float | None = None):
+        return self.value
+
+
+class ResumableGenerator:
+    """A :class:`~pykaldi2.losses.lattice_gen.LatticeGenerator` front that remembers the last
+    submitted batch (``last``: (utt_ids, handle)) and serves ``saved`` lattices (utt_ids,
+    lattices) once, to the first submission of exactly those utterances (resume)."""
+
+    def __init__(self, generator) -> None:
+        self.generator = generator
+        self.last: tuple[list[str], Any] | None = None
+        self.saved: tuple[list[str], list] | None = None
+
+    def submit(self, utts, loglik, lengths=None):
+        if self.saved is not None and list(utts) == self.saved[0]:
+            handle = _Ready(self.saved[1])
+            self.saved = None
+        else:
+            handle = self.generator.submit(utts, loglik, lengths)
+        self.last = (list(utts), handle)
+        return handle
+
+
+def _lattice_file(ckpt_dir: Path, step: int, rank: int) -> Path:
+    return ckpt_dir / f"lattices-{step}.rank{rank}.pt"
+
+
+def save_pending_lattices(trainer, rgen: ResumableGenerator) -> None:
+    """Save the lattices of the next batch (made before the last step) beside the checkpoint of
+    ``trainer.step``; drop those of checkpoints that no longer exist."""
+    from pykaldi2.training import checkpoint as ckpt
+
+    ckpt_dir, rank = trainer.ckpt_dir, trainer.dist.rank
+    keep = {int(p.stem.split("-")[1]) for p in ckpt.list_checkpoints(ckpt_dir)} | {trainer.step}
+    for p in ckpt_dir.glob(f"lattices-*.rank{rank}.pt"):
+        if int(p.name.split("-")[1].split(".")[0]) not in keep:
+            p.unlink(missing_ok=True)
+    utts, handle = rgen.last
+    state = {
+        "step": trainer.step, "epoch": trainer.epoch, "batches_done": trainer.batches_done,
+        "utts": utts, "lattices": handle.get(),
+    }  # fmt: skip
+    ckpt.save_checkpoint(_lattice_file(ckpt_dir, trainer.step, rank), state)
+
+
+def load_pending_lattices(trainer, rgen: ResumableGenerator) -> bool:
+    """After ``trainer.resume()`` mid-epoch: hand the saved lattices of the first batch to
+    ``rgen``. False (and a warning) when they are missing: the run then continues, not
+    bit-exactly, with lattices from the resumed model."""
+    from pykaldi2.training import checkpoint as ckpt
+
+    if trainer.step == 0 or trainer.batches_done == 0:
+        return True
+    path = _lattice_file(trainer.ckpt_dir, trainer.step, trainer.dist.rank)
+    state = ckpt.load_checkpoint(path) if path.is_file() else {}
+    if (state.get("epoch"), state.get("batches_done")) != (trainer.epoch, trainer.batches_done):
+        log.warning(
+            "%s missing or stale: the first batch after resuming gets lattices of the resumed "
+            "model (the run is not bit-exact with an uninterrupted one)", path,
+        )  # fmt: skip
+        return False
+    rgen.saved = (state["utts"], state["lattices"])
+    return True
+
+
+def evaluate_se(model, loader, task: SETask, dist) -> dict[str, float]:
+    """The objective over ``loader`` (batches with lattices), summed over ranks:
+    ``{"objf", "loss", "ce"}`` per frame and ``"frames"``."""
+    import torch
+
+    model.eval()
+    sums = np.zeros(4)
+    with torch.no_grad():
+        for batch in loader:
+            out = task.compute_loss(model, batch)
+            sums += [float(out.loss), out.stats["objf"], out.stats.get("ce", 0.0), out.count]
+    loss, objf, ce, frames = dist.allreduce_scalars(sums.tolist())
+    n = max(frames, 1e-12)
+    return {"objf": objf / n, "loss": loss / n, "ce": ce / n, "frames": frames}
+
+
+def _append_jsonl(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:  # a log: appended, not an output file
+        f.write(json.dumps(record) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+def train_se(cfg: TrainSEConfig, exp_dir: str | os.PathLike) -> Path:
+    """Sequence-train (or resume) the CE model ``cfg.init_model`` in ``exp_dir``; returns
+    ``exp_dir/final`` (a CE-format model dir: ``decode-nnet`` decodes it)."""
+
+    from pykaldi2.losses.lattice import TransitionInfo
+    from pykaldi2.losses.lattice_gen import LatticeGenerator, LatticePrefetcher
+    from pykaldi2.training.ce import load_final_dir
+    from pykaldi2.training.distributed import Dist
+    from pykaldi2.training.trainer import Trainer
+
+    exp_dir = Path(exp_dir)
+    dist = Dist.from_env()
+    generator = None
+    try:
+        md = load_final_dir(cfg.init_model, device=str(dist.device))
+        data = load_se_data(cfg, md)
+        seq = cfg.sequence
+        if not seq.silence_phones:
+            seq.silence_phones = silence_phones_of(cfg.den_graph)
+            if not seq.silence_phones and seq.criterion != "mmi":
+                log.warning("no silence phones (den_graph has no phones/silence.csl)")
+        _check_graph(cfg, md.num_pdfs)
+        info = TransitionInfo.from_trans_model(md.ali_model.tm)
+        model = md.model
+        model.train()
+        dist.broadcast_parameters(model)
+        if dist.is_main:
+            exp_dir.mkdir(parents=True, exist_ok=True)
+            cfg.save(exp_dir / "config.yaml")
+        task = SETask(seq, info, log_priors=md.log_priors, device=dist.device)
+        generator = LatticeGenerator(cfg.hclg_path, info, cfg.lattice)
+        rgen = ResumableGenerator(generator)
+        loader = LatticePrefetcher(
+            make_se_loader(data.train, cfg, rank=dist.rank, world_size=dist.world_size,
+                           shuffle=True),
+            task.loglik_fn(model), rgen,
+        )  # fmt: skip
+        valid_fn = None
+        if data.valid is not None:
+            vloader = LatticePrefetcher(
+                make_se_loader(data.valid, cfg, rank=dist.rank, world_size=dist.world_size,
+                               shuffle=False),
+                task.loglik_fn(model), generator,
+            )  # fmt: skip
+
+            def valid_fn(m) -> float:
+                res = evaluate_se(m, vloader, task, dist)
+                if dist.is_main:
+                    log.info("validation: %s objective %.5f per frame", seq.criterion, res["objf"])
+                    _append_jsonl(exp_dir / "log" / "valid.jsonl", {"step": trainer.step, **res})
+                return res["loss"]
+
+        mcfg = model.cfg.to_dict()
+        trainer = Trainer(
+            model, task, cfg.trainer, exp_dir, dist=dist,
+            model_config={"model_type": md.model_type, **mcfg},
+            valid_fn=valid_fn,
+            after_step=_after_step_hook(cfg, task, rgen, lambda: len(loader), lambda: trainer),
+        )  # fmt: skip
+        if not trainer.resume() and valid_fn is not None:
+            valid_fn(model)  # the objective of the CE model (step 0)
+        load_pending_lattices(trainer, rgen)
+        log.info(
+            "train-se (%s): %d utterances from %s, %d pdfs, lattices through %s in %d processes",
+            seq.criterion, len(data.train), cfg.init_model, md.num_pdfs, cfg.hclg_path,
+            cfg.lattice.num_workers,
+        )  # fmt: skip
+        summary = trainer.fit(loader)
+        final = exp_dir / "final"
+        if dist.is_main:
+            write_se_dir(final, cfg, model, md, summary)
+        dist.barrier()
+        return final
+    finally:
+        if generator is not None:
+            generator.close()
+        dist.shutdown()
+
+
+def _check_graph(cfg: TrainSEConfig, num_pdfs: int) -> None:
+    path = cfg.hclg_path
+    if not path.is_file():
+        raise DataError(
+            "denominator graph not found", file=str(path),
+            fix="set den_graph to a graph dir of the CE model's tree (e.g. exp/tri2/graph)",
+        )  # fmt: skip
+    f = path.parent / "num_pdfs"
+    if f.is_file() and int(f.read_text().split()[0]) != num_pdfs:
+        raise DataError(
+            f"graph built for {f.read_text().split()[0]} pdfs, the model has {num_pdfs}",
+            file=str(path.parent), fix="use a graph built with the CE model's final.mdl",
+        )  # fmt: skip
+
+
+def _after_step_hook(cfg: TrainSEConfig, task: SETask, rgen: ResumableGenerator, epoch_len,
+                     get_trainer):  # fmt: skip
+    """Log the true objective every ``log_every`` steps; save the pending lattices whenever
+    the trainer is about to write a checkpoint mid-epoch (``epoch_len()``: batches per epoch)."""
+    tcfg = cfg.trainer
+
+    def after_step(model, step: int) -> None:
+        trainer = get_trainer()
+        if tcfg.log_every > 0 and step % tcfg.log_every == 0:
+            sums = task.pop_sums()
+            keys = sorted(sums)
+            tot = dict(zip(keys, trainer.dist.allreduce_scalars([sums[k] for k in keys])))
+            n = max(tot.pop("frames", 0.0), 1e-12)
+            rec = {"step": step, **{k: v / n for k, v in tot.items()}, "frames": n}
+            if trainer.dist.is_main:
+                _append_jsonl(trainer.exp_dir / "log" / "train.jsonl", rec)
+                trainer.writer.add_scalar("train/objf", rec.get("objf", 0.0), step)
+        saving = (tcfg.checkpoint_every > 0 and step % tcfg.checkpoint_every == 0) or (
+            tcfg.max_steps > 0 and step >= tcfg.max_steps
+        )
+        if saving and trainer.batches_done < epoch_len():
+            save_pending_lattices(trainer, rgen)
+
+    return after_step
+
+
+def write_se_dir(final: Path, cfg: TrainSEConfig, model, md, summary) -> None:
+    """The SE model dir: the CE model dir's files with the new weights and config."""
+    import torch
+
+    from pykaldi2.utils.io import atomic_dir
+    from pykaldi2.utils.provenance import save_config
+
+    with atomic_dir(final) as tmp:
+        for name in COPIED_FILES:
+            if (md.path / name).is_file():
+                shutil.copyfile(md.path / name, tmp / name)
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        meta = {"model_type": md.model_type, "model_config": model.cfg.to_dict()}
+        torch.save({"model": state, **meta}, tmp / "final.pt")
+        stats = {k: float(v) for k, v in summary.items()}
+        save_config(tmp / "config.yaml", {**cfg.to_dict(), "final_train_stats": stats})
+    log.info("wrote %s", final)
