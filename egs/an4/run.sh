@@ -113,10 +113,21 @@ decode_transducer_system() {
 }
 run_stage 10 rnnt_decode decode_transducer_system rnnt
 
+# LF-MMI (chain) TDNN-F on the tri2 alignments (conf/chain_tdnnf.yaml; the GMM tree with the
+# chain topology, outputs at 1/3 frame rate), its graph with self-loop scale 1.0, decode + score.
+run_stage 11 chain_tdnnf pykaldi2 train-chain --config conf/chain_tdnnf.yaml exp/chain_tdnnf
+chain_decode() {
+  pykaldi2 mkgraph --self-loop-scale 1.0 data/lang_test exp/chain_tdnnf/final/final.mdl \
+    exp/chain_tdnnf/graph
+  pykaldi2 decode-chain --nj "$nj" exp/chain_tdnnf/final exp/chain_tdnnf/graph data/test_fbank \
+    exp/chain_tdnnf/decode_test
+}
+run_stage 12 chain_tdnnf_decode chain_decode
+
 # stage 99: the WER table of every decoded system (always runs; reads exp/*/decode_test/best_wer)
 if [ "$stop_stage" -ge 99 ]; then
   printf '%-10s %s\n' system "best test WER (LMWT_WIP)"
-  for sys in mono tri1 tri2 blstm_ce; do
+  for sys in mono tri1 tri2 blstm_ce chain_tdnnf; do
     f=exp/$sys/decode_test/best_wer
     if [ -f "$f" ]; then printf '%-10s %s\n' "$sys" "$(cat "$f")"; fi
   done
