@@ -16,7 +16,15 @@ and, for reference, CE on the usual frame-rate network (subsampling 1, every fra
 Each line: seconds per hour of audio (100 input frames per second) for forward + backward +
 Adam step, and the ratio to CE on the same network (target: LF-MMI <= 1.5x CE).
 
+Lattice MMI vs CE (``--part lattice``): the CE model of conf/se_blstm.yaml (exp/blstm_ce/final,
+BLSTM 3x320), whole training utterances with their tri2 alignments, the same batches trained
+with frame CE and with lattice MMI as ``train-se`` runs it: denominator lattices through
+exp/tri2/graph/HCLG.fst generated from the model's (eval-mode) log-likelihoods by a pool of
+``--lattice-workers`` processes one batch ahead of the trainer (the extra no-grad forward
+included), then MMI forward-backward over the lattices (target: <= 4x CE with 2 workers).
+
     python bench/sequence_cost.py [--egs egs/an4] [--batches 12] [--threads 1] [--device cpu]
+                                  [--part all|chain|lattice] [--lattice-workers 2]
 """
 
 from __future__ import annotations
@@ -36,8 +44,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _timed_steps(model, task_fn, batches, device) -> float:
-    """Seconds for forward + backward + Adam step over ``batches`` (after one warm-up batch)."""
+def _timed_steps(model, task_fn, batches, device, stream=list) -> float:
+    """Seconds for forward + backward + Adam step over ``batches[1:]`` after the warm-up batch
+    ``batches[0]``; ``stream(batches)`` is what the loop iterates (e.g. a lattice prefetcher)."""
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     model.train()
 
@@ -47,11 +56,12 @@ def _timed_steps(model, task_fn, batches, device) -> float:
         loss.backward()
         opt.step()
 
-    step(batches[0])
+    for b in stream(batches[:1]):
+        step(b)
     if device.type == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    for b in batches:
+    for b in stream(batches[1:]):
         step(b)
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -75,12 +85,97 @@ def _ce_task(targets, factor: int, device):
     return fn
 
 
+def _pick_batches(lengths, batches: int, batch_size: int) -> list:
+    """``batches`` + 1 random batches of ``batch_size`` similar-length items (indices)."""
+    order = np.argsort(lengths)[::-1]  # longest first: realistic, full batches
+    rng = np.random.default_rng(0)
+    picks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    return [picks[i] for i in sorted(rng.choice(len(picks), batches + 1, replace=False))]
+
+
+def _header(device) -> None:
+    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"device {device}, {torch.get_num_threads()} thread(s)")  # fmt: skip
+
+
+def bench_lattice(args, device) -> None:
+    """Lattice MMI (train-se's pipeline) vs frame CE, same BLSTM and whole-utterance batches."""
+    from pykaldi2.losses.lattice import SequenceConfig, TransitionInfo
+    from pykaldi2.losses.lattice_gen import LatticeGenConfig, LatticeGenerator, LatticePrefetcher
+    from pykaldi2.training.ce import load_final_dir
+    from pykaldi2.training.se import SETask, TrainSEConfig, collate_se, load_se_data
+
+    cfg = TrainSEConfig.load(args.se_config, overrides=["valid_fraction=0"])
+    md = load_final_dir(cfg.init_model, device=str(device))
+    data = load_se_data(cfg, md)
+    ds = data.train
+    bs = args.lattice_batch_size
+    batches = [
+        collate_se([ds[int(i)] for i in p]) for p in _pick_batches(ds.lengths, args.batches, bs)
+    ]
+    frames = sum(int(b["lengths"].sum()) for b in batches[1:])  # the warm-up batch is not timed
+    hours = frames / 100 / 3600
+    info = TransitionInfo.from_trans_model(md.ali_model.tm)
+    tid2pdf = torch.as_tensor(info.tid2pdf, device=device)
+
+    def ce(model, b):
+        logits = model(b["feats"].to(device), b["lengths"].to(device))  # (N, T, C)
+        ali = b["ali"].to(device)
+        tgt = torch.where(ali > 0, tid2pdf[ali], -100)
+        return torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), reduction="sum"
+        )
+
+    seq = SequenceConfig(criterion="mmi", acoustic_scale=cfg.sequence.acoustic_scale)
+    gen_cfg = LatticeGenConfig.from_dict(
+        {**cfg.lattice.to_dict(), "num_workers": args.lattice_workers}
+    )
+    generator = LatticeGenerator(cfg.hclg_path, info, gen_cfg)  # started by the warm-up batch
+    mmi_model = copy.deepcopy(md.model)
+    task = SETask(seq, info, log_priors=md.log_priors, device=device)
+    lat_stats = []
+
+    def mmi(model, b):
+        lat_stats.append(sum(lat.num_arcs for lat in b["lattices"]))
+        return task.compute_loss(model, b).loss
+
+    def stream(bs_):
+        return LatticePrefetcher(bs_, task.loglik_fn(mmi_model), generator)
+
+    try:
+        t_ce = _timed_steps(md.model, ce, batches, device)
+        t_mmi = _timed_steps(mmi_model, mmi, batches, device, stream)
+    finally:
+        generator.close()
+    _header(device)
+    print(f"data: AN4 train, {len(ds)} utterances; model {cfg.init_model} "
+          f"({sum(p.numel() for p in md.model.parameters()) / 1e6:.2f}M parameters, "
+          f"{md.num_pdfs} pdfs); denominator {cfg.hclg_path}")  # fmt: skip
+    print(f"timed: {args.batches} batches x {bs} whole utterances = {frames} frames "
+          f"({hours * 60:.2f} min of audio); lattices: {gen_cfg.num_workers} worker processes "
+          f"(started in the warm-up batch), beam {gen_cfg.beam}, lattice beam "
+          f"{gen_cfg.lattice_beam}, {np.mean(lat_stats[1:]) / (frames / args.batches):.1f} "
+          "arcs per frame")  # fmt: skip
+    print(f"{'objective':42s} {'s / hour of audio':>18s} {'x CE':>6s}")
+    for name, t in (
+        ("CE (frame CE, whole utterances)", t_ce),
+        ("lattice MMI (lattices on the fly)", t_mmi),
+    ):
+        print(f"{name:42s} {t / hours:18.1f} {t / t_ce:6.2f}")
+    verdict = "meets" if t_mmi / t_ce <= 4 else "misses"
+    print(f"lattice MMI / CE = {t_mmi / t_ce:.2f} ({verdict} the <= 4x target)")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--egs", default=str(REPO / "egs" / "an4"), help="recipe dir (its cwd)")
     ap.add_argument("--config", default="conf/chain_tdnnf.yaml", help="relative to --egs")
+    ap.add_argument("--se-config", default="conf/se_blstm.yaml", help="relative to --egs")
+    ap.add_argument("--part", choices=["all", "chain", "lattice"], default="all")
     ap.add_argument("--batches", type=int, default=12, help="timed batches per objective")
     ap.add_argument("--batch-size", type=int, default=16, help="utterances per batch")
+    ap.add_argument("--lattice-batch-size", type=int, default=8, help="utterances per batch")
+    ap.add_argument("--lattice-workers", type=int, default=2, help="lattice processes")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
@@ -90,6 +185,10 @@ def main() -> int:
     if not (egs / "exp" / "tri2_ali" / "final.mdl").is_file():
         sys.exit(f"{egs}/exp/tri2_ali/final.mdl missing: run the AN4 GMM recipe (egs/an4/run.sh)")
     os.chdir(egs)
+    if args.part in ("all", "lattice"):
+        bench_lattice(args, torch.device(args.device))
+        if args.part == "lattice":
+            return 0
 
     from pykaldi2.hmm.ali import ali_to_pdf
     from pykaldi2.training.chain import (
@@ -111,10 +210,7 @@ def main() -> int:
     targets = {u: ali_to_pdf(ali_model, a) for u, a in alis.items()}
 
     ds = data.train
-    order = np.argsort(ds.lengths)[::-1]  # longest first: realistic, full batches
-    rng = np.random.default_rng(0)
-    picks = [order[i : i + args.batch_size] for i in range(0, len(order), args.batch_size)]
-    picks = [picks[i] for i in sorted(rng.choice(len(picks), args.batches + 1, replace=False))]
+    picks = _pick_batches(ds.lengths, args.batches, args.batch_size)
     batches = [collate_chain([ds[int(i)] for i in p]) for p in picks]
     frames = sum(int(b["lengths"].sum()) for b in batches[1:])  # the warm-up batch is not timed
     hours = frames / 100 / 3600
@@ -139,8 +235,7 @@ def main() -> int:
     t_mmi = _timed_steps(chain_model, lfmmi, batches, device)
     t_frame = _timed_steps(frame_model, _ce_task(targets, 1, device), batches, device)
 
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"device {device}, {torch.get_num_threads()} thread(s)")  # fmt: skip
+    _header(device)
     print(f"data: AN4 train, {len(ds)} utterances; graphs built in {prep:.1f}s; den.fst "
           f"{data.den_graph.num_states} states / {data.den_graph.num_arcs} arcs, "
           f"{data.num_pdfs} pdfs")  # fmt: skip

@@ -1,0 +1,235 @@
+"""``pykaldi2 train-se`` on the tiny synthetic system of the chain tests (3 words, 3 phones +
+silence, 3-state monophone alignments), starting from a briefly CE-trained BLSTM: the logged
+objective is the true one, resume is exact (pending lattices saved with the checkpoint), sMBR
+with a 2-process lattice pool improves the held-out objective and the final dir decodes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import test_training_chain as chain_tests
+import torch
+import yaml
+from test_training_chain import G_TEXT, L_TEXT, WORDS
+
+from pykaldi2.cli.main import main
+
+corpus = chain_tests.corpus  # the chain tests' module fixture: data, ali, test dirs
+
+
+@pytest.fixture(scope="module")
+def se_setup(corpus):
+    """(root, CE model dir, config dict, test dir) with the chain tests' corpus and a graph
+    dir (HCLG of the alignment model, words.txt, phones/silence.csl) under root."""
+    from pykaldi2.hmm.model import GmmModel
+    from pykaldi2.kaldi import kaldifst
+    from pykaldi2.lang.hclg import make_hclg
+    from pykaldi2.training.ce import TrainCEConfig, train_ce
+
+    root, data, ali, test = corpus
+    model = GmmModel.load(ali / "final.mdl")
+    graph = root / "graph"
+    (graph / "phones").mkdir(parents=True)
+    hclg = make_hclg(kaldifst.compile(L_TEXT), kaldifst.compile(G_TEXT), [5], model.tree, model.tm)
+    hclg.fst.write(str(graph / "HCLG.fst"))
+    (graph / "words.txt").write_text("".join(f"{w} {i}\n" for w, i in WORDS.items()))
+    (graph / "num_pdfs").write_text(f"{model.tm.num_pdfs}\n")
+    (graph / "phones" / "silence.csl").write_text("1\n")
+    ce = TrainCEConfig.from_dict(
+        {
+            "train_data": [str(data)], "ali_dir": [str(ali)], "valid_fraction": 0.0,
+            "features": {"cmvn": "none"}, "model": {"num_layers": 2, "hidden": 12},
+            "chunk_size": 16, "batch_size": 4, "num_workers": 0,
+            "trainer": {"lr": 0.02, "max_steps": 40, "checkpoint_every": 0, "log_every": 100},
+        }
+    )  # fmt: skip
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ce_final = train_ce(ce, root / "ce")
+    finally:
+        torch.set_num_threads(threads)
+    cfg = {
+        "init_model": str(ce_final), "train_data": [str(data)], "ali_dir": [str(ali)],
+        "den_graph": str(graph), "valid_fraction": 0.15,
+        "sequence": {"criterion": "mmi", "ce_weight": 0.1},
+        "lattice": {"beam": 10.0, "lattice_beam": 6.0, "num_workers": 0},
+        "batch_size": 4, "num_workers": 0,
+        "trainer": {"lr": 0.002, "max_epochs": 3, "checkpoint_every": 2, "log_every": 1},
+    }  # fmt: skip
+    return root, ce_final, cfg, test
+
+
+def _write(tmp_path, cfg, **over) -> str:
+    path = tmp_path / "se.yaml"
+    path.write_text(yaml.safe_dump({**cfg, **over}))
+    return str(path)
+
+
+def _weights(exp):
+    return torch.load(exp / "final" / "final.pt", weights_only=False)["model"]
+
+
+def _jsonl(path):
+    return [yaml.safe_load(ln) for ln in path.read_text().splitlines()]
+
+
+def _model_dir(final, ckpt=None):
+    from pykaldi2.training.ce import load_final_dir
+
+    md = load_final_dir(final)
+    if ckpt is not None:
+        md.model.load_state_dict(torch.load(ckpt, weights_only=False)["model"])
+    return md
+
+
+def _loglik(md, cfg: dict, utt: str) -> torch.Tensor:
+    """(1, T, C) log-likelihoods of ``utt`` (eval mode), as train-se makes lattices from."""
+    from pykaldi2.features.pipeline import ProcessedFeatures
+
+    x = torch.from_numpy(np.asarray(ProcessedFeatures(cfg["train_data"][0], md.features)[utt]))
+    with torch.no_grad():
+        logits = md.model(x[None].float(), torch.tensor([len(x)]))
+    return torch.log_softmax(logits, -1) - torch.from_numpy(md.log_priors).float()
+
+
+def _ac_cost_error(lat, loglik, md) -> float:
+    """max |lattice acoustic cost + loglik[t, pdf]| over the lattice's emitting arcs."""
+    from pykaldi2.losses.lattice import TransitionInfo
+
+    info = TransitionInfo.from_trans_model(md.ali_model.tm)
+    e = lat.tid != 0
+    ll = loglik[0].double().numpy()[lat.frame[e], info.tid2pdf[lat.tid[e]]]
+    return float(np.abs(lat.ac_cost[e] + ll).max())
+
+
+def _true_objective(model_dir, cfg: dict, utts) -> tuple[float, float]:
+    """The MMI objective per frame of ``utts`` computed here from scratch: lattices generated in
+    this process from the model's log-likelihoods, numerators from the alignments."""
+    from pykaldi2.hmm.ali import read_ali
+    from pykaldi2.kaldi import kaldifst
+    from pykaldi2.losses.lattice import (
+        LatticeBatch,
+        SequenceConfig,
+        TransitionInfo,
+        sequence_objective,
+    )
+    from pykaldi2.losses.lattice_gen import LatticeGenConfig, generate_lattice
+
+    md = _model_dir(model_dir)
+    info = TransitionInfo.from_trans_model(md.ali_model.tm)
+    alis = read_ali(f"{cfg['ali_dir'][0]}/ali.ark")
+    hclg = kaldifst.StdVectorFst.read(f"{cfg['den_graph']}/HCLG.fst")
+    gen = LatticeGenConfig(beam=10.0, lattice_beam=6.0)
+    seq = SequenceConfig(criterion="mmi")
+    total = frames = 0.0
+    for utt in utts:
+        ll = _loglik(md, cfg, utt)
+        lat = generate_lattice(hclg, ll[0].numpy(), info, gen, utt)
+        ali = torch.from_numpy(alis[utt].astype(np.int64))[None]
+        n = torch.tensor([ll.shape[1]])
+        objf, _ = sequence_objective(ll.double(), LatticeBatch([lat], info), ali, n, info, seq)
+        total, frames = total + float(objf.sum()), frames + ll.shape[1]
+    return total / frames, frames
+
+
+def test_train_se_mmi_true_objective_and_exact_resume(se_setup, tmp_path, one_thread):
+    from pykaldi2.training.ce import held_out_split
+
+    root, ce_final, cfg, _ = se_setup
+    conf = _write(tmp_path, cfg)
+    full, parts = tmp_path / "full", tmp_path / "parts"
+    run = ["train-se", "--criterion", "mmi", "--config", conf]
+    assert main([*run, "--override", "trainer.max_steps=7", str(full)]) == 0
+    # Interrupted mid-epoch at step 3 (not a multiple of checkpoint_every), then resumed.
+    assert main([*run, "--override", "trainer.max_steps=3", str(parts)]) == 0
+    # The saved lattices of the next batch were made by the model before step 3 (ckpt-2):
+    # their acoustic costs are that model's log-likelihoods, not the step-3 model's.
+    saved = torch.load(parts / "checkpoints" / "lattices-3.rank0.pt", weights_only=False)
+    assert (saved["step"], saved["epoch"], saved["batches_done"]) == (3, 0, 3)
+    err = {}
+    for step in (2, 3):
+        md = _model_dir(ce_final, parts / "checkpoints" / f"ckpt-{step}.pt")
+        err[step] = max(
+            _ac_cost_error(lat, _loglik(md, cfg, lat.utt), md) for lat in saved["lattices"]
+        )
+    assert err[2] < 1e-3 < err[3], err
+    assert main([*run, "--override", "trainer.max_steps=7", str(parts)]) == 0
+    a, b = _weights(full), _weights(parts)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+    assert not torch.equal(a["output.weight"], _weights(root / "ce")["output.weight"])
+
+    # The logged held-out objective at step 0 is the MMI objective of the CE model.
+    valid = _jsonl(full / "log" / "valid.jsonl")
+    assert valid[0]["step"] == 0
+    utts = sorted(ln.split()[0] for ln in open(f"{cfg['train_data'][0]}/text"))
+    _, vutts = held_out_split(utts, cfg["valid_fraction"], 0)
+    want, frames = _true_objective(ce_final, cfg, vutts)
+    assert valid[0]["frames"] == frames and valid[0]["objf"] == pytest.approx(want, rel=1e-4)
+    train = _jsonl(full / "log" / "train.jsonl")
+    assert [r["step"] for r in train] == list(range(1, 8))
+    assert all(r["objf"] < 0.0 and r["ce"] > 0.0 for r in train), train
+
+
+def test_train_se_smbr_improves_and_decodes(se_setup, tmp_path, one_thread):
+    from pykaldi2.decoding.nnet import decode_nnet
+
+    root, ce_final, cfg, test = se_setup
+    conf = _write(tmp_path, cfg, lattice={"beam": 10.0, "lattice_beam": 6.0, "num_workers": 2})
+    exp = tmp_path / "smbr"
+    over = ["--override", "trainer.lr=0.003"]
+    assert main(["train-se", "--criterion", "smbr", "--config", conf, *over, str(exp)]) == 0
+    valid = _jsonl(exp / "log" / "valid.jsonl")
+    assert len(valid) == 4 and all(0.0 < r["objf"] <= 1.0 for r in valid), valid
+    assert valid[-1]["objf"] > valid[0]["objf"], valid  # expected frame accuracy went up
+    saved = yaml.safe_load((exp / "final" / "config.yaml").read_text())["config"]
+    assert saved["sequence"]["criterion"] == "smbr" and saved["sequence"]["silence_phones"] == [1]
+    out = tmp_path / "decode"
+    decode_nnet(exp / "final", root / "graph", test, out)
+    best = (out / "best_wer").read_text()
+    assert float(best.split("%WER")[1].split()[0]) <= 25.0, best
+
+
+def test_train_se_errors(se_setup, tmp_path, capsys):
+    root, ce_final, cfg, _ = se_setup
+    conf = _write(tmp_path, cfg, den_graph=str(tmp_path / "nograph"))
+    assert main(["train-se", "--config", conf, str(tmp_path / "e1")]) == 1
+    err = capsys.readouterr().err
+    assert "denominator graph not found" in err and "Fix:" in err
+    # alignments from another transition model (the chain test's model has 4 phones)
+    other = tmp_path / "ali2"
+    other.mkdir()
+    from pykaldi2.hmm.ali import write_ali
+    from pykaldi2.hmm.model import GmmModel
+    from pykaldi2.kaldi import khg
+    from pykaldi2.lang.topo import TopoConfig, make_topo
+
+    topo = khg.HmmTopology()
+    topo.read(make_topo([2, 3, 4, 5], [1], TopoConfig()))
+    tree = khg.monophone_context_dependency([1, 2, 3, 4, 5], topo.get_phone_to_num_pdf_classes())
+    GmmModel(tm=khg.TransitionModel(tree, topo), tree=tree, am=khg.AmDiagGmm()).save(
+        other / "final.mdl"
+    )
+    write_ali(other / "ali.ark", {"train00": np.array([1, 2, 3], dtype=np.int32)})
+    conf = _write(tmp_path, cfg, ali_dir=[str(other)])
+    assert main(["train-se", "--config", conf, str(tmp_path / "e2")]) == 1
+    assert "another transition model" in capsys.readouterr().err
+    assert main(["train-se", "--config", conf, "--override", "sequence.boost=1", "x"]) == 1
+    assert "boost applies to criterion bmmi only" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("criterion", ["bmmi", "mpfe"])
+def test_train_se_other_criteria(se_setup, tmp_path, criterion, one_thread):
+    root, ce_final, cfg, _ = se_setup
+    conf = _write(tmp_path, {**cfg, "valid_fraction": 0.0})
+    exp = tmp_path / criterion
+    over = ["--override", "trainer.max_steps=2"]
+    assert main(["train-se", "--criterion", criterion, "--config", conf, *over, str(exp)]) == 0
+    saved = yaml.safe_load((exp / "final" / "config.yaml").read_text())["config"]["sequence"]
+    assert saved["criterion"] == criterion and saved["boost"] == (0.1 if criterion == "bmmi" else 0)
+    train = _jsonl(exp / "log" / "train.jsonl")
+    # bMMI: a log-posterior-like value (<= boost per frame); MPFE: an expected phone accuracy
+    lo, hi = (-np.inf, 0.1) if criterion == "bmmi" else (0.0, 1.0)
+    assert len(train) == 2 and all(lo < r["objf"] <= hi for r in train), train
