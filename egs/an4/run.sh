@@ -124,10 +124,16 @@ chain_decode() {
 }
 run_stage 12 chain_tdnnf_decode chain_decode
 
+# Lattice sequence training (sMBR, conf/se_blstm.yaml) from the CE BLSTM, lattices generated on
+# the fly through the tri2 graph by 2 worker processes; decoded like the CE model.
+run_stage 13 blstm_smbr pykaldi2 train-se --criterion smbr --config conf/se_blstm.yaml exp/blstm_smbr
+run_stage 14 blstm_smbr_decode pykaldi2 decode-nnet --nj "$nj" exp/blstm_smbr/final exp/tri2/graph \
+  data/test_fbank exp/blstm_smbr/decode_test
+
 # stage 99: the WER table of every decoded system (always runs; reads exp/*/decode_test/best_wer)
 if [ "$stop_stage" -ge 99 ]; then
   printf '%-10s %s\n' system "best test WER (LMWT_WIP)"
-  for sys in mono tri1 tri2 blstm_ce chain_tdnnf; do
+  for sys in mono tri1 tri2 blstm_ce chain_tdnnf blstm_smbr; do
     f=exp/$sys/decode_test/best_wer
     if [ -f "$f" ]; then printf '%-10s %s\n' "$sys" "$(cat "$f")"; fi
   done
