@@ -20,10 +20,13 @@ import subprocess
 import sys
 from importlib import metadata
 
-# The order below is the point of this module: do not sort these imports.
-import kaldi_hmm_gmm as khg  # noqa: I001  (1st)
-import kaldi_decoder  # noqa: E402  (2nd)
-import kaldifst  # noqa: E402  (3rd)
+# The order below is the point of this module: never sort these imports.
+# isort: off
+import kaldi_hmm_gmm as khg  # 1st
+import kaldi_decoder  # 2nd
+import kaldifst  # 3rd
+
+# isort: on
 
 __all__ = ["khg", "kaldi_decoder", "kaldifst", "arpa2fst", "check_versions", "PINNED"]
 

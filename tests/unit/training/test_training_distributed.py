@@ -13,7 +13,7 @@ WORKER = Path(__file__).with_name("dist_worker.py")
 
 def _run(cmd, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    for attempt in range(2):
+    for _attempt in range(2):
         proc = subprocess.run(
             cmd, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path
         )
