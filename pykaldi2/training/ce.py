@@ -37,6 +37,7 @@ import numpy as np
 
 from pykaldi2.features.pipeline import FeaturePipelineConfig, ProcessedFeatures
 from pykaldi2.simulation.config import SimulationConfig
+from pykaldi2.training.config import TrainConfigMixin
 from pykaldi2.training.trainer import TrainerConfig
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
 from pykaldi2.utils.log import get_logger
@@ -83,7 +84,7 @@ def simulation_config(value: Any) -> SimulationConfig | None:
 
 
 @dataclass
-class TrainCEConfig:
+class TrainCEConfig(TrainConfigMixin):
     """Everything ``train-ce`` needs; saved (resolved, with provenance) as EXP_DIR/config.yaml.
 
     Attributes:
@@ -197,53 +198,6 @@ class TrainCEConfig:
             raise DataError(str(e), file=source) from None
         except (TypeError, ValueError) as e:
             raise DataError(f"bad option value: {e}", file=source) from None
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, overrides: Sequence[str] = ()) -> TrainCEConfig:
-        """Read a YAML config (a bare mapping, or the ``config:`` section of a saved
-        config.yaml) and apply ``key=value`` overrides (dotted keys, YAML values)."""
-        import yaml
-
-        path = Path(path)
-        if not path.is_file():
-            raise DataError("no such config file", file=str(path))
-        try:
-            d = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise DataError(f"not valid YAML: {e}", file=str(path)) from None
-        if isinstance(d, dict) and set(d) == {"config", "provenance"}:
-            d = d["config"]
-        return cls.from_dict(apply_overrides(d, overrides), source=str(path))
-
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the resolved config with provenance (git sha, package versions), atomically."""
-        from pykaldi2.utils.provenance import save_config
-
-        save_config(path, self.to_dict())
-
-
-def apply_overrides(d: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """``{"trainer": {"lr": 1}}`` + ``["trainer.lr=0.5", "seed=3"]`` -> a new nested dict.
-
-    Values are parsed as YAML (``3`` is an int, ``[a, b]`` a list, ``true`` a bool).
-    """
-    import copy
-
-    import yaml
-
-    out = copy.deepcopy(dict(d))
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise Pykaldi2Error(f"--override {item!r}: expected key=value (e.g. trainer.lr=0.5)")
-        *parents, leaf = key.strip().split(".")
-        node = out
-        for p in parents:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise Pykaldi2Error(f"--override {item!r}: {p} is not a section")
-        node[leaf] = yaml.safe_load(value)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -47,8 +47,8 @@ from torch import nn
 from pykaldi2.features.pipeline import FeaturePipelineConfig
 from pykaldi2.lang.phone_lm import PhoneLmOptions
 from pykaldi2.losses.lfmmi import ChainTrainingOptions
+from pykaldi2.training.config import TrainConfigMixin
 from pykaldi2.training.trainer import TrainerConfig
-from pykaldi2.utils.config import ConfigMixin, read_yaml_mapping
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
 from pykaldi2.utils.log import get_logger, progress
 
@@ -77,7 +77,7 @@ FINAL_FILES = (
 # Configuration
 # ---------------------------------------------------------------------------------------------
 @dataclass
-class TrainChainConfig(ConfigMixin):
+class TrainChainConfig(TrainConfigMixin):
     """Everything ``train-chain`` needs; saved (resolved, with provenance) as EXP_DIR/config.yaml.
 
     Attributes:
@@ -155,23 +155,6 @@ class TrainChainConfig(ConfigMixin):
             problems.append("length_tolerance >= 0 and max_missing_fraction in [0, 1] required")
         if problems:
             raise Pykaldi2Error("TrainChainConfig: " + "; ".join(problems))
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, overrides: Sequence[str] = ()) -> TrainChainConfig:
-        """Read a YAML config (a bare mapping, or the ``config:`` section of a saved
-        config.yaml) and apply ``key=value`` overrides (dotted keys, YAML values)."""
-        from pykaldi2.training.ce import apply_overrides
-
-        d = read_yaml_mapping(path)
-        if set(d) == {"config", "provenance"}:
-            d = d["config"]
-        return cls.from_dict(apply_overrides(d, overrides), source=str(path))
-
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the resolved config with provenance (git sha, package versions), atomically."""
-        from pykaldi2.utils.provenance import save_config
-
-        save_config(path, self.to_dict())
 
     def supervision_options(self):
         from pykaldi2.lang.chain_supervision import SupervisionOptions

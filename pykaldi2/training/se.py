@@ -41,7 +41,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,8 +49,8 @@ import numpy as np
 
 from pykaldi2.losses.lattice import SequenceConfig, SequenceTask
 from pykaldi2.losses.lattice_gen import LatticeGenConfig
+from pykaldi2.training.config import TrainConfigMixin
 from pykaldi2.training.trainer import TrainerConfig
-from pykaldi2.utils.config import ConfigMixin, read_yaml_mapping
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
 from pykaldi2.utils.log import get_logger
 
@@ -76,7 +75,7 @@ COPIED_FILES = ("model.yaml", "features.yaml", "priors.npy", "final.mdl", "tree"
 # Configuration
 # ---------------------------------------------------------------------------------------------
 @dataclass
-class TrainSEConfig(ConfigMixin):
+class TrainSEConfig(TrainConfigMixin):
     """Everything ``train-se`` needs; saved (resolved, with provenance) as EXP_DIR/config.yaml.
 
     Attributes:
@@ -135,22 +134,6 @@ class TrainSEConfig(ConfigMixin):
             problems.append("length_tolerance >= 0 and max_missing_fraction in [0, 1] required")
         if problems:
             raise Pykaldi2Error("TrainSEConfig: " + "; ".join(problems))
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, overrides: Sequence[str] = ()) -> TrainSEConfig:
-        """Read a YAML config (a bare mapping, or the ``config:`` section of a saved
-        config.yaml) and apply ``key=value`` overrides (dotted keys, YAML values)."""
-        from pykaldi2.training.ce import apply_overrides
-
-        d = read_yaml_mapping(path)
-        if set(d) == {"config", "provenance"}:
-            d = d["config"]
-        return cls.from_dict(apply_overrides(d, overrides), source=str(path))
-
-    def save(self, path: str | os.PathLike) -> None:
-        from pykaldi2.utils.provenance import save_config
-
-        save_config(path, self.to_dict())
 
     @property
     def hclg_path(self) -> Path:

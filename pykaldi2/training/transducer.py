@@ -51,6 +51,7 @@ from pykaldi2.training.ce import (
     simulated_utterances,
     simulation_config,
 )
+from pykaldi2.training.config import TrainConfigMixin
 from pykaldi2.training.trainer import Trainer, TrainerConfig, make_optimizer
 from pykaldi2.utils.config import ConfigMixin
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
@@ -141,7 +142,7 @@ def encoder_frames(frontend: TransducerFrontendConfig, stack_time_factor: int, r
 # Configuration
 # ---------------------------------------------------------------------------------------------
 @dataclass
-class TrainTransducerConfig(ConfigMixin):
+class TrainTransducerConfig(TrainConfigMixin):
     """Everything ``train-transducer`` needs; saved (resolved, with provenance) in the exp dir.
 
     Attributes:
@@ -207,10 +208,8 @@ class TrainTransducerConfig(ConfigMixin):
         if problems:
             raise Pykaldi2Error("TrainTransducerConfig: " + "; ".join(problems))
 
-    # The YAML loading (unknown keys, overrides, saved config.yaml) is train-ce's, unchanged.
+    # The unknown-key and bad-value messages are train-ce's.
     from_dict = classmethod(TrainCEConfig.from_dict.__func__)
-    load = classmethod(TrainCEConfig.load.__func__)
-    save = TrainCEConfig.save
 
 
 # ---------------------------------------------------------------------------------------------

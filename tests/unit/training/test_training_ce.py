@@ -193,7 +193,8 @@ def test_alignments_from_another_model(tmp_path, capsys):
 
 
 def test_config_overrides_and_tdnnf(tmp_path):
-    from pykaldi2.training.ce import TrainCEConfig, apply_overrides, model_config
+    from pykaldi2.training.ce import TrainCEConfig, model_config
+    from pykaldi2.training.config import apply_overrides
 
     d = apply_overrides({"trainer": {"lr": 1.0}}, ["trainer.lr=0.5", "train_data=[a, b]"])
     assert d == {"trainer": {"lr": 0.5}, "train_data": ["a", "b"]}
