@@ -184,12 +184,28 @@ def decode_nnet(
 CHAIN_LM_WEIGHTS = tuple(w / 10 for w in range(7, 18))
 
 
+def chain_windows(n: int, factor: int, chunk_size: int, left: int, right: int):
+    """Output-frame chunk starts and (K, left + chunk_size + right) input frame indices of an
+    ``n``-frame utterance for a chain model trained on chunks (``chunk_size`` and ``left``
+    multiples of ``factor``): chunk k covers output frames ``[s_k, s_k + chunk_size / factor)``,
+    the last one shifted back to end at ``ceil(n / factor)``; edges repeat the first/last
+    frame, as in training."""
+    n_out = -(-n // factor)
+    starts = chunk_starts(n_out, chunk_size // factor)
+    offsets = np.arange(-left, chunk_size + right)
+    idx = np.clip(factor * np.asarray(starts)[:, None] + offsets[None, :], 0, n - 1)
+    return starts, idx
+
+
 def chain_compute(md, feats: Mapping[str, np.ndarray], utts: Sequence[str], device: str = "cpu"):
     """``(utt, (ceil(T / factor), P) float32 log-likelihoods)``: a chain model dir's
-    (:func:`pykaldi2.training.chain.load_chain_dir`) raw outputs on whole utterances (no
-    log-softmax, no priors), as Kaldi's nnet3-latgen-faster with a chain model."""
+    (:func:`pykaldi2.training.chain.load_chain_dir`) raw outputs (no log-softmax, no priors), as
+    Kaldi's nnet3-latgen-faster with a chain model: on whole utterances, or, for a model trained
+    on chunks, on the training chunks with their context (:func:`chain_windows`)."""
     import torch
 
+    f = md.frame_subsampling_factor
+    c, left, right = md.chunk_size, md.chunk_left_context, md.chunk_right_context
     for utt in utts:
         x = np.asarray(feats[utt], dtype=np.float32)
         if x.ndim != 2 or len(x) == 0 or x.shape[1] != md.feature_dim:
@@ -198,11 +214,22 @@ def chain_compute(md, feats: Mapping[str, np.ndarray], utts: Sequence[str], devi
                 utt=utt,
                 fix="compute the features the model was trained on (see its features.yaml)",
             )
-        xt = torch.from_numpy(np.require(x[None], np.float32, ["C", "W"])).to(device)
+        n = -(-len(x) // f)
+        if c <= 0 or n <= c // f:
+            xt = torch.from_numpy(np.require(x[None], np.float32, ["C", "W"])).to(device)
+            with torch.no_grad():
+                out = md.model(xt, torch.tensor([len(x)]))[0]
+            yield utt, out[:n].float().cpu().numpy()
+            continue
+        starts, idx = chain_windows(len(x), f, c, left, right)
+        xt = torch.from_numpy(np.require(x[idx], np.float32, ["C", "W"])).to(device)
         with torch.no_grad():
-            out = md.model(xt, torch.tensor([len(x)]))[0]
-        n = -(-len(x) // md.frame_subsampling_factor)
-        yield utt, out[:n].float().cpu().numpy()
+            out = md.model(xt, torch.full((len(starts),), idx.shape[1]))
+        out = out[:, left // f : left // f + c // f].float().cpu().numpy()
+        ll = np.empty((n, out.shape[-1]), dtype=np.float32)
+        for k, s in enumerate(starts):  # the shifted last chunk overwrites the overlap
+            ll[s : s + c // f] = out[k]
+        yield utt, ll
 
 
 def decode_chain(

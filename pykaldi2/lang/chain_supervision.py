@@ -39,6 +39,8 @@ __all__ = [
     "alignment_to_proto_supervision",
     "chain_get_supervision",
     "e2e_supervision",
+    "split_supervision",
+    "state_depths",
     "phone_alternatives_fst",
 ]
 
@@ -209,6 +211,82 @@ def chain_get_supervision(
             fix="use a smaller frame_subsampling_factor, larger tolerances, or drop the utterance",
         )
     return _determinize_minimize(fst)
+
+
+def state_depths(fst) -> list[int]:
+    """The output frame (number of arcs from the start) at which each state is reached.
+
+    For an alignment supervision (:func:`chain_get_supervision`): acyclic, every path of one
+    length, so each state has one depth. Raises :class:`Pykaldi2Error` if a state is reachable
+    at two depths (e.g. an end-to-end numerator).
+    """
+    depth = [-1] * fst.num_states
+    frontier = [fst.start]
+    depth[fst.start] = 0
+    d = 0
+    while frontier:
+        nxt = []
+        for s in frontier:
+            for arc in kaldifst.ArcIterator(fst, s):
+                n = arc.nextstate
+                if depth[n] < 0:
+                    depth[n] = d + 1
+                    nxt.append(n)
+                elif depth[n] != d + 1:
+                    raise Pykaldi2Error(
+                        "split_supervision: the numerator is not layered (a state is reached "
+                        "after different numbers of frames); only alignment supervision splits"
+                    )
+        frontier, d = nxt, d + 1
+    return depth
+
+
+def split_supervision(fst, begin: int, end: int, utt: str | None = None):
+    """The numerator of output frames ``[begin, end)`` of an utterance's supervision (Kaldi's
+    SupervisionSplitter::GetFrameRange), for chunked LF-MMI training.
+
+    ``fst`` is a whole-utterance alignment supervision from :func:`chain_get_supervision`,
+    *before* the normalization FST. The result has a new start state carrying the outgoing arcs
+    of every state at depth ``begin`` (any state the utterance can be in at that frame), the
+    arcs up to depth ``end``, and every state at depth ``end`` final; so its paths are exactly
+    the frames ``[begin, end)`` of the utterance's paths. Compose it with the normalization FST
+    (:func:`add_weight_to_supervision`) as a whole utterance's, which starts each chunk from
+    the denominator's initial distribution as Kaldi does.
+    """
+    depth = state_depths(fst)
+    total = max(depth)
+    if not 0 <= begin < end <= total:
+        raise DataError(
+            f"frame range [{begin}, {end}) is outside the supervision's {total} output frames",
+            utt=utt,
+        )
+    out = kaldifst.StdVectorFst()
+    start = out.add_state()
+    out.start = start
+    new_id: dict[int, int] = {}
+
+    def state(s: int) -> int:
+        if s not in new_id:
+            new_id[s] = out.add_state()
+        return new_id[s]
+
+    for s in range(fst.num_states):
+        d = depth[s]
+        if d < begin or d >= end:
+            continue
+        src = start if d == begin else state(s)
+        for arc in kaldifst.ArcIterator(fst, s):
+            dst = state(arc.nextstate)
+            out.add_arc(src, kaldifst.StdArc(arc.ilabel, arc.olabel, arc.weight.value, dst))
+    for s, n in new_id.items():
+        if depth[s] == end:
+            w = fst.final(s).value if end == total else 0.0
+            if math.isfinite(w):
+                out.set_final(n, w)
+    kaldifst.connect(out)
+    if out.num_states == 0:
+        raise DataError(f"no numerator path over output frames [{begin}, {end})", utt=utt)
+    return _determinize_minimize(out)
 
 
 def e2e_supervision(words: list[list[list[int]]], ctx_dep, trans_model):

@@ -96,7 +96,22 @@ class TrainChainConfig(TrainConfigMixin):
         phone_lm: chain-est-phone-lm options.
         chain: leaky HMM coefficient, l2 and xent regularization (Kaldi recipes: 0.1, 5e-5... see
             conf/chain_tdnnf.yaml).
-        batch_size: utterances per batch (per rank); max_frames: optional cap on N * T.
+        chunk_size: input frames per training chunk (a multiple of frame_subsampling_factor;
+            0: whole utterances). Each utterance's supervision is split into chunks of
+            ``chunk_size / factor`` output frames (Kaldi's egs; the last chunk shifted back to
+            end at the utterance end), each composed with the normalization FST.
+        chunk_left_context, chunk_right_context: extra input frames on each side of a chunk
+            (edge frames repeated beyond the utterance); left a multiple of the factor.
+        frame_shift: shift each training minibatch's input by a random 0..factor-1 frames
+            against its supervision (Kaldi's ``--frame-shift`` egs augmentation; the
+            subsampled outputs then sample other input frames).
+        init_model: a ``train-ce`` final dir to start from (same model_type, sizes and tree):
+            the body's weights are copied; the chain output starts as
+            ``init_acoustic_scale * (CE logits - log prior)`` (the CE model's scaled
+            log-likelihoods) and the xent head as the CE output layer. Empty: random init.
+        init_acoustic_scale: see init_model (the CE model's decoding acoustic scale).
+        batch_size: utterances (or chunks) per batch (per rank); max_frames: optional cap on
+            N * T.
         num_workers: DataLoader worker processes.
         length_tolerance: allowed |feature frames - alignment frames| per utterance.
         max_missing_fraction: more utterances than this without a usable alignment/supervision
@@ -118,6 +133,12 @@ class TrainChainConfig(TrainConfigMixin):
     right_tolerance: int = 5
     phone_lm: PhoneLmOptions = field(default_factory=PhoneLmOptions)
     chain: ChainTrainingOptions = field(default_factory=ChainTrainingOptions)
+    chunk_size: int = 0
+    chunk_left_context: int = 0
+    chunk_right_context: int = 0
+    frame_shift: bool = True
+    init_model: str = ""
+    init_acoustic_scale: float = 0.1
     batch_size: int = 32
     max_frames: int = 0
     num_workers: int = 0
@@ -147,6 +168,15 @@ class TrainChainConfig(TrainConfigMixin):
             problems.append("left_tolerance/right_tolerance must be >= 0")
         if self.batch_size <= 0 and self.max_frames <= 0:
             problems.append("batch_size or max_frames must be > 0")
+        f = max(self.frame_subsampling_factor, 1)
+        if self.chunk_size < 0 or self.chunk_size % f:
+            problems.append(f"chunk_size must be 0 or a positive multiple of {f}")
+        if self.chunk_left_context < 0 or self.chunk_left_context % f:
+            problems.append(f"chunk_left_context must be a multiple of {f} (>= 0)")
+        if self.chunk_right_context < 0:
+            problems.append("chunk_right_context must be >= 0")
+        if self.init_acoustic_scale <= 0:
+            problems.append("init_acoustic_scale must be > 0")
         if self.num_workers < 0 or self.orthonormal_every < 0:
             problems.append("num_workers and orthonormal_every must be >= 0")
         if not 0.0 <= self.valid_fraction < 1.0:
@@ -253,49 +283,90 @@ def make_den_graph(segments: Mapping[str, tuple[list, list]], chain_model, opts:
 def utterance_supervision(phones, durations, chain_model, norm_fst, sup_opts, utt=None):
     """chain-get-supervision of one utterance composed with the normalization FST, as a
     :class:`~pykaldi2.lang.den_fst.ChainGraph` of ``ceil(sum(durations) / factor)`` frames."""
-    from pykaldi2.lang.chain_supervision import add_weight_to_supervision, chain_get_supervision
+    return chunk_supervision(phones, durations, chain_model, norm_fst, sup_opts, None, utt)[0]
+
+
+def chunk_supervision(phones, durations, chain_model, norm_fst, sup_opts, ranges, utt=None):
+    """chain-get-supervision of one utterance, split into output-frame ``ranges``
+    (``[(begin, end), ...]``; None: the whole utterance), each composed with the normalization
+    FST: one :class:`~pykaldi2.lang.den_fst.ChainGraph` per range."""
+    from pykaldi2.lang.chain_supervision import (
+        add_weight_to_supervision,
+        chain_get_supervision,
+        split_supervision,
+    )
     from pykaldi2.lang.den_fst import ChainGraph
 
     sup = chain_get_supervision(
         phones, durations, chain_model.tree, chain_model.tm, sup_opts, utt=utt
     )
-    fst = add_weight_to_supervision(sup, norm_fst, utt=utt)
-    return ChainGraph.from_fst(fst, int(chain_model.tm.num_pdfs))
+    parts = [sup] if ranges is None else [split_supervision(sup, b, e, utt) for b, e in ranges]
+    num_pdfs = int(chain_model.tm.num_pdfs)
+    return [
+        ChainGraph.from_fst(add_weight_to_supervision(p, norm_fst, utt=utt), num_pdfs)
+        for p in parts
+    ]
+
+
+def chunk_ranges(num_out: int, chunk_out: int) -> list[tuple[int, int]]:
+    """Output-frame ranges of the chunks of an utterance with ``num_out`` output frames:
+    ``chunk_out`` frames each, the last shifted back to end at the utterance end (one range
+    ``(0, num_out)`` when the utterance is shorter than a chunk; ``chunk_out`` 0: whole)."""
+    from pykaldi2.data.datasets import chunk_starts
+
+    if chunk_out <= 0 or num_out <= chunk_out:
+        return [(0, num_out)]
+    return [(b, b + chunk_out) for b in chunk_starts(num_out, chunk_out)]
 
 
 # ---------------------------------------------------------------------------------------------
 # Data
 # ---------------------------------------------------------------------------------------------
 class ChainDataset:
-    """Whole utterances: item ``i`` is ``(utt, feats (T, F) float32, numerator ChainGraph)``.
+    """Training examples: whole utterances or fixed-size chunks of them (Kaldi's chain egs).
 
-    ``T`` is the alignment's frame count (features cut, or padded by repeating the last
-    frame, within the length tolerance checked when the data were loaded).
+    Item ``i`` is ``(key, feats (T_in, F) float32, numerator ChainGraph, num_out)``: the input
+    frames ``[factor * begin - left, factor * end + right)`` of the utterance (edge frames
+    repeated outside it, features cut or padded to the alignment's length) and the numerator
+    of the output frames ``[begin, end)``; ``num_out = end - begin``; ``key`` is
+    ``utt`` or ``utt:begin``.
     """
 
-    def __init__(self, feats, graphs: Mapping[str, Any], frames: Mapping[str, int], utts):
+    def __init__(
+        self, feats, graphs: Mapping[str, Any], frames: Mapping[str, int], examples,
+        factor: int, left: int = 0, right: int = 0,
+    ) -> None:  # fmt: skip
         self.feats, self.graphs, self.frames = feats, graphs, frames
-        self.utts = sorted(utts)
+        #: (utt, begin, end) in output frames, sorted
+        self.examples = sorted(examples)
+        self.factor, self.left, self.right = int(factor), int(left), int(right)
 
     def __len__(self) -> int:
-        return len(self.utts)
+        return len(self.examples)
+
+    @property
+    def utts(self) -> list[str]:
+        return sorted({u for u, _, _ in self.examples})
 
     @property
     def lengths(self) -> list[int]:
-        return [int(self.frames[u]) for u in self.utts]
+        """Input frames of each example (for length bucketing)."""
+        return [self.left + self.factor * (e - b) + self.right for _, b, e in self.examples]
 
     def __getitem__(self, i: int):
-        utt = self.utts[i]
+        utt, begin, end = self.examples[i]
         x = np.asarray(self.feats[utt], dtype=np.float32)
         n = int(self.frames[utt])
-        if len(x) < n:
-            x = np.concatenate([x, np.repeat(x[-1:], n - len(x), axis=0)])
-        return utt, x[:n], self.graphs[utt]
+        lo, hi = self.factor * begin - self.left, min(self.factor * end, n) + self.right
+        idx = np.clip(np.arange(lo, hi), 0, min(n, len(x)) - 1)
+        key = utt if (begin, end) == (0, -(-n // self.factor)) else f"{utt}:{begin}"
+        return key, x[idx], self.graphs[(utt, begin)], end - begin
 
 
 def collate_chain(items) -> dict[str, Any]:
-    """List of (utt, feats (T_i, F), ChainGraph) -> ``{"utts", "feats" (N, T, F) zero-padded,
-    "lengths" (N,) input frames, "num_graphs" NumeratorGraphs}``."""
+    """List of (key, feats (T_i, F), ChainGraph, num_out) -> ``{"utts", "feats" (N, T, F)
+    zero-padded, "lengths" (N,) input frames, "out_lengths" (N,) supervised output frames,
+    "num_graphs" NumeratorGraphs}``."""
     import torch
 
     from pykaldi2.lang.chain_supervision import NumeratorGraphs
@@ -308,6 +379,7 @@ def collate_chain(items) -> dict[str, Any]:
         "utts": [it[0] for it in items],
         "feats": feats,
         "lengths": lengths,
+        "out_lengths": torch.tensor([it[3] for it in items], dtype=torch.int64),
         "num_graphs": NumeratorGraphs.from_graphs([it[2] for it in items]),
     }
 
@@ -324,6 +396,7 @@ class ChainData:
     den_fst: Any
     den_graph: Any  # DenGraph
     norm_fst: Any
+    ali_model: Any = None  # GmmModel that made the alignments (its tree is the chain tree)
 
     @property
     def num_pdfs(self) -> int:
@@ -361,13 +434,19 @@ def load_chain_data(cfg: TrainChainConfig) -> ChainData:
     # an unseen phone n-gram would leave a held-out utterance without numerator paths)
     phone_lm, den, den_graph, norm = make_den_graph(segments, chain_model, cfg.phone_lm)
     sup_opts = cfg.supervision_options()
-    graphs, failed = {}, []
+    f = cfg.frame_subsampling_factor
+    graphs, examples, failed = {}, {}, []
     for utt in progress(sorted(frames), desc="chain-get-supervision", unit="utt"):
+        ranges = chunk_ranges(-(-frames[utt] // f), cfg.chunk_size // f)
         try:
-            graphs[utt] = utterance_supervision(*segments[utt], chain_model, norm, sup_opts, utt)
+            parts = chunk_supervision(*segments[utt], chain_model, norm, sup_opts, ranges, utt)
         except DataError as e:
             failed.append(utt)
             log.warning("dropping %s: %s", utt, e)
+            continue
+        for (b, _), g in zip(ranges, parts):
+            graphs[(utt, b)] = g
+        examples[utt] = [(utt, b, e) for b, e in ranges]
     if len(failed) > cfg.max_missing_fraction * len(frames):
         raise DataError(
             f"no numerator supervision for {len(failed)} of {len(frames)} utterances "
@@ -375,11 +454,16 @@ def load_chain_data(cfg: TrainChainConfig) -> ChainData:
             file=", ".join(cfg.ali_dir),
             fix="raise left_tolerance/right_tolerance or lower frame_subsampling_factor",
         )
-    utts = [u for u in utts if u in graphs]
-    vutts = [u for u in vutts if u in graphs]
-    train = ChainDataset(feats, graphs, frames, utts)
-    valid = ChainDataset(feats, graphs, frames, vutts) if vutts else None
-    return ChainData(feats, train, valid, chain_model, phone_lm, den, den_graph, norm)
+    ctx = (cfg.chunk_left_context, cfg.chunk_right_context) if cfg.chunk_size else (0, 0)
+
+    def dataset(us):
+        ex = [x for u in us if u in examples for x in examples[u]]
+        return ChainDataset(feats, graphs, frames, ex, f, *ctx) if ex else None
+
+    train, valid = dataset(utts), dataset(vutts)
+    if train is None:
+        raise DataError("no training utterance left", file=", ".join(cfg.ali_dir))
+    return ChainData(feats, train, valid, chain_model, phone_lm, den, den_graph, norm, ali_model)
 
 
 def make_chain_loader(dataset: ChainDataset, cfg: TrainChainConfig, *, rank, world_size, shuffle):
@@ -460,29 +544,61 @@ def build_chain_model(model_type: str, mcfg, subsample: int, xent: bool) -> Chai
     return ChainModel(build_model(model_type, mcfg), mcfg.num_classes, subsample, xent)
 
 
-class ChainTask:
-    """LF-MMI on whole utterances: ``loss`` is minus the regularized objective summed over the
-    output frames, ``count`` the output frames; stats: ``objf`` (the LF-MMI part) and
-    ``xent`` (the xent objective), summed."""
+def shift_frames(feats, lengths, shift: int):
+    """(N, T, F) -> (N, T, F) with frame t of sequence n taken from ``min(t + shift,
+    lengths[n] - 1)`` (Kaldi's egs frame shift; the last frame repeats)."""
+    import torch
 
-    def __init__(self, den_graph, opts: ChainTrainingOptions, factor: int, device) -> None:
+    if shift == 0:
+        return feats
+    t = torch.arange(feats.shape[1], device=feats.device)
+    idx = torch.minimum(t[None, :] + shift, (lengths[:, None] - 1).clamp_min(0))
+    return torch.gather(feats, 1, idx[..., None].expand(-1, -1, feats.shape[2]))
+
+
+class ChainTask:
+    """LF-MMI on whole utterances or chunks: ``loss`` is minus the regularized objective summed
+    over the output frames, ``count`` the output frames; stats: ``objf`` (the LF-MMI part) and
+    ``xent`` (the xent objective), summed.
+
+    ``left_context`` input frames before each example's first supervised frame are dropped from
+    the output (``left_context / factor`` output frames); with ``frame_shift`` a training batch
+    is shifted by a random 0..factor-1 frames (drawn from torch's RNG, which the trainer
+    reseeds per step: resumes are exact).
+    """
+
+    def __init__(
+        self, den_graph, opts: ChainTrainingOptions, factor: int, device,
+        left_context: int = 0, frame_shift: bool = False,
+    ) -> None:  # fmt: skip
         self.den_graph = den_graph.to(device)
         self.opts, self.factor, self.device = opts, int(factor), device
+        self.offset, self.frame_shift = int(left_context) // int(factor), bool(frame_shift)
 
     def compute_loss(self, model, batch):
+        import torch
+
         from pykaldi2.losses.lfmmi import chain_loss
         from pykaldi2.losses.output import LossOutput
 
         feats = batch["feats"].to(self.device)
         lengths = batch["lengths"].to(self.device)
+        if self.frame_shift and self.factor > 1 and model.training:
+            feats = shift_frames(feats, lengths, int(torch.randint(self.factor, ())))
         fwd = getattr(model, "forward_train", None) or model.module.forward_train  # DDP wraps
         out, xent = fwd(feats, lengths)
-        out_len = (lengths + self.factor - 1) // self.factor
-        if out.shape[1] < int(out_len.max()):
+        out_len = batch.get("out_lengths")
+        if out_len is None:
+            out_len = (lengths + self.factor - 1) // self.factor
+        out_len = out_len.to(self.device)
+        need = self.offset + int(out_len.max())
+        if out.shape[1] < need:
             raise Pykaldi2Error(
                 f"the model gives {out.shape[1]} output frames for {int(lengths.max())} input "
-                f"frames; frame_subsampling_factor {self.factor} needs {int(out_len.max())}"
+                f"frames; frame_subsampling_factor {self.factor} needs {need}"
             )
+        out = out[:, self.offset : need]
+        xent = xent[:, self.offset : need] if xent is not None else None
         res = chain_loss(
             out, out_len, self.den_graph, batch["num_graphs"], self.opts, xent_output=xent
         )
@@ -491,6 +607,67 @@ class ChainTask:
             count=float(res.num_frames),
             stats={"objf": float(res.objf), "xent": float(res.xent_objf)},
         )
+
+
+def init_from_ce(
+    model: ChainModel, model_type: str, mcfg, ce_dir, acoustic_scale: float, ali_model=None
+) -> None:
+    """Start a chain model from a ``train-ce`` final dir (see ``TrainChainConfig.init_model``).
+
+    The CE model must have the same type and sizes, and its pdfs must be the chain model's: the
+    chain tree is the alignment model's tree, so ``ali_model`` (when given) must map
+    transition_ids to the same pdf_ids as the CE model's ``final.mdl``. The chain topology
+    uses only pdf classes 0 and 1, so the chain model may have fewer outputs than the CE model
+    (pdfs of the last phone's class 2): the CE output rows are taken up to the chain's count.
+    The chain output becomes ``acoustic_scale * (logits - log prior)``.
+    """
+    import torch
+
+    from pykaldi2.training.ce import load_final_dir
+
+    ce = load_final_dir(ce_dir)
+    if ali_model is not None and not np.array_equal(ce.ali_model.tid2pdf, ali_model.tid2pdf):
+        raise DataError(
+            "init_model was trained on the pdfs of another tree than ali_dir's final.mdl",
+            file=str(ce_dir), fix="use the alignments (ali_dir) the CE model was trained on",
+        )  # fmt: skip
+    num_pdfs = int(mcfg.num_classes)
+    if ce.num_pdfs < num_pdfs:
+        raise DataError(
+            f"init_model has {ce.num_pdfs} outputs, the chain model {num_pdfs}", file=str(ce_dir)
+        )
+    if ce.model_type != model_type:
+        raise DataError(
+            f"init_model is a {ce.model_type} model, the chain model is {model_type}",
+            file=str(ce_dir), fix="set model_type (and model sizes) to the CE model's",
+        )  # fmt: skip
+    ce_cfg = ce.model.cfg.to_dict() if hasattr(ce.model, "cfg") else {}
+    skip = ("subsampling", "num_classes")
+    want = {k: v for k, v in mcfg.to_dict().items() if k not in skip}
+    diff = sorted(k for k in want if k in ce_cfg and ce_cfg[k] != want[k])
+    if diff:
+        raise DataError(
+            "init_model has other model sizes: "
+            + ", ".join(f"{k} {ce_cfg[k]} (chain: {want[k]})" for k in diff),
+            file=str(ce_dir), fix="copy the CE model's `model:` section into the chain config",
+        )  # fmt: skip
+    state = dict(ce.model.state_dict())
+    for k in ("output.weight", "output.bias"):
+        state[k] = state[k][:num_pdfs]
+    missing, unexpected = model.body.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise DataError(
+            f"init_model's weights do not fit (missing {missing[:3]}, unexpected "
+            f"{unexpected[:3]})", file=str(ce_dir),
+        )  # fmt: skip
+    with torch.no_grad():
+        if model.xent is not None:
+            model.xent.weight.copy_(model.body.output.weight)
+            model.xent.bias.copy_(model.body.output.bias)
+        log_prior = torch.as_tensor(ce.log_priors[:num_pdfs], dtype=model.body.output.bias.dtype)
+        model.body.output.bias.sub_(log_prior).mul_(acoustic_scale)
+        model.body.output.weight.mul_(acoustic_scale)
+    log.info("initialised from the CE model %s (acoustic scale %g)", ce_dir, acoustic_scale)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -524,11 +701,19 @@ def train_chain(cfg: TrainChainConfig, exp_dir: str | os.PathLike) -> Path:
         mcfg, subsample = chain_model_config(cfg, data.feats.dim, data.num_pdfs)
         torch.manual_seed(cfg.seed)
         model = build_chain_model(cfg.model_type, mcfg, subsample, cfg.chain.xent_regularize > 0)
+        if cfg.init_model:
+            init_from_ce(
+                model, cfg.model_type, mcfg, cfg.init_model, cfg.init_acoustic_scale,
+                data.ali_model,
+            )  # fmt: skip
         dist.broadcast_parameters(model)
         if dist.is_main:
             exp_dir.mkdir(parents=True, exist_ok=True)
             cfg.save(exp_dir / "config.yaml")
-        task = ChainTask(data.den_graph, cfg.chain, cfg.frame_subsampling_factor, dist.device)
+        task = ChainTask(
+            data.den_graph, cfg.chain, cfg.frame_subsampling_factor, dist.device,
+            left_context=data.train.left, frame_shift=cfg.frame_shift,
+        )  # fmt: skip
         loader = make_chain_loader(
             data.train, cfg, rank=dist.rank, world_size=dist.world_size, shuffle=True
         )
@@ -558,9 +743,9 @@ def train_chain(cfg: TrainChainConfig, exp_dir: str | os.PathLike) -> Path:
         )
         trainer.resume()
         log.info(
-            "train-chain: %d utterances, %d pdfs, den.fst %d states / %d arcs, %s model with "
-            "%.2fM parameters",
-            len(data.train), data.num_pdfs, data.den_graph.num_states, data.den_graph.num_arcs,
+            "train-chain: %d utterances (%d examples), %d pdfs, den.fst %d states / %d arcs, "
+            "%s model with %.2fM parameters",
+            len(data.train.utts), len(data.train), data.num_pdfs, data.den_graph.num_states, data.den_graph.num_arcs,
             cfg.model_type, sum(p.numel() for p in model.parameters()) / 1e6,
         )  # fmt: skip
         summary = trainer.fit(loader)
@@ -600,6 +785,10 @@ def write_chain_dir(final: Path, cfg, model, mcfg, subsample, data: ChainData, s
             "dim": int(data.feats.dim),
             "raw_feature_config": raw.metadata().get("feature_config", {}),
             "frame_subsampling_factor": cfg.frame_subsampling_factor,
+            # inference follows training: decode-chain cuts utterances into these chunks
+            "chunk_size": cfg.chunk_size,
+            "chunk_left_context": data.train.left,
+            "chunk_right_context": data.train.right,
         }
         (tmp / "features.yaml").write_text(yaml.safe_dump(feat_doc), encoding="utf-8")
         data.chain_model.save(tmp / "final.mdl")
@@ -627,6 +816,9 @@ class ChainModelDir:
     feature_dim: int
     frame_subsampling_factor: int
     chain_model: Any  # GmmModel: chain transition model + tree
+    chunk_size: int = 0  # input frames per inference chunk (0: whole utterances)
+    chunk_left_context: int = 0
+    chunk_right_context: int = 0
 
     @property
     def num_pdfs(self) -> int:
@@ -663,4 +855,7 @@ def load_chain_dir(path: str | os.PathLike, device: str = "cpu") -> ChainModelDi
         feature_dim=int(feat["dim"]),
         frame_subsampling_factor=int(state["frame_subsampling_factor"]),
         chain_model=GmmModel.load(path / "final.mdl"),
+        chunk_size=int(feat.get("chunk_size", 0)),
+        chunk_left_context=int(feat.get("chunk_left_context", 0)),
+        chunk_right_context=int(feat.get("chunk_right_context", 0)),
     )

@@ -18,6 +18,8 @@ from pykaldi2.lang.chain_supervision import (
     alignment_to_proto_supervision,
     chain_get_supervision,
     e2e_supervision,
+    split_supervision,
+    state_depths,
 )
 from pykaldi2.lang.den_fst import (
     ChainGraph,
@@ -222,6 +224,23 @@ def test_tolerance_with_frame_subsampling(system):
     assert accepted(fst, 4) == {(1, 1, 2, 2)}
     with pytest.raises(DataError, match="no HMM path"):
         chain_get_supervision([1, 2, 3], [1, 1, 1], ctx, tm, opts, utt="short")
+
+
+def test_split_supervision_keeps_exactly_the_chunk_of_every_path(system):
+    ctx, tm = system
+    opts = SupervisionOptions(left_tolerance=1, right_tolerance=1)
+    fst = chain_get_supervision([1, 2, 3, 1], [3, 2, 3, 3], ctx, tm, opts)
+    full = accepted(fst, 11)
+    assert len(full) > 10
+    for begin, end in [(0, 11), (0, 4), (3, 8), (7, 11), (5, 6)]:
+        part = split_supervision(fst, begin, end)
+        assert accepted(part, end - begin) == {p[begin:end] for p in full}, (begin, end)
+        assert all(d <= end - begin for d in state_depths(part))
+    with pytest.raises(DataError, match="outside"):
+        split_supervision(fst, 4, 12, utt="u1")
+    e2e = e2e_supervision([[[1]], [[2]]], ctx, tm)  # cyclic: not splittable
+    with pytest.raises(Exception, match="not layered"):
+        split_supervision(e2e, 0, 2)
 
 
 def test_e2e_supervision_follows_pronunciation_alternatives(system):

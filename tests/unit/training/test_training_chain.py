@@ -205,3 +205,108 @@ def test_chain_transition_model_needs_two_pdf_classes():
     used = {gmm.tree.compute([p], k)[1] for p in PHONES.values() for k in (0, 1)}
     assert set(chain.tid2pdf[1:].tolist()) == used
     assert all(int(chain.tid2hmm_state[t]) == 0 for t in range(1, len(chain.tid2pdf)))
+
+
+def pdfs_by_frame(graph, num_frames: int) -> list[set[int]]:
+    from pykaldi2.lang.chain_supervision import NumeratorGraphs
+
+    num = NumeratorGraphs.from_graphs([graph])
+    arcs, free = num.arcs_by_frame(num_frames)
+    assert free.numel() == 0
+    return [set(num.pdf[a].tolist()) for a in arcs]
+
+
+def test_chunked_examples_cover_the_utterance(corpus, tmp_path):
+    """Chunks: input frames at factor * begin - left .. factor * end + right (edges repeated),
+    numerators of exactly the chunk's output frames (the pdfs the whole utterance's numerator
+    allows at those frames), the last chunk ending at the utterance end."""
+    from pykaldi2.losses.lfmmi_reference import num_log_likelihood_reference
+    from pykaldi2.training.chain import TrainChainConfig, collate_chain, load_chain_data
+
+    root, data, ali, _ = corpus
+    conf = _config(tmp_path, data, ali, chunk_size=9, chunk_left_context=3,
+                   chunk_right_context=2, valid_fraction=0.0)  # fmt: skip
+    cd = load_chain_data(TrainChainConfig.load(conf))
+    ds = cd.train
+    whole_conf = _config(tmp_path, data, ali, valid_fraction=0.0)
+    wds = load_chain_data(TrainChainConfig.load(whole_conf)).train
+    whole = {wds[i][0]: pdfs_by_frame(wds[i][2], wds[i][3]) for i in range(len(wds))}
+    assert len(ds) > len(ds.utts)  # long utterances give several chunks
+    by_utt: dict[str, list] = {}
+    for i, (utt, b, e) in enumerate(ds.examples):
+        by_utt.setdefault(utt, []).append((b, e, i))
+    for utt, chunks in by_utt.items():
+        n_out = -(-ds.frames[utt] // 3)
+        assert chunks[0][0] == 0 and max(e for _, e, _ in chunks) == n_out
+        assert all(e - b == min(3, n_out) for b, e, _ in chunks)
+        full = np.asarray(cd.feats[utt])
+        for b, e, i in chunks:
+            key, x, graph, num_out = ds[i]
+            want = np.clip(np.arange(3 * b - 3, min(3 * e, len(full)) + 2), 0, len(full) - 1)
+            np.testing.assert_array_equal(x, full[want])
+            assert num_out == e - b
+            # the chunk allows, frame by frame, exactly the pdfs the utterance allows there
+            chunk_sets = pdfs_by_frame(graph, num_out)
+            assert chunk_sets == whole[utt][b:e], key
+            lp = float(num_log_likelihood_reference(torch.zeros(num_out, cd.num_pdfs), graph))
+            assert np.isfinite(lp)
+    batch = collate_chain([ds[0], ds[1]])
+    assert batch["out_lengths"].tolist() == [ds[0][3], ds[1][3]]
+
+
+def test_shift_frames_repeats_the_last_valid_frame():
+    from pykaldi2.training.chain import shift_frames
+
+    x = torch.arange(10.0).reshape(2, 5, 1)
+    y = shift_frames(x, torch.tensor([5, 3]), 2)
+    assert y[0, :, 0].tolist() == [2, 3, 4, 4, 4]
+    assert y[1, :3, 0].tolist() == [7, 7, 7]
+    assert shift_frames(x, torch.tensor([5, 3]), 0) is x
+
+
+def test_chunked_blstm_chain_from_ce_model(corpus, tmp_path, one_thread):
+    """init_model: the chain output starts as scale * (CE logits - log prior), the xent head as
+    the CE output; chunked training with frame shift then runs and resumes exactly."""
+    from pykaldi2.training.ce import load_final_dir
+    from pykaldi2.training.chain import load_chain_dir
+
+    root, data, ali, _ = corpus
+    model = {"num_layers": 1, "hidden": 8, "dropout": 0.0}
+    ce_conf = tmp_path / "ce.yaml"
+    ce_conf.write_text(yaml.safe_dump({
+        "train_data": [str(data)], "ali_dir": [str(ali)], "valid_fraction": 0.0,
+        "features": {"cmvn": "none"}, "model_type": "blstm", "model": model,
+        "chunk_size": 12, "batch_size": 4, "num_workers": 0,
+        "trainer": {"lr": 0.01, "max_epochs": 1, "checkpoint_every": 100},
+    }))  # fmt: skip
+    assert main(["train-ce", "--config", str(ce_conf), str(tmp_path / "ce")]) == 0
+    ce = load_final_dir(tmp_path / "ce" / "final")
+    over = {"model_type": "blstm", "model": model, "init_model": str(tmp_path / "ce" / "final"),
+            "init_acoustic_scale": 0.5, "chunk_size": 9, "chunk_left_context": 3,
+            "chunk_right_context": 3}  # fmt: skip
+    conf = _config(tmp_path, data, ali, **over)
+    zero = ["--override", "trainer.max_epochs=0"]
+    assert main(["train-chain", "--config", conf, *zero, str(tmp_path / "c0")]) == 0
+    md = load_chain_dir(tmp_path / "c0" / "final")
+    x = torch.randn(1, 12, md.feature_dim)
+    with torch.no_grad():
+        logits = ce.model(x, torch.tensor([12]))
+        out, xent = md.model.forward_train(x, torch.tensor([12]))
+    P = md.num_pdfs  # the chain topology leaves the last pdf (class 2) unused: P <= CE's
+    assert P <= ce.num_pdfs
+    want = 0.5 * (logits - torch.as_tensor(ce.log_priors, dtype=logits.dtype))[:, ::3, :P]
+    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(xent, logits[:, ::3, :P], rtol=1e-5, atol=1e-5)
+
+    def run(steps: int, exp) -> None:
+        over = ["--override", f"trainer.max_steps={steps}"]
+        assert main(["train-chain", "--config", conf, *over, str(exp)]) == 0
+
+    run(5, tmp_path / "full")
+    run(3, tmp_path / "parts")
+    run(5, tmp_path / "parts")
+    a, b = _weights(tmp_path / "full"), _weights(tmp_path / "parts")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+    bad = _config(tmp_path, data, ali, **{**over, "model": {**model, "hidden": 9}})
+    assert main(["train-chain", "--config", bad, str(tmp_path / "bad")]) == 1
