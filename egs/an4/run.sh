@@ -4,7 +4,11 @@
 # Stages: 0 prepare, 1 features (MFCC + 80-dim fbank), 2 dict/lang/LM/G, 3 mono, 4 tri1 (deltas),
 # 5 tri2 (LDA+MLLT), 6 tri2 alignments for the nnets, 7 CE BLSTM (train-ce on the tri2 pdfs),
 # 8 its decode + scoring + the model dir for pykaldi2.load_model (exp/blstm_ce/export),
-# 9 RNN-T (train-transducer), 10 its greedy/beam decode + ONNX export and onnxruntime decode.
+# 9 RNN-T (train-transducer), 10 its greedy/beam decode + ONNX export and onnxruntime decode,
+# 11-12 LF-MMI TDNN-F from scratch, 13-14 lattice sMBR from the CE BLSTM, 15-16 LF-MMI BLSTM
+# from the CE BLSTM (chunked), 17 a simulated-noisy copy of the test set (conf/sim_test.yaml),
+# 18 the CE BLSTM trained with on-the-fly simulation (conf/sim.yaml), 19 clean-trained and
+# simulation-trained CE BLSTMs decoded on the noisy test set (and the latter on the clean one).
 # Each stage leaves a .done marker in exp/ (rerun skips finished stages; --force redoes them).
 # Settings live in conf/*.yaml.
 set -euo pipefail
@@ -98,7 +102,7 @@ decode_nnet_system() {
 }
 run_stage 8 blstm_ce_decode decode_nnet_system blstm_ce exp/tri2/graph
 
-# RNN-Transducer (conf/transducer.yaml: 4M-parameter LSTM RNN-T, 128 BPE pieces, SpecAugment,
+# RNN-Transducer (conf/transducer.yaml: 4M LSTM RNN-T + 0.3 CTC, 32 BPE symbols, SpecAugment,
 # EMA) on the 80-dim fbank of stage 1; stage 10 decodes data/test_fbank greedy and with a beam of
 # 4, exports ONNX and decodes again with onnxruntime, counting the transcripts equal to PyTorch's.
 run_stage 9 rnnt pykaldi2 train-transducer --config conf/transducer.yaml exp/rnnt
@@ -116,13 +120,13 @@ run_stage 10 rnnt_decode decode_transducer_system rnnt
 # LF-MMI (chain) TDNN-F on the tri2 alignments (conf/chain_tdnnf.yaml; the GMM tree with the
 # chain topology, outputs at 1/3 frame rate), its graph with self-loop scale 1.0, decode + score.
 run_stage 11 chain_tdnnf pykaldi2 train-chain --config conf/chain_tdnnf.yaml exp/chain_tdnnf
+# chain_decode SYS: the chain graph (self-loop scale 1.0) of exp/SYS/final and its test decode
 chain_decode() {
-  pykaldi2 mkgraph --self-loop-scale 1.0 data/lang_test exp/chain_tdnnf/final/final.mdl \
-    exp/chain_tdnnf/graph
-  pykaldi2 decode-chain --nj "$nj" exp/chain_tdnnf/final exp/chain_tdnnf/graph data/test_fbank \
-    exp/chain_tdnnf/decode_test
+  local exp=exp/$1
+  pykaldi2 mkgraph --self-loop-scale 1.0 data/lang_test $exp/final/final.mdl $exp/graph
+  pykaldi2 decode-chain --nj "$nj" $exp/final $exp/graph data/test_fbank $exp/decode_test
 }
-run_stage 12 chain_tdnnf_decode chain_decode
+run_stage 12 chain_tdnnf_decode chain_decode chain_tdnnf
 
 # Lattice sequence training (sMBR, conf/se_blstm.yaml) from the CE BLSTM, lattices generated on
 # the fly through the tri2 graph by 2 worker processes; decoded like the CE model.
@@ -130,11 +134,42 @@ run_stage 13 blstm_smbr pykaldi2 train-se --criterion smbr --config conf/se_blst
 run_stage 14 blstm_smbr_decode pykaldi2 decode-nnet --nj "$nj" exp/blstm_smbr/final exp/tri2/graph \
   data/test_fbank exp/blstm_smbr/decode_test
 
+# LF-MMI fine-tuning of the CE BLSTM (conf/chain_blstm.yaml: same sizes and tree, chunks of 150
+# frames + 15 frames of context, frame shift), decoded through its own chain graph.
+run_stage 15 chain_blstm pykaldi2 train-chain --config conf/chain_blstm.yaml exp/chain_blstm
+run_stage 16 chain_blstm_decode chain_decode chain_blstm
+
+# On-the-fly simulation (issue 7): a noisy, reverberant copy of the test set with a fixed seed
+# (coloured noise 0-20 dB, T60 0.2-0.8 s), and the CE BLSTM of stage 7 retrained with every
+# epoch simulated anew (conf/sim.yaml: babble noise, rooms, speed and volume perturbation).
+noisy_test() {
+  pykaldi2 simulate --config conf/sim_test.yaml data/test data/test_noisy
+  pykaldi2 compute-feats --config conf/fbank.yaml --nj "$nj" data/test_noisy fbank
+  pykaldi2 compute-cmvn data/test_noisy fbank
+}
+run_stage 17 test_noisy noisy_test
+run_stage 18 blstm_ce_sim pykaldi2 train-ce --config conf/ce_blstm.yaml \
+  --override simulation=conf/sim.yaml exp/blstm_ce_sim
+# decode_tri2_graph SYS DATA OUT: decode DATA with exp/SYS/final through the tri2 graph into OUT
+decode_tri2_graph() {
+  pykaldi2 decode-nnet --nj "$nj" exp/$1/final exp/tri2/graph $2 exp/$1/$3
+}
+sim_decode() {
+  decode_tri2_graph blstm_ce data/test_noisy decode_test_noisy
+  decode_tri2_graph blstm_ce_sim data/test_noisy decode_test_noisy
+  decode_tri2_graph blstm_ce_sim data/test_fbank decode_test
+}
+run_stage 19 sim_decode sim_decode
+
 # stage 99: the WER table of every decoded system (always runs; reads exp/*/decode_test/best_wer)
 if [ "$stop_stage" -ge 99 ]; then
   printf '%-10s %s\n' system "best test WER (LMWT_WIP)"
-  for sys in mono tri1 tri2 blstm_ce chain_tdnnf blstm_smbr; do
+  for sys in mono tri1 tri2 blstm_ce chain_tdnnf blstm_smbr chain_blstm blstm_ce_sim; do
     f=exp/$sys/decode_test/best_wer
     if [ -f "$f" ]; then printf '%-10s %s\n' "$sys" "$(cat "$f")"; fi
+  done
+  for sys in blstm_ce blstm_ce_sim; do   # stage 19: the simulated-noisy test set
+    f=exp/$sys/decode_test_noisy/best_wer
+    if [ -f "$f" ]; then printf '%-10s %s\n' "$sys (noisy test)" "$(cat "$f")"; fi
   done
 fi

@@ -157,7 +157,12 @@ class TrainTransducerConfig(TrainConfigMixin):
         specaug: SpecAugment applied on the fly to training batches.
         batch_size, max_frames, num_buckets: length-bucketed batches (per rank).
         num_workers: DataLoader workers.
-        ema_decay: EMA of the weights (0: off); the final model uses the EMA weights.
+        ema_decay: EMA of the weights (0: off); the final model uses the EMA weights. The decay
+            at step n is ``min(ema_decay, (1 + n) / (10 + n))`` (a warm-up, so that a short run
+            does not keep a share of the random initialization in its final weights).
+        ctc_weight: weight of an auxiliary CTC loss on the encoder output (a linear CTC head
+            over the same symbols, blank shared; 0: off). The training loss is
+            ``rnnt + ctc_weight * ctc``; validation reports the RNN-T loss alone.
         joint_lr_factor: LR multiplier of the joiner's output layer (Myrtle's ``joint_net_lr``).
         max_symbols_per_frame: greedy decoding setting saved with the model.
         trainer: :class:`TrainerConfig` (optimizer, AMP, accum_grad, schedule, checkpoints).
@@ -180,6 +185,7 @@ class TrainTransducerConfig(TrainConfigMixin):
     num_buckets: int = 10
     num_workers: int = 2
     ema_decay: float = 0.999
+    ctc_weight: float = 0.0
     joint_lr_factor: float = 1.0
     max_symbols_per_frame: int = 3
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -199,6 +205,8 @@ class TrainTransducerConfig(TrainConfigMixin):
             problems.append("batch_size or max_frames must be > 0")
         if not 0.0 <= self.ema_decay < 1.0:
             problems.append("ema_decay must be in [0, 1)")
+        if self.ctc_weight < 0:
+            problems.append("ctc_weight must be >= 0")
         if self.joint_lr_factor <= 0:
             problems.append("joint_lr_factor must be > 0")
         if not 0.0 <= self.valid_fraction < 1.0:
@@ -308,7 +316,8 @@ def make_loader(dataset: TokenDataset, cfg: TrainTransducerConfig, *, rank, worl
 # Loss task, EMA, trainer
 # ---------------------------------------------------------------------------------------------
 class TransducerTask:
-    """RNN-T loss summed over the batch's utterances (count = utterances).
+    """RNN-T loss summed over the batch's utterances (count = utterances), plus ``ctc_weight``
+    times the CTC loss of the model's CTC head in training mode (``stats``: ``rnnt``, ``ctc``).
 
     Batches are :func:`~pykaldi2.data.datasets.collate_frames` dicts: targets padded with a
     negative value, so ``target_lengths = (targets >= 0).sum(1)``. With ``specaug`` enabled,
@@ -316,9 +325,12 @@ class TransducerTask:
     global RNG (which the trainer reseeds every step, so resume is exact).
     """
 
-    def __init__(self, device, specaug: SpecAugConfig | None = None) -> None:
+    def __init__(
+        self, device, specaug: SpecAugConfig | None = None, ctc_weight: float = 0.0
+    ) -> None:
         self.device = torch.device(device)
         self.specaug = specaug if specaug is not None and specaug.enable else None
+        self.ctc_weight = float(ctc_weight)
 
     def _augment(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         from pykaldi2.simulation.specaug import spec_augment
@@ -339,13 +351,46 @@ class TransducerTask:
             feats = self._augment(feats, lengths)
         target_lengths = (targets >= 0).sum(1)
         targets = targets.clamp(min=0)
-        logits, logit_lengths = model(feats, lengths, targets)
-        loss = rnnt_loss(logits, targets, logit_lengths, target_lengths, model.blank, "sum")
-        return LossOutput(loss, float(len(lengths)), {"tokens": float(target_lengths.sum())})
+        enc, enc_lengths, pred = model.encode_and_predict(feats, lengths, targets)
+        logits = model.joiner(enc, pred)
+        loss = rnnt_loss(logits, targets, enc_lengths, target_lengths, model.blank, "sum")
+        stats = {"tokens": float(target_lengths.sum()), "rnnt": float(loss.detach())}
+        if self.ctc_weight > 0 and model.training:
+            ctc = ctc_loss_sum(model.ctc_log_probs(enc), targets, enc_lengths, target_lengths,
+                               model.blank)  # fmt: skip
+            loss = loss + self.ctc_weight * ctc
+            stats["ctc"] = float(ctc.detach())
+        return LossOutput(loss, float(len(lengths)), stats)
+
+
+def ctc_loss_sum(
+    log_probs: torch.Tensor,
+    targets: torch.Tensor,
+    lengths: torch.Tensor,
+    target_lengths: torch.Tensor,
+    blank: int,
+) -> torch.Tensor:
+    """CTC loss summed over the batch: log_probs (B, T', V), targets (B, U) (padding: any
+    value), lengths (B,), target_lengths (B,). Utterances too short for their targets (CTC
+    needs a frame per symbol plus one per repeat) contribute 0 instead of inf."""
+    return torch.nn.functional.ctc_loss(
+        log_probs.transpose(0, 1),
+        targets.clamp(min=0),
+        lengths,
+        target_lengths,
+        blank=blank,
+        reduction="sum",
+        zero_infinity=True,
+    )
 
 
 class Ema:
-    """Exponential moving average of a model's floating-point parameters and buffers."""
+    """Exponential moving average of a model's floating-point parameters and buffers.
+
+    Update n (1, 2, ...) uses the decay ``min(decay, (1 + n) / (10 + n))``: early on the average
+    follows the model closely, so a run of a few thousand steps does not keep a share
+    ``decay ** steps`` of its random initialization (0.999 ** 1800 = 17%).
+    """
 
     def __init__(self, model: torch.nn.Module, decay: float) -> None:
         self.decay = decay
@@ -355,11 +400,17 @@ class Ema:
             if v.is_floating_point()
         }
 
+    def decay_at(self, step: int) -> float:
+        """The decay of update number ``step`` (>= 1)."""
+        return min(self.decay, (1.0 + step) / (10.0 + step))
+
     @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        """Average in the model's current weights; ``step``: the number of this update."""
+        d = self.decay_at(step)
         for k, v in model.state_dict().items():
             if k in self.shadow:
-                self.shadow[k].mul_(self.decay).add_(v.detach().float(), alpha=1 - self.decay)
+                self.shadow[k].mul_(d).add_(v.detach().float(), alpha=1 - d)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return dict(self.shadow)
@@ -395,7 +446,7 @@ class TransducerTrainer(Trainer):
 
         def after_step(m, step):
             if self.ema is not None:
-                self.ema.update(m)
+                self.ema.update(m, step)
             if user_after is not None:
                 user_after(m, step)
 
@@ -491,6 +542,8 @@ def transducer_model_config(cfg: TrainTransducerConfig, in_feats: int, vocab_siz
     from pykaldi2.nnet.transducer import TransducerConfig
 
     over = dict(cfg.model)
+    if cfg.ctc_weight > 0:
+        over["ctc_head"] = True
     for k, v in (("in_feats", in_feats), ("vocab_size", vocab_size), ("blank", 0)):
         if over.get(k) not in (None, v):
             raise DataError(f"model.{k}={over[k]} but the data/tokenizer give {v}",
@@ -531,7 +584,7 @@ def train_transducer(cfg: TrainTransducerConfig, exp_dir: str | os.PathLike) -> 
 
             doc = {"counts": counts, "utts": {r: u[:100] for r, u in skipped.items()}}
             atomic_write_text(exp_dir / "log" / "skipped.json", json.dumps(doc, indent=1) + "\n")
-        task = TransducerTask(dist.device, cfg.specaug)
+        task = TransducerTask(dist.device, cfg.specaug, cfg.ctc_weight)
         loader = make_loader(train, cfg, rank=dist.rank, world_size=dist.world_size, shuffle=True)
         valid_fn = None
         if valid is not None and len(valid):

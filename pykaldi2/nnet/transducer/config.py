@@ -54,6 +54,9 @@ class TransducerConfig(ConfigMixin):
     forget_gate_bias: float = 1.0  # initial LSTM forget-gate bias (Myrtle uses 1.0)
     # pruned RNN-T: linear enc -> V and pred -> V layers for the "simple" (additive) joiner
     simple_proj: bool = False
+    # a linear enc -> V layer for an auxiliary CTC loss on the encoder (train-transducer's
+    # ctc_weight); not used in decoding
+    ctc_head: bool = False
 
     def __post_init__(self) -> None:
         positive = (

@@ -36,6 +36,9 @@ class Transducer(nn.Module):
         if cfg.simple_proj:  # pruned RNN-T's simple joiner: logits(t, u) = am(t) + lm(u)
             self.simple_am_proj = nn.Linear(self.encoder.output_dim, cfg.vocab_size)
             self.simple_lm_proj = nn.Linear(self.predictor.output_dim, cfg.vocab_size)
+        self.ctc_out: nn.Linear | None = None
+        if cfg.ctc_head:  # auxiliary CTC on the encoder output (training only)
+            self.ctc_out = nn.Linear(self.encoder.output_dim, cfg.vocab_size)
 
     @property
     def blank(self) -> int:
@@ -68,6 +71,12 @@ class Transducer(nn.Module):
         pred, _ = self.predictor(targets)
         return enc, enc_lengths, pred
 
+    def ctc_log_probs(self, enc: torch.Tensor) -> torch.Tensor:
+        """enc (B, T', He) -> (B, T', V) log-probs of the CTC head (blank = ``cfg.blank``)."""
+        if self.ctc_out is None:
+            raise ValueError("this Transducer has no CTC head (TransducerConfig.ctc_head=false)")
+        return torch.log_softmax(self.ctc_out(enc).float(), dim=-1)
+
     def num_params(self) -> dict[str, int]:
         """Parameter counts of encoder, predictor, joiner and the total."""
         parts = {
@@ -79,6 +88,8 @@ class Transducer(nn.Module):
             parts["simple_proj"] = count_params(self.simple_am_proj) + count_params(
                 self.simple_lm_proj
             )
+        if self.ctc_out is not None:
+            parts["ctc_head"] = count_params(self.ctc_out)
         parts["total"] = sum(parts.values())
         return parts
 

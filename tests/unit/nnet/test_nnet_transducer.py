@@ -101,3 +101,15 @@ def test_config_roundtrip_and_validation():
     with pytest.raises(Pykaldi2Error, match="unknown transducer size"):
         TransducerConfig.preset("huge")
     assert TransducerConfig(joint_activation="tanh").joint_activation == "tanh"
+
+
+def test_ctc_head():
+    cfg = TransducerConfig.preset("tiny", ctc_head=True)
+    m = Transducer(cfg)
+    enc, _, _ = m.encode_and_predict(torch.randn(2, 6, 8), torch.tensor([6, 4]), torch.ones(2, 3))
+    lp = m.ctc_log_probs(enc)
+    assert lp.shape == (2, 3, cfg.vocab_size)
+    torch.testing.assert_close(lp.exp().sum(-1), torch.ones(2, 3))
+    assert m.num_params()["ctc_head"] == (m.encoder.output_dim + 1) * cfg.vocab_size
+    with pytest.raises(ValueError, match="no CTC head"):
+        Transducer(TransducerConfig.preset("tiny")).ctc_log_probs(enc)

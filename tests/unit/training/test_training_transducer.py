@@ -15,6 +15,8 @@ from pykaldi2.training.transducer import (
     Ema,
     TrainTransducerConfig,
     TransducerFrontendConfig,
+    TransducerTask,
+    ctc_loss_sum,
     stack_frames,
     stack_frames_reference,
 )
@@ -180,5 +182,67 @@ def test_ema():
     w0 = m.weight.detach().clone()
     with torch.no_grad():
         m.weight.add_(2.0)
-    ema.update(m)
+    ema.update(m, step=100)  # past the warm-up: decay 0.5
     torch.testing.assert_close(ema.model_state(m)["weight"], w0 + 1.0)
+
+
+def test_ema_warmup_forgets_the_initialization():
+    # 1,800 steps at decay 0.999 kept 0.999 ** 1800 = 17% of the random initialization in the
+    # final weights; with the warm-up the average ends close to the trained weights.
+    m = torch.nn.Linear(2, 1)
+    ema = Ema(m, 0.999)
+    with torch.no_grad():
+        m.weight.add_(10.0)
+    for step in range(1, 1801):
+        ema.update(m, step)
+    assert ema.decay_at(1) < 0.2 and ema.decay_at(100_000) == 0.999
+    torch.testing.assert_close(ema.model_state(m)["weight"], m.weight.detach(), atol=1e-2, rtol=0)
+
+
+def test_ctc_loss_sum_is_the_sum_of_unpadded_utterances():
+    g = torch.Generator().manual_seed(0)
+    lp = torch.randn(3, 7, 5, generator=g).log_softmax(-1)
+    lengths, tl = torch.tensor([7, 5, 2]), torch.tensor([3, 2, 4])  # the last one is impossible
+    targets = torch.tensor([[1, 2, 2, -1], [4, 3, -1, -1], [1, 2, 3, 4]])
+    want = sum(
+        torch.nn.functional.ctc_loss(
+            lp[i : i + 1, : lengths[i]].transpose(0, 1),
+            targets[i : i + 1, : tl[i]],
+            lengths[i : i + 1],
+            tl[i : i + 1],
+            reduction="sum",
+        )  # fmt: skip
+        for i in range(2)
+    )
+    torch.testing.assert_close(ctc_loss_sum(lp, targets, lengths, tl, 0), want)
+
+
+def test_task_adds_the_weighted_ctc_loss_in_training_only():
+    from pykaldi2.nnet.transducer import Transducer, TransducerConfig
+
+    torch.manual_seed(0)
+    m = Transducer(TransducerConfig.preset("tiny", ctc_head=True))
+    batch = {
+        "feats": torch.randn(2, 12, 8),
+        "lengths": torch.tensor([12, 9]),
+        "targets": torch.tensor([[1, 2, 3], [4, 5, -100]]),
+    }
+    out = TransducerTask("cpu", ctc_weight=0.3).compute_loss(m.train(), batch)
+    assert out.stats["ctc"] > 0
+    torch.testing.assert_close(out.loss.item(), out.stats["rnnt"] + 0.3 * out.stats["ctc"])
+    out.loss.backward()
+    assert m.ctc_out.weight.grad.abs().sum() > 0  # the CTC head is trained
+    ev = TransducerTask("cpu", ctc_weight=0.3).compute_loss(m.eval(), batch)
+    assert "ctc" not in ev.stats and ev.loss.item() == ev.stats["rnnt"]
+
+
+def test_train_with_ctc_weight_saves_a_decodable_model(tmp_path, one_thread):
+    data = make_corpus(tmp_path)
+    conf = write_config(tmp_path, data, ctc_weight=0.3)
+    assert main(["train-transducer", "--config", str(conf), str(tmp_path / "c")]) == 0
+    md = yaml.safe_load((tmp_path / "c/final/model.yaml").read_text())
+    assert md["configs"]["model"]["ctc_head"] is True
+    assert "ctc_out.weight" in _weights(tmp_path / "c/final")
+    out = tmp_path / "c/decode"
+    assert main(["decode-transducer", str(tmp_path / "c/final"), str(data), str(out)]) == 0
+    assert (out / "wer").read_text().startswith("%WER")
