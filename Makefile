@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # pytest workers: CI has 2 cores.
 JOBS   ?= 2
 
-.PHONY: install deps demo-deps test lint demo bench horovod clean-venv
+.PHONY: install deps demo-deps test lint demo demo-an4 bench horovod clean-venv
 
 install: $(STAMP)
 
@@ -45,11 +45,17 @@ demo-deps:
 	    asterisk-core-sounds-en-wav asterisk-core-sounds-en >/dev/null; \
 	else echo "make demo needs: apt-get install asterisk-core-sounds-en-wav asterisk-core-sounds-en (as root)"; exit 1; fi
 
-# The main job until the Asterisk demo recipe lands (needs `make demo-deps`): the AN4 recipe's
-# GMM part (prepare -> features -> lang/LM -> mono -> tri1 -> tri2, each decoded), then its WER
-# table. AN4 is read from ../shared/data/an4 (pass CORPUS_DIR= to use another copy).
+# The main job, on a fresh machine with no corpus download: the Asterisk recipe (egs/asterisk:
+# Debian's English prompts, 8 kHz, about 25 minutes) -- grapheme lexicon, mono -> tri1 -> tri2,
+# CE BLSTM, RNN-T and LF-MMI TDNN-F, each decoded -- then its WER table (egs/asterisk/RESULTS.md).
+# A rerun skips finished stages (exp/.*.done); `bash egs/asterisk/run.sh --help` for options.
+demo: install demo-deps
+	bash egs/asterisk/run.sh
+
+# The AN4 recipe's GMM part (prepare -> features -> lang/LM -> mono -> tri1 -> tri2, each
+# decoded), then its WER table. AN4 is read from ../shared/data/an4 (CORPUS_DIR= for another copy).
 CORPUS_DIR ?= ../../../shared/data/an4
-demo: install
+demo-an4: install
 	bash egs/an4/run.sh --stop-stage 5 --corpus-dir $(CORPUS_DIR)
 	bash egs/an4/run.sh --stage 99 --corpus-dir $(CORPUS_DIR)
 

@@ -9,7 +9,14 @@ import argparse
 def _prepare_dict(args: argparse.Namespace) -> int:
     from pykaldi2.lang import dicts
 
-    if args.corpus == "an4":
+    if args.corpus == "graphemes":
+        if args.lm_text:
+            print("--lm-text is for an4; use train-lm --skip-first-field DATA_DIR/text")
+            return 2
+        d = dicts.prepare_grapheme_dict(
+            args.corpus_dir, args.dict_dir, oov_word=args.oov_word, apostrophe=args.apostrophe
+        )
+    elif args.corpus == "an4":
         d = dicts.prepare_an4_dict(args.corpus_dir, args.dict_dir, oov_word=args.oov_word)
         if args.lm_text:
             from pykaldi2.utils.io import atomic_write_text
@@ -108,14 +115,26 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Write a Kaldi dictionary dir: lexicon.txt, nonsilence_phones.txt, "
         "silence_phones.txt (SIL, SPN), optional_silence.txt, extra_questions.txt. "
         "an4: CORPUS_DIR is the an4/ folder (etc/an4.dic, an4.phone, an4.filler). "
-        "librispeech: CORPUS_DIR holds librispeech-lexicon.txt (and librispeech-vocab.txt).",
+        "librispeech: CORPUS_DIR holds librispeech-lexicon.txt (and librispeech-vocab.txt). "
+        "graphemes: CORPUS_DIR is a data dir (e.g. data/train); every word of its text is "
+        "spelled with its letters as phones (HELLO -> H E L L O), for corpora without a "
+        "lexicon such as the Asterisk demo.",
         formatter_class=fmt,
     )
-    p.add_argument("corpus", choices=["an4", "librispeech"])
-    p.add_argument("corpus_dir", help="an4/ corpus dir, or the LibriSpeech LM resources dir")
+    p.add_argument("corpus", choices=["an4", "librispeech", "graphemes"])
+    p.add_argument(
+        "corpus_dir",
+        help="an4/ corpus dir, the LibriSpeech LM resources dir, or (graphemes) a data dir",
+    )
     p.add_argument("dict_dir", help="output dictionary dir, e.g. data/local/dict")
     p.add_argument("--oov-word", default="<UNK>", help="word for out-of-vocabulary words (SPN)")
     p.add_argument("--lm-text", help="an4 only: also write the train transcripts here (LM text)")
+    p.add_argument(
+        "--apostrophe",
+        choices=["drop", "phone"],
+        default="drop",
+        help="graphemes only: drop apostrophes (DON'T -> D O N T) or make them a phone (APOS)",
+    )
     p.set_defaults(func=_prepare_dict)
 
     p = sub.add_parser(

@@ -89,8 +89,12 @@ def register(subparsers) -> None:
         "train-se",
         help="sequence-train a CE model: lattice MMI, boosted MMI, sMBR or MPFE",
         description="Starts from a train-ce model dir (init_model); numerators from an "
-        "alignment dir, denominator lattices generated on the fly through den_graph (HCLG.fst) "
-        "from the current model in a pool of worker processes. Logs the true objective per "
+        "alignment dir (ali_dir), denominator lattices generated on the fly through den_graph "
+        "(HCLG.fst) from the current model in a pool of worker processes. With "
+        "`--override numerator=online --override lang_dir=data/lang` the numerators are "
+        "re-aligned with the current model in the same worker jobs (training graphs from the "
+        "lang dir's L.fst and the data's text; the stored alignment where that fails, counted "
+        "as ali_failed in log/train.jsonl). Logs the true objective per "
         "frame (EXP_DIR/log/train.jsonl, valid.jsonl). Resumes exactly from "
         "EXP_DIR/checkpoints. Writes EXP_DIR/final/ in the train-ce format (decode it with "
         "`pykaldi2 decode-nnet`). Runs under `torchrun` and `horovodrun` like train-ce.",

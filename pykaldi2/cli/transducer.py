@@ -32,17 +32,43 @@ def _cmd_decode(args: argparse.Namespace) -> int:
 
 
 def _cmd_stream(args: argparse.Namespace) -> int:
-    from pykaldi2.decoding.streaming import load_transducer, stream_file
+    from pykaldi2.decoding.streaming import (
+        load_transducer,
+        microphone_chunks,
+        stream_chunks,
+        stream_file,
+    )
 
+    if (args.file is None) == (not args.mic):
+        print("pykaldi2 stream: give an audio FILE or --mic (not both)", file=sys.stderr)
+        return 2
     bundle = load_transducer(args.model_dir)
     last = ""
-    chunks = stream_file(bundle, args.file, chunk_seconds=args.chunk_seconds, quantize=args.int8)
+    if args.mic:
+        sr = int(float(bundle.features.get("sample_frequency", 16000)))
+        device = int(args.device) if args.device and args.device.isdigit() else args.device
+        mic = microphone_chunks(sr, args.chunk_seconds, device, args.seconds)
+        if not args.quiet:
+            print("listening (Ctrl-C to stop)...", file=sys.stderr, flush=True)
+        chunks = stream_chunks(bundle, _until_interrupted(mic), sr, quantize=args.int8)
+    else:
+        chunks = stream_file(
+            bundle, args.file, chunk_seconds=args.chunk_seconds, quantize=args.int8
+        )
     for text in chunks:
         if text != last and not args.quiet:
             print(f"partial: {text}", file=sys.stderr, flush=True)
         last = text
     print(last)
     return 0
+
+
+def _until_interrupted(chunks):
+    """The chunks until Ctrl-C: the stream then ends normally (final transcript printed)."""
+    try:
+        yield from chunks
+    except KeyboardInterrupt:
+        return
 
 
 def _cmd_export_onnx(args: argparse.Namespace) -> int:
@@ -127,13 +153,23 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser(
         "stream",
-        help="streaming recognition of an audio file with a transducer model dir",
-        description="Feeds FILE to the model in chunks (streaming fbank, sliding CMN, frame "
-        "stacking, encoder with carried LSTM states, greedy search with a carried predictor "
-        "state), prints the partial transcripts on stderr and the final one on stdout.",
+        help="streaming recognition of an audio file or a microphone with a transducer model dir",
+        description="Feeds FILE (or the microphone, --mic) to the model in chunks (streaming "
+        "fbank, sliding CMN, frame stacking, encoder with carried LSTM states, greedy search "
+        "with a carried predictor state), prints the partial transcripts on stderr and the "
+        "final one on stdout. --mic needs the sounddevice package and PortAudio "
+        "(pip install 'pykaldi2[mic]'; apt-get install libportaudio2) and an input device; "
+        "it runs until Ctrl-C or --seconds.",
     )
     p.add_argument("model_dir", help="EXP_DIR/final of train-transducer")
-    p.add_argument("file", help="audio file (wav, flac, ...)")
+    p.add_argument("file", nargs="?", help="audio file (wav, flac, ...)")
+    p.add_argument("--mic", action="store_true", help="listen to a microphone instead of FILE")
+    p.add_argument(
+        "--device", default=None, help="--mic: input device index or name (default: system's)"
+    )
+    p.add_argument(
+        "--seconds", type=float, default=None, help="--mic: stop after this many seconds"
+    )
     p.add_argument("--chunk-seconds", type=float, default=0.32, help="default: %(default)s")
     p.add_argument("--quiet", action="store_true", help="print only the final transcript")
     p.add_argument(

@@ -20,7 +20,7 @@ Dimension legend: T raw frames, F raw feature dim, T_s stacked frames, F' = fram
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -388,6 +388,20 @@ class TransducerStream:
             )
 
 
+def stream_chunks(
+    bundle: TransducerBundle,
+    chunks: Iterable[np.ndarray],
+    sr: int,
+    quantize: bool = False,
+) -> Iterator[str]:
+    """Decode a stream of audio chunks ((S_i,) int16-scaled samples at rate ``sr``); yields the
+    partial transcript after every chunk and, when the chunks end, the final one."""
+    stream = TransducerStream(bundle, quantize=quantize)
+    for chunk in chunks:
+        yield stream.accept_waveform(chunk, sr)
+    yield stream.finish()
+
+
 def stream_file(
     bundle: TransducerBundle,
     path: str | os.PathLike,
@@ -400,11 +414,57 @@ def stream_file(
 
     sr = int(float(bundle.features.get("sample_frequency", 16000)))
     samples, sr = read_audio(str(path), target_sr=sr)
-    stream = TransducerStream(bundle, quantize=quantize)
     step = max(1, int(chunk_seconds * sr))
-    for i in range(0, len(samples), step):
-        yield stream.accept_waveform(samples[i : i + step], sr)
-    yield stream.finish()
+    chunks = (samples[i : i + step] for i in range(0, len(samples), step))
+    yield from stream_chunks(bundle, chunks, sr, quantize)
+
+
+def microphone_chunks(
+    sr: int,
+    chunk_seconds: float = 0.32,
+    device: int | str | None = None,
+    max_seconds: float | None = None,
+    backend=None,
+) -> Iterator[np.ndarray]:
+    """Audio from a microphone (the ``sounddevice`` package, PortAudio): (S,) int16-scaled
+    float32 chunks of ``chunk_seconds`` at ``sr``, mono, until ``max_seconds`` (None: until
+    interrupted). ``backend`` replaces the ``sounddevice`` module (tests).
+
+    Raises :class:`Pykaldi2Error` saying what to install when ``sounddevice`` or PortAudio is
+    missing, or which devices exist when there is no usable input device.
+    """
+    sd = backend
+    if sd is None:
+        try:
+            import sounddevice as sd
+        except (ImportError, OSError) as e:  # OSError: the PortAudio library is missing
+            raise Pykaldi2Error(
+                f"microphone input needs the sounddevice package and PortAudio ({e}). Fix: "
+                "pip install 'pykaldi2[mic]' (or sounddevice) and apt-get install libportaudio2"
+            ) from None
+    try:
+        sd.check_input_settings(device=device, channels=1, dtype="float32", samplerate=sr)
+    except Exception as e:  # sounddevice raises PortAudioError / ValueError here
+        try:
+            devices = str(sd.query_devices())
+        except Exception:
+            devices = "(none)"
+        raise Pykaldi2Error(
+            f"no usable audio input device {device if device is not None else '(default)'} at "
+            f"{sr} Hz: {e}. Devices:\n{devices}\nFix: pass --device with an input device, "
+            "or stream a file instead"
+        ) from None
+    step = max(1, int(chunk_seconds * sr))
+    total = 0
+    with sd.InputStream(
+        samplerate=sr, channels=1, dtype="float32", blocksize=step, device=device
+    ) as stream:
+        while max_seconds is None or total < max_seconds * sr:
+            data, overflowed = stream.read(step)
+            if overflowed:
+                log.warning("microphone: input overflow (the decoder is slower than real time)")
+            total += len(data)
+            yield np.asarray(data[:, 0], dtype=np.float32) * 32768.0
 
 
 class TransducerTranscriber:

@@ -37,6 +37,28 @@ def load_fst(fst):
         raise DataError(f"cannot read FST: {e}", file=path) from None
 
 
+def training_graph_compiler(model: GmmModel, lex_fst, disambig_phones: Sequence[int]):
+    """A ``khg.TrainingGraphCompiler`` of ``model`` (transition model + tree) and L.fst
+    (``StdVectorFst`` or path; a copy is sorted on output labels): its
+    ``compile_graph_from_text(word_ids)`` gives one training graph without transition probs."""
+    from pykaldi2.kaldi import kaldifst, khg
+
+    lex = load_fst(lex_fst).copy()
+    kaldifst.arcsort(lex, sort_type="olabel")
+    opts = khg.TrainingGraphCompilerOptions()
+    # compile-train-graphs: no transition probs in the graphs (the binding defaults to 1.0);
+    # gmm-align-compiled adds them with the current model's probabilities, once.
+    opts.transition_scale = 0.0
+    opts.self_loop_scale = 0.0
+    return khg.TrainingGraphCompiler(
+        trans_model=model.tm,
+        ctx_dep=model.tree,
+        lex_fst=lex,
+        disambig_syms=[int(d) for d in disambig_phones],
+        opts=opts,
+    )
+
+
 def compile_train_graphs(
     model: GmmModel,
     lex_fst,
@@ -57,22 +79,7 @@ def compile_train_graphs(
     Returns:
         utt -> ``StdVectorFst`` (input labels transition_ids, output labels words).
     """
-    from pykaldi2.kaldi import kaldifst, khg
-
-    lex = load_fst(lex_fst).copy()
-    kaldifst.arcsort(lex, sort_type="olabel")
-    opts = khg.TrainingGraphCompilerOptions()
-    # compile-train-graphs: no transition probs in the graphs (the binding defaults to 1.0);
-    # gmm-align-compiled adds them with the current model's probabilities, once.
-    opts.transition_scale = 0.0
-    opts.self_loop_scale = 0.0
-    gc = khg.TrainingGraphCompiler(
-        trans_model=model.tm,
-        ctx_dep=model.tree,
-        lex_fst=lex,
-        disambig_syms=[int(d) for d in disambig_phones],
-        opts=opts,
-    )
+    gc = training_graph_compiler(model, lex_fst, disambig_phones)
     graphs = {}
     for utt, words in progress(texts.items(), desc=batch_desc, total=len(texts)):
         words = [int(w) for w in words]

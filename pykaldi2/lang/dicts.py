@@ -5,11 +5,14 @@
 - LibriSpeech: the official ``librispeech-lexicon.txt`` (``WORD<TAB>AH0 B ...``, stress-marked
   CMU phones) and, when present, ``librispeech-vocab.txt`` (the LM vocabulary) from
   openslr.org/11 (the "resources" download, with the ARPA LMs ``3-gram.pruned.1e-7.arpa.gz``...).
+- Graphemes (any corpus without a lexicon, e.g. the Asterisk demo): the words of data dirs'
+  ``text`` spelled with their letters as phones.
 
-Both add a noise phone ``SPN`` for the OOV word, and ``SIL`` as the optional silence.
+All add a noise phone ``SPN`` for the OOV word, and ``SIL`` as the optional silence.
 
     >>> prepare_an4_dict("/data/an4", "data/local/dict")
     >>> prepare_librispeech_dict("/data/librispeech_lm", "data/local/dict")
+    >>> prepare_grapheme_dict(["data/train"], "data/local/dict")
 """
 
 from __future__ import annotations
@@ -78,15 +81,23 @@ def prepare_an4_dict(
             lexicon.append(LexiconEntry(fields[0], tuple(fields[1:])))
     if oov_word not in {e.word for e in lexicon}:
         lexicon.append(LexiconEntry(oov_word, (SPN,)))
+    return _write_flat_dict("AN4", dict_dir, _unique(lexicon), nonsil)
+
+
+def _write_flat_dict(
+    name: str, dict_dir: str | os.PathLike, lexicon: list[LexiconEntry], nonsil: list[str]
+) -> DictDir:
+    """Write (and log) a dict dir whose nonsilence phones are each their own tree root, with
+    the silence phones SIL (optional silence) and SPN."""
     d = DictDir(
-        lexicon=_unique(lexicon),
+        lexicon=lexicon,
         nonsilence_phones=[[p] for p in nonsil],
         silence_phones=[[SIL], [SPN]],
         optional_silence=SIL,
         extra_questions=[[SIL, SPN]],
     )
     write_dict_dir(dict_dir, d)
-    _log_dict("AN4", dict_dir, d)
+    _log_dict(name, dict_dir, d)
     return d
 
 
@@ -153,3 +164,64 @@ def prepare_librispeech_dict(
     write_dict_dir(dict_dir, d)
     _log_dict("LibriSpeech", dict_dir, d)
     return d
+
+
+#: The phone of an apostrophe with ``apostrophe="phone"`` (``DON'T`` -> ``D O N APOS T``).
+APOSTROPHE_PHONE = "APOS"
+
+
+def grapheme_pronunciation(word: str, apostrophe: str = "drop") -> tuple[str, ...]:
+    """A word's letters as its phones: ``DON'T`` -> ``D O N T`` (``apostrophe="drop"``) or
+    ``D O N APOS T`` (``apostrophe="phone"``).
+
+    >>> grapheme_pronunciation("DON'T")
+    ('D', 'O', 'N', 'T')
+    """
+    if apostrophe not in ("drop", "phone"):
+        raise ValueError(f"apostrophe must be 'drop' or 'phone', got {apostrophe!r}")
+    phones = tuple(
+        APOSTROPHE_PHONE if c == "'" else c for c in word if c != "'" or apostrophe == "phone"
+    )
+    return phones
+
+
+def prepare_grapheme_dict(
+    data_dirs: list[str | os.PathLike] | str | os.PathLike,
+    dict_dir: str | os.PathLike,
+    oov_word: str = "<UNK>",
+    apostrophe: str = "drop",
+) -> DictDir:
+    """Write a grapheme dictionary dir for the words of ``data_dirs/*/text`` and return it.
+
+    Every character of a word is a phone (``HELLO`` -> ``H E L L O``), for corpora without a
+    pronunciation lexicon (the Asterisk demo). The apostrophe is dropped (``apostrophe="drop"``)
+    or is its own phone ``APOS`` (``"phone"``). Letters are their own tree roots; SIL is the
+    optional silence and SPN the pronunciation of ``oov_word``. A word with no letter (``'``)
+    or a character that cannot be a phone symbol is a :class:`DataError` naming the utterance.
+    """
+    from pykaldi2.data.datadir import read_data_dir
+
+    if isinstance(data_dirs, (str, os.PathLike)):
+        data_dirs = [data_dirs]
+    words: set[str] = set()
+    for data_dir in data_dirs:
+        d = read_data_dir(data_dir)
+        if not d.text:
+            raise DataError("no transcripts", file=str(Path(data_dir) / "text"))
+        for utt, line in d.text.items():
+            for w in line.split():
+                if w == oov_word:
+                    continue
+                phones = grapheme_pronunciation(w, apostrophe)
+                if not phones or "#" in phones:
+                    raise DataError(
+                        f"word {w!r} of utterance {utt} cannot be spelled with graphemes "
+                        "(no letters, or a '#', which Kaldi reserves for disambiguation)",
+                        file=str(Path(data_dir) / "text"),
+                        fix="normalize the transcript (drop or spell out the token)",
+                    )
+                words.add(w)
+    lexicon = [LexiconEntry(w, grapheme_pronunciation(w, apostrophe)) for w in sorted(words)]
+    lexicon.append(LexiconEntry(oov_word, (SPN,)))
+    letters = sorted({p for e in lexicon[:-1] for p in e.phones})  # one character: never SIL
+    return _write_flat_dict("grapheme", dict_dir, lexicon, letters)

@@ -16,18 +16,31 @@ workers. So the lattices a step trains on come from the model before the previou
 one optimizer step stale. With small sequence-training learning rates the difference
 is negligible; Kaldi's lattices are a whole training run stale.
 
+On-the-fly numerators (PyKaldi2's ``train_se2``): given a :class:`TrainGraphSource` (the
+model's final.mdl, L.fst, disambiguation phones) and the transcripts' word ids, the same job
+also Viterbi-aligns the utterance with the same log-likelihoods through its training graph
+(Kaldi's ``compile-train-graphs`` + ``nnet-align-compiled``, transition scale 1.0, self-loop
+scale 0.1, acoustic scale ``acoustic_scale``). The graphs are compiled in the workers, each
+once per utterance, and kept in a per-worker LRU cache (``graph_cache``): FSTs do not pickle,
+compiling is cheap next to decoding and runs in parallel there, and training starts without a
+compile-train-graphs pass over the whole corpus. An utterance that does not align (even with
+``ali_retry_beam``) gets ``None``: the caller falls back to its stored alignment.
+
     >>> gen = LatticeGenerator("exp/tri/graph/HCLG.fst", info, LatticeGenConfig(num_workers=2))
     >>> handle = gen.submit(["utt1", "utt2"], loglik, lengths)   # returns at once
     >>> lattices = handle.get()                                   # list[LatticeArrays]
     >>> gen.close()
+    >>> gen = LatticeGenerator(hclg, info, cfg, TrainGraphSource("final.mdl", "lang/L.fst"))
+    >>> lattices, alis = gen.submit(utts, loglik, lengths, words=word_ids).get()
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -41,6 +54,8 @@ __all__ = [
     "LatticeGenConfig",
     "LatticeGenerator",
     "LatticePrefetcher",
+    "TrainGraphSource",
+    "attach_lattices",
     "generate_lattice",
     "lattice_from_kaldifst",
     "nnet_align_compiled",
@@ -56,6 +71,9 @@ class LatticeGenConfig(ConfigMixin):
         acoustic_scale: kappa used for decoding (the acoustic costs stored in the lattice are
             divided by it again, i.e. unscaled).
         num_workers: processes of the pool; 0 generates in the calling process.
+        ali_beam, ali_retry_beam: beams of the on-the-fly numerator alignment (Kaldi's
+            ``align.sh``: 10 and 40).
+        graph_cache: training graphs kept per worker (on-the-fly numerators; LRU).
     """
 
     beam: float = 13.0
@@ -63,12 +81,20 @@ class LatticeGenConfig(ConfigMixin):
     prune_interval: int = 25
     acoustic_scale: float = 0.1
     num_workers: int = 2
+    ali_beam: float = 10.0
+    ali_retry_beam: float = 40.0
+    graph_cache: int = 5000
 
     def __post_init__(self) -> None:
-        if min(self.beam, self.lattice_beam, self.acoustic_scale, self.prune_interval) <= 0:
+        if (
+            min(self.beam, self.lattice_beam, self.acoustic_scale, self.prune_interval) <= 0
+            or self.ali_beam <= 0
+        ):
             raise Pykaldi2Error(
                 f"LatticeGenConfig: beams, scale, prune_interval must be > 0: {self}"
             )
+        if self.ali_retry_beam < 0 or self.graph_cache < 0:
+            raise Pykaldi2Error("LatticeGenConfig: ali_retry_beam, graph_cache must be >= 0")
         if self.num_workers < 0:
             raise Pykaldi2Error("LatticeGenConfig: num_workers must be >= 0")
 
@@ -197,7 +223,94 @@ def nnet_align_compiled(
 # The worker pool
 # --------------------------------------------------------------------------------------------
 
-_WORKER: dict[str, Any] = {}
+
+@dataclass(frozen=True)
+class TrainGraphSource:
+    """What a worker needs to compile training graphs (on-the-fly numerators).
+
+    Attributes:
+        model: the model's final.mdl (a :class:`~pykaldi2.hmm.model.GmmModel` file: the
+            transition model and tree the network's pdf_ids come from).
+        lexicon: L.fst of the lang dir (phones to words, no disambiguation loops needed).
+        disambig_phones: the lang dir's phones/disambig.int.
+    """
+
+    model: str
+    lexicon: str
+    disambig_phones: tuple[int, ...] = field(default_factory=tuple)
+
+
+#: Kaldi's ``scale_opts`` of steps/nnet3/align.sh.
+TRANSITION_SCALE, SELF_LOOP_SCALE = 1.0, 0.1
+
+
+class _GenState:
+    """The per-process state of generation: HCLG, and for numerators the graph compiler and an
+    LRU cache of training graphs (utt -> graph with transition probs, or None: no graph)."""
+
+    def __init__(
+        self,
+        hclg_path: str,
+        info: TransitionInfo,
+        cfg: LatticeGenConfig,
+        source: TrainGraphSource | None,
+    ) -> None:
+        self.hclg, self.info, self.cfg = _load_hclg(hclg_path), info, cfg
+        self.model = self.compiler = None
+        self.graphs: OrderedDict[str, Any] = OrderedDict()
+        if source is not None:
+            from pykaldi2.hmm.align import training_graph_compiler
+            from pykaldi2.hmm.model import GmmModel
+
+            self.model = GmmModel.load(source.model)
+            self.compiler = training_graph_compiler(
+                self.model, source.lexicon, source.disambig_phones
+            )
+
+    def train_graph(self, utt: str, words: np.ndarray):
+        """The training graph of ``utt`` (compile-train-graphs + transition probs), cached."""
+        if utt in self.graphs:
+            self.graphs.move_to_end(utt)
+            return self.graphs[utt]
+        from pykaldi2.kaldi import khg
+
+        try:
+            graph = self.compiler.compile_graph_from_text([int(w) for w in words])
+        except RuntimeError:  # the binding's check fails when L has no path for the words
+            graph = None
+        if graph is not None and graph.num_states > 0:
+            khg.add_transition_probs(
+                trans_model=self.model.tm, transition_scale=TRANSITION_SCALE,
+                self_loop_scale=SELF_LOOP_SCALE, fst=graph,
+            )  # fmt: skip
+        else:
+            graph = None
+        if self.cfg.graph_cache > 0:
+            self.graphs[utt] = graph
+            if len(self.graphs) > self.cfg.graph_cache:
+                self.graphs.popitem(last=False)
+        return graph
+
+    def align(self, utt: str, loglik: np.ndarray, words: np.ndarray) -> np.ndarray | None:
+        """(T,) transition_ids of ``utt`` with ``loglik``, or None (no graph, no alignment)."""
+        if self.compiler is None:
+            raise Pykaldi2Error("LatticeGenerator: words given without a TrainGraphSource")
+        graph = self.train_graph(utt, words) if len(words) else None
+        if graph is None:
+            return None
+        c = self.cfg
+        return nnet_align_compiled(
+            graph, loglik, self.info, c.acoustic_scale, c.ali_beam, c.ali_retry_beam, utt
+        )
+
+    def run(self, job: tuple[str, np.ndarray, np.ndarray | None]):
+        """A job (utt, (T, C) loglik, word ids or None) -> its lattice, or (lattice, ali)."""
+        utt, loglik, words = job
+        lat = generate_lattice(self.hclg, loglik, self.info, self.cfg, utt)
+        return lat if words is None else (lat, self.align(utt, loglik, words))
+
+
+_WORKER: dict[str, _GenState] = {}
 
 
 def _load_hclg(path: str):
@@ -211,14 +324,20 @@ def _load_hclg(path: str):
     return fst
 
 
-def _worker_init(hclg_path: str, info: TransitionInfo, cfg: LatticeGenConfig) -> None:
+def _worker_init(hclg_path: str, info, cfg, source) -> None:
     torch.set_num_threads(1)
-    _WORKER.update(hclg=_load_hclg(hclg_path), info=info, cfg=cfg)
+    _WORKER["state"] = _GenState(hclg_path, info, cfg, source)
 
 
-def _worker_generate(job: tuple[str, np.ndarray]) -> LatticeArrays:
-    utt, loglik = job
-    return generate_lattice(_WORKER["hclg"], loglik, _WORKER["info"], _WORKER["cfg"], utt)
+def _worker_run(job):
+    return _WORKER["state"].run(job)
+
+
+def _collect(results: list, with_ali: bool):
+    """Per-utterance job results -> list[LatticeArrays], or (lattices, alis) with words."""
+    if not with_ali:
+        return results
+    return [r[0] for r in results], [r[1] for r in results]
 
 
 class _Done:
@@ -231,52 +350,80 @@ class _Done:
         return self.value
 
 
+class _Collected:
+    """An AsyncResult of per-utterance results, collected by :func:`_collect` on ``get``."""
+
+    def __init__(self, result, with_ali: bool) -> None:
+        self.result, self.with_ali = result, with_ali
+
+    def get(self, timeout: float | None = None):
+        return _collect(self.result.get(timeout), self.with_ali)
+
+
 class LatticeGenerator:
     """Lattices for batches of log-likelihoods, from a pool of ``num_workers`` processes.
 
     Args:
         hclg_path: the denominator HCLG.fst (each worker reads it).
         info: transition_id tables of the model (:meth:`TransitionInfo.from_trans_model`).
+        source: for on-the-fly numerator alignments (``submit(..., words=...)``): the model
+            and L.fst the workers compile training graphs from.
     """
 
     def __init__(
-        self, hclg_path: str | os.PathLike, info: TransitionInfo, cfg: LatticeGenConfig
+        self,
+        hclg_path: str | os.PathLike,
+        info: TransitionInfo,
+        cfg: LatticeGenConfig,
+        source: TrainGraphSource | None = None,
     ) -> None:
-        self.hclg_path, self.info, self.cfg = os.fspath(hclg_path), info, cfg
-        self._hclg = None
+        self.hclg_path, self.info, self.cfg, self.source = os.fspath(hclg_path), info, cfg, source
+        self._state = None
         self._pool = None
         if cfg.num_workers > 0:
             _load_hclg(self.hclg_path).num_states  # fail here, not in a worker  # noqa: B018
+            if source is not None:
+                for path in (source.model, source.lexicon):
+                    if not os.path.isfile(path):
+                        raise DataError("not found", file=path, fix="check the lang/model dir")
             ctx = multiprocessing.get_context("spawn")
             self._pool = ctx.Pool(
-                cfg.num_workers, _worker_init, (self.hclg_path, info, cfg), maxtasksperchild=None
-            )
+                cfg.num_workers, _worker_init, (self.hclg_path, info, cfg, source),
+                maxtasksperchild=None,
+            )  # fmt: skip
         else:
-            self._hclg = _load_hclg(self.hclg_path)
+            self._state = _GenState(self.hclg_path, info, cfg, source)
 
-    def _jobs(self, utts: Sequence[str], loglik, lengths) -> list[tuple[str, np.ndarray]]:
+    def _jobs(self, utts: Sequence[str], loglik, lengths, words) -> list[tuple]:
         x = loglik.detach().float().cpu().numpy() if torch.is_tensor(loglik) else loglik
         lengths = [int(n) for n in (lengths if lengths is not None else [x.shape[1]] * len(x))]
-        if len(utts) != x.shape[0] or len(lengths) != x.shape[0]:
+        words = list(words) if words is not None else [None] * len(lengths)
+        if len(utts) != x.shape[0] or len(lengths) != x.shape[0] or len(words) != x.shape[0]:
             raise Pykaldi2Error(
-                f"LatticeGenerator: {len(utts)} utterance ids, {len(lengths)} lengths for "
-                f"log-likelihoods of shape {tuple(x.shape)}"
+                f"LatticeGenerator: {len(utts)} utterance ids, {len(lengths)} lengths, "
+                f"{len(words)} transcripts for log-likelihoods of shape {tuple(x.shape)}"
             )
-        return [(u, np.ascontiguousarray(x[i, :n])) for i, (u, n) in enumerate(zip(utts, lengths))]
+        return [
+            (u, np.ascontiguousarray(x[i, :n]), None if w is None else np.asarray(w, np.int32))
+            for i, (u, n, w) in enumerate(zip(utts, lengths, words))
+        ]
 
-    def submit(self, utts: Sequence[str], loglik, lengths=None):
+    def submit(self, utts: Sequence[str], loglik, lengths=None, words=None):
         """Start generating; returns a handle whose ``get()`` gives ``list[LatticeArrays]``.
 
         ``loglik``: (N, T, C) tensor or array; ``lengths``: (N,) frames (default T).
+        ``words``: N transcripts (word ids) for on-the-fly numerators: ``get()`` then gives
+        ``(lattices, alis)``, ``alis[i]`` (lengths[i],) transition_ids or None (no alignment).
         """
-        jobs = self._jobs(utts, loglik, lengths)
+        with_ali = words is not None
+        jobs = self._jobs(utts, loglik, lengths, words)
         if self._pool is None:
-            return _Done([generate_lattice(self._hclg, x, self.info, self.cfg, u) for u, x in jobs])
-        return self._pool.map_async(_worker_generate, jobs, chunksize=1)
+            return _Done(_collect([self._state.run(job) for job in jobs], with_ali))
+        return _Collected(self._pool.map_async(_worker_run, jobs, chunksize=1), with_ali)
 
-    def generate(self, utts: Sequence[str], loglik, lengths=None) -> list[LatticeArrays]:
+    def generate(self, utts: Sequence[str], loglik, lengths=None, words=None):
         """Synchronous :meth:`submit`."""
-        return self.submit(utts, loglik, lengths).get()
+        return self.submit(utts, loglik, lengths, words).get()
 
     def close(self) -> None:
         if self._pool is not None:
@@ -298,7 +445,9 @@ class LatticePrefetcher:
 
     ``loglik_fn(batch) -> (N, T, C)`` computes the current model's log-likelihoods (called
     under ``torch.no_grad``, e.g. ``lambda b: task.log_likelihoods(model(b["feats"],
-    b["lengths"]))``); batches need ``utt_ids`` and ``lengths``. Batch k+1 is submitted to the
+    b["lengths"]))``); batches need ``utt_ids`` and ``lengths``. Batches with ``words`` (N
+    transcripts as word ids) get on-the-fly numerator alignments too
+    (:func:`attach_lattices`). Batch k+1 is submitted to the
     generator before batch k is handed to the trainer, so generation overlaps training and
     the lattices are one optimizer step stale (see the module docstring). ``batch_sampler`` /
     ``sampler`` of the wrapped loader are exposed for the trainer's ``set_epoch`` and resume.
@@ -325,7 +474,9 @@ class LatticePrefetcher:
             raise Pykaldi2Error("LatticePrefetcher: batches must carry 'utt_ids'")
         with torch.no_grad():
             loglik = self.loglik_fn(batch)
-        return self.generator.submit(batch["utt_ids"], loglik, batch["lengths"])
+        return self.generator.submit(
+            batch["utt_ids"], loglik, batch["lengths"], words=batch.get("words")
+        )
 
     def __iter__(self) -> Iterator[dict]:
         it = iter(self.loader)
@@ -335,6 +486,25 @@ class LatticePrefetcher:
         handle = self._submit(prev)
         for nxt in it:
             nxt_handle = self._submit(nxt)
-            yield {**prev, "lattices": handle.get()}
+            yield attach_lattices(prev, handle.get())
             prev, handle = nxt, nxt_handle
-        yield {**prev, "lattices": handle.get()}
+        yield attach_lattices(prev, handle.get())
+
+
+def attach_lattices(batch: dict, result) -> dict:
+    """The batch with the generator's ``result``: ``"lattices"``; with on-the-fly numerators
+    (``result`` = (lattices, alis)) also ``"ali"`` (N, T) replaced by the new alignments where
+    there is one (the stored alignment stays where ``alis[i]`` is None) and ``"ali_failed"``,
+    the number of such fallbacks."""
+    if not isinstance(result, tuple):
+        return {**batch, "lattices": result}
+    lattices, alis = result
+    ali = batch["ali"].clone()
+    failed = 0
+    for i, a in enumerate(alis):
+        if a is None:
+            failed += 1
+            continue
+        ali[i] = 0
+        ali[i, : len(a)] = torch.from_numpy(np.asarray(a, dtype=np.int64))
+    return {**batch, "lattices": lattices, "ali": ali, "ali_failed": failed}

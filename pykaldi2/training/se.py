@@ -14,6 +14,14 @@ Steps:
 1. The CE model dir gives the network, its feature pipeline, the pdf priors and the transition
    model (``final.mdl``); the numerator is the alignment dir's transition_id alignments (the
    same transition model: checked), one whole utterance per item (no chunks).
+   With ``numerator: online`` (PyKaldi2's train_se2) each utterance's numerator is instead
+   re-aligned with the current model: the lattice workers compile the utterance's training
+   graph from the data dir's ``text`` and the lang dir's L.fst (``lang_dir``; once per
+   utterance, cached per worker) and Viterbi-align it with the same log-likelihoods the
+   lattice is made from, in the same asynchronous job (no extra forward, no extra wait). An
+   utterance that does not align keeps its stored alignment; these fallbacks are counted
+   (``ali_failed`` of ``ali_utts`` in log/train.jsonl). A transcript word missing from the
+   lang dir's words.txt is an error before training starts.
 2. Every batch's denominator lattices are generated on the fly through the denominator graph
    (``den_graph``: e.g. the decoding graph exp/tri2/graph) from the current model's
    log-likelihoods (``log_softmax - prior_scale * log_priors``, the network in eval mode) in a
@@ -28,10 +36,11 @@ Steps:
    and after each epoch (log/valid.jsonl).
 
 Exact resume: the lattices of the batch after a checkpoint were made by the model *before* the
-checkpoint's last step, so they are saved with it (``checkpoints/lattices-<step>.rank<r>.pt``)
-and served to the resumed run; everything else (weights, optimizer, sampler position, RNG) is
-the trainer's checkpoint. Distributed like ``train-ce`` (torchrun / horovodrun: each rank has its
-own lattice pool; rank 0 writes config.yaml, logs and the final dir).
+checkpoint's last step, so they are saved with it (``checkpoints/lattices-<step>.rank<r>.pt``,
+with the on-the-fly alignments when ``numerator: online``) and served to the resumed run;
+everything else (weights, optimizer, sampler position, RNG) is the trainer's checkpoint.
+Distributed like ``train-ce`` (torchrun / horovodrun: each rank has its own lattice pool; rank 0
+writes config.yaml, logs and the final dir).
 
 Dimension legend: N utterances, T frames (padded), F feature dim, C pdf_ids.
 """
@@ -82,7 +91,12 @@ class TrainSEConfig(TrainConfigMixin):
         init_model: the CE model dir to start from (EXP/final of ``pykaldi2 train-ce``).
         train_data: training data dir(s) with feats.scp (the CE model's features).
         ali_dir: alignment dir(s) of train_data (numerators), from the CE model's transition
-            model (e.g. the ali dir the CE model was trained on).
+            model (e.g. the ali dir the CE model was trained on); with ``numerator: online``
+            the fallback of utterances the current model does not align.
+        numerator: ``ali`` (the stored alignments) or ``online`` (re-aligned with the current
+            model in the lattice workers, PyKaldi2's train_se2).
+        lang_dir: with ``online``: the lang dir (L.fst, words.txt, phones/disambig.int) the
+            training graphs are compiled from (the CE model's lang).
         den_graph: the denominator graph: a graph dir (HCLG.fst; its phones/silence.csl gives
             the silence phones when ``sequence.silence_phones`` is empty) or an HCLG.fst.
         valid_fraction: held-out utterances for the validation objective (0: none).
@@ -102,6 +116,8 @@ class TrainSEConfig(TrainConfigMixin):
     train_data: list[str] = field(default_factory=list)
     ali_dir: list[str] = field(default_factory=list)
     den_graph: str = ""
+    numerator: str = "ali"
+    lang_dir: str = ""
     valid_fraction: float = 0.05
     sequence: SequenceConfig = field(default_factory=SequenceConfig)
     lattice: LatticeGenConfig = field(default_factory=LatticeGenConfig)
@@ -119,11 +135,16 @@ class TrainSEConfig(TrainConfigMixin):
         self.train_data = _as_list(self.train_data)
         self.ali_dir = _as_list(self.ali_dir)
         self.init_model, self.den_graph = str(self.init_model or ""), str(self.den_graph or "")
+        self.lang_dir = str(self.lang_dir or "")
         self.build_sections()
         problems = []
         for name in ("init_model", "den_graph", "train_data", "ali_dir"):
             if not getattr(self, name):
                 problems.append(f"{name} is required")
+        if self.numerator not in ("ali", "online"):
+            problems.append(f"numerator must be ali or online, not {self.numerator!r}")
+        elif self.numerator == "online" and not self.lang_dir:
+            problems.append("numerator online needs lang_dir (L.fst, words.txt)")
         if self.batch_size <= 0 and self.max_frames <= 0:
             problems.append("batch_size or max_frames must be > 0")
         if self.num_workers < 0:
@@ -170,11 +191,68 @@ def silence_phones_of(graph: str | os.PathLike) -> list[int]:
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class SEData:
-    """Features and whole-utterance datasets (items: utt, feats (T, F), ali (T,) tids)."""
+    """Features and whole-utterance datasets (items: utt, feats (T, F), ali (T,) tids); with
+    ``numerator: online`` the transcripts (``words``: utt -> word ids) too."""
 
     feats: Any  # DataDirFeatures
     train: Any  # UtteranceDataset
     valid: Any | None
+    words: dict[str, np.ndarray] | None = None
+
+
+def lang_files(lang_dir: str | os.PathLike) -> tuple[Path, Path, list[int]]:
+    """(L.fst, words.txt, disambiguation phones) of a lang dir, with clear errors."""
+    d = Path(lang_dir)
+    for name in ("L.fst", "words.txt"):
+        if not (d / name).is_file():
+            raise DataError(
+                f"{name} not found", file=str(d),
+                fix="set lang_dir to the lang dir of the CE model (pykaldi2 prepare-lang)",
+            )  # fmt: skip
+    dis = d / "phones" / "disambig.int"
+    text = dis.read_text().split() if dis.is_file() else []
+    if not all(x.isdigit() for x in text):
+        raise DataError("not a list of phone ids", file=str(dis))
+    return d / "L.fst", d / "words.txt", [int(x) for x in text]
+
+
+def load_transcripts(
+    data_dirs: list[str], words_txt: str | os.PathLike, utts
+) -> dict[str, np.ndarray]:
+    """utt -> (W,) int32 word ids of the data dirs' ``text`` for ``utts`` (on-the-fly
+    numerators). A word missing from ``words_txt`` is a :class:`DataError` naming the
+    utterance; an utterance without a transcript gets no entry (its stored alignment is used)."""
+    from pykaldi2.data.tables import read_table_lines
+    from pykaldi2.lang.symbols import SymbolTable
+
+    table = SymbolTable.read(words_txt)
+    want = set(utts)
+    out: dict[str, np.ndarray] = {}
+    for d in data_dirs:
+        path = Path(d) / "text"
+        if not path.is_file():
+            raise DataError(
+                "no text (transcripts)", file=str(d), fix="numerator online needs data dir text"
+            )
+        for e in read_table_lines(path):
+            if e.key not in want:
+                continue
+            missing = [w for w in e.value.split() if w not in table]
+            if missing:
+                raise DataError(
+                    f"word(s) {' '.join(missing)} not in {words_txt}", file=str(path),
+                    line=e.line, utt=e.key,
+                    fix="use the lang dir the transcripts were prepared with, or map the "
+                    "words to its OOV word (e.g. <UNK>)",
+                )  # fmt: skip
+            if e.value.split():
+                out[e.key] = np.asarray([table.id(w) for w in e.value.split()], dtype=np.int32)
+    untranscribed = len(want) - len(out)
+    if untranscribed:
+        log.warning(
+            "%d utterances have no transcript: their stored alignment is used", untranscribed
+        )
+    return out
 
 
 def load_se_data(cfg: TrainSEConfig, md) -> SEData:
@@ -203,30 +281,44 @@ def load_se_data(cfg: TrainSEConfig, md) -> SEData:
     vutts: list[str] = []
     if cfg.valid_fraction > 0:
         utts, vutts = held_out_split(utts, cfg.valid_fraction, cfg.seed)
+    words = None
+    if cfg.numerator == "online":
+        _, words_txt, _ = lang_files(cfg.lang_dir)
+        words = load_transcripts(cfg.train_data, words_txt, [*utts, *vutts])
     train = UtteranceDataset(feats, alis, utts=utts)
     valid = UtteranceDataset(feats, alis, utts=vutts) if vutts else None
-    return SEData(feats, train, valid)
+    return SEData(feats, train, valid, words)
 
 
-def collate_se(items) -> dict[str, Any]:
+def collate_se(items, words: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
     """List of (utt, feats (T_i, F), ali (T_i,) transition_ids) -> ``{"utt_ids", "feats" (N, T,
-    F) zero-padded, "lengths" (N,), "ali" (N, T) transition_ids, 0 on padding}``."""
+    F) zero-padded, "lengths" (N,), "ali" (N, T) transition_ids, 0 on padding}``; with
+    ``words`` (on-the-fly numerators) also ``"words"``: N word-id arrays ((0,): none)."""
     import torch
 
     from pykaldi2.data.datasets import collate_frames
 
     b = collate_frames(items)
     ali = b["targets"]
-    return {
+    batch = {
         "utt_ids": b["utts"],
         "feats": b["feats"],
         "lengths": b["lengths"],
         "ali": torch.where(ali > 0, ali, torch.zeros_like(ali)),
     }
+    if words is not None:
+        none = np.zeros(0, dtype=np.int32)
+        batch["words"] = [words.get(u, none) for u in b["utts"]]
+    return batch
 
 
-def make_se_loader(dataset, cfg: TrainSEConfig, *, rank: int, world_size: int, shuffle: bool):
-    """A DataLoader of whole utterances bucketed by length (resumable BucketBatchSampler)."""
+def make_se_loader(
+    dataset, cfg: TrainSEConfig, *, rank: int, world_size: int, shuffle: bool, words=None
+):
+    """A DataLoader of whole utterances bucketed by length (resumable BucketBatchSampler);
+    ``words``: the transcripts of on-the-fly numerators (:func:`collate_se`)."""
+    import functools
+
     import torch
 
     from pykaldi2.data.samplers import BucketBatchSampler
@@ -237,8 +329,8 @@ def make_se_loader(dataset, cfg: TrainSEConfig, *, rank: int, world_size: int, s
     )  # fmt: skip
     workers = {"persistent_workers": True} if cfg.num_workers > 0 else {}
     return torch.utils.data.DataLoader(
-        dataset, batch_sampler=sampler, collate_fn=collate_se, num_workers=cfg.num_workers,
-        **workers,
+        dataset, batch_sampler=sampler, collate_fn=functools.partial(collate_se, words=words),
+        num_workers=cfg.num_workers, **workers,
     )  # fmt: skip
 
 
@@ -246,8 +338,9 @@ def make_se_loader(dataset, cfg: TrainSEConfig, *, rank: int, world_size: int, s
 # Task, lattices, resume
 # ---------------------------------------------------------------------------------------------
 class SETask(SequenceTask):
-    """:class:`SequenceTask` that also sums its training stats (objf, ce, frames) between log
-    steps (:meth:`pop_sums`); evaluation (no grad) is not counted."""
+    """:class:`SequenceTask` that also sums its training stats (objf, ce, frames; with
+    on-the-fly numerators ``ali_failed`` and ``ali_utts``) between log steps
+    (:meth:`pop_sums`); evaluation (no grad) is not counted."""
 
     def __init__(self, *args, **kw) -> None:
         super().__init__(*args, **kw)
@@ -258,7 +351,10 @@ class SETask(SequenceTask):
 
         out = super().compute_loss(model, batch)
         if torch.is_grad_enabled():
-            for k, v in {**out.stats, "frames": out.count}.items():
+            stats = {**out.stats, "frames": out.count}
+            if "ali_failed" in batch:
+                stats.update(ali_failed=batch["ali_failed"], ali_utts=len(batch["utt_ids"]))
+            for k, v in stats.items():
                 self.sums[k] = self.sums.get(k, 0.0) + float(v)
         return out
 
@@ -303,12 +399,12 @@ class ResumableGenerator:
         self.last: tuple[list[str], Any] | None = None
         self.saved: tuple[list[str], list] | None = None
 
-    def submit(self, utts, loglik, lengths=None):
+    def submit(self, utts, loglik, lengths=None, words=None):
         if self.saved is not None and list(utts) == self.saved[0]:
             handle = _Ready(self.saved[1])
             self.saved = None
         else:
-            handle = self.generator.submit(utts, loglik, lengths)
+            handle = self.generator.submit(utts, loglik, lengths, words=words)
         self.last = (list(utts), handle)
         return handle
 
@@ -318,8 +414,9 @@ def _lattice_file(ckpt_dir: Path, step: int, rank: int) -> Path:
 
 
 def save_pending_lattices(trainer, rgen: ResumableGenerator) -> None:
-    """Save the lattices of the next batch (made before the last step) beside the checkpoint of
-    ``trainer.step``; drop those of checkpoints that no longer exist."""
+    """Save the lattices (and on-the-fly alignments: ``alis``, else None) of the next batch (made
+    before the last step) beside the checkpoint of ``trainer.step``; drop those of checkpoints
+    that no longer exist."""
     from pykaldi2.training import checkpoint as ckpt
 
     ckpt_dir, rank = trainer.ckpt_dir, trainer.dist.rank
@@ -328,30 +425,35 @@ def save_pending_lattices(trainer, rgen: ResumableGenerator) -> None:
         if int(p.name.split("-")[1].split(".")[0]) not in keep:
             p.unlink(missing_ok=True)
     utts, handle = rgen.last
+    result = handle.get()
+    lattices, alis = result if isinstance(result, tuple) else (result, None)
     state = {
         "step": trainer.step, "epoch": trainer.epoch, "batches_done": trainer.batches_done,
-        "utts": utts, "lattices": handle.get(),
+        "utts": utts, "lattices": lattices, "alis": alis,
     }  # fmt: skip
     ckpt.save_checkpoint(_lattice_file(ckpt_dir, trainer.step, rank), state)
 
 
-def load_pending_lattices(trainer, rgen: ResumableGenerator) -> bool:
-    """After ``trainer.resume()`` mid-epoch: hand the saved lattices of the first batch to
-    ``rgen``. False (and a warning) when they are missing: the run then continues, not
-    bit-exactly, with lattices from the resumed model."""
+def load_pending_lattices(trainer, rgen: ResumableGenerator, online: bool = False) -> bool:
+    """After ``trainer.resume()`` mid-epoch: hand the saved lattices (with ``online``: and
+    alignments) of the first batch to ``rgen``. False (and a warning) when they are missing:
+    the run then continues, not bit-exactly, with lattices from the resumed model."""
     from pykaldi2.training import checkpoint as ckpt
 
     if trainer.step == 0 or trainer.batches_done == 0:
         return True
     path = _lattice_file(trainer.ckpt_dir, trainer.step, trainer.dist.rank)
     state = ckpt.load_checkpoint(path) if path.is_file() else {}
-    if (state.get("epoch"), state.get("batches_done")) != (trainer.epoch, trainer.batches_done):
+    pos = (state.get("epoch"), state.get("batches_done"))
+    stale = pos != (trainer.epoch, trainer.batches_done)
+    if stale or online != (state.get("alis") is not None):  # also: numerator mode changed
         log.warning(
             "%s missing or stale: the first batch after resuming gets lattices of the resumed "
             "model (the run is not bit-exact with an uninterrupted one)", path,
         )  # fmt: skip
         return False
-    rgen.saved = (state["utts"], state["lattices"])
+    lattices = state["lattices"]
+    rgen.saved = (state["utts"], (lattices, state["alis"]) if online else lattices)
     return True
 
 
@@ -385,7 +487,7 @@ def train_se(cfg: TrainSEConfig, exp_dir: str | os.PathLike) -> Path:
     ``exp_dir/final`` (a CE-format model dir: ``decode-nnet`` decodes it)."""
 
     from pykaldi2.losses.lattice import TransitionInfo
-    from pykaldi2.losses.lattice_gen import LatticeGenerator, LatticePrefetcher
+    from pykaldi2.losses.lattice_gen import LatticeGenerator, LatticePrefetcher, TrainGraphSource
     from pykaldi2.training.ce import load_final_dir
     from pykaldi2.training.distributed import Dist
     from pykaldi2.training.trainer import Trainer
@@ -410,18 +512,22 @@ def train_se(cfg: TrainSEConfig, exp_dir: str | os.PathLike) -> Path:
             exp_dir.mkdir(parents=True, exist_ok=True)
             cfg.save(exp_dir / "config.yaml")
         task = SETask(seq, info, log_priors=md.log_priors, device=dist.device)
-        generator = LatticeGenerator(cfg.hclg_path, info, cfg.lattice)
+        source = None
+        if cfg.numerator == "online":
+            lex, _, disambig = lang_files(cfg.lang_dir)
+            source = TrainGraphSource(str(md.path / "final.mdl"), str(lex), tuple(disambig))
+        generator = LatticeGenerator(cfg.hclg_path, info, cfg.lattice, source)
         rgen = ResumableGenerator(generator)
         loader = LatticePrefetcher(
             make_se_loader(data.train, cfg, rank=dist.rank, world_size=dist.world_size,
-                           shuffle=True),
+                           shuffle=True, words=data.words),
             task.loglik_fn(model), rgen,
         )  # fmt: skip
         valid_fn = None
         if data.valid is not None:
             vloader = LatticePrefetcher(
                 make_se_loader(data.valid, cfg, rank=dist.rank, world_size=dist.world_size,
-                               shuffle=False),
+                               shuffle=False, words=data.words),
                 task.loglik_fn(model), generator,
             )  # fmt: skip
 
@@ -441,11 +547,11 @@ def train_se(cfg: TrainSEConfig, exp_dir: str | os.PathLike) -> Path:
         )  # fmt: skip
         if not trainer.resume() and valid_fn is not None:
             valid_fn(model)  # the objective of the CE model (step 0)
-        load_pending_lattices(trainer, rgen)
+        load_pending_lattices(trainer, rgen, online=source is not None)
         log.info(
-            "train-se (%s): %d utterances from %s, %d pdfs, lattices through %s in %d processes",
-            seq.criterion, len(data.train), cfg.init_model, md.num_pdfs, cfg.hclg_path,
-            cfg.lattice.num_workers,
+            "train-se (%s): %d utterances from %s, %d pdfs, lattices through %s in %d processes, "
+            "numerator %s", seq.criterion, len(data.train), cfg.init_model, md.num_pdfs,
+            cfg.hclg_path, cfg.lattice.num_workers, cfg.numerator,
         )  # fmt: skip
         summary = trainer.fit(loader)
         final = exp_dir / "final"
@@ -476,8 +582,9 @@ def _check_graph(cfg: TrainSEConfig, num_pdfs: int) -> None:
 
 def _after_step_hook(cfg: TrainSEConfig, task: SETask, rgen: ResumableGenerator, epoch_len,
                      get_trainer):  # fmt: skip
-    """Log the true objective every ``log_every`` steps; save the pending lattices whenever
-    the trainer is about to write a checkpoint mid-epoch (``epoch_len()``: batches per epoch)."""
+    """Log the true objective every ``log_every`` steps (per frame; the counts ``ali_failed``,
+    ``ali_utts`` of on-the-fly numerators as sums); save the pending lattices whenever the
+    trainer is about to write a checkpoint mid-epoch (``epoch_len()``: batches per epoch)."""
     tcfg = cfg.trainer
 
     def after_step(model, step: int) -> None:
@@ -487,7 +594,8 @@ def _after_step_hook(cfg: TrainSEConfig, task: SETask, rgen: ResumableGenerator,
             keys = sorted(sums)
             tot = dict(zip(keys, trainer.dist.allreduce_scalars([sums[k] for k in keys])))
             n = max(tot.pop("frames", 0.0), 1e-12)
-            rec = {"step": step, **{k: v / n for k, v in tot.items()}, "frames": n}
+            counts = {k: int(tot.pop(k)) for k in ("ali_failed", "ali_utts") if k in tot}
+            rec = {"step": step, **{k: v / n for k, v in tot.items()}, "frames": n, **counts}
             if trainer.dist.is_main:
                 _append_jsonl(trainer.exp_dir / "log" / "train.jsonl", rec)
                 trainer.writer.add_scalar("train/objf", rec.get("objf", 0.0), step)

@@ -11,49 +11,16 @@ import subprocess
 import time
 from pathlib import Path
 
-from pykaldi2.cli.main import main
-
 RECIPE = Path(__file__).resolve().parents[2] / "egs" / "yesno"
 
 #: measured 1.67% (4 insertions of 240 words) here, see egs/yesno/RESULTS.md; Kaldi: 0%
 MAX_WER = 1.0  # egs/yesno reaches 0.00%; allow 2 errors of 240 for mixing-up randomness
 
 
-def _run(*argv: str) -> None:
-    assert main([str(a) for a in argv]) == 0, f"pykaldi2 {' '.join(map(str, argv))} failed"
-
-
-def test_yesno_recipe_end_to_end(yesno_dir: Path, tmp_path: Path) -> None:
+def test_yesno_recipe_end_to_end(yesno_gmm, cli) -> None:
+    """Stages 0-3 are the ``yesno_gmm`` fixture (tests/integration/conftest.py); then 4."""
     t0 = time.perf_counter()
-    data, exp = tmp_path / "data", tmp_path / "exp"
-    _run("prepare", "yesno", "--corpus-dir", yesno_dir, data)
-    for s in ("train_yesno", "test_yesno"):
-        _run("compute-feats", "--config", RECIPE / "conf/mfcc.yaml", data / s, tmp_path / "mfcc")
-        _run("compute-cmvn", data / s, tmp_path / "mfcc")
-    lang, lm = data / "lang", data / "local/1gram.arpa"
-    _run(
-        "prepare-lang",
-        "--position-independent",
-        "--sil-topo",
-        "ergodic",
-        "--sil-states",
-        "5",
-        RECIPE / "local/dict",
-        "<SIL>",
-        lang,
-    )
-    _run(
-        "train-lm",
-        "--order=1",
-        "--oov-word=<SIL>",
-        "--skip-first-field",
-        f"--words={lang / 'words.txt'}",
-        data / "train_yesno/text",
-        lm,
-    )
-    _run("make-g", lang, lm, data / "lang_test")
-    mono = exp / "mono"
-    _run("train-mono", "--config", RECIPE / "conf/mono.yaml", data / "train_yesno", lang, mono)
+    _run, data, mono = cli, yesno_gmm.root / "data", yesno_gmm.mono
     _run("mkgraph", data / "lang_test", mono / "final.mdl", mono / "graph")
     dec = mono / "decode_test_yesno"
     _run(

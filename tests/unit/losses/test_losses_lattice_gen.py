@@ -18,7 +18,7 @@ from pykaldi2.losses.lattice_gen import (
     generate_lattice,
     nnet_align_compiled,
 )
-from pykaldi2.utils.errors import DataError
+from pykaldi2.utils.errors import DataError, Pykaldi2Error
 
 TOPO = """<Topology>
 <TopologyEntry>
@@ -73,7 +73,7 @@ def _same(a, b):
     np.testing.assert_array_equal(a.final_cost, b.final_cost)
 
 
-def test_pool_generates_the_same_lattices_as_in_process(tiny_sys):
+def test_pool_generates_the_same_lattices_as_in_process(tiny_sys, graph_source):
     info, hclg, path, loglik, _ = tiny_sys
     cfg = LatticeGenConfig(beam=12.0, lattice_beam=6.0, num_workers=2)
     utts = [("u1", [1, 2, 3, 1]), ("u2", [2, 3, 3, 2]), ("u3", [1, 3, 2, 2, 3, 1])]
@@ -83,8 +83,18 @@ def test_pool_generates_the_same_lattices_as_in_process(tiny_sys):
     for i, x in enumerate(xs):
         batch[i, : len(x)] = x
     want = [generate_lattice(hclg, x, info, cfg, u) for (u, _), x in zip(utts, xs)]
-    with LatticeGenerator(path, info, cfg) as gen:
-        got = gen.submit([u for u, _ in utts], torch.from_numpy(batch), [len(x) for x in xs]).get()
+    ids, lengths, words = [u for u, _ in utts], [len(x) for x in xs], [[1], [2, 1], [2, 1]]
+    with LatticeGenerator(path, info, cfg, graph_source) as gen:
+        got = gen.submit(ids, torch.from_numpy(batch), lengths).get()
+        # on-the-fly numerators from the pool (graphs compiled in the workers)
+        lats, alis = gen.submit(ids, torch.from_numpy(batch), lengths, words=words).get()
+    with LatticeGenerator(path, info, LatticeGenConfig(num_workers=0), graph_source) as gen:
+        _, want_alis = gen.generate(ids, batch, lengths, words=words)
+    for a, b in zip(lats, got):
+        _same(a, b)
+    for a, w in zip(alis, want_alis):
+        assert a is not None and w is not None
+        np.testing.assert_array_equal(a, w)
     assert [lat.utt for lat in got] == ["u1", "u2", "u3"]
     for a, b, x in zip(got, want, xs):
         _same(a, b)
@@ -151,3 +161,86 @@ def test_bad_inputs_name_the_problem(tiny_sys, tmp_path):
     x, _ = loglik([1, 2, 3, 1])
     with pytest.raises(DataError, match="uttX.*pdfs"):
         generate_lattice(hclg, x[:, :-1], info, LatticeGenConfig(), "uttX")
+
+
+@pytest.fixture(scope="module")
+def graph_source(tiny_sys, tmp_path_factory):
+    """A TrainGraphSource of the tiny system: its final.mdl and L.fst (#0 = phone 4)."""
+    from pykaldi2.hmm.model import GmmModel
+    from pykaldi2.kaldi import kaldifst, khg
+    from pykaldi2.losses.lattice_gen import TrainGraphSource
+
+    info, hclg, path, loglik, tm = tiny_sys
+    d = tmp_path_factory.mktemp("num_src")
+    GmmModel(tm=tm, tree=_tree(), am=khg.AmDiagGmm()).save(d / "final.mdl")
+    kaldifst.compile(L_TEXT).write(str(d / "L.fst"))
+    return TrainGraphSource(str(d / "final.mdl"), str(d / "L.fst"), (4,))
+
+
+def _tree():
+    from pykaldi2.kaldi import khg
+
+    topo = khg.HmmTopology()
+    topo.read(TOPO)
+    return khg.monophone_context_dependency([1, 2, 3], topo.get_phone_to_num_pdf_classes())
+
+
+def _reference_ali(model_path, phones, frames=2):
+    """The transition_ids of ``phones`` with ``frames`` frames per state: the forward
+    transition, then self-loops (Kaldi's order with reordered self-loops: the path that sharp
+    log-likelihoods of these pdfs give)."""
+    from pykaldi2.hmm.model import GmmModel
+
+    m = GmmModel.load(model_path)
+    tids = {}
+    for t in range(1, len(m.tid2pdf)):
+        key = (int(m.tid2phone[t]), int(m.tid2hmm_state[t]), bool(m.tid_is_self_loop[t]))
+        tids[key] = t
+    return [tids[(p, k, i > 0)] for p in phones for k in range(2) for i in range(frames)]
+
+
+def test_online_numerators_equal_the_oracle_alignment(tiny_sys, graph_source):
+    info, hclg, path, loglik, _ = tiny_sys
+    # sil X Y sil, Y sil X (X = a b, Y = b a), and X aligned to too few frames
+    utts = [("u1", [1, 2, 3, 3, 2, 1], [1, 2]), ("u2", [3, 2, 1, 2, 3], [2, 1])]
+    # u3: 3 frames, too few for the 4 HMM states of X: no alignment
+    xs = [loglik(ph, noise=0.1)[0] for _, ph, _ in utts] + [loglik([2], noise=0.1)[0][:3]]
+    words = [w for *_, w in utts] + [[1]]
+    T = max(len(x) for x in xs)
+    batch = np.zeros((len(xs), T, info.num_pdfs), np.float32)
+    for i, x in enumerate(xs):
+        batch[i, : len(x)] = x
+    cfg = LatticeGenConfig(beam=12.0, lattice_beam=6.0, num_workers=0)
+    lengths = [len(x) for x in xs]
+    with LatticeGenerator(path, info, cfg, graph_source) as gen:
+        lats, alis = gen.submit(["u1", "u2", "u3"], batch, lengths, words=words).get()
+        plain = gen.submit(["u1", "u2", "u3"], batch, lengths).get()
+    for a, b in zip(lats, plain):  # the same lattices, with or without numerators
+        _same(a, b)
+    for (_, phones, _), ali in zip(utts, alis):
+        assert ali is not None
+        np.testing.assert_array_equal(ali, _reference_ali(graph_source.model, phones))
+    assert alis[2] is None
+
+
+def test_online_numerator_cache_and_fallback(tiny_sys, graph_source):
+    from pykaldi2.losses.lattice_gen import attach_lattices
+
+    info, hclg, path, loglik, _ = tiny_sys
+    cfg = LatticeGenConfig(num_workers=0, graph_cache=1)
+    gen = LatticeGenerator(path, info, cfg, graph_source)
+    x, _ = loglik([1, 2, 3, 1], noise=0.1)
+    for utt, words in (("a", [1]), ("b", [1]), ("a", [1])):
+        lats, alis = gen.generate([utt], x[None], words=[words])
+        assert alis[0] is not None
+    assert list(gen._state.graphs) == ["a"]  # LRU of size 1
+    # no transcript, or a word L has no path for (id 9): the stored alignment stays
+    lats, alis = gen.generate(["c", "d"], np.stack([x, x]), words=[[], [9]])
+    assert alis == [None, None]
+    stored = torch.full((2, len(x)), 7)
+    b = attach_lattices({"ali": stored, "utt_ids": ["c", "d"]}, (lats, [alis[0], np.ones(10)]))
+    assert b["ali_failed"] == 1 and b["lattices"] is lats and b["ali"][0].eq(7).all()
+    assert b["ali"][1].tolist() == [1] * 10 + [0] * (len(x) - 10)  # padding: 0
+    assert stored.eq(7).all()  # the batch's tensor is not modified in place
+    with pytest.raises(Pykaldi2Error, match="without a TrainGraphSource"):
+        LatticeGenerator(path, info, cfg).generate(["a"], x[None], words=[[1]])

@@ -1,9 +1,13 @@
 """``pykaldi2 train-se`` on the tiny synthetic system of the chain tests (3 words, 3 phones +
 silence, 3-state monophone alignments), starting from a briefly CE-trained BLSTM: the logged
 objective is the true one, resume is exact (pending lattices saved with the checkpoint), sMBR
-with a 2-process lattice pool improves the held-out objective and the final dir decodes."""
+with a 2-process lattice pool improves the held-out objective and the final dir decodes; on-the-fly
+numerator alignments (``numerator: online``) equal the reference with an oracle model, improve
+the objective and resume exactly."""
 
 from __future__ import annotations
+
+import shutil
 
 import numpy as np
 import pytest
@@ -19,8 +23,9 @@ corpus = chain_tests.corpus  # the chain tests' module fixture: data, ali, test 
 
 @pytest.fixture(scope="module")
 def se_setup(corpus):
-    """(root, CE model dir, config dict, test dir) with the chain tests' corpus and a graph
-    dir (HCLG of the alignment model, words.txt, phones/silence.csl) under root."""
+    """(root, CE model dir, config dict, test dir) with the chain tests' corpus, a graph
+    dir (HCLG of the alignment model, words.txt, phones/silence.csl) and a lang dir (L.fst,
+    words.txt, phones/disambig.int) under root."""
     from pykaldi2.hmm.model import GmmModel
     from pykaldi2.kaldi import kaldifst
     from pykaldi2.lang.hclg import make_hclg
@@ -35,6 +40,11 @@ def se_setup(corpus):
     (graph / "words.txt").write_text("".join(f"{w} {i}\n" for w, i in WORDS.items()))
     (graph / "num_pdfs").write_text(f"{model.tm.num_pdfs}\n")
     (graph / "phones" / "silence.csl").write_text("1\n")
+    lang = root / "lang"
+    (lang / "phones").mkdir(parents=True)
+    kaldifst.compile(L_TEXT).write(str(lang / "L.fst"))
+    (lang / "words.txt").write_text((graph / "words.txt").read_text())
+    (lang / "phones" / "disambig.int").write_text("5\n")  # #0
     ce = TrainCEConfig.from_dict(
         {
             "train_data": [str(data)], "ali_dir": [str(ali)], "valid_fraction": 0.0,
@@ -133,11 +143,37 @@ def _true_objective(model_dir, cfg: dict, utts) -> tuple[float, float]:
     return total / frames, frames
 
 
-def test_train_se_mmi_true_objective_and_exact_resume(se_setup, tmp_path, one_thread):
+def _online(root, cfg: dict) -> dict:
+    return {**cfg, "numerator": "online", "lang_dir": str(root / "lang")}
+
+
+def _nnet_alis(md, cfg: dict, root, utts, lls=None) -> dict[str, np.ndarray]:
+    """On-the-fly numerator alignments of ``utts`` computed here, in this process, with the
+    model of ``md`` (eval mode) as train-se's lattice workers make them, or with the given
+    (T, C) log-likelihoods ``lls``."""
+    from pykaldi2.losses.lattice import TransitionInfo
+    from pykaldi2.losses.lattice_gen import LatticeGenConfig, LatticeGenerator, TrainGraphSource
+    from pykaldi2.training.se import load_transcripts
+
+    info = TransitionInfo.from_trans_model(md.ali_model.tm)
+    src = TrainGraphSource(str(md.path / "final.mdl"), str(root / "lang" / "L.fst"), (5,))
+    words = load_transcripts(cfg["train_data"], root / "lang" / "words.txt", utts)
+    gen = LatticeGenerator(
+        f"{cfg['den_graph']}/HCLG.fst", info, LatticeGenConfig(num_workers=0), src
+    )
+    lls = lls or [_loglik(md, cfg, u)[0] for u in utts]
+    _, alis = gen.generate(utts, torch.nn.utils.rnn.pad_sequence(lls, batch_first=True),
+                           [len(x) for x in lls], words=[words[u] for u in utts])  # fmt: skip
+    return dict(zip(utts, alis))
+
+
+@pytest.mark.parametrize("numerator", ["ali", "online"])
+def test_train_se_mmi_true_objective_and_exact_resume(se_setup, tmp_path, one_thread, numerator):
     from pykaldi2.training.ce import held_out_split
 
     root, ce_final, cfg, _ = se_setup
-    conf = _write(tmp_path, cfg)
+    online = numerator == "online"
+    conf = _write(tmp_path, _online(root, cfg) if online else cfg)
     full, parts = tmp_path / "full", tmp_path / "parts"
     run = ["train-se", "--criterion", "mmi", "--config", conf]
     assert main([*run, "--override", "trainer.max_steps=7", str(full)]) == 0
@@ -154,6 +190,16 @@ def test_train_se_mmi_true_objective_and_exact_resume(se_setup, tmp_path, one_th
             _ac_cost_error(lat, _loglik(md, cfg, lat.utt), md) for lat in saved["lattices"]
         )
     assert err[2] < 1e-3 < err[3], err
+    if online:  # the saved numerators are the step-2 model's alignments
+        utts = [lat.utt for lat in saved["lattices"]]
+        want = _nnet_alis(
+            _model_dir(ce_final, parts / "checkpoints" / "ckpt-2.pt"), cfg, root, utts
+        )
+        assert len(saved["alis"]) == len(utts)
+        for u, a in zip(utts, saved["alis"]):
+            np.testing.assert_array_equal(a, want[u])
+    else:
+        assert saved["alis"] is None
     assert main([*run, "--override", "trainer.max_steps=7", str(parts)]) == 0
     a, b = _weights(full), _weights(parts)
     assert a.keys() == b.keys()
@@ -161,16 +207,20 @@ def test_train_se_mmi_true_objective_and_exact_resume(se_setup, tmp_path, one_th
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
     assert not torch.equal(a["output.weight"], _weights(root / "ce")["output.weight"])
 
-    # The logged held-out objective at step 0 is the MMI objective of the CE model.
     valid = _jsonl(full / "log" / "valid.jsonl")
     assert valid[0]["step"] == 0
+    train = _jsonl(full / "log" / "train.jsonl")
+    assert [r["step"] for r in train] == list(range(1, 8))
+    assert all(r["objf"] < 0.0 and r["ce"] > 0.0 for r in train), train
+    if online:  # counts of fallbacks to the stored alignment; the objective improves
+        assert all(1 <= r["ali_utts"] <= 4 and r["ali_failed"] == 0 for r in train), train
+        return
+    assert all("ali_failed" not in r for r in train)
+    # The logged held-out objective at step 0 is the MMI objective of the CE model.
     utts = sorted(ln.split()[0] for ln in open(f"{cfg['train_data'][0]}/text"))
     _, vutts = held_out_split(utts, cfg["valid_fraction"], 0)
     want, frames = _true_objective(ce_final, cfg, vutts)
     assert valid[0]["frames"] == frames and valid[0]["objf"] == pytest.approx(want, rel=1e-4)
-    train = _jsonl(full / "log" / "train.jsonl")
-    assert [r["step"] for r in train] == list(range(1, 8))
-    assert all(r["objf"] < 0.0 and r["ce"] > 0.0 for r in train), train
 
 
 def test_train_se_smbr_improves_and_decodes(se_setup, tmp_path, one_thread):
@@ -233,3 +283,50 @@ def test_train_se_other_criteria(se_setup, tmp_path, criterion, one_thread):
     # bMMI: a log-posterior-like value (<= boost per frame); MPFE: an expected phone accuracy
     lo, hi = (-np.inf, 0.1) if criterion == "bmmi" else (0.0, 1.0)
     assert len(train) == 2 and all(lo < r["objf"] <= hi for r in train), train
+
+
+def test_train_se_online_numerators(se_setup, tmp_path, one_thread, capsys):
+    """Oracle log-likelihoods align to the reference; MMI with on-the-fly numerators from a
+    2-process pool improves the held-out objective; a word missing from words.txt is a clear
+    error naming the utterance."""
+    from pykaldi2.hmm.ali import read_ali
+    from pykaldi2.training.ce import held_out_split
+
+    root, ce_final, cfg, _ = se_setup
+    md = _model_dir(ce_final)
+    ref = read_ali(f"{cfg['ali_dir'][0]}/ali.ark")
+    utts = sorted(ref)[:6]
+    tid2pdf = md.ali_model.tid2pdf
+    oracle = [torch.where(torch.eye(md.num_pdfs)[tid2pdf[ref[u]]] > 0, 0.0, -20.0) for u in utts]
+    got = _nnet_alis(md, cfg, root, utts, oracle)
+    for u in utts:
+        np.testing.assert_array_equal(got[u], ref[u])
+    # The CE model's own alignments mostly agree with the stored ones, but not everywhere: the
+    # online numerators below are really other numerators.
+    ce = _nnet_alis(md, cfg, root, sorted(ref))
+    diff, frames = sum(int((ce[u] != ref[u]).sum()) for u in ref), sum(len(a) for a in ref.values())
+    assert 0 < diff < 0.2 * frames, (diff, frames)
+
+    online = _online(root, cfg)
+    conf = _write(tmp_path, online, lattice={"beam": 10.0, "lattice_beam": 6.0, "num_workers": 2})
+    exp = tmp_path / "online"
+    over = ["--override", "trainer.max_epochs=2", "--override", "trainer.lr=0.003"]
+    assert main(["train-se", "--criterion", "mmi", "--config", conf, *over, str(exp)]) == 0
+    valid = _jsonl(exp / "log" / "valid.jsonl")
+    assert len(valid) == 3 and valid[-1]["objf"] > valid[0]["objf"], valid
+    train = _jsonl(exp / "log" / "train.jsonl")
+    alls = sorted(ln.split()[0] for ln in open(f"{cfg['train_data'][0]}/text"))
+    _, vutts = held_out_split(alls, cfg["valid_fraction"], 0)
+    assert sum(r["ali_utts"] for r in train) == 2 * (len(alls) - len(vutts)), train
+
+    lang = tmp_path / "lang"
+    shutil.copytree(root / "lang", lang)
+    words = (root / "lang" / "words.txt").read_text().splitlines()
+    (lang / "words.txt").write_text("".join(f"{w}\n" for w in words if not w.startswith("C ")))
+    conf = _write(tmp_path, {**online, "lang_dir": str(lang)})
+    assert main(["train-se", "--config", conf, str(tmp_path / "oov")]) == 1
+    err = capsys.readouterr().err
+    assert "(utterance train02)" in err and "word(s) C not in" in err and "Fix:" in err, err
+    conf = _write(tmp_path, {**cfg, "numerator": "online"})
+    assert main(["train-se", "--config", conf, str(tmp_path / "nolang")]) == 1
+    assert "numerator online needs lang_dir" in capsys.readouterr().err

@@ -164,3 +164,65 @@ def test_stream_int8(tiny_model_dir, an4_dir, one_thread, capsys):
     int8_text = list(stream_file(bundle, files[-1], quantize=True))[-1]
     assert main(["stream", "--quiet", "--int8", str(tiny_model_dir), str(files[-1])]) == 0
     assert capsys.readouterr().out.strip() == int8_text
+
+
+class FakeSoundDevice:
+    """The part of the ``sounddevice`` API that :func:`microphone_chunks` uses, playing
+    ``samples`` (float32 in [-1, 1]) as the microphone; ``inputs=False``: no input device."""
+
+    def __init__(self, samples: np.ndarray, inputs: bool = True) -> None:
+        self.samples, self.inputs, self.blocks = samples, inputs, []
+
+    def check_input_settings(self, device=None, channels=1, dtype="float32", samplerate=None):
+        if not self.inputs:
+            raise ValueError("No input device matching")
+
+    def query_devices(self):
+        return "  0 fake output, ALSA (0 in, 2 out)"
+
+    def InputStream(self, samplerate, channels, dtype, blocksize, device):  # noqa: N802
+        fake, pos = self, [0]
+
+        class Stream:
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                return False
+
+            def read(self, n):
+                x = fake.samples[pos[0] : pos[0] + n]
+                x = np.pad(x, (0, n - len(x)))  # silence after the recording
+                pos[0] += n
+                fake.blocks.append(n)
+                return x[:, None].astype(np.float32), False
+
+        return Stream()
+
+
+def test_microphone_stream_equals_file_stream(tiny_model_dir, an4_dir, one_thread):
+    from pykaldi2.data.audio import read_audio
+    from pykaldi2.decoding.streaming import microphone_chunks, stream_chunks
+    from pykaldi2.utils.errors import Pykaldi2Error
+
+    bundle = load_transducer(tiny_model_dir)
+    f = sorted((an4_dir / "flac/an4test_clstk/fcaw").glob("*.flac"))[1]
+    x, sr = read_audio(str(f), target_sr=16000)
+    # the microphone delivers whole blocks: the recording, then silence up to the block end
+    padded = np.pad(x, (0, -len(x) % 4000))
+    chunks = [padded[i : i + 4000] for i in range(0, len(padded), 4000)]
+    expected = list(stream_chunks(bundle, chunks, sr))[-1]
+    assert len(expected) > 3
+    fake = FakeSoundDevice(x / 32768.0)
+    mic = microphone_chunks(sr, 0.25, max_seconds=len(x) / sr, backend=fake)
+    assert list(stream_chunks(bundle, mic, sr))[-1] == expected
+    assert set(fake.blocks) == {4000}
+    with pytest.raises(Pykaldi2Error, match="(?s)no usable audio input device.*fake output"):
+        next(microphone_chunks(sr, backend=FakeSoundDevice(x, inputs=False)))
+
+
+def test_stream_cli_needs_exactly_one_source(tiny_model_dir, capsys):
+    from pykaldi2.cli.main import main
+
+    assert main(["stream", str(tiny_model_dir)]) == 2
+    assert "FILE or --mic" in capsys.readouterr().err

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Asterisk demo (`make demo`): the Asterisk PBX English prompts from Debian (no download: apt-get
+# install asterisk-core-sounds-en-wav asterisk-core-sounds-en), 516 train / 33 test prompts,
+# one speaker, 8 kHz, about 25 minutes. Grapheme lexicon (letters as phones), trigram LM on the
+# train prompts. Small fast configs: the whole recipe fits in 20 minutes on 2 CPU cores.
+#   bash run.sh [--stage N] [--stop-stage M] [--corpus-dir DIR] [--nj N] [--force]
+# Stages: 0 prepare, 1 features (MFCC for the GMMs, 40-dim fbank for the nnets), 2 grapheme
+# dict/lang/LM/G, 3 mono, 4 tri1, 5 tri2 (each with mkgraph + decode + score), 6 tri2 alignments,
+# 7 CE BLSTM, 8 its decode + the model dir for pykaldi2.load_model (exp/blstm_ce/export),
+# 9 RNN-T, 10 its greedy decode, 11 LF-MMI TDNN-F, 12 its decode, 99 the WER table.
+# Each stage leaves a .done marker in exp/ (rerun skips finished stages; --force redoes them).
+set -euo pipefail
+cd "$(dirname "$0")"
+. ./path.sh
+
+stage=0
+stop_stage=100
+corpus_dir=/usr/share/asterisk/sounds/en   # the -wav package's prompts
+nj=2
+force=false
+lm_order=3
+
+. ../stages.sh   # options, log, run_stage
+
+features() {
+  local set
+  for set in train test; do
+    pykaldi2 compute-feats --config conf/mfcc.yaml --nj "$nj" data/$set mfcc
+    pykaldi2 compute-cmvn data/$set mfcc
+    pykaldi2 combine-data data/${set}_fbank data/$set   # a copy with its own feats.scp
+    pykaldi2 compute-feats --config conf/fbank.yaml --nj "$nj" data/${set}_fbank fbank
+    pykaldi2 compute-cmvn data/${set}_fbank fbank
+  done
+}
+
+lang() {
+  pykaldi2 prepare-dict graphemes data/train data/local/dict
+  pykaldi2 prepare-lang data/local/dict '<UNK>' data/lang
+  pykaldi2 train-lm --order $lm_order --skip-first-field --words data/lang/words.txt \
+    data/train/text data/local/lm/${lm_order}gram.arpa
+  pykaldi2 make-g data/lang data/local/lm/${lm_order}gram.arpa data/lang_test
+}
+
+# decode_gmm NAME: HCLG for exp/NAME, decode data/test, score over LMWT x WIP
+decode_gmm() {
+  pykaldi2 mkgraph data/lang_test exp/$1/final.mdl exp/$1/graph
+  pykaldi2 decode --data data/test --nj "$nj" exp/$1/graph exp/$1/final.mdl exp/$1/decode_test
+  pykaldi2 score --ref data/test/text --min-lmwt 5 --max-lmwt 20 exp/$1/decode_test
+}
+
+mono() {
+  pykaldi2 train-mono --config conf/mono.yaml data/train data/lang exp/mono
+  decode_gmm mono
+}
+
+# tri SRC NAME TRAIN-CMD: align with exp/SRC, train exp/NAME from those alignments, decode it
+tri() {
+  pykaldi2 align-si --nj "$nj" data/train data/lang exp/$1 exp/$1_ali
+  pykaldi2 "$3" --config conf/$2.yaml data/train data/lang exp/$1_ali exp/$2
+  decode_gmm "$2"
+}
+
+# ce_decode: decode-nnet through tri2's graph, score LMWT 1..20, then export the model dir with
+# the acoustic scale 1/best-LMWT (for `pykaldi2 transcribe` and pykaldi2.load_model)
+ce_decode() {
+  local exp=exp/blstm_ce lmwt
+  pykaldi2 decode-nnet --nj "$nj" --no-score $exp/final exp/tri2/graph data/test_fbank \
+    $exp/decode_test
+  pykaldi2 score --ref data/test_fbank/text --min-lmwt 1 --max-lmwt 20 $exp/decode_test
+  lmwt=$(sed -E 's/.*wer_([0-9.]+)_[0-9.]+$/\1/' $exp/decode_test/best_wer)
+  pykaldi2 export-hybrid-model --overwrite --acoustic-scale "$(awk "BEGIN { print 1 / $lmwt }")" \
+    $exp/final exp/tri2/graph $exp/export
+}
+
+chain_decode() {
+  local exp=exp/chain_tdnnf
+  pykaldi2 mkgraph --self-loop-scale 1.0 data/lang_test $exp/final/final.mdl $exp/graph
+  pykaldi2 decode-chain --nj "$nj" $exp/final $exp/graph data/test_fbank $exp/decode_test
+}
+
+run_stage 0 prepare pykaldi2 prepare asterisk --corpus-dir "$corpus_dir" data
+run_stage 1 features features
+run_stage 2 lang lang
+run_stage 3 mono mono
+run_stage 4 tri1 tri mono tri1 train-deltas       # MFCC + deltas
+run_stage 5 tri2 tri tri1 tri2 train-lda-mllt     # LDA + MLLT
+run_stage 6 tri2_ali pykaldi2 align-si --nj "$nj" data/train data/lang exp/tri2 exp/tri2_ali
+run_stage 7 blstm_ce pykaldi2 train-ce --config conf/ce_blstm.yaml exp/blstm_ce
+run_stage 8 blstm_ce_decode ce_decode
+run_stage 9 rnnt pykaldi2 train-transducer --config conf/transducer.yaml exp/rnnt
+run_stage 10 rnnt_decode pykaldi2 decode-transducer exp/rnnt/final data/test_fbank \
+  exp/rnnt/decode_test_greedy
+run_stage 11 chain_tdnnf pykaldi2 train-chain --config conf/chain_tdnnf.yaml exp/chain_tdnnf
+run_stage 12 chain_tdnnf_decode chain_decode
+
+# stage 99: the WER table of every decoded system (always runs)
+if [ "$stop_stage" -ge 99 ]; then
+  printf '%-12s %s\n' system "test WER (best LMWT_WIP for the WFST systems)"
+  for d in mono/decode_test tri1/decode_test tri2/decode_test blstm_ce/decode_test \
+    chain_tdnnf/decode_test rnnt/decode_test_greedy; do
+    for f in exp/$d/best_wer exp/$d/wer; do
+      if [ -f "$f" ]; then printf '%-12s %s\n' "${d%%/*}" "$(head -n 1 "$f")"; break; fi
+    done
+  done
+fi
