@@ -25,6 +25,10 @@ included), then MMI forward-backward over the lattices (target: <= 4x CE with 2 
 
     python bench/sequence_cost.py [--egs egs/an4] [--batches 12] [--threads 1] [--device cpu]
                                   [--part all|chain|lattice] [--lattice-workers 2]
+                                  [--config conf/chain_tdnnf.yaml | conf/chain_blstm.yaml]
+
+``--config conf/chain_blstm.yaml`` times the chunked BLSTM chain system instead (chunks of 150
+frames with 15 frames of context each side; CE on the same chunks' supervised output frames).
 """
 
 from __future__ import annotations
@@ -68,15 +72,21 @@ def _timed_steps(model, task_fn, batches, device, stream=list) -> float:
     return time.perf_counter() - t0
 
 
-def _ce_task(targets, factor: int, device):
+def _ce_task(targets, factor: int, device, offset: int = 0):
     """Frame CE of the model's chain output against pdf alignments taken every ``factor``-th
-    frame; returns the summed loss."""
+    frame; returns the summed loss. Chunked examples (keys ``utt:begin``, ``offset`` output
+    frames of left context) are scored on their supervised output frames."""
 
     def fn(model, batch):
         out = model(batch["feats"].to(device), batch["lengths"].to(device))  # (N, T', P)
+        n_out = batch.get("out_lengths")
+        width = int(n_out.max()) if n_out is not None else out.shape[1]
+        out = out[:, offset : offset + width]
         tgt = torch.full(out.shape[:2], -100, dtype=torch.int64)
-        for i, utt in enumerate(batch["utts"]):
-            y = torch.from_numpy(targets[utt][::factor].astype(np.int64))[: out.shape[1]]
+        for i, key in enumerate(batch["utts"]):
+            utt, _, begin = key.partition(":")
+            y = targets[utt][factor * int(begin or 0) :: factor].astype(np.int64)
+            y = torch.from_numpy(y)[: out.shape[1] if n_out is None else int(n_out[i])]
             tgt[i, : len(y)] = y
         return torch.nn.functional.cross_entropy(
             out.reshape(-1, out.shape[-1]), tgt.reshape(-1).to(device), reduction="sum"
@@ -221,33 +231,44 @@ def main() -> int:
     chain_model.to(device)
     ce_model = copy.deepcopy(chain_model)
     ce_model.xent = None  # CE trains the chain output only
-    ce_frame_cfg, _ = chain_model_config(cfg, data.feats.dim, data.num_pdfs)
-    frame_model = build_chain_model(
-        cfg.model_type, dataclasses.replace(ce_frame_cfg, subsampling=1), 1, False
-    ).to(device)
-    task = ChainTask(data.den_graph, cfg.chain, cfg.frame_subsampling_factor, device)
+    frame_model = None  # a TDNN-F without subsampling (a BLSTM always runs at the frame rate)
+    if cfg.model_type == "tdnnf":
+        ce_frame_cfg, _ = chain_model_config(cfg, data.feats.dim, data.num_pdfs)
+        frame_model = build_chain_model(
+            cfg.model_type, dataclasses.replace(ce_frame_cfg, subsampling=1), 1, False
+        ).to(device)
+    offset = ds.left // cfg.frame_subsampling_factor
+    task = ChainTask(
+        data.den_graph, cfg.chain, cfg.frame_subsampling_factor, device,
+        left_context=ds.left, frame_shift=cfg.frame_shift,
+    )  # fmt: skip
 
     def lfmmi(model, b):
         return task.compute_loss(model, b).loss
 
     f = cfg.frame_subsampling_factor
-    t_ce = _timed_steps(ce_model, _ce_task(targets, f, device), batches, device)
+    t_ce = _timed_steps(ce_model, _ce_task(targets, f, device, offset), batches, device)
     t_mmi = _timed_steps(chain_model, lfmmi, batches, device)
-    t_frame = _timed_steps(frame_model, _ce_task(targets, 1, device), batches, device)
+    t_frame = None
+    if frame_model is not None:
+        t_frame = _timed_steps(frame_model, _ce_task(targets, 1, device), batches, device)
 
     _header(device)
-    print(f"data: AN4 train, {len(ds)} utterances; graphs built in {prep:.1f}s; den.fst "
+    print(f"data: AN4 train, {len(ds)} examples of {len(ds.utts)} utterances; graphs built in {prep:.1f}s; den.fst "
           f"{data.den_graph.num_states} states / {data.den_graph.num_arcs} arcs, "
           f"{data.num_pdfs} pdfs")  # fmt: skip
-    print(f"timed: {args.batches} batches x {args.batch_size} utterances = {frames} frames "
-          f"({hours * 60:.2f} min of audio); TDNN-F {mcfg.num_layers} layers x {mcfg.hidden}, "
-          f"output at 1/{f} frame rate")  # fmt: skip
+    unit = f"chunks of {cfg.chunk_size}+{ds.left}+{ds.right}" if cfg.chunk_size else "utterances"
+    print(f"timed: {args.batches} batches x {args.batch_size} {unit} = {frames} input frames "
+          f"({hours * 60:.2f} min of audio, context included); {cfg.model_type} "
+          f"{mcfg.num_layers} layers x {mcfg.hidden}, output at 1/{f} frame rate "
+          f"({args.config})")  # fmt: skip
     print(f"{'objective':42s} {'s / hour of audio':>18s} {'x CE':>6s}")
     rows = [
         ("CE (same net, targets every 3rd frame)", t_ce),
         ("LF-MMI (num + den + l2 + xent)", t_mmi),
-        ("CE, frame-rate net (subsampling 1)", t_frame),
     ]
+    if t_frame is not None:
+        rows.append(("CE, frame-rate net (subsampling 1)", t_frame))
     for name, t in rows:
         print(f"{name:42s} {t / hours:18.1f} {t / t_ce:6.2f}")
     verdict = "meets" if t_mmi / t_ce <= 1.5 else "misses"

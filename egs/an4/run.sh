@@ -23,6 +23,7 @@ force=false
 lm_order=3
 
 . ../stages.sh   # options, log, run_stage
+. ../functions.sh   # decode_gmm, decode_nnet_export, decode_chain
 
 prepare() {
   if [ -n "$corpus_dir" ]; then
@@ -52,28 +53,21 @@ lang() {
   pykaldi2 make-g data/lang data/local/lm/${lm_order}gram.arpa data/lang_test
 }
 
-# decode_system EXP: HCLG for the model, decode data/test, LMWT x WIP sweep -> EXP/decode_test/
-decode_system() {
-  pykaldi2 mkgraph data/lang_test exp/$1/final.mdl exp/$1/graph
-  pykaldi2 decode --data data/test --nj "$nj" exp/$1/graph exp/$1/final.mdl exp/$1/decode_test
-  pykaldi2 score --ref data/test/text --min-lmwt 5 --max-lmwt 20 exp/$1/decode_test
-}
-
 mono() {
   pykaldi2 train-mono --config conf/mono.yaml data/train data/lang exp/mono
-  decode_system mono
+  decode_gmm mono
 }
 
 tri1() {
   pykaldi2 align-si --nj "$nj" data/train data/lang exp/mono exp/mono_ali
   pykaldi2 train-deltas --config conf/tri1.yaml data/train data/lang exp/mono_ali exp/tri1
-  decode_system tri1
+  decode_gmm tri1
 }
 
 tri2() {
   pykaldi2 align-si --nj "$nj" data/train data/lang exp/tri1 exp/tri1_ali
   pykaldi2 train-lda-mllt --config conf/tri2.yaml data/train data/lang exp/tri1_ali exp/tri2
-  decode_system tri2
+  decode_gmm tri2
 }
 
 run_stage 0 prepare prepare
@@ -88,19 +82,8 @@ run_stage 6 tri2_ali pykaldi2 align-si --nj "$nj" data/train data/lang exp/tri2 
 # hybrid CE BLSTM on the tri2 alignments (conf/ce_blstm.yaml: 3x320, chunks of 80 frames)
 run_stage 7 blstm_ce pykaldi2 train-ce --config conf/ce_blstm.yaml exp/blstm_ce
 
-# decode_nnet_system EXP GRAPH: decode data/test_fbank with EXP/final through GRAPH (acoustic scale
-# 0.1, prior scale 1), score over LMWT 1..20 (LMWT 10 = the decoding scale), then write the model
-# dir EXP/export with the acoustic scale 1/best-LMWT for `pykaldi2 transcribe` / load_model.
-decode_nnet_system() {
-  local exp=exp/$1 graph=$2
-  pykaldi2 decode-nnet --nj "$nj" --no-score $exp/final $graph data/test_fbank $exp/decode_test
-  pykaldi2 score --ref data/test_fbank/text --min-lmwt 1 --max-lmwt 20 $exp/decode_test
-  local lmwt
-  lmwt=$(sed -E 's/.*wer_([0-9.]+)_[0-9.]+$/\1/' $exp/decode_test/best_wer)
-  pykaldi2 export-hybrid-model --overwrite --acoustic-scale "$(awk "BEGIN { print 1 / $lmwt }")" \
-    $exp/final $graph $exp/export
-}
-run_stage 8 blstm_ce_decode decode_nnet_system blstm_ce exp/tri2/graph
+# its decode through the tri2 graph + the model dir for load_model (exp/blstm_ce/export)
+run_stage 8 blstm_ce_decode decode_nnet_export blstm_ce exp/tri2/graph
 
 # RNN-Transducer (conf/transducer.yaml: 4M LSTM RNN-T + 0.3 CTC, 32 BPE symbols, SpecAugment,
 # EMA) on the 80-dim fbank of stage 1; stage 10 decodes data/test_fbank greedy and with a beam of
@@ -120,13 +103,7 @@ run_stage 10 rnnt_decode decode_transducer_system rnnt
 # LF-MMI (chain) TDNN-F on the tri2 alignments (conf/chain_tdnnf.yaml; the GMM tree with the
 # chain topology, outputs at 1/3 frame rate), its graph with self-loop scale 1.0, decode + score.
 run_stage 11 chain_tdnnf pykaldi2 train-chain --config conf/chain_tdnnf.yaml exp/chain_tdnnf
-# chain_decode SYS: the chain graph (self-loop scale 1.0) of exp/SYS/final and its test decode
-chain_decode() {
-  local exp=exp/$1
-  pykaldi2 mkgraph --self-loop-scale 1.0 data/lang_test $exp/final/final.mdl $exp/graph
-  pykaldi2 decode-chain --nj "$nj" $exp/final $exp/graph data/test_fbank $exp/decode_test
-}
-run_stage 12 chain_tdnnf_decode chain_decode chain_tdnnf
+run_stage 12 chain_tdnnf_decode decode_chain chain_tdnnf
 
 # Lattice sequence training (sMBR, conf/se_blstm.yaml) from the CE BLSTM, lattices generated on
 # the fly through the tri2 graph by 2 worker processes; decoded like the CE model.
@@ -137,7 +114,7 @@ run_stage 14 blstm_smbr_decode pykaldi2 decode-nnet --nj "$nj" exp/blstm_smbr/fi
 # LF-MMI fine-tuning of the CE BLSTM (conf/chain_blstm.yaml: same sizes and tree, chunks of 150
 # frames + 15 frames of context, frame shift), decoded through its own chain graph.
 run_stage 15 chain_blstm pykaldi2 train-chain --config conf/chain_blstm.yaml exp/chain_blstm
-run_stage 16 chain_blstm_decode chain_decode chain_blstm
+run_stage 16 chain_blstm_decode decode_chain chain_blstm
 
 # On-the-fly simulation (issue 7): a noisy, reverberant copy of the test set with a fixed seed
 # (coloured noise 0-20 dB, T60 0.2-0.8 s), and the CE BLSTM of stage 7 retrained with every

@@ -21,6 +21,7 @@ force=false
 lm_order=3
 
 . ../stages.sh   # options, log, run_stage
+. ../functions.sh   # decode_gmm, decode_nnet_export, decode_chain
 
 features() {
   local set
@@ -41,13 +42,6 @@ lang() {
   pykaldi2 make-g data/lang data/local/lm/${lm_order}gram.arpa data/lang_test
 }
 
-# decode_gmm NAME: HCLG for exp/NAME, decode data/test, score over LMWT x WIP
-decode_gmm() {
-  pykaldi2 mkgraph data/lang_test exp/$1/final.mdl exp/$1/graph
-  pykaldi2 decode --data data/test --nj "$nj" exp/$1/graph exp/$1/final.mdl exp/$1/decode_test
-  pykaldi2 score --ref data/test/text --min-lmwt 5 --max-lmwt 20 exp/$1/decode_test
-}
-
 mono() {
   pykaldi2 train-mono --config conf/mono.yaml data/train data/lang exp/mono
   decode_gmm mono
@@ -60,24 +54,6 @@ tri() {
   decode_gmm "$2"
 }
 
-# ce_decode: decode-nnet through tri2's graph, score LMWT 1..20, then export the model dir with
-# the acoustic scale 1/best-LMWT (for `pykaldi2 transcribe` and pykaldi2.load_model)
-ce_decode() {
-  local exp=exp/blstm_ce lmwt
-  pykaldi2 decode-nnet --nj "$nj" --no-score $exp/final exp/tri2/graph data/test_fbank \
-    $exp/decode_test
-  pykaldi2 score --ref data/test_fbank/text --min-lmwt 1 --max-lmwt 20 $exp/decode_test
-  lmwt=$(sed -E 's/.*wer_([0-9.]+)_[0-9.]+$/\1/' $exp/decode_test/best_wer)
-  pykaldi2 export-hybrid-model --overwrite --acoustic-scale "$(awk "BEGIN { print 1 / $lmwt }")" \
-    $exp/final exp/tri2/graph $exp/export
-}
-
-chain_decode() {
-  local exp=exp/chain_tdnnf
-  pykaldi2 mkgraph --self-loop-scale 1.0 data/lang_test $exp/final/final.mdl $exp/graph
-  pykaldi2 decode-chain --nj "$nj" $exp/final $exp/graph data/test_fbank $exp/decode_test
-}
-
 run_stage 0 prepare pykaldi2 prepare asterisk --corpus-dir "$corpus_dir" data
 run_stage 1 features features
 run_stage 2 lang lang
@@ -86,12 +62,12 @@ run_stage 4 tri1 tri mono tri1 train-deltas       # MFCC + deltas
 run_stage 5 tri2 tri tri1 tri2 train-lda-mllt     # LDA + MLLT
 run_stage 6 tri2_ali pykaldi2 align-si --nj "$nj" data/train data/lang exp/tri2 exp/tri2_ali
 run_stage 7 blstm_ce pykaldi2 train-ce --config conf/ce_blstm.yaml exp/blstm_ce
-run_stage 8 blstm_ce_decode ce_decode
+run_stage 8 blstm_ce_decode decode_nnet_export blstm_ce exp/tri2/graph
 run_stage 9 rnnt pykaldi2 train-transducer --config conf/transducer.yaml exp/rnnt
 run_stage 10 rnnt_decode pykaldi2 decode-transducer exp/rnnt/final data/test_fbank \
   exp/rnnt/decode_test_greedy
 run_stage 11 chain_tdnnf pykaldi2 train-chain --config conf/chain_tdnnf.yaml exp/chain_tdnnf
-run_stage 12 chain_tdnnf_decode chain_decode
+run_stage 12 chain_tdnnf_decode decode_chain chain_tdnnf
 
 # stage 99: the WER table of every decoded system (always runs)
 if [ "$stop_stage" -ge 99 ]; then

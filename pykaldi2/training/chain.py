@@ -327,9 +327,9 @@ class ChainDataset:
 
     Item ``i`` is ``(key, feats (T_in, F) float32, numerator ChainGraph, num_out)``: the input
     frames ``[factor * begin - left, factor * end + right)`` of the utterance (edge frames
-    repeated outside it, features cut or padded to the alignment's length) and the numerator
-    of the output frames ``[begin, end)``; ``num_out = end - begin``; ``key`` is
-    ``utt`` or ``utt:begin``.
+    repeated outside it, so all full-size chunks have the same length; features cut or padded
+    to the alignment's length) and the numerator of the output frames ``[begin, end)``;
+    ``num_out = end - begin``; ``key`` is ``utt`` or ``utt:begin``.
     """
 
     def __init__(
@@ -357,7 +357,9 @@ class ChainDataset:
         utt, begin, end = self.examples[i]
         x = np.asarray(self.feats[utt], dtype=np.float32)
         n = int(self.frames[utt])
-        lo, hi = self.factor * begin - self.left, min(self.factor * end, n) + self.right
+        # every chunk of an utterance has the same input length (the last frame repeats past
+        # the end): a batch of equal lengths keeps the LSTMs on their fast (unpacked) path
+        lo, hi = self.factor * begin - self.left, self.factor * end + self.right
         idx = np.clip(np.arange(lo, hi), 0, min(n, len(x)) - 1)
         key = utt if (begin, end) == (0, -(-n // self.factor)) else f"{utt}:{begin}"
         return key, x[idx], self.graphs[(utt, begin)], end - begin
