@@ -1,6 +1,8 @@
 # Sourced by egs/*/run.sh after setting the defaults stage, stop_stage, corpus_dir, nj, force:
 # parses the shared options and defines log() and run_stage (icefall-style .done markers).
 #   --stage N  --stop-stage M  --corpus-dir DIR  --nj N  --force  -h|--help
+# A recipe with options of its own lists their variable names in recipe_opts before sourcing
+# (recipe_opts="subset parts" accepts --subset V and --parts V, setting $subset and $parts).
 while [ $# -gt 0 ]; do
   case "$1" in
     --stage) stage=$2; shift 2 ;;
@@ -9,6 +11,12 @@ while [ $# -gt 0 ]; do
     --nj) nj=$2; shift 2 ;;
     --force) force=true; shift ;;
     -h|--help) sed -n '2,/^set /p' "$(basename "$0")" | sed '$d'; exit 0 ;;
+    --*)
+      opt=${1#--}; opt=${opt//-/_}
+      if [ $# -lt 2 ] || [[ " ${recipe_opts:-} " != *" $opt "* ]]; then
+        echo "$0: unknown option $1" >&2; exit 2
+      fi
+      printf -v "$opt" '%s' "$2"; shift 2 ;;
     *) echo "$0: unknown option $1" >&2; exit 2 ;;
   esac
 done

@@ -1,0 +1,13 @@
+#!/bin/sh
+# PyKaldi2's entry point for LF-MMI (chain) TDNN-F training: run.sh stage 11 (train_chain of
+# local/train_nnet.sh, the same command and config), one process per rank (Horovod or torchrun
+# from the environment):
+#   sh run_chain.sh [--subset 100|460|960] [--override KEY=VALUE ...]
+#   horovodrun -np 4 sh run_chain.sh --subset 960
+# Needs stages 0-8 of the same --subset (default 960). Decoding stays in run.sh (stage 12).
+set -e
+cd "$(dirname "$0")"
+. local/entry.sh   # PATH, need, --subset N (default 960), train_ce/train_chain/train_se
+need data/${train}_fbank/feats.scp "--subset $subset --stop-stage 2"
+need $ali/ali.scp "--subset $subset --stop-stage 8"
+train_chain "$@"
