@@ -25,6 +25,14 @@ Steps (each the function named after the Kaldi binary it replaces):
    subsampling, or a BLSTM whose output is taken every ``frame_subsampling_factor`` frames),
    held-out validation objective each epoch.
 
+On-the-fly simulation (``simulation: conf/sim.yaml``, as in ``train-ce``): the training
+examples' input features are simulated from the audio of the one ``train_data`` dir
+(:class:`SimulatedChainDataset`: noise, reverberation, volume, SpecAugment, seeded per (seed,
+epoch, utterance index), so every chunk of an utterance in one epoch sees the same simulated
+audio and resumes are exact); the numerators stay the precomputed ones, so speed perturbation,
+which changes the frame count, is refused (perturb the data dir offline and align it instead).
+Validation stays on the stored features.
+
 Decoding (:func:`pykaldi2.decoding.nnet.decode_chain`): HCLG built from ``final/final.mdl`` with
 self-loop scale 1.0, the raw chain outputs as log-likelihoods (no priors), acoustic scale 1.0.
 
@@ -47,6 +55,7 @@ from torch import nn
 from pykaldi2.features.pipeline import FeaturePipelineConfig
 from pykaldi2.lang.phone_lm import PhoneLmOptions
 from pykaldi2.losses.lfmmi import ChainTrainingOptions
+from pykaldi2.simulation.config import SimulationConfig
 from pykaldi2.training.config import TrainConfigMixin
 from pykaldi2.training.trainer import TrainerConfig
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
@@ -120,6 +129,11 @@ class TrainChainConfig(TrainConfigMixin):
             (Kaldi: every 4 minibatches; 0: never).
         trainer: the :class:`TrainerConfig` (optimizer, epochs, schedule, checkpoints).
         seed: model initialisation, sampler shuffling and the validation split.
+        simulation: null (default: the stored features) or a sim.yaml
+            (:class:`~pykaldi2.simulation.config.SimulationConfig`; saved resolved): the
+            training features are simulated on the fly from the audio of ``train_data`` (one
+            data dir, with wav.scp and conf/feats.json; :class:`SimulatedChainDataset`);
+            ``speed.enable`` must be false (the numerators have fixed frame counts).
     """
 
     train_data: list[str] = field(default_factory=list)
@@ -147,6 +161,7 @@ class TrainChainConfig(TrainConfigMixin):
     orthonormal_every: int = 4
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     seed: int = 0
+    simulation: SimulationConfig | None = None
 
     def __post_init__(self) -> None:
         from pykaldi2.training.ce import MODEL_TYPES, _as_list
@@ -155,7 +170,7 @@ class TrainChainConfig(TrainConfigMixin):
         self.ali_dir = _as_list(self.ali_dir)
         self.model = dict(self.model or {})
         self.build_sections()
-        problems = []
+        problems = chain_simulation_problems(self)
         if not self.train_data:
             problems.append("train_data: at least one data dir is required")
         if not self.ali_dir:
@@ -465,6 +480,8 @@ def load_chain_data(cfg: TrainChainConfig) -> ChainData:
     train, valid = dataset(utts), dataset(vutts)
     if train is None:
         raise DataError("no training utterance left", file=", ".join(cfg.ali_dir))
+    if cfg.simulation is not None:
+        train = simulated_chain_dataset(cfg, train, feats.dim)
     return ChainData(feats, train, valid, chain_model, phone_lm, den, den_graph, norm, ali_model)
 
 
@@ -486,11 +503,119 @@ def make_chain_loader(dataset: ChainDataset, cfg: TrainChainConfig, *, rank, wor
     kw: dict[str, Any] = {"persistent_workers": True} if cfg.num_workers > 0 else {}
     return torch.utils.data.DataLoader(
         dataset,
-        batch_sampler=sampler,
+        batch_sampler=chain_batches(sampler, dataset),
         collate_fn=collate_chain,
         num_workers=cfg.num_workers,
         **kw,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# On-the-fly simulation
+# ---------------------------------------------------------------------------------------------
+def chain_simulation_problems(cfg: TrainChainConfig) -> list[str]:
+    """Resolve ``cfg.simulation`` (path / mapping / None, as train-ce's) in place; the problems
+    of a simulation train-chain cannot do (speed perturbation) as config error messages."""
+    from pykaldi2.training.ce import simulation_config
+
+    cfg.simulation = simulation_config(cfg.simulation)
+    if cfg.simulation is not None and cfg.simulation.speed.enable:
+        return [
+            "simulation: speed.enable is true, but the chain numerators are precomputed for "
+            "each utterance's frame count, which speed perturbation changes. Fix: set "
+            "`speed: {enable: false}` in the sim.yaml (for speed-perturbed chain training, "
+            "write speed-perturbed copies of the data dir offline with `pykaldi2 simulate` and "
+            "align them)"
+        ]
+    return []
+
+
+class SimulatedChainFeatures:
+    """``utt -> (T, F)`` float32 features of ``utt`` simulated for the current ``epoch`` (the
+    feature source of :class:`SimulatedChainDataset`).
+
+    The simulation is seeded by the utterance's index in ``utterances.utts`` (never by the chunk
+    index), so every chunk of an utterance in one epoch cuts its window from the same simulated
+    audio; each process keeps the last ``CACHE_SIZE`` simulated utterances. The frame count must
+    stay within ``tolerance`` of ``frames[utt]`` (the numerator's input frames).
+    """
+
+    def __init__(self, utterances, frames: Mapping[str, int], tolerance: int = 1) -> None:
+        from collections import OrderedDict
+
+        self.utterances, self.frames, self.tolerance = utterances, frames, int(tolerance)
+        self.index = {u: i for i, u in enumerate(utterances.utts)}
+        self.epoch = 0
+        self._cache: OrderedDict = OrderedDict()
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_cache": type(self._cache)()}
+
+    def __getitem__(self, utt: str) -> np.ndarray:
+        from pykaldi2.simulation.dataset import CACHE_SIZE
+
+        key = (self.epoch, self.index[utt])
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        x = self.utterances.simulate(key[1], key[0]).feats
+        if abs(len(x) - int(self.frames[utt])) > self.tolerance:
+            raise DataError(
+                f"{len(x)} simulated feature frames vs {self.frames[utt]} alignment frames",
+                file=str(self.utterances.datadir / "conf" / "feats.json"), utt=utt,
+                fix="compute the data dir's features with the config in conf/feats.json",
+            )  # fmt: skip
+        self._cache[key] = x
+        while len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return x
+
+
+class SimulatedChainDataset(ChainDataset):
+    """:class:`ChainDataset` whose input features are simulated on the fly
+    (:class:`SimulatedChainFeatures`) around the same precomputed numerators.
+
+    Keys are example indices ``i`` (the dataset's ``epoch``, :meth:`set_epoch`) or ``(epoch, i)``
+    from an :class:`~pykaldi2.simulation.dataset.EpochBatchSampler`: the simulation of an
+    example depends only on (seed, epoch, utterance index), not on the worker or on resumes.
+    """
+
+    def __init__(self, base: ChainDataset, feats: SimulatedChainFeatures) -> None:
+        super().__init__(
+            feats, base.graphs, base.frames, base.examples, base.factor, base.left, base.right
+        )
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __getitem__(self, key):
+        from pykaldi2.simulation.dataset import _split_key
+
+        self.feats.epoch, i = _split_key(key, self.epoch)
+        return super().__getitem__(i)
+
+
+def simulated_chain_dataset(cfg: TrainChainConfig, train: ChainDataset, dim: int):
+    """``train`` with its features simulated on the fly (``cfg.simulation``) from the audio of
+    ``cfg.train_data`` through ``cfg.features``, checked to have dimension ``dim``."""
+    from pykaldi2.training.ce import simulated_utterances
+
+    utt_ds = simulated_utterances(
+        cfg.train_data, cfg.simulation, None, cfg.features, dim, utts=train.utts
+    )
+    log.info("train-chain: training features simulated on the fly from %s", utt_ds.datadir)
+    return SimulatedChainDataset(
+        train, SimulatedChainFeatures(utt_ds, train.frames, cfg.length_tolerance)
+    )
+
+
+def chain_batches(sampler, dataset):
+    """``sampler``, wrapped in an :class:`~pykaldi2.simulation.dataset.EpochBatchSampler` when
+    ``dataset`` simulates on the fly (its keys then carry the epoch to the workers)."""
+    from pykaldi2.simulation.dataset import EpochBatchSampler
+
+    return EpochBatchSampler(sampler) if isinstance(dataset, SimulatedChainDataset) else sampler
 
 
 # ---------------------------------------------------------------------------------------------

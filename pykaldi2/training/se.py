@@ -35,6 +35,24 @@ Steps:
    (log/train.jsonl, tensorboard ``train/objf``) and on the held-out utterances before training
    and after each epoch (log/valid.jsonl).
 
+On-the-fly simulation (``simulation: conf/sim.yaml``, as in ``train-ce``): the training
+utterances are simulated from the audio of the one ``train_data`` dir
+(:class:`~pykaldi2.simulation.dataset.SimulatedUtteranceDataset` through the CE model's feature
+pipeline; noise, reverberation, speed, SpecAugment seeded per (seed, epoch, utterance index), so
+runs and resumes are reproducible) and the lattices (and ``online`` numerators) are made from
+the current model's log-likelihoods of the *simulated* features of the batch; validation stays
+on the stored (clean) features. The stored numerator alignments (transition_ids) are the
+targets: without speed perturbation they are cut/padded to the simulated frame count (within
+``length_tolerance``; reverberation keeps the timing), under speed perturbation they are
+stretched by nearest-neighbour frame mapping
+(:func:`~pykaldi2.simulation.perturb.rescale_ali`). Every frame then still holds a valid
+transition_id of the same transition model, which is all the losses read (its pdf for the MMI
+numerator and the CE smoothing, its phone for sMBR/MPFE accuracies and bMMI boosting); the
+stretched sequence need not be a valid HMM path (a state may repeat its forward transition or
+a one-frame state may be skipped), which no SE loss needs. With ``numerator: online`` the
+utterances are re-aligned on the perturbed frames anyway (the rescaled alignment is only the
+fallback).
+
 Exact resume: the lattices of the batch after a checkpoint were made by the model *before* the
 checkpoint's last step, so they are saved with it (``checkpoints/lattices-<step>.rank<r>.pt``,
 with the on-the-fly alignments when ``numerator: online``) and served to the resumed run;
@@ -58,6 +76,7 @@ import numpy as np
 
 from pykaldi2.losses.lattice import SequenceConfig, SequenceTask
 from pykaldi2.losses.lattice_gen import LatticeGenConfig
+from pykaldi2.simulation.config import SimulationConfig
 from pykaldi2.training.config import TrainConfigMixin
 from pykaldi2.training.trainer import TrainerConfig
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
@@ -110,6 +129,11 @@ class TrainSEConfig(TrainConfigMixin):
         max_missing_fraction: more utterances than this without a usable alignment is an error.
         trainer: the :class:`TrainerConfig` (small LR: sequence training moves a trained model).
         seed: sampler shuffling and the validation split.
+        simulation: null (default: the stored features) or a sim.yaml
+            (:class:`~pykaldi2.simulation.config.SimulationConfig`; saved resolved): the
+            training utterances are simulated on the fly from the audio of ``train_data`` (one
+            data dir, with wav.scp and conf/feats.json) and their lattices made from the
+            simulated features; validation stays clean (see the module docstring).
     """
 
     init_model: str = ""
@@ -128,12 +152,14 @@ class TrainSEConfig(TrainConfigMixin):
     max_missing_fraction: float = 0.2
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     seed: int = 0
+    simulation: SimulationConfig | None = None
 
     def __post_init__(self) -> None:
-        from pykaldi2.training.ce import _as_list
+        from pykaldi2.training.ce import _as_list, simulation_config
 
         self.train_data = _as_list(self.train_data)
         self.ali_dir = _as_list(self.ali_dir)
+        self.simulation = simulation_config(self.simulation)
         self.init_model, self.den_graph = str(self.init_model or ""), str(self.den_graph or "")
         self.lang_dir = str(self.lang_dir or "")
         self.build_sections()
@@ -195,7 +221,7 @@ class SEData:
     ``numerator: online`` the transcripts (``words``: utt -> word ids) too."""
 
     feats: Any  # DataDirFeatures
-    train: Any  # UtteranceDataset
+    train: Any  # UtteranceDataset (SimulatedUtteranceDataset with ``simulation``)
     valid: Any | None
     words: dict[str, np.ndarray] | None = None
 
@@ -285,9 +311,25 @@ def load_se_data(cfg: TrainSEConfig, md) -> SEData:
     if cfg.numerator == "online":
         _, words_txt, _ = lang_files(cfg.lang_dir)
         words = load_transcripts(cfg.train_data, words_txt, [*utts, *vutts])
-    train = UtteranceDataset(feats, alis, utts=utts)
+    if cfg.simulation is not None:
+        train = simulated_se_utterances(cfg, md, alis, utts)
+    else:
+        train = UtteranceDataset(feats, alis, utts=utts)
     valid = UtteranceDataset(feats, alis, utts=vutts) if vutts else None
     return SEData(feats, train, valid, words)
+
+
+def simulated_se_utterances(cfg: TrainSEConfig, md, alis, utts):
+    """The training utterances simulated on the fly (``cfg.simulation``) from the audio of
+    ``cfg.train_data`` through the CE model's feature pipeline: a
+    :class:`~pykaldi2.simulation.dataset.SimulatedUtteranceDataset` whose items are (utt,
+    feats (T', F), ali (T',) transition_ids matched to the simulated frames)."""
+    from pykaldi2.training.ce import simulated_utterances
+
+    return simulated_utterances(
+        cfg.train_data, cfg.simulation, alis, md.features, md.feature_dim,
+        utts=utts, tolerance=cfg.length_tolerance,
+    )  # fmt: skip
 
 
 def collate_se(items, words: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
@@ -315,13 +357,15 @@ def collate_se(items, words: dict[str, np.ndarray] | None = None) -> dict[str, A
 def make_se_loader(
     dataset, cfg: TrainSEConfig, *, rank: int, world_size: int, shuffle: bool, words=None
 ):
-    """A DataLoader of whole utterances bucketed by length (resumable BucketBatchSampler);
-    ``words``: the transcripts of on-the-fly numerators (:func:`collate_se`)."""
+    """A DataLoader of whole utterances bucketed by length (resumable BucketBatchSampler, its
+    batches carrying the epoch when ``dataset`` simulates on the fly); ``words``: the
+    transcripts of on-the-fly numerators (:func:`collate_se`)."""
     import functools
 
     import torch
 
     from pykaldi2.data.samplers import BucketBatchSampler
+    from pykaldi2.training.ce import epoch_batches
 
     sampler = BucketBatchSampler(
         dataset.lengths, batch_size=cfg.batch_size, max_frames=cfg.max_frames, shuffle=shuffle,
@@ -329,7 +373,8 @@ def make_se_loader(
     )  # fmt: skip
     workers = {"persistent_workers": True} if cfg.num_workers > 0 else {}
     return torch.utils.data.DataLoader(
-        dataset, batch_sampler=sampler, collate_fn=functools.partial(collate_se, words=words),
+        dataset, batch_sampler=epoch_batches(sampler, dataset),
+        collate_fn=functools.partial(collate_se, words=words),
         num_workers=cfg.num_workers, **workers,
     )  # fmt: skip
 
@@ -550,8 +595,9 @@ def train_se(cfg: TrainSEConfig, exp_dir: str | os.PathLike) -> Path:
         load_pending_lattices(trainer, rgen, online=source is not None)
         log.info(
             "train-se (%s): %d utterances from %s, %d pdfs, lattices through %s in %d processes, "
-            "numerator %s", seq.criterion, len(data.train), cfg.init_model, md.num_pdfs,
+            "numerator %s%s", seq.criterion, len(data.train), cfg.init_model, md.num_pdfs,
             cfg.hclg_path, cfg.lattice.num_workers, cfg.numerator,
+            ", simulated on the fly" if cfg.simulation is not None else "",
         )  # fmt: skip
         summary = trainer.fit(loader)
         final = exp_dir / "final"

@@ -310,3 +310,127 @@ def test_chunked_blstm_chain_from_ce_model(corpus, tmp_path, one_thread):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
     bad = _config(tmp_path, data, ali, **{**over, "model": {**model, "hidden": 9}})
     assert main(["train-chain", "--config", bad, str(tmp_path / "bad")]) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# On-the-fly simulation (``simulation:``) needs audio: the corpus rendered as tones
+# ---------------------------------------------------------------------------------------------
+#: Noise and reverberation, no speed perturbation (chain numerators have fixed frame counts).
+SIM = {
+    "seed": 3,
+    "reverb": {"enable": True, "t60": [0.2, 0.5], "max_rir_seconds": 0.2},
+    "noise": {"enable": True, "snr_db": [5, 20]},
+}
+
+
+@pytest.fixture(scope="module")
+def audio_corpus(corpus):
+    """(root, data dir, ali dir, sim.yaml): the training set of ``corpus`` as 8 kHz audio, each
+    10 ms frame a tone whose pitch names its aligned pdf, with 16-bin fbank features computed
+    from it (feats.scp, utt2num_frames, conf/feats.json): one feature frame per alignment frame,
+    so the same alignments and numerators apply and the audio can be simulated."""
+    import soundfile as sf
+
+    from pykaldi2.features.compute import compute_feats
+    from pykaldi2.features.extractors import FbankConfig
+    from pykaldi2.hmm.ali import read_ali
+    from pykaldi2.hmm.model import GmmModel
+
+    root, data, ali, _ = corpus
+    model = GmmModel.load(ali / "final.mdl")
+    audio = root / "audio"
+    wavs = audio / "wav"
+    wavs.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    scp = []
+    for utt, a in sorted(read_ali(ali / "ali.ark").items()):
+        freq = 200.0 + 250.0 * model.tid2pdf[a]  # (T,) Hz per frame
+        n = (len(a) - 1) * 80 + 200  # snip_edges: exactly len(a) frames of 200 samples, shift 80
+        hz = freq[np.clip((np.arange(n) - 60) // 80, 0, len(a) - 1)]
+        x = 3000 * np.sin(2 * np.pi * np.cumsum(hz) / 8000) + 30 * rng.normal(size=n)
+        sf.write(wavs / f"{utt}.wav", x.astype(np.int16), 8000, subtype="PCM_16")
+        scp.append(f"{utt} {wavs / utt}.wav\n")
+    (audio / "wav.scp").write_text("".join(scp))
+    for name in ("utt2spk", "text"):
+        (audio / name).write_text((data / name).read_text())
+    compute_feats(
+        str(audio), str(root / "fbank"), FbankConfig(num_mel_bins=16, sample_frequency=8000)
+    )
+    sim = root / "sim.yaml"
+    sim.write_text(yaml.safe_dump(SIM))
+    return root, audio, ali, sim
+
+
+def test_train_chain_with_simulation_resumes_exactly(audio_corpus, tmp_path, one_thread):
+    """Chunked chain training on simulated features: chunks of one utterance in one epoch cut
+    the same simulated audio, epochs differ, a run resumed mid-epoch (with a DataLoader worker)
+    equals an uninterrupted one, the weights differ from clean training, config.yaml holds the
+    resolved simulation config; validation stays clean."""
+    from pykaldi2.simulation.config import SimulationConfig
+    from pykaldi2.simulation.dataset import EpochBatchSampler
+    from pykaldi2.training.chain import (
+        ChainDataset,
+        SimulatedChainDataset,
+        TrainChainConfig,
+        load_chain_data,
+        make_chain_loader,
+    )
+
+    root, data, ali, sim = audio_corpus
+    over = {"chunk_size": 9, "chunk_left_context": 3, "chunk_right_context": 3,
+            "model": {"hidden": 16, "bottleneck": 8, "num_layers": 2, "subsample_at": 1,
+                      "dropout": 0.0}}  # fmt: skip
+    conf = _config(tmp_path, data, ali, simulation=str(sim), **over)
+    cd = load_chain_data(TrainChainConfig.load(conf))
+    ds, clean = cd.train, cd.valid
+    assert isinstance(ds, SimulatedChainDataset) and type(clean) is ChainDataset
+    loader = make_chain_loader(ds, TrainChainConfig.load(conf), rank=0, world_size=1, shuffle=False)
+    assert isinstance(loader.batch_sampler, EpochBatchSampler)
+    # two chunks of one utterance, epoch 0: windows of the same simulated features
+    utt = next(u for u in ds.utts if sum(e[0] == u for e in ds.examples) >= 2)
+    i, j = [k for k, e in enumerate(ds.examples) if e[0] == utt][:2]
+    (_, b1, _), (_, b2, _) = ds.examples[i], ds.examples[j]
+    x1, x2 = ds[(0, i)][1], ds[(0, j)][1]
+    full = ds.feats.utterances.simulate(ds.feats.index[utt], 0).feats
+    n = ds.frames[utt]
+    for b, x in ((b1, x1), (b2, x2)):
+        np.testing.assert_array_equal(x, full[np.clip(np.arange(3 * b - 3, 3 * b + 12), 0, n - 1)])
+    stored = np.asarray(cd.feats[utt])[np.clip(np.arange(3 * b1 - 3, 3 * b1 + 12), 0, n - 1)]
+    assert not np.allclose(x1, stored, atol=1.0)  # simulated, not the stored features
+    assert not np.array_equal(ds[(1, i)][1], x1)  # another epoch, another simulation
+    np.testing.assert_array_equal(ds[(0, i)][1], x1)  # reproducible
+
+    def run(steps: int, exp, *extra) -> None:
+        args = ["--override", f"trainer.max_steps={steps}", *extra]
+        assert main(["train-chain", "--config", conf, *args, str(exp)]) == 0
+
+    full_exp, parts = tmp_path / "full", tmp_path / "parts"
+    run(7, full_exp)
+    run(4, parts)  # interrupted mid-epoch after the step-3 checkpoint
+    state = torch.load(parts / "checkpoints" / "ckpt-3.pt", weights_only=False)
+    assert state["epoch"] == 0 and state["batches_done"] == 3
+    run(7, parts, "--override", "num_workers=1")
+    a, b = _weights(full_exp), _weights(parts)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+    run(7, tmp_path / "clean", "--override", "simulation=null")
+    c = _weights(tmp_path / "clean")
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+    saved = yaml.safe_load((full_exp / "config.yaml").read_text())["config"]["simulation"]
+    assert saved["noise"]["snr_db"] == [5.0, 20.0] and saved["speed"]["enable"] is False
+    assert TrainChainConfig.load(full_exp / "config.yaml").simulation == SimulationConfig.from_yaml(
+        sim
+    )
+
+
+def test_train_chain_simulation_refuses_speed(audio_corpus, tmp_path, capsys):
+    root, data, ali, _ = audio_corpus
+    fast = tmp_path / "speed.yaml"
+    fast.write_text(yaml.safe_dump({**SIM, "speed": {"enable": True, "factors": [0.9, 1.1]}}))
+    conf = _config(tmp_path, data, ali, simulation=str(fast))
+    assert main(["train-chain", "--config", conf, str(tmp_path / "exp")]) == 1
+    err = capsys.readouterr().err
+    assert "speed.enable" in err and "chain.yaml" in err and "enable: false" in err
+    assert main(["train-chain", "--config", conf, "--override", "simulation=nope.yaml",
+                 str(tmp_path / "exp")]) == 1  # fmt: skip
+    assert "no such simulation config file" in capsys.readouterr().err

@@ -19,6 +19,7 @@ from test_training_chain import G_TEXT, L_TEXT, WORDS
 from pykaldi2.cli.main import main
 
 corpus = chain_tests.corpus  # the chain tests' module fixture: data, ali, test dirs
+audio_corpus = chain_tests.audio_corpus  # its training set as audio (for simulation:)
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,6 @@ def se_setup(corpus):
     from pykaldi2.hmm.model import GmmModel
     from pykaldi2.kaldi import kaldifst
     from pykaldi2.lang.hclg import make_hclg
-    from pykaldi2.training.ce import TrainCEConfig, train_ce
 
     root, data, ali, test = corpus
     model = GmmModel.load(ali / "final.mdl")
@@ -45,6 +45,22 @@ def se_setup(corpus):
     kaldifst.compile(L_TEXT).write(str(lang / "L.fst"))
     (lang / "words.txt").write_text((graph / "words.txt").read_text())
     (lang / "phones" / "disambig.int").write_text("5\n")  # #0
+    ce_final = _train_ce_model(data, ali, root / "ce")
+    cfg = {
+        "init_model": str(ce_final), "train_data": [str(data)], "ali_dir": [str(ali)],
+        "den_graph": str(graph), "valid_fraction": 0.15,
+        "sequence": {"criterion": "mmi", "ce_weight": 0.1},
+        "lattice": {"beam": 10.0, "lattice_beam": 6.0, "num_workers": 0},
+        "batch_size": 4, "num_workers": 0,
+        "trainer": {"lr": 0.002, "max_epochs": 3, "checkpoint_every": 2, "log_every": 1},
+    }  # fmt: skip
+    return root, ce_final, cfg, test
+
+
+def _train_ce_model(data, ali, exp):
+    """A briefly CE-trained 2-layer BLSTM on ``data`` (40 steps, one thread): EXP/final."""
+    from pykaldi2.training.ce import TrainCEConfig, train_ce
+
     ce = TrainCEConfig.from_dict(
         {
             "train_data": [str(data)], "ali_dir": [str(ali)], "valid_fraction": 0.0,
@@ -56,18 +72,9 @@ def se_setup(corpus):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        ce_final = train_ce(ce, root / "ce")
+        return train_ce(ce, exp)
     finally:
         torch.set_num_threads(threads)
-    cfg = {
-        "init_model": str(ce_final), "train_data": [str(data)], "ali_dir": [str(ali)],
-        "den_graph": str(graph), "valid_fraction": 0.15,
-        "sequence": {"criterion": "mmi", "ce_weight": 0.1},
-        "lattice": {"beam": 10.0, "lattice_beam": 6.0, "num_workers": 0},
-        "batch_size": 4, "num_workers": 0,
-        "trainer": {"lr": 0.002, "max_epochs": 3, "checkpoint_every": 2, "log_every": 1},
-    }  # fmt: skip
-    return root, ce_final, cfg, test
 
 
 def _write(tmp_path, cfg, **over) -> str:
@@ -167,6 +174,19 @@ def _nnet_alis(md, cfg: dict, root, utts, lls=None) -> dict[str, np.ndarray]:
     return dict(zip(utts, alis))
 
 
+def _mmi_runs(conf: str, tmp_path):
+    """MMI train-se for 7 steps into tmp_path/full and for 3 into tmp_path/parts (interrupted
+    mid-epoch at step 3, not a multiple of checkpoint_every): (the command, full, parts, the
+    pending lattices saved with ckpt-3)."""
+    full, parts = tmp_path / "full", tmp_path / "parts"
+    run = ["train-se", "--criterion", "mmi", "--config", conf]
+    assert main([*run, "--override", "trainer.max_steps=7", str(full)]) == 0
+    assert main([*run, "--override", "trainer.max_steps=3", str(parts)]) == 0
+    saved = torch.load(parts / "checkpoints" / "lattices-3.rank0.pt", weights_only=False)
+    assert (saved["step"], saved["epoch"], saved["batches_done"]) == (3, 0, 3)
+    return run, full, parts, saved
+
+
 @pytest.mark.parametrize("numerator", ["ali", "online"])
 def test_train_se_mmi_true_objective_and_exact_resume(se_setup, tmp_path, one_thread, numerator):
     from pykaldi2.training.ce import held_out_split
@@ -174,15 +194,9 @@ def test_train_se_mmi_true_objective_and_exact_resume(se_setup, tmp_path, one_th
     root, ce_final, cfg, _ = se_setup
     online = numerator == "online"
     conf = _write(tmp_path, _online(root, cfg) if online else cfg)
-    full, parts = tmp_path / "full", tmp_path / "parts"
-    run = ["train-se", "--criterion", "mmi", "--config", conf]
-    assert main([*run, "--override", "trainer.max_steps=7", str(full)]) == 0
-    # Interrupted mid-epoch at step 3 (not a multiple of checkpoint_every), then resumed.
-    assert main([*run, "--override", "trainer.max_steps=3", str(parts)]) == 0
+    run, full, parts, saved = _mmi_runs(conf, tmp_path)
     # The saved lattices of the next batch were made by the model before step 3 (ckpt-2):
     # their acoustic costs are that model's log-likelihoods, not the step-3 model's.
-    saved = torch.load(parts / "checkpoints" / "lattices-3.rank0.pt", weights_only=False)
-    assert (saved["step"], saved["epoch"], saved["batches_done"]) == (3, 0, 3)
     err = {}
     for step in (2, 3):
         md = _model_dir(ce_final, parts / "checkpoints" / f"ckpt-{step}.pt")
@@ -330,3 +344,109 @@ def test_train_se_online_numerators(se_setup, tmp_path, one_thread, capsys):
     conf = _write(tmp_path, {**cfg, "numerator": "online"})
     assert main(["train-se", "--config", conf, str(tmp_path / "nolang")]) == 1
     assert "numerator online needs lang_dir" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# On-the-fly simulation (``simulation:``)
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def se_audio(se_setup, audio_corpus):
+    """(SE config dict on the audio corpus with a CE model trained on its fbank features,
+    sim.yaml: noise + reverb, no speed)."""
+    root, _, cfg, _ = se_setup
+    aroot, data, ali, sim = audio_corpus
+    ce_final = _train_ce_model(data, ali, aroot / "ce_audio")
+    return {**cfg, "init_model": str(ce_final), "train_data": [str(data)]}, sim
+
+
+def _sim_loglik(md, train, utt: str, epoch: int = 0) -> torch.Tensor:
+    """(1, T, C) log-likelihoods of the simulation of ``utt`` in ``epoch`` (eval mode)."""
+    x = torch.from_numpy(train.simulate(train.utts.index(utt), epoch).feats)
+    with torch.no_grad():
+        logits = md.model(x[None], torch.tensor([len(x)]))
+    return torch.log_softmax(logits, -1) - torch.from_numpy(md.log_priors).float()
+
+
+def test_train_se_with_simulation_resumes_exactly(se_audio, tmp_path, one_thread):
+    """MMI on simulated utterances: the lattices are made from the model's log-likelihoods of
+    the *simulated* features, a run resumed mid-epoch (with a DataLoader worker) equals an
+    uninterrupted one, the weights differ from clean training, config.yaml holds the resolved
+    simulation config; validation stays on the clean features."""
+    from pykaldi2.simulation.config import SimulationConfig
+    from pykaldi2.simulation.dataset import EpochBatchSampler, SimulatedUtteranceDataset
+    from pykaldi2.training.se import TrainSEConfig, load_se_data, make_se_loader
+
+    cfg, sim = se_audio
+    conf = _write(tmp_path, cfg, simulation=str(sim))
+    se_cfg = TrainSEConfig.load(conf)
+    data = load_se_data(se_cfg, _model_dir(cfg["init_model"]))
+    assert isinstance(data.train, SimulatedUtteranceDataset)
+    assert not isinstance(data.valid, SimulatedUtteranceDataset)
+    loader = make_se_loader(data.train, se_cfg, rank=0, world_size=1, shuffle=False)
+    assert isinstance(loader.batch_sampler, EpochBatchSampler)  # batches carry the epoch
+
+    def first_batch(epoch):
+        loader.batch_sampler.set_epoch(epoch)
+        return next(iter(loader))
+
+    b0, b1, again = first_batch(0), first_batch(1), first_batch(0)
+    assert b0["utt_ids"] == b1["utt_ids"] and not torch.equal(b0["feats"], b1["feats"])
+    torch.testing.assert_close(b0["feats"], again["feats"], rtol=0, atol=0)
+    torch.testing.assert_close(b0["ali"], again["ali"], rtol=0, atol=0)
+    run, full, parts, saved = _mmi_runs(conf, tmp_path)
+    md = _model_dir(cfg["init_model"], parts / "checkpoints" / "ckpt-2.pt")
+    sim_err = max(
+        _ac_cost_error(lat, _sim_loglik(md, data.train, lat.utt), md) for lat in saved["lattices"]
+    )
+    clean_err = max(_ac_cost_error(lat, _loglik(md, cfg, lat.utt), md) for lat in saved["lattices"])
+    assert sim_err < 1e-3 < clean_err, (sim_err, clean_err)
+    over = ["--override", "trainer.max_steps=7", "--override", "num_workers=1"]
+    assert main([*run, *over, str(parts)]) == 0
+    a, b = _weights(full), _weights(parts)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+    clean = tmp_path / "clean"
+    assert main([*run, "--override", "trainer.max_steps=7", "--override", "simulation=null",
+                 str(clean)]) == 0  # fmt: skip
+    c = _weights(clean)
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+    saved_cfg = yaml.safe_load((full / "config.yaml").read_text())["config"]["simulation"]
+    assert saved_cfg["reverb"]["t60"] == [0.2, 0.5] and saved_cfg["speed"]["enable"] is False
+    assert TrainSEConfig.load(full / "config.yaml").simulation == SimulationConfig.from_yaml(sim)
+    assert TrainSEConfig.load(clean / "config.yaml").simulation is None
+    train = _jsonl(full / "log" / "train.jsonl")
+    assert len(train) == 7 and all(r["objf"] < 0.0 for r in train), train
+
+
+def test_train_se_simulation_with_speed(se_audio, tmp_path, one_thread):
+    """Under speed perturbation the numerator transition_ids are stretched to the perturbed
+    frame count (rescale_ali): every frame keeps a valid transition_id whose pdf and phone are
+    those of the clean frame at the same relative time; sMBR (which reads phones) trains."""
+    from pykaldi2.hmm.ali import read_ali
+    from pykaldi2.simulation.perturb import rescale_ali
+    from pykaldi2.training.se import TrainSEConfig, load_se_data
+
+    cfg, sim = se_audio
+    fast = tmp_path / "speed.yaml"
+    fast.write_text(
+        yaml.safe_dump(
+            {**yaml.safe_load(sim.read_text()), "speed": {"enable": True, "factors": [0.8, 1.25]}}
+        )
+    )
+    conf = _write(tmp_path, cfg, simulation=str(fast))
+    md = _model_dir(cfg["init_model"])
+    data = load_se_data(TrainSEConfig.load(conf), md)
+    ref = read_ali(f"{cfg['ali_dir'][0]}/ali.ark")
+    num_tids = len(md.ali_model.tid2pdf) - 1
+    for i in range(3):
+        utt, x, ali = data.train[(0, i)]
+        assert len(ali) == len(x) != len(ref[utt])  # perturbed length
+        assert 1 <= ali.min() and ali.max() <= num_tids
+        want = rescale_ali(ref[utt], len(x))
+        np.testing.assert_array_equal(md.ali_model.tid2pdf[ali], md.ali_model.tid2pdf[want])
+        np.testing.assert_array_equal(md.ali_model.tid2phone[ali], md.ali_model.tid2phone[want])
+    exp = tmp_path / "smbr"
+    over = ["--override", "trainer.max_steps=2", "--override", "valid_fraction=0"]
+    assert main(["train-se", "--criterion", "smbr", "--config", conf, *over, str(exp)]) == 0
+    train = _jsonl(exp / "log" / "train.jsonl")
+    assert len(train) == 2 and all(0.0 < r["objf"] <= 1.0 for r in train), train
