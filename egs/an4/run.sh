@@ -8,7 +8,8 @@
 # 11-12 LF-MMI TDNN-F from scratch, 13-14 lattice sMBR from the CE BLSTM, 15-16 LF-MMI BLSTM
 # from the CE BLSTM (chunked), 17 a simulated-noisy copy of the test set (conf/sim_test.yaml),
 # 18 the CE BLSTM trained with on-the-fly simulation (conf/sim.yaml), 19 clean-trained and
-# simulation-trained CE BLSTMs decoded on the noisy test set (and the latter on the clean one).
+# simulation-trained CE BLSTMs decoded on the noisy test set (and the latter on the clean one),
+# 20-21 LF-MMI from the CE BLSTM on tri2's own HMMs at the full frame rate.
 # Each stage leaves a .done marker in exp/ (rerun skips finished stages; --force redoes them).
 # Settings live in conf/*.yaml.
 set -euo pipefail
@@ -138,10 +139,16 @@ sim_decode() {
 }
 run_stage 19 sim_decode sim_decode
 
+# LF-MMI fine-tuning of the CE BLSTM on its own HMMs (conf/chain_blstm_fr.yaml: tri2's 3-state
+# topology and transition model at the full frame rate, so the start is exactly the CE model).
+run_stage 20 chain_blstm_fr pykaldi2 train-chain --config conf/chain_blstm_fr.yaml exp/chain_blstm_fr
+run_stage 21 chain_blstm_fr_decode decode_chain chain_blstm_fr
+
 # stage 99: the WER table of every decoded system (always runs; reads exp/*/decode_test/best_wer)
 if [ "$stop_stage" -ge 99 ]; then
   printf '%-10s %s\n' system "best test WER (LMWT_WIP)"
-  for sys in mono tri1 tri2 blstm_ce chain_tdnnf blstm_smbr chain_blstm blstm_ce_sim; do
+  for sys in mono tri1 tri2 blstm_ce chain_tdnnf blstm_smbr chain_blstm chain_blstm_fr \
+    blstm_ce_sim; do
     f=exp/$sys/decode_test/best_wer
     if [ -f "$f" ]; then printf '%-10s %s\n' "$sys" "$(cat "$f")"; fi
   done

@@ -100,6 +100,11 @@ class TrainChainConfig(TrainConfigMixin):
         model: the model's config fields; ``input_dim``, ``num_classes`` (and ``subsampling``
             of a TDNN-F) are filled in.
         frame_subsampling_factor: input frames per output frame (3 as in Kaldi).
+        topology: ``chain`` (Kaldi's chain topology: one HMM state per phone with forward and
+            self-loop pdf classes, on the alignment model's tree) or ``ali`` (the alignment
+            model's own transition model and topology, e.g. tri2's 3-state HMMs, usually with
+            frame_subsampling_factor 1: LF-MMI on the conventional hybrid topology, so a CE
+            model trained on that alignment starts from exactly its own pdfs and HMM).
         left_tolerance, right_tolerance: how many input frames a phone may start earlier /
             end later than in its alignment (chain-get-supervision; Kaldi default 5).
         phone_lm: chain-est-phone-lm options.
@@ -143,6 +148,7 @@ class TrainChainConfig(TrainConfigMixin):
     model_type: str = "tdnnf"
     model: dict[str, Any] = field(default_factory=dict)
     frame_subsampling_factor: int = 3
+    topology: str = "chain"
     left_tolerance: int = 5
     right_tolerance: int = 5
     phone_lm: PhoneLmOptions = field(default_factory=PhoneLmOptions)
@@ -179,6 +185,8 @@ class TrainChainConfig(TrainConfigMixin):
             problems.append(f"model_type: {self.model_type!r} not in {', '.join(MODEL_TYPES)}")
         if self.frame_subsampling_factor < 1:
             problems.append("frame_subsampling_factor must be >= 1")
+        if self.topology not in ("chain", "ali"):
+            problems.append(f"topology: {self.topology!r} not in chain, ali")
         if self.left_tolerance < 0 or self.right_tolerance < 0:
             problems.append("left_tolerance/right_tolerance must be >= 0")
         if self.batch_size <= 0 and self.max_frames <= 0:
@@ -426,7 +434,7 @@ def load_chain_data(cfg: TrainChainConfig) -> ChainData:
 
     feats = DataDirFeatures(cfg.train_data, cfg.features)
     alis, ali_model = load_alignments(cfg.ali_dir)
-    chain_model = chain_transition_model(ali_model)
+    chain_model = chain_transition_model(ali_model) if cfg.topology == "chain" else ali_model
     frames, bad = {}, []
     for utt in sorted(alis):
         if utt not in feats:

@@ -434,3 +434,29 @@ def test_train_chain_simulation_refuses_speed(audio_corpus, tmp_path, capsys):
     assert main(["train-chain", "--config", conf, "--override", "simulation=nope.yaml",
                  str(tmp_path / "exp")]) == 1  # fmt: skip
     assert "no such simulation config file" in capsys.readouterr().err
+
+
+def test_topology_ali_keeps_the_alignment_models_hmms(corpus, tmp_path, one_thread):
+    """topology: ali at frame_subsampling_factor 1: the chain model's transition model is the
+    alignment model's (3-state HMMs, all its pdfs), outputs at the frame rate, and training
+    improves the validation objective."""
+    from pykaldi2.hmm.model import GmmModel
+    from pykaldi2.training.chain import load_chain_dir
+
+    root, data, ali, _ = corpus
+    over = {"topology": "ali", "frame_subsampling_factor": 1, "chunk_size": 12,
+            "chunk_left_context": 2, "chunk_right_context": 2}  # fmt: skip
+    conf = _config(tmp_path, data, ali, **over)
+    exp = tmp_path / "exp"
+    assert main(["train-chain", "--config", conf, "--override", "trainer.max_epochs=8",
+                 str(exp)]) == 0  # fmt: skip
+    md = load_chain_dir(exp / "final")
+    gmm = GmmModel.load(ali / "final.mdl")
+    assert md.num_pdfs == gmm.tm.num_pdfs == 12
+    np.testing.assert_array_equal(md.chain_model.tid2pdf, gmm.tid2pdf)
+    out = md.model(torch.zeros(1, 10, md.feature_dim), torch.tensor([10]))
+    assert out.shape == (1, 10, 12)
+    valid = [yaml.safe_load(ln) for ln in (exp / "log" / "valid.jsonl").read_text().splitlines()]
+    assert valid[-1]["loss"] < valid[0]["loss"], valid
+    bad = _config(tmp_path, data, ali, topology="hmm")
+    assert main(["train-chain", "--config", bad, str(tmp_path / "bad")]) == 1
