@@ -18,9 +18,15 @@ from pykaldi2.utils.errors import Pykaldi2Error
 def apply_overrides(d: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """``{"trainer": {"lr": 1}}`` + ``["trainer.lr=0.5", "seed=3"]`` -> a new nested dict.
 
-    Values are parsed as YAML (``3`` is an int, ``[a, b]`` a list, ``true`` a bool).
+    Values are parsed as YAML (``3`` is an int, ``[a, b]`` a list, ``true`` a bool), except
+    that numbers in exponent notation without a dot (``2e-5``, which YAML 1.1 reads as a
+    string) are floats, as in YAML 1.2.
     """
+    import re
+
     import yaml
+
+    exponent = re.compile(r"^[-+]?[0-9]+[eE][-+]?[0-9]+$")
 
     out = copy.deepcopy(dict(d))
     for item in overrides:
@@ -33,7 +39,8 @@ def apply_overrides(d: Mapping[str, Any], overrides: Sequence[str]) -> dict[str,
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise Pykaldi2Error(f"--override {item!r}: {p} is not a section")
-        node[leaf] = yaml.safe_load(value)
+        v = yaml.safe_load(value)
+        node[leaf] = float(v) if isinstance(v, str) and exponent.match(v.strip()) else v
     return out
 
 

@@ -198,6 +198,9 @@ def test_config_overrides_and_tdnnf(tmp_path):
 
     d = apply_overrides({"trainer": {"lr": 1.0}}, ["trainer.lr=0.5", "train_data=[a, b]"])
     assert d == {"trainer": {"lr": 0.5}, "train_data": ["a", "b"]}
+    # YAML 1.1 reads 2e-5 as a string; overrides read it as the float everyone means
+    e = apply_overrides({}, ["trainer.lr=2e-5", "seed=1E3", "name=e5"])
+    assert e == {"trainer": {"lr": 2e-5}, "seed": 1000.0, "name": "e5"}
     cfg = TrainCEConfig.from_dict({**d, "ali_dir": "x"})
     assert cfg.trainer.lr == 0.5 and cfg.ali_dir == ["x"]
     again = TrainCEConfig.from_dict(cfg.to_dict())
