@@ -3,6 +3,8 @@
 #   --stage N  --stop-stage M  --corpus-dir DIR  --nj N  --force  -h|--help
 # A recipe with options of its own lists their variable names in recipe_opts before sourcing
 # (recipe_opts="subset parts" accepts --subset V and --parts V, setting $subset and $parts).
+# --force ignores the .done markers; a training stage still resumes from exp/SYS/checkpoints
+# (and refuses a checkpoint of another model size): remove exp/SYS to train it anew.
 while [ $# -gt 0 ]; do
   case "$1" in
     --stage) stage=$2; shift 2 ;;
