@@ -152,28 +152,38 @@ def decode_nnet(
     """Decode ``data_dir`` with a CE model dir through ``graph_dir/HCLG.fst`` into ``out_dir``
     (lat.J.ark, hyp.txt, decode_info.json) and, when ``data_dir/text`` exists and ``score``,
     score it (wer_LMWT_WIP, best_wer)."""
-    from pykaldi2.features.pipeline import ProcessedFeatures
-
     compute = compute or NnetComputeConfig()
     md = load_final_dir(model_dir, device=compute.device)
+    return _decode_and_score(
+        md, md.ali_model.tm, lambda feats, utts: nnet_compute(md, feats, utts, compute),
+        graph_dir, data_dir, out_dir, decoder or DecoderConfig(), nj, score,
+    )  # fmt: skip
+
+
+def _decode_and_score(
+    md, trans_model, compute_fn, graph_dir, data_dir, out_dir, decoder: DecoderConfig, nj: int,
+    score: bool, lm_weights: Sequence[float] | None = None,
+) -> DecodeSummary:  # fmt: skip
+    """What decode-nnet and decode-chain share: check the graph against the model dir ``md``,
+    read ``data_dir``'s features through its pipeline, decode the log-likelihoods of
+    ``compute_fn(feats, utts)`` through ``graph_dir/HCLG.fst`` in ``nj`` processes, and, with
+    ``score`` and a ``data_dir/text``, score over ``lm_weights`` (None: the default sweep)."""
+    from pykaldi2.features.pipeline import ProcessedFeatures
+
     graph_dir, data_dir = Path(graph_dir), Path(data_dir)
     _check_graph(graph_dir, md)
     feats = ProcessedFeatures(data_dir, md.features)
     utts = list(feats.keys())
     summary = decode_dir(
-        graph_dir,
-        nnet_compute(md, feats, utts, compute),
-        out_dir,
-        md.ali_model.tm,
-        config=decoder or DecoderConfig(),
-        nj=nj,
+        graph_dir, compute_fn(feats, utts), out_dir, trans_model, config=decoder, nj=nj,
         num_utts=len(utts),
-    )
+    )  # fmt: skip
     text = data_dir / "text"
     if score and text.is_file():
         from pykaldi2.decoding.sweep import score_dir
 
-        score_dir(out_dir, text)
+        kw = {} if lm_weights is None else {"lm_weights": lm_weights}
+        score_dir(out_dir, text, **kw)
     return summary
 
 
@@ -247,26 +257,11 @@ def decode_chain(
     ``graph_dir/HCLG.fst`` (mkgraph with the model dir's final.mdl and self-loop scale 1.0) at
     the subsampled frame rate, acoustic scale 1.0 by default; score over
     :data:`CHAIN_LM_WEIGHTS` when ``data_dir/text`` exists."""
-    from pykaldi2.features.pipeline import ProcessedFeatures
     from pykaldi2.training.chain import load_chain_dir
 
     md = load_chain_dir(model_dir, device=device)
-    graph_dir, data_dir = Path(graph_dir), Path(data_dir)
-    _check_graph(graph_dir, md)
-    feats = ProcessedFeatures(data_dir, md.features)
-    utts = list(feats.keys())
-    summary = decode_dir(
-        graph_dir,
-        chain_compute(md, feats, utts, device),
-        out_dir,
-        md.chain_model.tm,
-        config=decoder or DecoderConfig(acoustic_scale=1.0),
-        nj=nj,
-        num_utts=len(utts),
-    )
-    text = data_dir / "text"
-    if score and text.is_file():
-        from pykaldi2.decoding.sweep import score_dir
-
-        score_dir(out_dir, text, lm_weights=CHAIN_LM_WEIGHTS)
-    return summary
+    return _decode_and_score(
+        md, md.chain_model.tm, lambda feats, utts: chain_compute(md, feats, utts, device),
+        graph_dir, data_dir, out_dir, decoder or DecoderConfig(acoustic_scale=1.0), nj, score,
+        CHAIN_LM_WEIGHTS,
+    )  # fmt: skip

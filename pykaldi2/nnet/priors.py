@@ -7,7 +7,6 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
-
 #: The prior given to pdfs below the floor (Kaldi nnet1's PdfPrior: "a huge value").
 UNSEEN_PRIOR = 1e10
 

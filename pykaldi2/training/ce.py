@@ -26,7 +26,6 @@ Dimension legend: N chunks, T = left + chunk_size + right frames, F feature dim,
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -40,7 +39,7 @@ from pykaldi2.simulation.config import SimulationConfig
 from pykaldi2.training.config import TrainConfigMixin
 from pykaldi2.training.trainer import TrainerConfig
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
-from pykaldi2.utils.log import get_logger
+from pykaldi2.utils.log import append_jsonl, get_logger
 
 log = get_logger(__name__)
 
@@ -551,13 +550,6 @@ def evaluate(model, loader, task, dist) -> dict[str, float]:
     return {"loss": loss / count, "acc": correct / count, "frames": count}
 
 
-def _append_jsonl(path: Path, record: dict) -> None:
-    from pykaldi2.utils.io import atomic_write_text
-
-    old = path.read_text(encoding="utf-8") if path.is_file() else ""
-    atomic_write_text(path, old + json.dumps(record) + "\n")
-
-
 def train_ce(cfg: TrainCEConfig, exp_dir: str | os.PathLike) -> Path:
     """Train (or resume) a CE acoustic model in ``exp_dir``; returns ``exp_dir/final``.
 
@@ -596,7 +588,7 @@ def train_ce(cfg: TrainCEConfig, exp_dir: str | os.PathLike) -> Path:
                 res = evaluate(m, valid_loader, task, dist)
                 if dist.is_main:
                     log.info("validation: loss %.4f, frame accuracy %.4f", res["loss"], res["acc"])
-                    _append_jsonl(exp_dir / "log" / "valid.jsonl", {"step": trainer.step, **res})
+                    append_jsonl(exp_dir / "log" / "valid.jsonl", {"step": trainer.step, **res})
                 return res["loss"]
 
         trainer = Trainer(
@@ -710,29 +702,39 @@ class CEModelDir:
         return int(self.log_priors.shape[0])
 
 
-def load_final_dir(path: str | os.PathLike, device: str = "cpu") -> CEModelDir:
-    """Load a model dir written by :func:`train_ce`, with clear errors for missing files."""
+def read_model_dir(
+    path: str | os.PathLike, files: Sequence[str], kind: str, command: str, device: str = "cpu"
+) -> tuple[Path, dict, Any, dict]:
+    """The common part of loading a final model dir (``train-ce``, ``train-chain``): check that
+    ``files`` exist (a clear error naming ``kind`` and ``command`` otherwise), then return
+    ``(path, final.pt's state, the body's model config, features.yaml)``."""
     import torch
     import yaml
 
-    from pykaldi2.hmm.model import GmmModel
-
     path = Path(path)
-    missing = [f for f in FINAL_FILES if not (path / f).is_file()]
+    missing = [f for f in files if not (path / f).is_file()]
     if missing:
         raise DataError(
-            f"not a complete CE model dir (missing {', '.join(missing)})",
+            f"not a complete {kind} model dir (missing {', '.join(missing)})",
             file=str(path),
-            fix="pass EXP_DIR/final of a finished `pykaldi2 train-ce` run",
+            fix=f"pass EXP_DIR/final of a finished `pykaldi2 {command}` run",
         )
     state = torch.load(path / "final.pt", map_location=device, weights_only=False)
-    mtype = state["model_type"]
-    cfg_cls, _ = _model_classes(mtype)
+    cfg_cls, _ = _model_classes(state["model_type"])
     mcfg = cfg_cls.from_dict(state["model_config"])
+    feat = yaml.safe_load((path / "features.yaml").read_text(encoding="utf-8"))
+    return path, state, mcfg, feat
+
+
+def load_final_dir(path: str | os.PathLike, device: str = "cpu") -> CEModelDir:
+    """Load a model dir written by :func:`train_ce`, with clear errors for missing files."""
+    from pykaldi2.hmm.model import GmmModel
+
+    path, state, mcfg, feat = read_model_dir(path, FINAL_FILES, "CE", "train-ce", device)
+    mtype = state["model_type"]
     model = build_model(mtype, mcfg)
     model.load_state_dict(state["model"])
     model.to(device).eval()
-    feat = yaml.safe_load((path / "features.yaml").read_text(encoding="utf-8"))
     priors = np.load(path / "priors.npy")
     if priors.shape != (mcfg.num_classes,):
         raise DataError(

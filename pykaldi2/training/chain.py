@@ -59,7 +59,7 @@ from pykaldi2.simulation.config import SimulationConfig
 from pykaldi2.training.config import TrainConfigMixin
 from pykaldi2.training.trainer import TrainerConfig
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
-from pykaldi2.utils.log import get_logger, progress
+from pykaldi2.utils.log import append_jsonl, get_logger, progress
 
 log = get_logger(__name__)
 
@@ -825,7 +825,7 @@ def train_chain(cfg: TrainChainConfig, exp_dir: str | os.PathLike) -> Path:
     """
     import torch
 
-    from pykaldi2.training.ce import _append_jsonl, evaluate
+    from pykaldi2.training.ce import evaluate
     from pykaldi2.training.distributed import Dist
     from pykaldi2.training.trainer import Trainer
 
@@ -863,7 +863,7 @@ def train_chain(cfg: TrainChainConfig, exp_dir: str | os.PathLike) -> Path:
                 if dist.is_main:
                     log.info("validation: loss %.4f per output frame", res["loss"])
                     rec = {"step": trainer.step, "loss": res["loss"], "frames": res["frames"]}
-                    _append_jsonl(exp_dir / "log" / "valid.jsonl", rec)
+                    append_jsonl(exp_dir / "log" / "valid.jsonl", rec)
                 return res["loss"]
 
         trainer = Trainer(
@@ -962,27 +962,13 @@ class ChainModelDir:
 
 def load_chain_dir(path: str | os.PathLike, device: str = "cpu") -> ChainModelDir:
     """Load a model dir written by :func:`train_chain`, with clear errors for missing files."""
-    import torch
-    import yaml
-
     from pykaldi2.hmm.model import GmmModel
-    from pykaldi2.training.ce import _model_classes
+    from pykaldi2.training.ce import read_model_dir
 
-    path = Path(path)
-    missing = [f for f in FINAL_FILES if not (path / f).is_file()]
-    if missing:
-        raise DataError(
-            f"not a complete chain model dir (missing {', '.join(missing)})",
-            file=str(path),
-            fix="pass EXP_DIR/final of a finished `pykaldi2 train-chain` run",
-        )
-    state = torch.load(path / "final.pt", map_location=device, weights_only=False)
-    cfg_cls, _ = _model_classes(state["model_type"])
-    mcfg = cfg_cls.from_dict(state["model_config"])
+    path, state, mcfg, feat = read_model_dir(path, FINAL_FILES, "chain", "train-chain", device)
     model = build_chain_model(state["model_type"], mcfg, state["subsample"], state["xent"])
     model.load_state_dict(state["model"])
     model.to(device).eval()
-    feat = yaml.safe_load((path / "features.yaml").read_text(encoding="utf-8"))
     return ChainModelDir(
         path=path,
         model=model,

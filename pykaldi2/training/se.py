@@ -65,7 +65,6 @@ Dimension legend: N utterances, T frames (padded), F feature dim, C pdf_ids.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -80,7 +79,7 @@ from pykaldi2.simulation.config import SimulationConfig
 from pykaldi2.training.config import TrainConfigMixin
 from pykaldi2.training.trainer import TrainerConfig
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
-from pykaldi2.utils.log import get_logger
+from pykaldi2.utils.log import append_jsonl, get_logger
 
 log = get_logger(__name__)
 
@@ -518,12 +517,6 @@ def evaluate_se(model, loader, task: SETask, dist) -> dict[str, float]:
     return {"objf": objf / n, "loss": loss / n, "ce": ce / n, "frames": frames}
 
 
-def _append_jsonl(path: Path, record: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:  # a log: appended, not an output file
-        f.write(json.dumps(record) + "\n")
-
-
 # ---------------------------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------------------------
@@ -580,7 +573,7 @@ def train_se(cfg: TrainSEConfig, exp_dir: str | os.PathLike) -> Path:
                 res = evaluate_se(m, vloader, task, dist)
                 if dist.is_main:
                     log.info("validation: %s objective %.5f per frame", seq.criterion, res["objf"])
-                    _append_jsonl(exp_dir / "log" / "valid.jsonl", {"step": trainer.step, **res})
+                    append_jsonl(exp_dir / "log" / "valid.jsonl", {"step": trainer.step, **res})
                 return res["loss"]
 
         mcfg = model.cfg.to_dict()
@@ -643,7 +636,7 @@ def _after_step_hook(cfg: TrainSEConfig, task: SETask, rgen: ResumableGenerator,
             counts = {k: int(tot.pop(k)) for k in ("ali_failed", "ali_utts") if k in tot}
             rec = {"step": step, **{k: v / n for k, v in tot.items()}, "frames": n, **counts}
             if trainer.dist.is_main:
-                _append_jsonl(trainer.exp_dir / "log" / "train.jsonl", rec)
+                append_jsonl(trainer.exp_dir / "log" / "train.jsonl", rec)
                 trainer.writer.add_scalar("train/objf", rec.get("objf", 0.0), step)
         saving = (tcfg.checkpoint_every > 0 and step % tcfg.checkpoint_every == 0) or (
             tcfg.max_steps > 0 and step >= tcfg.max_steps

@@ -44,7 +44,6 @@ from pykaldi2.losses.output import LossOutput
 from pykaldi2.simulation.config import SimulationConfig, SpecAugConfig
 from pykaldi2.training.ce import (
     TrainCEConfig,
-    _append_jsonl,
     _as_list,
     epoch_batches,
     held_out_split,
@@ -55,7 +54,7 @@ from pykaldi2.training.config import TrainConfigMixin
 from pykaldi2.training.trainer import Trainer, TrainerConfig, make_optimizer
 from pykaldi2.utils.config import ConfigMixin
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
-from pykaldi2.utils.log import get_logger
+from pykaldi2.utils.log import append_jsonl, get_logger
 
 log = get_logger(__name__)
 
@@ -597,7 +596,7 @@ def train_transducer(cfg: TrainTransducerConfig, exp_dir: str | os.PathLike) -> 
                 if dist.is_main:
                     log.info("validation: RNN-T loss per utterance %.4f", res["loss"])
                     rec = {"step": trainer.step, "loss": res["loss"], "utts": res["frames"]}
-                    _append_jsonl(exp_dir / "log" / "valid.jsonl", rec)
+                    append_jsonl(exp_dir / "log" / "valid.jsonl", rec)
                 return res["loss"]
 
         trainer = TransducerTrainer(

@@ -26,3 +26,18 @@ def progress(iterable=None, **kw):
     kw.setdefault("dynamic_ncols", True)
     kw.setdefault("file", sys.stderr)
     return tqdm(iterable, **kw)
+
+
+def append_jsonl(path: str | os.PathLike, record: dict) -> None:
+    """Append ``record`` as one JSON line to the log file ``path`` (parent dirs created).
+
+    A log grows line by line (and keeps its lines across resumes), so it is appended to, not
+    rewritten atomically like an output file.
+    """
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
