@@ -78,7 +78,7 @@ def _decode_chain(args: argparse.Namespace) -> int:
     )
     summary = decode_chain(
         args.model_dir, args.graph_dir, args.data_dir, args.decode_dir,
-        nj=args.nj, decoder=decoder, device=args.device,
+        nj=args.nj, decoder=decoder, device=args.device, mode=args.mode,
     )  # fmt: skip
     print(f"{args.decode_dir}: {summary}")
     best = Path(args.decode_dir) / "best_wer"
@@ -130,6 +130,13 @@ def _register_train_decode(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lattice-beam", type=float, default=8.0, help="default: %(default)s")
     p.add_argument(
         "--acoustic-scale", type=float, default=1.0, help="default: %(default)s (chain models)"
+    )
+    p.add_argument(
+        "--mode",
+        choices=("chunk", "utterance"),
+        default="chunk",
+        help="run the net on the training chunks with their context (default) or on whole "
+        "utterances (a BLSTM sees all of its context)",
     )
     p.add_argument("--device", default="cpu", help="torch device of the net (default: cpu)")
     p.set_defaults(func=_decode_chain)

@@ -1,4 +1,5 @@
-"""``pykaldi2 mkgraph | decode | score | compute-wer`` (mkgraph.sh, decode.sh, score_kaldi.sh)."""
+"""``pykaldi2 mkgraph | decode | score | compute-wer | compute-wer-bootci`` (mkgraph.sh, decode.sh,
+score_kaldi.sh, compute-wer, compute-wer-bootci)."""
 
 from __future__ import annotations
 
@@ -125,6 +126,35 @@ def _cmd_compute_wer(args) -> int:
     return 0
 
 
+def _cmd_compute_wer_bootci(args) -> int:
+    from pykaldi2.decoding.scoring import (
+        best_hyp_file,
+        bootstrap_improvement,
+        bootstrap_wer,
+        read_text,
+        utterance_errors,
+    )
+    from pykaldi2.utils.errors import DataError
+
+    if len(args.hyp) > 2:
+        raise DataError(f"{len(args.hyp)} hypotheses given", fix="compare one or two systems")
+    ref = read_text(args.ref)
+    hyp_files = [best_hyp_file(h) for h in args.hyp]
+    per_utt = [utterance_errors(ref, read_text(h), mode=args.mode) for h in hyp_files]
+    if len(per_utt) == 2 and per_utt[0][0] != per_utt[1][0]:
+        raise DataError(
+            f"{hyp_files[0]} and {hyp_files[1]} score different utterances",
+            fix="compare decodes of the same data dir, or score with --mode all",
+        )
+    for i, (f, (_, errs, words)) in enumerate(zip(hyp_files, per_utt, strict=True), 1):
+        b = bootstrap_wer(errs, words, args.replications, args.seed)
+        print(f"{b.line(f'Set{i}')} ({f})")
+    if len(per_utt) == 2:
+        p = bootstrap_improvement(per_utt[0][1], per_utt[1][1], args.replications, args.seed)
+        print(f"Probability of Set2 improving Set1: {100 * p:.1f}%")
+    return 0
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "mkgraph",
@@ -200,3 +230,21 @@ def register(subparsers) -> None:
     p.add_argument("--mode", default="strict", choices=["strict", "present", "all"])
     p.add_argument("--ignore", nargs="*", help="words removed from ref and hyp before scoring")
     p.set_defaults(func=_cmd_compute_wer)
+
+    p = subparsers.add_parser(
+        "compute-wer-bootci",
+        help="bootstrap 95%% confidence intervals of WERs, and P(system 2 improves system 1)",
+        description="Kaldi's compute-wer-bootci (Bisani & Ney 2004): the test utterances are "
+        "resampled with replacement; each system's WER is printed with mean +- 1.96 std of the "
+        "replicated WERs, and with two systems the fraction of replications (same utterances "
+        "for both) in which the second makes fewer word errors. A HYP is a text file or a "
+        "scored decode dir (its best LMWT/WIP hypotheses).",
+        epilog="example: pykaldi2 compute-wer-bootci data/test/text exp/blstm_ce/decode_test "
+        "exp/blstm_smbr/decode_test",
+    )
+    p.add_argument("ref", help="reference text: utt w1 w2 ...")
+    p.add_argument("hyp", nargs="+", help="one or two hypothesis texts or scored decode dirs")
+    p.add_argument("--mode", default="strict", choices=["strict", "present", "all"])
+    p.add_argument("--replications", type=int, default=10000, help="default: %(default)s")
+    p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    p.set_defaults(func=_cmd_compute_wer_bootci)

@@ -207,12 +207,22 @@ def chain_windows(n: int, factor: int, chunk_size: int, left: int, right: int):
     return starts, idx
 
 
-def chain_compute(md, feats: Mapping[str, np.ndarray], utts: Sequence[str], device: str = "cpu"):
+def chain_compute(
+    md,
+    feats: Mapping[str, np.ndarray],
+    utts: Sequence[str],
+    device: str = "cpu",
+    mode: str = "chunk",
+):
     """``(utt, (ceil(T / factor), P) float32 log-likelihoods)``: a chain model dir's
     (:func:`pykaldi2.training.chain.load_chain_dir`) raw outputs (no log-softmax, no priors), as
-    Kaldi's nnet3-latgen-faster with a chain model: on whole utterances, or, for a model trained
-    on chunks, on the training chunks with their context (:func:`chain_windows`)."""
+    Kaldi's nnet3-latgen-faster with a chain model: on whole utterances (``mode="utterance"``, or
+    a model trained without chunks), else on the training chunks with their context
+    (:func:`chain_windows`)."""
     import torch
+
+    if mode not in INFERENCE_MODES:
+        raise Pykaldi2Error(f"inference mode {mode!r} not in {INFERENCE_MODES}")
 
     f = md.frame_subsampling_factor
     c, left, right = md.chunk_size, md.chunk_left_context, md.chunk_right_context
@@ -225,7 +235,7 @@ def chain_compute(md, feats: Mapping[str, np.ndarray], utts: Sequence[str], devi
                 fix="compute the features the model was trained on (see its features.yaml)",
             )
         n = -(-len(x) // f)
-        if c <= 0 or n <= c // f:
+        if mode == "utterance" or c <= 0 or n <= c // f:
             xt = torch.from_numpy(np.require(x[None], np.float32, ["C", "W"])).to(device)
             with torch.no_grad():
                 out = md.model(xt, torch.tensor([len(x)]))[0]
@@ -252,16 +262,20 @@ def decode_chain(
     decoder: DecoderConfig | None = None,
     device: str = "cpu",
     score: bool = True,
+    mode: str = "chunk",
 ) -> DecodeSummary:
     """Decode ``data_dir`` with a chain model dir (``pykaldi2 train-chain``) through
     ``graph_dir/HCLG.fst`` (mkgraph with the model dir's final.mdl and self-loop scale 1.0) at
     the subsampled frame rate, acoustic scale 1.0 by default; score over
-    :data:`CHAIN_LM_WEIGHTS` when ``data_dir/text`` exists."""
+    :data:`CHAIN_LM_WEIGHTS` when ``data_dir/text`` exists. ``mode``: see
+    :func:`chain_compute`."""
     from pykaldi2.training.chain import load_chain_dir
 
+    if mode not in INFERENCE_MODES:
+        raise Pykaldi2Error(f"inference mode {mode!r} not in {INFERENCE_MODES}")
     md = load_chain_dir(model_dir, device=device)
     return _decode_and_score(
-        md, md.chain_model.tm, lambda feats, utts: chain_compute(md, feats, utts, device),
+        md, md.chain_model.tm, lambda feats, utts: chain_compute(md, feats, utts, device, mode),
         graph_dir, data_dir, out_dir, decoder or DecoderConfig(acoustic_scale=1.0), nj, score,
         CHAIN_LM_WEIGHTS,
     )  # fmt: skip

@@ -10,7 +10,7 @@ Scored 1 sentences, 0 not present in hyp.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,10 +133,26 @@ def compute_wer(
     and the WER line is marked ``[PARTIAL]``, as Kaldi does. ``ignore``: words dropped from both
     sides first (e.g. ``<UNK>`` or noise words; empty by default, as Kaldi).
     """
+    stats = WerStats(num_absent=sum(utt not in hyp for utt in ref))
+    for _, r, h in _scored_pairs(ref, hyp, mode, ignore):
+        c = levenshtein(r, h)
+        stats.ins += c.ins
+        stats.dels += c.dels
+        stats.subs += c.subs
+        stats.num_words += len(r)
+        stats.sent_errs += int(c.total > 0)
+        stats.num_sent += 1
+    return stats
+
+
+def _scored_pairs(ref, hyp, mode: str, ignore: Iterable[str]):
+    """``(utt, ref words, hyp words)`` of every scored utterance, in ``ref``'s order, ``ignore``d
+    words dropped; raises for ``strict`` with a missing hypothesis or references without words.
+    A missing hypothesis is skipped (``present``) or empty (``all``)."""
     if mode not in MODES:
         raise DataError(f"unknown scoring mode {mode!r}", fix=f"use one of {MODES}")
     drop = set(ignore)
-    stats = WerStats()
+    pairs = []
     for utt, ref_words in ref.items():
         if utt not in hyp:
             if mode == "strict":
@@ -145,23 +161,15 @@ def compute_wer(
                     utt=utt,
                     fix="decode every utterance, or score with mode 'present' or 'all'",
                 )
-            stats.num_absent += 1  # counted (and marked [PARTIAL]) in both other modes
             if mode == "present":
                 continue
         r = [w for w in ref_words if w not in drop]
-        h = [w for w in hyp.get(utt, []) if w not in drop]
-        c = levenshtein(r, h)
-        stats.ins += c.ins
-        stats.dels += c.dels
-        stats.subs += c.subs
-        stats.num_words += len(r)
-        stats.sent_errs += int(c.total > 0)
-        stats.num_sent += 1
-    if stats.num_words == 0:
+        pairs.append((utt, r, [w for w in hyp.get(utt, []) if w not in drop]))
+    if not any(r for _, r, _ in pairs):
         raise DataError(
             "the references have no words to score", fix="check the ref text and utterance ids"
         )
-    return stats
+    return pairs
 
 
 def best_wer(results: Mapping[str, WerStats]) -> tuple[str, WerStats]:
@@ -173,3 +181,119 @@ def best_wer(results: Mapping[str, WerStats]) -> tuple[str, WerStats]:
         raise DataError("no scoring results to choose from")
     name = min(sorted(results), key=lambda n: results[n].wer)
     return name, results[name]
+
+
+# --------------------------------------------------------------------------------------------
+# Bootstrap confidence intervals (Kaldi's compute-wer-bootci; Bisani & Ney, ICASSP 2004)
+# --------------------------------------------------------------------------------------------
+
+
+def utterance_errors(
+    ref: Mapping[str, list[str]],
+    hyp: Mapping[str, list[str]],
+    mode: str = "strict",
+    ignore: Iterable[str] = (),
+) -> tuple[list[str], list[int], list[int]]:
+    """Per utterance (in ``ref``'s order): ``(utts, word errors, reference words)``, the
+    quantities :func:`compute_wer` sums (same ``mode`` and ``ignore`` rules)."""
+    pairs = _scored_pairs(ref, hyp, mode, ignore)
+    errs = [levenshtein(r, h).total for _, r, h in pairs]
+    return [u for u, _, _ in pairs], errs, [len(r) for _, r, _ in pairs]
+
+
+@dataclass(frozen=True)
+class BootstrapWer:
+    """One system's bootstrap: ``wer`` on the test set itself; ``mean`` and ``interval`` (the
+    95% half-width, 1.96 standard deviations) of the WER over the replications, in percent."""
+
+    wer: float
+    mean: float
+    interval: float
+
+    def line(self, name: str) -> str:
+        lo, hi = self.mean - self.interval, self.mean + self.interval
+        return f"{name}: %WER {self.wer:.2f} 95% Conf Interval [ {lo:.2f}, {hi:.2f} ]"
+
+
+def _replicate(n: int, replications: int, seed: int, block: int = 1000):
+    """(B, n) blocks of utterance indices drawn with replacement, ``replications`` rows in all."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    for start in range(0, replications, block):
+        yield rng.integers(0, n, size=(min(block, replications - start), n))
+
+
+def bootstrap_wer(
+    errs: Sequence[int], words: Sequence[int], replications: int = 10000, seed: int = 0
+) -> BootstrapWer:
+    """Resample the utterances with replacement ``replications`` times (each replication as many
+    utterances as the test set) and summarize the replicated WERs as Kaldi's compute-wer-bootci
+    does: mean +- 1.96 standard deviations.
+
+    errs, words: (U,) word errors and reference words per utterance.
+    """
+    import numpy as np
+
+    e, w = np.asarray(errs, dtype=np.int64), np.asarray(words, dtype=np.int64)
+    _check_bootstrap(len(e), len(w), replications)
+    wers = np.concatenate(
+        [
+            e[idx].sum(1) / np.maximum(w[idx].sum(1), 1)
+            for idx in _replicate(len(e), replications, seed)
+        ]
+    )
+    mean = float(wers.mean())
+    return BootstrapWer(
+        wer=100.0 * e.sum() / w.sum(), mean=100.0 * mean, interval=100.0 * 1.96 * float(wers.std())
+    )
+
+
+def bootstrap_improvement(
+    errs1: Sequence[int], errs2: Sequence[int], replications: int = 10000, seed: int = 0
+) -> float:
+    """Probability that system 2 improves on system 1: the fraction of replications (the same
+    resampled utterances for both) in which system 2 makes strictly fewer word errors.
+
+    errs1, errs2: (U,) word errors per utterance of the same utterances, in the same order.
+    """
+    import numpy as np
+
+    _check_bootstrap(len(errs1), len(errs2), replications)
+    d = np.asarray(errs1, dtype=np.int64) - np.asarray(errs2, dtype=np.int64)
+    better = sum(int((d[idx].sum(1) > 0).sum()) for idx in _replicate(len(d), replications, seed))
+    return better / replications
+
+
+def _check_bootstrap(n1: int, n2: int, replications: int) -> None:
+    if n1 != n2:
+        raise DataError(f"{n1} and {n2} utterances: the systems must score the same utterances")
+    if n1 == 0:
+        raise DataError("no utterances to resample", fix="check the ref and hyp utterance ids")
+    if replications < 1:
+        raise DataError(f"replications must be >= 1, got {replications}")
+
+
+def best_hyp_file(path: str | os.PathLike) -> Path:
+    """A hypothesis text, or for a decode dir the text of its best LMWT/WIP (``best_wer`` names
+    ``.../wer_LMWT_WIP``; the text is ``scoring_kaldi/penalty_WIP/LMWT.txt``)."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    best = p / "best_wer"
+    if not best.is_file():
+        raise DataError(
+            "neither a hypothesis text nor a scored decode dir (no best_wer)",
+            file=str(p),
+            fix="pass a text file (utt w1 w2 ...) or score the decode dir first (pykaldi2 score)",
+        )
+    name = Path(best.read_text(encoding="utf-8").split()[-1]).name  # wer_LMWT_WIP
+    parts = name.split("_")
+    hyp = p / "scoring_kaldi" / f"penalty_{parts[-1]}" / f"{parts[-2]}.txt"
+    if len(parts) != 3 or parts[0] != "wer" or not hyp.is_file():
+        raise DataError(
+            f"best_wer names {name!r} but {hyp} does not exist",
+            file=str(best),
+            fix="re-score the decode dir (pykaldi2 score)",
+        )
+    return hyp

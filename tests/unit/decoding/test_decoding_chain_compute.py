@@ -6,9 +6,11 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import torch
 
 from pykaldi2.decoding.nnet import chain_compute, chain_windows
+from pykaldi2.utils.errors import Pykaldi2Error
 
 
 class FrameModel(torch.nn.Module):
@@ -46,3 +48,24 @@ def test_chain_windows_start_on_the_output_grid():
     assert starts == [0, 3, 6, 8]  # 11 output frames, chunks of 3, the last shifted back
     assert idx.shape == (4, 14)
     assert idx[0, :4].tolist() == [0, 0, 0, 0] and idx[3, 3] == 24 and idx[3, -1] == 30
+
+
+class CumsumModel(FrameModel):
+    """Every output sees all earlier frames (a running sum): chunking changes the outputs."""
+
+    def forward(self, x, lengths):
+        return self.lin(torch.cumsum(x, dim=1)[:, ::3])
+
+
+def test_utterance_mode_runs_whole_utterances_on_a_chunk_trained_model():
+    rng = np.random.default_rng(1)
+    feats = {"u": rng.normal(size=(50, 4)).astype(np.float32)}
+    whole = SimpleNamespace(**{**vars(_md(0, 0, 0)), "model": CumsumModel(4, 5)})
+    chunked = SimpleNamespace(**{**vars(_md(9, 3, 2)), "model": CumsumModel(4, 5)})
+    ref = dict(chain_compute(whole, feats, ["u"]))["u"]
+    by_chunk = dict(chain_compute(chunked, feats, ["u"]))["u"]
+    by_utt = dict(chain_compute(chunked, feats, ["u"], mode="utterance"))["u"]
+    np.testing.assert_allclose(by_utt, ref, rtol=1e-6, atol=1e-6)
+    assert not np.allclose(by_chunk, ref, atol=1e-3)  # the chunks really are different input
+    with pytest.raises(Pykaldi2Error, match="inference mode"):
+        next(chain_compute(chunked, feats, ["u"], mode="sentence"))
