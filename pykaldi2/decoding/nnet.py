@@ -36,6 +36,12 @@ log = get_logger(__name__)
 INFERENCE_MODES = ("chunk", "utterance")
 
 
+def check_inference_mode(mode: str) -> None:
+    """Raise unless ``mode`` is one of :data:`INFERENCE_MODES`."""
+    if mode not in INFERENCE_MODES:
+        raise Pykaldi2Error(f"inference mode {mode!r} not in {INFERENCE_MODES}")
+
+
 @dataclass
 class NnetComputeConfig:
     """How log-likelihoods are computed: ``mode`` (chunk | utterance), chunks per forward pass
@@ -47,8 +53,7 @@ class NnetComputeConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        if self.mode not in INFERENCE_MODES:
-            raise Pykaldi2Error(f"inference mode {self.mode!r} not in {INFERENCE_MODES}")
+        check_inference_mode(self.mode)
         if self.batch_chunks < 1 or self.prior_scale < 0:
             raise Pykaldi2Error("batch_chunks must be >= 1 and prior_scale >= 0")
 
@@ -221,8 +226,7 @@ def chain_compute(
     (:func:`chain_windows`)."""
     import torch
 
-    if mode not in INFERENCE_MODES:
-        raise Pykaldi2Error(f"inference mode {mode!r} not in {INFERENCE_MODES}")
+    check_inference_mode(mode)
 
     f = md.frame_subsampling_factor
     c, left, right = md.chunk_size, md.chunk_left_context, md.chunk_right_context
@@ -271,8 +275,7 @@ def decode_chain(
     :func:`chain_compute`."""
     from pykaldi2.training.chain import load_chain_dir
 
-    if mode not in INFERENCE_MODES:
-        raise Pykaldi2Error(f"inference mode {mode!r} not in {INFERENCE_MODES}")
+    check_inference_mode(mode)
     md = load_chain_dir(model_dir, device=device)
     return _decode_and_score(
         md, md.chain_model.tm, lambda feats, utts: chain_compute(md, feats, utts, device, mode),
