@@ -124,21 +124,14 @@ def _train_tri(args: argparse.Namespace) -> int:
 def _align_si(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from pykaldi2.hmm.ali import ali_to_pdf, write_ali
+    from pykaldi2.hmm.ali import write_ali_dir
     from pykaldi2.hmm.align import AlignConfig, align_si
     from pykaldi2.hmm.model import GmmModel
 
     model_path = Path(args.src_dir) / "final.mdl"
     cfg = AlignConfig(beam=args.beam, retry_beam=args.retry_beam)
     res = align_si(args.data, args.lang, model_path, cfg, nj=args.nj)
-    model = GmmModel.load(model_path)
-    out = Path(args.out_dir)
-    model.save(out / "final.mdl")
-    model.write_tree(out / "tree")
-    write_ali(out / "ali.ark", res.alis)
-    write_ali(out / "pdf.ark", {u: ali_to_pdf(model, a) for u, a in res.alis.items()})
-    if res.failed:
-        (out / "failed_utts").write_text("\n".join(sorted(res.failed)) + "\n")
+    out = write_ali_dir(args.out_dir, GmmModel.load(model_path), res)
     print(
         f"{out}: aligned {len(res.alis)} of {len(res.alis) + len(res.failed)} utterances "
         f"({len(res.failed)} failed{', listed in failed_utts' if res.failed else ''}), "

@@ -1,6 +1,6 @@
-"""``pykaldi2 train-ce | train-se | decode-nnet``: hybrid cross-entropy and sequence training
-and decoding (PyKaldi2's train_ce.py / train_se2.py; Kaldi's steps/nnet3/train_*.py --xent,
-train_discriminative.sh and decode.sh)."""
+"""``pykaldi2 train-ce | train-se | decode-nnet | align-nnet``: hybrid cross-entropy and
+sequence training, decoding and alignment (PyKaldi2's train_ce.py / train_se2.py; Kaldi's
+steps/nnet3/train_*.py --xent, train_discriminative.sh, decode.sh and align.sh)."""
 
 from __future__ import annotations
 
@@ -59,6 +59,32 @@ def _cmd_decode_nnet(args: argparse.Namespace) -> int:
     else:
         print(f"{args.decode_dir}: decoded {summary.num_done} utterances")
     return 0
+
+
+def _cmd_align_nnet(args: argparse.Namespace) -> int:
+    from pykaldi2.decoding.align_nnet import align_nnet
+    from pykaldi2.decoding.nnet import NnetComputeConfig
+    from pykaldi2.hmm.ali import write_ali_dir
+    from pykaldi2.hmm.align import AlignConfig
+    from pykaldi2.hmm.model import GmmModel
+
+    cfg = AlignConfig(
+        beam=args.beam, retry_beam=args.retry_beam, acoustic_scale=args.acoustic_scale
+    )
+    compute = NnetComputeConfig(
+        mode=args.mode, batch_chunks=args.batch_chunks, prior_scale=args.prior_scale,
+        device=args.device,
+    )  # fmt: skip
+    res = align_nnet(
+        args.model_dir, args.data_dir, args.lang_dir, config=cfg, compute=compute, nj=args.nj
+    )
+    out = write_ali_dir(args.ali_dir, GmmModel.load(Path(args.model_dir) / "final.mdl"), res)
+    total = len(res.alis) + len(res.failed)
+    print(
+        f"{out}: aligned {len(res.alis)} of {total} utterances ({len(res.failed)} failed"
+        f"{', listed in failed_utts' if res.failed else ''}), {res.num_frames} frames"
+    )
+    return 0 if res.alis else 1
 
 
 def register(subparsers) -> None:
@@ -158,3 +184,40 @@ def register(subparsers) -> None:
     )
     p.add_argument("--no-score", action="store_true", help="do not score against DATA_DIR/text")
     p.set_defaults(func=_cmd_decode_nnet)
+
+    p = subparsers.add_parser(
+        "align-nnet",
+        help="align a data dir with a CE model dir (steps/nnet3/align.sh)",
+        description="Viterbi-align every utterance of DATA_DIR to its transcript with the "
+        "network's log-likelihoods (log-softmax minus prior_scale * log-priors) through "
+        "training graphs from LANG_DIR/L.fst and MODEL_DIR/final.mdl, in NJ processes. Writes "
+        "ALI_DIR/ali.{ark,scp} (transition-ids), pdf.{ark,scp}, final.mdl and tree: an "
+        "ali_dir for train-ce and train-se with this model (e.g. sMBR numerators from the CE "
+        "network, as Kaldi's discriminative recipes do). Failed utterances are listed in "
+        "ALI_DIR/failed_utts.",
+        epilog="example: pykaldi2 align-nnet --nj 2 exp/blstm_ce/final data/train_fbank "
+        "data/lang exp/blstm_ce_ali",
+    )
+    p.add_argument("model_dir", help="model dir from train-ce or train-se (EXP_DIR/final)")
+    p.add_argument("data_dir", help="data dir with feats.scp (and cmvn.scp) and text")
+    p.add_argument("lang_dir", help="lang dir with L.fst and words.txt")
+    p.add_argument("ali_dir", help="output dir, e.g. exp/blstm_ce_ali")
+    p.add_argument("--nj", type=int, default=1, help="parallel processes (default: %(default)s)")
+    p.add_argument("--beam", type=float, default=10.0, help="default: %(default)s")
+    p.add_argument("--retry-beam", type=float, default=40.0, help="default: %(default)s")
+    p.add_argument(
+        "--acoustic-scale", type=float, default=0.1, help="default: %(default)s (CE models)"
+    )
+    p.add_argument(
+        "--prior-scale", type=float, default=1.0,
+        help="log-likelihood = log-posterior - SCALE * log-prior (default: %(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--mode", choices=["chunk", "utterance"], default="utterance",
+        help="run the net on whole utterances (default) or on its training chunks",
+    )  # fmt: skip
+    p.add_argument(
+        "--batch-chunks", type=int, default=64, help="chunks per forward pass (default: 64)"
+    )
+    p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+    p.set_defaults(func=_cmd_align_nnet)

@@ -88,6 +88,25 @@ def write_ali(path: str | os.PathLike, alis: Mapping[str, np.ndarray]) -> None:
             f.write(f"{utt} {path.resolve()}:{off}\n")
 
 
+def write_ali_dir(out_dir: str | os.PathLike, model: GmmModel, res) -> Path:
+    """An alignment dir (Kaldi's exp/*_ali): ``final.mdl``, ``tree``, ``ali.{ark,scp}``
+    (transition_ids), ``pdf.{ark,scp}`` (pdf_id targets) and ``failed_utts`` when ``res``
+    (an :class:`~pykaldi2.hmm.align.AlignResult`) has failures. Returns ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save(out / "final.mdl")
+    model.write_tree(out / "tree")
+    write_ali(out / "ali.ark", res.alis)
+    write_ali(out / "pdf.ark", {u: ali_to_pdf(model, a) for u, a in res.alis.items()})
+    failed = out / "failed_utts"
+    if res.failed:
+        with atomic_write(failed) as f:
+            f.write("\n".join(sorted(res.failed)) + "\n")
+    elif failed.exists():  # from an earlier run into the same dir
+        failed.unlink()
+    return out
+
+
 def read_ali(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read alignments from an ``.ark``, ``.scp`` or gzipped ark; utt -> (T,) int32."""
     import kaldiio

@@ -10,6 +10,7 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -87,13 +88,16 @@ def load_feats(
 
 
 def load_texts(data_dir: str | os.PathLike, lang) -> dict[str, list[int]]:
-    """utt -> word ids of the data dir's ``text``; OOV words map to the lang's OOV word."""
-    from pykaldi2.data.datadir import read_data_dir
+    """utt -> word ids of the data dir's ``text``; OOV words map to the lang's OOV word.
+    Only ``text`` is read (a features-only data dir aligns too)."""
+    from pykaldi2.data.tables import read_table
 
-    d = read_data_dir(data_dir)
+    path = Path(data_dir) / "text"
+    if not path.is_file():
+        raise DataError("no text (transcripts)", file=str(path), fix="alignment needs `text`")
     texts: dict[str, list[int]] = {}
     num_oov = 0
-    for utt, line in d.text.items():
+    for utt, line in read_table(path).items():
         ids = []
         for w in line.split():
             if w in lang.words:

@@ -256,6 +256,42 @@ def test_train_se_smbr_improves_and_decodes(se_setup, tmp_path, one_thread):
     assert float(best.split("%WER")[1].split()[0]) <= 25.0, best
 
 
+def test_align_nnet_writes_the_models_own_alignments(se_setup, tmp_path, one_thread):
+    """``pykaldi2 align-nnet`` in 2 processes writes the CE model's Viterbi alignments (the same
+    as train-se's on-the-fly numerators with that model) as an ali dir train-se takes; an
+    utterance whose transcript L.fst cannot spell (an OOV word -> <UNK>) is in failed_utts."""
+    from pykaldi2.hmm.ali import read_ali
+
+    root, ce_final, cfg, _ = se_setup
+    data = tmp_path / "data"
+    shutil.copytree(cfg["train_data"][0], data)
+    lines = (data / "text").read_text().splitlines()
+    bad = lines[0].split()[0]
+    lines[0] = f"{bad} A ZEBRA"
+    (data / "text").write_text("\n".join(lines) + "\n")
+    lang = tmp_path / "lang"
+    shutil.copytree(root / "lang", lang)
+    (lang / "words.txt").write_text((root / "lang" / "words.txt").read_text() + "<UNK> 5\n")
+    (lang / "oov.txt").write_text("<UNK>\n")
+    (lang / "phones.txt").write_text("<eps> 0\nsil 1\na 2\nb 3\nc 4\n#0 5\n")
+    for name, ids in (("optional_silence", "1"), ("silence", "1"), ("nonsilence", "2\n3\n4")):
+        (lang / "phones" / f"{name}.int").write_text(ids + "\n")
+    out = tmp_path / "ce_ali"
+    assert main(["align-nnet", "--nj", "2", str(ce_final), str(data), str(lang), str(out)]) == 0
+    got, pdfs = read_ali(out / "ali.ark"), read_ali(out / "pdf.ark")
+    assert (out / "failed_utts").read_text().split() == [bad]
+    utts = sorted(got)
+    assert len(utts) == len(lines) - 1 and bad not in utts
+    md = _model_dir(ce_final)
+    ref = _nnet_alis(md, cfg, root, utts)
+    for u in utts:
+        np.testing.assert_array_equal(got[u], ref[u])
+        np.testing.assert_array_equal(pdfs[u], md.ali_model.tid2pdf[got[u]])
+    conf = _write(tmp_path, cfg, ali_dir=[str(out)])
+    over = ["--criterion", "smbr", "--override", "trainer.max_steps=2"]
+    assert main(["train-se", "--config", conf, *over, str(tmp_path / "se")]) == 0
+
+
 def test_train_se_errors(se_setup, tmp_path, capsys):
     root, ce_final, cfg, _ = se_setup
     conf = _write(tmp_path, cfg, den_graph=str(tmp_path / "nograph"))
