@@ -172,8 +172,9 @@ def register(subparsers) -> None:
     p.add_argument(
         "--mode",
         choices=["chunk", "utterance"],
-        default="chunk",
-        help="run the net on the training chunks (default) or on whole utterances",
+        default="utterance",
+        help="run the net on whole utterances (default) or on its training chunks with their "
+        "context (bounds memory on long recordings)",
     )
     p.add_argument(
         "--batch-chunks", type=int, default=64, help="chunks per forward pass (default: 64)"

@@ -116,7 +116,9 @@ def register(subparsers) -> None:
     )
     p.add_argument("--prior-scale", type=float, default=1.0, help="prior scale (%(default)s)")
     p.add_argument(
-        "--mode", choices=["chunk", "utterance"], default="chunk", help="inference mode (chunk)"
-    )
+        "--mode", choices=["chunk", "utterance"], default="utterance",
+        help="inference mode: whole utterances (default) or the training chunks (bounds memory "
+        "on long recordings)",
+    )  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
     p.set_defaults(func=_cmd_export_hybrid)

@@ -84,10 +84,11 @@ def test_decode_nnet_command(trained, tmp_path, capsys):
     assert (out / "hyp.txt").read_text() == (test / "text").read_text()
     assert (out / "lat.1.ark").is_file() and (out / "lat.2.ark").is_file()
 
-    # Whole-utterance inference decodes the same; a graph for another model is refused.
-    argv = ["decode-nnet", str(model_dir), str(graph), str(test), str(tmp_path / "utt")]
-    assert main([*argv, "--mode", "utterance", "--no-score"]) == 0
-    assert (tmp_path / "utt" / "hyp.txt").read_text() == (test / "text").read_text()
+    # Chunk inference (the training chunks) decodes the same; a graph for another model is
+    # refused.
+    argv = ["decode-nnet", str(model_dir), str(graph), str(test), str(tmp_path / "chunk")]
+    assert main([*argv, "--mode", "chunk", "--no-score"]) == 0
+    assert (tmp_path / "chunk" / "hyp.txt").read_text() == (test / "text").read_text()
     (graph / "num_pdfs").write_text("999\n")
     try:
         assert main(argv) == 1
@@ -107,7 +108,9 @@ def test_chunked_loglik_matches_reference(trained):
     md = load_final_dir(model_dir)
     feats = ProcessedFeatures(test, md.features)
     utts = list(feats.keys())
-    got = dict(nnet_compute(md, feats, utts, NnetComputeConfig(batch_chunks=3, prior_scale=0.5)))
+    got = dict(
+        nnet_compute(md, feats, utts, NnetComputeConfig("chunk", batch_chunks=3, prior_scale=0.5))
+    )
     lp = torch.from_numpy(md.log_priors).float()
     c, left, right = md.chunk_size, md.left_context, md.right_context
     for utt in utts:
