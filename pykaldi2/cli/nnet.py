@@ -1,6 +1,7 @@
-"""``pykaldi2 train-ce | train-se | decode-nnet | align-nnet``: hybrid cross-entropy and
-sequence training, decoding and alignment (PyKaldi2's train_ce.py / train_se2.py; Kaldi's
-steps/nnet3/train_*.py --xent, train_discriminative.sh, decode.sh and align.sh)."""
+"""``pykaldi2 train-ce | train-se | decode-nnet | align-nnet | adjust-priors``: hybrid
+cross-entropy and sequence training, decoding, alignment and prior adjustment (PyKaldi2's
+train_ce.py / train_se2.py; Kaldi's steps/nnet3/train_*.py --xent, train_discriminative.sh,
+decode.sh, align.sh and nnet3-am-adjust-priors)."""
 
 from __future__ import annotations
 
@@ -85,6 +86,23 @@ def _cmd_align_nnet(args: argparse.Namespace) -> int:
         f"{', listed in failed_utts' if res.failed else ''}), {res.num_frames} frames"
     )
     return 0 if res.alis else 1
+
+
+def _cmd_adjust_priors(args: argparse.Namespace) -> int:
+    from pykaldi2.decoding.adjust_priors import adjust_priors
+    from pykaldi2.decoding.nnet import NnetComputeConfig
+
+    compute = NnetComputeConfig(mode=args.mode, device=args.device)
+    stats = adjust_priors(
+        args.model_dir, args.data_dir, args.out_dir, max_utts=args.max_utts, seed=args.seed,
+        compute=compute, overwrite=args.overwrite,
+    )  # fmt: skip
+    print(
+        f"{args.out_dir}: priors from the average posteriors of {stats['utts']} utterances "
+        f"({stats['frames']} frames); |log(new/old)| mean {stats['mean_abs_log_ratio']:.3f}, "
+        f"max {stats['max_abs_log_ratio']:.3f}"
+    )
+    return 0
 
 
 def register(subparsers) -> None:
@@ -222,3 +240,29 @@ def register(subparsers) -> None:
     )
     p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
     p.set_defaults(func=_cmd_align_nnet)
+
+    p = subparsers.add_parser(
+        "adjust-priors",
+        help="pdf priors from the network's average posteriors (nnet3-am-adjust-priors)",
+        description="Write OUT_DIR: a copy of the CE/SE model dir MODEL_DIR whose priors.npy is "
+        "the network's average posterior over (a seeded random subset of) DATA_DIR, as Kaldi's "
+        "nnet3 training does after CE and discriminative training; the old priors are kept as "
+        "priors_prev.npy. Use after train-se (the sequence-trained network's outputs no longer "
+        "match the alignment counts).",
+        epilog="example: pykaldi2 adjust-priors exp/blstm_smbr/final data/train_fbank "
+        "exp/blstm_smbr/final_adj",
+    )
+    p.add_argument("model_dir", help="model dir from train-ce or train-se (EXP_DIR/final)")
+    p.add_argument("data_dir", help="data dir with feats.scp (and cmvn.scp): training data")
+    p.add_argument("out_dir", help="output model dir")
+    p.add_argument(
+        "--max-utts", type=int, default=2000, help="utterances to average over (0: all; 2000)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="subset seed (default: %(default)s)")
+    p.add_argument(
+        "--mode", choices=["chunk", "utterance"], default="utterance",
+        help="run the net on whole utterances (default) or on its training chunks",
+    )  # fmt: skip
+    p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
+    p.set_defaults(func=_cmd_adjust_priors)

@@ -129,3 +129,51 @@ def test_chunked_loglik_matches_reference(trained):
         np.testing.assert_allclose(got[utt], ref, rtol=1e-5, atol=1e-5)
     with pytest.raises(Exception, match="feature dim 3 but the model expects"):
         list(nnet_compute(md, {"bad": np.zeros((5, 3), np.float32)}, ["bad"]))
+
+
+def test_adjust_priors_command(trained, tmp_path, capsys):
+    """``pykaldi2 adjust-priors``: the new priors are the average softmax over every frame of
+    the data (computed here utterance by utterance), the old ones are kept, the copy decodes;
+    writing over the model dir or an existing dir is refused."""
+    from pykaldi2.features.pipeline import ProcessedFeatures
+    from pykaldi2.training.ce import load_final_dir
+
+    model_dir, graph, test = trained
+    train = model_dir.parent.parent / "train"
+    out = tmp_path / "adj"
+    assert main(["adjust-priors", "--max-utts", "0", str(model_dir), str(train), str(out)]) == 0
+    assert "priors from the average posteriors of 28 utterances" in capsys.readouterr().out
+    md = load_final_dir(model_dir)
+    feats = ProcessedFeatures(train, md.features)
+    total, frames = np.zeros(md.num_pdfs), 0
+    for utt in feats:
+        x = torch.tensor(feats[utt], dtype=torch.float32)[None]
+        with torch.no_grad():
+            total += torch.softmax(md.model(x, torch.tensor([x.shape[1]]))[0], -1).sum(0).numpy()
+        frames += x.shape[1]
+    new = np.load(out / "priors.npy")
+    np.testing.assert_allclose(new, total / frames, rtol=1e-4)
+    assert abs(new.sum() - 1) < 1e-9 and not np.array_equal(new, np.load(model_dir / "priors.npy"))
+    np.testing.assert_array_equal(
+        np.load(out / "priors_prev.npy"), np.load(model_dir / "priors.npy")
+    )
+    argv = ["decode-nnet", str(out), str(graph), str(test), str(tmp_path / "dec")]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.startswith("%WER 0.00")
+
+    assert main(["adjust-priors", str(model_dir), str(train), str(model_dir)]) == 1
+    assert "the output dir is the model dir" in capsys.readouterr().err
+    assert main(["adjust-priors", str(model_dir), str(train), str(out)]) == 1
+    assert "output dir exists" in capsys.readouterr().err
+
+
+def test_priors_from_posteriors_keeps_unseen_pdfs():
+    from pykaldi2.decoding.adjust_priors import priors_from_posteriors
+    from pykaldi2.nnet.priors import UNSEEN_PRIOR
+
+    old = np.array([0.5, UNSEEN_PRIOR, 0.5, 0.0 + 1e-9])
+    got = priors_from_posteriors(np.array([3.0, 5.0, 1.0, 0.0]), old, floor=1e-6)
+    assert got[1] == UNSEEN_PRIOR
+    seen = [0, 2, 3]
+    assert abs(got[seen].sum() - 1) < 1e-12 and got[3] > 0
+    np.testing.assert_allclose(got[0] / got[2], 3.0)
