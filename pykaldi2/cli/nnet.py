@@ -29,7 +29,7 @@ def _cmd_train_se(args: argparse.Namespace) -> int:
 
 
 def _cmd_decode_nnet(args: argparse.Namespace) -> int:
-    from pykaldi2.decoding.nnet import NnetComputeConfig, decode_nnet
+    from pykaldi2.decoding.nnet import decode_nnet
     from pykaldi2.decoding.wfst import DecoderConfig
 
     decoder = DecoderConfig(
@@ -38,12 +38,7 @@ def _cmd_decode_nnet(args: argparse.Namespace) -> int:
         acoustic_scale=args.acoustic_scale,
         allow_partial=not args.no_partial,
     )
-    compute = NnetComputeConfig(
-        mode=args.mode,
-        batch_chunks=args.batch_chunks,
-        prior_scale=args.prior_scale,
-        device=args.device,
-    )
+    compute = _compute_config(args)
     summary = decode_nnet(
         args.model_dir,
         args.graph_dir,
@@ -64,7 +59,6 @@ def _cmd_decode_nnet(args: argparse.Namespace) -> int:
 
 def _cmd_align_nnet(args: argparse.Namespace) -> int:
     from pykaldi2.decoding.align_nnet import align_nnet
-    from pykaldi2.decoding.nnet import NnetComputeConfig
     from pykaldi2.hmm.ali import write_ali_dir
     from pykaldi2.hmm.align import AlignConfig
     from pykaldi2.hmm.model import GmmModel
@@ -72,10 +66,7 @@ def _cmd_align_nnet(args: argparse.Namespace) -> int:
     cfg = AlignConfig(
         beam=args.beam, retry_beam=args.retry_beam, acoustic_scale=args.acoustic_scale
     )
-    compute = NnetComputeConfig(
-        mode=args.mode, batch_chunks=args.batch_chunks, prior_scale=args.prior_scale,
-        device=args.device,
-    )  # fmt: skip
+    compute = _compute_config(args)
     res = align_nnet(
         args.model_dir, args.data_dir, args.lang_dir, config=cfg, compute=compute, nj=args.nj
     )
@@ -90,9 +81,8 @@ def _cmd_align_nnet(args: argparse.Namespace) -> int:
 
 def _cmd_adjust_priors(args: argparse.Namespace) -> int:
     from pykaldi2.decoding.adjust_priors import adjust_priors
-    from pykaldi2.decoding.nnet import NnetComputeConfig
 
-    compute = NnetComputeConfig(mode=args.mode, device=args.device)
+    compute = _compute_config(args)
     stats = adjust_priors(
         args.model_dir, args.data_dir, args.out_dir, max_utts=args.max_utts, seed=args.seed,
         compute=compute, overwrite=args.overwrite,
@@ -103,6 +93,35 @@ def _cmd_adjust_priors(args: argparse.Namespace) -> int:
         f"max {stats['max_abs_log_ratio']:.3f}"
     )
     return 0
+
+
+def _compute_config(args: argparse.Namespace):
+    """The NnetComputeConfig of the options :func:`_add_compute_args` added."""
+    from pykaldi2.decoding.nnet import NnetComputeConfig
+
+    return NnetComputeConfig(
+        mode=args.mode, batch_chunks=args.batch_chunks,
+        prior_scale=getattr(args, "prior_scale", 1.0), device=args.device,
+    )  # fmt: skip
+
+
+def _add_compute_args(p: argparse.ArgumentParser, prior_scale: bool = True) -> None:
+    """How the network runs (NnetComputeConfig): --mode, --batch-chunks, --device, and with
+    ``prior_scale`` --prior-scale."""
+    if prior_scale:
+        p.add_argument(
+            "--prior-scale", type=float, default=1.0,
+            help="log-likelihood = log-posterior - SCALE * log-prior (default: %(default)s)",
+        )  # fmt: skip
+    p.add_argument(
+        "--mode", choices=["chunk", "utterance"], default="utterance",
+        help="run the net on whole utterances (default) or on its training chunks with their "
+        "context (bounds memory on long recordings)",
+    )  # fmt: skip
+    p.add_argument(
+        "--batch-chunks", type=int, default=64, help="chunks per forward pass (default: 64)"
+    )
+    p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
 
 
 def register(subparsers) -> None:
@@ -181,23 +200,7 @@ def register(subparsers) -> None:
         default=0.1,
         help="scale of the log-likelihoods (default: %(default)s, as for CE models)",
     )
-    p.add_argument(
-        "--prior-scale",
-        type=float,
-        default=1.0,
-        help="log-likelihood = log-posterior - SCALE * log-prior (default: %(default)s)",
-    )
-    p.add_argument(
-        "--mode",
-        choices=["chunk", "utterance"],
-        default="utterance",
-        help="run the net on whole utterances (default) or on its training chunks with their "
-        "context (bounds memory on long recordings)",
-    )
-    p.add_argument(
-        "--batch-chunks", type=int, default=64, help="chunks per forward pass (default: 64)"
-    )
-    p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+    _add_compute_args(p)
     p.add_argument(
         "--no-partial", action="store_true", help="fail utterances that reach no final state"
     )
@@ -227,18 +230,7 @@ def register(subparsers) -> None:
     p.add_argument(
         "--acoustic-scale", type=float, default=0.1, help="default: %(default)s (CE models)"
     )
-    p.add_argument(
-        "--prior-scale", type=float, default=1.0,
-        help="log-likelihood = log-posterior - SCALE * log-prior (default: %(default)s)",
-    )  # fmt: skip
-    p.add_argument(
-        "--mode", choices=["chunk", "utterance"], default="utterance",
-        help="run the net on whole utterances (default) or on its training chunks",
-    )  # fmt: skip
-    p.add_argument(
-        "--batch-chunks", type=int, default=64, help="chunks per forward pass (default: 64)"
-    )
-    p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+    _add_compute_args(p)
     p.set_defaults(func=_cmd_align_nnet)
 
     p = subparsers.add_parser(
@@ -259,10 +251,6 @@ def register(subparsers) -> None:
         "--max-utts", type=int, default=2000, help="utterances to average over (0: all; 2000)"
     )
     p.add_argument("--seed", type=int, default=0, help="subset seed (default: %(default)s)")
-    p.add_argument(
-        "--mode", choices=["chunk", "utterance"], default="utterance",
-        help="run the net on whole utterances (default) or on its training chunks",
-    )  # fmt: skip
-    p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+    _add_compute_args(p, prior_scale=False)
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
     p.set_defaults(func=_cmd_adjust_priors)

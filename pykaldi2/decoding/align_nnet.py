@@ -28,7 +28,7 @@ import os
 from collections.abc import Sequence
 
 from pykaldi2.decoding.nnet import NnetComputeConfig
-from pykaldi2.hmm.align import AlignConfig, AlignResult
+from pykaldi2.hmm.align import AlignConfig, AlignResult, run_align_jobs
 from pykaldi2.utils.log import get_logger
 
 log = get_logger(__name__)
@@ -99,9 +99,6 @@ def align_nnet(
     Returns the merged :class:`~pykaldi2.hmm.align.AlignResult` (``failed``: utterances
     without an alignment; ``tot_like`` is not computed).
     """
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
     import torch
 
     from pykaldi2.features.storage import open_features
@@ -119,17 +116,7 @@ def align_nnet(
         (str(model_dir), str(data_dir), str(lang_dir), utts[j::nj], cfg, compute, threads)
         for j in range(nj)
     ]
-    if nj == 1:
-        results = [_align_nnet_job(jobs[0])]
-    else:
-        with ProcessPoolExecutor(nj, mp_context=mp.get_context("spawn")) as pool:
-            results = list(pool.map(_align_nnet_job, jobs))
-    merged = AlignResult()
-    for r in results:
-        merged.alis.update(r.alis)
-        merged.failed.extend(r.failed)
-        merged.num_frames += r.num_frames
-    merged.alis = dict(sorted(merged.alis.items()))
+    merged = run_align_jobs(_align_nnet_job, jobs)
     if merged.failed:
         shown = ", ".join(sorted(merged.failed)[:10]) + (" ..." if len(merged.failed) > 10 else "")
         log.warning(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -272,8 +272,6 @@ def align_si(
     Returns the merged :class:`AlignResult`; utterances that failed (no graph, or no alignment
     even with the retry beam) are in ``failed`` and never in ``alis``.
     """
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
 
     from pykaldi2.data.datadir import read_data_dir
 
@@ -281,11 +279,21 @@ def align_si(
     utts = read_data_dir(data_dir).utt_ids
     nj = max(1, min(nj, len(utts)))
     jobs = [(str(model_path), str(lang_dir), str(data_dir), utts[j::nj], cfg) for j in range(nj)]
-    if nj == 1:
-        results = [_align_si_job(jobs[0])]
+    return run_align_jobs(_align_si_job, jobs)
+
+
+def run_align_jobs(job_fn: Callable[[tuple], AlignResult], jobs: Sequence[tuple]) -> AlignResult:
+    """Run alignment ``jobs`` (one per split of the data) with the picklable ``job_fn``: in
+    this process for one job, else in as many spawned processes; returns the merged
+    :class:`AlignResult` (alignments sorted by utterance)."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    if len(jobs) == 1:
+        results = [job_fn(jobs[0])]
     else:
-        with ProcessPoolExecutor(nj, mp_context=mp.get_context("spawn")) as pool:
-            results = list(pool.map(_align_si_job, jobs))
+        with ProcessPoolExecutor(len(jobs), mp_context=mp.get_context("spawn")) as pool:
+            results = list(pool.map(job_fn, jobs))
     merged = AlignResult()
     for r in results:
         merged.alis.update(r.alis)
