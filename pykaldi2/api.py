@@ -293,20 +293,13 @@ def save_hybrid_model(
 
     from pykaldi2.decoding.nnet import NnetComputeConfig
     from pykaldi2.decoding.wfst import DecoderConfig
+    from pykaldi2.lang.hclg import check_graph_num_pdfs
     from pykaldi2.training.ce import load_final_dir
-    from pykaldi2.utils.errors import DataError
 
     nnet_dir, graph_dir = Path(nnet_dir), Path(graph_dir)
     nnet = load_final_dir(nnet_dir)
     raw = _raw_feature_config(nnet_dir)
-    num_pdfs_file = graph_dir / "num_pdfs"
-    if num_pdfs_file.is_file() and int(num_pdfs_file.read_text().split()[0]) != nnet.num_pdfs:
-        raise DataError(
-            f"graph built for {num_pdfs_file.read_text().split()[0]} pdfs, the network has "
-            f"{nnet.num_pdfs} outputs",
-            file=str(graph_dir),
-            fix="build the graph with the model dir's final.mdl (pykaldi2 mkgraph)",
-        )
+    check_graph_num_pdfs(graph_dir, nnet.num_pdfs)
     configs: dict[str, dict] = {
         "features": raw,
         "cmvn": {"norm_vars": bool(nnet.features.norm_vars)},

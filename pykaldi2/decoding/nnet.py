@@ -29,6 +29,7 @@ import numpy as np
 from pykaldi2.data.datasets import chunk_starts
 from pykaldi2.decoding.batch import DecodeSummary, decode_dir
 from pykaldi2.decoding.wfst import DecoderConfig
+from pykaldi2.lang.hclg import check_graph_num_pdfs
 from pykaldi2.training.ce import CEModelDir, load_final_dir
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
 from pykaldi2.utils.log import get_logger
@@ -133,18 +134,6 @@ def nnet_compute(
         yield from flush()
 
 
-def _check_graph(graph_dir: Path, md: CEModelDir) -> None:
-    f = graph_dir / "num_pdfs"
-    if f.is_file():
-        n = int(f.read_text().split()[0])
-        if n != md.num_pdfs:
-            raise DataError(
-                f"graph built for {n} pdfs, the model has {md.num_pdfs}",
-                file=str(graph_dir),
-                fix="build the graph with the model dir's final.mdl (pykaldi2 mkgraph)",
-            )
-
-
 def decode_nnet(
     model_dir: str | os.PathLike,
     graph_dir: str | os.PathLike,
@@ -178,7 +167,7 @@ def _decode_and_score(
     from pykaldi2.features.pipeline import ProcessedFeatures
 
     graph_dir, data_dir = Path(graph_dir), Path(data_dir)
-    _check_graph(graph_dir, md)
+    check_graph_num_pdfs(graph_dir, md.num_pdfs)
     feats = ProcessedFeatures(data_dir, md.features)
     utts = list(feats.keys())
     summary = decode_dir(

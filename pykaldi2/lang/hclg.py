@@ -263,3 +263,20 @@ def mkgraph(
         (tmp / "num_pdfs").write_text(f"{hclg.num_pdfs}\n")
     log.info("wrote %s", graph_dir)
     return graph_dir
+
+
+def check_graph_num_pdfs(
+    graph_dir: str | os.PathLike,
+    num_pdfs: int,
+    fix: str = "build the graph with the model dir's final.mdl (pykaldi2 mkgraph)",
+) -> None:
+    """Raise a :class:`DataError` when ``graph_dir/num_pdfs`` (written by :func:`mkgraph`) says
+    the graph was built for another number of pdfs than ``num_pdfs`` (the model's). A graph dir
+    without the file (e.g. from Kaldi) is not checked."""
+    f = Path(graph_dir) / "num_pdfs"
+    if f.is_file():
+        n = int(f.read_text().split()[0])
+        if n != num_pdfs:
+            raise DataError(
+                f"graph built for {n} pdfs, the model has {num_pdfs}", file=str(graph_dir), fix=fix
+            )

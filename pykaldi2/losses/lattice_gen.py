@@ -340,8 +340,9 @@ def _collect(results: list, with_ali: bool):
     return [r[0] for r in results], [r[1] for r in results]
 
 
-class _Done:
-    """A finished in-process result with the same ``get`` as an AsyncResult."""
+class Ready:
+    """A result already at hand (in-process, or saved for a resume), with the same ``get`` as
+    an AsyncResult."""
 
     def __init__(self, value) -> None:
         self.value = value
@@ -418,7 +419,7 @@ class LatticeGenerator:
         with_ali = words is not None
         jobs = self._jobs(utts, loglik, lengths, words)
         if self._pool is None:
-            return _Done(_collect([self._state.run(job) for job in jobs], with_ali))
+            return Ready(_collect([self._state.run(job) for job in jobs], with_ali))
         return _Collected(self._pool.map_async(_worker_run, jobs, chunksize=1), with_ali)
 
     def generate(self, utts: Sequence[str], loglik, lengths=None, words=None):

@@ -74,7 +74,7 @@ from typing import Any
 import numpy as np
 
 from pykaldi2.losses.lattice import SequenceConfig, SequenceTask
-from pykaldi2.losses.lattice_gen import LatticeGenConfig
+from pykaldi2.losses.lattice_gen import LatticeGenConfig, Ready
 from pykaldi2.simulation.config import SimulationConfig
 from pykaldi2.training.config import TrainConfigMixin
 from pykaldi2.training.trainer import TrainerConfig
@@ -423,16 +423,6 @@ class SETask(SequenceTask):
         return fn
 
 
-class _Ready:
-    """Lattices already at hand, with an AsyncResult's ``get``."""
-
-    def __init__(self, value) -> None:
-        self.value = value
-
-    def get(self, timeout: float | None = None):
-        return self.value
-
-
 class ResumableGenerator:
     """A :class:`~pykaldi2.losses.lattice_gen.LatticeGenerator` front that remembers the last
     submitted batch (``last``: (utt_ids, handle)) and serves ``saved`` lattices (utt_ids,
@@ -445,7 +435,7 @@ class ResumableGenerator:
 
     def submit(self, utts, loglik, lengths=None, words=None):
         if self.saved is not None and list(utts) == self.saved[0]:
-            handle = _Ready(self.saved[1])
+            handle = Ready(self.saved[1])
             self.saved = None
         else:
             handle = self.generator.submit(utts, loglik, lengths, words=words)
@@ -605,18 +595,16 @@ def train_se(cfg: TrainSEConfig, exp_dir: str | os.PathLike) -> Path:
 
 
 def _check_graph(cfg: TrainSEConfig, num_pdfs: int) -> None:
+    from pykaldi2.lang.hclg import check_graph_num_pdfs
+
     path = cfg.hclg_path
     if not path.is_file():
         raise DataError(
             "denominator graph not found", file=str(path),
             fix="set den_graph to a graph dir of the CE model's tree (e.g. exp/tri2/graph)",
         )  # fmt: skip
-    f = path.parent / "num_pdfs"
-    if f.is_file() and int(f.read_text().split()[0]) != num_pdfs:
-        raise DataError(
-            f"graph built for {f.read_text().split()[0]} pdfs, the model has {num_pdfs}",
-            file=str(path.parent), fix="use a graph built with the CE model's final.mdl",
-        )  # fmt: skip
+    fix = "use a graph built with the CE model's final.mdl"
+    check_graph_num_pdfs(path.parent, num_pdfs, fix=fix)
 
 
 def _after_step_hook(cfg: TrainSEConfig, task: SETask, rgen: ResumableGenerator, epoch_len,
