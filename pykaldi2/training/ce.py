@@ -632,6 +632,33 @@ def _chunking(cfg: TrainCEConfig) -> dict[str, int]:
     }
 
 
+def save_final_model(tmp: Path, model, meta: Mapping[str, Any], cfg, summary) -> None:
+    """What every final model dir (train-ce, train-se, train-chain) has, written into the dir
+    ``tmp`` being built: ``final.pt`` (the weights on the CPU + ``meta``) and ``config.yaml``
+    (the resolved ``cfg`` with provenance, plus ``final_train_stats`` from ``summary``)."""
+    import torch
+
+    from pykaldi2.utils.provenance import save_config
+
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save({"model": state, **meta}, tmp / "final.pt")
+    stats = {k: float(v) for k, v in summary.items()}
+    save_config(tmp / "config.yaml", {**cfg.to_dict(), "final_train_stats": stats})
+
+
+def feature_doc(pipeline: FeaturePipelineConfig, feats: DataDirFeatures, **extra) -> dict:
+    """features.yaml of a final model dir: the pipeline, the raw and processed dims, the raw
+    feature config recorded with the training features, and ``extra`` (chunking)."""
+    raw = feats.parts[0].raw
+    return {
+        "pipeline": pipeline.to_dict(),
+        "raw_dim": int(raw.dim),
+        "dim": int(feats.dim),
+        "raw_feature_config": raw.metadata().get("feature_config", {}),
+        **extra,
+    }
+
+
 def write_final_dir(
     final: Path,
     cfg: TrainCEConfig,
@@ -643,39 +670,22 @@ def write_final_dir(
     summary: Mapping[str, float],
 ) -> None:
     """The self-contained model dir: everything decode-nnet needs, written atomically."""
-    import torch
     import yaml
 
     from pykaldi2.utils.io import atomic_dir
 
-    raw = feats.parts[0].raw
     with atomic_dir(final) as tmp:
-        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        torch.save(
-            {"model": state, "model_type": cfg.model_type, "model_config": mcfg.to_dict()},
-            tmp / "final.pt",
-        )
+        meta = {"model_type": cfg.model_type, "model_config": mcfg.to_dict()}
+        save_final_model(tmp, model, meta, cfg, summary)
         (tmp / "model.yaml").write_text(
             yaml.safe_dump({"model_type": cfg.model_type, "config": mcfg.to_dict()}),
             encoding="utf-8",
         )
-        feat_doc = {
-            "pipeline": cfg.features.to_dict(),
-            "raw_dim": int(raw.dim),
-            "dim": int(feats.dim),
-            "raw_feature_config": raw.metadata().get("feature_config", {}),
-            **_chunking(cfg),
-        }
+        feat_doc = feature_doc(cfg.features, feats, **_chunking(cfg))
         (tmp / "features.yaml").write_text(yaml.safe_dump(feat_doc), encoding="utf-8")
         np.save(tmp / "priors.npy", priors.astype(np.float64))
         ali_model.save(tmp / "final.mdl")
         ali_model.write_tree(tmp / "tree")
-        from pykaldi2.utils.provenance import save_config
-
-        save_config(
-            tmp / "config.yaml",
-            {**cfg.to_dict(), "final_train_stats": {k: float(v) for k, v in summary.items()}},
-        )
     log.info("wrote %s", final)
 
 

@@ -895,16 +895,13 @@ def train_chain(cfg: TrainChainConfig, exp_dir: str | os.PathLike) -> Path:
 
 def write_chain_dir(final: Path, cfg, model, mcfg, subsample, data: ChainData, summary) -> None:
     """The self-contained chain model dir (decode-chain / mkgraph read it), written atomically."""
-    import torch
     import yaml
 
     from pykaldi2.lang.den_fst import write_fst
+    from pykaldi2.training.ce import feature_doc, save_final_model
     from pykaldi2.utils.io import atomic_dir
-    from pykaldi2.utils.provenance import save_config
 
-    raw = data.feats.parts[0].raw
     with atomic_dir(final) as tmp:
-        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         meta = {
             "model_type": cfg.model_type,
             "model_config": mcfg.to_dict(),
@@ -912,29 +909,22 @@ def write_chain_dir(final: Path, cfg, model, mcfg, subsample, data: ChainData, s
             "xent": model.xent is not None,
             "frame_subsampling_factor": cfg.frame_subsampling_factor,
         }
-        torch.save({"model": state, **meta}, tmp / "final.pt")
+        save_final_model(tmp, model, meta, cfg, summary)
         (tmp / "model.yaml").write_text(yaml.safe_dump(meta), encoding="utf-8")
-        feat_doc = {
-            "pipeline": cfg.features.to_dict(),
-            "raw_dim": int(raw.dim),
-            "dim": int(data.feats.dim),
-            "raw_feature_config": raw.metadata().get("feature_config", {}),
-            "frame_subsampling_factor": cfg.frame_subsampling_factor,
+        feat_doc = feature_doc(
+            cfg.features, data.feats,
+            frame_subsampling_factor=cfg.frame_subsampling_factor,
             # inference follows training: decode-chain cuts utterances into these chunks
-            "chunk_size": cfg.chunk_size,
-            "chunk_left_context": data.train.left,
-            "chunk_right_context": data.train.right,
-        }
+            chunk_size=cfg.chunk_size,
+            chunk_left_context=data.train.left,
+            chunk_right_context=data.train.right,
+        )  # fmt: skip
         (tmp / "features.yaml").write_text(yaml.safe_dump(feat_doc), encoding="utf-8")
         data.chain_model.save(tmp / "final.mdl")
         data.chain_model.write_tree(tmp / "tree")
         write_fst(data.den_fst, tmp / "den.fst")
         write_fst(data.norm_fst, tmp / "normalization.fst")
         write_fst(data.phone_lm, tmp / "phone_lm.fst")
-        save_config(
-            tmp / "config.yaml",
-            {**cfg.to_dict(), "final_train_stats": {k: float(v) for k, v in summary.items()}},
-        )
     log.info("wrote %s", final)
 
 

@@ -637,18 +637,13 @@ def _after_step_hook(cfg: TrainSEConfig, task: SETask, rgen: ResumableGenerator,
 
 def write_se_dir(final: Path, cfg: TrainSEConfig, model, md, summary) -> None:
     """The SE model dir: the CE model dir's files with the new weights and config."""
-    import torch
-
+    from pykaldi2.training.ce import save_final_model
     from pykaldi2.utils.io import atomic_dir
-    from pykaldi2.utils.provenance import save_config
 
     with atomic_dir(final) as tmp:
         for name in COPIED_FILES:
             if (md.path / name).is_file():
                 shutil.copyfile(md.path / name, tmp / name)
-        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         meta = {"model_type": md.model_type, "model_config": model.cfg.to_dict()}
-        torch.save({"model": state, **meta}, tmp / "final.pt")
-        stats = {k: float(v) for k, v in summary.items()}
-        save_config(tmp / "config.yaml", {**cfg.to_dict(), "final_train_stats": stats})
+        save_final_model(tmp, model, meta, cfg, summary)
     log.info("wrote %s", final)
