@@ -22,11 +22,12 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from pykaldi2.decoding.nnet import NnetComputeConfig
+from pykaldi2.decoding.nnet import NnetComputeConfig, nnet_compute
 from pykaldi2.utils.errors import DataError
 from pykaldi2.utils.log import get_logger, progress
 
@@ -37,10 +38,6 @@ def average_posteriors(
     md, feats: Mapping[str, np.ndarray], utts: Sequence[str], compute: NnetComputeConfig
 ) -> tuple[np.ndarray, int]:
     """((C,) float64 sum of the network's posteriors over every frame of ``utts``, frames)."""
-    from dataclasses import replace
-
-    from pykaldi2.decoding.nnet import nnet_compute
-
     posts = replace(compute, prior_scale=0.0)  # log-posteriors
     total = np.zeros(md.num_pdfs, dtype=np.float64)
     frames = 0

@@ -272,7 +272,6 @@ def align_si(
     Returns the merged :class:`AlignResult`; utterances that failed (no graph, or no alignment
     even with the retry beam) are in ``failed`` and never in ``alis``.
     """
-
     from pykaldi2.data.datadir import read_data_dir
 
     cfg = config or AlignConfig()
