@@ -1,9 +1,10 @@
 """``pykaldi2`` HMM-GMM commands: train-mono, train-deltas, train-lda-mllt, align-si,
 ali-to-pdf, ali-to-phones (Kaldi's steps/train_*.sh, steps/align_si.sh and the ali-* tools).
 
-Each training command reads ``<data>`` (feats.scp + cmvn.scp + text) and ``<lang>`` and writes
-a self-describing exp dir: final.mdl, tree (Kaldi binary), ali.ark/scp, pdf.ark/scp,
-config.json and log/history.jsonl.
+Each training command reads ``<data>`` (feats.scp + cmvn.scp + text) and ``<lang>``, splits the
+data in ``--nj`` parts by speaker and writes a self-describing exp dir, Kaldi's layout: final.mdl,
+tree (Kaldi binary), ali.JOB.gz, num_jobs, final.occs (final.mat), config.json, per-job logs in
+log/ and log/history.jsonl.
 """
 
 from __future__ import annotations
@@ -36,125 +37,77 @@ def _config(cfg_cls, args: argparse.Namespace, opts) -> object:
     return cfg_cls.from_dict(d, source=args.config or "command line")
 
 
-def _summary(exp: str, model, alis, history) -> int:
+def _summary(exp: str, model, history) -> int:
     from pykaldi2.hmm.model import gmm_info
 
     last = history[-1]
     info = gmm_info(model)
     print(
         f"{exp}: {info['number_of_pdfs']} pdfs, {info['number_of_gaussians']} Gaussians, "
-        f"{len(alis)} utterances aligned, log-likelihood per frame "
-        f"{last['like_per_frame']:.3f} over {last['frames']} frames (last iteration)"
+        f"log-likelihood per frame {last['like_per_frame']:.3f} over {last['frames']} frames "
+        "(last iteration)"
     )
     return 0
 
 
-def _prev_system(args: argparse.Namespace):
-    """lang, previous model + alignments, and the transcripts of ``args.data``."""
-    from pathlib import Path
-
-    from pykaldi2.hmm.ali import read_ali
-    from pykaldi2.hmm.inputs import load_texts
-    from pykaldi2.hmm.model import GmmModel
-    from pykaldi2.hmm.tri import TreeInputs
-    from pykaldi2.lang.lang_dir import load_lang
-
-    lang = load_lang(args.lang)
-    d = Path(args.ali_dir)
-    prev, prev_alis = GmmModel.load(d / "final.mdl"), read_ali(d / "ali.scp")
-    texts = load_texts(args.data, lang)
-    extra_path = lang.dir / "phones" / "extra_questions.int"
-    tree_inputs = TreeInputs(
-        roots=lang.roots(),
-        phone_sets=lang.read_int_sets("sets"),
-        extra_questions=lang.read_int_sets("extra_questions") if extra_path.is_file() else [],
-        ci_phones=lang.silence_phones,
-    )
-    return lang, prev, prev_alis, texts, tree_inputs
-
-
 def _train_mono(args: argparse.Namespace) -> int:
-    from pykaldi2.hmm.inputs import load_training_inputs
     from pykaldi2.hmm.mono import MonoConfig, train_mono
 
     cfg = _config(MonoConfig, args, _MONO_OPTS)
-    inp = load_training_inputs(args.data, args.lang, deltas=True, max_utts=args.max_utts)
-    lang = inp.lang
-    model, alis, history = train_mono(
-        inp.feats,
-        inp.texts,
-        lang.read_topo(),
-        lang.read_L(),
-        lang.disambig_phones,
-        lang.silence_phones,
-        cfg,
-        exp_dir=args.exp,
-        shared_phones=lang.read_int_sets("sets"),
-    )
-    return _summary(args.exp, model, alis, history)
+    model, history = train_mono(args.data, args.lang, args.exp, cfg, nj=args.nj or 1)
+    return _summary(args.exp, model, history)
 
 
 def _train_tri(args: argparse.Namespace) -> int:
     """train-deltas (features as the previous model's) or train-lda-mllt (base features)."""
-    from pykaldi2.hmm.inputs import feats_for_model, load_feats
     from pykaldi2.hmm.lda import LdaMlltConfig, train_lda_mllt
     from pykaldi2.hmm.tri import DeltasConfig, train_deltas
 
     lda = args.command == "train-lda-mllt"
     cfg = _config(LdaMlltConfig if lda else DeltasConfig, args, _TRI_OPTS)
-    lang, prev, prev_alis, texts, tree_inputs = _prev_system(args)
-    feats = load_feats(args.data, deltas=False) if lda else feats_for_model(prev, args.data)
-    texts = {u: t for u, t in texts.items() if u in feats}
     train = train_lda_mllt if lda else train_deltas
-    model, alis, history = train(
-        feats,
-        texts,
-        lang.read_L(),
-        lang.disambig_phones,
-        lang.silence_phones,
-        tree_inputs,
-        prev,
-        prev_alis,
-        cfg,
-        exp_dir=args.exp,
-    )
-    return _summary(args.exp, model, alis, history)
+    model, history = train(args.data, args.lang, args.ali_dir, args.exp, cfg, nj=args.nj)
+    return _summary(args.exp, model, history)
 
 
 def _align_si(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from pykaldi2.hmm.ali_dir import align_si
+    from pykaldi2.hmm.align import AlignConfig
 
-    from pykaldi2.hmm.ali import write_ali_dir
-    from pykaldi2.hmm.align import AlignConfig, align_si
-    from pykaldi2.hmm.model import GmmModel
-
-    model_path = Path(args.src_dir) / "final.mdl"
     cfg = AlignConfig(beam=args.beam, retry_beam=args.retry_beam)
-    res = align_si(args.data, args.lang, model_path, cfg, nj=args.nj)
-    out = write_ali_dir(args.out_dir, GmmModel.load(model_path), res)
+    res = align_si(
+        args.data, args.lang, args.src_dir, args.out_dir, cfg, nj=args.nj,
+        boost_silence=args.boost_silence,
+    )  # fmt: skip
+    total = res.num_done + len(res.failed)
     print(
-        f"{out}: aligned {len(res.alis)} of {len(res.alis) + len(res.failed)} utterances "
+        f"{args.out_dir}: aligned {res.num_done} of {total} utterances "
         f"({len(res.failed)} failed{', listed in failed_utts' if res.failed else ''}), "
-        f"log-likelihood per frame {res.like_per_frame:.3f}"
+        f"log-likelihood per frame {res.align_like / max(res.align_frames, 1):.3f}"
     )
-    return 0 if res.alis else 1
+    return 0 if res.num_done else 1
 
 
 def _ali_convert(args: argparse.Namespace) -> int:
-    from pykaldi2.hmm.ali import ali_to_pdf, ali_to_phones, read_ali
+    from pathlib import Path
+
+    from pykaldi2.hmm.ali import ali_to_pdf, ali_to_phones
     from pykaldi2.hmm.model import GmmModel
+    from pykaldi2.hmm.streams import ali_files, iter_alis
     from pykaldi2.utils.io import atomic_write
 
     model = GmmModel.load(args.model)
-    alis = read_ali(args.ali)
+    src = Path(args.ali)
+    n = 0
     with atomic_write(args.out) as f:
-        for utt, a in sorted(alis.items()):
+        for utt, a in iter_alis(ali_files(src) if src.is_dir() else [src]):
+            n += 1
             if args.to == "pdf":
                 seq = ali_to_pdf(model, a)
             else:
                 seq = ali_to_phones(model, a, per_frame=args.per_frame)
             f.write(utt + " " + " ".join(str(int(v)) for v in seq) + "\n")
-    print(f"{args.out}: {len(alis)} utterances")
+    print(f"{args.out}: {n} utterances")
     return 0
 
 
@@ -163,20 +116,21 @@ def _add_training(sub, name: str, help_: str, description: str, opts, func, prev
     p.add_argument("data", help="data dir with feats.scp, cmvn.scp and text")
     p.add_argument("lang", help="lang dir (phones.txt, words.txt, L.fst, topo, phones/)")
     if prev:
-        p.add_argument("ali_dir", help="previous system: dir with final.mdl and ali.scp")
+        p.add_argument(
+            "ali_dir", help="previous system: dir with final.mdl and ali.*.gz (or ali.scp)"
+        )
     p.add_argument("exp", help="output exp dir")
     p.add_argument("--config", help="YAML/JSON file of config fields (see the Python API)")
     for flag, name_, type_, text in opts:
         p.add_argument(flag, dest=name_, type=type_, help=text)
+    p.add_argument(
+        "--nj",
+        type=int,
+        default=None,
+        help="parallel jobs: the data split by speaker as split_data.sh "
+        + ("(1)" if not prev else "(default: the ali dir's num_jobs, else 1)"),
+    )
     p.set_defaults(func=func)
-    if not prev:
-        p.add_argument(
-            "--max-utts",
-            dest="max_utts",
-            type=int,
-            default=0,
-            help="use only the first N utterances (Kaldi trains mono on a subset)",
-        )
 
 
 def register(subparsers) -> None:
@@ -219,9 +173,10 @@ def register(subparsers) -> None:
             help="align a data dir with a GMM model in parallel (steps/align_si.sh)"
             + ("" if name == "align-si" else "; same as align-si"),
             description="Viterbi-align every utterance of DATA to its transcript with "
-            "SRC_DIR/final.mdl in --nj processes; writes OUT_DIR/ali.{ark,scp} "
-            "(transition-ids), pdf.{ark,scp} (pdf-id targets), final.mdl and tree. Failed "
-            "utterances are logged, listed in OUT_DIR/failed_utts and skipped.",
+            "SRC_DIR/final.mdl in --nj jobs (DATA split by speaker); writes Kaldi's ali dir: "
+            "OUT_DIR/ali.JOB.gz (transition-ids), num_jobs, final.mdl, tree (and final.mat), "
+            "per-job logs in OUT_DIR/log. Failed utterances are logged, listed in "
+            "OUT_DIR/failed_utts and skipped.",
         )
         p.add_argument("data")
         p.add_argument("lang")
@@ -230,6 +185,10 @@ def register(subparsers) -> None:
         p.add_argument("--nj", type=int, default=1, help="parallel processes (1)")
         p.add_argument("--beam", type=float, default=10.0, help="alignment beam (10)")
         p.add_argument("--retry-beam", dest="retry_beam", type=float, default=40.0, help="(40)")
+        p.add_argument(
+            "--boost-silence", dest="boost_silence", type=float, default=1.0,
+            help="factor on the optional silence's likelihood (1.0)",
+        )  # fmt: skip
         p.set_defaults(func=_align_si)
 
     for name, to in (("ali-to-pdf", "pdf"), ("ali-to-phones", "phones")):
@@ -240,7 +199,7 @@ def register(subparsers) -> None:
             "text line per utterance.",
         )
         p.add_argument("model", help="final.mdl the alignments belong to")
-        p.add_argument("ali", help="ali.scp, ali.ark or ali.N.gz")
+        p.add_argument("ali", help="an ali dir, ali.scp, ali.ark or ali.N.gz")
         p.add_argument("out", help="output text file")
         if to == "phones":
             p.add_argument(

@@ -74,6 +74,157 @@ class SplitEventMap:
 EventMap = ConstantEventMap | TableEventMap | SplitEventMap
 
 
+# ---- tree operations (Kaldi's EventMap::Copy, MultiMap, SplitStatsByMap) ---------------------
+def copy_event_map(m, new_leaves: Mapping[int, object]):
+    """A copy of ``m`` whose leaves ``CE a`` with ``a`` in ``new_leaves`` are replaced by (a copy
+    of) ``new_leaves[a]`` (Kaldi's EventMap::Copy(new_leaves)); other leaves are kept."""
+    if m is None:
+        return None
+    if isinstance(m, ConstantEventMap):
+        sub = new_leaves.get(m.answer)
+        return ConstantEventMap(m.answer) if sub is None else copy_event_map(sub, {})
+    if isinstance(m, TableEventMap):
+        return TableEventMap(m.key, [copy_event_map(c, new_leaves) for c in m.table])
+    if isinstance(m, SplitEventMap):
+        return SplitEventMap(
+            m.key,
+            list(m.yes_set),
+            copy_event_map(m.yes, new_leaves),
+            copy_event_map(m.no, new_leaves),
+        )
+    raise TypeError(f"not an event map: {type(m)}")
+
+
+def leaf_answers(m) -> list[int]:
+    """Every leaf answer of ``m``, sorted and unique (Kaldi's MultiMap of the empty event)."""
+    out: set[int] = set()
+    stack = [m]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, ConstantEventMap):
+            out.add(int(x.answer))
+        elif isinstance(x, TableEventMap):
+            stack.extend(c for c in x.table if c is not None)
+        elif isinstance(x, SplitEventMap):
+            stack += [x.yes, x.no]
+    return sorted(out)
+
+
+def renumber_event_map(m) -> tuple[object, int]:
+    """``m`` with its leaf answers renumbered 0..n-1 in increasing order (RenumberEventMap)."""
+    answers = leaf_answers(m)
+    mapping = {a: ConstantEventMap(i) for i, a in enumerate(answers)}
+    return copy_event_map(m, mapping), len(answers)
+
+
+def map_events(m, events: np.ndarray, key_column: Mapping[int, int]) -> np.ndarray:
+    """Answers of ``m`` for many events at once (vectorized EventMap::Map).
+
+    Args:
+        events: (N, K) int values; -1 means the key is absent from the event.
+        key_column: EventMap key -> column of ``events`` (e.g. ``{0: 0, 1: 1, 2: 2, -1: 3}``).
+
+    Returns:
+        (N,) int answers; -1 where the map has no answer (an absent key, a NULL table entry).
+    """
+    events = np.asarray(events)
+    out = np.full(len(events), -1, dtype=np.int64)
+    stack = [(m, np.arange(len(events)))]
+    while stack:
+        x, rows = stack.pop()
+        if x is None or len(rows) == 0:
+            continue
+        if isinstance(x, ConstantEventMap):
+            out[rows] = x.answer
+            continue
+        vals = events[rows, key_column[x.key]]
+        if isinstance(x, SplitEventMap):
+            present = vals >= 0
+            yes = present & np.isin(vals, x.yes_set)
+            stack += [(x.yes, rows[yes]), (x.no, rows[present & ~yes])]
+        else:
+            for v in np.unique(vals[(vals >= 0) & (vals < len(x.table))]).tolist():
+                stack.append((x.table[v], rows[vals == v]))
+    return out
+
+
+# ---- Kaldi's text form (copy-tree --binary=false) ------------------------------------------
+def event_map_tokens(m) -> list[str]:
+    """The whitespace-separated tokens of Kaldi's text form of ``m``."""
+    if m is None:
+        return ["NULL"]
+    if isinstance(m, ConstantEventMap):
+        return ["CE", str(int(m.answer))]
+    if isinstance(m, TableEventMap):
+        toks = ["TE", str(int(m.key)), str(len(m.table)), "("]
+        for c in m.table:
+            toks += event_map_tokens(c)
+        return toks + [")"]
+    if isinstance(m, SplitEventMap):
+        ys = sorted(set(int(v) for v in m.yes_set))
+        return (
+            ["SE", str(int(m.key)), "[", *map(str, ys), "]", "{"]
+            + event_map_tokens(m.yes)
+            + event_map_tokens(m.no)
+            + ["}"]
+        )
+    raise TypeError(f"not an event map: {type(m)}")
+
+
+def _parse_map(toks: list[str], i: int) -> tuple[object, int]:
+    t = toks[i]
+    if t == "NULL":
+        return None, i + 1
+    if t == "CE":
+        return ConstantEventMap(int(toks[i + 1])), i + 2
+    if t == "TE":
+        key, size = int(toks[i + 1]), int(toks[i + 2])
+        if toks[i + 3] != "(":
+            raise ValueError(f"expected '(' at token {i + 3}")
+        i += 4
+        table = []
+        for _ in range(size):
+            child, i = _parse_map(toks, i)
+            table.append(child)
+        if toks[i] != ")":
+            raise ValueError(f"expected ')' at token {i}")
+        return TableEventMap(key, table), i + 1
+    if t == "SE":
+        key = int(toks[i + 1])
+        if toks[i + 2] != "[":
+            raise ValueError(f"expected '[' at token {i + 2}")
+        j = toks.index("]", i + 3)
+        yes_set = [int(v) for v in toks[i + 3 : j]]
+        if toks[j + 1] != "{":
+            raise ValueError(f"expected '{{' at token {j + 1}")
+        yes, i = _parse_map(toks, j + 2)
+        no, i = _parse_map(toks, i)
+        if toks[i] != "}":
+            raise ValueError(f"expected '}}' at token {i}")
+        return SplitEventMap(key, yes_set, yes, no), i + 1
+    raise ValueError(f"unexpected token {t!r} at {i}")
+
+
+def read_tree_text(text: str) -> tuple[object, int, int]:
+    """Parse Kaldi's text tree (``copy-tree --binary=false``): ``(to_pdf, N, P)``."""
+    toks = text.split()
+    try:
+        if toks[:1] != ["ContextDependency"] or toks[3] != "ToPdf":
+            raise ValueError("does not start with 'ContextDependency N P ToPdf'")
+        m, i = _parse_map(toks, 4)
+        if toks[i : i + 1] != ["EndContextDependency"]:
+            raise ValueError("no EndContextDependency")
+    except (IndexError, ValueError) as e:
+        raise DataError(f"not a Kaldi text tree: {e}", fix="copy-tree --binary=false") from None
+    return m, int(toks[1]), int(toks[2])
+
+
+def tree_text(to_pdf, context_width: int, central_position: int) -> str:
+    """Kaldi's text form of a tree, one line (compare with ``read_tree_text`` or by tokens)."""
+    toks = ["ContextDependency", str(context_width), str(central_position), "ToPdf"]
+    return " ".join(toks + event_map_tokens(to_pdf) + ["EndContextDependency"]) + "\n"
+
+
 # ---- writing ---------------------------------------------------------------------------------
 def _token(f, tok: str) -> None:
     f.write(tok.encode() + b" ")

@@ -1,41 +1,21 @@
-"""Training inputs from a data dir and a lang dir, as Kaldi's steps/train_*.sh build them.
-
-Features: ``feats.scp`` with per-speaker CMVN (means only, ``cmvn.scp``) and, for the
-delta systems, deltas + delta-deltas; transcripts mapped to word ids (OOV -> ``oov.txt``).
+"""In-memory views of a data dir for small jobs and tests: features as a model wants them and
+transcripts as word ids. Training and alignment stream instead (:mod:`pykaldi2.hmm.streams`).
 """
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
+from pykaldi2.hmm.streams import (  # noqa: F401  (apply_feat_transform: re-exported)
+    FeaturePipeline,
+    apply_feat_transform,
+    iter_feats,
+    iter_texts,
+)
 from pykaldi2.utils.errors import DataError
-
-log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainingInputs:
-    """Everything a GMM training stage reads.
-
-    Attributes:
-        feats: utt -> (T, D) float32 features, ready for the model.
-        texts: utt -> word ids.
-        lang: the :class:`pykaldi2.lang.lang_dir.Lang`.
-    """
-
-    feats: dict[str, np.ndarray]
-    texts: dict[str, list[int]]
-    lang: object
-
-    @property
-    def num_frames(self) -> int:
-        return sum(len(x) for x in self.feats.values())
 
 
 def load_feats(
@@ -48,36 +28,13 @@ def load_feats(
 ) -> dict[str, np.ndarray]:
     """Features of a data dir: feats.scp -> apply-cmvn (per speaker) -> add-deltas.
 
-    ``utts`` restricts loading to those utterances (a parallel job's share)."""
-    from pykaldi2.data.datadir import read_data_dir
-    from pykaldi2.features.cmvn import apply_cmvn
-    from pykaldi2.features.compute import load_cmvn
-    from pykaldi2.features.storage import open_features
-    from pykaldi2.features.transforms import add_deltas
-
-    d = read_data_dir(data_dir)
-    reader = open_features(data_dir)
-    stats = load_cmvn(data_dir) if cmvn else {}
+    ``utts`` restricts loading to those utterances; ``max_utts`` to the first N."""
+    pipe = FeaturePipeline(feat_type="delta" if deltas else "raw", cmvn=cmvn)
     out: dict[str, np.ndarray] = {}
-    wanted = set(utts) if utts is not None else None
-    utts = [u for u in d.utt2spk if u in reader and (wanted is None or u in wanted)]
-    if max_utts:
-        utts = utts[:max_utts]
-    for utt in utts:
-        x = np.asarray(reader[utt], dtype=np.float32)
-        if cmvn:
-            spk = d.utt2spk[utt]
-            if spk not in stats:
-                raise DataError(
-                    f"no CMVN stats for speaker {spk}",
-                    utt=utt,
-                    file=str(os.path.join(data_dir, "cmvn.scp")),
-                    fix="run `pykaldi2 compute-cmvn` on this data dir",
-                )
-            x = apply_cmvn(x, stats[spk], norm_vars=False)
-        if deltas:
-            x = add_deltas(x)
-        out[utt] = np.ascontiguousarray(x, dtype=np.float32)
+    for utt, x in iter_feats(data_dir, pipe, utts):
+        out[utt] = x
+        if max_utts and len(out) >= max_utts:
+            break
     if not out:
         raise DataError(
             "no utterance has features",
@@ -90,76 +47,15 @@ def load_feats(
 def load_texts(data_dir: str | os.PathLike, lang) -> dict[str, list[int]]:
     """utt -> word ids of the data dir's ``text``; OOV words map to the lang's OOV word.
     Only ``text`` is read (a features-only data dir aligns too)."""
-    from pykaldi2.data.tables import read_table
-
-    path = Path(data_dir) / "text"
-    if not path.is_file():
-        raise DataError("no text (transcripts)", file=str(path), fix="alignment needs `text`")
-    texts: dict[str, list[int]] = {}
-    num_oov = 0
-    for utt, line in read_table(path).items():
-        ids = []
-        for w in line.split():
-            if w in lang.words:
-                ids.append(lang.words.id(w))
-            else:
-                ids.append(lang.oov_id)
-                num_oov += 1
-        texts[utt] = ids
-    if num_oov:
-        log.warning(
-            "%d word tokens of %s/text are not in words.txt (mapped to %s)",
-            num_oov,
-            data_dir,
-            lang.oov_word,
-        )
-    return texts
-
-
-def load_training_inputs(
-    data_dir: str | os.PathLike,
-    lang_dir: str | os.PathLike,
-    *,
-    deltas: bool = True,
-    max_utts: int = 0,
-) -> TrainingInputs:
-    """Features (CMVN + optional deltas), transcripts and lang dir of a training stage."""
-    from pykaldi2.lang.lang_dir import load_lang
-
-    lang = load_lang(lang_dir)
-    feats = load_feats(data_dir, deltas=deltas, max_utts=max_utts)
-    texts = load_texts(data_dir, lang)
-    texts = {u: t for u, t in texts.items() if u in feats}
-    return TrainingInputs(feats, texts, lang)
-
-
-def apply_feat_transform(x: np.ndarray, feat_type: str, transform=None, splice: int = 3):
-    """Features for a model from CMVN'd base features: ``delta`` adds deltas, ``lda`` splices
-    +-``splice`` frames and applies the (D_out, D_in[+1]) ``transform``, ``raw`` keeps them."""
-    from pykaldi2.features.transforms import add_deltas, splice_feats
-
-    if feat_type == "delta":
-        return np.ascontiguousarray(add_deltas(x), dtype=np.float32)
-    if feat_type == "lda":
-        if transform is None:
-            raise DataError("an LDA model without its transform matrix", fix="retrain it")
-        s = splice_feats(x, splice, splice).astype(np.float64)
-        m = np.asarray(transform, dtype=np.float64)
-        y = s @ m[:, : s.shape[1]].T
-        if m.shape[1] == s.shape[1] + 1:
-            y += m[:, -1]
-        return np.ascontiguousarray(y, dtype=np.float32)
-    if feat_type == "raw":
-        return np.ascontiguousarray(x, dtype=np.float32)
-    raise DataError(f"unknown feat_type {feat_type!r}", fix="one of raw, delta, lda")
+    return dict(iter_texts(data_dir, lang))
 
 
 def feats_for_model(
-    model, data_dir: str | os.PathLike, utts: Sequence[str] | None = None
+    model,
+    data_dir: str | os.PathLike,
+    utts: Sequence[str] | None = None,
+    fmllr: str | os.PathLike | None = None,
 ) -> dict[str, np.ndarray]:
-    """Features of ``data_dir`` (or of its ``utts``) as ``model`` (a GmmModel) was trained on."""
-    base = load_feats(data_dir, deltas=False, utts=utts)
-    return {
-        u: apply_feat_transform(x, model.feat_type, model.transform, model.splice)
-        for u, x in base.items()
-    }
+    """Features of ``data_dir`` (or of its ``utts``) as ``model`` (a GmmModel) was trained on,
+    with per-speaker fMLLR transforms (a Kaldi ark keyed by speaker) when given."""
+    return dict(iter_feats(data_dir, FeaturePipeline.for_model(model, fmllr), utts))

@@ -40,20 +40,25 @@ def test_an4_mono_train_and_align(an4_dir, tmp_path):
     assert len(hist) == 8
     # flat start to trained model: the per-frame log-likelihood rises clearly
     assert hist[-1]["like_per_frame"] > hist[0]["like_per_frame"] + 5.0
-    assert (exp / "tree").read_bytes().startswith(b"ContextDependency ")
+    from pykaldi2.hmm.event_map import read_tree
     from pykaldi2.hmm.model import GmmModel
+
+    assert read_tree(exp / "tree").num_pdfs == GmmModel.load(exp / "final.mdl").num_pdfs
+    # Kaldi's exp dir layout, per-job logs
+    for name in ("ali.1.gz", "num_jobs", "final.occs", "log/acc.7.1.log", "log/update.7.log"):
+        assert (exp / name).is_file(), name
 
     assert GmmModel.load(exp / "final.mdl").feat_type == "delta"  # what decoding rebuilds
     _run("align-si", data / "sub", lang, exp, tmp_path / "exp" / "mono_ali")
     _run(
         "ali-to-phones",
         exp / "final.mdl",
-        tmp_path / "exp" / "mono_ali" / "ali.scp",
+        tmp_path / "exp" / "mono_ali",
         tmp_path / "phones.txt",
     )
     from pykaldi2.hmm.ali import read_ali
 
-    alis = read_ali(tmp_path / "exp" / "mono_ali" / "ali.scp")
+    alis = read_ali(tmp_path / "exp" / "mono_ali" / "ali.1.gz")
     assert len(alis) >= 38  # at most a couple may fail to align
     feats_scp = (data / "sub" / "utt2num_frames").read_text().split()
     nframes = dict(zip(feats_scp[::2], map(int, feats_scp[1::2])))
@@ -106,12 +111,18 @@ def test_an4_mono_train_and_align(an4_dir, tmp_path):
         cd = read_tree(d / "tree")
         assert cd.context_width == 3 and 40 < cd.num_pdfs <= 150, cd.num_pdfs
         assert cd.num_pdfs == model.num_pdfs
-        assert len(read_ali(d / "ali.scp")) >= 38
+        assert len(read_ali(d / "ali.1.gz")) >= 38
     lda_model = GmmModel.load(tri2 / "final.mdl")
-    assert lda_model.feat_type == "lda" and lda_model.transform.shape == (40, 13 * 7)
+    assert lda_model.feat_type == "lda" and lda_model.transform.shape == (40, 13 * 9)
     assert lda_model.dim == 40
-    # the parallel aligner (2 spawned jobs, the classic `align` name) gives the same alignments
+    assert (tri2 / "final.mat").is_file() and (tri2 / "splice_opts").is_file()
+    # the parallel aligner (2 jobs by speaker, the classic `align` name) gives the same
+    # alignments, in Kaldi's layout (ali.1.gz, ali.2.gz, num_jobs)
     _run("align", "--nj", 2, data / "sub", lang, exp, tmp_path / "exp" / "mono_ali2")
-    alis2 = read_ali(tmp_path / "exp" / "mono_ali2" / "ali.scp")
+    ali2 = tmp_path / "exp" / "mono_ali2"
+    assert (ali2 / "num_jobs").read_text().strip() == "2" and (
+        ali2 / "log" / "align.2.log"
+    ).is_file()
+    alis2 = {**read_ali(ali2 / "ali.1.gz"), **read_ali(ali2 / "ali.2.gz")}
     assert alis2.keys() == alis.keys()
     assert all(np.array_equal(alis[u], alis2[u]) for u in alis)
