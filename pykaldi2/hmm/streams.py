@@ -327,7 +327,9 @@ class AliWriter:
         self.path = Path(path)
         self._ctx = atomic_write(self.path, "wb")
         self._raw = self._ctx.__enter__()
-        self._gz = gzip.GzipFile(fileobj=self._raw, mode="wb", mtime=0, compresslevel=1)
+        self._gz = gzip.GzipFile(
+            filename="", fileobj=self._raw, mode="wb", mtime=0, compresslevel=1
+        )
         self.count = 0
 
     def write(self, utt: str, ali: np.ndarray) -> None:

@@ -93,9 +93,12 @@ def job_log(path: str | os.PathLike | None, title: str) -> Iterator[None]:
     stream.write(f"# {title}\n# Started at {time.ctime(t0)}\n#\n")
     stream.flush()
     old_level = root.level
+    # the job's INFO records go to its log; handlers already there keep their threshold
+    kept = [(h, h.level) for h in root.handlers]
+    for h, lvl in kept:
+        h.setLevel(max(lvl, root.getEffectiveLevel()))
     root.addHandler(handler)
-    if root.level > logging.INFO or root.level == logging.NOTSET:
-        root.setLevel(logging.INFO)
+    root.setLevel(min(root.getEffectiveLevel(), logging.INFO))
     try:
         yield
     except BaseException:
@@ -109,6 +112,8 @@ def job_log(path: str | os.PathLike | None, title: str) -> Iterator[None]:
     finally:
         root.removeHandler(handler)
         root.setLevel(old_level)
+        for h, lvl in kept:
+            h.setLevel(lvl)
         handler.close()
 
 
