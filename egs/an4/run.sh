@@ -56,7 +56,7 @@ lang() {
 }
 
 mono() {
-  pykaldi2 train-mono --config conf/mono.yaml data/train data/lang exp/mono
+  pykaldi2 train-mono --nj "$nj" --config conf/mono.yaml data/train data/lang exp/mono
   decode_gmm mono
 }
 

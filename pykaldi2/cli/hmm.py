@@ -1,5 +1,6 @@
-"""``pykaldi2`` HMM-GMM commands: train-mono, train-deltas, train-lda-mllt, align-si,
-ali-to-pdf, ali-to-phones (Kaldi's steps/train_*.sh, steps/align_si.sh and the ali-* tools).
+"""``pykaldi2`` HMM-GMM commands: train-mono, train-deltas, train-lda-mllt, train-sat, align-si,
+align-fmllr, decode-fmllr, ali-to-pdf, ali-to-phones (Kaldi's steps/train_*.sh,
+steps/align_{si,fmllr}.sh, steps/decode_fmllr.sh and the ali-* tools).
 
 Each training command reads ``<data>`` (feats.scp + cmvn.scp + text) and ``<lang>``, splits the
 data in ``--nj`` parts by speaker and writes a self-describing exp dir, Kaldi's layout: final.mdl,
@@ -70,6 +71,62 @@ def _train_tri(args: argparse.Namespace) -> int:
     return _summary(args.exp, model, history)
 
 
+def _train_sat(args: argparse.Namespace) -> int:
+    from pykaldi2.hmm.sat import SatConfig, train_sat
+
+    cfg = _config(SatConfig, args, _TRI_OPTS)
+    model, history = train_sat(args.data, args.lang, args.ali_dir, args.exp, cfg, nj=args.nj)
+    return _summary(args.exp, model, history)
+
+
+def _align_fmllr(args: argparse.Namespace) -> int:
+    from pykaldi2.hmm.align import AlignConfig
+    from pykaldi2.hmm.sat import align_fmllr
+
+    cfg = AlignConfig(beam=args.beam, retry_beam=args.retry_beam)
+    res = align_fmllr(
+        args.data, args.lang, args.src_dir, args.out_dir, cfg, nj=args.nj,
+        boost_silence=args.boost_silence,
+    )  # fmt: skip
+    return _aligned(args.out_dir, res)
+
+
+def _decode_fmllr(args: argparse.Namespace) -> int:
+    from pykaldi2.decoding.decode_fmllr import DecodeFmllrConfig, decode_fmllr
+    from pykaldi2.decoding.wfst import DecoderConfig
+
+    cfg = DecodeFmllrConfig(
+        decode=DecoderConfig(
+            beam=args.beam, lattice_beam=args.lattice_beam, acoustic_scale=args.acoustic_scale
+        ),
+        first_beam=args.first_beam,
+        silence_weight=args.silence_weight,
+    )
+    res = decode_fmllr(args.graph_dir, args.data, args.exp, args.decode_dir, cfg, nj=args.nj)
+    print(
+        f"{args.decode_dir}: {res.num_done} utterances decoded ({res.num_partial} partial, "
+        f"{len(res.failed)} failed); transforms in trans.*"
+    )
+    if args.ref:
+        from pathlib import Path
+
+        from pykaldi2.decoding.sweep import score_dir
+
+        score_dir(args.decode_dir, args.ref, lm_weights=range(5, 21))
+        print((Path(args.decode_dir) / "best_wer").read_text(), end="")
+    return 0 if res.num_done else 1
+
+
+def _aligned(out_dir, res) -> int:
+    total = res.num_done + len(res.failed)
+    print(
+        f"{out_dir}: aligned {res.num_done} of {total} utterances "
+        f"({len(res.failed)} failed{', listed in failed_utts' if res.failed else ''}), "
+        f"log-likelihood per frame {res.align_like / max(res.align_frames, 1):.3f}"
+    )
+    return 0 if res.num_done else 1
+
+
 def _align_si(args: argparse.Namespace) -> int:
     from pykaldi2.hmm.ali_dir import align_si
     from pykaldi2.hmm.align import AlignConfig
@@ -79,13 +136,7 @@ def _align_si(args: argparse.Namespace) -> int:
         args.data, args.lang, args.src_dir, args.out_dir, cfg, nj=args.nj,
         boost_silence=args.boost_silence,
     )  # fmt: skip
-    total = res.num_done + len(res.failed)
-    print(
-        f"{args.out_dir}: aligned {res.num_done} of {total} utterances "
-        f"({len(res.failed)} failed{', listed in failed_utts' if res.failed else ''}), "
-        f"log-likelihood per frame {res.align_like / max(res.align_frames, 1):.3f}"
-    )
-    return 0 if res.num_done else 1
+    return _aligned(args.out_dir, res)
 
 
 def _ali_convert(args: argparse.Namespace) -> int:
@@ -167,6 +218,19 @@ def register(subparsers) -> None:
         prev=True,
     )
 
+    _add_training(
+        subparsers,
+        "train-sat",
+        "speaker-adapted (fMLLR) triphone GMM training (steps/train_sat.sh)",
+        "Per-speaker fMLLR transforms on the features of ALI_DIR's system (e.g. LDA+MLLT), a "
+        "new tree on the adapted features, training with the transforms re-estimated at "
+        "iterations 2 4 6 12, then the speaker-independent alignment model final.alimdl. "
+        "Writes trans.JOB (Kaldi matrices keyed by speaker).",
+        _TRI_OPTS,
+        _train_sat,
+        prev=True,
+    )
+
     for name in ("align-si", "align"):
         p = subparsers.add_parser(
             name,
@@ -190,6 +254,48 @@ def register(subparsers) -> None:
             help="factor on the optional silence's likelihood (1.0)",
         )  # fmt: skip
         p.set_defaults(func=_align_si)
+
+    p = subparsers.add_parser(
+        "align-fmllr",
+        help="align a data dir with a SAT system, estimating fMLLR (steps/align_fmllr.sh)",
+        description="Align DATA with SRC_DIR/final.alimdl on speaker-independent features, "
+        "estimate each speaker's fMLLR transform, align again with SRC_DIR/final.mdl on the "
+        "adapted features. Writes Kaldi's ali dir: ali.JOB.gz, trans.JOB, num_jobs, "
+        "final.mdl, final.alimdl, tree, final.mat, per-job logs.",
+    )
+    p.add_argument("data")
+    p.add_argument("lang")
+    p.add_argument("src_dir", help="SAT exp dir (final.mdl, final.alimdl)")
+    p.add_argument("out_dir", help="output dir, e.g. exp/tri3_ali")
+    p.add_argument("--nj", type=int, default=1, help="parallel jobs (1)")
+    p.add_argument("--beam", type=float, default=10.0, help="alignment beam (10)")
+    p.add_argument("--retry-beam", dest="retry_beam", type=float, default=40.0, help="(40)")
+    p.add_argument("--boost-silence", dest="boost_silence", type=float, default=1.0, help="(1.0)")
+    p.set_defaults(func=_align_fmllr)
+
+    p = subparsers.add_parser(
+        "decode-fmllr",
+        help="two-pass decoding of a SAT system with fMLLR (steps/decode_fmllr.sh)",
+        description="Decode DATA with EXP/final.alimdl on speaker-independent features, "
+        "estimate each speaker's fMLLR transform from the best paths, decode with "
+        "EXP/final.mdl, re-estimate the transform and decode again. DECODE_DIR gets "
+        "lat.J.ark, hyp.txt, trans.JOB and the first passes in si/ and pass2/.",
+    )
+    p.add_argument("graph_dir", help="graph dir of EXP/final.mdl (`pykaldi2 mkgraph`)")
+    p.add_argument("data", help="data dir (feats.scp, cmvn.scp, utt2spk)")
+    p.add_argument("exp", help="SAT exp dir (final.mdl, final.alimdl)")
+    p.add_argument("decode_dir")
+    p.add_argument("--nj", type=int, default=1, help="parallel jobs, by speaker (1)")
+    p.add_argument("--beam", type=float, default=13.0, help="(13)")
+    p.add_argument("--first-beam", dest="first_beam", type=float, default=10.0, help="SI pass (10)")
+    p.add_argument("--lattice-beam", dest="lattice_beam", type=float, default=6.0, help="(6)")
+    p.add_argument("--acoustic-scale", dest="acoustic_scale", type=float, default=0.1, help="(0.1)")
+    p.add_argument(
+        "--silence-weight", dest="silence_weight", type=float, default=0.01,
+        help="weight of silence frames in the fMLLR statistics (0.01)",
+    )  # fmt: skip
+    p.add_argument("--ref", help="reference text: score the decode dir afterwards")
+    p.set_defaults(func=_decode_fmllr)
 
     for name, to in (("ali-to-pdf", "pdf"), ("ali-to-phones", "phones")):
         p = subparsers.add_parser(

@@ -77,6 +77,12 @@ def align_si(
 
     cfg = config or AlignConfig()
     splits = split_data(data_dir, nj)
+    if GmmModel.load(Path(src_dir) / "final.mdl").info.get("sat"):
+        raise DataError(
+            "a speaker-adapted (SAT) model: its features need fMLLR transforms",
+            file=str(Path(src_dir) / "final.mdl"),
+            fix="use `pykaldi2 align-fmllr` for this system",
+        )
     out = start_ali_dir(src_dir, out_dir, nj)
     model = GmmModel.load(out / "final.mdl")
     lang = load_lang(lang_dir)

@@ -275,16 +275,26 @@ class GmmAccumulator:
         self._x: list[np.ndarray] = []
         self._pdf: list[np.ndarray] = []
         self._w: list[np.ndarray | None] = []
+        self._xs: list[np.ndarray] = []
         self._n = 0
 
     def add(
-        self, utt: str, feats: np.ndarray, ali: np.ndarray, weights: np.ndarray | None = None
+        self,
+        utt: str,
+        feats: np.ndarray,
+        ali: np.ndarray,
+        weights: np.ndarray | None = None,
+        stats_feats: np.ndarray | None = None,
     ) -> None:
         """Add one utterance: ``feats`` (T, D), ``ali`` (T,) transition-ids and optional (T,)
-        frame weights (e.g. 0 for silence)."""
+        frame weights (e.g. 0 for silence). With ``stats_feats`` (T, D'), posteriors come
+        from ``feats`` and the statistics from ``stats_feats`` (gmm-acc-stats-twofeats; the
+        model's accumulators then have dimension D')."""
         ali = np.asarray(ali, dtype=np.int64)
         x = np.asarray(feats, dtype=np.float32)
         check_ali(utt, x, ali, self.model)
+        if stats_feats is not None:
+            self._xs.append(np.asarray(stats_feats, dtype=np.float32))
         if weights is None:
             self.accs.trans += np.bincount(ali, minlength=len(self.accs.trans))
         else:
@@ -309,8 +319,9 @@ class GmmAccumulator:
                 [np.ones(len(x)) if w is None else w for x, w in zip(self._x, self._w)]
             )
         )
-        self._x, self._pdf, self._w, self._n = [], [], [], 0
-        accumulate_frames(self.arrays, self.accs, x_all, pdf_all, w_all)
+        xs_all = np.concatenate(self._xs) if self._xs else None
+        self._x, self._pdf, self._w, self._xs, self._n = [], [], [], [], 0
+        accumulate_frames(self.arrays, self.accs, x_all, pdf_all, w_all, xs_all)
 
     def finish(self) -> GmmAccs:
         """Accumulate what is buffered and return the statistics."""
@@ -324,9 +335,12 @@ def accumulate_frames(
     x_all: np.ndarray,
     pdf_all: np.ndarray,
     weights: np.ndarray | None = None,
+    x_stats: np.ndarray | None = None,
 ) -> None:
     """Add frames ``x_all`` (N, D) of pdfs ``pdf_all`` (N,) (frame weights (N,) optional) to
-    ``accs``: Gaussian posteriors within each pdf, occupancies and first/second-order sums."""
+    ``accs``: Gaussian posteriors within each pdf, occupancies and first/second-order sums.
+    With ``x_stats`` (N, D'), the posteriors come from ``x_all`` and the sums from
+    ``x_stats`` (gmm-acc-stats-twofeats)."""
     order = np.argsort(pdf_all, kind="stable")
     pdfs, starts = np.unique(pdf_all[order], return_index=True)
     ends = np.append(starts[1:], len(order))
@@ -353,6 +367,8 @@ def accumulate_frames(
             accs.tot_like += float(frame_ll.sum())
             accs.num_frames += len(idx)
         accs.occ[a:b] += post.sum(axis=0)
+        if x_stats is not None:
+            x = x_stats[idx].astype(np.float64)
         accs.x1[a:b] += post.T @ x
         accs.x2[a:b] += post.T @ (x * x)
 

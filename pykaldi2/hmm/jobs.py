@@ -21,6 +21,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from pykaldi2.hmm.align import AlignConfig, Aligner, align_equal
 from pykaldi2.hmm.gmm import GmmAccumulator, gmm_boost_silence, write_accs
 from pykaldi2.hmm.model import GmmModel
@@ -77,9 +79,10 @@ class JobSummary:
     align_frames: int = 0
     failed: list[str] = field(default_factory=list)
     retried: int = 0
+    logdet: float = 0.0  # sum over frames of log|det A| of the speakers' fMLLR transforms
 
     def add(self, other: JobSummary) -> JobSummary:
-        for k in ("num_done", "num_err", "tot_like", "num_frames", "align_like"):
+        for k in ("num_done", "num_err", "tot_like", "num_frames", "align_like", "logdet"):
             setattr(self, k, getattr(self, k) + getattr(other, k))
         self.align_frames += other.align_frames
         self.failed += other.failed
@@ -133,16 +136,32 @@ class AccJob:
     graphs: str | None = None
 
 
+def _logdets(pipe: FeaturePipeline, data: str):
+    """utt -> log|det A| of its speaker's fMLLR transform (transform-feats' logdet), or None."""
+    if not pipe.fmllr:
+        return None
+    from pykaldi2.data.tables import read_table
+    from pykaldi2.hmm.streams import read_matrix_ark
+
+    trans = read_matrix_ark(pipe.fmllr)
+    d = {s: float(np.linalg.slogdet(m[:, : m.shape[0]])[1]) for s, m in trans.items()}
+    utt2spk = read_table(Path(data) / "utt2spk")
+    return {u: d.get(s, 0.0) for u, s in utt2spk.items()}
+
+
 def acc_stats_job(job: AccJob) -> JobSummary:
     """[gmm-align-compiled ->] gmm-acc-stats-ali on one job's data."""
     model = GmmModel.load(job.model)
     acc = GmmAccumulator(model)
     summary = JobSummary()
+    logdets = _logdets(job.pipe, job.data)
     if job.align is not None:
         with AliWriter(job.ali_out) as w:
             realigned = _realigned(job.align, model, job.data, job.pipe, w, summary, job.graphs)
             for utt, x, ali in realigned:
                 acc.add(utt, x, ali)
+                if logdets is not None:
+                    summary.logdet += logdets[utt] * len(ali)
         log.info(
             "gmm-align-compiled: %d aligned, %d failed, %d retried; log-like per frame %.4f",
             w.count,
@@ -153,6 +172,8 @@ def acc_stats_job(job: AccJob) -> JobSummary:
     else:
         for utt, x, ali in join(iter_feats(job.data, job.pipe), iter_alis(job.ali_in)):
             acc.add(utt, x, ali)
+            if logdets is not None:
+                summary.logdet += logdets[utt] * len(ali)
     accs = acc.finish()
     write_accs(job.acc_out, accs)
     summary.num_done, summary.tot_like, summary.num_frames = (

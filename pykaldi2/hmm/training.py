@@ -306,17 +306,30 @@ class GmmTraining:
         before_acc: Callable[[int, GmmModel], GmmModel] | None = None,
     ) -> GmmModel:
         """Iterations ``first .. num_iters - 1`` from ``first.mdl`` (``model``, on disk);
-        returns the final model (``num_iters.mdl``)."""
+        returns the final model (``num_iters.mdl``).
+
+        ``before_acc(x, model)`` changes the model and its features before the statistics of
+        iteration x (MLLT, fMLLR); at a realignment iteration it runs after the alignment,
+        as in the scripts."""
         if any(x in cfg.realign_iters for x in range(first, cfg.num_iters)):
             self.compile_graphs(self.mdl(first))
         for x in range(first, cfg.num_iters):
             t0 = time.time()
             rec: dict = {"iter": x}
-            if before_acc is not None:
-                model = before_acc(x, model)
             realign = x in cfg.realign_iters
             spec = self.align_spec(cfg, beam(x) if beam else None) if realign else None
-            accs, summary = self.accumulate(self.mdl(x), x, FeaturePipeline.for_model(model), spec)
+            summary = None
+            if before_acc is not None:
+                if realign:  # align first: the hook sees the new alignments
+                    summary = self.realign(self.mdl(x), FeaturePipeline.for_model(model), spec, x)
+                    spec = None
+                model = before_acc(x, model)
+            accs, acc_summary = self.accumulate(
+                self.mdl(x), x, FeaturePipeline.for_model(model), spec
+            )
+            summary = summary or acc_summary
+            if self.fmllr:  # the features' Jacobian, as train_sat.sh adds "average logdet"
+                rec["logdet_per_frame"] = acc_summary.logdet / max(acc_summary.num_frames, 1)
             if realign:
                 rec["align_like"] = summary.align_like / max(summary.align_frames, 1)
                 rec["align_failed"] = len(summary.failed)
@@ -357,7 +370,7 @@ class GmmTraining:
         return False
 
     def finish(
-        self, model: GmmModel, cfg: GmmTrainConfig, system: str
+        self, model: GmmModel, cfg: GmmTrainConfig, system: str, extra_info: dict | None = None
     ) -> tuple[GmmModel, list[dict]]:
         """final.mdl and the exp dir's side files (the last iteration's model is removed);
         returns the model and the iterations' history."""
@@ -366,7 +379,12 @@ class GmmTraining:
             for line in self.log("history.jsonl").read_text().splitlines()
             if line.strip()
         ]
-        model.info = {"system": system, "config": cfg.to_dict(), "gmm_info": gmm_info(model)}
+        model.info = {
+            "system": system,
+            "config": cfg.to_dict(),
+            "gmm_info": gmm_info(model),
+            **(extra_info or {}),
+        }
         write_exp_dir(self.exp_dir, model, history, cfg.to_dict(), nj=self.nj, occs=self.occs)
         self.mdl(cfg.num_iters).unlink(missing_ok=True)
         for p in self.graph_paths():

@@ -27,7 +27,11 @@ class Synth:
     lang: Path | None = None
 
 
-def make_synth(num_utts=30, dim=6, seed=0, left_ctx_shift=0.0, phones=(1, 3, 4, 5)) -> Synth:
+def make_synth(
+    num_utts=30, dim=6, seed=0, left_ctx_shift=0.0, phones=(1, 3, 4, 5), spk_transform=0.0
+) -> Synth:
+    """``spk_transform``: each speaker's frames are mapped by its own random affine transform
+    (scale of the deviation from the identity), for speaker adaptation."""
     rng = np.random.default_rng(seed)
     phones = list(phones)
     means = {(p, s): rng.normal(0, 4, dim) for p in phones for s in range(3)}
@@ -47,7 +51,12 @@ def make_synth(num_utts=30, dim=6, seed=0, left_ctx_shift=0.0, phones=(1, 3, 4, 
                 sb.append(t)
                 t += d
         utt = f"s{u // 5}-u{u:03d}"
-        feats[utt] = np.concatenate(xs).astype(np.float32)
+        x = np.concatenate(xs)
+        if spk_transform:
+            srng = np.random.default_rng(1000 + u // 5)
+            a = np.eye(dim) + srng.normal(0, spk_transform, (dim, dim))
+            x = x @ a.T + srng.normal(0, 4 * spk_transform, dim)
+        feats[utt] = x.astype(np.float32)
         texts[utt] = seq
         pstarts[utt] = pb
         sstarts[utt] = sb
