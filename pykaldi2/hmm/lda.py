@@ -165,15 +165,25 @@ def est_lda(stats: LdaStats, dim: int = 40, full: bool = False) -> np.ndarray:
 # ---- MLLT ------------------------------------------------------------------------------------
 class MlltAccumulator:
     """gmm-acc-mllt over a stream with bounded memory: frames are buffered and accumulated pdf
-    by pdf (Gaussian posteriors of the frame's pdf, ``G_i += gamma / var_i (x - mu)(x - mu)^T``)."""
+    by pdf (Gaussian posteriors of the frame's pdf, ``G_i += gamma / var_i (x - mu)(x - mu)^T``).
 
-    def __init__(self, model: GmmModel, buffer_frames: int = 20000) -> None:
+    ``rand_prune > 0`` replays Kaldi's ``--rand-prune``: each non-zero float posterior below it,
+    frame by frame and Gaussian by Gaussian, is kept with probability post/rand_prune (weight
+    rand_prune) by Kaldi's random stream of a fresh process."""
+
+    def __init__(self, model: GmmModel, buffer_frames: int = 20000, rand_prune: float = 0.0):
         self.model = model
         self.arrays = am_arrays(model.am)
         d = model.dim
         self.g = np.zeros((d, d, d))
         self.beta = 0.0
         self.buffer_frames = buffer_frames
+        self.rand_prune = rand_prune
+        self._rng = None
+        if rand_prune > 0:
+            from pykaldi2.hmm.kaldi_rand import KaldiRandom
+
+            self._rng = KaldiRandom(1)
         self._x: list[np.ndarray] = []
         self._pdf: list[np.ndarray] = []
         self._n = 0
@@ -191,25 +201,63 @@ class MlltAccumulator:
         if self._n >= self.buffer_frames:
             self._flush()
 
+    def _posteriors(self, x_all, pdf_all):
+        """Per pdf group: (frame indices, (N, G_p) posteriors); float32 as Kaldi's
+        ComponentPosteriors when replaying its pruning."""
+        a = self.arrays
+        order = np.argsort(pdf_all, kind="stable")
+        pdfs, starts = np.unique(pdf_all[order], return_index=True)
+        ends = np.append(starts[1:], len(order))
+        out = []
+        for p, s, e in zip(pdfs.tolist(), starts.tolist(), ends.tolist()):
+            lo, hi = int(a.offsets[p]), int(a.offsets[p + 1])
+            idx = order[s:e]
+            x = x_all[idx].astype(np.float64)
+            ll = (
+                a.gconsts[lo:hi].astype(np.float64)
+                + x @ a.means_invvars[lo:hi].T.astype(np.float64)
+                - 0.5 * (x * x) @ a.inv_vars[lo:hi].T.astype(np.float64)
+            )
+            if self._rng is not None:
+                ll = ll.astype(np.float32)
+                post = np.exp(ll - ll.max(1, keepdims=True)).astype(np.float32)
+                post = (
+                    post * (np.float32(1.0) / post.sum(1, keepdims=True, dtype=np.float32))
+                ).astype(np.float32)
+            else:
+                post = np.exp(ll - ll.max(1, keepdims=True))
+                post /= post.sum(1, keepdims=True)
+            out.append((p, idx, post))
+        return out
+
+    def _prune(self, groups, n_frames: int) -> None:
+        """Kaldi's RandPrune over the posteriors in frame order, Gaussians in index order."""
+        t = np.float32(self.rand_prune)
+        where = [None] * n_frames
+        for k, (_, idx, _) in enumerate(groups):
+            for r, f in enumerate(idx.tolist()):
+                where[f] = (k, r)
+        for f in range(n_frames):
+            k, r = where[f]
+            row = groups[k][2][r]
+            for g in range(len(row)):
+                v = row[g]
+                if v != 0 and v < t:
+                    row[g] = t if self._rng.uniform() <= float(np.float32(v / t)) else 0.0
+
     def _flush(self) -> None:
         if not self._x:
             return
         x_all, pdf_all = np.concatenate(self._x), np.concatenate(self._pdf)
         self._x, self._pdf, self._n = [], [], 0
         a = self.arrays
-        order = np.argsort(pdf_all, kind="stable")
-        pdfs, starts = np.unique(pdf_all[order], return_index=True)
-        ends = np.append(starts[1:], len(order))
-        for p, s, e in zip(pdfs.tolist(), starts.tolist(), ends.tolist()):
+        groups = self._posteriors(x_all, pdf_all)
+        if self._rng is not None:
+            self._prune(groups, len(x_all))
+        for p, idx, post in groups:
             lo, hi = int(a.offsets[p]), int(a.offsets[p + 1])
-            x = x_all[order[s:e]].astype(np.float64)
-            ll = (
-                a.gconsts[lo:hi].astype(np.float64)
-                + x @ a.means_invvars[lo:hi].T.astype(np.float64)
-                - 0.5 * (x * x) @ a.inv_vars[lo:hi].T.astype(np.float64)
-            )
-            post = np.exp(ll - ll.max(1, keepdims=True))
-            post /= post.sum(1, keepdims=True)
+            x = x_all[idx].astype(np.float64)
+            post = post.astype(np.float64)
             means = a.means_invvars[lo:hi].astype(np.float64) / a.inv_vars[lo:hi].astype(np.float64)
             ivars = a.inv_vars[lo:hi].astype(np.float64)
             for g in range(hi - lo):
@@ -382,12 +430,13 @@ class MlltAccJob:
     ali_in: list[str]
     silence_phones: list[int]
     out: str
+    rand_prune: float = 0.0
 
 
 def mllt_acc_job(job: MlltAccJob) -> int:
     model = GmmModel.load(job.model)
     sil = np.isin(model.tid2phone, job.silence_phones)
-    acc = MlltAccumulator(model)
+    acc = MlltAccumulator(model, rand_prune=job.rand_prune)
     n = 0
     for _, x, ali in join(iter_feats(job.data, job.pipe), iter_alis(job.ali_in)):
         ali = np.asarray(ali, dtype=np.int64)
@@ -405,7 +454,8 @@ def mllt_acc_job(job: MlltAccJob) -> int:
 class LdaMlltConfig(TreeConfig):
     """steps/train_lda_mllt.sh options (same defaults): LDA to ``dim`` from +-``splice``
     spliced frames (splice-feats' default 4: 9 frames), MLLT re-estimated at ``mllt_iters``.
-    ``lda_rand_prune`` replays Kaldi's ``--rand-prune`` in acc-lda (0: exact statistics)."""
+    ``lda_rand_prune`` and ``mllt_rand_prune`` replay Kaldi's ``--rand-prune`` (4.0 in the
+    script) in acc-lda and gmm-acc-mllt; 0 (ours): exact statistics."""
 
     num_leaves: int = 2500
     tot_gauss: int = 15000
@@ -413,6 +463,7 @@ class LdaMlltConfig(TreeConfig):
     splice: int = 4
     mllt_iters: list[int] = field(default_factory=lambda: [2, 4, 6, 12])
     lda_rand_prune: float = 0.0
+    mllt_rand_prune: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -452,7 +503,7 @@ def estimate_lda_stage(tr, cfg: LdaMlltConfig, prev_mdl: Path, prev_alis: list[P
     return full[: cfg.dim]
 
 
-def estimate_mllt(tr, model: GmmModel, x: int, silence) -> GmmModel:
+def estimate_mllt(tr, model: GmmModel, x: int, silence, rand_prune: float = 0.0) -> GmmModel:
     """gmm-acc-mllt per job, est-mllt, gmm-transform-means, compose-transforms (MLLT at
     iteration ``x``); returns the model with the new transform."""
     from pykaldi2.utils.jobs import job_log
@@ -465,6 +516,7 @@ def estimate_mllt(tr, model: GmmModel, x: int, silence) -> GmmModel:
             ali_in=[str(tr.ali_paths()[j])],
             silence_phones=list(silence),
             out=str(tr.path(f"{x}.{j + 1}.macc")),
+            rand_prune=rand_prune,
         )
         for j, p in enumerate(tr.pipes(FeaturePipeline.for_model(model)))
     ]
@@ -531,7 +583,7 @@ def train_lda_mllt(
 
         def before_acc(x: int, model: GmmModel) -> GmmModel:
             if x in cfg.mllt_iters and model.info.get("mllt_done") != x:
-                return estimate_mllt(tr, model, x, silence)
+                return estimate_mllt(tr, model, x, silence, cfg.mllt_rand_prune)
             return model
 
         schedule = gauss_schedule(cfg.num_leaves, cfg.tot_gauss, cfg.max_iter_inc)
