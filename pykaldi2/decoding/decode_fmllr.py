@@ -107,7 +107,6 @@ def decode_fmllr(
 ) -> DecodeSummary:
     """steps/decode_fmllr.sh for the SAT system ``exp_dir`` (final.mdl + final.alimdl)."""
     from pykaldi2.data.split import split_data
-    from pykaldi2.lang.lang_dir import load_lang
 
     cfg = config or DecodeFmllrConfig()
     exp, out, graph = Path(exp_dir), Path(out_dir), Path(graph_dir)
@@ -116,7 +115,10 @@ def decode_fmllr(
     if not ali_path.is_file():
         raise DataError("no final.alimdl (not a SAT system?)", file=str(exp), fix="train-sat first")
     alimdl = GmmModel.load(ali_path)
-    silence = load_lang(graph).silence_phones if (graph / "phones.txt").is_file() else []
+    csl = graph / "phones" / "silence.csl"
+    silence = [int(p) for p in csl.read_text().split(":")] if csl.is_file() else []
+    if not silence:
+        log.warning("decode-fmllr: no %s; silence frames are not down-weighted", csl)
     splits = split_data(data_dir, nj)
     si_pipe = FeaturePipeline.for_model(final).base()
     out.mkdir(parents=True, exist_ok=True)
