@@ -27,6 +27,7 @@ Gaussian, as FmllrDiagGmmAccs does.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,39 +60,6 @@ class FmllrStats:
         return self
 
 
-def gaussian_posteriors(arrays: GmmArrays, x: np.ndarray, pdfs: np.ndarray):
-    """Per frame, the posteriors of the Gaussians of its pdf: ``(frame index, Gaussian index,
-    posterior)`` arrays (flattened over frames and their pdf's Gaussians), and each frame's
-    log-likelihood (N,)."""
-    x = np.asarray(x, dtype=np.float64)
-    ti, gi, post = [], [], []
-    frame_ll = np.zeros(len(x))
-    order = np.argsort(pdfs, kind="stable")
-    ups, starts = np.unique(pdfs[order], return_index=True)
-    ends = np.append(starts[1:], len(order))
-    for p, s, e in zip(ups.tolist(), starts.tolist(), ends.tolist()):
-        idx = order[s:e]
-        lo, hi = int(arrays.offsets[p]), int(arrays.offsets[p + 1])
-        xs = x[idx]
-        ll = (
-            arrays.gconsts[lo:hi].astype(np.float64)
-            + xs @ arrays.means_invvars[lo:hi].T.astype(np.float64)
-            - 0.5 * (xs * xs) @ arrays.inv_vars[lo:hi].T.astype(np.float64)
-        )
-        mx = ll.max(1, keepdims=True)
-        pr = np.exp(ll - mx)
-        norm = pr.sum(1, keepdims=True)
-        pr /= norm
-        frame_ll[idx] = mx[:, 0] + np.log(norm[:, 0])
-        ti.append(np.repeat(idx, hi - lo))
-        gi.append(np.tile(np.arange(lo, hi), len(idx)))
-        post.append(pr.reshape(-1))
-    if not ti:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, np.zeros(0), frame_ll
-    return np.concatenate(ti), np.concatenate(gi), np.concatenate(post), frame_ll
-
-
 def fmllr_stats(
     arrays: GmmArrays,
     x: np.ndarray,
@@ -115,16 +83,39 @@ def fmllr_stats(
     if not keep.any():
         return stats, 0.0
     src = arrays if post_arrays is None else post_arrays
-    px = x if post_x is None else np.asarray(post_x, dtype=np.float64)
-    ti, gi, post, frame_ll = gaussian_posteriors(src, px[keep], pdfs[keep])
-    post = post * w[keep][ti]
-    n = int(keep.sum())
+    px = (x if post_x is None else np.asarray(post_x, dtype=np.float64))[keep]
+    xk, wk, pk = x[keep], w[keep], pdfs[keep]
+    n = len(xk)
+    # per frame: a = sum_m gamma_m mu_m / var_m, b = sum_m gamma_m / var_m (each pdf's frames
+    # at once: posteriors (F, M) times the pdf's (M, D) parameters)
     a = np.zeros((n, d))
     b = np.zeros((n, d))
-    np.add.at(a, ti, post[:, None] * arrays.means_invvars[gi].astype(np.float64))
-    np.add.at(b, ti, post[:, None] * arrays.inv_vars[gi].astype(np.float64))
-    xp = np.concatenate([x[keep], np.ones((n, 1))], axis=1)
-    stats.beta = float(post.sum())
+    gamma = np.zeros(n)
+    frame_ll = np.zeros(n)
+    order = np.argsort(pk, kind="stable")
+    ups, starts = np.unique(pk[order], return_index=True)
+    ends = np.append(starts[1:], n)
+    for p, s, e in zip(ups.tolist(), starts.tolist(), ends.tolist()):
+        idx = order[s:e]
+        lo, hi = int(src.offsets[p]), int(src.offsets[p + 1])
+        xs = px[idx]
+        ll = (
+            src.gconsts[lo:hi].astype(np.float64)
+            + xs @ src.means_invvars[lo:hi].T.astype(np.float64)
+            - 0.5 * (xs * xs) @ src.inv_vars[lo:hi].T.astype(np.float64)
+        )
+        mx = ll.max(1, keepdims=True)
+        pr = np.exp(ll - mx)
+        norm = pr.sum(1, keepdims=True)
+        pr /= norm
+        frame_ll[idx] = mx[:, 0] + np.log(norm[:, 0])
+        pr *= wk[idx, None]
+        lo, hi = int(arrays.offsets[p]), int(arrays.offsets[p + 1])
+        a[idx] = pr @ arrays.means_invvars[lo:hi].astype(np.float64)
+        b[idx] = pr @ arrays.inv_vars[lo:hi].astype(np.float64)
+        gamma[idx] = pr.sum(1)
+    xp = np.concatenate([xk, np.ones((n, 1))], axis=1)
+    stats.beta = float(gamma.sum())
     stats.k = a.T @ xp
     iu = np.triu_indices(d + 1)
     g_up = np.zeros((d, len(iu[0])))
@@ -134,7 +125,7 @@ def fmllr_stats(
         g_up += b[s : s + block].T @ outer
     stats.g[:, iu[0], iu[1]] = g_up
     stats.g[:, iu[1], iu[0]] = g_up
-    return stats, float(frame_ll @ w[keep])
+    return stats, float(frame_ll @ wk)
 
 
 def fmllr_stats_ref(
@@ -203,20 +194,27 @@ def fmllr_update(
     g_inv = np.stack([np.linalg.inv(stats.g[i]) for i in range(d)])
     before = fmllr_auxf(w, stats)
     beta = stats.beta
+    c = np.zeros(d + 1)
     for _ in range(opts.num_iters):
+        # inverse of A = W[:, :d], inverted once per sweep and kept up to date row by row
+        # (Sherman-Morrison) instead of Kaldi's inversion per row: the same cofactors
+        a_inv = np.linalg.inv(w[:, :d])
         for i in range(d):
-            cof = np.linalg.inv(w[:, :d]).T[i]  # cofactor row, up to a constant
-            c = np.append(cof, 0.0)
+            c[:d] = a_inv[:, i]  # cofactor row of A, up to the constant det(A)
             k = stats.k[i]
             cg = g_inv[i] @ c
             e1 = float(c @ cg)
             e2 = float(cg @ k)
-            disc = np.sqrt(e2 * e2 + 4 * e1 * beta)
+            disc = math.sqrt(e2 * e2 + 4 * e1 * beta)
             a1, a2 = (-e2 + disc) / (2 * e1), (-e2 - disc) / (2 * e1)
-            q1 = beta * np.log(abs(a1 * e1 + e2)) - 0.5 * a1 * a1 * e1
-            q2 = beta * np.log(abs(a2 * e1 + e2)) - 0.5 * a2 * a2 * e1
+            q1 = beta * math.log(abs(a1 * e1 + e2)) - 0.5 * a1 * a1 * e1
+            q2 = beta * math.log(abs(a2 * e1 + e2)) - 0.5 * a2 * a2 * e1
             alpha = a1 if q1 > q2 else a2
-            w[i] = g_inv[i] @ (alpha * c + k)
+            row = g_inv[i] @ (alpha * c + k)
+            delta = row[:d] - w[i, :d]
+            w[i] = row
+            col = a_inv[:, i].copy()
+            a_inv -= np.outer(col, delta @ a_inv) / (1.0 + float(delta @ col))
     after = fmllr_auxf(w, stats)
     impr = after - before
     if impr < 0 and not np.isclose(after, before):

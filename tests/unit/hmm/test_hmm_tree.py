@@ -183,3 +183,34 @@ def test_post_clustering_merges_identical_leaves():
     # pdf-classes 1, 2 have no data and class 0 identical data everywhere: no split; the
     # three stub leaves stay (no stats to merge on)
     assert tree.num_pdfs == 3
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_two_means_refinement_equals_point_by_point_loop(seed):
+    """cluster-phones' RefineClusters: the vectorized version (with its fast-forward of
+    cycling passes) makes the same moves and float32 gains as Kaldi's point-by-point loop,
+    also when float32 noise makes points flip between the clusters until num_iters."""
+    from pykaldi2.hmm.questions import _Gauss, _refine_two, _refine_two_ref
+
+    rng = np.random.default_rng(seed)
+    n, d = 12 + seed * 5, 4
+    points = []
+    for _ in range(n):
+        cnt = float(rng.integers(1, 10)) * (1e5 if seed % 2 else 10.0)
+        mu = rng.normal(size=d) * (0.01 if seed % 2 else 1.0)
+        x = rng.normal(mu, 1.0, size=(50, d))
+        points.append(_Gauss(cnt, x.mean(0) * cnt, (x * x).mean(0) * cnt))
+    # a phone set without data (Kaldi: zero stats) "gains" float32 rounding by moving
+    points[0] = _Gauss(0.0, np.zeros(d), np.zeros(d))
+    results = []
+    for refine in (_refine_two, _refine_two_ref):
+        assign = [i % 2 for i in range(n)]
+        clusters = [None, None]
+        for i, p in enumerate(points):
+            c = assign[i]
+            clusters[c] = p.copy() if clusters[c] is None else (clusters[c].add(p) or clusters[c])
+        gains = [refine(points, clusters, assign, num_iters=30) for _ in range(3)]
+        results.append((gains, assign, [c.n for c in clusters], [c.x1.tobytes() for c in clusters]))
+    assert results[0] == results[1]
+    if seed == 3:  # this one cycles: each call runs all num_iters passes and gains
+        assert results[0][0][1] > 0 and results[0][0][2] > 0
