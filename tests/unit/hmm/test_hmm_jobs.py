@@ -3,11 +3,10 @@ nj=1 vs nj=2 giving the same models (up to summation order), byte-identical reru
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 from conftest import mono_config
+from hmm_job_fns import square as _square
 
 from pykaldi2.data.split import split_speakers
 from pykaldi2.utils.errors import DataError
@@ -24,24 +23,13 @@ def test_split_speakers_as_split_scp():
         split_speakers(spk, 6)
 
 
-def _square(x):
-    import logging
-
-    logging.getLogger("pykaldi2.test").info("job %d", x)
-    if x < 0:
-        raise ValueError("negative")
-    if x == 99:
-        raise DataError("bad input", file="f.txt")
-    return x * x, os.environ.get("OMP_NUM_THREADS")
-
-
 def test_job_runner_logs_and_errors(tmp_path):
     with JobRunner(2) as run:
         out = run(_square, [3, 4], log=tmp_path / "sq.JOB.log")
         assert [o[0] for o in out] == [9, 16]
         assert all(o[1] == "1" for o in out)  # one BLAS/OpenMP thread per job
         text = (tmp_path / "sq.2.log").read_text()
-        assert "job 4" in text and "# Ended (code 0)" in text and text.startswith("# _square JOB=2")
+        assert "job 4" in text and "# Ended (code 0)" in text and text.startswith("# square JOB=2")
         with pytest.raises(JobError, match="JOB=2 failed.*sq.2.log"):
             run(_square, [1, -1], log=tmp_path / "sq.JOB.log")
         assert "ValueError: negative" in (tmp_path / "sq.2.log").read_text()
