@@ -103,15 +103,28 @@ def _cmd_score(args) -> int:
     from pykaldi2.decoding.sweep import score_dir
 
     lmwts = list(range(args.min_lmwt, args.max_lmwt + 1))
+    wips = args.word_ins_penalties
+    if args.tuned_on:  # the setting chosen on a dev set, not the best one on this set
+        from pykaldi2.decoding.scoring import best_setting
+        from pykaldi2.utils.io import atomic_write_text
+
+        lmwt, wip = best_setting(args.tuned_on)
+        lmwts, wips = [float(lmwt)], [float(wip)]
     score_dir(
         args.decode_dir,
         args.ref,
         words_txt=args.words,
         lm_weights=lmwts,
-        word_ins_penalties=args.word_ins_penalties,
+        word_ins_penalties=wips,
         mode=args.mode,
         ignore=args.ignore or (),
     )
+    if args.tuned_on:
+        atomic_write_text(
+            Path(args.decode_dir) / "tuned_on",
+            f"LMWT {lmwt} WIP {wip} chosen on {args.tuned_on} (its best_wer); best_wer here is "
+            "the WER at that setting\n",
+        )
     print((Path(args.decode_dir) / "best_wer").read_text(), end="")
     return 0
 
@@ -218,6 +231,13 @@ def register(subparsers) -> None:
     )
     p.add_argument("--mode", default="present", choices=["strict", "present", "all"])
     p.add_argument("--ignore", nargs="*", help="words removed from ref and hyp before scoring")
+    p.add_argument(
+        "--tuned-on",
+        metavar="DEV_DECODE_DIR",
+        help="score only at the LMWT/WIP that DEV_DECODE_DIR's best_wer names (the setting "
+        "chosen on a dev set); best_wer here is then the WER at that setting, and the file "
+        "tuned_on says where it came from",
+    )
     p.set_defaults(func=_cmd_score)
 
     p = subparsers.add_parser(

@@ -42,7 +42,7 @@ def test_every_problem_is_reported_with_file_and_line(tmp_path):
         tmp_path / "bad",
         wav_scp="s1-a a.wav\ns1-b b.wav\nrec9 c.wav\n",
         text="s1-b NO\ns1-a\ns1-a YES\nx-z HI\n",  # unsorted, empty, duplicate, extra utt
-        utt2spk="s1-a s1\ns1-b s1\ns2-c s9\n",  # s2-c: speaker not a prefix, no text
+        utt2spk="s1-a s1\ns1-b s1\ns2-c s0\n",  # s2-c: speaker sorts before s1, no text
         spk2utt="s1 s1-a\n",
     )
     problems = [str(p) for p in validate_data_dir(d)]
@@ -52,11 +52,12 @@ def test_every_problem_is_reported_with_file_and_line(tmp_path):
         f"{base}/text:3: duplicate id 's1-a' (first on line 2)",
         f"{base}/text:4: (utterance x-z) utterance not in utt2spk",
         f"{base}/utt2spk:3: (utterance s2-c) utterance missing from text",
-        f"{base}/utt2spk:3: (utterance s2-c) speaker id 's9' is not a prefix",
+        f"{base}/utt2spk:3: (utterance s2-c) not sorted by speaker: speaker 's0' sorts before "
+        "'s1' of the utterance before ('s1-b')",
         f"{base}/utt2spk:3: (utterance s2-c) utterance missing from wav.scp",
         f"{base}/wav.scp:3: (utterance rec9) utterance not in utt2spk",
         f"{base}/spk2utt:1: utterances of speaker 's1' differ from utt2spk",
-        f"{base}/spk2utt: speaker 's9' of utt2spk is missing",
+        f"{base}/spk2utt: speaker 's0' of utt2spk is missing",
         f"{base}/text:2: not sorted: 's1-a' sorts before",
         f"{base}/wav.scp:3: not sorted: 'rec9' sorts before",
     ]
@@ -110,13 +111,19 @@ def test_crlf_and_in_memory(tmp_path):
     (good / "text").write_bytes((good / "text").read_bytes().replace(b"\n", b"\r\n"))
     problems = [str(p) for p in validate_data_dir(good)]
     assert len(problems) == 1 and "text:1: carriage return" in problems[0]
-    d = DataDir(wav_scp={"a-1": "x"}, text={"a-1": " "}, utt2spk={"a-1": "b"})
+    d = DataDir(
+        wav_scp={"a-1": "x", "a-2": "x"},
+        text={"a-1": " ", "a-2": "A"},
+        utt2spk={"a-1": "c", "a-2": "b"},
+    )
     problems = [str(p) for p in validate_data_dir(d)]
     assert problems == [
         "text: (utterance a-1) empty transcript",
-        "utt2spk: (utterance a-1) speaker id 'b' is not a prefix of the utterance id "
-        "(Kaldi needs utterances sorted by speaker: name them <spk>-<rest>)",
+        "utt2spk: (utterance a-2) not sorted by speaker: speaker 'b' sorts before 'c' of the "
+        "utterance before ('a-1'); Kaldi needs utt2spk sorted both by utterance and by speaker "
+        "(fix: make the speaker ids prefixes of the utterance ids, e.g. <speaker>-<utterance>)",
     ]
+    assert validate_data_dir(d, spk_sort=False) == validate_data_dir(d)[:1]  # --no-spk-sort
 
 
 def test_cli_prints_all_and_exits_1(tmp_path, capsys):
@@ -126,3 +133,90 @@ def test_cli_prints_all_and_exits_1(tmp_path, capsys):
     out = capsys.readouterr()
     assert out.out.count("empty transcript") == 2
     assert "2 problem(s)" in out.err
+
+
+def _speechocean_like(root: Path) -> Path:
+    """A data dir in speechocean762's layout: utterance ids that do not start with the speaker
+    id (``000010011`` of ``0001``), a tab after the id in text and wav.scp, and wav.scp paths
+    relative to the corpus folder."""
+    for spk, utt in (("0001", "000010011"), ("0001", "000010035"), ("0005", "000050003")):
+        wav = root / "WAVE" / f"SPEAKER{spk}" / f"{utt}.WAV"
+        wav.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(wav, np.zeros(1600, np.int16), 16000)
+    return _write(
+        root / "train",
+        wav_scp="".join(
+            f"{u}\tWAVE/SPEAKER{s}/{u}.WAV\n"
+            for s, u in (("0001", "000010011"), ("0001", "000010035"), ("0005", "000050003"))
+        ),
+        text="000010011\tWE CALL IT BEAR\n000010035\tZERO THREE\n000050003\tI SEE\n",
+        utt2spk="000010011 0001\n000010035 0001\n000050003 0005\n",
+        spk2utt="0001 000010011 000010035\n0005 000050003\n",
+        spk2gender="0001\tm\n0005\tf\n",
+    )
+
+
+def test_kaldi_rule_not_prefixes_tabs_and_wav_root(tmp_path, monkeypatch):
+    """Kaldi's validate_data_dir.sh accepts utterance ids without speaker prefixes as long as
+    utt2spk sorted by utterance is also sorted by speaker (sort -k2 -C): so do we."""
+    d = _speechocean_like(tmp_path / "corpus")
+    assert validate_data_dir(d) == []
+    assert main(["validate-data-dir", str(d)]) == 0
+    # audio paths are relative to the corpus folder, not to the data dir or the cwd
+    monkeypatch.chdir(tmp_path)
+    problems = [str(p) for p in validate_data_dir(d, check_audio=True)]
+    assert len(problems) == 3 and all("audio file not found: WAVE/" in p for p in problems)
+    root = tmp_path / "corpus"
+    assert validate_data_dir(d, check_audio=True, wav_root=root) == []
+    assert main(["validate-data-dir", "--check-audio", "--wav-root", str(root), str(d)]) == 0
+    # fix-data-dir --wav-root writes the resolved (absolute) paths
+    assert (
+        main(["fix-data-dir", "--wav-root", str(root), "--out", str(tmp_path / "abs"), str(d)]) == 0
+    )
+    wav_scp = (tmp_path / "abs" / "wav.scp").read_text().splitlines()
+    assert wav_scp[0] == f"000010011 {root}/WAVE/SPEAKER0001/000010011.WAV"
+    assert validate_data_dir(tmp_path / "abs", check_audio=True) == []
+    from pykaldi2.data.datadir import read_data_dir
+
+    assert read_data_dir(d).text["000010011"] == "WE CALL IT BEAR"
+
+
+def test_what_kaldi_rejects_is_still_rejected(tmp_path):
+    d = _speechocean_like(tmp_path / "corpus")
+    # speaker 0005 before 0001 in utterance order: Kaldi's sort -k2 -C fails
+    (d / "utt2spk").write_text("000010011 0005\n000010035 0005\n000050003 0001\n")
+    (d / "spk2utt").write_text("0001 000050003\n0005 000010011 000010035\n")
+    (d / "spk2gender").write_text("0001 m\n0005 f\n")
+    problems = [str(p) for p in validate_data_dir(d)]
+    assert problems == [
+        f"{d}/utt2spk:3: (utterance 000050003) not sorted by speaker: speaker '0001' sorts "
+        "before '0005' of the utterance before ('000010035'); Kaldi needs utt2spk sorted both "
+        "by utterance and by speaker (fix: make the speaker ids prefixes of the utterance ids, "
+        "e.g. <speaker>-<utterance>)"
+    ]
+    assert validate_data_dir(d, spk_sort=False) == []
+
+
+def test_illegal_words_and_bom(tmp_path):
+    good = _good(tmp_path)
+    (good / "text").write_text("s1-a <s> YES </s>\ns1-b NO #0\ns2-c YES NO\n")
+    problems = [str(p) for p in validate_data_dir(good)]
+    assert problems == [
+        f"{good}/text:1: (utterance s1-a) illegal symbol(s) <s> </s> (reserved for the LM and "
+        "graphs; remove them)",
+        f"{good}/text:2: (utterance s1-b) illegal symbol(s) #0 (reserved for the LM and graphs; "
+        "remove them)",
+    ]
+    # a UTF-8 byte-order mark is named (not "utterance not in utt2spk" with an invisible
+    # U+FEFF), dropped on read, and fix-data-dir writes the file without it
+    (good / "text").write_bytes(b"\xef\xbb\xbfs1-a YES\ns1-b NO\ns2-c YES NO\n")
+    problems = [str(p) for p in validate_data_dir(good)]
+    assert len(problems) == 1 and "text:1: starts with a UTF-8 byte-order mark" in problems[0]
+    from pykaldi2.data.datadir import read_data_dir
+    from pykaldi2.data.fix import fix_data_dir
+
+    assert read_data_dir(good).text["s1-a"] == "YES"
+    report = fix_data_dir(good)
+    assert report.num_dropped == 0
+    assert (good / "text").read_bytes().startswith(b"s1-a YES\n")
+    assert validate_data_dir(good) == []
