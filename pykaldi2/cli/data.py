@@ -16,6 +16,7 @@ def _validate(args: argparse.Namespace) -> int:
         require_text=not args.no_text,
         spk_sort=not args.no_spk_sort,
         wav_root=args.wav_root,
+        sample_rate=args.sample_rate,
     )
     for p in problems:
         print(p)
@@ -193,7 +194,17 @@ def register(subparsers) -> None:
         "and with --check-audio missing or unreadable audio.",
         "data:the data dir",
     )
-    p.add_argument("--check-audio", action="store_true", help="also open every audio file")
+    p.add_argument(
+        "--check-audio",
+        action="store_true",
+        help="also read every recording as compute-feats does (decoding files, running pipes) "
+        "and check segments, sample rates and WAV headers",
+    )
+    p.add_argument(
+        "--sample-rate",
+        type=int,
+        help="with --check-audio: the expected rate in Hz (default: the most common one)",
+    )
     p.add_argument("--no-text", action="store_true", help="the data dir has no transcripts")
     p.add_argument(
         "--no-spk-sort",

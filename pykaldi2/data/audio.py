@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -22,6 +23,9 @@ import numpy as np
 
 from pykaldi2.data.datadir import DataDir
 from pykaldi2.utils.errors import DataError
+from pykaldi2.utils.log import get_logger
+
+log = get_logger(__name__)
 
 #: Kaldi's extract-segments tolerates a segment ending this far past the end of the audio.
 MAX_OVERSHOOT_S = 0.5
@@ -126,6 +130,52 @@ def _info(path: str, utt: str | None) -> tuple[int, int]:
     return info.frames, info.samplerate
 
 
+def wav_truncation(path: str) -> str | None:
+    """For a RIFF WAV file whose ``data`` chunk declares more bytes than the file holds (a
+    truncated copy), a message giving both durations; None for a complete WAV or another format.
+
+    libsndfile reads such a file without complaint, returning only what is there (so a
+    truncated file used to give a few frames of features and exit 0); Kaldi's wave reader warns.
+    Only the header is read.
+    """
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            block_align = sample_rate = 0
+            while True:
+                chunk = f.read(8)
+                if len(chunk) < 8:
+                    return None
+                cid, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+                if cid == b"fmt ":
+                    fmt = f.read(size)
+                    if len(fmt) < 14:
+                        return None
+                    sample_rate = struct.unpack("<I", fmt[4:8])[0]
+                    block_align = struct.unpack("<H", fmt[12:14])[0]
+                    f.seek(size % 2, 1)
+                elif cid == b"data":
+                    available = os.fstat(f.fileno()).st_size - f.tell()
+                    if size in (0, 0xFFFFFFFF) or size <= available or not block_align:
+                        return None  # complete, or a streamed WAV of unknown length
+                    sec = float(block_align * max(sample_rate, 1))
+                    return (
+                        f"truncated WAV: the header declares {size / sec:.3f} s of audio, the "
+                        f"file holds {available / sec:.3f} s"
+                    )
+                else:
+                    f.seek(size + size % 2, 1)
+    except OSError:
+        return None
+
+
+_warned_truncated: set[str] = set()
+
+
 def _frame_range(
     start: float, end: float | None, sr: int, total: int, name: str, utt: str | None
 ) -> tuple[int, int]:
@@ -207,6 +257,9 @@ def read_audio(
                 fix="check the wav.scp entry (paths are relative to the current directory)",
             )
         total, sr = _info(name, utt)
+        if name not in _warned_truncated and (problem := wav_truncation(name)):
+            _warned_truncated.add(name)
+            log.warning("%s (utterance %s): %s; only that part is used", name, utt, problem)
         if start == 0.0 and end is None:
             data, sr = _decode(name, name, utt)
         else:

@@ -231,12 +231,26 @@ def _check_segments(rep: _Report, d: DataDir) -> None:
             rep.add("segments", f"end time {end} <= start time {start}", utt, utt=utt)
 
 
-def _check_audio(rep: _Report, d: DataDir) -> None:
-    import soundfile as sf
+def _check_audio(rep: _Report, d: DataDir, sample_rate: int | None) -> None:
+    """Read every used recording as compute-feats does (pipes run, archives and files decoded),
+    and check each utterance's segment against its length, its rate against ``sample_rate``
+    (default: the most common rate of the data dir) and WAV headers against the file size."""
+    from collections import Counter
 
-    used = {d.recording_of(u) for u in d.utt2spk if d.segments is None or u in d.segments}
-    for rec in progress(c_sorted(used & set(d.wav_scp)), desc="check audio", unit="rec"):
+    from pykaldi2.data.audio import MAX_OVERSHOOT_S, read_audio, wav_truncation
+
+    segs: dict[str, list[tuple[str, float, float]]] = {}
+    for u in d.utt2spk:
+        if d.segments is None:
+            segs.setdefault(u, []).append((u, 0.0, -1.0))
+        elif u in d.segments:
+            rec, b, e = d.segments[u]
+            segs.setdefault(rec, []).append((u, b, e))
+    rates: dict[str, int] = {}
+    for rec in progress(c_sorted(set(segs) & set(d.wav_scp)), desc="check audio", unit="rec"):
         spec = d.wav_scp[rec].strip()
+        if not spec:
+            continue  # reported as an empty audio path
         if is_pipe(spec):
             try:
                 prog = shlex.split(spec[:-1])[0]
@@ -245,15 +259,32 @@ def _check_audio(rep: _Report, d: DataDir) -> None:
                 continue
             if shutil.which(prog) is None and not Path(prog).is_file():
                 rep.add("wav.scp", f"program {prog!r} of the pipe command not found", rec)
-        elif is_ark_entry(spec):
-            continue  # the archive exists; its entry is read only when used
-        elif not Path(spec).is_file():
-            rep.add("wav.scp", f"audio file not found: {spec}", rec)
-        else:
-            try:
-                sf.info(spec)
-            except (sf.LibsndfileError, RuntimeError) as e:
-                rep.add("wav.scp", f"unreadable audio {spec}: {e}", rec)
+                continue
+        elif not is_ark_entry(spec) and (problem := wav_truncation(spec)):
+            rep.add("wav.scp", f"{spec}: {problem}", rec)
+        try:
+            x, sr = read_audio(spec, utt=rec)
+        except DataError as e:  # the message names the pipe command itself
+            rep.add("wav.scp", e.message if is_pipe(spec) else f"{e.message}: {spec}", rec)
+            continue
+        rates[rec] = sr
+        dur = len(x) / sr
+        for utt, b, e in segs[rec]:
+            if d.segments is not None and e != -1 and e > dur + MAX_OVERSHOOT_S:
+                rep.add("segments", f"end {e} s is past the end of {rec} ({dur:.3f} s)", utt, utt)
+            elif d.segments is not None and b >= dur:
+                rep.add("segments", f"start {b} s is past the end of {rec} ({dur:.3f} s)", utt, utt)
+    if rates:
+        expected = sample_rate or Counter(rates.values()).most_common(1)[0][0]
+        for rec, sr in rates.items():
+            if sr != expected:
+                why = "the expected" if sample_rate else "the data dir's usual"
+                rep.add(
+                    "wav.scp",
+                    f"sample rate {sr} Hz, not {why} {expected} Hz (compute-feats refuses it "
+                    "unless told to resample)",
+                    rec,
+                )
 
 
 def validate_data_dir(
@@ -263,6 +294,7 @@ def validate_data_dir(
     require_text: bool = True,
     spk_sort: bool = True,
     wav_root: str | os.PathLike | None = None,
+    sample_rate: int | None = None,
 ) -> list[Problem]:
     """All problems of a data dir (a path, or an in-memory :class:`DataDir`); [] when valid.
 
@@ -272,8 +304,10 @@ def validate_data_dir(
     utterance mismatch, empty transcripts and the illegal words ``<s> </s> #0``, utt2spk not
     sorted by speaker when sorted by utterance (unless ``spk_sort`` is False: Kaldi's
     ``--no-spk-sort``), spk2utt consistent with utt2spk, bad segments (end <= start, negative
-    start, unknown recording), non-positive durations, and with ``check_audio`` missing or
-    unreadable audio files and missing pipe programs. Relative audio paths are taken from
+    start, unknown recording), non-positive durations, and with ``check_audio`` every used
+    recording read as compute-feats reads it (missing or undecodable files, failing pipe
+    commands, truncated WAVs, segments past the end of their audio, sample rates other than
+    ``sample_rate`` or the most common one). Relative audio paths are taken from
     ``wav_root`` when given (else the current directory, as Kaldi does). Line numbers are known
     only when reading from disk.
     """
@@ -321,7 +355,7 @@ def validate_data_dir(
         for s in c_sorted(set(table) - spks):
             rep.add(name, f"speaker {s!r} not in utt2spk", s)
     if check_audio:
-        _check_audio(rep, d)
+        _check_audio(rep, d, sample_rate)
     return sorted(
         rep.problems, key=lambda p: (p.file, p.line if p.line is not None else 0, p.message)
     )

@@ -78,3 +78,37 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created) for the block, or fail at once.
+
+    The lock dies with its process (a killed run leaves no stale lock); the file keeps the pid
+    of its holder for the message. ``what`` names the locked work in that message, e.g.
+    ``"compute-feats into fbank/raw_fbank_train.*"``.
+    """
+    import fcntl
+
+    from pykaldi2.utils.errors import Pykaldi2Error
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    f = open(path, "a+")
+    try:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            raise Pykaldi2Error(
+                f"another process (pid {holder}) is running {what} now (lock {path}). Fix: wait "
+                "for it to finish, or write somewhere else"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        yield
+    finally:
+        f.close()  # releases the lock

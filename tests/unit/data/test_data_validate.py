@@ -103,7 +103,7 @@ def test_missing_files_and_audio(tmp_path):
     assert any("wav.scp:2" in p and "'nosuchprogram'" in p for p in problems)
     (tmp_path / "m" / "wav.scp").write_text(f"s-1 {tmp_path / 'corrupt.wav'}\ns-2 cat x |\n")
     problems = [str(p) for p in validate_data_dir(d, check_audio=True)]
-    assert any("wav.scp:1" in p and "unreadable audio" in p for p in problems), problems
+    assert any("wav.scp:1" in p and "unreadable or corrupt audio" in p for p in problems), problems
 
 
 def test_crlf_and_in_memory(tmp_path):
@@ -220,3 +220,63 @@ def test_illegal_words_and_bom(tmp_path):
     assert report.num_dropped == 0
     assert (good / "text").read_bytes().startswith(b"s1-a YES\n")
     assert validate_data_dir(good) == []
+
+
+def test_check_audio_reads_what_compute_feats_reads(tmp_path, caplog):
+    """#18.6 and #18.12: --check-audio used to say OK for a truncated WAV or FLAC, a failing
+    pipe, a segment past the end of its audio and a 16 kHz file in an 8 kHz set."""
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal(8000 * 3) * 1000).astype(np.int16)  # 3 s at 8 kHz
+    for name in ("a", "b", "c", "d"):
+        sf.write(tmp_path / f"{name}.wav", x, 8000, subtype="PCM_16")
+    full = (tmp_path / "a.wav").read_bytes()
+    (tmp_path / "short.wav").write_bytes(full[: 44 + 1600])  # header says 3 s, 0.1 s left
+    sf.write(tmp_path / "t.flac", x, 8000)
+    flac = (tmp_path / "t.flac").read_bytes()
+    (tmp_path / "t.flac").write_bytes(flac[: len(flac) // 3])
+    sf.write(tmp_path / "wide.wav", x, 16000, subtype="PCM_16")
+    recs = {
+        "r1": f"{tmp_path}/a.wav",
+        "r2": f"{tmp_path}/short.wav",
+        "r3": f"{tmp_path}/t.flac",
+        "r4": f"cat {tmp_path}/missing.wav |",  # cat exists, the pipe fails
+        "r5": f"{tmp_path}/wide.wav",
+        "r6": f"{tmp_path}/b.wav",
+        "r7": f"{tmp_path}/c.wav",
+    }
+    utts = {f"s-{r}": (r, 0.0, 1.0) for r in recs}
+    utts["s-r7"] = ("r7", 0.5, 4.0)  # the audio is 3 s long
+    d = _write(
+        tmp_path / "d",
+        wav_scp="".join(f"{r} {v}\n" for r, v in recs.items()),
+        segments="".join(f"{u} {r} {b} {e}\n" for u, (r, b, e) in utts.items()),
+        utt2spk="".join(f"{u} s\n" for u in utts),
+        spk2utt="s " + " ".join(utts) + "\n",
+        text="".join(f"{u} A\n" for u in utts),
+    )
+    assert validate_data_dir(d) == []  # the cheap checks see nothing
+    problems = [str(p) for p in validate_data_dir(d, check_audio=True)]
+    expected = [
+        f"{d}/segments:2: (utterance s-r2) end 1.0 s is past the end of r2 (0.100 s)",
+        f"{d}/segments:7: (utterance s-r7) end 4.0 s is past the end of r7 (3.000 s)",
+        f"{d}/wav.scp:2: {tmp_path}/short.wav: truncated WAV: the header declares 3.000 s of "
+        "audio, the file holds 0.100 s",
+        f"{d}/wav.scp:3: unreadable or corrupt audio",
+        f"{d}/wav.scp:4: pipe command 'cat {tmp_path}/missing.wav' failed with exit status 1",
+        f"{d}/wav.scp:5: sample rate 16000 Hz, not the data dir's usual 8000 Hz",
+    ]
+    assert len(problems) == len(expected), problems
+    for e, p in zip(expected, problems):
+        assert p.startswith(e), (e, p)
+    # with the rate given, every other rate is named
+    problems = [str(p) for p in validate_data_dir(d, check_audio=True, sample_rate=16000)]
+    assert sum("not the expected 16000 Hz" in p for p in problems) == 4  # r1 r2 r6 r7
+    # compute-feats reads the truncated WAV too, but now warns, naming file and utterance
+    from pykaldi2.data import audio
+    from pykaldi2.data.audio import read_audio
+
+    audio._warned_truncated.clear()  # once per file and process: the check above warned too
+    with caplog.at_level("WARNING"):
+        got, _ = read_audio(recs["r2"], utt="s-r2")
+    assert len(got) == 800
+    assert f"{tmp_path}/short.wav (utterance s-r2): truncated WAV" in caplog.text
