@@ -25,7 +25,7 @@ def _run(model, x: np.ndarray) -> np.ndarray:
 
 
 def test_ce_dir_written_before_loads(expected, one_thread):
-    from pykaldi2.training.ce import load_final_dir
+    from pykaldi2.training.model_dir import load_final_dir
 
     md = load_final_dir(FIXTURE / "ce")
     assert (md.model_type, md.num_pdfs, md.feature_dim) == ("blstm", 12, 12)
@@ -37,7 +37,7 @@ def test_ce_dir_written_before_loads(expected, one_thread):
 
 
 def test_chain_dir_written_before_loads(expected, one_thread):
-    from pykaldi2.training.chain import load_chain_dir
+    from pykaldi2.training.model_dir import load_chain_dir
 
     md = load_chain_dir(FIXTURE / "chain")
     assert (md.num_pdfs, md.feature_dim, md.frame_subsampling_factor) == (11, 12, 3)
