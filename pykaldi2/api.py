@@ -178,7 +178,7 @@ class HybridTranscriber(_HclgTranscriber):
         from pykaldi2.features.pipeline import ProcessedFeatures
         from pykaldi2.kaldi import kaldifst
         from pykaldi2.lang.symbols import SymbolTable
-        from pykaldi2.training.ce import load_final_dir
+        from pykaldi2.training.model_dir import load_final_dir
         from pykaldi2.utils.config import check_keys
 
         self.model_dir = md
@@ -294,7 +294,7 @@ def save_hybrid_model(
     from pykaldi2.decoding.nnet import NnetComputeConfig
     from pykaldi2.decoding.wfst import DecoderConfig
     from pykaldi2.lang.hclg import check_graph_num_pdfs
-    from pykaldi2.training.ce import load_final_dir
+    from pykaldi2.training.model_dir import load_final_dir
 
     nnet_dir, graph_dir = Path(nnet_dir), Path(graph_dir)
     nnet = load_final_dir(nnet_dir)

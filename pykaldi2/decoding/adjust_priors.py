@@ -79,7 +79,7 @@ def adjust_priors(
     0: all), the old priors kept as ``priors_prev.npy``. Returns statistics (utterances, frames,
     mean and max |log(new / old)| over the seen pdfs)."""
     from pykaldi2.features.pipeline import ProcessedFeatures
-    from pykaldi2.training.ce import load_final_dir
+    from pykaldi2.training.model_dir import load_final_dir
     from pykaldi2.utils.io import atomic_dir
 
     compute = compute or NnetComputeConfig()

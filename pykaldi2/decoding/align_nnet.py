@@ -48,7 +48,7 @@ def _align_nnet_job(job: tuple) -> AlignResult:
     from pykaldi2.lang.lang_dir import load_lang
     from pykaldi2.losses.lattice import TransitionInfo
     from pykaldi2.losses.lattice_gen import nnet_align_compiled
-    from pykaldi2.training.ce import load_final_dir
+    from pykaldi2.training.model_dir import load_final_dir
 
     if threads:
         torch.set_num_threads(threads)

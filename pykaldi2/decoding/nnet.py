@@ -30,7 +30,7 @@ from pykaldi2.data.datasets import chunk_starts
 from pykaldi2.decoding.batch import DecodeSummary, decode_dir
 from pykaldi2.decoding.wfst import DecoderConfig
 from pykaldi2.lang.hclg import check_graph_num_pdfs
-from pykaldi2.training.ce import CEModelDir, load_final_dir
+from pykaldi2.training.model_dir import CEModelDir, load_final_dir
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
 from pykaldi2.utils.log import get_logger
 
@@ -211,10 +211,10 @@ def chain_compute(
     mode: str = "chunk",
 ):
     """``(utt, (ceil(T / factor), P) float32 log-likelihoods)``: a chain model dir's
-    (:func:`pykaldi2.training.chain.load_chain_dir`) raw outputs (no log-softmax, no priors), as
-    Kaldi's nnet3-latgen-faster with a chain model: on whole utterances (``mode="utterance"``, or
-    a model trained without chunks), else on the training chunks with their context
-    (:func:`chain_windows`)."""
+    (:func:`pykaldi2.training.model_dir.load_chain_dir`) raw outputs (no log-softmax, no
+    priors), as Kaldi's nnet3-latgen-faster with a chain model: on whole utterances
+    (``mode="utterance"``, or a model trained without chunks), else on the training chunks with
+    their context (:func:`chain_windows`)."""
     import torch
 
     check_inference_mode(mode)
@@ -264,7 +264,7 @@ def decode_chain(
     the subsampled frame rate, acoustic scale 1.0 by default; score over
     :data:`CHAIN_LM_WEIGHTS` when ``data_dir/text`` exists. ``mode``: see
     :func:`chain_compute`."""
-    from pykaldi2.training.chain import load_chain_dir
+    from pykaldi2.training.model_dir import load_chain_dir
 
     check_inference_mode(mode)
     md = load_chain_dir(model_dir, device=device)

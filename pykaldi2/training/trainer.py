@@ -328,3 +328,20 @@ class Trainer:
             return len(sampler)
         except TypeError:
             return math.inf  # type: ignore[return-value]
+
+
+def evaluate(model, loader, task, dist) -> dict[str, float]:
+    """Frame CE loss and accuracy over ``loader`` (summed over ranks): {"loss", "acc", "frames"}."""
+    import torch
+
+    model.eval()
+    loss = correct = count = 0.0
+    with torch.no_grad():
+        for batch in loader:
+            out = task.compute_loss(model, batch)
+            loss += float(out.loss)
+            correct += out.stats.get("correct", 0.0)
+            count += out.count
+    loss, correct, count = dist.allreduce_scalars([loss, correct, count])
+    count = max(count, 1e-12)
+    return {"loss": loss / count, "acc": correct / count, "frames": count}

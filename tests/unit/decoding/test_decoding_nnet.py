@@ -102,7 +102,7 @@ def test_chunked_loglik_matches_reference(trained):
     from pykaldi2.decoding.nnet import NnetComputeConfig, nnet_compute
     from pykaldi2.features.pipeline import ProcessedFeatures
     from pykaldi2.nnet.priors import log_likelihoods
-    from pykaldi2.training.ce import load_final_dir
+    from pykaldi2.training.model_dir import load_final_dir
 
     model_dir, _, test = trained
     md = load_final_dir(model_dir)
@@ -136,7 +136,7 @@ def test_adjust_priors_command(trained, tmp_path, capsys):
     the data (computed here utterance by utterance), the old ones are kept, the copy decodes;
     writing over the model dir or an existing dir is refused."""
     from pykaldi2.features.pipeline import ProcessedFeatures
-    from pykaldi2.training.ce import load_final_dir
+    from pykaldi2.training.model_dir import load_final_dir
 
     model_dir, graph, test = trained
     train = model_dir.parent.parent / "train"

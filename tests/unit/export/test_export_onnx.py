@@ -10,7 +10,7 @@ pytest.importorskip("onnxruntime", reason="pip install onnx onnxruntime")
 from pykaldi2.cli.main import main  # noqa: E402
 from pykaldi2.decoding.streaming import load_transducer, transcribe_features  # noqa: E402
 from pykaldi2.features.cmvn import apply_cmvn_sliding  # noqa: E402
-from pykaldi2.training.transducer import stack_frames  # noqa: E402
+from pykaldi2.features.transducer_frontend import stack_frames
 
 
 @pytest.fixture(scope="module")
@@ -19,9 +19,10 @@ def tiny_dir(tmp_path_factory):
 
     from pykaldi2.features.cmvn import SlidingCmnConfig
     from pykaldi2.features.extractors import FbankConfig
+    from pykaldi2.features.transducer_frontend import TransducerFrontendConfig
     from pykaldi2.lang.tokenizer import TokenizerConfig, train_tokenizer
     from pykaldi2.nnet.transducer import Transducer, TransducerConfig
-    from pykaldi2.training.transducer import TransducerFrontendConfig, save_transducer_dir
+    from pykaldi2.training.model_dir import save_transducer_dir
 
     root = tmp_path_factory.mktemp("onnx")
     (root / "data").mkdir()

@@ -102,7 +102,7 @@ def _weights(exp):
 
 
 def test_train_ce_resume_is_exact_and_final_dir_loads(corpus, tmp_path, one_thread):
-    from pykaldi2.training.ce import load_final_dir
+    from pykaldi2.training.model_dir import load_final_dir
 
     root, data, ali, num_pdfs = corpus
     conf = write_config(tmp_path, data, ali)
@@ -179,7 +179,7 @@ def test_bad_inputs_give_clear_errors(tmp_path, capsys, one_thread):
 
 def test_alignments_from_another_model(tmp_path, capsys):
     from pykaldi2.hmm.ali import write_ali
-    from pykaldi2.training.ce import load_pdf_targets
+    from pykaldi2.training.data import load_pdf_targets
     from pykaldi2.utils.errors import DataError
 
     data, ali, _ = make_corpus(tmp_path)
@@ -193,8 +193,9 @@ def test_alignments_from_another_model(tmp_path, capsys):
 
 
 def test_config_overrides_and_tdnnf(tmp_path):
-    from pykaldi2.training.ce import TrainCEConfig, model_config
+    from pykaldi2.training.ce import TrainCEConfig
     from pykaldi2.training.config import apply_overrides
+    from pykaldi2.training.model_dir import model_config
 
     d = apply_overrides({"trainer": {"lr": 1.0}}, ["trainer.lr=0.5", "train_data=[a, b]"])
     assert d == {"trainer": {"lr": 0.5}, "train_data": ["a", "b"]}

@@ -174,7 +174,7 @@ def test_train_chain_config_errors(tmp_path):
 
 
 def test_blstm_output_is_subsampled(corpus, tmp_path, one_thread):
-    from pykaldi2.training.chain import load_chain_dir
+    from pykaldi2.training.model_dir import load_chain_dir
 
     root, data, ali, _ = corpus
     conf = _config(tmp_path, data, ali, model_type="blstm", model={"num_layers": 1, "hidden": 8})
@@ -186,10 +186,10 @@ def test_blstm_output_is_subsampled(corpus, tmp_path, one_thread):
 
 
 def test_chain_transition_model_needs_two_pdf_classes():
+    from pykaldi2.hmm.chain import chain_transition_model
     from pykaldi2.hmm.model import GmmModel
     from pykaldi2.kaldi import khg
     from pykaldi2.lang.topo import TopoConfig, TopoEntry, make_topo
-    from pykaldi2.training.chain import chain_transition_model
     from pykaldi2.utils.errors import DataError
 
     one = TopoEntry("left-to-right", 1)
@@ -221,7 +221,8 @@ def test_chunked_examples_cover_the_utterance(corpus, tmp_path):
     numerators of exactly the chunk's output frames (the pdfs the whole utterance's numerator
     allows at those frames), the last chunk ending at the utterance end."""
     from pykaldi2.losses.lfmmi_reference import num_log_likelihood_reference
-    from pykaldi2.training.chain import TrainChainConfig, collate_chain, load_chain_data
+    from pykaldi2.training.chain import TrainChainConfig
+    from pykaldi2.training.chain_egs import collate_chain, load_chain_data
 
     root, data, ali, _ = corpus
     conf = _config(tmp_path, data, ali, chunk_size=9, chunk_left_context=3,
@@ -267,8 +268,7 @@ def test_shift_frames_repeats_the_last_valid_frame():
 def test_chunked_blstm_chain_from_ce_model(corpus, tmp_path, one_thread):
     """init_model: the chain output starts as scale * (CE logits - log prior), the xent head as
     the CE output; chunked training with frame shift then runs and resumes exactly."""
-    from pykaldi2.training.ce import load_final_dir
-    from pykaldi2.training.chain import load_chain_dir
+    from pykaldi2.training.model_dir import load_chain_dir, load_final_dir
 
     root, data, ali, _ = corpus
     model = {"num_layers": 1, "hidden": 8, "dropout": 0.0}
@@ -368,10 +368,10 @@ def test_train_chain_with_simulation_resumes_exactly(audio_corpus, tmp_path, one
     resolved simulation config; validation stays clean."""
     from pykaldi2.simulation.config import SimulationConfig
     from pykaldi2.simulation.dataset import EpochBatchSampler
-    from pykaldi2.training.chain import (
+    from pykaldi2.training.chain import TrainChainConfig
+    from pykaldi2.training.chain_egs import (
         ChainDataset,
         SimulatedChainDataset,
-        TrainChainConfig,
         load_chain_data,
         make_chain_loader,
     )
@@ -441,7 +441,7 @@ def test_topology_ali_keeps_the_alignment_models_hmms(corpus, tmp_path, one_thre
     alignment model's (3-state HMMs, all its pdfs), outputs at the frame rate, and training
     improves the validation objective."""
     from pykaldi2.hmm.model import GmmModel
-    from pykaldi2.training.chain import load_chain_dir
+    from pykaldi2.training.model_dir import load_chain_dir
 
     root, data, ali, _ = corpus
     over = {"topology": "ali", "frame_subsampling_factor": 1, "chunk_size": 12,

@@ -92,7 +92,7 @@ def _jsonl(path):
 
 
 def _model_dir(final, ckpt=None):
-    from pykaldi2.training.ce import load_final_dir
+    from pykaldi2.training.model_dir import load_final_dir
 
     md = load_final_dir(final)
     if ckpt is not None:
@@ -160,7 +160,7 @@ def _nnet_alis(md, cfg: dict, root, utts, lls=None) -> dict[str, np.ndarray]:
     (T, C) log-likelihoods ``lls``."""
     from pykaldi2.losses.lattice import TransitionInfo
     from pykaldi2.losses.lattice_gen import LatticeGenConfig, LatticeGenerator, TrainGraphSource
-    from pykaldi2.training.se import load_transcripts
+    from pykaldi2.training.se_egs import load_transcripts
 
     info = TransitionInfo.from_trans_model(md.ali_model.tm)
     src = TrainGraphSource(str(md.path / "final.mdl"), str(root / "lang" / "L.fst"), (5,))
@@ -189,7 +189,7 @@ def _mmi_runs(conf: str, tmp_path):
 
 @pytest.mark.parametrize("numerator", ["ali", "online"])
 def test_train_se_mmi_true_objective_and_exact_resume(se_setup, tmp_path, one_thread, numerator):
-    from pykaldi2.training.ce import held_out_split
+    from pykaldi2.training.data import held_out_split
 
     root, ce_final, cfg, _ = se_setup
     online = numerator == "online"
@@ -340,7 +340,7 @@ def test_train_se_online_numerators(se_setup, tmp_path, one_thread, capsys):
     2-process pool improves the held-out objective; a word missing from words.txt is a clear
     error naming the utterance."""
     from pykaldi2.hmm.ali import read_ali
-    from pykaldi2.training.ce import held_out_split
+    from pykaldi2.training.data import held_out_split
 
     root, ce_final, cfg, _ = se_setup
     md = _model_dir(ce_final)
@@ -410,7 +410,8 @@ def test_train_se_with_simulation_resumes_exactly(se_audio, tmp_path, one_thread
     simulation config; validation stays on the clean features."""
     from pykaldi2.simulation.config import SimulationConfig
     from pykaldi2.simulation.dataset import EpochBatchSampler, SimulatedUtteranceDataset
-    from pykaldi2.training.se import TrainSEConfig, load_se_data, make_se_loader
+    from pykaldi2.training.se import TrainSEConfig
+    from pykaldi2.training.se_egs import load_se_data, make_se_loader
 
     cfg, sim = se_audio
     conf = _write(tmp_path, cfg, simulation=str(sim))
@@ -460,7 +461,8 @@ def test_train_se_simulation_with_speed(se_audio, tmp_path, one_thread):
     those of the clean frame at the same relative time; sMBR (which reads phones) trains."""
     from pykaldi2.hmm.ali import read_ali
     from pykaldi2.simulation.perturb import rescale_ali
-    from pykaldi2.training.se import TrainSEConfig, load_se_data
+    from pykaldi2.training.se import TrainSEConfig
+    from pykaldi2.training.se_egs import load_se_data
 
     cfg, sim = se_audio
     fast = tmp_path / "speed.yaml"

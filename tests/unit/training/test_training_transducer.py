@@ -11,15 +11,13 @@ import torch
 import yaml
 
 from pykaldi2.cli.main import main
-from pykaldi2.training.transducer import (
-    Ema,
-    TrainTransducerConfig,
+from pykaldi2.features.transducer_frontend import (
     TransducerFrontendConfig,
-    TransducerTask,
-    ctc_loss_sum,
     stack_frames,
     stack_frames_reference,
 )
+from pykaldi2.training.ema import Ema
+from pykaldi2.training.transducer import TrainTransducerConfig, TransducerTask, ctc_loss_sum
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
 
 WORDS = ["YES", "NO"]

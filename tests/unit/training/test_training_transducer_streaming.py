@@ -16,7 +16,7 @@ from pykaldi2.decoding.streaming import (
     transcribe_features,
 )
 from pykaldi2.features.cmvn import SlidingCmnConfig, apply_cmvn_sliding
-from pykaldi2.training.transducer import stack_frames
+from pykaldi2.features.transducer_frontend import stack_frames
 
 
 def _chunks(x, rng, max_len=7):
@@ -56,9 +56,10 @@ def tiny_model_dir(request, tmp_path_factory):
     normalised by sliding CMN or by EWMA (warm start: a made-up global mean/var of log-mels)."""
     from pykaldi2.features.ewma_norm import EwmaNormConfig
     from pykaldi2.features.extractors import FbankConfig
+    from pykaldi2.features.transducer_frontend import TransducerFrontendConfig
     from pykaldi2.lang.tokenizer import TokenizerConfig, train_tokenizer
     from pykaldi2.nnet.transducer import Transducer, TransducerConfig
-    from pykaldi2.training.transducer import TransducerFrontendConfig, save_transducer_dir
+    from pykaldi2.training.model_dir import save_transducer_dir
 
     root = tmp_path_factory.mktemp("rnnt")
     (root / "data").mkdir()
