@@ -160,15 +160,9 @@ class GmmModel:
 
     def write_tree(self, path: str | os.PathLike, binary: bool = True) -> None:
         """Write the tree in Kaldi's format (readable by Kaldi's ``tree-info``)."""
-        with atomic_write(path, "wb") as f:
-            f.write(tree_bytes(self.tree, binary))
+        from pykaldi2.hmm.kaldi_io import write_tree
 
-
-def tree_bytes(tree, binary: bool = True) -> bytes:
-    """The Kaldi serialization of a ``khg.ContextDependency`` (binary or text)."""
-    if binary:
-        return bytes(np.asarray(tree.__getstate__()[0], dtype=np.int8).tobytes())
-    return str(tree).encode()
+        write_tree(path, self.tree, binary)
 
 
 def gmm_info(model: GmmModel) -> dict[str, int]:

@@ -99,7 +99,7 @@ def test_an4_mono_train_and_align(an4_dir, tmp_path):
         "--tot-gauss",
         600,
     )
-    from pykaldi2.hmm.event_map import read_tree
+    from pykaldi2.hmm.kaldi_io import read_tree
 
     for d in (tri1, tri2):
         model = GmmModel.load(d / "final.mdl")
