@@ -982,3 +982,57 @@ def write_transforms(path: str | os.PathLike, mats: dict[str, np.ndarray]) -> No
     buf = io.BytesIO()
     kaldiio.save_ark(buf, {k: np.asarray(v, dtype=np.float32) for k, v in sorted(mats.items())})
     _write_file(path, buf.getvalue())
+
+
+# ---- exp-dir side files: cmvn_opts, splice_opts, delta_opts, num_jobs --------------------------
+def read_opts_file(path: str | os.PathLike) -> str:
+    """The one line of an options file (``cmvn_opts``, ``splice_opts``, ``delta_opts``), as the
+    scripts read it with `cat`; '' when the file is absent."""
+    path = Path(path)
+    if not path.is_file():
+        return ""
+    return " ".join(path.read_text(encoding="utf-8").split())
+
+
+def write_opts_file(path: str | os.PathLike, opts: str) -> None:
+    """Write an options file as the scripts do (``echo $opts > file``: a newline when empty)."""
+    from pykaldi2.utils.io import atomic_write_text
+
+    atomic_write_text(path, " ".join(str(opts).split()) + "\n")
+
+
+def parse_opts(opts: str, spec: dict[str, Any], source: str = "options") -> dict[str, Any]:
+    """Kaldi command-line options (``--name=value``) as a dict over ``spec`` (name -> default;
+    the default's type converts the value, bools as Kaldi's ``true``/``false``). An option
+    outside ``spec`` is an error naming ``source``."""
+    out = dict(spec)
+    for arg in opts.split():
+        name, eq, value = arg.partition("=")
+        key = name.lstrip("-")
+        if not name.startswith("--") or key not in spec:
+            raise DataError(
+                f"option {arg!r} is not supported here (known: "
+                + ", ".join("--" + k for k in spec)
+                + ")",
+                file=source,
+                fix="remove it, or transform the features with Kaldi first",
+            )
+        default = spec[key]
+        try:
+            if isinstance(default, bool):
+                if value.lower() not in ("", "true", "false", "1", "0"):
+                    raise ValueError(value)
+                out[key] = value.lower() in ("", "true", "1")
+            else:
+                out[key] = type(default)(value)
+        except ValueError:
+            raise DataError(f"bad value in {arg!r}", file=source) from None
+    return out
+
+
+#: splice-feats' options and defaults (an empty splice_opts means +-4 frames).
+SPLICE_OPTS = {"left-context": 4, "right-context": 4}
+#: add-deltas' options and defaults.
+DELTA_OPTS = {"delta-order": 2, "delta-window": 2}
+#: apply-cmvn's options the GMM scripts pass, with its defaults (means only).
+CMVN_OPTS = {"norm-means": True, "norm-vars": False}

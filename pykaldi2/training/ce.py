@@ -685,7 +685,6 @@ def write_final_dir(
         (tmp / "features.yaml").write_text(yaml.safe_dump(feat_doc), encoding="utf-8")
         np.save(tmp / "priors.npy", priors.astype(np.float64))
         ali_model.save(tmp / "final.mdl")
-        ali_model.write_tree(tmp / "tree")
     log.info("wrote %s", final)
 
 

@@ -921,7 +921,6 @@ def write_chain_dir(final: Path, cfg, model, mcfg, subsample, data: ChainData, s
         )  # fmt: skip
         (tmp / "features.yaml").write_text(yaml.safe_dump(feat_doc), encoding="utf-8")
         data.chain_model.save(tmp / "final.mdl")
-        data.chain_model.write_tree(tmp / "tree")
         write_fst(data.den_fst, tmp / "den.fst")
         write_fst(data.norm_fst, tmp / "normalization.fst")
         write_fst(data.phone_lm, tmp / "phone_lm.fst")
