@@ -179,10 +179,21 @@ def model_feats(model, x: np.ndarray) -> np.ndarray:
 
 
 def feats_for_model(
-    model, data_dir: str | os.PathLike, utts: Sequence[str] | None = None
+    model,
+    data_dir: str | os.PathLike,
+    utts: Sequence[str] | None = None,
+    transforms: dict[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Features of ``data_dir`` (or of its ``utts``) as ``model`` (a GmmModel) was trained on:
-    apply-cmvn with the model's ``cmvn_opts``, then its deltas or splicing + transform."""
+    apply-cmvn with the model's ``cmvn_opts``, then its deltas or splicing + transform, then
+    (SAT systems) the per-speaker fMLLR ``transforms`` (speaker -> (D, D+1); Kaldi's
+    ``transform-feats --utt2spk``)."""
     norm_means, norm_vars = model.cmvn_config
     base = load_feats(data_dir, cmvn=norm_means, deltas=False, utts=utts, norm_vars=norm_vars)
-    return {u: model_feats(model, x) for u, x in base.items()}
+    out = {u: model_feats(model, x) for u, x in base.items()}
+    if transforms:
+        from pykaldi2.data.datadir import read_data_dir
+        from pykaldi2.hmm.exp_dir import apply_transforms
+
+        out = apply_transforms(out, transforms, read_data_dir(data_dir).utt2spk)
+    return out

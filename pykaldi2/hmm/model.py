@@ -128,6 +128,17 @@ class GmmModel:
         return phone, hmm_state, trans_index, is_final, is_self_loop, id2state
 
     @cached_property
+    def tid2dest_state(self) -> np.ndarray:
+        """(num_transition_ids + 1,) int: the HMM state each transition goes to (its phone's
+        final, non-emitting state for the transitions that leave the phone)."""
+        phones, phone2idx, entries = kaldi_io.topology_entries(self.tm.topo)
+        dest = np.full(self.tm.num_transition_ids + 1, -1, dtype=np.int64)
+        for tid in range(1, len(dest)):
+            trans = entries[phone2idx[self.tid2phone[tid]]][self.tid2hmm_state[tid]][2]
+            dest[tid] = trans[self.tid2trans_index[tid]][0]
+        return dest
+
+    @cached_property
     def tuple2tstate(self) -> dict[tuple[int, int, int, int], int]:
         """(phone, hmm_state, forward_pdf, self_loop_pdf) -> transition state (1-based)."""
         return {tuple_of(t): i + 1 for i, t in enumerate(self.tm.tuples)}
@@ -180,7 +191,7 @@ class GmmModel:
         state = dict(self.__dict__)
         state.pop("tid2pdf", None)
         state.pop("_tid_tables", None)
-        for name in ("tuple2tstate", "state2id"):
+        for name in ("tuple2tstate", "state2id", "tid2dest_state"):
             state.pop(name, None)
         return state
 

@@ -250,32 +250,9 @@ def load_alignments(ali_dirs: Sequence[str | os.PathLike]) -> tuple[dict[str, np
 
     All dirs must share the model; out-of-range transition_ids are an error naming the utt.
     """
-    from pykaldi2.hmm.ali import read_ali
-    from pykaldi2.hmm.model import GmmModel
-    from pykaldi2.training.ce import _ali_files
+    from pykaldi2.hmm.exp_dir import read_ali_dirs
 
-    alis: dict[str, np.ndarray] = {}
-    model = None
-    for d in map(Path, ali_dirs):
-        m = GmmModel.load(d / "final.mdl")
-        if model is not None and not np.array_equal(m.tid2pdf, model.tid2pdf):
-            raise DataError(
-                "alignment dirs come from different models", file=str(d / "final.mdl"),
-                fix="align every data dir with the same model",
-            )  # fmt: skip
-        model = model or m
-        num_tids = len(m.tid2pdf) - 1
-        for f in _ali_files(d):
-            for utt, ali in read_ali(f).items():
-                if len(ali) == 0 or ali.min() < 1 or ali.max() > num_tids:
-                    raise DataError(
-                        f"empty alignment or transition_ids outside 1..{num_tids} of final.mdl",
-                        file=str(f), utt=utt, fix="re-run align-si with this model",
-                    )  # fmt: skip
-                alis[utt] = ali
-    if model is None:
-        raise DataError("no alignment dir given", fix="set ali_dir in the config")
-    return alis, model
+    return read_ali_dirs(ali_dirs)
 
 
 def phone_segments(ali_model, alis: Mapping[str, np.ndarray]) -> dict[str, tuple[list, list]]:
