@@ -189,3 +189,34 @@ def _load(path):
     from pykaldi2.hmm.model import GmmModel
 
     return GmmModel.load(path)
+
+
+def test_train_chain_with_kaldis_den_fst(kaldi_ref, tmp_path, one_thread, capsys):
+    """train-chain on Kaldi's exp/tri1 alignments with the den.fst / normalization.fst that
+    Kaldi's chain-make-den-fst made for that tree (kaldi_reference/an4/chain, the tri1 model's
+    3-state topology: ``topology: ali``)."""
+    data = kaldi_data_subset(kaldi_ref, tmp_path / "train3", 3)
+    cfg = {
+        "train_data": str(data),
+        "ali_dir": str(kaldi_ref / "an4/exp/tri1"),
+        "den_fst_dir": str(kaldi_ref / "an4/chain"),
+        "topology": "ali",
+        "frame_subsampling_factor": 1,
+        "valid_fraction": 0.0,
+        "features": {"cmvn": "speaker"},
+        "model_type": "tdnnf",
+        "model": {"hidden": 16, "bottleneck": 8, "num_layers": 2, "subsample_at": 1},
+        "batch_size": 3,
+        "trainer": {"lr": 0.01, "max_steps": 1, "log_every": 1},
+    }
+    (tmp_path / "chain.yaml").write_text(yaml.safe_dump(cfg))
+    exp = tmp_path / "chain"
+    assert main(["train-chain", "--config", str(tmp_path / "chain.yaml"), str(exp)]) == 0
+    final = exp / "final"
+    for name in ("den.fst", "normalization.fst"):  # Kaldi's, passed through
+        assert (final / name).read_bytes() == (kaldi_ref / "an4/chain" / name).read_bytes()
+    # a den.fst of another transition model is refused
+    cfg["den_fst_dir"] = str(kaldi_ref / "an4/chain_ctree")
+    (tmp_path / "chain.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["train-chain", "--config", str(tmp_path / "chain.yaml"), str(tmp_path / "x")]) == 1
+    assert "0.trans_mdl: its transition model is not the chain model's" in capsys.readouterr().err

@@ -26,6 +26,7 @@ def random_fst(rng, num_states: int, num_arcs: int, eps: float = 0.0, acyclic: b
     for _ in range(num_states):
         f.add_state()
     f.start = 0
+
     def label() -> int:
         return 0 if rng.random() < eps else int(rng.integers(1, 5))
 
