@@ -18,10 +18,10 @@ from pykaldi2.hmm.ali import read_ali
 from pykaldi2.utils.errors import DataError
 
 
-def kaldi_data_subset(kaldi_ref: Path, out: Path, n: int) -> Path:
-    """The first ``n`` utterances of Kaldi's an4 data/train (feats.ark compressed, cmvn.ark per
-    speaker) as a data dir whose scp paths are absolute (Kaldi's are relative to an4/)."""
-    src = kaldi_ref / "an4" / "data" / "train"
+def kaldi_data_subset(kaldi_ref: Path, out: Path, n: int, split: str = "train") -> Path:
+    """The first ``n`` utterances of Kaldi's an4 data/<split> (feats.ark compressed, cmvn.ark
+    per speaker) as a data dir whose scp paths are absolute (Kaldi's are relative to an4/)."""
+    src = kaldi_ref / "an4" / "data" / split
     utts = [line.split()[0] for line in (src / "feats.scp").read_text().splitlines()][:n]
     keep = set(utts)
     out.mkdir(parents=True, exist_ok=True)
@@ -220,3 +220,82 @@ def test_train_chain_with_kaldis_den_fst(kaldi_ref, tmp_path, one_thread, capsys
     (tmp_path / "chain.yaml").write_text(yaml.safe_dump(cfg))
     assert main(["train-chain", "--config", str(tmp_path / "chain.yaml"), str(tmp_path / "x")]) == 1
     assert "0.trans_mdl: its transition model is not the chain model's" in capsys.readouterr().err
+
+
+def test_decode_with_kaldi_model_and_our_graph(kaldi_ref, tmp_path):
+    """decode --data with Kaldi's tri1 dir (final.mdl, tree, cmvn_opts) through mkgraph's HCLG
+    of it: the 1-best of 8 test utterances equal Kaldi's gmm-latgen-faster + lattice-best-path
+    at the same acoustic scale (LMWT 10, WIP 0: scoring_kaldi/penalty_0.0/10.txt)."""
+    exp = kaldi_ref / "an4" / "exp" / "tri1"
+    data = kaldi_data_subset(kaldi_ref, tmp_path / "test8", 8, split="test")
+    graph, dec = tmp_path / "graph", tmp_path / "decode"
+    assert main(["mkgraph", str(kaldi_ref / "an4/lang"), str(exp / "final.mdl"), str(graph)]) == 0
+    argv = ["decode", "--data", str(data), str(graph), str(exp / "final.mdl"), str(dec)]
+    assert main(argv) == 0
+    ours = {ln.split()[0]: ln.split()[1:] for ln in (dec / "hyp.txt").read_text().splitlines()}
+    ref_file = exp / "decode_test" / "scoring_kaldi" / "penalty_0.0" / "10.txt"
+    ref = {ln.split()[0]: ln.split()[1:] for ln in ref_file.read_text().splitlines()}
+    assert len(ours) == 8 and all(ours[u] == ref[u] for u in ours), (ours, ref)
+
+
+def test_chain_tools_take_kaldi_models(kaldi_ref, tmp_path):
+    """chain-est-phone-lm on Kaldi's tri1 model + alignments (Kaldi's options of an4/chain:
+    --num-extra-lm-states=1000) has the states of Kaldi's phone_lm.fst; chain-make-den-fst
+    takes Kaldi's 0.trans_mdl (a transition model alone) with the tree beside it."""
+    from pykaldi2.kaldi import kaldifst
+
+    exp = kaldi_ref / "an4" / "exp"
+    lm = tmp_path / "phone_lm.fst"
+    argv = ["chain-est-phone-lm", "--num-extra-lm-states", "1000", str(exp / "tri1/final.mdl")]
+    assert main([*argv, str(exp / "tri1_ali/ali.1.gz"), str(lm)]) == 0
+    ours = kaldifst.StdVectorFst.read(str(lm))
+    theirs = kaldifst.StdVectorFst.read(str(kaldi_ref / "an4/chain/phone_lm.fst"))
+    assert ours.num_states == theirs.num_states == 1560
+    chain = kaldi_ref / "an4" / "chain"
+    out = tmp_path / "den"
+    assert (
+        main(
+            [
+                "chain-make-den-fst",
+                str(chain / "0.trans_mdl"),
+                str(chain / "phone_lm.fst"),
+                str(out),
+            ]
+        )
+        == 0
+    )
+    den = kaldifst.StdVectorFst.read(str(out / "den.fst"))
+    labels = {a.ilabel for s in range(den.num_states) for a in kaldifst.ArcIterator(den, s)}
+    assert max(labels) <= 416 and len(labels) == 415  # pdf-id + 1; SPN's pdf 1 never occurs
+
+
+def test_fmllr_transforms_from_a_transform_dir(kaldi_ref, tmp_path):
+    """align-si --transform-dir applies per-speaker trans.* (Kaldi's transform-feats
+    --utt2spk): identity transforms leave the alignments as they are, a real change moves them,
+    a speaker without a transform is a clear error."""
+    from pykaldi2.hmm import kaldi_io
+
+    data = kaldi_data_subset(kaldi_ref, tmp_path / "train20", 20)
+    speakers = sorted({ln.split()[1] for ln in (data / "utt2spk").read_text().splitlines()})
+    eye = np.hstack([np.eye(39), np.zeros((39, 1))]).astype(np.float32)
+    tdir = tmp_path / "sat"
+    tdir.mkdir()
+    kaldi_io.write_transforms(tdir / "trans.1", {s: eye for s in speakers})
+    (tdir / "num_jobs").write_text("1\n")
+    exp, lang = kaldi_ref / "an4/exp/tri1", str(kaldi_ref / "an4/lang")
+    assert main(["align-si", str(data), lang, str(exp), str(tmp_path / "a")]) == 0
+    argv = ["align-si", "--transform-dir", str(tdir), str(data), lang, str(exp)]
+    assert main([*argv, str(tmp_path / "b")]) == 0
+    a, b = read_ali(tmp_path / "a" / "ali.scp"), read_ali(tmp_path / "b" / "ali.scp")
+    assert all(np.array_equal(a[u], b[u]) for u in a)
+    shift = eye.copy()
+    shift[:, -1] = 3.0  # a large offset on every dimension
+    kaldi_io.write_transforms(tdir / "trans.1", {s: shift for s in speakers})
+    assert main([*argv, str(tmp_path / "c")]) == 0
+    c = read_ali(tmp_path / "c" / "ali.scp")
+    assert _agreement({u: c[u] for u in c if u in a}, a) < 0.9
+    kaldi_io.write_transforms(tdir / "trans.1", {speakers[0]: eye})
+    with pytest.raises(DataError, match="no fMLLR transform for speaker"):
+        from pykaldi2.hmm.align import AlignConfig, align_si
+
+        align_si(data, lang, exp / "final.mdl", AlignConfig(), transform_dir=tdir)
