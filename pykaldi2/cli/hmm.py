@@ -2,8 +2,10 @@
 ali-to-pdf, ali-to-phones (Kaldi's steps/train_*.sh, steps/align_si.sh and the ali-* tools).
 
 Each training command reads ``<data>`` (feats.scp + cmvn.scp + text) and ``<lang>`` and writes
-a self-describing exp dir: final.mdl, tree (Kaldi binary), ali.ark/scp, pdf.ark/scp,
-config.json and log/history.jsonl.
+an exp dir that Kaldi's tools read too: final.mdl and tree (Kaldi binary), final.mat +
+splice_opts (LDA), cmvn_opts, phones.txt, num_jobs, final.occs, and ours beside them:
+final.mdl.json, ali.ark/scp, pdf.ark/scp, config.json and log/history.jsonl. The previous
+system (ALI_DIR) may be ours or Kaldi's (ali.N.gz).
 """
 
 from __future__ import annotations

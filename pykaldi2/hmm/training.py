@@ -176,8 +176,9 @@ def write_exp_dir(
     history: list[dict],
     config: dict,
 ) -> None:
-    """A self-describing exp dir: final.mdl, tree (Kaldi binary), ali.ark/scp (transition-ids),
-    pdf.ark/scp (ali-to-pdf targets), config.json, log/history.jsonl."""
+    """A self-describing exp dir: final.mdl + tree and their side files in Kaldi's formats
+    (:meth:`GmmModel.save`), ali.ark/scp (transition-ids), pdf.ark/scp (ali-to-pdf targets),
+    config.json, log/history.jsonl."""
     d = Path(exp_dir)
     d.mkdir(parents=True, exist_ok=True)
     model.save(d / "final.mdl")
