@@ -111,18 +111,28 @@ def test_align_si_with_kaldi_lda_mllt_model(kaldi_ref, data100, tmp_path):
     assert (out / "final.mat").read_bytes() == (exp / "tri2" / "final.mat").read_bytes()
 
 
-def test_train_deltas_from_kaldi_ali_dir(kaldi_ref, tmp_path):
+@pytest.mark.parametrize(
+    "command,model,ali",
+    [("train-deltas", "mono", "mono_ali"), ("train-lda-mllt", "tri1", "tri1_ali")],
+)
+def test_train_triphones_from_kaldi_ali_dir(kaldi_ref, tmp_path, command, model, ali):
+    """train_deltas.sh from Kaldi's mono_ali, train_lda_mllt.sh from Kaldi's tri1_ali."""
     data = kaldi_data_subset(kaldi_ref, tmp_path / "train40", 40)
-    ali = kaldi_ali_dir(kaldi_ref, tmp_path / "mono_ali", "mono", "mono_ali")
-    exp = tmp_path / "tri1"
+    ali_dir = kaldi_ali_dir(kaldi_ref, tmp_path / ali, model, ali)
+    exp = tmp_path / "exp"
     conf = tmp_path / "tri.yaml"
-    conf.write_text(yaml.safe_dump({"num_iters": 3, "max_iter_inc": 2, "realign_iters": [2]}))
-    argv = ["train-deltas", str(data), str(kaldi_ref / "an4/lang"), str(ali), str(exp)]
+    conf.write_text(
+        yaml.safe_dump({"num_iters": 3, "max_iter_inc": 2, "realign_iters": [2], "mllt_iters": [1]})
+        if command == "train-lda-mllt"
+        else yaml.safe_dump({"num_iters": 3, "max_iter_inc": 2, "realign_iters": [2]})
+    )
+    argv = [command, str(data), str(kaldi_ref / "an4/lang"), str(ali_dir), str(exp)]
     assert main([*argv, "--config", str(conf), "--num-leaves", "60", "--tot-gauss", "200"]) == 0
     from pykaldi2.hmm.model import GmmModel
 
-    model = GmmModel.load(exp / "final.mdl")
-    assert model.feat_type == "delta" and model.dim == 39 and 20 < model.num_pdfs <= 60
+    m = GmmModel.load(exp / "final.mdl")
+    assert m.feat_type == ("lda" if command == "train-lda-mllt" else "delta")
+    assert m.dim == (40 if command == "train-lda-mllt" else 39) and 20 < m.num_pdfs <= 60
     assert len(read_ali(exp / "ali.scp")) >= 38
     assert (exp / "phones.txt").read_bytes() == (kaldi_ref / "an4/lang/phones.txt").read_bytes()
 
