@@ -15,9 +15,11 @@ def _load_model(path: str):
 
 
 def _cmd_mkgraph(args) -> int:
+    from pykaldi2.hmm.exp_dir import check_phones_compatible
     from pykaldi2.lang.hclg import HclgConfig, mkgraph
 
     model = _load_model(args.model)
+    check_phones_compatible(args.lang_dir, Path(args.model).parent)
     config = HclgConfig(
         transition_scale=args.transition_scale, self_loop_scale=args.self_loop_scale
     )
@@ -55,10 +57,13 @@ def _cmd_decode(args) -> int:
     )
     gmm_am = None
     if args.data:
+        from pykaldi2.hmm.exp_dir import read_transforms_dir
         from pykaldi2.hmm.inputs import feats_for_model
 
         gmm_am = model.am
-        feats = feats_for_model(model, args.data)  # CMVN + the model's deltas / LDA
+        transforms = read_transforms_dir(args.transform_dir) if args.transform_dir else None
+        # CMVN + the model's deltas / LDA (+ fMLLR)
+        feats = feats_for_model(model, args.data, transforms=transforms)
         inputs, n = iter(sorted(feats.items())), len(feats)
     elif args.feats:
         if model.feat_type != "raw":
@@ -177,7 +182,9 @@ def register(subparsers) -> None:
         "phones/, disambig_tid.int, num_pdfs}.",
     )
     p.add_argument("lang_dir", help="lang dir with L_disambig.fst, G.fst, phones.txt, words.txt")
-    p.add_argument("model", help="model file (final.mdl: transition model + tree)")
+    p.add_argument(
+        "model", help="final.mdl (ours or Kaldi's; the tree beside it, as in every exp dir)"
+    )
     p.add_argument("graph_dir", help="output graph dir, e.g. exp/mono/graph")
     p.add_argument("--self-loop-scale", type=float, default=0.1, help="default: %(default)s")
     p.add_argument("--transition-scale", type=float, default=1.0, help="default: %(default)s")
@@ -192,7 +199,7 @@ def register(subparsers) -> None:
         "--data (a data dir, features transformed as the GMM was trained).",
     )
     p.add_argument("graph_dir", help="graph dir from `pykaldi2 mkgraph`")
-    p.add_argument("model", help="model file (final.mdl) the graph was built with")
+    p.add_argument("model", help="final.mdl (ours or Kaldi's) the graph was built with")
     p.add_argument("decode_dir", help="output dir, e.g. exp/mono/decode_test")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--loglik", help=".scp or .ark of (T, num_pdfs) log-likelihood matrices")
@@ -210,6 +217,11 @@ def register(subparsers) -> None:
         "--no-partial", action="store_true", help="fail utterances that reach no final state"
     )
     p.add_argument("--ref", help="reference text: score the decode dir afterwards")
+    p.add_argument(
+        "--transform-dir",
+        help="with --data: dir with fMLLR transforms trans.1 .. trans.N of the data's speakers "
+        "(Kaldi's decode.sh --transform-dir), applied after the model's features",
+    )
     p.set_defaults(func=_cmd_decode)
 
     p = subparsers.add_parser(
