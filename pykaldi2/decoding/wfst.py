@@ -216,11 +216,26 @@ class GmmScorer:
         for g in gmms:
             if not g.valid_gconsts:
                 g.compute_gconsts()
-        self.dim = int(am.dim)
-        self.num_pdfs = len(gmms)
-        self.gconsts = np.concatenate([np.asarray(g.gconsts, np.float64) for g in gmms])  # (G,)
-        mi = [np.asarray(g.means_invvars, np.float64) for g in gmms]
-        iv = [np.asarray(g.inv_vars, np.float64) for g in gmms]
+        self._set(
+            [np.asarray(g.gconsts, np.float64) for g in gmms],
+            [np.asarray(g.means_invvars, np.float64) for g in gmms],
+            [np.asarray(g.inv_vars, np.float64) for g in gmms],
+        )
+
+    @classmethod
+    def from_params(cls, gconsts, means_invvars, inv_vars) -> GmmScorer:
+        """From per-pdf parameter lists: (G_p,) gconsts, (G_p, D) means_invvars and inv_vars
+        (Kaldi's DiagGmm fields, e.g. read from a Kaldi final.mdl)."""
+        self = cls.__new__(cls)
+        self._set(gconsts, means_invvars, inv_vars)
+        return self
+
+    def _set(self, gconsts, means_invvars, inv_vars) -> None:
+        mi = [np.asarray(m, np.float64) for m in means_invvars]
+        iv = [np.asarray(v, np.float64) for v in inv_vars]
+        self.dim = int(mi[0].shape[1])
+        self.num_pdfs = len(mi)
+        self.gconsts = np.concatenate([np.asarray(g, np.float64) for g in gconsts])  # (G,)
         self.weights = np.concatenate([np.concatenate(mi), -0.5 * np.concatenate(iv)], axis=1).T
         sizes = np.asarray([len(m) for m in mi])
         self.starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])  # (P,) first Gaussian of pdf
