@@ -407,16 +407,20 @@ PYBIND11_MODULE(_decoder, m) {
 
   m.def(
       "read_lattice",
-      [](py::bytes data, size_t pos) {
-        char *buf;
-        py::ssize_t len;
-        if (PYBIND11_BYTES_AS_STRING_AND_SIZE(data.ptr(), &buf, &len)) throw py::error_already_set();
+      [](py::buffer data, size_t pos) {
+        py::buffer_info info = data.request();
+        if (info.ndim != 1 || info.itemsize != 1) throw Error("read_lattice needs a byte buffer");
+        const char *buf = static_cast<const char *>(info.ptr);
+        const py::ssize_t len = info.size;
         bool compact = false;
         Lattice lat;
         CompactLattice clat;
         uint64 props = 0;
-        const size_t end = ReadLatticeBinary(buf, static_cast<size_t>(len), pos, &compact, &lat,
-                                             &clat, &props);
+        size_t end;
+        {
+          py::gil_scoped_release release;
+          end = ReadLatticeBinary(buf, static_cast<size_t>(len), pos, &compact, &lat, &clat, &props);
+        }
         return py::make_tuple(compact ? CompactToDict(clat) : LatticeToDict(lat), compact, props,
                               end);
       },
