@@ -98,7 +98,11 @@ class LatticeWriter:
         self.num_written = 0
 
     def write(self, key: str, lat: AnyLattice | str) -> None:
-        self._f.write(lattice_entry_bytes(key, lat, self.binary))
+        self.write_entry(lattice_entry_bytes(key, lat, self.binary))
+
+    def write_entry(self, entry: bytes) -> None:
+        """Append an entry made by :func:`lattice_entry_bytes` (e.g. in a worker process)."""
+        self._f.write(entry)
         self.num_written += 1
 
     def close(self) -> None:
