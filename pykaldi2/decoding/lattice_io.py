@@ -148,6 +148,7 @@ class _Stream:
         self.pos = 0
         self.eof = False
         self.offset = 0  # file offset of buf[0]
+        self.lines = 0  # newlines consumed (line numbers of text archives)
 
     def fill(self, need: int = 1) -> bool:
         """Make ``need`` bytes available after pos; False at the end of the file."""
@@ -168,6 +169,7 @@ class _Stream:
             if i >= 0:
                 out = bytes(self.buf[self.pos : i])
                 self.pos = i + 1
+                self.lines += 1
                 return out
             if self.eof:
                 if self.pos >= len(self.buf):
@@ -196,8 +198,8 @@ def _text_kind(lines: list[str]) -> bool:
     return True
 
 
-def _read_entry(s: _Stream, key: str, where: str) -> AnyLattice:
-    """The lattice after ``key `` at the stream's cursor."""
+def _read_entry(s: _Stream, key: str, where: str, line: int | None = None) -> AnyLattice:
+    """The lattice after ``key `` at the stream's cursor (``line``: the key's line number)."""
     if not s.fill(1):
         raise DataError(f"archive ends after key {key!r}", file=where)
     c = s.buf[s.pos]
@@ -221,11 +223,11 @@ def _read_entry(s: _Stream, key: str, where: str) -> AnyLattice:
     s.line()  # the rest of the key line
     lines = []
     while True:
-        line = s.line()
-        if line is None or not line.strip():
+        text = s.line()
+        if text is None or not text.strip():
             break
-        lines.append(line.decode())
-    loc = f"{where} ({key})"
+        lines.append(text.decode())
+    loc = f"{where}:{line} ({key})" if line else f"{where} ({key})"
     if _text_kind(lines):
         return CompactLattice.from_lines(lines, where=loc)
     return Lattice.from_lines(lines, where=loc)
@@ -233,6 +235,7 @@ def _read_entry(s: _Stream, key: str, where: str) -> AnyLattice:
 
 def _read_key(s: _Stream, where: str) -> str | None:
     while s.fill(1) and s.buf[s.pos] in b" \t\r\n":
+        s.lines += s.buf[s.pos] == 10
         s.pos += 1
     if not s.fill(1):
         return None
@@ -259,7 +262,7 @@ def _read_archive(path: Path) -> Iterator[tuple[str, AnyLattice]]:
                 raise DataError(f"cannot read the archive: {e}", file=where) from None
             if key is None:
                 return
-            yield key, _read_entry(s, key, where)
+            yield key, _read_entry(s, key, where, s.lines + 1)
 
 
 def _read_scp(path: Path) -> Iterator[tuple[str, AnyLattice]]:
