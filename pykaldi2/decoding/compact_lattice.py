@@ -203,6 +203,32 @@ class CompactLattice(_ArcArrays):
             final_ac=final_ac,
         )
 
+    def path_lattice(self, arcs: Sequence[int], final_state: int) -> CompactLattice:
+        """The linear lattice of one path (``arcs`` in order, ending in ``final_state``): what
+        lattice-1best / lattice-to-nbest write."""
+        idx = np.asarray(arcs, dtype=np.int64)
+        k = len(idx)
+        strs = [self.arc_string(a) for a in arcs]
+        fs = self.final_string(final_state)
+        fg = np.full(k + 1, np.inf, np.float32)
+        fa = np.full(k + 1, np.inf, np.float32)
+        fg[k], fa[k] = self.final_graph[final_state], self.final_ac[final_state]
+        return CompactLattice(
+            num_states=k + 1,
+            start=0,
+            src=np.arange(k, dtype=np.int32),
+            dst=np.arange(1, k + 1, dtype=np.int32),
+            word=self.word[idx].astype(np.int32),
+            graph_cost=self.graph_cost[idx].astype(np.float32),
+            ac_cost=self.ac_cost[idx].astype(np.float32),
+            str_offsets=np.concatenate([[0], np.cumsum([len(x) for x in strs])]).astype(np.int64),
+            strings=(np.concatenate(strs) if strs else np.zeros(0)).astype(np.int32),
+            final_graph=fg,
+            final_ac=fa,
+            final_offsets=np.concatenate([np.zeros(k + 1, np.int64), [len(fs)]]),
+            final_strings=np.asarray(fs, np.int32),
+        )
+
     def scaled(self, acoustic_scale: float = 1.0, lm_scale: float = 1.0) -> CompactLattice:
         """Kaldi's lattice-scale (``--acoustic-scale``, ``--lm-scale``) as a new lattice."""
         out = _copy(self)

@@ -435,6 +435,81 @@ def best_path_reference(
     )
 
 
+@dataclass
+class NbestPath:
+    """One of the n best paths: its arcs (in order), final state and costs (graph, acoustic
+    unscaled); ``words`` and ``ali`` as on :class:`BestPath`."""
+
+    arcs: list[int]
+    final_state: int
+    words: list[int]
+    ali: list[int]
+    graph_cost: float
+    ac_cost: float
+
+
+def nbest_paths(
+    lat, n: int, lmwt: float = 1.0, word_ins_penalty: float = 0.0
+) -> list[NbestPath]:
+    """The ``n`` best *paths* (Kaldi's lattice-to-nbest: OpenFst's n-shortest paths of the
+    lattice), best first, under ``graph + acoustic / lmwt + wip * words``. On a determinized
+    lattice (one path per word sequence) they are the n best word sequences.
+
+    Each state keeps its n best partial paths, states in topological order (k-best Viterbi on
+    an acyclic lattice).
+    """
+    import heapq
+
+    if n < 1:
+        raise Pykaldi2Error(f"nbest_paths: n must be >= 1, got {n}")
+    S = lat.num_states
+    if S == 0 or lat.start < 0:
+        return []
+    level = topo_levels(lat)
+    order = np.argsort(level, kind="stable").tolist()
+    cost = (lat.graph_cost + lat.ac_cost / lmwt + (lat.olabel != 0) * word_ins_penalty).tolist()
+    by_src = np.argsort(lat.src, kind="stable")
+    first = np.searchsorted(lat.src[by_src], np.arange(S + 1))
+    dst = lat.dst.tolist()
+    # entries[s]: up to n (cost, arc, previous entry) sorted by cost; a path is a chain.
+    entries: list[list[tuple[float, int, tuple | None]]] = [[] for _ in range(S)]
+    entries[lat.start] = [(0.0, -1, None)]
+    for s in order:
+        ents = sorted(entries[s], key=lambda e: e[0])[:n]
+        entries[s] = ents
+        if not ents:
+            continue
+        for a in by_src[first[s] : first[s + 1]].tolist():
+            d = dst[a]
+            for e in ents:
+                entries[d].append((e[0] + cost[a], a, e))
+            if len(entries[d]) > 4 * n:  # keep the lists short
+                entries[d] = heapq.nsmallest(n, entries[d], key=lambda x: x[0])
+    fcost = (lat.final_graph + lat.final_ac / lmwt).tolist()
+    finals = [
+        (e[0] + fcost[s], s, e) for s in range(S) if np.isfinite(fcost[s]) for e in entries[s]
+    ]
+    out = []
+    for total, s, e in heapq.nsmallest(n, finals, key=lambda x: x[0]):
+        arcs = []
+        while e[2] is not None:
+            arcs.append(e[1])
+            e = e[2]
+        arcs.reverse()
+        idx = np.asarray(arcs, dtype=np.int64)
+        out.append(
+            NbestPath(
+                arcs=arcs,
+                final_state=s,
+                words=[int(w) for w in lat.olabel[idx] if w != 0],
+                ali=lat.path_ali(arcs, s),
+                graph_cost=float(lat.final_graph[s]) + float(lat.graph_cost[idx].sum()),
+                ac_cost=float(lat.final_ac[s]) + float(lat.ac_cost[idx].sum()),
+            )
+        )
+    return out
+
+
 def nbest_words(
     lat: Lattice, n: int, lmwt: float = 1.0, word_ins_penalty: float = 0.0
 ) -> list[tuple[list[int], float]]:

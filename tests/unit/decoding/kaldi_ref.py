@@ -47,9 +47,10 @@ def transition_arrays(mdl_txt: Path) -> SimpleNamespace:
     else:
         m = re.search(r"<Tuples>\s*(\d+)(.*?)</Tuples>", text, re.S)
         tuples = np.asarray(m.group(2).split(), dtype=np.int64).reshape(-1, 4)
-    pdf, phone, hmm_state, self_loop, final = [0], [0], [-1], [False], [False]
-    for ph, hs, fwd, sl in tuples:
+    pdf, phone, hmm_state, self_loop, final, tstate = [0], [0], [-1], [False], [False], [-1]
+    for ts, (ph, hs, fwd, sl) in enumerate(tuples, 1):
         for dest in topo[int(ph)][int(hs)][1]:
+            tstate.append(ts)
             loop = dest == hs
             pdf.append(int(sl if loop else fwd))
             phone.append(int(ph))
@@ -62,6 +63,7 @@ def transition_arrays(mdl_txt: Path) -> SimpleNamespace:
         tid2hmm_state=np.asarray(hmm_state, np.int64),
         tid_is_self_loop=np.asarray(self_loop, bool),
         tid_is_final=np.asarray(final, bool),
+        tid2tstate=np.asarray(tstate, np.int64),
     )
 
 
