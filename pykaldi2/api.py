@@ -155,7 +155,8 @@ class GmmTranscriber(_HclgTranscriber):
             return None
         if feats.shape[1] != self.scorer.dim:
             raise DataError(
-                f"features of dim {feats.shape[1]}, the GMMs expect {self.scorer.dim}", file=str(path)
+                f"features of dim {feats.shape[1]}, the GMMs expect {self.scorer.dim}",
+                file=str(path),
             )
         ll = self.scorer(feats)
         return decode_faster(None, ll, self.tables, self.decoder, str(path), self._search)

@@ -160,7 +160,9 @@ def decode_dir(
             stale.unlink()
     with ExitStack() as stack:
         arks = [
-            stack.enter_context(LatticeWriter(out / f"lat.{j + 1}.{suffix}", binary=not text_lattices))
+            stack.enter_context(
+                LatticeWriter(out / f"lat.{j + 1}.{suffix}", binary=not text_lattices)
+            )
             for j in range(nj)
         ]
         results: Iterator

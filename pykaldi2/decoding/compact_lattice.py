@@ -179,7 +179,11 @@ class CompactLattice(_ArcArrays):
         fk = np.arange(int(fn.sum())) - np.repeat(np.cumsum(fn) - fn, fn)
         fsrc = np.where(fk == 0, s_idx, first_final_new[s_idx] + fk - 1)
         fdst = first_final_new[s_idx] + fk
-        ftid = self.final_strings[self.final_offsets[s_idx] + fk] if len(s_idx) else np.zeros(0, np.int64)
+        ftid = (
+            self.final_strings[self.final_offsets[s_idx] + fk]
+            if len(s_idx)
+            else np.zeros(0, np.int64)
+        )
         fg = np.where(fk == 0, self.final_graph[s_idx], 0.0)
         fa = np.where(fk == 0, self.final_ac[s_idx], 0.0)
         final_graph = np.full(total_states, np.inf)
@@ -235,8 +239,12 @@ class CompactLattice(_ArcArrays):
         out.graph_cost = (self.graph_cost.astype(np.float64) * lm_scale).astype(np.float32)
         out.ac_cost = (self.ac_cost.astype(np.float64) * acoustic_scale).astype(np.float32)
         fin = np.isfinite(self.final_graph)
-        out.final_graph = np.where(fin, self.final_graph.astype(np.float64) * lm_scale, np.inf).astype(np.float32)
-        out.final_ac = np.where(fin, self.final_ac.astype(np.float64) * acoustic_scale, np.inf).astype(np.float32)
+        out.final_graph = np.where(
+            fin, self.final_graph.astype(np.float64) * lm_scale, np.inf
+        ).astype(np.float32)
+        out.final_ac = np.where(
+            fin, self.final_ac.astype(np.float64) * acoustic_scale, np.inf
+        ).astype(np.float32)
         return out
 
     # ---- text ----------------------------------------------------------------------------
@@ -259,7 +267,11 @@ class CompactLattice(_ArcArrays):
                 w = _weight_text(g[i], a[i], strings[offs[i] : offs[i + 1]])
                 out.append(f"{src[i]}\t{dst[i]}\t{word[i]}{w}\n")
             if np.isfinite(fg[s]) or not arcs:
-                w = _weight_text(fg[s], fa[s], fstr[foffs[s] : foffs[s + 1]]) if np.isfinite(fg[s]) else "\tInfinity,Infinity,"
+                w = (
+                    _weight_text(fg[s], fa[s], fstr[foffs[s] : foffs[s + 1]])
+                    if np.isfinite(fg[s])
+                    else "\tInfinity,Infinity,"
+                )
                 out.append(f"{s}{w}\n")
         return "".join(out)
 

@@ -448,9 +448,7 @@ class NbestPath:
     ac_cost: float
 
 
-def nbest_paths(
-    lat, n: int, lmwt: float = 1.0, word_ins_penalty: float = 0.0
-) -> list[NbestPath]:
+def nbest_paths(lat, n: int, lmwt: float = 1.0, word_ins_penalty: float = 0.0) -> list[NbestPath]:
     """The ``n`` best *paths* (Kaldi's lattice-to-nbest: OpenFst's n-shortest paths of the
     lattice), best first, under ``graph + acoustic / lmwt + wip * words``. On a determinized
     lattice (one path per word sequence) they are the n best word sequences.
@@ -490,7 +488,7 @@ def nbest_paths(
         (e[0] + fcost[s], s, e) for s in range(S) if np.isfinite(fcost[s]) for e in entries[s]
     ]
     out = []
-    for total, s, e in heapq.nsmallest(n, finals, key=lambda x: x[0]):
+    for _, s, e in heapq.nsmallest(n, finals, key=lambda x: x[0]):
         arcs = []
         while e[2] is not None:
             arcs.append(e[1])

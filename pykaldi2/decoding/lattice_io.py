@@ -54,7 +54,9 @@ def _ext():
 
 def _check_key(key: str) -> None:
     if not key or any(c.isspace() for c in key):
-        raise DataError(f"invalid utterance id {key!r} for a lattice archive", fix="no spaces in keys")
+        raise DataError(
+            f"invalid utterance id {key!r} for a lattice archive", fix="no spaces in keys"
+        )
 
 
 def lattice_bytes(lat: AnyLattice) -> bytes:

@@ -57,7 +57,9 @@ class DecoderConfig(LatticeFasterDecoderConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.acoustic_scale <= 0:
-            raise Pykaldi2Error(f"DecoderConfig: acoustic_scale must be > 0, got {self.acoustic_scale}")
+            raise Pykaldi2Error(
+                f"DecoderConfig: acoustic_scale must be > 0, got {self.acoustic_scale}"
+            )
         self.determinize_config()
 
     def determinize_config(self) -> DeterminizeConfig:

@@ -75,7 +75,9 @@ def read_align_lexicon(path: str | os.PathLike) -> list[tuple[int, int, tuple[in
     """``phones/align_lexicon.int``: ``(word, out_word, phones)`` per line."""
     path = Path(path)
     if not path.is_file():
-        raise DataError("align lexicon not found", file=str(path), fix="pass LANG/phones/align_lexicon.int")
+        raise DataError(
+            "align lexicon not found", file=str(path), fix="pass LANG/phones/align_lexicon.int"
+        )
     out = []
     for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         f = line.split()
@@ -96,7 +98,9 @@ def read_word_boundary(path: str | os.PathLike) -> dict[int, str]:
     """``phones/word_boundary.int``: phone id -> nonword / begin / end / internal / singleton."""
     path = Path(path)
     if not path.is_file():
-        raise DataError("word boundary file not found", file=str(path), fix="pass LANG/phones/word_boundary.int")
+        raise DataError(
+            "word boundary file not found", file=str(path), fix="pass LANG/phones/word_boundary.int"
+        )
     out = {}
     for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         f = line.split()

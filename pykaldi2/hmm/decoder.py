@@ -98,7 +98,11 @@ class LatticeFasterDecoderConfig(ConfigMixin):
 
     def check_search(self) -> None:
         """Kaldi's LatticeFasterDecoderConfig::Check, as a Pykaldi2Error naming the fields."""
-        bad = [n for n in ("beam", "lattice_beam", "beam_delta", "prune_interval") if getattr(self, n) <= 0]
+        bad = [
+            n
+            for n in ("beam", "lattice_beam", "beam_delta", "prune_interval")
+            if getattr(self, n) <= 0
+        ]
         if self.max_active <= 1:
             bad.append("max_active")
         if self.min_active < 0 or self.min_active > self.max_active:
@@ -144,7 +148,9 @@ class DeterminizeConfig(ConfigMixin):
 
     def __post_init__(self) -> None:
         if not (self.phone_determinize or self.word_determinize):
-            raise Pykaldi2Error("DeterminizeConfig: phone_determinize and word_determinize are both off")
+            raise Pykaldi2Error(
+                "DeterminizeConfig: phone_determinize and word_determinize are both off"
+            )
         if self.delta <= 0:
             raise Pykaldi2Error(f"DeterminizeConfig: delta must be > 0, got {self.delta}")
 
@@ -198,7 +204,9 @@ def read_graph(path: str | os.PathLike) -> Graph:
     """An OpenFst binary VectorFst or ConstFst (StdArc) file as a decoding graph."""
     path = str(path)
     if not os.path.isfile(path):
-        raise DataError("decoding graph not found", file=path, fix="build it with `pykaldi2 mkgraph`")
+        raise DataError(
+            "decoding graph not found", file=path, fix="build it with `pykaldi2 mkgraph`"
+        )
     try:
         return Graph.read(path)
     except RuntimeError as e:
@@ -255,7 +263,9 @@ def check_loglik(loglik, num_pdfs: int, utt: str = "") -> np.ndarray:
     if x.shape[0] == 0:
         raise DataError("zero frames to decode", utt=utt or None, fix="drop empty utterances")
     if not np.isfinite(x).all():
-        raise DataError("log-likelihoods contain NaN or +-inf", utt=utt or None, fix="check the acoustic model")
+        raise DataError(
+            "log-likelihoods contain NaN or +-inf", utt=utt or None, fix="check the acoustic model"
+        )
     return x
 
 
@@ -296,9 +306,13 @@ class Decoder:
         try:
             ok = self._dec.decode(x, tid2pdf, float(acoustic_scale))
         except RuntimeError as e:
-            raise DataError(str(e), utt=utt or None, fix="the graph must come from this model") from None
+            raise DataError(
+                str(e), utt=utt or None, fix="the graph must come from this model"
+            ) from None
         if not ok:
-            raise Pykaldi2Error(f"utterance {utt}: no tokens survived decoding (empty graph? larger beam?)")
+            raise Pykaldi2Error(
+                f"utterance {utt}: no tokens survived decoding (empty graph? larger beam?)"
+            )
         return self.reached_final
 
     @property

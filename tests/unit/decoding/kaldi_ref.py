@@ -25,7 +25,9 @@ def _topology(text: str) -> dict[int, list[tuple[int, list[int]]]]:
     """phone -> [(pdf_class, [transition destination states])] from the text topology."""
     out: dict[int, list] = {}
     for entry in re.findall(r"<TopologyEntry>(.*?)</TopologyEntry>", text, re.S):
-        phones = [int(p) for p in re.search(r"<ForPhones>(.*?)</ForPhones>", entry, re.S).group(1).split()]
+        phones = [
+            int(p) for p in re.search(r"<ForPhones>(.*?)</ForPhones>", entry, re.S).group(1).split()
+        ]
         states = []
         for st in re.findall(r"<State>(.*?)</State>", entry, re.S):
             m = re.search(r"<PdfClass>\s*(-?\d+)", st)
@@ -72,7 +74,10 @@ class _Binary:
         self.d, self.p = data, pos
 
     def token(self, tok: bytes) -> None:
-        assert self.d[self.p : self.p + len(tok) + 1] == tok + b" ", (tok, self.d[self.p : self.p + 20])
+        assert self.d[self.p : self.p + len(tok) + 1] == tok + b" ", (
+            tok,
+            self.d[self.p : self.p + 20],
+        )
         self.p += len(tok) + 1
 
     def int32(self) -> int:

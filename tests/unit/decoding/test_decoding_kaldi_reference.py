@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from kaldi_ref import decode_feats, kaldi_best_paths, kaldi_system
 
 from pykaldi2.decoding.lattice import best_paths
 from pykaldi2.decoding.lattice_io import decompressed, read_lattices, write_lattice_ark
 from pykaldi2.decoding.scoring import compute_wer, read_text
 from pykaldi2.decoding.wfst import DecoderConfig, decode_utterance, make_decoder
 from pykaldi2.hmm.decoder import read_graph
-
-from kaldi_ref import decode_feats, kaldi_best_paths, kaldi_system
 
 
 def _symbols(path) -> dict[int, str]:
@@ -68,7 +67,9 @@ def test_an4_tri1_best_paths_and_costs_equal_kaldis(an4_tri1):
     exp, decoded, words = an4_tri1
     kaldi = kaldi_best_paths(exp / "decode_test" / "log" / "decode.1.log")
     assert set(decoded) == set(kaldi) and len(kaldi) == 130
-    same = [utt for utt, (res, _) in decoded.items() if [words[w] for w in res.words] == kaldi[utt][0]]
+    same = [
+        utt for utt, (res, _) in decoded.items() if [words[w] for w in res.words] == kaldi[utt][0]
+    ]
     assert len(same) == 130
     costs = np.array([res.cost(0.1) for res, _ in decoded.values()])
     want = np.array([kaldi[utt][1] for utt in decoded])

@@ -44,8 +44,14 @@ def test_lattice_best_path_writes_kaldis_scoring_files(tri1, tmp_path, capsys):
                     "--word-symbol-table", str(exp / "graph" / "words.txt"), str(d / "lat.1.gz"),
                     "-o", str(out)]  # fmt: skip
             assert main(argv) == 0
-            assert out.read_bytes() == (d / "scoring_kaldi" / f"penalty_{wip}" / f"{lmwt}.txt").read_bytes()
-    assert main(["lattice-best-path", "--lmwt", "10", str(d), "--ali-out", str(tmp_path / "ali.gz")]) == 0
+            assert (
+                out.read_bytes()
+                == (d / "scoring_kaldi" / f"penalty_{wip}" / f"{lmwt}.txt").read_bytes()
+            )
+    assert (
+        main(["lattice-best-path", "--lmwt", "10", str(d), "--ali-out", str(tmp_path / "ali.gz")])
+        == 0
+    )
     from pykaldi2.hmm.ali import read_ali
 
     alis = dict(read_ali(tmp_path / "ali.gz"))
@@ -54,7 +60,7 @@ def test_lattice_best_path_writes_kaldis_scoring_files(tri1, tmp_path, capsys):
 
 def test_nbest_paths_are_the_best_word_sequences(tri1):
     _, _, lats, _, _ = tri1
-    for utt, lat in lats[:40]:
+    for _, lat in lats[:40]:
         want = sorted(word_sequences(lat, 0.1).values())[:5]
         got = nbest_paths(lat, 5, lmwt=10.0)
         assert len(got) == len(want)
@@ -116,7 +122,12 @@ def test_lattice_copy_text_and_back(tri1, tmp_path):
     assert decompressed(tmp_path / "b.gz") == decompressed(src)
     text = dict(read_lattices(tmp_path / "t.ark"))
     assert len(text) == 130 and all(isinstance(v, CompactLattice) for v in text.values())
-    assert main(["lattice-copy", str(src), "--write-compact", "false", "-o", str(tmp_path / "raw.ark")]) == 0
+    assert (
+        main(
+            ["lattice-copy", str(src), "--write-compact", "false", "-o", str(tmp_path / "raw.ark")]
+        )
+        == 0
+    )
     raw = dict(read_lattices(tmp_path / "raw.ark"))
     utt = next(iter(raw))
     assert best_path(raw[utt], 10.0).words == best_path(text[utt], 10.0).words

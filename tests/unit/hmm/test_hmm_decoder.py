@@ -34,7 +34,9 @@ TOPO = """<Topology>
 </Topology>
 """
 # Words A = a b (#1), B = b c, C = a b c; optional silence; a backoff unigram G.
-L_TEXT = "0 0 1 0\n0 1 2 1\n1 2 3 0\n2 0 6 0\n0 3 3 2\n3 0 4 0\n0 4 2 3\n4 5 3 0\n5 0 4 0\n0 0 5 4\n0\n"
+L_TEXT = (
+    "0 0 1 0\n0 1 2 1\n1 2 3 0\n2 0 6 0\n0 3 3 2\n3 0 4 0\n0 4 2 3\n4 5 3 0\n5 0 4 0\n0 0 5 4\n0\n"
+)
 G_TEXT = "0 1 4 0 0.5\n1 0 1 1 1.0\n1 0 2 2 1.0\n1 0 3 3 1.0\n0 0 1 1 0.3\n0\n"
 
 
@@ -133,7 +135,9 @@ def test_max_active_bounds_the_search(system):
     ll = noisy_loglik(rng, 60, system.tm.num_pdfs)
     wide = Decoder(system.graph, LatticeFasterDecoderConfig(beam=30.0, min_active=0))
     wide.decode(ll, system.tables.tid2pdf, 1.0)
-    narrow = Decoder(system.graph, LatticeFasterDecoderConfig(beam=30.0, max_active=3, min_active=2))
+    narrow = Decoder(
+        system.graph, LatticeFasterDecoderConfig(beam=30.0, max_active=3, min_active=2)
+    )
     narrow.decode(ll, system.tables.tid2pdf, 1.0)
     assert narrow.peak_tokens < wide.peak_tokens
     _, _, g1, a1 = wide.best_path()
@@ -189,7 +193,10 @@ def random_dag(rng, num_states: int, num_arcs: int):
 
     order = np.concatenate([[0], rng.permutation(num_states - 1) + 1])
     pairs = [(k, k + 1) for k in range(num_states - 1)]  # a chain keeps all states connected
-    pairs += [tuple(sorted(rng.choice(num_states, 2, replace=False))) for _ in range(num_arcs - len(pairs))]
+    pairs += [
+        tuple(sorted(rng.choice(num_states, 2, replace=False)))
+        for _ in range(num_arcs - len(pairs))
+    ]
     u, v = (np.asarray(x) for x in zip(*pairs))
     A = len(pairs)
     fg = np.full(num_states, np.inf)
