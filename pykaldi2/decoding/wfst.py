@@ -231,16 +231,29 @@ class GmmScorer:
         sizes = np.asarray([len(m) for m in mi])
         self.starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])  # (P,) first Gaussian of pdf
 
+    #: Most (frame, Gaussian) cells computed at once: bounds the work arrays (about 16 MB
+    #: each) whatever the number of Gaussians and the utterance length.
+    BLOCK_CELLS = 2_000_000
+
     def __call__(self, feats: np.ndarray) -> np.ndarray:
         """(T, D) features -> (T, num_pdfs) float32 log-likelihoods."""
         x = np.asarray(feats, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise DataError(f"features of shape {x.shape}, the GMMs expect dim {self.dim}")
-        comp = np.concatenate([x, x * x], axis=1) @ self.weights + self.gconsts  # (T, G)
-        top = np.maximum.reduceat(comp, self.starts, axis=1)  # (T, P)
-        idx = np.repeat(np.arange(self.num_pdfs), np.diff(np.append(self.starts, comp.shape[1])))
-        summed = np.add.reduceat(np.exp(comp - top[:, idx]), self.starts, axis=1)
-        return (top + np.log(summed)).astype(np.float32)
+        G = self.gconsts.shape[0]
+        if not hasattr(self, "_idx"):
+            self._idx = np.repeat(np.arange(self.num_pdfs), np.diff(np.append(self.starts, G)))
+        out = np.empty((x.shape[0], self.num_pdfs), dtype=np.float32)
+        step = max(1, self.BLOCK_CELLS // max(G, 1))
+        for t in range(0, x.shape[0], step):
+            xb = x[t : t + step]
+            comp = np.concatenate([xb, xb * xb], axis=1) @ self.weights + self.gconsts  # (B, G)
+            top = np.maximum.reduceat(comp, self.starts, axis=1)  # (B, P)
+            comp -= top[:, self._idx]
+            np.exp(comp, out=comp)
+            summed = np.add.reduceat(comp, self.starts, axis=1)
+            out[t : t + step] = top + np.log(summed)
+        return out
 
 
 def gmm_compute_likes(am, feats: np.ndarray) -> np.ndarray:
