@@ -41,6 +41,21 @@ def _read_matrices(spec: str):
     return kaldiio.load_ark(str(path)), None
 
 
+def _data_feats(model, data: str, chunk: int = 100):
+    """``(utt, features)`` of a data dir in the model's feature space (CMVN + deltas / LDA),
+    read ``chunk`` utterances at a time (not the whole set in memory); and their count."""
+    from pykaldi2.data.datadir import read_data_dir
+    from pykaldi2.hmm.inputs import feats_for_model
+
+    utts = sorted(read_data_dir(data).utt2spk)
+
+    def gen():
+        for i in range(0, len(utts), chunk):
+            yield from sorted(feats_for_model(model, data, utts=utts[i : i + chunk]).items())
+
+    return gen(), len(utts)
+
+
 def _cmd_decode(args) -> int:
     from pykaldi2.cli.decoder_args import decoder_config
     from pykaldi2.decoding.batch import decode_dir
@@ -50,11 +65,8 @@ def _cmd_decode(args) -> int:
     config = decoder_config(args)
     gmm_am = None
     if args.data:
-        from pykaldi2.hmm.inputs import feats_for_model
-
         gmm_am = model.am
-        feats = feats_for_model(model, args.data)  # CMVN + the model's deltas / LDA
-        inputs, n = iter(sorted(feats.items())), len(feats)
+        inputs, n = _data_feats(model, args.data)
     elif args.feats:
         if model.feat_type != "raw":
             raise DataError(

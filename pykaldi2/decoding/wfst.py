@@ -231,9 +231,9 @@ class GmmScorer:
         sizes = np.asarray([len(m) for m in mi])
         self.starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])  # (P,) first Gaussian of pdf
 
-    #: Most (frame, Gaussian) cells computed at once: bounds the work arrays (about 16 MB
+    #: Most (frame, Gaussian) cells computed at once: bounds the work arrays (about 2 MB
     #: each) whatever the number of Gaussians and the utterance length.
-    BLOCK_CELLS = 2_000_000
+    BLOCK_CELLS = 250_000
 
     def __call__(self, feats: np.ndarray) -> np.ndarray:
         """(T, D) features -> (T, num_pdfs) float32 log-likelihoods."""
