@@ -132,3 +132,23 @@ def test_lattice_copy_text_and_back(tri1, tmp_path):
     utt = next(iter(raw))
     assert best_path(raw[utt], 10.0).words == best_path(text[utt], 10.0).words
     assert best_path(raw[utt], 10.0).ali == best_path(text[utt], 10.0).ali
+
+
+def test_score_a_kaldi_decode_dir(tri1, tmp_path, capsys):
+    """pykaldi2 score on Kaldi's own decode dir (lat.1.gz) gives score_kaldi.sh's best_wer."""
+    import shutil
+
+    _, exp, _, _, _ = tri1
+    d = tmp_path / "decode_test"
+    d.mkdir()
+    shutil.copy(exp / "decode_test" / "lat.1.gz", d / "lat.1.gz")
+    ref = exp / "decode_test" / "scoring_kaldi" / "test_filt.txt"
+    argv = ["score", str(d), "--ref", str(ref), "--words", str(exp / "graph" / "words.txt"),
+            "--min-lmwt", "5", "--max-lmwt", "20"]  # fmt: skip
+    assert main(argv) == 0
+    kaldi = (exp / "decode_test" / "scoring_kaldi" / "best_wer").read_text().split(" exp/")[0]
+    assert capsys.readouterr().out.startswith(kaldi)  # %WER 4.27 [ 33 / 773, ... ]
+    for name in ("wer_10_0.0", "wer_16_1.0", "wer_20_0.5"):
+        assert (d / name).read_text().splitlines()[0] == (
+            (exp / "decode_test" / name).read_text().splitlines()[1]
+        )
