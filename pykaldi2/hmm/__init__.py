@@ -16,6 +16,8 @@ One module per group of Kaldi binaries, one function per binary, named after it:
 - :mod:`.tri`        -- gmm-init-model, convert-ali, steps/train_deltas.sh (``DeltasConfig``)
 - :mod:`.lda`        -- acc-lda/est-lda, gmm-acc-mllt/est-mllt, steps/train_lda_mllt.sh
 - :mod:`.inputs`     -- features (CMVN, deltas, LDA) and transcripts from data + lang dirs
+- :mod:`.decoder`    -- HCLG decoding: the compiled LatticeFasterDecoder, OpenFst graph reader
+  and lattice determinization (C++ in ``csrc/``; slow references in :mod:`.decoder_reference`)
 
 Features come in as a mapping ``utt -> (T, F) float32 array``; transcripts as ``utt -> word ids``;
 the lexicon as an L.fst (``kaldifst.StdVectorFst`` or a path) plus the disambiguation phone ids.
