@@ -30,7 +30,11 @@ class Reader {
     if (!f_) throw Error("cannot open");
     buf_.reset(new char[1 << 20]);
     std::setvbuf(f_, buf_.get(), _IOFBF, 1 << 20);
+    if (std::fseek(f_, 0, SEEK_END) == 0) size_ = std::ftell(f_);
+    std::fseek(f_, 0, SEEK_SET);
   }
+  int64 Size() const { return size_; }
+  int64 Pos() const { return pos_; }
   ~Reader() {
     if (f_) std::fclose(f_);
   }
@@ -73,6 +77,7 @@ class Reader {
   std::FILE *f_ = nullptr;
   std::unique_ptr<char[]> buf_;
   int64 pos_ = 0;
+  int64 size_ = -1;
 };
 
 // Appends one state's arcs, input-epsilon arcs first, each group in file order.
@@ -132,6 +137,9 @@ Graph ReadGraph(const std::string &path) {
       g.final.reserve(static_cast<size_t>(num_states));
       g.off.reserve(static_cast<size_t>(num_states) + 1);
       g.eps_end.reserve(static_cast<size_t>(num_states));
+      // The header has no arc count; the file size bounds it (a state takes >= 12 bytes).
+      const int64 bound = (r.Size() - r.Pos() - 12 * num_states) / 16;
+      if (bound > 0) g.arcs.reserve(static_cast<size_t>(bound));
     }
     for (int64 s = 0; s < num_states; s++) {
       const float final = r.Get<float>("state");
