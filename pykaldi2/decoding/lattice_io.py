@@ -110,10 +110,6 @@ class LatticeWriter:
     def close(self) -> None:
         self._stack.close()
 
-    def abort(self) -> None:
-        """Drop the archive (the temp file is removed, ``path`` left as it was)."""
-        self._stack.__exit__(Pykaldi2Error, Pykaldi2Error("aborted"), None)
-
     def __enter__(self) -> LatticeWriter:
         return self
 

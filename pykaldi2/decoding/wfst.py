@@ -28,6 +28,9 @@ from pykaldi2.hmm.decoder import (
     TransitionTables,
 )
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
+from pykaldi2.utils.log import get_logger
+
+log = get_logger(__name__)
 
 
 @dataclass
@@ -151,7 +154,11 @@ def decode_utterance(
     decoder = decoder or make_decoder(hclg, config)
     res = _run(decoder, loglik, tables, config, utt)
     if config.determinize_lattice:
-        d, _ = decoder.compact_lattice(tables.phone_start, config.determinize_config())
+        d, complete = decoder.compact_lattice(tables.phone_start, config.determinize_config())
+        if not complete:  # as gmm-latgen-faster warns; the lattice is pruned tighter
+            log.warning(
+                "utterance %s: determinization stopped before the lattice beam (max_mem)", utt
+            )
         return res, CompactLattice.from_dict(d)
     return res, Lattice.from_dict(decoder.raw_lattice())
 

@@ -152,3 +152,25 @@ def test_score_a_kaldi_decode_dir(tri1, tmp_path, capsys):
         assert (d / name).read_text().splitlines()[0] == (
             (exp / "decode_test" / name).read_text().splitlines()[1]
         )
+
+
+def test_scp_points_into_an_archive(tri1, tmp_path):
+    """An scp line ``key ark:offset`` (offset of the lattice after ``key ``), as Kaldi's
+    ``ark,scp:`` writers make them."""
+    from pykaldi2.decoding.lattice_io import lattice_entry_bytes
+
+    _, _, lats, _, _ = tri1
+    ark, lines, pos = bytearray(), [], 0
+    for utt, lat in lats[:3]:
+        entry = lattice_entry_bytes(utt, lat)
+        lines.append(f"{utt} {tmp_path / 'lat.ark'}:{pos + len(utt) + 1}\n")
+        ark += entry
+        pos += len(entry)
+    (tmp_path / "lat.ark").write_bytes(bytes(ark))
+    (tmp_path / "lat.scp").write_text("".join(lines[::-1]))
+    got = list(read_lattices(tmp_path / "lat.scp"))
+    assert [u for u, _ in got] == [u for u, _ in lats[:3]][::-1]
+    assert all(g.strings.tolist() == dict(lats)[u].strings.tolist() for u, g in got)
+    (tmp_path / "bad.scp").write_text("u1 nowhere.ark\n")
+    with pytest.raises(DataError, match="bad.scp:1.*file:offset"):
+        list(read_lattices(tmp_path / "bad.scp"))
