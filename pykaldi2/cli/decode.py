@@ -15,9 +15,11 @@ def _load_model(path: str):
 
 
 def _cmd_mkgraph(args) -> int:
+    from pykaldi2.hmm.exp_dir import check_phones_compatible
     from pykaldi2.lang.hclg import HclgConfig, mkgraph
 
     model = _load_model(args.model)
+    check_phones_compatible(args.lang_dir, Path(args.model).parent)
     config = HclgConfig(
         transition_scale=args.transition_scale, self_loop_scale=args.self_loop_scale
     )
@@ -41,9 +43,10 @@ def _read_matrices(spec: str):
     return kaldiio.load_ark(str(path)), None
 
 
-def _data_feats(model, data: str, chunk: int = 100):
-    """``(utt, features)`` of a data dir in the model's feature space (CMVN + deltas / LDA),
-    read ``chunk`` utterances at a time (not the whole set in memory); and their count."""
+def _data_feats(model, data: str, transforms=None, chunk: int = 100):
+    """``(utt, features)`` of a data dir in the model's feature space (CMVN + deltas / LDA, and
+    fMLLR ``transforms``), read ``chunk`` utterances at a time (not the whole set in memory);
+    and their count."""
     from pykaldi2.data.datadir import read_data_dir
     from pykaldi2.hmm.inputs import feats_for_model
 
@@ -51,7 +54,8 @@ def _data_feats(model, data: str, chunk: int = 100):
 
     def gen():
         for i in range(0, len(utts), chunk):
-            yield from sorted(feats_for_model(model, data, utts=utts[i : i + chunk]).items())
+            part = feats_for_model(model, data, utts=utts[i : i + chunk], transforms=transforms)
+            yield from sorted(part.items())
 
     return gen(), len(utts)
 
@@ -65,8 +69,12 @@ def _cmd_decode(args) -> int:
     config = decoder_config(args)
     gmm_am = None
     if args.data:
+        from pykaldi2.hmm.exp_dir import read_transforms_dir
+
         gmm_am = model.am
-        inputs, n = _data_feats(model, args.data)
+        transforms = read_transforms_dir(args.transform_dir) if args.transform_dir else None
+        # CMVN + the model's deltas / LDA (+ fMLLR), read 100 utterances at a time
+        inputs, n = _data_feats(model, args.data, transforms)
     elif args.feats:
         if model.feat_type != "raw":
             raise DataError(
@@ -174,7 +182,9 @@ def register(subparsers) -> None:
         "phones/, disambig_tid.int, num_pdfs}.",
     )
     p.add_argument("lang_dir", help="lang dir with L_disambig.fst, G.fst, phones.txt, words.txt")
-    p.add_argument("model", help="model file (final.mdl: transition model + tree)")
+    p.add_argument(
+        "model", help="final.mdl (ours or Kaldi's; the tree beside it, as in every exp dir)"
+    )
     p.add_argument("graph_dir", help="output graph dir, e.g. exp/mono/graph")
     p.add_argument("--self-loop-scale", type=float, default=0.1, help="default: %(default)s")
     p.add_argument("--transition-scale", type=float, default=1.0, help="default: %(default)s")
@@ -192,7 +202,7 @@ def register(subparsers) -> None:
         "(HCLG.fst as a VectorFst or ConstFst).",
     )
     p.add_argument("graph_dir", help="graph dir from `pykaldi2 mkgraph`")
-    p.add_argument("model", help="model file (final.mdl) the graph was built with")
+    p.add_argument("model", help="final.mdl (ours or Kaldi's) the graph was built with")
     p.add_argument("decode_dir", help="output dir, e.g. exp/mono/decode_test")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--loglik", help=".scp or .ark of (T, num_pdfs) log-likelihood matrices")
@@ -205,6 +215,11 @@ def register(subparsers) -> None:
     p.add_argument("--nj", type=int, default=1, help="parallel processes (default: %(default)s)")
     add_decoder_args(p)
     p.add_argument("--ref", help="reference text: score the decode dir afterwards")
+    p.add_argument(
+        "--transform-dir",
+        help="with --data: dir with fMLLR transforms trans.1 .. trans.N of the data's speakers "
+        "(Kaldi's decode.sh --transform-dir), applied after the model's features",
+    )
     p.set_defaults(func=_cmd_decode)
 
     p = subparsers.add_parser(

@@ -57,6 +57,7 @@ def _cmd_align_nnet(args: argparse.Namespace) -> int:
     from pykaldi2.decoding.align_nnet import align_nnet
     from pykaldi2.hmm.ali import write_ali_dir
     from pykaldi2.hmm.align import AlignConfig
+    from pykaldi2.hmm.exp_dir import write_side_files
     from pykaldi2.hmm.model import GmmModel
 
     cfg = AlignConfig(
@@ -66,7 +67,9 @@ def _cmd_align_nnet(args: argparse.Namespace) -> int:
     res = align_nnet(
         args.model_dir, args.data_dir, args.lang_dir, config=cfg, compute=compute, nj=args.nj
     )
-    out = write_ali_dir(args.ali_dir, GmmModel.load(Path(args.model_dir) / "final.mdl"), res)
+    model = GmmModel.load(Path(args.model_dir) / "final.mdl")
+    out = write_ali_dir(args.ali_dir, model, res)
+    write_side_files(out, lang_dir=args.lang_dir, num_jobs=args.nj, model=model, alis=res.alis)
     total = len(res.alis) + len(res.failed)
     print(
         f"{out}: aligned {len(res.alis)} of {total} utterances ({len(res.failed)} failed"

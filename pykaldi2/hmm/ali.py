@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pykaldi2.hmm import kaldi_io
 from pykaldi2.hmm.model import GmmModel
 from pykaldi2.utils.errors import DataError
 from pykaldi2.utils.io import atomic_write
@@ -57,6 +58,84 @@ def split_to_phones(model: GmmModel, ali: np.ndarray) -> list[tuple[int, int, in
     return [(int(p), int(s), int(e - s)) for p, s, e in zip(phones, starts, ends)]
 
 
+def phones_to_ali(model: GmmModel, phones, durations) -> np.ndarray:
+    """A transition-id alignment of ``phones`` lasting ``durations`` frames each: every phone
+    goes through its HMM states 0, 1, ..., N-1 in order (each state's transition to the next;
+    the last one's to the final state), its frames shared out as evenly as possible as
+    align-equal does, self-loops reordered after each state's forward transition (Kaldi's
+    default). The pdfs come from the tree in each phone's context. (T,) int32.
+
+    For bringing phone-level alignments from elsewhere (a CTM, another aligner) into a model.
+    """
+    phones = [int(p) for p in phones]
+    durations = [int(d) for d in durations]
+    if len(phones) != len(durations):
+        raise DataError(f"{len(phones)} phones but {len(durations)} durations")
+    _, phone2idx, entries = kaldi_io.topology_entries(model.tm.topo)
+    n, c = model.tree.context_width, model.tree.central_position
+    out: list[int] = []
+    for i, (p, dur) in enumerate(zip(phones, durations)):
+        if not 0 < p < len(phone2idx) or phone2idx[p] < 0:
+            raise DataError(f"phone {p} is not in the model's topology")
+        states = entries[phone2idx[p]]
+        emitting = len(states) - 1
+        if dur < emitting:
+            raise DataError(f"phone {p} (#{i}) needs >= {emitting} frames, got {dur}")
+        window = [phones[i + k - c] if 0 <= i + k - c < len(phones) else 0 for k in range(n)]
+        shares = [dur // emitting + (1 if s < dur % emitting else 0) for s in range(emitting)]
+        for s, (fwd_class, loop_class, trans) in enumerate(states[:-1]):
+            dests = [d for d, _ in trans]
+            if s + 1 not in dests or (shares[s] > 1 and s not in dests):
+                raise DataError(f"phone {p}: HMM state {s} has no transition to {s + 1}")
+            ok_f, fpdf = model.tree.compute(window, int(fwd_class))
+            ok_s, spdf = model.tree.compute(window, int(loop_class))
+            ts = model.tuple2tstate.get((p, s, fpdf, spdf)) if ok_f and ok_s else None
+            if ts is None:
+                raise DataError(f"phone {p} in context {window} has no state {s} in the model")
+            first = int(model.state2id[ts])
+            out.append(first + dests.index(s + 1))
+            if shares[s] > 1:
+                out.extend([first + dests.index(s)] * (shares[s] - 1))
+    return np.asarray(out, dtype=np.int32)
+
+
+def ali_mismatch(model: GmmModel, ali: np.ndarray) -> str | None:
+    """Why ``ali`` cannot be a path through ``model``'s HMMs, or None when it can.
+
+    Frame by frame the states must follow the topology: self-loops stay in their transition
+    state, and each state visit leads where the previous visit's forward transition goes (the
+    next HMM state of the same phone, or state 0 of the next phone after a final transition).
+    Alignments made with another model (a different tree or phone set) fail this almost
+    surely; a range check alone does not see it. (A truncated alignment passes: lengths are
+    checked against the features where they are used.)
+    """
+    ali = np.asarray(ali, dtype=np.int64)
+    if len(ali) == 0:
+        return "empty alignment"
+    if ali.min() < 1 or ali.max() > model.tm.num_transition_ids:
+        return f"transition-ids outside 1..{model.tm.num_transition_ids}"
+    loop = model.tid_is_self_loop[ali]
+    st = model.tid2tstate[ali]
+    same = st[1:] == st[:-1]
+    if not loop[0] and np.all(same[loop[1:]]):  # reordered: forward first, then self-loops
+        fwd = np.flatnonzero(~loop)
+    elif not loop[-1] and np.all(same[loop[:-1]]):  # forward transition last
+        fwd = np.flatnonzero(~loop)
+    else:
+        t = int(np.flatnonzero(loop[1:] & ~same)[0]) + 1 if np.any(loop[1:] & ~same) else 0
+        return f"a self-loop at frame {t} outside the state of its neighbours"
+    tid = ali[fwd]
+    final = model.tid_is_final[tid]
+    phone, nxt_phone = model.tid2phone[tid[:-1]], model.tid2phone[tid[1:]]
+    nxt_state = model.tid2hmm_state[tid[1:]]
+    want = np.where(final[:-1], 0, model.tid2dest_state[tid[:-1]])
+    bad = (nxt_state != want) | (~final[:-1] & (nxt_phone != phone))
+    if np.any(bad):
+        t = int(fwd[int(np.flatnonzero(bad)[0]) + 1])
+        return f"HMM state sequence impossible for this model at frame {t}"
+    return None
+
+
 def ali_to_phones(model: GmmModel, ali: np.ndarray, per_frame: bool = False) -> np.ndarray:
     """Phone sequence of an alignment (ali-to-phones), or one phone per frame (``--per-frame``)."""
     ali = np.asarray(ali, dtype=np.int64)
@@ -95,7 +174,6 @@ def write_ali_dir(out_dir: str | os.PathLike, model: GmmModel, res) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save(out / "final.mdl")
-    model.write_tree(out / "tree")
     write_ali(out / "ali.ark", res.alis)
     write_ali(out / "pdf.ark", {u: ali_to_pdf(model, a) for u, a in res.alis.items()})
     failed = out / "failed_utts"

@@ -244,14 +244,16 @@ def _align_si_job(job: tuple) -> AlignResult:
     """One parallel job of :func:`align_si` (runs in a spawned worker process): FSTs and the
     bindings' objects do not pickle, so each job loads the model and L.fst and compiles its
     own utterances' training graphs."""
-    model_path, lang_dir, data_dir, utts, cfg = job
+    model_path, lang_dir, data_dir, utts, cfg, transform_dir = job
+    from pykaldi2.hmm.exp_dir import read_transforms_dir
     from pykaldi2.hmm.inputs import feats_for_model, load_texts
     from pykaldi2.hmm.model import GmmModel
     from pykaldi2.lang.lang_dir import load_lang
 
     lang = load_lang(lang_dir)
     model = GmmModel.load(model_path)
-    feats = feats_for_model(model, data_dir, utts=utts)
+    transforms = read_transforms_dir(transform_dir) if transform_dir else None
+    feats = feats_for_model(model, data_dir, utts=utts, transforms=transforms)
     texts = {u: t for u, t in load_texts(data_dir, lang).items() if u in feats}
     graphs = compile_train_graphs(model, lang.read_L(), lang.disambig_phones, texts)
     res = gmm_align_compiled(model, graphs, feats, cfg)
@@ -265,9 +267,12 @@ def align_si(
     model_path: str | os.PathLike,
     config: AlignConfig | None = None,
     nj: int = 1,
+    transform_dir: str | os.PathLike | None = None,
 ) -> AlignResult:
     """steps/align_si.sh: align every utterance of ``data_dir`` with ``model_path`` in ``nj``
     processes (utterances split evenly in sorted order, as Kaldi's split_data.sh).
+    ``model_path`` is ours or Kaldi's final.mdl (its dir's tree, final.mat, opts files);
+    ``transform_dir``: fMLLR ``trans.*`` of the data's speakers, applied after its features.
 
     Returns the merged :class:`AlignResult`; utterances that failed (no graph, or no alignment
     even with the retry beam) are in ``failed`` and never in ``alis``.
@@ -277,7 +282,10 @@ def align_si(
     cfg = config or AlignConfig()
     utts = read_data_dir(data_dir).utt_ids
     nj = max(1, min(nj, len(utts)))
-    jobs = [(str(model_path), str(lang_dir), str(data_dir), utts[j::nj], cfg) for j in range(nj)]
+    tdir = str(transform_dir) if transform_dir else None
+    jobs = [
+        (str(model_path), str(lang_dir), str(data_dir), utts[j::nj], cfg, tdir) for j in range(nj)
+    ]
     return run_align_jobs(_align_si_job, jobs)
 
 

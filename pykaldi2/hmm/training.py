@@ -176,12 +176,12 @@ def write_exp_dir(
     history: list[dict],
     config: dict,
 ) -> None:
-    """A self-describing exp dir: final.mdl, tree (Kaldi binary), ali.ark/scp (transition-ids),
-    pdf.ark/scp (ali-to-pdf targets), config.json, log/history.jsonl."""
+    """A self-describing exp dir: final.mdl + tree and their side files in Kaldi's formats
+    (:meth:`GmmModel.save`), ali.ark/scp (transition-ids), pdf.ark/scp (ali-to-pdf targets),
+    config.json, log/history.jsonl."""
     d = Path(exp_dir)
     d.mkdir(parents=True, exist_ok=True)
     model.save(d / "final.mdl")
-    model.write_tree(d / "tree")
     write_ali(d / "ali.ark", alis)
     write_ali(d / "pdf.ark", {u: ali_to_pdf(model, a) for u, a in alis.items()})
     atomic_write_text(d / "config.json", json.dumps(config, indent=2) + "\n")

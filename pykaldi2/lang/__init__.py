@@ -7,8 +7,9 @@
     >>> format_lm("data/lang", "data/local/lm.arpa", "data/lang_test")  # G.fst
     >>> lang = load_lang("data/lang_test")
 
-Graphs: :mod:`pykaldi2.lang.hclg` (mkgraph); chain: :mod:`pykaldi2.lang.phone_lm`,
-:mod:`pykaldi2.lang.den_fst`. Kaldi bindings are imported lazily, so importing this package is
+Graphs: :mod:`pykaldi2.lang.hclg` (mkgraph), with Kaldi's fstpushspecial
+(:mod:`pykaldi2.lang.push_special`) and fstrmepslocal (:mod:`pykaldi2.lang.rm_eps_local`);
+chain: :mod:`pykaldi2.lang.phone_lm`, :mod:`pykaldi2.lang.den_fst`. Kaldi bindings are imported lazily, so importing this package is
 cheap.
 """
 

@@ -294,56 +294,18 @@ class DataDirFeatures(Mapping[str, np.ndarray]):
         return self.parts[0].dim
 
 
-def _ali_files(ali_dir: Path) -> list[Path]:
-    for name in ("ali.scp", "ali.ark"):
-        if (ali_dir / name).is_file():
-            return [ali_dir / name]
-    gz = sorted(ali_dir.glob("ali.*.gz"), key=lambda p: (len(p.name), p.name))
-    if not gz:
-        raise DataError(
-            "no alignments (ali.scp, ali.ark or ali.*.gz) in the alignment dir",
-            file=str(ali_dir),
-            fix="run `pykaldi2 align-si DATA LANG SRC_DIR ALI_DIR` first",
-        )
-    return gz
-
-
 def load_pdf_targets(ali_dirs: Sequence[str | os.PathLike]) -> tuple[dict[str, np.ndarray], Any]:
     """``ali-to-pdf`` of every alignment in ``ali_dirs``: ({utt: (T,) int32 pdf_ids}, model).
 
-    Each dir holds ``final.mdl`` (a :class:`~pykaldi2.hmm.model.GmmModel`: transition model +
-    tree) and ``ali.scp``, ``ali.ark`` or Kaldi-style ``ali.*.gz``. All dirs must come from the
+    Each dir is ours or Kaldi's (:mod:`pykaldi2.hmm.exp_dir`): ``final.mdl`` + ``tree`` and
+    ``ali.scp``, ``ali.ark`` or Kaldi's ``ali.1.gz .. ali.N.gz``. All dirs must come from the
     same transition model; transition_ids out of its range are an error naming the utterance.
     """
-    from pykaldi2.hmm.ali import ali_to_pdf, read_ali
-    from pykaldi2.hmm.model import GmmModel
+    from pykaldi2.hmm.ali import ali_to_pdf
+    from pykaldi2.hmm.exp_dir import read_ali_dirs
 
-    targets: dict[str, np.ndarray] = {}
-    model = None
-    for d in map(Path, ali_dirs):
-        m = GmmModel.load(d / "final.mdl")
-        if model is None:
-            model = m
-        elif not np.array_equal(m.tid2pdf, model.tid2pdf):
-            raise DataError(
-                "alignment dirs come from different models (transition_id -> pdf_id differ)",
-                file=str(d / "final.mdl"),
-                fix="align every data dir with the same model",
-            )
-        num_tids = len(m.tid2pdf) - 1
-        for f in _ali_files(d):
-            for utt, ali in read_ali(f).items():
-                if len(ali) and (ali.min() < 1 or ali.max() > num_tids):
-                    raise DataError(
-                        f"transition_id {int(ali.max())} outside 1..{num_tids} of final.mdl",
-                        file=str(f),
-                        utt=utt,
-                        fix="the alignments are from another model; re-run align-si",
-                    )
-                targets[utt] = ali_to_pdf(m, ali).astype(np.int32)
-    if model is None:
-        raise DataError("no alignment dir given", fix="set ali_dir in the config")
-    return targets, model
+    alis, model = read_ali_dirs(ali_dirs)
+    return {u: ali_to_pdf(model, a).astype(np.int32) for u, a in alis.items()}, model
 
 
 def held_out_split(utts: Sequence[str], fraction: float, seed: int) -> tuple[list, list]:
@@ -685,7 +647,6 @@ def write_final_dir(
         (tmp / "features.yaml").write_text(yaml.safe_dump(feat_doc), encoding="utf-8")
         np.save(tmp / "priors.npy", priors.astype(np.float64))
         ali_model.save(tmp / "final.mdl")
-        ali_model.write_tree(tmp / "tree")
     log.info("wrote %s", final)
 
 

@@ -108,6 +108,11 @@ class TrainChainConfig(TrainConfigMixin):
         left_tolerance, right_tolerance: how many input frames a phone may start earlier /
             end later than in its alignment (chain-get-supervision; Kaldi default 5).
         phone_lm: chain-est-phone-lm options.
+        den_fst_dir: a dir with ``den.fst`` and ``normalization.fst`` made for this chain
+            model (a Kaldi chain dir, e.g. exp/chain/tdnn1a or one from chain-make-den-fst;
+            ours) to use instead of estimating the phone LM and den graph from the
+            alignments. Its transition model (``0.trans_mdl`` or ``final.mdl`` there, if any)
+            must be the chain model's. Empty: estimate them (Kaldi's recipe).
         chain: leaky HMM coefficient, l2 and xent regularization (Kaldi recipes: 0.1, 5e-5... see
             conf/chain_tdnnf.yaml).
         chunk_size: input frames per training chunk (a multiple of frame_subsampling_factor;
@@ -152,6 +157,7 @@ class TrainChainConfig(TrainConfigMixin):
     left_tolerance: int = 5
     right_tolerance: int = 5
     phone_lm: PhoneLmOptions = field(default_factory=PhoneLmOptions)
+    den_fst_dir: str = ""
     chain: ChainTrainingOptions = field(default_factory=ChainTrainingOptions)
     chunk_size: int = 0
     chunk_left_context: int = 0
@@ -250,32 +256,9 @@ def load_alignments(ali_dirs: Sequence[str | os.PathLike]) -> tuple[dict[str, np
 
     All dirs must share the model; out-of-range transition_ids are an error naming the utt.
     """
-    from pykaldi2.hmm.ali import read_ali
-    from pykaldi2.hmm.model import GmmModel
-    from pykaldi2.training.ce import _ali_files
+    from pykaldi2.hmm.exp_dir import read_ali_dirs
 
-    alis: dict[str, np.ndarray] = {}
-    model = None
-    for d in map(Path, ali_dirs):
-        m = GmmModel.load(d / "final.mdl")
-        if model is not None and not np.array_equal(m.tid2pdf, model.tid2pdf):
-            raise DataError(
-                "alignment dirs come from different models", file=str(d / "final.mdl"),
-                fix="align every data dir with the same model",
-            )  # fmt: skip
-        model = model or m
-        num_tids = len(m.tid2pdf) - 1
-        for f in _ali_files(d):
-            for utt, ali in read_ali(f).items():
-                if len(ali) == 0 or ali.min() < 1 or ali.max() > num_tids:
-                    raise DataError(
-                        f"empty alignment or transition_ids outside 1..{num_tids} of final.mdl",
-                        file=str(f), utt=utt, fix="re-run align-si with this model",
-                    )  # fmt: skip
-                alis[utt] = ali
-    if model is None:
-        raise DataError("no alignment dir given", fix="set ali_dir in the config")
-    return alis, model
+    return read_ali_dirs(ali_dirs)
 
 
 def phone_segments(ali_model, alis: Mapping[str, np.ndarray]) -> dict[str, tuple[list, list]]:
@@ -301,6 +284,66 @@ def make_den_graph(segments: Mapping[str, tuple[list, list]], chain_model, opts:
     den = chain_make_den_fst(phone_lm, chain_model.tree, chain_model.tm)
     graph = DenGraph.from_fst(den, int(chain_model.tm.num_pdfs))
     return phone_lm, den, graph, normalization_fst(den, graph.initial_probs)
+
+
+def read_den_graph_dir(den_dir: str | os.PathLike, chain_model):
+    """den.fst and normalization.fst of ``den_dir`` (Kaldi's chain dir or ours) for
+    ``chain_model``: ``(phone_lm or None, den.fst, DenGraph, normalization.fst)``.
+
+    A ``0.trans_mdl`` (Kaldi) or ``final.mdl`` in the dir must hold the chain model's
+    transition model; den.fst's labels (pdf-id + 1) must be the chain model's pdfs.
+    """
+    from pykaldi2.hmm.kaldi_io import read_transition_model_file, transition_model_tuples
+    from pykaldi2.lang.den_fst import DenGraph
+
+    d = Path(den_dir)
+    for name in ("0.trans_mdl", "final.mdl"):
+        if (d / name).is_file():
+            tm = read_transition_model_file(d / name)
+            if not np.array_equal(
+                transition_model_tuples(tm), transition_model_tuples(chain_model.tm)
+            ):
+                raise DataError(
+                    "its transition model is not the chain model's (other tree or topology)",
+                    file=str(d / name),
+                    fix="use the den.fst made for the tree and topology of ali_dir (topology: "
+                    "ali for a den.fst of the GMM's own HMMs, chain for the chain topology)",
+                )
+            break
+    fsts = []
+    for name in ("den.fst", "normalization.fst", "phone_lm.fst"):
+        path = d / name
+        if not path.is_file():
+            if name == "phone_lm.fst":
+                fsts.append(None)
+                continue
+            raise DataError(f"no {name}", file=str(d), fix="run chain-make-den-fst first")
+        fst = kaldifst_read(path)
+        fsts.append(fst)
+    den, norm, phone_lm = fsts
+    num_pdfs = int(chain_model.tm.num_pdfs)
+    graph = DenGraph.from_fst(den, num_pdfs)
+    if int(graph.pdf.max()) >= num_pdfs:
+        raise DataError(
+            f"den.fst has pdf-id {int(graph.pdf.max())}, the chain model {num_pdfs} pdfs",
+            file=str(d / "den.fst"),
+            fix="use the den.fst made for this tree",
+        )
+    log.info("den graph from %s: %d states, %d arcs", d, graph.num_states, graph.num_arcs)
+    return phone_lm, den, graph, norm
+
+
+def kaldifst_read(path: Path):
+    """A VectorFst file (ours or Kaldi's), with a clear error for other files."""
+    from pykaldi2.kaldi import kaldifst
+
+    fst = kaldifst.StdVectorFst.read(str(path))
+    if fst is None:
+        raise DataError(
+            "not a readable OpenFst VectorFst", file=str(path),
+            fix="convert it (fstconvert --fst_type=vector)",
+        )  # fmt: skip
+    return fst
 
 
 def utterance_supervision(phones, durations, chain_model, norm_fst, sup_opts, utt=None):
@@ -457,7 +500,10 @@ def load_chain_data(cfg: TrainChainConfig) -> ChainData:
         utts, vutts = held_out_split(utts, cfg.valid_fraction, cfg.seed)
     # as Kaldi: the phone LM sees every alignment (held-out ones too: without backoff arcs,
     # an unseen phone n-gram would leave a held-out utterance without numerator paths)
-    phone_lm, den, den_graph, norm = make_den_graph(segments, chain_model, cfg.phone_lm)
+    if cfg.den_fst_dir:
+        phone_lm, den, den_graph, norm = read_den_graph_dir(cfg.den_fst_dir, chain_model)
+    else:
+        phone_lm, den, den_graph, norm = make_den_graph(segments, chain_model, cfg.phone_lm)
     sup_opts = cfg.supervision_options()
     f = cfg.frame_subsampling_factor
     graphs, examples, failed = {}, {}, []
@@ -921,10 +967,10 @@ def write_chain_dir(final: Path, cfg, model, mcfg, subsample, data: ChainData, s
         )  # fmt: skip
         (tmp / "features.yaml").write_text(yaml.safe_dump(feat_doc), encoding="utf-8")
         data.chain_model.save(tmp / "final.mdl")
-        data.chain_model.write_tree(tmp / "tree")
         write_fst(data.den_fst, tmp / "den.fst")
         write_fst(data.norm_fst, tmp / "normalization.fst")
-        write_fst(data.phone_lm, tmp / "phone_lm.fst")
+        if data.phone_lm is not None:
+            write_fst(data.phone_lm, tmp / "phone_lm.fst")
     log.info("wrote %s", final)
 
 

@@ -94,8 +94,9 @@ __all__ = [
     "train_se",
 ]
 
-#: Files copied unchanged from the CE model dir into the SE model dir.
-COPIED_FILES = ("model.yaml", "features.yaml", "priors.npy", "final.mdl", "tree")
+#: Files copied unchanged from the CE model dir into the SE model dir (its final.mdl is saved
+#: again, with the tree and side files it comes with).
+COPIED_FILES = ("model.yaml", "features.yaml", "priors.npy")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -644,6 +645,7 @@ def write_se_dir(final: Path, cfg: TrainSEConfig, model, md, summary) -> None:
         for name in COPIED_FILES:
             if (md.path / name).is_file():
                 shutil.copyfile(md.path / name, tmp / name)
+        md.ali_model.save(tmp / "final.mdl")
         meta = {"model_type": md.model_type, "model_config": model.cfg.to_dict()}
         save_final_model(tmp, model, meta, cfg, summary)
     log.info("wrote %s", final)

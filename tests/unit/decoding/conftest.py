@@ -88,6 +88,8 @@ def tiny():
         id2word={i: w for w, i in WORDS.items()},
         loglik_for=loglik_for,
         pdf_of=pdf_of,
+        phones=PHONES,
+        lexicon=LEXICON,
     )
 
 

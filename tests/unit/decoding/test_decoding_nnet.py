@@ -14,22 +14,30 @@ SENTENCES = [["A"], ["B"], ["C"], ["A", "B"], ["B", "C"], ["C", "A"], ["A", "C",
 
 def _write_set(tiny, root, name, sentences, rng):
     """A data dir whose features are noisy one-hots of the pdfs ``tiny.loglik_for`` favours,
-    plus ``ali.ark`` (one transition_id of the right pdf per frame)."""
+    plus their alignments (the same states, ``frames`` per state, through the HMMs)."""
     import kaldiio
 
-    pdf2tid = {int(p): t for t, p in enumerate(tiny.tid2pdf) if t > 0}
+    from pykaldi2.hmm.ali import phones_to_ali
+    from pykaldi2.hmm.model import GmmModel
+    from pykaldi2.kaldi import khg
+
+    model = GmmModel(tm=tiny.tm, tree=tiny.ctx, am=khg.AmDiagGmm())
     data = root / name
     data.mkdir()
     alis, text = {}, []
     with kaldiio.WriteHelper(f"ark,scp:{data}/feats.ark,{data}/feats.scp") as w:
         for i, words in enumerate(sentences):
             utt = f"s{i:02d}"
-            pdfs = tiny.loglik_for(words, frames=int(rng.integers(2, 4))).argmax(1)
+            frames = int(rng.integers(2, 4))
+            pdfs = tiny.loglik_for(words, frames=frames).argmax(1)
+            phones = ["sil", *[p for word in words for p in tiny.lexicon[word]], "sil"]
+            ids = [tiny.phones[p] for p in phones]
+            alis[utt] = phones_to_ali(model, ids, [3 * frames] * len(ids))
+            assert np.array_equal(model.tid2pdf[alis[utt]], pdfs)
             x = np.eye(tiny.tm.num_pdfs)[pdfs] + 0.1 * rng.normal(
                 size=(len(pdfs), tiny.tm.num_pdfs)
             )
             w[utt] = x.astype(np.float32)
-            alis[utt] = np.asarray([pdf2tid[int(p)] for p in pdfs], dtype=np.int32)
             text.append(" ".join([utt, *words]) + "\n")
     (data / "text").write_text("".join(text))
     (data / "utt2spk").write_text("".join(f"s{i:02d} s{i:02d}\n" for i in range(len(text))))
