@@ -2,17 +2,16 @@
 """Decoding cost: the compiled LatticeFasterDecoder vs the old LatticeSimpleDecoder path, next to
 Kaldi's recorded gmm-latgen-faster numbers.
 
-Default: AN4 test (130 utterances) with Kaldi's own model, HCLG.fst (a ConstFst) and features
-from ../shared/data/kaldi_reference (``--system mono|tri1``), as steps/decode.sh decoded it
-(max-active 7000, beam 13, lattice-beam 6, acoustic scale 0.1). Kaldi's final.mdl is read with
-the test helper tests/unit/decoding/kaldi_ref.py until pykaldi2 reads Kaldi models.
+Default: AN4 test (130 utterances) with Kaldi's own final.mdl, HCLG.fst (a ConstFst) and
+features from ../shared/data/kaldi_reference (``--system mono|tri1``), as steps/decode.sh
+decoded it (max-active 7000, beam 13, lattice-beam 6, acoustic scale 0.1).
 
 Your own system (e.g. the speechocean762 measurement of issue #19)::
 
     python bench/decoder.py --graph exp/mono/graph --model exp/mono/final.mdl --data data/test \\
         [--utts 60] [--max-active 7000] [--beam 13] [--lattice-beam 6] [--acoustic-scale 0.1]
 
-(--model: a pykaldi2 final.mdl; features as the model was trained: CMVN + deltas or LDA).
+(--model: our final.mdl or Kaldi's; features as the model was trained: CMVN + deltas or LDA).
 
 Each decoder runs in its own process, one thread: the same GMM log-likelihoods
 (:class:`~pykaldi2.decoding.wfst.GmmScorer`) decoded by
@@ -50,28 +49,15 @@ WIPS = (0.0, 0.5, 1.0)
 
 
 # ---- inputs -----------------------------------------------------------------------------------
-def kaldi_inputs(system: str):
-    """Kaldi's AN4 exp dir: (graph path, words.txt, TransitionTables, GmmScorer, feats iterator,
-    reference text)."""
-    sys.path.insert(0, str(REPO / "tests" / "unit" / "decoding"))
-    import kaldi_ref  # noqa: E402
-
-    an4 = KALDI_REF / "an4"
-    exp = an4 / "exp" / system
-    k = kaldi_ref.kaldi_system(exp)
-    feats = kaldi_ref.decode_feats(an4, "data/test")
-    return (exp / "graph" / "HCLG.fst", exp / "graph" / "words.txt", k.tables, k.scorer,
-            lambda: iter(sorted(feats.items())), an4 / "data" / "test" / "text")  # fmt: skip
-
-
-def own_inputs(graph: str, model_path: str, data: str):
+def inputs(graph: str, model_path: str, data: str):
+    """(graph path, words.txt, TransitionTables, GmmScorer, features iterator, text or None)."""
     from pykaldi2.data.datadir import read_data_dir
     from pykaldi2.decoding.wfst import GmmScorer
     from pykaldi2.hmm.decoder import TransitionTables
     from pykaldi2.hmm.inputs import feats_for_model
     from pykaldi2.hmm.model import GmmModel
 
-    model = GmmModel.load(model_path)
+    model = GmmModel.load(model_path)  # ours, or Kaldi's final.mdl
     g = Path(graph)
     hclg = g / "HCLG.fst" if g.is_dir() else g
     utts = sorted(read_data_dir(data).utt2spk)
@@ -85,6 +71,14 @@ def own_inputs(graph: str, model_path: str, data: str):
             GmmScorer(model.am), feats, text if text.is_file() else None)  # fmt: skip
 
 
+def kaldi_args(system: str) -> tuple[str, str, str, Path]:
+    """Kaldi's AN4 exp dir as --graph/--model/--data, run from the corpus folder (its scp
+    paths are relative to it)."""
+    an4 = KALDI_REF / "an4"
+    exp = an4 / "exp" / system
+    return str(exp / "graph"), str(exp / "final.mdl"), "data/test", an4
+
+
 # ---- one decoder, in its own process ------------------------------------------------------
 def run_worker(args) -> dict:
     from threadpoolctl import threadpool_limits
@@ -96,10 +90,7 @@ def run_worker(args) -> dict:
     from pykaldi2.decoding.lattice_io import LatticeWriter
     from pykaldi2.decoding.wfst import DecoderConfig, decode_utterance, make_decoder
 
-    if args.graph:
-        hclg, words_txt, tables, scorer, feats, text = own_inputs(args.graph, args.model, args.data)
-    else:
-        hclg, words_txt, tables, scorer, feats, text = kaldi_inputs(args.system)
+    hclg, words_txt, tables, scorer, feats, text = inputs(args.graph, args.model, args.data)
     config = DecoderConfig(
         beam=args.beam, max_active=args.max_active, lattice_beam=args.lattice_beam,
         acoustic_scale=args.acoustic_scale,
@@ -242,8 +233,11 @@ def main() -> int:
     if not own and not KALDI_REF.is_dir():
         print(f"bench/decoder.py: {KALDI_REF} not found (set PYKALDI2_SHARED_DATA)")
         return 0
+    cwd = Path.cwd()
+    if not own:
+        args.graph, args.model, args.data, cwd = kaldi_args(args.system)
     passthrough = []
-    for opt in ("system", "graph", "model", "data", "utts", "beam", "lattice_beam", "max_active",
+    for opt in ("graph", "model", "data", "utts", "beam", "lattice_beam", "max_active",
                 "acoustic_scale"):  # fmt: skip
         if getattr(args, opt) is not None:
             passthrough += [f"--{opt.replace('_', '-')}", str(getattr(args, opt))]
@@ -252,8 +246,8 @@ def main() -> int:
         env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
         t = time.time()
         out = subprocess.run(
-            [sys.executable, __file__, *passthrough, "--worker", name],
-            capture_output=True, text=True, env=env, cwd=REPO,
+            [sys.executable, str(Path(__file__).resolve()), *passthrough, "--worker", name],
+            capture_output=True, text=True, env=env, cwd=cwd,
         )  # fmt: skip
         if out.returncode != 0:
             print(out.stderr[-3000:])

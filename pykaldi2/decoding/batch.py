@@ -46,7 +46,7 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(
-    hclg_path: str, tables: TransitionTables, config: dict, gmm_am: Any, text: bool
+    hclg_path: str, tables: TransitionTables, config: dict, scorer: GmmScorer | None, text: bool
 ) -> None:
     from threadpoolctl import threadpool_limits
 
@@ -60,7 +60,7 @@ def _init_worker(
         _WORKER["error"] = str(e)
     _WORKER["tables"] = tables
     _WORKER["text"] = text
-    _WORKER["gmm"] = None if gmm_am is None else GmmScorer(gmm_am)
+    _WORKER["gmm"] = scorer  # numpy arrays: a worker needs no Kaldi binding
 
 
 def _decode_one(item: tuple[str, np.ndarray]) -> tuple[str, list[int] | None, bool, bytes, str]:
@@ -148,7 +148,8 @@ def decode_dir(
     if nj < 1:
         raise Pykaldi2Error(f"decode_dir: nj must be >= 1, got {nj}")
     load_graph(hclg_path)  # fail here on a bad graph, not in every worker
-    initargs = (str(hclg_path), tables, config.to_dict(), gmm_am, text_lattices)
+    scorer = None if gmm_am is None else GmmScorer(gmm_am)
+    initargs = (str(hclg_path), tables, config.to_dict(), scorer, text_lattices)
     summary = DecodeSummary()
     hyps: list[str] = []
     out.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from kaldi_ref import decode_feats, kaldi_best_paths, kaldi_system
+from kaldi_decode_ref import decode_feats, kaldi_best_paths, kaldi_system
 
 from pykaldi2.decoding.lattice import best_paths
 from pykaldi2.decoding.lattice_io import decompressed, read_lattices, write_lattice_ark
@@ -43,23 +43,23 @@ def _decode_all(corpus, exp, graph, data, acwt):
     config = DecoderConfig(acoustic_scale=acwt)  # decode.sh's beams and max_active
     decoder = make_decoder(read_graph(exp / graph / "HCLG.fst"), config)
     out = {}
-    for utt, feats in sorted(decode_feats(corpus, data).items()):
+    for utt, feats in sorted(decode_feats(corpus, data, system.model).items()):
         out[utt] = decode_utterance(None, system.scorer(feats), system.tables, config, utt, decoder)
     return out, _symbols(exp / graph / "words.txt")
 
 
 @pytest.fixture(scope="module")
-def an4_tri1(kaldi_reference_dir):
-    corpus = kaldi_reference_dir / "an4"
+def an4_tri1(kaldi_ref):
+    corpus = kaldi_ref / "an4"
     exp = corpus / "exp" / "tri1"
     decoded, words = _decode_all(corpus, exp, "graph", "data/test", 0.1)
     return exp, decoded, words
 
 
-def test_kaldi_hclg_constfst_is_read(kaldi_reference_dir):
+def test_kaldi_hclg_constfst_is_read(kaldi_ref):
     """mkgraph.sh's HCLG.fst is a ConstFst (README: mono 31554/77365, tri1 37294/91717)."""
     for exp, states, arcs in (("mono", 31554, 77365), ("tri1", 37294, 91717)):
-        g = read_graph(kaldi_reference_dir / "an4" / "exp" / exp / "graph" / "HCLG.fst")
+        g = read_graph(kaldi_ref / "an4" / "exp" / exp / "graph" / "HCLG.fst")
         assert (g.fst_type, g.num_states, g.num_arcs) == ("const", states, arcs)
 
 
@@ -104,10 +104,10 @@ def test_an4_tri1_lattices_give_kaldis_one_best(an4_tri1):
     assert sizes >= 120
 
 
-def test_yesno_mono_g1000_decodes_every_file_like_kaldi(kaldi_reference_dir):
+def test_yesno_mono_g1000_decodes_every_file_like_kaldi(kaldi_ref):
     """Kaldi: 0.00% WER on the 30 test files after scoring; the old decoder left
     global-1_1_1_1_0_1_0_0 partial with an inserted NO."""
-    corpus = kaldi_reference_dir / "yesno"
+    corpus = kaldi_ref / "yesno"
     exp = corpus / "exp" / "mono_g1000"
     decoded, words = _decode_all(corpus, exp, "graph_tgpr", "data/test_yesno", 0.083333)
     kaldi = kaldi_best_paths(exp / "decode_test_yesno" / "log" / "decode.1.log")
@@ -121,9 +121,9 @@ def test_yesno_mono_g1000_decodes_every_file_like_kaldi(kaldi_reference_dir):
     assert min(a for a, _ in lines.values()).startswith("%WER 0.00 [ 0 / 240")
 
 
-def test_kaldi_lattice_archive_round_trips_byte_for_byte(kaldi_reference_dir, tmp_path):
+def test_kaldi_lattice_archive_round_trips_byte_for_byte(kaldi_ref, tmp_path):
     for exp in ("mono", "tri1"):
-        d = kaldi_reference_dir / "an4" / "exp" / exp / "decode_test"
+        d = kaldi_ref / "an4" / "exp" / exp / "decode_test"
         lats = dict(read_lattices(d / "lat.1.gz"))
         assert len(lats) == 130
         write_lattice_ark(tmp_path / "lat.1.ark", lats, binary=True)

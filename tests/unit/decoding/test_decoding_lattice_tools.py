@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from kaldi_ref import transition_arrays
 
 from pykaldi2.cli.main import main
 from pykaldi2.decoding.compact_lattice import CompactLattice
@@ -25,12 +24,14 @@ from pykaldi2.utils.errors import DataError
 
 
 @pytest.fixture(scope="module")
-def tri1(kaldi_reference_dir):
-    an4 = kaldi_reference_dir / "an4"
+def tri1(kaldi_ref):
+    an4 = kaldi_ref / "an4"
     exp = an4 / "exp" / "tri1"
     lats = list(read_lattices(exp / "decode_test" / "lat.1.gz"))
     words = {int(i): w for w, i in (line.split() for line in open(exp / "graph" / "words.txt"))}
-    return an4, exp, lats, transition_arrays(exp / "final.mdl.txt"), words
+    from pykaldi2.hmm.model import GmmModel
+
+    return an4, exp, lats, GmmModel.load(exp / "final.mdl"), words
 
 
 def test_lattice_best_path_writes_kaldis_scoring_files(tri1, tmp_path, capsys):
