@@ -175,3 +175,25 @@ def test_scp_points_into_an_archive(tri1, tmp_path):
     (tmp_path / "bad.scp").write_text("u1 nowhere.ark\n")
     with pytest.raises(DataError, match="bad.scp:1.*file:offset"):
         list(read_lattices(tmp_path / "bad.scp"))
+
+
+def test_lattice_to_ctm_command_on_kaldis_lattices_and_model(tri1, tmp_path):
+    an4, exp, _, _, _ = tri1
+    out = tmp_path / "ctm"
+    argv = ["lattice-to-ctm", "--lmwt", "16", "--word-ins-penalty", "1.0",
+            "--model", str(exp / "final.mdl"),
+            "--align-lexicon", str(an4 / "lang" / "phones" / "align_lexicon.int"),
+            "--word-symbol-table", str(exp / "graph" / "words.txt"),
+            str(exp / "decode_test" / "lat.1.gz"), "-o", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    lines = out.read_text().splitlines()
+    assert lines[0] == "fcaw-an406-fcaw-b 1 0.26 0.64 RUBOUT"
+    # The CTM's words per utterance are Kaldi's 1-best at LMWT 16, WIP 1.0.
+    from pykaldi2.decoding.scoring import read_text
+
+    ctm: dict[str, list[str]] = {}
+    for line in lines:
+        f = line.split()
+        ctm.setdefault(f[0], []).append(f[4])
+    kaldi = read_text(exp / "decode_test" / "scoring_kaldi" / "penalty_1.0" / "16.txt")
+    assert ctm == {u: w for u, w in kaldi.items() if w}
