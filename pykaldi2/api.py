@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from pykaldi2.export.model_dir import ModelDir, load_model_dir, save_model_dir
+from pykaldi2.utils.errors import DataError
 from pykaldi2.utils.log import progress
 
 __all__ = [
@@ -125,18 +126,21 @@ class GmmTranscriber(_HclgTranscriber):
     """
 
     def __init__(self, md: ModelDir) -> None:
-        from pykaldi2.decoding.wfst import DecoderConfig
+        from pykaldi2.decoding.wfst import DecoderConfig, GmmScorer, make_decoder
+        from pykaldi2.hmm.decoder import TransitionTables, load_graph
         from pykaldi2.hmm.model import GmmModel
-        from pykaldi2.kaldi import kaldifst
         from pykaldi2.lang.symbols import SymbolTable
 
         self.model_dir = md
         self.frontend = FeatureFrontEnd(md)
         gmm = md.file("gmm") / "final.mdl" if "gmm" in md.files else md.file("model")
         self.model = GmmModel.load(gmm)
-        self.hclg = kaldifst.StdVectorFst.read(str(md.file("HCLG")))
+        self.hclg = load_graph(md.file("HCLG"))
         self.words = SymbolTable.read(md.file("words"))
         self.decoder = DecoderConfig.from_dict(md.config("decoder", DecoderConfig().to_dict()))
+        self.scorer = GmmScorer(self.model.am)
+        self.tables = TransitionTables.from_trans_model(self.model.tm)
+        self._search = make_decoder(self.hclg, self.decoder)  # one decoder for every file
 
     def features(self, path: str | os.PathLike) -> np.ndarray:
         """(T, D) features of one file in the model's feature space."""
@@ -145,13 +149,18 @@ class GmmTranscriber(_HclgTranscriber):
         return model_feats(self.model, self.frontend(path))
 
     def _decode(self, path: str | os.PathLike) -> Any:
-        from pykaldi2.decoding.wfst import gmm_decode_faster
+        from pykaldi2.decoding.wfst import decode_faster
 
         feats = self.features(path)
         if len(feats) == 0:
             return None
-        m = self.model
-        return gmm_decode_faster(self.hclg, m.am, m.tm, feats, self.decoder, utt=str(path))
+        if feats.shape[1] != self.scorer.dim:
+            raise DataError(
+                f"features of dim {feats.shape[1]}, the GMMs expect {self.scorer.dim}",
+                file=str(path),
+            )
+        ll = self.scorer(feats)
+        return decode_faster(None, ll, self.tables, self.decoder, str(path), self._search)
 
 
 register_kind("gmm", GmmTranscriber)
@@ -175,9 +184,9 @@ class HybridTranscriber(_HclgTranscriber):
         from dataclasses import replace
 
         from pykaldi2.decoding.nnet import NnetComputeConfig
-        from pykaldi2.decoding.wfst import DecoderConfig
+        from pykaldi2.decoding.wfst import DecoderConfig, make_decoder
         from pykaldi2.features.pipeline import ProcessedFeatures
-        from pykaldi2.kaldi import kaldifst
+        from pykaldi2.hmm.decoder import load_graph
         from pykaldi2.lang.symbols import SymbolTable
         from pykaldi2.training.model_dir import load_final_dir
         from pykaldi2.utils.config import check_keys
@@ -189,9 +198,10 @@ class HybridTranscriber(_HclgTranscriber):
         if pipe.cmvn in ("speaker", "global"):
             pipe = replace(pipe, cmvn="utterance")
         self.pipeline = ProcessedFeatures(md.path, pipe, open_raw=False)
-        self.hclg = kaldifst.StdVectorFst.read(str(md.file("HCLG")))
+        self.hclg = load_graph(md.file("HCLG"))
         self.words = SymbolTable.read(md.file("words"))
         self.decoder = DecoderConfig.from_dict(md.config("decoder", DecoderConfig().to_dict()))
+        self._search = make_decoder(self.hclg, self.decoder)  # one decoder for every file
         compute = md.config("nnet_compute", {})
         check_keys(compute, _compute_fields(), where="nnet_compute", source=str(md.path))
         self.compute = NnetComputeConfig(**compute)
@@ -218,7 +228,7 @@ class HybridTranscriber(_HclgTranscriber):
         ll = self.loglikes(path)
         if len(ll) == 0:
             return None
-        return decode_faster(self.hclg, ll, self.tid2pdf, self.decoder, utt=str(path))
+        return decode_faster(None, ll, self.tid2pdf, self.decoder, str(path), self._search)
 
 
 def _compute_fields() -> list[str]:
@@ -328,7 +338,6 @@ def _raw_feature_config(nnet_dir: Path) -> dict[str, Any]:
     import yaml
 
     from pykaldi2.features.compute import load_feature_config
-    from pykaldi2.utils.errors import DataError
 
     raw = yaml.safe_load((nnet_dir / "features.yaml").read_text(encoding="utf-8"))
     if raw.get("raw_feature_config"):

@@ -72,17 +72,13 @@ def _train_chain(args: argparse.Namespace) -> int:
 
 
 def _decode_chain(args: argparse.Namespace) -> int:
+    from pykaldi2.cli.decoder_args import decoder_config
     from pykaldi2.decoding.nnet import decode_chain
-    from pykaldi2.decoding.wfst import DecoderConfig
 
-    decoder = DecoderConfig(
-        beam=args.beam,
-        lattice_beam=args.lattice_beam,
-        acoustic_scale=args.acoustic_scale,
-    )
     summary = decode_chain(
         args.model_dir, args.graph_dir, args.data_dir, args.decode_dir,
-        nj=args.nj, decoder=decoder, device=args.device, mode=args.mode,
+        nj=args.nj, decoder=decoder_config(args), device=args.device, mode=args.mode,
+        text_lattices=args.text_lattices,
     )  # fmt: skip
     print(f"{args.decode_dir}: {summary}")
     best = Path(args.decode_dir) / "best_wer"
@@ -130,11 +126,12 @@ def _register_train_decode(sub: argparse._SubParsersAction) -> None:
     p.add_argument("data_dir", help="data dir with feats.scp (and cmvn.scp, text)")
     p.add_argument("decode_dir", help="output dir, e.g. exp/chain_tdnnf/decode_test")
     p.add_argument("--nj", type=int, default=1, help="decoding processes (default: %(default)s)")
-    p.add_argument("--beam", type=float, default=15.0, help="default: %(default)s")
-    p.add_argument("--lattice-beam", type=float, default=8.0, help="default: %(default)s")
-    p.add_argument(
-        "--acoustic-scale", type=float, default=1.0, help="default: %(default)s (chain models)"
-    )
+    from pykaldi2.cli.decoder_args import add_decoder_args
+
+    add_decoder_args(
+        p, beam=15.0, lattice_beam=8.0, acoustic_scale=1.0,
+        acoustic_help="scale of the network outputs (1.0 for chain models)",
+    )  # fmt: skip
     p.add_argument(
         "--mode",
         choices=("chunk", "utterance"),

@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "pykaldi2.cli.hmm",
     "pykaldi2.cli.nnet",
     "pykaldi2.cli.decode",
+    "pykaldi2.cli.lattice",
     "pykaldi2.cli.simulate",
     "pykaldi2.cli.chain",
     "pykaldi2.cli.transducer",

@@ -144,21 +144,23 @@ def decode_nnet(
     decoder: DecoderConfig | None = None,
     compute: NnetComputeConfig | None = None,
     score: bool = True,
+    text_lattices: bool = False,
 ) -> DecodeSummary:
     """Decode ``data_dir`` with a CE model dir through ``graph_dir/HCLG.fst`` into ``out_dir``
-    (lat.J.ark, hyp.txt, decode_info.json) and, when ``data_dir/text`` exists and ``score``,
+    (lat.J.gz, hyp.txt, decode_info.json) and, when ``data_dir/text`` exists and ``score``,
     score it (wer_LMWT_WIP, best_wer)."""
     compute = compute or NnetComputeConfig()
     md = load_final_dir(model_dir, device=compute.device)
     return _decode_and_score(
         md, md.ali_model.tm, lambda feats, utts: nnet_compute(md, feats, utts, compute),
         graph_dir, data_dir, out_dir, decoder or DecoderConfig(), nj, score,
+        text_lattices=text_lattices,
     )  # fmt: skip
 
 
 def _decode_and_score(
     md, trans_model, compute_fn, graph_dir, data_dir, out_dir, decoder: DecoderConfig, nj: int,
-    score: bool, lm_weights: Sequence[float] | None = None,
+    score: bool, lm_weights: Sequence[float] | None = None, text_lattices: bool = False,
 ) -> DecodeSummary:  # fmt: skip
     """What decode-nnet and decode-chain share: check the graph against the model dir ``md``,
     read ``data_dir``'s features through its pipeline, decode the log-likelihoods of
@@ -172,7 +174,7 @@ def _decode_and_score(
     utts = list(feats.keys())
     summary = decode_dir(
         graph_dir, compute_fn(feats, utts), out_dir, trans_model, config=decoder, nj=nj,
-        num_utts=len(utts),
+        num_utts=len(utts), text_lattices=text_lattices,
     )  # fmt: skip
     text = data_dir / "text"
     if score and text.is_file():
@@ -258,6 +260,7 @@ def decode_chain(
     device: str = "cpu",
     score: bool = True,
     mode: str = "chunk",
+    text_lattices: bool = False,
 ) -> DecodeSummary:
     """Decode ``data_dir`` with a chain model dir (``pykaldi2 train-chain``) through
     ``graph_dir/HCLG.fst`` (mkgraph with the model dir's final.mdl and self-loop scale 1.0) at
@@ -271,5 +274,5 @@ def decode_chain(
     return _decode_and_score(
         md, md.chain_model.tm, lambda feats, utts: chain_compute(md, feats, utts, device, mode),
         graph_dir, data_dir, out_dir, decoder or DecoderConfig(acoustic_scale=1.0), nj, score,
-        CHAIN_LM_WEIGHTS,
+        CHAIN_LM_WEIGHTS, text_lattices,
     )  # fmt: skip

@@ -90,7 +90,7 @@ def test_decode_nnet_command(trained, tmp_path, capsys):
     assert main(argv) == 0
     assert capsys.readouterr().out.startswith("%WER 0.00 [ 0 / 12, 0 ins, 0 del, 0 sub ]")
     assert (out / "hyp.txt").read_text() == (test / "text").read_text()
-    assert (out / "lat.1.ark").is_file() and (out / "lat.2.ark").is_file()
+    assert (out / "lat.1.gz").is_file() and (out / "lat.2.gz").is_file()
 
     # Chunk inference (the training chunks) decodes the same; a graph for another model is
     # refused.
