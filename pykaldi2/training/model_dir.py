@@ -37,6 +37,7 @@ import numpy as np
 
 from pykaldi2.features.pipeline import FeaturePipelineConfig
 from pykaldi2.training.data import DataDirFeatures
+from pykaldi2.utils.config import check_fields, check_keys
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
 from pykaldi2.utils.log import get_logger
 
@@ -92,7 +93,7 @@ def model_config(model_type: str, d: Mapping[str, Any], input_dim: int, num_clas
             )
         d[k] = v
     try:
-        cfg = cfg_cls.from_dict(d)
+        cfg = cfg_cls.from_dict(d, where="model")
     except (TypeError, ValueError) as e:
         raise DataError(f"bad {model_type} model config: {e}", file="model") from None
     if getattr(cfg, "subsampling", 1) != 1:
@@ -101,6 +102,15 @@ def model_config(model_type: str, d: Mapping[str, Any], input_dim: int, num_clas
             fix="use subsampling 3 only for chain (LF-MMI) training",
         )
     return cfg
+
+
+def check_model_options(model_type: str, d: Mapping[str, Any]) -> None:
+    """The ``model:`` section of a training config checked against the ``model_type``'s config
+    class when the config is read (unknown keys, types, ranges), before any data is: errors
+    name ``model.<key>``."""
+    cfg_cls, _ = _model_classes(model_type)
+    check_keys(d, cfg_cls.field_names(), where="model")
+    check_fields(cfg_cls, d, where="model")
 
 
 def build_model(model_type: str, cfg):

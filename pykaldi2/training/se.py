@@ -140,7 +140,7 @@ class TrainSEConfig(TrainConfigMixin):
     max_missing_fraction: float = 0.2
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     seed: int = 0
-    simulation: SimulationConfig | None = None
+    simulation: SimulationConfig | str | None = None
 
     def __post_init__(self) -> None:
 

@@ -223,3 +223,39 @@ def test_recipe_configs_load(corpus_name):
     path = Path(__file__).resolve().parents[3] / "egs" / corpus_name / "conf" / "ce_blstm.yaml"
     cfg = TrainCEConfig.load(path)
     assert cfg.model_type == "blstm" and cfg.chunk_size == 80 and cfg.trainer.schedule.halving
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("trainer.lr=-0.01", r"TrainCEConfig\.trainer\.lr must be > 0, got -0\.01"),
+        ("trainer.lr=0", r"TrainCEConfig\.trainer\.lr must be > 0, got 0"),
+        ("trainer.lr=abc", r"TrainCEConfig\.trainer\.lr: expected a number, got 'abc'"),
+        ("trainer.max_epochs=1.5", r"trainer\.max_epochs: expected an integer, got 1\.5"),
+        ("chunk_size=abc", r"TrainCEConfig\.chunk_size: expected an integer, got 'abc'"),
+        ("model.hidden=[32]", r"model\.hidden: expected an integer, got \[32\]"),
+        ("model.hidden=-5", r"model\.hidden must be >= 1, got -5"),
+        ("trainer.schedule.halving=maybe", r"schedule\.halving: expected true or false"),
+    ],
+)
+def test_bad_config_values_name_the_key(corpus, tmp_path, capsys, override, message):
+    """Issue 18 item 8: each of these ended in a traceback from torch (or a "'<=' not supported
+    between 'str' and 'int'" without the key), or was accepted (lr=0; max_epochs=1.5 ran 2
+    epochs). Now: exit 1 and one line naming the config file and the key."""
+    import re
+
+    _, data, ali, _ = corpus
+    conf = write_config(tmp_path, data, ali)
+    assert main(["train-ce", "--config", conf, "--override", override, str(tmp_path / "x")]) == 1
+    err = capsys.readouterr().err
+    assert re.search(message, err) and conf in err and "Traceback" not in err, err
+    assert not (tmp_path / "x" / "checkpoints").exists()
+
+
+def test_yaml_exponent_strings_are_numbers(corpus, tmp_path):
+    """``lr: 2e-5`` in a YAML file is a string to YAML 1.1; a float option takes it as 2e-5."""
+    from pykaldi2.training.ce import TrainCEConfig
+
+    _, data, ali, _ = corpus
+    conf = write_config(tmp_path, data, ali, trainer={"lr": "2e-5", "max_epochs": 1})
+    assert TrainCEConfig.load(conf).trainer.lr == 2e-5
