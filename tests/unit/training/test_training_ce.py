@@ -259,3 +259,40 @@ def test_yaml_exponent_strings_are_numbers(corpus, tmp_path):
     _, data, ali, _ = corpus
     conf = write_config(tmp_path, data, ali, trainer={"lr": "2e-5", "max_epochs": 1})
     assert TrainCEConfig.load(conf).trainer.lr == 2e-5
+
+
+def test_final_dir_checksums_catch_damaged_files(corpus, tmp_path, one_thread):
+    """Issue 18 item 9: a truncated final.pt gave an OSError traceback, a flipped byte loaded
+    silently. The final dir now has checksums.sha256 (sha256sum format) over every file; the
+    loader names the damaged file."""
+    import shutil
+    import subprocess
+
+    from pykaldi2.training.model_dir import load_final_dir
+    from pykaldi2.utils.errors import DataError
+
+    _, data, ali, _ = corpus
+    conf = write_config(tmp_path, data, ali)
+    exp = tmp_path / "exp"
+    assert main(["train-ce", "--config", conf, "--override", "trainer.max_steps=1", str(exp)]) == 0
+    final = exp / "final"
+    listed = [ln.split("  ", 1)[1] for ln in (final / "checksums.sha256").read_text().splitlines()]
+    assert listed == sorted(p.name for p in final.iterdir() if p.name != "checksums.sha256")
+    if shutil.which("sha256sum"):
+        subprocess.run(["sha256sum", "--quiet", "-c", "checksums.sha256"], cwd=final, check=True)
+    load_final_dir(final)
+    for name, damage in [
+        ("final.pt", lambda b: b[: len(b) // 2]),  # truncated
+        ("final.pt", lambda b: b[:100] + bytes([b[100] ^ 1]) + b[101:]),  # one flipped bit
+        ("priors.npy", lambda b: b[:-1] + bytes([b[-1] ^ 0x40])),
+        ("features.yaml", lambda b: b.replace(b"chunk_size: 16", b"chunk_size: 61")),
+    ]:
+        bad = tmp_path / "bad"
+        shutil.rmtree(bad, ignore_errors=True)
+        shutil.copytree(final, bad)
+        (bad / name).write_bytes(damage((bad / name).read_bytes()))
+        with pytest.raises(DataError, match=rf"{name}: {name} fails its sha256 check"):
+            load_final_dir(bad)
+    (bad / "features.yaml").unlink()
+    with pytest.raises(DataError, match="missing features.yaml"):
+        load_final_dir(bad)

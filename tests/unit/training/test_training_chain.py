@@ -125,7 +125,14 @@ def test_train_chain_resume_is_exact(corpus, tmp_path, one_thread):
     assert a.keys() == b.keys() and any(k.startswith("xent.") for k in a)
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
-    for f in ("den.fst", "normalization.fst", "final.mdl", "tree", "features.yaml"):
+    for f in (
+        "den.fst",
+        "normalization.fst",
+        "final.mdl",
+        "tree",
+        "features.yaml",
+        "checksums.sha256",
+    ):
         assert (full / "final" / f).is_file()
 
 

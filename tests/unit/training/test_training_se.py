@@ -249,6 +249,7 @@ def test_train_se_smbr_improves_and_decodes(se_setup, tmp_path, one_thread):
     assert len(valid) == 4 and all(0.0 < r["objf"] <= 1.0 for r in valid), valid
     assert valid[-1]["objf"] > valid[0]["objf"], valid  # expected frame accuracy went up
     saved = yaml.safe_load((exp / "final" / "config.yaml").read_text())["config"]
+    assert (exp / "final" / "checksums.sha256").is_file()  # verified by decode-nnet's loader
     assert saved["sequence"]["criterion"] == "smbr" and saved["sequence"]["silence_phones"] == [1]
     out = tmp_path / "decode"
     decode_nnet(exp / "final", root / "graph", test, out)
