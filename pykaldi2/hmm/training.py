@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pykaldi2.hmm.ali import ali_to_pdf, write_ali
+from pykaldi2.hmm.ali import ali_to_pdf, write_ali, write_model_id
 from pykaldi2.hmm.align import AlignConfig, gmm_align_compiled
 from pykaldi2.hmm.gmm import gmm_acc_stats_ali, gmm_boost_silence, gmm_est
 from pykaldi2.hmm.model import GmmModel, gmm_info
@@ -176,12 +176,14 @@ def write_exp_dir(
     history: list[dict],
     config: dict,
 ) -> None:
-    """A self-describing exp dir: final.mdl, tree (Kaldi binary), ali.ark/scp (transition-ids),
+    """A self-describing exp dir: final.mdl, tree (Kaldi binary), model_id (of final.mdl's
+    transition model), ali.ark/scp (transition-ids),
     pdf.ark/scp (ali-to-pdf targets), config.json, log/history.jsonl."""
     d = Path(exp_dir)
     d.mkdir(parents=True, exist_ok=True)
     model.save(d / "final.mdl")
     model.write_tree(d / "tree")
+    write_model_id(d, model)
     write_ali(d / "ali.ark", alis)
     write_ali(d / "pdf.ark", {u: ali_to_pdf(model, a) for u, a in alis.items()})
     atomic_write_text(d / "config.json", json.dumps(config, indent=2) + "\n")

@@ -104,15 +104,17 @@ def load_pdf_targets(ali_dirs: Sequence[str | os.PathLike]) -> tuple[dict[str, n
 
     Each dir holds ``final.mdl`` (a :class:`~pykaldi2.hmm.model.GmmModel`: transition model +
     tree) and ``ali.scp``, ``ali.ark`` or Kaldi-style ``ali.*.gz``. All dirs must come from the
-    same transition model; transition_ids out of its range are an error naming the utterance.
+    same transition model; a ``model_id`` naming another model than ``final.mdl``
+    (:func:`~pykaldi2.hmm.ali.check_ali_model`) and transition_ids out of its range are errors.
     """
-    from pykaldi2.hmm.ali import ali_to_pdf, read_ali
+    from pykaldi2.hmm.ali import ali_to_pdf, check_ali_model, read_ali
     from pykaldi2.hmm.model import GmmModel
 
     targets: dict[str, np.ndarray] = {}
     model = None
     for d in map(Path, ali_dirs):
         m = GmmModel.load(d / "final.mdl")
+        check_ali_model(d, m)  # the alignments were made with this final.mdl
         if model is None:
             model = m
         elif not np.array_equal(m.tid2pdf, model.tid2pdf):
@@ -140,15 +142,17 @@ def load_pdf_targets(ali_dirs: Sequence[str | os.PathLike]) -> tuple[dict[str, n
 def load_alignments(ali_dirs: Sequence[str | os.PathLike]) -> tuple[dict[str, np.ndarray], Any]:
     """Transition-id alignments of every dir: ({utt: (T,) int32}, the GmmModel that made them).
 
-    All dirs must share the model; out-of-range transition_ids are an error naming the utt.
+    All dirs must share the model; a ``model_id`` naming another model than the dir's
+    ``final.mdl`` and out-of-range transition_ids are errors.
     """
-    from pykaldi2.hmm.ali import read_ali
+    from pykaldi2.hmm.ali import check_ali_model, read_ali
     from pykaldi2.hmm.model import GmmModel
 
     alis: dict[str, np.ndarray] = {}
     model = None
     for d in map(Path, ali_dirs):
         m = GmmModel.load(d / "final.mdl")
+        check_ali_model(d, m)  # the alignments were made with this final.mdl
         if model is not None and not np.array_equal(m.tid2pdf, model.tid2pdf):
             raise DataError(
                 "alignment dirs come from different models", file=str(d / "final.mdl"),

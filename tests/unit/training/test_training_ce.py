@@ -296,3 +296,42 @@ def test_final_dir_checksums_catch_damaged_files(corpus, tmp_path, one_thread):
     (bad / "features.yaml").unlink()
     with pytest.raises(DataError, match="missing features.yaml"):
         load_final_dir(bad)
+
+
+def test_ali_dir_records_the_model_and_train_ce_checks_it(tmp_path, caplog, capsys):
+    """Alignments of model A with model B's final.mdl, whose transition ids cover A's (4 phones
+    instead of 3): train-ce used to train on them silently."""
+    import types
+
+    from pykaldi2.hmm.ali import MODEL_ID, read_ali, transition_model_id, write_ali_dir
+    from pykaldi2.hmm.model import GmmModel
+    from pykaldi2.kaldi import khg
+    from pykaldi2.lang.topo import TopoConfig, make_topo
+    from pykaldi2.training.data import load_alignments, load_pdf_targets
+    from pykaldi2.utils.errors import DataError
+
+    data, ali, _ = make_corpus(tmp_path)
+    model = GmmModel.load(ali / "final.mdl")
+    res = types.SimpleNamespace(alis=read_ali(ali / "ali.ark"), failed=[])
+    aligned = write_ali_dir(tmp_path / "ali2", model, res)  # what align-si / align-nnet write
+    assert (aligned / MODEL_ID).read_text().strip() == transition_model_id(model.tm)
+    load_pdf_targets([aligned])
+
+    topo = khg.HmmTopology()
+    topo.read(make_topo([2, 3, 4], [1], TopoConfig()))
+    tree = khg.monophone_context_dependency([1, 2, 3, 4], topo.get_phone_to_num_pdf_classes())
+    other = GmmModel(tm=khg.TransitionModel(tree, topo), tree=tree, am=khg.AmDiagGmm())
+    assert other.tm.num_transition_ids > model.tm.num_transition_ids
+    other.save(aligned / "final.mdl")
+    for load in (load_pdf_targets, load_alignments):
+        with pytest.raises(DataError, match="made with another transition model"):
+            load([aligned])
+    conf = write_config(tmp_path, data, aligned)
+    assert main(["train-ce", "--config", conf, str(tmp_path / "exp")]) == 1
+    assert "made with another transition model" in capsys.readouterr().err
+
+    # a Kaldi ali dir (no model_id) is accepted, with a note in the log
+    (aligned / MODEL_ID).unlink()
+    with caplog.at_level("INFO", logger="pykaldi2.hmm.ali"):
+        targets, _ = load_pdf_targets([aligned])
+    assert targets and "has no model_id (a Kaldi ali dir?)" in caplog.text
