@@ -295,6 +295,7 @@ def load_pending_lattices(trainer, rgen: ResumableGenerator, online: bool = Fals
     the run then continues, not bit-exactly, with lattices from the resumed model."""
     from pykaldi2.training import checkpoint as ckpt
 
+    ckpt.remove_stale_temps(trainer.ckpt_dir, rf"lattices-\d+\.rank{trainer.dist.rank}\.pt")
     if trainer.step == 0 or trainer.batches_done == 0:
         return True
     path = _lattice_file(trainer.ckpt_dir, trainer.step, trainer.dist.rank)

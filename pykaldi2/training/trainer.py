@@ -156,7 +156,11 @@ class Trainer:
         self.dist.barrier()
 
     def resume(self, path: str | os.PathLike | None = None) -> bool:
-        """Load ``path`` or the latest checkpoint in the exp dir; False when there is none."""
+        """Load ``path`` or the latest checkpoint in the exp dir; False when there is none.
+        Temp files of a checkpoint write that was killed are removed first (rank 0)."""
+        if self.dist.is_main:
+            for p in ckpt.remove_stale_temps(self.ckpt_dir, r"ckpt-\d+\.pt|latest"):
+                log.info("removed %s (a checkpoint write that did not finish)", p)
         path = Path(path) if path else ckpt.latest_checkpoint(self.ckpt_dir)
         if path is None:
             return False

@@ -335,3 +335,39 @@ def test_ali_dir_records_the_model_and_train_ce_checks_it(tmp_path, caplog, caps
     with caplog.at_level("INFO", logger="pykaldi2.hmm.ali"):
         targets, _ = load_pdf_targets([aligned])
     assert targets and "has no model_id (a Kaldi ali dir?)" in caplog.text
+
+
+def test_train_ce_killed_at_a_random_point_resumes_exactly(corpus, tmp_path, one_thread):
+    """SIGKILL of a running train-ce (its process group) at a random moment after a
+    mid-epoch checkpoint, then the same command again: the final weights equal those of an
+    uninterrupted run, bit for bit."""
+    from kill_resume import check_kill_and_resume
+
+    _, data, ali, _ = corpus
+    conf = write_config(tmp_path, data, ali)
+    cmd = ["train-ce", "--config", conf, "--override", "trainer.keep_last=100"]
+    check_kill_and_resume(cmd, tmp_path, after_step=4, seed=17, weights=_weights)
+
+
+def test_kill_during_a_checkpoint_write_leaves_a_loadable_checkpoint(corpus, tmp_path):
+    """The write of ckpt-6.pt dies half written: ckpt-4.pt and ``latest`` naming it load, the
+    resumed run removes the dead write's temp file and ends with the uninterrupted weights."""
+    from kill_resume import run_killed_in_checkpoint
+
+    from pykaldi2.training import checkpoint as ck
+
+    _, data, ali, _ = corpus
+    conf = write_config(tmp_path, data, ali)
+    full, parts = tmp_path / "full", tmp_path / "parts"
+    assert main(["train-ce", "--config", conf, str(full)]) == 0
+    run_killed_in_checkpoint(["train-ce", "--config", conf, str(parts)], step=6)
+    ckpt_dir = parts / "checkpoints"
+    (temp,) = ckpt_dir.glob(".ckpt-6.pt.*.tmp")  # the half-written file
+    assert not (ckpt_dir / "ckpt-6.pt").exists()
+    assert ck.latest_checkpoint(ckpt_dir) == ckpt_dir / "ckpt-4.pt"
+    assert ck.load_checkpoint(ckpt_dir / "ckpt-4.pt")["step"] == 4
+    assert main(["train-ce", "--config", conf, str(parts)]) == 0
+    assert not temp.exists()
+    a, b = _weights(full), _weights(parts)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
