@@ -31,6 +31,7 @@ from pykaldi2.decoding.batch import DecodeSummary, decode_dir
 from pykaldi2.decoding.wfst import DecoderConfig
 from pykaldi2.lang.hclg import check_graph_num_pdfs
 from pykaldi2.training.model_dir import CEModelDir, load_final_dir
+from pykaldi2.utils.config import ConfigMixin
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
 from pykaldi2.utils.log import get_logger
 
@@ -46,7 +47,7 @@ def check_inference_mode(mode: str) -> None:
 
 
 @dataclass
-class NnetComputeConfig:
+class NnetComputeConfig(ConfigMixin):
     """How log-likelihoods are computed: ``mode`` (chunk | utterance), chunks per forward pass
     (``batch_chunks``), ``prior_scale`` (0: posteriors only) and the torch ``device``."""
 

@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pykaldi2.utils.config import ConfigMixin, check_keys
+from pykaldi2.utils.config import ConfigMixin, check_keys, option
 from pykaldi2.utils.errors import Pykaldi2Error
 
 if TYPE_CHECKING:
@@ -39,23 +39,23 @@ WINDOW_TYPES = ("povey", "hamming", "hanning", "rectangular", "sine", "blackman"
 class FrameConfig(ConfigMixin):
     """Framing and windowing options shared by fbank and MFCC (Kaldi's FrameExtractionOptions)."""
 
-    sample_frequency: float = 16000.0
-    frame_length_ms: float = 25.0
-    frame_shift_ms: float = 10.0
-    dither: float = 0.0
-    preemphasis_coefficient: float = 0.97
+    sample_frequency: float = option(16000.0, gt=0)
+    frame_length_ms: float = option(25.0, gt=0)
+    frame_shift_ms: float = option(10.0, gt=0)
+    dither: float = option(0.0, ge=0)
+    preemphasis_coefficient: float = option(0.97, ge=0, le=1)
     remove_dc_offset: bool = True
     window_type: str = "povey"
     round_to_power_of_two: bool = True
     blackman_coeff: float = 0.42
     snip_edges: bool = True
     # Mel filterbank (Kaldi's MelBanksOptions); high_freq <= 0 is an offset from Nyquist.
-    num_mel_bins: int = 23
-    low_freq: float = 20.0
+    num_mel_bins: int = option(23, ge=1)
+    low_freq: float = option(20.0, ge=0)
     high_freq: float = 0.0
     # Energy.
     use_energy: bool = False
-    energy_floor: float = 0.0
+    energy_floor: float = option(0.0, ge=0)
     raw_energy: bool = True
     htk_compat: bool = False
 
@@ -170,7 +170,7 @@ _KNF_NAMES = {
 class FbankConfig(FrameConfig):
     """compute-fbank-feats options. ``dim = num_mel_bins (+1 with use_energy)``."""
 
-    num_mel_bins: int = 80
+    num_mel_bins: int = option(80, ge=1)
     use_log_fbank: bool = True
     use_power: bool = True
 
@@ -186,9 +186,9 @@ class FbankConfig(FrameConfig):
 class MfccConfig(FrameConfig):
     """compute-mfcc-feats options. ``dim = num_ceps``; c0 is replaced by log energy if use_energy."""
 
-    num_ceps: int = 13
+    num_ceps: int = option(13, ge=1)
     use_energy: bool = True
-    cepstral_lifter: float = 22.0
+    cepstral_lifter: float = option(22.0, ge=0)
 
     feat_type: ClassVar[str] = "mfcc"
     _knf_options: ClassVar[str] = "MfccOptions"

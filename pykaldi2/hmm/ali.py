@@ -2,12 +2,19 @@
 
 An alignment is a (T,) int array of transition_ids. Archives are Kaldi binary ``ark`` files of
 integer vectors (``ali.ark`` + ``ali.scp``), or a gzipped ark (``ali.1.gz`` as Kaldi writes).
+
+Transition ids mean something only with the transition model that made them, so the ali dirs
+we write name it: ``model_id`` holds :func:`transition_model_id` of the aligning model, and
+:func:`check_ali_model` compares it with the model the alignments are read with (Kaldi's ali
+dirs have no ``model_id``: accepted, unchecked, with a note in the log).
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,9 +22,14 @@ from pathlib import Path
 import numpy as np
 
 from pykaldi2.hmm import kaldi_io
-from pykaldi2.hmm.model import GmmModel
+from pykaldi2.hmm.model import GmmModel, tuple_of
 from pykaldi2.utils.errors import DataError
-from pykaldi2.utils.io import atomic_write
+from pykaldi2.utils.io import atomic_write, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+#: The file of an ali dir that names the transition model its alignments were made with.
+MODEL_ID = "model_id"
 
 
 def ali_to_pdf(model: GmmModel, ali: np.ndarray) -> np.ndarray:
@@ -167,13 +179,74 @@ def write_ali(path: str | os.PathLike, alis: Mapping[str, np.ndarray]) -> None:
             f.write(f"{utt} {path.resolve()}:{off}\n")
 
 
+def transition_model_text(tm) -> str:
+    """The content of a ``khg.TransitionModel`` that gives transition_ids their meaning, as
+    canonical text: each phone's HMM (``phone`` then per state ``forward_pdf_class,
+    self_loop_pdf_class>dest:prob,...``, the topology's initial probabilities), then the
+    transition-state tuples ``phone hmm_state forward_pdf self_loop_pdf`` in order.
+
+    Transition ids and pdf ids are functions of these. Not in it: the trained transition
+    probabilities (re-estimation keeps alignments valid, as Kaldi's gmm-est does) and any file
+    format (Kaldi's binary final.mdl and our pickle of one model give the same text)."""
+    topo = tm.topo
+    lines = ["topology"]
+    for phone in sorted(int(p) for p in topo.phones):
+        states = []
+        for st in topo.topology_for_phone(phone):
+            arcs = ",".join(f"{int(d)}:{float(p):.6g}" for d, p in st.transitions)
+            states.append(f"{int(st.forward_pdf_class)},{int(st.self_loop_pdf_class)}>{arcs}")
+        lines.append(f"{phone} " + " ".join(states))
+    lines.append("tuples")
+    lines += [" ".join(map(str, tuple_of(t))) for t in tm.tuples]
+    return "\n".join(lines) + "\n"
+
+
+def transition_model_id(tm) -> str:
+    """sha256 (hex) of :func:`transition_model_text`: the identity of a transition model."""
+    return hashlib.sha256(transition_model_text(tm).encode()).hexdigest()
+
+
+def write_model_id(out_dir: str | os.PathLike, model: GmmModel) -> None:
+    """``out_dir/model_id``: the identity of the model whose alignments the dir holds."""
+    atomic_write_text(Path(out_dir) / MODEL_ID, transition_model_id(model.tm) + "\n")
+
+
+def check_ali_model(ali_dir: str | os.PathLike, model: GmmModel, what: str = "") -> bool:
+    """Check that the alignments of ``ali_dir`` were made with ``model`` (its ``model_id``
+    against :func:`transition_model_id`; ``what`` names the model in the message, default
+    ``ali_dir/final.mdl``). True when checked; False, with a note in the log, for a dir without
+    ``model_id`` (Kaldi's ali dirs, ours before model_id existed); a :class:`DataError` when it
+    names another model."""
+    ali_dir = Path(ali_dir)
+    path = ali_dir / MODEL_ID
+    what = what or str(ali_dir / "final.mdl")
+    if not path.is_file():
+        log.info(
+            "%s has no %s (a Kaldi ali dir?): not checked that its alignments were made with %s",
+            ali_dir, MODEL_ID, what,
+        )  # fmt: skip
+        return False
+    recorded = path.read_text(encoding="utf-8").strip()
+    if recorded != transition_model_id(model.tm):
+        raise DataError(
+            f"the alignments were made with another transition model (model_id {recorded[:12]}) "
+            f"than {what} ({transition_model_id(model.tm)[:12]}): their transition_ids mean "
+            "other HMM states",
+            file=str(path),
+            fix=f"re-align with the model you train with (pykaldi2 align-si DATA LANG "
+            f"SRC_DIR {ali_dir}), or use the ali dir that model made",
+        )
+    return True
+
+
 def write_ali_dir(out_dir: str | os.PathLike, model: GmmModel, res) -> Path:
-    """An alignment dir (Kaldi's exp/*_ali): ``final.mdl``, ``tree``, ``ali.{ark,scp}``
-    (transition_ids), ``pdf.{ark,scp}`` (pdf_id targets) and ``failed_utts`` when ``res``
+    """An alignment dir (Kaldi's exp/*_ali): ``final.mdl``, ``tree``, ``model_id``,
+    ``ali.{ark,scp}`` (transition_ids), ``pdf.{ark,scp}`` (pdf_id targets) and ``failed_utts`` when ``res``
     (an :class:`~pykaldi2.hmm.align.AlignResult`) has failures. Returns ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save(out / "final.mdl")
+    write_model_id(out, model)
     write_ali(out / "ali.ark", res.alis)
     write_ali(out / "pdf.ark", {u: ali_to_pdf(model, a) for u, a in res.alis.items()})
     failed = out / "failed_utts"

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pykaldi2.hmm.model import GmmModel
+from pykaldi2.utils.config import ConfigMixin
 from pykaldi2.utils.errors import DataError
 from pykaldi2.utils.log import progress
 
@@ -133,7 +134,7 @@ def align_equal_compiled(
 
 
 @dataclass
-class AlignConfig:
+class AlignConfig(ConfigMixin):
     """gmm-align-compiled options; the scales are Kaldi's ``scale_opts`` of train_*.sh."""
 
     beam: float = 10.0

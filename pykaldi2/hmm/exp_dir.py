@@ -88,13 +88,14 @@ def read_ali_dir(ali_dir: str | os.PathLike, model=None) -> tuple[dict[str, np.n
     """All alignments of an ali dir (ours or Kaldi's) and the model they belong to:
     ``({utt: (T,) int32 transition-ids}, GmmModel)``.
 
-    ``model``: the dir's final.mdl already loaded (else it is loaded here). An empty
-    alignment or transition-ids out of the model's range are an error naming the file and
-    utterance; alignments that are no path through the model's HMMs
+    ``model``: the dir's final.mdl already loaded (else it is loaded here). A ``model_id``
+    naming another transition model (:func:`~pykaldi2.hmm.ali.check_ali_model`; Kaldi's dirs
+    have none), an empty alignment or transition-ids out of the model's range are errors naming
+    the file and utterance; alignments that are no path through the model's HMMs
     (:func:`~pykaldi2.hmm.ali.ali_mismatch`: made with another model of the same size, or
     frame targets written as alignments) are counted and warned about, naming the first.
     """
-    from pykaldi2.hmm.ali import ali_mismatch, read_ali
+    from pykaldi2.hmm.ali import ali_mismatch, check_ali_model, read_ali
     from pykaldi2.hmm.model import GmmModel
 
     d = Path(ali_dir)
@@ -108,6 +109,7 @@ def read_ali_dir(ali_dir: str | os.PathLike, model=None) -> tuple[dict[str, np.n
                 "the alignments: copy them from the source exp dir",
             )
         model = GmmModel.load(d / "final.mdl")
+    check_ali_model(d, model)  # a model_id naming another model than final.mdl is an error
     num_tids = int(model.tm.num_transition_ids)
     alis: dict[str, np.ndarray] = {}
     bad: list[str] = []

@@ -65,6 +65,7 @@ from pykaldi2.training.config import TrainConfigMixin, as_list, simulation_confi
 from pykaldi2.training.model_dir import (
     MODEL_TYPES,
     build_chain_model,
+    check_model_options,
     load_final_dir,
     model_config,
     write_chain_dir,
@@ -170,7 +171,7 @@ class TrainChainConfig(TrainConfigMixin):
     orthonormal_every: int = 4
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     seed: int = 0
-    simulation: SimulationConfig | None = None
+    simulation: SimulationConfig | str | None = None
 
     def __post_init__(self) -> None:
 
@@ -210,6 +211,7 @@ class TrainChainConfig(TrainConfigMixin):
             problems.append("length_tolerance >= 0 and max_missing_fraction in [0, 1] required")
         if problems:
             raise Pykaldi2Error("TrainChainConfig: " + "; ".join(problems))
+        check_model_options(self.model_type, self.model)
 
     def supervision_options(self):
         from pykaldi2.lang.chain_supervision import SupervisionOptions

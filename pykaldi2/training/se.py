@@ -140,7 +140,7 @@ class TrainSEConfig(TrainConfigMixin):
     max_missing_fraction: float = 0.2
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     seed: int = 0
-    simulation: SimulationConfig | None = None
+    simulation: SimulationConfig | str | None = None
 
     def __post_init__(self) -> None:
 
@@ -295,6 +295,7 @@ def load_pending_lattices(trainer, rgen: ResumableGenerator, online: bool = Fals
     the run then continues, not bit-exactly, with lattices from the resumed model."""
     from pykaldi2.training import checkpoint as ckpt
 
+    ckpt.remove_stale_temps(trainer.ckpt_dir, rf"lattices-\d+\.rank{trainer.dist.rank}\.pt")
     if trainer.step == 0 or trainer.batches_done == 0:
         return True
     path = _lattice_file(trainer.ckpt_dir, trainer.step, trainer.dist.rank)

@@ -105,6 +105,7 @@ def load_se_data(cfg, md) -> SEData:
     (:class:`~pykaldi2.training.model_dir.CEModelDir`): features through its pipeline,
     numerator alignments checked against its transition model."""
     from pykaldi2.data.datasets import UtteranceDataset
+    from pykaldi2.hmm.ali import transition_model_id
 
     feats = DataDirFeatures(cfg.train_data, md.features)
     if feats.dim != md.feature_dim:
@@ -114,7 +115,7 @@ def load_se_data(cfg, md) -> SEData:
             fix="use the data dirs (features) the CE model was trained on",
         )
     alis, ali_model = load_alignments(cfg.ali_dir)
-    if not np.array_equal(ali_model.tid2pdf, md.ali_model.tid2pdf):
+    if transition_model_id(ali_model.tm) != transition_model_id(md.ali_model.tm):
         raise DataError(
             "the alignments come from another transition model than the CE model's final.mdl",
             file=", ".join(cfg.ali_dir),

@@ -49,6 +49,7 @@ from pykaldi2.training.transducer_egs import (
     transducer_tokenizer,
     warm_start_ewma,
 )
+from pykaldi2.utils.config import check_fields, check_keys, option
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
 from pykaldi2.utils.log import append_jsonl, get_logger
 
@@ -99,7 +100,7 @@ class TrainTransducerConfig(TrainConfigMixin):
     specaug: SpecAugConfig = field(default_factory=SpecAugConfig)
     batch_size: int = 32
     max_frames: int = 0
-    num_buckets: int = 10
+    num_buckets: int = option(10, ge=1)
     num_workers: int = 2
     ema_decay: float = 0.999
     ctc_weight: float = 0.0
@@ -107,7 +108,7 @@ class TrainTransducerConfig(TrainConfigMixin):
     max_symbols_per_frame: int = 3
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     seed: int = 0
-    simulation: SimulationConfig | None = None
+    simulation: SimulationConfig | str | None = None
 
     def __post_init__(self) -> None:
         self.train_data = as_list(self.train_data)
@@ -132,6 +133,10 @@ class TrainTransducerConfig(TrainConfigMixin):
             problems.append("num_workers >= 0 and max_symbols_per_frame >= 1 required")
         if problems:
             raise Pykaldi2Error("TrainTransducerConfig: " + "; ".join(problems))
+        from pykaldi2.nnet.transducer import TransducerConfig
+
+        check_keys(self.model, TransducerConfig.field_names(), where="model")
+        check_fields(TransducerConfig, self.model, where="model")
 
     # The unknown-key and bad-value messages are train-ce's.
     from_dict = classmethod(options_from_dict)

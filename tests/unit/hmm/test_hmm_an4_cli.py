@@ -124,6 +124,12 @@ def test_an4_mono_train_and_align(an4_dir, tmp_path):
     assert (tri2 / "final.mat").read_bytes().startswith(b"\0BFM ")
     assert (tri2 / "splice_opts").read_text() == "--left-context=3 --right-context=3\n"
     assert not (tri1 / "final.mat").exists()
+    # every exp/ali dir names the transition model its alignments were made with (#18 item 11)
+    from pykaldi2.hmm.ali import MODEL_ID, transition_model_id
+
+    for d in (exp, tmp_path / "exp" / "mono_ali", tri1, tri2):
+        want = transition_model_id(GmmModel.load(d / "final.mdl").tm)
+        assert (d / MODEL_ID).read_text().strip() == want, d
     # the parallel aligner (2 spawned jobs, the classic `align` name) gives the same alignments
     _run("align", "--nj", 2, data / "sub", lang, exp, tmp_path / "exp" / "mono_ali2")
     alis2 = read_ali(tmp_path / "exp" / "mono_ali2" / "ali.scp")

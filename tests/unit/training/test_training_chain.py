@@ -125,8 +125,27 @@ def test_train_chain_resume_is_exact(corpus, tmp_path, one_thread):
     assert a.keys() == b.keys() and any(k.startswith("xent.") for k in a)
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
-    for f in ("den.fst", "normalization.fst", "final.mdl", "tree", "features.yaml"):
+    for f in (
+        "den.fst",
+        "normalization.fst",
+        "final.mdl",
+        "tree",
+        "features.yaml",
+        "checksums.sha256",
+    ):
         assert (full / "final" / f).is_file()
+
+
+def test_train_chain_killed_at_a_random_point_resumes_exactly(corpus, tmp_path, one_thread):
+    """SIGKILL of a running train-chain at a random moment after its step-3 checkpoint, then
+    the same command again: the final weights equal an uninterrupted run's."""
+    from kill_resume import check_kill_and_resume
+
+    _, data, ali, _ = corpus
+    conf = _config(tmp_path, data, ali)
+    cmd = ["train-chain", "--config", conf, "--override", "trainer.max_steps=12",
+           "--override", "trainer.keep_last=100"]  # fmt: skip
+    check_kill_and_resume(cmd, tmp_path, after_step=3, seed=3, weights=_weights)
 
 
 def test_train_chain_learns_and_decodes(corpus, tmp_path, one_thread):

@@ -187,6 +187,19 @@ def _mmi_runs(conf: str, tmp_path):
     return run, full, parts, saved
 
 
+def test_train_se_killed_at_a_random_point_resumes_exactly(se_setup, tmp_path, one_thread):
+    """SIGKILL of a running train-se (MMI) at a random moment after its step-2 checkpoint
+    (mid-epoch: the pending lattices are saved beside it), then the same command again: the
+    final weights equal an uninterrupted run's."""
+    from kill_resume import check_kill_and_resume
+
+    _, _, cfg, _ = se_setup
+    conf = _write(tmp_path, cfg)
+    cmd = ["train-se", "--criterion", "mmi", "--config", conf, "--override",
+           "trainer.max_steps=14", "--override", "trainer.keep_last=100"]  # fmt: skip
+    check_kill_and_resume(cmd, tmp_path, after_step=2, seed=5, weights=_weights)
+
+
 @pytest.mark.parametrize("numerator", ["ali", "online"])
 def test_train_se_mmi_true_objective_and_exact_resume(se_setup, tmp_path, one_thread, numerator):
     from pykaldi2.training.data import held_out_split
@@ -249,6 +262,7 @@ def test_train_se_smbr_improves_and_decodes(se_setup, tmp_path, one_thread):
     assert len(valid) == 4 and all(0.0 < r["objf"] <= 1.0 for r in valid), valid
     assert valid[-1]["objf"] > valid[0]["objf"], valid  # expected frame accuracy went up
     saved = yaml.safe_load((exp / "final" / "config.yaml").read_text())["config"]
+    assert (exp / "final" / "checksums.sha256").is_file()  # verified by decode-nnet's loader
     assert saved["sequence"]["criterion"] == "smbr" and saved["sequence"]["silence_phones"] == [1]
     out = tmp_path / "decode"
     decode_nnet(exp / "final", root / "graph", test, out)
