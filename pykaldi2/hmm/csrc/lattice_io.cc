@@ -62,7 +62,9 @@ class Parser {
   }
   std::string GetString() {
     const int32 n = Get<int32>();
-    if (n < 0 || pos_ + static_cast<size_t>(n) > n_) throw Error("bad string in FST header");
+    if (n < 0) throw Error("bad string in FST header");
+    // past the end of the buffer: more data may follow (the reader refills and retries)
+    if (pos_ + static_cast<size_t>(n) > n_) throw Error("lattice data ends early");
     std::string s(d_ + pos_, static_cast<size_t>(n));
     pos_ += static_cast<size_t>(n);
     return s;
@@ -77,7 +79,8 @@ class Parser {
   }
   void Ints(std::vector<int32> *v) {
     const int32 n = Get<int32>();
-    if (n < 0 || pos_ + static_cast<size_t>(n) * 4 > n_) throw Error("bad string length");
+    if (n < 0) throw Error("bad string length");
+    if (pos_ + static_cast<size_t>(n) * 4 > n_) throw Error("lattice data ends early");
     v->resize(static_cast<size_t>(n));
     if (n) std::memcpy(v->data(), d_ + pos_, static_cast<size_t>(n) * 4);
     pos_ += static_cast<size_t>(n) * 4;

@@ -197,3 +197,18 @@ def test_lattice_to_ctm_command_on_kaldis_lattices_and_model(tri1, tmp_path):
         ctm.setdefault(f[0], []).append(f[4])
     kaldi = read_text(exp / "decode_test" / "scoring_kaldi" / "penalty_1.0" / "16.txt")
     assert ctm == {u: w for u, w in kaldi.items() if w}
+
+
+@pytest.mark.parametrize("chunk", [7, 64, 1000])
+def test_entries_straddling_read_buffers(tri1, monkeypatch, chunk):
+    """The archive reader refills its buffer when an entry runs past it: an entry whose
+    transition-id string or header string crossed the buffer's end used to be reported as a
+    "bad binary lattice: bad string length" (seen on speechocean762's lat.1.gz)."""
+    from pykaldi2.decoding import lattice_io
+
+    _, exp, lats, _, _ = tri1
+    monkeypatch.setattr(lattice_io, "_CHUNK", chunk)
+    again = list(read_lattices(exp / "decode_test" / "lat.1.gz"))
+    assert [k for k, _ in again] == [k for k, _ in lats]
+    for (_, a), (_, b) in zip(again, lats):
+        assert best_path(a, 10.0).ali == best_path(b, 10.0).ali
