@@ -352,7 +352,7 @@ def train_se(cfg: TrainSEConfig, exp_dir: str | os.PathLike) -> Path:
             seq.silence_phones = silence_phones_of(cfg.den_graph)
             if not seq.silence_phones and seq.criterion != "mmi":
                 log.warning("no silence phones (den_graph has no phones/silence.csl)")
-        _check_graph(cfg, md.num_pdfs)
+        _check_graph(cfg, md)
         info = TransitionInfo.from_trans_model(md.ali_model.tm)
         model = md.model
         model.train()
@@ -415,8 +415,11 @@ def train_se(cfg: TrainSEConfig, exp_dir: str | os.PathLike) -> Path:
         dist.shutdown()
 
 
-def _check_graph(cfg: TrainSEConfig, num_pdfs: int) -> None:
-    from pykaldi2.lang.hclg import check_graph_num_pdfs
+def _check_graph(cfg: TrainSEConfig, md) -> None:
+    """den_graph must be a graph built for the CE model dir ``md``'s final.mdl (its model_id,
+    else its num_pdfs). The graph itself is read by the lattice workers, whose decoder refuses
+    transition-ids beyond the model's."""
+    from pykaldi2.hmm.graph_model import check_graph_model, rebuild_fix
 
     path = cfg.hclg_path
     if not path.is_file():
@@ -424,8 +427,9 @@ def _check_graph(cfg: TrainSEConfig, num_pdfs: int) -> None:
             "denominator graph not found", file=str(path),
             fix="set den_graph to a graph dir of the CE model's tree (e.g. exp/tri2/graph)",
         )  # fmt: skip
-    fix = "use a graph built with the CE model's final.mdl"
-    check_graph_num_pdfs(path.parent, num_pdfs, fix=fix)
+    model = md.path / "final.mdl"
+    fix = rebuild_fix(path.parent, model) + ", and set den_graph to it"
+    check_graph_model(path.parent, md.ali_model.tm, model, fix=fix)
 
 
 def _after_step_hook(cfg: TrainSEConfig, task: SETask, rgen: ResumableGenerator, epoch_len,

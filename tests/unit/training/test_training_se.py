@@ -332,6 +332,20 @@ def test_train_se_errors(se_setup, tmp_path, capsys):
     assert "another transition model" in capsys.readouterr().err
     assert main(["train-se", "--config", conf, "--override", "sequence.boost=1", "x"]) == 1
     assert "boost applies to criterion bmmi only" in capsys.readouterr().err
+    # a den_graph built for another model (its model_id; same pdf count and arcs otherwise)
+    import shutil
+
+    from pykaldi2.hmm.ali import transition_model_id
+
+    graph = tmp_path / "graph_other"
+    shutil.copytree(cfg["den_graph"], graph)
+    other_tm = GmmModel.load(other / "final.mdl").tm
+    (graph / "model_id").write_text(transition_model_id(other_tm) + "\n")
+    conf = _write(tmp_path, cfg, den_graph=str(graph))
+    assert main(["train-se", "--config", conf, str(tmp_path / "e3")]) == 1
+    err = capsys.readouterr().err
+    assert f"{graph / 'model_id'}: the graph {graph / 'HCLG.fst'} was built for another" in err
+    assert "and set den_graph to it" in err
 
 
 @pytest.mark.parametrize("criterion", ["bmmi", "mpfe"])
