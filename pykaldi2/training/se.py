@@ -72,6 +72,7 @@ from typing import Any
 
 import numpy as np
 
+from pykaldi2.data.transcripts import MAX_MISSING_TEXT_FRACTION
 from pykaldi2.losses.lattice import SequenceConfig, SequenceTask
 from pykaldi2.losses.lattice_gen import LatticeGenConfig, Ready
 from pykaldi2.simulation.config import SimulationConfig
@@ -79,6 +80,7 @@ from pykaldi2.training.config import TrainConfigMixin, as_list, simulation_confi
 from pykaldi2.training.model_dir import load_final_dir, write_se_dir
 from pykaldi2.training.se_egs import lang_files, load_se_data, make_se_loader
 from pykaldi2.training.trainer import TrainerConfig
+from pykaldi2.utils.config import option
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
 from pykaldi2.utils.log import append_jsonl, get_logger
 
@@ -115,6 +117,8 @@ class TrainSEConfig(TrainConfigMixin):
         num_workers: DataLoader worker processes (features).
         length_tolerance: allowed |feature frames - alignment frames| per utterance.
         max_missing_fraction: more utterances than this without a usable alignment is an error.
+        max_missing_text_fraction: with ``online``: utterances without a transcript are listed
+            (their stored alignment is their numerator); more than this fraction is an error.
         trainer: the :class:`TrainerConfig` (small LR: sequence training moves a trained model).
         seed: sampler shuffling and the validation split.
         simulation: null (default: the stored features) or a sim.yaml
@@ -138,6 +142,7 @@ class TrainSEConfig(TrainConfigMixin):
     num_workers: int = 1
     length_tolerance: int = 1
     max_missing_fraction: float = 0.2
+    max_missing_text_fraction: float = option(MAX_MISSING_TEXT_FRACTION, ge=0, le=1)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     seed: int = 0
     simulation: SimulationConfig | str | None = None

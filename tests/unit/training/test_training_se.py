@@ -7,6 +7,7 @@ the objective and resume exactly."""
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import numpy as np
@@ -404,10 +405,21 @@ def test_train_se_online_numerators(se_setup, tmp_path, one_thread, capsys):
     conf = _write(tmp_path, {**online, "lang_dir": str(lang)})
     assert main(["train-se", "--config", conf, str(tmp_path / "oov")]) == 1
     err = capsys.readouterr().err
-    assert "(utterance train02)" in err and "word(s) C not in" in err and "Fix:" in err, err
+    assert f"not in {lang / 'words.txt'}: C (" in err and "Fix:" in err, err
+    assert re.search(r"in \d+ utterances?: train02", err), err  # the words and their utterances
     conf = _write(tmp_path, {**cfg, "numerator": "online"})
     assert main(["train-se", "--config", conf, str(tmp_path / "nolang")]) == 1
     assert "numerator online needs lang_dir" in capsys.readouterr().err
+    # a third of the transcripts missing: listed and refused (#18 item 3)
+    data = tmp_path / "data_notext"
+    shutil.copytree(cfg["train_data"][0], data)
+    lines = (data / "text").read_text().splitlines()
+    (data / "text").write_text("".join(ln + "\n" for ln in lines[::3] + lines[1::3]))
+    conf = _write(tmp_path, {**online, "train_data": [str(data)]})
+    assert main(["train-se", "--config", conf, str(tmp_path / "notext")]) == 1
+    err = capsys.readouterr().err
+    n = len(lines[2::3])
+    assert f"{data}/text: {n} of {len(lines)} utterances " in err and "have no transcript" in err
 
 
 # ---------------------------------------------------------------------------------------------
