@@ -48,7 +48,9 @@ class Transcriber(Protocol):
     model_dir: ModelDir
 
     def transcribe(self, paths: Sequence[str | os.PathLike]) -> list[str]:
-        """One transcript (upper-case words separated by spaces) per audio file."""
+        """One transcript (upper-case words separated by spaces) per audio file. Every file is
+        checked first (a missing path, a folder, a file that is not audio or holds less than
+        one frame is a DataError naming it, before any file is decoded)."""
         ...
 
 
@@ -112,9 +114,13 @@ class _HclgTranscriber:
         raise NotImplementedError
 
     def transcribe(self, paths: Sequence[str | os.PathLike]) -> list[str]:
+        paths = list(paths)
+        self.frontend.config.check_audio_files(paths)  # every file, before decoding any
         out = []
-        for path in progress(list(paths), desc="transcribe", unit="file"):
+        for path in progress(paths, desc="transcribe", unit="file"):
             res = self._decode(path)
+            if res is None:  # the header promised more audio than the file holds
+                log.warning("%s: no feature frames, so no transcript", path)
             out.append("" if res is None else " ".join(self.words.sym(w) for w in res.words))
         return out
 
