@@ -15,6 +15,7 @@ def _load_model(path: str):
 
 
 def _cmd_mkgraph(args) -> int:
+    from pykaldi2.hmm.ali import transition_model_id
     from pykaldi2.hmm.exp_dir import check_phones_compatible
     from pykaldi2.lang.hclg import HclgConfig, mkgraph
 
@@ -23,7 +24,10 @@ def _cmd_mkgraph(args) -> int:
     config = HclgConfig(
         transition_scale=args.transition_scale, self_loop_scale=args.self_loop_scale
     )
-    mkgraph(args.lang_dir, model.tree, model.tm, args.graph_dir, config)
+    mkgraph(
+        args.lang_dir, model.tree, model.tm, args.graph_dir, config,
+        model_id=transition_model_id(model.tm),
+    )  # fmt: skip
     return 0
 
 
@@ -92,6 +96,7 @@ def _cmd_decode(args) -> int:
         inputs,
         args.decode_dir,
         model.tm,
+        model=args.model,
         config=config,
         nj=args.nj,
         gmm_am=gmm_am,
@@ -192,7 +197,8 @@ def register(subparsers) -> None:
         help="build HCLG.fst from a lang dir and a model (utils/mkgraph.sh)",
         description="LG = det(L_disambig o G); CLG = C o LG; HCLG = add-self-loops(min(rmeps("
         "rmsymbols(det(H o CLG))))). Writes GRAPH_DIR/{HCLG.fst, words.txt, phones.txt, "
-        "phones/, disambig_tid.int, num_pdfs}.",
+        "phones/, disambig_tid.int, num_pdfs, model_id}; model_id (the identity of the model's "
+        "transition model) is checked wherever the graph is used with a model.",
     )
     p.add_argument("lang_dir", help="lang dir with L_disambig.fst, G.fst, phones.txt, words.txt")
     p.add_argument(

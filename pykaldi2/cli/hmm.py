@@ -18,12 +18,16 @@ _MONO_OPTS = [
     ("--totgauss", "totgauss", int, "target number of Gaussians (1000)"),
     ("--max-iter-inc", "max_iter_inc", int, "last iteration that mixes up (30)"),
     ("--boost-silence", "boost_silence", float, "silence likelihood factor in alignment (1.0)"),
-]
+    ("--max-missing-text-fraction", "max_missing_text_fraction", float,
+     "utterances without a transcript are listed and left out; more than this fraction of "
+     "them is an error (0.1)"),
+]  # fmt: skip
 _TRI_OPTS = [
     ("--num-leaves", "num_leaves", int, "maximum tree leaves (deltas 2000, lda-mllt 2500)"),
     ("--tot-gauss", "tot_gauss", int, "target Gaussians (deltas 10000, lda-mllt 15000)"),
     ("--num-iters", "num_iters", int, "training iterations (35)"),
     ("--boost-silence", "boost_silence", float, "silence likelihood factor in alignment (1.0)"),
+    _MONO_OPTS[-1],
 ]
 
 
@@ -84,7 +88,10 @@ def _train_mono(args: argparse.Namespace) -> int:
     from pykaldi2.hmm.mono import MonoConfig, train_mono
 
     cfg = _config(MonoConfig, args, _MONO_OPTS)
-    inp = load_training_inputs(args.data, args.lang, deltas=True, max_utts=args.max_utts)
+    inp = load_training_inputs(
+        args.data, args.lang, deltas=True, max_utts=args.max_utts,
+        max_missing_text_fraction=cfg.max_missing_text_fraction,
+    )  # fmt: skip
     lang = inp.lang
     model, alis, history = train_mono(
         inp.feats,
@@ -102,6 +109,9 @@ def _train_mono(args: argparse.Namespace) -> int:
 
 def _train_tri(args: argparse.Namespace) -> int:
     """train-deltas (features as the previous model's) or train-lda-mllt (base features)."""
+    from pathlib import Path
+
+    from pykaldi2.data.transcripts import check_transcribed
     from pykaldi2.hmm.inputs import feats_for_model, load_feats
     from pykaldi2.hmm.lda import LdaMlltConfig, train_lda_mllt
     from pykaldi2.hmm.tri import DeltasConfig, train_deltas
@@ -114,7 +124,11 @@ def _train_tri(args: argparse.Namespace) -> int:
         feats = load_feats(args.data, cmvn=norm_means, deltas=False, norm_vars=norm_vars)
     else:
         feats = feats_for_model(prev, args.data)
-    texts = {u: t for u, t in texts.items() if u in feats}
+    keep = check_transcribed(
+        feats, texts, text_file=str(Path(args.data) / "text"),
+        max_missing_fraction=cfg.max_missing_text_fraction,
+    )  # fmt: skip
+    texts = {u: texts[u] for u in keep}
     train = train_lda_mllt if lda else train_deltas
     model, alis, history = train(
         feats,
@@ -142,7 +156,11 @@ def _align_si(args: argparse.Namespace) -> int:
     model_path = Path(args.src_dir) / "final.mdl"
     check_phones_compatible(args.lang, args.src_dir)
     model = GmmModel.load(model_path)
-    cfg = AlignConfig(beam=args.beam, retry_beam=args.retry_beam)
+    over = {"max_missing_text_fraction": args.max_missing_text_fraction}
+    cfg = AlignConfig(
+        beam=args.beam, retry_beam=args.retry_beam,
+        **{k: v for k, v in over.items() if v is not None},
+    )  # fmt: skip
     res = align_si(
         args.data, args.lang, model_path, cfg, nj=args.nj, transform_dir=args.transform_dir
     )
@@ -271,6 +289,11 @@ def register(subparsers) -> None:
         p.add_argument("--nj", type=int, default=1, help="parallel processes (1)")
         p.add_argument("--beam", type=float, default=10.0, help="alignment beam (10)")
         p.add_argument("--retry-beam", dest="retry_beam", type=float, default=40.0, help="(40)")
+        p.add_argument(
+            "--max-missing-text-fraction", type=float,
+            help="utterances without a transcript are listed and not aligned; more than this "
+            "fraction of them is an error (0.1)",
+        )  # fmt: skip
         p.add_argument(
             "--transform-dir",
             dest="transform_dir",

@@ -60,9 +60,11 @@ def _cmd_align_nnet(args: argparse.Namespace) -> int:
     from pykaldi2.hmm.exp_dir import write_side_files
     from pykaldi2.hmm.model import GmmModel
 
+    over = {"max_missing_text_fraction": args.max_missing_text_fraction}
     cfg = AlignConfig(
-        beam=args.beam, retry_beam=args.retry_beam, acoustic_scale=args.acoustic_scale
-    )
+        beam=args.beam, retry_beam=args.retry_beam, acoustic_scale=args.acoustic_scale,
+        **{k: v for k, v in over.items() if v is not None},
+    )  # fmt: skip
     compute = _compute_config(args)
     res = align_nnet(
         args.model_dir, args.data_dir, args.lang_dir, config=cfg, compute=compute, nj=args.nj
@@ -218,6 +220,11 @@ def register(subparsers) -> None:
     p.add_argument("--nj", type=int, default=1, help="parallel processes (default: %(default)s)")
     p.add_argument("--beam", type=float, default=10.0, help="default: %(default)s")
     p.add_argument("--retry-beam", type=float, default=40.0, help="default: %(default)s")
+    p.add_argument(
+        "--max-missing-text-fraction", type=float,
+        help="utterances without a transcript are listed and not aligned; more than this "
+        "fraction of them is an error (0.1)",
+    )  # fmt: skip
     p.add_argument(
         "--acoustic-scale", type=float, default=0.1, help="default: %(default)s (CE models)"
     )

@@ -36,6 +36,7 @@ import numpy as np
 from pykaldi2.decoding.lattice_io import LatticeWriter, lattice_entry_bytes
 from pykaldi2.decoding.wfst import DecoderConfig, GmmScorer, decode_utterance, make_decoder
 from pykaldi2.hmm.decoder import TransitionTables, load_graph
+from pykaldi2.hmm.graph_model import check_graph_labels, check_graph_model
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
 from pykaldi2.utils.io import atomic_write_text
 from pykaldi2.utils.log import get_logger, progress
@@ -109,6 +110,8 @@ def decode_dir(
     decode_dir: str | os.PathLike,
     trans_model=None,
     *,
+    model: str | os.PathLike | None = None,
+    graph_fix: str | None = None,
     tid2pdf: np.ndarray | None = None,
     tables: TransitionTables | None = None,
     config: DecoderConfig | None = None,
@@ -125,7 +128,11 @@ def decode_dir(
         inputs: ``(utt, (T, num_pdfs) log-likelihoods)`` pairs, or ``(utt, (T, D) features)``
             when ``gmm_am`` (a ``khg.AmDiagGmm``) is given.
         trans_model: ``khg.TransitionModel`` (or pass ``tables``, or a bare ``tid2pdf``: then
-            determinization has no phone pass).
+            determinization has no phone pass). The graph dir must have been built for it
+            (:func:`~pykaldi2.hmm.graph_model.check_graph_model`: its ``model_id``, else its
+            ``num_pdfs``); with any of the three, the graph's transition-ids must be in range.
+        model: the model file ``trans_model`` came from, named in mismatch errors.
+        graph_fix: the fix those errors give (default: mkgraph for ``model``).
         nj: worker processes (1: decode in this process).
         num_utts: length of ``inputs`` for the progress bar, if known.
         text_lattices: write Kaldi's text form (lat.J.ark) instead of lat.J.gz.
@@ -147,7 +154,12 @@ def decode_dir(
             raise Pykaldi2Error("decode_dir: pass trans_model, tables or tid2pdf")
     if nj < 1:
         raise Pykaldi2Error(f"decode_dir: nj must be >= 1, got {nj}")
-    load_graph(hclg_path)  # fail here on a bad graph, not in every worker
+    if trans_model is not None:
+        check_graph_model(graph_dir, trans_model, model or "the model", fix=graph_fix)
+    check_graph_labels(  # fail here on a bad graph, not in every worker
+        load_graph(hclg_path), tables.num_transition_ids, graph_file=str(hclg_path),
+        model=str(model or "the model"),
+    )  # fmt: skip
     scorer = None if gmm_am is None else GmmScorer(gmm_am)
     initargs = (str(hclg_path), tables, config.to_dict(), scorer, text_lattices)
     summary = DecodeSummary()

@@ -29,7 +29,7 @@ import numpy as np
 from pykaldi2.data.datasets import chunk_starts
 from pykaldi2.decoding.batch import DecodeSummary, decode_dir
 from pykaldi2.decoding.wfst import DecoderConfig
-from pykaldi2.lang.hclg import check_graph_num_pdfs
+from pykaldi2.hmm.graph_model import rebuild_fix
 from pykaldi2.training.model_dir import CEModelDir, load_final_dir
 from pykaldi2.utils.config import ConfigMixin
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
@@ -162,20 +162,21 @@ def decode_nnet(
 def _decode_and_score(
     md, trans_model, compute_fn, graph_dir, data_dir, out_dir, decoder: DecoderConfig, nj: int,
     score: bool, lm_weights: Sequence[float] | None = None, text_lattices: bool = False,
+    graph_fix: str | None = None,
 ) -> DecodeSummary:  # fmt: skip
-    """What decode-nnet and decode-chain share: check the graph against the model dir ``md``,
-    read ``data_dir``'s features through its pipeline, decode the log-likelihoods of
+    """What decode-nnet and decode-chain share: check that the graph was built for the model
+    dir's final.mdl (``trans_model``; ``graph_fix`` says how to rebuild it), read ``data_dir``'s features through its pipeline, decode the log-likelihoods of
     ``compute_fn(feats, utts)`` through ``graph_dir/HCLG.fst`` in ``nj`` processes, and, with
     ``score`` and a ``data_dir/text``, score over ``lm_weights`` (None: the default sweep)."""
     from pykaldi2.features.pipeline import ProcessedFeatures
 
     graph_dir, data_dir = Path(graph_dir), Path(data_dir)
-    check_graph_num_pdfs(graph_dir, md.num_pdfs)
     feats = ProcessedFeatures(data_dir, md.features)
     utts = list(feats.keys())
     summary = decode_dir(
-        graph_dir, compute_fn(feats, utts), out_dir, trans_model, config=decoder, nj=nj,
-        num_utts=len(utts), text_lattices=text_lattices,
+        graph_dir, compute_fn(feats, utts), out_dir, trans_model, model=md.path / "final.mdl",
+        graph_fix=graph_fix, config=decoder, nj=nj, num_utts=len(utts),
+        text_lattices=text_lattices,
     )  # fmt: skip
     text = data_dir / "text"
     if score and text.is_file():
@@ -276,4 +277,5 @@ def decode_chain(
         md, md.chain_model.tm, lambda feats, utts: chain_compute(md, feats, utts, device, mode),
         graph_dir, data_dir, out_dir, decoder or DecoderConfig(acoustic_scale=1.0), nj, score,
         CHAIN_LM_WEIGHTS, text_lattices,
+        rebuild_fix(graph_dir, md.path / "final.mdl", " --self-loop-scale 1.0"),
     )  # fmt: skip

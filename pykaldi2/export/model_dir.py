@@ -173,6 +173,17 @@ def save_model_dir(
     return load_model_dir(path, verify=False)
 
 
+def _release(version: str) -> tuple[int, ...]:
+    """The release numbers of a version string (``"0.1.0.dev3+g1a2b"`` -> (0, 1, 0)); () when
+    it has none (an unknown writer), which is never newer than a release."""
+    nums = []
+    for part in str(version).split("+")[0].split("."):
+        if not part.isdigit():
+            break
+        nums.append(int(part))
+    return tuple(nums)
+
+
 def load_model_dir(path: str | os.PathLike, verify: bool = True) -> ModelDir:
     """Read and check ``path/model.yaml``; ``verify`` (default) also checks every file's sha256
     (``checksums.sha256``, or model.yaml's list in dirs written before it)."""
@@ -196,11 +207,21 @@ def load_model_dir(path: str | os.PathLike, verify: bool = True) -> ModelDir:
     if not isinstance(version, int):
         raise DataError("no integer format_version", file=str(meta_file))
     if version > FORMAT_VERSION:
+        reads = f"this pykaldi2 {__version__} reads formats {MIN_FORMAT_VERSION}..{FORMAT_VERSION}"
+        if _release(writer) > _release(__version__):
+            raise DataError(
+                f"model format {version} was written by pykaldi2 {writer}; {reads}",
+                file=str(meta_file),
+                fix=f"upgrade pykaldi2 to {writer} or later (pip install -U pykaldi2)",
+            )
+        # Not a newer release (e.g. the same 0.1.0): a development build or an edited file.
         raise DataError(
-            f"model format {version} was written by pykaldi2 {writer}; this pykaldi2 "
-            f"{__version__} reads formats {MIN_FORMAT_VERSION}..{FORMAT_VERSION}",
+            f"model format {version} is newer than {reads}, yet model.yaml names pykaldi2 "
+            f"{writer} as its writer (not a newer release: a development build of pykaldi2, "
+            "or an edited model.yaml)",
             file=str(meta_file),
-            fix=f"upgrade pykaldi2 to {writer} or later (pip install -U pykaldi2)",
+            fix=f"re-export the model with this pykaldi2 {__version__}, or load it with the "
+            "pykaldi2 build that wrote it",
         )
     if version < MIN_FORMAT_VERSION:
         raise DataError(

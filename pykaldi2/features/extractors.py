@@ -130,6 +130,24 @@ class FrameConfig(ConfigMixin):
             return 0 if num_samples < size else 1 + (num_samples - size) // shift
         return (num_samples + shift // 2) // shift
 
+    def check_audio_files(self, paths) -> None:
+        """Check, from their headers only, that every audio file of ``paths`` can be turned
+        into features (what ``transcribe`` does before decoding any): a missing path or a
+        folder, a file that is not audio, or one shorter than one frame (after resampling to
+        ``sample_frequency``; an empty WAV) is a DataError naming the file."""
+        from pykaldi2.data.audio import audio_file_info
+        from pykaldi2.utils.errors import DataError
+
+        for path in paths:
+            n, sr = audio_file_info(path)
+            if self.num_frames(int(n * self.sample_frequency / sr)) < 1:
+                raise DataError(
+                    f"no audio to transcribe: {n} samples ({1000.0 * n / sr:.1f} ms at {sr} Hz), "
+                    f"less than one {self.frame_length_ms:g} ms frame",
+                    file=str(path),
+                    fix="leave the file out (a transcript needs at least one frame of audio)",
+                )
+
     def knf_options(self):
         """The equivalent kaldi_native_fbank Fbank/MfccOptions (every field copied)."""
         import kaldi_native_fbank as knf

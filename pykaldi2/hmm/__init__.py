@@ -24,6 +24,8 @@ One module per group of Kaldi binaries, one function per binary, named after it:
 - :mod:`.inputs`     -- features (CMVN, deltas, LDA) and transcripts from data + lang dirs
 - :mod:`.chain`      -- LF-MMI from alignments: the chain transition model, chain-est-phone-lm +
                         chain-make-den-fst, chain-get-supervision (whole utterances or chunks)
+- :mod:`.graph_model` -- which model a graph dir was built for (model_id, num_pdfs), checked
+                        wherever a graph meets a model
 - :mod:`.decoder`    -- HCLG decoding: the compiled LatticeFasterDecoder, OpenFst graph reader
   and lattice determinization (C++ in ``csrc/``; slow references in :mod:`.decoder_reference`)
 

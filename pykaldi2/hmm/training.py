@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pykaldi2.data.transcripts import MAX_MISSING_TEXT_FRACTION
 from pykaldi2.hmm.ali import ali_to_pdf, write_ali, write_model_id
 from pykaldi2.hmm.align import AlignConfig, gmm_align_compiled
 from pykaldi2.hmm.gmm import gmm_acc_stats_ali, gmm_boost_silence, gmm_est
@@ -33,7 +34,9 @@ class GmmTrainConfig(ConfigMixin):
     """Options every steps/train_*.sh has (Kaldi's names and defaults).
 
     ``power`` is 0.25 as the scripts pass it (gmm-est's own default is 0.2); the retry beam is
-    ``retry_beam_factor * beam`` (40 for beam 10).
+    ``retry_beam_factor * beam`` (40 for beam 10). ``max_missing_text_fraction`` (not Kaldi's):
+    utterances with features but no transcript are listed and left out, and more than this
+    fraction of them stops the command (:func:`pykaldi2.data.transcripts.check_transcribed`).
     """
 
     num_iters: int = 35
@@ -49,6 +52,7 @@ class GmmTrainConfig(ConfigMixin):
     self_loop_scale: float = option(0.1, ge=0)
     perturb_factor: float = option(0.01, ge=0)
     min_count: float = option(20.0, ge=0)
+    max_missing_text_fraction: float = option(MAX_MISSING_TEXT_FRACTION, ge=0, le=1)
 
     def __post_init__(self) -> None:
         name = type(self).__name__

@@ -35,6 +35,11 @@ Graph dir layout (Kaldi's ``exp/<system>/graph``)::
     phones/          copy of lang/phones/ (word_boundary.int, silence.csl, disambig.int, ...)
     disambig_tid.int transition-id disambiguation symbols (removed from HCLG; kept for tools)
     num_pdfs         number of pdf_ids of the model the graph was built for
+    model_id         the identity of that model's transition model (sha256 of its topology and
+                     transition-state tuples, :func:`pykaldi2.hmm.ali.transition_model_id`),
+                     when the caller gives it (``pykaldi2 mkgraph`` does); checked wherever the
+                     graph meets a model (:mod:`pykaldi2.hmm.graph_model`). Not in Kaldi's
+                     graph dirs, which are checked by ``num_pdfs`` only (as steps/decode.sh)
 """
 
 from __future__ import annotations
@@ -249,10 +254,16 @@ def mkgraph(
     trans_model,
     graph_dir: str | os.PathLike,
     config: HclgConfig | None = None,
+    *,
+    model_id: str | None = None,
 ) -> Path:
     """``utils/mkgraph.sh LANG MODEL_DIR GRAPH_DIR``: write the graph dir atomically.
 
-    Returns the graph dir path. See the module docstring for its layout.
+    ``model_id``: the identity of ``trans_model``
+    (:func:`pykaldi2.hmm.ali.transition_model_id`), written as ``GRAPH_DIR/model_id`` so that
+    decoders and exports can check that the graph is used with its model (lang/ cannot compute
+    it: the identity belongs to hmm/). Returns the graph dir path. See the module docstring for
+    its layout.
     """
     from pykaldi2.lang.lang_dir import load_lang
 
@@ -269,22 +280,7 @@ def mkgraph(
         shutil.copytree(lang.dir / "phones", tmp / "phones")
         (tmp / "disambig_tid.int").write_text("".join(f"{t}\n" for t in hclg.disambig_tids))
         (tmp / "num_pdfs").write_text(f"{hclg.num_pdfs}\n")
+        if model_id is not None:
+            (tmp / "model_id").write_text(f"{model_id}\n")
     log.info("wrote %s", graph_dir)
     return graph_dir
-
-
-def check_graph_num_pdfs(
-    graph_dir: str | os.PathLike,
-    num_pdfs: int,
-    fix: str = "build the graph with the model dir's final.mdl (pykaldi2 mkgraph)",
-) -> None:
-    """Raise a :class:`DataError` when ``graph_dir/num_pdfs`` (written by :func:`mkgraph`) says
-    the graph was built for another number of pdfs than ``num_pdfs`` (the model's). A graph dir
-    without the file (e.g. from Kaldi) is not checked."""
-    f = Path(graph_dir) / "num_pdfs"
-    if f.is_file():
-        n = int(f.read_text().split()[0])
-        if n != num_pdfs:
-            raise DataError(
-                f"graph built for {n} pdfs, the model has {num_pdfs}", file=str(graph_dir), fix=fix
-            )

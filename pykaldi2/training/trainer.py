@@ -81,6 +81,34 @@ def make_optimizer(
     return opt(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+def close_tensorboard_after_failure(writer) -> None:
+    """Close a tensorboardX ``SummaryWriter`` after training failed. When its final flush
+    cannot be written (the disk is full), the pending events are dropped instead: each event
+    file's descriptor is pointed at /dev/null, its writer thread stopped and the file closed,
+    so that tensorboardX prints no tracebacks at exit. The events only mirror
+    ``log/*.jsonl``, which keeps every complete line. (Reaches into tensorboardX: FileWriter ->
+    EventFileWriter -> EventsWriter -> RecordWriter -> its file.)"""
+    import contextlib
+
+    try:
+        writer.close()
+        return
+    except Exception:
+        pass
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for fw in list((getattr(writer, "all_writers", None) or {}).values()):
+            ew = fw.event_writer
+            with contextlib.suppress(Exception):
+                events = ew._ev_writer._py_recordio_writer._writer
+                os.dup2(devnull, events.fileno())
+                ew._worker.stop()
+                events.close()
+            ew._closed = True
+    finally:
+        os.close(devnull)
+
+
 def _reseed(seed: int, step: int, rank: int) -> None:
     s = np.random.SeedSequence([seed, step, rank]).generate_state(2)
     random.seed(int(s[0]))
@@ -239,7 +267,17 @@ class Trainer:
         return loader if hasattr(loader, "set_epoch") else None
 
     def fit(self, train_loader: Any) -> dict[str, float]:
-        """Train until ``max_epochs``/``max_steps``; returns the last epoch's average stats."""
+        """Train until ``max_epochs``/``max_steps``; returns the last epoch's average stats.
+        When training fails (a full disk, say), the tensorboard writer is closed first (see
+        :func:`close_tensorboard_after_failure`) and the error passes on."""
+        try:
+            return self._fit(train_loader)
+        except BaseException:
+            if self.writer is not None:
+                close_tensorboard_after_failure(self.writer)
+            raise
+
+    def _fit(self, train_loader: Any) -> dict[str, float]:
         cfg = self.cfg
         self.model.train()
         sampler = self._sampler(train_loader)

@@ -68,6 +68,14 @@ def test_newer_and_older_formats(tmp_path: Path, sources) -> None:
     _rewrite_yaml(out, format_version=mdir.FORMAT_VERSION + 1, pykaldi2_version="9.9.9")
     with pytest.raises(DataError, match=r"written by pykaldi2 9\.9\.9.*upgrade pykaldi2"):
         load_model_dir(out)
+    # a newer format from this very version (a development build or an edited model.yaml):
+    # upgrading to the version that runs now cannot help
+    for writer in (pykaldi2.__version__, f"{pykaldi2.__version__}.dev3+g1a2b", "0.0.9"):
+        _rewrite_yaml(out, format_version=mdir.FORMAT_VERSION + 1, pykaldi2_version=writer)
+        with pytest.raises(DataError) as e:
+            load_model_dir(out)
+        assert "upgrade" not in str(e.value) and f"names pykaldi2 {writer} as its" in str(e.value)
+        assert f"re-export the model with this pykaldi2 {pykaldi2.__version__}" in str(e.value)
     _rewrite_yaml(out, format_version=mdir.MIN_FORMAT_VERSION - 1, pykaldi2_version="0.0.1")
     with pytest.raises(DataError, match=r"older than this pykaldi2.*re-export"):
         load_model_dir(out)

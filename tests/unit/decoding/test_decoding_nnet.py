@@ -100,9 +100,28 @@ def test_decode_nnet_command(trained, tmp_path, capsys):
     (graph / "num_pdfs").write_text("999\n")
     try:
         assert main(argv) == 1
-        assert "graph built for 999 pdfs" in capsys.readouterr().err
+        assert "was built for a model with 999 pdfs, " in capsys.readouterr().err
     finally:
         (graph / "num_pdfs").unlink()
+
+
+def test_decode_nnet_and_export_refuse_a_graph_of_another_model(trained, tiny_graphs, tmp_path,
+                                                                capsys):  # fmt: skip
+    """graph_b has the model's pdf count and in-range transition-ids, but was built for a
+    model with another topology: only its model_id tells (#18 item 2)."""
+    from pykaldi2.api import save_hybrid_model
+    from pykaldi2.utils.errors import DataError
+
+    model_dir, _, test = trained
+    g = tiny_graphs
+    argv = ["decode-nnet", str(model_dir), str(g.graph_b), str(test), str(tmp_path / "d")]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "was built for another model (model_id " in err
+    assert f"than {model_dir / 'final.mdl'} (" in err
+    with pytest.raises(DataError, match="was built for another model"):
+        save_hybrid_model(tmp_path / "x", model_dir, g.graph_b)
+    assert main([*argv[:2], str(g.graph_a), *argv[3:]]) == 0  # the model's own graph decodes
 
 
 def test_chunked_loglik_matches_reference(trained):

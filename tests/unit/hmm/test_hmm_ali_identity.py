@@ -55,9 +55,7 @@ def _reference_text(trans_mdl_txt: str) -> str:
         ("exp/tri1/tree", "lang/topo", "chain/0.trans_mdl.txt"),  # triples (3-state HMMs)
     ],
 )
-def test_identity_is_the_content_of_real_kaldi_transition_models(
-    kaldi_ref, tree, topo, trans_mdl
-):
+def test_identity_is_the_content_of_real_kaldi_transition_models(kaldi_ref, tree, topo, trans_mdl):
     """Kaldi's tree + topology give khg a TransitionModel whose identity equals the hash of the
     topology and tuples Kaldi wrote (text form) for the same model: the identity depends on
     the content, not on a file format (so final.mdl in Kaldi's binary format keeps it)."""

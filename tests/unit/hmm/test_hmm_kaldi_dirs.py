@@ -248,6 +248,48 @@ def test_decode_with_kaldi_model_and_our_graph(kaldi_ref, tmp_path):
     assert len(ours) == 8 and all(ours[u] == ref[u] for u in ours), (ours, ref)
 
 
+def test_graph_model_pairings_with_kaldis_graphs_and_models(kaldi_ref, tmp_path, capsys, caplog):
+    """#18 item 2 on Kaldi's own files. Kaldi's graph dirs (mkgraph.sh) hold num_pdfs, not our
+    model_id: Kaldi's mono graph (109 pdfs) with Kaldi's tri1 final.mdl (416) is refused by
+    steps/decode.sh's own check, by decode and by export-gmm-model; Kaldi's tri1 graph with its
+    model decodes, with a note that only the pdf count was checked. mkgraph of Kaldi's tri1
+    records the identity of that model, and Kaldi's tri2 final.mdl is refused with it."""
+    import json
+
+    from pykaldi2.features.extractors import MfccConfig
+    from pykaldi2.hmm.ali import transition_model_id
+    from pykaldi2.hmm.model import GmmModel
+
+    exp = kaldi_ref / "an4" / "exp"
+    data = kaldi_data_subset(kaldi_ref, tmp_path / "test2", 2, split="test")
+    tri1 = exp / "tri1" / "final.mdl"
+
+    def decode(graph, model, out):
+        return main(["decode", "--data", str(data), str(graph), str(model), str(tmp_path / out)])
+
+    assert decode(exp / "mono" / "graph", tri1, "d1") == 1
+    err = capsys.readouterr().err
+    assert "mono/graph/num_pdfs: the graph" in err
+    assert f"was built for a model with 109 pdfs, {tri1} has 416" in err
+    assert "Fix: rebuild the graph for this model: pykaldi2 mkgraph LANG_DIR" in err
+    (data / "conf").mkdir()  # mfcc.conf: --use-energy=false
+    (data / "conf" / "feats.json").write_text(json.dumps(MfccConfig(use_energy=False).to_dict()))
+    mono_graph, x = exp / "mono" / "graph", tmp_path / "x"
+    argv = ["export-gmm-model", str(tri1), str(mono_graph), str(data), str(x)]
+    assert main(argv) == 1 and "109 pdfs" in capsys.readouterr().err
+    assert not x.exists()
+    with caplog.at_level(logging.INFO, logger="pykaldi2.hmm.graph_model"):
+        assert decode(exp / "tri1" / "graph", tri1, "d2") == 0
+    assert "only its pdf count (416) was checked" in caplog.text
+
+    graph = tmp_path / "graph"
+    assert main(["mkgraph", str(kaldi_ref / "an4/lang"), str(tri1), str(graph)]) == 0
+    tm1 = GmmModel.load(tri1).tm
+    assert (graph / "model_id").read_text() == transition_model_id(tm1) + "\n"
+    assert decode(graph, exp / "tri2" / "final.mdl", "d3") == 1
+    assert "was built for another model (model_id " in capsys.readouterr().err
+
+
 def test_chain_tools_take_kaldi_models(kaldi_ref, tmp_path):
     """chain-est-phone-lm on Kaldi's tri1 model + alignments (Kaldi's options of an4/chain:
     --num-extra-lm-states=1000) has the states of Kaldi's phone_lm.fst; chain-make-den-fst

@@ -372,3 +372,38 @@ def test_kill_during_a_checkpoint_write_leaves_a_loadable_checkpoint(corpus, tmp
     a, b = _weights(full), _weights(parts)
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+
+
+def test_a_full_disk_during_a_checkpoint_write_then_resume(corpus, tmp_path, monkeypatch, capsys):
+    """ENOSPC injected into the write of ckpt-6.pt (#18; tests/unit/test_disk_full.py fills a
+    real tmpfs): train-ce stops with a clear error naming the checkpoint, leaves ckpt-4.pt and
+    ``latest`` naming it, no temp file; run again, it resumes to the uninterrupted weights."""
+    import errno
+
+    from pykaldi2.training import checkpoint as ck
+
+    _, data, ali, _ = corpus
+    conf = write_config(tmp_path, data, ali)
+    full, parts = tmp_path / "full", tmp_path / "parts"
+    assert main(["train-ce", "--config", conf, str(full)]) == 0
+    save = torch.save
+
+    def full_disk_at_6(obj, f, *args, **kw):
+        if str(getattr(f, "name", "")).rsplit("/", 1)[-1].startswith(".ckpt-6.pt."):
+            f.write(b"PK\x03\x04 half a checkpoint")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return save(obj, f, *args, **kw)
+
+    monkeypatch.setattr(torch, "save", full_disk_at_6)
+    assert main(["train-ce", "--config", conf, str(parts)]) == 1
+    err = capsys.readouterr().err
+    ckpt_dir = parts / "checkpoints"
+    assert f"{ckpt_dir / 'ckpt-6.pt'}: no space left on the device (" in err
+    assert "Traceback" not in err
+    assert sorted(p.name for p in ckpt_dir.iterdir()) == ["ckpt-2.pt", "ckpt-4.pt", "latest"]
+    assert ck.load_checkpoint(ck.latest_checkpoint(ckpt_dir))["step"] == 4
+    monkeypatch.setattr(torch, "save", save)
+    assert main(["train-ce", "--config", conf, str(parts)]) == 0
+    a, b = _weights(full), _weights(parts)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)

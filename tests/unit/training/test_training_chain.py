@@ -178,6 +178,21 @@ def test_train_chain_learns_and_decodes(corpus, tmp_path, one_thread):
     wer = float(best.split("%WER")[1].split()[0])
     assert wer <= 25.0, best  # 16.7% (2 errors in 12 words) measured; chance is ~100%
 
+    # The alignment GMM's graph (same tree, the GMM's 3-state topology) with the chain model:
+    # refused by the graph's model_id (#18 item 2), naming the chain mkgraph to run.
+    from pykaldi2.hmm.ali import transition_model_id
+    from pykaldi2.utils.errors import DataError
+
+    gmm = GmmModel.load(ali / "final.mdl")
+    hclg = make_hclg(kaldifst.compile(L_TEXT), kaldifst.compile(G_TEXT), [5], gmm.tree, gmm.tm)
+    gmm_graph = tmp_path / "gmm_graph"
+    gmm_graph.mkdir()
+    hclg.fst.write(str(gmm_graph / "HCLG.fst"))
+    (gmm_graph / "words.txt").write_text((graph / "words.txt").read_text())
+    (gmm_graph / "model_id").write_text(transition_model_id(gmm.tm) + "\n")
+    with pytest.raises(DataError, match=r"built for another model.*--self-loop-scale 1\.0"):
+        decode_chain(exp / "final", gmm_graph, test, tmp_path / "decode_gmm_graph")
+
 
 def test_train_chain_config_errors(tmp_path):
     from pykaldi2.training.chain import TrainChainConfig

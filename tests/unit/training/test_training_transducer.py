@@ -171,10 +171,16 @@ def test_config_errors(tmp_path):
     with pytest.raises(Pykaldi2Error, match="cmvn"):
         TransducerFrontendConfig(cmvn="speaker")
     conf = write_config(tmp_path, data, model={"vocab_size": 3})
-    with pytest.raises(DataError, match="model.vocab_size"):
-        from pykaldi2.training.transducer import train_transducer
+    from pykaldi2.training.transducer import train_transducer
 
+    with pytest.raises(DataError, match="model.vocab_size"):
         train_transducer(TrainTransducerConfig.load(conf), tmp_path / "x")
+    # utterances without a text line: named, and refused above max_missing_text_fraction
+    lines = (data / "text").read_text().splitlines()
+    (data / "text").write_text("".join(ln + "\n" for ln in lines[2:]))
+    gone = ", ".join(ln.split()[0] for ln in lines[:2])
+    with pytest.raises(DataError, match=f"2 of 13 utterances .* have no transcript, .*: {gone}"):
+        train_transducer(TrainTransducerConfig.load(write_config(tmp_path, data)), tmp_path / "y")
 
 
 @pytest.mark.parametrize("stack,sub", [(1, 1), (3, 3), (2, 3), (4, 2)])
