@@ -83,6 +83,11 @@ class TrainTransducerConfig(TrainConfigMixin):
             ``rnnt + ctc_weight * ctc``; validation reports the RNN-T loss alone.
         joint_lr_factor: LR multiplier of the joiner's output layer (Myrtle's ``joint_net_lr``).
         max_symbols_per_frame: greedy decoding setting saved with the model.
+        joiner_max_nodes: the RNN-T loss runs the joiner on groups of utterances holding at
+            most this many lattice nodes (t, u) at a time, each recomputed in the backward pass
+            (:mod:`pykaldi2.losses.rnnt_chunked`): the joiner's memory is bounded by this
+            budget (or the largest utterance's lattice) instead of batch x T x U. Same loss and
+            gradients; a batch within the budget runs as one piece.
         trainer: :class:`TrainerConfig` (optimizer, AMP, accum_grad, schedule, checkpoints).
         simulation: null (default: the stored features) or a sim.yaml (saved resolved): the
             training utterances are simulated on the fly from the audio of ``train_data`` (one
@@ -106,6 +111,7 @@ class TrainTransducerConfig(TrainConfigMixin):
     ctc_weight: float = 0.0
     joint_lr_factor: float = 1.0
     max_symbols_per_frame: int = 3
+    joiner_max_nodes: int = option(100_000, ge=1)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     seed: int = 0
     simulation: SimulationConfig | str | None = None
@@ -148,6 +154,8 @@ class TrainTransducerConfig(TrainConfigMixin):
 class TransducerTask:
     """RNN-T loss summed over the batch's utterances (count = utterances), plus ``ctc_weight``
     times the CTC loss of the model's CTC head in training mode (``stats``: ``rnnt``, ``ctc``).
+    The joiner runs on groups of at most ``joiner_max_nodes`` lattice nodes
+    (:func:`~pykaldi2.losses.rnnt_chunked.rnnt_loss_chunked`), so its memory stays bounded.
 
     Batches are :func:`~pykaldi2.data.datasets.collate_frames` dicts: targets padded with a
     negative value, so ``target_lengths = (targets >= 0).sum(1)``. With ``specaug`` enabled,
@@ -156,11 +164,13 @@ class TransducerTask:
     """
 
     def __init__(
-        self, device, specaug: SpecAugConfig | None = None, ctc_weight: float = 0.0
-    ) -> None:
+        self, device, specaug: SpecAugConfig | None = None, ctc_weight: float = 0.0,
+        joiner_max_nodes: int = 100_000,
+    ) -> None:  # fmt: skip
         self.device = torch.device(device)
         self.specaug = specaug if specaug is not None and specaug.enable else None
         self.ctc_weight = float(ctc_weight)
+        self.joiner_max_nodes = int(joiner_max_nodes)
 
     def _augment(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         from pykaldi2.simulation.specaug import spec_augment
@@ -172,7 +182,7 @@ class TransducerTask:
         return feats
 
     def compute_loss(self, model, batch) -> LossOutput:
-        from pykaldi2.losses.rnnt import rnnt_loss
+        from pykaldi2.losses.rnnt_chunked import rnnt_loss_chunked
 
         feats = batch["feats"].to(self.device)
         lengths = batch["lengths"].to(self.device)
@@ -182,8 +192,8 @@ class TransducerTask:
         target_lengths = (targets >= 0).sum(1)
         targets = targets.clamp(min=0)
         enc, enc_lengths, pred = model.encode_and_predict(feats, lengths, targets)
-        logits = model.joiner(enc, pred)
-        loss = rnnt_loss(logits, targets, enc_lengths, target_lengths, model.blank, "sum")
+        loss = rnnt_loss_chunked(model.joiner, enc, pred, targets, enc_lengths, target_lengths,
+                                 model.blank, self.joiner_max_nodes)  # fmt: skip
         stats = {"tokens": float(target_lengths.sum()), "rnnt": float(loss.detach())}
         if self.ctc_weight > 0 and model.training:
             ctc = ctc_loss_sum(model.ctc_log_probs(enc), targets, enc_lengths, target_lengths,
@@ -310,7 +320,7 @@ def train_transducer(cfg: TrainTransducerConfig, exp_dir: str | os.PathLike) -> 
 
             doc = {"counts": counts, "utts": {r: u[:100] for r, u in skipped.items()}}
             atomic_write_text(exp_dir / "log" / "skipped.json", json.dumps(doc, indent=1) + "\n")
-        task = TransducerTask(dist.device, cfg.specaug, cfg.ctc_weight)
+        task = TransducerTask(dist.device, cfg.specaug, cfg.ctc_weight, cfg.joiner_max_nodes)
         loader = make_loader(train, cfg, rank=dist.rank, world_size=dist.world_size, shuffle=True)
         valid_fn = None
         if valid is not None and len(valid):
