@@ -307,7 +307,7 @@ def train_transducer(cfg: TrainTransducerConfig, exp_dir: str | os.PathLike) -> 
             int(cfg.model.get("enc_stack_time_factor", 0))
             or TransducerConfig.preset(cfg.model_size).enc_stack_time_factor
         )
-        feats, train, valid, skipped = load_transducer_data(cfg, tok, k)
+        feats, train, valid, skipped = load_transducer_data(cfg, tok, k, exp_dir / "egs", dist)
         mcfg = transducer_model_config(cfg, cfg.frontend.output_dim(feats.dim), tok.vocab_size)
         torch.manual_seed(cfg.seed)
         model = Transducer(mcfg)
