@@ -27,30 +27,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import REPO, clock, cpu_name, sync, train_steps  # bench/common.py
 
-REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = [REPO / "egs" / "an4" / "data" / "train", Path("/tmp/ce_an4/data/train")]
-
-
-def blstm_forward_flops(input_dim: int, hidden: int, layers: int, num_pdfs: int) -> float:
-    """Multiply-add FLOPs (x2) of one frame through the BLSTM forward pass."""
-    flops, i = 0.0, input_dim
-    for _ in range(layers):
-        flops += 2 * 4 * 2 * hidden * (i + hidden)  # 2 directions x 4 gates x (W_ih x + W_hh h)
-        i = 2 * hidden
-    return flops + 2 * i * num_pdfs  # output layer
 
 
 def _best_rate(device: torch.device, fn, flops: float, trials: int = 8) -> float:
     for _ in range(2):
         fn()
-    _sync(device)
+    sync(device)
     best = 0.0
     for _ in range(trials):
-        t0 = _clock(device)
+        t0 = clock(device)
         fn()
-        _sync(device)
-        best = max(best, flops / (_clock(device) - t0))
+        sync(device)
+        best = max(best, flops / (clock(device) - t0))
     return best
 
 
@@ -72,61 +63,12 @@ def matmul_flops_per_s(device: torch.device, n: int = 1024) -> dict[str, float]:
     return rates
 
 
-def _clock(device: torch.device) -> float:
-    """CPU time of this process on CPU (robust to other jobs sharing the cores; with T threads
-    it counts T x wall when all run), wall time on GPU."""
-    return time.process_time() if device.type == "cpu" else time.perf_counter()
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def train_steps(args, device: torch.device) -> tuple[float, float, float, float]:
-    """(best step time by :func:`_clock`, mean wall time per step, clock/wall ratio, forward
-    FLOPs per frame) of the BLSTM on synthetic chunks."""
-    from pykaldi2.losses.ce import FrameCETask
-    from pykaldi2.nnet.blstm import Blstm, BlstmConfig
-    from pykaldi2.training.trainer import TrainerConfig, make_optimizer
-
-    cfg = BlstmConfig(
-        input_dim=args.dim, num_classes=args.num_pdfs, num_layers=3, hidden=512, dropout=0.1
-    )
-    model = Blstm(cfg).to(device)
-    opt = make_optimizer(TrainerConfig(), model.parameters())
-    task = FrameCETask(device)
-    g = torch.Generator().manual_seed(0)
-    batch = {
-        "feats": torch.randn(args.chunks, args.chunk_size, args.dim, generator=g),
-        "lengths": torch.full((args.chunks,), args.chunk_size, dtype=torch.int64),
-        "targets": torch.randint(0, args.num_pdfs, (args.chunks, args.chunk_size), generator=g),
-    }
-
-    def step():
-        out = task.compute_loss(model, batch)
-        out.loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    step()  # warm-up
-    times, walls = [], []
-    for _ in range(args.steps):
-        _sync(device)
-        t0, w0 = _clock(device), time.perf_counter()
-        step()
-        _sync(device)
-        times.append(_clock(device) - t0)
-        walls.append(time.perf_counter() - w0)
-    fwd = blstm_forward_flops(args.dim, 512, 3, args.num_pdfs)
-    return min(times), float(np.mean(walls)), sum(times) / sum(walls), fwd
-
-
 def loader_frames_per_s(args, data_dir: Path) -> tuple[float, int]:
     """Target frames/s the real CE DataLoader delivers from ``data_dir`` (and batches read)."""
     from pykaldi2.data.datasets import ChunkDataset
     from pykaldi2.features.pipeline import FeaturePipelineConfig
-    from pykaldi2.training.ce import DataDirFeatures, TrainCEConfig, make_loader
+    from pykaldi2.training.ce import TrainCEConfig, make_loader
+    from pykaldi2.training.data import DataDirFeatures
 
     feats = DataDirFeatures([data_dir], FeaturePipelineConfig(cmvn="utterance"))
     targets = {u: np.zeros(feats.shape(u)[0], np.int32) for u in feats}
@@ -168,8 +110,6 @@ def main() -> int:
     device = torch.device(args.device)
 
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "-"
-    from simulation import cpu_name  # bench/simulation.py, beside this script
-
     print(
         f"machine: {platform.machine()} {cpu_name()}, {os.cpu_count()} CPUs, "
         f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {device} {gpu}"

@@ -2,10 +2,10 @@
 """LF-MMI vs CE: training time per hour of audio, same TDNN-F and the same batches.
 
 The data are AN4's (egs/an4: data/train_fbank + exp/tri2_ali, as in conf/chain_tdnnf.yaml):
-:func:`pykaldi2.training.chain.load_chain_data` builds the den graph (tri2 tree on the chain
-topology, 4-gram phone LM) and the numerator supervision of each utterance. The same batches
-of whole utterances are then trained, one after the other with a fresh copy of the same
-initial TDNN-F, with
+:func:`pykaldi2.training.chain_egs.load_chain_data` builds the den graph (tri2 tree on the
+chain topology, 4-gram phone LM) and the numerator supervision of each utterance. The same
+batches of whole utterances are then trained, one after the other with a fresh copy of the
+same initial TDNN-F, with
 
 * CE: frame cross-entropy against the tri2 pdf alignment at the output frame rate (every 3rd
   frame: the chain tree is tri2's tree, so the pdf ids are the same);
@@ -112,8 +112,9 @@ def bench_lattice(args, device) -> None:
     """Lattice MMI (train-se's pipeline) vs frame CE, same BLSTM and whole-utterance batches."""
     from pykaldi2.losses.lattice import SequenceConfig, TransitionInfo
     from pykaldi2.losses.lattice_gen import LatticeGenConfig, LatticeGenerator, LatticePrefetcher
-    from pykaldi2.training.ce import load_final_dir
-    from pykaldi2.training.se import SETask, TrainSEConfig, collate_se, load_se_data
+    from pykaldi2.training.model_dir import load_final_dir
+    from pykaldi2.training.se import SETask, TrainSEConfig
+    from pykaldi2.training.se_egs import collate_se, load_se_data
 
     cfg = TrainSEConfig.load(args.se_config, overrides=["valid_fraction=0"])
     md = load_final_dir(cfg.init_model, device=str(device))
@@ -204,15 +205,10 @@ def main() -> int:
             return 0
 
     from pykaldi2.hmm.ali import ali_to_pdf
-    from pykaldi2.training.chain import (
-        ChainTask,
-        TrainChainConfig,
-        build_chain_model,
-        chain_model_config,
-        collate_chain,
-        load_alignments,
-        load_chain_data,
-    )
+    from pykaldi2.training.chain import ChainTask, TrainChainConfig, chain_model_config
+    from pykaldi2.training.chain_egs import collate_chain, load_chain_data
+    from pykaldi2.training.data import load_alignments
+    from pykaldi2.training.model_dir import build_chain_model
 
     cfg = TrainChainConfig.load(args.config, overrides=[f"batch_size={args.batch_size}"])
     device = torch.device(args.device)

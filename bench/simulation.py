@@ -29,6 +29,7 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+from common import REPO, cpu_name  # noqa: E402  (bench/common.py)
 
 from pykaldi2.simulation.config import SimulationConfig  # noqa: E402
 from pykaldi2.simulation.rir import (  # noqa: E402
@@ -39,7 +40,6 @@ from pykaldi2.simulation.rir import (  # noqa: E402
 )
 from pykaldi2.simulation.simulator import Simulator  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 LIBRI = REPO.parent / "shared" / "data" / "librispeech_sample" / "LibriSpeech"
 AN4 = REPO.parent / "shared" / "data" / "an4"
 
@@ -54,16 +54,6 @@ CHAINS = {
         "volume": {"enable": True},
     },
 }
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def load_speech(n_utts: int) -> tuple[list[np.ndarray], int, str]:
@@ -167,17 +157,13 @@ def loader_rate(ds, workers: int, batch: int, epochs: int) -> float:
 
 def ce_frames_per_s() -> float:
     """Frames/s of a BLSTM 3x512 CE step (64 x 80 frames, 80-dim, 3000 pdfs) on this CPU with
-    one thread, timed by bench/ce_throughput.py's ``train_steps`` (best step, CPU time)."""
-    import importlib
-    import sys
-
+    one thread, timed by bench/common.py's ``train_steps`` (best step, CPU time)."""
     import torch
+    from common import train_steps
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    ce = importlib.import_module("ce_throughput")
     torch.set_num_threads(1)
     ns = argparse.Namespace(chunks=64, chunk_size=80, dim=80, num_pdfs=3000, steps=2)
-    best_step = ce.train_steps(ns, torch.device("cpu"))[0]
+    best_step = train_steps(ns, torch.device("cpu"))[0]
     return 64 * 80 / best_step
 
 

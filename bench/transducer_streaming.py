@@ -30,8 +30,8 @@ from pykaldi2.data.audio import read_audio
 from pykaldi2.decoding.scoring import compute_wer
 from pykaldi2.decoding.streaming import TransducerBundle, TransducerStream
 from pykaldi2.features.extractors import FbankConfig
+from pykaldi2.features.transducer_frontend import TransducerFrontendConfig
 from pykaldi2.nnet.transducer import Transducer, TransducerConfig
-from pykaldi2.training.transducer import TransducerFrontendConfig
 
 AN4 = Path(__file__).resolve().parents[1].parent / "shared/data/an4/flac/an4test_clstk"
 

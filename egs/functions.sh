@@ -1,13 +1,46 @@
 # Sourced by egs/*/run.sh after stages.sh: the decode steps the recipes share. Each function
 # reads data/lang_test and data/test (GMMs) or data/test_fbank (nnets) of the recipe's cwd and
 # uses $nj decoding processes.
+# A recipe with a dev set sets dev_set (e.g. dev_set=dev): score_decode then picks LMWT/WIP on
+# decode_$dev_set and scores every other set at that setting (Kaldi's score.sh picks on the
+# set it scores; without dev_set, so do we).
 
-# decode_gmm SYS: HCLG for exp/SYS/final.mdl, decode data/test, score over LMWT 5..20 x WIP
-# -> exp/SYS/decode_test/{hyp.txt, wer_*, best_wer}
+# score_decode EXP SET MIN MAX: score EXP/decode_SET against data/SET/text over LMWT MIN..MAX x
+# WIP 0, 0.5, 1 -- or, for a set other than $dev_set, at the setting chosen on EXP/decode_$dev_set
+score_decode() {
+  local exp=$1 set=$2
+  if [ -n "${dev_set:-}" ] && [ "$set" != "$dev_set" ]; then
+    pykaldi2 score --ref data/$set/text --tuned-on $exp/decode_$dev_set $exp/decode_$set
+  else
+    pykaldi2 score --ref data/$set/text --min-lmwt $3 --max-lmwt $4 $exp/decode_$set
+  fi
+}
+
+# decode_gmm SYS [SET ...]: HCLG for exp/SYS/final.mdl, decode each data/SET (default: test;
+# $dev_set first when given), score over LMWT 5..20 x WIP -> exp/SYS/decode_SET/{hyp.txt,
+# wer_*, best_wer}
 decode_gmm() {
-  pykaldi2 mkgraph data/lang_test exp/$1/final.mdl exp/$1/graph
-  pykaldi2 decode --data data/test --nj "$nj" exp/$1/graph exp/$1/final.mdl exp/$1/decode_test
-  pykaldi2 score --ref data/test/text --min-lmwt 5 --max-lmwt 20 exp/$1/decode_test
+  local sys=$1 set
+  shift
+  pykaldi2 mkgraph data/lang_test exp/$sys/final.mdl exp/$sys/graph
+  for set in ${@:-test}; do
+    pykaldi2 decode --data data/$set --nj "$nj" exp/$sys/graph exp/$sys/final.mdl \
+      exp/$sys/decode_$set
+    score_decode exp/$sys $set 5 20
+  done
+}
+
+# decode_sat SYS [SET ...]: HCLG for the SAT system exp/SYS, two-pass decode-fmllr of each
+# data/SET (SI pass with final.alimdl, fMLLR per speaker, adapted passes; $dev_set first when
+# given), scored as decode_gmm's
+decode_sat() {
+  local sys=$1 set
+  shift
+  pykaldi2 mkgraph data/lang_test exp/$sys/final.mdl exp/$sys/graph
+  for set in ${@:-test}; do
+    pykaldi2 decode-fmllr --nj "$nj" exp/$sys/graph data/$set exp/$sys exp/$sys/decode_$set
+    score_decode exp/$sys $set 5 20
+  done
 }
 
 # decode_nnet_export SYS GRAPH [decode-nnet options]: decode data/test_fbank with exp/SYS/final

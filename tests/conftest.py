@@ -38,6 +38,12 @@ def librispeech_sample_dir() -> Path:
     return _corpus("librispeech_sample")
 
 
+@pytest.fixture(scope="session")
+def kaldi_ref() -> Path:
+    """../shared/data/kaldi_reference (files written by real Kaldi 5.5 on AN4 and yesno)."""
+    return _corpus("kaldi_reference")
+
+
 @pytest.fixture
 def one_thread():
     """torch.set_num_threads(1) for the test (tiny ops only contend on a loaded 2-core CI box)."""
@@ -47,12 +53,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
-
-
-@pytest.fixture(scope="session")
-def kaldi_ref() -> Path:
-    """../shared/data/kaldi_reference (files written by real Kaldi; see its README.md)."""
-    return _corpus("kaldi_reference")
 
 
 @pytest.fixture(scope="session")
@@ -73,3 +73,68 @@ def kaldi_an4_train(kaldi_ref, tmp_path_factory) -> Path:
             lines.append(f"{key} {root / loc}\n")
         (out / name).write_text("".join(lines))
     return out
+
+
+#: The tiny speechocean762 copy: 4 AN4 speakers as speechocean762 speakers (2 train, 2 test).
+TINY_SPEECHOCEAN762_SPEAKERS = {"fash": ("0001", "train"), "fbbh": ("0005", "train"),
+                                "fclc": ("0003", "test"), "fejs": ("0006", "test")}  # fmt: skip
+
+
+def make_tiny_speechocean762(an4: Path, dest: Path, utts_per_speaker: int = 4) -> Path:
+    """A made-up corpus in speechocean762's layout from real AN4 speech (module doc of
+    pykaldi2.data.corpora.speechocean762): ``train/`` and ``test/`` Kaldi data dirs whose
+    utterance ids (``000010000``) do not start with the speaker id (``0001``), a tab after the
+    id in text and wav.scp, wav.scp paths relative to the corpus (``WAVE/SPEAKER0001/...``),
+    an unsorted spk2age, a WAV without transcript (``SPEAKER9601``), and ``resource/lexicon.txt``
+    (AN4's dictionary with CMU-style stress digits on the vowels and a tab after the word)."""
+    import re
+
+    import soundfile as sf
+
+    lines = (an4 / "etc/an4_train.transcription").read_text().splitlines()
+    by_spk: dict[str, list[tuple[str, str]]] = {}
+    for line in lines:
+        m = re.match(r"<s> (.*) </s> \((\S+)\)$", line.strip())
+        spk = m[2].split("-")[1]
+        if spk in TINY_SPEECHOCEAN762_SPEAKERS and len(by_spk.get(spk, [])) < utts_per_speaker:
+            by_spk.setdefault(spk, []).append((m[2], m[1]))
+    for part in ("train", "test"):
+        files: dict[str, list[str]] = {n: [] for n in ("wav.scp", "text", "utt2spk")}
+        spk2utt, spk2gender, spk2age = [], [], []
+        for an4_spk, (spk, p) in sorted(TINY_SPEECHOCEAN762_SPEAKERS.items(), key=lambda x: x[1]):
+            if p != part:
+                continue
+            utts = []
+            for n, (an4_id, words) in enumerate(by_spk[an4_spk]):
+                utt = f"0{spk}{n:04d}"
+                wav = dest / "WAVE" / f"SPEAKER{spk}" / f"{utt}.WAV"
+                wav.parent.mkdir(parents=True, exist_ok=True)
+                x, sr = sf.read(an4 / "flac/an4_clstk" / an4_spk / f"{an4_id}.flac", dtype="int16")
+                sf.write(wav, x, sr, subtype="PCM_16")
+                files["wav.scp"].append(f"{utt}\tWAVE/SPEAKER{spk}/{utt}.WAV")
+                files["text"].append(f"{utt}\t{words}")
+                files["utt2spk"].append(f"{utt} {spk}")
+                utts.append(utt)
+            spk2utt.append(f"{spk} {' '.join(utts)}")
+            spk2gender.append(f"{spk}\tm")
+            spk2age.insert(0, f"{spk}\t{int(spk) + 20}")  # unsorted, as the real corpus's
+        (dest / part).mkdir(parents=True)
+        for name, content in {**files, "spk2utt": spk2utt, "spk2gender": spk2gender,
+                              "spk2age": spk2age}.items():  # fmt: skip
+            (dest / part / name).write_text("\n".join(content) + "\n")
+    (dest / "WAVE/SPEAKER9601").mkdir()
+    sf.write(dest / "WAVE/SPEAKER9601/096010001.WAV", x, sr, subtype="PCM_16")
+    lex = []
+    for line in (an4 / "etc/an4.dic").read_text().splitlines():
+        word, *phones = line.split()
+        stressed = [p + "1" if p[0] in "AEIOU" else p for p in phones]
+        lex.append(f"{word}\t{' '.join(stressed)}")
+    (dest / "resource").mkdir()
+    (dest / "resource/lexicon.txt").write_text("\n".join(lex) + "\n")
+    return dest
+
+
+@pytest.fixture(scope="session")
+def tiny_speechocean762(an4_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """:func:`make_tiny_speechocean762` once per session (read-only for the tests)."""
+    return make_tiny_speechocean762(an4_dir, tmp_path_factory.mktemp("so762") / "speechocean762")

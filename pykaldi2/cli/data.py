@@ -11,7 +11,12 @@ def _validate(args: argparse.Namespace) -> int:
     from pykaldi2.data.validate import validate_data_dir
 
     problems = validate_data_dir(
-        args.data, check_audio=args.check_audio, require_text=not args.no_text
+        args.data,
+        check_audio=args.check_audio,
+        require_text=not args.no_text,
+        spk_sort=not args.no_spk_sort,
+        wav_root=args.wav_root,
+        sample_rate=args.sample_rate,
     )
     for p in problems:
         print(p)
@@ -25,7 +30,9 @@ def _validate(args: argparse.Namespace) -> int:
 def _fix(args: argparse.Namespace) -> int:
     from pykaldi2.data.fix import fix_data_dir
 
-    report = fix_data_dir(args.data, args.out, drop_empty_text=not args.keep_empty_text)
+    report = fix_data_dir(
+        args.data, args.out, drop_empty_text=not args.keep_empty_text, wav_root=args.wav_root
+    )
     print(report)
     return 0
 
@@ -69,7 +76,7 @@ def _utt2dur(args: argparse.Namespace) -> int:
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from pykaldi2.data.corpora import an4, asterisk, librispeech, yesno
+    from pykaldi2.data.corpora import an4, asterisk, librispeech, speechocean762, yesno
     from pykaldi2.utils.errors import DataError
 
     corpus = args.corpus_dir
@@ -83,6 +90,10 @@ def _prepare(args: argparse.Namespace) -> int:
                 raise DataError("--download needs --parts (e.g. --parts dev-clean test-clean)")
             librispeech.download_librispeech(corpus, args.parts)
         dirs = librispeech.prepare_librispeech(corpus, args.out_dir, args.parts)
+    elif args.corpus == "speechocean762":
+        if args.download:
+            corpus = speechocean762.download_speechocean762(corpus)
+        dirs = speechocean762.prepare_speechocean762(corpus, args.out_dir)
     elif args.corpus == "asterisk":
         if args.download:
             raise DataError("asterisk installs from Debian: `make demo-deps`, not --download")
@@ -99,7 +110,8 @@ def _prepare(args: argparse.Namespace) -> int:
 def _add_prepare(sub) -> None:
     p = sub.add_parser(
         "prepare",
-        help="make Kaldi data dirs from a corpus on disk (an4, librispeech, yesno, asterisk)",
+        help="make Kaldi data dirs from a corpus on disk (an4, librispeech, speechocean762, yesno, "
+        "asterisk)",
         description="Make Kaldi data dirs (wav.scp, text, utt2spk, spk2utt) from a corpus in "
         "its official layout. Each data dir is validated and written atomically.",
     )
@@ -108,6 +120,9 @@ def _add_prepare(sub) -> None:
         "an4": "CMU AN4: <out>/train (948 utts) and <out>/test (130 utts)",
         "librispeech": "LibriSpeech: one data dir per part, e.g. <out>/test_clean",
         "yesno": "Kaldi yesno: <out>/train_yesno and <out>/test_yesno (30 + 30 files)",
+        "speechocean762": "speechocean762 (OpenSLR 101): <out>/train (2,500 utts), the official "
+        "test set as <out>/test_full and split by speaker into <out>/dev and <out>/test "
+        "(alternate speakers in id order); --corpus-dir is the folder with train/ test/ WAVE/",
         "asterisk": "Asterisk English prompts (Debian asterisk-core-sounds-en-wav, 8 kHz, "
         "one speaker): <out>/train and <out>/test; --corpus-dir /usr/share/asterisk/sounds/en",
     }
@@ -117,8 +132,9 @@ def _add_prepare(sub) -> None:
             "--corpus-dir",
             required=True,
             help="the corpus on disk (an4/: the folder with etc/ and wav/ or flac/; "
-            "librispeech: the folder holding LibriSpeech/; yesno: the folder holding "
-            "waves_yesno/); with --download, where to download and extract it",
+            "librispeech: the folder holding LibriSpeech/; speechocean762: the folder with "
+            "train/ test/ WAVE/; yesno: the folder holding waves_yesno/); with --download, "
+            "where to download and extract it",
         )
         c.add_argument("out_dir", help="output folder for the data dirs (e.g. data)")
         c.add_argument(
@@ -151,6 +167,16 @@ def _command(subparsers, name: str, func, help: str, description: str, *args: st
     return p
 
 
+def _add_wav_root(p, extra: str = "") -> None:
+    p.add_argument(
+        "--wav-root",
+        metavar="DIR",
+        help="folder that relative wav.scp paths are relative to (default: the current "
+        "directory, as in Kaldi), e.g. the corpus folder of a corpus shipping Kaldi data dirs"
+        + extra,
+    )
+
+
 def register(subparsers) -> None:
     """Add the data-dir subcommands to ``pykaldi2``."""
     _add_prepare(subparsers)
@@ -162,12 +188,30 @@ def register(subparsers) -> None:
         "list every problem of a Kaldi data dir (exit 1 if any)",
         "Check a data dir like Kaldi's utils/validate_data_dir.sh, but report every problem "
         "with its file and line: unsorted files, duplicate ids, utterances missing from a "
-        "file, empty transcripts, speakers that are not utt-id prefixes, bad segments, and "
-        "with --check-audio missing or unreadable audio.",
+        "file, empty transcripts and illegal words (<s> </s> #0), utt2spk not sorted by "
+        "speaker when sorted by utterance (Kaldi's rule; speaker-id prefixes are the usual "
+        "way to satisfy it, not required), bad segments, CRLF line ends and byte-order marks, "
+        "and with --check-audio missing or unreadable audio.",
         "data:the data dir",
     )
-    p.add_argument("--check-audio", action="store_true", help="also open every audio file")
+    p.add_argument(
+        "--check-audio",
+        action="store_true",
+        help="also read every recording as compute-feats does (decoding files, running pipes) "
+        "and check segments, sample rates and WAV headers",
+    )
+    p.add_argument(
+        "--sample-rate",
+        type=int,
+        help="with --check-audio: the expected rate in Hz (default: the most common one)",
+    )
     p.add_argument("--no-text", action="store_true", help="the data dir has no transcripts")
+    p.add_argument(
+        "--no-spk-sort",
+        action="store_true",
+        help="do not require utt2spk to be sorted by speaker (Kaldi's --no-spk-sort)",
+    )
+    _add_wav_root(p)
 
     p = _command(
         subparsers,
@@ -180,6 +224,7 @@ def register(subparsers) -> None:
         "data:the data dir (fixed in place unless --out is given)",
     )
     p.add_argument("--out", help="write the fixed data dir here instead")
+    _add_wav_root(p, " (the fixed wav.scp gets the resolved paths)")
     p.add_argument(
         "--keep-empty-text", action="store_true", help="keep utterances with empty transcripts"
     )

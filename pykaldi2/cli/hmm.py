@@ -3,9 +3,11 @@ align-fmllr, decode-fmllr, ali-to-pdf, ali-to-phones (Kaldi's steps/train_*.sh,
 steps/align_{si,fmllr}.sh, steps/decode_fmllr.sh and the ali-* tools).
 
 Each training command reads ``<data>`` (feats.scp + cmvn.scp + text) and ``<lang>``, splits the
-data in ``--nj`` parts by speaker and writes a self-describing exp dir, Kaldi's layout: final.mdl,
-tree (Kaldi binary), ali.JOB.gz, num_jobs, final.occs (final.mat), config.json, per-job logs in
-log/ and log/history.jsonl.
+data in ``--nj`` parts by speaker and writes an exp dir in Kaldi's layout that Kaldi's tools read
+too: final.mdl and tree (Kaldi binary), final.mat + splice_opts (LDA), cmvn_opts, phones.txt,
+ali.JOB.gz, num_jobs, final.occs, model_id, and ours beside them: final.mdl.json, config.json,
+per-job logs in log/ and log/history.jsonl. The previous system (ALI_DIR) may be ours or
+Kaldi's.
 """
 
 from __future__ import annotations
@@ -18,12 +20,16 @@ _MONO_OPTS = [
     ("--totgauss", "totgauss", int, "target number of Gaussians (1000)"),
     ("--max-iter-inc", "max_iter_inc", int, "last iteration that mixes up (30)"),
     ("--boost-silence", "boost_silence", float, "silence likelihood factor in alignment (1.0)"),
-]
+    ("--max-missing-text-fraction", "max_missing_text_fraction", float,
+     "utterances without a transcript are listed and left out; more than this fraction of "
+     "them is an error (0.1)"),
+]  # fmt: skip
 _TRI_OPTS = [
     ("--num-leaves", "num_leaves", int, "maximum tree leaves (deltas 2000, lda-mllt 2500)"),
     ("--tot-gauss", "tot_gauss", int, "target Gaussians (deltas 10000, lda-mllt 15000)"),
     ("--num-iters", "num_iters", int, "training iterations (35)"),
     ("--boost-silence", "boost_silence", float, "silence likelihood factor in alignment (1.0)"),
+    _MONO_OPTS[-1],
 ]
 
 
@@ -61,12 +67,14 @@ def _train_mono(args: argparse.Namespace) -> int:
 
 def _train_tri(args: argparse.Namespace) -> int:
     """train-deltas (features as the previous model's) or train-lda-mllt (base features)."""
+    from pykaldi2.hmm.exp_dir import check_phones_compatible
     from pykaldi2.hmm.lda import LdaMlltConfig, train_lda_mllt
     from pykaldi2.hmm.tri import DeltasConfig, train_deltas
 
     lda = args.command == "train-lda-mllt"
     cfg = _config(LdaMlltConfig if lda else DeltasConfig, args, _TRI_OPTS)
     train = train_lda_mllt if lda else train_deltas
+    check_phones_compatible(args.lang, args.ali_dir)
     model, history = train(args.data, args.lang, args.ali_dir, args.exp, cfg, nj=args.nj)
     return _summary(args.exp, model, history)
 
@@ -130,11 +138,17 @@ def _aligned(out_dir, res) -> int:
 def _align_si(args: argparse.Namespace) -> int:
     from pykaldi2.hmm.ali_dir import align_si
     from pykaldi2.hmm.align import AlignConfig
+    from pykaldi2.hmm.exp_dir import check_phones_compatible
 
-    cfg = AlignConfig(beam=args.beam, retry_beam=args.retry_beam)
+    check_phones_compatible(args.lang, args.src_dir)
+    over = {"max_missing_text_fraction": args.max_missing_text_fraction}
+    cfg = AlignConfig(
+        beam=args.beam, retry_beam=args.retry_beam,
+        **{k: v for k, v in over.items() if v is not None},
+    )  # fmt: skip
     res = align_si(
         args.data, args.lang, args.src_dir, args.out_dir, cfg, nj=args.nj,
-        boost_silence=args.boost_silence,
+        boost_silence=args.boost_silence, transform_dir=args.transform_dir,
     )  # fmt: skip
     return _aligned(args.out_dir, res)
 
@@ -162,13 +176,32 @@ def _ali_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gmm_copy(args: argparse.Namespace) -> int:
+    from pykaldi2.hmm.model import GmmModel
+
+    model = GmmModel.load(args.model_in)
+    model.save(args.model_out, binary=args.binary == "true")
+    print(f"{args.model_out}: {model.num_pdfs} pdfs, {int(model.am.num_gauss)} Gaussians")
+    return 0
+
+
+def _gmm_info(args: argparse.Namespace) -> int:
+    from pykaldi2.hmm.model import GmmModel, gmm_info
+
+    for key, value in gmm_info(GmmModel.load(args.model)).items():
+        print(key.replace("_", " ").replace("transition ", "transition-"), value)
+    return 0
+
+
 def _add_training(sub, name: str, help_: str, description: str, opts, func, prev: bool) -> None:
     p = sub.add_parser(name, help=help_, description=description)
     p.add_argument("data", help="data dir with feats.scp, cmvn.scp and text")
     p.add_argument("lang", help="lang dir (phones.txt, words.txt, L.fst, topo, phones/)")
     if prev:
         p.add_argument(
-            "ali_dir", help="previous system: dir with final.mdl and ali.*.gz (or ali.scp)"
+            "ali_dir",
+            help="previous system: our ali/exp dir (final.mdl, ali.scp) or Kaldi's (final.mdl, "
+            "tree, ali.*.gz)",
         )
     p.add_argument("exp", help="output exp dir")
     p.add_argument("--config", help="YAML/JSON file of config fields (see the Python API)")
@@ -244,7 +277,11 @@ def register(subparsers) -> None:
         )
         p.add_argument("data")
         p.add_argument("lang")
-        p.add_argument("src_dir", help="exp dir with final.mdl")
+        p.add_argument(
+            "src_dir",
+            help="exp dir with final.mdl and tree (ours or Kaldi's: final.mat + splice_opts "
+            "for LDA systems, cmvn_opts)",
+        )
         p.add_argument("out_dir", help="output dir, e.g. exp/tri1_ali")
         p.add_argument("--nj", type=int, default=1, help="parallel processes (1)")
         p.add_argument("--beam", type=float, default=10.0, help="alignment beam (10)")
@@ -253,6 +290,17 @@ def register(subparsers) -> None:
             "--boost-silence", dest="boost_silence", type=float, default=1.0,
             help="factor on the optional silence's likelihood (1.0)",
         )  # fmt: skip
+        p.add_argument(
+            "--max-missing-text-fraction", type=float,
+            help="utterances without a transcript are listed and not aligned; more than this "
+            "fraction of them is an error (0.1)",
+        )  # fmt: skip
+        p.add_argument(
+            "--transform-dir",
+            dest="transform_dir",
+            help="dir with fMLLR transforms trans.1 .. trans.N of DATA's speakers (a Kaldi SAT "
+            "dir, e.g. exp/tri3_ali): applied after the model's features",
+        )
         p.set_defaults(func=_align_si)
 
     p = subparsers.add_parser(
@@ -296,6 +344,28 @@ def register(subparsers) -> None:
     )  # fmt: skip
     p.add_argument("--ref", help="reference text: score the decode dir afterwards")
     p.set_defaults(func=_decode_fmllr)
+    p = subparsers.add_parser(
+        "gmm-copy",
+        help="copy a GMM model into Kaldi's format, binary or text (Kaldi's gmm-copy)",
+        description="Read a model (Kaldi binary or text final.mdl with its dir's tree, "
+        "final.mat, opts files; or a pickled final.mdl of an earlier pykaldi2) and write "
+        "MODEL_OUT in Kaldi's format, with tree, final.mat/splice_opts (LDA), cmvn_opts and "
+        "MODEL_OUT.json beside it. The way to convert old pickled models in place.",
+    )
+    p.add_argument("model_in")
+    p.add_argument("model_out")
+    p.add_argument(
+        "--binary", choices=("true", "false"), default="true", help="binary or text (true)"
+    )
+    p.set_defaults(func=_gmm_copy)
+    p = subparsers.add_parser(
+        "gmm-info",
+        help="print the sizes of a GMM model (Kaldi's gmm-info)",
+        description="Number of phones, pdfs, transition-ids, transition-states, the feature "
+        "dimension and the number of Gaussians of MODEL (ours or Kaldi's).",
+    )
+    p.add_argument("model")
+    p.set_defaults(func=_gmm_info)
 
     for name, to in (("ali-to-pdf", "pdf"), ("ali-to-phones", "phones")):
         p = subparsers.add_parser(

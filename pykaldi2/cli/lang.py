@@ -16,6 +16,13 @@ def _prepare_dict(args: argparse.Namespace) -> int:
         d = dicts.prepare_grapheme_dict(
             args.corpus_dir, args.dict_dir, oov_word=args.oov_word, apostrophe=args.apostrophe
         )
+    elif args.corpus == "lexicon":
+        if args.lm_text:
+            print("--lm-text is for an4; use train-lm --skip-first-field DATA_DIR/text")
+            return 2
+        d = dicts.prepare_lexicon_dict(
+            args.corpus_dir, args.dict_dir, oov_word=args.oov_word, stress=args.stress
+        )
     elif args.corpus == "an4":
         d = dicts.prepare_an4_dict(args.corpus_dir, args.dict_dir, oov_word=args.oov_word)
         if args.lm_text:
@@ -107,6 +114,8 @@ def _validate_lang(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from pykaldi2.lang.dicts import STRESS_MODES
+
     fmt = argparse.ArgumentDefaultsHelpFormatter
 
     p = sub.add_parser(
@@ -118,13 +127,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "librispeech: CORPUS_DIR holds librispeech-lexicon.txt (and librispeech-vocab.txt). "
         "graphemes: CORPUS_DIR is a data dir (e.g. data/train); every word of its text is "
         "spelled with its letters as phones (HELLO -> H E L L O), for corpora without a "
-        "lexicon such as the Asterisk demo.",
+        "lexicon such as the Asterisk demo. "
+        "lexicon: CORPUS_DIR is any Kaldi-style lexicon file (WORD P1 P2 ...; CMUdict's "
+        "WORD(2) alternatives allowed), e.g. speechocean762's resource/lexicon.txt; SIL and SPN "
+        "are added as silence phones with the words !SIL, <SPOKEN_NOISE> and the OOV word.",
         formatter_class=fmt,
     )
-    p.add_argument("corpus", choices=["an4", "librispeech", "graphemes"])
+    p.add_argument("corpus", choices=["an4", "librispeech", "graphemes", "lexicon"])
     p.add_argument(
         "corpus_dir",
-        help="an4/ corpus dir, the LibriSpeech LM resources dir, or (graphemes) a data dir",
+        help="an4/ corpus dir, the LibriSpeech LM resources dir, (graphemes) a data dir, or "
+        "(lexicon) a lexicon file",
     )
     p.add_argument("dict_dir", help="output dictionary dir, e.g. data/local/dict")
     p.add_argument("--oov-word", default="<UNK>", help="word for out-of-vocabulary words (SPN)")
@@ -134,6 +147,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=["drop", "phone"],
         default="drop",
         help="graphemes only: drop apostrophes (DON'T -> D O N T) or make them a phone (APOS)",
+    )
+    p.add_argument(
+        "--stress",
+        choices=list(STRESS_MODES),
+        default="keep",
+        help="lexicon only: keep CMU stress digits (AH0/AH1 share a tree root, one extra "
+        "question per stress mark, as Kaldi's LibriSpeech recipe) or strip them (AH0 -> AH)",
     )
     p.set_defaults(func=_prepare_dict)
 

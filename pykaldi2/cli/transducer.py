@@ -83,7 +83,7 @@ def _cmd_decode_onnx(args: argparse.Namespace) -> int:
     from pykaldi2.decoding.scoring import compute_wer, read_text
     from pykaldi2.decoding.streaming import frontend_features, write_hyp
     from pykaldi2.export.onnx import OnnxTransducer
-    from pykaldi2.training.transducer import TransducerFrontendConfig
+    from pykaldi2.features.transducer_frontend import TransducerFrontendConfig
     from pykaldi2.utils.io import atomic_write_text
     from pykaldi2.utils.log import progress
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -22,6 +23,9 @@ import numpy as np
 
 from pykaldi2.data.datadir import DataDir
 from pykaldi2.utils.errors import DataError
+from pykaldi2.utils.log import get_logger
+
+log = get_logger(__name__)
 
 #: Kaldi's extract-segments tolerates a segment ending this far past the end of the audio.
 MAX_OVERSHOOT_S = 0.5
@@ -110,6 +114,39 @@ def _read_whole(spec: str, utt: str | None) -> tuple[np.ndarray, int]:
     return _read_ark(spec, utt)
 
 
+def missing_audio_error(name: str, utt: str | None) -> DataError:
+    """The error for an audio path that is not a file: a folder is named as one; the fix points
+    at the wav.scp entry of ``utt``, or (no ``utt``: a path given by the user, e.g. on the
+    ``transcribe`` command line) at the path itself."""
+    if Path(name).is_dir():
+        return DataError(
+            "is a folder, not an audio file",
+            file=name,
+            utt=utt,
+            fix="pass the audio files in it (e.g. DIR/*.wav)"
+            if utt is None
+            else "the wav.scp entry must name an audio file",
+        )
+    return DataError(
+        "audio file not found",
+        file=name,
+        utt=utt,
+        fix="check the path (relative to the current directory)"
+        if utt is None
+        else "check the wav.scp entry (paths are relative to the current directory)",
+    )
+
+
+def audio_file_info(path: str | os.PathLike, utt: str | None = None) -> tuple[int, int]:
+    """``(num_samples, sample_rate)`` of an audio file from its header, with the errors of
+    :func:`missing_audio_error` for a missing path or a folder and a clear one for a file that
+    is not audio."""
+    name = str(path)
+    if not Path(name).is_file():
+        raise missing_audio_error(name, utt)
+    return _info(name, utt)
+
+
 def _info(path: str, utt: str | None) -> tuple[int, int]:
     """(num_frames, sample_rate) of an audio file, from its header."""
     import soundfile as sf
@@ -124,6 +161,52 @@ def _info(path: str, utt: str | None) -> tuple[int, int]:
             fix="check the file plays (e.g. `soxi`), or convert it to wav/flac",
         ) from None
     return info.frames, info.samplerate
+
+
+def wav_truncation(path: str) -> str | None:
+    """For a RIFF WAV file whose ``data`` chunk declares more bytes than the file holds (a
+    truncated copy), a message giving both durations; None for a complete WAV or another format.
+
+    libsndfile reads such a file without complaint, returning only what is there (so a
+    truncated file used to give a few frames of features and exit 0); Kaldi's wave reader warns.
+    Only the header is read.
+    """
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            block_align = sample_rate = 0
+            while True:
+                chunk = f.read(8)
+                if len(chunk) < 8:
+                    return None
+                cid, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+                if cid == b"fmt ":
+                    fmt = f.read(size)
+                    if len(fmt) < 14:
+                        return None
+                    sample_rate = struct.unpack("<I", fmt[4:8])[0]
+                    block_align = struct.unpack("<H", fmt[12:14])[0]
+                    f.seek(size % 2, 1)
+                elif cid == b"data":
+                    available = os.fstat(f.fileno()).st_size - f.tell()
+                    if size in (0, 0xFFFFFFFF) or size <= available or not block_align:
+                        return None  # complete, or a streamed WAV of unknown length
+                    sec = float(block_align * max(sample_rate, 1))
+                    return (
+                        f"truncated WAV: the header declares {size / sec:.3f} s of audio, the "
+                        f"file holds {available / sec:.3f} s"
+                    )
+                else:
+                    f.seek(size + size % 2, 1)
+    except OSError:
+        return None
+
+
+_warned_truncated: set[str] = set()
 
 
 def _frame_range(
@@ -187,7 +270,8 @@ def read_audio(
         target_sr: resample to this rate (scipy ``resample_poly``); None keeps the file's rate.
         expected_sr: if given, a file whose rate differs is a :class:`DataError`.
         channel: channel to take from multi-channel audio.
-        utt: utterance id, only used to name it in errors.
+        utt: utterance id, only used to name it in errors (None: ``spec`` is a path the user
+            gave, and a missing file's fix says to check the path, not a wav.scp entry).
 
     Returns:
         ``(samples, sample_rate)``: float32 (num_samples,) int16-scaled samples, and the rate
@@ -200,13 +284,11 @@ def read_audio(
         data = data[b:e]
     else:
         if not Path(name).is_file():
-            raise DataError(
-                "audio file not found",
-                file=name,
-                utt=utt,
-                fix="check the wav.scp entry (paths are relative to the current directory)",
-            )
+            raise missing_audio_error(name, utt)
         total, sr = _info(name, utt)
+        if name not in _warned_truncated and (problem := wav_truncation(name)):
+            _warned_truncated.add(name)
+            log.warning("%s (utterance %s): %s; only that part is used", name, utt, problem)
         if start == 0.0 and end is None:
             data, sr = _decode(name, name, utt)
         else:
@@ -267,7 +349,5 @@ def audio_duration(spec: str, utt: str | None = None) -> float:
         data, sr = _read_whole(spec.strip(), utt)
         return data.shape[0] / sr
     name = spec.strip()
-    if not Path(name).is_file():
-        raise DataError("audio file not found", file=name, utt=utt, fix="check the wav.scp entry")
-    frames, sr = _info(name, utt)
+    frames, sr = audio_file_info(name, utt)
     return frames / sr

@@ -5,7 +5,7 @@ A data dir is the interface between corpus preparation and every later stage::
     data/train/
       wav.scp    <rec_id> <path>            or  <rec_id> <command> |
       text       <utt_id> <WORD> <WORD> ...
-      utt2spk    <utt_id> <spk_id>          (the speaker id is a prefix of the utt id)
+      utt2spk    <utt_id> <spk_id>          (sorted by utterance and then also by speaker)
       spk2utt    <spk_id> <utt_id> <utt_id> ...
       segments   <utt_id> <rec_id> <start_s> <end_s>   (optional; end -1 = to the end)
       utt2dur    <utt_id> <seconds>                     (optional)
@@ -170,15 +170,38 @@ def read_utt2dur(path: Path, duplicates: list[TableLine] | None = None) -> dict[
     }
 
 
+def resolve_wav_root(wav_scp: dict[str, str], root: str | os.PathLike) -> dict[str, str]:
+    """``wav_scp`` with relative audio paths (and relative ``archive.ark:offset`` entries) taken
+    from ``root``; absolute paths and pipe commands (``... |``) are left as they are.
+
+    Kaldi resolves a relative wav.scp path against the current directory; corpora that ship
+    data dirs with paths relative to the corpus (speechocean762's ``WAVE/SPEAKER0001/...``)
+    need the corpus folder as root.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError("wav root not found", file=str(root), fix="pass the corpus folder")
+    out = {}
+    for rec, spec in wav_scp.items():
+        s = spec.strip()
+        relative = s and not s.endswith("|") and not os.path.isabs(s)
+        out[rec] = str(root / s) if relative else spec
+    return out
+
+
 def read_data_dir(
-    path: str | os.PathLike, *, duplicates: dict[str, list[TableLine]] | None = None
+    path: str | os.PathLike,
+    *,
+    duplicates: dict[str, list[TableLine]] | None = None,
+    wav_root: str | os.PathLike | None = None,
 ) -> DataDir:
     """Read a Kaldi data dir.
 
     Needs ``wav.scp`` and ``utt2spk``; an absent ``text`` (unlabelled data) gives an empty
     dict. ``spk2utt`` is not read (it is derived from ``utt2spk``). Malformed lines raise
     :class:`DataError`; so do duplicate keys, unless ``duplicates`` is given: then the first
-    occurrence wins and the others are listed in ``duplicates[file_name]``. Cross-file
+    occurrence wins and the others are listed in ``duplicates[file_name]``. Relative audio
+    paths of wav.scp are taken from ``wav_root`` when given (:func:`resolve_wav_root`). Cross-file
     consistency is checked by :func:`pykaldi2.data.validate.validate_data_dir`.
     """
     path = Path(path)
@@ -218,6 +241,8 @@ def read_data_dir(
     if duplicates is not None:
         for name in [n for n, v in duplicates.items() if not v]:
             del duplicates[name]
+    if wav_root is not None:
+        d.wav_scp = resolve_wav_root(d.wav_scp, wav_root)
     return d
 
 

@@ -57,16 +57,22 @@ def download(
     dest: str | os.PathLike,
     md5: str | None = None,
     *,
+    size: int | None = None,
     resume: bool = True,
     timeout: float = 60.0,
 ) -> Path:
-    """Download ``url`` to ``dest`` (resuming ``dest.part``), verify ``md5``, return ``dest``.
+    """Download ``url`` to ``dest`` (resuming ``dest.part``), verify ``md5`` and/or ``size``
+    (bytes; for archives whose publisher gives no checksum), return ``dest``.
 
-    An existing ``dest`` whose md5 matches (or any existing ``dest`` when ``md5`` is None) is
+    An existing ``dest`` that passes the checks (any existing ``dest`` when none is given) is
     kept without downloading.
     """
     dest = Path(dest)
-    if dest.is_file() and (md5 is None or file_md5(dest) == md5):
+    if (
+        dest.is_file()
+        and (md5 is None or file_md5(dest) == md5)
+        and (size is None or dest.stat().st_size == size)
+    ):
         log.info("%s already downloaded", dest)
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -91,6 +97,14 @@ def download(
                 for block in iter(lambda: resp.read(CHUNK), b""):
                     f.write(block)
                     bar.update(len(block))
+    if size is not None and part.stat().st_size != size:
+        got_size = part.stat().st_size
+        part.unlink()
+        raise DataError(
+            f"size mismatch: got {got_size} bytes, expected {size} (the partial file was deleted)",
+            file=str(dest),
+            fix="rerun to download it again",
+        )
     if md5 is not None:
         got = file_md5(part)
         if got != md5:

@@ -103,11 +103,15 @@ def fix_data_dir(
     dest: str | os.PathLike | None = None,
     *,
     drop_empty_text: bool = True,
+    wav_root: str | os.PathLike | None = None,
 ) -> FixReport:
-    """Fix the data dir ``src`` and write it to ``dest`` (default: in place, atomically)."""
+    """Fix the data dir ``src`` and write it to ``dest`` (default: in place, atomically).
+
+    With ``wav_root``, relative audio paths of wav.scp are written as paths under it.
+    """
     src = Path(src)
     duplicates: dict[str, list[TableLine]] = {}
-    d = read_data_dir(src, duplicates=duplicates)
+    d = read_data_dir(src, duplicates=duplicates, wav_root=wav_root)
     fixed, report = fix_data_dir_in_memory(
         d, drop_empty_text=drop_empty_text, has_text=(src / "text").is_file()
     )

@@ -38,17 +38,26 @@ def c_sorted(keys: Iterable[str]) -> list[str]:
     return sorted(keys, key=c_sort_key)
 
 
+#: The UTF-8 byte-order mark some editors put at the start of a file (invisible in a terminal).
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
 def read_table_lines(path: str | os.PathLike) -> list[TableLine]:
     """All non-blank lines of a Kaldi table, split into key and value at the first whitespace.
 
-    Raises :class:`DataError` naming the file and line for a line that is not valid UTF-8.
-    Duplicates and ordering are not checked here (see :mod:`pykaldi2.data.validate`).
+    The separator may be any run of spaces or tabs (Kaldi's readers split on whitespace too). A
+    UTF-8 byte-order mark at the start of the file is dropped (validate-data-dir names it), as
+    is a carriage return at a line end. Raises :class:`DataError` naming the file and line for
+    a line that is not valid UTF-8. Duplicates and ordering are not checked here (see
+    :mod:`pykaldi2.data.validate`).
     """
     path = Path(path)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise DataError("file not found", file=str(path)) from None
+    if raw.startswith(UTF8_BOM):
+        raw = raw[len(UTF8_BOM) :]
     out: list[TableLine] = []
     for n, bline in enumerate(raw.split(b"\n"), start=1):
         try:

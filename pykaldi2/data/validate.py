@@ -6,7 +6,11 @@ instead of stopping at the first one::
     >>> problems = validate_data_dir("data/train", check_audio=True)
     >>> for p in problems: print(p)
     data/train/text:12: (utterance fash-an251-fash-b) empty transcript
-    data/train/utt2spk:40: (utterance x-1) speaker 'y' is not a prefix of the utterance id
+    data/train/utt2spk:40: (utterance b-1) speaker 'a' sorts before 'c' of the utterance before
+
+Speakers follow Kaldi's rule, not a naming convention: ``utt2spk`` sorted by utterance must also
+be sorted by speaker (``sort -k2 -C``; e.g. speechocean762's ``000010011 0001``). Naming
+utterances ``<speaker>-<rest>`` is the usual way to get there, not a requirement.
 """
 
 from __future__ import annotations
@@ -18,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pykaldi2.data.audio import is_ark_entry, is_pipe
-from pykaldi2.data.datadir import SPK_TABLES, UTT_TABLES, DataDir
-from pykaldi2.data.tables import TableLine, c_sort_key, c_sorted, read_table_lines
+from pykaldi2.data.datadir import SPK_TABLES, UTT_TABLES, DataDir, resolve_wav_root
+from pykaldi2.data.tables import UTF8_BOM, TableLine, c_sort_key, c_sorted, read_table_lines
 from pykaldi2.utils.errors import DataError
 from pykaldi2.utils.log import progress
 
@@ -96,9 +100,17 @@ def _read_raw(path: Path, rep: _Report, require_text: bool) -> DataDir:
             except DataError as e:
                 rep.add_line(name, e.line or 0, str(e).split(": ", 1)[-1])
                 raw[name] = []
-            if b"\r" in (path / name).read_bytes():
-                line = (path / name).read_bytes().split(b"\r")[0].count(b"\n") + 1
+            content = (path / name).read_bytes()
+            if b"\r" in content:
+                line = content.split(b"\r")[0].count(b"\n") + 1
                 rep.add_line(name, line, "carriage return (Windows line end?); use dos2unix")
+            if content.startswith(UTF8_BOM):
+                rep.add_line(
+                    name,
+                    1,
+                    "starts with a UTF-8 byte-order mark (U+FEFF, invisible; Kaldi reads it as "
+                    "part of the first id): remove it, e.g. with fix-data-dir",
+                )
         elif name in REQUIRED or (name == "text" and require_text):
             rep.add(name, "missing file")
     for name, entries in raw.items():
@@ -171,31 +183,41 @@ def _check_keys(rep: _Report, name: str, keys: set[str], utts: set[str], ref: st
 
 
 def _check_speakers(rep: _Report, d: DataDir) -> None:
-    prefix_ok = True
-    for utt, spk in d.utt2spk.items():
-        if not utt.startswith(spk):
-            prefix_ok = False
+    """Kaldi's ``sort -k2 -C utt2spk``: in utterance order the speakers must not decrease."""
+    prev: tuple[str, str] | None = None
+    for utt in d.utt_ids:
+        spk = d.utt2spk[utt]
+        if prev is not None and c_sort_key(spk) < c_sort_key(prev[1]):
             rep.add(
                 "utt2spk",
-                f"speaker id {spk!r} is not a prefix of the utterance id "
-                "(Kaldi needs utterances sorted by speaker: name them <spk>-<rest>)",
+                f"not sorted by speaker: speaker {spk!r} sorts before {prev[1]!r} of the "
+                f"utterance before ({prev[0]!r}); Kaldi needs utt2spk sorted both by utterance "
+                "and by speaker (fix: make the speaker ids prefixes of the utterance ids, "
+                "e.g. <speaker>-<utterance>)",
                 utt,
                 utt=utt,
             )
-    if prefix_ok:  # Kaldi's stronger condition: utt order groups speakers in C order
-        prev = None
-        for utt in d.utt_ids:
-            spk = d.utt2spk[utt]
-            if prev is not None and c_sort_key(spk) < c_sort_key(prev):
-                rep.add(
-                    "utt2spk",
-                    f"speaker {spk!r} sorts before {prev!r} but its utterance comes after; "
-                    "sorting by utterance must also sort by speaker",
-                    utt,
-                    utt=utt,
-                )
-                break
-            prev = spk
+            return
+        prev = (utt, spk)
+
+
+#: Words Kaldi's validate_data_dir.sh refuses in ``text`` (sentence boundaries, disambiguation).
+ILLEGAL_WORDS = ("<s>", "</s>", "#0")
+
+
+def _check_text(rep: _Report, d: DataDir) -> None:
+    for utt, words in d.text.items():
+        tokens = words.split()
+        if not tokens:
+            rep.add("text", "empty transcript", utt, utt=utt)
+        bad = [w for w in ILLEGAL_WORDS if w in tokens]
+        if bad:
+            rep.add(
+                "text",
+                f"illegal symbol(s) {' '.join(bad)} (reserved for the LM and graphs; remove them)",
+                utt,
+                utt=utt,
+            )
 
 
 def _check_segments(rep: _Report, d: DataDir) -> None:
@@ -209,12 +231,26 @@ def _check_segments(rep: _Report, d: DataDir) -> None:
             rep.add("segments", f"end time {end} <= start time {start}", utt, utt=utt)
 
 
-def _check_audio(rep: _Report, d: DataDir) -> None:
-    import soundfile as sf
+def _check_audio(rep: _Report, d: DataDir, sample_rate: int | None) -> None:
+    """Read every used recording as compute-feats does (pipes run, archives and files decoded),
+    and check each utterance's segment against its length, its rate against ``sample_rate``
+    (default: the most common rate of the data dir) and WAV headers against the file size."""
+    from collections import Counter
 
-    used = {d.recording_of(u) for u in d.utt2spk if d.segments is None or u in d.segments}
-    for rec in progress(c_sorted(used & set(d.wav_scp)), desc="check audio", unit="rec"):
+    from pykaldi2.data.audio import MAX_OVERSHOOT_S, read_audio, wav_truncation
+
+    segs: dict[str, list[tuple[str, float, float]]] = {}
+    for u in d.utt2spk:
+        if d.segments is None:
+            segs.setdefault(u, []).append((u, 0.0, -1.0))
+        elif u in d.segments:
+            rec, b, e = d.segments[u]
+            segs.setdefault(rec, []).append((u, b, e))
+    rates: dict[str, int] = {}
+    for rec in progress(c_sorted(set(segs) & set(d.wav_scp)), desc="check audio", unit="rec"):
         spec = d.wav_scp[rec].strip()
+        if not spec:
+            continue  # reported as an empty audio path
         if is_pipe(spec):
             try:
                 prog = shlex.split(spec[:-1])[0]
@@ -223,15 +259,32 @@ def _check_audio(rep: _Report, d: DataDir) -> None:
                 continue
             if shutil.which(prog) is None and not Path(prog).is_file():
                 rep.add("wav.scp", f"program {prog!r} of the pipe command not found", rec)
-        elif is_ark_entry(spec):
-            continue  # the archive exists; its entry is read only when used
-        elif not Path(spec).is_file():
-            rep.add("wav.scp", f"audio file not found: {spec}", rec)
-        else:
-            try:
-                sf.info(spec)
-            except (sf.LibsndfileError, RuntimeError) as e:
-                rep.add("wav.scp", f"unreadable audio {spec}: {e}", rec)
+                continue
+        elif not is_ark_entry(spec) and (problem := wav_truncation(spec)):
+            rep.add("wav.scp", f"{spec}: {problem}", rec)
+        try:
+            x, sr = read_audio(spec, utt=rec)
+        except DataError as e:  # the message names the pipe command itself
+            rep.add("wav.scp", e.message if is_pipe(spec) else f"{e.message}: {spec}", rec)
+            continue
+        rates[rec] = sr
+        dur = len(x) / sr
+        for utt, b, e in segs[rec]:
+            if d.segments is not None and e != -1 and e > dur + MAX_OVERSHOOT_S:
+                rep.add("segments", f"end {e} s is past the end of {rec} ({dur:.3f} s)", utt, utt)
+            elif d.segments is not None and b >= dur:
+                rep.add("segments", f"start {b} s is past the end of {rec} ({dur:.3f} s)", utt, utt)
+    if rates:
+        expected = sample_rate or Counter(rates.values()).most_common(1)[0][0]
+        for rec, sr in rates.items():
+            if sr != expected:
+                why = "the expected" if sample_rate else "the data dir's usual"
+                rep.add(
+                    "wav.scp",
+                    f"sample rate {sr} Hz, not {why} {expected} Hz (compute-feats refuses it "
+                    "unless told to resample)",
+                    rec,
+                )
 
 
 def validate_data_dir(
@@ -239,15 +292,24 @@ def validate_data_dir(
     *,
     check_audio: bool = False,
     require_text: bool = True,
+    spk_sort: bool = True,
+    wav_root: str | os.PathLike | None = None,
+    sample_rate: int | None = None,
 ) -> list[Problem]:
     """All problems of a data dir (a path, or an in-memory :class:`DataDir`); [] when valid.
 
-    Checks: required files, unsorted files, duplicate ids, malformed lines, CRLF line ends,
+    Checks (Kaldi's utils/validate_data_dir.sh, all reported at once): required files,
+    unsorted files, duplicate ids, malformed lines, CRLF line ends, a UTF-8 byte-order mark,
     utterances missing from some file (text, segments, utt2dur, feats.scp, ...), wav.scp /
-    utterance mismatch, empty transcripts, speaker id not a prefix of the utterance id,
-    spk2utt consistent with utt2spk, bad segments (end <= start, negative start, unknown
-    recording), non-positive durations, and with ``check_audio`` missing or unreadable audio
-    files and missing pipe programs. Line numbers are known only when reading from disk.
+    utterance mismatch, empty transcripts and the illegal words ``<s> </s> #0``, utt2spk not
+    sorted by speaker when sorted by utterance (unless ``spk_sort`` is False: Kaldi's
+    ``--no-spk-sort``), spk2utt consistent with utt2spk, bad segments (end <= start, negative
+    start, unknown recording), non-positive durations, and with ``check_audio`` every used
+    recording read as compute-feats reads it (missing or undecodable files, failing pipe
+    commands, truncated WAVs, segments past the end of their audio, sample rates other than
+    ``sample_rate`` or the most common one). Relative audio paths are taken from
+    ``wav_root`` when given (else the current directory, as Kaldi does). Line numbers are known
+    only when reading from disk.
     """
     from_disk = not isinstance(data, DataDir)
     if isinstance(data, DataDir):
@@ -259,6 +321,8 @@ def validate_data_dir(
         if not path.is_dir():
             return [Problem(str(path), None, "data dir not found")]
         d = _read_raw(path, rep, require_text)
+        if wav_root is not None:
+            d.wav_scp = resolve_wav_root(d.wav_scp, wav_root)
     utts = set(d.utt2spk)
     if not utts:
         rep.add("utt2spk", "no utterances")
@@ -266,10 +330,9 @@ def validate_data_dir(
         _check_keys(rep, "text", set(d.text), utts, "utt2spk")
     elif require_text and not (from_disk and not (d.path / "text").is_file()):  # else reported
         rep.add("text", "no transcripts (pass require_text=False / --no-text for unlabelled data)")
-    for utt, words in d.text.items():
-        if not words.strip():
-            rep.add("text", "empty transcript", utt, utt=utt)
-    _check_speakers(rep, d)
+    _check_text(rep, d)
+    if spk_sort:
+        _check_speakers(rep, d)
     if d.segments is not None:
         _check_keys(rep, "segments", set(d.segments), utts, "utt2spk")
         _check_segments(rep, d)
@@ -292,7 +355,7 @@ def validate_data_dir(
         for s in c_sorted(set(table) - spks):
             rep.add(name, f"speaker {s!r} not in utt2spk", s)
     if check_audio:
-        _check_audio(rep, d)
+        _check_audio(rep, d, sample_rate)
     return sorted(
         rep.problems, key=lambda p: (p.file, p.line if p.line is not None else 0, p.message)
     )

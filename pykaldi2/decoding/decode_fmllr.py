@@ -26,12 +26,14 @@ from pathlib import Path
 import numpy as np
 
 from pykaldi2.decoding.batch import DecodeSummary, decode_dir
-from pykaldi2.decoding.lattice import best_path, read_lattice_ark
+from pykaldi2.decoding.lattice import best_path
+from pykaldi2.decoding.lattice_io import read_lattice_ark
 from pykaldi2.decoding.wfst import DecoderConfig
 from pykaldi2.hmm.fmllr import FmllrOptions
 from pykaldi2.hmm.model import GmmModel
 from pykaldi2.hmm.sat import FmllrJob, fmllr_job
 from pykaldi2.hmm.streams import AliWriter, FeaturePipeline, iter_feats
+from pykaldi2.utils.config import ConfigMixin, option
 from pykaldi2.utils.errors import DataError
 from pykaldi2.utils.jobs import JobRunner
 
@@ -39,12 +41,12 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class DecodeFmllrConfig:
+class DecodeFmllrConfig(ConfigMixin):
     """decode_fmllr.sh options (Kaldi's names and defaults where they apply)."""
 
     decode: DecoderConfig = field(default_factory=DecoderConfig)
-    first_beam: float = 10.0
-    silence_weight: float = 0.01
+    first_beam: float = option(10.0, gt=0)
+    silence_weight: float = option(0.01, ge=0, le=1)
     fmllr: FmllrOptions = field(default_factory=FmllrOptions)
 
 
@@ -52,7 +54,7 @@ def _best_path_alis(dec_dir: Path, acoustic_scale: float, out: Path) -> int:
     """The transition-ids of each lattice's best path (LM weight 1 / acoustic scale), written
     sorted by utterance to ``out``; returns their number."""
     alis = {}
-    for f in sorted(dec_dir.glob("lat.*.ark")):
+    for f in sorted([*dec_dir.glob("lat.*.gz"), *dec_dir.glob("lat.*.ark")]):
         for utt, lat in read_lattice_ark(f):
             bp = best_path(lat, lmwt=1.0 / acoustic_scale)
             if bp is not None and bp.ali:

@@ -274,26 +274,42 @@ def _check_bootstrap(n1: int, n2: int, replications: int) -> None:
         raise DataError(f"replications must be >= 1, got {replications}")
 
 
+def best_setting(decode_dir: str | os.PathLike) -> tuple[str, str]:
+    """``(LMWT, WIP)`` as spelled in the file names (``"10"``, ``"0.5"``) of the setting that
+    a scored decode dir's ``best_wer`` names (``.../wer_LMWT_WIP``)."""
+    p = Path(decode_dir)
+    best = p / "best_wer"
+    if not best.is_file():
+        raise DataError(
+            "not a scored decode dir (no best_wer)",
+            file=str(p),
+            fix="score the decode dir first (pykaldi2 score)",
+        )
+    name = Path(best.read_text(encoding="utf-8").split()[-1]).name  # wer_LMWT_WIP
+    parts = name.split("_")
+    if len(parts) != 3 or parts[0] != "wer":
+        raise DataError(f"best_wer names {name!r}, not wer_LMWT_WIP", file=str(best))
+    return parts[1], parts[2]
+
+
 def best_hyp_file(path: str | os.PathLike) -> Path:
     """A hypothesis text, or for a decode dir the text of its best LMWT/WIP (``best_wer`` names
     ``.../wer_LMWT_WIP``; the text is ``scoring_kaldi/penalty_WIP/LMWT.txt``)."""
     p = Path(path)
     if p.is_file():
         return p
-    best = p / "best_wer"
-    if not best.is_file():
+    if not (p / "best_wer").is_file():
         raise DataError(
             "neither a hypothesis text nor a scored decode dir (no best_wer)",
             file=str(p),
             fix="pass a text file (utt w1 w2 ...) or score the decode dir first (pykaldi2 score)",
         )
-    name = Path(best.read_text(encoding="utf-8").split()[-1]).name  # wer_LMWT_WIP
-    parts = name.split("_")
-    hyp = p / "scoring_kaldi" / f"penalty_{parts[-1]}" / f"{parts[-2]}.txt"
-    if len(parts) != 3 or parts[0] != "wer" or not hyp.is_file():
+    lmwt, wip = best_setting(p)
+    hyp = p / "scoring_kaldi" / f"penalty_{wip}" / f"{lmwt}.txt"
+    if not hyp.is_file():
         raise DataError(
-            f"best_wer names {name!r} but {hyp} does not exist",
-            file=str(best),
+            f"best_wer names wer_{lmwt}_{wip} but {hyp} does not exist",
+            file=str(p / "best_wer"),
             fix="re-score the decode dir (pykaldi2 score)",
         )
     return hyp

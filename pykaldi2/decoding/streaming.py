@@ -77,9 +77,9 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
 def load_transducer(path: str | os.PathLike, device: str = "cpu") -> TransducerBundle:
     """Load a model dir written by train-transducer (a :class:`DataError` if it is not one)."""
     from pykaldi2.export.model_dir import ModelDir, load_model_dir
+    from pykaldi2.features.transducer_frontend import TransducerFrontendConfig
     from pykaldi2.lang.tokenizer import Tokenizer
     from pykaldi2.nnet.transducer import Transducer, TransducerConfig
-    from pykaldi2.training.transducer import TransducerFrontendConfig
 
     md = path if isinstance(path, ModelDir) else load_model_dir(path)
     if md.kind != "transducer":
@@ -264,7 +264,7 @@ class SlidingCmnStream:
 
 
 class FrameStackStream:
-    """:func:`pykaldi2.training.transducer.stack_frames` on frames given in chunks."""
+    """:func:`pykaldi2.features.transducer_frontend.stack_frames` on frames given in chunks."""
 
     def __init__(self, stack: int, subsample: int) -> None:
         self.stack, self.subsample = stack, subsample
@@ -476,8 +476,13 @@ class TransducerTranscriber:
         self.bundle = load_transducer(md)
 
     def transcribe(self, paths: Sequence[str | os.PathLike]) -> list[str]:
+        paths = list(paths)
+        if self.bundle.features:  # every file, before decoding any (else: a clear error below)
+            from pykaldi2.features.extractors import config_from_dict
+
+            config_from_dict(self.bundle.features).check_audio_files(paths)
         out = []
-        for p in progress(list(paths), desc="transcribe", unit="file"):
+        for p in progress(paths, desc="transcribe", unit="file"):
             *_, text = stream_file(self.bundle, p, chunk_seconds=1e9)
             out.append(text)
         return out

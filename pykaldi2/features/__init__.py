@@ -8,7 +8,8 @@
 Modules: ``extractors`` (configs, registry, fbank/MFCC), ``cmvn``, ``transforms`` (deltas,
 splicing), ``storage`` (HDF5, ark/scp, FeatureReader), ``compute`` (compute-feats,
 compute-cmvn over a data dir), ``pipeline`` (CMVN + deltas + splicing per utterance),
-``reference`` (slow numpy versions of every kernel, for tests).
+``reference`` (slow numpy versions of every kernel, for tests), ``transducer_frontend`` (the
+RNN-T front end: CMN + frame stacking, shared by training, streaming and ONNX decoding).
 """
 
 from pykaldi2.features.cmvn import (

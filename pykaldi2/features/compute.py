@@ -14,21 +14,25 @@ Layout written (``<name>`` is the data dir's base name, e.g. ``train``)::
 
 Resuming: each job's archive appears only when the job finished (temp file + rename), so a killed
 run, run again with the same arguments, recomputes only the jobs whose archive is missing (a
-leftover temp file of a killed job is ignored and replaced). Running again with a different config
-or nj is refused unless ``overwrite`` is set, so archives of two configs never get mixed.
+leftover temp file of a killed job is ignored and replaced). Beside each finished archive,
+``FEATDIR/raw_fbank_train.<j>.inputs`` holds a hash of the job's wav.scp and segments entries: a
+job whose audio entries changed since (an edited wav.scp) is recomputed. Running again with a
+different config or nj is refused unless ``overwrite`` is set, so archives of two configs never
+get mixed. Two compute-feats writing the same archives (same FEATDIR and data dir name) cannot
+run at once: the second stops with the first's pid (``FEATDIR/.raw_fbank_train.lock``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import os
 import queue as queue_mod
 import types
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from multiprocessing.managers import SyncManager
 from pathlib import Path
 
 import numpy as np
@@ -46,8 +50,9 @@ from pykaldi2.features.storage import (
     write_feats_scp,
 )
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
-from pykaldi2.utils.io import atomic_write, atomic_write_text
+from pykaldi2.utils.io import atomic_write, atomic_write_text, exclusive_lock
 from pykaldi2.utils.log import get_logger, progress
+from pykaldi2.utils.proc import die_with_parent, spawn_context
 
 log = get_logger(__name__)
 
@@ -55,21 +60,44 @@ FORMATS = {"hdf5": ".h5", "ark": ".ark"}
 FEATS_CONFIG = "conf/feats.json"
 
 
+def job_inputs_sha1(d: DataDir, utts: list[str]) -> str:
+    """A hash of what a job's features are computed from: each utterance's id, wav.scp entry
+    (of its recording) and segment."""
+    h = hashlib.sha1()
+    for u in utts:
+        seg = d.segments.get(u) if d.segments is not None else None
+        h.update(f"{u}\t{d.wav_scp.get(d.recording_of(u))}\t{seg}\n".encode())
+    return h.hexdigest()
+
+
 @dataclass
 class FeatsJob:
-    """One of the ``nj`` jobs of compute-feats: its utterances and its archive."""
+    """One of the ``nj`` jobs of compute-feats: its utterances, its archive and the hash of its
+    audio entries (:func:`job_inputs_sha1`)."""
 
     index: int  # 1-based, as in Kaldi's split data dirs
     utts: list[str]
     archive: Path
+    inputs_sha1: str = ""
 
     @property
     def scp(self) -> Path:
         """The part's own scp (ark format only)."""
         return self.archive.with_suffix(".scp")
 
+    @property
+    def inputs_file(self) -> Path:
+        """Written when the job has finished: the hash of the audio entries it was made from."""
+        return self.archive.with_name(self.archive.stem + ".inputs")
+
     def finished_keys(self) -> list[str] | None:
-        """The utterances stored by a finished earlier run of this job, or None if not finished."""
+        """The utterances stored by a finished earlier run of this job made from the same audio
+        entries, or None if not finished (or made from other entries)."""
+        try:
+            if self.inputs_file.read_text().strip() != self.inputs_sha1:
+                return None
+        except FileNotFoundError:
+            return None
         if self.archive.suffix == ".ark":
             if not (self.archive.is_file() and self.scp.is_file()):
                 return None
@@ -121,6 +149,7 @@ def _compute_job(
                 frames[utt] = len(feats)
             if q is not None and (n % 10 == 0 or n == len(job.utts)):
                 q.put(10 if n % 10 == 0 else n % 10)
+    atomic_write_text(job.inputs_file, job.inputs_sha1 + "\n")  # after the archive is in place
     return frames, skipped
 
 
@@ -176,10 +205,15 @@ def _run_jobs(datadir, config_dict, jobs, compression, resample, total_utts) -> 
             ]
         # One process per job. When a job fails, the others still run to the end: their finished
         # archives are kept, so a re-run after the fix redoes only the failed job.
-        ctx = multiprocessing.get_context("spawn")
-        with ctx.Manager() as manager:
+        ctx = spawn_context()
+        manager = SyncManager(ctx=ctx)
+        manager.start(die_with_parent, (os.getpid(),))
+        with manager:
             q = manager.Queue()
-            with ProcessPoolExecutor(max_workers=len(jobs), mp_context=ctx) as pool:
+            pool = ProcessPoolExecutor(
+                len(jobs), mp_context=ctx, initializer=die_with_parent, initargs=(os.getpid(),)
+            )
+            with pool:
                 futs = [
                     pool.submit(_compute_job, datadir, config_dict, j, compression, resample, q)
                     for j in jobs
@@ -248,29 +282,37 @@ def compute_feats(
     config_dict = config.to_dict()
     name = f"raw_{config.feat_type}_{datadir.absolute().name}"
     featdir.mkdir(parents=True, exist_ok=True)
-    parts = split_utts(d.utt_ids, nj)
-    utts_sha1 = hashlib.sha1("\n".join(d.utt_ids).encode("utf-8")).hexdigest()
-    run = {"config": config_dict, "nj": nj, "format": fmt, "utts_sha1": utts_sha1}
-    _check_run_config(featdir / f"{name}.json", run, overwrite)
-
-    jobs = [
-        FeatsJob(i + 1, u, featdir / f"{name}.{i + 1}{FORMATS[fmt]}") for i, u in enumerate(parts)
-    ]
-    todo = []
-    for job in jobs:
-        keys = None if overwrite else job.finished_keys()
-        if keys is None or not set(keys) <= set(job.utts):
-            todo.append(job)
-    for job in todo:  # temp files of a killed earlier run of these jobs
-        for stale in job.archive.parent.glob(f".{job.archive.name}.*.tmp"):
-            stale.unlink(missing_ok=True)
-    if len(todo) < len(jobs):
-        log.info(
-            "compute-feats: %d of %d jobs already finished, skipped", len(jobs) - len(todo), nj
+    with exclusive_lock(featdir / f".{name}.lock", f"compute-feats into {featdir}/{name}.*"):
+        parts = split_utts(d.utt_ids, nj)
+        utts_sha1 = hashlib.sha1("\n".join(d.utt_ids).encode("utf-8")).hexdigest()
+        run = {"config": config_dict, "nj": nj, "format": fmt, "utts_sha1": utts_sha1}
+        _check_run_config(featdir / f"{name}.json", run, overwrite)
+        jobs = [
+            FeatsJob(i + 1, u, featdir / f"{name}.{i + 1}{FORMATS[fmt]}", job_inputs_sha1(d, u))
+            for i, u in enumerate(parts)
+        ]
+        todo = []
+        for job in jobs:
+            keys = None if overwrite else job.finished_keys()
+            if keys is None or not set(keys) <= set(job.utts):
+                if not overwrite and job.archive.is_file() and job.inputs_file.is_file():
+                    log.info(
+                        "compute-feats: job %d's wav.scp/segments entries changed: redone",
+                        job.index,
+                    )
+                todo.append(job)
+        for job in todo:  # temp files of a killed earlier run (we hold the lock: none is live)
+            job.inputs_file.unlink(missing_ok=True)
+            for stale in job.archive.parent.glob(f".{job.archive.name}.*.tmp"):
+                stale.unlink(missing_ok=True)
+        if len(todo) < len(jobs):
+            log.info(
+                "compute-feats: %d of %d jobs already finished, skipped", len(jobs) - len(todo), nj
+            )
+        results = _run_jobs(
+            str(datadir), config_dict, todo, compression, resample, sum(len(j.utts) for j in todo)
         )
-    results = _run_jobs(
-        str(datadir), config_dict, todo, compression, resample, sum(len(j.utts) for j in todo)
-    )
+        reader = _write_feats_scp(datadir, jobs, config_dict)
     skipped = [u for _, s in results for u in s]
     if skipped:
         log.warning(
@@ -280,7 +322,7 @@ def compute_feats(
             ", ".join(skipped[:5]),
             datadir,
         )
-    return _write_feats_scp(datadir, jobs, config_dict)
+    return reader
 
 
 def _write_feats_scp(datadir: Path, jobs: list[FeatsJob], config_dict: dict) -> FeatureReader:

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pykaldi2.data.transcripts import MAX_MISSING_TEXT_FRACTION
 from pykaldi2.hmm.model import GmmModel
+from pykaldi2.utils.config import ConfigMixin, option
 from pykaldi2.utils.errors import DataError
 from pykaldi2.utils.log import progress
 
@@ -149,8 +151,11 @@ def align_equal_compiled(
 
 
 @dataclass
-class AlignConfig:
-    """gmm-align-compiled options; the scales are Kaldi's ``scale_opts`` of train_*.sh."""
+class AlignConfig(ConfigMixin):
+    """gmm-align-compiled options; the scales are Kaldi's ``scale_opts`` of train_*.sh.
+    ``max_missing_text_fraction``: align-si / align-nnet list the utterances without a
+    transcript and stop when they are more than this fraction
+    (:func:`pykaldi2.data.transcripts.check_transcribed`)."""
 
     beam: float = 10.0
     retry_beam: float = 40.0
@@ -158,6 +163,7 @@ class AlignConfig:
     acoustic_scale: float = 0.1
     transition_scale: float = 1.0
     self_loop_scale: float = 0.1
+    max_missing_text_fraction: float = option(MAX_MISSING_TEXT_FRACTION, ge=0, le=1)
 
     def __post_init__(self) -> None:
         if self.beam <= 0 or self.retry_beam < 0 or self.acoustic_scale <= 0:

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pykaldi2.hmm.gmm import GmmArrays
+from pykaldi2.utils.config import ConfigMixin, option
 
 log = logging.getLogger(__name__)
 
@@ -171,12 +172,12 @@ def fmllr_auxf(w: np.ndarray, stats: FmllrStats) -> float:
 
 
 @dataclass
-class FmllrOptions:
+class FmllrOptions(ConfigMixin):
     """Kaldi's FmllrOptions (full update): ``min_count`` frames to estimate a transform at all,
     ``num_iters`` sweeps over the rows."""
 
-    min_count: float = 500.0
-    num_iters: int = 40
+    min_count: float = option(500.0, ge=0)
+    num_iters: int = option(40, ge=1)
 
 
 def fmllr_update(

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pykaldi2.hmm.model import GmmModel
+from pykaldi2.utils.config import ConfigMixin, option
 from pykaldi2.utils.errors import DataError
 from pykaldi2.utils.io import atomic_write
 
@@ -435,15 +436,15 @@ def gmm_acc_stats_ali_ref(
 
 # ---- re-estimation ---------------------------------------------------------------------------------
 @dataclass
-class MleOptions:
+class MleOptions(ConfigMixin):
     """MleDiagGmmOptions (Kaldi's defaults) and MleTransitionUpdateConfig."""
 
-    min_gaussian_occupancy: float = 10.0
-    min_gaussian_weight: float = 1.0e-5
-    min_variance: float = 0.001
+    min_gaussian_occupancy: float = option(10.0, ge=0)
+    min_gaussian_weight: float = option(1.0e-5, ge=0)
+    min_variance: float = option(0.001, gt=0)
     remove_low_count_gaussians: bool = True
-    transition_floor: float = 0.01
-    transition_min_count: float = 5.0
+    transition_floor: float = option(0.01, ge=0, le=1)
+    transition_min_count: float = option(5.0, ge=0)
 
 
 @dataclass

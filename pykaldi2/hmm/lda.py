@@ -33,6 +33,7 @@ from pykaldi2.hmm.gmm import am_arrays
 from pykaldi2.hmm.model import GmmModel
 from pykaldi2.hmm.streams import FeaturePipeline, iter_alis, iter_feats, join
 from pykaldi2.hmm.training import TreeConfig
+from pykaldi2.utils.config import option
 from pykaldi2.utils.errors import DataError
 from pykaldi2.utils.io import atomic_write
 
@@ -457,8 +458,8 @@ class LdaMlltConfig(TreeConfig):
     ``lda_rand_prune`` and ``mllt_rand_prune`` replay Kaldi's ``--rand-prune`` (4.0 in the
     script) in acc-lda and gmm-acc-mllt; 0 (ours): exact statistics."""
 
-    num_leaves: int = 2500
-    tot_gauss: int = 15000
+    num_leaves: int = option(2500, ge=1)
+    tot_gauss: int = option(15000, ge=1)
     dim: int = 40
     splice: int = 4
     mllt_iters: list[int] = field(default_factory=lambda: [2, 4, 6, 12])
@@ -569,7 +570,7 @@ def train_lda_mllt(
     own = runner is None
     runner = runner or JobRunner(nj)
     try:
-        tr = training_setup(data_dir, lang_dir, exp_dir, nj, runner)
+        tr = training_setup(data_dir, lang_dir, exp_dir, nj, runner, cfg.max_missing_text_fraction)
         first = 1
         if tr.start(cfg, "tri_lda_mllt") and (x := tr.resume_point(1, cfg.num_iters)) is not None:
             first, model = x, GmmModel.load(tr.mdl(x))

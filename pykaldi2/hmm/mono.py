@@ -29,6 +29,7 @@ from pykaldi2.hmm.training import (
     gauss_schedule,
     training_setup,
 )
+from pykaldi2.utils.config import option
 from pykaldi2.utils.errors import DataError
 from pykaldi2.utils.jobs import JobRunner, job_log
 from pykaldi2.utils.log import append_jsonl
@@ -106,13 +107,13 @@ class MonoConfig(GmmTrainConfig):
     (from the equal alignment) uses ``min_gaussian_occupancy_first``; ``init_utts``
     utterances give the flat start's mean and variance."""
 
-    num_iters: int = 40
-    max_iter_inc: int = 30
+    num_iters: int = option(40, ge=1)
+    max_iter_inc: int = option(30, ge=0)
     realign_iters: list[int] = field(default_factory=lambda: list(MONO_REALIGN_ITERS))
     totgauss: int = 1000
     initial_beam: float = 6.0
-    min_gaussian_occupancy_first: float = 3.0
-    init_utts: int = 10
+    min_gaussian_occupancy_first: float = option(3.0, ge=0)
+    init_utts: int = option(10, ge=1)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -147,7 +148,7 @@ def train_mono(
     own = runner is None
     runner = runner or JobRunner(nj)
     try:
-        tr = training_setup(data_dir, lang_dir, exp_dir, nj, runner)
+        tr = training_setup(data_dir, lang_dir, exp_dir, nj, runner, cfg.max_missing_text_fraction)
         pipe = FeaturePipeline(feat_type="delta")
         first = 1
         if tr.start(cfg, "mono") and (x := tr.resume_point(1, cfg.num_iters)) is not None:

@@ -31,26 +31,22 @@ from pykaldi2.hmm.align import AlignConfig
 from pykaldi2.hmm.fmllr import FmllrOptions, FmllrStats, fmllr_stats, fmllr_update
 from pykaldi2.hmm.gmm import GmmAccumulator, MleOptions, am_arrays, gmm_est, write_accs
 from pykaldi2.hmm.jobs import AlignJob, AlignSpec, JobSummary, align_job, sum_summaries
+from pykaldi2.hmm.kaldi_io import write_transforms
 from pykaldi2.hmm.lda import compose_transforms
 from pykaldi2.hmm.model import GmmModel
-from pykaldi2.hmm.streams import FeaturePipeline, iter_alis, iter_feats, join, read_matrix_ark
+from pykaldi2.hmm.streams import (
+    FeaturePipeline,
+    check_texts,
+    iter_alis,
+    iter_feats,
+    join,
+    read_matrix_ark,
+)
 from pykaldi2.hmm.training import TreeConfig
 from pykaldi2.utils.errors import DataError
 from pykaldi2.utils.jobs import JobRunner, job_log
 
 log = logging.getLogger(__name__)
-
-
-def write_transforms(path: str | os.PathLike, transforms: dict[str, np.ndarray]) -> None:
-    """Per-speaker transforms as a Kaldi binary ark of float matrices (``trans.JOB``),
-    atomically."""
-    import kaldiio
-
-    from pykaldi2.utils.io import atomic_write
-
-    with atomic_write(path, "wb") as f:
-        for spk in sorted(transforms):
-            kaldiio.save_ark(f, {spk: np.asarray(transforms[spk], dtype=np.float32)})
 
 
 @dataclass
@@ -286,7 +282,7 @@ def train_sat(
     own = runner is None
     runner = runner or JobRunner(nj)
     try:
-        tr = training_setup(data_dir, lang_dir, exp_dir, nj, runner)
+        tr = training_setup(data_dir, lang_dir, exp_dir, nj, runner, cfg.max_missing_text_fraction)
         first = 1
         resuming = tr.start(cfg, "tri_sat")
         if resuming and (x := tr.resume_point(1, cfg.num_iters)) is not None:
@@ -370,7 +366,13 @@ def align_fmllr(
     from pykaldi2.lang.lang_dir import load_lang
 
     src = Path(src_dir)
+    from pykaldi2.data.transcripts import check_data_dir_transcribed
+
     cfg = config or AlignConfig()
+    check_data_dir_transcribed(
+        data_dir, max_missing_fraction=cfg.max_missing_text_fraction, what="alignment"
+    )
+    check_texts(data_dir, load_lang(lang_dir))
     splits = split_data(data_dir, nj)
     out = start_ali_dir(src, out_dir, nj)
     alimdl = src / "final.alimdl"

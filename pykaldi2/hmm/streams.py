@@ -21,11 +21,12 @@ import io
 import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from pykaldi2.hmm.exp_dir import ali_files  # noqa: F401  (re-exported: the jobs' archives)
 from pykaldi2.utils.errors import DataError
 from pykaldi2.utils.io import atomic_write
 
@@ -37,50 +38,78 @@ class FeaturePipeline:
     """How a model's input features are made from a data dir's stored ones.
 
     Attributes:
-        feat_type: ``"delta"`` (+ deltas, order 2), ``"lda"`` (splice, ``transform``),
-            ``"splice"`` or ``"raw"``.
+        feat_type: ``"delta"`` (+ deltas), ``"lda"`` (splice, ``transform``), ``"splice"`` or
+            ``"raw"``.
         transform: (D_out, D_in) or (D_out, D_in + 1) LDA/MLLT matrix for ``"lda"``.
-        splice: left/right context of the splicing before ``transform``.
-        cmvn: apply per-speaker CMN from ``cmvn.scp`` (means only, as the scripts).
+        splice: left/right context of the splicing before ``transform`` (one int for both, or
+            ``(left, right)``; the model's ``splice_opts``).
+        cmvn: apply per-speaker CMN from ``cmvn.scp`` (the model's ``cmvn_opts``: means only
+            unless ``--norm-means=false``).
+        norm_vars: also normalize variances (``--norm-vars=true`` in ``cmvn_opts``).
+        delta: add-deltas ``(order, window)`` (the model's ``delta_opts``; Kaldi's 2, 2).
         fmllr: per-speaker (D, D + 1) transforms: a Kaldi ark of matrices keyed by speaker
-            (``trans.JOB``), applied last; None for none.
+            (``trans.JOB``) or a dir of ``trans.*`` (:func:`read_matrix_ark`), applied last;
+            None for none.
     """
 
     feat_type: str = "delta"
     transform: np.ndarray | None = None
-    splice: int = 3
+    splice: int | tuple[int, int] = 3
     cmvn: bool = True
     fmllr: str | None = None
+    norm_vars: bool = False
+    delta: tuple[int, int] = (2, 2)
 
     @classmethod
     def for_model(cls, model, fmllr: str | os.PathLike | None = None) -> FeaturePipeline:
-        """The pipeline ``model`` (a GmmModel) was trained on, plus optional fMLLR."""
+        """The pipeline ``model`` (a GmmModel, ours or Kaldi's) was trained on, plus optional
+        fMLLR."""
+        norm_means, norm_vars = model.cmvn_config
         return cls(
             feat_type=model.feat_type,
             transform=model.transform,
             splice=model.splice,
+            cmvn=norm_means,
             fmllr=None if fmllr is None else os.fspath(fmllr),
+            norm_vars=norm_vars,
+            delta=model.delta_config,
         )
 
     def base(self) -> FeaturePipeline:
         """The same pipeline without fMLLR (speaker-independent features)."""
-        return FeaturePipeline(self.feat_type, self.transform, self.splice, self.cmvn, None)
+        return replace(self, fmllr=None)
 
 
-def apply_feat_transform(x: np.ndarray, feat_type: str, transform=None, splice: int = 3):
-    """Features for a model from CMVN'd base features: ``delta`` adds deltas, ``lda`` splices
-    +-``splice`` frames and applies the (D_out, D_in[+1]) ``transform``, ``splice`` only
-    splices (LDA's input), ``raw`` keeps them."""
+def apply_feat_transform(
+    x: np.ndarray,
+    feat_type: str,
+    transform=None,
+    splice: int | tuple[int, int] = 3,
+    delta: tuple[int, int] = (2, 2),
+):
+    """Features for a model from CMVN'd base features: ``delta`` adds deltas (add-deltas with
+    ``delta = (order, window)``), ``lda`` splices ``splice`` frames (one int for both sides, or
+    ``(left, right)``; splice-feats) and applies the (D_out, D_in[+1]) ``transform``
+    (transform-feats), ``splice`` only splices (LDA's input), ``raw`` keeps them."""
     from pykaldi2.features.transforms import add_deltas, splice_feats
 
+    left, right = (splice, splice) if isinstance(splice, int) else splice
     if feat_type == "delta":
-        return np.ascontiguousarray(add_deltas(x), dtype=np.float32)
+        return np.ascontiguousarray(add_deltas(x, *delta), dtype=np.float32)
     if feat_type == "lda":
         if transform is None:
             raise DataError("an LDA model without its transform matrix", fix="retrain it")
-        return transform_feats(splice_feats(x, splice, splice), transform)
+        m = np.asarray(transform)
+        d = x.shape[1] * (left + 1 + right)
+        if m.shape[1] not in (d, d + 1):
+            raise DataError(
+                f"the transform is {m.shape[0]} x {m.shape[1]}, the spliced features have "
+                f"{d} dimensions ({x.shape[1]} x {left + 1 + right} frames)",
+                fix="use the features the model was trained on (and its splice_opts)",
+            )
+        return transform_feats(splice_feats(x, left, right), m)
     if feat_type == "splice":
-        return np.ascontiguousarray(splice_feats(x, splice, splice), dtype=np.float32)
+        return np.ascontiguousarray(splice_feats(x, left, right), dtype=np.float32)
     if feat_type == "raw":
         return np.ascontiguousarray(x, dtype=np.float32)
     raise DataError(f"unknown feat_type {feat_type!r}", fix="one of raw, delta, lda, splice")
@@ -100,16 +129,17 @@ def transform_feats(x: np.ndarray, m: np.ndarray) -> np.ndarray:
 
 
 def read_matrix_ark(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """A Kaldi ark of matrices (e.g. per-speaker fMLLR ``trans.JOB``): key -> (R, C) float64."""
-    import kaldiio
+    """Per-speaker matrices (fMLLR ``trans.JOB``): key -> (R, C) float64, from a Kaldi ark of
+    matrices, or from a dir's ``trans.1 .. trans.N`` merged (a Kaldi SAT dir used as
+    ``--transform-dir``)."""
+    from pykaldi2.hmm.exp_dir import read_transforms_dir
+    from pykaldi2.hmm.kaldi_io import read_transforms
 
     path = Path(path)
-    if not path.is_file():
-        raise DataError("no such transform archive", file=str(path))
-    try:
-        return {k: np.asarray(v, dtype=np.float64) for k, v in kaldiio.load_ark(str(path))}
-    except Exception as e:
-        raise DataError(f"not a Kaldi matrix archive: {e}", file=str(path)) from None
+    mats = read_transforms_dir(path) if path.is_dir() else read_transforms(path)
+    if path.is_dir() and not mats:
+        raise DataError("no fMLLR transforms trans.1 .. trans.N", file=str(path))
+    return {k: np.asarray(v, dtype=np.float64) for k, v in mats.items()}
 
 
 def iter_feats(
@@ -148,8 +178,8 @@ def iter_feats(
                         file=str(data_dir / "cmvn.scp"),
                         fix="run `pykaldi2 compute-cmvn` on this data dir",
                     )
-                x = apply_cmvn(x, stats[spk], norm_vars=False)
-            x = apply_feat_transform(x, pipe.feat_type, pipe.transform, pipe.splice)
+                x = apply_cmvn(x, stats[spk], norm_vars=pipe.norm_vars)
+            x = apply_feat_transform(x, pipe.feat_type, pipe.transform, pipe.splice, pipe.delta)
             if trans is not None:
                 if spk not in trans:
                     raise DataError(
@@ -162,26 +192,29 @@ def iter_feats(
 
 
 def iter_texts(data_dir: str | os.PathLike, lang) -> Iterator[tuple[str, list[int]]]:
-    """(utt, word ids) of ``data_dir/text`` in file order; OOV words map to the lang's OOV."""
+    """(utt, word ids) of ``data_dir/text`` in file order; OOV words map to the lang's OOV
+    (named once per command by :func:`check_texts`, not per job)."""
     from pykaldi2.data.tables import read_table_lines
 
     path = Path(data_dir) / "text"
     if not path.is_file():
         raise DataError("no text (transcripts)", file=str(path), fix="alignment needs `text`")
-    num_oov = 0
     for e in read_table_lines(path):
-        ids = []
-        for w in e.value.split():
-            if w in lang.words:
-                ids.append(lang.words.id(w))
-            else:
-                ids.append(lang.oov_id)
-                num_oov += 1
-        yield e.key, ids
-    if num_oov:
-        log.warning(
-            "%d word tokens of %s are not in words.txt (mapped to %s)", num_oov, path, lang.oov_word
-        )
+        yield e.key, [lang.words.get(w, lang.oov_id) for w in e.value.split()]
+
+
+def check_texts(data_dir: str | os.PathLike, lang) -> None:
+    """The words of ``data_dir/text`` outside the lang's words.txt, named once with their
+    utterances in a warning (:func:`pykaldi2.lang.transcripts.words_to_ids`; they map to the
+    OOV word), before the jobs read their parts."""
+    from pykaldi2.data.tables import read_table_lines
+    from pykaldi2.lang.transcripts import words_to_ids
+
+    path = Path(data_dir) / "text"
+    if path.is_file():
+        lines = ((e.key, e.value) for e in read_table_lines(path))
+        words_to_ids(lines, lang.words, oov_word=lang.oov_word, source=str(path),
+                     words_file=str(Path(lang.dir) / "words.txt"))  # fmt: skip
 
 
 def _read_token(f) -> bytes:
@@ -233,29 +266,6 @@ def _read_ark_stream(path: Path) -> Iterator[tuple[str, np.ndarray]]:
         raise
     except (OSError, EOFError) as e:
         raise DataError(f"cannot read the alignment archive: {e}", file=str(path)) from None
-
-
-def ali_files(ali_dir: str | os.PathLike) -> list[Path]:
-    """The alignment archives of an ali/exp dir: ``ali.{1..N}.gz`` (Kaldi's layout, N from
-    ``num_jobs`` when present), else ``ali.scp`` / ``ali.ark``."""
-    d = Path(ali_dir)
-    nj_file = d / "num_jobs"
-    if nj_file.is_file():
-        nj = int(nj_file.read_text().split()[0])
-        files = [d / f"ali.{j}.gz" for j in range(1, nj + 1)]
-        if all(f.is_file() for f in files):
-            return files
-    gz = sorted(d.glob("ali.*.gz"), key=lambda p: (len(p.name), p.name))
-    if gz:
-        return gz
-    for name in ("ali.scp", "ali.ark"):
-        if (d / name).is_file():
-            return [d / name]
-    raise DataError(
-        "no alignments (ali.*.gz, ali.scp or ali.ark)",
-        file=str(d),
-        fix="run `pykaldi2 align-si DATA LANG SRC_DIR ALI_DIR` first",
-    )
 
 
 def iter_alis(paths: Sequence[str | os.PathLike]) -> Iterator[tuple[str, np.ndarray]]:

@@ -24,17 +24,19 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from pykaldi2.data.transcripts import MAX_MISSING_TEXT_FRACTION
+from pykaldi2.hmm.ali import write_model_id
 from pykaldi2.hmm.align import AlignConfig
 from pykaldi2.hmm.gmm import GmmAccs, MleOptions, gmm_est, gmm_sum_accs
 from pykaldi2.hmm.jobs import AccJob, AlignSpec, JobSummary, acc_stats_job, sum_summaries
 from pykaldi2.hmm.model import GmmModel, gmm_info
-from pykaldi2.hmm.streams import FeaturePipeline
-from pykaldi2.utils.config import ConfigMixin
+from pykaldi2.hmm.streams import FeaturePipeline, check_texts
+from pykaldi2.utils.config import ConfigMixin, option
 from pykaldi2.utils.io import atomic_write_text
 from pykaldi2.utils.jobs import JobRunner, job_log
 from pykaldi2.utils.log import append_jsonl
@@ -49,22 +51,26 @@ class GmmTrainConfig(ConfigMixin):
     ``power`` is 0.25 as the scripts pass it (gmm-est's own default is 0.2). ``seed`` starts
     the stream of the mixing-up perturbations in every re-estimation (1, as ``rand()`` in each
     fresh Kaldi process; 0 is the same as 1).
+    ``max_missing_text_fraction`` (not Kaldi's): utterances with features but no transcript are
+    listed and left out, and more than this fraction of them stops the command
+    (:func:`pykaldi2.data.transcripts.check_transcribed`).
     """
 
     num_iters: int = 35
     max_iter_inc: int = 25
     realign_iters: list[int] = field(default_factory=lambda: [10, 20, 30])
     beam: float = 10.0
-    retry_beam: float = 40.0
+    retry_beam: float = option(40.0, ge=0)
     careful: bool = False
-    boost_silence: float = 1.0
-    power: float = 0.25
-    acoustic_scale: float = 0.1
-    transition_scale: float = 1.0
-    self_loop_scale: float = 0.1
-    perturb_factor: float = 0.01
-    min_count: float = 20.0
+    boost_silence: float = option(1.0, gt=0)
+    power: float = option(0.25, gt=0)
+    acoustic_scale: float = option(0.1, gt=0)
+    transition_scale: float = option(1.0, ge=0)
+    self_loop_scale: float = option(0.1, ge=0)
+    perturb_factor: float = option(0.01, ge=0)
+    min_count: float = option(20.0, ge=0)
     seed: int = 1
+    max_missing_text_fraction: float = option(MAX_MISSING_TEXT_FRACTION, ge=0, le=1)
 
     def __post_init__(self) -> None:
         name = type(self).__name__
@@ -186,10 +192,7 @@ class GmmTraining:
         """``pipe`` per job, with the job's fMLLR transforms when the system has them."""
         if not self.fmllr:
             return [pipe] * self.nj
-        return [
-            FeaturePipeline(pipe.feat_type, pipe.transform, pipe.splice, pipe.cmvn, f)
-            for f in self.fmllr
-        ]
+        return [replace(pipe, fmllr=f) for f in self.fmllr]
 
     # ---- one pass ------------------------------------------------------------------------
     def accumulate(
@@ -398,12 +401,18 @@ def training_setup(
     exp_dir: str | os.PathLike,
     nj: int,
     runner: JobRunner,
+    max_missing_text_fraction: float = MAX_MISSING_TEXT_FRACTION,
 ) -> GmmTraining:
-    """Split the data dir into ``nj`` parts and gather what the jobs need."""
+    """Split the data dir into ``nj`` parts and gather what the jobs need. Utterances without a
+    transcript are listed (the jobs leave them out); more than ``max_missing_text_fraction`` of
+    them is a :class:`DataError`."""
     from pykaldi2.data.split import split_data
+    from pykaldi2.data.transcripts import check_data_dir_transcribed
     from pykaldi2.lang.lang_dir import load_lang
 
+    check_data_dir_transcribed(data_dir, max_missing_fraction=max_missing_text_fraction)
     lang = load_lang(lang_dir)
+    check_texts(data_dir, lang)
     return GmmTraining(
         exp_dir=Path(exp_dir),
         splits=split_data(data_dir, nj),
@@ -427,13 +436,14 @@ def write_exp_dir(
     nj: int = 1,
     occs: np.ndarray | None = None,
 ) -> None:
-    """A self-describing exp dir, Kaldi's layout: final.mdl, tree (Kaldi binary), ali.JOB.gz
+    """A self-describing exp dir, Kaldi's layout: final.mdl, tree (Kaldi binary), model_id, ali.JOB.gz
     (already there: the last realignment), num_jobs, final.occs, final.mat (LDA systems),
     config.json, log/history.jsonl. Alignment files of an older layout are removed."""
     d = Path(exp_dir)
     d.mkdir(parents=True, exist_ok=True)
     model.save(d / "final.mdl")
     model.write_tree(d / "tree")
+    write_model_id(d, model)
     atomic_write_text(d / "num_jobs", f"{nj}\n")
     if occs is not None:
         write_occs(d / "final.occs", occs)

@@ -41,12 +41,11 @@ from pykaldi2.hmm.event_map import (
     ConstantEventMap,
     SplitEventMap,
     TableEventMap,
-    context_dependency_bytes,
-    context_dependency_from_bytes,
     copy_event_map,
     map_events,
     renumber_event_map,
 )
+from pykaldi2.hmm.kaldi_io import Tree, tree_bytes
 from pykaldi2.hmm.questions import Questions
 from pykaldi2.hmm.tree_stats import TreeStats, objf32
 from pykaldi2.utils.errors import DataError
@@ -388,13 +387,17 @@ class BuiltTree:
     row_pdf: np.ndarray
     info: dict = field(default_factory=dict)
 
+    def kaldi_tree(self):
+        """The tree as :class:`pykaldi2.hmm.kaldi_io.Tree` (the ``tree`` file's contents)."""
+        return Tree(self.to_pdf, self.context_width, self.central_position)
+
     def to_bytes(self) -> bytes:
-        """Kaldi binary ``tree`` file contents."""
-        return context_dependency_bytes(self.to_pdf, self.context_width, self.central_position)
+        """Kaldi binary ``tree`` file contents (with the ``\\0B`` header, as build-tree's)."""
+        return tree_bytes(self.kaldi_tree())
 
     def to_context_dependency(self):
         """The tree as ``khg.ContextDependency`` (for TransitionModel, graph compilation)."""
-        return context_dependency_from_bytes(self.to_bytes())
+        return self.kaldi_tree().khg()
 
 
 def _leaf_sums(stats: TreeStats, rows: np.ndarray, leaf_of_row: np.ndarray):

@@ -22,13 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from pykaldi2.hmm.ali import split_to_phones
-from pykaldi2.hmm.event_map import (
-    context_dependency_bytes,
-    context_dependency_from_bytes,
-    map_events,
-)
+from pykaldi2.hmm.event_map import map_events
 from pykaldi2.hmm.gmm import gmm_mixup
 from pykaldi2.hmm.jobs import ConvertAliJob, TreeStatsJob, convert_ali_job, tree_stats_job
+from pykaldi2.hmm.kaldi_io import Tree
 from pykaldi2.hmm.model import GmmModel
 from pykaldi2.hmm.questions import cluster_phones, compile_questions
 from pykaldi2.hmm.streams import FeaturePipeline, ali_files
@@ -61,9 +58,7 @@ def gmm_init_model(
     """
     from pykaldi2.kaldi import khg
 
-    ctx_dep = context_dependency_from_bytes(
-        context_dependency_bytes(to_pdf, context_width, central_position)
-    )
+    ctx_dep = Tree(to_pdf, context_width, central_position).khg()
     num_pdfs = ctx_dep.num_pdfs
     row_pdf = map_events(to_pdf, stats.events, stats.key_columns())
     if (row_pdf < 0).any():
@@ -262,7 +257,7 @@ def train_deltas(
     own = runner is None
     runner = runner or JobRunner(nj)
     try:
-        tr = training_setup(data_dir, lang_dir, exp_dir, nj, runner)
+        tr = training_setup(data_dir, lang_dir, exp_dir, nj, runner, cfg.max_missing_text_fraction)
         pipe = FeaturePipeline.for_model(GmmModel.load(prev_mdl))
         first = 1
         if tr.start(cfg, "tri_deltas") and (x := tr.resume_point(1, cfg.num_iters)) is not None:

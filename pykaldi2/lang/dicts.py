@@ -7,12 +7,15 @@
   openslr.org/11 (the "resources" download, with the ARPA LMs ``3-gram.pruned.1e-7.arpa.gz``...).
 - Graphemes (any corpus without a lexicon, e.g. the Asterisk demo): the words of data dirs'
   ``text`` spelled with their letters as phones.
+- Any Kaldi-style lexicon file (``WORD P1 P2 ...``, e.g. speechocean762's
+  ``resource/lexicon.txt``): :func:`prepare_lexicon_dict`, stress marks kept or stripped.
 
 All add a noise phone ``SPN`` for the OOV word, and ``SIL`` as the optional silence.
 
     >>> prepare_an4_dict("/data/an4", "data/local/dict")
     >>> prepare_librispeech_dict("/data/librispeech_lm", "data/local/dict")
     >>> prepare_grapheme_dict(["data/train"], "data/local/dict")
+    >>> prepare_lexicon_dict("speechocean762/resource/lexicon.txt", "data/local/dict")
 """
 
 from __future__ import annotations
@@ -117,32 +120,84 @@ def _split_stress(phone: str) -> tuple[str, str]:
     return m[1], m[2]
 
 
-def prepare_librispeech_dict(
-    lm_dir: str | os.PathLike, dict_dir: str | os.PathLike, oov_word: str = "<UNK>"
-) -> DictDir:
-    """Write a LibriSpeech dictionary dir from the official lexicon in ``lm_dir``.
+#: How ``prepare_lexicon_dict`` treats CMU-style stress digits (``AH0``, ``AH1``).
+STRESS_MODES = ("keep", "strip")
 
-    Stress variants of a phone share one line of nonsilence_phones.txt (one tree root); the
-    extra questions are the silence phones and one set per stress mark, as Kaldi's recipe.
-    Words of ``librispeech-vocab.txt`` missing from the lexicon are counted and logged.
+
+def prepare_lexicon_dict(
+    lexicon: str | os.PathLike,
+    dict_dir: str | os.PathLike,
+    oov_word: str = "<UNK>",
+    stress: str = "keep",
+    name: str = "lexicon",
+) -> DictDir:
+    """Write a dictionary dir from any Kaldi-style lexicon file and return it.
+
+    ``lexicon`` has ``WORD P1 P2 ...`` lines (space or tab after the word; CMUdict's
+    alternative markers ``WORD(2)`` are dropped; repeated pronunciations are merged). As
+    Kaldi's LibriSpeech and speechocean762 ``local/prepare_dict.sh``: the silence phones are
+    ``SIL`` (the optional silence) and ``SPN``, the words ``!SIL`` -> SIL and
+    ``<SPOKEN_NOISE>``, ``oov_word`` -> SPN are added, and with ``stress="keep"`` the stress
+    variants of a phone share one line of nonsilence_phones.txt (one tree root) while the extra
+    questions are the silence phones and one set per stress mark. ``stress="strip"`` removes
+    the stress digits (``AH0`` -> ``AH``) instead. The lexicon may not use SIL or SPN.
     """
-    lm_dir = Path(lm_dir)
-    lex_path = _require(lm_dir / "librispeech-lexicon.txt", "LibriSpeech lexicon")
-    entries = read_lexicon(lex_path, with_probs=False, on_duplicate="skip")
-    for e in entries:
+    if stress not in STRESS_MODES:
+        raise ValueError(f"stress must be one of {STRESS_MODES}, got {stress!r}")
+    lex_path = _require(Path(lexicon), "lexicon")
+    entries = []
+    for e in read_lexicon(lex_path, with_probs=False, on_duplicate="skip"):
+        m = _ALT_RE.match(e.word)  # WORD(2) -> WORD
         for p in e.phones:
             if p in (SIL, SPN):
-                raise DataError(f"word {e.word!r} uses reserved phone {p!r}", file=str(lex_path))
+                raise DataError(
+                    f"word {e.word!r} uses reserved phone {p!r}",
+                    file=str(lex_path),
+                    fix="SIL and SPN are added as silence phones; rename the lexicon's phone",
+                )
+        phones = e.phones if stress == "keep" else tuple(_split_stress(p)[0] for p in e.phones)
+        entries.append(LexiconEntry(m["word"] if m else e.word, phones))
+    entries = _unique(entries)
     by_base: dict[str, set[str]] = defaultdict(set)
     by_stress: dict[str, set[str]] = defaultdict(set)
     for e in entries:
         for p in e.phones:
-            base, stress = _split_stress(p)
+            base, mark = _split_stress(p)
             by_base[base].add(p)
-            by_stress[stress].add(p)
+            by_stress[mark].add(p)
+    specials = [LexiconEntry("!SIL", (SIL,)), LexiconEntry("<SPOKEN_NOISE>", (SPN,))]
+    if oov_word not in ("!SIL", "<SPOKEN_NOISE>"):
+        specials.append(LexiconEntry(oov_word, (SPN,)))
+    special_words = {s.word for s in specials}
+    questions = [[SIL, SPN]]
+    if stress == "keep":
+        questions += [sorted(by_stress[m]) for m in sorted(by_stress)]
+    d = DictDir(
+        lexicon=specials + [e for e in entries if e.word not in special_words],
+        nonsilence_phones=[sorted(by_base[b]) for b in sorted(by_base)],
+        silence_phones=[[SIL], [SPN]],
+        optional_silence=SIL,
+        extra_questions=questions,
+    )
+    write_dict_dir(dict_dir, d)
+    _log_dict(name, dict_dir, d)
+    return d
+
+
+def prepare_librispeech_dict(
+    lm_dir: str | os.PathLike, dict_dir: str | os.PathLike, oov_word: str = "<UNK>"
+) -> DictDir:
+    """Write a LibriSpeech dictionary dir from the official lexicon in ``lm_dir``
+    (:func:`prepare_lexicon_dict` with the stress marks kept, as Kaldi's recipe).
+
+    Words of ``librispeech-vocab.txt`` missing from the lexicon are counted and logged.
+    """
+    lm_dir = Path(lm_dir)
+    lex_path = _require(lm_dir / "librispeech-lexicon.txt", "LibriSpeech lexicon")
+    d = prepare_lexicon_dict(lex_path, dict_dir, oov_word, stress="keep", name="LibriSpeech")
     vocab_path = lm_dir / "librispeech-vocab.txt"
     if vocab_path.is_file():
-        words = {e.word for e in entries}
+        words = {e.word for e in d.lexicon}
         vocab = vocab_path.read_text(encoding="utf-8").split()
         missing = [w for w in vocab if w not in words]
         log.info(
@@ -151,18 +206,6 @@ def prepare_librispeech_dict(
             len(vocab),
             f" (e.g. {missing[:5]})" if missing else "",
         )
-    specials = [LexiconEntry("!SIL", (SIL,)), LexiconEntry("<SPOKEN_NOISE>", (SPN,))]
-    if oov_word not in ("!SIL", "<SPOKEN_NOISE>"):
-        specials.append(LexiconEntry(oov_word, (SPN,)))
-    d = DictDir(
-        lexicon=specials + [e for e in entries if e.word not in {s.word for s in specials}],
-        nonsilence_phones=[sorted(by_base[b]) for b in sorted(by_base)],
-        silence_phones=[[SIL], [SPN]],
-        optional_silence=SIL,
-        extra_questions=[[SIL, SPN]] + [sorted(by_stress[s]) for s in sorted(by_stress)],
-    )
-    write_dict_dir(dict_dir, d)
-    _log_dict("LibriSpeech", dict_dir, d)
     return d
 
 

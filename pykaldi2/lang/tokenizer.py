@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from pykaldi2.data.tables import read_table_lines
 from pykaldi2.utils.config import ConfigMixin
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
 from pykaldi2.utils.log import get_logger
@@ -122,14 +123,10 @@ def read_transcripts(data_dirs: Iterable[str | os.PathLike]) -> dict[str, str]:
         path = Path(d) / "text"
         if not path.is_file():
             raise DataError("no text file in the data dir", file=str(path))
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                utt, _, words = line.strip().partition(" ")
-                if not utt:
-                    continue
-                if utt in out:
-                    raise DataError("utterance appears twice", file=str(path), line=lineno, utt=utt)
-                out[utt] = " ".join(words.split())
+        for e in read_table_lines(path):  # id and words split at spaces or tabs
+            if e.key in out:
+                raise DataError("utterance appears twice", file=str(path), line=e.line, utt=e.key)
+            out[e.key] = " ".join(e.value.split())
     return out
 
 

@@ -27,61 +27,33 @@ Dimension legend: N chunks, T = left + chunk_size + right frames, F feature dim,
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from pykaldi2.features.pipeline import FeaturePipelineConfig, ProcessedFeatures
+from pykaldi2.features.pipeline import FeaturePipelineConfig
 from pykaldi2.simulation.config import SimulationConfig
-from pykaldi2.training.config import TrainConfigMixin
-from pykaldi2.training.trainer import TrainerConfig
-from pykaldi2.utils.errors import DataError, Pykaldi2Error
+from pykaldi2.training.ce_egs import chunk_utts, load_ce_data, make_loader
+from pykaldi2.training.config import TrainConfigMixin, as_list, options_from_dict, simulation_config
+from pykaldi2.training.model_dir import (
+    MODEL_TYPES,
+    build_model,
+    check_model_options,
+    chunking,
+    model_config,
+    write_final_dir,
+)
+from pykaldi2.training.trainer import TrainerConfig, evaluate
+from pykaldi2.utils.config import option
+from pykaldi2.utils.errors import Pykaldi2Error
 from pykaldi2.utils.log import append_jsonl, get_logger
 
 log = get_logger(__name__)
-
-#: Acoustic model types trainable with CE: name -> (config class, module class) import paths.
-MODEL_TYPES = ("blstm", "tdnnf")
-
-#: Files of a final model dir.
-FINAL_FILES = ("final.pt", "model.yaml", "features.yaml", "priors.npy", "final.mdl", "config.yaml")
 
 
 # ---------------------------------------------------------------------------------------------
 # Configuration
 # ---------------------------------------------------------------------------------------------
-def _as_list(v: str | Sequence[str] | None) -> list[str]:
-    if v is None or v == "":
-        return []
-    return [str(v)] if isinstance(v, (str, os.PathLike)) else [str(x) for x in v]
-
-
-def simulation_config(value: Any) -> SimulationConfig | None:
-    """The ``simulation:`` option of a training config -> a validated SimulationConfig or None.
-
-    ``value``: None / "" (no simulation), the path of a sim.yaml, a mapping (the resolved config
-    that EXP_DIR/config.yaml holds) or a SimulationConfig. Errors name the file.
-    """
-    if value is None or value == "":
-        return None
-    if isinstance(value, SimulationConfig):
-        return value
-    if isinstance(value, Mapping):
-        return SimulationConfig.from_dict(dict(value), where="simulation")
-    if not isinstance(value, (str, os.PathLike)):
-        raise DataError(f"simulation: expected the path of a sim.yaml or null, got {value!r}")
-    if not Path(value).is_file():
-        raise DataError(
-            "simulation: no such simulation config file",
-            file=str(value),
-            fix="give the path of a sim.yaml (see `pykaldi2 simulate --help`) or null",
-        )
-    return SimulationConfig.from_yaml(value)
-
-
 @dataclass
 class TrainCEConfig(TrainConfigMixin):
     """Everything ``train-ce`` needs; saved (resolved, with provenance) as EXP_DIR/config.yaml.
@@ -131,22 +103,19 @@ class TrainCEConfig(TrainConfigMixin):
     prefetch_factor: int = 4
     length_tolerance: int = 1
     max_missing_fraction: float = 0.2
-    prior_floor: float = 1e-8
-    label_smoothing: float = 0.0
+    prior_floor: float = option(1e-8, gt=0, lt=1)
+    label_smoothing: float = option(0.0, ge=0, lt=1)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     seed: int = 0
-    simulation: SimulationConfig | None = None
+    simulation: SimulationConfig | str | None = None
 
     def __post_init__(self) -> None:
-        self.train_data = _as_list(self.train_data)
-        self.ali_dir = _as_list(self.ali_dir)
+        self.train_data = as_list(self.train_data)
+        self.ali_dir = as_list(self.ali_dir)
         self.simulation = simulation_config(self.simulation)
-        self.valid_data = _as_list(self.valid_data)
-        self.valid_ali_dir = _as_list(self.valid_ali_dir)
-        if isinstance(self.features, dict):
-            self.features = FeaturePipelineConfig.from_dict(self.features)
-        if isinstance(self.trainer, dict):
-            self.trainer = TrainerConfig.from_dict(self.trainer)
+        self.valid_data = as_list(self.valid_data)
+        self.valid_ali_dir = as_list(self.valid_ali_dir)
+        self.build_sections()
         self.model = dict(self.model or {})
         problems = []
         if not self.train_data:
@@ -169,6 +138,7 @@ class TrainCEConfig(TrainConfigMixin):
             problems.append("length_tolerance >= 0 and max_missing_fraction in [0, 1] required")
         if problems:
             raise Pykaldi2Error("TrainCEConfig: " + "; ".join(problems))
+        check_model_options(self.model_type, self.model)
 
     # -- (de)serialisation --------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -178,338 +148,8 @@ class TrainCEConfig(TrainConfigMixin):
         d["simulation"] = self.simulation.to_dict() if self.simulation is not None else None
         return d
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any], source: str = "config") -> TrainCEConfig:
-        """Build and validate; unknown keys and bad values raise a DataError naming ``source``."""
-        if not isinstance(d, Mapping):
-            raise DataError("expected a mapping of train-ce options", file=source)
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise DataError(
-                f"unknown option(s) {', '.join(unknown)}",
-                file=source,
-                fix=f"valid options: {', '.join(sorted(known))}",
-            )
-        try:
-            return cls(**d)
-        except Pykaldi2Error as e:
-            raise DataError(str(e), file=source) from None
-        except (TypeError, ValueError) as e:
-            raise DataError(f"bad option value: {e}", file=source) from None
-
-
-# ---------------------------------------------------------------------------------------------
-# Models
-# ---------------------------------------------------------------------------------------------
-def _model_classes(model_type: str):
-    if model_type == "blstm":
-        from pykaldi2.nnet.blstm import Blstm, BlstmConfig
-
-        return BlstmConfig, Blstm
-    if model_type == "tdnnf":
-        from pykaldi2.nnet.tdnn import Tdnnf, TdnnfConfig
-
-        return TdnnfConfig, Tdnnf
-    raise Pykaldi2Error(f"unknown model_type {model_type!r} (one of {', '.join(MODEL_TYPES)})")
-
-
-def model_config(model_type: str, d: Mapping[str, Any], input_dim: int, num_classes: int):
-    """The model's config dataclass from ``d`` with input_dim/num_classes filled in."""
-    cfg_cls, _ = _model_classes(model_type)
-    d = dict(d)
-    for k, v in (("input_dim", input_dim), ("num_classes", num_classes)):
-        if d.get(k) not in (None, 0, v):
-            raise DataError(
-                f"model.{k}={d[k]} but the data give {v}",
-                fix=f"remove model.{k} from the config (it is set from the data)",
-            )
-        d[k] = v
-    try:
-        cfg = cfg_cls.from_dict(d)
-    except (TypeError, ValueError) as e:
-        raise DataError(f"bad {model_type} model config: {e}", file="model") from None
-    if getattr(cfg, "subsampling", 1) != 1:
-        raise DataError(
-            "frame CE needs one output per input frame: model.subsampling must be 1",
-            fix="use subsampling 3 only for chain (LF-MMI) training",
-        )
-    return cfg
-
-
-def build_model(model_type: str, cfg):
-    """An ``nn.Module``: feats (N, T, F), lengths (N,) -> logits (N, T, C)."""
-    _, cls = _model_classes(model_type)
-    return cls(cfg)
-
-
-# ---------------------------------------------------------------------------------------------
-# Data: features, targets, validation split
-# ---------------------------------------------------------------------------------------------
-class DataDirFeatures(Mapping[str, np.ndarray]):
-    """The processed features of one or more data dirs as one ``utt -> (T, F)`` mapping.
-
-    ``shape(utt)`` reads only the archive header, so chunking a corpus does not compute
-    features. Picklable (DataLoader workers reopen the archives).
-    """
-
-    def __init__(self, data_dirs: Sequence[str | os.PathLike], config: FeaturePipelineConfig):
-        self.parts = [ProcessedFeatures(d, config) for d in data_dirs]
-        self._where: dict[str, int] = {}
-        for i, p in enumerate(self.parts):
-            for utt in p:
-                if utt in self._where:
-                    raise DataError(
-                        f"utterance in two training data dirs ({data_dirs[self._where[utt]]})",
-                        file=str(data_dirs[i]),
-                        utt=utt,
-                        fix="combine the data dirs with `pykaldi2 combine-data` or list each once",
-                    )
-                self._where[utt] = i
-        dims = {p.dim for p in self.parts}
-        if len(dims) > 1:
-            raise DataError(
-                f"data dirs have different feature dims {sorted(dims)}",
-                file=", ".join(str(d) for d in data_dirs),
-                fix="compute the same features for every data dir",
-            )
-
-    def __getitem__(self, utt: str) -> np.ndarray:
-        return self.parts[self._where[utt]][utt]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._where)
-
-    def __len__(self) -> int:
-        return len(self._where)
-
-    def __contains__(self, utt: object) -> bool:
-        return utt in self._where
-
-    def shape(self, utt: str) -> tuple[int, int]:
-        return self.parts[self._where[utt]].num_frames(utt), self.dim
-
-    @property
-    def dim(self) -> int:
-        return self.parts[0].dim
-
-
-def _ali_files(ali_dir: Path) -> list[Path]:
-    for name in ("ali.scp", "ali.ark"):
-        if (ali_dir / name).is_file():
-            return [ali_dir / name]
-    gz = sorted(ali_dir.glob("ali.*.gz"), key=lambda p: (len(p.name), p.name))
-    if not gz:
-        raise DataError(
-            "no alignments (ali.scp, ali.ark or ali.*.gz) in the alignment dir",
-            file=str(ali_dir),
-            fix="run `pykaldi2 align-si DATA LANG SRC_DIR ALI_DIR` first",
-        )
-    return gz
-
-
-def load_pdf_targets(ali_dirs: Sequence[str | os.PathLike]) -> tuple[dict[str, np.ndarray], Any]:
-    """``ali-to-pdf`` of every alignment in ``ali_dirs``: ({utt: (T,) int32 pdf_ids}, model).
-
-    Each dir holds ``final.mdl`` (a :class:`~pykaldi2.hmm.model.GmmModel`: transition model +
-    tree) and ``ali.scp``, ``ali.ark`` or Kaldi-style ``ali.*.gz``. All dirs must come from the
-    same transition model; transition_ids out of its range are an error naming the utterance.
-    """
-    from pykaldi2.hmm.ali import ali_to_pdf, read_ali
-    from pykaldi2.hmm.model import GmmModel
-
-    targets: dict[str, np.ndarray] = {}
-    model = None
-    for d in map(Path, ali_dirs):
-        m = GmmModel.load(d / "final.mdl")
-        if model is None:
-            model = m
-        elif not np.array_equal(m.tid2pdf, model.tid2pdf):
-            raise DataError(
-                "alignment dirs come from different models (transition_id -> pdf_id differ)",
-                file=str(d / "final.mdl"),
-                fix="align every data dir with the same model",
-            )
-        num_tids = len(m.tid2pdf) - 1
-        for f in _ali_files(d):
-            for utt, ali in read_ali(f).items():
-                if len(ali) and (ali.min() < 1 or ali.max() > num_tids):
-                    raise DataError(
-                        f"transition_id {int(ali.max())} outside 1..{num_tids} of final.mdl",
-                        file=str(f),
-                        utt=utt,
-                        fix="the alignments are from another model; re-run align-si",
-                    )
-                targets[utt] = ali_to_pdf(m, ali).astype(np.int32)
-    if model is None:
-        raise DataError("no alignment dir given", fix="set ali_dir in the config")
-    return targets, model
-
-
-def held_out_split(utts: Sequence[str], fraction: float, seed: int) -> tuple[list, list]:
-    """(train, valid) utterance lists: a seeded random ``fraction`` of ``utts`` held out."""
-    utts = sorted(utts)
-    k = int(round(fraction * len(utts)))
-    if fraction > 0 and len(utts) > 1:
-        k = min(max(k, 1), len(utts) - 1)
-    perm = np.random.default_rng([seed, 1]).permutation(len(utts))
-    valid = {utts[i] for i in perm[:k]}
-    return [u for u in utts if u not in valid], sorted(valid)
-
-
-@dataclass
-class CEData:
-    """Everything the training loop reads: features, targets and the chunked datasets."""
-
-    feats: DataDirFeatures
-    targets: dict[str, np.ndarray]
-    train: Any  # ChunkDataset
-    valid: Any | None  # ChunkDataset or None
-    valid_feats: Mapping[str, np.ndarray] | None
-    ali_model: Any  # GmmModel of the alignments (transition model + tree)
-    num_pdfs: int
-
-
-def _checked_utts(feats, targets, cfg: TrainCEConfig, source: str) -> list[str]:
-    from pykaldi2.data.datasets import match_targets
-
-    lengths = {u: feats.shape(u)[0] for u in feats}
-    return match_targets(
-        feats,
-        targets,
-        frame_lengths=lengths,
-        tolerance=cfg.length_tolerance,
-        max_missing_fraction=cfg.max_missing_fraction,
-        source=source,
-    ).utts
-
-
-def load_ce_data(cfg: TrainCEConfig) -> CEData:
-    """Features, pdf targets and chunk datasets of the train (and valid) sets."""
-    from pykaldi2.data.datasets import ChunkDataset
-
-    feats = DataDirFeatures(cfg.train_data, cfg.features)
-    targets, ali_model = load_pdf_targets(cfg.ali_dir)
-    num_pdfs = int(ali_model.tm.num_pdfs)
-    utts = _checked_utts(feats, targets, cfg, source=", ".join(cfg.ali_dir))
-
-    def chunks(f, u):
-        return ChunkDataset(f, targets, cfg.chunk_size, cfg.left_context, cfg.right_context, utts=u)
-
-    valid_feats, valid = None, None
-    if cfg.valid_data:
-        valid_feats = DataDirFeatures(cfg.valid_data, cfg.features)
-        if cfg.valid_ali_dir:
-            vt, _ = load_pdf_targets(cfg.valid_ali_dir)
-            targets.update(vt)
-        vutts = _checked_utts(
-            valid_feats, targets, cfg, source=", ".join(cfg.valid_ali_dir or cfg.ali_dir)
-        )
-        valid = chunks(valid_feats, vutts)
-    elif cfg.valid_fraction > 0:
-        utts, vutts = held_out_split(utts, cfg.valid_fraction, cfg.seed)
-        valid_feats = feats
-        valid = chunks(feats, vutts)
-    if cfg.simulation is not None:
-        train = simulated_chunks(cfg, targets, utts, feats.dim)
-    else:
-        train = chunks(feats, utts)
-    if len(train) == 0:
-        raise DataError("no training chunks", file=", ".join(cfg.train_data))
-    return CEData(feats, targets, train, valid, valid_feats, ali_model, num_pdfs)
-
-
-def simulated_utterances(
-    train_data: Sequence[str], sim: SimulationConfig, targets, pipeline, dim: int, **kw
-):
-    """A :class:`~pykaldi2.simulation.dataset.SimulatedUtteranceDataset` over the one training
-    data dir (its audio and conf/feats.json), checked to give features of dimension ``dim``
-    (the stored features'); ``kw`` goes to the dataset."""
-    from pykaldi2.simulation.dataset import SimulatedUtteranceDataset
-
-    if len(train_data) != 1:
-        raise DataError(
-            "simulation: exactly one training data dir is supported",
-            file=", ".join(train_data),
-            fix="combine the data dirs with `pykaldi2 combine-data` first",
-        )
-    ds = SimulatedUtteranceDataset(train_data[0], None, sim, targets, pipeline, **kw)
-    if ds.dim != dim:
-        raise DataError(
-            f"simulated features have dim {ds.dim}, the stored features {dim}",
-            file=str(ds.datadir / "conf" / "feats.json"),
-            fix="compute the data dir's features with the config in conf/feats.json",
-        )
-    return ds
-
-
-def simulated_chunks(cfg: TrainCEConfig, targets, utts: Sequence[str], dim: int):
-    """The training chunks simulated on the fly (``cfg.simulation``) from the audio of
-    ``cfg.train_data``: a :class:`~pykaldi2.simulation.dataset.SimulatedChunkDataset`."""
-    from pykaldi2.simulation.dataset import SimulatedChunkDataset
-
-    utt_ds = simulated_utterances(
-        cfg.train_data,
-        cfg.simulation,
-        targets,
-        cfg.features,
-        dim,
-        utts=utts,
-        tolerance=cfg.length_tolerance,
-    )
-    return SimulatedChunkDataset(utt_ds, cfg.chunk_size, cfg.left_context, cfg.right_context)
-
-
-def chunk_utts(dataset) -> set[str]:
-    """The utterance ids of a (clean or simulated) chunk dataset."""
-    if hasattr(dataset, "utterances"):  # SimulatedChunkDataset: chunks hold utterance indices
-        return {dataset.utterances.utts[c[0]] for c in dataset.chunks}
-    return {c[0] for c in dataset.chunks}
-
-
-def epoch_batches(sampler, dataset):
-    """``sampler`` wrapped in an :class:`~pykaldi2.simulation.dataset.EpochBatchSampler` when
-    ``dataset`` simulates on the fly (its items then carry the epoch to the workers)."""
-    from pykaldi2.simulation.dataset import (
-        EpochBatchSampler,
-        SimulatedChunkDataset,
-        SimulatedUtteranceDataset,
-    )
-
-    if isinstance(dataset, SimulatedChunkDataset | SimulatedUtteranceDataset):
-        return EpochBatchSampler(sampler)
-    return sampler
-
-
-def make_loader(dataset, cfg: TrainCEConfig, *, rank: int, world_size: int, shuffle: bool):
-    """A DataLoader over ``dataset`` chunks with a resumable BucketBatchSampler."""
-    import torch
-
-    from pykaldi2.data.datasets import collate_frames
-    from pykaldi2.data.samplers import BucketBatchSampler
-
-    t = cfg.left_context + cfg.chunk_size + cfg.right_context
-    sampler = BucketBatchSampler(
-        [t] * len(dataset),
-        batch_size=cfg.batch_size,
-        max_frames=cfg.max_frames,
-        shuffle=shuffle,
-        num_buckets=1,
-        rank=rank,
-        world_size=world_size,
-        seed=cfg.seed,
-    )
-    kw: dict[str, Any] = {}
-    if cfg.num_workers > 0:
-        kw = {"persistent_workers": True, "prefetch_factor": cfg.prefetch_factor}
-    return torch.utils.data.DataLoader(
-        dataset,
-        batch_sampler=epoch_batches(sampler, dataset),
-        collate_fn=collate_frames,
-        num_workers=cfg.num_workers,
-        pin_memory=torch.cuda.is_available(),
-        **kw,
-    )
+    # unknown keys and bad values: a DataError naming the config file
+    from_dict = classmethod(options_from_dict)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -533,23 +173,6 @@ class ChunkCETask:
         return self.inner.compute_loss(centre, batch)
 
 
-def evaluate(model, loader, task, dist) -> dict[str, float]:
-    """Frame CE loss and accuracy over ``loader`` (summed over ranks): {"loss", "acc", "frames"}."""
-    import torch
-
-    model.eval()
-    loss = correct = count = 0.0
-    with torch.no_grad():
-        for batch in loader:
-            out = task.compute_loss(model, batch)
-            loss += float(out.loss)
-            correct += out.stats.get("correct", 0.0)
-            count += out.count
-    loss, correct, count = dist.allreduce_scalars([loss, correct, count])
-    count = max(count, 1e-12)
-    return {"loss": loss / count, "acc": correct / count, "frames": count}
-
-
 def train_ce(cfg: TrainCEConfig, exp_dir: str | os.PathLike) -> Path:
     """Train (or resume) a CE acoustic model in ``exp_dir``; returns ``exp_dir/final``.
 
@@ -566,7 +189,7 @@ def train_ce(cfg: TrainCEConfig, exp_dir: str | os.PathLike) -> Path:
     exp_dir = Path(exp_dir)
     dist = Dist.from_env()
     try:
-        data = load_ce_data(cfg)
+        data = load_ce_data(cfg, exp_dir / "egs", dist)
         mcfg = model_config(cfg.model_type, cfg.model, data.feats.dim, data.num_pdfs)
         torch.manual_seed(cfg.seed)
         model = build_model(cfg.model_type, mcfg)
@@ -597,7 +220,7 @@ def train_ce(cfg: TrainCEConfig, exp_dir: str | os.PathLike) -> Path:
             cfg.trainer,
             exp_dir,
             dist=dist,
-            model_config={"model_type": cfg.model_type, **mcfg.to_dict(), **_chunking(cfg)},
+            model_config={"model_type": cfg.model_type, **mcfg.to_dict(), **chunking(cfg)},
             valid_fn=valid_fn,
         )
         trainer.resume()
@@ -622,144 +245,3 @@ def train_ce(cfg: TrainCEConfig, exp_dir: str | os.PathLike) -> Path:
         return final
     finally:
         dist.shutdown()
-
-
-def _chunking(cfg: TrainCEConfig) -> dict[str, int]:
-    return {
-        "chunk_size": cfg.chunk_size,
-        "left_context": cfg.left_context,
-        "right_context": cfg.right_context,
-    }
-
-
-def save_final_model(tmp: Path, model, meta: Mapping[str, Any], cfg, summary) -> None:
-    """What every final model dir (train-ce, train-se, train-chain) has, written into the dir
-    ``tmp`` being built: ``final.pt`` (the weights on the CPU + ``meta``) and ``config.yaml``
-    (the resolved ``cfg`` with provenance, plus ``final_train_stats`` from ``summary``)."""
-    import torch
-
-    from pykaldi2.utils.provenance import save_config
-
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save({"model": state, **meta}, tmp / "final.pt")
-    stats = {k: float(v) for k, v in summary.items()}
-    save_config(tmp / "config.yaml", {**cfg.to_dict(), "final_train_stats": stats})
-
-
-def feature_doc(pipeline: FeaturePipelineConfig, feats: DataDirFeatures, **extra) -> dict:
-    """features.yaml of a final model dir: the pipeline, the raw and processed dims, the raw
-    feature config recorded with the training features, and ``extra`` (chunking)."""
-    raw = feats.parts[0].raw
-    return {
-        "pipeline": pipeline.to_dict(),
-        "raw_dim": int(raw.dim),
-        "dim": int(feats.dim),
-        "raw_feature_config": raw.metadata().get("feature_config", {}),
-        **extra,
-    }
-
-
-def write_final_dir(
-    final: Path,
-    cfg: TrainCEConfig,
-    model,
-    mcfg,
-    priors: np.ndarray,
-    ali_model,
-    feats: DataDirFeatures,
-    summary: Mapping[str, float],
-) -> None:
-    """The self-contained model dir: everything decode-nnet needs, written atomically."""
-    import yaml
-
-    from pykaldi2.utils.io import atomic_dir
-
-    with atomic_dir(final) as tmp:
-        meta = {"model_type": cfg.model_type, "model_config": mcfg.to_dict()}
-        save_final_model(tmp, model, meta, cfg, summary)
-        (tmp / "model.yaml").write_text(
-            yaml.safe_dump({"model_type": cfg.model_type, "config": mcfg.to_dict()}),
-            encoding="utf-8",
-        )
-        feat_doc = feature_doc(cfg.features, feats, **_chunking(cfg))
-        (tmp / "features.yaml").write_text(yaml.safe_dump(feat_doc), encoding="utf-8")
-        np.save(tmp / "priors.npy", priors.astype(np.float64))
-        ali_model.save(tmp / "final.mdl")
-        ali_model.write_tree(tmp / "tree")
-    log.info("wrote %s", final)
-
-
-# ---------------------------------------------------------------------------------------------
-# Loading a final model dir (used by decode-nnet)
-# ---------------------------------------------------------------------------------------------
-@dataclass
-class CEModelDir:
-    """A loaded ``exp/<sys>/final`` dir."""
-
-    path: Path
-    model: Any  # nn.Module in eval mode
-    model_type: str
-    features: FeaturePipelineConfig
-    feature_dim: int
-    chunk_size: int
-    left_context: int
-    right_context: int
-    log_priors: np.ndarray  # (C,)
-    ali_model: Any  # GmmModel: transition model + tree
-
-    @property
-    def num_pdfs(self) -> int:
-        return int(self.log_priors.shape[0])
-
-
-def read_model_dir(
-    path: str | os.PathLike, files: Sequence[str], kind: str, command: str, device: str = "cpu"
-) -> tuple[Path, dict, Any, dict]:
-    """The common part of loading a final model dir (``train-ce``, ``train-chain``): check that
-    ``files`` exist (a clear error naming ``kind`` and ``command`` otherwise), then return
-    ``(path, final.pt's state, the body's model config, features.yaml)``."""
-    import torch
-    import yaml
-
-    path = Path(path)
-    missing = [f for f in files if not (path / f).is_file()]
-    if missing:
-        raise DataError(
-            f"not a complete {kind} model dir (missing {', '.join(missing)})",
-            file=str(path),
-            fix=f"pass EXP_DIR/final of a finished `pykaldi2 {command}` run",
-        )
-    state = torch.load(path / "final.pt", map_location=device, weights_only=False)
-    cfg_cls, _ = _model_classes(state["model_type"])
-    mcfg = cfg_cls.from_dict(state["model_config"])
-    feat = yaml.safe_load((path / "features.yaml").read_text(encoding="utf-8"))
-    return path, state, mcfg, feat
-
-
-def load_final_dir(path: str | os.PathLike, device: str = "cpu") -> CEModelDir:
-    """Load a model dir written by :func:`train_ce`, with clear errors for missing files."""
-    from pykaldi2.hmm.model import GmmModel
-
-    path, state, mcfg, feat = read_model_dir(path, FINAL_FILES, "CE", "train-ce", device)
-    mtype = state["model_type"]
-    model = build_model(mtype, mcfg)
-    model.load_state_dict(state["model"])
-    model.to(device).eval()
-    priors = np.load(path / "priors.npy")
-    if priors.shape != (mcfg.num_classes,):
-        raise DataError(
-            f"priors.npy has shape {priors.shape}, the model {mcfg.num_classes} outputs",
-            file=str(path / "priors.npy"),
-        )
-    return CEModelDir(
-        path=path,
-        model=model,
-        model_type=mtype,
-        features=FeaturePipelineConfig.from_dict(feat["pipeline"]),
-        feature_dim=int(feat["dim"]),
-        chunk_size=int(feat["chunk_size"]),
-        left_context=int(feat["left_context"]),
-        right_context=int(feat["right_context"]),
-        log_priors=np.log(priors),
-        ali_model=GmmModel.load(path / "final.mdl"),
-    )

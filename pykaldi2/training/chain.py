@@ -9,28 +9,33 @@ From data dir(s) with features and a GMM alignment dir to a self-contained chain
 
 Steps (each the function named after the Kaldi binary it replaces):
 
-1. The chain transition model (:func:`chain_transition_model`): the chain topology (one HMM
-   state, separate forward and self-loop pdf classes) for every phone of the alignment model,
-   on the alignment model's tree. Kaldi builds a *new* tree for the chain topology from the
-   alignments subsampled by 3; here the GMM tree is reused with its pdf classes 0 and 1 (the
-   pdfs of the other classes stay unused outputs) -- a documented simplification.
+1. The chain transition model (:func:`~pykaldi2.hmm.chain.chain_transition_model`): the chain
+   topology (one HMM state, separate forward and self-loop pdf classes) for every phone of the
+   alignment model, on the alignment model's tree. Kaldi builds a *new* tree for the chain
+   topology from the alignments subsampled by 3; here the GMM tree is reused with its pdf
+   classes 0 and 1 (the pdfs of the other classes stay unused outputs) -- a documented
+   simplification.
 2. chain-est-phone-lm on the phone sequences of the training alignments, then
    chain-make-den-fst (den.fst, :class:`~pykaldi2.lang.den_fst.DenGraph`) and the normalization
    FST.
 3. chain-get-supervision per utterance (whole utterances, left/right tolerance, frame
-   subsampling), composed with the normalization FST (:func:`utterance_supervision`).
+   subsampling), composed with the normalization FST
+   (:func:`~pykaldi2.hmm.chain.utterance_supervision`); the examples are
+   :mod:`pykaldi2.training.chain_egs`'s.
 4. One :class:`~pykaldi2.training.trainer.Trainer` loop with :class:`ChainTask` (LF-MMI with
    the leaky HMM, l2 and xent regularization of
-   :class:`~pykaldi2.losses.lfmmi.ChainTrainingOptions`) on a :class:`ChainModel` (TDNN-F with
-   subsampling, or a BLSTM whose output is taken every ``frame_subsampling_factor`` frames),
-   held-out validation objective each epoch.
+   :class:`~pykaldi2.losses.lfmmi.ChainTrainingOptions`) on a
+   :class:`~pykaldi2.nnet.chain.ChainModel` (TDNN-F with subsampling, or a BLSTM whose output
+   is taken every ``frame_subsampling_factor`` frames), held-out validation objective each
+   epoch.
 
 On-the-fly simulation (``simulation: conf/sim.yaml``, as in ``train-ce``): the training
 examples' input features are simulated from the audio of the one ``train_data`` dir
-(:class:`SimulatedChainDataset`: noise, reverberation, volume, SpecAugment, seeded per (seed,
-epoch, utterance index), so every chunk of an utterance in one epoch sees the same simulated
-audio and resumes are exact); the numerators stay the precomputed ones, so speed perturbation,
-which changes the frame count, is refused (perturb the data dir offline and align it instead).
+(:class:`~pykaldi2.training.chain_egs.SimulatedChainDataset`: noise, reverberation, volume,
+SpecAugment, seeded per (seed, epoch, utterance index), so every chunk of an utterance in one
+epoch sees the same simulated audio and resumes are exact); the numerators stay the
+precomputed ones, so speed perturbation, which changes the frame count, is refused (perturb
+the data dir offline and align it instead).
 Validation stays on the stored features.
 
 Decoding (:func:`pykaldi2.decoding.nnet.decode_chain`): HCLG built from ``final/final.mdl`` with
@@ -44,42 +49,34 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch import nn
 
 from pykaldi2.features.pipeline import FeaturePipelineConfig
 from pykaldi2.lang.phone_lm import PhoneLmOptions
 from pykaldi2.losses.lfmmi import ChainTrainingOptions
+from pykaldi2.nnet.chain import ChainModel
 from pykaldi2.simulation.config import SimulationConfig
-from pykaldi2.training.config import TrainConfigMixin
+from pykaldi2.training.chain_egs import load_chain_data, make_chain_loader
+from pykaldi2.training.config import TrainConfigMixin, as_list, simulation_config
+from pykaldi2.training.model_dir import (
+    MODEL_TYPES,
+    build_chain_model,
+    check_model_options,
+    load_final_dir,
+    model_config,
+    write_chain_dir,
+)
 from pykaldi2.training.trainer import TrainerConfig
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
-from pykaldi2.utils.log import append_jsonl, get_logger, progress
+from pykaldi2.utils.log import append_jsonl, get_logger
 
 log = get_logger(__name__)
 
-__all__ = [
-    "ChainData",
-    "ChainModel",
-    "ChainModelDir",
-    "ChainTask",
-    "TrainChainConfig",
-    "chain_transition_model",
-    "load_chain_dir",
-    "train_chain",
-    "utterance_supervision",
-]
-
-#: Files of a final chain model dir.
-FINAL_FILES = (
-    "final.pt", "model.yaml", "features.yaml", "final.mdl", "den.fst", "normalization.fst",
-    "config.yaml",
-)  # fmt: skip
+__all__ = ["ChainTask", "TrainChainConfig", "init_from_ce", "train_chain"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,6 +105,11 @@ class TrainChainConfig(TrainConfigMixin):
         left_tolerance, right_tolerance: how many input frames a phone may start earlier /
             end later than in its alignment (chain-get-supervision; Kaldi default 5).
         phone_lm: chain-est-phone-lm options.
+        den_fst_dir: a dir with ``den.fst`` and ``normalization.fst`` made for this chain
+            model (a Kaldi chain dir, e.g. exp/chain/tdnn1a or one from chain-make-den-fst;
+            ours) to use instead of estimating the phone LM and den graph from the
+            alignments. Its transition model (``0.trans_mdl`` or ``final.mdl`` there, if any)
+            must be the chain model's. Empty: estimate them (Kaldi's recipe).
         chain: leaky HMM coefficient, l2 and xent regularization (Kaldi recipes: 0.1, 5e-5... see
             conf/chain_tdnnf.yaml).
         chunk_size: input frames per training chunk (a multiple of frame_subsampling_factor;
@@ -137,8 +139,9 @@ class TrainChainConfig(TrainConfigMixin):
         simulation: null (default: the stored features) or a sim.yaml
             (:class:`~pykaldi2.simulation.config.SimulationConfig`; saved resolved): the
             training features are simulated on the fly from the audio of ``train_data`` (one
-            data dir, with wav.scp and conf/feats.json; :class:`SimulatedChainDataset`);
-            ``speed.enable`` must be false (the numerators have fixed frame counts).
+            data dir, with wav.scp and conf/feats.json;
+            :class:`~pykaldi2.training.chain_egs.SimulatedChainDataset`); ``speed.enable``
+            must be false (the numerators have fixed frame counts).
     """
 
     train_data: list[str] = field(default_factory=list)
@@ -152,6 +155,7 @@ class TrainChainConfig(TrainConfigMixin):
     left_tolerance: int = 5
     right_tolerance: int = 5
     phone_lm: PhoneLmOptions = field(default_factory=PhoneLmOptions)
+    den_fst_dir: str = ""
     chain: ChainTrainingOptions = field(default_factory=ChainTrainingOptions)
     chunk_size: int = 0
     chunk_left_context: int = 0
@@ -167,13 +171,12 @@ class TrainChainConfig(TrainConfigMixin):
     orthonormal_every: int = 4
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     seed: int = 0
-    simulation: SimulationConfig | None = None
+    simulation: SimulationConfig | str | None = None
 
     def __post_init__(self) -> None:
-        from pykaldi2.training.ce import MODEL_TYPES, _as_list
 
-        self.train_data = _as_list(self.train_data)
-        self.ali_dir = _as_list(self.ali_dir)
+        self.train_data = as_list(self.train_data)
+        self.ali_dir = as_list(self.ali_dir)
         self.model = dict(self.model or {})
         self.build_sections()
         problems = chain_simulation_problems(self)
@@ -208,6 +211,7 @@ class TrainChainConfig(TrainConfigMixin):
             problems.append("length_tolerance >= 0 and max_missing_fraction in [0, 1] required")
         if problems:
             raise Pykaldi2Error("TrainChainConfig: " + "; ".join(problems))
+        check_model_options(self.model_type, self.model)
 
     def supervision_options(self):
         from pykaldi2.lang.chain_supervision import SupervisionOptions
@@ -217,314 +221,9 @@ class TrainChainConfig(TrainConfigMixin):
         )
 
 
-# ---------------------------------------------------------------------------------------------
-# The chain transition model, den.fst and numerator supervision
-# ---------------------------------------------------------------------------------------------
-def chain_transition_model(ali_model):
-    """A :class:`~pykaldi2.hmm.model.GmmModel` (no GMMs) with the chain topology on the tree of
-    ``ali_model``: every phone one HMM state, forward pdf class 0, self-loop pdf class 1.
-
-    The tree must give every phone at least two pdf classes (any 2+-state GMM topology does).
-    """
-    from pykaldi2.hmm.model import GmmModel
-    from pykaldi2.kaldi import khg
-    from pykaldi2.lang.topo import TopoConfig, make_topo
-
-    phones = sorted(int(p) for p in ali_model.tm.phones)
-    n2c = ali_model.tm.topo.get_phone_to_num_pdf_classes()
-    few = [p for p in phones if n2c[p] < 2]
-    if few:
-        raise DataError(
-            f"phones {few[:10]} have fewer than 2 pdf classes in the alignment model's tree; the "
-            "chain topology needs a forward and a self-loop pdf class",
-            fix="align with a model whose topology has >= 2 states per phone (e.g. tri2)",
-        )
-    topo = khg.HmmTopology()
-    topo.read(make_topo(phones, [], TopoConfig.chain()))
-    tm = khg.TransitionModel(ali_model.tree, topo)
-    return GmmModel(tm=tm, tree=ali_model.tree, am=khg.AmDiagGmm(), info={"chain": True})
-
-
-def load_alignments(ali_dirs: Sequence[str | os.PathLike]) -> tuple[dict[str, np.ndarray], Any]:
-    """Transition-id alignments of every dir: ({utt: (T,) int32}, the GmmModel that made them).
-
-    All dirs must share the model; out-of-range transition_ids are an error naming the utt.
-    """
-    from pykaldi2.hmm.ali import read_ali
-    from pykaldi2.hmm.model import GmmModel
-    from pykaldi2.training.ce import _ali_files
-
-    alis: dict[str, np.ndarray] = {}
-    model = None
-    for d in map(Path, ali_dirs):
-        m = GmmModel.load(d / "final.mdl")
-        if model is not None and not np.array_equal(m.tid2pdf, model.tid2pdf):
-            raise DataError(
-                "alignment dirs come from different models", file=str(d / "final.mdl"),
-                fix="align every data dir with the same model",
-            )  # fmt: skip
-        model = model or m
-        num_tids = len(m.tid2pdf) - 1
-        for f in _ali_files(d):
-            for utt, ali in read_ali(f).items():
-                if len(ali) == 0 or ali.min() < 1 or ali.max() > num_tids:
-                    raise DataError(
-                        f"empty alignment or transition_ids outside 1..{num_tids} of final.mdl",
-                        file=str(f), utt=utt, fix="re-run align-si with this model",
-                    )  # fmt: skip
-                alis[utt] = ali
-    if model is None:
-        raise DataError("no alignment dir given", fix="set ali_dir in the config")
-    return alis, model
-
-
-def phone_segments(ali_model, alis: Mapping[str, np.ndarray]) -> dict[str, tuple[list, list]]:
-    """``{utt: (phones, durations)}`` of each alignment (ali-to-phones with lengths)."""
-    from pykaldi2.hmm.ali import split_to_phones
-
-    out = {}
-    for utt, ali in alis.items():
-        segs = split_to_phones(ali_model, ali)
-        out[utt] = ([int(p) for p, _, _ in segs], [int(n) for _, _, n in segs])
-    return out
-
-
-def make_den_graph(segments: Mapping[str, tuple[list, list]], chain_model, opts: PhoneLmOptions):
-    """chain-est-phone-lm + chain-make-den-fst: (phone_lm, den.fst, DenGraph, normalization.fst)."""
-    from pykaldi2.lang.den_fst import DenGraph, chain_make_den_fst, normalization_fst
-    from pykaldi2.lang.phone_lm import PhoneLmEstimator
-
-    est = PhoneLmEstimator(opts)
-    for utt in sorted(segments):
-        est.add_counts(segments[utt][0], seq_id=utt)
-    phone_lm = est.estimate()
-    den = chain_make_den_fst(phone_lm, chain_model.tree, chain_model.tm)
-    graph = DenGraph.from_fst(den, int(chain_model.tm.num_pdfs))
-    return phone_lm, den, graph, normalization_fst(den, graph.initial_probs)
-
-
-def utterance_supervision(phones, durations, chain_model, norm_fst, sup_opts, utt=None):
-    """chain-get-supervision of one utterance composed with the normalization FST, as a
-    :class:`~pykaldi2.lang.den_fst.ChainGraph` of ``ceil(sum(durations) / factor)`` frames."""
-    return chunk_supervision(phones, durations, chain_model, norm_fst, sup_opts, None, utt)[0]
-
-
-def chunk_supervision(phones, durations, chain_model, norm_fst, sup_opts, ranges, utt=None):
-    """chain-get-supervision of one utterance, split into output-frame ``ranges``
-    (``[(begin, end), ...]``; None: the whole utterance), each composed with the normalization
-    FST: one :class:`~pykaldi2.lang.den_fst.ChainGraph` per range."""
-    from pykaldi2.lang.chain_supervision import (
-        add_weight_to_supervision,
-        chain_get_supervision,
-        split_supervision,
-    )
-    from pykaldi2.lang.den_fst import ChainGraph
-
-    sup = chain_get_supervision(
-        phones, durations, chain_model.tree, chain_model.tm, sup_opts, utt=utt
-    )
-    parts = [sup] if ranges is None else [split_supervision(sup, b, e, utt) for b, e in ranges]
-    num_pdfs = int(chain_model.tm.num_pdfs)
-    return [
-        ChainGraph.from_fst(add_weight_to_supervision(p, norm_fst, utt=utt), num_pdfs)
-        for p in parts
-    ]
-
-
-def chunk_ranges(num_out: int, chunk_out: int) -> list[tuple[int, int]]:
-    """Output-frame ranges of the chunks of an utterance with ``num_out`` output frames:
-    ``chunk_out`` frames each, the last shifted back to end at the utterance end (one range
-    ``(0, num_out)`` when the utterance is shorter than a chunk; ``chunk_out`` 0: whole)."""
-    from pykaldi2.data.datasets import chunk_starts
-
-    if chunk_out <= 0 or num_out <= chunk_out:
-        return [(0, num_out)]
-    return [(b, b + chunk_out) for b in chunk_starts(num_out, chunk_out)]
-
-
-# ---------------------------------------------------------------------------------------------
-# Data
-# ---------------------------------------------------------------------------------------------
-class ChainDataset:
-    """Training examples: whole utterances or fixed-size chunks of them (Kaldi's chain egs).
-
-    Item ``i`` is ``(key, feats (T_in, F) float32, numerator ChainGraph, num_out)``: the input
-    frames ``[factor * begin - left, factor * end + right)`` of the utterance (edge frames
-    repeated outside it, so all full-size chunks have the same length; features cut or padded
-    to the alignment's length) and the numerator of the output frames ``[begin, end)``;
-    ``num_out = end - begin``; ``key`` is ``utt`` or ``utt:begin``.
-    """
-
-    def __init__(
-        self, feats, graphs: Mapping[str, Any], frames: Mapping[str, int], examples,
-        factor: int, left: int = 0, right: int = 0,
-    ) -> None:  # fmt: skip
-        self.feats, self.graphs, self.frames = feats, graphs, frames
-        #: (utt, begin, end) in output frames, sorted
-        self.examples = sorted(examples)
-        self.factor, self.left, self.right = int(factor), int(left), int(right)
-
-    def __len__(self) -> int:
-        return len(self.examples)
-
-    @property
-    def utts(self) -> list[str]:
-        return sorted({u for u, _, _ in self.examples})
-
-    @property
-    def lengths(self) -> list[int]:
-        """Input frames of each example (for length bucketing)."""
-        return [self.left + self.factor * (e - b) + self.right for _, b, e in self.examples]
-
-    def __getitem__(self, i: int):
-        utt, begin, end = self.examples[i]
-        x = np.asarray(self.feats[utt], dtype=np.float32)
-        n = int(self.frames[utt])
-        # every chunk of an utterance has the same input length (the last frame repeats past
-        # the end): a batch of equal lengths keeps the LSTMs on their fast (unpacked) path
-        lo, hi = self.factor * begin - self.left, self.factor * end + self.right
-        idx = np.clip(np.arange(lo, hi), 0, min(n, len(x)) - 1)
-        key = utt if (begin, end) == (0, -(-n // self.factor)) else f"{utt}:{begin}"
-        return key, x[idx], self.graphs[(utt, begin)], end - begin
-
-
-def collate_chain(items) -> dict[str, Any]:
-    """List of (key, feats (T_i, F), ChainGraph, num_out) -> ``{"utts", "feats" (N, T, F)
-    zero-padded, "lengths" (N,) input frames, "out_lengths" (N,) supervised output frames,
-    "num_graphs" NumeratorGraphs}``."""
-    import torch
-
-    from pykaldi2.lang.chain_supervision import NumeratorGraphs
-
-    lengths = torch.tensor([len(it[1]) for it in items], dtype=torch.int64)
-    feats = torch.zeros(len(items), int(lengths.max()), items[0][1].shape[1])
-    for i, it in enumerate(items):
-        feats[i, : len(it[1])] = torch.as_tensor(np.array(it[1]))
-    return {
-        "utts": [it[0] for it in items],
-        "feats": feats,
-        "lengths": lengths,
-        "out_lengths": torch.tensor([it[3] for it in items], dtype=torch.int64),
-        "num_graphs": NumeratorGraphs.from_graphs([it[2] for it in items]),
-    }
-
-
-@dataclass
-class ChainData:
-    """Everything the chain training loop reads."""
-
-    feats: Any  # DataDirFeatures
-    train: ChainDataset
-    valid: ChainDataset | None
-    chain_model: Any  # GmmModel: chain transition model + tree (no GMMs)
-    phone_lm: Any
-    den_fst: Any
-    den_graph: Any  # DenGraph
-    norm_fst: Any
-    ali_model: Any = None  # GmmModel that made the alignments (its tree is the chain tree)
-
-    @property
-    def num_pdfs(self) -> int:
-        return int(self.chain_model.tm.num_pdfs)
-
-
-def load_chain_data(cfg: TrainChainConfig) -> ChainData:
-    """Features, chain transition model, den graph and per-utterance supervision."""
-    from pykaldi2.training.ce import DataDirFeatures, held_out_split
-
-    feats = DataDirFeatures(cfg.train_data, cfg.features)
-    alis, ali_model = load_alignments(cfg.ali_dir)
-    chain_model = chain_transition_model(ali_model) if cfg.topology == "chain" else ali_model
-    frames, bad = {}, []
-    for utt in sorted(alis):
-        if utt not in feats:
-            continue
-        if abs(feats.shape(utt)[0] - len(alis[utt])) > cfg.length_tolerance:
-            bad.append(utt)
-            continue
-        frames[utt] = len(alis[utt])
-    missing = len(feats) - len(frames)
-    if not frames or missing > cfg.max_missing_fraction * len(feats):
-        raise DataError(
-            f"{missing} of {len(feats)} utterances have no alignment of matching length "
-            f"(e.g. {(bad or sorted(set(feats) - set(frames)))[:3]})",
-            file=", ".join(cfg.ali_dir),
-            fix="align these data dirs (align-si) with the features they were computed from",
-        )
-    segments = phone_segments(ali_model, {u: alis[u] for u in frames})
-    utts, vutts = sorted(frames), []
-    if cfg.valid_fraction > 0:
-        utts, vutts = held_out_split(utts, cfg.valid_fraction, cfg.seed)
-    # as Kaldi: the phone LM sees every alignment (held-out ones too: without backoff arcs,
-    # an unseen phone n-gram would leave a held-out utterance without numerator paths)
-    phone_lm, den, den_graph, norm = make_den_graph(segments, chain_model, cfg.phone_lm)
-    sup_opts = cfg.supervision_options()
-    f = cfg.frame_subsampling_factor
-    graphs, examples, failed = {}, {}, []
-    for utt in progress(sorted(frames), desc="chain-get-supervision", unit="utt"):
-        ranges = chunk_ranges(-(-frames[utt] // f), cfg.chunk_size // f)
-        try:
-            parts = chunk_supervision(*segments[utt], chain_model, norm, sup_opts, ranges, utt)
-        except DataError as e:
-            failed.append(utt)
-            log.warning("dropping %s: %s", utt, e)
-            continue
-        for (b, _), g in zip(ranges, parts):
-            graphs[(utt, b)] = g
-        examples[utt] = [(utt, b, e) for b, e in ranges]
-    if len(failed) > cfg.max_missing_fraction * len(frames):
-        raise DataError(
-            f"no numerator supervision for {len(failed)} of {len(frames)} utterances "
-            f"(e.g. {failed[:3]})",
-            file=", ".join(cfg.ali_dir),
-            fix="raise left_tolerance/right_tolerance or lower frame_subsampling_factor",
-        )
-    ctx = (cfg.chunk_left_context, cfg.chunk_right_context) if cfg.chunk_size else (0, 0)
-
-    def dataset(us):
-        ex = [x for u in us if u in examples for x in examples[u]]
-        return ChainDataset(feats, graphs, frames, ex, f, *ctx) if ex else None
-
-    train, valid = dataset(utts), dataset(vutts)
-    if train is None:
-        raise DataError("no training utterance left", file=", ".join(cfg.ali_dir))
-    if cfg.simulation is not None:
-        train = simulated_chain_dataset(cfg, train, feats.dim)
-    return ChainData(feats, train, valid, chain_model, phone_lm, den, den_graph, norm, ali_model)
-
-
-def make_chain_loader(dataset: ChainDataset, cfg: TrainChainConfig, *, rank, world_size, shuffle):
-    """A DataLoader over whole utterances, bucketed by length (resumable sampler)."""
-    import torch
-
-    from pykaldi2.data.samplers import BucketBatchSampler
-
-    sampler = BucketBatchSampler(
-        dataset.lengths,
-        batch_size=cfg.batch_size,
-        max_frames=cfg.max_frames,
-        shuffle=shuffle,
-        rank=rank,
-        world_size=world_size,
-        seed=cfg.seed,
-    )
-    kw: dict[str, Any] = {"persistent_workers": True} if cfg.num_workers > 0 else {}
-    return torch.utils.data.DataLoader(
-        dataset,
-        batch_sampler=chain_batches(sampler, dataset),
-        collate_fn=collate_chain,
-        num_workers=cfg.num_workers,
-        **kw,
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# On-the-fly simulation
-# ---------------------------------------------------------------------------------------------
 def chain_simulation_problems(cfg: TrainChainConfig) -> list[str]:
     """Resolve ``cfg.simulation`` (path / mapping / None, as train-ce's) in place; the problems
     of a simulation train-chain cannot do (speed perturbation) as config error messages."""
-    from pykaldi2.training.ce import simulation_config
 
     cfg.simulation = simulation_config(cfg.simulation)
     if cfg.simulation is not None and cfg.simulation.speed.enable:
@@ -538,145 +237,18 @@ def chain_simulation_problems(cfg: TrainChainConfig) -> list[str]:
     return []
 
 
-class SimulatedChainFeatures:
-    """``utt -> (T, F)`` float32 features of ``utt`` simulated for the current ``epoch`` (the
-    feature source of :class:`SimulatedChainDataset`).
-
-    The simulation is seeded by the utterance's index in ``utterances.utts`` (never by the chunk
-    index), so every chunk of an utterance in one epoch cuts its window from the same simulated
-    audio; each process keeps the last ``CACHE_SIZE`` simulated utterances. The frame count must
-    stay within ``tolerance`` of ``frames[utt]`` (the numerator's input frames).
-    """
-
-    def __init__(self, utterances, frames: Mapping[str, int], tolerance: int = 1) -> None:
-        from collections import OrderedDict
-
-        self.utterances, self.frames, self.tolerance = utterances, frames, int(tolerance)
-        self.index = {u: i for i, u in enumerate(utterances.utts)}
-        self.epoch = 0
-        self._cache: OrderedDict = OrderedDict()
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_cache": type(self._cache)()}
-
-    def __getitem__(self, utt: str) -> np.ndarray:
-        from pykaldi2.simulation.dataset import CACHE_SIZE
-
-        key = (self.epoch, self.index[utt])
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
-        x = self.utterances.simulate(key[1], key[0]).feats
-        if abs(len(x) - int(self.frames[utt])) > self.tolerance:
-            raise DataError(
-                f"{len(x)} simulated feature frames vs {self.frames[utt]} alignment frames",
-                file=str(self.utterances.datadir / "conf" / "feats.json"), utt=utt,
-                fix="compute the data dir's features with the config in conf/feats.json",
-            )  # fmt: skip
-        self._cache[key] = x
-        while len(self._cache) > CACHE_SIZE:
-            self._cache.popitem(last=False)
-        return x
-
-
-class SimulatedChainDataset(ChainDataset):
-    """:class:`ChainDataset` whose input features are simulated on the fly
-    (:class:`SimulatedChainFeatures`) around the same precomputed numerators.
-
-    Keys are example indices ``i`` (the dataset's ``epoch``, :meth:`set_epoch`) or ``(epoch, i)``
-    from an :class:`~pykaldi2.simulation.dataset.EpochBatchSampler`: the simulation of an
-    example depends only on (seed, epoch, utterance index), not on the worker or on resumes.
-    """
-
-    def __init__(self, base: ChainDataset, feats: SimulatedChainFeatures) -> None:
-        super().__init__(
-            feats, base.graphs, base.frames, base.examples, base.factor, base.left, base.right
-        )
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __getitem__(self, key):
-        from pykaldi2.simulation.dataset import _split_key
-
-        self.feats.epoch, i = _split_key(key, self.epoch)
-        return super().__getitem__(i)
-
-
-def simulated_chain_dataset(cfg: TrainChainConfig, train: ChainDataset, dim: int):
-    """``train`` with its features simulated on the fly (``cfg.simulation``) from the audio of
-    ``cfg.train_data`` through ``cfg.features``, checked to have dimension ``dim``."""
-    from pykaldi2.training.ce import simulated_utterances
-
-    utt_ds = simulated_utterances(
-        cfg.train_data, cfg.simulation, None, cfg.features, dim, utts=train.utts
-    )
-    log.info("train-chain: training features simulated on the fly from %s", utt_ds.datadir)
-    return SimulatedChainDataset(
-        train, SimulatedChainFeatures(utt_ds, train.frames, cfg.length_tolerance)
-    )
-
-
-def chain_batches(sampler, dataset):
-    """``sampler``, wrapped in an :class:`~pykaldi2.simulation.dataset.EpochBatchSampler` when
-    ``dataset`` simulates on the fly (its keys then carry the epoch to the workers)."""
-    from pykaldi2.simulation.dataset import EpochBatchSampler
-
-    return EpochBatchSampler(sampler) if isinstance(dataset, SimulatedChainDataset) else sampler
-
-
 # ---------------------------------------------------------------------------------------------
 # Model and task
 # ---------------------------------------------------------------------------------------------
-class ChainModel(nn.Module):
-    """A chain acoustic model: a TDNN-F / BLSTM body with the chain output and an xent head.
-
-    ``forward(feats (N, T, F), lengths (N,)) -> (N, T', P)`` raw chain outputs (log-likelihoods
-    for decoding; no log-softmax). :meth:`forward_train` also returns the xent head's output
-    (N, T', P) (a linear layer on the input of the body's output layer, Kaldi's
-    ``output-xent``), or None when ``xent`` is False. ``subsample`` > 1 keeps every
-    ``subsample``-th output frame (for bodies that do not subsample themselves).
-    """
-
-    def __init__(self, body, num_pdfs: int, subsample: int = 1, xent: bool = True) -> None:
-        super().__init__()
-        self.body, self.subsample = body, int(subsample)
-        self.xent = nn.Linear(body.output.in_features, num_pdfs) if xent else None
-
-    def forward_train(self, feats, lengths):
-        hidden = []
-        hook = self.body.output.register_forward_hook(lambda m, i, o: hidden.append(i[0]))
-        try:
-            out = self.body(feats, lengths)
-        finally:
-            hook.remove()
-        xent = self.xent(hidden[0]) if self.xent is not None else None
-        if self.subsample > 1:
-            out = out[:, :: self.subsample]
-            xent = xent[:, :: self.subsample] if xent is not None else None
-        return out, xent
-
-    def forward(self, feats, lengths):
-        return self.forward_train(feats, lengths)[0]
-
-
 def chain_model_config(cfg: TrainChainConfig, input_dim: int, num_pdfs: int):
     """The body's config: ``cfg.model`` with input_dim / num_classes (and a TDNN-F's
     subsampling = frame_subsampling_factor) filled in; returns (config, output subsample)."""
-    from pykaldi2.training.ce import model_config
 
     d = {k: v for k, v in cfg.model.items() if k != "subsampling"}
     mcfg = model_config(cfg.model_type, d, input_dim, num_pdfs)
     if cfg.model_type == "tdnnf":
         return dataclasses.replace(mcfg, subsampling=cfg.frame_subsampling_factor), 1
     return mcfg, cfg.frame_subsampling_factor
-
-
-def build_chain_model(model_type: str, mcfg, subsample: int, xent: bool) -> ChainModel:
-    from pykaldi2.training.ce import build_model
-
-    return ChainModel(build_model(model_type, mcfg), mcfg.num_classes, subsample, xent)
 
 
 def shift_frames(feats, lengths, shift: int):
@@ -758,8 +330,6 @@ def init_from_ce(
     """
     import torch
 
-    from pykaldi2.training.ce import load_final_dir
-
     ce = load_final_dir(ce_dir)
     if ali_model is not None and not np.array_equal(ce.ali_model.tid2pdf, ali_model.tid2pdf):
         raise DataError(
@@ -825,9 +395,8 @@ def train_chain(cfg: TrainChainConfig, exp_dir: str | os.PathLike) -> Path:
     """
     import torch
 
-    from pykaldi2.training.ce import evaluate
     from pykaldi2.training.distributed import Dist
-    from pykaldi2.training.trainer import Trainer
+    from pykaldi2.training.trainer import Trainer, evaluate
 
     exp_dir = Path(exp_dir)
     dist = Dist.from_env()
@@ -891,82 +460,3 @@ def train_chain(cfg: TrainChainConfig, exp_dir: str | os.PathLike) -> Path:
         return final
     finally:
         dist.shutdown()
-
-
-def write_chain_dir(final: Path, cfg, model, mcfg, subsample, data: ChainData, summary) -> None:
-    """The self-contained chain model dir (decode-chain / mkgraph read it), written atomically."""
-    import yaml
-
-    from pykaldi2.lang.den_fst import write_fst
-    from pykaldi2.training.ce import feature_doc, save_final_model
-    from pykaldi2.utils.io import atomic_dir
-
-    with atomic_dir(final) as tmp:
-        meta = {
-            "model_type": cfg.model_type,
-            "model_config": mcfg.to_dict(),
-            "subsample": subsample,
-            "xent": model.xent is not None,
-            "frame_subsampling_factor": cfg.frame_subsampling_factor,
-        }
-        save_final_model(tmp, model, meta, cfg, summary)
-        (tmp / "model.yaml").write_text(yaml.safe_dump(meta), encoding="utf-8")
-        feat_doc = feature_doc(
-            cfg.features, data.feats,
-            frame_subsampling_factor=cfg.frame_subsampling_factor,
-            # inference follows training: decode-chain cuts utterances into these chunks
-            chunk_size=cfg.chunk_size,
-            chunk_left_context=data.train.left,
-            chunk_right_context=data.train.right,
-        )  # fmt: skip
-        (tmp / "features.yaml").write_text(yaml.safe_dump(feat_doc), encoding="utf-8")
-        data.chain_model.save(tmp / "final.mdl")
-        data.chain_model.write_tree(tmp / "tree")
-        write_fst(data.den_fst, tmp / "den.fst")
-        write_fst(data.norm_fst, tmp / "normalization.fst")
-        write_fst(data.phone_lm, tmp / "phone_lm.fst")
-    log.info("wrote %s", final)
-
-
-# ---------------------------------------------------------------------------------------------
-# Loading a final chain model dir (decode-chain)
-# ---------------------------------------------------------------------------------------------
-@dataclass
-class ChainModelDir:
-    """A loaded ``exp/<chain sys>/final`` dir."""
-
-    path: Path
-    model: Any  # ChainModel in eval mode
-    features: FeaturePipelineConfig
-    feature_dim: int
-    frame_subsampling_factor: int
-    chain_model: Any  # GmmModel: chain transition model + tree
-    chunk_size: int = 0  # input frames per inference chunk (0: whole utterances)
-    chunk_left_context: int = 0
-    chunk_right_context: int = 0
-
-    @property
-    def num_pdfs(self) -> int:
-        return int(self.chain_model.tm.num_pdfs)
-
-
-def load_chain_dir(path: str | os.PathLike, device: str = "cpu") -> ChainModelDir:
-    """Load a model dir written by :func:`train_chain`, with clear errors for missing files."""
-    from pykaldi2.hmm.model import GmmModel
-    from pykaldi2.training.ce import read_model_dir
-
-    path, state, mcfg, feat = read_model_dir(path, FINAL_FILES, "chain", "train-chain", device)
-    model = build_chain_model(state["model_type"], mcfg, state["subsample"], state["xent"])
-    model.load_state_dict(state["model"])
-    model.to(device).eval()
-    return ChainModelDir(
-        path=path,
-        model=model,
-        features=FeaturePipelineConfig.from_dict(feat["pipeline"]),
-        feature_dim=int(feat["dim"]),
-        frame_subsampling_factor=int(state["frame_subsampling_factor"]),
-        chain_model=GmmModel.load(path / "final.mdl"),
-        chunk_size=int(feat.get("chunk_size", 0)),
-        chunk_left_context=int(feat.get("chunk_left_context", 0)),
-        chunk_right_context=int(feat.get("chunk_right_context", 0)),
-    )

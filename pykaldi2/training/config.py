@@ -1,4 +1,5 @@
-"""What every training command's config shares: ``--override key=value`` and YAML load/save.
+"""What every training command's config shares: ``--override key=value``, YAML load/save,
+list-valued data options and the ``simulation:`` option.
 
 >>> cfg = TrainChainConfig.load("conf/chain.yaml", ["trainer.lr=5e-4"])
 >>> cfg.save(exp_dir / "config.yaml")      # resolved, with provenance
@@ -9,10 +10,13 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
+from pykaldi2.simulation.config import SimulationConfig
 from pykaldi2.utils.config import ConfigMixin, read_yaml_mapping
-from pykaldi2.utils.errors import Pykaldi2Error
+from pykaldi2.utils.errors import DataError, Pykaldi2Error
 
 
 def apply_overrides(d: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
@@ -62,3 +66,54 @@ class TrainConfigMixin(ConfigMixin):
         from pykaldi2.utils.provenance import save_config
 
         save_config(path, self.to_dict())
+
+
+def as_list(v: str | Sequence[str] | None) -> list[str]:
+    """A data-dir option (one path, a list of paths, or empty) as a list of str."""
+    if v is None or v == "":
+        return []
+    return [str(v)] if isinstance(v, (str, os.PathLike)) else [str(x) for x in v]
+
+
+def simulation_config(value: Any) -> SimulationConfig | None:
+    """The ``simulation:`` option of a training config -> a validated SimulationConfig or None.
+
+    ``value``: None / "" (no simulation), the path of a sim.yaml, a mapping (the resolved config
+    that EXP_DIR/config.yaml holds) or a SimulationConfig. Errors name the file.
+    """
+    if value is None or value == "":
+        return None
+    if isinstance(value, SimulationConfig):
+        return value
+    if isinstance(value, Mapping):
+        return SimulationConfig.from_dict(dict(value), where="simulation")
+    if not isinstance(value, (str, os.PathLike)):
+        raise DataError(f"simulation: expected the path of a sim.yaml or null, got {value!r}")
+    if not Path(value).is_file():
+        raise DataError(
+            "simulation: no such simulation config file",
+            file=str(value),
+            fix="give the path of a sim.yaml (see `pykaldi2 simulate --help`) or null",
+        )
+    return SimulationConfig.from_yaml(value)
+
+
+def options_from_dict(cls, d: Mapping[str, Any], source: str = "config"):
+    """``cls(**d)`` for a training config class (``from_dict = classmethod(options_from_dict)``):
+    unknown keys and bad values raise a DataError naming ``source``."""
+    if not isinstance(d, Mapping):
+        raise DataError("expected a mapping of train-ce options", file=source)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise DataError(
+            f"unknown option(s) {', '.join(unknown)}",
+            file=source,
+            fix=f"valid options: {', '.join(sorted(known))}",
+        )
+    try:
+        return cls(**d)
+    except Pykaldi2Error as e:
+        raise DataError(str(e), file=source) from None
+    except (TypeError, ValueError) as e:
+        raise DataError(f"bad option value: {e}", file=source) from None

@@ -66,36 +66,27 @@ Dimension legend: N utterances, T frames (padded), F feature dim, C pdf_ids.
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pykaldi2.data.transcripts import MAX_MISSING_TEXT_FRACTION
 from pykaldi2.losses.lattice import SequenceConfig, SequenceTask
 from pykaldi2.losses.lattice_gen import LatticeGenConfig, Ready
 from pykaldi2.simulation.config import SimulationConfig
-from pykaldi2.training.config import TrainConfigMixin
+from pykaldi2.training.config import TrainConfigMixin, as_list, simulation_config
+from pykaldi2.training.model_dir import load_final_dir, write_se_dir
+from pykaldi2.training.se_egs import lang_files, load_se_data, make_se_loader
 from pykaldi2.training.trainer import TrainerConfig
+from pykaldi2.utils.config import option
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
 from pykaldi2.utils.log import append_jsonl, get_logger
 
 log = get_logger(__name__)
 
-__all__ = [
-    "SEData",
-    "SETask",
-    "TrainSEConfig",
-    "collate_se",
-    "criterion_overrides",
-    "evaluate_se",
-    "load_se_data",
-    "train_se",
-]
-
-#: Files copied unchanged from the CE model dir into the SE model dir.
-COPIED_FILES = ("model.yaml", "features.yaml", "priors.npy", "final.mdl", "tree")
+__all__ = ["SETask", "TrainSEConfig", "criterion_overrides", "evaluate_se", "train_se"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -126,6 +117,8 @@ class TrainSEConfig(TrainConfigMixin):
         num_workers: DataLoader worker processes (features).
         length_tolerance: allowed |feature frames - alignment frames| per utterance.
         max_missing_fraction: more utterances than this without a usable alignment is an error.
+        max_missing_text_fraction: with ``online``: utterances without a transcript are listed
+            (their stored alignment is their numerator); more than this fraction is an error.
         trainer: the :class:`TrainerConfig` (small LR: sequence training moves a trained model).
         seed: sampler shuffling and the validation split.
         simulation: null (default: the stored features) or a sim.yaml
@@ -149,15 +142,15 @@ class TrainSEConfig(TrainConfigMixin):
     num_workers: int = 1
     length_tolerance: int = 1
     max_missing_fraction: float = 0.2
+    max_missing_text_fraction: float = option(MAX_MISSING_TEXT_FRACTION, ge=0, le=1)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     seed: int = 0
-    simulation: SimulationConfig | None = None
+    simulation: SimulationConfig | str | None = None
 
     def __post_init__(self) -> None:
-        from pykaldi2.training.ce import _as_list, simulation_config
 
-        self.train_data = _as_list(self.train_data)
-        self.ali_dir = _as_list(self.ali_dir)
+        self.train_data = as_list(self.train_data)
+        self.ali_dir = as_list(self.ali_dir)
         self.simulation = simulation_config(self.simulation)
         self.init_model, self.den_graph = str(self.init_model or ""), str(self.den_graph or "")
         self.lang_dir = str(self.lang_dir or "")
@@ -209,173 +202,6 @@ def silence_phones_of(graph: str | os.PathLike) -> list[int]:
         raise DataError(
             f"not a colon-separated list of phone ids: {text!r}", file=str(csl)
         ) from None
-
-
-# ---------------------------------------------------------------------------------------------
-# Data
-# ---------------------------------------------------------------------------------------------
-@dataclass
-class SEData:
-    """Features and whole-utterance datasets (items: utt, feats (T, F), ali (T,) tids); with
-    ``numerator: online`` the transcripts (``words``: utt -> word ids) too."""
-
-    feats: Any  # DataDirFeatures
-    train: Any  # UtteranceDataset (SimulatedUtteranceDataset with ``simulation``)
-    valid: Any | None
-    words: dict[str, np.ndarray] | None = None
-
-
-def lang_files(lang_dir: str | os.PathLike) -> tuple[Path, Path, list[int]]:
-    """(L.fst, words.txt, disambiguation phones) of a lang dir, with clear errors."""
-    d = Path(lang_dir)
-    for name in ("L.fst", "words.txt"):
-        if not (d / name).is_file():
-            raise DataError(
-                f"{name} not found", file=str(d),
-                fix="set lang_dir to the lang dir of the CE model (pykaldi2 prepare-lang)",
-            )  # fmt: skip
-    dis = d / "phones" / "disambig.int"
-    text = dis.read_text().split() if dis.is_file() else []
-    if not all(x.isdigit() for x in text):
-        raise DataError("not a list of phone ids", file=str(dis))
-    return d / "L.fst", d / "words.txt", [int(x) for x in text]
-
-
-def load_transcripts(
-    data_dirs: list[str], words_txt: str | os.PathLike, utts
-) -> dict[str, np.ndarray]:
-    """utt -> (W,) int32 word ids of the data dirs' ``text`` for ``utts`` (on-the-fly
-    numerators). A word missing from ``words_txt`` is a :class:`DataError` naming the
-    utterance; an utterance without a transcript gets no entry (its stored alignment is used)."""
-    from pykaldi2.data.tables import read_table_lines
-    from pykaldi2.lang.symbols import SymbolTable
-
-    table = SymbolTable.read(words_txt)
-    want = set(utts)
-    out: dict[str, np.ndarray] = {}
-    for d in data_dirs:
-        path = Path(d) / "text"
-        if not path.is_file():
-            raise DataError(
-                "no text (transcripts)", file=str(d), fix="numerator online needs data dir text"
-            )
-        for e in read_table_lines(path):
-            if e.key not in want:
-                continue
-            missing = [w for w in e.value.split() if w not in table]
-            if missing:
-                raise DataError(
-                    f"word(s) {' '.join(missing)} not in {words_txt}", file=str(path),
-                    line=e.line, utt=e.key,
-                    fix="use the lang dir the transcripts were prepared with, or map the "
-                    "words to its OOV word (e.g. <UNK>)",
-                )  # fmt: skip
-            if e.value.split():
-                out[e.key] = np.asarray([table.id(w) for w in e.value.split()], dtype=np.int32)
-    untranscribed = len(want) - len(out)
-    if untranscribed:
-        log.warning(
-            "%d utterances have no transcript: their stored alignment is used", untranscribed
-        )
-    return out
-
-
-def load_se_data(cfg: TrainSEConfig, md) -> SEData:
-    """The training (and held-out) utterances of ``cfg`` for the CE model dir ``md``
-    (:class:`~pykaldi2.training.ce.CEModelDir`): features through its pipeline, numerator
-    alignments checked against its transition model."""
-    from pykaldi2.data.datasets import UtteranceDataset
-    from pykaldi2.training.ce import DataDirFeatures, _checked_utts, held_out_split
-    from pykaldi2.training.chain import load_alignments
-
-    feats = DataDirFeatures(cfg.train_data, md.features)
-    if feats.dim != md.feature_dim:
-        raise DataError(
-            f"features of dim {feats.dim}, the model {md.path} expects {md.feature_dim}",
-            file=", ".join(cfg.train_data),
-            fix="use the data dirs (features) the CE model was trained on",
-        )
-    alis, ali_model = load_alignments(cfg.ali_dir)
-    if not np.array_equal(ali_model.tid2pdf, md.ali_model.tid2pdf):
-        raise DataError(
-            "the alignments come from another transition model than the CE model's final.mdl",
-            file=", ".join(cfg.ali_dir),
-            fix="use the ali dir the CE model was trained on (its final.mdl is the model's)",
-        )
-    utts = _checked_utts(feats, alis, cfg, source=", ".join(cfg.ali_dir))
-    vutts: list[str] = []
-    if cfg.valid_fraction > 0:
-        utts, vutts = held_out_split(utts, cfg.valid_fraction, cfg.seed)
-    words = None
-    if cfg.numerator == "online":
-        _, words_txt, _ = lang_files(cfg.lang_dir)
-        words = load_transcripts(cfg.train_data, words_txt, [*utts, *vutts])
-    if cfg.simulation is not None:
-        train = simulated_se_utterances(cfg, md, alis, utts)
-    else:
-        train = UtteranceDataset(feats, alis, utts=utts)
-    valid = UtteranceDataset(feats, alis, utts=vutts) if vutts else None
-    return SEData(feats, train, valid, words)
-
-
-def simulated_se_utterances(cfg: TrainSEConfig, md, alis, utts):
-    """The training utterances simulated on the fly (``cfg.simulation``) from the audio of
-    ``cfg.train_data`` through the CE model's feature pipeline: a
-    :class:`~pykaldi2.simulation.dataset.SimulatedUtteranceDataset` whose items are (utt,
-    feats (T', F), ali (T',) transition_ids matched to the simulated frames)."""
-    from pykaldi2.training.ce import simulated_utterances
-
-    return simulated_utterances(
-        cfg.train_data, cfg.simulation, alis, md.features, md.feature_dim,
-        utts=utts, tolerance=cfg.length_tolerance,
-    )  # fmt: skip
-
-
-def collate_se(items, words: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
-    """List of (utt, feats (T_i, F), ali (T_i,) transition_ids) -> ``{"utt_ids", "feats" (N, T,
-    F) zero-padded, "lengths" (N,), "ali" (N, T) transition_ids, 0 on padding}``; with
-    ``words`` (on-the-fly numerators) also ``"words"``: N word-id arrays ((0,): none)."""
-    import torch
-
-    from pykaldi2.data.datasets import collate_frames
-
-    b = collate_frames(items)
-    ali = b["targets"]
-    batch = {
-        "utt_ids": b["utts"],
-        "feats": b["feats"],
-        "lengths": b["lengths"],
-        "ali": torch.where(ali > 0, ali, torch.zeros_like(ali)),
-    }
-    if words is not None:
-        none = np.zeros(0, dtype=np.int32)
-        batch["words"] = [words.get(u, none) for u in b["utts"]]
-    return batch
-
-
-def make_se_loader(
-    dataset, cfg: TrainSEConfig, *, rank: int, world_size: int, shuffle: bool, words=None
-):
-    """A DataLoader of whole utterances bucketed by length (resumable BucketBatchSampler, its
-    batches carrying the epoch when ``dataset`` simulates on the fly); ``words``: the
-    transcripts of on-the-fly numerators (:func:`collate_se`)."""
-    import functools
-
-    import torch
-
-    from pykaldi2.data.samplers import BucketBatchSampler
-    from pykaldi2.training.ce import epoch_batches
-
-    sampler = BucketBatchSampler(
-        dataset.lengths, batch_size=cfg.batch_size, max_frames=cfg.max_frames, shuffle=shuffle,
-        rank=rank, world_size=world_size, seed=cfg.seed,
-    )  # fmt: skip
-    workers = {"persistent_workers": True} if cfg.num_workers > 0 else {}
-    return torch.utils.data.DataLoader(
-        dataset, batch_sampler=epoch_batches(sampler, dataset),
-        collate_fn=functools.partial(collate_se, words=words),
-        num_workers=cfg.num_workers, **workers,
-    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -474,6 +300,7 @@ def load_pending_lattices(trainer, rgen: ResumableGenerator, online: bool = Fals
     the run then continues, not bit-exactly, with lattices from the resumed model."""
     from pykaldi2.training import checkpoint as ckpt
 
+    ckpt.remove_stale_temps(trainer.ckpt_dir, rf"lattices-\d+\.rank{trainer.dist.rank}\.pt")
     if trainer.step == 0 or trainer.batches_done == 0:
         return True
     path = _lattice_file(trainer.ckpt_dir, trainer.step, trainer.dist.rank)
@@ -516,7 +343,6 @@ def train_se(cfg: TrainSEConfig, exp_dir: str | os.PathLike) -> Path:
 
     from pykaldi2.losses.lattice import TransitionInfo
     from pykaldi2.losses.lattice_gen import LatticeGenerator, LatticePrefetcher, TrainGraphSource
-    from pykaldi2.training.ce import load_final_dir
     from pykaldi2.training.distributed import Dist
     from pykaldi2.training.trainer import Trainer
 
@@ -525,13 +351,13 @@ def train_se(cfg: TrainSEConfig, exp_dir: str | os.PathLike) -> Path:
     generator = None
     try:
         md = load_final_dir(cfg.init_model, device=str(dist.device))
-        data = load_se_data(cfg, md)
+        data = load_se_data(cfg, md, exp_dir / "egs", dist)
         seq = cfg.sequence
         if not seq.silence_phones:
             seq.silence_phones = silence_phones_of(cfg.den_graph)
             if not seq.silence_phones and seq.criterion != "mmi":
                 log.warning("no silence phones (den_graph has no phones/silence.csl)")
-        _check_graph(cfg, md.num_pdfs)
+        _check_graph(cfg, md)
         info = TransitionInfo.from_trans_model(md.ali_model.tm)
         model = md.model
         model.train()
@@ -594,8 +420,11 @@ def train_se(cfg: TrainSEConfig, exp_dir: str | os.PathLike) -> Path:
         dist.shutdown()
 
 
-def _check_graph(cfg: TrainSEConfig, num_pdfs: int) -> None:
-    from pykaldi2.lang.hclg import check_graph_num_pdfs
+def _check_graph(cfg: TrainSEConfig, md) -> None:
+    """den_graph must be a graph built for the CE model dir ``md``'s final.mdl (its model_id,
+    else its num_pdfs). The graph itself is read by the lattice workers, whose decoder refuses
+    transition-ids beyond the model's."""
+    from pykaldi2.hmm.graph_model import check_graph_model, rebuild_fix
 
     path = cfg.hclg_path
     if not path.is_file():
@@ -603,8 +432,9 @@ def _check_graph(cfg: TrainSEConfig, num_pdfs: int) -> None:
             "denominator graph not found", file=str(path),
             fix="set den_graph to a graph dir of the CE model's tree (e.g. exp/tri2/graph)",
         )  # fmt: skip
-    fix = "use a graph built with the CE model's final.mdl"
-    check_graph_num_pdfs(path.parent, num_pdfs, fix=fix)
+    model = md.path / "final.mdl"
+    fix = rebuild_fix(path.parent, model) + ", and set den_graph to it"
+    check_graph_model(path.parent, md.ali_model.tm, model, fix=fix)
 
 
 def _after_step_hook(cfg: TrainSEConfig, task: SETask, rgen: ResumableGenerator, epoch_len,
@@ -633,17 +463,3 @@ def _after_step_hook(cfg: TrainSEConfig, task: SETask, rgen: ResumableGenerator,
             save_pending_lattices(trainer, rgen)
 
     return after_step
-
-
-def write_se_dir(final: Path, cfg: TrainSEConfig, model, md, summary) -> None:
-    """The SE model dir: the CE model dir's files with the new weights and config."""
-    from pykaldi2.training.ce import save_final_model
-    from pykaldi2.utils.io import atomic_dir
-
-    with atomic_dir(final) as tmp:
-        for name in COPIED_FILES:
-            if (md.path / name).is_file():
-                shutil.copyfile(md.path / name, tmp / name)
-        meta = {"model_type": md.model_type, "model_config": model.cfg.to_dict()}
-        save_final_model(tmp, model, meta, cfg, summary)
-    log.info("wrote %s", final)

@@ -5,7 +5,8 @@ A criterion is a :class:`Task`: ``compute_loss(model, batch) -> LossOutput`` whe
 tokens, utterances). The trainer accumulates ``accum_grad`` batches, all-reduces the gradients
 across ranks and divides them by the global count, so N ranks x batch B make exactly the update
 1 rank x batch N*B makes. Then: gradient clipping (after the all-reduce), optimizer step, LR
-schedule.
+schedule. Floating-point buffers (BatchNorm running statistics, which follow each rank's own
+batches) are averaged over ranks before validation and before every checkpoint.
 
 Per step: AMP (bf16, or fp16 with a GradScaler) on CUDA; NaN/inf losses are skipped and counted,
 and training stops with an error past ``max_bad_batches``; rank 0 logs to tensorboardX and shows
@@ -32,7 +33,7 @@ from pykaldi2.losses.output import LossOutput
 from pykaldi2.training import checkpoint as ckpt
 from pykaldi2.training.distributed import Dist
 from pykaldi2.training.schedule import LrSchedule, ScheduleConfig
-from pykaldi2.utils.config import ConfigMixin
+from pykaldi2.utils.config import ConfigMixin, option
 from pykaldi2.utils.errors import Pykaldi2Error
 from pykaldi2.utils.log import get_logger, progress
 
@@ -46,19 +47,19 @@ class Task(Protocol):
 @dataclass
 class TrainerConfig(ConfigMixin):
     optimizer: str = "adam"  # "adam" | "adamw" | "sgd"
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    max_epochs: int = 10
-    max_steps: int = 0  # 0: no limit
+    lr: float = option(1e-3, gt=0)
+    momentum: float = option(0.9, ge=0, lt=1)
+    weight_decay: float = option(0.0, ge=0)
+    max_epochs: int = option(10, ge=0)
+    max_steps: int = option(0, ge=0)  # 0: no limit
     accum_grad: int = 1
-    grad_clip: float = 5.0  # 0: off
+    grad_clip: float = option(5.0, ge=0)  # 0: off
     amp: bool = True  # only takes effect on CUDA
-    checkpoint_every: int = 1000
-    keep_last: int = 5
-    log_every: int = 50
+    checkpoint_every: int = option(1000, ge=0)
+    keep_last: int = option(5, ge=1)
+    log_every: int = option(50, ge=0)
     seed: int = 0
-    max_bad_batches: int = 20
+    max_bad_batches: int = option(20, ge=0)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
     def __post_init__(self) -> None:
@@ -79,6 +80,34 @@ def make_optimizer(
         )
     opt = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     return opt(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def close_tensorboard_after_failure(writer) -> None:
+    """Close a tensorboardX ``SummaryWriter`` after training failed. When its final flush
+    cannot be written (the disk is full), the pending events are dropped instead: each event
+    file's descriptor is pointed at /dev/null, its writer thread stopped and the file closed,
+    so that tensorboardX prints no tracebacks at exit. The events only mirror
+    ``log/*.jsonl``, which keeps every complete line. (Reaches into tensorboardX: FileWriter ->
+    EventFileWriter -> EventsWriter -> RecordWriter -> its file.)"""
+    import contextlib
+
+    try:
+        writer.close()
+        return
+    except Exception:
+        pass
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for fw in list((getattr(writer, "all_writers", None) or {}).values()):
+            ew = fw.event_writer
+            with contextlib.suppress(Exception):
+                events = ew._ev_writer._py_recordio_writer._writer
+                os.dup2(devnull, events.fileno())
+                ew._worker.stop()
+                events.close()
+            ew._closed = True
+    finally:
+        os.close(devnull)
 
 
 def _reseed(seed: int, step: int, rank: int) -> None:
@@ -149,6 +178,7 @@ class Trainer:
         }
 
     def save(self) -> None:
+        self.dist.average_buffers(self.model)  # BatchNorm statistics: the mean over ranks
         if self.dist.is_main:
             ckpt.save_step_checkpoint(
                 self.ckpt_dir, self.step, self.state_dict(), self.cfg.keep_last
@@ -156,7 +186,11 @@ class Trainer:
         self.dist.barrier()
 
     def resume(self, path: str | os.PathLike | None = None) -> bool:
-        """Load ``path`` or the latest checkpoint in the exp dir; False when there is none."""
+        """Load ``path`` or the latest checkpoint in the exp dir; False when there is none.
+        Temp files of a checkpoint write that was killed are removed first (rank 0)."""
+        if self.dist.is_main:
+            for p in ckpt.remove_stale_temps(self.ckpt_dir, r"ckpt-\d+\.pt|latest"):
+                log.info("removed %s (a checkpoint write that did not finish)", p)
         path = Path(path) if path else ckpt.latest_checkpoint(self.ckpt_dir)
         if path is None:
             return False
@@ -235,7 +269,17 @@ class Trainer:
         return loader if hasattr(loader, "set_epoch") else None
 
     def fit(self, train_loader: Any) -> dict[str, float]:
-        """Train until ``max_epochs``/``max_steps``; returns the last epoch's average stats."""
+        """Train until ``max_epochs``/``max_steps``; returns the last epoch's average stats.
+        When training fails (a full disk, say), the tensorboard writer is closed first (see
+        :func:`close_tensorboard_after_failure`) and the error passes on."""
+        try:
+            return self._fit(train_loader)
+        except BaseException:
+            if self.writer is not None:
+                close_tensorboard_after_failure(self.writer)
+            raise
+
+    def _fit(self, train_loader: Any) -> dict[str, float]:
         cfg = self.cfg
         self.model.train()
         sampler = self._sampler(train_loader)
@@ -300,6 +344,7 @@ class Trainer:
             self.epoch += 1
             self.batches_done = 0
             if self.valid_fn is not None:
+                self.dist.average_buffers(self.model)
                 vloss = self.valid_fn(self.model)
                 self.model.train()
                 summary["valid_loss"] = vloss
@@ -328,3 +373,20 @@ class Trainer:
             return len(sampler)
         except TypeError:
             return math.inf  # type: ignore[return-value]
+
+
+def evaluate(model, loader, task, dist) -> dict[str, float]:
+    """Frame CE loss and accuracy over ``loader`` (summed over ranks): {"loss", "acc", "frames"}."""
+    import torch
+
+    model.eval()
+    loss = correct = count = 0.0
+    with torch.no_grad():
+        for batch in loader:
+            out = task.compute_loss(model, batch)
+            loss += float(out.loss)
+            correct += out.stats.get("correct", 0.0)
+            count += out.count
+    loss, correct, count = dist.allreduce_scalars([loss, correct, count])
+    count = max(count, 1e-12)
+    return {"loss": loss / count, "acc": correct / count, "frames": count}

@@ -13,7 +13,8 @@ into ``EXP_DIR/tokenizer`` (or ``tokenizer_model`` given); features through the
 stacking ``frame_stack`` frames and keeping every ``frame_subsample``-th, Myrtle's 3x3);
 utterances whose token count exceeds the encoder frames after time reduction, without text, or
 with characters the tokenizer cannot encode (``tokenizer.on_unknown: skip``) are skipped and
-counted in ``EXP_DIR/log/skipped.json``; length-bucketed batches; SpecAugment on the fly; the
+counted in ``EXP_DIR/log/skipped.json`` (those without a ``text`` line are also named in a
+warning, and more than ``max_missing_text_fraction`` of them is an error); length-bucketed batches; SpecAugment on the fly; the
 shared :class:`~pykaldi2.training.trainer.Trainer` (AMP, grad accumulation, warmup/hold/exp
 decay, NaN skipping, exact resume, torchrun/horovod) with a separate LR factor for the joiner's
 output layer and EMA weights kept in every checkpoint and used for the final model. With
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,105 +36,26 @@ from typing import Any
 import numpy as np
 import torch
 
-from pykaldi2.features.cmvn import SlidingCmnConfig
-from pykaldi2.features.ewma_norm import EwmaNormConfig, apply_ewma_norm
-from pykaldi2.features.pipeline import FeaturePipelineConfig
+from pykaldi2.data.transcripts import MAX_MISSING_TEXT_FRACTION
+from pykaldi2.features.transducer_frontend import TransducerFrontendConfig
 from pykaldi2.lang.tokenizer import TokenizerConfig
 from pykaldi2.losses.output import LossOutput
 from pykaldi2.simulation.config import SimulationConfig, SpecAugConfig
-from pykaldi2.training.ce import (
-    TrainCEConfig,
-    _as_list,
-    epoch_batches,
-    held_out_split,
-    simulated_utterances,
-    simulation_config,
+from pykaldi2.training.config import TrainConfigMixin, as_list, options_from_dict, simulation_config
+from pykaldi2.training.ema import Ema
+from pykaldi2.training.model_dir import save_transducer_dir
+from pykaldi2.training.trainer import Trainer, TrainerConfig, evaluate, make_optimizer
+from pykaldi2.training.transducer_egs import (
+    load_transducer_data,
+    make_loader,
+    transducer_tokenizer,
+    warm_start_ewma,
 )
-from pykaldi2.training.config import TrainConfigMixin
-from pykaldi2.training.trainer import Trainer, TrainerConfig, make_optimizer
-from pykaldi2.utils.config import ConfigMixin
+from pykaldi2.utils.config import check_fields, check_keys, option
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
 from pykaldi2.utils.log import append_jsonl, get_logger
 
 log = get_logger(__name__)
-
-FRONTEND_CMVN = ("none", "sliding", "ewma")
-
-
-# ---------------------------------------------------------------------------------------------
-# The front end: normalisation + frame stacking (the streaming decoder reproduces it exactly)
-# ---------------------------------------------------------------------------------------------
-@dataclass
-class TransducerFrontendConfig(ConfigMixin):
-    """Raw features -> model input: ``cmvn`` (``sliding``: apply-cmvn-sliding, causal apart
-    from the first ``min_window`` frames, so streams reproduce it; ``ewma``: Myrtle's
-    exponentially weighted mean/variance normalization, warm-started from the training data's
-    global statistics (:mod:`pykaldi2.features.ewma_norm`), causal; ``none``), then frame
-    stacking: output frame j is frames ``j * frame_subsample .. j * frame_subsample +
-    frame_stack - 1`` side by side (zeros past the end)."""
-
-    cmvn: str = "sliding"
-    sliding: SlidingCmnConfig = field(default_factory=SlidingCmnConfig)
-    ewma: EwmaNormConfig = field(default_factory=EwmaNormConfig)
-    frame_stack: int = 3
-    frame_subsample: int = 3
-
-    def __post_init__(self) -> None:
-        self.build_sections()
-        if self.cmvn not in FRONTEND_CMVN:
-            raise Pykaldi2Error(f"frontend.cmvn must be one of {FRONTEND_CMVN}, not {self.cmvn!r}")
-        if self.sliding.center:
-            raise Pykaldi2Error("frontend.sliding.center must be false (it would need lookahead)")
-        if self.frame_stack < 1 or self.frame_subsample < 1:
-            raise Pykaldi2Error("frontend.frame_stack and frame_subsample must be >= 1")
-
-    def pipeline(self) -> FeaturePipelineConfig:
-        """The per-utterance CMN as a :class:`FeaturePipelineConfig` (for ProcessedFeatures);
-        ``ewma`` is applied afterwards by :meth:`transform`."""
-        cmvn = "none" if self.cmvn == "ewma" else self.cmvn
-        return FeaturePipelineConfig(cmvn=cmvn, sliding=self.sliding)
-
-    def transform(self, feats: np.ndarray) -> np.ndarray:
-        """(T, F) features from :meth:`pipeline` -> (ceil(T / frame_subsample), F') model input:
-        the EWMA normalization (``cmvn: ewma``, from the warm start) and frame stacking."""
-        if self.cmvn == "ewma":
-            feats, _ = apply_ewma_norm(feats, self.ewma.alpha, self.ewma.initial_state())
-        return stack_frames(feats, self.frame_stack, self.frame_subsample)
-
-    def output_dim(self, raw_dim: int) -> int:
-        return raw_dim * self.frame_stack
-
-    def num_frames(self, raw_frames: int) -> int:
-        """Frames after stacking/subsampling: ``ceil(T / frame_subsample)``."""
-        return -(-raw_frames // self.frame_subsample)
-
-
-def stack_frames(feats: np.ndarray, stack: int, subsample: int) -> np.ndarray:
-    """(T, F) -> (ceil(T / subsample), stack * F): frame j is ``feats[j*subsample + i]`` for
-    i < stack, concatenated, with zeros past the end (vectorized)."""
-    T, F = feats.shape
-    n = -(-T // subsample)
-    idx = np.arange(n)[:, None] * subsample + np.arange(stack)[None, :]  # (n, stack)
-    padded = np.concatenate([feats, np.zeros((1, F), feats.dtype)])
-    return padded[np.minimum(idx, T)].reshape(n, stack * F)
-
-
-def stack_frames_reference(feats: np.ndarray, stack: int, subsample: int) -> np.ndarray:
-    """Slow :func:`stack_frames`: one output frame and one input frame at a time."""
-    T, F = feats.shape
-    out = []
-    for j in range(0, T, subsample):
-        row = np.zeros(stack * F, feats.dtype)
-        for i in range(stack):
-            if j + i < T:
-                row[i * F : (i + 1) * F] = feats[j + i]
-        out.append(row)
-    return np.array(out, dtype=feats.dtype).reshape(len(out), stack * F)
-
-
-def encoder_frames(frontend: TransducerFrontendConfig, stack_time_factor: int, raw: int) -> int:
-    """Encoder output frames T' of an utterance with ``raw`` feature frames."""
-    return -(-frontend.num_frames(raw) // stack_time_factor)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,6 +85,13 @@ class TrainTransducerConfig(TrainConfigMixin):
             ``rnnt + ctc_weight * ctc``; validation reports the RNN-T loss alone.
         joint_lr_factor: LR multiplier of the joiner's output layer (Myrtle's ``joint_net_lr``).
         max_symbols_per_frame: greedy decoding setting saved with the model.
+        max_missing_text_fraction: utterances with features but no ``text`` line are listed
+            and left out; more than this fraction of a data dir set is an error.
+        joiner_max_nodes: the RNN-T loss runs the joiner on groups of utterances holding at
+            most this many lattice nodes (t, u) at a time, each recomputed in the backward pass
+            (:mod:`pykaldi2.losses.rnnt_chunked`): the joiner's memory is bounded by this
+            budget (or the largest utterance's lattice) instead of batch x T x U. Same loss and
+            gradients; a batch within the budget runs as one piece.
         trainer: :class:`TrainerConfig` (optimizer, AMP, accum_grad, schedule, checkpoints).
         simulation: null (default: the stored features) or a sim.yaml (saved resolved): the
             training utterances are simulated on the fly from the audio of ``train_data`` (one
@@ -181,19 +109,21 @@ class TrainTransducerConfig(TrainConfigMixin):
     specaug: SpecAugConfig = field(default_factory=SpecAugConfig)
     batch_size: int = 32
     max_frames: int = 0
-    num_buckets: int = 10
+    num_buckets: int = option(10, ge=1)
     num_workers: int = 2
     ema_decay: float = 0.999
     ctc_weight: float = 0.0
     joint_lr_factor: float = 1.0
     max_symbols_per_frame: int = 3
+    max_missing_text_fraction: float = option(MAX_MISSING_TEXT_FRACTION, ge=0, le=1)
+    joiner_max_nodes: int = option(100_000, ge=1)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     seed: int = 0
-    simulation: SimulationConfig | None = None
+    simulation: SimulationConfig | str | None = None
 
     def __post_init__(self) -> None:
-        self.train_data = _as_list(self.train_data)
-        self.valid_data = _as_list(self.valid_data)
+        self.train_data = as_list(self.train_data)
+        self.valid_data = as_list(self.valid_data)
         self.build_sections()
         self.simulation = simulation_config(self.simulation)
         self.model = dict(self.model or {})
@@ -214,109 +144,23 @@ class TrainTransducerConfig(TrainConfigMixin):
             problems.append("num_workers >= 0 and max_symbols_per_frame >= 1 required")
         if problems:
             raise Pykaldi2Error("TrainTransducerConfig: " + "; ".join(problems))
+        from pykaldi2.nnet.transducer import TransducerConfig
+
+        check_keys(self.model, TransducerConfig.field_names(), where="model")
+        check_fields(TransducerConfig, self.model, where="model")
 
     # The unknown-key and bad-value messages are train-ce's.
-    from_dict = classmethod(TrainCEConfig.from_dict.__func__)
+    from_dict = classmethod(options_from_dict)
 
 
 # ---------------------------------------------------------------------------------------------
-# Data
-# ---------------------------------------------------------------------------------------------
-class TokenDataset(torch.utils.data.Dataset):
-    """Item i -> (utt, feats (T, F') float32 after the front end, tokens (U,) int64)."""
-
-    def __init__(
-        self,
-        feats: Mapping[str, np.ndarray],
-        tokens: Mapping[str, Sequence[int]],
-        utts: Sequence[str],
-        frontend: TransducerFrontendConfig,
-    ) -> None:
-        self.feats, self.tokens, self.utts, self.frontend = feats, tokens, list(utts), frontend
-        self.lengths = [frontend.num_frames(feats.shape(u)[0]) for u in self.utts]
-
-    def __len__(self) -> int:
-        return len(self.utts)
-
-    def __getitem__(self, i: int):
-        utt = self.utts[i]
-        x = self.frontend.transform(np.asarray(self.feats[utt], np.float32))
-        return utt, x, np.asarray(self.tokens[utt], dtype=np.int64)
-
-
-def select_utts(
-    feats, tokens: Mapping[str, Sequence[int]], frontend, stack_time_factor: int
-) -> tuple[list[str], dict[str, list[str]]]:
-    """Utterances usable for RNN-T training, and the skipped ones by reason.
-
-    ``no_text``: features but no (encodable) transcript; ``too_many_tokens``: more tokens than
-    encoder frames after time reduction; ``no_frames``: no encoder frame at all.
-    """
-    keep: list[str] = []
-    skipped: dict[str, list[str]] = {"no_text": [], "too_many_tokens": [], "no_frames": []}
-    for utt in sorted(feats):
-        if utt not in tokens:
-            skipped["no_text"].append(utt)
-            continue
-        frames = encoder_frames(frontend, stack_time_factor, feats.shape(utt)[0])
-        if frames < 1:
-            skipped["no_frames"].append(utt)
-        elif len(tokens[utt]) > frames:
-            skipped["too_many_tokens"].append(utt)
-        else:
-            keep.append(utt)
-    return keep, skipped
-
-
-def simulated_tokens(cfg: TrainTransducerConfig, feats, tokens, utts: Sequence[str]):
-    """Training utterances simulated on the fly (``cfg.simulation``) from the audio of
-    ``cfg.train_data``, through the front end: items as :class:`TokenDataset`'s."""
-    fe = cfg.frontend
-    ds = simulated_utterances(
-        cfg.train_data,
-        cfg.simulation,
-        tokens,
-        fe.pipeline(),
-        feats.dim,
-        utts=utts,
-        target_type="labels",
-        feats_transform=fe.transform,
-    )
-    ds.lengths = [fe.num_frames(feats.shape(u)[0]) for u in ds.utts]  # clean, after stacking
-    return ds
-
-
-def make_loader(dataset: TokenDataset, cfg: TrainTransducerConfig, *, rank, world_size, shuffle):
-    """DataLoader with a resumable, length-bucketed :class:`BucketBatchSampler`."""
-    from pykaldi2.data.datasets import collate_frames
-    from pykaldi2.data.samplers import BucketBatchSampler
-
-    sampler = BucketBatchSampler(
-        dataset.lengths,
-        batch_size=cfg.batch_size,
-        max_frames=cfg.max_frames,
-        shuffle=shuffle,
-        num_buckets=cfg.num_buckets,
-        rank=rank,
-        world_size=world_size,
-        seed=cfg.seed,
-    )
-    kw: dict[str, Any] = {"persistent_workers": True} if cfg.num_workers > 0 else {}
-    return torch.utils.data.DataLoader(
-        dataset,
-        batch_sampler=epoch_batches(sampler, dataset),
-        collate_fn=collate_frames,
-        num_workers=cfg.num_workers,
-        **kw,
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# Loss task, EMA, trainer
+# Loss task and trainer
 # ---------------------------------------------------------------------------------------------
 class TransducerTask:
     """RNN-T loss summed over the batch's utterances (count = utterances), plus ``ctc_weight``
     times the CTC loss of the model's CTC head in training mode (``stats``: ``rnnt``, ``ctc``).
+    The joiner runs on groups of at most ``joiner_max_nodes`` lattice nodes
+    (:func:`~pykaldi2.losses.rnnt_chunked.rnnt_loss_chunked`), so its memory stays bounded.
 
     Batches are :func:`~pykaldi2.data.datasets.collate_frames` dicts: targets padded with a
     negative value, so ``target_lengths = (targets >= 0).sum(1)``. With ``specaug`` enabled,
@@ -325,11 +169,13 @@ class TransducerTask:
     """
 
     def __init__(
-        self, device, specaug: SpecAugConfig | None = None, ctc_weight: float = 0.0
-    ) -> None:
+        self, device, specaug: SpecAugConfig | None = None, ctc_weight: float = 0.0,
+        joiner_max_nodes: int = 100_000,
+    ) -> None:  # fmt: skip
         self.device = torch.device(device)
         self.specaug = specaug if specaug is not None and specaug.enable else None
         self.ctc_weight = float(ctc_weight)
+        self.joiner_max_nodes = int(joiner_max_nodes)
 
     def _augment(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         from pykaldi2.simulation.specaug import spec_augment
@@ -341,7 +187,7 @@ class TransducerTask:
         return feats
 
     def compute_loss(self, model, batch) -> LossOutput:
-        from pykaldi2.losses.rnnt import rnnt_loss
+        from pykaldi2.losses.rnnt_chunked import rnnt_loss_chunked
 
         feats = batch["feats"].to(self.device)
         lengths = batch["lengths"].to(self.device)
@@ -351,8 +197,8 @@ class TransducerTask:
         target_lengths = (targets >= 0).sum(1)
         targets = targets.clamp(min=0)
         enc, enc_lengths, pred = model.encode_and_predict(feats, lengths, targets)
-        logits = model.joiner(enc, pred)
-        loss = rnnt_loss(logits, targets, enc_lengths, target_lengths, model.blank, "sum")
+        loss = rnnt_loss_chunked(model.joiner, enc, pred, targets, enc_lengths, target_lengths,
+                                 model.blank, self.joiner_max_nodes)  # fmt: skip
         stats = {"tokens": float(target_lengths.sum()), "rnnt": float(loss.detach())}
         if self.ctc_weight > 0 and model.training:
             ctc = ctc_loss_sum(model.ctc_log_probs(enc), targets, enc_lengths, target_lengths,
@@ -381,50 +227,6 @@ def ctc_loss_sum(
         reduction="sum",
         zero_infinity=True,
     )
-
-
-class Ema:
-    """Exponential moving average of a model's floating-point parameters and buffers.
-
-    Update n (1, 2, ...) uses the decay ``min(decay, (1 + n) / (10 + n))``: early on the average
-    follows the model closely, so a run of a few thousand steps does not keep a share
-    ``decay ** steps`` of its random initialization (0.999 ** 1800 = 17%).
-    """
-
-    def __init__(self, model: torch.nn.Module, decay: float) -> None:
-        self.decay = decay
-        self.shadow = {
-            k: v.detach().clone().float()
-            for k, v in model.state_dict().items()
-            if v.is_floating_point()
-        }
-
-    def decay_at(self, step: int) -> float:
-        """The decay of update number ``step`` (>= 1)."""
-        return min(self.decay, (1.0 + step) / (10.0 + step))
-
-    @torch.no_grad()
-    def update(self, model: torch.nn.Module, step: int) -> None:
-        """Average in the model's current weights; ``step``: the number of this update."""
-        d = self.decay_at(step)
-        for k, v in model.state_dict().items():
-            if k in self.shadow:
-                self.shadow[k].mul_(d).add_(v.detach().float(), alpha=1 - d)
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return dict(self.shadow)
-
-    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
-        for k, v in state.items():
-            self.shadow[k].copy_(v)
-
-    def model_state(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
-        """The model's state_dict with the averaged weights in place (on the CPU)."""
-        out = {}
-        for k, v in model.state_dict().items():
-            src = self.shadow.get(k, v)
-            out[k] = src.detach().to(v.dtype).cpu().clone()
-        return out
 
 
 class TransducerTrainer(Trainer):
@@ -477,65 +279,6 @@ class TransducerTrainer(Trainer):
 # ---------------------------------------------------------------------------------------------
 # train-transducer
 # ---------------------------------------------------------------------------------------------
-def _ewma_warm_start(cfg: TrainTransducerConfig) -> None:
-    """Fill ``cfg.frontend.ewma``'s mean/var with the global statistics of the training data."""
-    from pykaldi2.features.ewma_norm import ewma_warm_start
-    from pykaldi2.training.ce import DataDirFeatures
-    from pykaldi2.utils.log import progress
-
-    feats = DataDirFeatures(cfg.train_data, cfg.frontend.pipeline())
-    mean, var = ewma_warm_start(feats[u] for u in progress(list(feats), desc="EWMA stats"))
-    cfg.frontend.ewma.mean, cfg.frontend.ewma.var = mean.tolist(), var.tolist()
-
-
-def _tokenizer(cfg: TrainTransducerConfig, exp_dir: Path, dist):
-    from pykaldi2.lang.tokenizer import MODEL_FILE, Tokenizer, train_tokenizer
-
-    if cfg.tokenizer_model:
-        return Tokenizer(cfg.tokenizer_model)
-    path = exp_dir / "tokenizer" / MODEL_FILE
-    if dist.is_main and not path.is_file():  # a resumed run keeps its tokenizer
-        train_tokenizer(cfg.train_data, path.parent, cfg.tokenizer)
-    dist.barrier()
-    return Tokenizer(path)
-
-
-def _encoded(tok, data_dirs, on_unknown):
-    from pykaldi2.lang.tokenizer import encode_text, read_transcripts
-
-    src = ", ".join(f"{d}/text" for d in data_dirs)
-    return encode_text(tok, read_transcripts(data_dirs), on_unknown, source=src)
-
-
-def _datasets(cfg, tok, mcfg_k: int):
-    """(train feats, train dataset, valid dataset | None, skipped counts by reason)."""
-    from pykaldi2.training.ce import DataDirFeatures
-
-    fe = cfg.frontend
-    feats = DataDirFeatures(cfg.train_data, fe.pipeline())
-    enc = _encoded(tok, cfg.train_data, cfg.tokenizer.on_unknown)
-    utts, skipped = select_utts(feats, enc.tokens, fe, mcfg_k)
-    skipped["unknown_characters"] = enc.skipped
-    valid = None
-    if cfg.valid_data:
-        vfeats = DataDirFeatures(cfg.valid_data, fe.pipeline())
-        venc = _encoded(tok, cfg.valid_data, "skip")
-        vutts, _ = select_utts(vfeats, venc.tokens, fe, mcfg_k)
-        valid = TokenDataset(vfeats, venc.tokens, vutts, fe)
-    elif cfg.valid_fraction > 0:
-        utts, vutts = held_out_split(utts, cfg.valid_fraction, cfg.seed)
-        valid = TokenDataset(feats, enc.tokens, vutts, fe)
-    if not utts:
-        raise DataError(
-            f"no usable training utterances (skipped: { {k: len(v) for k, v in skipped.items()} })",
-            file=", ".join(cfg.train_data),
-            fix="check that feats.scp and text cover the same utterances",
-        )
-    if cfg.simulation is not None:
-        return feats, simulated_tokens(cfg, feats, enc.tokens, utts), valid, skipped
-    return feats, TokenDataset(feats, enc.tokens, utts, fe), valid, skipped
-
-
 def transducer_model_config(cfg: TrainTransducerConfig, in_feats: int, vocab_size: int):
     """The :class:`TransducerConfig`: the preset + ``cfg.model`` with the data's sizes."""
     from pykaldi2.nnet.transducer import TransducerConfig
@@ -554,23 +297,22 @@ def transducer_model_config(cfg: TrainTransducerConfig, in_feats: int, vocab_siz
 def train_transducer(cfg: TrainTransducerConfig, exp_dir: str | os.PathLike) -> Path:
     """Train (or resume) an RNN-T in ``exp_dir``; returns the model dir ``exp_dir/final``."""
     from pykaldi2.nnet.transducer import Transducer, TransducerConfig
-    from pykaldi2.training.ce import evaluate
     from pykaldi2.training.distributed import Dist
 
     exp_dir = Path(exp_dir)
     dist = Dist.from_env()
     try:
         if cfg.frontend.cmvn == "ewma" and not cfg.frontend.ewma.ready:
-            _ewma_warm_start(cfg)
+            warm_start_ewma(cfg)
         if dist.is_main:
             exp_dir.mkdir(parents=True, exist_ok=True)
             cfg.save(exp_dir / "config.yaml")
-        tok = _tokenizer(cfg, exp_dir, dist)
+        tok = transducer_tokenizer(cfg, exp_dir, dist)
         k = (
             int(cfg.model.get("enc_stack_time_factor", 0))
             or TransducerConfig.preset(cfg.model_size).enc_stack_time_factor
         )
-        feats, train, valid, skipped = _datasets(cfg, tok, k)
+        feats, train, valid, skipped = load_transducer_data(cfg, tok, k, exp_dir / "egs", dist)
         mcfg = transducer_model_config(cfg, cfg.frontend.output_dim(feats.dim), tok.vocab_size)
         torch.manual_seed(cfg.seed)
         model = Transducer(mcfg)
@@ -583,7 +325,7 @@ def train_transducer(cfg: TrainTransducerConfig, exp_dir: str | os.PathLike) -> 
 
             doc = {"counts": counts, "utts": {r: u[:100] for r, u in skipped.items()}}
             atomic_write_text(exp_dir / "log" / "skipped.json", json.dumps(doc, indent=1) + "\n")
-        task = TransducerTask(dist.device, cfg.specaug, cfg.ctc_weight)
+        task = TransducerTask(dist.device, cfg.specaug, cfg.ctc_weight, cfg.joiner_max_nodes)
         loader = make_loader(train, cfg, rank=dist.rank, world_size=dist.world_size, shuffle=True)
         valid_fn = None
         if valid is not None and len(valid):
@@ -632,37 +374,3 @@ def train_transducer(cfg: TrainTransducerConfig, exp_dir: str | os.PathLike) -> 
         return final
     finally:
         dist.shutdown()
-
-
-def save_transducer_dir(
-    path: str | os.PathLike,
-    state: Mapping[str, torch.Tensor],
-    model_config,
-    tokenizer_model: str | os.PathLike,
-    frontend: TransducerFrontendConfig,
-    features: Mapping[str, Any],
-    *,
-    max_symbols_per_frame: int = 3,
-    training: Mapping[str, Any] | None = None,
-):
-    """Write the ``transducer`` model dir (weights, TransducerConfig, tokenizer, the raw feature
-    config ``features`` (``FrameConfig.to_dict()``, may be empty for features of unknown origin)
-    and the front end), atomically, replacing ``path``."""
-    from pykaldi2.export.model_dir import save_model_dir
-
-    md = save_model_dir(
-        path,
-        "transducer",
-        files={"tokenizer": tokenizer_model},
-        configs={
-            "model": model_config.to_dict(),
-            "features": dict(features),
-            "frontend": frontend.to_dict(),
-            "decoder": {"max_symbols_per_frame": int(max_symbols_per_frame)},
-            "training": dict(training or {}),
-        },
-        state=state,
-        overwrite=True,
-    )
-    log.info("wrote %s", path)
-    return md

@@ -31,4 +31,5 @@ class DataError(Pykaldi2Error):
         if fix:
             text += f". Fix: {fix}"
         super().__init__(text)
+        self.message = message
         self.file, self.line, self.utt, self.fix = file, line, utt, fix

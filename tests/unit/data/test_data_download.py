@@ -197,3 +197,30 @@ def test_download_an4_sphere_layout(server, tmp_path):
     np.testing.assert_array_equal(x, ref.astype(np.float32))
     download_an4(tmp_path / "dl", url=f"{url}/an4_sphere.tar.gz")  # extracted: no new request
     assert len(h.log) == 1
+
+
+def test_size_check_and_speechocean762_download(server, tiny_speechocean762, tmp_path):
+    """OpenSLR gives no md5 for speechocean762: the size is checked (as Kaldi's
+    download_and_untar.sh does), a wrong one deletes the partial file; then the tarball is
+    extracted and prepared."""
+    url, h = server
+    with pytest.raises(DataError, match=r"f.bin: size mismatch: got 10240 bytes, expected 10"):
+        download(f"{url}/f.bin", tmp_path / "f.bin", size=10)
+    assert not (tmp_path / "f.bin.part").exists()
+    assert download(f"{url}/f.bin", tmp_path / "f.bin", size=len(PAYLOAD)).is_file()
+    from pykaldi2.data.corpora.speechocean762 import (
+        download_speechocean762,
+        prepare_speechocean762,
+    )
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        tar.add(tiny_speechocean762, "speechocean762")
+    h.files["/101/speechocean762.tar.gz"] = buf.getvalue()
+    tar_url = f"{url}/101/speechocean762.tar.gz"
+    corpus = download_speechocean762(tmp_path / "dl", url=tar_url, size=len(buf.getvalue()))
+    assert corpus == tmp_path / "dl" / "speechocean762" and (corpus / ".complete").is_file()
+    dirs = prepare_speechocean762(corpus, tmp_path / "data")
+    assert [len(dirs[n]) for n in ("train", "dev", "test", "test_full")] == [8, 4, 4, 8]
+    download_speechocean762(tmp_path / "dl", url=tar_url)  # extracted: no new request
+    assert sum(p == "/101/speechocean762.tar.gz" for p, _, _ in h.log) == 1

@@ -45,3 +45,13 @@ def test_decode_and_score_commands(tiny, tiny_am, tmp_path, capsys):
     assert best == f"%WER 16.67 [ 1 / 6, 0 ins, 0 del, 1 sub ] [PARTIAL] {out / 'wer_10_0.0'}\n"
     assert (out / "wer_9_0.5").read_text().endswith("Scored 3 sentences, 1 not present in hyp.\n")
     assert main(["score", str(tmp_path), "--ref", str(ref)]) == 1  # no lattices there
+
+    # --tuned-on: the other decode dir scored only at the setting chosen on `out` (a "dev" set)
+    test_dir = tmp_path / "decode_ll"
+    argv = ["score", str(test_dir), "--ref", str(ref), "--tuned-on", str(out)]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.endswith(f"{test_dir / 'wer_10_0.0'}\n")
+    assert (test_dir / "tuned_on").read_text().startswith(f"LMWT 10 WIP 0.0 chosen on {out}")
+    assert (test_dir / "best_wer").read_text().split(" [")[0] == (
+        (test_dir / "wer_10_0.0").read_text().split(" [")[0]
+    )

@@ -10,7 +10,7 @@ pytest.importorskip("onnxruntime", reason="pip install onnx onnxruntime")
 from pykaldi2.cli.main import main  # noqa: E402
 from pykaldi2.decoding.streaming import load_transducer, transcribe_features  # noqa: E402
 from pykaldi2.features.cmvn import apply_cmvn_sliding  # noqa: E402
-from pykaldi2.training.transducer import stack_frames  # noqa: E402
+from pykaldi2.features.transducer_frontend import stack_frames
 
 
 @pytest.fixture(scope="module")
@@ -19,9 +19,10 @@ def tiny_dir(tmp_path_factory):
 
     from pykaldi2.features.cmvn import SlidingCmnConfig
     from pykaldi2.features.extractors import FbankConfig
+    from pykaldi2.features.transducer_frontend import TransducerFrontendConfig
     from pykaldi2.lang.tokenizer import TokenizerConfig, train_tokenizer
     from pykaldi2.nnet.transducer import Transducer, TransducerConfig
-    from pykaldi2.training.transducer import TransducerFrontendConfig, save_transducer_dir
+    from pykaldi2.training.model_dir import save_transducer_dir
 
     root = tmp_path_factory.mktemp("onnx")
     (root / "data").mkdir()
@@ -69,6 +70,18 @@ def test_onnx_greedy_equals_pytorch(tiny_dir, an4_dir, one_thread):
         enc, state = ort_model.encode(x[i : i + 4 * k], state, return_state=True)
         parts.append(enc)
     np.testing.assert_allclose(np.concatenate(parts), ort_model.encode(x), atol=1e-5)
+    # the export dir's checksums.sha256 names a damaged file (issue 18 item 9)
+    import shutil
+
+    from pykaldi2.utils.errors import DataError
+
+    bad = tiny_dir / "onnx_bad"
+    shutil.copytree(out, bad)
+    data = bytearray((bad / "joiner.onnx").read_bytes())
+    data[len(data) // 2] ^= 1
+    (bad / "joiner.onnx").write_bytes(bytes(data))
+    with pytest.raises(DataError, match=r"joiner\.onnx fails its sha256 check"):
+        OnnxTransducer(bad)
 
 
 def test_not_an_onnx_dir(tmp_path):

@@ -135,3 +135,147 @@ def test_cli_bad_yaml_config_names_the_file(tmp_path, capsys):
         assert rc != 0
         err = capsys.readouterr().err
         assert "fbank.yaml" in err and words in err
+
+
+def test_edited_wav_scp_recomputes_only_the_changed_job(an4_small, tmp_path):
+    """#18.5: a finished job whose wav.scp/segments entries changed is recomputed (it used to be
+    'already finished, skipped' with the old features kept)."""
+    featdir, cfg = tmp_path / "fbank", FbankConfig(num_mel_bins=23)
+    reader = compute_feats(an4_small, featdir, cfg, nj=2)
+    first = sorted(reader)[0]  # in job 1
+    old = reader[first]
+    inode2 = (featdir / "raw_fbank_train.2.h5").stat().st_ino
+    wav = _wav_scp(an4_small)
+    other = sorted(wav)[1]
+    wav[first] = wav[other]  # the entry now points at another recording
+    (an4_small / "wav.scp").write_text("".join(f"{u} {p}\n" for u, p in sorted(wav.items())))
+    reader = compute_feats(an4_small, featdir, cfg, nj=2)
+    assert not np.array_equal(reader[first], old)
+    np.testing.assert_array_equal(reader[first], reader[other])
+    assert (featdir / "raw_fbank_train.2.h5").stat().st_ino == inode2  # job 2 untouched
+
+
+def test_two_runs_into_one_featdir_are_refused(an4_small, tmp_path):
+    """#18.1: a second compute-feats of the same archives stops with the first one's pid (it
+    used to delete the first one's live temp file); the lock dies with its holder."""
+    import subprocess
+    import sys
+
+    from pykaldi2.utils.io import exclusive_lock
+
+    featdir = tmp_path / "fbank"
+    lock = featdir / ".raw_fbank_train.lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\n"
+         "from pykaldi2.utils.io import exclusive_lock\n"
+         f"with exclusive_lock({str(lock)!r}, 'x'):\n"
+         "    print('locked', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        live_tmp = featdir / ".raw_fbank_train.1.h5.999.tmp"
+        live_tmp.write_bytes(b"being written by the other run")
+        with pytest.raises(Pykaldi2Error, match=rf"another process \(pid {holder.pid}\) is running "
+                           rf"compute-feats into {featdir}/raw_fbank_train\.\*"):  # fmt: skip
+            compute_feats(an4_small, featdir, FbankConfig(num_mel_bins=23), nj=1)
+        assert live_tmp.read_bytes() == b"being written by the other run"
+    finally:
+        holder.kill()
+        holder.wait()
+    reader = compute_feats(an4_small, featdir, FbankConfig(num_mel_bins=23), nj=1)
+    assert len(reader) == 20 and not live_tmp.exists()  # stale now: cleaned up
+    with exclusive_lock(lock, "x"):  # released by the finished run
+        pass
+
+
+def test_killed_parent_leaves_no_worker(an4_small, tmp_path):
+    """#18.10: SIGKILL of compute-feats --nj 2 used to leave its spawned workers running."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    featdir = tmp_path / "fbank"
+    parent = subprocess.Popen(
+        [sys.executable, "-m", "pykaldi2", "compute-feats", "--nj", "2", "--feat-type", "fbank",
+         str(an4_small), str(featdir)], stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+    def children() -> list[int]:
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(parent.pid)], capture_output=True)
+        return [int(x) for x in out.stdout.split()]
+
+    deadline = time.time() + 60
+    while len(children()) < 3 and time.time() < deadline:  # the manager and 2 workers
+        time.sleep(0.05)
+    kids = children()
+    assert len(kids) >= 3, kids
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 10
+    alive = kids
+    while alive and time.time() < deadline:
+        time.sleep(0.1)
+        alive = [k for k in kids if os.path.exists(f"/proc/{k}") and
+                 "Z" not in open(f"/proc/{k}/stat").read().split()[2]]  # fmt: skip
+    assert alive == [], f"workers outlived their parent: {alive}"
+
+
+def test_a_full_disk_stops_compute_feats_cleanly_and_it_resumes(an4_small, tmp_path, monkeypatch,
+                                                                 capsys):  # fmt: skip
+    """ENOSPC injected (#18; tests/unit/test_disk_full.py fills a real tmpfs): the ark write of
+    the 7th utterance fails -> a clear error naming the archive, no archive, temp file or
+    feats.scp left; HDF5 stops by its free-space check before the library can hit ENOSPC.
+    After space is freed the same command completes with the features of a clean run."""
+    import errno
+
+    import kaldiio.matio
+
+    from pykaldi2.utils import io as uio
+
+    argv = ["compute-feats", "--feat-type", "mfcc", "--format", "ark", str(an4_small)]
+    assert main([*argv, str(tmp_path / "clean")]) == 0
+    clean = {u: v.copy() for u, v in kaldiio.load_scp(str(an4_small / "feats.scp")).items()}
+    (an4_small / "feats.scp").unlink()
+    real, calls = kaldiio.matio.write_array, []
+
+    def full_at_7(fd, array, *args, **kw):
+        calls.append(1)
+        if len(calls) == 7:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, array, *args, **kw)
+
+    featdir = tmp_path / "mfcc"
+    monkeypatch.setattr(kaldiio.matio, "write_array", full_at_7)
+    assert main([*argv, str(featdir)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"pykaldi2 compute-feats: error: {featdir}/raw_mfcc_train.1.ark: no space left on the "
+        "device ("
+    )
+    assert "run the same command again: finished outputs are kept" in err and "Traceback" not in err
+    assert sorted(p.name for p in featdir.iterdir()) == [".raw_mfcc_train.lock",
+                                                         "raw_mfcc_train.json"]  # fmt: skip
+    assert not (an4_small / "feats.scp").exists()
+    monkeypatch.setattr(kaldiio.matio, "write_array", real)
+    assert main([*argv, str(featdir)]) == 0
+    got = kaldiio.load_scp(str(an4_small / "feats.scp"))
+    assert got.keys() == clean.keys() and all(np.array_equal(got[u], clean[u]) for u in clean)
+
+    # HDF5: the archive opens and 8 utterances fit, then the free-space check refuses the 9th
+    real_free, checks = uio.free_bytes, []
+
+    def free_until_9(path):
+        checks.append(path)
+        return real_free(path) if len(checks) <= 9 else 4096
+
+    monkeypatch.setattr(uio, "free_bytes", free_until_9)
+    h5dir = tmp_path / "h5"
+    with pytest.raises(uio.DiskFullError, match=r"raw_mfcc_train\.1\.h5: not enough space left"):
+        compute_feats(an4_small, h5dir, MfccConfig(), fmt="hdf5")
+    assert not list(h5dir.glob("*.h5")) and not list(h5dir.glob(".*.tmp"))
+    monkeypatch.setattr(uio, "free_bytes", real_free)
+    reader = compute_feats(an4_small, h5dir, MfccConfig(), fmt="hdf5")
+    assert reader.keys() == clean.keys() and all(np.array_equal(reader[u], clean[u]) for u in clean)

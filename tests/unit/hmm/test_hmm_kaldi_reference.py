@@ -13,12 +13,14 @@ import sys
 import numpy as np
 import pytest
 
-from pykaldi2.hmm.event_map import (
-    context_dependency_bytes,
-    context_dependency_from_bytes,
-    map_events,
-    read_tree_text,
-)
+from pykaldi2.hmm.event_map import map_events
+from pykaldi2.hmm.kaldi_io import Tree, read_tree
+
+
+def read_tree_text(path):
+    """(to_pdf, N, P) of Kaldi's text tree (copy-tree --binary=false) at ``path``."""
+    t = read_tree(path, as_khg=False)
+    return t.to_pdf, t.context_width, t.central_position
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +40,7 @@ def _structure(lang, to_pdf, n, p):
     from pykaldi2.hmm.model import GmmModel
     from pykaldi2.kaldi import khg
 
-    cd = context_dependency_from_bytes(context_dependency_bytes(to_pdf, n, p))
+    cd = Tree(to_pdf, n, p).khg()
     return GmmModel(tm=khg.TransitionModel(ctx_dep=cd, hmm_topo=lang.read_topo()), tree=cd, am=None)
 
 
@@ -124,7 +126,7 @@ def test_build_tree_is_kaldis_tree(ref, lang, tree_stats):
     tree = build_tree(
         tree_stats, compile_questions(kaldi_q, max(n2c)), lang.roots(), n2c, max_leaves=500
     )
-    kaldi_tree, n, p = read_tree_text((ref / "exp/tri1/tree.txt").read_text())
+    kaldi_tree, n, p = read_tree_text(ref / "exp/tri1/tree.txt")
     assert tree.to_pdf == kaldi_tree and (n, p) == (3, 1)  # the same tree, pdf for pdf
     log = (ref / "exp/tri1/log/build_tree.log").read_text()
     info = tree.info
@@ -160,7 +162,7 @@ def test_gmm_init_model_and_first_pass_as_kaldi(
     from pykaldi2.hmm.streams import FeaturePipeline, iter_alis, iter_feats, join
     from pykaldi2.hmm.tri import convert_ali, gmm_init_model
 
-    to_pdf, n, p = read_tree_text((ref / "exp/tri1/tree.txt").read_text())
+    to_pdf, n, p = read_tree_text(ref / "exp/tri1/tree.txt")
     with caplog.at_level("WARNING"):
         model, occs = gmm_init_model(to_pdf, n, p, lang.read_topo(), tree_stats)
     init_log = (ref / "exp/tri1/log/init_model.log").read_text()
@@ -201,7 +203,7 @@ def test_est_lda_is_kaldis_full_mat(ref, lang, kaldi_an4_train):
     from pykaldi2.hmm.lda import LdaAccumulator, est_lda
     from pykaldi2.hmm.streams import FeaturePipeline, iter_alis, iter_feats, join
 
-    to_pdf, n, p = read_tree_text((ref / "exp/tri1/tree.txt").read_text())
+    to_pdf, n, p = read_tree_text(ref / "exp/tri1/tree.txt")
     tri1 = _structure(lang, to_pdf, n, p)
     sil = np.isin(tri1.tid2phone, lang.silence_phones)
     acc = LdaAccumulator(tri1.tree.num_pdfs, rand_prune=4.0)

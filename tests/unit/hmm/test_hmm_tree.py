@@ -13,10 +13,8 @@ from pykaldi2.hmm.event_map import (
     ConstantEventMap,
     SplitEventMap,
     map_context,
-    read_tree,
-    read_tree_text,
-    tree_text,
 )
+from pykaldi2.hmm.kaldi_io import KaldiReader, Tree, read_context_dependency, read_tree, tree_bytes
 from pykaldi2.hmm.questions import Questions, compile_questions
 from pykaldi2.hmm.tree import (
     best_split,
@@ -26,6 +24,17 @@ from pykaldi2.hmm.tree import (
     get_stub_map,
 )
 from pykaldi2.hmm.tree_stats import TreeStats, kaldi_objf
+
+
+def tree_text(to_pdf, context_width: int, central_position: int) -> str:
+    """Kaldi's text form of a tree (copy-tree --binary=false)."""
+    return tree_bytes(Tree(to_pdf, context_width, central_position), binary=False).decode()
+
+
+def read_tree_text(text: str):
+    """(to_pdf, N, P) of Kaldi's text form of a tree."""
+    t = read_context_dependency(KaldiReader(text.encode(), "<text>", binary=False))
+    return t.to_pdf, t.context_width, t.central_position
 
 
 def _stats(events, samples):

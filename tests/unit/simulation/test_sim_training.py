@@ -153,7 +153,8 @@ def test_ce_loader_simulates_each_epoch_afresh(an4_small, an4_ali, tmp_path):
     and an epoch replayed gives the same batch; validation stays clean (stored features)."""
     from pykaldi2.data.datasets import ChunkDataset
     from pykaldi2.simulation.dataset import EpochBatchSampler, SimulatedChunkDataset
-    from pykaldi2.training.ce import TrainCEConfig, load_ce_data, make_loader
+    from pykaldi2.training.ce import TrainCEConfig
+    from pykaldi2.training.ce_egs import load_ce_data, make_loader
 
     root, data = an4_small
     cfg = TrainCEConfig.load(_ce_config(tmp_path, data, an4_ali, simulation=str(root / "sim.yaml")))
@@ -193,7 +194,7 @@ def test_simulation_option_errors(an4_small, an4_ali, tmp_path, capsys):
     # Two training data dirs cannot be simulated together (one wav.scp and feats.json); the
     # simulated features must have the stored features' dimension.
     from pykaldi2.simulation.config import SimulationConfig
-    from pykaldi2.training.ce import simulated_utterances
+    from pykaldi2.training.data import simulated_utterances
     from pykaldi2.utils.errors import DataError
 
     sim = SimulationConfig.from_yaml(root / "sim.yaml")

@@ -126,8 +126,27 @@ def test_train_chain_resume_is_exact(corpus, tmp_path, one_thread):
     assert a.keys() == b.keys() and any(k.startswith("xent.") for k in a)
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
-    for f in ("den.fst", "normalization.fst", "final.mdl", "tree", "features.yaml"):
+    for f in (
+        "den.fst",
+        "normalization.fst",
+        "final.mdl",
+        "tree",
+        "features.yaml",
+        "checksums.sha256",
+    ):
         assert (full / "final" / f).is_file()
+
+
+def test_train_chain_killed_at_a_random_point_resumes_exactly(corpus, tmp_path, one_thread):
+    """SIGKILL of a running train-chain at a random moment after its step-3 checkpoint, then
+    the same command again: the final weights equal an uninterrupted run's."""
+    from kill_resume import check_kill_and_resume
+
+    _, data, ali, _ = corpus
+    conf = _config(tmp_path, data, ali)
+    cmd = ["train-chain", "--config", conf, "--override", "trainer.max_steps=12",
+           "--override", "trainer.keep_last=100"]  # fmt: skip
+    check_kill_and_resume(cmd, tmp_path, after_step=3, seed=3, weights=_weights)
 
 
 def test_train_chain_learns_and_decodes(corpus, tmp_path, one_thread):
@@ -160,6 +179,21 @@ def test_train_chain_learns_and_decodes(corpus, tmp_path, one_thread):
     wer = float(best.split("%WER")[1].split()[0])
     assert wer <= 25.0, best  # 16.7% (2 errors in 12 words) measured; chance is ~100%
 
+    # The alignment GMM's graph (same tree, the GMM's 3-state topology) with the chain model:
+    # refused by the graph's model_id (#18 item 2), naming the chain mkgraph to run.
+    from pykaldi2.hmm.ali import transition_model_id
+    from pykaldi2.utils.errors import DataError
+
+    gmm = GmmModel.load(ali / "final.mdl")
+    hclg = make_hclg(kaldifst.compile(L_TEXT), kaldifst.compile(G_TEXT), [5], gmm.tree, gmm.tm)
+    gmm_graph = tmp_path / "gmm_graph"
+    gmm_graph.mkdir()
+    hclg.fst.write(str(gmm_graph / "HCLG.fst"))
+    (gmm_graph / "words.txt").write_text((graph / "words.txt").read_text())
+    (gmm_graph / "model_id").write_text(transition_model_id(gmm.tm) + "\n")
+    with pytest.raises(DataError, match=r"built for another model.*--self-loop-scale 1\.0"):
+        decode_chain(exp / "final", gmm_graph, test, tmp_path / "decode_gmm_graph")
+
 
 def test_train_chain_config_errors(tmp_path):
     from pykaldi2.training.chain import TrainChainConfig
@@ -175,7 +209,7 @@ def test_train_chain_config_errors(tmp_path):
 
 
 def test_blstm_output_is_subsampled(corpus, tmp_path, one_thread):
-    from pykaldi2.training.chain import load_chain_dir
+    from pykaldi2.training.model_dir import load_chain_dir
 
     root, data, ali, _ = corpus
     conf = _config(tmp_path, data, ali, model_type="blstm", model={"num_layers": 1, "hidden": 8})
@@ -187,10 +221,10 @@ def test_blstm_output_is_subsampled(corpus, tmp_path, one_thread):
 
 
 def test_chain_transition_model_needs_two_pdf_classes():
+    from pykaldi2.hmm.chain import chain_transition_model
     from pykaldi2.hmm.model import GmmModel
     from pykaldi2.kaldi import khg
     from pykaldi2.lang.topo import TopoConfig, TopoEntry, make_topo
-    from pykaldi2.training.chain import chain_transition_model
     from pykaldi2.utils.errors import DataError
 
     one = TopoEntry("left-to-right", 1)
@@ -222,7 +256,8 @@ def test_chunked_examples_cover_the_utterance(corpus, tmp_path):
     numerators of exactly the chunk's output frames (the pdfs the whole utterance's numerator
     allows at those frames), the last chunk ending at the utterance end."""
     from pykaldi2.losses.lfmmi_reference import num_log_likelihood_reference
-    from pykaldi2.training.chain import TrainChainConfig, collate_chain, load_chain_data
+    from pykaldi2.training.chain import TrainChainConfig
+    from pykaldi2.training.chain_egs import collate_chain, load_chain_data
 
     root, data, ali, _ = corpus
     conf = _config(tmp_path, data, ali, chunk_size=9, chunk_left_context=3,
@@ -268,8 +303,7 @@ def test_shift_frames_repeats_the_last_valid_frame():
 def test_chunked_blstm_chain_from_ce_model(corpus, tmp_path, one_thread):
     """init_model: the chain output starts as scale * (CE logits - log prior), the xent head as
     the CE output; chunked training with frame shift then runs and resumes exactly."""
-    from pykaldi2.training.ce import load_final_dir
-    from pykaldi2.training.chain import load_chain_dir
+    from pykaldi2.training.model_dir import load_chain_dir, load_final_dir
 
     root, data, ali, _ = corpus
     model = {"num_layers": 1, "hidden": 8, "dropout": 0.0}
@@ -369,10 +403,10 @@ def test_train_chain_with_simulation_resumes_exactly(audio_corpus, tmp_path, one
     resolved simulation config; validation stays clean."""
     from pykaldi2.simulation.config import SimulationConfig
     from pykaldi2.simulation.dataset import EpochBatchSampler
-    from pykaldi2.training.chain import (
+    from pykaldi2.training.chain import TrainChainConfig
+    from pykaldi2.training.chain_egs import (
         ChainDataset,
         SimulatedChainDataset,
-        TrainChainConfig,
         load_chain_data,
         make_chain_loader,
     )
@@ -442,7 +476,7 @@ def test_topology_ali_keeps_the_alignment_models_hmms(corpus, tmp_path, one_thre
     alignment model's (3-state HMMs, all its pdfs), outputs at the frame rate, and training
     improves the validation objective."""
     from pykaldi2.hmm.model import GmmModel
-    from pykaldi2.training.chain import load_chain_dir
+    from pykaldi2.training.model_dir import load_chain_dir
 
     root, data, ali, _ = corpus
     over = {"topology": "ali", "frame_subsampling_factor": 1, "chunk_size": 12,

@@ -87,12 +87,9 @@ def test_frontend_ewma_option_and_warm_start(tmp_path):
     training data (and saved resolved), and transform = EWMA then stacking."""
     import kaldiio
 
-    from pykaldi2.training.transducer import (
-        TrainTransducerConfig,
-        TransducerFrontendConfig,
-        _ewma_warm_start,
-        stack_frames,
-    )
+    from pykaldi2.features.transducer_frontend import TransducerFrontendConfig, stack_frames
+    from pykaldi2.training.transducer import TrainTransducerConfig
+    from pykaldi2.training.transducer_egs import warm_start_ewma
 
     utts = {f"spk1-u{i}": _feats(10 + i, 40 + i) for i in range(3)}
     data = tmp_path / "data"
@@ -103,7 +100,7 @@ def test_frontend_ewma_option_and_warm_start(tmp_path):
     cfg = TrainTransducerConfig.from_dict(
         {"train_data": [str(data)], "frontend": {"cmvn": "ewma", "ewma": {"alpha": 0.01}}}
     )
-    _ewma_warm_start(cfg)
+    warm_start_ewma(cfg)
     mean, var = ewma_warm_start(utts.values())
     np.testing.assert_allclose(cfg.frontend.ewma.mean, mean)
     cfg.save(tmp_path / "config.yaml")
@@ -123,9 +120,10 @@ def test_decode_onnx_equals_pytorch_with_ewma(tmp_path, one_thread, capsys):
     import torch
 
     from pykaldi2.cli.main import main
+    from pykaldi2.features.transducer_frontend import TransducerFrontendConfig
     from pykaldi2.lang.tokenizer import TokenizerConfig, train_tokenizer
     from pykaldi2.nnet.transducer import Transducer, TransducerConfig
-    from pykaldi2.training.transducer import TransducerFrontendConfig, save_transducer_dir
+    from pykaldi2.training.model_dir import save_transducer_dir
 
     pytest.importorskip("onnxruntime")
     data = tmp_path / "data"

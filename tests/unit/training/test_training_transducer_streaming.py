@@ -16,7 +16,7 @@ from pykaldi2.decoding.streaming import (
     transcribe_features,
 )
 from pykaldi2.features.cmvn import SlidingCmnConfig, apply_cmvn_sliding
-from pykaldi2.training.transducer import stack_frames
+from pykaldi2.features.transducer_frontend import stack_frames
 
 
 def _chunks(x, rng, max_len=7):
@@ -56,9 +56,10 @@ def tiny_model_dir(request, tmp_path_factory):
     normalised by sliding CMN or by EWMA (warm start: a made-up global mean/var of log-mels)."""
     from pykaldi2.features.ewma_norm import EwmaNormConfig
     from pykaldi2.features.extractors import FbankConfig
+    from pykaldi2.features.transducer_frontend import TransducerFrontendConfig
     from pykaldi2.lang.tokenizer import TokenizerConfig, train_tokenizer
     from pykaldi2.nnet.transducer import Transducer, TransducerConfig
-    from pykaldi2.training.transducer import TransducerFrontendConfig, save_transducer_dir
+    from pykaldi2.training.model_dir import save_transducer_dir
 
     root = tmp_path_factory.mktemp("rnnt")
     (root / "data").mkdir()
@@ -115,13 +116,23 @@ def test_stream_equals_offline_on_an4(tiny_model_dir, an4_dir, one_thread, capsy
     assert capsys.readouterr().out.strip() == text
 
 
-def test_load_model_api(tiny_model_dir, an4_dir, one_thread):
+def test_load_model_api(tiny_model_dir, an4_dir, one_thread, tmp_path):
     import pykaldi2.api as api
 
     f = sorted((an4_dir / "flac/an4test_clstk/fcaw").glob("*.flac"))[0]
     bundle = load_transducer(tiny_model_dir)
     expected = list(stream_file(bundle, f))[-1]
-    assert api.load_model(tiny_model_dir).transcribe([f]) == [expected]
+    model = api.load_model(tiny_model_dir)
+    assert model.transcribe([f]) == [expected]
+    # an empty WAV is named before any file is decoded (#18 item 14), as for HCLG models
+    import soundfile as sf
+
+    from pykaldi2.utils.errors import DataError
+
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0, dtype=np.int16), 16000)
+    with pytest.raises(DataError, match="empty.wav: no audio to transcribe: 0 samples"):
+        model.transcribe([f, empty])
 
 
 def test_stream_int8(tiny_model_dir, an4_dir, one_thread, capsys):

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# speechocean762 recipe (OpenSLR 101: 5,000 read English sentences by 250 Mandarin-L1 speakers,
+# half of them children; 2.9 h train / 2.7 h test, 15,967 test words): raw corpus -> WER table.
+#   bash run.sh [--stage N] [--stop-stage M] [--corpus-dir DIR] [--nj N] [--force]
+#               [--mono-utts N] [--eval-sets "dev test"]
+# --corpus-dir: the extracted speechocean762/ folder (train/ test/ WAVE/ resource/lexicon.txt);
+# empty downloads the OpenSLR tarball into downloads/ (resumable, size-checked).
+# Dev and test: the 125 official test speakers sorted by id, alternately dev (1st, 3rd, ...) and
+# test (2nd, 4th, ...). Every setting (LMWT/WIP included) is chosen on dev; test is scored at the
+# dev-chosen setting (dev_set=dev below; Kaldi's score.sh picks on the scored set itself).
+# Sizes follow Kaldi's mini_librispeech s5 (5 h): mono on the 1,000 shortest utterances with
+# boost-silence 1.25, tri1 2000 leaves / 10k Gaussians, tri2 LDA+MLLT 2500 / 15k, tri3 SAT
+# 2500 / 15k. GMM steps run in --nj jobs, the data split by speaker (Kaldi's split_data.sh).
+# Stages: 0 data dirs (train, dev, test, test_full), 1 features (MFCC for the GMMs, 80-dim fbank
+# for the nnets), 2 dict (the corpus lexicon, stress kept) / lang / trigram on the train
+# transcripts only / G, 3 mono, 4 tri1, 5 tri2, 6 tri3 (SAT, fMLLR decoding; each decoded on
+# dev and test) and its fMLLR alignments of train for the nnets, 99 the WER table.
+# Each stage leaves a .done marker in exp/ (rerun skips finished stages; --force redoes them).
+set -euo pipefail
+invoke_dir=$PWD   # a relative --corpus-dir is relative to where run.sh was started
+cd "$(dirname "$0")"
+. ./path.sh
+
+stage=0
+stop_stage=100
+corpus_dir=""   # the speechocean762/ folder on disk; empty => download into downloads/
+nj=2
+force=false
+lm_order=3
+dev_set=dev     # score_decode: LMWT/WIP chosen on dev, test scored at that setting
+eval_sets="dev test"
+mono_utts=1000  # mono trains on the N shortest training utterances
+recipe_opts="mono_utts eval_sets"
+
+. ../stages.sh   # options, log, run_stage
+. ../functions.sh   # score_decode, decode_gmm
+
+if [ -n "$corpus_dir" ] && [[ $corpus_dir != /* ]]; then corpus_dir=$invoke_dir/$corpus_dir; fi
+
+prepare() {
+  if [ -n "$corpus_dir" ]; then
+    pykaldi2 prepare speechocean762 --corpus-dir "$corpus_dir" data
+  else
+    pykaldi2 prepare speechocean762 --download --corpus-dir downloads data
+  fi
+}
+lexicon=${corpus_dir:-downloads/speechocean762}/resource/lexicon.txt
+
+features() {
+  local set
+  for set in train $eval_sets; do
+    pykaldi2 combine-data data/${set}_fbank data/$set   # a copy with its own feats.scp
+    pykaldi2 compute-feats --config conf/fbank.yaml --nj "$nj" data/${set}_fbank fbank
+    pykaldi2 compute-cmvn data/${set}_fbank fbank
+    # MFCC for the GMMs as Kaldi's make_mfcc.sh writes them: uncompressed ark + scp (every GMM
+    # pass reads every utterance)
+    pykaldi2 compute-feats --config conf/mfcc.yaml --nj "$nj" --format ark data/$set mfcc
+    pykaldi2 compute-cmvn data/$set mfcc
+  done
+  # mono trains on the shortest utterances, as Kaldi's recipes do (more likely well aligned)
+  pykaldi2 subset-data-dir --shortest "$mono_utts" data/train data/train_mono
+}
+
+lang() {
+  pykaldi2 prepare-dict lexicon "$lexicon" data/local/dict
+  pykaldi2 prepare-lang data/local/dict '<UNK>' data/lang
+  # the LM sees the train transcripts only (never dev/test text); every lexicon word gets a
+  # probability through the vocabulary
+  pykaldi2 train-lm --order $lm_order --skip-first-field --words data/lang/words.txt \
+    data/train/text data/local/lm/${lm_order}gram.arpa
+  pykaldi2 make-g data/lang data/local/lm/${lm_order}gram.arpa data/lang_test
+}
+
+mono() {
+  pykaldi2 train-mono --nj "$nj" --config conf/mono.yaml data/train_mono data/lang exp/mono
+  decode_gmm mono $eval_sets
+}
+
+# tri SRC NAME TRAIN-CMD: align all of data/train with exp/SRC, train exp/NAME from those
+# alignments, decode it
+tri() {
+  pykaldi2 align-si --nj "$nj" data/train data/lang exp/$1 exp/$1_ali
+  pykaldi2 "$3" --nj "$nj" --config conf/$2.yaml data/train data/lang exp/$1_ali exp/$2
+  if [ "$3" = train-sat ]; then
+    decode_sat "$2" $eval_sets
+    # the nnets train on the SAT system's alignments, as Kaldi's recipes do
+    pykaldi2 align-fmllr --nj "$nj" data/train data/lang exp/$2 exp/$2_ali
+  else
+    decode_gmm "$2" $eval_sets
+  fi
+}
+
+run_stage 0 prepare prepare
+run_stage 1 features features
+run_stage 2 lang lang
+run_stage 3 mono mono
+run_stage 4 tri1 tri mono tri1 train-deltas       # MFCC + deltas
+run_stage 5 tri2 tri tri1 tri2 train-lda-mllt     # LDA + MLLT
+run_stage 6 tri3 tri tri2 tri3 train-sat          # SAT (fMLLR) + exp/tri3_ali
+
+# stage 99: dev and test WER of every decoded system (always runs); test at the dev setting
+if [ "$stop_stage" -ge 99 ]; then
+  printf '%-10s %-8s %s\n' system set "WER (LMWT_WIP chosen on dev)"
+  for sys in mono tri1 tri2 tri3; do
+    for set in $eval_sets; do
+      f=exp/$sys/decode_$set/best_wer
+      if [ -f "$f" ]; then printf '%-10s %-8s %s\n' "$sys" "$set" "$(cat "$f")"; fi
+    done
+  done
+fi

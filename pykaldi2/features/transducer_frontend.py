@@ -1,0 +1,87 @@
+"""The RNN-T front end: normalisation + frame stacking (the streaming decoder reproduces it
+exactly), shared by ``train-transducer``, the streaming decoder and the ONNX export.
+
+Dimension legend: T frames, F raw feature dim, F' = frame_stack * F.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pykaldi2.features.cmvn import SlidingCmnConfig
+from pykaldi2.features.ewma_norm import EwmaNormConfig, apply_ewma_norm
+from pykaldi2.features.pipeline import FeaturePipelineConfig
+from pykaldi2.utils.config import ConfigMixin
+from pykaldi2.utils.errors import Pykaldi2Error
+
+FRONTEND_CMVN = ("none", "sliding", "ewma")
+
+
+@dataclass
+class TransducerFrontendConfig(ConfigMixin):
+    """Raw features -> model input: ``cmvn`` (``sliding``: apply-cmvn-sliding, causal apart
+    from the first ``min_window`` frames, so streams reproduce it; ``ewma``: Myrtle's
+    exponentially weighted mean/variance normalization, warm-started from the training data's
+    global statistics (:mod:`pykaldi2.features.ewma_norm`), causal; ``none``), then frame
+    stacking: output frame j is frames ``j * frame_subsample .. j * frame_subsample +
+    frame_stack - 1`` side by side (zeros past the end)."""
+
+    cmvn: str = "sliding"
+    sliding: SlidingCmnConfig = field(default_factory=SlidingCmnConfig)
+    ewma: EwmaNormConfig = field(default_factory=EwmaNormConfig)
+    frame_stack: int = 3
+    frame_subsample: int = 3
+
+    def __post_init__(self) -> None:
+        self.build_sections()
+        if self.cmvn not in FRONTEND_CMVN:
+            raise Pykaldi2Error(f"frontend.cmvn must be one of {FRONTEND_CMVN}, not {self.cmvn!r}")
+        if self.sliding.center:
+            raise Pykaldi2Error("frontend.sliding.center must be false (it would need lookahead)")
+        if self.frame_stack < 1 or self.frame_subsample < 1:
+            raise Pykaldi2Error("frontend.frame_stack and frame_subsample must be >= 1")
+
+    def pipeline(self) -> FeaturePipelineConfig:
+        """The per-utterance CMN as a :class:`FeaturePipelineConfig` (for ProcessedFeatures);
+        ``ewma`` is applied afterwards by :meth:`transform`."""
+        cmvn = "none" if self.cmvn == "ewma" else self.cmvn
+        return FeaturePipelineConfig(cmvn=cmvn, sliding=self.sliding)
+
+    def transform(self, feats: np.ndarray) -> np.ndarray:
+        """(T, F) features from :meth:`pipeline` -> (ceil(T / frame_subsample), F') model input:
+        the EWMA normalization (``cmvn: ewma``, from the warm start) and frame stacking."""
+        if self.cmvn == "ewma":
+            feats, _ = apply_ewma_norm(feats, self.ewma.alpha, self.ewma.initial_state())
+        return stack_frames(feats, self.frame_stack, self.frame_subsample)
+
+    def output_dim(self, raw_dim: int) -> int:
+        return raw_dim * self.frame_stack
+
+    def num_frames(self, raw_frames: int) -> int:
+        """Frames after stacking/subsampling: ``ceil(T / frame_subsample)``."""
+        return -(-raw_frames // self.frame_subsample)
+
+
+def stack_frames(feats: np.ndarray, stack: int, subsample: int) -> np.ndarray:
+    """(T, F) -> (ceil(T / subsample), stack * F): frame j is ``feats[j*subsample + i]`` for
+    i < stack, concatenated, with zeros past the end (vectorized)."""
+    T, F = feats.shape
+    n = -(-T // subsample)
+    idx = np.arange(n)[:, None] * subsample + np.arange(stack)[None, :]  # (n, stack)
+    padded = np.concatenate([feats, np.zeros((1, F), feats.dtype)])
+    return padded[np.minimum(idx, T)].reshape(n, stack * F)
+
+
+def stack_frames_reference(feats: np.ndarray, stack: int, subsample: int) -> np.ndarray:
+    """Slow :func:`stack_frames`: one output frame and one input frame at a time."""
+    T, F = feats.shape
+    out = []
+    for j in range(0, T, subsample):
+        row = np.zeros(stack * F, feats.dtype)
+        for i in range(stack):
+            if j + i < T:
+                row[i * F : (i + 1) * F] = feats[j + i]
+        out.append(row)
+    return np.array(out, dtype=feats.dtype).reshape(len(out), stack * F)

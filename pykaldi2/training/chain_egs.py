@@ -1,0 +1,308 @@
+"""LF-MMI training examples (Kaldi's NnetChainExample): input frames with numerator graphs.
+
+``train-chain``'s data: the alignments of the training data dirs give the chain transition
+model, the phone LM, den.fst and the normalization FST, and per utterance the numerator
+supervision of whole utterances or Kaldi-style chunks (:mod:`pykaldi2.hmm.chain`);
+:class:`ChainDataset` serves them with their input frames (:class:`SimulatedChainDataset`: the
+input simulated on the fly). ``cfg`` is a :class:`~pykaldi2.training.chain.TrainChainConfig`.
+
+Dimension legend: N examples, T input frames, F feature dim.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pykaldi2.hmm.chain import (
+    chain_transition_model,
+    chunk_ranges,
+    chunk_supervision,
+    make_den_graph,
+    phone_segments,
+    read_den_graph_dir,
+)
+from pykaldi2.training.data import (
+    DataDirFeatures,
+    held_out_split,
+    load_alignments,
+    simulated_utterances,
+)
+from pykaldi2.utils.errors import DataError
+from pykaldi2.utils.log import get_logger, progress
+
+log = get_logger(__name__)
+
+
+class ChainDataset:
+    """Training examples: whole utterances or fixed-size chunks of them (Kaldi's chain egs).
+
+    Item ``i`` is ``(key, feats (T_in, F) float32, numerator ChainGraph, num_out)``: the input
+    frames ``[factor * begin - left, factor * end + right)`` of the utterance (edge frames
+    repeated outside it, so all full-size chunks have the same length; features cut or padded
+    to the alignment's length) and the numerator of the output frames ``[begin, end)``;
+    ``num_out = end - begin``; ``key`` is ``utt`` or ``utt:begin``.
+    """
+
+    def __init__(
+        self, feats, graphs: Mapping[str, Any], frames: Mapping[str, int], examples,
+        factor: int, left: int = 0, right: int = 0,
+    ) -> None:  # fmt: skip
+        self.feats, self.graphs, self.frames = feats, graphs, frames
+        #: (utt, begin, end) in output frames, sorted
+        self.examples = sorted(examples)
+        self.factor, self.left, self.right = int(factor), int(left), int(right)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    @property
+    def utts(self) -> list[str]:
+        return sorted({u for u, _, _ in self.examples})
+
+    @property
+    def lengths(self) -> list[int]:
+        """Input frames of each example (for length bucketing)."""
+        return [self.left + self.factor * (e - b) + self.right for _, b, e in self.examples]
+
+    def __getitem__(self, i: int):
+        utt, begin, end = self.examples[i]
+        x = np.asarray(self.feats[utt], dtype=np.float32)
+        n = int(self.frames[utt])
+        # every chunk of an utterance has the same input length (the last frame repeats past
+        # the end): a batch of equal lengths keeps the LSTMs on their fast (unpacked) path
+        lo, hi = self.factor * begin - self.left, self.factor * end + self.right
+        idx = np.clip(np.arange(lo, hi), 0, min(n, len(x)) - 1)
+        key = utt if (begin, end) == (0, -(-n // self.factor)) else f"{utt}:{begin}"
+        return key, x[idx], self.graphs[(utt, begin)], end - begin
+
+
+def collate_chain(items) -> dict[str, Any]:
+    """List of (key, feats (T_i, F), ChainGraph, num_out) -> ``{"utts", "feats" (N, T, F)
+    zero-padded, "lengths" (N,) input frames, "out_lengths" (N,) supervised output frames,
+    "num_graphs" NumeratorGraphs}``."""
+    import torch
+
+    from pykaldi2.lang.chain_supervision import NumeratorGraphs
+
+    lengths = torch.tensor([len(it[1]) for it in items], dtype=torch.int64)
+    feats = torch.zeros(len(items), int(lengths.max()), items[0][1].shape[1])
+    for i, it in enumerate(items):
+        feats[i, : len(it[1])] = torch.as_tensor(np.array(it[1]))
+    return {
+        "utts": [it[0] for it in items],
+        "feats": feats,
+        "lengths": lengths,
+        "out_lengths": torch.tensor([it[3] for it in items], dtype=torch.int64),
+        "num_graphs": NumeratorGraphs.from_graphs([it[2] for it in items]),
+    }
+
+
+@dataclass
+class ChainData:
+    """Everything the chain training loop reads."""
+
+    feats: Any  # DataDirFeatures
+    train: ChainDataset
+    valid: ChainDataset | None
+    chain_model: Any  # GmmModel: chain transition model + tree (no GMMs)
+    phone_lm: Any
+    den_fst: Any
+    den_graph: Any  # DenGraph
+    norm_fst: Any
+    ali_model: Any = None  # GmmModel that made the alignments (its tree is the chain tree)
+
+    @property
+    def num_pdfs(self) -> int:
+        return int(self.chain_model.tm.num_pdfs)
+
+
+def load_chain_data(cfg) -> ChainData:
+    """Features, chain transition model, den graph and per-utterance supervision."""
+
+    feats = DataDirFeatures(cfg.train_data, cfg.features)
+    alis, ali_model = load_alignments(cfg.ali_dir)
+    chain_model = chain_transition_model(ali_model) if cfg.topology == "chain" else ali_model
+    frames, bad = {}, []
+    for utt in sorted(alis):
+        if utt not in feats:
+            continue
+        if abs(feats.shape(utt)[0] - len(alis[utt])) > cfg.length_tolerance:
+            bad.append(utt)
+            continue
+        frames[utt] = len(alis[utt])
+    missing = len(feats) - len(frames)
+    if not frames or missing > cfg.max_missing_fraction * len(feats):
+        raise DataError(
+            f"{missing} of {len(feats)} utterances have no alignment of matching length "
+            f"(e.g. {(bad or sorted(set(feats) - set(frames)))[:3]})",
+            file=", ".join(cfg.ali_dir),
+            fix="align these data dirs (align-si) with the features they were computed from",
+        )
+    segments = phone_segments(ali_model, {u: alis[u] for u in frames})
+    utts, vutts = sorted(frames), []
+    if cfg.valid_fraction > 0:
+        utts, vutts = held_out_split(utts, cfg.valid_fraction, cfg.seed)
+    # as Kaldi: the phone LM sees every alignment (held-out ones too: without backoff arcs,
+    # an unseen phone n-gram would leave a held-out utterance without numerator paths)
+    if cfg.den_fst_dir:
+        phone_lm, den, den_graph, norm = read_den_graph_dir(cfg.den_fst_dir, chain_model)
+        log.info(
+            "den graph from %s: %d states, %d arcs",
+            cfg.den_fst_dir,
+            den_graph.num_states,
+            den_graph.num_arcs,
+        )
+    else:
+        phone_lm, den, den_graph, norm = make_den_graph(segments, chain_model, cfg.phone_lm)
+    sup_opts = cfg.supervision_options()
+    f = cfg.frame_subsampling_factor
+    graphs, examples, failed = {}, {}, []
+    for utt in progress(sorted(frames), desc="chain-get-supervision", unit="utt"):
+        ranges = chunk_ranges(-(-frames[utt] // f), cfg.chunk_size // f)
+        try:
+            parts = chunk_supervision(*segments[utt], chain_model, norm, sup_opts, ranges, utt)
+        except DataError as e:
+            failed.append(utt)
+            log.warning("dropping %s: %s", utt, e)
+            continue
+        for (b, _), g in zip(ranges, parts):
+            graphs[(utt, b)] = g
+        examples[utt] = [(utt, b, e) for b, e in ranges]
+    if len(failed) > cfg.max_missing_fraction * len(frames):
+        raise DataError(
+            f"no numerator supervision for {len(failed)} of {len(frames)} utterances "
+            f"(e.g. {failed[:3]})",
+            file=", ".join(cfg.ali_dir),
+            fix="raise left_tolerance/right_tolerance or lower frame_subsampling_factor",
+        )
+    ctx = (cfg.chunk_left_context, cfg.chunk_right_context) if cfg.chunk_size else (0, 0)
+
+    def dataset(us):
+        ex = [x for u in us if u in examples for x in examples[u]]
+        return ChainDataset(feats, graphs, frames, ex, f, *ctx) if ex else None
+
+    train, valid = dataset(utts), dataset(vutts)
+    if train is None:
+        raise DataError("no training utterance left", file=", ".join(cfg.ali_dir))
+    if cfg.simulation is not None:
+        train = simulated_chain_dataset(cfg, train, feats.dim)
+    return ChainData(feats, train, valid, chain_model, phone_lm, den, den_graph, norm, ali_model)
+
+
+def make_chain_loader(dataset: ChainDataset, cfg, *, rank, world_size, shuffle):
+    """A DataLoader over whole utterances, bucketed by length (resumable sampler)."""
+    import torch
+
+    from pykaldi2.data.samplers import BucketBatchSampler
+
+    sampler = BucketBatchSampler(
+        dataset.lengths,
+        batch_size=cfg.batch_size,
+        max_frames=cfg.max_frames,
+        shuffle=shuffle,
+        rank=rank,
+        world_size=world_size,
+        seed=cfg.seed,
+    )
+    kw: dict[str, Any] = {"persistent_workers": True} if cfg.num_workers > 0 else {}
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=chain_batches(sampler, dataset),
+        collate_fn=collate_chain,
+        num_workers=cfg.num_workers,
+        **kw,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# On-the-fly simulation
+# ---------------------------------------------------------------------------------------------
+class SimulatedChainFeatures:
+    """``utt -> (T, F)`` float32 features of ``utt`` simulated for the current ``epoch`` (the
+    feature source of :class:`SimulatedChainDataset`).
+
+    The simulation is seeded by the utterance's index in ``utterances.utts`` (never by the chunk
+    index), so every chunk of an utterance in one epoch cuts its window from the same simulated
+    audio; each process keeps the last ``CACHE_SIZE`` simulated utterances. The frame count must
+    stay within ``tolerance`` of ``frames[utt]`` (the numerator's input frames).
+    """
+
+    def __init__(self, utterances, frames: Mapping[str, int], tolerance: int = 1) -> None:
+        from collections import OrderedDict
+
+        self.utterances, self.frames, self.tolerance = utterances, frames, int(tolerance)
+        self.index = {u: i for i, u in enumerate(utterances.utts)}
+        self.epoch = 0
+        self._cache: OrderedDict = OrderedDict()
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_cache": type(self._cache)()}
+
+    def __getitem__(self, utt: str) -> np.ndarray:
+        from pykaldi2.simulation.dataset import CACHE_SIZE
+
+        key = (self.epoch, self.index[utt])
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        x = self.utterances.simulate(key[1], key[0]).feats
+        if abs(len(x) - int(self.frames[utt])) > self.tolerance:
+            raise DataError(
+                f"{len(x)} simulated feature frames vs {self.frames[utt]} alignment frames",
+                file=str(self.utterances.datadir / "conf" / "feats.json"), utt=utt,
+                fix="compute the data dir's features with the config in conf/feats.json",
+            )  # fmt: skip
+        self._cache[key] = x
+        while len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return x
+
+
+class SimulatedChainDataset(ChainDataset):
+    """:class:`ChainDataset` whose input features are simulated on the fly
+    (:class:`SimulatedChainFeatures`) around the same precomputed numerators.
+
+    Keys are example indices ``i`` (the dataset's ``epoch``, :meth:`set_epoch`) or ``(epoch, i)``
+    from an :class:`~pykaldi2.simulation.dataset.EpochBatchSampler`: the simulation of an
+    example depends only on (seed, epoch, utterance index), not on the worker or on resumes.
+    """
+
+    def __init__(self, base: ChainDataset, feats: SimulatedChainFeatures) -> None:
+        super().__init__(
+            feats, base.graphs, base.frames, base.examples, base.factor, base.left, base.right
+        )
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __getitem__(self, key):
+        from pykaldi2.simulation.dataset import _split_key
+
+        self.feats.epoch, i = _split_key(key, self.epoch)
+        return super().__getitem__(i)
+
+
+def simulated_chain_dataset(cfg, train: ChainDataset, dim: int):
+    """``train`` with its features simulated on the fly (``cfg.simulation``) from the audio of
+    ``cfg.train_data`` through ``cfg.features``, checked to have dimension ``dim``."""
+
+    utt_ds = simulated_utterances(
+        cfg.train_data, cfg.simulation, None, cfg.features, dim, utts=train.utts
+    )
+    log.info("train-chain: training features simulated on the fly from %s", utt_ds.datadir)
+    return SimulatedChainDataset(
+        train, SimulatedChainFeatures(utt_ds, train.frames, cfg.length_tolerance)
+    )
+
+
+def chain_batches(sampler, dataset):
+    """``sampler``, wrapped in an :class:`~pykaldi2.simulation.dataset.EpochBatchSampler` when
+    ``dataset`` simulates on the fly (its keys then carry the epoch to the workers)."""
+    from pykaldi2.simulation.dataset import EpochBatchSampler
+
+    return EpochBatchSampler(sampler) if isinstance(dataset, SimulatedChainDataset) else sampler

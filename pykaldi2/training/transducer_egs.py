@@ -1,0 +1,213 @@
+"""RNN-T training examples: utterances through the front end with their token sequences.
+
+``train-transducer``'s data: the sentencepiece tokenizer (trained into the exp dir or given),
+the encoded transcripts, the utterances it can train on (:func:`select_utts`; the others are
+counted by reason), :class:`TokenDataset` (or the simulated utterances with ``simulation``) and
+a length-bucketed resumable loader; the EWMA front end's warm start from the training data.
+``cfg`` is a :class:`~pykaldi2.training.transducer.TrainTransducerConfig`.
+
+Dimension legend: T frames after the front end, F' = frame_stack * F, U tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pykaldi2.features.transducer_frontend import TransducerFrontendConfig
+from pykaldi2.training.data import (
+    DataDirFeatures,
+    egs_path,
+    epoch_batches,
+    held_out_split,
+    shared_store,
+    simulated_utterances,
+)
+from pykaldi2.utils.errors import DataError
+
+
+def encoder_frames(frontend: TransducerFrontendConfig, stack_time_factor: int, raw: int) -> int:
+    """Encoder output frames T' of an utterance with ``raw`` feature frames."""
+    return -(-frontend.num_frames(raw) // stack_time_factor)
+
+
+class TokenDataset(torch.utils.data.Dataset):
+    """Item i -> (utt, feats (T, F') float32 after the front end, tokens (U,) int64)."""
+
+    def __init__(
+        self,
+        feats: Mapping[str, np.ndarray],
+        tokens: Mapping[str, Sequence[int]],
+        utts: Sequence[str],
+        frontend: TransducerFrontendConfig,
+    ) -> None:
+        self.feats, self.tokens, self.utts, self.frontend = feats, tokens, list(utts), frontend
+        self.lengths = [frontend.num_frames(feats.shape(u)[0]) for u in self.utts]
+
+    def __len__(self) -> int:
+        return len(self.utts)
+
+    def __getitem__(self, i: int):
+        utt = self.utts[i]
+        x = self.frontend.transform(np.asarray(self.feats[utt], np.float32))
+        return utt, x, np.asarray(self.tokens[utt], dtype=np.int64)
+
+
+def select_utts(
+    feats, tokens: Mapping[str, Sequence[int]], frontend, stack_time_factor: int
+) -> tuple[list[str], dict[str, list[str]]]:
+    """Utterances usable for RNN-T training, and the skipped ones by reason.
+
+    ``no_text``: features but no (encodable) transcript; ``too_many_tokens``: more tokens than
+    encoder frames after time reduction; ``no_frames``: no encoder frame at all.
+    """
+    keep: list[str] = []
+    skipped: dict[str, list[str]] = {"no_text": [], "too_many_tokens": [], "no_frames": []}
+    for utt in sorted(feats):
+        if utt not in tokens:
+            skipped["no_text"].append(utt)
+            continue
+        frames = encoder_frames(frontend, stack_time_factor, feats.shape(utt)[0])
+        if frames < 1:
+            skipped["no_frames"].append(utt)
+        elif len(tokens[utt]) > frames:
+            skipped["too_many_tokens"].append(utt)
+        else:
+            keep.append(utt)
+    return keep, skipped
+
+
+def simulated_tokens(cfg, feats, tokens, utts: Sequence[str]):
+    """Training utterances simulated on the fly (``cfg.simulation``) from the audio of
+    ``cfg.train_data``, through the front end: items as :class:`TokenDataset`'s."""
+    fe = cfg.frontend
+    ds = simulated_utterances(
+        cfg.train_data,
+        cfg.simulation,
+        tokens,
+        fe.pipeline(),
+        feats.dim,
+        utts=utts,
+        target_type="labels",
+        feats_transform=fe.transform,
+    )
+    ds.lengths = [fe.num_frames(feats.shape(u)[0]) for u in ds.utts]  # clean, after stacking
+    return ds
+
+
+def make_loader(dataset: TokenDataset, cfg, *, rank, world_size, shuffle):
+    """DataLoader with a resumable, length-bucketed :class:`BucketBatchSampler`."""
+    from pykaldi2.data.datasets import collate_frames
+    from pykaldi2.data.samplers import BucketBatchSampler
+
+    sampler = BucketBatchSampler(
+        dataset.lengths,
+        batch_size=cfg.batch_size,
+        max_frames=cfg.max_frames,
+        shuffle=shuffle,
+        num_buckets=cfg.num_buckets,
+        rank=rank,
+        world_size=world_size,
+        seed=cfg.seed,
+    )
+    kw: dict[str, Any] = {"persistent_workers": True} if cfg.num_workers > 0 else {}
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=epoch_batches(sampler, dataset),
+        collate_fn=collate_frames,
+        num_workers=cfg.num_workers,
+        **kw,
+    )
+
+
+def warm_start_ewma(cfg) -> None:
+    """Fill ``cfg.frontend.ewma``'s mean/var with the global statistics of the training data."""
+    from pykaldi2.features.ewma_norm import ewma_warm_start
+    from pykaldi2.utils.log import progress
+
+    feats = DataDirFeatures(cfg.train_data, cfg.frontend.pipeline())
+    mean, var = ewma_warm_start(feats[u] for u in progress(list(feats), desc="EWMA stats"))
+    cfg.frontend.ewma.mean, cfg.frontend.ewma.var = mean.tolist(), var.tolist()
+
+
+def transducer_tokenizer(cfg, exp_dir: Path, dist):
+    from pykaldi2.lang.tokenizer import MODEL_FILE, Tokenizer, train_tokenizer
+
+    if cfg.tokenizer_model:
+        return Tokenizer(cfg.tokenizer_model)
+    path = exp_dir / "tokenizer" / MODEL_FILE
+    if dist.is_main and not path.is_file():  # a resumed run keeps its tokenizer
+        train_tokenizer(cfg.train_data, path.parent, cfg.tokenizer)
+    dist.barrier()
+    return Tokenizer(path)
+
+
+def _encoded(tok, data_dirs, on_unknown, feats, max_missing_fraction: float):
+    """The transcripts of ``data_dirs`` encoded; those of utterances in ``feats`` checked to
+    be there (:func:`pykaldi2.data.transcripts.check_transcribed`)."""
+    from pykaldi2.data.transcripts import check_transcribed
+    from pykaldi2.lang.tokenizer import encode_text, read_transcripts
+
+    src = ", ".join(f"{d}/text" for d in data_dirs)
+    transcripts = read_transcripts(data_dirs)
+    check_transcribed(
+        sorted(feats), transcripts, text_file=src, max_missing_fraction=max_missing_fraction
+    )
+    return encode_text(tok, transcripts, on_unknown, source=src)
+
+
+def token_store(tokens: Mapping[str, Sequence[int]], path, dist=None):
+    """``tokens`` as a memory-mapped store at ``path`` (written by rank 0, unless one with the
+    same content is there): what the datasets and their DataLoader workers read."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for utt in sorted(tokens):
+        h.update(utt.encode("utf-8") + b" " + np.asarray(tokens[utt], np.int32).tobytes())
+
+    def build(w) -> None:
+        for utt in sorted(tokens):
+            w.add(utt, tokens[utt])
+
+    return shared_store(path, {"tokens": h.hexdigest(), "utts": len(tokens)}, build, dist)
+
+
+def load_transducer_data(cfg, tok, mcfg_k: int, egs_dir=None, dist=None):
+    """(train feats, train dataset, valid dataset | None, skipped counts by reason).
+
+    The token sequences are stores in ``egs_dir`` (``tokens``, ``valid_tokens``; a temp dir
+    when None) made by rank 0 of ``dist``: no dict of them in the DataLoader workers."""
+
+    fe = cfg.frontend
+    egs = egs_path(egs_dir)
+    feats = DataDirFeatures(cfg.train_data, fe.pipeline())
+    frac = cfg.max_missing_text_fraction
+    enc = _encoded(tok, cfg.train_data, cfg.tokenizer.on_unknown, feats, frac)
+    tokens = token_store(enc.tokens, egs / "tokens", dist)
+    skipped_chars, enc = enc.skipped, None
+    utts, skipped = select_utts(feats, tokens, fe, mcfg_k)
+    skipped["unknown_characters"] = skipped_chars
+    valid = None
+    if cfg.valid_data:
+        vfeats = DataDirFeatures(cfg.valid_data, fe.pipeline())
+        venc = _encoded(tok, cfg.valid_data, "skip", vfeats, frac)
+        vtokens = token_store(venc.tokens, egs / "valid_tokens", dist)
+        venc = None
+        vutts, _ = select_utts(vfeats, vtokens, fe, mcfg_k)
+        valid = TokenDataset(vfeats, vtokens, vutts, fe)
+    elif cfg.valid_fraction > 0:
+        utts, vutts = held_out_split(utts, cfg.valid_fraction, cfg.seed)
+        valid = TokenDataset(feats, tokens, vutts, fe)
+    if not utts:
+        raise DataError(
+            f"no usable training utterances (skipped: { {k: len(v) for k, v in skipped.items()} })",
+            file=", ".join(cfg.train_data),
+            fix="check that feats.scp and text cover the same utterances",
+        )
+    if cfg.simulation is not None:
+        return feats, simulated_tokens(cfg, feats, tokens, utts), valid, skipped
+    return feats, TokenDataset(feats, tokens, utts, fe), valid, skipped
