@@ -2,7 +2,7 @@
 # speechocean762 recipe (OpenSLR 101: 5,000 read English sentences by 250 Mandarin-L1 speakers,
 # half of them children; 2.9 h train / 2.7 h test, 15,967 test words): raw corpus -> WER table.
 #   bash run.sh [--stage N] [--stop-stage M] [--corpus-dir DIR] [--nj N] [--force]
-#               [--mono-utts N] [--eval-sets "dev test"]
+#               [--mono-utts N] [--eval-sets "dev test"] [--dev-set dev]
 # --corpus-dir: the extracted speechocean762/ folder (train/ test/ WAVE/ resource/lexicon.txt);
 # empty downloads the OpenSLR tarball into downloads/ (resumable, size-checked).
 # Dev and test: the 125 official test speakers sorted by id, alternately dev (1st, 3rd, ...) and
@@ -30,7 +30,7 @@ lm_order=3
 dev_set=dev     # score_decode: LMWT/WIP chosen on dev, test scored at that setting
 eval_sets="dev test"
 mono_utts=1000  # mono trains on the N shortest training utterances
-recipe_opts="mono_utts eval_sets"
+recipe_opts="mono_utts eval_sets dev_set"
 
 . ../stages.sh   # options, log, run_stage
 . ../functions.sh   # score_decode, decode_gmm
