@@ -119,7 +119,8 @@ class _HclgTranscriber:
 class GmmTranscriber(_HclgTranscriber):
     """A GMM-HMM model decoded through HCLG (Kaldi's ``gmm-decode-faster``).
 
-    Files of the model dir: ``model`` (a pickled :class:`~pykaldi2.hmm.model.GmmModel`),
+    Files of the model dir: ``gmm/`` (the model as a Kaldi dir: final.mdl, tree, final.mat ...;
+    dirs exported before that have ``model``, a pickled :class:`~pykaldi2.hmm.model.GmmModel`),
     ``HCLG`` (HCLG.fst), ``words`` (words.txt); configs ``features``, ``cmvn``, ``decoder``.
     """
 
@@ -131,17 +132,17 @@ class GmmTranscriber(_HclgTranscriber):
 
         self.model_dir = md
         self.frontend = FeatureFrontEnd(md)
-        self.model = GmmModel.load(md.file("model"))
+        gmm = md.file("gmm") / "final.mdl" if "gmm" in md.files else md.file("model")
+        self.model = GmmModel.load(gmm)
         self.hclg = kaldifst.StdVectorFst.read(str(md.file("HCLG")))
         self.words = SymbolTable.read(md.file("words"))
         self.decoder = DecoderConfig.from_dict(md.config("decoder", DecoderConfig().to_dict()))
 
     def features(self, path: str | os.PathLike) -> np.ndarray:
         """(T, D) features of one file in the model's feature space."""
-        from pykaldi2.hmm.inputs import apply_feat_transform
+        from pykaldi2.hmm.inputs import model_feats
 
-        m = self.model
-        return apply_feat_transform(self.frontend(path), m.feat_type, m.transform, m.splice)
+        return model_feats(self.model, self.frontend(path))
 
     def _decode(self, path: str | os.PathLike) -> Any:
         from pykaldi2.decoding.wfst import gmm_decode_faster
@@ -257,18 +258,25 @@ def save_gmm_model(
     overwrite: bool = False,
 ) -> ModelDir:
     """Write a ``gmm`` model dir from ``final.mdl``, a graph dir (HCLG.fst, words.txt) and the
-    feature config dict the model was trained on (``load_feature_config(data).to_dict()``)."""
+    feature config dict the model was trained on (``load_feature_config(data).to_dict()``).
+    The model is copied as ``gmm/``, a Kaldi model dir (final.mdl, tree, its transform)."""
+    import tempfile
+
+    from pykaldi2.hmm.model import GmmModel
+
     graph_dir = Path(graph_dir)
     configs: dict[str, dict] = {"features": features, "cmvn": {"norm_vars": norm_vars}}
     if decoder is not None:
         configs["decoder"] = decoder
-    return save_model_dir(
-        path,
-        "gmm",
-        files={"model": model, **_graph_files(graph_dir)},
-        configs=configs,
-        overwrite=overwrite,
-    )
+    with tempfile.TemporaryDirectory(prefix="gmm-export-") as staging:
+        GmmModel.load(model).save(Path(staging) / "final.mdl")
+        return save_model_dir(
+            path,
+            "gmm",
+            files={"gmm": staging, **_graph_files(graph_dir)},
+            configs=configs,
+            overwrite=overwrite,
+        )
 
 
 def save_hybrid_model(

@@ -158,6 +158,23 @@ def _ali_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gmm_copy(args: argparse.Namespace) -> int:
+    from pykaldi2.hmm.model import GmmModel
+
+    model = GmmModel.load(args.model_in)
+    model.save(args.model_out, binary=args.binary == "true")
+    print(f"{args.model_out}: {model.num_pdfs} pdfs, {int(model.am.num_gauss)} Gaussians")
+    return 0
+
+
+def _gmm_info(args: argparse.Namespace) -> int:
+    from pykaldi2.hmm.model import GmmModel, gmm_info
+
+    for key, value in gmm_info(GmmModel.load(args.model)).items():
+        print(key.replace("_", " ").replace("transition ", "transition-"), value)
+    return 0
+
+
 def _add_training(sub, name: str, help_: str, description: str, opts, func, prev: bool) -> None:
     p = sub.add_parser(name, help=help_, description=description)
     p.add_argument("data", help="data dir with feats.scp, cmvn.scp and text")
@@ -231,6 +248,29 @@ def register(subparsers) -> None:
         p.add_argument("--beam", type=float, default=10.0, help="alignment beam (10)")
         p.add_argument("--retry-beam", dest="retry_beam", type=float, default=40.0, help="(40)")
         p.set_defaults(func=_align_si)
+
+    p = subparsers.add_parser(
+        "gmm-copy",
+        help="copy a GMM model into Kaldi's format, binary or text (Kaldi's gmm-copy)",
+        description="Read a model (Kaldi binary or text final.mdl with its dir's tree, "
+        "final.mat, opts files; or a pickled final.mdl of an earlier pykaldi2) and write "
+        "MODEL_OUT in Kaldi's format, with tree, final.mat/splice_opts (LDA), cmvn_opts and "
+        "MODEL_OUT.json beside it. The way to convert old pickled models in place.",
+    )
+    p.add_argument("model_in")
+    p.add_argument("model_out")
+    p.add_argument(
+        "--binary", choices=("true", "false"), default="true", help="binary or text (true)"
+    )
+    p.set_defaults(func=_gmm_copy)
+    p = subparsers.add_parser(
+        "gmm-info",
+        help="print the sizes of a GMM model (Kaldi's gmm-info)",
+        description="Number of phones, pdfs, transition-ids, transition-states, the feature "
+        "dimension and the number of Gaussians of MODEL (ours or Kaldi's).",
+    )
+    p.add_argument("model")
+    p.set_defaults(func=_gmm_info)
 
     for name, to in (("ali-to-pdf", "pdf"), ("ali-to-phones", "phones")):
         p = subparsers.add_parser(

@@ -95,7 +95,6 @@ def write_ali_dir(out_dir: str | os.PathLike, model: GmmModel, res) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save(out / "final.mdl")
-    model.write_tree(out / "tree")
     write_ali(out / "ali.ark", res.alis)
     write_ali(out / "pdf.ark", {u: ali_to_pdf(model, a) for u, a in res.alis.items()})
     failed = out / "failed_utts"

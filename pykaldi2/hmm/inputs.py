@@ -45,8 +45,10 @@ def load_feats(
     deltas: bool = True,
     max_utts: int = 0,
     utts: Sequence[str] | None = None,
+    norm_vars: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Features of a data dir: feats.scp -> apply-cmvn (per speaker) -> add-deltas.
+    """Features of a data dir: feats.scp -> apply-cmvn (per speaker; means, and variances with
+    ``norm_vars``) -> add-deltas.
 
     ``utts`` restricts loading to those utterances (a parallel job's share)."""
     from pykaldi2.data.datadir import read_data_dir
@@ -74,7 +76,7 @@ def load_feats(
                     file=str(os.path.join(data_dir, "cmvn.scp")),
                     fix="run `pykaldi2 compute-cmvn` on this data dir",
                 )
-            x = apply_cmvn(x, stats[spk], norm_vars=False)
+            x = apply_cmvn(x, stats[spk], norm_vars=norm_vars)
         if deltas:
             x = add_deltas(x)
         out[utt] = np.ascontiguousarray(x, dtype=np.float32)
@@ -133,18 +135,33 @@ def load_training_inputs(
     return TrainingInputs(feats, texts, lang)
 
 
-def apply_feat_transform(x: np.ndarray, feat_type: str, transform=None, splice: int = 3):
-    """Features for a model from CMVN'd base features: ``delta`` adds deltas, ``lda`` splices
-    +-``splice`` frames and applies the (D_out, D_in[+1]) ``transform``, ``raw`` keeps them."""
+def apply_feat_transform(
+    x: np.ndarray,
+    feat_type: str,
+    transform=None,
+    splice: int | tuple[int, int] = 3,
+    delta: tuple[int, int] = (2, 2),
+):
+    """Features for a model from CMVN'd base features: ``delta`` adds deltas (add-deltas with
+    ``delta = (order, window)``), ``lda`` splices ``splice`` frames (one int for both sides, or
+    ``(left, right)``; splice-feats) and applies the (D_out, D_in[+1]) ``transform``
+    (transform-feats), ``raw`` keeps them."""
     from pykaldi2.features.transforms import add_deltas, splice_feats
 
     if feat_type == "delta":
-        return np.ascontiguousarray(add_deltas(x), dtype=np.float32)
+        return np.ascontiguousarray(add_deltas(x, *delta), dtype=np.float32)
     if feat_type == "lda":
         if transform is None:
             raise DataError("an LDA model without its transform matrix", fix="retrain it")
-        s = splice_feats(x, splice, splice).astype(np.float64)
+        left, right = (splice, splice) if isinstance(splice, int) else splice
+        s = splice_feats(x, left, right).astype(np.float64)
         m = np.asarray(transform, dtype=np.float64)
+        if m.shape[1] not in (s.shape[1], s.shape[1] + 1):
+            raise DataError(
+                f"the transform is {m.shape[0]} x {m.shape[1]}, the spliced features have "
+                f"{s.shape[1]} dimensions ({x.shape[1]} x {left + 1 + right} frames)",
+                fix="use the features the model was trained on (and its splice_opts)",
+            )
         y = s @ m[:, : s.shape[1]].T
         if m.shape[1] == s.shape[1] + 1:
             y += m[:, -1]
@@ -154,12 +171,18 @@ def apply_feat_transform(x: np.ndarray, feat_type: str, transform=None, splice: 
     raise DataError(f"unknown feat_type {feat_type!r}", fix="one of raw, delta, lda")
 
 
+def model_feats(model, x: np.ndarray) -> np.ndarray:
+    """(T, D) features for ``model`` (a GmmModel) from CMVN'd base features ``x``."""
+    return apply_feat_transform(
+        x, model.feat_type, model.transform, model.splice_context, model.delta_config
+    )
+
+
 def feats_for_model(
     model, data_dir: str | os.PathLike, utts: Sequence[str] | None = None
 ) -> dict[str, np.ndarray]:
-    """Features of ``data_dir`` (or of its ``utts``) as ``model`` (a GmmModel) was trained on."""
-    base = load_feats(data_dir, deltas=False, utts=utts)
-    return {
-        u: apply_feat_transform(x, model.feat_type, model.transform, model.splice)
-        for u, x in base.items()
-    }
+    """Features of ``data_dir`` (or of its ``utts``) as ``model`` (a GmmModel) was trained on:
+    apply-cmvn with the model's ``cmvn_opts``, then its deltas or splicing + transform."""
+    norm_means, norm_vars = model.cmvn_config
+    base = load_feats(data_dir, cmvn=norm_means, deltas=False, utts=utts, norm_vars=norm_vars)
+    return {u: model_feats(model, x) for u, x in base.items()}

@@ -181,7 +181,6 @@ def write_exp_dir(
     d = Path(exp_dir)
     d.mkdir(parents=True, exist_ok=True)
     model.save(d / "final.mdl")
-    model.write_tree(d / "tree")
     write_ali(d / "ali.ark", alis)
     write_ali(d / "pdf.ark", {u: ali_to_pdf(model, a) for u, a in alis.items()})
     atomic_write_text(d / "config.json", json.dumps(config, indent=2) + "\n")

@@ -61,8 +61,9 @@ CHAIN_FINAL_FILES = (
     "config.yaml",
 )  # fmt: skip
 
-#: Files copied unchanged from the CE model dir into the SE model dir.
-SE_COPIED_FILES = ("model.yaml", "features.yaml", "priors.npy", "final.mdl", "tree")
+#: Files copied unchanged from the CE model dir into the SE model dir (its final.mdl is saved
+#: again, with the tree and side files it comes with).
+SE_COPIED_FILES = ("model.yaml", "features.yaml", "priors.npy")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,7 +182,6 @@ def write_final_dir(
         (tmp / "features.yaml").write_text(yaml.safe_dump(feat_doc), encoding="utf-8")
         np.save(tmp / "priors.npy", priors.astype(np.float64))
         ali_model.save(tmp / "final.mdl")
-        ali_model.write_tree(tmp / "tree")
     log.info("wrote %s", final)
 
 
@@ -193,6 +193,7 @@ def write_se_dir(final: Path, cfg, model, md, summary) -> None:
         for name in SE_COPIED_FILES:
             if (md.path / name).is_file():
                 shutil.copyfile(md.path / name, tmp / name)
+        md.ali_model.save(tmp / "final.mdl")
         meta = {"model_type": md.model_type, "model_config": model.cfg.to_dict()}
         save_final_model(tmp, model, meta, cfg, summary)
     log.info("wrote %s", final)
@@ -225,7 +226,6 @@ def write_chain_dir(final: Path, cfg, model, mcfg, subsample, data: ChainData, s
         )  # fmt: skip
         (tmp / "features.yaml").write_text(yaml.safe_dump(feat_doc), encoding="utf-8")
         data.chain_model.save(tmp / "final.mdl")
-        data.chain_model.write_tree(tmp / "tree")
         write_fst(data.den_fst, tmp / "den.fst")
         write_fst(data.norm_fst, tmp / "normalization.fst")
         write_fst(data.phone_lm, tmp / "phone_lm.fst")

@@ -40,7 +40,9 @@ def test_an4_mono_train_and_align(an4_dir, tmp_path):
     assert len(hist) == 8
     # flat start to trained model: the per-frame log-likelihood rises clearly
     assert hist[-1]["like_per_frame"] > hist[0]["like_per_frame"] + 5.0
-    assert (exp / "tree").read_bytes().startswith(b"ContextDependency ")
+    # a Kaldi exp dir: binary final.mdl and tree with Kaldi's header
+    assert (exp / "tree").read_bytes().startswith(b"\0BContextDependency ")
+    assert (exp / "final.mdl").read_bytes().startswith(b"\0B<TransitionModel> <Topology> ")
     from pykaldi2.hmm.model import GmmModel
 
     assert GmmModel.load(exp / "final.mdl").feat_type == "delta"  # what decoding rebuilds
@@ -99,7 +101,7 @@ def test_an4_mono_train_and_align(an4_dir, tmp_path):
         "--tot-gauss",
         600,
     )
-    from pykaldi2.hmm.event_map import read_tree
+    from pykaldi2.hmm.kaldi_io import read_tree
 
     for d in (tri1, tri2):
         model = GmmModel.load(d / "final.mdl")
