@@ -182,6 +182,7 @@ def build_tree(
     thresh: float = 300.0,
     min_count: float = 0.0,
     cluster_thresh: float = -1.0,
+    round_num_leaves: bool = False,
 ) -> BuiltTree:
     """Build a decision tree from tree statistics (build-tree).
 
@@ -199,6 +200,9 @@ def build_tree(
         min_count: minimum frames on each side of a split.
         cluster_thresh: merge same-root leaves while the loss is below this; -1: the gain of
             the last split; 0: no merging.
+        round_num_leaves: then merge further, the cheapest same-root pair anywhere first,
+            down to a multiple of 8 leaves (build-tree ``--round-num-leaves``, Kaldi's default;
+            ClusterEventMapToNClustersRestrictedByMap).
     """
     w, pcol = stats.context_width, stats.pdf_class_key()
     central = stats.events[:, stats.central_position]
@@ -271,6 +275,8 @@ def build_tree(
     final_leaves = [lf for r in root_maps for lf in _leaves_of(r)]
     thr = last_gain if cluster_thresh < 0 else cluster_thresh
     groups = _cluster_leaves(stats, final_leaves, thr)
+    if round_num_leaves and thr != 0:
+        groups = _cluster_to_n(stats, groups, (len(groups) // 8) * 8)
     row_pdf = np.full(len(stats.count), -1, dtype=np.int64)
     for pdf, group in enumerate(groups):
         for lf in group:
@@ -334,3 +340,43 @@ def _cluster_leaves(stats: TreeStats, leaves: list[_Node], thresh: float) -> lis
             del clusters[b], st[b]
         groups += clusters
     return groups
+
+
+def _cluster_to_n(stats: TreeStats, groups: list[list[_Node]], n: int) -> list[list[_Node]]:
+    """Merge groups of the same root, always the pair with the smallest loss over all roots,
+    until ``n`` groups are left (groups without data count but are never merged, as Kaldi's
+    empty regions)."""
+
+    def summed(g):
+        rows = np.concatenate([lf.rows for lf in g])
+        return stats.count[rows].sum(), stats.x1[rows].sum(0), stats.x2[rows].sum(0)
+
+    st = [summed(g) for g in groups]
+    live = [i for i, s in enumerate(st) if s[0] > 0]
+    target = n - (len(groups) - len(live))
+    groups, alive = [list(g) for g in groups], set(live)
+    while len(alive) > max(target, 0):
+        best = None
+        by_root: dict[int, list[int]] = {}
+        for i in sorted(alive):
+            by_root.setdefault(groups[i][0].root, []).append(i)
+        for idx in by_root.values():
+            if len(idx) < 2:
+                continue
+            cnt = np.array([st[i][0] for i in idx])
+            a1 = np.stack([st[i][1] for i in idx])
+            a2 = np.stack([st[i][2] for i in idx])
+            own = gauss_objf(cnt, a1, a2)
+            i, j = np.triu_indices(len(idx), 1)
+            loss = own[i] + own[j] - gauss_objf(cnt[i] + cnt[j], a1[i] + a1[j], a2[i] + a2[j])
+            k = int(np.argmin(loss))
+            if best is None or loss[k] < best[0]:
+                best = (float(loss[k]), idx[int(i[k])], idx[int(j[k])])
+        if best is None:
+            break
+        _, a, b = best
+        groups[a] += groups[b]
+        st[a] = (st[a][0] + st[b][0], st[a][1] + st[b][1], st[a][2] + st[b][2])
+        alive.discard(b)
+    keep = alive | {i for i, s in enumerate(st) if s[0] <= 0}
+    return [groups[i] for i in sorted(keep)]

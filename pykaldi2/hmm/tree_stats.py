@@ -67,6 +67,18 @@ def gauss_objf(count, x1, x2, var_floor: float = VAR_FLOOR):
     return np.where(count > 0, obj, 0.0)
 
 
+def tid_to_pdf_class(model: GmmModel) -> np.ndarray:
+    """(num_transition_ids + 1,) int: the pdf-class of each transition-id (Kaldi's
+    TransitionIdToPdfClass: the self-loop pdf-class for self-loops, else the forward one; they
+    differ in the chain topology)."""
+    topo = model.tm.topo
+    out = np.full(model.tm.num_transition_ids + 1, -1, dtype=np.int64)
+    for tid in range(1, len(out)):
+        st = topo.topology_for_phone(int(model.tid2phone[tid]))[int(model.tid2hmm_state[tid])]
+        out[tid] = st.self_loop_pdf_class if model.tid_is_self_loop[tid] else st.forward_pdf_class
+    return out
+
+
 def acc_tree_stats(
     model: GmmModel,
     feats: Mapping[str, np.ndarray],
@@ -90,8 +102,7 @@ def acc_tree_stats(
     if not 0 <= central_position < context_width:
         raise ValueError(f"central_position {central_position} not in [0, {context_width})")
     ci = set(int(p) for p in ci_phones)
-    topo = model.tm.topo
-    pdf_class_of: dict[tuple[int, int], int] = {}
+    tid2pdf_class = tid_to_pdf_class(model)
     ev_rows, xs = [], []
     for utt, ali in alis.items():
         if utt not in feats:
@@ -103,7 +114,6 @@ def acc_tree_stats(
             )
         segs = split_to_phones(model, ali)
         phones = [p for p, _, _ in segs]
-        hmm_state = model.tid2hmm_state[np.asarray(ali, dtype=np.int64)]
         ev = np.zeros((len(ali), context_width + 1), dtype=np.int64)
         for i, (p, start, n) in enumerate(segs):
             for pos in range(context_width):
@@ -112,12 +122,7 @@ def acc_tree_stats(
             if p in ci:
                 ev[start : start + n, :context_width] = 0
                 ev[start : start + n, central_position] = p
-            for s in np.unique(hmm_state[start : start + n]):
-                key = (p, int(s))
-                if key not in pdf_class_of:
-                    pdf_class_of[key] = int(topo.topology_for_phone(p)[int(s)].forward_pdf_class)
-                sel = start + np.flatnonzero(hmm_state[start : start + n] == s)
-                ev[sel, context_width] = pdf_class_of[key]
+        ev[:, context_width] = tid2pdf_class[np.asarray(ali, dtype=np.int64)]
         ev_rows.append(ev)
         xs.append(x)
     if not ev_rows:
