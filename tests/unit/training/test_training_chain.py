@@ -91,8 +91,8 @@ def _config(root, data, ali, **over) -> str:
         "valid_fraction": 0.15,
         "features": {"cmvn": "none"},
         "model_type": "tdnnf",
-        "model": {"hidden": 32, "bottleneck": 8, "num_layers": 3, "subsample_at": 1,
-                  "dropout": 0.0},
+        "model": {"hidden": 32, "bottleneck": 8, "prefinal_dim": 8, "time_strides": [1, 1, 0, 3, 3],
+                  "input_deltas": False, "first_context": [-1, 0, 1]},
         "phone_lm": {"ngram_order": 3, "no_prune_ngram_order": 2, "num_extra_lm_states": 10},
         "chain": {"l2_regularize": 5e-4, "xent_regularize": 0.1},
         "batch_size": 4,
@@ -122,7 +122,7 @@ def test_train_chain_resume_is_exact(corpus, tmp_path, one_thread):
     assert (parts / "checkpoints" / "ckpt-3.pt").is_file()
     run(7, parts)
     a, b = _weights(full), _weights(parts)
-    assert a.keys() == b.keys() and any(k.startswith("xent.") for k in a)
+    assert a.keys() == b.keys() and any("output_xent." in k for k in a)
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
     for f in ("den.fst", "normalization.fst", "final.mdl", "tree", "features.yaml"):
@@ -378,8 +378,8 @@ def test_train_chain_with_simulation_resumes_exactly(audio_corpus, tmp_path, one
 
     root, data, ali, sim = audio_corpus
     over = {"chunk_size": 9, "chunk_left_context": 3, "chunk_right_context": 3,
-            "model": {"hidden": 16, "bottleneck": 8, "num_layers": 2, "subsample_at": 1,
-                      "dropout": 0.0}}  # fmt: skip
+            "model": {"hidden": 16, "bottleneck": 8, "prefinal_dim": 8, "time_strides": [1, 3],
+                      "input_deltas": False}}  # fmt: skip
     conf = _config(tmp_path, data, ali, simulation=str(sim), **over)
     cd = load_chain_data(TrainChainConfig.load(conf))
     ds, clean = cd.train, cd.valid
