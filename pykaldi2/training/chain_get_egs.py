@@ -371,7 +371,7 @@ def _merge_job(args: tuple) -> int:
 
         return len(EgsArchive(out))
     pieces = [p for j in range(nj) if (p := egs_dir / "tmp" / f"egs.{j}.{k}.npz").is_file()]
-    sub = -1 if k == "valid" else int(k)
+    sub = 1_000_000 if k == "valid" else int(k)
     return merge_archives(pieces, out, [seed, 7, sub],
                           np.float16 if dtype == "float16" else np.float32)  # fmt: skip
 
