@@ -104,10 +104,37 @@ decode_transducer_system() {
 }
 run_stage 10 rnnt_decode decode_transducer_system rnnt
 
-# LF-MMI (chain) TDNN-F on the tri2 alignments (conf/chain_tdnnf.yaml; the GMM tree with the
-# chain topology, outputs at 1/3 frame rate), its graph with self-loop scale 1.0, decode + score.
-run_stage 11 chain_tdnnf pykaldi2 train-chain --config conf/chain_tdnnf.yaml exp/chain_tdnnf
-run_stage 12 chain_tdnnf_decode decode_chain chain_tdnnf
+# LF-MMI (chain) TDNN-F from scratch as Kaldi's chain recipes build it (conf/chain_tdnnf.yaml,
+# after mini_librispeech's run_tdnn_1j.sh): speed-perturbed training data (0.9/1.0/1.1) with MFCC
+# (for tri2) and fbank features, its tri2 alignments, the chain tree at 1/3 frame rate
+# (build-tree-chain: left biphone, 500 leaves), then train-chain, whose egs are written once to
+# exp/chain_tdnnf/egs (NJ jobs, resumable).
+chain_tdnnf() {
+  pykaldi2 perturb-data-dir-speed data/train data/train_sp
+  pykaldi2 combine-data data/train_sp_fbank data/train_sp
+  pykaldi2 compute-feats --config conf/fbank.yaml --nj "$nj" data/train_sp_fbank fbank
+  pykaldi2 compute-cmvn data/train_sp_fbank fbank
+  pykaldi2 compute-feats --config conf/mfcc.yaml --nj "$nj" data/train_sp mfcc
+  pykaldi2 compute-cmvn data/train_sp mfcc
+  pykaldi2 align-si --nj "$nj" data/train_sp data/lang exp/tri2 exp/tri2_ali_sp
+  pykaldi2 build-tree-chain --num-leaves 500 data/train_sp data/lang exp/tri2_ali_sp \
+    exp/chain/tree_sp
+  pykaldi2 train-chain --config conf/chain_tdnnf.yaml exp/chain_tdnnf
+}
+run_stage 11 chain_tdnnf chain_tdnnf
+# Decoded through its graph (self-loop scale 1.0). The LM weight is chosen on a dev set carved
+# from train: the utterances held out of the chain training (its validation set, speed 1.0);
+# decode_test/best_wer is then the test WER at that setting (best_wer_on_test: the best on test).
+decode_chain_dev() {
+  local exp=exp/$1
+  grep -v '^sp[0-9.]*-' $exp/egs/valid_uttlist > $exp/dev_uttlist
+  pykaldi2 subset-data-dir --utt-list $exp/dev_uttlist data/train_fbank data/dev_$1
+  decode_chain "$1"
+  pykaldi2 decode-chain --nj "$nj" $exp/final $exp/graph data/dev_$1 $exp/decode_dev
+  cp $exp/decode_test/best_wer $exp/decode_test/best_wer_on_test
+  pykaldi2 score --ref data/test_fbank/text --tuned-on $exp/decode_dev $exp/decode_test
+}
+run_stage 12 chain_tdnnf_decode decode_chain_dev chain_tdnnf
 
 # Lattice sequence training (sMBR, conf/se_blstm.yaml) from the CE BLSTM, lattices generated on
 # the fly through the tri2 graph by 2 worker processes; decoded like the CE model.

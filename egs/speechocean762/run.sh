@@ -87,10 +87,44 @@ run_stage 3 mono mono
 run_stage 4 tri1 tri mono tri1 train-deltas       # MFCC + deltas
 run_stage 5 tri2 tri tri1 tri2 train-lda-mllt     # LDA + MLLT
 
+# LF-MMI (chain) TDNN-F from scratch (conf/chain_tdnnf.yaml, Kaldi's run_tdnn_1j.sh scaled):
+# speed-perturbed train (0.9/1.0/1.1) with MFCC + fbank, aligned with exp/$chain_gmm, the chain
+# tree at 1/3 rate (2000 leaves), train-chain (egs on disk), decode dev and test (test at the
+# dev setting). chain_gmm: the GMM whose alignments the chain system uses (tri3 once the recipe
+# has it; the config's ali_dir must name exp/${chain_gmm}_ali_sp).
+chain_gmm=${chain_gmm:-tri2}
+chain_tdnnf() {
+  pykaldi2 perturb-data-dir-speed data/train data/train_sp
+  pykaldi2 combine-data data/train_sp_fbank data/train_sp
+  pykaldi2 compute-feats --config conf/fbank.yaml --nj "$nj" data/train_sp_fbank fbank
+  pykaldi2 compute-cmvn data/train_sp_fbank fbank
+  pykaldi2 compute-feats --config conf/mfcc.yaml --nj "$nj" data/train_sp mfcc
+  pykaldi2 compute-cmvn data/train_sp mfcc
+  pykaldi2 align-si --nj "$nj" data/train_sp data/lang exp/$chain_gmm exp/${chain_gmm}_ali_sp
+  pykaldi2 build-tree-chain --num-leaves 2000 data/train_sp data/lang exp/${chain_gmm}_ali_sp \
+    exp/chain/tree_sp
+  pykaldi2 train-chain --config conf/chain_tdnnf.yaml \
+    --override "ali_dir=[exp/${chain_gmm}_ali_sp]" exp/chain_tdnnf
+}
+run_stage 11 chain_tdnnf chain_tdnnf
+decode_chain_sets() {
+  local exp=exp/chain_tdnnf set
+  pykaldi2 mkgraph --self-loop-scale 1.0 data/lang_test $exp/final/final.mdl $exp/graph
+  for set in $eval_sets; do   # each scored over the chain LM weights 0.7..1.7
+    pykaldi2 decode-chain --nj "$nj" $exp/final $exp/graph data/${set}_fbank $exp/decode_$set
+  done
+  for set in $eval_sets; do   # every set but dev at the setting chosen on dev
+    [ "$set" = "$dev_set" ] && continue
+    cp $exp/decode_$set/best_wer $exp/decode_$set/best_wer_on_$set
+    pykaldi2 score --ref data/$set/text --tuned-on $exp/decode_$dev_set $exp/decode_$set
+  done
+}
+run_stage 12 chain_tdnnf_decode decode_chain_sets
+
 # stage 99: dev and test WER of every decoded system (always runs); test at the dev setting
 if [ "$stop_stage" -ge 99 ]; then
   printf '%-10s %-8s %s\n' system set "WER (LMWT_WIP chosen on dev)"
-  for sys in mono tri1 tri2; do
+  for sys in mono tri1 tri2 chain_tdnnf; do
     for set in $eval_sets; do
       f=exp/$sys/decode_$set/best_wer
       if [ -f "$f" ]; then printf '%-10s %-8s %s\n' "$sys" "$set" "$(cat "$f")"; fi

@@ -21,7 +21,7 @@ as long as ``info.json`` records the same settings)::
 An egs dir::
 
     egs/{info.json, egs.0.npz ... egs.K-1.npz, valid.npz, den.fst, normalization.fst,
-         phone_lm.fst, final.mdl, tree, split.json}
+         phone_lm.fst, final.mdl, tree, split.json, valid_uttlist}
 
 ``cfg`` is a :class:`~pykaldi2.training.chain.TrainChainConfig` (its ``egs`` section is
 :class:`ChainEgsConfig`).
@@ -270,6 +270,7 @@ def _stage0(cfg, egs_dir: Path, tmp: Path, settings: dict) -> dict:
     split = {"train": train, "valid": valid, "num_archives": num_archives, "nj": nj,
              "num_pdfs": int(chain_model.tm.num_pdfs), "feat_dim": int(feats.dim),
              "frame_subsampling_factor": f, "digest": _digest(settings)}  # fmt: skip
+    atomic_write_text(egs_dir / "valid_uttlist", "".join(u + "\n" for u in valid))
     atomic_write_text(egs_dir / "split.json", json.dumps(split, indent=1) + "\n")
     log.info(
         "chain-get-egs: %d train / %d valid utterances, %d archives, den.fst %d states",
