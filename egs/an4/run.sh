@@ -5,7 +5,7 @@
 # 5 tri2 (LDA+MLLT), 6 tri2 alignments for the nnets, 7 CE BLSTM (train-ce on the tri2 pdfs),
 # 8 its decode + scoring + the model dir for pykaldi2.load_model (exp/blstm_ce/export),
 # 9 RNN-T (train-transducer), 10 its greedy/beam decode + ONNX export and onnxruntime decode,
-# 11-12 LF-MMI TDNN-F from scratch, 13-14 lattice sMBR from the CE BLSTM, 15-16 LF-MMI BLSTM
+# 11 speed-perturbed data + chain tree, 12 LF-MMI TDNN-F from scratch (train + decode), 13-14 lattice sMBR from the CE BLSTM, 15-16 LF-MMI BLSTM
 # from the CE BLSTM (chunked), 17 a simulated-noisy copy of the test set (conf/sim_test.yaml),
 # 18 the CE BLSTM trained with on-the-fly simulation (conf/sim.yaml), 19 clean-trained and
 # simulation-trained CE BLSTMs decoded on the noisy test set (and the latter on the clean one),
@@ -25,7 +25,7 @@ force=false
 lm_order=3
 
 . ../stages.sh   # options, log, run_stage
-. ../functions.sh   # decode_gmm, decode_nnet_export, decode_chain
+. ../functions.sh   # decode_gmm, decode_nnet_export, decode_chain, chain_data
 
 prepare() {
   if [ -n "$corpus_dir" ]; then
@@ -105,26 +105,15 @@ decode_transducer_system() {
 run_stage 10 rnnt_decode decode_transducer_system rnnt
 
 # LF-MMI (chain) TDNN-F from scratch as Kaldi's chain recipes build it (conf/chain_tdnnf.yaml,
-# after mini_librispeech's run_tdnn_1j.sh): speed-perturbed training data (0.9/1.0/1.1) with MFCC
-# (for tri2) and fbank features, its tri2 alignments, the chain tree at 1/3 frame rate
-# (build-tree-chain: left biphone, 500 leaves), then train-chain, whose egs are written once to
-# exp/chain_tdnnf/egs (NJ jobs, resumable).
-chain_tdnnf() {
-  pykaldi2 perturb-data-dir-speed data/train data/train_sp
-  pykaldi2 combine-data data/train_sp_fbank data/train_sp
-  pykaldi2 compute-feats --config conf/fbank.yaml --nj "$nj" data/train_sp_fbank fbank
-  pykaldi2 compute-cmvn data/train_sp_fbank fbank
-  pykaldi2 compute-feats --config conf/mfcc.yaml --nj "$nj" data/train_sp mfcc
-  pykaldi2 compute-cmvn data/train_sp mfcc
-  pykaldi2 align-si --nj "$nj" data/train_sp data/lang exp/tri2 exp/tri2_ali_sp
-  pykaldi2 build-tree-chain --num-leaves 500 data/train_sp data/lang exp/tri2_ali_sp \
-    exp/chain/tree_sp
-  pykaldi2 train-chain --config conf/chain_tdnnf.yaml exp/chain_tdnnf
-}
-run_stage 11 chain_tdnnf chain_tdnnf
-# Decoded through its graph (self-loop scale 1.0). The LM weight is chosen on a dev set carved
-# from train: the utterances held out of the chain training (its validation set, speed 1.0);
-# decode_test/best_wer is then the test WER at that setting (best_wer_on_test: the best on test).
+# after mini_librispeech's run_tdnn_1j.sh). Stage 11: speed-perturbed training data (0.9/1.0/1.1)
+# with MFCC (for tri2) and fbank features, its tri2 alignments and the chain tree at 1/3 frame
+# rate (functions.sh chain_data: build-tree-chain, left biphone, 500 leaves). Stage 12:
+# train-chain (the command of run_chain.sh; its egs are written once to exp/chain_tdnnf/egs by NJ
+# jobs, resumable), then the decode through its graph (self-loop scale 1.0) with the LM weight
+# chosen on a dev set carved from train: the utterances held out of the chain training (its
+# validation set, at speed 1.0); decode_test/best_wer is the test WER at that setting
+# (best_wer_on_test: the best on test itself).
+run_stage 11 chain_data chain_data tri2 500
 decode_chain_dev() {
   local exp=exp/$1
   grep -v '^sp[0-9.]*-' $exp/egs/valid_uttlist > $exp/dev_uttlist
@@ -134,7 +123,11 @@ decode_chain_dev() {
   cp $exp/decode_test/best_wer $exp/decode_test/best_wer_on_test
   pykaldi2 score --ref data/test_fbank/text --tuned-on $exp/decode_dev $exp/decode_test
 }
-run_stage 12 chain_tdnnf_decode decode_chain_dev chain_tdnnf
+chain_tdnnf() {
+  pykaldi2 train-chain --config conf/chain_tdnnf.yaml exp/chain_tdnnf
+  decode_chain_dev chain_tdnnf
+}
+run_stage 12 chain_tdnnf chain_tdnnf
 
 # Lattice sequence training (sMBR, conf/se_blstm.yaml) from the CE BLSTM, lattices generated on
 # the fly through the tri2 graph by 2 worker processes; decoded like the CE model.
@@ -220,7 +213,7 @@ if [ "$stop_stage" -ge 99 ]; then
   f=exp/chain_blstm_fr/decode_test_tri2graph/best_wer   # stage 21, the CE model's graph
   if [ -f "$f" ]; then printf '%-10s %s\n' "chain_blstm_fr (tri2 graph)" "$(cat "$f")"; fi
   # sequence-trained vs CE: bootstrap intervals and P(improvement), same test utterances
-  for sys in blstm_smbr chain_blstm_fr/decode_test_tri2graph; do
+  for sys in blstm_smbr chain_tdnnf chain_blstm_fr/decode_test_tri2graph; do
     d=exp/$sys; [ -d "$d" ] || continue
     [ -f "$d/best_wer" ] || d=$d/decode_test
     if [ -f exp/blstm_ce/decode_test/best_wer ] && [ -f "$d/best_wer" ]; then

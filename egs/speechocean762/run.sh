@@ -31,7 +31,7 @@ mono_utts=1000  # mono trains on the N shortest training utterances
 recipe_opts="mono_utts"
 
 . ../stages.sh   # options, log, run_stage
-. ../functions.sh   # score_decode, decode_gmm
+. ../functions.sh   # score_decode, decode_gmm, chain_data
 
 if [ -n "$corpus_dir" ] && [[ $corpus_dir != /* ]]; then corpus_dir=$invoke_dir/$corpus_dir; fi
 
@@ -94,15 +94,7 @@ run_stage 5 tri2 tri tri1 tri2 train-lda-mllt     # LDA + MLLT
 # has it; the config's ali_dir must name exp/${chain_gmm}_ali_sp).
 chain_gmm=${chain_gmm:-tri2}
 chain_tdnnf() {
-  pykaldi2 perturb-data-dir-speed data/train data/train_sp
-  pykaldi2 combine-data data/train_sp_fbank data/train_sp
-  pykaldi2 compute-feats --config conf/fbank.yaml --nj "$nj" data/train_sp_fbank fbank
-  pykaldi2 compute-cmvn data/train_sp_fbank fbank
-  pykaldi2 compute-feats --config conf/mfcc.yaml --nj "$nj" data/train_sp mfcc
-  pykaldi2 compute-cmvn data/train_sp mfcc
-  pykaldi2 align-si --nj "$nj" data/train_sp data/lang exp/$chain_gmm exp/${chain_gmm}_ali_sp
-  pykaldi2 build-tree-chain --num-leaves 2000 data/train_sp data/lang exp/${chain_gmm}_ali_sp \
-    exp/chain/tree_sp
+  chain_data $chain_gmm 2000
   pykaldi2 train-chain --config conf/chain_tdnnf.yaml \
     --override "ali_dir=[exp/${chain_gmm}_ali_sp]" exp/chain_tdnnf
 }
