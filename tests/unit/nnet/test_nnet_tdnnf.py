@@ -127,5 +127,5 @@ def test_l2_penalty_counts_each_weight_with_its_constant():
     want = 0.0
     for name, p in m.named_parameters():
         if p.dim() >= 2:
-            want += (0.25 if name.startswith("output") else 0.5) * float((p * p).sum())
+            want += (0.25 if name.startswith("output") else 0.5) * float((p * p).sum().detach())
     assert float(m.l2_penalty()) == pytest.approx(want, rel=1e-6)
