@@ -476,8 +476,13 @@ class TransducerTranscriber:
         self.bundle = load_transducer(md)
 
     def transcribe(self, paths: Sequence[str | os.PathLike]) -> list[str]:
+        paths = list(paths)
+        if self.bundle.features:  # every file, before decoding any (else: a clear error below)
+            from pykaldi2.features.extractors import config_from_dict
+
+            config_from_dict(self.bundle.features).check_audio_files(paths)
         out = []
-        for p in progress(list(paths), desc="transcribe", unit="file"):
+        for p in progress(paths, desc="transcribe", unit="file"):
             *_, text = stream_file(self.bundle, p, chunk_seconds=1e9)
             out.append(text)
         return out

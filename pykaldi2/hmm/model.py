@@ -55,6 +55,29 @@ def tuple_of(t) -> tuple[int, int, int, int]:
     return tuple(int(x) for x in t.__getstate__())  # type: ignore[return-value]
 
 
+def transition_id_tables(tm) -> tuple[np.ndarray, ...]:
+    """Per-transition_id tables of a ``khg.TransitionModel``, each (num_transition_ids + 1,)
+    with index 0 unused: phone, HMM state, transition index, is-final, is-self-loop and
+    transition state (1-based)."""
+    n = tm.num_transition_ids
+    id2state = np.asarray(tm.id2state, dtype=np.int64)
+    tuples = np.asarray([tuple_of(t) for t in tm.tuples], dtype=np.int64).reshape(-1, 4)
+    phone = np.full(n + 1, -1, dtype=np.int64)
+    hmm_state = np.full(n + 1, -1, dtype=np.int64)
+    phone[1:] = tuples[id2state[1:] - 1, 0]
+    hmm_state[1:] = tuples[id2state[1:] - 1, 1]
+    state2id = np.asarray(tm.state2id, dtype=np.int64)
+    trans_index = np.full(n + 1, -1, dtype=np.int64)
+    trans_index[1:] = np.arange(1, n + 1) - state2id[id2state[1:]]
+    is_final = np.zeros(n + 1, dtype=bool)
+    is_self_loop = np.zeros(n + 1, dtype=bool)
+    for tid in range(1, n + 1):
+        is_final[tid] = tm.is_final(tid)
+        is_self_loop[tid] = tm.is_self_loop(tid)
+    id2state[0] = -1
+    return phone, hmm_state, trans_index, is_final, is_self_loop, id2state
+
+
 @dataclass
 class GmmModel:
     """Transition model + tree + GMMs (Kaldi's ``*.mdl`` and ``tree``).
@@ -108,24 +131,18 @@ class GmmModel:
 
     @cached_property
     def _tid_tables(self) -> tuple[np.ndarray, ...]:
-        tm = self.tm
-        n = tm.num_transition_ids
-        id2state = np.asarray(tm.id2state, dtype=np.int64)
-        tuples = np.asarray([tuple_of(t) for t in tm.tuples], dtype=np.int64).reshape(-1, 4)
-        phone = np.full(n + 1, -1, dtype=np.int64)
-        hmm_state = np.full(n + 1, -1, dtype=np.int64)
-        phone[1:] = tuples[id2state[1:] - 1, 0]
-        hmm_state[1:] = tuples[id2state[1:] - 1, 1]
-        state2id = np.asarray(tm.state2id, dtype=np.int64)
-        trans_index = np.full(n + 1, -1, dtype=np.int64)
-        trans_index[1:] = np.arange(1, n + 1) - state2id[id2state[1:]]
-        is_final = np.zeros(n + 1, dtype=bool)
-        is_self_loop = np.zeros(n + 1, dtype=bool)
-        for tid in range(1, n + 1):
-            is_final[tid] = tm.is_final(tid)
-            is_self_loop[tid] = tm.is_self_loop(tid)
-        id2state[0] = -1
-        return phone, hmm_state, trans_index, is_final, is_self_loop, id2state
+        return transition_id_tables(self.tm)
+
+    @cached_property
+    def tid2dest_state(self) -> np.ndarray:
+        """(num_transition_ids + 1,) int: the HMM state each transition goes to (its phone's
+        final, non-emitting state for the transitions that leave the phone)."""
+        phones, phone2idx, entries = kaldi_io.topology_entries(self.tm.topo)
+        dest = np.full(self.tm.num_transition_ids + 1, -1, dtype=np.int64)
+        for tid in range(1, len(dest)):
+            trans = entries[phone2idx[self.tid2phone[tid]]][self.tid2hmm_state[tid]][2]
+            dest[tid] = trans[self.tid2trans_index[tid]][0]
+        return dest
 
     @cached_property
     def tuple2tstate(self) -> dict[tuple[int, int, int, int], int]:
@@ -180,7 +197,7 @@ class GmmModel:
         state = dict(self.__dict__)
         state.pop("tid2pdf", None)
         state.pop("_tid_tables", None)
-        for name in ("tuple2tstate", "state2id"):
+        for name in ("tuple2tstate", "state2id", "tid2dest_state"):
             state.pop(name, None)
         return state
 

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from pykaldi2.kaldi import kaldifst, khg
-from pykaldi2.lang.push_special import K_DELTA, fst_arcs, push_special
+from pykaldi2.lang.push_special import DEN_FST_DELTA, K_DELTA, FstArrays, push_special
 from pykaldi2.utils.errors import Pykaldi2Error
 from pykaldi2.utils.io import atomic_write
 from pykaldi2.utils.log import get_logger
@@ -328,17 +328,17 @@ def den_graph_minimize_wrapper(fst):
     with epsilon arcs) and a last PushSpecial. Returns the new FST (reversal copies)."""
     for i in range(1, 4):
         rev = kaldifst.reverse(fst, require_superinitial=True)
-        push_special(rev)
+        push_special(rev, DEN_FST_DELTA)
         minimize_acceptor_no_push(rev)
         fst = kaldifst.reverse(rev, require_superinitial=True)
         log.debug("den.fst pass %d: %d states, %d arcs after reversed minimization",
                   i, fst.num_states, _num_arcs(fst))  # fmt: skip
-        push_special(fst)
+        push_special(fst, DEN_FST_DELTA)
         minimize_acceptor_no_push(fst)
         log.debug("den.fst pass %d: %d states, %d arcs after regular minimization",
                   i, fst.num_states, _num_arcs(fst))  # fmt: skip
     kaldifst.rmepsilon(fst)
-    push_special(fst)
+    push_special(fst, DEN_FST_DELTA)
     return fst
 
 
@@ -346,7 +346,7 @@ def sort_on_transition_count(fst):
     """Kaldi's SortOnTransitionCount: renumber states by decreasing number of arcs into plus
     out of them (ties by state id). Returns the renumbered FST."""
     n = fst.num_states
-    arcs = fst_arcs(fst)
+    arcs = FstArrays.from_fst(fst)
     count = np.bincount(arcs.src, minlength=n) + np.bincount(arcs.dst, minlength=n)
     old_of_new = np.lexsort((np.arange(n), -count))
     new_of_old = np.empty(n, dtype=np.int64)
@@ -360,7 +360,7 @@ def sort_on_transition_count(fst):
         for k in range(firsts[old], firsts[old + 1]):
             d = int(new_of_old[arcs.dst[k]])
             out.add_arc(new, kaldifst.StdArc(int(arcs.ilabel[k]), int(arcs.olabel[k]),
-                                             float(arcs.cost[k]), d))  # fmt: skip
+                                             float(arcs.weight[k]), d))  # fmt: skip
         out.set_final(new, float(arcs.final[old]))
     return out
 

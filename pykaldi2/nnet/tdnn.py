@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from pykaldi2.utils.config import ConfigMixin
+from pykaldi2.utils.config import ConfigMixin, option
 
 __all__ = ["MaskedBatchNorm1d", "Tdnnf", "TdnnfConfig", "TdnnfLayer", "constrain_orthonormal"]
 
@@ -74,20 +74,20 @@ class TdnnfConfig(ConfigMixin):
         output_l2: ``l2-regularize`` of output and output-xent (1j: 0.015).
     """
 
-    input_dim: int = 40
+    input_dim: int = option(40, ge=0)
     num_classes: int = 0
     input_deltas: bool = True
     first_context: list[int] = field(default_factory=lambda: [0])
-    hidden: int = 768
-    bottleneck: int = 96
+    hidden: int = option(768, ge=1)
+    bottleneck: int = option(96, ge=1)
     time_strides: list[int] = field(default_factory=lambda: [1, 1, 1, 0] + [3] * 8)
-    prefinal_dim: int = 192
+    prefinal_dim: int = option(192, ge=1)
     bypass_scale: float = 0.66
-    dropout: float = 0.0
-    subsampling: int = 1
+    dropout: float = option(0.0, ge=0, lt=1)
+    subsampling: int = option(1, ge=1)
     xent_branch: bool = False
-    l2: float = 0.03
-    output_l2: float = 0.015
+    l2: float = option(0.03, ge=0)
+    output_l2: float = option(0.015, ge=0)
 
     def __post_init__(self) -> None:
         if self.num_classes <= 0:

@@ -159,7 +159,7 @@ def _file_stamp(path: Path) -> list:
 
 def egs_settings(cfg, left_context: int, right_context: int) -> dict:
     """Everything the examples depend on (compared on reuse)."""
-    from pykaldi2.training.data import ali_files
+    from pykaldi2.hmm.exp_dir import ali_files
 
     e = cfg.egs
     inputs = []

@@ -13,7 +13,8 @@ into ``EXP_DIR/tokenizer`` (or ``tokenizer_model`` given); features through the
 stacking ``frame_stack`` frames and keeping every ``frame_subsample``-th, Myrtle's 3x3);
 utterances whose token count exceeds the encoder frames after time reduction, without text, or
 with characters the tokenizer cannot encode (``tokenizer.on_unknown: skip``) are skipped and
-counted in ``EXP_DIR/log/skipped.json``; length-bucketed batches; SpecAugment on the fly; the
+counted in ``EXP_DIR/log/skipped.json`` (those without a ``text`` line are also named in a
+warning, and more than ``max_missing_text_fraction`` of them is an error); length-bucketed batches; SpecAugment on the fly; the
 shared :class:`~pykaldi2.training.trainer.Trainer` (AMP, grad accumulation, warmup/hold/exp
 decay, NaN skipping, exact resume, torchrun/horovod) with a separate LR factor for the joiner's
 output layer and EMA weights kept in every checkpoint and used for the final model. With
@@ -35,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pykaldi2.data.transcripts import MAX_MISSING_TEXT_FRACTION
 from pykaldi2.features.transducer_frontend import TransducerFrontendConfig
 from pykaldi2.lang.tokenizer import TokenizerConfig
 from pykaldi2.losses.output import LossOutput
@@ -49,6 +51,7 @@ from pykaldi2.training.transducer_egs import (
     transducer_tokenizer,
     warm_start_ewma,
 )
+from pykaldi2.utils.config import check_fields, check_keys, option
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
 from pykaldi2.utils.log import append_jsonl, get_logger
 
@@ -82,6 +85,8 @@ class TrainTransducerConfig(TrainConfigMixin):
             ``rnnt + ctc_weight * ctc``; validation reports the RNN-T loss alone.
         joint_lr_factor: LR multiplier of the joiner's output layer (Myrtle's ``joint_net_lr``).
         max_symbols_per_frame: greedy decoding setting saved with the model.
+        max_missing_text_fraction: utterances with features but no ``text`` line are listed
+            and left out; more than this fraction of a data dir set is an error.
         trainer: :class:`TrainerConfig` (optimizer, AMP, accum_grad, schedule, checkpoints).
         simulation: null (default: the stored features) or a sim.yaml (saved resolved): the
             training utterances are simulated on the fly from the audio of ``train_data`` (one
@@ -99,15 +104,16 @@ class TrainTransducerConfig(TrainConfigMixin):
     specaug: SpecAugConfig = field(default_factory=SpecAugConfig)
     batch_size: int = 32
     max_frames: int = 0
-    num_buckets: int = 10
+    num_buckets: int = option(10, ge=1)
     num_workers: int = 2
     ema_decay: float = 0.999
     ctc_weight: float = 0.0
     joint_lr_factor: float = 1.0
     max_symbols_per_frame: int = 3
+    max_missing_text_fraction: float = option(MAX_MISSING_TEXT_FRACTION, ge=0, le=1)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     seed: int = 0
-    simulation: SimulationConfig | None = None
+    simulation: SimulationConfig | str | None = None
 
     def __post_init__(self) -> None:
         self.train_data = as_list(self.train_data)
@@ -132,6 +138,10 @@ class TrainTransducerConfig(TrainConfigMixin):
             problems.append("num_workers >= 0 and max_symbols_per_frame >= 1 required")
         if problems:
             raise Pykaldi2Error("TrainTransducerConfig: " + "; ".join(problems))
+        from pykaldi2.nnet.transducer import TransducerConfig
+
+        check_keys(self.model, TransducerConfig.field_names(), where="model")
+        check_fields(TransducerConfig, self.model, where="model")
 
     # The unknown-key and bad-value messages are train-ce's.
     from_dict = classmethod(options_from_dict)

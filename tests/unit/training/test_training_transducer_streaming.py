@@ -116,13 +116,23 @@ def test_stream_equals_offline_on_an4(tiny_model_dir, an4_dir, one_thread, capsy
     assert capsys.readouterr().out.strip() == text
 
 
-def test_load_model_api(tiny_model_dir, an4_dir, one_thread):
+def test_load_model_api(tiny_model_dir, an4_dir, one_thread, tmp_path):
     import pykaldi2.api as api
 
     f = sorted((an4_dir / "flac/an4test_clstk/fcaw").glob("*.flac"))[0]
     bundle = load_transducer(tiny_model_dir)
     expected = list(stream_file(bundle, f))[-1]
-    assert api.load_model(tiny_model_dir).transcribe([f]) == [expected]
+    model = api.load_model(tiny_model_dir)
+    assert model.transcribe([f]) == [expected]
+    # an empty WAV is named before any file is decoded (#18 item 14), as for HCLG models
+    import soundfile as sf
+
+    from pykaldi2.utils.errors import DataError
+
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0, dtype=np.int16), 16000)
+    with pytest.raises(DataError, match="empty.wav: no audio to transcribe: 0 samples"):
+        model.transcribe([f, empty])
 
 
 def test_stream_int8(tiny_model_dir, an4_dir, one_thread, capsys):
