@@ -3,6 +3,8 @@
 
 Layers (the xconfig's names)::
 
+    spec-augment   optional (``spec_augment``): Kaldi's spec-augment-layer (frequency band and
+                   time masks per sequence, training only; :mod:`pykaldi2.nnet.spec_augment`)
     delta          optional (``input_deltas``): [x, delta, delta-delta] of the input
                    (add-deltas, window 2: 4 frames each side; 1j's delta-layer)
     tdnn1          affine over the splice ``first_context`` -> ReLU -> batchnorm
@@ -45,6 +47,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from pykaldi2.nnet.spec_augment import SpecAugmentLayer
 from pykaldi2.utils.config import ConfigMixin, option
 
 __all__ = ["MaskedBatchNorm1d", "Tdnnf", "TdnnfConfig", "TdnnfLayer", "constrain_orthonormal"]
@@ -72,6 +75,11 @@ class TdnnfConfig(ConfigMixin):
         xent_branch: build prefinal-xent and output-xent (chain training with xent).
         l2: ``l2-regularize`` of tdnn1, the tdnnf, prefinal-l and prefinal layers (1j: 0.03).
         output_l2: ``l2-regularize`` of output and output-xent (1j: 0.015).
+        spec_augment: the spec-augment-layer before the delta layer (1j: on; off by default
+            so that configs written before it train as they did).
+        spec_augment_freq_max_proportion, spec_augment_time_zeroed_proportion,
+        spec_augment_time_mask_max_frames: its ``freq-max-proportion`` (1j: 0.5),
+            ``time-zeroed-proportion`` (0.2) and ``time-mask-max-frames`` (20).
     """
 
     input_dim: int = option(40, ge=0)
@@ -88,6 +96,10 @@ class TdnnfConfig(ConfigMixin):
     xent_branch: bool = False
     l2: float = option(0.03, ge=0)
     output_l2: float = option(0.015, ge=0)
+    spec_augment: bool = False
+    spec_augment_freq_max_proportion: float = option(0.5, gt=0, lt=1)
+    spec_augment_time_zeroed_proportion: float = option(0.2, gt=0, lt=1)
+    spec_augment_time_mask_max_frames: int = option(20, ge=2)
 
     def __post_init__(self) -> None:
         if self.num_classes <= 0:
@@ -229,6 +241,13 @@ class Tdnnf(nn.Module):
         in_dim = cfg.input_dim * (3 if cfg.input_deltas else 1)
         if cfg.input_deltas:
             self.register_buffer("delta_kernel", _delta_kernel(), persistent=False)
+        self.spec_augment = None
+        if cfg.spec_augment:
+            self.spec_augment = SpecAugmentLayer(
+                cfg.spec_augment_freq_max_proportion,
+                cfg.spec_augment_time_zeroed_proportion,
+                cfg.spec_augment_time_mask_max_frames,
+            )
         lo, hi = -cfg.first_context[0], cfg.first_context[-1]
         self.tdnn1 = nn.Conv1d(in_dim, cfg.hidden, lo + hi + 1)
         self.tdnn1_norm = MaskedBatchNorm1d(cfg.hidden)
@@ -283,6 +302,8 @@ class Tdnnf(nn.Module):
         if not context_included:
             feats = self.pad_edges(feats, lengths)
             lengths = lengths + self._left + self._right
+        if self.spec_augment is not None:
+            feats = self.spec_augment(feats, lengths)
         x = feats.transpose(1, 2)  # (N, F, T)
         valid = lengths.clone()
         if cfg.input_deltas:
