@@ -569,6 +569,7 @@ def train_chain(cfg: TrainChainConfig, exp_dir: str | os.PathLike) -> Path:
             exp_dir,
             dist=dist,
             model_config={"model_type": cfg.model_type, **mcfg.to_dict(), "subsample": subsample},
+            model_config_defaults=type(mcfg).field_defaults(),
             valid_fn=valid_fn,
             after_step=_orthonormal_hook(cfg.orthonormal_every),
         )
