@@ -67,7 +67,8 @@ def loader_frames_per_s(args, data_dir: Path) -> tuple[float, int]:
     """Target frames/s the real CE DataLoader delivers from ``data_dir`` (and batches read)."""
     from pykaldi2.data.datasets import ChunkDataset
     from pykaldi2.features.pipeline import FeaturePipelineConfig
-    from pykaldi2.training.ce import DataDirFeatures, TrainCEConfig, make_loader
+    from pykaldi2.training.ce import TrainCEConfig, make_loader
+    from pykaldi2.training.data import DataDirFeatures
 
     feats = DataDirFeatures([data_dir], FeaturePipelineConfig(cmvn="utterance"))
     targets = {u: np.zeros(feats.shape(u)[0], np.int32) for u in feats}

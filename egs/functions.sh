@@ -30,6 +30,19 @@ decode_gmm() {
   done
 }
 
+# decode_sat SYS [SET ...]: HCLG for the SAT system exp/SYS, two-pass decode-fmllr of each
+# data/SET (SI pass with final.alimdl, fMLLR per speaker, adapted passes; $dev_set first when
+# given), scored as decode_gmm's
+decode_sat() {
+  local sys=$1 set
+  shift
+  pykaldi2 mkgraph data/lang_test exp/$sys/final.mdl exp/$sys/graph
+  for set in ${@:-test}; do
+    pykaldi2 decode-fmllr --nj "$nj" exp/$sys/graph data/$set exp/$sys exp/$sys/decode_$set
+    score_decode exp/$sys $set 5 20
+  done
+}
+
 # decode_nnet_export SYS GRAPH [decode-nnet options]: decode data/test_fbank with exp/SYS/final
 # (a train-ce or train-se model dir) through GRAPH (acoustic scale 0.1, prior scale 1), score
 # over LMWT 1..20 (LMWT 10 = the decoding scale), then write the model dir exp/SYS/export with
@@ -57,8 +70,10 @@ decode_chain() {
 
 # chain_data GMM LEAVES: what Kaldi's chain recipes train on (run_ivector_common.sh +
 # build_tree.sh): data/train_sp (speed 0.9/1.0/1.1) with MFCC (for exp/GMM) and fbank
-# (data/train_sp_fbank, the nnet's) features, its alignments exp/GMM_ali_sp, and the chain tree
-# exp/chain/tree_sp at 1/3 frame rate (left biphone, LEAVES leaves)
+# (data/train_sp_fbank, the nnet's) features, its alignments exp/GMM_ali_sp (align-fmllr for a
+# SAT system, which has final.alimdl, as Kaldi's chain recipes align with tri3b; else align-si),
+# and the chain tree exp/chain/tree_sp at 1/3 frame rate (left biphone, LEAVES leaves; on the
+# fMLLR-adapted features for SAT)
 chain_data() {
   local gmm=$1 leaves=$2
   pykaldi2 perturb-data-dir-speed data/train data/train_sp
@@ -67,7 +82,11 @@ chain_data() {
   pykaldi2 compute-cmvn data/train_sp_fbank fbank
   pykaldi2 compute-feats --config conf/mfcc.yaml --nj "$nj" data/train_sp mfcc
   pykaldi2 compute-cmvn data/train_sp mfcc
-  pykaldi2 align-si --nj "$nj" data/train_sp data/lang exp/$gmm exp/${gmm}_ali_sp
+  if [ -f exp/$gmm/final.alimdl ]; then
+    pykaldi2 align-fmllr --nj "$nj" data/train_sp data/lang exp/$gmm exp/${gmm}_ali_sp
+  else
+    pykaldi2 align-si --nj "$nj" data/train_sp data/lang exp/$gmm exp/${gmm}_ali_sp
+  fi
   pykaldi2 build-tree-chain --num-leaves "$leaves" data/train_sp data/lang exp/${gmm}_ali_sp \
     exp/chain/tree_sp
 }

@@ -55,6 +55,26 @@ def one_thread():
     torch.set_num_threads(old)
 
 
+@pytest.fixture(scope="session")
+def kaldi_an4_train(kaldi_ref, tmp_path_factory) -> Path:
+    """Kaldi's AN4 train data dir (its compressed MFCC feats.ark and per-speaker cmvn.ark) as a
+    data dir our readers take: the tables copied, feats.scp/cmvn.scp pointing at Kaldi's arks."""
+    src = kaldi_ref / "an4" / "data" / "train"
+    out = tmp_path_factory.mktemp("kaldi_an4") / "train"
+    out.mkdir()
+    for name in ("text", "utt2spk", "spk2utt", "utt2num_frames"):
+        (out / name).write_text((src / name).read_text())
+    (out / "wav.scp").write_text((src / "wav_flac.scp").read_text())
+    root = kaldi_ref / "an4"
+    for name in ("feats.scp", "cmvn.scp"):
+        lines = []
+        for line in (src / name).read_text().splitlines():
+            key, loc = line.split(maxsplit=1)
+            lines.append(f"{key} {root / loc}\n")
+        (out / name).write_text("".join(lines))
+    return out
+
+
 #: The tiny speechocean762 copy: 4 AN4 speakers as speechocean762 speakers (2 train, 2 test).
 TINY_SPEECHOCEAN762_SPEAKERS = {"fash": ("0001", "train"), "fbbh": ("0005", "train"),
                                 "fclc": ("0003", "test"), "fejs": ("0006", "test")}  # fmt: skip

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# AN4 recipe: from the raw corpus to a WER table (mono -> tri1 -> tri2 -> hybrid CE BLSTM).
+# AN4 recipe: from the raw corpus to a WER table (mono -> tri1 -> tri2 -> tri3 SAT -> hybrid CE BLSTM).
 #   bash run.sh [--stage N] [--stop-stage M] [--corpus-dir DIR] [--nj N] [--force]
 # Stages: 0 prepare, 1 features (MFCC + 80-dim fbank), 2 dict/lang/LM/G, 3 mono, 4 tri1 (deltas),
-# 5 tri2 (LDA+MLLT), 6 tri2 alignments for the nnets, 7 CE BLSTM (train-ce on the tri2 pdfs),
+# 5 tri2 (LDA+MLLT), 6 tri3 (SAT: LDA+MLLT+fMLLR, two-pass decode) and its fMLLR alignments for the
+# nnets (exp/tri3_ali), 7 CE BLSTM (train-ce on the tri3 pdfs),
 # 8 its decode + scoring + the model dir for pykaldi2.load_model (exp/blstm_ce/export),
 # 9 RNN-T (train-transducer), 10 its greedy/beam decode + ONNX export and onnxruntime decode,
 # 11 speed-perturbed data + chain tree, 12 LF-MMI TDNN-F from scratch (train + decode), 13-14 lattice sMBR from the CE BLSTM, 15-16 LF-MMI BLSTM
 # from the CE BLSTM (chunked), 17 a simulated-noisy copy of the test set (conf/sim_test.yaml),
 # 18 the CE BLSTM trained with on-the-fly simulation (conf/sim.yaml), 19 clean-trained and
 # simulation-trained CE BLSTMs decoded on the noisy test set (and the latter on the clean one),
-# 20-21 LF-MMI from the CE BLSTM on tri2's own HMMs at the full frame rate, 22 the CE and sMBR
+# 20-21 LF-MMI from the CE BLSTM on tri3's own HMMs at the full frame rate, 22 the CE and sMBR
 # BLSTMs with priors from their average posteriors (adjust-priors), decoded on both test sets.
 # Each stage leaves a .done marker in exp/ (rerun skips finished stages; --force redoes them).
 # Settings live in conf/*.yaml.
@@ -42,7 +43,9 @@ features() {
     pykaldi2 combine-data data/${set}_fbank data/$set
     pykaldi2 compute-feats --config conf/fbank.yaml --nj "$nj" data/${set}_fbank fbank
     pykaldi2 compute-cmvn data/${set}_fbank fbank
-    pykaldi2 compute-feats --config conf/mfcc.yaml --nj "$nj" data/$set mfcc
+    # MFCC for the GMMs as Kaldi's make_mfcc.sh writes them: uncompressed ark + scp (each GMM
+    # pass reads every utterance; a gzip'ed HDF5 dataset costs 10x an ark read)
+    pykaldi2 compute-feats --config conf/mfcc.yaml --nj "$nj" --format ark data/$set mfcc
     pykaldi2 compute-cmvn data/$set mfcc
   done
 }
@@ -56,7 +59,7 @@ lang() {
 }
 
 mono() {
-  pykaldi2 train-mono --config conf/mono.yaml data/train data/lang exp/mono
+  pykaldi2 train-mono --nj "$nj" --config conf/mono.yaml data/train data/lang exp/mono
   decode_gmm mono
 }
 
@@ -72,22 +75,33 @@ tri2() {
   decode_gmm tri2
 }
 
+# tri3: steps/train_sat.sh on the tri2 alignments, decode_fmllr.sh (SI first pass with
+# final.alimdl, fMLLR per test speaker, adapted passes), align_fmllr.sh for the nnets' targets
+tri3() {
+  pykaldi2 align-si --nj "$nj" data/train data/lang exp/tri2 exp/tri2_ali
+  pykaldi2 train-sat --config conf/tri3.yaml data/train data/lang exp/tri2_ali exp/tri3
+  pykaldi2 mkgraph data/lang_test exp/tri3/final.mdl exp/tri3/graph
+  pykaldi2 decode-fmllr --nj "$nj" exp/tri3/graph data/test exp/tri3 exp/tri3/decode_test
+  pykaldi2 score --ref data/test/text --min-lmwt 5 --max-lmwt 20 exp/tri3/decode_test
+  pykaldi2 align-fmllr --nj "$nj" data/train data/lang exp/tri3 exp/tri3_ali
+}
+
 run_stage 0 prepare prepare
 run_stage 1 features features
 run_stage 2 lang lang
 run_stage 3 mono mono
 run_stage 4 tri1 tri1
 run_stage 5 tri2 tri2
-# alignments (transition-ids and pdf-id targets) of the best GMM for the hybrid nnets
-run_stage 6 tri2_ali pykaldi2 align-si --nj "$nj" data/train data/lang exp/tri2 exp/tri2_ali
+# the SAT system and its alignments (transition-ids) of the training data for the hybrid nnets
+run_stage 6 tri3 tri3
 
-# hybrid CE BLSTM on the tri2 alignments (conf/ce_blstm.yaml: 3x320, chunks of 80 frames)
+# hybrid CE BLSTM on the tri3 alignments (conf/ce_blstm.yaml: 3x320, chunks of 80 frames)
 run_stage 7 blstm_ce pykaldi2 train-ce --config conf/ce_blstm.yaml exp/blstm_ce
 
-# its decode through the tri2 graph + the model dir for load_model (exp/blstm_ce/export); the
+# its decode through the tri3 graph + the model dir for load_model (exp/blstm_ce/export); the
 # BLSTMs here are decoded on whole utterances (--mode utterance): the 80-frame training chunks
 # without context cost 5.82% vs 4.40% WER on this model (RESULTS.md)
-run_stage 8 blstm_ce_decode decode_nnet_export blstm_ce exp/tri2/graph --mode utterance
+run_stage 8 blstm_ce_decode decode_nnet_export blstm_ce exp/tri3/graph --mode utterance
 
 # RNN-Transducer (conf/transducer.yaml: 4M LSTM RNN-T + 0.3 CTC, 32 BPE symbols, SpecAugment,
 # EMA) on the 80-dim fbank of stage 1; stage 10 decodes data/test_fbank greedy and with a beam of
@@ -106,14 +120,15 @@ run_stage 10 rnnt_decode decode_transducer_system rnnt
 
 # LF-MMI (chain) TDNN-F from scratch as Kaldi's chain recipes build it (conf/chain_tdnnf.yaml,
 # after mini_librispeech's run_tdnn_1j.sh). Stage 11: speed-perturbed training data (0.9/1.0/1.1)
-# with MFCC (for tri2) and fbank features, its tri2 alignments and the chain tree at 1/3 frame
-# rate (functions.sh chain_data: build-tree-chain, left biphone, 500 leaves). Stage 12:
+# with MFCC (for tri3) and fbank features, its tri3 (SAT) alignments (align-fmllr) and the chain
+# tree at 1/3 frame rate (functions.sh chain_data: build-tree-chain on the fMLLR-adapted
+# features, left biphone, 500 leaves). Stage 12:
 # train-chain (the command of run_chain.sh; its egs are written once to exp/chain_tdnnf/egs by NJ
 # jobs, resumable), then the decode through its graph (self-loop scale 1.0) with the LM weight
 # chosen on a dev set carved from train: the utterances held out of the chain training (its
 # validation set, at speed 1.0); decode_test/best_wer is the test WER at that setting
 # (best_wer_on_test: the best on test itself).
-run_stage 11 chain_data chain_data tri2 500
+run_stage 11 chain_data chain_data tri3 500
 decode_chain_dev() {
   local exp=exp/$1
   grep -v '^sp[0-9.]*-' $exp/egs/valid_uttlist > $exp/dev_uttlist
@@ -130,10 +145,10 @@ chain_tdnnf() {
 run_stage 12 chain_tdnnf chain_tdnnf
 
 # Lattice sequence training (sMBR, conf/se_blstm.yaml) from the CE BLSTM, lattices generated on
-# the fly through the tri2 graph by 2 worker processes; decoded like the CE model.
+# the fly through the tri3 graph by 2 worker processes; decoded like the CE model.
 run_stage 13 blstm_smbr pykaldi2 train-se --criterion smbr --config conf/se_blstm.yaml exp/blstm_smbr
 run_stage 14 blstm_smbr_decode pykaldi2 decode-nnet --nj "$nj" --mode utterance \
-  exp/blstm_smbr/final exp/tri2/graph data/test_fbank exp/blstm_smbr/decode_test
+  exp/blstm_smbr/final exp/tri3/graph data/test_fbank exp/blstm_smbr/decode_test
 
 # LF-MMI fine-tuning of the CE BLSTM (conf/chain_blstm.yaml: same sizes and tree, chunks of 150
 # frames + 15 frames of context, frame shift), decoded through its own chain graph.
@@ -151,26 +166,26 @@ noisy_test() {
 run_stage 17 test_noisy noisy_test
 run_stage 18 blstm_ce_sim pykaldi2 train-ce --config conf/ce_blstm.yaml \
   --override simulation=conf/sim.yaml exp/blstm_ce_sim
-# decode_tri2_graph SYS DATA OUT: decode DATA with exp/SYS/final through the tri2 graph into OUT
-decode_tri2_graph() {
-  pykaldi2 decode-nnet --nj "$nj" exp/$1/final exp/tri2/graph $2 exp/$1/$3
+# decode_gmm_graph SYS DATA OUT: decode DATA with exp/SYS/final through the tri3 graph into OUT
+decode_gmm_graph() {
+  pykaldi2 decode-nnet --nj "$nj" exp/$1/final exp/tri3/graph $2 exp/$1/$3
 }
 sim_decode() {
-  decode_tri2_graph blstm_ce data/test_noisy decode_test_noisy
-  decode_tri2_graph blstm_ce_sim data/test_noisy decode_test_noisy
-  decode_tri2_graph blstm_ce_sim data/test_fbank decode_test
+  decode_gmm_graph blstm_ce data/test_noisy decode_test_noisy
+  decode_gmm_graph blstm_ce_sim data/test_noisy decode_test_noisy
+  decode_gmm_graph blstm_ce_sim data/test_fbank decode_test
 }
 run_stage 19 sim_decode sim_decode
 
-# LF-MMI fine-tuning of the CE BLSTM on its own HMMs (conf/chain_blstm_fr.yaml: tri2's 3-state
+# LF-MMI fine-tuning of the CE BLSTM on its own HMMs (conf/chain_blstm_fr.yaml: tri3's 3-state
 # topology and transition model at the full frame rate, so the start is exactly the CE model).
 run_stage 20 chain_blstm_fr pykaldi2 train-chain --config conf/chain_blstm_fr.yaml exp/chain_blstm_fr
-# Decoded through its own graph (self-loop scale 1.0) and, as its HMMs are tri2's, through the
-# CE model's graph (exp/tri2/graph, self-loop scale 0.1) into decode_test_tri2graph: the same
+# Decoded through its own graph (self-loop scale 1.0) and, as its HMMs are tri3's, through the
+# CE model's graph (exp/tri3/graph, self-loop scale 0.1) into decode_test_tri2graph: the same
 # graph and decoder as the CE model of stage 8.
 decode_chain_fr() {
   decode_chain chain_blstm_fr --mode utterance
-  pykaldi2 decode-chain --nj "$nj" --mode utterance exp/chain_blstm_fr/final exp/tri2/graph \
+  pykaldi2 decode-chain --nj "$nj" --mode utterance exp/chain_blstm_fr/final exp/tri3/graph \
     data/test_fbank exp/chain_blstm_fr/decode_test_tri2graph
 }
 run_stage 21 chain_blstm_fr_decode decode_chain_fr
@@ -185,7 +200,7 @@ adjusted_priors() {
       exp/$sys/final_adj
     for d in test_fbank test_noisy; do
       [ -f data/$d/feats.scp ] || continue
-      pykaldi2 decode-nnet --nj "$nj" exp/$sys/final_adj exp/tri2/graph data/$d \
+      pykaldi2 decode-nnet --nj "$nj" exp/$sys/final_adj exp/tri3/graph data/$d \
         exp/$sys/decode_${d%_fbank}_adj
     done
   done
@@ -195,7 +210,7 @@ run_stage 22 adjusted_priors adjusted_priors
 # stage 99: the WER table of every decoded system (always runs; reads exp/*/decode_test/best_wer)
 if [ "$stop_stage" -ge 99 ]; then
   printf '%-10s %s\n' system "best test WER (LMWT_WIP)"
-  for sys in mono tri1 tri2 blstm_ce chain_tdnnf blstm_smbr chain_blstm chain_blstm_fr \
+  for sys in mono tri1 tri2 tri3 blstm_ce chain_tdnnf blstm_smbr chain_blstm chain_blstm_fr \
     blstm_ce_sim; do
     f=exp/$sys/decode_test/best_wer
     if [ -f "$f" ]; then printf '%-10s %s\n' "$sys" "$(cat "$f")"; fi

@@ -4,10 +4,10 @@
 #   sh run_ce.sh [--override KEY=VALUE ...]
 #   horovodrun -np 4 sh run_ce.sh
 #   torchrun --nproc_per_node 4 --no-python sh run_ce.sh
-# Needs stages 0-6 (features, tri2 alignments). Decoding stays in run.sh (stage 8).
+# Needs stages 0-6 (features, tri3 alignments). Decoding stays in run.sh (stage 8).
 set -e
 cd "$(dirname "$0")"
 . ../entry.sh
 need data/train_fbank/feats.scp "--stop-stage 1"
-need exp/tri2_ali/ali.scp "--stop-stage 6"
+need exp/tri3_ali/num_jobs "--stop-stage 6"
 exec pykaldi2 train-ce --config conf/ce_blstm.yaml "$@" exp/blstm_ce

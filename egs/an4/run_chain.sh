@@ -4,7 +4,7 @@
 #   sh run_chain.sh [--override KEY=VALUE ...]           # stage 12: TDNN-F from scratch
 #   sh run_chain.sh --blstm [--override KEY=VALUE ...]   # stage 15: BLSTM from the CE BLSTM
 #   horovodrun -np 4 sh run_chain.sh
-# Needs the chain data of stage 11 (--blstm: the tri2 alignments of stage 6 and the CE BLSTM of
+# Needs the chain data of stage 11 (--blstm: the tri3 alignments of stage 6 and the CE BLSTM of
 # stage 7). Decoding stays in run.sh (stage 12 decodes after its training, which resumes to the
 # end at once when run_chain.sh finished it; stage 16 for --blstm).
 set -e
@@ -21,6 +21,6 @@ if [ "$sys" = chain_tdnnf ]; then   # stage 11: speed-perturbed data, its alignm
   need exp/chain/tree_sp/final.mdl "--stop-stage 11"
 else
   need data/train_fbank/feats.scp "--stop-stage 1"
-  need exp/tri2_ali/ali.scp "--stop-stage 6"
+  need exp/tri3_ali/num_jobs "--stop-stage 6"
 fi
 exec pykaldi2 train-chain --config conf/$sys.yaml "$@" exp/$sys

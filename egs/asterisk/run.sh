@@ -26,7 +26,9 @@ lm_order=3
 features() {
   local set
   for set in train test; do
-    pykaldi2 compute-feats --config conf/mfcc.yaml --nj "$nj" data/$set mfcc
+    # MFCC for the GMMs as Kaldi's make_mfcc.sh writes them: uncompressed ark + scp (each GMM
+    # pass reads every utterance; a gzip'ed HDF5 dataset costs 10x an ark read)
+    pykaldi2 compute-feats --config conf/mfcc.yaml --nj "$nj" --format ark data/$set mfcc
     pykaldi2 compute-cmvn data/$set mfcc
     pykaldi2 combine-data data/${set}_fbank data/$set   # a copy with its own feats.scp
     pykaldi2 compute-feats --config conf/fbank.yaml --nj "$nj" data/${set}_fbank fbank

@@ -70,7 +70,9 @@ features() {
   pykaldi2 combine-data data/${1}_fbank data/$1
   pykaldi2 compute-feats --config conf/fbank.yaml --nj "$nj" data/${1}_fbank fbank
   pykaldi2 compute-cmvn data/${1}_fbank fbank
-  pykaldi2 compute-feats --config conf/mfcc.yaml --nj "$nj" data/$1 mfcc
+  # MFCC for the GMMs as Kaldi's make_mfcc.sh writes them: uncompressed ark + scp (each GMM
+  # pass reads every utterance; a gzip'ed HDF5 dataset costs 10x an ark read)
+  pykaldi2 compute-feats --config conf/mfcc.yaml --nj "$nj" --format ark data/$1 mfcc
   pykaldi2 compute-cmvn data/$1 mfcc
 }
 

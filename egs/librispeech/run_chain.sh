@@ -9,5 +9,5 @@ set -e
 cd "$(dirname "$0")"
 . local/entry.sh   # PATH, need, --subset N (default 960), train_ce/train_chain/train_se
 need data/${train}_fbank/feats.scp "--subset $subset --stop-stage 2"
-need $ali/ali.scp "--subset $subset --stop-stage 8"
+need $ali/num_jobs "--subset $subset --stop-stage 8"
 train_chain "$@"

@@ -10,6 +10,6 @@ set -e
 cd "$(dirname "$0")"
 . local/entry.sh   # PATH, need, --subset N (default 960), train_ce/train_chain/train_se
 need exp/$gmm/graph/HCLG.fst "--subset $subset --stop-stage 7"
-need $ali/ali.scp "--subset $subset --stop-stage 8"
+need $ali/num_jobs "--subset $subset --stop-stage 8"
 need exp/blstm_ce_$subset/final/final.pt "--subset $subset --stop-stage 9"
 train_se "$@"

@@ -2,17 +2,19 @@
 # speechocean762 recipe (OpenSLR 101: 5,000 read English sentences by 250 Mandarin-L1 speakers,
 # half of them children; 2.9 h train / 2.7 h test, 15,967 test words): raw corpus -> WER table.
 #   bash run.sh [--stage N] [--stop-stage M] [--corpus-dir DIR] [--nj N] [--force]
-#               [--mono-utts N]
+#               [--mono-utts N] [--eval-sets "dev test"]
 # --corpus-dir: the extracted speechocean762/ folder (train/ test/ WAVE/ resource/lexicon.txt);
 # empty downloads the OpenSLR tarball into downloads/ (resumable, size-checked).
 # Dev and test: the 125 official test speakers sorted by id, alternately dev (1st, 3rd, ...) and
 # test (2nd, 4th, ...). Every setting (LMWT/WIP included) is chosen on dev; test is scored at the
 # dev-chosen setting (dev_set=dev below; Kaldi's score.sh picks on the scored set itself).
 # Sizes follow Kaldi's mini_librispeech s5 (5 h): mono on the 1,000 shortest utterances with
-# boost-silence 1.25, tri1 2000 leaves / 10k Gaussians, tri2 LDA+MLLT 2500 / 15k.
+# boost-silence 1.25, tri1 2000 leaves / 10k Gaussians, tri2 LDA+MLLT 2500 / 15k, tri3 SAT
+# 2500 / 15k. GMM steps run in --nj jobs, the data split by speaker (Kaldi's split_data.sh).
 # Stages: 0 data dirs (train, dev, test, test_full), 1 features (MFCC for the GMMs, 80-dim fbank
 # for the nnets), 2 dict (the corpus lexicon, stress kept) / lang / trigram on the train
-# transcripts only / G, 3 mono, 4 tri1, 5 tri2 (each decoded on dev and test), 99 the WER table.
+# transcripts only / G, 3 mono, 4 tri1, 5 tri2, 6 tri3 (SAT, fMLLR decoding; each decoded on
+# dev and test) and its fMLLR alignments of train for the nnets, 99 the WER table.
 # Each stage leaves a .done marker in exp/ (rerun skips finished stages; --force redoes them).
 set -euo pipefail
 invoke_dir=$PWD   # a relative --corpus-dir is relative to where run.sh was started
@@ -28,7 +30,7 @@ lm_order=3
 dev_set=dev     # score_decode: LMWT/WIP chosen on dev, test scored at that setting
 eval_sets="dev test"
 mono_utts=1000  # mono trains on the N shortest training utterances
-recipe_opts="mono_utts"
+recipe_opts="mono_utts eval_sets"
 
 . ../stages.sh   # options, log, run_stage
 . ../functions.sh   # score_decode, decode_gmm, chain_data
@@ -50,7 +52,9 @@ features() {
     pykaldi2 combine-data data/${set}_fbank data/$set   # a copy with its own feats.scp
     pykaldi2 compute-feats --config conf/fbank.yaml --nj "$nj" data/${set}_fbank fbank
     pykaldi2 compute-cmvn data/${set}_fbank fbank
-    pykaldi2 compute-feats --config conf/mfcc.yaml --nj "$nj" data/$set mfcc
+    # MFCC for the GMMs as Kaldi's make_mfcc.sh writes them: uncompressed ark + scp (every GMM
+    # pass reads every utterance)
+    pykaldi2 compute-feats --config conf/mfcc.yaml --nj "$nj" --format ark data/$set mfcc
     pykaldi2 compute-cmvn data/$set mfcc
   done
   # mono trains on the shortest utterances, as Kaldi's recipes do (more likely well aligned)
@@ -68,7 +72,7 @@ lang() {
 }
 
 mono() {
-  pykaldi2 train-mono --config conf/mono.yaml data/train_mono data/lang exp/mono
+  pykaldi2 train-mono --nj "$nj" --config conf/mono.yaml data/train_mono data/lang exp/mono
   decode_gmm mono $eval_sets
 }
 
@@ -76,8 +80,14 @@ mono() {
 # alignments, decode it
 tri() {
   pykaldi2 align-si --nj "$nj" data/train data/lang exp/$1 exp/$1_ali
-  pykaldi2 "$3" --config conf/$2.yaml data/train data/lang exp/$1_ali exp/$2
-  decode_gmm "$2" $eval_sets
+  pykaldi2 "$3" --nj "$nj" --config conf/$2.yaml data/train data/lang exp/$1_ali exp/$2
+  if [ "$3" = train-sat ]; then
+    decode_sat "$2" $eval_sets
+    # the nnets train on the SAT system's alignments, as Kaldi's recipes do
+    pykaldi2 align-fmllr --nj "$nj" data/train data/lang exp/$2 exp/$2_ali
+  else
+    decode_gmm "$2" $eval_sets
+  fi
 }
 
 run_stage 0 prepare prepare
@@ -86,13 +96,14 @@ run_stage 2 lang lang
 run_stage 3 mono mono
 run_stage 4 tri1 tri mono tri1 train-deltas       # MFCC + deltas
 run_stage 5 tri2 tri tri1 tri2 train-lda-mllt     # LDA + MLLT
+run_stage 6 tri3 tri tri2 tri3 train-sat          # SAT (fMLLR) + exp/tri3_ali
 
 # LF-MMI (chain) TDNN-F from scratch (conf/chain_tdnnf.yaml, Kaldi's run_tdnn_1j.sh scaled):
 # speed-perturbed train (0.9/1.0/1.1) with MFCC + fbank, aligned with exp/$chain_gmm, the chain
 # tree at 1/3 rate (2000 leaves), train-chain (egs on disk), decode dev and test (test at the
-# dev setting). chain_gmm: the GMM whose alignments the chain system uses (tri3 once the recipe
-# has it; the config's ali_dir must name exp/${chain_gmm}_ali_sp).
-chain_gmm=${chain_gmm:-tri2}
+# dev setting). chain_gmm: the GMM whose alignments the chain system uses (tri3, SAT: the
+# speed-perturbed data are aligned with align-fmllr, as Kaldi's chain recipes do with tri3b).
+chain_gmm=${chain_gmm:-tri3}
 chain_tdnnf() {
   chain_data $chain_gmm 2000
   pykaldi2 train-chain --config conf/chain_tdnnf.yaml \
@@ -116,7 +127,7 @@ run_stage 12 chain_tdnnf_decode decode_chain_sets
 # stage 99: dev and test WER of every decoded system (always runs); test at the dev setting
 if [ "$stop_stage" -ge 99 ]; then
   printf '%-10s %-8s %s\n' system set "WER (LMWT_WIP chosen on dev)"
-  for sys in mono tri1 tri2 chain_tdnnf; do
+  for sys in mono tri1 tri2 tri3 chain_tdnnf; do
     for set in $eval_sets; do
       f=exp/$sys/decode_$set/best_wer
       if [ -f "$f" ]; then printf '%-10s %-8s %s\n' "$sys" "$set" "$(cat "$f")"; fi

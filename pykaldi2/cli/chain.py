@@ -64,9 +64,9 @@ def _make_den_fst(args: argparse.Namespace) -> int:
 
 def _build_tree_chain(args: argparse.Namespace) -> int:
     from pykaldi2.hmm.ali import write_ali, write_model_id
-    from pykaldi2.hmm.chain_tree import ChainTreeConfig, chain_build_tree
+    from pykaldi2.hmm.chain_tree import ChainTreeConfig, TreeInputs, chain_build_tree
+    from pykaldi2.hmm.exp_dir import read_transforms_dir
     from pykaldi2.hmm.inputs import feats_for_model
-    from pykaldi2.hmm.tri import TreeInputs
     from pykaldi2.kaldi import khg
     from pykaldi2.lang.lang_dir import load_lang
     from pykaldi2.lang.topo import TopoConfig, make_topo
@@ -82,7 +82,10 @@ def _build_tree_chain(args: argparse.Namespace) -> int:
     else:  # steps/nnet3/chain/gen_topo.py on the lang's phones
         topo.read(make_topo(lang.nonsilence_phones, lang.silence_phones, TopoConfig.chain()))
     alis, ali_model = load_alignments([args.ali_dir])
-    feats = feats_for_model(ali_model, args.data, utts=sorted(alis))
+    # a SAT ali dir (align-fmllr) has the speakers' fMLLR transforms trans.*: the tree
+    # statistics are of the adapted features, as build_tree.sh's transform-feats
+    transforms = read_transforms_dir(args.ali_dir)
+    feats = feats_for_model(ali_model, args.data, utts=sorted(alis), transforms=transforms)
     extra = lang.dir / "phones" / "extra_questions.int"
     tree_inputs = TreeInputs(
         roots=lang.roots(),
@@ -227,7 +230,9 @@ def _register_tree_egs(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("data", help="data dir the alignments belong to (features as ALI_DIR's)")
     p.add_argument("lang", help="lang dir (phones, roots, sets, extra questions)")
-    p.add_argument("ali_dir", help="GMM alignment dir (final.mdl + ali)")
+    p.add_argument(
+        "ali_dir", help="GMM alignment dir (final.mdl + ali; + trans.* of align-fmllr: SAT)"
+    )
     p.add_argument("tree_dir", help="output dir, e.g. exp/chain/tree_sp")
     p.add_argument("--num-leaves", type=int, default=500, help="build-tree --max-leaves")
     p.add_argument("--frame-subsampling-factor", type=int, default=3)

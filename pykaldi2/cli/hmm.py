@@ -1,11 +1,13 @@
-"""``pykaldi2`` HMM-GMM commands: train-mono, train-deltas, train-lda-mllt, align-si,
-ali-to-pdf, ali-to-phones (Kaldi's steps/train_*.sh, steps/align_si.sh and the ali-* tools).
+"""``pykaldi2`` HMM-GMM commands: train-mono, train-deltas, train-lda-mllt, train-sat, align-si,
+align-fmllr, decode-fmllr, ali-to-pdf, ali-to-phones (Kaldi's steps/train_*.sh,
+steps/align_{si,fmllr}.sh, steps/decode_fmllr.sh and the ali-* tools).
 
-Each training command reads ``<data>`` (feats.scp + cmvn.scp + text) and ``<lang>`` and writes
-an exp dir that Kaldi's tools read too: final.mdl and tree (Kaldi binary), final.mat +
-splice_opts (LDA), cmvn_opts, phones.txt, num_jobs, final.occs, and ours beside them:
-final.mdl.json, ali.ark/scp, pdf.ark/scp, config.json and log/history.jsonl. The previous
-system (ALI_DIR) may be ours or Kaldi's (ali.N.gz).
+Each training command reads ``<data>`` (feats.scp + cmvn.scp + text) and ``<lang>``, splits the
+data in ``--nj`` parts by speaker and writes an exp dir in Kaldi's layout that Kaldi's tools read
+too: final.mdl and tree (Kaldi binary), final.mat + splice_opts (LDA), cmvn_opts, phones.txt,
+ali.JOB.gz, num_jobs, final.occs, model_id, and ours beside them: final.mdl.json, config.json,
+per-job logs in log/ and log/history.jsonl. The previous system (ALI_DIR) may be ours or
+Kaldi's.
 """
 
 from __future__ import annotations
@@ -42,153 +44,135 @@ def _config(cfg_cls, args: argparse.Namespace, opts) -> object:
     return cfg_cls.from_dict(d, source=args.config or "command line")
 
 
-def _summary(args: argparse.Namespace, model, alis, history) -> int:
-    from pykaldi2.hmm.exp_dir import write_side_files
+def _summary(exp: str, model, history) -> int:
     from pykaldi2.hmm.model import gmm_info
-
-    exp = args.exp
-    write_side_files(exp, lang_dir=args.lang, num_jobs=1, model=model, alis=alis)
 
     last = history[-1]
     info = gmm_info(model)
     print(
         f"{exp}: {info['number_of_pdfs']} pdfs, {info['number_of_gaussians']} Gaussians, "
-        f"{len(alis)} utterances aligned, log-likelihood per frame "
-        f"{last['like_per_frame']:.3f} over {last['frames']} frames (last iteration)"
+        f"log-likelihood per frame {last['like_per_frame']:.3f} over {last['frames']} frames "
+        "(last iteration)"
     )
     return 0
 
 
-def _prev_system(args: argparse.Namespace):
-    """lang, previous model + alignments, and the transcripts of ``args.data``."""
-    from pathlib import Path
-
-    from pykaldi2.hmm.exp_dir import check_phones_compatible, read_ali_dir
-    from pykaldi2.hmm.inputs import load_texts
-    from pykaldi2.hmm.tri import TreeInputs
-    from pykaldi2.lang.lang_dir import load_lang
-
-    lang = load_lang(args.lang)
-    d = Path(args.ali_dir)
-    check_phones_compatible(args.lang, d)
-    prev_alis, prev = read_ali_dir(d)
-    texts = load_texts(args.data, lang)
-    extra_path = lang.dir / "phones" / "extra_questions.int"
-    tree_inputs = TreeInputs(
-        roots=lang.roots(),
-        phone_sets=lang.read_int_sets("sets"),
-        extra_questions=lang.read_int_sets("extra_questions") if extra_path.is_file() else [],
-        ci_phones=lang.silence_phones,
-    )
-    return lang, prev, prev_alis, texts, tree_inputs
-
-
 def _train_mono(args: argparse.Namespace) -> int:
-    from pykaldi2.hmm.inputs import load_training_inputs
     from pykaldi2.hmm.mono import MonoConfig, train_mono
 
     cfg = _config(MonoConfig, args, _MONO_OPTS)
-    inp = load_training_inputs(
-        args.data, args.lang, deltas=True, max_utts=args.max_utts,
-        max_missing_text_fraction=cfg.max_missing_text_fraction,
-    )  # fmt: skip
-    lang = inp.lang
-    model, alis, history = train_mono(
-        inp.feats,
-        inp.texts,
-        lang.read_topo(),
-        lang.read_L(),
-        lang.disambig_phones,
-        lang.silence_phones,
-        cfg,
-        exp_dir=args.exp,
-        shared_phones=lang.read_int_sets("sets"),
-    )
-    return _summary(args, model, alis, history)
+    model, history = train_mono(args.data, args.lang, args.exp, cfg, nj=args.nj or 1)
+    return _summary(args.exp, model, history)
 
 
 def _train_tri(args: argparse.Namespace) -> int:
     """train-deltas (features as the previous model's) or train-lda-mllt (base features)."""
-    from pathlib import Path
-
-    from pykaldi2.data.transcripts import check_transcribed
-    from pykaldi2.hmm.inputs import feats_for_model, load_feats
+    from pykaldi2.hmm.exp_dir import check_phones_compatible
     from pykaldi2.hmm.lda import LdaMlltConfig, train_lda_mllt
     from pykaldi2.hmm.tri import DeltasConfig, train_deltas
 
     lda = args.command == "train-lda-mllt"
     cfg = _config(LdaMlltConfig if lda else DeltasConfig, args, _TRI_OPTS)
-    lang, prev, prev_alis, texts, tree_inputs = _prev_system(args)
-    if lda:  # the previous system's CMVN options, then splicing + LDA (train_lda_mllt.sh)
-        norm_means, norm_vars = prev.cmvn_config
-        feats = load_feats(args.data, cmvn=norm_means, deltas=False, norm_vars=norm_vars)
-    else:
-        feats = feats_for_model(prev, args.data)
-    keep = check_transcribed(
-        feats, texts, text_file=str(Path(args.data) / "text"),
-        max_missing_fraction=cfg.max_missing_text_fraction,
-    )  # fmt: skip
-    texts = {u: texts[u] for u in keep}
     train = train_lda_mllt if lda else train_deltas
-    model, alis, history = train(
-        feats,
-        texts,
-        lang.read_L(),
-        lang.disambig_phones,
-        lang.silence_phones,
-        tree_inputs,
-        prev,
-        prev_alis,
-        cfg,
-        exp_dir=args.exp,
+    check_phones_compatible(args.lang, args.ali_dir)
+    model, history = train(args.data, args.lang, args.ali_dir, args.exp, cfg, nj=args.nj)
+    return _summary(args.exp, model, history)
+
+
+def _train_sat(args: argparse.Namespace) -> int:
+    from pykaldi2.hmm.sat import SatConfig, train_sat
+
+    cfg = _config(SatConfig, args, _TRI_OPTS)
+    model, history = train_sat(args.data, args.lang, args.ali_dir, args.exp, cfg, nj=args.nj)
+    return _summary(args.exp, model, history)
+
+
+def _align_fmllr(args: argparse.Namespace) -> int:
+    from pykaldi2.hmm.align import AlignConfig
+    from pykaldi2.hmm.sat import align_fmllr
+
+    cfg = AlignConfig(beam=args.beam, retry_beam=args.retry_beam)
+    res = align_fmllr(
+        args.data, args.lang, args.src_dir, args.out_dir, cfg, nj=args.nj,
+        boost_silence=args.boost_silence,
+    )  # fmt: skip
+    return _aligned(args.out_dir, res)
+
+
+def _decode_fmllr(args: argparse.Namespace) -> int:
+    from pykaldi2.decoding.decode_fmllr import DecodeFmllrConfig, decode_fmllr
+    from pykaldi2.decoding.wfst import DecoderConfig
+
+    cfg = DecodeFmllrConfig(
+        decode=DecoderConfig(
+            beam=args.beam, lattice_beam=args.lattice_beam, acoustic_scale=args.acoustic_scale
+        ),
+        first_beam=args.first_beam,
+        silence_weight=args.silence_weight,
     )
-    return _summary(args, model, alis, history)
+    res = decode_fmllr(args.graph_dir, args.data, args.exp, args.decode_dir, cfg, nj=args.nj)
+    print(
+        f"{args.decode_dir}: {res.num_done} utterances decoded ({res.num_partial} partial, "
+        f"{len(res.failed)} failed); transforms in trans.*"
+    )
+    if args.ref:
+        from pathlib import Path
+
+        from pykaldi2.decoding.sweep import score_dir
+
+        score_dir(args.decode_dir, args.ref, lm_weights=range(5, 21))
+        print((Path(args.decode_dir) / "best_wer").read_text(), end="")
+    return 0 if res.num_done else 1
+
+
+def _aligned(out_dir, res) -> int:
+    total = res.num_done + len(res.failed)
+    print(
+        f"{out_dir}: aligned {res.num_done} of {total} utterances "
+        f"({len(res.failed)} failed{', listed in failed_utts' if res.failed else ''}), "
+        f"log-likelihood per frame {res.align_like / max(res.align_frames, 1):.3f}"
+    )
+    return 0 if res.num_done else 1
 
 
 def _align_si(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from pykaldi2.hmm.ali_dir import align_si
+    from pykaldi2.hmm.align import AlignConfig
+    from pykaldi2.hmm.exp_dir import check_phones_compatible
 
-    from pykaldi2.hmm.ali import write_ali_dir
-    from pykaldi2.hmm.align import AlignConfig, align_si
-    from pykaldi2.hmm.exp_dir import check_phones_compatible, write_side_files
-    from pykaldi2.hmm.model import GmmModel
-
-    model_path = Path(args.src_dir) / "final.mdl"
     check_phones_compatible(args.lang, args.src_dir)
-    model = GmmModel.load(model_path)
     over = {"max_missing_text_fraction": args.max_missing_text_fraction}
     cfg = AlignConfig(
         beam=args.beam, retry_beam=args.retry_beam,
         **{k: v for k, v in over.items() if v is not None},
     )  # fmt: skip
     res = align_si(
-        args.data, args.lang, model_path, cfg, nj=args.nj, transform_dir=args.transform_dir
-    )
-    out = write_ali_dir(args.out_dir, model, res)
-    write_side_files(out, lang_dir=args.lang, num_jobs=args.nj, model=model, alis=res.alis)
-    print(
-        f"{out}: aligned {len(res.alis)} of {len(res.alis) + len(res.failed)} utterances "
-        f"({len(res.failed)} failed{', listed in failed_utts' if res.failed else ''}), "
-        f"log-likelihood per frame {res.like_per_frame:.3f}"
-    )
-    return 0 if res.alis else 1
+        args.data, args.lang, args.src_dir, args.out_dir, cfg, nj=args.nj,
+        boost_silence=args.boost_silence, transform_dir=args.transform_dir,
+    )  # fmt: skip
+    return _aligned(args.out_dir, res)
 
 
 def _ali_convert(args: argparse.Namespace) -> int:
-    from pykaldi2.hmm.ali import ali_to_pdf, ali_to_phones, read_ali
+    from pathlib import Path
+
+    from pykaldi2.hmm.ali import ali_to_pdf, ali_to_phones
     from pykaldi2.hmm.model import GmmModel
+    from pykaldi2.hmm.streams import ali_files, iter_alis
     from pykaldi2.utils.io import atomic_write
 
     model = GmmModel.load(args.model)
-    alis = read_ali(args.ali)
+    src = Path(args.ali)
+    n = 0
     with atomic_write(args.out) as f:
-        for utt, a in sorted(alis.items()):
+        for utt, a in iter_alis(ali_files(src) if src.is_dir() else [src]):
+            n += 1
             if args.to == "pdf":
                 seq = ali_to_pdf(model, a)
             else:
                 seq = ali_to_phones(model, a, per_frame=args.per_frame)
             f.write(utt + " " + " ".join(str(int(v)) for v in seq) + "\n")
-    print(f"{args.out}: {len(alis)} utterances")
+    print(f"{args.out}: {n} utterances")
     return 0
 
 
@@ -223,15 +207,14 @@ def _add_training(sub, name: str, help_: str, description: str, opts, func, prev
     p.add_argument("--config", help="YAML/JSON file of config fields (see the Python API)")
     for flag, name_, type_, text in opts:
         p.add_argument(flag, dest=name_, type=type_, help=text)
+    p.add_argument(
+        "--nj",
+        type=int,
+        default=None,
+        help="parallel jobs: the data split by speaker as split_data.sh "
+        + ("(1)" if not prev else "(default: the ali dir's num_jobs, else 1)"),
+    )
     p.set_defaults(func=func)
-    if not prev:
-        p.add_argument(
-            "--max-utts",
-            dest="max_utts",
-            type=int,
-            default=0,
-            help="use only the first N utterances (Kaldi trains mono on a subset)",
-        )
 
 
 def register(subparsers) -> None:
@@ -268,15 +251,29 @@ def register(subparsers) -> None:
         prev=True,
     )
 
+    _add_training(
+        subparsers,
+        "train-sat",
+        "speaker-adapted (fMLLR) triphone GMM training (steps/train_sat.sh)",
+        "Per-speaker fMLLR transforms on the features of ALI_DIR's system (e.g. LDA+MLLT), a "
+        "new tree on the adapted features, training with the transforms re-estimated at "
+        "iterations 2 4 6 12, then the speaker-independent alignment model final.alimdl. "
+        "Writes trans.JOB (Kaldi matrices keyed by speaker).",
+        _TRI_OPTS,
+        _train_sat,
+        prev=True,
+    )
+
     for name in ("align-si", "align"):
         p = subparsers.add_parser(
             name,
             help="align a data dir with a GMM model in parallel (steps/align_si.sh)"
             + ("" if name == "align-si" else "; same as align-si"),
             description="Viterbi-align every utterance of DATA to its transcript with "
-            "SRC_DIR/final.mdl in --nj processes; writes OUT_DIR/ali.{ark,scp} "
-            "(transition-ids), pdf.{ark,scp} (pdf-id targets), final.mdl and tree. Failed "
-            "utterances are logged, listed in OUT_DIR/failed_utts and skipped.",
+            "SRC_DIR/final.mdl in --nj jobs (DATA split by speaker); writes Kaldi's ali dir: "
+            "OUT_DIR/ali.JOB.gz (transition-ids), num_jobs, final.mdl, tree (and final.mat), "
+            "per-job logs in OUT_DIR/log. Failed utterances are logged, listed in "
+            "OUT_DIR/failed_utts and skipped.",
         )
         p.add_argument("data")
         p.add_argument("lang")
@@ -290,6 +287,10 @@ def register(subparsers) -> None:
         p.add_argument("--beam", type=float, default=10.0, help="alignment beam (10)")
         p.add_argument("--retry-beam", dest="retry_beam", type=float, default=40.0, help="(40)")
         p.add_argument(
+            "--boost-silence", dest="boost_silence", type=float, default=1.0,
+            help="factor on the optional silence's likelihood (1.0)",
+        )  # fmt: skip
+        p.add_argument(
             "--max-missing-text-fraction", type=float,
             help="utterances without a transcript are listed and not aligned; more than this "
             "fraction of them is an error (0.1)",
@@ -302,6 +303,47 @@ def register(subparsers) -> None:
         )
         p.set_defaults(func=_align_si)
 
+    p = subparsers.add_parser(
+        "align-fmllr",
+        help="align a data dir with a SAT system, estimating fMLLR (steps/align_fmllr.sh)",
+        description="Align DATA with SRC_DIR/final.alimdl on speaker-independent features, "
+        "estimate each speaker's fMLLR transform, align again with SRC_DIR/final.mdl on the "
+        "adapted features. Writes Kaldi's ali dir: ali.JOB.gz, trans.JOB, num_jobs, "
+        "final.mdl, final.alimdl, tree, final.mat, per-job logs.",
+    )
+    p.add_argument("data")
+    p.add_argument("lang")
+    p.add_argument("src_dir", help="SAT exp dir (final.mdl, final.alimdl)")
+    p.add_argument("out_dir", help="output dir, e.g. exp/tri3_ali")
+    p.add_argument("--nj", type=int, default=1, help="parallel jobs (1)")
+    p.add_argument("--beam", type=float, default=10.0, help="alignment beam (10)")
+    p.add_argument("--retry-beam", dest="retry_beam", type=float, default=40.0, help="(40)")
+    p.add_argument("--boost-silence", dest="boost_silence", type=float, default=1.0, help="(1.0)")
+    p.set_defaults(func=_align_fmllr)
+
+    p = subparsers.add_parser(
+        "decode-fmllr",
+        help="two-pass decoding of a SAT system with fMLLR (steps/decode_fmllr.sh)",
+        description="Decode DATA with EXP/final.alimdl on speaker-independent features, "
+        "estimate each speaker's fMLLR transform from the best paths, decode with "
+        "EXP/final.mdl, re-estimate the transform and decode again. DECODE_DIR gets "
+        "lat.J.ark, hyp.txt, trans.JOB and the first passes in si/ and pass2/.",
+    )
+    p.add_argument("graph_dir", help="graph dir of EXP/final.mdl (`pykaldi2 mkgraph`)")
+    p.add_argument("data", help="data dir (feats.scp, cmvn.scp, utt2spk)")
+    p.add_argument("exp", help="SAT exp dir (final.mdl, final.alimdl)")
+    p.add_argument("decode_dir")
+    p.add_argument("--nj", type=int, default=1, help="parallel jobs, by speaker (1)")
+    p.add_argument("--beam", type=float, default=13.0, help="(13)")
+    p.add_argument("--first-beam", dest="first_beam", type=float, default=10.0, help="SI pass (10)")
+    p.add_argument("--lattice-beam", dest="lattice_beam", type=float, default=6.0, help="(6)")
+    p.add_argument("--acoustic-scale", dest="acoustic_scale", type=float, default=0.1, help="(0.1)")
+    p.add_argument(
+        "--silence-weight", dest="silence_weight", type=float, default=0.01,
+        help="weight of silence frames in the fMLLR statistics (0.01)",
+    )  # fmt: skip
+    p.add_argument("--ref", help="reference text: score the decode dir afterwards")
+    p.set_defaults(func=_decode_fmllr)
     p = subparsers.add_parser(
         "gmm-copy",
         help="copy a GMM model into Kaldi's format, binary or text (Kaldi's gmm-copy)",
@@ -333,7 +375,7 @@ def register(subparsers) -> None:
             "text line per utterance.",
         )
         p.add_argument("model", help="final.mdl the alignments belong to")
-        p.add_argument("ali", help="ali.scp, ali.ark or ali.N.gz")
+        p.add_argument("ali", help="an ali dir, ali.scp, ali.ark or ali.N.gz")
         p.add_argument("out", help="output text file")
         if to == "phones":
             p.add_argument(

@@ -172,12 +172,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sil-prob", type=float, default=0.5, help="optional silence probability")
     p.add_argument("--share-silence-phones", action="store_true", help="one root for silences")
     p.add_argument("--nonsil-states", type=int, default=3, help="HMM states of nonsilence phones")
-    p.add_argument("--sil-states", type=int, default=3, help="HMM states of silence phones")
+    p.add_argument("--sil-states", type=int, default=5, help="HMM states of silence phones")
     p.add_argument(
         "--sil-topo",
         choices=["left-to-right", "ergodic"],
-        default="left-to-right",
-        help="silence topology; Kaldi uses 5-state ergodic, which stalls flat start here",
+        default="ergodic",
+        help="silence topology (Kaldi's prepare_lang.sh: 5-state ergodic)",
     )
     p.add_argument("--chain-topo", action="store_true", help="1-state LF-MMI topology")
     p.set_defaults(func=_prepare_lang)

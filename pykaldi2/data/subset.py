@@ -37,8 +37,8 @@ def subset_data_dir(
             in ``d`` is a :class:`DataError`.
         first: the first N utterances in C sort order.
         spk_list: speaker ids (list or file); all their utterances. Unknown ids are errors.
-        shortest: the N shortest utterances (uses ``d.utt2dur``, computed if absent; ties
-            broken by id).
+        shortest: the N shortest utterances (by ``utt2num_frames`` when the features exist,
+            as Kaldi's feat-to-len, else ``utt2dur``, computed if absent; ties broken by id).
     """
     given = [x is not None for x in (utt_list, first, spk_list, shortest)]
     if sum(given) != 1:
@@ -72,8 +72,13 @@ def subset_data_dir(
         raise DataError(f"asked for {n} utterances but the data dir has only {len(d)}")
     if first is not None:
         return d.select(d.utt_ids[:n])
-    dur = d.utt2dur if d.utt2dur is not None else compute_utt2dur(d)
-    return d.select(sorted(d.utt_ids, key=lambda u: (dur[u], u))[:n])
+    frames = d.utt_tables.get("utt2num_frames")
+    if frames is not None and set(frames) >= set(d.utt2spk):
+        # as utils/subset_data_dir.sh --shortest (feat-to-len): the feature lengths, no audio read
+        length = {u: int(frames[u]) for u in d.utt2spk}
+    else:
+        length = d.utt2dur if d.utt2dur is not None else compute_utt2dur(d)
+    return d.select(sorted(d.utt_ids, key=lambda u: (length[u], u))[:n])
 
 
 def _merge(

@@ -18,7 +18,9 @@ train-se with online numerators and train-transducer.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Collection, Iterable
+from pathlib import Path
 
 from pykaldi2.utils.errors import DataError
 
@@ -67,3 +69,27 @@ def check_transcribed(
         text_file, n, total, what, shown,
     )  # fmt: skip
     return keep
+
+
+def check_data_dir_transcribed(
+    data_dir: str | os.PathLike,
+    *,
+    max_missing_fraction: float = MAX_MISSING_TEXT_FRACTION,
+    what: str = "training",
+) -> None:
+    """:func:`check_transcribed` for a whole data dir, reading only the ids (streamed): the
+    utterances of ``feats.scp`` (``utt2spk`` when there are no features yet) against the
+    non-empty lines of ``text``. Jobs that read the data dir leave the untranscribed ones out
+    themselves (no training graph); this lists them once and stops when too many are."""
+    from pykaldi2.data.tables import read_table_lines
+
+    d = Path(data_dir)
+    src = d / "feats.scp" if (d / "feats.scp").is_file() else d / "utt2spk"
+    text = d / "text"
+    if not text.is_file():
+        raise DataError(f"no text (transcripts) for {what}", file=str(text))
+    transcribed = {e.key for e in read_table_lines(text) if e.value.split()}
+    check_transcribed(
+        (e.key for e in read_table_lines(src)), transcribed, text_file=str(text),
+        max_missing_fraction=max_missing_fraction, what=what,
+    )  # fmt: skip

@@ -90,9 +90,15 @@ def apply_cmvn(
     else:
         scale = np.ones(dim)
     offset = -mean * scale
-    x = feats.astype(np.float64)
-    out = (x - offset) / scale if reverse else x * scale + offset
-    return out.astype(np.float32)
+    if reverse:
+        x = feats.astype(np.float64)
+        return ((x - offset) / scale).astype(np.float32)
+    # as Kaldi's ApplyCmvn: scale and offset rounded to float, applied in float arithmetic
+    out = np.array(feats, dtype=np.float32)
+    if norm_vars:
+        out *= scale.astype(np.float32)
+    out += offset.astype(np.float32)
+    return out
 
 
 @dataclass

@@ -1,4 +1,6 @@
-"""HMM-GMM acoustic models: topology, monophone/triphone GMM training, trees, LDA/MLLT, alignment.
+"""HMM-GMM acoustic models: topology, monophone/triphone GMM training, trees, LDA/MLLT, fMLLR
+(SAT), alignment -- run as Kaldi's steps/ scripts run them: the data split by speaker into NJ
+jobs, each streaming its part from disk, statistics written per job, summed and re-estimated.
 
 One module per group of Kaldi binaries, one function per binary, named after it:
 
@@ -9,19 +11,26 @@ One module per group of Kaldi binaries, one function per binary, named after it:
                         loaded as a Kaldi exp dir, gmm-info
 - :mod:`.exp_dir`    -- ali/exp dirs, ours and Kaldi's: alignments (ali.scp, ali.N.gz), fMLLR
                         trans.N, phones.txt checks, side files
-- :mod:`.gmm`        -- gmm-acc-stats-ali (fast + reference), gmm-est (mix-up), gmm-boost-silence
+- :mod:`.gmm`        -- gmm-acc-stats-ali (fast + reference), gmm-sum-accs, gmm-est, gmm-mixup,
+  gmm-boost-silence (the GMMs as numpy arrays)
+- :mod:`.kaldi_rand` -- Kaldi's ``rand()`` stream (glibc's), replayed for k-means and mixing up
 - :mod:`.align`      -- compile-train-graphs, align-equal-compiled, gmm-align-compiled
 - :mod:`.ali`        -- ali-to-pdf, ali-to-phones, SplitToPhones, ali archives (ark/scp/gz),
                         alignment checks and phones_to_ali
+- :mod:`.streams`    -- features (CMVN, deltas, LDA, fMLLR), transcripts, alignments as streams
+- :mod:`.jobs`       -- the per-job work (accumulate [after realigning], align, tree stats ...)
 - :mod:`.training`   -- the realign/accumulate/estimate loop and configs shared by train_*.sh
 - :mod:`.mono`       -- gmm-init-mono and steps/train_mono.sh (``MonoConfig``)
-- :mod:`.tree_stats` -- acc-tree-stats and the Gaussian clustering objective
-- :mod:`.questions`  -- cluster-phones (questions by top-down clustering)
-- :mod:`.tree`       -- build-tree (greedy splitting, post-clustering; fast + reference search)
-- :mod:`.event_map`  -- Kaldi's EventMap in Python
+- :mod:`.tree_stats` -- acc-tree-stats, sum-tree-stats and the Gaussian clustering objective
+- :mod:`.questions`  -- cluster-phones and compile-questions
+- :mod:`.tree`       -- build-tree (stub map, splitting, clustering, rounding; fast + reference)
+- :mod:`.event_map`  -- Kaldi's EventMap in Python and the tree operations on it
 - :mod:`.tri`        -- gmm-init-model, convert-ali, steps/train_deltas.sh (``DeltasConfig``)
 - :mod:`.lda`        -- acc-lda/est-lda, gmm-acc-mllt/est-mllt, steps/train_lda_mllt.sh
-- :mod:`.inputs`     -- features (CMVN, deltas, LDA) and transcripts from data + lang dirs
+- :mod:`.fmllr`      -- fMLLR statistics and estimation (gmm-est-fmllr)
+- :mod:`.sat`        -- steps/train_sat.sh and steps/align_fmllr.sh
+- :mod:`.ali_dir`    -- steps/align_si.sh (ali dirs in Kaldi's layout)
+- :mod:`.inputs`     -- in-memory views of a data dir (small jobs, tests)
 - :mod:`.chain`      -- LF-MMI from alignments: the chain transition model, chain-est-phone-lm +
                         chain-make-den-fst, chain-get-supervision (whole utterances or chunks)
 - :mod:`.graph_model` -- which model a graph dir was built for (model_id, num_pdfs), checked
@@ -29,6 +38,7 @@ One module per group of Kaldi binaries, one function per binary, named after it:
 - :mod:`.decoder`    -- HCLG decoding: the compiled LatticeFasterDecoder, OpenFst graph reader
   and lattice determinization (C++ in ``csrc/``; slow references in :mod:`.decoder_reference`)
 
-Features come in as a mapping ``utt -> (T, F) float32 array``; transcripts as ``utt -> word ids``;
-the lexicon as an L.fst (``kaldifst.StdVectorFst`` or a path) plus the disambiguation phone ids.
+Training functions take a data dir and a lang dir and write an exp dir (``final.mdl``,
+``tree``, ``ali.JOB.gz``, ``num_jobs``, per-job logs in ``log/``); the jobs run through
+:class:`pykaldi2.utils.jobs.JobRunner`.
 """

@@ -12,11 +12,10 @@ import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from pykaldi2.data.transcripts import MAX_MISSING_TEXT_FRACTION, check_transcribed
+from pykaldi2.data.transcripts import MAX_MISSING_TEXT_FRACTION
 from pykaldi2.hmm.model import GmmModel
 from pykaldi2.utils.config import ConfigMixin, option
 from pykaldi2.utils.errors import DataError
@@ -62,6 +61,28 @@ def training_graph_compiler(model: GmmModel, lex_fst, disambig_phones: Sequence[
     )
 
 
+def compile_graph(compiler, utt: str, words: Sequence[int]):
+    """The training graph of one transcript (compile-train-graphs), or None (logged) for an
+    empty transcript or words that L.fst cannot spell."""
+    words = [int(w) for w in words]
+    if not words:
+        log.warning("utterance %s has an empty transcript; skipped", utt)
+        return None
+    try:
+        fst = compiler.compile_graph_from_text(words)
+    except RuntimeError:  # the binding's check fails when L has no path for the words
+        fst = None
+    if fst is None or fst.num_states == 0:
+        log.warning(
+            "utterance %s: empty training graph for word ids %s (a word missing from the "
+            "lexicon L.fst?); skipped",
+            utt,
+            words,
+        )
+        return None
+    return fst
+
+
 def compile_train_graphs(
     model: GmmModel,
     lex_fst,
@@ -85,53 +106,47 @@ def compile_train_graphs(
     gc = training_graph_compiler(model, lex_fst, disambig_phones)
     graphs = {}
     for utt, words in progress(texts.items(), desc=batch_desc, total=len(texts)):
-        words = [int(w) for w in words]
-        if not words:
-            log.warning("utterance %s has an empty transcript; skipped", utt)
-            continue
-        try:
-            fst = gc.compile_graph_from_text(words)
-        except RuntimeError:  # the binding's check fails when L has no path for the words
-            fst = None
-        if fst is None or fst.num_states == 0:
-            log.warning(
-                "utterance %s: empty training graph for word ids %s (a word missing from the "
-                "lexicon L.fst?); skipped",
-                utt,
-                words,
-            )
-            continue
-        graphs[utt] = fst
+        fst = compile_graph(gc, utt, words)
+        if fst is not None:
+            graphs[utt] = fst
     return graphs
+
+
+def align_equal(graph, num_frames: int, seed: int) -> np.ndarray | None:
+    """align-equal-compiled of one utterance: equally spaced transition-ids along a random
+    path of ``graph`` with ``num_frames`` frames (None if the graph needs more frames)."""
+    from pykaldi2.kaldi import kaldifst
+
+    ok, path = kaldifst.equal_align(
+        ifst=graph, length=int(num_frames), rand_seed=int(seed), num_retries=10
+    )
+    if ok:
+        ok, tids, _, _ = kaldifst.get_linear_symbol_sequence(path)
+    return np.asarray(tids, dtype=np.int32) if ok else None
 
 
 def align_equal_compiled(
     graphs: Mapping[str, object], num_frames: Mapping[str, int], seed: int = 0
 ) -> dict[str, np.ndarray]:
-    """Equally spaced alignments along a random path of each graph (align-equal-compiled).
+    """Equally spaced alignments along a random path of each graph (align-equal-compiled);
+    the i-th graph's path is drawn with seed ``seed + i``.
 
     Returns utt -> (T,) transition_ids. Utterances too short for their transcript are reported
     and left out.
     """
-    from pykaldi2.kaldi import kaldifst
-
     alis: dict[str, np.ndarray] = {}
     for i, (utt, g) in enumerate(graphs.items()):
         if utt not in num_frames:
             continue
-        ok, path = kaldifst.equal_align(
-            ifst=g, length=int(num_frames[utt]), rand_seed=seed + i, num_retries=10
-        )
-        if ok:
-            ok, tids, _, _ = kaldifst.get_linear_symbol_sequence(path)
-        if not ok:
+        ali = align_equal(g, num_frames[utt], seed + i)
+        if ali is None:
             log.warning(
                 "align-equal: utterance %s (%d frames) is too short for its transcript; skipped",
                 utt,
                 num_frames[utt],
             )
             continue
-        alis[utt] = np.asarray(tids, dtype=np.int32)
+        alis[utt] = ali
     return alis
 
 
@@ -169,6 +184,98 @@ class AlignResult:
     def like_per_frame(self) -> float:
         return self.tot_like / max(self.num_frames, 1)
 
+    def add(self, utt: str, ali: np.ndarray | None, like: float, retried: bool) -> None:
+        """Record one utterance's outcome (``ali`` None: failed)."""
+        self.num_retried += int(retried)
+        if ali is None:
+            self.failed.append(utt)
+            return
+        self.alis[utt] = ali
+        self.tot_like += like
+        self.num_frames += len(ali)
+
+    def report(self, num_utts: int, retry_beam: float) -> None:
+        """Log the failures, as gmm-align-compiled does."""
+        if self.failed:
+            shown = ", ".join(self.failed[:10]) + (" ..." if len(self.failed) > 10 else "")
+            log.warning(
+                "gmm-align-compiled: %d of %d utterances failed to align even with retry beam "
+                "%g and were left out: %s",
+                len(self.failed),
+                num_utts,
+                retry_beam,
+                shown,
+            )
+
+
+class Aligner:
+    """gmm-align-compiled one utterance at a time: the training graph of the transcript is
+    compiled on the fly (compile-train-graphs), transition log-probs of the current model added,
+    and the frames Viterbi-aligned with the beam (then the retry beam).
+
+    Args:
+        model: transition model + tree + GMMs.
+        lex_fst: L.fst (``StdVectorFst`` or path); disambig_phones: its ``#n`` phone ids.
+        config: beams and scales.
+        am: GMMs to use instead of ``model.am`` (e.g. from ``gmm_boost_silence``).
+    """
+
+    def __init__(self, model: GmmModel, lex_fst, disambig_phones, config=None, am=None) -> None:
+        self.model = model
+        self.cfg = config or AlignConfig()
+        self.am = am if am is not None else model.am
+        self.compiler = training_graph_compiler(model, lex_fst, disambig_phones)
+
+    def graph(self, utt: str, words: Sequence[int]):
+        """The training graph of ``words`` (None, logged, when L has no path for them)."""
+        return compile_graph(self.compiler, utt, words)
+
+    def align_graph(self, utt: str, graph, feats: np.ndarray):
+        """Align ``feats`` (T, D) to a training graph (left unchanged): ``(ali (T,) int32 or
+        None, log-likelihood, retried)``."""
+        return _align_one(self.model, self.am, graph, utt, feats, self.cfg)
+
+    def align(self, utt: str, words: Sequence[int], feats: np.ndarray):
+        """:meth:`align_graph` on the graph of ``words``; None alignment if it has none."""
+        g = self.graph(utt, words)
+        if g is None:
+            return None, 0.0, False
+        return self.align_graph(utt, g, feats)
+
+
+def _align_one(model, am, graph, utt, feats, cfg):
+    from pykaldi2.kaldi import khg
+
+    x = np.ascontiguousarray(feats, dtype=np.float32)
+    if x.ndim != 2 or x.shape[1] != model.dim:
+        raise DataError(f"features have shape {x.shape}, the model wants (T, {model.dim})", utt=utt)
+    if len(x) == 0:
+        return None, 0.0, False
+    fst = graph.copy()
+    khg.add_transition_probs(
+        trans_model=model.tm,
+        transition_scale=cfg.transition_scale,
+        self_loop_scale=cfg.self_loop_scale,
+        fst=fst,
+    )
+    dec = khg.DecodableAmDiagGmmScaled(am=am, tm=model.tm, feats=x, scale=cfg.acoustic_scale)
+    kcfg = khg.AlignConfig(beam=cfg.beam, retry_beam=cfg.retry_beam, careful=cfg.careful)
+    _, n_err, n_retry, like, _, ali, _ = khg.align_utterance_wrapper(
+        config=kcfg,
+        utt=utt,
+        acoustic_scale=cfg.acoustic_scale,
+        fst=fst,
+        decodable=dec,
+        num_done=0,
+        num_error=0,
+        num_retried=0,
+        tot_like=0.0,
+        frame_count=0,
+    )
+    if n_err or len(ali) != len(x):
+        return None, 0.0, bool(n_retry)
+    return np.asarray(ali, dtype=np.int32), float(like), bool(n_retry)
+
 
 def gmm_align_compiled(
     model: GmmModel,
@@ -190,132 +297,27 @@ def gmm_align_compiled(
         :class:`AlignResult`; utterances whose alignment failed even with the retry beam are
         listed in ``failed`` (and logged), not in ``alis``.
     """
-    from pykaldi2.kaldi import khg
-
     cfg = config or AlignConfig()
-    kcfg = khg.AlignConfig(beam=cfg.beam, retry_beam=cfg.retry_beam, careful=cfg.careful)
     am = am if am is not None else model.am
     res = AlignResult()
     for utt, g in progress(graphs.items(), desc="gmm-align-compiled", total=len(graphs)):
         if utt not in feats:
             continue
-        x = np.ascontiguousarray(feats[utt], dtype=np.float32)
-        if x.ndim != 2 or x.shape[1] != model.dim:
-            raise DataError(
-                f"features have shape {x.shape}, the model wants (T, {model.dim})", utt=utt
-            )
-        if len(x) == 0:
-            res.failed.append(utt)
-            continue
-        fst = g.copy()
-        khg.add_transition_probs(
-            trans_model=model.tm,
-            transition_scale=cfg.transition_scale,
-            self_loop_scale=cfg.self_loop_scale,
-            fst=fst,
-        )
-        dec = khg.DecodableAmDiagGmmScaled(am=am, tm=model.tm, feats=x, scale=cfg.acoustic_scale)
-        _, n_err, n_retry, like, _, ali, _ = khg.align_utterance_wrapper(
-            config=kcfg,
-            utt=utt,
-            acoustic_scale=cfg.acoustic_scale,
-            fst=fst,
-            decodable=dec,
-            num_done=0,
-            num_error=0,
-            num_retried=0,
-            tot_like=0.0,
-            frame_count=0,
-        )
-        res.num_retried += n_retry
-        if n_err or len(ali) != len(x):
-            res.failed.append(utt)
-            continue
-        res.alis[utt] = np.asarray(ali, dtype=np.int32)
-        res.tot_like += like
-        res.num_frames += len(x)
-    if res.failed:
-        shown = ", ".join(res.failed[:10]) + (" ..." if len(res.failed) > 10 else "")
-        log.warning(
-            "gmm-align-compiled: %d of %d utterances failed to align even with retry beam %g "
-            "and were left out: %s",
-            len(res.failed),
-            len(graphs),
-            cfg.retry_beam,
-            shown,
-        )
+        ali, like, retried = _align_one(model, am, g, utt, feats[utt], cfg)
+        res.add(utt, ali, like, retried)
+    res.report(len(graphs), cfg.retry_beam)
     return res
-
-
-def _align_si_job(job: tuple) -> AlignResult:
-    """One parallel job of :func:`align_si` (runs in a spawned worker process): FSTs and the
-    bindings' objects do not pickle, so each job loads the model and L.fst and compiles its
-    own utterances' training graphs."""
-    model_path, lang_dir, data_dir, utts, cfg, transform_dir = job
-    from pykaldi2.hmm.exp_dir import read_transforms_dir
-    from pykaldi2.hmm.inputs import feats_for_model, load_texts
-    from pykaldi2.hmm.model import GmmModel
-    from pykaldi2.lang.lang_dir import load_lang
-
-    lang = load_lang(lang_dir)
-    model = GmmModel.load(model_path)
-    transforms = read_transforms_dir(transform_dir) if transform_dir else None
-    feats = feats_for_model(model, data_dir, utts=utts, transforms=transforms)
-    texts = {u: t for u, t in load_texts(data_dir, lang, utts).items() if u in feats}
-    graphs = compile_train_graphs(model, lang.read_L(), lang.disambig_phones, texts)
-    res = gmm_align_compiled(model, graphs, feats, cfg)
-    res.failed.extend(sorted(set(feats) - set(graphs)))  # no usable transcript/graph
-    return res
-
-
-def align_si(
-    data_dir: str | os.PathLike,
-    lang_dir: str | os.PathLike,
-    model_path: str | os.PathLike,
-    config: AlignConfig | None = None,
-    nj: int = 1,
-    transform_dir: str | os.PathLike | None = None,
-) -> AlignResult:
-    """steps/align_si.sh: align every utterance of ``data_dir`` with ``model_path`` in ``nj``
-    processes (utterances split evenly in sorted order, as Kaldi's split_data.sh).
-    ``model_path`` is ours or Kaldi's final.mdl (its dir's tree, final.mat, opts files);
-    ``transform_dir``: fMLLR ``trans.*`` of the data's speakers, applied after its features.
-
-    Returns the merged :class:`AlignResult`; utterances that failed (no graph, or no alignment
-    even with the retry beam) are in ``failed`` and never in ``alis``. Utterances without a
-    transcript are listed in a warning and not aligned; more than
-    ``config.max_missing_text_fraction`` of them is a :class:`DataError`.
-    """
-    from pykaldi2.data.datadir import read_data_dir
-
-    cfg = config or AlignConfig()
-    d = read_data_dir(data_dir)
-    utts = check_transcribed(
-        d.utt_ids, d.text, text_file=str(Path(data_dir) / "text"),
-        max_missing_fraction=cfg.max_missing_text_fraction, what="alignment",
-    )  # fmt: skip
-    if not utts:
-        raise DataError("no utterance to align", file=str(Path(data_dir) / "text"))
-    nj = max(1, min(nj, len(utts)))
-    tdir = str(transform_dir) if transform_dir else None
-    jobs = [
-        (str(model_path), str(lang_dir), str(data_dir), utts[j::nj], cfg, tdir) for j in range(nj)
-    ]
-    return run_align_jobs(_align_si_job, jobs)
 
 
 def run_align_jobs(job_fn: Callable[[tuple], AlignResult], jobs: Sequence[tuple]) -> AlignResult:
     """Run alignment ``jobs`` (one per split of the data) with the picklable ``job_fn``: in
-    this process for one job, else in as many spawned processes; returns the merged
-    :class:`AlignResult` (alignments sorted by utterance)."""
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
+    this process for one job, else in as many worker processes
+    (:class:`~pykaldi2.utils.jobs.JobRunner`); returns the merged :class:`AlignResult`
+    (alignments sorted by utterance)."""
+    from pykaldi2.utils.jobs import JobRunner
 
-    if len(jobs) == 1:
-        results = [job_fn(jobs[0])]
-    else:
-        with ProcessPoolExecutor(len(jobs), mp_context=mp.get_context("spawn")) as pool:
-            results = list(pool.map(job_fn, jobs))
+    with JobRunner(len(jobs)) as run:
+        results = run(job_fn, list(jobs), desc="align")
     merged = AlignResult()
     for r in results:
         merged.alis.update(r.alis)

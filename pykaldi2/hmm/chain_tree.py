@@ -25,23 +25,46 @@ With the defaults, on Kaldi's AN4 tri1 alignments and lang_chain topology, this 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from pykaldi2.hmm.blas import one_blas_thread
 from pykaldi2.hmm.model import GmmModel
-from pykaldi2.hmm.questions import cluster_phones
-from pykaldi2.hmm.tree import build_tree
+from pykaldi2.hmm.questions import cluster_phones, compile_questions
+from pykaldi2.hmm.tree import Root, build_tree
 from pykaldi2.hmm.tree_stats import acc_tree_stats
-from pykaldi2.hmm.tri import TreeInputs, convert_ali, gmm_init_model
+from pykaldi2.hmm.tri import convert_ali, gmm_init_model
 from pykaldi2.utils.config import ConfigMixin
 from pykaldi2.utils.errors import DataError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ChainTreeConfig", "chain_build_tree", "chain_monophone_model", "subsample_feats"]
+__all__ = [
+    "ChainTreeConfig",
+    "TreeInputs",
+    "chain_build_tree",
+    "chain_monophone_model",
+    "subsample_feats",
+]
+
+
+@dataclass
+class TreeInputs:
+    """What build-tree needs from the lang dir.
+
+    Attributes:
+        roots: ``(shared, split, phones)`` per line of roots.txt.
+        phone_sets: units for cluster-phones (sets.int).
+        extra_questions: extra_questions.int.
+        ci_phones: context-independent phones (silence).
+    """
+
+    roots: Sequence[Root]
+    phone_sets: Sequence[Sequence[int]]
+    extra_questions: Sequence[Sequence[int]] = ()
+    ci_phones: Sequence[int] = ()
 
 
 @dataclass
@@ -152,17 +175,18 @@ def chain_build_tree(
     questions = cluster_phones(
         stats, tree_inputs.phone_sets, extra_questions=tree_inputs.extra_questions
     )
+    n2c = topo.get_phone_to_num_pdf_classes()
     tree = build_tree(
         stats,
-        questions,
+        compile_questions(questions, max(n2c)),
         tree_inputs.roots,
-        topo.get_phone_to_num_pdf_classes(),
+        n2c,
         max_leaves=cfg.num_leaves,
         thresh=cfg.tree_thresh,
         cluster_thresh=cfg.cluster_thresh,
         round_num_leaves=cfg.round_num_leaves,
     )
-    model = gmm_init_model(tree, topo, stats)
+    model, _ = gmm_init_model(tree.to_pdf, tree.context_width, tree.central_position, topo, stats)
     model.feat_type, model.transform, model.splice = (
         ali_model.feat_type, ali_model.transform, ali_model.splice,
     )  # fmt: skip

@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 #: Kaldi's kPdfClass key.
 PDF_CLASS = -1
 
@@ -63,6 +65,80 @@ class SplitEventMap:
 
 
 EventMap = ConstantEventMap | TableEventMap | SplitEventMap
+
+
+# ---- tree operations (Kaldi's EventMap::Copy, MultiMap, SplitStatsByMap) ---------------------
+def copy_event_map(m, new_leaves: Mapping[int, object]):
+    """A copy of ``m`` whose leaves ``CE a`` with ``a`` in ``new_leaves`` are replaced by (a copy
+    of) ``new_leaves[a]`` (Kaldi's EventMap::Copy(new_leaves)); other leaves are kept."""
+    if m is None:
+        return None
+    if isinstance(m, ConstantEventMap):
+        sub = new_leaves.get(m.answer)
+        return ConstantEventMap(m.answer) if sub is None else copy_event_map(sub, {})
+    if isinstance(m, TableEventMap):
+        return TableEventMap(m.key, [copy_event_map(c, new_leaves) for c in m.table])
+    if isinstance(m, SplitEventMap):
+        return SplitEventMap(
+            m.key,
+            list(m.yes_set),
+            copy_event_map(m.yes, new_leaves),
+            copy_event_map(m.no, new_leaves),
+        )
+    raise TypeError(f"not an event map: {type(m)}")
+
+
+def leaf_answers(m) -> list[int]:
+    """Every leaf answer of ``m``, sorted and unique (Kaldi's MultiMap of the empty event)."""
+    out: set[int] = set()
+    stack = [m]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, ConstantEventMap):
+            out.add(int(x.answer))
+        elif isinstance(x, TableEventMap):
+            stack.extend(c for c in x.table if c is not None)
+        elif isinstance(x, SplitEventMap):
+            stack += [x.yes, x.no]
+    return sorted(out)
+
+
+def renumber_event_map(m) -> tuple[object, int]:
+    """``m`` with its leaf answers renumbered 0..n-1 in increasing order (RenumberEventMap)."""
+    answers = leaf_answers(m)
+    mapping = {a: ConstantEventMap(i) for i, a in enumerate(answers)}
+    return copy_event_map(m, mapping), len(answers)
+
+
+def map_events(m, events: np.ndarray, key_column: Mapping[int, int]) -> np.ndarray:
+    """Answers of ``m`` for many events at once (vectorized EventMap::Map).
+
+    Args:
+        events: (N, K) int values; -1 means the key is absent from the event.
+        key_column: EventMap key -> column of ``events`` (e.g. ``{0: 0, 1: 1, 2: 2, -1: 3}``).
+
+    Returns:
+        (N,) int answers; -1 where the map has no answer (an absent key, a NULL table entry).
+    """
+    events = np.asarray(events)
+    out = np.full(len(events), -1, dtype=np.int64)
+    stack = [(m, np.arange(len(events)))]
+    while stack:
+        x, rows = stack.pop()
+        if x is None or len(rows) == 0:
+            continue
+        if isinstance(x, ConstantEventMap):
+            out[rows] = x.answer
+            continue
+        vals = events[rows, key_column[x.key]]
+        if isinstance(x, SplitEventMap):
+            present = vals >= 0
+            yes = present & np.isin(vals, x.yes_set)
+            stack += [(x.yes, rows[yes]), (x.no, rows[present & ~yes])]
+        else:
+            for v in np.unique(vals[(vals >= 0) & (vals < len(x.table))]).tolist():
+                stack.append((x.table[v], rows[vals == v]))
+    return out
 
 
 def map_context(to_pdf, phones: Sequence[int], pdf_class: int) -> int | None:

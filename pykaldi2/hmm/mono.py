@@ -1,27 +1,38 @@
 """Monophone training: Kaldi's gmm-init-mono and steps/train_mono.sh.
 
->>> cfg = MonoConfig(num_iters=40, totgauss=1000)
->>> model, alis, history = train_mono(feats, texts, topo, "lang/L.fst", disambig, [1], cfg,
-...                                   exp_dir="exp/mono")
+>>> model, history = train_mono("data/train", "data/lang", "exp/mono", MonoConfig(), nj=4)
+
+As train_mono.sh: the flat-start model's global mean and variance come from the first 10
+utterances of job 1 (``subset-feats --n=10``); pass 0 aligns every transcript equally
+(align-equal-compiled) and re-estimates with ``--min-gaussian-occupancy=3``; then 39 passes
+realign at ``realign_iters`` (beam 6 the first time, then 10) and mix up towards ``totgauss``.
 """
 
 from __future__ import annotations
 
-import json
+import itertools
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from pykaldi2.hmm.align import align_equal_compiled, compile_train_graphs
-from pykaldi2.hmm.blas import one_blas_thread
-from pykaldi2.hmm.model import GmmModel
+from pykaldi2.hmm.gmm import MleOptions, gmm_sum_accs
+from pykaldi2.hmm.jobs import EqualAlignJob, equal_align_job, sum_summaries
+from pykaldi2.hmm.model import GmmModel, remove_model
+from pykaldi2.hmm.streams import FeaturePipeline, iter_feats
 from pykaldi2.hmm.topo import read_topo
-from pykaldi2.hmm.training import GmmTrainConfig, estimate, finish_training, train_gmm_iters
+from pykaldi2.hmm.training import (
+    GmmTrainConfig,
+    copy_lang_files,
+    gauss_schedule,
+    training_setup,
+)
 from pykaldi2.utils.config import option
 from pykaldi2.utils.errors import DataError
+from pykaldi2.utils.jobs import JobRunner, job_log
+from pykaldi2.utils.log import append_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +103,9 @@ MONO_REALIGN_ITERS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 14, 16, 18, 20, 23, 26,
 @dataclass
 class MonoConfig(GmmTrainConfig):
     """steps/train_mono.sh options (same names and defaults): ``initial_beam`` is the beam of
-    the first realignment, ``beam`` of the later ones; iteration 0 (from the equal alignment)
-    uses ``min_gaussian_occupancy_first``."""
+    the first realignment, ``beam`` (the script's ``regular_beam``) of the later ones; pass 0
+    (from the equal alignment) uses ``min_gaussian_occupancy_first``; ``init_utts``
+    utterances give the flat start's mean and variance."""
 
     num_iters: int = option(40, ge=1)
     max_iter_inc: int = option(30, ge=0)
@@ -101,76 +113,91 @@ class MonoConfig(GmmTrainConfig):
     totgauss: int = 1000
     initial_beam: float = 6.0
     min_gaussian_occupancy_first: float = option(3.0, ge=0)
-    seed: int = 0
+    init_utts: int = option(10, ge=1)
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.totgauss < 1 or self.initial_beam <= 0:
-            raise ValueError(f"MonoConfig: totgauss and initial_beam must be > 0: {self}")
+        if self.totgauss < 1 or self.initial_beam <= 0 or self.init_utts < 1:
+            raise ValueError(f"MonoConfig: totgauss, initial_beam, init_utts must be > 0: {self}")
 
 
-@one_blas_thread()
 def train_mono(
-    feats: Mapping[str, np.ndarray],
-    texts: Mapping[str, Sequence[int]],
-    topo,
-    lex_fst,
-    disambig_phones: Sequence[int],
-    sil_phones: Sequence[int],
+    data_dir: str | os.PathLike,
+    lang_dir: str | os.PathLike,
+    exp_dir: str | os.PathLike,
     config: MonoConfig | None = None,
-    exp_dir: str | os.PathLike | None = None,
-    shared_phones: Sequence[Sequence[int]] | None = None,
-    feat_type: str = "delta",
-) -> tuple[GmmModel, dict[str, np.ndarray], list[dict]]:
-    """Flat-start monophone training (steps/train_mono.sh).
+    *,
+    nj: int = 1,
+    runner: JobRunner | None = None,
+) -> tuple[GmmModel, list[dict]]:
+    """Flat-start monophone training (steps/train_mono.sh) into ``exp_dir``.
 
     Args:
-        feats: utt -> (T, D) features (Kaldi: CMVN'd MFCC + deltas).
-        texts: utt -> word ids of the transcript.
-        topo: ``khg.HmmTopology``, topology text, or lang/topo path.
-        lex_fst: L.fst (``StdVectorFst`` or path); disambig_phones: its ``#n`` phone ids.
-        sil_phones: silence phone ids (for ``boost_silence``).
+        data_dir: feats.scp (MFCC), cmvn.scp and text; features get per-speaker CMN + deltas.
+        lang_dir: topo, L.fst, phones/sets.int (shared pdfs), optional_silence.
         config: :class:`MonoConfig`.
-        exp_dir: when given, ``final.mdl``, ``tree``, ``ali.{ark,scp}``, ``config.json`` and
-            ``log/history.jsonl`` are written there (see :func:`training.write_exp_dir`).
-        shared_phones: phone groups sharing pdfs (lang phones/sets.int).
-        feat_type: recorded in the model: how ``feats`` were made (``delta`` as Kaldi).
+        nj: parallel jobs (the data split by speaker); ``runner`` to share worker processes.
 
     Returns:
-        ``(model, alis, history)``: the final model, its alignments of the training data
-        (utt -> (T,) transition_ids) and one record per iteration (``like_per_frame`` ...).
+        ``(model, history)``: the final model and one record per iteration.
     """
+    from pykaldi2.lang.lang_dir import load_lang
+
     cfg = config or MonoConfig()
-    model = gmm_init_mono(topo, feats.values(), shared_phones=shared_phones)
-    graphs = compile_train_graphs(model, lex_fst, disambig_phones, texts)
-    if not graphs:
-        raise DataError("no utterance has a training graph", fix="check texts and lang dir")
-    alis = align_equal_compiled(graphs, {u: len(x) for u, x in feats.items()}, seed=cfg.seed)
-    num_gauss = int(model.am.num_gauss)
-    # iteration 0: from the equal alignment, min-gaussian-occupancy 3, no mixing up (0.mdl).
-    rec = {"iter": 0, "equal_align_failed": len(graphs) - len(alis)}
-    rec.update(
-        estimate(
+    lang = load_lang(lang_dir)
+    own = runner is None
+    runner = runner or JobRunner(nj)
+    try:
+        tr = training_setup(data_dir, lang_dir, exp_dir, nj, runner, cfg.max_missing_text_fraction)
+        pipe = FeaturePipeline(feat_type="delta")
+        first = 1
+        if tr.start(cfg, "mono") and (x := tr.resume_point(1, cfg.num_iters)) is not None:
+            first, model = x, GmmModel.load(tr.mdl(x))
+        else:
+            copy_lang_files(lang_dir, exp_dir)
+            with job_log(tr.log("init.log"), "gmm-init-mono"):
+                init = itertools.islice(
+                    (x for _, x in iter_feats(tr.splits[0], pipe)), cfg.init_utts
+                )
+                model = gmm_init_mono(lang.read_topo(), init, lang.read_int_sets("sets"))
+                model.feat_type = "delta"
+                log.info("gmm-init-mono: %d pdfs, dim %d", model.num_pdfs, model.dim)
+            model.save(tr.mdl(0))
+            model.write_tree(tr.path("tree"))
+            jobs = [
+                EqualAlignJob(
+                    model=str(tr.mdl(0)),
+                    data=str(tr.splits[j]),
+                    lang=str(lang_dir),
+                    pipe=pipe,
+                    acc_out=str(tr.path(f"0.{j + 1}.acc")),
+                    ali_out=str(tr.ali_paths()[j]),
+                )
+                for j in range(tr.nj)
+            ]
+            results = runner(equal_align_job, jobs, log=tr.log("align.0.JOB.log"), desc="pass 0")
+            paths = [j.acc_out for j in jobs]
+            accs = gmm_sum_accs(paths)
+            for p in paths:
+                os.unlink(p)
+            failed = sum_summaries(results).failed
+            numgauss = int(model.am.num_gauss)
+            rec = {"iter": 0, "equal_align_failed": len(failed)}
+            opts = MleOptions(min_gaussian_occupancy=cfg.min_gaussian_occupancy_first)
+            rec.update(tr.estimate(model, accs, 0, cfg, numgauss, opts))
+            append_jsonl(tr.log("history.jsonl"), rec)
+            model.save(tr.mdl(1))
+            remove_model(tr.mdl(0))
+        # numgauss of train_mono.sh: the Gaussians of 0.mdl, one per pdf
+        schedule = gauss_schedule(model.num_pdfs, cfg.totgauss, cfg.max_iter_inc)
+        model = tr.iterate(
             model,
-            feats,
-            alis,
             cfg,
-            num_gauss,
-            min_gaussian_occupancy=cfg.min_gaussian_occupancy_first,
+            schedule,
+            first=first,
+            beam=lambda it: cfg.initial_beam if it == 1 else cfg.beam,
         )
-    )
-    log.info("iter 0 (equal alignment): %s", json.dumps(rec))
-    alis, history = train_gmm_iters(
-        model,
-        graphs,
-        feats,
-        alis,
-        cfg,
-        sil_phones,
-        target_gauss=cfg.totgauss,
-        beam_schedule=lambda it: cfg.initial_beam if it == 1 else cfg.beam,
-    )
-    history.insert(0, rec)
-    model.feat_type = feat_type
-    alis = finish_training(model, graphs, feats, cfg, "mono", history, exp_dir)
-    return model, alis, history
+        return tr.finish(model, cfg, "mono")
+    finally:
+        if own:
+            runner.close()

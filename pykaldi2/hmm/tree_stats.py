@@ -1,13 +1,21 @@
-"""Tree statistics: Kaldi's acc-tree-stats and the Gaussian clustering objective.
+"""Tree statistics: Kaldi's acc-tree-stats, sum-tree-stats and the Gaussian clustering objective.
 
 Statistics are kept per *event*: the phones in the context window plus the pdf-class, e.g. for
 triphones ``(left, center, right, pdf_class)``; phone 0 stands for the utterance boundary, as in
-Kaldi. Each event holds a frame count, the sum of the features and the sum of their squares.
+Kaldi. For a context-independent central phone (silence) only the central position is recorded:
+the other positions hold -1, "key absent", as Kaldi leaves those keys out of the event so that no
+question can ever be asked about them. Each event holds a frame count, the sum of the features
+and the sum of their squares (Kaldi's GaussClusterable, variance floor 0.01).
+
+:func:`kaldi_objf` is GaussClusterable::Objf in double precision; :func:`objf32` rounds it to a
+float the way Kaldi's ``BaseFloat`` return value does, so that the tree builder takes the same
+decisions as Kaldi's (its gains are differences of floats).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,8 +23,9 @@ import numpy as np
 from pykaldi2.hmm.ali import split_to_phones
 from pykaldi2.hmm.model import GmmModel
 from pykaldi2.utils.errors import DataError
+from pykaldi2.utils.io import atomic_write
 
-#: Kaldi's GaussClusterable variance floor.
+#: Kaldi's GaussClusterable variance floor (acc-tree-stats --var-floor).
 VAR_FLOOR = 0.01
 _LOG_2PI = float(np.log(2 * np.pi))
 
@@ -26,7 +35,8 @@ class TreeStats:
     """Sufficient statistics per context event (Kaldi's ``treeacc``).
 
     Attributes:
-        events: (N, W + 1) int: phones at window positions 0..W-1, then the pdf-class.
+        events: (N, W + 1) int: phones at window positions 0..W-1 (-1: key absent), then the
+            pdf-class. Rows are unique and sorted.
         count: (N,) frame counts.
         x1: (N, D) sums of features.
         x2: (N, D) sums of squared features.
@@ -44,33 +54,69 @@ class TreeStats:
     def dim(self) -> int:
         return int(self.x1.shape[1])
 
+    @property
+    def num_frames(self) -> float:
+        return float(self.count.sum())
+
     def pdf_class_key(self) -> int:
         """Column of ``events`` holding the pdf-class (Kaldi's key -1)."""
         return self.context_width
 
+    def key_columns(self) -> dict[int, int]:
+        """EventMap key -> column of ``events`` (positions 0..W-1, pdf-class -1 -> W)."""
+        cols = {k: k for k in range(self.context_width)}
+        cols[-1] = self.context_width
+        return cols
 
-def gauss_objf(count, x1, x2, var_floor: float = VAR_FLOOR):
+
+def kaldi_objf(count, x1, x2, var_floor: float = VAR_FLOOR) -> np.ndarray:
     """Log-likelihood of data under its own ML diagonal Gaussian (GaussClusterable::Objf).
+
+    Per frame ``sum_d(-0.5 var_d / floored_var_d) - 0.5 (sum_d log floored_var_d + D log 2 pi)``
+    times the count, with ``floored_var = max(var, var_floor)``; 0 where count <= 0.
 
     Args:
         count: (...,) frame counts; x1, x2: (..., D) sums of x and x^2.
 
     Returns:
-        (...,) ``-0.5 * count * (sum(log var) + D * (1 + log 2 pi))``, 0 where count <= 0.
+        (...,) float64.
     """
     count = np.asarray(count, dtype=np.float64)
+    x1 = np.asarray(x1, dtype=np.float64)
+    x2 = np.asarray(x2, dtype=np.float64)
     safe = np.where(count > 0, count, 1.0)[..., None]
     mean = x1 / safe
-    var = np.maximum(x2 / safe - mean * mean, var_floor)
+    var = x2 / safe - mean * mean
+    floored = np.maximum(var, var_floor)
     d = x1.shape[-1]
-    obj = -0.5 * count * (np.log(var).sum(-1) + d * (1.0 + _LOG_2PI))
-    return np.where(count > 0, obj, 0.0)
+    per_frame = -0.5 * (var / floored).sum(-1) - 0.5 * (np.log(floored).sum(-1) + d * _LOG_2PI)
+    return np.where(count > 0, per_frame * count, 0.0)
+
+
+def objf32(count, x1, x2, var_floor: float = VAR_FLOOR) -> np.ndarray:
+    """:func:`kaldi_objf` rounded to float32, as Kaldi's Objf() returns it."""
+    return kaldi_objf(count, x1, x2, var_floor).astype(np.float32)
+
+
+def _sum_by_row(ev: np.ndarray, x: np.ndarray):
+    """Unique rows of ``ev`` (T, K) and the count, sum and sum of squares of ``x`` (T, D) per
+    row: (U, K), (U,), (U, D), (U, D)."""
+    uniq, inv = np.unique(ev, axis=0, return_inverse=True)
+    inv = inv.reshape(-1)
+    order = np.argsort(inv, kind="stable")
+    starts = np.searchsorted(inv[order], np.arange(len(uniq)))
+    xs = x[order]
+    return (
+        uniq,
+        np.diff(np.append(starts, len(inv))).astype(np.float64),
+        np.add.reduceat(xs, starts, axis=0),
+        np.add.reduceat(xs * xs, starts, axis=0),
+    )
 
 
 def tid_to_pdf_class(model: GmmModel) -> np.ndarray:
     """(num_transition_ids + 1,) int: the pdf-class of each transition-id (Kaldi's
-    TransitionIdToPdfClass: the self-loop pdf-class for self-loops, else the forward one; they
-    differ in the chain topology)."""
+    TransitionIdToPdfClass: the self-loop pdf-class for self-loops, else the forward one)."""
     topo = model.tm.topo
     out = np.full(model.tm.num_transition_ids + 1, -1, dtype=np.int64)
     for tid in range(1, len(out)):
@@ -79,10 +125,83 @@ def tid_to_pdf_class(model: GmmModel) -> np.ndarray:
     return out
 
 
+class TreeStatsAccumulator:
+    """acc-tree-stats over a stream of utterances: memory grows with the number of distinct
+    context events seen, never with the number of frames.
+
+    >>> acc = TreeStatsAccumulator(model, ci_phones=[1, 2])
+    >>> for utt, x, ali in stream:
+    ...     acc.add(utt, x, ali)
+    >>> stats = acc.result()
+    """
+
+    def __init__(
+        self,
+        model: GmmModel,
+        ci_phones: Iterable[int] = (),
+        context_width: int = 3,
+        central_position: int = 1,
+    ) -> None:
+        if not 0 <= central_position < context_width:
+            raise ValueError(f"central_position {central_position} not in [0, {context_width})")
+        self.model = model
+        self.ci = set(int(p) for p in ci_phones)
+        self.w, self.p = context_width, central_position
+        self._tid2pdf_class = tid_to_pdf_class(model)
+        self._pending: list[TreeStats] = []
+        self._rows = 0
+        self._total: TreeStats | None = None
+        self.num_utts = 0
+
+    def _events(self, ali: np.ndarray) -> np.ndarray:
+        """(T, W + 1) event of every frame of one alignment."""
+        w, p = self.w, self.p
+        segs = split_to_phones(self.model, ali)
+        phones = [ph for ph, _, _ in segs]
+        ev = np.empty((len(ali), w + 1), dtype=np.int64)
+        for i, (ph, start, n) in enumerate(segs):
+            for pos in range(w):
+                j = i + pos - p
+                if ph in self.ci and pos != p:
+                    ev[start : start + n, pos] = -1
+                else:
+                    ev[start : start + n, pos] = phones[j] if 0 <= j < len(phones) else 0
+        ev[:, w] = self._tid2pdf_class[ali]
+        return ev
+
+    def add(self, utt: str, feats: np.ndarray, ali: np.ndarray) -> None:
+        """Add one utterance: ``feats`` (T, D) and its alignment ``ali`` (T,) transition-ids."""
+        ali = np.asarray(ali, dtype=np.int64)
+        x = np.asarray(feats, dtype=np.float64)
+        if len(x) != len(ali):
+            raise DataError(
+                f"alignment has {len(ali)} frames, features {len(x)}", utt=utt, fix="re-align"
+            )
+        ev = self._events(ali)
+        self._pending.append(TreeStats(*_sum_by_row(ev, x), self.w, self.p))
+        self._rows += len(self._pending[-1].count)
+        self.num_utts += 1
+        if self._rows > 50000:
+            self._merge()
+
+    def _merge(self) -> None:
+        if self._pending:
+            parts = self._pending if self._total is None else [self._total, *self._pending]
+            self._total = sum_tree_stats(parts)
+            self._pending, self._rows = [], 0
+
+    def result(self) -> TreeStats:
+        """The statistics so far, rows sorted by event."""
+        self._merge()
+        if self._total is None:
+            raise DataError("acc-tree-stats: no aligned utterance has features", fix="check inputs")
+        return self._total
+
+
 def acc_tree_stats(
     model: GmmModel,
-    feats: Mapping[str, np.ndarray],
-    alis: Mapping[str, np.ndarray],
+    feats,
+    alis,
     ci_phones: Iterable[int] = (),
     context_width: int = 3,
     central_position: int = 1,
@@ -91,52 +210,61 @@ def acc_tree_stats(
 
     Args:
         model: the model the alignments belong to (gives phones and HMM states per frame).
-        feats: utt -> (T, D) features; alis: utt -> (T,) transition_ids.
-        ci_phones: context-independent phones (silence): their own context is not recorded
-            (set to 0), as Kaldi's ``--ci-phones``.
+        feats: utt -> (T, D) features; alis: utt -> (T,) transition_ids (utterances without
+            features are skipped).
+        ci_phones: context-independent phones (silence): only their central position is
+            recorded, as Kaldi's ``--ci-phones``.
         context_width, central_position: N and P (3 and 1 for triphones).
 
     Returns:
         :class:`TreeStats` with one row per distinct event seen.
     """
-    if not 0 <= central_position < context_width:
-        raise ValueError(f"central_position {central_position} not in [0, {context_width})")
-    ci = set(int(p) for p in ci_phones)
-    tid2pdf_class = tid_to_pdf_class(model)
-    ev_rows, xs = [], []
+    acc = TreeStatsAccumulator(model, ci_phones, context_width, central_position)
     for utt, ali in alis.items():
-        if utt not in feats:
-            continue
-        x = np.asarray(feats[utt], dtype=np.float64)
-        if len(x) != len(ali):
-            raise DataError(
-                f"alignment has {len(ali)} frames, features {len(x)}", utt=utt, fix="re-align"
-            )
-        segs = split_to_phones(model, ali)
-        phones = [p for p, _, _ in segs]
-        ev = np.zeros((len(ali), context_width + 1), dtype=np.int64)
-        for i, (p, start, n) in enumerate(segs):
-            for pos in range(context_width):
-                j = i + pos - central_position
-                ev[start : start + n, pos] = phones[j] if 0 <= j < len(phones) else 0
-            if p in ci:
-                ev[start : start + n, :context_width] = 0
-                ev[start : start + n, central_position] = p
-        ev[:, context_width] = tid2pdf_class[np.asarray(ali, dtype=np.int64)]
-        ev_rows.append(ev)
-        xs.append(x)
-    if not ev_rows:
-        raise DataError("acc_tree_stats: no aligned utterance has features", fix="check inputs")
-    ev_all = np.concatenate(ev_rows)
-    x_all = np.concatenate(xs)
-    uniq, inv = np.unique(ev_all, axis=0, return_inverse=True)
+        if utt in feats:
+            acc.add(utt, feats[utt], ali)
+    return acc.result()
+
+
+def sum_tree_stats(parts: Sequence[TreeStats]) -> TreeStats:
+    """The sum of several jobs' statistics (sum-tree-stats): rows of equal events are added."""
+    if not parts:
+        raise DataError("sum-tree-stats: no statistics to sum")
+    w, p = parts[0].context_width, parts[0].central_position
+    if any((s.context_width, s.central_position) != (w, p) for s in parts):
+        raise DataError("sum-tree-stats: statistics with different context widths")
+    events = np.concatenate([s.events for s in parts])
+    uniq, inv = np.unique(events, axis=0, return_inverse=True)
     inv = inv.reshape(-1)
-    count = np.bincount(inv, minlength=len(uniq)).astype(np.float64)
-    x1 = np.zeros((len(uniq), x_all.shape[1]))
-    x2 = np.zeros_like(x1)
-    np.add.at(x1, inv, x_all)
-    np.add.at(x2, inv, x_all * x_all)
-    return TreeStats(uniq, count, x1, x2, context_width, central_position)
+    order = np.argsort(inv, kind="stable")
+    starts = np.searchsorted(inv[order], np.arange(len(uniq)))
+    count = np.add.reduceat(np.concatenate([s.count for s in parts])[order], starts)
+    x1 = np.add.reduceat(np.concatenate([s.x1 for s in parts])[order], starts, axis=0)
+    x2 = np.add.reduceat(np.concatenate([s.x2 for s in parts])[order], starts, axis=0)
+    return TreeStats(uniq, count, x1, x2, w, p)
+
+
+def write_tree_stats(path: str | os.PathLike, stats: TreeStats) -> None:
+    """Write statistics (``JOB.treeacc``) as an ``.npz``, atomically."""
+    with atomic_write(path, "wb") as f:
+        np.savez(
+            f,
+            events=stats.events,
+            count=stats.count,
+            x1=stats.x1,
+            x2=stats.x2,
+            shape=np.asarray([stats.context_width, stats.central_position]),
+        )
+
+
+def read_tree_stats(path: str | os.PathLike) -> TreeStats:
+    """Read statistics written by :func:`write_tree_stats`."""
+    try:
+        with np.load(os.fspath(path)) as z:
+            w, p = (int(v) for v in z["shape"])
+            return TreeStats(z["events"], z["count"], z["x1"], z["x2"], w, p)
+    except (OSError, KeyError, ValueError) as e:
+        raise DataError(f"cannot read tree statistics: {e}", file=str(path)) from None
 
 
 def sum_stats(stats: TreeStats, rows: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:

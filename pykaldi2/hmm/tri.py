@@ -1,68 +1,93 @@
-"""Triphone training: gmm-init-model, convert-ali and steps/train_deltas.sh.
+"""Triphone training: gmm-init-model, gmm-mixup, convert-ali and steps/train_deltas.sh.
 
->>> cfg = DeltasConfig(num_leaves=2000, tot_gauss=10000)
->>> tri1, alis, history = train_deltas(feats, texts, lang_inputs, mono, mono_alis, cfg)
+>>> model, history = train_deltas("data/train", "data/lang", "exp/mono_ali", "exp/tri1",
+...                               DeltasConfig(num_leaves=2000, tot_gauss=10000), nj=4)
+
+The tree stage, as train_deltas.sh runs it: acc-tree-stats per job on the previous system's
+alignments (with the new system's features), sum-tree-stats, cluster-phones (+ the lang's
+extra questions) and compile-questions, build-tree with ``--max-leaves``, gmm-init-model (one
+Gaussian per leaf from the tree statistics), gmm-mixup to ``num_leaves`` Gaussians, and
+convert-ali of the previous alignments to the new tree. Training then starts from ``1.mdl``
+with ``num_leaves`` Gaussians, growing by ``(tot_gauss - num_leaves) // max_iter_inc`` per
+iteration.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from pykaldi2.hmm.ali import split_to_phones
-from pykaldi2.hmm.align import compile_train_graphs
-from pykaldi2.hmm.blas import one_blas_thread
+from pykaldi2.hmm.event_map import map_events
+from pykaldi2.hmm.gmm import gmm_mixup
+from pykaldi2.hmm.jobs import ConvertAliJob, TreeStatsJob, convert_ali_job, tree_stats_job
+from pykaldi2.hmm.kaldi_io import Tree
 from pykaldi2.hmm.model import GmmModel
-from pykaldi2.hmm.questions import cluster_phones
-from pykaldi2.hmm.training import TreeConfig, finish_training, train_gmm_iters
-from pykaldi2.hmm.tree import BuiltTree, Root, build_tree
-from pykaldi2.hmm.tree_stats import VAR_FLOOR, TreeStats, acc_tree_stats
+from pykaldi2.hmm.questions import cluster_phones, compile_questions
+from pykaldi2.hmm.streams import FeaturePipeline, ali_files
+from pykaldi2.hmm.training import (
+    GmmTraining,
+    TreeConfig,
+    copy_lang_files,
+    gauss_schedule,
+    training_setup,
+)
+from pykaldi2.hmm.tree import build_tree
+from pykaldi2.hmm.tree_stats import VAR_FLOOR, TreeStats, read_tree_stats, sum_tree_stats
 from pykaldi2.utils.errors import DataError
+from pykaldi2.utils.io import atomic_write_text
+from pykaldi2.utils.jobs import JobRunner, job_log
 
 log = logging.getLogger(__name__)
 
 
 def gmm_init_model(
-    tree: BuiltTree, topo, stats: TreeStats, var_floor: float = VAR_FLOOR
-) -> GmmModel:
+    to_pdf, context_width: int, central_position: int, topo, stats: TreeStats,
+    var_floor: float = VAR_FLOOR,
+) -> tuple[GmmModel, np.ndarray]:  # fmt: skip
     """One Gaussian per leaf from the tree statistics (gmm-init-model).
 
-    Each pdf gets the mean and variance of the statistics rows that the tree sends to it;
-    a pdf without data (a phone never seen) gets the global mean and variance.
+    Each pdf gets the mean and variance of the statistics rows that the tree ``to_pdf`` (an
+    EventMap) sends to it, computed in float as Kaldi's DiagGmm(GaussClusterable) does; a pdf
+    without data (a phone never seen) gets the statistics of all rows. Returns the model and
+    the (P,) pdf occupancies (``--write-occs``).
     """
     from pykaldi2.kaldi import khg
 
-    ctx_dep = tree.to_context_dependency()
-    tot_n = stats.count.sum()
-    g_mean = stats.x1.sum(0) / tot_n
-    g_var = np.maximum(stats.x2.sum(0) / tot_n - g_mean**2, var_floor)
+    ctx_dep = Tree(to_pdf, context_width, central_position).khg()
+    num_pdfs = ctx_dep.num_pdfs
+    row_pdf = map_events(to_pdf, stats.events, stats.key_columns())
+    if (row_pdf < 0).any():
+        raise DataError("gmm-init-model: the tree cannot map some statistics (wrong tree?)")
+    n = np.bincount(row_pdf, weights=stats.count, minlength=num_pdfs)
+    x1 = np.zeros((num_pdfs, stats.dim))
+    x2 = np.zeros_like(x1)
+    np.add.at(x1, row_pdf, stats.x1)
+    np.add.at(x2, row_pdf, stats.x2)
     am = khg.AmDiagGmm()
-    empty = 0
-    for pdf in range(tree.num_pdfs):
-        rows = tree.row_pdf == pdf
-        n = stats.count[rows].sum()
-        if n > 0:
-            mean = stats.x1[rows].sum(0) / n
-            var = np.maximum(stats.x2[rows].sum(0) / n - mean**2, var_floor)
+    f32 = np.float32
+    for pdf in range(num_pdfs):
+        if n[pdf] > 0:
+            cnt, s1, s2 = n[pdf], x1[pdf], x2[pdf]
         else:
-            mean, var = g_mean, g_var
-            empty += 1
+            log.warning("gmm-init-model: tree has pdf-id %d with no stats", pdf)
+            cnt, s1, s2 = stats.count.sum(), stats.x1.sum(0), stats.x2.sum(0)
+        if 0 < n[pdf] < 100:
+            log.warning("gmm-init-model: very small count for state %d: %g", pdf, n[pdf])
+        mean = (s1.astype(f32) * (f32(1.0) / f32(cnt))).astype(f32)
+        var = (s2.astype(f32) * (f32(1.0) / f32(cnt)) - mean * mean).astype(f32)
+        var = np.maximum(var, f32(var_floor))
         gmm = khg.DiagGmm(nmix=1, dim=stats.dim)
         gmm.set_weights(np.ones(1, dtype=np.float32))
-        gmm.set_means(mean[None].astype(np.float32))
-        gmm.set_invvars((1.0 / var)[None].astype(np.float32))
+        gmm.set_invvars_and_means((f32(1.0) / var)[None].astype(f32), mean[None])
         gmm.compute_gconsts()
         am.add_pdf(gmm)
-    if empty:
-        log.warning(
-            "gmm-init-model: %d of %d pdfs have no data (global Gaussian)", empty, tree.num_pdfs
-        )
     tm = khg.TransitionModel(ctx_dep=ctx_dep, hmm_topo=topo)
-    return GmmModel(tm=tm, tree=ctx_dep, am=am)
+    return GmmModel(tm=tm, tree=ctx_dep, am=am), n
 
 
 def convert_ali(
@@ -239,131 +264,150 @@ def _phone_path(new: GmmModel, p: int, window, length: int, reorder: bool, rng, 
     return _change_reordering(new, out) if reorder else out
 
 
+def prev_alignments(ali_dir: str | os.PathLike) -> tuple[Path, list[Path]]:
+    """The previous system of a triphone stage: its ``final.mdl`` and alignment archives."""
+    d = Path(ali_dir)
+    mdl = d / "final.mdl"
+    if not mdl.is_file():
+        raise DataError("no final.mdl", file=str(d), fix="pass an exp or ali dir of a GMM system")
+    return mdl, ali_files(d)
+
+
+def default_nj(ali_dir: str | os.PathLike, nj: int | None) -> int:
+    """``nj``, else the alignment dir's ``num_jobs`` (as the scripts take it), else 1."""
+    if nj is not None:
+        return nj
+    f = Path(ali_dir) / "num_jobs"
+    return int(f.read_text().split()[0]) if f.is_file() else 1
+
+
+def build_tree_stage(
+    tr: GmmTraining,
+    cfg: TreeConfig,
+    prev_mdl: Path,
+    prev_alis: list[Path],
+    pipe: FeaturePipeline,
+) -> GmmModel:
+    """acc-tree-stats .. gmm-mixup .. convert-ali (train_deltas.sh stages -3 to -1): writes
+    ``tree``, ``questions.int``, ``1.mdl`` and ``ali.JOB.gz`` (converted); returns the model.
+
+    ``pipe`` makes the new system's features (the tree statistics are of those)."""
+    from pykaldi2.lang.lang_dir import load_lang
+
+    lang = load_lang(tr.lang_dir)
+    prev = GmmModel.load(prev_mdl)
+    jobs = [
+        TreeStatsJob(
+            model=str(prev_mdl),
+            data=str(tr.splits[j]),
+            pipe=p,
+            ali_in=[str(a) for a in prev_alis],
+            out=str(tr.path(f"{j + 1}.treeacc")),
+            ci_phones=list(lang.silence_phones),
+            context_width=cfg.context_width,
+            central_position=cfg.central_position,
+        )
+        for j, p in enumerate(tr.pipes(pipe))
+    ]
+    tr.runner(tree_stats_job, jobs, log=tr.log("acc_tree.JOB.log"), desc="acc-tree-stats")
+    with job_log(tr.log("sum_tree_acc.log"), "sum-tree-stats"):
+        stats = sum_tree_stats([read_tree_stats(j.out) for j in jobs])
+        for j in jobs:
+            os.unlink(j.out)
+        log.info(
+            "sum-tree-stats: %d individual stats, %.0f frames", len(stats.count), stats.num_frames
+        )
+    topo = lang.read_topo()
+    n2c = topo.get_phone_to_num_pdf_classes()
+    extra = (
+        lang.read_int_sets("extra_questions")
+        if (lang.dir / "phones" / "extra_questions.int").is_file()
+        else []
+    )
+    with job_log(tr.log("questions.log"), "cluster-phones + extra questions"):
+        questions = cluster_phones(stats, lang.read_int_sets("sets"), extra_questions=extra)
+        atomic_write_text(
+            tr.path("questions.int"), "".join(" ".join(map(str, q)) + "\n" for q in questions)
+        )
+        qst = compile_questions(questions, max(n2c))
+    with job_log(tr.log("build_tree.log"), f"build-tree --max-leaves={cfg.num_leaves}"):
+        tree = build_tree(
+            stats,
+            qst,
+            lang.roots(),
+            n2c,
+            max_leaves=cfg.num_leaves,
+            thresh=cfg.tree_thresh,
+            cluster_thresh=cfg.cluster_thresh,
+            round_num_leaves=cfg.round_num_leaves,
+        )
+    with job_log(tr.log("init_model.log"), "gmm-init-model + gmm-mixup"):
+        model, occs = gmm_init_model(
+            tree.to_pdf, tree.context_width, tree.central_position, topo, stats
+        )
+        gmm_mixup(model, occs, cfg.num_leaves, seed=cfg.seed)
+        log.info("gmm-mixup: %d pdfs, %d Gaussians", model.num_pdfs, model.am.num_gauss)
+    model.feat_type, model.transform, model.splice = pipe.feat_type, pipe.transform, pipe.splice
+    model.save(tr.mdl(1))
+    model.write_tree(tr.path("tree"))
+    convert = [
+        ConvertAliJob(
+            old=str(prev_mdl),
+            new=str(tr.mdl(1)),
+            data=str(tr.splits[j]),
+            ali_in=[str(a) for a in prev_alis],
+            ali_out=str(tr.ali_paths()[j]),
+        )
+        for j in range(tr.nj)
+    ]
+    tr.runner(convert_ali_job, convert, log=tr.log("convert.JOB.log"), desc="convert-ali")
+    del prev
+    return model
+
+
 @dataclass
 class DeltasConfig(TreeConfig):
     """steps/train_deltas.sh options (same names and defaults) plus build-tree's."""
 
 
-@dataclass
-class TreeInputs:
-    """What build-tree needs from the lang dir.
-
-    Attributes:
-        roots: ``(shared, split, phones)`` per line of roots.txt.
-        phone_sets: units for cluster-phones (sets.int).
-        extra_questions: extra_questions.int.
-        ci_phones: context-independent phones (silence).
-    """
-
-    roots: Sequence[Root]
-    phone_sets: Sequence[Sequence[int]]
-    extra_questions: Sequence[Sequence[int]] = ()
-    ci_phones: Sequence[int] = ()
-
-
-def build_triphone_model(
-    prev: GmmModel,
-    feats: Mapping[str, np.ndarray],
-    alis: Mapping[str, np.ndarray],
-    tree_inputs: TreeInputs,
-    cfg,
-) -> tuple[GmmModel, dict[str, np.ndarray]]:
-    """acc-tree-stats, cluster-phones, build-tree, gmm-init-model and convert-ali in one go."""
-    stats = acc_tree_stats(
-        prev, feats, alis, tree_inputs.ci_phones, cfg.context_width, cfg.central_position
-    )
-    questions = cluster_phones(
-        stats, tree_inputs.phone_sets, extra_questions=tree_inputs.extra_questions
-    )
-    n2c = prev.tm.topo.get_phone_to_num_pdf_classes()
-    tree = build_tree(
-        stats,
-        questions,
-        tree_inputs.roots,
-        n2c,
-        max_leaves=cfg.num_leaves,
-        thresh=cfg.tree_thresh,
-        min_count=cfg.tree_min_count,
-        cluster_thresh=cfg.cluster_thresh,
-    )
-    model = gmm_init_model(tree, prev.tm.topo, stats)
-    new_alis = {u: convert_ali(prev, model, a) for u, a in alis.items()}
-    return model, new_alis
-
-
-@one_blas_thread()
-def train_triphone(
-    prev: GmmModel,
-    prev_alis: Mapping[str, np.ndarray],
-    feats: dict[str, np.ndarray],
-    texts: Mapping[str, Sequence[int]],
-    lex_fst,
-    disambig_phones: Sequence[int],
-    sil_phones: Sequence[int],
-    tree_inputs: TreeInputs,
-    cfg: TreeConfig,
-    system: str,
-    exp_dir: str | os.PathLike | None = None,
-    on_realign=None,
-    setup=None,
-) -> tuple[GmmModel, dict[str, np.ndarray], list[dict]]:
-    """Tree + one Gaussian per leaf, then ``num_iters`` iterations (train_deltas.sh's loop).
-
-    ``setup(model)`` may set feature attributes on the new model before training;
-    ``on_realign`` is passed to :func:`~pykaldi2.hmm.training.train_gmm_iters`.
-    """
-    model, alis = build_triphone_model(prev, feats, prev_alis, tree_inputs, cfg)
-    model.feat_type, model.transform, model.splice = prev.feat_type, prev.transform, prev.splice
-    model.cmvn_opts, model.delta_opts = prev.cmvn_opts, prev.delta_opts
-    if setup is not None:
-        setup(model)
-    graphs = compile_train_graphs(model, lex_fst, disambig_phones, texts)
-    alis, history = train_gmm_iters(
-        model,
-        graphs,
-        feats,
-        alis,
-        cfg,
-        sil_phones,
-        target_gauss=cfg.tot_gauss,
-        on_realign=on_realign,
-    )
-    alis = finish_training(model, graphs, feats, cfg, system, history, exp_dir)
-    return model, alis, history
-
-
 def train_deltas(
-    feats: Mapping[str, np.ndarray],
-    texts: Mapping[str, Sequence[int]],
-    lex_fst,
-    disambig_phones: Sequence[int],
-    sil_phones: Sequence[int],
-    tree_inputs: TreeInputs,
-    prev: GmmModel,
-    prev_alis: Mapping[str, np.ndarray],
+    data_dir: str | os.PathLike,
+    lang_dir: str | os.PathLike,
+    ali_dir: str | os.PathLike,
+    exp_dir: str | os.PathLike,
     config: DeltasConfig | None = None,
-    exp_dir: str | os.PathLike | None = None,
-) -> tuple[GmmModel, dict[str, np.ndarray], list[dict]]:
-    """Triphone training on the same features as ``prev`` (steps/train_deltas.sh).
+    *,
+    nj: int | None = None,
+    runner: JobRunner | None = None,
+) -> tuple[GmmModel, list[dict]]:
+    """Triphones on the previous system's features (steps/train_deltas.sh) into ``exp_dir``.
 
-    Builds a tree from ``prev_alis``, initializes one Gaussian per leaf, converts the
-    alignments, then runs ``num_iters`` iterations (realign at ``realign_iters``, accumulate,
-    estimate, mix up towards ``tot_gauss``).
+    Args:
+        data_dir, lang_dir: as train_mono.
+        ali_dir: the previous system (``final.mdl`` and ``ali.*.gz``), e.g. exp/mono_ali.
+        config: :class:`DeltasConfig` (``num_leaves``, ``tot_gauss`` ...).
+        nj: parallel jobs (default: the ali dir's ``num_jobs``).
 
     Returns:
-        ``(model, alis, history)`` as :func:`~pykaldi2.hmm.mono.train_mono`.
+        ``(model, history)`` as :func:`~pykaldi2.hmm.mono.train_mono`.
     """
     cfg = config or DeltasConfig()
-    return train_triphone(
-        prev,
-        prev_alis,
-        dict(feats),
-        texts,
-        lex_fst,
-        disambig_phones,
-        sil_phones,
-        tree_inputs,
-        cfg,
-        "tri_deltas",
-        exp_dir,
-    )
+    nj = default_nj(ali_dir, nj)
+    prev_mdl, prev_alis = prev_alignments(ali_dir)
+    own = runner is None
+    runner = runner or JobRunner(nj)
+    try:
+        tr = training_setup(data_dir, lang_dir, exp_dir, nj, runner, cfg.max_missing_text_fraction)
+        pipe = FeaturePipeline.for_model(GmmModel.load(prev_mdl))
+        first = 1
+        if tr.start(cfg, "tri_deltas") and (x := tr.resume_point(1, cfg.num_iters)) is not None:
+            first, model = x, GmmModel.load(tr.mdl(x))
+        else:
+            copy_lang_files(lang_dir, exp_dir)
+            model = build_tree_stage(tr, cfg, prev_mdl, prev_alis, pipe)
+        schedule = gauss_schedule(cfg.num_leaves, cfg.tot_gauss, cfg.max_iter_inc)
+        model = tr.iterate(model, cfg, schedule, first=first)
+        return tr.finish(model, cfg, "tri_deltas")
+    finally:
+        if own:
+            runner.close()

@@ -5,9 +5,8 @@ Three kinds of :class:`TopoEntry`:
 - ``left-to-right`` (Kaldi's default for nonsilence phones with ``num_states=3``): state ``i``
   loops with 0.75 and moves on with 0.25; the last state leads to the final (non-emitting)
   state.
-- ``ergodic`` (Kaldi's 5-state silence): state 0 enters any of ``0..n-2``, the middle states are
-  fully connected among ``1..n-1``, the last state exits. It stalls flat-start training here
-  (shared/KALDI_NOTES.md), so our default silence topology is left-to-right too.
+- ``ergodic`` (Kaldi's 5-state silence, prepare_lang.sh's default and ours): state 0 enters any
+  of ``0..n-2``, the middle states are fully connected among ``1..n-1``, the last state exits.
 - ``chain`` (LF-MMI): one state with separate forward and self-loop pdf classes.
 
     >>> text = make_topo([4, 5, 6], [1, 2], TopoConfig())
@@ -75,7 +74,7 @@ class TopoConfig(ConfigMixin):
     """Topologies of nonsilence and silence phones (``to_dict``/``from_dict`` for saving)."""
 
     nonsilence: TopoEntry = field(default_factory=TopoEntry)
-    silence: TopoEntry = field(default_factory=TopoEntry)
+    silence: TopoEntry = field(default_factory=lambda: TopoEntry("ergodic", 5))
 
     def to_dict(self) -> dict:
         return asdict(self)

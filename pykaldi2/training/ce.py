@@ -189,7 +189,7 @@ def train_ce(cfg: TrainCEConfig, exp_dir: str | os.PathLike) -> Path:
     exp_dir = Path(exp_dir)
     dist = Dist.from_env()
     try:
-        data = load_ce_data(cfg)
+        data = load_ce_data(cfg, exp_dir / "egs", dist)
         mcfg = model_config(cfg.model_type, cfg.model, data.feats.dim, data.num_pdfs)
         torch.manual_seed(cfg.seed)
         model = build_model(cfg.model_type, mcfg)

@@ -87,6 +87,11 @@ class TrainTransducerConfig(TrainConfigMixin):
         max_symbols_per_frame: greedy decoding setting saved with the model.
         max_missing_text_fraction: utterances with features but no ``text`` line are listed
             and left out; more than this fraction of a data dir set is an error.
+        joiner_max_nodes: the RNN-T loss runs the joiner on groups of utterances holding at
+            most this many lattice nodes (t, u) at a time, each recomputed in the backward pass
+            (:mod:`pykaldi2.losses.rnnt_chunked`): the joiner's memory is bounded by this
+            budget (or the largest utterance's lattice) instead of batch x T x U. Same loss and
+            gradients; a batch within the budget runs as one piece.
         trainer: :class:`TrainerConfig` (optimizer, AMP, accum_grad, schedule, checkpoints).
         simulation: null (default: the stored features) or a sim.yaml (saved resolved): the
             training utterances are simulated on the fly from the audio of ``train_data`` (one
@@ -111,6 +116,7 @@ class TrainTransducerConfig(TrainConfigMixin):
     joint_lr_factor: float = 1.0
     max_symbols_per_frame: int = 3
     max_missing_text_fraction: float = option(MAX_MISSING_TEXT_FRACTION, ge=0, le=1)
+    joiner_max_nodes: int = option(100_000, ge=1)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     seed: int = 0
     simulation: SimulationConfig | str | None = None
@@ -153,6 +159,8 @@ class TrainTransducerConfig(TrainConfigMixin):
 class TransducerTask:
     """RNN-T loss summed over the batch's utterances (count = utterances), plus ``ctc_weight``
     times the CTC loss of the model's CTC head in training mode (``stats``: ``rnnt``, ``ctc``).
+    The joiner runs on groups of at most ``joiner_max_nodes`` lattice nodes
+    (:func:`~pykaldi2.losses.rnnt_chunked.rnnt_loss_chunked`), so its memory stays bounded.
 
     Batches are :func:`~pykaldi2.data.datasets.collate_frames` dicts: targets padded with a
     negative value, so ``target_lengths = (targets >= 0).sum(1)``. With ``specaug`` enabled,
@@ -161,11 +169,13 @@ class TransducerTask:
     """
 
     def __init__(
-        self, device, specaug: SpecAugConfig | None = None, ctc_weight: float = 0.0
-    ) -> None:
+        self, device, specaug: SpecAugConfig | None = None, ctc_weight: float = 0.0,
+        joiner_max_nodes: int = 100_000,
+    ) -> None:  # fmt: skip
         self.device = torch.device(device)
         self.specaug = specaug if specaug is not None and specaug.enable else None
         self.ctc_weight = float(ctc_weight)
+        self.joiner_max_nodes = int(joiner_max_nodes)
 
     def _augment(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         from pykaldi2.simulation.specaug import spec_augment
@@ -177,7 +187,7 @@ class TransducerTask:
         return feats
 
     def compute_loss(self, model, batch) -> LossOutput:
-        from pykaldi2.losses.rnnt import rnnt_loss
+        from pykaldi2.losses.rnnt_chunked import rnnt_loss_chunked
 
         feats = batch["feats"].to(self.device)
         lengths = batch["lengths"].to(self.device)
@@ -187,8 +197,8 @@ class TransducerTask:
         target_lengths = (targets >= 0).sum(1)
         targets = targets.clamp(min=0)
         enc, enc_lengths, pred = model.encode_and_predict(feats, lengths, targets)
-        logits = model.joiner(enc, pred)
-        loss = rnnt_loss(logits, targets, enc_lengths, target_lengths, model.blank, "sum")
+        loss = rnnt_loss_chunked(model.joiner, enc, pred, targets, enc_lengths, target_lengths,
+                                 model.blank, self.joiner_max_nodes)  # fmt: skip
         stats = {"tokens": float(target_lengths.sum()), "rnnt": float(loss.detach())}
         if self.ctc_weight > 0 and model.training:
             ctc = ctc_loss_sum(model.ctc_log_probs(enc), targets, enc_lengths, target_lengths,
@@ -302,7 +312,7 @@ def train_transducer(cfg: TrainTransducerConfig, exp_dir: str | os.PathLike) -> 
             int(cfg.model.get("enc_stack_time_factor", 0))
             or TransducerConfig.preset(cfg.model_size).enc_stack_time_factor
         )
-        feats, train, valid, skipped = load_transducer_data(cfg, tok, k)
+        feats, train, valid, skipped = load_transducer_data(cfg, tok, k, exp_dir / "egs", dist)
         mcfg = transducer_model_config(cfg, cfg.frontend.output_dim(feats.dim), tok.vocab_size)
         torch.manual_seed(cfg.seed)
         model = Transducer(mcfg)
@@ -315,7 +325,7 @@ def train_transducer(cfg: TrainTransducerConfig, exp_dir: str | os.PathLike) -> 
 
             doc = {"counts": counts, "utts": {r: u[:100] for r, u in skipped.items()}}
             atomic_write_text(exp_dir / "log" / "skipped.json", json.dumps(doc, indent=1) + "\n")
-        task = TransducerTask(dist.device, cfg.specaug, cfg.ctc_weight)
+        task = TransducerTask(dist.device, cfg.specaug, cfg.ctc_weight, cfg.joiner_max_nodes)
         loader = make_loader(train, cfg, rank=dist.rank, world_size=dist.world_size, shuffle=True)
         valid_fn = None
         if valid is not None and len(valid):

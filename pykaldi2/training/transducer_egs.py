@@ -21,8 +21,10 @@ import torch
 from pykaldi2.features.transducer_frontend import TransducerFrontendConfig
 from pykaldi2.training.data import (
     DataDirFeatures,
+    egs_path,
     epoch_batches,
     held_out_split,
+    shared_store,
     simulated_utterances,
 )
 from pykaldi2.utils.errors import DataError
@@ -158,24 +160,48 @@ def _encoded(tok, data_dirs, on_unknown, feats, max_missing_fraction: float):
     return encode_text(tok, transcripts, on_unknown, source=src)
 
 
-def load_transducer_data(cfg, tok, mcfg_k: int):
-    """(train feats, train dataset, valid dataset | None, skipped counts by reason)."""
+def token_store(tokens: Mapping[str, Sequence[int]], path, dist=None):
+    """``tokens`` as a memory-mapped store at ``path`` (written by rank 0, unless one with the
+    same content is there): what the datasets and their DataLoader workers read."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for utt in sorted(tokens):
+        h.update(utt.encode("utf-8") + b" " + np.asarray(tokens[utt], np.int32).tobytes())
+
+    def build(w) -> None:
+        for utt in sorted(tokens):
+            w.add(utt, tokens[utt])
+
+    return shared_store(path, {"tokens": h.hexdigest(), "utts": len(tokens)}, build, dist)
+
+
+def load_transducer_data(cfg, tok, mcfg_k: int, egs_dir=None, dist=None):
+    """(train feats, train dataset, valid dataset | None, skipped counts by reason).
+
+    The token sequences are stores in ``egs_dir`` (``tokens``, ``valid_tokens``; a temp dir
+    when None) made by rank 0 of ``dist``: no dict of them in the DataLoader workers."""
 
     fe = cfg.frontend
+    egs = egs_path(egs_dir)
     feats = DataDirFeatures(cfg.train_data, fe.pipeline())
     frac = cfg.max_missing_text_fraction
     enc = _encoded(tok, cfg.train_data, cfg.tokenizer.on_unknown, feats, frac)
-    utts, skipped = select_utts(feats, enc.tokens, fe, mcfg_k)
-    skipped["unknown_characters"] = enc.skipped
+    tokens = token_store(enc.tokens, egs / "tokens", dist)
+    skipped_chars, enc = enc.skipped, None
+    utts, skipped = select_utts(feats, tokens, fe, mcfg_k)
+    skipped["unknown_characters"] = skipped_chars
     valid = None
     if cfg.valid_data:
         vfeats = DataDirFeatures(cfg.valid_data, fe.pipeline())
         venc = _encoded(tok, cfg.valid_data, "skip", vfeats, frac)
-        vutts, _ = select_utts(vfeats, venc.tokens, fe, mcfg_k)
-        valid = TokenDataset(vfeats, venc.tokens, vutts, fe)
+        vtokens = token_store(venc.tokens, egs / "valid_tokens", dist)
+        venc = None
+        vutts, _ = select_utts(vfeats, vtokens, fe, mcfg_k)
+        valid = TokenDataset(vfeats, vtokens, vutts, fe)
     elif cfg.valid_fraction > 0:
         utts, vutts = held_out_split(utts, cfg.valid_fraction, cfg.seed)
-        valid = TokenDataset(feats, enc.tokens, vutts, fe)
+        valid = TokenDataset(feats, tokens, vutts, fe)
     if not utts:
         raise DataError(
             f"no usable training utterances (skipped: { {k: len(v) for k, v in skipped.items()} })",
@@ -183,5 +209,5 @@ def load_transducer_data(cfg, tok, mcfg_k: int):
             fix="check that feats.scp and text cover the same utterances",
         )
     if cfg.simulation is not None:
-        return feats, simulated_tokens(cfg, feats, enc.tokens, utts), valid, skipped
-    return feats, TokenDataset(feats, enc.tokens, utts, fe), valid, skipped
+        return feats, simulated_tokens(cfg, feats, tokens, utts), valid, skipped
+    return feats, TokenDataset(feats, tokens, utts, fe), valid, skipped

@@ -71,13 +71,13 @@ def test_librispeech_data_stages(librispeech_sample_dir: Path, tmp_path: Path) -
 @pytest.mark.parametrize(
     "recipe,script,made,missing,stop",
     [
-        ("an4", "run_ce.sh", ["data/train_fbank/feats.scp"], "exp/tri2_ali/ali.scp", "6"),
-        ("an4", "run_se.sh", ["exp/tri2/graph/HCLG.fst", "exp/tri2_ali/ali.scp"],
+        ("an4", "run_ce.sh", ["data/train_fbank/feats.scp"], "exp/tri3_ali/num_jobs", "6"),
+        ("an4", "run_se.sh", ["exp/tri3/graph/HCLG.fst", "exp/tri3_ali/num_jobs"],
          "exp/blstm_ce/final/final.pt", "7"),
         ("an4", "run_chain.sh", ["data/train_sp_fbank/feats.scp"],
          "exp/chain/tree_sp/final.mdl", "11"),
         ("librispeech", "run_ce.sh", ["data/train_960_fbank/feats.scp"],
-         "exp/tri3_960_ali_train_960/ali.scp", "8"),
+         "exp/tri3_960_ali_train_960/num_jobs", "8"),
         ("librispeech", "run_chain.sh", [], "data/train_960_fbank/feats.scp", "2"),
         ("librispeech", "run_se.sh", [], "exp/tri3_960/graph/HCLG.fst", "7"),
     ],
@@ -98,7 +98,7 @@ def test_entry_point_without_its_stages_fails_clearly(
 def test_entry_points_run_the_stage_commands(tmp_path: Path) -> None:
     egs = copy_egs(tmp_path, "an4", "librispeech")
     bin_dir, log = fake_pykaldi2(tmp_path)
-    touch(egs / "an4", "data/train_fbank/feats.scp", "exp/tri2_ali/ali.scp",
+    touch(egs / "an4", "data/train_fbank/feats.scp", "exp/tri3_ali/num_jobs",
           "data/train_sp_fbank/feats.scp", "exp/chain/tree_sp/final.mdl")  # fmt: skip
     r = sh(["sh", "egs/an4/run_ce.sh", "--override", "trainer.lr=1"], tmp_path, bin_dir)
     assert r.returncode == 0, r.stderr
@@ -110,8 +110,8 @@ def test_entry_points_run_the_stage_commands(tmp_path: Path) -> None:
     ]
     # librispeech: run_ce.sh --subset 100 and run.sh stage 9 run the same command
     ls = egs / "librispeech"
-    touch(ls, "data/train_100_fbank/feats.scp", "exp/tri3_100_ali_train_100/ali.scp")
-    touch(ls, "exp/tri3_100_ali_dev_clean/ali.scp")
+    touch(ls, "data/train_100_fbank/feats.scp", "exp/tri3_100_ali_train_100/num_jobs")
+    touch(ls, "exp/tri3_100_ali_dev_clean/num_jobs")
     log.unlink()
     r = sh(["sh", "run_ce.sh", "--subset", "100"], ls, bin_dir)
     assert r.returncode == 0, r.stderr

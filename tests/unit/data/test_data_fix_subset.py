@@ -78,6 +78,11 @@ def test_subset_modes(tmp_path):
     d = _wavs(tmp_path, {"a-1": 0.3, "a-2": 0.1, "b-3": 0.2, "b-4": 0.4})
     assert subset_data_dir(d, first=2).utt_ids == ["a-1", "a-2"]
     assert subset_data_dir(d, shortest=2).utt_ids == ["a-2", "b-3"]
+    # with features, their lengths decide (feat-to-len, as subset_data_dir.sh): no audio read
+    d.utt_tables["utt2num_frames"] = {"a-1": "5", "a-2": "30", "b-3": "20", "b-4": "10"}
+    d.wav_scp = {u: "/nonexistent.wav" for u in d.wav_scp}
+    assert subset_data_dir(d, shortest=2).utt_ids == ["a-1", "b-4"]
+    del d.utt_tables["utt2num_frames"]
     assert subset_data_dir(d, spk_list=["b"]).utt_ids == ["b-3", "b-4"]
     (tmp_path / "list").write_text("b-4\na-2 extra fields ignored\n")
     s = subset_data_dir(d, utt_list=tmp_path / "list")

@@ -16,9 +16,14 @@ from kaldi_reference_data import (
 )
 
 from pykaldi2.hmm.ali import read_ali, split_to_phones
-from pykaldi2.hmm.chain_tree import ChainTreeConfig, chain_build_tree, chain_monophone_model
+from pykaldi2.hmm.chain_tree import (
+    ChainTreeConfig,
+    TreeInputs,
+    chain_build_tree,
+    chain_monophone_model,
+)
 from pykaldi2.hmm.model import GmmModel
-from pykaldi2.hmm.tri import TreeInputs, convert_ali
+from pykaldi2.hmm.tri import convert_ali
 from pykaldi2.kaldi import khg
 from pykaldi2.lang.chain_supervision import SupervisionOptions, chain_get_supervision
 from pykaldi2.lang.den_fst import map_arcs

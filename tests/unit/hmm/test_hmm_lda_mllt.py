@@ -28,6 +28,28 @@ def _lda_data(rng, d=6, classes=5, n=400):
     return feats, alis
 
 
+def test_compose_transforms_and_affine():
+    from pykaldi2.hmm.lda import compose_transforms
+    from pykaldi2.hmm.streams import transform_feats
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(7, 4)).astype(np.float32)
+    b = rng.normal(size=(3, 4))
+    a = rng.normal(size=(3, 3))
+    aff = rng.normal(size=(3, 4))  # (3, 3 + 1): affine after b
+    np.testing.assert_allclose(
+        transform_feats(x, compose_transforms(a, b)),
+        transform_feats(transform_feats(x, b), a),
+        rtol=1e-5,
+    )
+    np.testing.assert_allclose(
+        transform_feats(x, compose_transforms(aff, b)),
+        transform_feats(transform_feats(x, b), aff),
+        rtol=1e-4,
+        atol=1e-5,
+    )
+
+
 def test_lda_matches_generalized_eigenproblem():
     rng = np.random.default_rng(0)
     feats, alis = _lda_data(rng)
@@ -83,10 +105,13 @@ def test_mllt_reaches_stationary_point():
 
 
 def test_mllt_stats_fast_equal_reference(synth, mono_trained):
-    model, alis, _ = mono_trained
+    from pykaldi2.hmm.inputs import feats_for_model
+
+    model, alis, _, _ = mono_trained
     some = {u: alis[u] for u in sorted(alis)[:6]}
-    fast, beta = gmm_acc_mllt(model, synth.feats, some, silence_phones=[1])
-    ref, beta_ref = gmm_acc_mllt_ref(model, synth.feats, some, silence_phones=[1])
+    feats = feats_for_model(model, synth.data, list(some))
+    fast, beta = gmm_acc_mllt(model, feats, some, silence_phones=[1])
+    ref, beta_ref = gmm_acc_mllt_ref(model, feats, some, silence_phones=[1])
     assert beta == pytest.approx(beta_ref, rel=1e-6)  # float32 posteriors summed
     np.testing.assert_allclose(fast, ref, rtol=1e-6, atol=1e-6 * np.abs(ref).max())
     # MLLT on these statistics improves the objective

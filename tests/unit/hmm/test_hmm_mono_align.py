@@ -9,21 +9,28 @@ from pykaldi2.hmm.ali import ali_to_pdf, ali_to_phones, read_ali, split_to_phone
 
 
 def test_alignment_recovers_true_segmentation(synth, mono_trained):
-    model, alis, hist = mono_trained
+    model, alis, hist, exp = mono_trained
     assert len(alis) == len(synth.feats)
     assert hist[-1]["like_per_frame"] > hist[0]["like_per_frame"] + 3.0
+    near = total = 0
     for utt, ali in alis.items():
         segs = split_to_phones(model, ali)
         assert [p for p, _, _ in segs] == synth.texts[utt]
         assert [s for _, s, _ in segs] == synth.phone_starts[utt]
-        # HMM-state boundaries too: a new state visit starts where the hmm_state changes
-        st = model.tid2hmm_state[ali]
-        starts = [0] + [t for t in range(1, len(st)) if st[t] != st[t - 1]]
-        assert starts == synth.state_starts[utt]
+        # HMM-state boundaries of the 3-state phones (blurred by the deltas): mostly within 2
+        st, ph = model.tid2hmm_state[ali], model.tid2phone[ali]
+        change = np.flatnonzero((st[1:] != st[:-1]) | (ph[1:] != ph[:-1])) + 1
+        starts = np.concatenate([[0], change])
+        for k, (p, _, _) in enumerate(segs):
+            if p != 1:
+                for t in synth.state_starts[utt][3 * k : 3 * k + 3]:
+                    total += 1
+                    near += int(np.min(np.abs(starts - t)) <= 2)
+    assert near > 0.85 * total, (near, total)
 
 
 def test_ali_to_phones_and_pdf(synth, mono_trained):
-    model, alis, _ = mono_trained
+    model, alis, _, _ = mono_trained
     utt = sorted(alis)[0]
     ali = alis[utt]
     assert ali_to_phones(model, ali).tolist() == synth.texts[utt]
@@ -31,12 +38,15 @@ def test_ali_to_phones_and_pdf(synth, mono_trained):
     assert len(per_frame) == len(ali)
     pdf = ali_to_pdf(model, ali)
     assert pdf.min() >= 0 and pdf.max() < model.num_pdfs
-    # monophone: 3 pdfs per phone, in phone order
-    assert np.all(pdf // 3 == per_frame - 1)
+    # monophone pdfs in phone order: SIL, SPN 5 each, then 3 per nonsilence phone
+    first = {1: 0, 2: 5, 3: 10, 4: 13, 5: 16}
+    assert np.all(pdf >= np.vectorize(first.get)(per_frame))
 
 
 def test_ali_archive_roundtrip(tmp_path, mono_trained):
-    _, alis, _ = mono_trained
+    from pykaldi2.hmm.streams import iter_alis
+
+    _, alis, _, _ = mono_trained
     for name in ("ali.ark", "ali.1.gz"):
         write_ali(tmp_path / name, alis)
         back = read_ali(tmp_path / name)
@@ -44,16 +54,26 @@ def test_ali_archive_roundtrip(tmp_path, mono_trained):
         assert all(np.array_equal(back[u], alis[u]) for u in alis)
     scp = read_ali(tmp_path / "ali.scp")
     assert all(np.array_equal(scp[u], alis[u]) for u in alis)
+    # the streaming reader (binary and Kaldi's text form) gives the same
+    (tmp_path / "t.ark").write_text(
+        "".join(f"{u} {' '.join(map(str, a))}\n" for u, a in sorted(alis.items()))
+    )
+    for f in ("ali.1.gz", "t.ark"):
+        got = dict(iter_alis([tmp_path / f]))
+        assert got.keys() == alis.keys() and all(np.array_equal(got[u], alis[u]) for u in alis)
 
 
 def test_failed_alignment_is_reported_not_misaligned(synth, mono_trained):
     from pykaldi2.hmm.align import AlignConfig, compile_train_graphs, gmm_align_compiled
+    from pykaldi2.hmm.inputs import feats_for_model, load_texts
+    from pykaldi2.lang.lang_dir import load_lang
 
-    model, _, _ = mono_trained
+    model = mono_trained[0]
+    lang = load_lang(synth.lang)
     utts = sorted(synth.feats)[:3]
-    texts = {u: synth.texts[u] for u in utts}
-    graphs = compile_train_graphs(model, synth.lex, [], texts)
-    feats = {u: synth.feats[u] for u in utts}
+    texts = {u: t for u, t in load_texts(synth.data, lang).items() if u in utts}
+    graphs = compile_train_graphs(model, lang.read_L(), lang.disambig_phones, texts)
+    feats = feats_for_model(model, synth.data, utts)
     bad = utts[0]
     feats[bad] = feats[bad][:5]  # far fewer frames than 3 states x #phones
     res = gmm_align_compiled(model, graphs, feats, AlignConfig(beam=10, retry_beam=40))
@@ -63,10 +83,13 @@ def test_failed_alignment_is_reported_not_misaligned(synth, mono_trained):
 
 def test_transcript_outside_lexicon_is_skipped(synth, mono_trained, caplog):
     from pykaldi2.hmm.align import compile_train_graphs
+    from pykaldi2.lang.lang_dir import load_lang
 
     model = mono_trained[0]
-    texts = {"ok": [1, 2, 1], "unknown_word": [1, 999, 1], "empty": []}
-    graphs = compile_train_graphs(model, synth.lex, [], texts)
+    lang = load_lang(synth.lang)
+    sil, w3 = lang.words.id("sil"), lang.words.id("w3")
+    texts = {"ok": [sil, w3, sil], "unknown_word": [sil, 999, sil], "empty": []}
+    graphs = compile_train_graphs(model, lang.read_L(), lang.disambig_phones, texts)
     assert sorted(graphs) == ["ok"]
     assert "unknown_word" in caplog.text and "missing from the lexicon" in caplog.text
 
@@ -98,33 +121,10 @@ def test_cli_bad_config_is_a_clear_error(tmp_path, capsys):
 
     bad = tmp_path / "mono.yaml"
     bad.write_text("num_iters: 40\ntotgaus: 1000\n")
-    assert (
-        main(
-            [
-                "train-mono",
-                str(tmp_path),
-                str(tmp_path),
-                str(tmp_path / "exp"),
-                "--config",
-                str(bad),
-            ]
-        )
-        == 1
-    )
+    argv = ["train-mono", str(tmp_path), str(tmp_path), str(tmp_path / "exp"), "--config", str(bad)]
+    assert main(argv) == 1
     err = capsys.readouterr().err
     assert "totgaus" in err and "mono.yaml" in err and "totgauss" in err  # names the fix
     bad.write_text("num_iters: 10\nmax_iter_inc: 30\n")
-    assert (
-        main(
-            [
-                "train-mono",
-                str(tmp_path),
-                str(tmp_path),
-                str(tmp_path / "exp"),
-                "--config",
-                str(bad),
-            ]
-        )
-        == 1
-    )
+    assert main(argv) == 1
     assert "max_iter_inc" in capsys.readouterr().err

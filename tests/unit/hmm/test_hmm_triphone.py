@@ -3,51 +3,53 @@
 from __future__ import annotations
 
 import numpy as np
-from hmm_synth_data import make_synth
+import pytest
+from conftest import mono_config
+from hmm_synth_data import make_synth, write_synth
 
-from pykaldi2.hmm.ali import ali_to_phones, split_to_phones
-from pykaldi2.hmm.tri import DeltasConfig, TreeInputs, convert_ali, train_deltas
+from pykaldi2.hmm.ali import ali_to_phones, read_ali, split_to_phones
 
 
-def test_train_deltas_beats_mono_and_splits_on_left_context():
-    from pykaldi2.hmm.mono import MonoConfig, train_mono
-    from pykaldi2.lang.topo import TopoConfig, make_topo
+@pytest.fixture(scope="module")
+def ctx_synth(tmp_path_factory):
+    from pykaldi2.hmm.mono import train_mono
 
-    s = make_synth(num_utts=40, seed=3, left_ctx_shift=3.0, phones=(1, 2, 3, 4, 5))
-    topo = make_topo(s.phones[1:], [s.sil], TopoConfig())
-    mono, mono_alis, mh = train_mono(
-        s.feats,
-        s.texts,
-        topo,
-        s.lex,
-        [],
-        [1],
-        MonoConfig(num_iters=8, max_iter_inc=6, totgauss=30, realign_iters=[1, 2, 3, 4, 6]),
+    root = tmp_path_factory.mktemp("ctx")
+    s = write_synth(
+        make_synth(num_utts=40, seed=3, left_ctx_shift=3.0, phones=(1, 3, 4, 5, 6)), root
     )
-    ti = TreeInputs(
-        roots=[(True, True, [p]) for p in s.phones],
-        phone_sets=[[p] for p in s.phones],
-        ci_phones=[1],
-    )
+    mono, mh = train_mono(s.data, s.lang, root / "mono", mono_config(totgauss=60))
+    return s, mono, mh, root
+
+
+def test_train_deltas_beats_mono_and_splits_on_left_context(ctx_synth):
+    from pykaldi2.hmm.tri import DeltasConfig, convert_ali, train_deltas
+
+    s, mono, mh, root = ctx_synth
     cfg = DeltasConfig(
-        num_leaves=30,
-        tot_gauss=60,
+        num_leaves=40,
+        tot_gauss=80,
         num_iters=5,
         max_iter_inc=3,
         realign_iters=[2, 4],
         tree_thresh=20.0,
     )
-    tri, alis, th = train_deltas(s.feats, s.texts, s.lex, [], [1], ti, mono, mono_alis, cfg)
-    assert 15 < tri.num_pdfs <= 30
+    tri, th = train_deltas(s.data, s.lang, root / "mono", root / "tri", cfg)
+    assert 16 <= tri.num_pdfs <= 40 and tri.num_pdfs % 8 == 0  # rounded to a multiple of 8
     assert tri.tree.context_width == 3
-    # context-dependent model explains the data better than the monophone one
+    # the context-dependent model explains the data better than the monophone one
     assert th[-1]["like_per_frame"] > mh[-1]["like_per_frame"] + 0.3
     # the tree asks about the left phone (key 0), which is what the data depend on
     assert "SE 0 [" in str(tri.tree)
+    assert (root / "tri" / "questions.int").is_file() and (
+        root / "tri" / "log" / "build_tree.log"
+    ).is_file()
+    alis = read_ali(root / "tri" / "ali.1.gz")
     assert len(alis) == len(s.feats)
     for utt, ali in alis.items():
         assert ali_to_phones(tri, ali).tolist() == s.texts[utt]
     # convert-ali keeps the segmentation, and uses the pdfs of the new tree in context
+    mono_alis = read_ali(root / "mono" / "ali.1.gz")
     utt = sorted(mono_alis)[0]
     conv = convert_ali(mono, tri, mono_alis[utt])
     assert split_to_phones(tri, conv) == split_to_phones(mono, mono_alis[utt])
@@ -60,19 +62,27 @@ def test_train_deltas_beats_mono_and_splits_on_left_context():
 
 
 def test_acc_tree_stats_counts_and_contexts(synth, mono_trained):
-    from pykaldi2.hmm.tree_stats import acc_tree_stats
+    from pykaldi2.hmm.inputs import feats_for_model
+    from pykaldi2.hmm.tree_stats import acc_tree_stats, sum_tree_stats
 
-    model, alis, _ = mono_trained
-    stats = acc_tree_stats(model, synth.feats, alis, ci_phones=[1])
-    frames = np.concatenate([synth.feats[u] for u in alis]).astype(np.float64)
+    model, alis, _, _ = mono_trained
+    feats = feats_for_model(model, synth.data)
+    stats = acc_tree_stats(model, feats, alis, ci_phones=[1, 2])
+    frames = np.concatenate([feats[u] for u in alis]).astype(np.float64)
     assert stats.count.sum() == len(frames)
-    np.testing.assert_allclose(stats.x1.sum(0), frames.sum(0), rtol=1e-9)
+    np.testing.assert_allclose(stats.x1.sum(0), frames.sum(0), rtol=1e-9, atol=1e-6)
     np.testing.assert_allclose(stats.x2.sum(0), (frames**2).sum(0), rtol=1e-9)
     sil = stats.events[:, 1] == 1
-    assert np.all(stats.events[sil][:, [0, 2]] == 0)  # context-independent silence
+    assert np.all(stats.events[sil][:, [0, 2]] == -1)  # silence: context keys absent
+    assert np.all(stats.events[sil][:, 3] < 5)  # its 5 pdf-classes
     # every non-silence triphone seen is a real neighbour triple of some transcript
     triples = {tuple(t[i - 1 : i + 2]) for t in synth.texts.values() for i in range(1, len(t) - 1)}
     for left, c, right, _ in stats.events[~sil]:
         assert (left, c, right) in triples
-    # one row per distinct event
     assert len({tuple(e) for e in stats.events}) == len(stats.events)
+    # two jobs' statistics sum to the whole (sum-tree-stats)
+    utts = sorted(alis)
+    parts = [acc_tree_stats(model, feats, {u: alis[u] for u in utts[i::2]}, [1, 2]) for i in (0, 1)]
+    total = sum_tree_stats(parts)
+    assert np.array_equal(total.events, stats.events)
+    np.testing.assert_allclose(total.x2, stats.x2, rtol=1e-12)

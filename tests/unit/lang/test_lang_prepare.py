@@ -150,7 +150,7 @@ def test_oov_must_be_in_lexicon(dict_dir, tmp_path):
 @pytest.mark.parametrize(
     "config,nonsil_pdfs,sil_pdfs",
     [
-        (TopoConfig(), 3, 3),
+        (TopoConfig(), 3, 5),
         (TopoConfig.kaldi_default(), 3, 5),
         (TopoConfig(TopoEntry("left-to-right", 2), TopoEntry("ergodic", 4)), 2, 4),
         (TopoConfig.chain(), 2, 2),

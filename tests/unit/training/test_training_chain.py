@@ -24,10 +24,11 @@ SENTENCES = [["A"], ["B"], ["C"], ["A", "B"], ["B", "C"], ["C", "A"], ["A", "C",
 def _gmm_model():
     from pykaldi2.hmm.model import GmmModel
     from pykaldi2.kaldi import khg
-    from pykaldi2.lang.topo import TopoConfig, make_topo
+    from pykaldi2.lang.topo import TopoConfig, TopoEntry, make_topo
 
+    # 3-state left-to-right silence too: _write_set's alignments walk 3 states per phone
     topo = khg.HmmTopology()
-    topo.read(make_topo([2, 3, 4], [1], TopoConfig()))
+    topo.read(make_topo([2, 3, 4], [1], TopoConfig(silence=TopoEntry("left-to-right", 3))))
     tree = khg.monophone_context_dependency([1, 2, 3, 4], topo.get_phone_to_num_pdf_classes())
     return GmmModel(tm=khg.TransitionModel(tree, topo), tree=tree, am=khg.AmDiagGmm())
 
