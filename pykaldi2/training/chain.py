@@ -48,6 +48,7 @@ frames, F feature dim, P pdf_ids.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,7 +78,9 @@ from pykaldi2.training.model_dir import (
     write_chain_dir,
 )
 from pykaldi2.training.trainer import TrainerConfig
+from pykaldi2.utils.config import option
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
+from pykaldi2.utils.io import atomic_write_text
 from pykaldi2.utils.log import append_jsonl, get_logger
 
 log = get_logger(__name__)
@@ -147,6 +150,11 @@ class TrainChainConfig(TrainConfigMixin):
             is an error.
         orthonormal_every: apply the TDNN-F semi-orthogonal constraint every this many steps
             (Kaldi: every 4 minibatches; 0: never).
+        max_models_combine: the final model is nnet3-chain-combine's average of up to this
+            many of the last checkpoints (Kaldi's ``--trainer.max-models-combine``, 20 of its
+            iterations), chosen by the held-out chain objective, batchnorm statistics
+            recomputed (:mod:`pykaldi2.training.chain_combine`); needs held-out egs and
+            ``trainer.keep_last`` that many checkpoints. 0 or 1: the last model (default).
         trainer: the :class:`TrainerConfig` (optimizer, epochs, schedule, checkpoints).
         seed: model initialisation, sampler shuffling and the validation split.
         simulation: null (default: the stored features) or a sim.yaml
@@ -184,6 +192,7 @@ class TrainChainConfig(TrainConfigMixin):
     length_tolerance: int = 1
     max_missing_fraction: float = 0.2
     orthonormal_every: int = 4
+    max_models_combine: int = option(0, ge=0)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     seed: int = 0
     simulation: SimulationConfig | str | None = None
@@ -496,6 +505,43 @@ def _whole_run_decay(cfg: TrainChainConfig, steps_per_epoch: int) -> TrainerConf
     return dataclasses.replace(cfg.trainer, schedule=dataclasses.replace(sch, decay_steps=steps))
 
 
+def _combine(cfg: TrainChainConfig, model, task: ChainTask, vloader, dist, exp_dir: Path) -> None:
+    """train.py's combine stage: ``model`` becomes nnet3-chain-combine's average of the last
+    checkpoints (every rank computes it; the objective is summed over ranks)."""
+    import torch
+
+    from pykaldi2.training import checkpoint as ckpt
+    from pykaldi2.training.chain_combine import chain_combine
+
+    paths = ckpt.list_checkpoints(exp_dir / "checkpoints")[-cfg.max_models_combine :][::-1]
+    if len(paths) < 2:
+        log.info("combine: %d checkpoint(s) kept, the final model is the last", len(paths))
+        return
+    states = [ckpt.load_checkpoint(p, map_location=dist.device)["model"] for p in paths]
+
+    def objf(m) -> float:
+        tot = frames = 0.0
+        for batch in vloader:
+            out = task.compute_loss(m, batch)
+            tot, frames = tot + out.stats["objf"], frames + out.count
+        tot, frames = dist.allreduce_scalars([tot, frames])
+        return tot / max(frames, 1e-12)
+
+    with torch.no_grad():
+        res = chain_combine(
+            model, states, objf, lambda: iter(vloader), lambda m, b: task.compute_loss(m, b)
+        )
+    if dist.is_main:
+        rec = {
+            "checkpoints": [p.name for p in paths],
+            "num_models": res.num_models,
+            "objf_last": res.objf_last,
+            "objf": res.objf,
+            "evaluated": res.evaluated,
+        }
+        atomic_write_text(exp_dir / "log" / "combine.json", json.dumps(rec, indent=1) + "\n")
+
+
 def train_chain(cfg: TrainChainConfig, exp_dir: str | os.PathLike) -> Path:
     """Train (or resume) a chain model in ``exp_dir``; returns ``exp_dir/final``.
 
@@ -582,6 +628,8 @@ def train_chain(cfg: TrainChainConfig, exp_dir: str | os.PathLike) -> Path:
             model.right_context,
         )  # fmt: skip
         summary = trainer.fit(loader)
+        if cfg.max_models_combine > 1 and vloader is not None:
+            _combine(cfg, model, task, vloader, dist, exp_dir)
         final = exp_dir / "final"
         if dist.is_main:
             write_chain_dir(final, cfg, model, mcfg, subsample, data, summary)
