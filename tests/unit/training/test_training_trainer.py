@@ -125,3 +125,25 @@ def test_schedule_warmup_hold_decay_and_halving():
     assert s.factor(14) == 1.0 and s.factor(25) == pytest.approx(0.5)
     assert not s.on_validation(2.0) and not s.on_validation(1.5) and s.on_validation(1.4999)
     assert math.isclose(s.factor(12), 0.5)
+
+
+def test_epoch_bars_show_total_and_eta(tmp_path, monkeypatch, capsys):
+    """Every epoch bar shows batches done of the epoch's total (tqdm's n/total and remaining
+    time) and the whole run's ETA; a resumed epoch's bar starts at the resume position."""
+    monkeypatch.setenv("PYKALDI2_NO_PROGRESS", "0")
+    t, loader = make(tmp_path, max_steps=0)
+    n = len(loader.batch_sampler)
+    t.fit(loader)
+    err = capsys.readouterr().err
+    for e in (1, 2, 3):
+        assert f"epoch {e}/3: 100%" in err and f"{n}/{n} [" in err
+    assert "run_left=0:00:" in err
+    assert "batch [" not in err  # the old bar: a count without a total
+    b, loader = make(tmp_path / "b", max_steps=n + 2)
+    b.fit(loader)
+    capsys.readouterr()
+    c, loader = make(tmp_path / "b", max_steps=0)
+    assert c.resume() and c.batches_done == 2
+    c.fit(loader)
+    err = capsys.readouterr().err
+    assert f"epoch 2/3:  {100 * 2 // n}%|" in err and f"| 2/{n} [" in err
