@@ -49,6 +49,7 @@ from pykaldi2.training.transducer_egs import (
     transducer_tokenizer,
     warm_start_ewma,
 )
+from pykaldi2.utils.config import ConfigMixin
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
 from pykaldi2.utils.log import append_jsonl, get_logger
 
@@ -58,6 +59,48 @@ log = get_logger(__name__)
 # ---------------------------------------------------------------------------------------------
 # Configuration
 # ---------------------------------------------------------------------------------------------
+TRANSDUCER_LOSSES = ("full", "pruned")
+
+
+@dataclass
+class PrunedLossConfig(ConfigMixin):
+    """Pruned RNN-T training (``loss: pruned``; :mod:`pykaldi2.losses.rnnt_pruned`), with the
+    loss weights of icefall's pruned_transducer_stateless recipes: ``loss = s_n * simple +
+    p_n * pruned`` where, at step n < ``warm_step``, ``s_n`` falls linearly from 1 to
+    ``simple_loss_scale`` and ``p_n`` rises linearly from 0.1 to 1 (the band of the pruned loss
+    comes from the simple joiner, so it must first learn an alignment); from ``warm_step`` on
+    ``s_n = simple_loss_scale`` and ``p_n = 1``.
+
+    Attributes:
+        prune_range: R, the lattice columns kept at each frame (k2's ``s_range``).
+        simple_loss_scale: the simple loss's weight after the warm-up.
+        warm_step: optimizer steps of the warm-up.
+        lm_scale, am_scale: smoothing of the simple loss (k2's ``lm_only_scale`` and
+            ``am_only_scale``; icefall: 0.25 and 0).
+    """
+
+    prune_range: int = 5
+    simple_loss_scale: float = 0.5
+    warm_step: int = 2000
+    lm_scale: float = 0.25
+    am_scale: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.prune_range < 2:
+            raise Pykaldi2Error("pruned.prune_range must be >= 2")
+        if not 0.0 <= self.simple_loss_scale <= 1.0 or self.warm_step < 0:
+            raise Pykaldi2Error("pruned.simple_loss_scale must be in [0, 1], warm_step >= 0")
+        if self.lm_scale < 0 or self.am_scale < 0 or self.lm_scale + self.am_scale >= 1:
+            raise Pykaldi2Error("pruned.lm_scale and am_scale must be >= 0 with a sum < 1")
+
+    def scales(self, step: int) -> tuple[float, float]:
+        """(simple, pruned) loss weights at optimizer step ``step``."""
+        if step >= self.warm_step:
+            return self.simple_loss_scale, 1.0
+        f = step / self.warm_step
+        return 1.0 - f * (1.0 - self.simple_loss_scale), 0.1 + 0.9 * f
+
+
 @dataclass
 class TrainTransducerConfig(TrainConfigMixin):
     """Everything ``train-transducer`` needs; saved (resolved, with provenance) in the exp dir.
@@ -77,9 +120,16 @@ class TrainTransducerConfig(TrainConfigMixin):
         ema_decay: EMA of the weights (0: off); the final model uses the EMA weights. The decay
             at step n is ``min(ema_decay, (1 + n) / (10 + n))`` (a warm-up, so that a short run
             does not keep a share of the random initialization in its final weights).
+        loss: ``full`` (the RNN-T loss on the whole (B, T', U+1, V) joiner output) or
+            ``pruned`` (k2's pruned RNN-T: a simple additive joiner, trained with its own
+            loss, chooses a band of ``pruned.prune_range`` columns per frame and the real
+            joiner runs on the band only; the model gets the simple joiner's projections).
+        pruned: :class:`PrunedLossConfig` (band width, loss weights and their warm-up).
         ctc_weight: weight of an auxiliary CTC loss on the encoder output (a linear CTC head
             over the same symbols, blank shared; 0: off). The training loss is
-            ``rnnt + ctc_weight * ctc``; validation reports the RNN-T loss alone.
+            ``rnnt + ctc_weight * ctc``; validation reports the RNN-T loss alone (with
+            ``loss: pruned``, the pruned loss: the loss of the paths inside the band, an upper
+            bound of the full loss).
         joint_lr_factor: LR multiplier of the joiner's output layer (Myrtle's ``joint_net_lr``).
         max_symbols_per_frame: greedy decoding setting saved with the model.
         trainer: :class:`TrainerConfig` (optimizer, AMP, accum_grad, schedule, checkpoints).
@@ -102,6 +152,8 @@ class TrainTransducerConfig(TrainConfigMixin):
     num_buckets: int = 10
     num_workers: int = 2
     ema_decay: float = 0.999
+    loss: str = "full"
+    pruned: PrunedLossConfig = field(default_factory=PrunedLossConfig)
     ctc_weight: float = 0.0
     joint_lr_factor: float = 1.0
     max_symbols_per_frame: int = 3
@@ -124,6 +176,8 @@ class TrainTransducerConfig(TrainConfigMixin):
             problems.append("ema_decay must be in [0, 1)")
         if self.ctc_weight < 0:
             problems.append("ctc_weight must be >= 0")
+        if self.loss not in TRANSDUCER_LOSSES:
+            problems.append(f"loss must be one of {TRANSDUCER_LOSSES}, not {self.loss!r}")
         if self.joint_lr_factor <= 0:
             problems.append("joint_lr_factor must be > 0")
         if not 0.0 <= self.valid_fraction < 1.0:
@@ -144,6 +198,11 @@ class TransducerTask:
     """RNN-T loss summed over the batch's utterances (count = utterances), plus ``ctc_weight``
     times the CTC loss of the model's CTC head in training mode (``stats``: ``rnnt``, ``ctc``).
 
+    With ``pruned`` (a :class:`PrunedLossConfig`) the RNN-T loss is pruned RNN-T's: in training
+    ``s_n * simple + p_n * pruned`` with the warm-up weights at the trainer's step
+    (``current_step()``, set by the trainer), in evaluation the pruned loss alone (``stats``:
+    ``simple``, ``pruned``).
+
     Batches are :func:`~pykaldi2.data.datasets.collate_frames` dicts: targets padded with a
     negative value, so ``target_lengths = (targets >= 0).sum(1)``. With ``specaug`` enabled,
     each utterance is augmented while the model is in training mode, with draws from numpy's
@@ -151,11 +210,17 @@ class TransducerTask:
     """
 
     def __init__(
-        self, device, specaug: SpecAugConfig | None = None, ctc_weight: float = 0.0
+        self,
+        device,
+        specaug: SpecAugConfig | None = None,
+        ctc_weight: float = 0.0,
+        pruned: PrunedLossConfig | None = None,
     ) -> None:
         self.device = torch.device(device)
         self.specaug = specaug if specaug is not None and specaug.enable else None
         self.ctc_weight = float(ctc_weight)
+        self.pruned = pruned
+        self.current_step = lambda: 0
 
     def _augment(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         from pykaldi2.simulation.specaug import spec_augment
@@ -177,15 +242,34 @@ class TransducerTask:
         target_lengths = (targets >= 0).sum(1)
         targets = targets.clamp(min=0)
         enc, enc_lengths, pred = model.encode_and_predict(feats, lengths, targets)
-        logits = model.joiner(enc, pred)
-        loss = rnnt_loss(logits, targets, enc_lengths, target_lengths, model.blank, "sum")
-        stats = {"tokens": float(target_lengths.sum()), "rnnt": float(loss.detach())}
+        stats = {"tokens": float(target_lengths.sum())}
+        if self.pruned is None:
+            logits = model.joiner(enc, pred)
+            loss = rnnt_loss(logits, targets, enc_lengths, target_lengths, model.blank, "sum")
+        else:
+            loss = self._pruned_loss(model, (enc, enc_lengths, pred), targets, target_lengths,
+                                     stats)  # fmt: skip
+        stats["rnnt"] = float(loss.detach())
         if self.ctc_weight > 0 and model.training:
             ctc = ctc_loss_sum(model.ctc_log_probs(enc), targets, enc_lengths, target_lengths,
                                model.blank)  # fmt: skip
             loss = loss + self.ctc_weight * ctc
             stats["ctc"] = float(ctc.detach())
         return LossOutput(loss, float(len(lengths)), stats)
+
+    def _pruned_loss(self, model, encoded, targets, target_lengths, stats) -> torch.Tensor:
+        from pykaldi2.losses.rnnt_pruned import pruned_rnnt_loss
+
+        p = self.pruned
+        simple, pruned = pruned_rnnt_loss(
+            model, None, None, targets, target_lengths, p.prune_range, "sum",
+            p.lm_scale, p.am_scale, encoded=encoded,
+        )  # fmt: skip
+        stats["simple"], stats["pruned"] = float(simple.detach()), float(pruned.detach())
+        if not model.training:
+            return pruned
+        s_scale, p_scale = p.scales(self.current_step())
+        return s_scale * simple + p_scale * pruned
 
 
 def ctc_loss_sum(
@@ -266,6 +350,8 @@ def transducer_model_config(cfg: TrainTransducerConfig, in_feats: int, vocab_siz
     over = dict(cfg.model)
     if cfg.ctc_weight > 0:
         over["ctc_head"] = True
+    if cfg.loss == "pruned":
+        over["simple_proj"] = True
     for k, v in (("in_feats", in_feats), ("vocab_size", vocab_size), ("blank", 0)):
         if over.get(k) not in (None, v):
             raise DataError(f"model.{k}={over[k]} but the data/tokenizer give {v}",
@@ -305,7 +391,8 @@ def train_transducer(cfg: TrainTransducerConfig, exp_dir: str | os.PathLike) -> 
 
             doc = {"counts": counts, "utts": {r: u[:100] for r, u in skipped.items()}}
             atomic_write_text(exp_dir / "log" / "skipped.json", json.dumps(doc, indent=1) + "\n")
-        task = TransducerTask(dist.device, cfg.specaug, cfg.ctc_weight)
+        pruned = cfg.pruned if cfg.loss == "pruned" else None
+        task = TransducerTask(dist.device, cfg.specaug, cfg.ctc_weight, pruned)
         loader = make_loader(train, cfg, rank=dist.rank, world_size=dist.world_size, shuffle=True)
         valid_fn = None
         if valid is not None and len(valid):
@@ -316,7 +403,8 @@ def train_transducer(cfg: TrainTransducerConfig, exp_dir: str | os.PathLike) -> 
             def valid_fn(m) -> float:
                 res = evaluate(m, vloader, task, dist)
                 if dist.is_main:
-                    log.info("validation: RNN-T loss per utterance %.4f", res["loss"])
+                    what = "pruned RNN-T" if pruned is not None else "RNN-T"
+                    log.info("validation: %s loss per utterance %.4f", what, res["loss"])
                     rec = {"step": trainer.step, "loss": res["loss"], "utts": res["frames"]}
                     append_jsonl(exp_dir / "log" / "valid.jsonl", rec)
                 return res["loss"]
@@ -332,6 +420,7 @@ def train_transducer(cfg: TrainTransducerConfig, exp_dir: str | os.PathLike) -> 
             joint_lr_factor=cfg.joint_lr_factor,
             ema_decay=cfg.ema_decay,
         )
+        task.current_step = lambda: trainer.step
         trainer.resume()
         summary = trainer.fit(loader)
         final = exp_dir / "final"

@@ -19,7 +19,9 @@ def test_every_subcommand_has_help():
 
 
 def test_console_entry_point_runs():
-    proc = subprocess.run([sys.executable, "-m", "pykaldi2", "--version"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pykaldi2", "--version"], capture_output=True, text=True
+    )
     assert proc.returncode == 0 and "pykaldi2" in proc.stdout
 
 

@@ -244,3 +244,77 @@ def test_train_with_ctc_weight_saves_a_decodable_model(tmp_path, one_thread):
     out = tmp_path / "c/decode"
     assert main(["decode-transducer", str(tmp_path / "c/final"), str(data), str(out)]) == 0
     assert (out / "wer").read_text().startswith("%WER")
+
+
+def test_pruned_loss_weights_follow_icefall_warmup():
+    from pykaldi2.training.transducer import PrunedLossConfig
+
+    p = PrunedLossConfig(simple_loss_scale=0.5, warm_step=100)
+    assert p.scales(0) == (1.0, 0.1)
+    s, q = p.scales(50)
+    assert s == pytest.approx(0.75) and q == pytest.approx(0.55)
+    assert p.scales(100) == (0.5, 1.0) and p.scales(10**6) == (0.5, 1.0)
+    with pytest.raises(Pykaldi2Error, match="prune_range"):
+        PrunedLossConfig(prune_range=1)
+    with pytest.raises(Pykaldi2Error, match="loss must be one of"):
+        TrainTransducerConfig(train_data=["x"], loss="pruned_stateless")
+
+
+def test_task_with_pruned_loss():
+    """Training: s_n * simple + p_n * pruned at the trainer's step, gradients reach the simple
+    projections and the joiner; evaluation: the pruned loss alone."""
+    from pykaldi2.losses.rnnt_pruned import pruned_rnnt_loss
+    from pykaldi2.nnet.transducer import Transducer, TransducerConfig
+    from pykaldi2.training.transducer import PrunedLossConfig
+
+    torch.manual_seed(0)
+    m = Transducer(TransducerConfig.preset("tiny", simple_proj=True, ctc_head=True))
+    batch = {
+        "feats": torch.randn(2, 12, 8),
+        "lengths": torch.tensor([12, 9]),
+        "targets": torch.tensor([[1, 2, 3], [4, 5, -100]]),
+    }
+    p = PrunedLossConfig(prune_range=3, warm_step=10, lm_scale=0.25)
+    task = TransducerTask("cpu", ctc_weight=0.3, pruned=p)
+    task.current_step = lambda: 5
+    out = task.compute_loss(m.train(), batch)
+    s_scale, p_scale = p.scales(5)
+    want = s_scale * out.stats["simple"] + p_scale * out.stats["pruned"]
+    assert out.stats["rnnt"] == pytest.approx(want)
+    assert out.loss.item() == pytest.approx(want + 0.3 * out.stats["ctc"])
+    out.loss.backward()
+    for layer in (m.simple_am_proj, m.simple_lm_proj, m.joiner.out):
+        assert layer.weight.grad.abs().sum() > 0
+    ev = task.compute_loss(m.eval(), batch)
+    tl = torch.tensor([3, 2])
+    _, pruned = pruned_rnnt_loss(m, batch["feats"], batch["lengths"], batch["targets"].clamp(min=0),
+                                 tl, 3, "sum", 0.25)  # fmt: skip
+    assert ev.loss.item() == pytest.approx(pruned.item()) == pytest.approx(ev.stats["rnnt"])
+
+
+def test_train_with_pruned_loss_resumes_exactly_and_learns(tmp_path, one_thread):
+    """loss: pruned: 6 steps in one go equal 3 + 3 resumed (the warm-up weights follow the
+    restored step); a longer run learns the toy task as the full loss does."""
+    data = make_corpus(tmp_path)
+    conf = write_config(tmp_path, data, loss="pruned",
+                        pruned={"prune_range": 3, "warm_step": 4})  # fmt: skip
+    assert main(["train-transducer", "--config", str(conf), str(tmp_path / "a")]) == 0
+    half = ["--override", "trainer.max_steps=3"]
+    assert main(["train-transducer", "--config", str(conf), *half, str(tmp_path / "b")]) == 0
+    assert main(["train-transducer", "--config", str(conf), str(tmp_path / "b")]) == 0
+    wa, wb = _weights(tmp_path / "a/final"), _weights(tmp_path / "b/final")
+    assert "simple_am_proj.weight" in wa
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=0, msg=k)
+    conf = write_config(
+        tmp_path, data, loss="pruned", pruned={"prune_range": 3, "warm_step": 60},
+        ema_decay=0.0, model={"enc_n_hid": 32, "pred_n_hid": 16, "joint_n_hid": 32},
+    )  # fmt: skip
+    args = ["train-transducer", "--config", str(conf), str(tmp_path / "e")]
+    for o in ["trainer.max_steps=240", "trainer.schedule.decay=none", "trainer.lr=0.01"]:
+        args[1:1] = ["--override", o]
+    assert main(args) == 0
+    out = tmp_path / "e/decode"
+    assert main(["decode-transducer", str(tmp_path / "e/final"), str(data), str(out)]) == 0
+    wer = float((out / "wer").read_text().split()[1])
+    assert wer < 40.0, (out / "hyp.txt").read_text()
