@@ -62,6 +62,21 @@ def _cmd_export_hybrid(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export_chain(args: argparse.Namespace) -> int:
+    from pykaldi2.api import save_chain_model
+
+    md = save_chain_model(
+        args.out_dir,
+        args.chain_dir,
+        args.graph_dir,
+        decoder={"beam": args.beam, "acoustic_scale": args.acoustic_scale},
+        mode=args.mode,
+        overwrite=args.overwrite,
+    )
+    print(f"{md.path}: {md.kind} model, files {', '.join(sorted(md.files))}")
+    return 0
+
+
 def register(subparsers) -> None:
     """Add ``transcribe`` and ``export-gmm-model`` to ``pykaldi2``."""
     p = subparsers.add_parser(
@@ -122,3 +137,28 @@ def register(subparsers) -> None:
     )  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
     p.set_defaults(func=_cmd_export_hybrid)
+
+    p = subparsers.add_parser(
+        "export-chain-model",
+        help="pack a train-chain model dir and its graph into a model directory",
+        description="Write a self-contained chain model directory (model.yaml, nnet/ = the "
+        "train-chain final dir, HCLG.fst, words.txt) for `pykaldi2 transcribe` and "
+        "pykaldi2.load_model. The graph is mkgraph's with the chain final.mdl and "
+        "--self-loop-scale 1.0; the network's outputs are decoded at acoustic scale 1.0 "
+        "(Kaldi's --acwt 1.0) unless --acoustic-scale says otherwise (1 / the best LM weight of "
+        "decode-chain's scoring).",
+        epilog="example: pykaldi2 export-chain-model exp/chain_tdnnf/final exp/chain_tdnnf/graph "
+        "exp/chain_tdnnf/export",
+    )
+    p.add_argument("chain_dir", help="the train-chain model dir, e.g. exp/chain_tdnnf/final")
+    p.add_argument("graph_dir", help="its graph dir (mkgraph --self-loop-scale 1.0)")
+    p.add_argument("out_dir", help="the model directory to write, e.g. exp/chain_tdnnf/export")
+    p.add_argument("--beam", type=float, default=13.0, help="decoding beam (%(default)s)")
+    p.add_argument("--acoustic-scale", type=float, default=1.0, help="(%(default)s)")
+    p.add_argument(
+        "--mode", choices=["chunk", "utterance"], default="utterance",
+        help="inference on whole utterances (default) or on the training chunks with their "
+        "context",
+    )  # fmt: skip
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
+    p.set_defaults(func=_cmd_export_chain)

@@ -481,3 +481,9 @@ class TransducerTranscriber:
             *_, text = stream_file(self.bundle, p, chunk_seconds=1e9)
             out.append(text)
         return out
+
+    def __call__(self, paths):
+        """``model(files) == model.transcribe(files)``; one path gives one transcript."""
+        if isinstance(paths, str | os.PathLike):
+            return self.transcribe([paths])[0]
+        return self.transcribe(list(paths))

@@ -122,7 +122,9 @@ def test_load_model_api(tiny_model_dir, an4_dir, one_thread):
     f = sorted((an4_dir / "flac/an4test_clstk/fcaw").glob("*.flac"))[0]
     bundle = load_transducer(tiny_model_dir)
     expected = list(stream_file(bundle, f))[-1]
-    assert api.load_model(tiny_model_dir).transcribe([f]) == [expected]
+    model = api.load_model(tiny_model_dir)
+    assert model.transcribe([f]) == [expected]
+    assert model([f]) == [expected] and model(f) == expected  # callable, as DeepSpeech-Keras'
 
 
 def test_stream_int8(tiny_model_dir, an4_dir, one_thread, capsys):
