@@ -33,7 +33,7 @@ def test_json_manifest_to_data_dir(an4_dir, tmp_path):
     utts = an4_train_utterances(an4_dir, 4)
     root = an4_dir / "flac"
     entries = []
-    for key, flac, text in utts:
+    for _key, flac, text in utts:
         rel = str(flac.relative_to(root))
         entries.append({
             "transcript": text.lower(),
