@@ -19,6 +19,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_decode(args: argparse.Namespace) -> int:
     from pykaldi2.decoding.streaming import decode_transducer
 
+    if args.lm and args.beam <= 1:
+        print("pykaldi2 decode-transducer: --lm needs beam search (--beam > 1)", file=sys.stderr)
+        return 2
     stats = decode_transducer(
         args.model_dir,
         args.data_dir,
@@ -26,8 +29,11 @@ def _cmd_decode(args: argparse.Namespace) -> int:
         beam=args.beam,
         batch_size=args.batch_size,
         device=args.device,
+        dump_preds=args.dump_preds,
+        lm=args.lm,
+        lm_weight=args.lm_weight,
     )
-    print(stats.format() if stats is not None else f"{args.out_dir}/hyp.txt written", end="")
+    print(stats.format() if stats is not None else f"{args.out_dir}/hyp.txt written\n", end="")
     return 0
 
 
@@ -137,16 +143,26 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser(
         "decode-transducer",
-        help="decode a data dir with a transducer model dir; write hyp.txt and wer",
-        description="Runs the encoder on whole utterances (features from DATA_DIR/feats.scp, "
-        "computed with the model's feature config) and greedy search (--beam 1, batched) or "
-        "modified beam search; writes OUT_DIR/hyp.txt and, when DATA_DIR/text exists, "
-        "OUT_DIR/wer (Kaldi's compute-wer format).",
+        help="decode a data dir, manifest or file list with a transducer model dir",
+        description="Runs the encoder on whole utterances and greedy search (--beam 1, "
+        "batched) or modified beam search, optionally with shallow fusion of a piece n-gram "
+        "(--lm, trained with `train-lm --tokenizer MODEL_DIR/tokenizer.model`); writes "
+        "OUT_DIR/hyp.txt and, where references exist, OUT_DIR/wer (Kaldi's compute-wer "
+        "format, over the utterances that have one). DATA is a data dir with feats.scp (the "
+        "model's raw features) or audio to compute them from: a data dir without feats.scp, a "
+        "Myrtle JSON manifest, WebDataset shards or a file list. --dump-preds FILE also writes "
+        "the predictions there (and FILE.wer), as `transcribe --dump-preds`.",
+        epilog="example: pykaldi2 decode-transducer --beam 4 --lm exp/rnnt/lm/tokens4.arpa "
+        "--lm-weight 0.3 exp/rnnt/final data/dev_fbank exp/rnnt/decode_dev_lm0.3",
     )
     p.add_argument("model_dir", help="EXP_DIR/final of train-transducer")
-    p.add_argument("data_dir", help="data dir with feats.scp (and text for scoring)")
+    p.add_argument("data_dir", metavar="data", help="data dir (feats.scp or wav.scp), manifest, "
+                   "shards or file list")  # fmt: skip
     p.add_argument("out_dir", help="output dir, e.g. exp/rnnt/decode_test")
     p.add_argument("--beam", type=int, default=1, help="1: greedy; >1: modified beam search")
+    p.add_argument("--lm", metavar="ARPA", help="piece n-gram for shallow fusion (beam > 1)")
+    p.add_argument("--lm-weight", type=float, default=0.3, help="LM weight (%(default)s)")
+    p.add_argument("--dump-preds", metavar="FILE", help="also write the predictions to FILE")
     p.add_argument("--batch-size", type=int, default=16, help="utterances per encoder batch")
     p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
     p.set_defaults(func=_cmd_decode)

@@ -56,6 +56,14 @@ class TransducerFrontendConfig(ConfigMixin):
             feats, _ = apply_ewma_norm(feats, self.ewma.alpha, self.ewma.initial_state())
         return stack_frames(feats, self.frame_stack, self.frame_subsample)
 
+    def from_raw(self, raw: np.ndarray) -> np.ndarray:
+        """(T, F) raw features (no data dir: e.g. computed from audio) -> the model input,
+        :meth:`pipeline` then :meth:`transform`, as the training features went."""
+        from pykaldi2.features.pipeline import ProcessedFeatures
+
+        cmn = ProcessedFeatures(".", self.pipeline(), open_raw=False).apply("", raw)
+        return self.transform(cmn)
+
     def output_dim(self, raw_dim: int) -> int:
         return raw_dim * self.frame_stack
 

@@ -229,3 +229,45 @@ def test_stream_cli_needs_exactly_one_source(tiny_model_dir, capsys):
 
     assert main(["stream", str(tiny_model_dir)]) == 2
     assert "FILE or --mic" in capsys.readouterr().err
+
+
+def test_decode_transducer_from_audio_lists(tiny_model_dir, an4_dir, tmp_path, one_thread):
+    """decode-transducer on a file list / JSON manifest (features computed from the audio):
+    the offline greedy transcripts equal the streaming transcriber's; --dump-preds scores only
+    the utterances with a transcript; --lm fuses a piece n-gram in beam search."""
+    import json
+
+    import pykaldi2.api as api
+    from pykaldi2.cli.main import main
+
+    files = sorted((an4_dir / "flac/an4test_clstk/fcaw").glob("*.flac"))[:3]
+    expected = api.load_model(tiny_model_dir).transcribe(files)
+    flist = tmp_path / "files.lst"
+    flist.write_text("".join(f"{f}\n" for f in files))
+    out = tmp_path / "dec"
+    assert main(["decode-transducer", str(tiny_model_dir), str(flist), str(out)]) == 0
+    hyp = dict((ln + " ").split(" ", 1) for ln in (out / "hyp.txt").read_text().splitlines())
+    assert [hyp[f.stem].strip() for f in files] == expected
+    assert not (out / "wer").exists()  # no references
+    manifest = [{"transcript": "ONE TWO", "files": [{"fname": str(files[0])}],
+                 "original_duration": 1.0},
+                {"files": [{"fname": str(files[1])}], "original_duration": 1.0}]  # fmt: skip
+    (tmp_path / "m.json").write_text(json.dumps(manifest))
+    preds = tmp_path / "preds.txt"
+    args = ["decode-transducer", "--dump-preds", str(preds), str(tiny_model_dir),
+            str(tmp_path / "m.json"), str(tmp_path / "dec2")]  # fmt: skip
+    assert main(args) == 0
+    assert "Scored 1 sentences" in (tmp_path / "dec2/wer").read_text()
+    assert (tmp_path / "preds.txt.wer").read_text() == (tmp_path / "dec2/wer").read_text()
+    assert len(preds.read_text().splitlines()) == 2
+    # shallow fusion with a piece LM of the tokenizer
+    arpa = tmp_path / "tokens.arpa"
+    text = tiny_model_dir.parent / "data" / "text"
+    assert main(["train-lm", "--order", "3", "--skip-first-field", "--tokenizer",
+                 str(tiny_model_dir / "tokenizer.model"), str(text), str(arpa)]) == 0  # fmt: skip
+    lm_out = tmp_path / "dec_lm"
+    assert main(["decode-transducer", "--beam", "3", "--lm", str(arpa), "--lm-weight", "0.5",
+                 str(tiny_model_dir), str(flist), str(lm_out)]) == 0  # fmt: skip
+    assert len((lm_out / "hyp.txt").read_text().splitlines()) == 3
+    assert main(["decode-transducer", "--lm", str(arpa), str(tiny_model_dir), str(flist),
+                 str(lm_out)]) == 2  # greedy search has no LM  # fmt: skip
