@@ -379,6 +379,14 @@ class TransducerStream:
     def __init__(self, bundle: TransducerBundle, quantize: bool = False) -> None:
         from pykaldi2.features.extractors import config_from_dict, make_extractor
 
+        if bundle.model.cfg.enc_bidirectional:
+            raise DataError(
+                "the model's encoder is bidirectional (enc_bidirectional): it needs whole "
+                "utterances and cannot stream",
+                file=str(bundle.model_dir.path),
+                fix="decode files with `pykaldi2 transcribe` / decode-transducer, or train a "
+                "uni-directional model for streaming",
+            )
         self.bundle = bundle
         self.model = bundle.int8_model() if quantize else bundle.model
         fe = bundle.frontend
@@ -537,13 +545,20 @@ def microphone_chunks(
 
 class TransducerTranscriber:
     """``pykaldi2.load_model`` of a ``transducer`` model dir: streaming greedy decoding of files
-    (one chunk per file; the same transcript as any chunking)."""
+    (one chunk per file; the same transcript as any chunking); a bidirectional encoder decodes
+    each file offline (the same greedy search on the whole utterance)."""
 
     def __init__(self, md) -> None:
         self.model_dir = md
         self.bundle = load_transducer(md)
 
     def transcribe(self, paths: Sequence[str | os.PathLike]) -> list[str]:
+        if self.bundle.model.cfg.enc_bidirectional:
+            from pykaldi2.data.manifests import ManifestItem
+
+            items = [ManifestItem(str(i), str(p)) for i, p in enumerate(paths)]
+            ids = transcribe_features(self.bundle, audio_features(self.bundle, items))
+            return [self.bundle.tokenizer.decode(ids[it.key]) for it in items]
         out = []
         for p in progress(list(paths), desc="transcribe", unit="file"):
             *_, text = stream_file(self.bundle, p, chunk_seconds=1e9)

@@ -6,9 +6,15 @@ from torch import nn
 
 
 def lstm_stack(
-    input_size: int, hidden: int, num_layers: int, dropout: float, forget_gate_bias: float
+    input_size: int,
+    hidden: int,
+    num_layers: int,
+    dropout: float,
+    forget_gate_bias: float,
+    bidirectional: bool = False,
 ) -> nn.LSTM:
-    """A batch-first, uni-directional ``nn.LSTM`` with its forget-gate bias set.
+    """A batch-first ``nn.LSTM`` (uni-directional unless ``bidirectional``) with its forget-gate
+    bias set (in both directions).
 
     PyTorch orders the gates (input, forget, cell, output) in ``bias_ih``/``bias_hh``; the forget
     gate's ``bias_ih`` is set to ``forget_gate_bias`` and its ``bias_hh`` to 0 (Myrtle/MLPerf RNN-T
@@ -20,6 +26,7 @@ def lstm_stack(
         num_layers=num_layers,
         batch_first=True,
         dropout=dropout if num_layers > 1 else 0.0,
+        bidirectional=bidirectional,
     )
     for name, p in lstm.named_parameters():
         if name.startswith("bias_ih"):

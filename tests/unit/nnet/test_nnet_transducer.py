@@ -113,3 +113,30 @@ def test_ctc_head():
     assert m.num_params()["ctc_head"] == (m.encoder.output_dim + 1) * cfg.vocab_size
     with pytest.raises(ValueError, match="no CTC head"):
         Transducer(TransducerConfig.preset("tiny")).ctc_log_probs(enc)
+
+
+@pytest.mark.parametrize("k,post", [(2, 1), (3, 2), (2, 0)])
+def test_bidirectional_encoder_is_exact_per_utterance(k, post):
+    """Packed bidirectional LSTMs: each utterance's outputs equal those of the utterance alone,
+    whatever the padding holds (the backward pass starts at its own last frame)."""
+    m = _model(enc_bidirectional=True, enc_stack_time_factor=k, enc_post_rnn_layers=post,
+               enc_layer_norm=True)  # fmt: skip
+    with torch.no_grad():  # LayerNorm biases that are not zero, as after training
+        for n in (m.encoder.pre_norm, m.encoder.post_norm):
+            if isinstance(n, torch.nn.LayerNorm):
+                n.bias.normal_()
+    assert m.encoder.output_dim == 16 * (1 if post else k)
+    feats = torch.randn(3, 13, 8)
+    lengths = torch.tensor([13, 7, 2])
+    feats[1, 7:] = 50.0
+    enc, enc_len, _ = m.encoder(feats, lengths)
+    assert enc_len.tolist() == [-(-n // k) for n in (13, 7, 2)]
+    for b in range(3):
+        n = int(lengths[b])
+        alone, alone_len, _ = m.encoder(feats[b : b + 1, :n], lengths[b : b + 1])
+        assert int(alone_len[0]) == int(enc_len[b])
+        torch.testing.assert_close(alone[0], enc[b, : enc_len[b]], rtol=1e-5, atol=1e-5)
+    logits, _ = m(feats, lengths, torch.tensor([[1, 2], [3, 0], [4, 0]]))
+    assert logits.shape == (3, enc.shape[1], 3, 6)
+    with pytest.raises(ValueError, match="cannot stream"):
+        m.encoder(feats, lengths, final=False)

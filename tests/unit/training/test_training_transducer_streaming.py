@@ -54,6 +54,12 @@ def test_frame_stack_stream_equals_offline(stack, sub):
 def tiny_model_dir(request, tmp_path_factory):
     """A random tiny transducer model dir with an fbank front end (16 kHz, 10 mel bins),
     normalised by sliding CMN or by EWMA (warm start: a made-up global mean/var of log-mels)."""
+    return make_tiny_model_dir(tmp_path_factory.mktemp("rnnt"), request.param)
+
+
+def make_tiny_model_dir(root, cmvn: str, **model_kw):
+    """The model dir of :func:`tiny_model_dir` in ``root/final`` (``model_kw``: more
+    TransducerConfig fields)."""
     from pykaldi2.features.ewma_norm import EwmaNormConfig
     from pykaldi2.features.extractors import FbankConfig
     from pykaldi2.features.transducer_frontend import TransducerFrontendConfig
@@ -61,20 +67,19 @@ def tiny_model_dir(request, tmp_path_factory):
     from pykaldi2.nnet.transducer import Transducer, TransducerConfig
     from pykaldi2.training.model_dir import save_transducer_dir
 
-    root = tmp_path_factory.mktemp("rnnt")
     (root / "data").mkdir()
     (root / "data/text").write_text("u1 ONE TWO THREE\nu2 FOUR FIVE SIX\nu3 SEVEN EIGHT NINE\n")
     tok = train_tokenizer([root / "data"], root / "tok", TokenizerConfig(vocab_size=20))
     ewma = EwmaNormConfig(alpha=0.02, mean=np.linspace(8, 12, 10), var=np.linspace(2, 4, 10))
     fe = TransducerFrontendConfig(
-        cmvn=request.param,
+        cmvn=cmvn,
         sliding=SlidingCmnConfig(cmn_window=40, min_window=20),
         ewma=ewma,
         frame_stack=3,
     )
     torch.manual_seed(0)
     mcfg = TransducerConfig.preset(
-        "tiny", in_feats=30, vocab_size=tok.vocab_size, enc_n_hid=24, pred_n_hid=8
+        "tiny", in_feats=30, vocab_size=tok.vocab_size, enc_n_hid=24, pred_n_hid=8, **model_kw
     )
     model = Transducer(mcfg)
     with torch.no_grad():
@@ -271,3 +276,28 @@ def test_decode_transducer_from_audio_lists(tiny_model_dir, an4_dir, tmp_path, o
     assert len((lm_out / "hyp.txt").read_text().splitlines()) == 3
     assert main(["decode-transducer", "--lm", str(arpa), str(tiny_model_dir), str(flist),
                  str(lm_out)]) == 2  # greedy search has no LM  # fmt: skip
+
+
+def test_bidirectional_model_decodes_offline_only(an4_dir, tmp_path, one_thread):
+    """A bidirectional encoder: load_model transcribes whole files (= decode-transducer on the
+    same audio); stream and export-onnx refuse it with a clear error."""
+    import pykaldi2.api as api
+    from pykaldi2.cli.main import main
+    from pykaldi2.export.onnx import export_onnx
+    from pykaldi2.utils.errors import DataError
+
+    md = make_tiny_model_dir(tmp_path, "sliding", enc_bidirectional=True)
+    files = sorted((an4_dir / "flac/an4test_clstk/fcaw").glob("*.flac"))[:2]
+    texts = api.load_model(md)(files)
+    flist = tmp_path / "files.lst"
+    flist.write_text("".join(f"{f}\n" for f in files))
+    assert main(["decode-transducer", str(md), str(flist), str(tmp_path / "dec")]) == 0
+    hyp = dict(
+        (ln + " ").split(" ", 1) for ln in (tmp_path / "dec/hyp.txt").read_text().splitlines()
+    )
+    assert [hyp[f.stem].strip() for f in files] == texts and any(texts)
+    with pytest.raises(DataError, match="bidirectional.*cannot stream"):
+        TransducerStream(load_transducer(md))
+    assert main(["stream", str(md), str(files[0])]) == 1
+    with pytest.raises(DataError, match="bidirectional"):
+        export_onnx(md, tmp_path / "onnx")
