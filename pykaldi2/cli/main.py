@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "pykaldi2.cli.chain",
     "pykaldi2.cli.transducer",
     "pykaldi2.cli.transcribe",
+    "pykaldi2.cli.queue",
 ]
 
 
