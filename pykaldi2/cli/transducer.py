@@ -1,5 +1,6 @@
-"""``pykaldi2 train-transducer | decode-transducer | stream | export-onnx``: RNN-Transducers
-(Myrtle's RNN-T recipe: sentencepiece targets, LSTM encoder/predictor, streaming decoding)."""
+"""``pykaldi2 train-transducer | decode-transducer | stream | export-onnx | decode-onnx``:
+RNN-Transducers (Myrtle's RNN-T recipe: sentencepiece targets, LSTM encoder/predictor,
+streaming decoding)."""
 
 from __future__ import annotations
 
@@ -45,18 +46,31 @@ def _cmd_stream(args: argparse.Namespace) -> int:
         stream_file,
     )
 
-    if (args.file is None) == (not args.mic):
-        print("pykaldi2 stream: give an audio FILE or --mic (not both)", file=sys.stderr)
+    sources = [args.file is not None, args.mic, args.loopback]
+    if sum(sources) != 1:
+        print("pykaldi2 stream: give an audio FILE, - (standard input), --mic or --loopback "
+              "(exactly one)", file=sys.stderr)  # fmt: skip
         return 2
     bundle = load_transducer(args.model_dir)
+    sr = int(float(bundle.features.get("sample_frequency", 16000)))
     last = ""
-    if args.mic:
-        sr = int(float(bundle.features.get("sample_frequency", 16000)))
+    if args.mic or args.loopback:
         device = int(args.device) if args.device and args.device.isdigit() else args.device
-        mic = microphone_chunks(sr, args.chunk_seconds, device, args.seconds)
+        if args.mic:
+            live = microphone_chunks(sr, args.chunk_seconds, device, args.seconds)
+        else:
+            from pykaldi2.data.stream_input import loopback_chunks
+
+            live = loopback_chunks(sr, args.chunk_seconds, args.device, args.seconds)
         if not args.quiet:
-            print("listening (Ctrl-C to stop)...", file=sys.stderr, flush=True)
-        chunks = stream_chunks(bundle, _until_interrupted(mic), sr, quantize=args.int8)
+            what = "listening" if args.mic else "recording what the machine plays"
+            print(f"{what} (Ctrl-C to stop)...", file=sys.stderr, flush=True)
+        chunks = stream_chunks(bundle, _until_interrupted(live), sr, quantize=args.int8)
+    elif args.file == "-":
+        from pykaldi2.data.stream_input import pcm_chunks
+
+        pcm = pcm_chunks(sys.stdin.buffer, sr, args.chunk_seconds, args.channels)
+        chunks = stream_chunks(bundle, _until_interrupted(pcm), sr, quantize=args.int8)
     else:
         chunks = stream_file(
             bundle, args.file, chunk_seconds=args.chunk_seconds, quantize=args.int8
@@ -169,23 +183,36 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser(
         "stream",
-        help="streaming recognition of an audio file or a microphone with a transducer model dir",
-        description="Feeds FILE (or the microphone, --mic) to the model in chunks (streaming "
-        "fbank, sliding CMN, frame stacking, encoder with carried LSTM states, greedy search "
-        "with a carried predictor state), prints the partial transcripts on stderr and the "
-        "final one on stdout. --mic needs the sounddevice package and PortAudio "
-        "(pip install 'pykaldi2[mic]'; apt-get install libportaudio2) and an input device; "
-        "it runs until Ctrl-C or --seconds.",
+        help="streaming recognition of a file, standard input, a microphone or what the "
+        "machine plays",
+        description="Feeds FILE, standard input (FILE = -: 16-bit PCM WAV, or raw s16le "
+        "samples at the model's rate), the microphone (--mic) or a loopback device (--loopback: "
+        "what the machine plays) to the model in chunks (streaming fbank, the model's "
+        "streaming normalization, frame stacking, encoder with carried LSTM states, greedy "
+        "search with a carried predictor state), prints the partial transcripts on stderr as "
+        "they change and the final one on stdout. --mic needs the sounddevice package and "
+        "PortAudio (pip install 'pykaldi2[mic]'; apt-get install libportaudio2); --loopback the "
+        "soundcard package (pip install 'pykaldi2[loopback]') and a sound server with a "
+        "loopback/monitor source; both run until Ctrl-C or --seconds, standard input until it "
+        "ends.",
+        epilog="example: ffmpeg -i URL -f s16le -ac 1 -ar 16000 - | pykaldi2 stream "
+        "exp/rnnt/final -",
     )
     p.add_argument("model_dir", help="EXP_DIR/final of train-transducer")
-    p.add_argument("file", nargs="?", help="audio file (wav, flac, ...)")
+    p.add_argument("file", nargs="?", help="audio file (wav, flac, ...), or - for stdin")
     p.add_argument("--mic", action="store_true", help="listen to a microphone instead of FILE")
+    p.add_argument("--loopback", action="store_true",
+                   help="record what the machine plays (a loopback device) instead of FILE")  # fmt: skip
     p.add_argument(
-        "--device", default=None, help="--mic: input device index or name (default: system's)"
-    )
+        "--device", default=None,
+        help="--mic: input device index or name; --loopback: loopback device name (default: "
+        "the system's)",
+    )  # fmt: skip
     p.add_argument(
-        "--seconds", type=float, default=None, help="--mic: stop after this many seconds"
+        "--seconds", type=float, default=None, help="--mic/--loopback: stop after this long"
     )
+    p.add_argument("--channels", type=int, default=1,
+                   help="raw PCM on stdin: interleaved channels (channel 0 is decoded)")  # fmt: skip
     p.add_argument("--chunk-seconds", type=float, default=0.32, help="default: %(default)s")
     p.add_argument("--quiet", action="store_true", help="print only the final transcript")
     p.add_argument(

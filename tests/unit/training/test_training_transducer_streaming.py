@@ -233,7 +233,8 @@ def test_stream_cli_needs_exactly_one_source(tiny_model_dir, capsys):
     from pykaldi2.cli.main import main
 
     assert main(["stream", str(tiny_model_dir)]) == 2
-    assert "FILE or --mic" in capsys.readouterr().err
+    assert "FILE, - (standard input), --mic or --loopback" in capsys.readouterr().err
+    assert main(["stream", "--mic", "--loopback", str(tiny_model_dir)]) == 2
 
 
 def test_decode_transducer_from_audio_lists(tiny_model_dir, an4_dir, tmp_path, one_thread):
@@ -301,3 +302,126 @@ def test_bidirectional_model_decodes_offline_only(an4_dir, tmp_path, one_thread)
     assert main(["stream", str(md), str(files[0])]) == 1
     with pytest.raises(DataError, match="bidirectional"):
         export_onnx(md, tmp_path / "onnx")
+
+
+class FakeSoundCard:
+    """The parts of the ``soundcard`` module that loopback_chunks uses: devices (a microphone
+    and, with ``loopback``, the monitor of the default speaker) whose recorder plays
+    ``samples`` (float in [-1, 1]) and then silence."""
+
+    def __init__(self, samples, loopback=True):
+        self.samples, self.blocks, self.rates = samples, [], []
+        fake = self
+
+        class Mic:
+            def __init__(self, name, isloopback):
+                self.name, self.id, self.isloopback = name, name.lower(), isloopback
+
+            def recorder(self, samplerate, channels, blocksize):
+                fake.rates.append((samplerate, channels, blocksize))
+                pos = [0]
+
+                class Rec:
+                    def __enter__(self):
+                        return self
+
+                    def __exit__(self, *exc):
+                        return False
+
+                    def record(self, numframes):
+                        x = fake.samples[pos[0] : pos[0] + numframes]
+                        pos[0] += numframes
+                        fake.blocks.append(numframes)
+                        return np.pad(x, (0, numframes - len(x)))[:, None]
+
+                return Rec()
+
+        self.mics = [Mic("Built-in Microphone", False)]
+        if loopback:
+            self.mics.append(Mic("Monitor of Built-in Speakers", True))
+
+    def all_microphones(self, include_loopback=False):
+        return [m for m in self.mics if include_loopback or not m.isloopback]
+
+    def default_speaker(self):
+        class Speaker:
+            name = "Built-in Speakers"
+
+        return Speaker()
+
+
+def test_loopback_stream_equals_file_stream(tiny_model_dir, an4_dir, one_thread):
+    from pykaldi2.data.audio import read_audio
+    from pykaldi2.data.stream_input import loopback_chunks
+    from pykaldi2.decoding.streaming import stream_chunks
+    from pykaldi2.utils.errors import Pykaldi2Error
+
+    bundle = load_transducer(tiny_model_dir)
+    f = sorted((an4_dir / "flac/an4test_clstk/fcaw").glob("*.flac"))[2]
+    x, sr = read_audio(str(f), target_sr=16000)
+    padded = np.pad(x, (0, -len(x) % 4000))
+    expected = list(stream_chunks(bundle, [padded[i : i + 4000] for i in range(0, len(padded),
+                                                                              4000)], sr))[-1]  # fmt: skip
+    assert len(expected) > 3
+    fake = FakeSoundCard(x / 32768.0)
+    live = loopback_chunks(sr, 0.25, max_seconds=len(x) / sr, backend=fake)
+    assert list(stream_chunks(bundle, live, sr))[-1] == expected
+    assert fake.rates == [(16000, 1, 4000)] and set(fake.blocks) == {4000}
+    with pytest.raises(Pykaldi2Error, match="(?s)no loopback device.*Built-in Microphone"):
+        next(loopback_chunks(sr, backend=FakeSoundCard(x, loopback=False)))
+    with pytest.raises(Pykaldi2Error, match="no loopback device 'HDMI'"):
+        next(loopback_chunks(sr, device="HDMI", backend=fake))
+
+
+@pytest.mark.parametrize("form", ["wav", "wav-stream", "raw", "raw-stereo"])
+def test_stream_from_stdin(tiny_model_dir, an4_dir, form, one_thread, monkeypatch, capsys):
+    """`pykaldi2 stream MODEL -`: a WAV (with its data size, or streamed with an unknown size
+    as ffmpeg writes to a pipe) or raw s16le samples on standard input give the transcript of
+    the same audio streamed from the file."""
+    import io
+    import struct
+    import subprocess
+    import sys
+
+    import soundfile as sf
+
+    from pykaldi2.cli.main import main
+    from pykaldi2.data.stream_input import pcm_chunks
+    from pykaldi2.utils.errors import DataError
+
+    f = sorted((an4_dir / "flac/an4test_clstk/fcaw").glob("*.flac"))[0]
+    x, sr = sf.read(f, dtype="int16")
+    bundle = load_transducer(tiny_model_dir)
+    expected = list(stream_file(bundle, f))[-1]
+    if form.startswith("wav"):
+        buf = io.BytesIO()
+        sf.write(buf, x, sr, format="WAV", subtype="PCM_16")
+        data = buf.getvalue()
+        if form == "wav-stream":
+            data = data[:4] + struct.pack("<I", 0xFFFFFFFF) + data[8:40] + b"\xff" * 4 + data[44:]
+        args = []
+    else:
+        pcm = np.stack([x, -x], 1) if form == "raw-stereo" else x
+        data = pcm.astype("<i2").tobytes()
+        args = ["--channels", "2"] if form == "raw-stereo" else []
+    argv = ["stream", "--quiet", *args, str(tiny_model_dir), "-"]
+    if form == "wav-stream" and bundle.frontend.cmvn == "sliding":  # once through a real pipe
+        out = subprocess.run([sys.executable, "-m", "pykaldi2.cli.main", *argv], input=data,
+                             capture_output=True, check=True)  # fmt: skip
+        assert out.stdout.decode().strip() == expected
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    assert main(argv) == 0
+    assert capsys.readouterr().out.strip() == expected
+    got = np.concatenate(list(pcm_chunks(io.BytesIO(data), 16000, 0.1, 2 if args else 1)))
+    assert np.array_equal(got, x.astype(np.float32))
+    if form == "wav":
+        with pytest.raises(DataError, match="8000 Hz WAV stream, the model takes 16000"):
+            buf = io.BytesIO()
+            sf.write(buf, x, 8000, format="WAV", subtype="PCM_16")
+            buf.seek(0)
+            next(pcm_chunks(buf, 16000))
+        with pytest.raises(DataError, match="only 16-bit PCM"):
+            buf = io.BytesIO()
+            sf.write(buf, x / 32768.0, sr, format="WAV", subtype="FLOAT")
+            buf.seek(0)
+            next(pcm_chunks(buf, 16000))
