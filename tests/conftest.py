@@ -33,6 +33,12 @@ def yesno_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def kaldi_reference_dir() -> Path:
+    """../shared/data/kaldi_reference (files written by real Kaldi 5.5 binaries; README.md)."""
+    return _corpus("kaldi_reference")
+
+
+@pytest.fixture(scope="session")
 def librispeech_sample_dir() -> Path:
     """../shared/data/librispeech_sample (LibriSpeech/test-clean/...)."""
     return _corpus("librispeech_sample")

@@ -91,6 +91,31 @@ def _until_interrupted(chunks):
         return
 
 
+def _cmd_mel_stats(args: argparse.Namespace) -> int:
+    from pykaldi2.features.cmvn import acc_cmvn_stats
+    from pykaldi2.features.ewma_norm import stats_mean_var, write_global_stats
+    from pykaldi2.features.storage import open_features
+    from pykaldi2.utils.log import progress
+
+    def frames():
+        n = 0
+        for d in args.data_dirs:
+            feats = open_features(d)
+            for utt in sorted(feats):
+                if args.max_utts and n >= args.max_utts:
+                    return
+                n += 1
+                yield feats[utt]
+
+    stats = acc_cmvn_stats(progress(frames(), desc="mel stats", unit="utt"))
+    write_global_stats(stats, args.out)
+    mean, var = stats_mean_var(stats)
+    print(f"{args.out}: {int(stats[0, -1])} frames, dim {len(mean)}, mean {mean.mean():.3f} "
+          f"(per-bin {mean.min():.3f}..{mean.max():.3f}), variance {var.min():.3f}.."
+          f"{var.max():.3f}")  # fmt: skip
+    return 0
+
+
 def _cmd_export_onnx(args: argparse.Namespace) -> int:
     from pykaldi2.export.onnx import export_onnx
 
@@ -222,6 +247,24 @@ def register(subparsers) -> None:
         "transcript may differ slightly from fp32's)",
     )
     p.set_defaults(func=_cmd_stream)
+
+    p = subparsers.add_parser(
+        "compute-mel-stats",
+        help="global mean/variance stats of a data dir's features (seed of the RNN-T's "
+        "streaming normalization)",
+        description="Myrtle's generate_mel_stats / Kaldi's `compute-cmvn-stats scp:feats.scp "
+        "OUT` (global, no --spk2utt): the (2, F + 1) CMVN stats (per-bin sums, sums of squares, "
+        "frame count) of the raw features of DATA_DIRs (feats.scp, or the first --max-utts "
+        "utterances in sorted order), written as one Kaldi binary matrix. A train-transducer "
+        "config takes it as frontend.ewma.stats_file, the warm start of `cmvn: ewma` or the "
+        "static `cmvn: global` normalization (else train-transducer computes the same stats "
+        "over all training utterances).",
+        epilog="example: pykaldi2 compute-mel-stats data/train_fbank exp/mel_stats.mat",
+    )
+    p.add_argument("data_dirs", nargs="+", help="data dirs with feats.scp (or .scp, .ark, .h5)")
+    p.add_argument("out", help="output stats matrix file")
+    p.add_argument("--max-utts", type=int, default=0, help="use only this many utterances")
+    p.set_defaults(func=_cmd_mel_stats)
 
     p = subparsers.add_parser(
         "decode-onnx",

@@ -167,9 +167,19 @@ def frontend_features(
             file=str(Path(data_dir) / "feats.scp"),
             fix="compute the features with the model's feature config (model.yaml: features)",
         )
-    return {
-        u: frontend.transform(proc[u]) for u in progress(list(proc), desc="features", unit="utt")
-    }
+    return _carry_transform(frontend, ((u, proc[u]) for u in progress(list(proc),
+                                       desc="features", unit="utt")))  # fmt: skip
+
+
+def _carry_transform(frontend, raws) -> dict[str, np.ndarray]:
+    """key -> ``frontend.transform_from`` of (key, pipeline output) pairs in order; with
+    ``ewma.carry_over`` the EWMA state passes from each utterance to the next."""
+    carry = frontend.cmvn == "ewma" and frontend.ewma.carry_over
+    out, state = {}, None
+    for key, x in raws:
+        out[key], end = frontend.transform_from(x, state if carry else None)
+        state = end if len(x) else state
+    return out
 
 
 def audio_features(bundle: TransducerBundle, items) -> dict[str, np.ndarray]:
@@ -178,6 +188,7 @@ def audio_features(bundle: TransducerBundle, items) -> dict[str, np.ndarray]:
     front end, as the training features went."""
     from pykaldi2.data.audio import read_audio
     from pykaldi2.features.extractors import config_from_dict, make_extractor
+    from pykaldi2.features.pipeline import ProcessedFeatures
 
     if not bundle.features:
         raise DataError(
@@ -187,12 +198,16 @@ def audio_features(bundle: TransducerBundle, items) -> dict[str, np.ndarray]:
         )
     extractor = make_extractor(config_from_dict(bundle.features))
     sr = int(float(bundle.features.get("sample_frequency", 16000)))
-    out = {}
-    for it in progress(items, desc="features", unit="utt"):
-        x, _ = read_audio(it.audio, target_sr=sr, utt=it.key)
-        raw = extractor.compute(x, sr)
-        out[it.key] = bundle.frontend.from_raw(raw) if len(raw) else raw
-    return out
+    fe = bundle.frontend
+    pipe = ProcessedFeatures(".", fe.pipeline(), open_raw=False)
+
+    def raws():
+        for it in progress(items, desc="features", unit="utt"):
+            x, _ = read_audio(it.audio, target_sr=sr, utt=it.key)
+            raw = extractor.compute(x, sr)
+            yield it.key, pipe.apply(it.key, raw) if len(raw) else raw
+
+    return _carry_transform(fe, raws())
 
 
 def write_hyp(
@@ -376,7 +391,11 @@ class TransducerStream:
     ``quantize=True`` runs the bundle's int8 model (:func:`quantize_int8`, on the CPU).
     """
 
-    def __init__(self, bundle: TransducerBundle, quantize: bool = False) -> None:
+    def __init__(self, bundle: TransducerBundle, quantize: bool = False, norm_state=None) -> None:
+        """``norm_state``: the EWMA state to start from (``cmvn: ewma``; None: the warm start),
+        e.g. the previous stream's :attr:`norm_state` to carry the statistics over."""
+        from dataclasses import replace
+
         from pykaldi2.features.extractors import config_from_dict, make_extractor
 
         if bundle.model.cfg.enc_bidirectional:
@@ -395,6 +414,10 @@ class TransducerStream:
             self.cmn = SlidingCmnStream(fe.sliding)
         elif fe.cmvn == "ewma":
             self.cmn = EwmaNormStream(fe.ewma)
+            if norm_state is not None:
+                self.cmn.state = (norm_state[0].copy(), norm_state[1].copy())
+        elif fe.cmvn == "global":  # static: the EWMA with alpha 0 never moves its mean/var
+            self.cmn = EwmaNormStream(replace(fe.ewma, alpha=0.0))
         self.stacker = FrameStackStream(fe.frame_stack, fe.frame_subsample)
         self.fbank = None
         if bundle.features:
@@ -404,6 +427,11 @@ class TransducerStream:
         self.held: np.ndarray | None = None  # stacked frames not yet given to the encoder
         self.frames_in = 0
         self.done = False
+
+    @property
+    def norm_state(self):
+        """The EWMA normalization's state now (``cmvn: ewma``), else None."""
+        return self.cmn.state if isinstance(self.cmn, EwmaNormStream) else None
 
     @property
     def token_ids(self) -> list[int]:
@@ -546,7 +574,9 @@ def microphone_chunks(
 class TransducerTranscriber:
     """``pykaldi2.load_model`` of a ``transducer`` model dir: streaming greedy decoding of files
     (one chunk per file; the same transcript as any chunking); a bidirectional encoder decodes
-    each file offline (the same greedy search on the whole utterance)."""
+    each file offline (the same greedy search on the whole utterance). With the front end's
+    ``ewma.carry_over`` each file's EWMA normalization starts where the previous file's ended
+    (a session), else from the warm start (as in training)."""
 
     def __init__(self, md) -> None:
         self.model_dir = md
@@ -559,10 +589,18 @@ class TransducerTranscriber:
             items = [ManifestItem(str(i), str(p)) for i, p in enumerate(paths)]
             ids = transcribe_features(self.bundle, audio_features(self.bundle, items))
             return [self.bundle.tokenizer.decode(ids[it.key]) for it in items]
-        out = []
+        from pykaldi2.data.audio import read_audio
+
+        b = self.bundle
+        carry = b.frontend.cmvn == "ewma" and b.frontend.ewma.carry_over
+        sr = int(float(b.features.get("sample_frequency", 16000)))
+        out, state = [], None
         for p in progress(list(paths), desc="transcribe", unit="file"):
-            *_, text = stream_file(self.bundle, p, chunk_seconds=1e9)
-            out.append(text)
+            stream = TransducerStream(b, norm_state=state if carry else None)
+            samples, _ = read_audio(str(p), target_sr=sr)
+            stream.accept_waveform(samples, sr)
+            out.append(stream.finish())
+            state = stream.norm_state
         return out
 
     def __call__(self, paths):

@@ -368,7 +368,7 @@ def train_transducer(cfg: TrainTransducerConfig, exp_dir: str | os.PathLike) -> 
     exp_dir = Path(exp_dir)
     dist = Dist.from_env()
     try:
-        if cfg.frontend.cmvn == "ewma" and not cfg.frontend.ewma.ready:
+        if cfg.frontend.uses_stats and not cfg.frontend.ewma.ready:
             warm_start_ewma(cfg)
         if dist.is_main:
             exp_dir.mkdir(parents=True, exist_ok=True)

@@ -123,13 +123,23 @@ def make_loader(dataset: TokenDataset, cfg, *, rank, world_size, shuffle):
 
 
 def warm_start_ewma(cfg) -> None:
-    """Fill ``cfg.frontend.ewma``'s mean/var with the global statistics of the training data."""
-    from pykaldi2.features.ewma_norm import ewma_warm_start
+    """Fill ``cfg.frontend.ewma``'s mean/var (the EWMA warm start, or the ``global``
+    normalization) from ``ewma.stats_file`` (``pykaldi2 compute-mel-stats``) or else with the
+    global statistics of the training data."""
+    from pykaldi2.features.ewma_norm import (
+        ewma_warm_start,
+        read_global_stats,
+        stats_mean_var,
+    )
     from pykaldi2.utils.log import progress
 
-    feats = DataDirFeatures(cfg.train_data, cfg.frontend.pipeline())
-    mean, var = ewma_warm_start(feats[u] for u in progress(list(feats), desc="EWMA stats"))
-    cfg.frontend.ewma.mean, cfg.frontend.ewma.var = mean.tolist(), var.tolist()
+    ewma = cfg.frontend.ewma
+    if ewma.stats_file:
+        mean, var = stats_mean_var(read_global_stats(ewma.stats_file), ewma.stats_file)
+    else:
+        feats = DataDirFeatures(cfg.train_data, cfg.frontend.pipeline())
+        mean, var = ewma_warm_start(feats[u] for u in progress(list(feats), desc="mel stats"))
+    ewma.mean, ewma.var = mean.tolist(), var.tolist()
 
 
 def transducer_tokenizer(cfg, exp_dir: Path, dist):

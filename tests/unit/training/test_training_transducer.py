@@ -318,3 +318,23 @@ def test_train_with_pruned_loss_resumes_exactly_and_learns(tmp_path, one_thread)
     assert main(["decode-transducer", str(tmp_path / "e/final"), str(data), str(out)]) == 0
     wer = float((out / "wer").read_text().split()[1])
     assert wer < 40.0, (out / "hyp.txt").read_text()
+
+
+def test_train_with_global_normalization_from_a_stats_file(tmp_path, one_thread):
+    """frontend cmvn: global seeded by compute-mel-stats (Myrtle's dumped mel stats): the model
+    dir's front end holds the file's mean/var; without the file, train-transducer computes the
+    same statistics over the training utterances."""
+    from pykaldi2.features.ewma_norm import read_global_stats, stats_mean_var
+
+    data = make_corpus(tmp_path)
+    stats = tmp_path / "mel_stats.mat"
+    assert main(["compute-mel-stats", str(data), str(stats)]) == 0
+    mean, var = stats_mean_var(read_global_stats(stats))
+    for name, ewma in (("file", {"stats_file": str(stats)}), ("computed", {})):
+        fe = {"cmvn": "global", "frame_stack": 1, "frame_subsample": 1, "ewma": ewma}
+        conf = write_config(tmp_path, data, frontend=fe)
+        assert main(["train-transducer", "--config", str(conf), str(tmp_path / name)]) == 0
+        md = yaml.safe_load((tmp_path / name / "final/model.yaml").read_text())
+        got = md["configs"]["frontend"]["ewma"]
+        np.testing.assert_allclose(got["mean"], mean, rtol=1e-6)
+        np.testing.assert_allclose(got["var"], var, rtol=1e-6)

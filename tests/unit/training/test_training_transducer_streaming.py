@@ -67,7 +67,7 @@ def make_tiny_model_dir(root, cmvn: str, **model_kw):
     from pykaldi2.nnet.transducer import Transducer, TransducerConfig
     from pykaldi2.training.model_dir import save_transducer_dir
 
-    (root / "data").mkdir()
+    (root / "data").mkdir(parents=True)
     (root / "data/text").write_text("u1 ONE TWO THREE\nu2 FOUR FIVE SIX\nu3 SEVEN EIGHT NINE\n")
     tok = train_tokenizer([root / "data"], root / "tok", TokenizerConfig(vocab_size=20))
     ewma = EwmaNormConfig(alpha=0.02, mean=np.linspace(8, 12, 10), var=np.linspace(2, 4, 10))
@@ -425,3 +425,98 @@ def test_stream_from_stdin(tiny_model_dir, an4_dir, form, one_thread, monkeypatc
             sf.write(buf, x / 32768.0, sr, format="WAV", subtype="FLOAT")
             buf.seek(0)
             next(pcm_chunks(buf, 16000))
+
+
+def test_mel_stats_equal_kaldis_global_cmvn_stats(kaldi_reference_dir, tmp_path):
+    """compute-mel-stats on real Kaldi MFCCs (kaldi_reference AN4 train) = the sum of the
+    per-speaker stats real Kaldi's compute-cmvn-stats wrote (cmvn.ark), in a Kaldi double
+    matrix."""
+    import kaldiio
+
+    from pykaldi2.cli.main import main
+    from pykaldi2.features.ewma_norm import read_global_stats, stats_mean_var
+
+    train = kaldi_reference_dir / "an4/data/train"
+    out = tmp_path / "stats.mat"
+    # its feats.scp holds paths relative to the Kaldi recipe: read the archive itself
+    assert main(["compute-mel-stats", str(train / "feats.ark"), str(out)]) == 0
+    kaldi = sum(np.asarray(m, np.float64) for _, m in kaldiio.load_ark(str(train / "cmvn.ark")))
+    ours = read_global_stats(out)
+    np.testing.assert_allclose(ours, kaldi, rtol=1e-6)
+    assert out.read_bytes()[:5] == b"\0BDM "  # Kaldi's binary double matrix, as Kaldi writes
+    mean, var = stats_mean_var(ours)
+    assert mean.shape == (13,) and (var > 0).all()
+    args = ["compute-mel-stats", "--max-utts", "10", str(train / "feats.ark"), str(tmp_path / "s")]
+    assert main(args) == 0
+    assert read_global_stats(tmp_path / "s")[0, -1] < ours[0, -1]
+
+
+def test_global_normalization_streams_exactly(an4_dir, tmp_path, one_thread):
+    """cmvn: global (Myrtle's dataset-stats normalization): (x - mean) / sqrt(var), streamed
+    chunk by chunk = offline."""
+    from pykaldi2.data.audio import read_audio
+    from pykaldi2.features.extractors import config_from_dict, make_extractor
+
+    md = make_tiny_model_dir(tmp_path, "global")
+    bundle = load_transducer(md)
+    fe = bundle.frontend
+    f = sorted((an4_dir / "flac/an4test_clstk/fcaw").glob("*.flac"))[1]
+    x, sr = read_audio(str(f), target_sr=16000)
+    raw = make_extractor(config_from_dict(bundle.features)).compute(x, sr)
+    mean, var = np.array(fe.ewma.mean), np.array(fe.ewma.var)
+    np.testing.assert_allclose(
+        fe.transform(raw), stack_frames(((raw - mean) / np.sqrt(var)).astype(np.float32), 3, 3),
+        rtol=1e-5, atol=1e-5,
+    )  # fmt: skip
+    offline = bundle.tokenizer.decode(transcribe_features(bundle, {"u": fe.transform(raw)})["u"])
+    assert len(offline) > 3
+    for chunk in (0.1, 0.37):
+        assert list(stream_file(bundle, f, chunk_seconds=chunk))[-1] == offline
+
+
+def test_ewma_carry_over_between_files(an4_dir, tmp_path, one_thread):
+    """ewma.carry_over: the second file starts from the EWMA state the first ended in (as one
+    stream would); without it from the warm start. Offline decode-transducer does the same in
+    utterance order."""
+    import dataclasses
+
+    import yaml
+
+    import pykaldi2.api as api
+    from pykaldi2.cli.main import main
+
+    md = make_tiny_model_dir(tmp_path / "reset", "ewma")
+    files = sorted((an4_dir / "flac/an4test_clstk/fcaw").glob("*.flac"))[:3]
+    reset = api.load_model(md).transcribe(files)
+    bundle = load_transducer(md)
+    first = TransducerStream(bundle)
+    first.accept_waveform(read_flac(files[0]), 16000)
+    first.finish()
+    second = TransducerStream(bundle, norm_state=first.norm_state)
+    second.accept_waveform(read_flac(files[1]), 16000)
+    carried_by_hand = second.finish()
+    # the same model dir with carry_over in its front end config
+    carry = tmp_path / "carry"
+    import shutil
+
+    shutil.copytree(md, carry)
+    meta = yaml.safe_load((carry / "model.yaml").read_text())
+    meta["configs"]["frontend"]["ewma"]["carry_over"] = True
+    (carry / "model.yaml").write_text(yaml.safe_dump(meta))
+    carried = api.load_model(carry).transcribe(files)
+    assert carried[0] == reset[0] and carried[1] == carried_by_hand
+    assert carried != reset  # alpha 0.02: the state moves within a file
+    flist = tmp_path / "files.lst"
+    flist.write_text("".join(f"{f}\n" for f in files))
+    assert main(["decode-transducer", str(carry), str(flist), str(tmp_path / "dec")]) == 0
+    hyp = dict(
+        (ln + " ").split(" ", 1) for ln in (tmp_path / "dec/hyp.txt").read_text().splitlines()
+    )
+    assert [hyp[f.stem].strip() for f in files] == carried
+    assert dataclasses.fields(bundle.frontend.ewma)  # a dataclass, saved with the model
+
+
+def read_flac(path):
+    from pykaldi2.data.audio import read_audio
+
+    return read_audio(str(path), target_sr=16000)[0]
