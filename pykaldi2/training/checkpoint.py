@@ -99,9 +99,16 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 
 def check_model_config(
-    saved: dict[str, Any], current: dict[str, Any], path: str | os.PathLike
+    saved: dict[str, Any],
+    current: dict[str, Any],
+    path: str | os.PathLike,
+    defaults: dict[str, Any] | None = None,
 ) -> None:
-    """Raise if a checkpoint was written for a different model configuration."""
+    """Raise if a checkpoint was written for a different model configuration. ``defaults``:
+    the values of config fields added since (a checkpoint without such a key was trained with
+    its default)."""
+    if defaults:
+        saved = {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
     if saved == current:
         return
     diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))

@@ -116,6 +116,8 @@ class Trainer:
         self.exp_dir = Path(exp_dir)
         self.ckpt_dir = self.exp_dir / "checkpoints"
         self.model_config = model_config or {}
+        #: defaults of model-config fields newer than a checkpoint (check_model_config)
+        self.model_config_defaults: dict[str, Any] | None = None
         self.valid_fn, self.after_step = valid_fn, after_step
         self.optimizer = make_optimizer(cfg, self.model.parameters())
         self.schedule = LrSchedule(cfg.schedule)
@@ -162,7 +164,9 @@ class Trainer:
         if path is None:
             return False
         state = ckpt.load_checkpoint(path, map_location=self.dist.device)
-        ckpt.check_model_config(state.get("model_config", {}), self.model_config, path)
+        ckpt.check_model_config(
+            state.get("model_config", {}), self.model_config, path, self.model_config_defaults
+        )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])

@@ -421,6 +421,8 @@ def train_transducer(cfg: TrainTransducerConfig, exp_dir: str | os.PathLike) -> 
             ema_decay=cfg.ema_decay,
         )
         task.current_step = lambda: trainer.step
+        # checkpoints of older pykaldi2 lack the newer TransducerConfig fields (their defaults)
+        trainer.model_config_defaults = TransducerConfig().to_dict()
         trainer.resume()
         summary = trainer.fit(loader)
         final = exp_dir / "final"
