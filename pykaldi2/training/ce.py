@@ -33,7 +33,7 @@ from typing import Any
 
 from pykaldi2.features.pipeline import FeaturePipelineConfig
 from pykaldi2.simulation.config import SimulationConfig
-from pykaldi2.training.ce_egs import chunk_utts, load_ce_data, make_loader
+from pykaldi2.training.ce_egs import chunk_utts, load_ce_data, load_ce_shards, make_loader
 from pykaldi2.training.config import TrainConfigMixin, as_list, options_from_dict, simulation_config
 from pykaldi2.training.model_dir import (
     MODEL_TYPES,
@@ -42,6 +42,7 @@ from pykaldi2.training.model_dir import (
     model_config,
     write_final_dir,
 )
+from pykaldi2.training.shards import ShardDataConfig
 from pykaldi2.training.trainer import TrainerConfig, evaluate
 from pykaldi2.utils.errors import Pykaldi2Error
 from pykaldi2.utils.log import append_jsonl, get_logger
@@ -82,6 +83,10 @@ class TrainCEConfig(TrainConfigMixin):
             (:class:`~pykaldi2.simulation.config.SimulationConfig`; saved resolved): training
             chunks are simulated on the fly from the audio of ``train_data`` (one data dir, with
             wav.scp and conf/feats.json); validation stays clean.
+        shards: :class:`~pykaldi2.training.shards.ShardDataConfig`: train on WebDataset shards
+            read as a stream instead of ``train_data`` (features computed on the fly with
+            ``shards.features``, then ``features`` with per-utterance or sliding CMN; targets
+            from ``ali_dir`` by sample key; priors from all of ``ali_dir``'s alignments).
     """
 
     train_data: list[str] = field(default_factory=list)
@@ -106,8 +111,11 @@ class TrainCEConfig(TrainConfigMixin):
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     seed: int = 0
     simulation: SimulationConfig | None = None
+    shards: ShardDataConfig = field(default_factory=ShardDataConfig)
 
     def __post_init__(self) -> None:
+        if isinstance(self.shards, dict) or self.shards is None:
+            self.shards = ShardDataConfig.from_dict(self.shards or {}, where="TrainCEConfig.shards")
         self.train_data = as_list(self.train_data)
         self.ali_dir = as_list(self.ali_dir)
         self.simulation = simulation_config(self.simulation)
@@ -119,8 +127,10 @@ class TrainCEConfig(TrainConfigMixin):
             self.trainer = TrainerConfig.from_dict(self.trainer)
         self.model = dict(self.model or {})
         problems = []
-        if not self.train_data:
-            problems.append("train_data: at least one data dir is required")
+        if not self.train_data and not self.shards.enabled:
+            problems.append("train_data: at least one data dir (or shards.train) is required")
+        if self.shards.enabled and (self.train_data or self.simulation is not None):
+            problems.append("shards.train replaces train_data (and simulation): give one")
         if not self.ali_dir:
             problems.append("ali_dir: at least one alignment dir is required")
         if self.model_type not in MODEL_TYPES:
@@ -146,6 +156,7 @@ class TrainCEConfig(TrainConfigMixin):
         d["features"] = self.features.to_dict()
         d["trainer"] = self.trainer.to_dict()
         d["simulation"] = self.simulation.to_dict() if self.simulation is not None else None
+        d["shards"] = self.shards.to_dict()
         return d
 
     # unknown keys and bad values: a DataError naming the config file
@@ -189,7 +200,10 @@ def train_ce(cfg: TrainCEConfig, exp_dir: str | os.PathLike) -> Path:
     exp_dir = Path(exp_dir)
     dist = Dist.from_env()
     try:
-        data = load_ce_data(cfg)
+        if cfg.shards.enabled:
+            data = load_ce_shards(cfg, dist.rank, dist.world_size)
+        else:
+            data = load_ce_data(cfg)
         mcfg = model_config(cfg.model_type, cfg.model, data.feats.dim, data.num_pdfs)
         torch.manual_seed(cfg.seed)
         model = build_model(cfg.model_type, mcfg)
@@ -198,14 +212,18 @@ def train_ce(cfg: TrainCEConfig, exp_dir: str | os.PathLike) -> Path:
             exp_dir.mkdir(parents=True, exist_ok=True)
             cfg.save(exp_dir / "config.yaml")
         task = ChunkCETask(cfg.left_context, cfg.right_context, dist.device, cfg.label_smoothing)
-        train_loader = make_loader(
-            data.train, cfg, rank=dist.rank, world_size=dist.world_size, shuffle=True
-        )
+        train_loader = data.train
+        if not cfg.shards.enabled:
+            train_loader = make_loader(
+                data.train, cfg, rank=dist.rank, world_size=dist.world_size, shuffle=True
+            )
         valid_fn = None
         if data.valid is not None and len(data.valid):
-            valid_loader = make_loader(
-                data.valid, cfg, rank=dist.rank, world_size=dist.world_size, shuffle=False
-            )
+            valid_loader = data.valid
+            if not isinstance(data.valid, list):  # shards.valid: already collated batches
+                valid_loader = make_loader(
+                    data.valid, cfg, rank=dist.rank, world_size=dist.world_size, shuffle=False
+                )
 
             def valid_fn(m) -> float:
                 res = evaluate(m, valid_loader, task, dist)
@@ -225,8 +243,9 @@ def train_ce(cfg: TrainCEConfig, exp_dir: str | os.PathLike) -> Path:
         )
         trainer.resume()
         log.info(
-            "train-ce: %d chunks of %d frames%s, %d pdfs, %s model with %.2fM parameters",
+            "train-ce: %d %s of %d frames%s, %d pdfs, %s model with %.2fM parameters",
             len(data.train),
+            "batches an epoch (shards) of chunks" if cfg.shards.enabled else "chunks",
             cfg.chunk_size,
             " (simulated on the fly)" if cfg.simulation is not None else "",
             data.num_pdfs,

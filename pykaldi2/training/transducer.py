@@ -42,10 +42,10 @@ from pykaldi2.simulation.config import SimulationConfig, SpecAugConfig
 from pykaldi2.training.config import TrainConfigMixin, as_list, options_from_dict, simulation_config
 from pykaldi2.training.ema import Ema
 from pykaldi2.training.model_dir import save_transducer_dir
+from pykaldi2.training.shards import ShardDataConfig
 from pykaldi2.training.trainer import Trainer, TrainerConfig, evaluate, make_optimizer
 from pykaldi2.training.transducer_egs import (
-    load_transducer_data,
-    make_loader,
+    transducer_loaders,
     transducer_tokenizer,
     warm_start_ewma,
 )
@@ -136,6 +136,10 @@ class TrainTransducerConfig(TrainConfigMixin):
         simulation: null (default: the stored features) or a sim.yaml (saved resolved): the
             training utterances are simulated on the fly from the audio of ``train_data`` (one
             data dir with wav.scp and conf/feats.json); validation stays clean.
+        shards: :class:`~pykaldi2.training.shards.ShardDataConfig`: train on WebDataset shards
+            read as a stream instead of ``train_data`` (features computed on the fly with
+            ``shards.features``; the tokenizer trained on the shards' transcripts; validation
+            on ``shards.valid`` or ``valid_data``; ``num_workers`` DataLoader workers).
     """
 
     train_data: list[str] = field(default_factory=list)
@@ -160,6 +164,7 @@ class TrainTransducerConfig(TrainConfigMixin):
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     seed: int = 0
     simulation: SimulationConfig | None = None
+    shards: ShardDataConfig = field(default_factory=ShardDataConfig)
 
     def __post_init__(self) -> None:
         self.train_data = as_list(self.train_data)
@@ -168,8 +173,10 @@ class TrainTransducerConfig(TrainConfigMixin):
         self.simulation = simulation_config(self.simulation)
         self.model = dict(self.model or {})
         problems = []
-        if not self.train_data:
-            problems.append("train_data: at least one data dir is required")
+        if not self.train_data and not self.shards.enabled:
+            problems.append("train_data: at least one data dir (or shards.train) is required")
+        if self.shards.enabled and (self.train_data or self.simulation is not None):
+            problems.append("shards.train replaces train_data (and simulation): give one")
         if self.batch_size <= 0 and self.max_frames <= 0:
             problems.append("batch_size or max_frames must be > 0")
         if not 0.0 <= self.ema_decay < 1.0:
@@ -378,27 +385,29 @@ def train_transducer(cfg: TrainTransducerConfig, exp_dir: str | os.PathLike) -> 
             int(cfg.model.get("enc_stack_time_factor", 0))
             or TransducerConfig.preset(cfg.model_size).enc_stack_time_factor
         )
-        feats, train, valid, skipped = load_transducer_data(cfg, tok, k)
-        mcfg = transducer_model_config(cfg, cfg.frontend.output_dim(feats.dim), tok.vocab_size)
+        data = transducer_loaders(cfg, tok, k, dist.rank, dist.world_size)
+        mcfg = transducer_model_config(cfg, cfg.frontend.output_dim(data.feats.dim),
+                                       tok.vocab_size)  # fmt: skip
         torch.manual_seed(cfg.seed)
         model = Transducer(mcfg)
         dist.broadcast_parameters(model)
-        counts = {r: len(u) for r, u in skipped.items()}
-        log.info("train-transducer: %d utterances, skipped %s; %s", len(train), counts,
-                 model.summary())  # fmt: skip
+        counts = {r: len(u) for r, u in data.skipped.items()}
+        what = (
+            f"{data.num_utts} utterances"
+            if data.num_utts is not None
+            else f"{len(data.loader.shards)} shards, {len(data.loader)} batches an epoch"
+        )
+        log.info("train-transducer: %s, skipped %s; %s", what, counts, model.summary())  # fmt: skip
         if dist.is_main:
             from pykaldi2.utils.io import atomic_write_text
 
-            doc = {"counts": counts, "utts": {r: u[:100] for r, u in skipped.items()}}
+            doc = {"counts": counts, "utts": {r: u[:100] for r, u in data.skipped.items()}}
             atomic_write_text(exp_dir / "log" / "skipped.json", json.dumps(doc, indent=1) + "\n")
         pruned = cfg.pruned if cfg.loss == "pruned" else None
         task = TransducerTask(dist.device, cfg.specaug, cfg.ctc_weight, pruned)
-        loader = make_loader(train, cfg, rank=dist.rank, world_size=dist.world_size, shuffle=True)
+        loader, vloader = data.loader, data.valid_loader
         valid_fn = None
-        if valid is not None and len(valid):
-            vloader = make_loader(
-                valid, cfg, rank=dist.rank, world_size=dist.world_size, shuffle=False
-            )
+        if vloader is not None and len(vloader):
 
             def valid_fn(m) -> float:
                 res = evaluate(m, vloader, task, dist)
@@ -433,7 +442,7 @@ def train_transducer(cfg: TrainTransducerConfig, exp_dir: str | os.PathLike) -> 
                 mcfg,
                 tok.model_file,
                 cfg.frontend,
-                feats.parts[0].raw.metadata().get("feature_config", {}),
+                data.raw_feature_config,
                 max_symbols_per_frame=cfg.max_symbols_per_frame,
                 training={
                     "steps": trainer.step,
