@@ -33,6 +33,7 @@ def _cmd_decode(args: argparse.Namespace) -> int:
         dump_preds=args.dump_preds,
         lm=args.lm,
         lm_weight=args.lm_weight,
+        symbol_bonus=args.symbol_bonus,
     )
     print(stats.format() if stats is not None else f"{args.out_dir}/hyp.txt written\n", end="")
     return 0
@@ -201,6 +202,8 @@ def register(subparsers) -> None:
     p.add_argument("--beam", type=int, default=1, help="1: greedy; >1: modified beam search")
     p.add_argument("--lm", metavar="ARPA", help="piece n-gram for shallow fusion (beam > 1)")
     p.add_argument("--lm-weight", type=float, default=0.3, help="LM weight (%(default)s)")
+    p.add_argument("--symbol-bonus", type=float, default=0.0,
+                   help="beam search: added to every emitted symbol's score (%(default)s)")  # fmt: skip
     p.add_argument("--dump-preds", metavar="FILE", help="also write the predictions to FILE")
     p.add_argument("--batch-size", type=int, default=16, help="utterances per encoder batch")
     p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")

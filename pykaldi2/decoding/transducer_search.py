@@ -13,6 +13,8 @@ included), H predictor units.
   (:class:`~pykaldi2.lang.token_lm.TokenLm`), shallow fusion: every symbol's score is
   ``log p_rnnt + lm_weight * log p_lm(symbol | the hypothesis' last pieces)`` (blank: the
   transducer's alone) and the final choice adds ``lm_weight * log p_lm(</s> | ...)``.
+  ``symbol_bonus`` is added to every emitted symbol's score (Kaldi's word insertion penalty,
+  negated): it counters the deletions an LM's per-symbol cost brings.
 
 All take a :class:`pykaldi2.nnet.transducer.Transducer` (anything with ``predictor.step``,
 ``joiner.project_enc/project_pred/joint`` and ``blank``) and the encoder output.
@@ -145,6 +147,7 @@ def modified_beam_search(
     lm=None,
     lm_weight: float = 0.0,
     return_scores: bool = False,
+    symbol_bonus: float = 0.0,
 ) -> list[list[int]] | list[BeamResult]:
     """Modified beam search (one symbol per frame at most), utterance by utterance.
 
@@ -155,6 +158,7 @@ def modified_beam_search(
         lm, lm_weight: shallow fusion with a :class:`~pykaldi2.lang.token_lm.TokenLm` (see the
             module doc); no LM or weight 0: the transducer alone
         return_scores: return :class:`BeamResult` objects instead of the symbol lists
+        symbol_bonus: added to the score of every emitted symbol
 
     Returns:
         the best symbol sequence of each utterance.
@@ -168,13 +172,20 @@ def modified_beam_search(
     enc_p = model.joiner.project_enc(enc)
     results = []
     for b in range(enc.shape[0]):
-        r = _beam_one(model, enc_p[b, : int(enc_lengths[b])], beam, length_norm, fusion, lm_weight)
+        r = _beam_one(model, enc_p[b, : int(enc_lengths[b])], beam, length_norm, fusion,
+                      lm_weight, symbol_bonus)  # fmt: skip
         results.append(r if return_scores else r.ys)
     return results
 
 
 def _beam_one(
-    model: Transducer, enc_p: torch.Tensor, beam: int, length_norm: bool, lm, lm_weight: float
+    model: Transducer,
+    enc_p: torch.Tensor,
+    beam: int,
+    length_norm: bool,
+    lm,
+    lm_weight: float,
+    symbol_bonus: float = 0.0,
 ) -> BeamResult:
     """enc_p (T', J) of one utterance -> the best hypothesis."""
     blank = model.blank
@@ -187,6 +198,10 @@ def _beam_one(
         if lm is not None:  # blank's LM column is 0: only symbols move the LM
             lm_lp = np.stack([lm.log_probs(h.lm_state) for h in hyps])  # (N, V)
             logp = logp + lm_weight * torch.from_numpy(lm_lp).to(logp)
+        if symbol_bonus:
+            bonus = torch.full_like(logp[0], symbol_bonus)
+            bonus[blank] = 0.0
+            logp = logp + bonus
         scores = torch.stack([h.score for h in hyps])[:, None] + logp
         V = logp.shape[1]
         top = scores.flatten().topk(min(beam, scores.numel()))

@@ -70,7 +70,7 @@ def test_beam_one_equals_greedy_one_symbol():
     assert modified_beam_search(m, enc, enc_len, beam=1, length_norm=False) == greedy
 
 
-def _exhaustive_best(m: Transducer, enc: torch.Tensor, lm=None, lm_weight=0.0):
+def _exhaustive_best(m: Transducer, enc: torch.Tensor, lm=None, lm_weight=0.0, bonus=0.0):
     """argmax over symbol sequences of the summed probability of all one-symbol-per-frame paths
     (+ ``lm_weight`` times the LM's sentence log-prob, </s> included); with an LM also the
     best total score."""
@@ -92,7 +92,8 @@ def _exhaustive_best(m: Transducer, enc: torch.Tensor, lm=None, lm_weight=0.0):
             totals[ys] = torch.logaddexp(totals[ys], score) if ys in totals else score
     if lm is None:
         return list(max(totals, key=lambda k: float(totals[k])))
-    fused = {ys: float(v) + lm_weight * lm.sentence_log_prob(ys) for ys, v in totals.items()}
+    fused = {ys: float(v) + lm_weight * lm.sentence_log_prob(ys) + bonus * len(ys)
+             for ys, v in totals.items()}  # fmt: skip
     best = max(fused, key=fused.get)
     return list(best), fused[best]
 
@@ -133,6 +134,10 @@ def test_beam_search_with_lm_fusion_is_exact():
         assert r.score == pytest.approx(score, abs=1e-4)
         outs.add(tuple(ys))
     assert len(outs | {tuple(plain[0])}) > 1  # the LM changes the answer at some weight
+    (r,) = modified_beam_search(m, enc, torch.tensor([3]), beam=1000, length_norm=False,
+                                lm=lm, lm_weight=3.0, symbol_bonus=2.5, return_scores=True)  # fmt: skip
+    ys, score = _exhaustive_best(m, enc[0], lm, 3.0, bonus=2.5)
+    assert r.ys == ys and r.score == pytest.approx(score, abs=1e-4)
 
 
 def test_modified_beam_search_without_pruning_is_exact():
