@@ -12,7 +12,8 @@
 # boost-silence 1.25, tri1 2000 leaves / 10k Gaussians, tri2 LDA+MLLT 2500 / 15k.
 # Stages: 0 data dirs (train, dev, test, test_full), 1 features (MFCC for the GMMs, 80-dim fbank
 # for the nnets), 2 dict (the corpus lexicon, stress kept) / lang / trigram on the train
-# transcripts only / G, 3 mono, 4 tri1, 5 tri2 (each decoded on dev and test), 99 the WER table.
+# transcripts only / G, 3 mono, 4 tri1, 5 tri2 (each decoded on dev and test), 6 RNN-T, 7 its
+# decodes (greedy, beam 4, + piece-LM fusion tuned on dev), 99 the WER table.
 # Each stage leaves a .done marker in exp/ (rerun skips finished stages; --force redoes them).
 set -euo pipefail
 invoke_dir=$PWD   # a relative --corpus-dir is relative to where run.sh was started
@@ -87,6 +88,21 @@ run_stage 3 mono mono
 run_stage 4 tri1 tri mono tri1 train-deltas       # MFCC + deltas
 run_stage 5 tri2 tri tri1 tri2 train-lda-mllt     # LDA + MLLT
 
+# RNN-T (conf/transducer.yaml: AN4's dev-tuned recipe scaled to 2.9 h) on the 80-dim fbank;
+# stage 7 decodes dev and test greedy and with a beam of 4, then with a piece 4-gram of the
+# train transcripts (LM weight and symbol bonus chosen on dev; egs/functions.sh rnnt_lm_fusion)
+run_stage 6 rnnt pykaldi2 train-transducer --config conf/transducer.yaml exp/rnnt
+rnnt_decode() {
+  local set
+  for set in $eval_sets; do
+    pykaldi2 decode-transducer exp/rnnt/final data/${set}_fbank exp/rnnt/decode_${set}_fbank_greedy
+    pykaldi2 decode-transducer --beam 4 exp/rnnt/final data/${set}_fbank \
+      exp/rnnt/decode_${set}_fbank_beam4
+  done
+  rnnt_lm_fusion exp/rnnt dev_fbank test_fbank
+}
+run_stage 7 rnnt_decode rnnt_decode
+
 # stage 99: dev and test WER of every decoded system (always runs); test at the dev setting
 if [ "$stop_stage" -ge 99 ]; then
   printf '%-10s %-8s %s\n' system set "WER (LMWT_WIP chosen on dev)"
@@ -95,5 +111,16 @@ if [ "$stop_stage" -ge 99 ]; then
       f=exp/$sys/decode_$set/best_wer
       if [ -f "$f" ]; then printf '%-10s %-8s %s\n' "$sys" "$set" "$(cat "$f")"; fi
     done
+  done
+  for set in $eval_sets; do   # stages 6-7: the RNN-T
+    for d in greedy beam4; do
+      f=exp/rnnt/decode_${set}_fbank_$d/wer
+      if [ -f "$f" ]; then printf '%-10s %-8s %s\n' "rnnt $d" "$set" "$(head -n 1 "$f")"; fi
+    done
+    f=exp/rnnt/decode_${set}_fbank_lm/wer
+    if [ -f "$f" ]; then
+      printf '%-10s %-8s %s (LM weight, bonus on dev: %s)\n' "rnnt +LM" "$set" \
+        "$(head -n 1 "$f")" "$(cat exp/rnnt/lm/best)"
+    fi
   done
 fi

@@ -66,3 +66,24 @@ def test_queue_checks_every_line_first(tmp_path, monkeypatch):
     q.write_text(f"{conf}|exp_dir=x|decode={data}|command=train-ce\n")
     with pytest.raises(DataError, match="line 1"):  # not a train-ce config
         run_queue(q)
+
+
+def test_recipe_transducer_confs_and_queue_load(monkeypatch):
+    """Every recipe's transducer config, and every line of AN4's tuning queue, is a valid
+    train-transducer config (a typo fails here, not hours into a run)."""
+    from pathlib import Path
+
+    from pykaldi2.cli.queue import resolve
+    from pykaldi2.training.transducer import TrainTransducerConfig
+
+    egs = Path(__file__).resolve().parents[3] / "egs"
+    confs = sorted(egs.glob("*/conf/transducer*.yaml"))
+    assert len(confs) >= 5
+    for conf in confs:
+        monkeypatch.chdir(conf.parents[1])  # paths in the configs are relative to the recipe
+        TrainTransducerConfig.load(conf.relative_to(conf.parents[1]))
+    monkeypatch.chdir(egs / "an4")
+    lines = parse_queue("conf/rnnt_queue.txt")
+    assert [resolve(q, "conf/rnnt_queue.txt")[0] for q in lines] == ["train-transducer"] * len(
+        lines
+    )
