@@ -10,8 +10,8 @@ Each non-empty line (``#`` starts a comment) is ``CONFIG|KEY=VALUE|...``: a trai
 - ``decode=DIR[,DIR...]``: data dirs decoded after training into ``EXP_DIR/decode_<name>``
   (default: the config's ``valid_data``), scored where they have a text;
   ``decode-transducer`` for transducers (``beam=N``, ``lm=ARPA``, ``lm_weight=W``,
-  ``symbol_bonus=B``), for CE and
-  chain models ``decode-nnet`` / ``decode-chain`` through ``graph=DIR`` (required then).
+  ``symbol_bonus=B``), for CE and chain models ``decode-nnet`` / ``decode-chain`` through
+  ``graph=DIR`` (required then).
 
 A line whose ``EXP_DIR/queue.done`` holds the same line is finished and skipped; an interrupted
 line is rerun, and its trainer resumes from its checkpoints. ``EXP_DIR/queue.done`` holding
