@@ -116,6 +116,9 @@ class TrainTransducerConfig(TrainConfigMixin):
             data and the tokenizer).
         specaug: SpecAugment applied on the fly to training batches.
         batch_size, max_frames, num_buckets: length-bucketed batches (per rank).
+        max_frames_per_utt: training utterances longer than this many feature frames are
+            skipped (``too_long`` in skipped.json; 0: none): a few very long utterances can
+            cost more than all the others (icefall keeps 1-20 s).
         num_workers: DataLoader workers.
         ema_decay: EMA of the weights (0: off); the final model uses the EMA weights. The decay
             at step n is ``min(ema_decay, (1 + n) / (10 + n))`` (a warm-up, so that a short run
@@ -153,6 +156,7 @@ class TrainTransducerConfig(TrainConfigMixin):
     specaug: SpecAugConfig = field(default_factory=SpecAugConfig)
     batch_size: int = 32
     max_frames: int = 0
+    max_frames_per_utt: int = 0
     num_buckets: int = 10
     num_workers: int = 2
     ema_decay: float = 0.999

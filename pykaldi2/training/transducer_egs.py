@@ -60,21 +60,31 @@ class TokenDataset(torch.utils.data.Dataset):
 
 
 def select_utts(
-    feats, tokens: Mapping[str, Sequence[int]], frontend, stack_time_factor: int
+    feats,
+    tokens: Mapping[str, Sequence[int]],
+    frontend,
+    stack_time_factor: int,
+    max_frames_per_utt: int = 0,
 ) -> tuple[list[str], dict[str, list[str]]]:
     """Utterances usable for RNN-T training, and the skipped ones by reason.
 
     ``no_text``: features but no (encodable) transcript; ``too_many_tokens``: more tokens than
-    encoder frames after time reduction; ``no_frames``: no encoder frame at all.
+    encoder frames after time reduction; ``no_frames``: no encoder frame at all; ``too_long``:
+    more than ``max_frames_per_utt`` raw feature frames (0: no limit).
     """
     keep: list[str] = []
-    skipped: dict[str, list[str]] = {"no_text": [], "too_many_tokens": [], "no_frames": []}
+    skipped: dict[str, list[str]] = {
+        "no_text": [], "too_many_tokens": [], "no_frames": [], "too_long": []
+    }  # fmt: skip
     for utt in sorted(feats):
         if utt not in tokens:
             skipped["no_text"].append(utt)
             continue
-        frames = encoder_frames(frontend, stack_time_factor, feats.shape(utt)[0])
-        if frames < 1:
+        raw = feats.shape(utt)[0]
+        frames = encoder_frames(frontend, stack_time_factor, raw)
+        if max_frames_per_utt and raw > max_frames_per_utt:
+            skipped["too_long"].append(utt)
+        elif frames < 1:
             skipped["no_frames"].append(utt)
         elif len(tokens[utt]) > frames:
             skipped["too_many_tokens"].append(utt)
@@ -132,11 +142,13 @@ class TokenItems:
     characters the tokenizer cannot encode (``tokenizer.on_unknown: skip``; else an error) or
     with more tokens than encoder frames give no item. Picklable (DataLoader workers)."""
 
-    def __init__(self, frontend: TransducerFrontendConfig, tokenizer, on_unknown: str, k: int):
+    def __init__(self, frontend: TransducerFrontendConfig, tokenizer, on_unknown: str, k: int,
+                 max_raw: int = 0):  # fmt: skip
         self.frontend, self.tok, self.on_unknown, self.k = frontend, tokenizer, on_unknown, k
+        self.max_raw = max_raw
 
     def __call__(self, key: str, raw: np.ndarray, text: str | None):
-        if text is None or not len(raw):
+        if text is None or not len(raw) or (self.max_raw and len(raw) > self.max_raw):
             return []
         try:
             ids = self.tok.encode(text, utt=key)
@@ -246,7 +258,7 @@ def transducer_loaders(cfg, tok, k: int, rank: int, world_size: int) -> Transduc
 
     sh = cfg.shards
     fc = sh.frame_config()
-    items = TokenItems(cfg.frontend, tok, cfg.tokenizer.on_unknown, k)
+    items = TokenItems(cfg.frontend, tok, cfg.tokenizer.on_unknown, k, cfg.max_frames_per_utt)
     loader = ShardLoader(
         sh.train, items, collate_frames, batch_size=cfg.batch_size, frame_config=fc,
         shuffle_buffer=sh.shuffle_buffer, seed=cfg.seed, rank=rank, world_size=world_size,
@@ -272,7 +284,7 @@ def load_transducer_data(cfg, tok, mcfg_k: int):
     fe = cfg.frontend
     feats = DataDirFeatures(cfg.train_data, fe.pipeline())
     enc = _encoded(tok, cfg.train_data, cfg.tokenizer.on_unknown)
-    utts, skipped = select_utts(feats, enc.tokens, fe, mcfg_k)
+    utts, skipped = select_utts(feats, enc.tokens, fe, mcfg_k, cfg.max_frames_per_utt)
     skipped["unknown_characters"] = enc.skipped
     valid = None
     if cfg.valid_data:

@@ -338,3 +338,19 @@ def test_train_with_global_normalization_from_a_stats_file(tmp_path, one_thread)
         got = md["configs"]["frontend"]["ewma"]
         np.testing.assert_allclose(got["mean"], mean, rtol=1e-6)
         np.testing.assert_allclose(got["var"], var, rtol=1e-6)
+
+
+def test_select_utts_skips_long_utterances(tmp_path):
+    from pykaldi2.training.transducer_egs import select_utts
+
+    class Feats(dict):
+        def shape(self, utt):
+            return self[utt], 3
+
+    feats = Feats(a=30, b=300, c=1200, d=2)
+    tokens = {"a": [1, 2], "b": [1] * 20, "c": [3], "d": [1, 2, 3]}
+    fe = TransducerFrontendConfig(cmvn="none", frame_stack=1, frame_subsample=3)
+    keep, skipped = select_utts(feats, tokens, fe, 2, max_frames_per_utt=1000)
+    assert keep == ["a", "b"] and skipped["too_long"] == ["c"]
+    assert skipped["too_many_tokens"] == ["d"]
+    assert select_utts(feats, tokens, fe, 2)[0] == ["a", "b", "c"]
