@@ -155,3 +155,15 @@ def write_webdataset_shards(
                     tar.addfile(info, io.BytesIO(data))
         shards.append(path)
     return shards
+
+
+@pytest.fixture(scope="session")
+def an4_train_utts(an4_dir: Path):
+    """:func:`an4_train_utterances` of the shared AN4: ``an4_train_utts(count, stride=1)``."""
+    return lambda count, stride=1: an4_train_utterances(an4_dir, count, stride)
+
+
+@pytest.fixture(scope="session")
+def make_shards():
+    """:func:`write_webdataset_shards`: ``make_shards(samples, dest, per_shard, gz=False)``."""
+    return write_webdataset_shards

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import an4_train_utterances, write_webdataset_shards
 
 from pykaldi2.cli.main import main
 from pykaldi2.data.audio import read_audio
@@ -29,8 +28,8 @@ def _run(*argv) -> None:
     assert main([str(a) for a in argv]) == 0, argv
 
 
-def test_json_manifest_to_data_dir(an4_dir, tmp_path):
-    utts = an4_train_utterances(an4_dir, 4)
+def test_json_manifest_to_data_dir(an4_dir, an4_train_utts, tmp_path):
+    utts = an4_train_utts(4)
     root = an4_dir / "flac"
     entries = []
     for _key, flac, text in utts:
@@ -65,9 +64,9 @@ def test_json_manifest_to_data_dir(an4_dir, tmp_path):
 
 
 @pytest.mark.parametrize("gz", [False, True])
-def test_shards_are_read_as_a_stream(an4_dir, tmp_path, gz):
-    utts = an4_train_utterances(an4_dir, 5)
-    shards = write_webdataset_shards(utts, tmp_path / "shards", per_shard=2, gz=gz)
+def test_shards_are_read_as_a_stream(an4_train_utts, make_shards, tmp_path, gz):
+    utts = an4_train_utts(5)
+    shards = make_shards(utts, tmp_path / "shards", per_shard=2, gz=gz)
     assert len(shards) == 3 and [count_shard_samples(str(s)) for s in shards] == [2, 2, 1]
     got = list(iter_shard_samples([str(s) for s in shards]))
     assert [(s.key, s.text, s.ext) for s in got] == [(k, t, "flac") for k, _, t in utts]
@@ -78,9 +77,9 @@ def test_shards_are_read_as_a_stream(an4_dir, tmp_path, gz):
     assert sr8 == 8000 and abs(len(x8) - len(ref) / 2) <= 1
 
 
-def test_shards_to_data_dir_with_pipes_or_unpacked(an4_dir, tmp_path):
-    utts = an4_train_utterances(an4_dir, 3)
-    shards = write_webdataset_shards(utts, tmp_path / "shards", per_shard=2)
+def test_shards_to_data_dir_with_pipes_or_unpacked(an4_train_utts, make_shards, tmp_path):
+    utts = an4_train_utts(3)
+    shards = make_shards(utts, tmp_path / "shards", per_shard=2)
     _run("import-manifest", str(tmp_path / "shards" / "shard-*.tar"), tmp_path / "piped")
     piped = read_data_dir(tmp_path / "piped")
     assert all(v.startswith("tar --occurrence=1 -xOf ") and v.endswith("|")
@@ -96,9 +95,9 @@ def test_shards_to_data_dir_with_pipes_or_unpacked(an4_dir, tmp_path):
         import_manifest([str(tmp_path / "nothing-*.tar")], tmp_path / "x")
 
 
-def test_bad_shards_are_named(an4_dir, tmp_path):
-    utts = an4_train_utterances(an4_dir, 2)
-    (shard,) = write_webdataset_shards(utts, tmp_path, per_shard=2)
+def test_bad_shards_are_named(an4_train_utts, make_shards, tmp_path):
+    utts = an4_train_utts(2)
+    (shard,) = make_shards(utts, tmp_path, per_shard=2)
     cut = tmp_path / "cut.tar"
     cut.write_bytes(shard.read_bytes()[:15000])  # inside the second audio member
     with pytest.raises(DataError, match="cut.tar.*truncated or corrupt"):

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import an4_train_utterances, write_webdataset_shards
 
 from pykaldi2.cli.main import main
 from pykaldi2.features.extractors import FbankConfig
@@ -27,9 +26,9 @@ def keys_of(batch):
 
 
 @pytest.fixture(scope="module")
-def an4_shards(an4_dir, tmp_path_factory):
-    utts = an4_train_utterances(an4_dir, 22, stride=40)  # 22 speakers' utterances
-    return write_webdataset_shards(utts, tmp_path_factory.mktemp("shards"), per_shard=5), utts
+def an4_shards(an4_train_utts, make_shards, tmp_path_factory):
+    utts = an4_train_utts(22, stride=40)  # 22 speakers' utterances
+    return make_shards(utts, tmp_path_factory.mktemp("shards"), per_shard=5), utts
 
 
 def _loader(shards, **kw):
@@ -126,7 +125,7 @@ def _run(*argv):
     assert main([str(a) for a in argv]) == 0, argv
 
 
-def test_train_ce_on_shards(yesno_dir, tmp_path, one_thread):
+def test_train_ce_on_shards(yesno_dir, make_shards, tmp_path, one_thread):
     """train-ce from yesno shards (keys = utterance ids) with monophone alignments: exact
     resume, a final dir whose features.yaml records the shards' feature config, decodable."""
     from pathlib import Path
@@ -148,7 +147,7 @@ def test_train_ce_on_shards(yesno_dir, tmp_path, one_thread):
          data / "lang", mono)  # fmt: skip
     d = read_data_dir(train)
     samples = [(u, Path(d.wav_scp[u]), d.text[u]) for u in d.utt_ids]
-    shards = write_webdataset_shards(samples, tmp_path / "shards", per_shard=6)
+    shards = make_shards(samples, tmp_path / "shards", per_shard=6)
     cfg = {
         "ali_dir": [str(mono)],
         "shards": {"train": [str(s) for s in shards[:4]], "valid": [str(shards[4])],
