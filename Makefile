@@ -21,7 +21,8 @@ deps:
 	    || echo "warning: could not install$$missing (only needed for wav.scp pipes)"; fi; \
 	fi
 
-$(STAMP): pyproject.toml
+# setup.py and the C++ sources: `pip install -e .` rebuilds the decoder extension (pykaldi2/hmm/csrc).
+$(STAMP): pyproject.toml setup.py $(wildcard pykaldi2/hmm/csrc/*.cc pykaldi2/hmm/csrc/*.h)
 	@$(MAKE) --no-print-directory deps
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip

@@ -28,7 +28,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from pykaldi2.export.model_dir import ModelDir, load_model_dir, save_model_dir
-from pykaldi2.utils.log import progress
+from pykaldi2.utils.errors import DataError
+from pykaldi2.utils.log import get_logger, progress
+
+log = get_logger(__name__)
 
 __all__ = [
     "load_model",
@@ -49,7 +52,9 @@ class Transcriber(Protocol):
     model_dir: ModelDir
 
     def transcribe(self, paths: Sequence[str | os.PathLike]) -> list[str]:
-        """One transcript (upper-case words separated by spaces) per audio file."""
+        """One transcript (upper-case words separated by spaces) per audio file. Every file is
+        checked first (a missing path, a folder, a file that is not audio or holds less than
+        one frame is a DataError naming it, before any file is decoded)."""
         ...
 
     def __call__(self, paths: Any) -> Any:
@@ -144,24 +149,33 @@ class _HclgTranscriber:
         raise NotImplementedError
 
     def transcribe(self, paths: Sequence[str | os.PathLike]) -> list[str]:
+        paths = list(paths)
+        self.frontend.config.check_audio_files(paths)  # every file, before decoding any
         out = []
-        for path in progress(list(paths), desc="transcribe", unit="file"):
+        for path in progress(paths, desc="transcribe", unit="file"):
             res = self._decode(path)
+            if res is None:  # the header promised more audio than the file holds
+                log.warning("%s: no feature frames, so no transcript", path)
             out.append("" if res is None else " ".join(self.words.sym(w) for w in res.words))
         return out
 
     __call__ = call_transcribe
 
-    def _load_graph(self, md: ModelDir, default_decoder: dict[str, Any]) -> None:
-        """HCLG, words and the decoder config of a model dir (``HCLG``, ``words``, configs
-        ``decoder``)."""
-        from pykaldi2.decoding.wfst import DecoderConfig
-        from pykaldi2.kaldi import kaldifst
+    def _load_graph(
+        self, md: ModelDir, default_decoder: dict[str, Any], tm, model: str | os.PathLike
+    ) -> None:
+        """HCLG (checked against ``tm``, the transition model of ``model``), words, the decoder
+        config and one decoder for every file of a model dir (``HCLG``, ``words``, configs
+        ``decoder``, ``graph``)."""
+        from pykaldi2.decoding.wfst import DecoderConfig, make_decoder
+        from pykaldi2.hmm.decoder import load_graph
         from pykaldi2.lang.symbols import SymbolTable
 
-        self.hclg = kaldifst.StdVectorFst.read(str(md.file("HCLG")))
+        self.hclg = load_graph(md.file("HCLG"))
+        _check_model_dir_graph(md, self.hclg, tm, model)
         self.words = SymbolTable.read(md.file("words"))
         self.decoder = DecoderConfig.from_dict(md.config("decoder", default_decoder))
+        self._search = make_decoder(self.hclg, self.decoder)  # one decoder for every file
 
     def _nnet_frontend(self, md: ModelDir, pipe) -> None:
         """The raw features of a model dir (``features`` config) and a network's processing
@@ -185,33 +199,43 @@ class _HclgTranscriber:
 class GmmTranscriber(_HclgTranscriber):
     """A GMM-HMM model decoded through HCLG (Kaldi's ``gmm-decode-faster``).
 
-    Files of the model dir: ``model`` (a pickled :class:`~pykaldi2.hmm.model.GmmModel`),
+    Files of the model dir: ``gmm/`` (the model as a Kaldi dir: final.mdl, tree, final.mat ...;
+    dirs exported before that have ``model``, a pickled :class:`~pykaldi2.hmm.model.GmmModel`),
     ``HCLG`` (HCLG.fst), ``words`` (words.txt); configs ``features``, ``cmvn``, ``decoder``.
     """
 
     def __init__(self, md: ModelDir) -> None:
+        from pykaldi2.decoding.wfst import GmmScorer
+        from pykaldi2.hmm.decoder import TransitionTables
         from pykaldi2.hmm.model import GmmModel
 
         self.model_dir = md
         self.frontend = FeatureFrontEnd(md)
-        self.model = GmmModel.load(md.file("model"))
-        self._load_graph(md, {})
+        gmm = md.file("gmm") / "final.mdl" if "gmm" in md.files else md.file("model")
+        self.model = GmmModel.load(gmm)
+        self._load_graph(md, {}, self.model.tm, gmm)
+        self.scorer = GmmScorer(self.model.am)
+        self.tables = TransitionTables.from_trans_model(self.model.tm)
 
     def features(self, path: str | os.PathLike) -> np.ndarray:
         """(T, D) features of one file in the model's feature space."""
-        from pykaldi2.hmm.inputs import apply_feat_transform
+        from pykaldi2.hmm.inputs import model_feats
 
-        m = self.model
-        return apply_feat_transform(self.frontend(path), m.feat_type, m.transform, m.splice)
+        return model_feats(self.model, self.frontend(path))
 
     def _decode(self, path: str | os.PathLike) -> Any:
-        from pykaldi2.decoding.wfst import gmm_decode_faster
+        from pykaldi2.decoding.wfst import decode_faster
 
         feats = self.features(path)
         if len(feats) == 0:
             return None
-        m = self.model
-        return gmm_decode_faster(self.hclg, m.am, m.tm, feats, self.decoder, utt=str(path))
+        if feats.shape[1] != self.scorer.dim:
+            raise DataError(
+                f"features of dim {feats.shape[1]}, the GMMs expect {self.scorer.dim}",
+                file=str(path),
+            )
+        ll = self.scorer(feats)
+        return decode_faster(None, ll, self.tables, self.decoder, str(path), self._search)
 
 
 register_kind("gmm", GmmTranscriber)
@@ -239,7 +263,7 @@ class HybridTranscriber(_HclgTranscriber):
         self.model_dir = md
         self.nnet = load_final_dir(md.file("nnet"))
         self._nnet_frontend(md, self.nnet.features)
-        self._load_graph(md, {})
+        self._load_graph(md, {}, self.nnet.ali_model.tm, md.file("nnet") / "final.mdl")
         compute = md.config("nnet_compute", {})
         check_keys(compute, _compute_fields(), where="nnet_compute", source=str(md.path))
         self.compute = NnetComputeConfig(**compute)
@@ -261,7 +285,7 @@ class HybridTranscriber(_HclgTranscriber):
         ll = self.loglikes(path)
         if len(ll) == 0:
             return None
-        return decode_faster(self.hclg, ll, self.tid2pdf, self.decoder, utt=str(path))
+        return decode_faster(None, ll, self.tid2pdf, self.decoder, str(path), self._search)
 
 
 def _compute_fields() -> list[str]:
@@ -294,7 +318,8 @@ class ChainTranscriber(_HclgTranscriber):
         self.model_dir = md
         self.nnet = load_chain_dir(md.file("nnet"))
         self._nnet_frontend(md, self.nnet.features)
-        self._load_graph(md, {"acoustic_scale": 1.0})
+        chain_mdl = md.file("nnet") / "final.mdl"
+        self._load_graph(md, {"acoustic_scale": 1.0}, self.nnet.chain_model.tm, chain_mdl)
         compute = md.config("nnet_compute", {"mode": "utterance"})
         check_keys(compute, ["mode"], where="nnet_compute", source=str(md.path))
         self.mode = str(compute.get("mode", "utterance"))
@@ -317,7 +342,7 @@ class ChainTranscriber(_HclgTranscriber):
         ll = self.loglikes(path)
         if len(ll) == 0:
             return None
-        return decode_faster(self.hclg, ll, self.tid2pdf, self.decoder, utt=str(path))
+        return decode_faster(None, ll, self.tid2pdf, self.decoder, str(path), self._search)
 
 
 register_kind("chain", ChainTranscriber)
@@ -338,6 +363,40 @@ def _graph_files(graph_dir: Path) -> dict[str, Path]:
     return {"HCLG": graph_dir / "HCLG.fst", "words": graph_dir / "words.txt"}
 
 
+def _graph_record(graph_dir: Path, tm, model: str | os.PathLike) -> dict[str, Any]:
+    """Check that ``graph_dir`` was built for ``tm`` (the transition model of ``model``) and
+    return the ``graph`` config a model dir keeps of it: the graph's ``model_id`` (None for a
+    graph dir without one, e.g. Kaldi's: then only the pdf count was checked) and
+    ``num_pdfs``. The transcriber compares ``model_id`` with its model when it loads."""
+    from pykaldi2.hmm.graph_model import check_graph_model, read_graph_model_id
+
+    check_graph_model(graph_dir, tm, model)
+    return {"model_id": read_graph_model_id(graph_dir), "num_pdfs": int(tm.num_pdfs)}
+
+
+def _check_model_dir_graph(md: ModelDir, graph, tm, model: str | os.PathLike) -> None:
+    """At load: the model dir's HCLG must be its model's, by the ``graph`` config's model_id
+    (written by export-gmm-model / export-hybrid-model), and in any case by its transition-id
+    range. Model dirs exported before the record (or from a Kaldi graph) get the range check
+    only, with a note in the log."""
+    from pykaldi2.hmm.graph_model import check_graph_labels, check_model_id
+
+    hclg = str(md.file("HCLG"))
+    recorded = md.config("graph", {}).get("model_id")
+    fix = "re-export the model dir with the graph built for its model (pykaldi2 mkgraph)"
+    if recorded:
+        check_model_id(
+            str(recorded), tm, graph=f"the model dir's HCLG {hclg}", model=model, fix=fix,
+            file=str(md.path / "model.yaml"),
+        )  # fmt: skip
+    else:
+        log.info(
+            "%s records no model_id of its graph (exported before it, or from a Kaldi graph "
+            "dir): only the graph's transition-id range is checked against %s", md.path, model,
+        )  # fmt: skip
+    check_graph_labels(graph, int(tm.num_transition_ids), graph_file=hclg, model=str(model))
+
+
 def save_gmm_model(
     path: str | os.PathLike,
     model: str | os.PathLike,
@@ -349,18 +408,27 @@ def save_gmm_model(
     overwrite: bool = False,
 ) -> ModelDir:
     """Write a ``gmm`` model dir from ``final.mdl``, a graph dir (HCLG.fst, words.txt) and the
-    feature config dict the model was trained on (``load_feature_config(data).to_dict()``)."""
+    feature config dict the model was trained on (``load_feature_config(data).to_dict()``).
+    The model is copied as ``gmm/``, a Kaldi model dir (final.mdl, tree, its transform)."""
+    import tempfile
+
+    from pykaldi2.hmm.model import GmmModel
+
     graph_dir = Path(graph_dir)
+    gmm = GmmModel.load(model)
     configs: dict[str, dict] = {"features": features, "cmvn": {"norm_vars": norm_vars}}
+    configs["graph"] = _graph_record(graph_dir, gmm.tm, model)
     if decoder is not None:
         configs["decoder"] = decoder
-    return save_model_dir(
-        path,
-        "gmm",
-        files={"model": model, **_graph_files(graph_dir)},
-        configs=configs,
-        overwrite=overwrite,
-    )
+    with tempfile.TemporaryDirectory(prefix="gmm-export-") as staging:
+        gmm.save(Path(staging) / "final.mdl")
+        return save_model_dir(
+            path,
+            "gmm",
+            files={"gmm": staging, **_graph_files(graph_dir)},
+            configs=configs,
+            overwrite=overwrite,
+        )
 
 
 def save_hybrid_model(
@@ -385,15 +453,14 @@ def save_hybrid_model(
 
     from pykaldi2.decoding.nnet import NnetComputeConfig
     from pykaldi2.decoding.wfst import DecoderConfig
-    from pykaldi2.lang.hclg import check_graph_num_pdfs
     from pykaldi2.training.model_dir import load_final_dir
 
     nnet_dir, graph_dir = Path(nnet_dir), Path(graph_dir)
     nnet = load_final_dir(nnet_dir)
-    raw = _raw_feature_config(nnet_dir)
-    check_graph_num_pdfs(graph_dir, nnet.num_pdfs)
+    graph = _graph_record(graph_dir, nnet.ali_model.tm, nnet_dir / "final.mdl")
     configs: dict[str, dict] = {
-        "features": raw,
+        "graph": graph,
+        "features": _raw_feature_config(nnet_dir),
         "cmvn": {"norm_vars": bool(nnet.features.norm_vars)},
         "decoder": DecoderConfig.from_dict(decoder or {}).to_dict(),
         "nnet_compute": asdict(NnetComputeConfig(**(nnet_compute or {}))),
@@ -426,14 +493,13 @@ def save_chain_model(
     """
     from pykaldi2.decoding.nnet import check_inference_mode
     from pykaldi2.decoding.wfst import DecoderConfig
-    from pykaldi2.lang.hclg import check_graph_num_pdfs
     from pykaldi2.training.model_dir import load_chain_dir
 
     chain_dir, graph_dir = Path(chain_dir), Path(graph_dir)
     check_inference_mode(mode)
     nnet = load_chain_dir(chain_dir)
-    check_graph_num_pdfs(graph_dir, nnet.num_pdfs)
     configs: dict[str, dict] = {
+        "graph": _graph_record(graph_dir, nnet.chain_model.tm, chain_dir / "final.mdl"),
         "features": _raw_feature_config(chain_dir),
         "cmvn": {"norm_vars": bool(nnet.features.norm_vars)},
         "decoder": DecoderConfig.from_dict({"acoustic_scale": 1.0, **(decoder or {})}).to_dict(),
@@ -454,7 +520,6 @@ def _raw_feature_config(nnet_dir: Path) -> dict[str, Any]:
     import yaml
 
     from pykaldi2.features.compute import load_feature_config
-    from pykaldi2.utils.errors import DataError
 
     raw = yaml.safe_load((nnet_dir / "features.yaml").read_text(encoding="utf-8"))
     if raw.get("raw_feature_config"):

@@ -44,6 +44,12 @@ def librispeech_sample_dir() -> Path:
     return _corpus("librispeech_sample")
 
 
+@pytest.fixture(scope="session")
+def kaldi_ref() -> Path:
+    """../shared/data/kaldi_reference (files written by real Kaldi 5.5 on AN4 and yesno)."""
+    return _corpus("kaldi_reference")
+
+
 @pytest.fixture
 def one_thread():
     """torch.set_num_threads(1) for the test (tiny ops only contend on a loaded 2-core CI box)."""

@@ -48,11 +48,11 @@ lexicon=${corpus_dir:-downloads/speechocean762}/resource/lexicon.txt
 features() {
   local set
   for set in train $eval_sets; do
-    pykaldi2 compute-feats --config conf/mfcc.yaml --nj "$nj" data/$set mfcc
-    pykaldi2 compute-cmvn data/$set mfcc
     pykaldi2 combine-data data/${set}_fbank data/$set   # a copy with its own feats.scp
     pykaldi2 compute-feats --config conf/fbank.yaml --nj "$nj" data/${set}_fbank fbank
     pykaldi2 compute-cmvn data/${set}_fbank fbank
+    pykaldi2 compute-feats --config conf/mfcc.yaml --nj "$nj" data/$set mfcc
+    pykaldi2 compute-cmvn data/$set mfcc
   done
   # mono trains on the shortest utterances, as Kaldi's recipes do (more likely well aligned)
   pykaldi2 subset-data-dir --shortest "$mono_utts" data/train data/train_mono

@@ -15,6 +15,7 @@ def _load_model(path: str):
 
 def _est_phone_lm(args: argparse.Namespace) -> int:
     from pykaldi2.hmm.ali import ali_to_phones, read_ali
+    from pykaldi2.hmm.exp_dir import read_ali_dir
     from pykaldi2.lang.den_fst import write_fst
     from pykaldi2.lang.phone_lm import PhoneLmEstimator, PhoneLmOptions
     from pykaldi2.utils.log import progress
@@ -25,7 +26,10 @@ def _est_phone_lm(args: argparse.Namespace) -> int:
     )
     num = 0
     for ali_path in args.ali:
-        alis = read_ali(ali_path)
+        if Path(ali_path).is_dir():
+            alis = read_ali_dir(ali_path, model)[0]
+        else:
+            alis = read_ali(ali_path)
         for utt, ali in progress(sorted(alis.items()), desc=f"phone LM counts ({ali_path})"):
             est.add_counts([int(p) for p in ali_to_phones(model, ali)], seq_id=utt)
             num += 1
@@ -68,17 +72,13 @@ def _train_chain(args: argparse.Namespace) -> int:
 
 
 def _decode_chain(args: argparse.Namespace) -> int:
+    from pykaldi2.cli.decoder_args import decoder_config
     from pykaldi2.decoding.nnet import decode_chain
-    from pykaldi2.decoding.wfst import DecoderConfig
 
-    decoder = DecoderConfig(
-        beam=args.beam,
-        lattice_beam=args.lattice_beam,
-        acoustic_scale=args.acoustic_scale,
-    )
     summary = decode_chain(
         args.model_dir, args.graph_dir, args.data_dir, args.decode_dir,
-        nj=args.nj, decoder=decoder, device=args.device, mode=args.mode,
+        nj=args.nj, decoder=decoder_config(args), device=args.device, mode=args.mode,
+        text_lattices=args.text_lattices,
     )  # fmt: skip
     print(f"{args.decode_dir}: {summary}")
     best = Path(args.decode_dir) / "best_wer"
@@ -126,11 +126,12 @@ def _register_train_decode(sub: argparse._SubParsersAction) -> None:
     p.add_argument("data_dir", help="data dir with feats.scp (and cmvn.scp, text)")
     p.add_argument("decode_dir", help="output dir, e.g. exp/chain_tdnnf/decode_test")
     p.add_argument("--nj", type=int, default=1, help="decoding processes (default: %(default)s)")
-    p.add_argument("--beam", type=float, default=15.0, help="default: %(default)s")
-    p.add_argument("--lattice-beam", type=float, default=8.0, help="default: %(default)s")
-    p.add_argument(
-        "--acoustic-scale", type=float, default=1.0, help="default: %(default)s (chain models)"
-    )
+    from pykaldi2.cli.decoder_args import add_decoder_args
+
+    add_decoder_args(
+        p, beam=15.0, lattice_beam=8.0, acoustic_scale=1.0,
+        acoustic_help="scale of the network outputs (1.0 for chain models)",
+    )  # fmt: skip
     p.add_argument(
         "--mode",
         choices=("chunk", "utterance"),
@@ -154,8 +155,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "The phone sequences are read from transition-id alignments (ali-to-phones).",
         formatter_class=fmt,
     )
-    p.add_argument("model", help="the model pickle that made the alignments (final.mdl)")
-    p.add_argument("ali", nargs="+", help="alignment archives (.ark, .scp or ali.N.gz)")
+    p.add_argument("model", help="final.mdl that made the alignments (ours or Kaldi's)")
+    p.add_argument("ali", nargs="+", help="alignment archives (.ark, .scp or ali.N.gz) or ali dirs")
     p.add_argument("phone_lm", help="output FST, e.g. exp/chain/phone_lm.fst")
     p.add_argument("--ngram-order", type=int, default=4)
     p.add_argument("--no-prune-ngram-order", type=int, default=3)
@@ -172,7 +173,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "compose numerator supervision with it).",
         formatter_class=fmt,
     )
-    p.add_argument("model", help="model pickle with the chain tree and transition model")
+    p.add_argument(
+        "model",
+        help="the chain transition model and tree: our final.mdl, or Kaldi's 0.trans_mdl "
+        "(with its dir's tree)",
+    )
     p.add_argument("phone_lm", help="phone LM FST from chain-est-phone-lm")
     p.add_argument("dir", help="output dir, e.g. exp/chain")
     p.set_defaults(func=_make_den_fst)

@@ -15,13 +15,19 @@ def _load_model(path: str):
 
 
 def _cmd_mkgraph(args) -> int:
+    from pykaldi2.hmm.ali import transition_model_id
+    from pykaldi2.hmm.exp_dir import check_phones_compatible
     from pykaldi2.lang.hclg import HclgConfig, mkgraph
 
     model = _load_model(args.model)
+    check_phones_compatible(args.lang_dir, Path(args.model).parent)
     config = HclgConfig(
         transition_scale=args.transition_scale, self_loop_scale=args.self_loop_scale
     )
-    mkgraph(args.lang_dir, model.tree, model.tm, args.graph_dir, config)
+    mkgraph(
+        args.lang_dir, model.tree, model.tm, args.graph_dir, config,
+        model_id=transition_model_id(model.tm),
+    )  # fmt: skip
     return 0
 
 
@@ -41,25 +47,38 @@ def _read_matrices(spec: str):
     return kaldiio.load_ark(str(path)), None
 
 
+def _data_feats(model, data: str, transforms=None, chunk: int = 100):
+    """``(utt, features)`` of a data dir in the model's feature space (CMVN + deltas / LDA, and
+    fMLLR ``transforms``), read ``chunk`` utterances at a time (not the whole set in memory);
+    and their count."""
+    from pykaldi2.data.datadir import read_data_dir
+    from pykaldi2.hmm.inputs import feats_for_model
+
+    utts = sorted(read_data_dir(data).utt2spk)
+
+    def gen():
+        for i in range(0, len(utts), chunk):
+            part = feats_for_model(model, data, utts=utts[i : i + chunk], transforms=transforms)
+            yield from sorted(part.items())
+
+    return gen(), len(utts)
+
+
 def _cmd_decode(args) -> int:
+    from pykaldi2.cli.decoder_args import decoder_config
     from pykaldi2.decoding.batch import decode_dir
-    from pykaldi2.decoding.wfst import DecoderConfig
     from pykaldi2.utils.errors import DataError
 
     model = _load_model(args.model)
-    config = DecoderConfig(
-        beam=args.beam,
-        lattice_beam=args.lattice_beam,
-        acoustic_scale=args.acoustic_scale,
-        allow_partial=not args.no_partial,
-    )
+    config = decoder_config(args)
     gmm_am = None
     if args.data:
-        from pykaldi2.hmm.inputs import feats_for_model
+        from pykaldi2.hmm.exp_dir import read_transforms_dir
 
         gmm_am = model.am
-        feats = feats_for_model(model, args.data)  # CMVN + the model's deltas / LDA
-        inputs, n = iter(sorted(feats.items())), len(feats)
+        transforms = read_transforms_dir(args.transform_dir) if args.transform_dir else None
+        # CMVN + the model's deltas / LDA (+ fMLLR), read 100 utterances at a time
+        inputs, n = _data_feats(model, args.data, transforms)
     elif args.feats:
         if model.feat_type != "raw":
             raise DataError(
@@ -77,10 +96,12 @@ def _cmd_decode(args) -> int:
         inputs,
         args.decode_dir,
         model.tm,
+        model=args.model,
         config=config,
         nj=args.nj,
         gmm_am=gmm_am,
         num_utts=n,
+        text_lattices=args.text_lattices,
     )
     if args.ref:
         from pykaldi2.decoding.sweep import score_dir
@@ -169,15 +190,20 @@ def _cmd_compute_wer_bootci(args) -> int:
 
 
 def register(subparsers) -> None:
+    from pykaldi2.cli.decoder_args import add_decoder_args
+
     p = subparsers.add_parser(
         "mkgraph",
         help="build HCLG.fst from a lang dir and a model (utils/mkgraph.sh)",
         description="LG = det(L_disambig o G); CLG = C o LG; HCLG = add-self-loops(min(rmeps("
         "rmsymbols(det(H o CLG))))). Writes GRAPH_DIR/{HCLG.fst, words.txt, phones.txt, "
-        "phones/, disambig_tid.int, num_pdfs}.",
+        "phones/, disambig_tid.int, num_pdfs, model_id}; model_id (the identity of the model's "
+        "transition model) is checked wherever the graph is used with a model.",
     )
     p.add_argument("lang_dir", help="lang dir with L_disambig.fst, G.fst, phones.txt, words.txt")
-    p.add_argument("model", help="model file (final.mdl: transition model + tree)")
+    p.add_argument(
+        "model", help="final.mdl (ours or Kaldi's; the tree beside it, as in every exp dir)"
+    )
     p.add_argument("graph_dir", help="output graph dir, e.g. exp/mono/graph")
     p.add_argument("--self-loop-scale", type=float, default=0.1, help="default: %(default)s")
     p.add_argument("--transition-scale", type=float, default=1.0, help="default: %(default)s")
@@ -186,13 +212,16 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "decode",
         help="decode log-likelihoods (or GMM features) into lattices (steps/decode.sh)",
-        description="Writes DECODE_DIR/lat.J.ark (raw Kaldi lattices, text archives), hyp.txt "
-        "and decode_info.json. Inputs: --loglik (T x num_pdfs matrices, e.g. a net's "
-        "log-posteriors minus log-priors), --feats (features scored by the model's GMMs) or "
-        "--data (a data dir, features transformed as the GMM was trained).",
+        description="Kaldi's gmm-latgen-faster / latgen-faster-mapped in NJ processes: writes "
+        "DECODE_DIR/lat.J.gz (Kaldi's gzipped binary archives of determinized CompactLattices, "
+        "readable by Kaldi's lattice-* tools), hyp.txt, num_jobs and decode_info.json. Inputs: "
+        "--loglik (T x num_pdfs matrices, e.g. a net's log-posteriors minus log-priors), "
+        "--feats (features scored by the model's GMMs) or --data (a data dir, features "
+        "transformed as the GMM was trained). The graph may be our mkgraph's or Kaldi's "
+        "(HCLG.fst as a VectorFst or ConstFst).",
     )
     p.add_argument("graph_dir", help="graph dir from `pykaldi2 mkgraph`")
-    p.add_argument("model", help="model file (final.mdl) the graph was built with")
+    p.add_argument("model", help="final.mdl (ours or Kaldi's) the graph was built with")
     p.add_argument("decode_dir", help="output dir, e.g. exp/mono/decode_test")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--loglik", help=".scp or .ark of (T, num_pdfs) log-likelihood matrices")
@@ -203,20 +232,22 @@ def register(subparsers) -> None:
         "(deltas, LDA+MLLT) applied, then scored by the model's GMMs",
     )
     p.add_argument("--nj", type=int, default=1, help="parallel processes (default: %(default)s)")
-    p.add_argument("--beam", type=float, default=13.0, help="default: %(default)s")
-    p.add_argument("--lattice-beam", type=float, default=6.0, help="default: %(default)s")
-    p.add_argument("--acoustic-scale", type=float, default=0.1, help="default: %(default)s")
-    p.add_argument(
-        "--no-partial", action="store_true", help="fail utterances that reach no final state"
-    )
+    add_decoder_args(p)
     p.add_argument("--ref", help="reference text: score the decode dir afterwards")
+    p.add_argument(
+        "--transform-dir",
+        help="with --data: dir with fMLLR transforms trans.1 .. trans.N of the data's speakers "
+        "(Kaldi's decode.sh --transform-dir), applied after the model's features",
+    )
     p.set_defaults(func=_cmd_decode)
 
     p = subparsers.add_parser(
         "score",
         help="WER over LM weights x word insertion penalties (steps/score_kaldi.sh)",
-        description="Best paths of DECODE_DIR/lat.*.ark for every LMWT and WIP; writes "
-        "wer_LMWT_WIP, best_wer and scoring_kaldi/penalty_WIP/LMWT.txt.",
+        description="Best paths of DECODE_DIR/lat.*.gz (or lat.*.ark) for every LMWT and WIP "
+        "(lattice-scale --inv-acoustic-scale=LMWT | lattice-add-penalty | lattice-best-path); "
+        "writes wer_LMWT_WIP, best_wer and scoring_kaldi/penalty_WIP/LMWT.txt. Kaldi's own "
+        "decode dirs work too.",
     )
     p.add_argument("decode_dir", help="decode dir from `pykaldi2 decode`")
     p.add_argument("--ref", required=True, help="reference text (data/<set>/text)")

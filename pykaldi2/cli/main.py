@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "pykaldi2.cli.hmm",
     "pykaldi2.cli.nnet",
     "pykaldi2.cli.decode",
+    "pykaldi2.cli.lattice",
     "pykaldi2.cli.simulate",
     "pykaldi2.cli.chain",
     "pykaldi2.cli.transducer",
@@ -67,6 +68,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"pykaldi2 {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        from pykaldi2.utils.io import is_disk_full
+
+        if not is_disk_full(e):
+            raise
+        # a write outside the atomic helpers (a log line, a library's own file)
+        print(
+            f"pykaldi2 {args.command}: error: no space left on the device ({e}). Fix: free "
+            "disk space, then run the same command again (outputs are written atomically: "
+            "finished ones are kept and the run resumes)",
+            file=sys.stderr,
+        )
+        return 1
     return int(ret or 0)
 
 

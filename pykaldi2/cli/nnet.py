@@ -29,15 +29,10 @@ def _cmd_train_se(args: argparse.Namespace) -> int:
 
 
 def _cmd_decode_nnet(args: argparse.Namespace) -> int:
+    from pykaldi2.cli.decoder_args import decoder_config
     from pykaldi2.decoding.nnet import decode_nnet
-    from pykaldi2.decoding.wfst import DecoderConfig
 
-    decoder = DecoderConfig(
-        beam=args.beam,
-        lattice_beam=args.lattice_beam,
-        acoustic_scale=args.acoustic_scale,
-        allow_partial=not args.no_partial,
-    )
+    decoder = decoder_config(args)
     compute = _compute_config(args)
     summary = decode_nnet(
         args.model_dir,
@@ -48,6 +43,7 @@ def _cmd_decode_nnet(args: argparse.Namespace) -> int:
         decoder=decoder,
         compute=compute,
         score=not args.no_score,
+        text_lattices=args.text_lattices,
     )
     best = Path(args.decode_dir) / "best_wer"
     if not args.no_score and best.is_file():
@@ -61,16 +57,21 @@ def _cmd_align_nnet(args: argparse.Namespace) -> int:
     from pykaldi2.decoding.align_nnet import align_nnet
     from pykaldi2.hmm.ali import write_ali_dir
     from pykaldi2.hmm.align import AlignConfig
+    from pykaldi2.hmm.exp_dir import write_side_files
     from pykaldi2.hmm.model import GmmModel
 
+    over = {"max_missing_text_fraction": args.max_missing_text_fraction}
     cfg = AlignConfig(
-        beam=args.beam, retry_beam=args.retry_beam, acoustic_scale=args.acoustic_scale
-    )
+        beam=args.beam, retry_beam=args.retry_beam, acoustic_scale=args.acoustic_scale,
+        **{k: v for k, v in over.items() if v is not None},
+    )  # fmt: skip
     compute = _compute_config(args)
     res = align_nnet(
         args.model_dir, args.data_dir, args.lang_dir, config=cfg, compute=compute, nj=args.nj
     )
-    out = write_ali_dir(args.ali_dir, GmmModel.load(Path(args.model_dir) / "final.mdl"), res)
+    model = GmmModel.load(Path(args.model_dir) / "final.mdl")
+    out = write_ali_dir(args.ali_dir, model, res)
+    write_side_files(out, lang_dir=args.lang_dir, num_jobs=args.nj, model=model, alis=res.alis)
     total = len(res.alis) + len(res.failed)
     print(
         f"{out}: aligned {len(res.alis)} of {total} utterances ({len(res.failed)} failed"
@@ -125,6 +126,8 @@ def _add_compute_args(p: argparse.ArgumentParser, prior_scale: bool = True) -> N
 
 
 def register(subparsers) -> None:
+    from pykaldi2.cli.decoder_args import add_decoder_args
+
     p = subparsers.add_parser(
         "train-ce",
         help="train a hybrid BLSTM/TDNN-F acoustic model with frame cross-entropy",
@@ -183,7 +186,7 @@ def register(subparsers) -> None:
         "decode-nnet",
         help="decode a data dir with a CE model dir through HCLG, then score",
         description="Computes log-likelihoods (log-softmax minus prior_scale * log-priors) in "
-        "batches and decodes them in NJ processes into DECODE_DIR/lat.J.ark, hyp.txt and "
+        "batches and decodes them in NJ processes into DECODE_DIR/lat.J.gz, hyp.txt and "
         "decode_info.json; scores against DATA_DIR/text over LM weights x insertion penalties "
         "(wer_LMWT_WIP, best_wer) when the text exists.",
     )
@@ -192,18 +195,8 @@ def register(subparsers) -> None:
     p.add_argument("data_dir", help="data dir with feats.scp (and cmvn.scp, text)")
     p.add_argument("decode_dir", help="output dir, e.g. exp/blstm_ce/decode_test")
     p.add_argument("--nj", type=int, default=1, help="decoding processes (default: %(default)s)")
-    p.add_argument("--beam", type=float, default=13.0, help="default: %(default)s")
-    p.add_argument("--lattice-beam", type=float, default=6.0, help="default: %(default)s")
-    p.add_argument(
-        "--acoustic-scale",
-        type=float,
-        default=0.1,
-        help="scale of the log-likelihoods (default: %(default)s, as for CE models)",
-    )
+    add_decoder_args(p, acoustic_help="scale of the log-likelihoods (0.1 for CE models)")
     _add_compute_args(p)
-    p.add_argument(
-        "--no-partial", action="store_true", help="fail utterances that reach no final state"
-    )
     p.add_argument("--no-score", action="store_true", help="do not score against DATA_DIR/text")
     p.set_defaults(func=_cmd_decode_nnet)
 
@@ -227,6 +220,11 @@ def register(subparsers) -> None:
     p.add_argument("--nj", type=int, default=1, help="parallel processes (default: %(default)s)")
     p.add_argument("--beam", type=float, default=10.0, help="default: %(default)s")
     p.add_argument("--retry-beam", type=float, default=40.0, help="default: %(default)s")
+    p.add_argument(
+        "--max-missing-text-fraction", type=float,
+        help="utterances without a transcript are listed and not aligned; more than this "
+        "fraction of them is an error (0.1)",
+    )  # fmt: skip
     p.add_argument(
         "--acoustic-scale", type=float, default=0.1, help="default: %(default)s (CE models)"
     )

@@ -42,10 +42,10 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
 
 def _cmd_export_gmm(args: argparse.Namespace) -> int:
     from pykaldi2.api import save_gmm_model
-    from pykaldi2.decoding.wfst import DecoderConfig
+    from pykaldi2.cli.decoder_args import decoder_config
     from pykaldi2.features.compute import load_feature_config
 
-    decoder = DecoderConfig(beam=args.beam, acoustic_scale=args.acoustic_scale)
+    decoder = decoder_config(args)
     md = save_gmm_model(
         args.out_dir,
         args.model,
@@ -61,12 +61,13 @@ def _cmd_export_gmm(args: argparse.Namespace) -> int:
 
 def _cmd_export_hybrid(args: argparse.Namespace) -> int:
     from pykaldi2.api import save_hybrid_model
+    from pykaldi2.cli.decoder_args import decoder_config
 
     md = save_hybrid_model(
         args.out_dir,
         args.nnet_dir,
         args.graph_dir,
-        decoder={"beam": args.beam, "acoustic_scale": args.acoustic_scale},
+        decoder=decoder_config(args).to_dict(),
         nnet_compute={"prior_scale": args.prior_scale, "mode": args.mode},
         overwrite=args.overwrite,
     )
@@ -76,12 +77,13 @@ def _cmd_export_hybrid(args: argparse.Namespace) -> int:
 
 def _cmd_export_chain(args: argparse.Namespace) -> int:
     from pykaldi2.api import save_chain_model
+    from pykaldi2.cli.decoder_args import decoder_config
 
     md = save_chain_model(
         args.out_dir,
         args.chain_dir,
         args.graph_dir,
-        decoder={"beam": args.beam, "acoustic_scale": args.acoustic_scale},
+        decoder=decoder_config(args).to_dict(),
         mode=args.mode,
         overwrite=args.overwrite,
     )
@@ -91,6 +93,8 @@ def _cmd_export_chain(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     """Add ``transcribe`` and the ``export-*-model`` commands to ``pykaldi2``."""
+    from pykaldi2.cli.decoder_args import add_decoder_args
+
     p = subparsers.add_parser(
         "transcribe",
         help="transcribe audio files, data dirs, manifests or file lists with a model directory",
@@ -128,8 +132,7 @@ def register(subparsers) -> None:
     p.add_argument("graph_dir", help="graph dir with HCLG.fst and words.txt (pykaldi2 mkgraph)")
     p.add_argument("data", help="the training data dir (for its feature config)")
     p.add_argument("out_dir", help="the model directory to write, e.g. exp/mono/export")
-    p.add_argument("--beam", type=float, default=13.0, help="decoding beam (%(default)s)")
-    p.add_argument("--acoustic-scale", type=float, default=0.1, help="acoustic scale (%(default)s)")
+    add_decoder_args(p, acoustic_help="acoustic scale", lattices=False)
     p.add_argument(
         "--norm-vars", action="store_true", help="the model was trained with variance norm."
     )
@@ -148,12 +151,8 @@ def register(subparsers) -> None:
     p.add_argument("nnet_dir", help="the train-ce model dir, e.g. exp/blstm_ce/final")
     p.add_argument("graph_dir", help="graph dir of the same tree (HCLG.fst, words.txt)")
     p.add_argument("out_dir", help="the model directory to write, e.g. exp/blstm_ce/export")
-    p.add_argument("--beam", type=float, default=13.0, help="decoding beam (%(default)s)")
-    p.add_argument(
-        "--acoustic-scale",
-        type=float,
-        default=0.1,
-        help="acoustic scale, 1 / the best LMWT of a scored decode (%(default)s)",
+    add_decoder_args(
+        p, acoustic_help="acoustic scale, 1 / the best LMWT of a scored decode", lattices=False
     )
     p.add_argument("--prior-scale", type=float, default=1.0, help="prior scale (%(default)s)")
     p.add_argument(
@@ -179,8 +178,10 @@ def register(subparsers) -> None:
     p.add_argument("chain_dir", help="the train-chain model dir, e.g. exp/chain_tdnnf/final")
     p.add_argument("graph_dir", help="its graph dir (mkgraph --self-loop-scale 1.0)")
     p.add_argument("out_dir", help="the model directory to write, e.g. exp/chain_tdnnf/export")
-    p.add_argument("--beam", type=float, default=13.0, help="decoding beam (%(default)s)")
-    p.add_argument("--acoustic-scale", type=float, default=1.0, help="(%(default)s)")
+    add_decoder_args(
+        p, acoustic_scale=1.0, lattices=False,
+        acoustic_help="acoustic scale (chain: 1.0, or 1 / the best LMWT of a scored decode)",
+    )  # fmt: skip
     p.add_argument(
         "--mode", choices=["chunk", "utterance"], default="utterance",
         help="inference on whole utterances (default) or on the training chunks with their "

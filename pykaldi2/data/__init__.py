@@ -5,7 +5,8 @@
     >>> x, sr = load_utterance(d, d.utt_ids[0])     # float32 int16-scaled samples
 
 Corpus preparers live in :mod:`pykaldi2.data.corpora`; datasets and samplers for training in
-:mod:`pykaldi2.data.datasets` and :mod:`pykaldi2.data.samplers`.
+:mod:`pykaldi2.data.datasets` and :mod:`pykaldi2.data.samplers`; the check that the utterances
+a command trains or aligns have transcripts in :mod:`pykaldi2.data.transcripts`.
 """
 
 from pykaldi2.data.audio import load_utterance, read_audio

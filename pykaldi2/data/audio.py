@@ -114,6 +114,39 @@ def _read_whole(spec: str, utt: str | None) -> tuple[np.ndarray, int]:
     return _read_ark(spec, utt)
 
 
+def missing_audio_error(name: str, utt: str | None) -> DataError:
+    """The error for an audio path that is not a file: a folder is named as one; the fix points
+    at the wav.scp entry of ``utt``, or (no ``utt``: a path given by the user, e.g. on the
+    ``transcribe`` command line) at the path itself."""
+    if Path(name).is_dir():
+        return DataError(
+            "is a folder, not an audio file",
+            file=name,
+            utt=utt,
+            fix="pass the audio files in it (e.g. DIR/*.wav)"
+            if utt is None
+            else "the wav.scp entry must name an audio file",
+        )
+    return DataError(
+        "audio file not found",
+        file=name,
+        utt=utt,
+        fix="check the path (relative to the current directory)"
+        if utt is None
+        else "check the wav.scp entry (paths are relative to the current directory)",
+    )
+
+
+def audio_file_info(path: str | os.PathLike, utt: str | None = None) -> tuple[int, int]:
+    """``(num_samples, sample_rate)`` of an audio file from its header, with the errors of
+    :func:`missing_audio_error` for a missing path or a folder and a clear one for a file that
+    is not audio."""
+    name = str(path)
+    if not Path(name).is_file():
+        raise missing_audio_error(name, utt)
+    return _info(name, utt)
+
+
 def _info(path: str, utt: str | None) -> tuple[int, int]:
     """(num_frames, sample_rate) of an audio file, from its header."""
     import soundfile as sf
@@ -237,7 +270,8 @@ def read_audio(
         target_sr: resample to this rate (scipy ``resample_poly``); None keeps the file's rate.
         expected_sr: if given, a file whose rate differs is a :class:`DataError`.
         channel: channel to take from multi-channel audio.
-        utt: utterance id, only used to name it in errors.
+        utt: utterance id, only used to name it in errors (None: ``spec`` is a path the user
+            gave, and a missing file's fix says to check the path, not a wav.scp entry).
 
     Returns:
         ``(samples, sample_rate)``: float32 (num_samples,) int16-scaled samples, and the rate
@@ -250,12 +284,7 @@ def read_audio(
         data = data[b:e]
     else:
         if not Path(name).is_file():
-            raise DataError(
-                "audio file not found",
-                file=name,
-                utt=utt,
-                fix="check the wav.scp entry (paths are relative to the current directory)",
-            )
+            raise missing_audio_error(name, utt)
         total, sr = _info(name, utt)
         if name not in _warned_truncated and (problem := wav_truncation(name)):
             _warned_truncated.add(name)
@@ -320,7 +349,5 @@ def audio_duration(spec: str, utt: str | None = None) -> float:
         data, sr = _read_whole(spec.strip(), utt)
         return data.shape[0] / sr
     name = spec.strip()
-    if not Path(name).is_file():
-        raise DataError("audio file not found", file=name, utt=utt, fix="check the wav.scp entry")
-    frames, sr = _info(name, utt)
+    frames, sr = audio_file_info(name, utt)
     return frames / sr

@@ -80,6 +80,7 @@ def adjust_priors(
     mean and max |log(new / old)| over the seen pdfs)."""
     from pykaldi2.features.pipeline import ProcessedFeatures
     from pykaldi2.training.model_dir import load_final_dir
+    from pykaldi2.utils.checksums import write_checksums
     from pykaldi2.utils.io import atomic_dir
 
     compute = compute or NnetComputeConfig()
@@ -106,6 +107,7 @@ def adjust_priors(
         shutil.copytree(model_dir, tmp, dirs_exist_ok=True)
         np.save(tmp / "priors_prev.npy", old)
         np.save(tmp / "priors.npy", new)
+        write_checksums(tmp)
     stats = {
         "utts": len(utts), "frames": frames,
         "mean_abs_log_ratio": float(ratio.mean()), "max_abs_log_ratio": float(ratio.max()),

@@ -16,8 +16,10 @@ recipes take their numerator alignments from the CE network this way, not from t
 
 Each of ``nj`` worker processes loads the model dir, computes the log-likelihoods of its share
 of the utterances (whole utterances by default: ``compute.mode``) and aligns them. Utterances
-without features, transcript or training graph, or that do not align even with the retry beam,
-are listed in :attr:`~pykaldi2.hmm.align.AlignResult.failed`.
+without a transcript are listed in a warning and not aligned (more than
+``config.max_missing_text_fraction`` of them is an error); those without a training graph, or
+that do not align even with the retry beam, are listed in
+:attr:`~pykaldi2.hmm.align.AlignResult.failed`.
 
 Dimension legend: T frames, C pdf_ids.
 """
@@ -26,9 +28,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 from pykaldi2.decoding.nnet import NnetComputeConfig
 from pykaldi2.hmm.align import AlignConfig, AlignResult, run_align_jobs
+from pykaldi2.utils.errors import DataError
 from pykaldi2.utils.log import get_logger
 
 log = get_logger(__name__)
@@ -55,8 +59,7 @@ def _align_nnet_job(job: tuple) -> AlignResult:
     md = load_final_dir(model_dir, device=compute.device)
     feats = ProcessedFeatures(data_dir, md.features)
     lang = load_lang(lang_dir)
-    want = set(utts)
-    texts = {u: t for u, t in load_texts(data_dir, lang).items() if u in want and u in feats}
+    texts = {u: t for u, t in load_texts(data_dir, lang, utts).items() if u in feats}
     graphs = compile_train_graphs(md.ali_model, lang.read_L(), lang.disambig_phones, texts)
     info = TransitionInfo.from_trans_model(md.ali_model.tm)
     res = AlignResult()
@@ -101,6 +104,8 @@ def align_nnet(
     """
     import torch
 
+    from pykaldi2.data.tables import read_table
+    from pykaldi2.data.transcripts import check_transcribed
     from pykaldi2.features.storage import open_features
 
     cfg = config or AlignConfig()
@@ -109,7 +114,15 @@ def align_nnet(
         reader = open_features(data_dir)
         utts = list(reader)
         reader.close()
-    utts = sorted(utts)
+    text = Path(data_dir) / "text"
+    if not text.is_file():
+        raise DataError("no text (transcripts)", file=str(text), fix="alignment needs `text`")
+    utts = check_transcribed(
+        sorted(utts), read_table(text), text_file=str(text),
+        max_missing_fraction=cfg.max_missing_text_fraction, what="alignment",
+    )  # fmt: skip
+    if not utts:
+        raise DataError("no utterance to align", file=str(text))
     nj = max(1, min(nj, len(utts)))
     threads = 0 if nj == 1 else max(1, torch.get_num_threads() // nj)
     jobs = [

@@ -1,4 +1,4 @@
-"""Raw Kaldi lattices as numpy arrays; Kaldi text archives; best paths under LM weights.
+"""Raw Kaldi lattices as numpy arrays, their text form, and best paths under LM weights.
 
 A raw lattice (Kaldi's ``Lattice``, not ``CompactLattice``) is an acyclic FST whose arcs carry
 ``ilabel = transition_id``, ``olabel = word id`` and a pair weight ``(graph_cost,
@@ -9,37 +9,73 @@ acoustic_cost)``. As Kaldi's decoders do when they write lattices, acoustic cost
 
     cost(path) = sum(graph_cost) + sum(acoustic_cost) / lmwt + wip * num_words(path)
 
-On-disk format (``lat.N.ark``): a Kaldi *text* archive of raw lattices, in the format of
-``lattice-copy --write-compact=false ark:in ark,t:out`` (arcs are not grouped by state and
-weights carry up to 8 significant digits, so it is not byte-identical)::
+Text form (``lattice-copy --write-compact=false ark:in ark,t:out``): OpenFst's printer, the
+start state first, then the others in order, each state's arcs then its final weight; floats
+with 6 significant digits as C++ prints them::
 
-    utt1 \\n
     0<TAB>1<TAB>2<TAB>0<TAB>0.5,3.25      (src dst transition_id word graph_cost,acoustic_cost)
-    ...
     7<TAB>0.69,0                            (final state and its final weight)
-    <empty line>
 
-Kaldi reads it with ``ark:lat.1.ark``: its text reader (``LatticeReader::ReadText``) takes the
-first line's source as the start state and an empty line as the end, and the compact-lattice
-holder used by ``lattice-copy``, ``lattice-best-path``, ... converts raw lattices it reads.
-Lattices from the decoder carry 6 significant digits (the binding prints them as text).
+:mod:`pykaldi2.decoding.compact_lattice` has the determinized (word) form, and
+:mod:`pykaldi2.decoding.lattice_io` Kaldi's archives (binary or text, ``ark`` / ``.gz``).
+The functions below take either kind (both have ``src``, ``dst``, ``olabel`` = words,
+``graph_cost``, ``ac_cost``, ``final_graph``, ``final_ac`` and ``path_ali``).
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
-from pykaldi2.utils.io import atomic_write
+
+
+def fmt_float(x: float) -> str:
+    """A float as Kaldi's lattice printer writes it (C++ ``ostream << float``, precision 6;
+    ``Infinity`` / ``-Infinity`` / ``BadNumber``)."""
+    x = float(x)
+    if x == np.inf:
+        return "Infinity"
+    if x == -np.inf:
+        return "-Infinity"
+    if x != x:
+        return "BadNumber"
+    return f"{x:.6g}"
+
+
+def parse_float(s: str) -> float:
+    """The inverse of :func:`fmt_float` (as Kaldi's reader: strtod, then float32)."""
+    if s == "Infinity":
+        return np.inf
+    if s == "-Infinity":
+        return -np.inf
+    if s == "BadNumber":
+        return np.nan
+    return float(np.float32(float(s)))
+
+
+class _ArcArrays:
+    """What raw and compact lattices share: ``num_states``, ``start`` and (A,) ``src``."""
+
+    num_states: int
+    start: int
+    src: np.ndarray
+
+    @property
+    def num_arcs(self) -> int:
+        return int(self.src.shape[0])
+
+    def arc_order(self) -> np.ndarray:
+        """(A,) arc indices as OpenFst's printer lists them: the start state's arcs first,
+        then the other states' in state order (each state's arcs in their order)."""
+        key = np.where(self.src == self.start, -1, self.src)
+        return np.argsort(key, kind="stable")
 
 
 @dataclass
-class Lattice:
+class Lattice(_ArcArrays):
     """A raw lattice in arrays (A arcs, S states).
 
     Attributes:
@@ -64,9 +100,45 @@ class Lattice:
     final_graph: np.ndarray
     final_ac: np.ndarray
 
-    @property
-    def num_arcs(self) -> int:
-        return int(self.src.shape[0])
+    def path_ali(self, arcs: Sequence[int], final_state: int) -> list[int]:
+        """The transition-ids along ``arcs`` (epsilons left out)."""
+        il = self.ilabel
+        return [int(il[a]) for a in arcs if il[a] != 0]
+
+    # ---- the extension's dict form -------------------------------------------------------
+    @classmethod
+    def from_dict(cls, d: dict) -> Lattice:
+        """From the decoder extension's lattice dict (float32 costs kept exactly)."""
+        fg = np.asarray(d["final_graph"], np.float64)
+        fin = np.isfinite(fg)
+        return cls(
+            num_states=int(d["num_states"]),
+            start=int(d["start"]),
+            src=np.asarray(d["src"], np.int64),
+            dst=np.asarray(d["dst"], np.int64),
+            ilabel=np.asarray(d["ilabel"], np.int64),
+            olabel=np.asarray(d["olabel"], np.int64),
+            graph_cost=np.asarray(d["graph"], np.float64),
+            ac_cost=np.asarray(d["ac"], np.float64),
+            final_graph=np.where(fin, fg, np.inf),
+            final_ac=np.where(fin, np.asarray(d["final_ac"], np.float64), np.inf),
+        )
+
+    def to_dict(self) -> dict:
+        """The extension's lattice dict (float32 weights; arcs grouped by state)."""
+        order = np.argsort(self.src, kind="stable")
+        return {
+            "num_states": self.num_states,
+            "start": self.start,
+            "src": self.src[order].astype(np.int32),
+            "dst": self.dst[order].astype(np.int32),
+            "ilabel": self.ilabel[order].astype(np.int32),
+            "olabel": self.olabel[order].astype(np.int32),
+            "graph": self.graph_cost[order].astype(np.float32),
+            "ac": self.ac_cost[order].astype(np.float32),
+            "final_graph": self.final_graph.astype(np.float32),
+            "final_ac": self.final_ac.astype(np.float32),
+        }
 
     # ---- conversion from / to text -------------------------------------------------------
     @classmethod
@@ -76,7 +148,7 @@ class Lattice:
         """Parse OpenFst text lines of a raw lattice (``src dst ilabel olabel [g,a]`` / ``s [g,a]``).
 
         ``acoustic_scale``: the scale the acoustic costs carry; they are divided by it.
-        The start state is the source of the first line (as OpenFst's printer writes it).
+        The start state is the state of the first line (as Kaldi's text reader takes it).
         """
         arcs: list[tuple[int, int, int, int, float, float]] = []
         finals: list[tuple[int, float, float]] = []
@@ -130,21 +202,22 @@ class Lattice:
         text = lat.to_str(is_acceptor=False, show_weight_one=False)
         return cls.from_lines(text.splitlines(), acoustic_scale=acoustic_scale)
 
-    def arc_order(self) -> np.ndarray:
-        """(A,) arc indices with the start state's arcs first (OpenFst text puts them first)."""
-        return np.lexsort((np.arange(self.num_arcs), self.src != self.start))
-
     def to_text(self) -> str:
-        """OpenFst/Kaldi text form (start state's arcs first, tab-separated, ``g,a`` weights)."""
-        order = self.arc_order()
+        """Kaldi's text form (OpenFst's printer order, ``g,a`` weights, 6 digits)."""
+        if self.start < 0:
+            return ""
+        order = np.argsort(self.src, kind="stable")
+        first = np.searchsorted(self.src[order], np.arange(self.num_states + 1))
+        src, dst, il, ol = (x.tolist() for x in (self.src, self.dst, self.ilabel, self.olabel))
+        g, a = self.graph_cost.tolist(), self.ac_cost.tolist()
+        fg, fa = self.final_graph.tolist(), self.final_ac.tolist()
         out = []
-        for i in order:
-            w = _fmt_pair(self.graph_cost[i], self.ac_cost[i])
-            out.append(f"{self.src[i]}\t{self.dst[i]}\t{self.ilabel[i]}\t{self.olabel[i]}{w}\n")
-        for s in np.flatnonzero(np.isfinite(self.final_graph)):
-            out.append(f"{s}{_fmt_pair(self.final_graph[s], self.final_ac[s])}\n")
-        if self.num_arcs and self.src[order[0]] != self.start:
-            raise Pykaldi2Error("Lattice.to_text: the start state has no arcs")
+        for s in [self.start] + [s for s in range(self.num_states) if s != self.start]:
+            arcs = order[first[s] : first[s + 1]].tolist()
+            for i in arcs:
+                out.append(f"{src[i]}\t{dst[i]}\t{il[i]}\t{ol[i]}{_fmt_pair(g[i], a[i])}\n")
+            if np.isfinite(fg[s]) or not arcs:
+                out.append(f"{s}{_fmt_pair(fg[s], fa[s])}\n")
         return "".join(out)
 
     def to_kaldifst(self, *, acoustic_scale: float = 1.0):
@@ -168,61 +241,14 @@ class Lattice:
 
 def _pair(s: str) -> tuple[float, float]:
     g, a = s.split(",")
-    return float(g), float(a)
+    return parse_float(g), parse_float(a)
 
 
 def _fmt_pair(g: float, a: float) -> str:
-    """``\\tg,a`` with 8 significant digits; empty for the weight One (0,0) as OpenFst prints."""
+    """``\\tg,a`` as Kaldi prints it; empty for the weight One (0,0) as OpenFst prints."""
     if g == 0 and a == 0:
         return ""
-    return f"\t{float(g):.8g},{float(a):.8g}"
-
-
-# ---- archives ---------------------------------------------------------------------------
-def write_lattice_text(f, key: str, lat: Lattice | str) -> None:
-    """Append one lattice (or its :meth:`Lattice.to_text`) to an open text archive.
-
-    Kaldi's text archive entry: ``key \\n<fst text>\\n`` (an empty line ends the lattice).
-    """
-    if not key or any(c.isspace() for c in key):
-        raise DataError(f"invalid utterance id {key!r} for a lattice archive")
-    f.write(f"{key} \n{lat if isinstance(lat, str) else lat.to_text()}\n")
-
-
-def write_lattice_ark(path: str | os.PathLike, lattices: dict[str, Lattice]) -> None:
-    """Write ``{utt: Lattice}`` as a Kaldi text archive atomically (see the module docstring)."""
-    with atomic_write(path, "w", encoding="utf-8") as f:
-        for key, lat in lattices.items():
-            write_lattice_text(f, key, lat)
-
-
-def read_lattice_ark(path: str | os.PathLike) -> Iterator[tuple[str, Lattice]]:
-    """Iterate ``(utt, Lattice)`` over a Kaldi text archive of raw lattices."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError("lattice archive not found", file=str(path), fix="run decoding first")
-    key, lines, key_line = None, [], 0
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if key is None:
-                if not line.strip():
-                    continue
-                fields = line.split()
-                if len(fields) != 1:
-                    raise DataError(
-                        f"expected an utterance id alone on the line, got {line.strip()!r}",
-                        file=str(path),
-                        line=lineno,
-                        fix="only text archives of raw lattices (ark,t:) are read",
-                    )
-                key, lines, key_line = fields[0], [], lineno
-            elif line.strip():
-                lines.append(line)
-            else:
-                yield key, Lattice.from_lines(lines, where=f"{path}:{key_line} ({key})")
-                key = None
-    if key is not None:
-        yield key, Lattice.from_lines(lines, where=f"{path}:{key_line} ({key})")
+    return f"\t{fmt_float(g)},{fmt_float(a)}"
 
 
 # ---- best paths -------------------------------------------------------------------------
@@ -314,13 +340,14 @@ def best_paths(
     np.minimum.at(bp, lat.dst, hit)
     total = best + lat.final_graph[:, None] + lat.final_ac[:, None] / lmwt[None, :]
     out: list[BestPath | None] = []
-    src, il, ol = lat.src.tolist(), lat.ilabel.tolist(), lat.olabel.tolist()
+    src, ol = lat.src.tolist(), lat.olabel.tolist()
     for k in range(K):
         s = int(np.argmin(total[:, k]))
         if not np.isfinite(total[s, k]):
             out.append(None)
             continue
         g, ac = float(lat.final_graph[s]), float(lat.final_ac[s])
+        final_state = s
         arcs = []
         bpk = bp[:, k].tolist()
         while s != lat.start:
@@ -332,7 +359,7 @@ def best_paths(
         out.append(
             BestPath(
                 words=[ol[a] for a in arcs if ol[a] != 0],
-                ali=[il[a] for a in arcs if il[a] != 0],
+                ali=lat.path_ali(arcs, final_state),
                 graph_cost=g + float(lat.graph_cost[idx].sum()),
                 ac_cost=ac + float(lat.ac_cost[idx].sum()),
             )
@@ -394,6 +421,7 @@ def best_path_reference(
     if totals[s] == float("inf"):
         return None
     g, ac = float(lat.final_graph[s]), float(lat.final_ac[s])
+    final_state = s
     arcs = []
     while s != lat.start:
         arcs.append(back[s])
@@ -401,10 +429,83 @@ def best_path_reference(
     arcs.reverse()
     return BestPath(
         words=[int(lat.olabel[a]) for a in arcs if lat.olabel[a] != 0],
-        ali=[int(lat.ilabel[a]) for a in arcs if lat.ilabel[a] != 0],
+        ali=lat.path_ali(arcs, final_state),
         graph_cost=g + sum(float(lat.graph_cost[a]) for a in arcs),
         ac_cost=ac + sum(float(lat.ac_cost[a]) for a in arcs),
     )
+
+
+@dataclass
+class NbestPath:
+    """One of the n best paths: its arcs (in order), final state and costs (graph, acoustic
+    unscaled); ``words`` and ``ali`` as on :class:`BestPath`."""
+
+    arcs: list[int]
+    final_state: int
+    words: list[int]
+    ali: list[int]
+    graph_cost: float
+    ac_cost: float
+
+
+def nbest_paths(lat, n: int, lmwt: float = 1.0, word_ins_penalty: float = 0.0) -> list[NbestPath]:
+    """The ``n`` best *paths* (Kaldi's lattice-to-nbest: OpenFst's n-shortest paths of the
+    lattice), best first, under ``graph + acoustic / lmwt + wip * words``. On a determinized
+    lattice (one path per word sequence) they are the n best word sequences.
+
+    Each state keeps its n best partial paths, states in topological order (k-best Viterbi on
+    an acyclic lattice).
+    """
+    import heapq
+
+    if n < 1:
+        raise Pykaldi2Error(f"nbest_paths: n must be >= 1, got {n}")
+    S = lat.num_states
+    if S == 0 or lat.start < 0:
+        return []
+    level = topo_levels(lat)
+    order = np.argsort(level, kind="stable").tolist()
+    cost = (lat.graph_cost + lat.ac_cost / lmwt + (lat.olabel != 0) * word_ins_penalty).tolist()
+    by_src = np.argsort(lat.src, kind="stable")
+    first = np.searchsorted(lat.src[by_src], np.arange(S + 1))
+    dst = lat.dst.tolist()
+    # entries[s]: up to n (cost, arc, previous entry) sorted by cost; a path is a chain.
+    entries: list[list[tuple[float, int, tuple | None]]] = [[] for _ in range(S)]
+    entries[lat.start] = [(0.0, -1, None)]
+    for s in order:
+        ents = sorted(entries[s], key=lambda e: e[0])[:n]
+        entries[s] = ents
+        if not ents:
+            continue
+        for a in by_src[first[s] : first[s + 1]].tolist():
+            d = dst[a]
+            for e in ents:
+                entries[d].append((e[0] + cost[a], a, e))
+            if len(entries[d]) > 4 * n:  # keep the lists short
+                entries[d] = heapq.nsmallest(n, entries[d], key=lambda x: x[0])
+    fcost = (lat.final_graph + lat.final_ac / lmwt).tolist()
+    finals = [
+        (e[0] + fcost[s], s, e) for s in range(S) if np.isfinite(fcost[s]) for e in entries[s]
+    ]
+    out = []
+    for _, s, e in heapq.nsmallest(n, finals, key=lambda x: x[0]):
+        arcs = []
+        while e[2] is not None:
+            arcs.append(e[1])
+            e = e[2]
+        arcs.reverse()
+        idx = np.asarray(arcs, dtype=np.int64)
+        out.append(
+            NbestPath(
+                arcs=arcs,
+                final_state=s,
+                words=[int(w) for w in lat.olabel[idx] if w != 0],
+                ali=lat.path_ali(arcs, s),
+                graph_cost=float(lat.final_graph[s]) + float(lat.graph_cost[idx].sum()),
+                ac_cost=float(lat.final_ac[s]) + float(lat.ac_cost[idx].sum()),
+            )
+        )
+    return out
 
 
 def nbest_words(

@@ -29,8 +29,9 @@ import numpy as np
 from pykaldi2.data.datasets import chunk_starts
 from pykaldi2.decoding.batch import DecodeSummary, decode_dir
 from pykaldi2.decoding.wfst import DecoderConfig
-from pykaldi2.lang.hclg import check_graph_num_pdfs
+from pykaldi2.hmm.graph_model import rebuild_fix
 from pykaldi2.training.model_dir import CEModelDir, load_final_dir
+from pykaldi2.utils.config import ConfigMixin
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
 from pykaldi2.utils.log import get_logger
 
@@ -46,7 +47,7 @@ def check_inference_mode(mode: str) -> None:
 
 
 @dataclass
-class NnetComputeConfig:
+class NnetComputeConfig(ConfigMixin):
     """How log-likelihoods are computed: ``mode`` (chunk | utterance), chunks per forward pass
     (``batch_chunks``), ``prior_scale`` (0: posteriors only) and the torch ``device``."""
 
@@ -144,35 +145,38 @@ def decode_nnet(
     decoder: DecoderConfig | None = None,
     compute: NnetComputeConfig | None = None,
     score: bool = True,
+    text_lattices: bool = False,
 ) -> DecodeSummary:
     """Decode ``data_dir`` with a CE model dir through ``graph_dir/HCLG.fst`` into ``out_dir``
-    (lat.J.ark, hyp.txt, decode_info.json) and, when ``data_dir/text`` exists and ``score``,
+    (lat.J.gz, hyp.txt, decode_info.json) and, when ``data_dir/text`` exists and ``score``,
     score it (wer_LMWT_WIP, best_wer)."""
     compute = compute or NnetComputeConfig()
     md = load_final_dir(model_dir, device=compute.device)
     return _decode_and_score(
         md, md.ali_model.tm, lambda feats, utts: nnet_compute(md, feats, utts, compute),
         graph_dir, data_dir, out_dir, decoder or DecoderConfig(), nj, score,
+        text_lattices=text_lattices,
     )  # fmt: skip
 
 
 def _decode_and_score(
     md, trans_model, compute_fn, graph_dir, data_dir, out_dir, decoder: DecoderConfig, nj: int,
-    score: bool, lm_weights: Sequence[float] | None = None,
+    score: bool, lm_weights: Sequence[float] | None = None, text_lattices: bool = False,
+    graph_fix: str | None = None,
 ) -> DecodeSummary:  # fmt: skip
-    """What decode-nnet and decode-chain share: check the graph against the model dir ``md``,
-    read ``data_dir``'s features through its pipeline, decode the log-likelihoods of
+    """What decode-nnet and decode-chain share: check that the graph was built for the model
+    dir's final.mdl (``trans_model``; ``graph_fix`` says how to rebuild it), read ``data_dir``'s features through its pipeline, decode the log-likelihoods of
     ``compute_fn(feats, utts)`` through ``graph_dir/HCLG.fst`` in ``nj`` processes, and, with
     ``score`` and a ``data_dir/text``, score over ``lm_weights`` (None: the default sweep)."""
     from pykaldi2.features.pipeline import ProcessedFeatures
 
     graph_dir, data_dir = Path(graph_dir), Path(data_dir)
-    check_graph_num_pdfs(graph_dir, md.num_pdfs)
     feats = ProcessedFeatures(data_dir, md.features)
     utts = list(feats.keys())
     summary = decode_dir(
-        graph_dir, compute_fn(feats, utts), out_dir, trans_model, config=decoder, nj=nj,
-        num_utts=len(utts),
+        graph_dir, compute_fn(feats, utts), out_dir, trans_model, model=md.path / "final.mdl",
+        graph_fix=graph_fix, config=decoder, nj=nj, num_utts=len(utts),
+        text_lattices=text_lattices,
     )  # fmt: skip
     text = data_dir / "text"
     if score and text.is_file():
@@ -258,6 +262,7 @@ def decode_chain(
     device: str = "cpu",
     score: bool = True,
     mode: str = "chunk",
+    text_lattices: bool = False,
 ) -> DecodeSummary:
     """Decode ``data_dir`` with a chain model dir (``pykaldi2 train-chain``) through
     ``graph_dir/HCLG.fst`` (mkgraph with the model dir's final.mdl and self-loop scale 1.0) at
@@ -271,5 +276,6 @@ def decode_chain(
     return _decode_and_score(
         md, md.chain_model.tm, lambda feats, utts: chain_compute(md, feats, utts, device, mode),
         graph_dir, data_dir, out_dir, decoder or DecoderConfig(acoustic_scale=1.0), nj, score,
-        CHAIN_LM_WEIGHTS,
+        CHAIN_LM_WEIGHTS, text_lattices,
+        rebuild_fix(graph_dir, md.path / "final.mdl", " --self-loop-scale 1.0"),
     )  # fmt: skip

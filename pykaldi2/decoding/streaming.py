@@ -585,6 +585,11 @@ class TransducerTranscriber:
         self.bundle = load_transducer(md)
 
     def transcribe(self, paths: Sequence[str | os.PathLike]) -> list[str]:
+        paths = list(paths)
+        if self.bundle.features:  # every file, before decoding any (else: a clear error below)
+            from pykaldi2.features.extractors import config_from_dict
+
+            config_from_dict(self.bundle.features).check_audio_files(paths)
         if self.bundle.model.cfg.enc_bidirectional:
             from pykaldi2.data.manifests import ManifestItem
 
@@ -597,7 +602,7 @@ class TransducerTranscriber:
         carry = b.frontend.cmvn == "ewma" and b.frontend.ewma.carry_over
         sr = int(float(b.features.get("sample_frequency", 16000)))
         out, state = [], None
-        for p in progress(list(paths), desc="transcribe", unit="file"):
+        for p in progress(paths, desc="transcribe", unit="file"):
             stream = TransducerStream(b, norm_state=state if carry else None)
             samples, _ = read_audio(str(p), target_sr=sr)
             stream.accept_waveform(samples, sr)

@@ -1,7 +1,8 @@
 """Scoring a decode dir over LM weights x word insertion penalties (Kaldi's score_kaldi.sh).
 
 For each ``LMWT`` in ``lm_weights`` and ``WIP`` in ``word_ins_penalties`` the best path of every
-raw lattice is taken under ``graph + acoustic / LMWT + WIP * num_words`` (Kaldi:
+lattice (the decode dir's ``lat.J.gz`` CompactLattices, as Kaldi's decode.sh writes them, or
+``lat.J.ark`` archives of either kind) is taken under ``graph + acoustic / LMWT + WIP * num_words`` (Kaldi:
 ``lattice-scale --inv-acoustic-scale=LMWT | lattice-add-penalty --word-ins-penalty=WIP |
 lattice-best-path``), scored with ``compute-wer --mode=present``, and written as::
 
@@ -17,7 +18,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from pykaldi2.decoding.lattice import best_paths, read_lattice_ark
+from pykaldi2.decoding.lattice import best_paths
+from pykaldi2.decoding.lattice_io import read_lattices
 from pykaldi2.decoding.scoring import WerStats, best_wer, compute_wer, read_text
 from pykaldi2.utils.errors import DataError
 from pykaldi2.utils.io import atomic_write_text
@@ -30,16 +32,26 @@ DEFAULT_WIPS = (0.0, 0.5, 1.0)
 
 
 def lattice_files(decode_dir: str | os.PathLike) -> list[Path]:
-    """``lat.J.ark`` of a decode dir, in job order."""
-    files = [p for p in Path(decode_dir).glob("lat.*.ark") if p.name.split(".")[1].isdigit()]
-    files.sort(key=lambda p: int(p.name.split(".")[1]))
-    if not files:
+    """``lat.J.gz`` (or ``lat.J.ark``) of a decode dir, in job order."""
+    d = Path(decode_dir)
+    found = {}
+    for ext in ("gz", "ark"):
+        files = [p for p in d.glob(f"lat.*.{ext}") if p.name.split(".")[1].isdigit()]
+        if files:
+            found[ext] = sorted(files, key=lambda p: int(p.name.split(".")[1]))
+    if len(found) == 2:
         raise DataError(
-            "no lat.*.ark in the decode dir",
+            "the decode dir has both lat.*.gz and lat.*.ark",
+            file=str(d),
+            fix="remove the stale ones (pykaldi2 decode rewrites the dir consistently)",
+        )
+    if not found:
+        raise DataError(
+            "no lat.*.gz or lat.*.ark in the decode dir",
             file=str(decode_dir),
             fix="run `pykaldi2 decode` first",
         )
-    return files
+    return next(iter(found.values()))
 
 
 def sweep_lattices(
@@ -58,7 +70,7 @@ def sweep_lattices(
     wips = [p[1] for p in pairs]
     bar = progress(desc="best paths", unit="lat")
     for f in files:
-        for utt, lat in read_lattice_ark(f):
+        for utt, lat in read_lattices(f):
             bar.update(1)
             for pair, path in zip(pairs, best_paths(lat, lm, wips)):
                 if path is not None:

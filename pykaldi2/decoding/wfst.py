@@ -1,14 +1,16 @@
-"""Decoding one utterance through HCLG (Kaldi's decode-faster-mapped, latgen, gmm-decode-faster).
+"""Decoding one utterance through HCLG (Kaldi's gmm-latgen-faster, latgen-faster-mapped,
+decode-faster-mapped, gmm-decode-faster).
 
 Log-likelihoods come as a (T, num_pdfs) matrix (a neural net's pseudo log-likelihoods, or GMM
-log-likelihoods from :func:`gmm_compute_likes`). The decoders index a decodable by
-transition_id; :func:`decodable_matrix` builds ``M = acoustic_scale * loglik[:, tid2pdf[1:]]``
-(T, num_transition_ids) so that ``kaldi_decoder.DecodableCtc(M)`` — which returns
-``M[t, i - 1]`` for index ``i`` — is exactly Kaldi's ``DecodableMatrixScaledMapped``.
+log-likelihoods from :class:`GmmScorer`); the compiled LatticeFasterDecoder of
+:mod:`pykaldi2.hmm.decoder` reads them through ``tid2pdf`` times the acoustic scale (Kaldi's
+DecodableMatrixScaledMapped). The graph may be a path (read once per process, VectorFst or
+ConstFst), a :class:`~pykaldi2.hmm.decoder.Graph` or a kaldifst FST.
 
     >>> res = decode_faster(hclg, loglik, tid2pdf, DecoderConfig(beam=13))   # best path only
-    >>> res, lat = decode_lattice(hclg, loglik, tid2pdf)                      # + raw lattice
-    >>> res.words, lat.num_arcs
+    >>> res, clat = decode_utterance(hclg, loglik, tables)   # + determinized CompactLattice
+    >>> res, lat = decode_lattice(hclg, loglik, tid2pdf)     # + raw state-level Lattice
+    >>> res.words, clat.num_arcs
 """
 
 from __future__ import annotations
@@ -17,48 +19,62 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pykaldi2.decoding.compact_lattice import CompactLattice
 from pykaldi2.decoding.lattice import Lattice
-from pykaldi2.utils.config import ConfigMixin
+from pykaldi2.hmm.decoder import (
+    Decoder,
+    DeterminizeConfig,
+    LatticeFasterDecoderConfig,
+    TransitionTables,
+)
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
+from pykaldi2.utils.log import get_logger
+
+log = get_logger(__name__)
 
 
 @dataclass
-class DecoderConfig(ConfigMixin):
-    """Decoder options (Kaldi's ``steps/decode.sh`` defaults).
+class DecoderConfig(LatticeFasterDecoderConfig):
+    """Decoding options (Kaldi's ``steps/decode.sh`` defaults: gmm-latgen-faster with
+    ``--max-active 7000 --beam 13 --lattice-beam 6``).
 
-    Attributes:
-        beam: decoding beam (``--beam``).
-        lattice_beam: lattice pruning beam (``--lattice-beam``; lattice decoding only).
-        max_active: most active states per frame (``--max-active``; best-path decoding only:
-            ``LatticeSimpleDecoder`` has no such limit).
-        min_active: fewest active states per frame (best-path decoding only).
+    Attributes (besides :class:`~pykaldi2.hmm.decoder.LatticeFasterDecoderConfig`'s beam,
+    max_active, min_active, lattice_beam, prune_interval, beam_delta, hash_ratio, prune_scale):
         acoustic_scale: scale of the log-likelihoods (``--acoustic-scale``; 0.1 for GMM and
             cross-entropy nets, 1.0 for chain models).
-        prune_interval: frames between lattice prunings (lattice decoding only).
         allow_partial: output the best partial path when no final state is reached
             (``--allow-partial``); otherwise that utterance fails.
+        determinize_lattice: write determinized CompactLattices (``--determinize-lattice``);
+            false: raw state-level lattices.
+        phone_determinize, word_determinize, max_mem: the determinization passes and memory
+            limit (``--phone-determinize``, ``--word-determinize``, ``--max-mem``).
     """
 
-    beam: float = 13.0
-    lattice_beam: float = 6.0
-    max_active: int = 7000
-    min_active: int = 200
     acoustic_scale: float = 0.1
-    prune_interval: int = 25
     allow_partial: bool = True
+    determinize_lattice: bool = True
+    phone_determinize: bool = True
+    word_determinize: bool = True
+    max_mem: int = 50_000_000
 
     def __post_init__(self) -> None:
-        bad = [
-            n
-            for n in ("beam", "lattice_beam", "acoustic_scale", "max_active", "prune_interval")
-            if getattr(self, n) <= 0
-        ]
-        if bad or self.min_active < 0 or self.min_active > self.max_active:
+        super().__post_init__()
+        if self.acoustic_scale <= 0:
             raise Pykaldi2Error(
-                f"DecoderConfig: invalid {bad or ['min_active']} in {self.to_dict()}; "
-                "beams, acoustic_scale, max_active, prune_interval must be > 0 and "
-                "0 <= min_active <= max_active"
+                f"DecoderConfig: acoustic_scale must be > 0, got {self.acoustic_scale}"
             )
+        self.determinize_config()
+
+    def determinize_config(self) -> DeterminizeConfig:
+        return DeterminizeConfig(
+            phone_determinize=self.phone_determinize,
+            word_determinize=self.word_determinize,
+            max_mem=self.max_mem,
+        )
+
+    def search_config(self) -> LatticeFasterDecoderConfig:
+        names = LatticeFasterDecoderConfig.field_names()
+        return LatticeFasterDecoderConfig(**{n: getattr(self, n) for n in names})
 
 
 @dataclass
@@ -79,125 +95,107 @@ class DecodeResult:
     ac_cost: float
     reached_final: bool = True
 
+    def cost(self, acoustic_scale: float) -> float:
+        """The decoder's total cost: graph + scaled acoustic (Kaldi logs -cost / frames)."""
+        return self.graph_cost + acoustic_scale * self.ac_cost
+
 
 def tid2pdf_of(trans_model) -> np.ndarray:
     """(num_transition_ids + 1,) int64: transition_id -> pdf_id (index 0 unused)."""
     return np.asarray(trans_model.transition_id_to_pdf_array(), dtype=np.int64)
 
 
-def decodable_matrix(loglik: np.ndarray, tid2pdf: np.ndarray, acoustic_scale: float) -> np.ndarray:
-    """(T, num_pdfs) log-likelihoods -> (T, num_transition_ids) float32 ``DecodableCtc`` matrix.
-
-    ``tid2pdf``: (num_transition_ids + 1,) as from :func:`tid2pdf_of` (index 0 unused).
-    """
-    loglik = np.asarray(loglik)
-    num_pdfs = int(tid2pdf[1:].max()) + 1
-    if loglik.ndim != 2 or loglik.shape[1] != num_pdfs:
-        raise DataError(
-            f"log-likelihoods of shape {loglik.shape}, the model has {num_pdfs} pdfs",
-            fix="the acoustic model's output dim must equal the tree's num_pdfs",
-        )
-    if not np.isfinite(loglik).all():
-        raise DataError("log-likelihoods contain NaN or +-inf", fix="check the acoustic model")
-    return np.ascontiguousarray(acoustic_scale * loglik[:, tid2pdf[1:]], dtype=np.float32)
+def _tables(tables) -> TransitionTables:
+    """TransitionTables from tables, a khg TransitionModel or a bare tid2pdf array."""
+    if isinstance(tables, TransitionTables):
+        return tables
+    if hasattr(tables, "transition_id_to_pdf_array"):
+        return TransitionTables.from_trans_model(tables)
+    return TransitionTables.from_arrays(tables)
 
 
-def _result_from_path(ok: bool, path, acoustic_scale: float, reached_final: bool) -> DecodeResult:
-    from pykaldi2.kaldi import kaldifst
-
-    if not ok:
-        raise Pykaldi2Error("decoding produced no path (empty graph or all tokens pruned)")
-    linear, ali, words, w = kaldifst.get_linear_symbol_sequence(path)
-    if not linear:
-        raise Pykaldi2Error("decoder best path is not linear")
-    return DecodeResult(
-        words=list(words),
-        ali=list(ali),
-        graph_cost=float(w.value1),
-        ac_cost=float(w.value2) / acoustic_scale,
-        reached_final=reached_final,
-    )
-
-
-def _check_frames(T: int, utt: str) -> None:
-    if T == 0:
-        raise DataError("zero frames to decode", utt=utt or None, fix="drop empty utterances")
-
-
-def _decodable(loglik: np.ndarray, tid2pdf: np.ndarray, config: DecoderConfig, utt: str):
-    """``kaldi_decoder.DecodableCtc`` over :func:`decodable_matrix` (checked)."""
-    from pykaldi2.kaldi import kaldi_decoder
-
-    M = decodable_matrix(loglik, tid2pdf, config.acoustic_scale)
-    _check_frames(M.shape[0], utt)
-    return kaldi_decoder.DecodableCtc(M)
-
-
-def _best_path(dec, final: bool, config: DecoderConfig, utt: str) -> DecodeResult:
-    """The best path of a finished decoder (any binding's decoder with ``get_best_path``)."""
+def _run(decoder: Decoder, loglik, tables: TransitionTables, config: DecoderConfig, utt: str):
+    final = decoder.decode(loglik, tables.tid2pdf, config.acoustic_scale, utt)
     if not final and not config.allow_partial:
         raise Pykaldi2Error(f"utterance {utt}: no final state reached (try a larger beam)")
-    # As Kaldi's decoders: use_final_probs=True falls back to the best active token when no
-    # final state was reached (and use_final_probs=False is an error after FinalizeDecoding).
-    ok, path = dec.get_best_path(use_final_probs=True)
-    return _result_from_path(ok, path, config.acoustic_scale, final)
+    ali, words, g, a = decoder.best_path()
+    return DecodeResult(words.tolist(), ali.tolist(), g, a, reached_final=final)
+
+
+def make_decoder(hclg, config: DecoderConfig | None = None) -> Decoder:
+    """A reusable :class:`~pykaldi2.hmm.decoder.Decoder` for ``hclg`` with ``config``'s search
+    options (one per process: its memory pools stay between utterances)."""
+    config = config or DecoderConfig()
+    return Decoder(hclg, config.search_config())
+
+
+def decode_utterance(
+    hclg,
+    loglik: np.ndarray,
+    tables,
+    config: DecoderConfig | None = None,
+    utt: str = "",
+    decoder: Decoder | None = None,
+) -> tuple[DecodeResult, CompactLattice | Lattice]:
+    """Kaldi's DecodeUtteranceLatticeFaster (gmm-latgen-faster, latgen-faster-mapped).
+
+    Args:
+        hclg: the decoding graph (path, Graph or kaldifst FST; ignored when ``decoder`` is
+            given).
+        loglik: (T, num_pdfs) log-likelihoods.
+        tables: :class:`~pykaldi2.hmm.decoder.TransitionTables` (a khg TransitionModel or a
+            tid2pdf array also do; without phone tables determinization skips its phone pass).
+        decoder: a decoder from :func:`make_decoder` to reuse.
+    Returns the best path and, with ``config.determinize_lattice``, the determinized
+    :class:`CompactLattice` (else the raw :class:`Lattice`), acoustic costs unscaled.
+    """
+    config = config or DecoderConfig()
+    tables = _tables(tables)
+    decoder = decoder or make_decoder(hclg, config)
+    res = _run(decoder, loglik, tables, config, utt)
+    if config.determinize_lattice:
+        d, complete = decoder.compact_lattice(tables.phone_start, config.determinize_config())
+        if not complete:  # as gmm-latgen-faster warns; the lattice is pruned tighter
+            log.warning(
+                "utterance %s: determinization stopped before the lattice beam (max_mem)", utt
+            )
+        return res, CompactLattice.from_dict(d)
+    return res, Lattice.from_dict(decoder.raw_lattice())
 
 
 def decode_faster(
     hclg,
     loglik: np.ndarray,
-    tid2pdf: np.ndarray,
+    tid2pdf,
     config: DecoderConfig | None = None,
     utt: str = "",
+    decoder: Decoder | None = None,
 ) -> DecodeResult:
-    """Kaldi's ``decode-faster-mapped``: best path only (``FasterDecoder``, with max_active).
+    """Kaldi's ``decode-faster-mapped``: the best path only (max_active, beam as configured).
 
     Args:
-        hclg: ``kaldifst.StdVectorFst`` (or ``StdConstFst``) decoding graph.
+        hclg: the decoding graph (path, Graph or kaldifst FST).
         loglik: (T, num_pdfs) log-likelihoods.
-        tid2pdf: (num_transition_ids + 1,) transition_id -> pdf_id.
+        tid2pdf: (num_transition_ids + 1,) transition_id -> pdf_id (or TransitionTables).
     """
-    from pykaldi2.kaldi import kaldi_decoder
-
     config = config or DecoderConfig()
-    decodable = _decodable(loglik, tid2pdf, config, utt)
-    opts = kaldi_decoder.FasterDecoderOptions(
-        beam=config.beam, max_active=config.max_active, min_active=config.min_active
-    )
-    dec = kaldi_decoder.FasterDecoder(hclg, opts)
-    dec.decode(decodable)
-    return _best_path(dec, dec.reached_final(), config, utt)
+    return _run(decoder or make_decoder(hclg, config), loglik, _tables(tid2pdf), config, utt)
 
 
 def decode_lattice(
     hclg,
     loglik: np.ndarray,
-    tid2pdf: np.ndarray,
+    tid2pdf,
     config: DecoderConfig | None = None,
     utt: str = "",
 ) -> tuple[DecodeResult, Lattice]:
-    """Kaldi's ``latgen-faster-mapped`` without determinization: best path + raw lattice.
+    """Kaldi's ``latgen-faster-mapped --determinize-lattice=false``: best path + raw lattice
+    (connected, acoustic costs unscaled)."""
+    from dataclasses import replace
 
-    Uses ``kaldi_decoder.LatticeSimpleDecoder`` (``max_active``/``min_active`` do not apply).
-    Returns the best path and the raw :class:`Lattice` (acoustic costs unscaled).
-    """
-    from pykaldi2.kaldi import kaldi_decoder
-
-    config = config or DecoderConfig()
-    decodable = _decodable(loglik, tid2pdf, config, utt)
-    opts = kaldi_decoder.LatticeSimpleDecoderConfig(
-        beam=config.beam,
-        lattice_beam=config.lattice_beam,
-        prune_interval=config.prune_interval,
-        determinize_lattice=False,
-    )
-    dec = kaldi_decoder.LatticeSimpleDecoder(hclg, opts)
-    final = bool(dec.decode(decodable)) and dec.final_relative_cost() != float("inf")
-    result = _best_path(dec, final, config, utt)
-    ok, raw = dec.get_raw_lattice(use_final_probs=True)
-    if not ok:
-        raise Pykaldi2Error(f"utterance {utt}: the decoder produced no lattice")
-    return result, Lattice.from_kaldifst(raw, acoustic_scale=config.acoustic_scale)
+    config = replace(config or DecoderConfig(), determinize_lattice=False)
+    res, lat = decode_utterance(hclg, loglik, _tables(tid2pdf), config, utt)
+    return res, lat  # type: ignore[return-value]
 
 
 class GmmScorer:
@@ -216,25 +214,53 @@ class GmmScorer:
         for g in gmms:
             if not g.valid_gconsts:
                 g.compute_gconsts()
-        self.dim = int(am.dim)
-        self.num_pdfs = len(gmms)
-        self.gconsts = np.concatenate([np.asarray(g.gconsts, np.float64) for g in gmms])  # (G,)
-        mi = [np.asarray(g.means_invvars, np.float64) for g in gmms]
-        iv = [np.asarray(g.inv_vars, np.float64) for g in gmms]
+        self._set(
+            [np.asarray(g.gconsts, np.float64) for g in gmms],
+            [np.asarray(g.means_invvars, np.float64) for g in gmms],
+            [np.asarray(g.inv_vars, np.float64) for g in gmms],
+        )
+
+    @classmethod
+    def from_params(cls, gconsts, means_invvars, inv_vars) -> GmmScorer:
+        """From per-pdf parameter lists: (G_p,) gconsts, (G_p, D) means_invvars and inv_vars
+        (Kaldi's DiagGmm fields, e.g. read from a Kaldi final.mdl)."""
+        self = cls.__new__(cls)
+        self._set(gconsts, means_invvars, inv_vars)
+        return self
+
+    def _set(self, gconsts, means_invvars, inv_vars) -> None:
+        mi = [np.asarray(m, np.float64) for m in means_invvars]
+        iv = [np.asarray(v, np.float64) for v in inv_vars]
+        self.dim = int(mi[0].shape[1])
+        self.num_pdfs = len(mi)
+        self.gconsts = np.concatenate([np.asarray(g, np.float64) for g in gconsts])  # (G,)
         self.weights = np.concatenate([np.concatenate(mi), -0.5 * np.concatenate(iv)], axis=1).T
         sizes = np.asarray([len(m) for m in mi])
         self.starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])  # (P,) first Gaussian of pdf
+
+    #: Most (frame, Gaussian) cells computed at once: bounds the work arrays (about 2 MB
+    #: each) whatever the number of Gaussians and the utterance length.
+    BLOCK_CELLS = 250_000
 
     def __call__(self, feats: np.ndarray) -> np.ndarray:
         """(T, D) features -> (T, num_pdfs) float32 log-likelihoods."""
         x = np.asarray(feats, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise DataError(f"features of shape {x.shape}, the GMMs expect dim {self.dim}")
-        comp = np.concatenate([x, x * x], axis=1) @ self.weights + self.gconsts  # (T, G)
-        top = np.maximum.reduceat(comp, self.starts, axis=1)  # (T, P)
-        idx = np.repeat(np.arange(self.num_pdfs), np.diff(np.append(self.starts, comp.shape[1])))
-        summed = np.add.reduceat(np.exp(comp - top[:, idx]), self.starts, axis=1)
-        return (top + np.log(summed)).astype(np.float32)
+        G = self.gconsts.shape[0]
+        if not hasattr(self, "_idx"):
+            self._idx = np.repeat(np.arange(self.num_pdfs), np.diff(np.append(self.starts, G)))
+        out = np.empty((x.shape[0], self.num_pdfs), dtype=np.float32)
+        step = max(1, self.BLOCK_CELLS // max(G, 1))
+        for t in range(0, x.shape[0], step):
+            xb = x[t : t + step]
+            comp = np.concatenate([xb, xb * xb], axis=1) @ self.weights + self.gconsts  # (B, G)
+            top = np.maximum.reduceat(comp, self.starts, axis=1)  # (B, P)
+            comp -= top[:, self._idx]
+            np.exp(comp, out=comp)
+            summed = np.add.reduceat(comp, self.starts, axis=1)
+            out[t : t + step] = top + np.log(summed)
+        return out
 
 
 def gmm_compute_likes(am, feats: np.ndarray) -> np.ndarray:
@@ -260,23 +286,15 @@ def gmm_compute_likes_reference(am, feats: np.ndarray) -> np.ndarray:
 def gmm_decode_faster(
     hclg, am, trans_model, feats: np.ndarray, config: DecoderConfig | None = None, utt: str = ""
 ) -> DecodeResult:
-    """Kaldi's ``gmm-decode-faster``: khg's ``FasterDecoder`` + ``DecodableAmDiagGmmScaled``.
+    """Kaldi's ``gmm-decode-faster``: GMM log-likelihoods (:class:`GmmScorer`) and the best path.
 
-    The GMM log-likelihoods are computed inside Kaldi, frame by frame, for active pdfs only.
-    For lattices from a GMM, decode ``GmmScorer(am)(feats)`` with :func:`decode_lattice`.
+    For many utterances build one :class:`GmmScorer` and one decoder (:func:`make_decoder`).
     """
-    from pykaldi2.kaldi import khg
-
-    config = config or DecoderConfig()
-    feats = np.ascontiguousarray(feats, dtype=np.float32)
+    feats = np.asarray(feats, dtype=np.float32)
     if feats.ndim != 2 or feats.shape[1] != am.dim:
         raise DataError(
             f"features of shape {feats.shape}, the GMMs expect dim {am.dim}", utt=utt or None
         )
-    _check_frames(feats.shape[0], utt)
-    opts = khg.FasterDecoderOptions(
-        beam=config.beam, max_active=config.max_active, min_active=config.min_active
-    )
-    dec = khg.FasterDecoder(hclg, opts)
-    dec.decode(khg.DecodableAmDiagGmmScaled(am, trans_model, feats, config.acoustic_scale))
-    return _best_path(dec, dec.reached_final(), config, utt)
+    if feats.shape[0] == 0:
+        raise DataError("zero frames to decode", utt=utt or None, fix="drop empty utterances")
+    return decode_faster(hclg, GmmScorer(am)(feats), trans_model, config, utt)

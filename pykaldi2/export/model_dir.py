@@ -10,10 +10,12 @@
       HCLG.fst          ``tokenizer``, ``tree``, ``priors``, ...) with their source's suffix;
       words.txt         a source directory (a lang dir) is copied whole as ``<role>/``
       weights.pt        a torch state_dict, when given (role ``weights``)
+      checksums.sha256  the sha256 of every file above, model.yaml included (``sha256sum -c``)
 
-The directory is built in a temp sibling and renamed into place (atomic). Loading checks the
-``format_version`` (older and newer formats are a clear error, never a traceback from a
-pickle), the ``kind``, and that every listed file is there with its size.
+The directory is built in a temp sibling and renamed into place (atomic). Loading checks every
+file against ``checksums.sha256`` (dirs written before it: each listed file's size and sha256
+from model.yaml), the ``format_version`` (older and newer formats are a clear error, never a
+traceback from a pickle), the ``kind``, and that every listed file is there.
 
     >>> save_model_dir("exp/mono/export", "gmm", files={"model": "exp/mono/final.mdl",
     ...                "HCLG": "exp/mono/graph/HCLG.fst", "words": "exp/mono/graph/words.txt"},
@@ -24,7 +26,6 @@ pickle), the ``kind``, and that every listed file is there with its size.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import os
 import shutil
 from collections.abc import Mapping
@@ -35,6 +36,7 @@ from typing import Any
 import yaml
 
 from pykaldi2 import __version__
+from pykaldi2.utils.checksums import MANIFEST, sha256_file, verify_checksums, write_checksums
 from pykaldi2.utils.errors import DataError
 from pykaldi2.utils.io import atomic_dir
 
@@ -96,14 +98,6 @@ class ModelDir:
         return torch.load(self.file(WEIGHTS), map_location="cpu", weights_only=True)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _dest_name(role: str, src: Path) -> str:
     if not role or "/" in role or role.startswith(".") or role == MODEL_YAML:
         raise ValueError(f"bad file role {role!r}: a plain name like 'HCLG' or 'tokenizer'")
@@ -114,7 +108,7 @@ def _describe(root: Path, rel: str) -> dict[str, Any]:
     p = root / rel
     if p.is_dir():
         return {"path": rel, "bytes": sum(f.stat().st_size for f in p.rglob("*") if f.is_file())}
-    return {"path": rel, "bytes": p.stat().st_size, "sha256": _sha256(p)}
+    return {"path": rel, "bytes": p.stat().st_size, "sha256": sha256_file(p)}
 
 
 def save_model_dir(
@@ -175,11 +169,24 @@ def save_model_dir(
             "files": listed,
         }
         (tmp / MODEL_YAML).write_text(yaml.safe_dump(meta, sort_keys=False), encoding="utf-8")
-    return load_model_dir(path)
+        write_checksums(tmp)
+    return load_model_dir(path, verify=False)
 
 
-def load_model_dir(path: str | os.PathLike, verify: bool = False) -> ModelDir:
-    """Read and check ``path/model.yaml``; ``verify`` also checks every file's sha256."""
+def _release(version: str) -> tuple[int, ...]:
+    """The release numbers of a version string (``"0.1.0.dev3+g1a2b"`` -> (0, 1, 0)); () when
+    it has none (an unknown writer), which is never newer than a release."""
+    nums = []
+    for part in str(version).split("+")[0].split("."):
+        if not part.isdigit():
+            break
+        nums.append(int(part))
+    return tuple(nums)
+
+
+def load_model_dir(path: str | os.PathLike, verify: bool = True) -> ModelDir:
+    """Read and check ``path/model.yaml``; ``verify`` (default) also checks every file's sha256
+    (``checksums.sha256``, or model.yaml's list in dirs written before it)."""
     path = Path(path)
     meta_file = path / MODEL_YAML
     if not meta_file.is_file():
@@ -188,6 +195,7 @@ def load_model_dir(path: str | os.PathLike, verify: bool = False) -> ModelDir:
             file=str(path),
             fix="pass the folder written by save_model_dir / `pykaldi2 export-gmm-model`",
         )
+    manifest = (path / MANIFEST).is_file()
     try:
         meta = yaml.safe_load(meta_file.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
@@ -199,11 +207,21 @@ def load_model_dir(path: str | os.PathLike, verify: bool = False) -> ModelDir:
     if not isinstance(version, int):
         raise DataError("no integer format_version", file=str(meta_file))
     if version > FORMAT_VERSION:
+        reads = f"this pykaldi2 {__version__} reads formats {MIN_FORMAT_VERSION}..{FORMAT_VERSION}"
+        if _release(writer) > _release(__version__):
+            raise DataError(
+                f"model format {version} was written by pykaldi2 {writer}; {reads}",
+                file=str(meta_file),
+                fix=f"upgrade pykaldi2 to {writer} or later (pip install -U pykaldi2)",
+            )
+        # Not a newer release (e.g. the same 0.1.0): a development build or an edited file.
         raise DataError(
-            f"model format {version} was written by pykaldi2 {writer}; this pykaldi2 "
-            f"{__version__} reads formats {MIN_FORMAT_VERSION}..{FORMAT_VERSION}",
+            f"model format {version} is newer than {reads}, yet model.yaml names pykaldi2 "
+            f"{writer} as its writer (not a newer release: a development build of pykaldi2, "
+            "or an edited model.yaml)",
             file=str(meta_file),
-            fix=f"upgrade pykaldi2 to {writer} or later (pip install -U pykaldi2)",
+            fix=f"re-export the model with this pykaldi2 {__version__}, or load it with the "
+            "pykaldi2 build that wrote it",
         )
     if version < MIN_FORMAT_VERSION:
         raise DataError(
@@ -228,9 +246,11 @@ def load_model_dir(path: str | os.PathLike, verify: bool = False) -> ModelDir:
             )
         if p.is_file() and p.stat().st_size != info.get("bytes", p.stat().st_size):
             raise DataError(f"{role!r} file is truncated or changed", file=str(p), fix="re-export")
-        if verify and "sha256" in info and _sha256(p) != info["sha256"]:
+        if verify and not manifest and "sha256" in info and sha256_file(p) != info["sha256"]:
             raise DataError(f"{role!r} file fails its sha256 check", file=str(p), fix="re-export")
         files[role] = info["path"]
+    if verify and manifest:
+        verify_checksums(path, fix="copy the whole model directory again, or re-export it")
     return ModelDir(
         path=path.resolve(),
         kind=kind,

@@ -104,6 +104,7 @@ def export_onnx(model_dir: str | os.PathLike, out_dir: str | os.PathLike, opset:
     import yaml
 
     from pykaldi2.decoding.streaming import load_transducer
+    from pykaldi2.utils.checksums import write_checksums
     from pykaldi2.utils.io import atomic_dir
 
     _require_onnx()
@@ -162,6 +163,7 @@ def export_onnx(model_dir: str | os.PathLike, out_dir: str | os.PathLike, opset:
             "opset": opset,
         }
         (tmp / ONNX_YAML).write_text(yaml.safe_dump(meta, sort_keys=False), encoding="utf-8")
+        write_checksums(tmp)
         _check_export(OnnxTransducer(tmp), model)
     log.info("exported %s to %s", model_dir, out_dir)
     return Path(out_dir)
@@ -213,6 +215,7 @@ class OnnxTransducer:
 
         from pykaldi2.lang.tokenizer import Tokenizer
         from pykaldi2.nnet.transducer import TransducerConfig
+        from pykaldi2.utils.checksums import verify_checksums
 
         _require_onnx()
         self.path = Path(path)
@@ -223,6 +226,8 @@ class OnnxTransducer:
                 file=str(self.path),
                 fix="write it with `pykaldi2 export-onnx MODEL_DIR OUT_DIR`",
             )
+        fix = "copy the whole dir again, or re-run `pykaldi2 export-onnx`"
+        verify_checksums(self.path, fix=fix)  # dirs written before checksums: unchecked
         self.meta = yaml.safe_load(meta_file.read_text(encoding="utf-8"))
         m = self.meta["model"]
         self.blank = int(m["blank"])

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pykaldi2.utils.config import ConfigMixin
 from pykaldi2.utils.errors import Pykaldi2Error
 from pykaldi2.utils.log import progress
 
@@ -95,7 +96,7 @@ def apply_cmvn(
 
 
 @dataclass
-class SlidingCmnConfig:
+class SlidingCmnConfig(ConfigMixin):
     """apply-cmvn-sliding options (Kaldi defaults): window in frames, min window at the start."""
 
     cmn_window: int = 600

@@ -30,6 +30,7 @@ import numpy as np
 from scipy.signal import lfilter
 
 from pykaldi2.features.cmvn import acc_cmvn_stats
+from pykaldi2.utils.config import ConfigMixin
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
 
 EwmaState = tuple[np.ndarray, np.ndarray]  # (mean (F,), var (F,)) float64
@@ -38,7 +39,7 @@ VAR_FLOOR = 1.0e-10
 
 
 @dataclass
-class EwmaNormConfig:
+class EwmaNormConfig(ConfigMixin):
     """``alpha``: the weight of each new frame (Myrtle: 0.001, a time constant of 1000 frames);
     ``mean``/``var``: the (F,) warm start, the global statistics of the training data (empty
     until :func:`ewma_warm_start` fills them; train-transducer does, from ``stats_file`` when

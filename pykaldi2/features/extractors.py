@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pykaldi2.utils.config import ConfigMixin, check_keys
+from pykaldi2.utils.config import ConfigMixin, check_keys, option
 from pykaldi2.utils.errors import Pykaldi2Error
 
 if TYPE_CHECKING:
@@ -39,23 +39,23 @@ WINDOW_TYPES = ("povey", "hamming", "hanning", "rectangular", "sine", "blackman"
 class FrameConfig(ConfigMixin):
     """Framing and windowing options shared by fbank and MFCC (Kaldi's FrameExtractionOptions)."""
 
-    sample_frequency: float = 16000.0
-    frame_length_ms: float = 25.0
-    frame_shift_ms: float = 10.0
-    dither: float = 0.0
-    preemphasis_coefficient: float = 0.97
+    sample_frequency: float = option(16000.0, gt=0)
+    frame_length_ms: float = option(25.0, gt=0)
+    frame_shift_ms: float = option(10.0, gt=0)
+    dither: float = option(0.0, ge=0)
+    preemphasis_coefficient: float = option(0.97, ge=0, le=1)
     remove_dc_offset: bool = True
     window_type: str = "povey"
     round_to_power_of_two: bool = True
     blackman_coeff: float = 0.42
     snip_edges: bool = True
     # Mel filterbank (Kaldi's MelBanksOptions); high_freq <= 0 is an offset from Nyquist.
-    num_mel_bins: int = 23
-    low_freq: float = 20.0
+    num_mel_bins: int = option(23, ge=1)
+    low_freq: float = option(20.0, ge=0)
     high_freq: float = 0.0
     # Energy.
     use_energy: bool = False
-    energy_floor: float = 0.0
+    energy_floor: float = option(0.0, ge=0)
     raw_energy: bool = True
     htk_compat: bool = False
 
@@ -130,6 +130,24 @@ class FrameConfig(ConfigMixin):
             return 0 if num_samples < size else 1 + (num_samples - size) // shift
         return (num_samples + shift // 2) // shift
 
+    def check_audio_files(self, paths) -> None:
+        """Check, from their headers only, that every audio file of ``paths`` can be turned
+        into features (what ``transcribe`` does before decoding any): a missing path or a
+        folder, a file that is not audio, or one shorter than one frame (after resampling to
+        ``sample_frequency``; an empty WAV) is a DataError naming the file."""
+        from pykaldi2.data.audio import audio_file_info
+        from pykaldi2.utils.errors import DataError
+
+        for path in paths:
+            n, sr = audio_file_info(path)
+            if self.num_frames(int(n * self.sample_frequency / sr)) < 1:
+                raise DataError(
+                    f"no audio to transcribe: {n} samples ({1000.0 * n / sr:.1f} ms at {sr} Hz), "
+                    f"less than one {self.frame_length_ms:g} ms frame",
+                    file=str(path),
+                    fix="leave the file out (a transcript needs at least one frame of audio)",
+                )
+
     def knf_options(self):
         """The equivalent kaldi_native_fbank Fbank/MfccOptions (every field copied)."""
         import kaldi_native_fbank as knf
@@ -170,7 +188,7 @@ _KNF_NAMES = {
 class FbankConfig(FrameConfig):
     """compute-fbank-feats options. ``dim = num_mel_bins (+1 with use_energy)``."""
 
-    num_mel_bins: int = 80
+    num_mel_bins: int = option(80, ge=1)
     use_log_fbank: bool = True
     use_power: bool = True
 
@@ -186,9 +204,9 @@ class FbankConfig(FrameConfig):
 class MfccConfig(FrameConfig):
     """compute-mfcc-feats options. ``dim = num_ceps``; c0 is replaced by log energy if use_energy."""
 
-    num_ceps: int = 13
+    num_ceps: int = option(13, ge=1)
     use_energy: bool = True
-    cepstral_lifter: float = 22.0
+    cepstral_lifter: float = option(22.0, ge=0)
 
     feat_type: ClassVar[str] = "mfcc"
     _knf_options: ClassVar[str] = "MfccOptions"

@@ -42,9 +42,13 @@ import numpy as np
 from pykaldi2 import __version__
 from pykaldi2.data.tables import format_table, read_table_lines
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
-from pykaldi2.utils.io import atomic_write
+from pykaldi2.utils.io import atomic_write, check_free_space, disk_full_errors
 
 HDF5_SUFFIXES = (".h5", ".hdf5")
+#: Free space an HDF5 archive keeps beyond each matrix it writes (see HDF5FeatureWriter).
+HDF5_FREE_SPACE_MARGIN = 8 << 20
+#: Datasets between two flushes of an HDF5 archive's metadata.
+HDF5_FLUSH_EVERY = 64
 COMPRESSIONS = ("gzip", "lzf", "none")
 FEATS_SCP = "feats.scp"
 
@@ -84,6 +88,14 @@ class HDF5FeatureWriter:
 
     >>> with HDF5FeatureWriter("raw_fbank_train.1.h5", config=cfg.to_dict()) as w:
     ...     w["utt1"] = feats                  # (T, F) float32
+
+    A full disk: the HDF5 library does not fail cleanly when a write hits ENOSPC (the errors
+    surface later, in object destructors, and the process may crash), so the writer never lets
+    it get there: before each matrix it checks that its size plus
+    :data:`HDF5_FREE_SPACE_MARGIN` is free (a :class:`~pykaldi2.utils.io.DiskFullError`
+    otherwise; the temp archive is removed), and it flushes the file's metadata every
+    :data:`HDF5_FLUSH_EVERY` datasets so that little is pending beyond the margin. Another
+    process filling the same disk in between can still beat the check.
     """
 
     def __init__(
@@ -102,6 +114,8 @@ class HDF5FeatureWriter:
             self._kw = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
         elif compression == "lzf":
             self._kw = {"compression": "lzf", "shuffle": True}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        check_free_space(self.path.parent, HDF5_FREE_SPACE_MARGIN, str(self.path))
         self._ctx = atomic_path(self.path)
         self._file = h5py.File(self._ctx.__enter__(), "w")
         attrs = self._file.attrs
@@ -114,6 +128,7 @@ class HDF5FeatureWriter:
             if "frame_shift_ms" in config:
                 attrs["frame_shift"] = float(config["frame_shift_ms"]) / 1000.0
         self.dim: int | None = None
+        self._count = 0
 
     def __setitem__(self, utt: str, feats: np.ndarray) -> None:
         if "/" in utt or utt in ("", ".", ".."):
@@ -130,19 +145,30 @@ class HDF5FeatureWriter:
             raise Pykaldi2Error(f"{utt}: feature dim {feats.shape[1]} != archive dim {self.dim}")
         chunks = (max(1, min(len(feats), 512)), feats.shape[1]) if len(feats) else None
         kw = self._kw if len(feats) else {}
-        self._file.create_dataset(utt, data=feats, chunks=chunks, **kw)
+        check_free_space(self.path.parent, feats.nbytes + HDF5_FREE_SPACE_MARGIN, str(self.path))
+        with disk_full_errors(self.path):
+            self._file.create_dataset(utt, data=feats, chunks=chunks, **kw)
+            self._count += 1
+            if self._count % HDF5_FLUSH_EVERY == 0:
+                self._file.flush()
 
     def close(self, ok: bool = True) -> None:
         """Finish the archive; ``ok=False`` discards it."""
         if self._file is None:
             return
-        self._file.close()
-        self._file = None
-        if ok:
-            self._ctx.__exit__(None, None, None)
-        else:
-            with contextlib.suppress(Exception):
-                self._ctx.__exit__(RuntimeError, RuntimeError("discarded"), None)
+        f, self._file = self._file, None
+        try:
+            with disk_full_errors(self.path):
+                f.close()
+        except BaseException:
+            ok = False
+            raise
+        finally:
+            if ok:
+                self._ctx.__exit__(None, None, None)
+            else:
+                with contextlib.suppress(Exception):
+                    self._ctx.__exit__(RuntimeError, RuntimeError("discarded"), None)
 
     def __enter__(self) -> HDF5FeatureWriter:
         return self
@@ -179,9 +205,10 @@ class ArkFeatureWriter:
         if not utt or any(c.isspace() for c in utt):
             raise DataError("utterance id is empty or contains whitespace", utt=repr(utt))
         feats = _check_matrix(utt, feats, self.dtype)
-        self._f.write((utt + " ").encode("utf-8"))
-        self.scp[utt] = f"{self.path}:{self._f.tell()}"
-        write_array(self._f, feats)
+        with disk_full_errors(self.path):  # ENOSPC: a DiskFullError naming the archive
+            self._f.write((utt + " ").encode("utf-8"))
+            self.scp[utt] = f"{self.path}:{self._f.tell()}"
+            write_array(self._f, feats)
 
     def close(self, ok: bool = True) -> None:
         if self._f is None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pykaldi2.utils.config import ConfigMixin
 from pykaldi2.utils.errors import Pykaldi2Error
 
 
@@ -23,7 +24,7 @@ def _as_feats(feats: np.ndarray, what: str) -> np.ndarray:
 
 
 @dataclass
-class DeltaConfig:
+class DeltaConfig(ConfigMixin):
     """add-deltas options: ``order`` (0 = none), regression ``window`` N (Kaldi: 2, 2)."""
 
     order: int = 2

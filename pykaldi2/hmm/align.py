@@ -12,10 +12,13 @@ import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
+from pykaldi2.data.transcripts import MAX_MISSING_TEXT_FRACTION, check_transcribed
 from pykaldi2.hmm.model import GmmModel
+from pykaldi2.utils.config import ConfigMixin, option
 from pykaldi2.utils.errors import DataError
 from pykaldi2.utils.log import progress
 
@@ -133,8 +136,11 @@ def align_equal_compiled(
 
 
 @dataclass
-class AlignConfig:
-    """gmm-align-compiled options; the scales are Kaldi's ``scale_opts`` of train_*.sh."""
+class AlignConfig(ConfigMixin):
+    """gmm-align-compiled options; the scales are Kaldi's ``scale_opts`` of train_*.sh.
+    ``max_missing_text_fraction``: align-si / align-nnet list the utterances without a
+    transcript and stop when they are more than this fraction
+    (:func:`pykaldi2.data.transcripts.check_transcribed`)."""
 
     beam: float = 10.0
     retry_beam: float = 40.0
@@ -142,6 +148,7 @@ class AlignConfig:
     acoustic_scale: float = 0.1
     transition_scale: float = 1.0
     self_loop_scale: float = 0.1
+    max_missing_text_fraction: float = option(MAX_MISSING_TEXT_FRACTION, ge=0, le=1)
 
     def __post_init__(self) -> None:
         if self.beam <= 0 or self.retry_beam < 0 or self.acoustic_scale <= 0:
@@ -244,15 +251,17 @@ def _align_si_job(job: tuple) -> AlignResult:
     """One parallel job of :func:`align_si` (runs in a spawned worker process): FSTs and the
     bindings' objects do not pickle, so each job loads the model and L.fst and compiles its
     own utterances' training graphs."""
-    model_path, lang_dir, data_dir, utts, cfg = job
+    model_path, lang_dir, data_dir, utts, cfg, transform_dir = job
+    from pykaldi2.hmm.exp_dir import read_transforms_dir
     from pykaldi2.hmm.inputs import feats_for_model, load_texts
     from pykaldi2.hmm.model import GmmModel
     from pykaldi2.lang.lang_dir import load_lang
 
     lang = load_lang(lang_dir)
     model = GmmModel.load(model_path)
-    feats = feats_for_model(model, data_dir, utts=utts)
-    texts = {u: t for u, t in load_texts(data_dir, lang).items() if u in feats}
+    transforms = read_transforms_dir(transform_dir) if transform_dir else None
+    feats = feats_for_model(model, data_dir, utts=utts, transforms=transforms)
+    texts = {u: t for u, t in load_texts(data_dir, lang, utts).items() if u in feats}
     graphs = compile_train_graphs(model, lang.read_L(), lang.disambig_phones, texts)
     res = gmm_align_compiled(model, graphs, feats, cfg)
     res.failed.extend(sorted(set(feats) - set(graphs)))  # no usable transcript/graph
@@ -265,19 +274,33 @@ def align_si(
     model_path: str | os.PathLike,
     config: AlignConfig | None = None,
     nj: int = 1,
+    transform_dir: str | os.PathLike | None = None,
 ) -> AlignResult:
     """steps/align_si.sh: align every utterance of ``data_dir`` with ``model_path`` in ``nj``
     processes (utterances split evenly in sorted order, as Kaldi's split_data.sh).
+    ``model_path`` is ours or Kaldi's final.mdl (its dir's tree, final.mat, opts files);
+    ``transform_dir``: fMLLR ``trans.*`` of the data's speakers, applied after its features.
 
     Returns the merged :class:`AlignResult`; utterances that failed (no graph, or no alignment
-    even with the retry beam) are in ``failed`` and never in ``alis``.
+    even with the retry beam) are in ``failed`` and never in ``alis``. Utterances without a
+    transcript are listed in a warning and not aligned; more than
+    ``config.max_missing_text_fraction`` of them is a :class:`DataError`.
     """
     from pykaldi2.data.datadir import read_data_dir
 
     cfg = config or AlignConfig()
-    utts = read_data_dir(data_dir).utt_ids
+    d = read_data_dir(data_dir)
+    utts = check_transcribed(
+        d.utt_ids, d.text, text_file=str(Path(data_dir) / "text"),
+        max_missing_fraction=cfg.max_missing_text_fraction, what="alignment",
+    )  # fmt: skip
+    if not utts:
+        raise DataError("no utterance to align", file=str(Path(data_dir) / "text"))
     nj = max(1, min(nj, len(utts)))
-    jobs = [(str(model_path), str(lang_dir), str(data_dir), utts[j::nj], cfg) for j in range(nj)]
+    tdir = str(transform_dir) if transform_dir else None
+    jobs = [
+        (str(model_path), str(lang_dir), str(data_dir), utts[j::nj], cfg, tdir) for j in range(nj)
+    ]
     return run_align_jobs(_align_si_job, jobs)
 
 

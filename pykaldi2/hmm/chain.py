@@ -5,6 +5,7 @@ numerator supervision (Kaldi's chain tools, one function each).
   forward and self-loop pdf classes) on the alignment model's tree;
 - :func:`phone_segments`: ``ali-to-phones --write-lengths``;
 - :func:`make_den_graph`: chain-est-phone-lm + chain-make-den-fst (+ the normalization FST);
+  :func:`read_den_graph_dir`: den.fst + normalization.fst of a Kaldi chain dir instead;
 - :func:`utterance_supervision` / :func:`chunk_supervision`: chain-get-supervision of an
   utterance (whole, or split into the output-frame ranges of :func:`chunk_ranges`), composed
   with the normalization FST.
@@ -12,7 +13,9 @@ numerator supervision (Kaldi's chain tools, one function each).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 
@@ -68,6 +71,65 @@ def make_den_graph(segments: Mapping[str, tuple[list, list]], chain_model, opts:
     den = chain_make_den_fst(phone_lm, chain_model.tree, chain_model.tm)
     graph = DenGraph.from_fst(den, int(chain_model.tm.num_pdfs))
     return phone_lm, den, graph, normalization_fst(den, graph.initial_probs)
+
+
+def read_den_graph_dir(den_dir: str | os.PathLike, chain_model):
+    """den.fst and normalization.fst of ``den_dir`` (Kaldi's chain dir or ours) for
+    ``chain_model``: ``(phone_lm or None, den.fst, DenGraph, normalization.fst)``.
+
+    A ``0.trans_mdl`` (Kaldi) or ``final.mdl`` in the dir must hold the chain model's
+    transition model; den.fst's labels (pdf-id + 1) must be the chain model's pdfs.
+    """
+    from pykaldi2.hmm.kaldi_io import read_transition_model_file, transition_model_tuples
+    from pykaldi2.lang.den_fst import DenGraph
+
+    d = Path(den_dir)
+    for name in ("0.trans_mdl", "final.mdl"):
+        if (d / name).is_file():
+            tm = read_transition_model_file(d / name)
+            if not np.array_equal(
+                transition_model_tuples(tm), transition_model_tuples(chain_model.tm)
+            ):
+                raise DataError(
+                    "its transition model is not the chain model's (other tree or topology)",
+                    file=str(d / name),
+                    fix="use the den.fst made for the tree and topology of ali_dir (topology: "
+                    "ali for a den.fst of the GMM's own HMMs, chain for the chain topology)",
+                )
+            break
+    fsts = []
+    for name in ("den.fst", "normalization.fst", "phone_lm.fst"):
+        path = d / name
+        if not path.is_file():
+            if name == "phone_lm.fst":
+                fsts.append(None)
+                continue
+            raise DataError(f"no {name}", file=str(d), fix="run chain-make-den-fst first")
+        fsts.append(read_vector_fst(path))
+    den, norm, phone_lm = fsts
+    num_pdfs = int(chain_model.tm.num_pdfs)
+    graph = DenGraph.from_fst(den, num_pdfs)
+    if int(graph.pdf.max()) >= num_pdfs:
+        raise DataError(
+            f"den.fst has pdf-id {int(graph.pdf.max())}, the chain model {num_pdfs} pdfs",
+            file=str(d / "den.fst"),
+            fix="use the den.fst made for this tree",
+        )
+    return phone_lm, den, graph, norm
+
+
+def read_vector_fst(path: Path):
+    """A VectorFst file (ours or Kaldi's), with a clear error for other files."""
+    from pykaldi2.kaldi import kaldifst
+
+    fst = kaldifst.StdVectorFst.read(str(path))
+    if fst is None:
+        raise DataError(
+            "not a readable OpenFst VectorFst",
+            file=str(path),
+            fix="convert it (fstconvert --fst_type=vector)",
+        )
+    return fst
 
 
 def utterance_supervision(phones, durations, chain_model, norm_fst, sup_opts, utt=None):

@@ -6,7 +6,6 @@ delta systems, deltas + delta-deltas; transcripts mapped to word ids (OOV -> ``o
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,9 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pykaldi2.data.transcripts import MAX_MISSING_TEXT_FRACTION, check_transcribed
 from pykaldi2.utils.errors import DataError
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -45,8 +43,10 @@ def load_feats(
     deltas: bool = True,
     max_utts: int = 0,
     utts: Sequence[str] | None = None,
+    norm_vars: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Features of a data dir: feats.scp -> apply-cmvn (per speaker) -> add-deltas.
+    """Features of a data dir: feats.scp -> apply-cmvn (per speaker; means, and variances with
+    ``norm_vars``) -> add-deltas.
 
     ``utts`` restricts loading to those utterances (a parallel job's share)."""
     from pykaldi2.data.datadir import read_data_dir
@@ -74,7 +74,7 @@ def load_feats(
                     file=str(os.path.join(data_dir, "cmvn.scp")),
                     fix="run `pykaldi2 compute-cmvn` on this data dir",
                 )
-            x = apply_cmvn(x, stats[spk], norm_vars=False)
+            x = apply_cmvn(x, stats[spk], norm_vars=norm_vars)
         if deltas:
             x = add_deltas(x)
         out[utt] = np.ascontiguousarray(x, dtype=np.float32)
@@ -87,32 +87,22 @@ def load_feats(
     return out
 
 
-def load_texts(data_dir: str | os.PathLike, lang) -> dict[str, list[int]]:
-    """utt -> word ids of the data dir's ``text``; OOV words map to the lang's OOV word.
-    Only ``text`` is read (a features-only data dir aligns too)."""
+def load_texts(
+    data_dir: str | os.PathLike, lang, utts: Sequence[str] | None = None
+) -> dict[str, list[int]]:
+    """utt -> word ids of the data dir's ``text`` (of its ``utts`` only, when given); OOV words
+    map to the lang's OOV word, named in a warning (:func:`pykaldi2.lang.transcripts.
+    words_to_ids`). Only ``text`` is read (a features-only data dir aligns too)."""
     from pykaldi2.data.tables import read_table
+    from pykaldi2.lang.transcripts import words_to_ids
 
     path = Path(data_dir) / "text"
     if not path.is_file():
         raise DataError("no text (transcripts)", file=str(path), fix="alignment needs `text`")
-    texts: dict[str, list[int]] = {}
-    num_oov = 0
-    for utt, line in read_table(path).items():
-        ids = []
-        for w in line.split():
-            if w in lang.words:
-                ids.append(lang.words.id(w))
-            else:
-                ids.append(lang.oov_id)
-                num_oov += 1
-        texts[utt] = ids
-    if num_oov:
-        log.warning(
-            "%d word tokens of %s/text are not in words.txt (mapped to %s)",
-            num_oov,
-            data_dir,
-            lang.oov_word,
-        )
+    table = read_table(path)
+    if utts is not None:
+        table = {u: table[u] for u in utts if u in table}
+    texts, _ = words_to_ids(table, lang.words, oov_word=lang.oov_word, source=str(path))
     return texts
 
 
@@ -122,29 +112,51 @@ def load_training_inputs(
     *,
     deltas: bool = True,
     max_utts: int = 0,
+    max_missing_text_fraction: float = MAX_MISSING_TEXT_FRACTION,
 ) -> TrainingInputs:
-    """Features (CMVN + optional deltas), transcripts and lang dir of a training stage."""
+    """Features (CMVN + optional deltas), transcripts and lang dir of a training stage.
+    Utterances with features but no transcript are listed and left out; more than
+    ``max_missing_text_fraction`` of them is an error (:func:`pykaldi2.data.transcripts.
+    check_transcribed`)."""
     from pykaldi2.lang.lang_dir import load_lang
 
     lang = load_lang(lang_dir)
     feats = load_feats(data_dir, deltas=deltas, max_utts=max_utts)
     texts = load_texts(data_dir, lang)
-    texts = {u: t for u, t in texts.items() if u in feats}
-    return TrainingInputs(feats, texts, lang)
+    keep = check_transcribed(
+        feats, texts, text_file=str(Path(data_dir) / "text"),
+        max_missing_fraction=max_missing_text_fraction,
+    )  # fmt: skip
+    return TrainingInputs(feats, {u: texts[u] for u in keep}, lang)
 
 
-def apply_feat_transform(x: np.ndarray, feat_type: str, transform=None, splice: int = 3):
-    """Features for a model from CMVN'd base features: ``delta`` adds deltas, ``lda`` splices
-    +-``splice`` frames and applies the (D_out, D_in[+1]) ``transform``, ``raw`` keeps them."""
+def apply_feat_transform(
+    x: np.ndarray,
+    feat_type: str,
+    transform=None,
+    splice: int | tuple[int, int] = 3,
+    delta: tuple[int, int] = (2, 2),
+):
+    """Features for a model from CMVN'd base features: ``delta`` adds deltas (add-deltas with
+    ``delta = (order, window)``), ``lda`` splices ``splice`` frames (one int for both sides, or
+    ``(left, right)``; splice-feats) and applies the (D_out, D_in[+1]) ``transform``
+    (transform-feats), ``raw`` keeps them."""
     from pykaldi2.features.transforms import add_deltas, splice_feats
 
     if feat_type == "delta":
-        return np.ascontiguousarray(add_deltas(x), dtype=np.float32)
+        return np.ascontiguousarray(add_deltas(x, *delta), dtype=np.float32)
     if feat_type == "lda":
         if transform is None:
             raise DataError("an LDA model without its transform matrix", fix="retrain it")
-        s = splice_feats(x, splice, splice).astype(np.float64)
+        left, right = (splice, splice) if isinstance(splice, int) else splice
+        s = splice_feats(x, left, right).astype(np.float64)
         m = np.asarray(transform, dtype=np.float64)
+        if m.shape[1] not in (s.shape[1], s.shape[1] + 1):
+            raise DataError(
+                f"the transform is {m.shape[0]} x {m.shape[1]}, the spliced features have "
+                f"{s.shape[1]} dimensions ({x.shape[1]} x {left + 1 + right} frames)",
+                fix="use the features the model was trained on (and its splice_opts)",
+            )
         y = s @ m[:, : s.shape[1]].T
         if m.shape[1] == s.shape[1] + 1:
             y += m[:, -1]
@@ -154,12 +166,29 @@ def apply_feat_transform(x: np.ndarray, feat_type: str, transform=None, splice: 
     raise DataError(f"unknown feat_type {feat_type!r}", fix="one of raw, delta, lda")
 
 
+def model_feats(model, x: np.ndarray) -> np.ndarray:
+    """(T, D) features for ``model`` (a GmmModel) from CMVN'd base features ``x``."""
+    return apply_feat_transform(
+        x, model.feat_type, model.transform, model.splice_context, model.delta_config
+    )
+
+
 def feats_for_model(
-    model, data_dir: str | os.PathLike, utts: Sequence[str] | None = None
+    model,
+    data_dir: str | os.PathLike,
+    utts: Sequence[str] | None = None,
+    transforms: dict[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Features of ``data_dir`` (or of its ``utts``) as ``model`` (a GmmModel) was trained on."""
-    base = load_feats(data_dir, deltas=False, utts=utts)
-    return {
-        u: apply_feat_transform(x, model.feat_type, model.transform, model.splice)
-        for u, x in base.items()
-    }
+    """Features of ``data_dir`` (or of its ``utts``) as ``model`` (a GmmModel) was trained on:
+    apply-cmvn with the model's ``cmvn_opts``, then its deltas or splicing + transform, then
+    (SAT systems) the per-speaker fMLLR ``transforms`` (speaker -> (D, D+1); Kaldi's
+    ``transform-feats --utt2spk``)."""
+    norm_means, norm_vars = model.cmvn_config
+    base = load_feats(data_dir, cmvn=norm_means, deltas=False, utts=utts, norm_vars=norm_vars)
+    out = {u: model_feats(model, x) for u, x in base.items()}
+    if transforms:
+        from pykaldi2.data.datadir import read_data_dir
+        from pykaldi2.hmm.exp_dir import apply_transforms
+
+        out = apply_transforms(out, transforms, read_data_dir(data_dir).utt2spk)
+    return out

@@ -23,6 +23,7 @@ import numpy as np
 from pykaldi2.hmm.blas import one_blas_thread
 from pykaldi2.hmm.model import GmmModel
 from pykaldi2.hmm.training import TreeConfig
+from pykaldi2.utils.config import option
 from pykaldi2.utils.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -215,8 +216,8 @@ class LdaMlltConfig(TreeConfig):
     """steps/train_lda_mllt.sh options (same defaults): LDA to ``dim`` from +-``splice``
     spliced frames, MLLT re-estimated at ``mllt_iters``."""
 
-    num_leaves: int = 2500
-    tot_gauss: int = 15000
+    num_leaves: int = option(2500, ge=1)
+    tot_gauss: int = option(15000, ge=1)
     dim: int = 40
     splice: int = 3
     mllt_iters: list[int] = field(default_factory=lambda: [2, 4, 6, 12])

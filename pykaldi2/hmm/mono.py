@@ -20,6 +20,7 @@ from pykaldi2.hmm.blas import one_blas_thread
 from pykaldi2.hmm.model import GmmModel
 from pykaldi2.hmm.topo import read_topo
 from pykaldi2.hmm.training import GmmTrainConfig, estimate, finish_training, train_gmm_iters
+from pykaldi2.utils.config import option
 from pykaldi2.utils.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -94,12 +95,12 @@ class MonoConfig(GmmTrainConfig):
     the first realignment, ``beam`` of the later ones; iteration 0 (from the equal alignment)
     uses ``min_gaussian_occupancy_first``."""
 
-    num_iters: int = 40
-    max_iter_inc: int = 30
+    num_iters: int = option(40, ge=1)
+    max_iter_inc: int = option(30, ge=0)
     realign_iters: list[int] = field(default_factory=lambda: list(MONO_REALIGN_ITERS))
     totgauss: int = 1000
     initial_beam: float = 6.0
-    min_gaussian_occupancy_first: float = 3.0
+    min_gaussian_occupancy_first: float = option(3.0, ge=0)
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -18,11 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pykaldi2.hmm.ali import ali_to_pdf, write_ali
+from pykaldi2.data.transcripts import MAX_MISSING_TEXT_FRACTION
+from pykaldi2.hmm.ali import ali_to_pdf, write_ali, write_model_id
 from pykaldi2.hmm.align import AlignConfig, gmm_align_compiled
 from pykaldi2.hmm.gmm import gmm_acc_stats_ali, gmm_boost_silence, gmm_est
 from pykaldi2.hmm.model import GmmModel, gmm_info
-from pykaldi2.utils.config import ConfigMixin
+from pykaldi2.utils.config import ConfigMixin, option
 from pykaldi2.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -33,22 +34,25 @@ class GmmTrainConfig(ConfigMixin):
     """Options every steps/train_*.sh has (Kaldi's names and defaults).
 
     ``power`` is 0.25 as the scripts pass it (gmm-est's own default is 0.2); the retry beam is
-    ``retry_beam_factor * beam`` (40 for beam 10).
+    ``retry_beam_factor * beam`` (40 for beam 10). ``max_missing_text_fraction`` (not Kaldi's):
+    utterances with features but no transcript are listed and left out, and more than this
+    fraction of them stops the command (:func:`pykaldi2.data.transcripts.check_transcribed`).
     """
 
     num_iters: int = 35
     max_iter_inc: int = 25
     realign_iters: list[int] = field(default_factory=lambda: [10, 20, 30])
     beam: float = 10.0
-    retry_beam_factor: float = 4.0
+    retry_beam_factor: float = option(4.0, ge=0)
     careful: bool = False
     boost_silence: float = 1.0
     power: float = 0.25
-    acoustic_scale: float = 0.1
-    transition_scale: float = 1.0
-    self_loop_scale: float = 0.1
-    perturb_factor: float = 0.01
-    min_count: float = 20.0
+    acoustic_scale: float = option(0.1, gt=0)
+    transition_scale: float = option(1.0, ge=0)
+    self_loop_scale: float = option(0.1, ge=0)
+    perturb_factor: float = option(0.01, ge=0)
+    min_count: float = option(20.0, ge=0)
+    max_missing_text_fraction: float = option(MAX_MISSING_TEXT_FRACTION, ge=0, le=1)
 
     def __post_init__(self) -> None:
         name = type(self).__name__
@@ -77,7 +81,7 @@ class TreeConfig(GmmTrainConfig):
     tot_gauss: int = 10000
     cluster_thresh: float = -1.0
     tree_thresh: float = 300.0
-    tree_min_count: float = 0.0
+    tree_min_count: float = option(0.0, ge=0)
     context_width: int = 3
     central_position: int = 1
 
@@ -176,12 +180,13 @@ def write_exp_dir(
     history: list[dict],
     config: dict,
 ) -> None:
-    """A self-describing exp dir: final.mdl, tree (Kaldi binary), ali.ark/scp (transition-ids),
-    pdf.ark/scp (ali-to-pdf targets), config.json, log/history.jsonl."""
+    """A self-describing exp dir: final.mdl + tree and their side files in Kaldi's formats
+    (:meth:`GmmModel.save`), model_id (of final.mdl's transition model), ali.ark/scp (transition-ids), pdf.ark/scp (ali-to-pdf targets),
+    config.json, log/history.jsonl."""
     d = Path(exp_dir)
     d.mkdir(parents=True, exist_ok=True)
     model.save(d / "final.mdl")
-    model.write_tree(d / "tree")
+    write_model_id(d, model)
     write_ali(d / "ali.ark", alis)
     write_ali(d / "pdf.ark", {u: ali_to_pdf(model, a) for u, a in alis.items()})
     atomic_write_text(d / "config.json", json.dumps(config, indent=2) + "\n")

@@ -29,9 +29,8 @@ from pykaldi2.hmm.event_map import (
     ConstantEventMap,
     SplitEventMap,
     TableEventMap,
-    context_dependency_bytes,
-    context_dependency_from_bytes,
 )
+from pykaldi2.hmm.kaldi_io import Tree, tree_bytes
 from pykaldi2.hmm.tree_stats import TreeStats, gauss_objf
 from pykaldi2.utils.errors import DataError
 
@@ -159,13 +158,17 @@ class BuiltTree:
     central_position: int
     row_pdf: np.ndarray
 
+    def kaldi_tree(self):
+        """The tree as :class:`pykaldi2.hmm.kaldi_io.Tree` (the ``tree`` file's contents)."""
+        return Tree(self.to_pdf, self.context_width, self.central_position)
+
     def to_bytes(self) -> bytes:
-        """Kaldi binary ``tree`` file contents."""
-        return context_dependency_bytes(self.to_pdf, self.context_width, self.central_position)
+        """Kaldi binary ``tree`` file contents (with the ``\\0B`` header, as build-tree's)."""
+        return tree_bytes(self.kaldi_tree())
 
     def to_context_dependency(self):
         """The tree as ``khg.ContextDependency`` (for TransitionModel, graph compilation)."""
-        return context_dependency_from_bytes(self.to_bytes())
+        return self.kaldi_tree().khg()
 
 
 @one_blas_thread()

@@ -174,6 +174,7 @@ def train_triphone(
     """
     model, alis = build_triphone_model(prev, feats, prev_alis, tree_inputs, cfg)
     model.feat_type, model.transform, model.splice = prev.feat_type, prev.transform, prev.splice
+    model.cmvn_opts, model.delta_opts = prev.cmvn_opts, prev.delta_opts
     if setup is not None:
         setup(model)
     graphs = compile_train_graphs(model, lex_fst, disambig_phones, texts)

@@ -7,9 +7,11 @@
     >>> format_lm("data/lang", "data/local/lm.arpa", "data/lang_test")  # G.fst
     >>> lang = load_lang("data/lang_test")
 
-Graphs: :mod:`pykaldi2.lang.hclg` (mkgraph); chain: :mod:`pykaldi2.lang.phone_lm`,
-:mod:`pykaldi2.lang.den_fst`. Kaldi bindings are imported lazily, so importing this package is
-cheap.
+Graphs: :mod:`pykaldi2.lang.hclg` (mkgraph), with Kaldi's fstpushspecial
+(:mod:`pykaldi2.lang.push_special`) and fstrmepslocal (:mod:`pykaldi2.lang.rm_eps_local`);
+chain: :mod:`pykaldi2.lang.phone_lm`, :mod:`pykaldi2.lang.den_fst`. Transcripts to word ids,
+the OOV words named: :mod:`pykaldi2.lang.transcripts` (sym2int.pl). Kaldi bindings are imported
+lazily, so importing this package is cheap.
 """
 
 from pykaldi2.lang.arpa import NgramLM, read_arpa, write_arpa

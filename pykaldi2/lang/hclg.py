@@ -2,13 +2,14 @@
 
 The steps (Kaldi binary in brackets)::
 
-    LG    = minimize_encoded(determinize_star(compose(L_disambig, G)))   [fsttablecompose |
-                                                                         fstdeterminizestar |
-                                                                         fstminimizeencoded]
+    LG    = push_special(minimize_encoded(determinize_star(          [fsttablecompose |
+                compose(L_disambig, G))))                              fstdeterminizestar |
+                                                                       fstminimizeencoded |
+                                                                       fstpushspecial]
     CLG   = compose_context(LG), ilabels = context windows              [fstcomposecontext]
     Ha    = get_h_transducer(ilabels, tree, model), disambig_tid        [make-h-transducer]
-    HCLGa = minimize_encoded(rmepsilon(rmsymbols(determinize_star(     [fsttablecompose |
-                compose(Ha, CLG)), disambig_tid)))                       fstdeterminizestar |
+    HCLGa = minimize_encoded(remove_eps_local(rmsymbols(               [fsttablecompose |
+                determinize_star(compose(Ha, CLG)), disambig_tid)))      fstdeterminizestar |
                                                                          fstrmsymbols |
                                                                          fstrmepslocal |
                                                                          fstminimizeencoded]
@@ -19,17 +20,26 @@ Disambiguation: ``L_disambig`` carries the lexicon's ``#1 #2 ...`` on its input 
 disambiguation symbol into its own ilabel (a window ``[-phone_id]``), ``get_h_transducer`` maps
 those onto transition-id disambiguation symbols (``disambig_tid``, ids above the last
 transition_id) and they are removed (replaced by epsilon) after determinization, as
-``fstrmsymbols`` does. Kaldi's ``fstpushspecial`` has no binding and is skipped: the graph is
-stochastic only up to weight pushing, which changes pruning slightly but not the best path.
+``fstrmsymbols`` does. ``fstpushspecial`` (:mod:`pykaldi2.lang.push_special`) and
+``fstrmepslocal`` (:mod:`pykaldi2.lang.rm_eps_local`, which removes only the epsilons whose
+removal shrinks the graph, where OpenFst's RmEpsilon removes all) are ours, written from
+Kaldi's fstext: with both, the graph of Kaldi's AN4 lang and tri1 model has Kaldi's states and
+arcs (37,294 / 91,717), and without either it does not. Unlike Kaldi's (which writes an OpenFst
+ConstFst), HCLG.fst is a VectorFst sorted on input labels.
 
 Graph dir layout (Kaldi's ``exp/<system>/graph``)::
 
-    HCLG.fst         the graph (OpenFst binary, vector type)
+    HCLG.fst         the graph (OpenFst binary, vector type, arcs sorted by ilabel)
     words.txt        copy of lang/words.txt (olabels of HCLG)
     phones.txt       copy of lang/phones.txt
     phones/          copy of lang/phones/ (word_boundary.int, silence.csl, disambig.int, ...)
     disambig_tid.int transition-id disambiguation symbols (removed from HCLG; kept for tools)
     num_pdfs         number of pdf_ids of the model the graph was built for
+    model_id         the identity of that model's transition model (sha256 of its topology and
+                     transition-state tuples, :func:`pykaldi2.hmm.ali.transition_model_id`),
+                     when the caller gives it (``pykaldi2 mkgraph`` does); checked wherever the
+                     graph meets a model (:mod:`pykaldi2.hmm.graph_model`). Not in Kaldi's
+                     graph dirs, which are checked by ``num_pdfs`` only (as steps/decode.sh)
 """
 
 from __future__ import annotations
@@ -41,6 +51,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pykaldi2.lang.push_special import push_special
+from pykaldi2.lang.rm_eps_local import remove_eps_local
 from pykaldi2.utils.config import ConfigMixin
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
 from pykaldi2.utils.io import atomic_dir
@@ -121,7 +133,7 @@ def fst_rmsymbols(fst, symbols: list[int] | set[int], *, output_side: bool = Fal
 
 
 def make_lg(L_disambig, G, *, max_states: int = -1):
-    """LG = fstminimizeencoded(fstdeterminizestar --use-log=true (L_disambig o G)).
+    """LG = fstpushspecial(fstminimizeencoded(fstdeterminizestar --use-log=true (L_disambig o G))).
 
     Args:
         L_disambig: lexicon FST (phones + disambiguation symbols -> words), ``#0:#0`` self-loops.
@@ -146,6 +158,7 @@ def make_lg(L_disambig, G, *, max_states: int = -1):
             "Fix: are there homophones without disambiguation symbols in L_disambig?"
         )
     kaldifst.minimize_encoded(LG)
+    push_special(LG)
     return LG
 
 
@@ -212,7 +225,7 @@ def make_hclg(
             f"mkgraph: determinizing HCLGa stopped at max_states={config.max_states}"
         )
     fst_rmsymbols(HCLGa, disambig_tids)
-    kaldifst.rmepsilon(HCLGa)
+    remove_eps_local(HCLGa)
     kaldifst.minimize_encoded(HCLGa)
     HCLG = khg.add_self_loops(
         self_loop_scale=config.self_loop_scale,
@@ -241,10 +254,16 @@ def mkgraph(
     trans_model,
     graph_dir: str | os.PathLike,
     config: HclgConfig | None = None,
+    *,
+    model_id: str | None = None,
 ) -> Path:
     """``utils/mkgraph.sh LANG MODEL_DIR GRAPH_DIR``: write the graph dir atomically.
 
-    Returns the graph dir path. See the module docstring for its layout.
+    ``model_id``: the identity of ``trans_model``
+    (:func:`pykaldi2.hmm.ali.transition_model_id`), written as ``GRAPH_DIR/model_id`` so that
+    decoders and exports can check that the graph is used with its model (lang/ cannot compute
+    it: the identity belongs to hmm/). Returns the graph dir path. See the module docstring for
+    its layout.
     """
     from pykaldi2.lang.lang_dir import load_lang
 
@@ -261,22 +280,7 @@ def mkgraph(
         shutil.copytree(lang.dir / "phones", tmp / "phones")
         (tmp / "disambig_tid.int").write_text("".join(f"{t}\n" for t in hclg.disambig_tids))
         (tmp / "num_pdfs").write_text(f"{hclg.num_pdfs}\n")
+        if model_id is not None:
+            (tmp / "model_id").write_text(f"{model_id}\n")
     log.info("wrote %s", graph_dir)
     return graph_dir
-
-
-def check_graph_num_pdfs(
-    graph_dir: str | os.PathLike,
-    num_pdfs: int,
-    fix: str = "build the graph with the model dir's final.mdl (pykaldi2 mkgraph)",
-) -> None:
-    """Raise a :class:`DataError` when ``graph_dir/num_pdfs`` (written by :func:`mkgraph`) says
-    the graph was built for another number of pdfs than ``num_pdfs`` (the model's). A graph dir
-    without the file (e.g. from Kaldi) is not checked."""
-    f = Path(graph_dir) / "num_pdfs"
-    if f.is_file():
-        n = int(f.read_text().split()[0])
-        if n != num_pdfs:
-            raise DataError(
-                f"graph built for {n} pdfs, the model has {num_pdfs}", file=str(graph_dir), fix=fix
-            )

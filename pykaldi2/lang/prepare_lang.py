@@ -79,12 +79,24 @@ def _write_list(d: Path, name: str, items: list[str], table: SymbolTable, csl: b
         (d / f"{name}.csl").write_text(":".join(ids) + "\n", encoding="utf-8")
 
 
-def _write_sets(d: Path, name: str, lines: list[list[str]], table: SymbolTable, prefix=None):
-    """Write phones/<name>.txt and .int, one set per line (``prefix`` words kept as text)."""
+def _write_sets(
+    d: Path,
+    name: str,
+    lines: list[list[str]],
+    table: SymbolTable,
+    prefix=None,
+    trailing_space_from: int | None = None,
+):
+    """Write phones/<name>.txt and .int, one set per line (``prefix`` words kept as text).
+
+    ``trailing_space_from``: .txt lines from this index on end in a space, as the ones
+    prepare_lang.sh writes with ``echo -n "$x$suffix "`` (extra_questions' position sets).
+    """
     txt, ints = [], []
     for i, s in enumerate(lines):
         pre = prefix[i] + " " if prefix else ""
-        txt.append(pre + " ".join(s) + "\n")
+        tail = " " if trailing_space_from is not None and i >= trailing_space_from else ""
+        txt.append(pre + " ".join(s) + tail + "\n")
         ints.append(pre + " ".join(str(table.id(p)) for p in s) + "\n")
     (d / f"{name}.txt").write_text("".join(txt), encoding="utf-8")
     (d / f"{name}.int").write_text("".join(ints), encoding="utf-8")
@@ -150,6 +162,7 @@ def prepare_lang(
         sets = mapped(d.silence_phones + d.nonsilence_phones)
         roots_prefix = ["shared split"] * len(sets)
     extra_questions = mapped(d.extra_questions)
+    num_dict_questions = len(extra_questions)
     if pd:
         for suf in POSITIONS:
             extra_questions.append([p + suf for p in nonsil_bases])
@@ -181,12 +194,14 @@ def prepare_lang(
         _write_list(ph, "context_indep", silence, phones)
         _write_list(ph, "optional_silence", [opt_sil], phones)
         _write_list(ph, "disambig", disambig, phones)
-        _write_list(ph, "wdisambig", ["#0"], words, csl=False)
+        (ph / "wdisambig.txt").write_text("#0\n", encoding="utf-8")  # Kaldi: no .int of it
         (ph / "wdisambig_phones.int").write_text(f"{phones.id('#0')}\n", encoding="utf-8")
         (ph / "wdisambig_words.int").write_text(f"{words.id('#0')}\n", encoding="utf-8")
         _write_sets(ph, "sets", sets, phones)
         _write_sets(ph, "roots", sets, phones, prefix=roots_prefix)
-        _write_sets(ph, "extra_questions", extra_questions, phones)
+        _write_sets(
+            ph, "extra_questions", extra_questions, phones, trailing_space_from=num_dict_questions
+        )
         _write_word_boundary(ph, phones, silence, nonsilence, pd)
         _write_align_lexicon(ph, lexicon, opt_sil, phones, words)
         L.write(str(tmp / "L.fst"))
@@ -207,12 +222,13 @@ def prepare_lang(
 def _write_word_boundary(
     ph: Path, phones: SymbolTable, silence: list[str], nonsilence: list[str], pd: bool
 ) -> None:
-    """phones/word_boundary.{txt,int}: begin/end/internal/singleton/nonword per phone."""
+    """phones/word_boundary.{txt,int}: as prepare_lang.sh's awk, every phone (silence ones too)
+    by its suffix: ``_I`` internal, ``_B`` begin, ``_S`` singleton, ``_E`` end, else nonword
+    (SIL_B is begin, SIL and SPN nonword)."""
     if not pd:
         return
-    kind = {"_B": "begin", "_E": "end", "_I": "internal", "_S": "singleton"}
-    lines = [(p, "nonword") for p in silence]
-    lines += [(p, kind[p[-2:]]) for p in nonsilence]
+    kind = {"_I": "internal", "_B": "begin", "_S": "singleton", "_E": "end"}
+    lines = [(p, kind.get(p[-2:], "nonword")) for p in silence + nonsilence]
     (ph / "word_boundary.txt").write_text("".join(f"{p} {k}\n" for p, k in lines), "utf-8")
     (ph / "word_boundary.int").write_text(
         "".join(f"{phones.id(p)} {k}\n" for p, k in lines), "utf-8"
@@ -222,14 +238,18 @@ def _write_word_boundary(
 def _write_align_lexicon(
     ph: Path, lexicon: list[LexiconEntry], opt_sil: str, phones: SymbolTable, words: SymbolTable
 ) -> None:
-    """phones/align_lexicon.{txt,int}: ``word word phones...`` plus ``<eps> <eps> SIL``."""
-    rows = [("<eps>", (opt_sil,))] + [(e.word, e.phones) for e in lexicon]
-    (ph / "align_lexicon.txt").write_text(
-        "".join(f"{w} {w} {' '.join(p)}\n" for w, p in rows), "utf-8"
-    )
+    """phones/align_lexicon.{txt,int}: ``word word phones...`` for every lexicon entry plus
+    ``<eps> <eps> SIL``, sorted bytewise and unique (prepare_lang.sh's ``LC_ALL=C sort | uniq``)."""
+    rows = {
+        (w, tuple(p)) for w, p in [("<eps>", (opt_sil,))] + [(e.word, e.phones) for e in lexicon]
+    }
+    text = {f"{w} {w} {' '.join(p)}": (w, p) for w, p in rows}
+    order = sorted(text, key=lambda line: line.encode("utf-8"))
+    (ph / "align_lexicon.txt").write_text("".join(line + "\n" for line in order), "utf-8")
     (ph / "align_lexicon.int").write_text(
         "".join(
-            f"{words.id(w)} {words.id(w)} {' '.join(map(str, phones.ids(p)))}\n" for w, p in rows
+            f"{words.id(w)} {words.id(w)} {' '.join(map(str, phones.ids(p)))}\n"
+            for w, p in (text[line] for line in order)
         ),
         "utf-8",
     )

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from pykaldi2.utils.config import ConfigMixin
+
 KINDS = ("left-to-right", "ergodic", "chain")
 
 
 @dataclass
-class TopoEntry:
+class TopoEntry(ConfigMixin):
     """The topology of one class of phones."""
 
     kind: str = "left-to-right"
@@ -69,7 +71,7 @@ class TopoEntry:
 
 
 @dataclass
-class TopoConfig:
+class TopoConfig(ConfigMixin):
     """Topologies of nonsilence and silence phones (``to_dict``/``from_dict`` for saving)."""
 
     nonsilence: TopoEntry = field(default_factory=TopoEntry)
@@ -79,7 +81,9 @@ class TopoConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> TopoConfig:
+    def from_dict(
+        cls, d: dict, source: str | None = None, *, where: str | None = None
+    ) -> TopoConfig:
         unknown = set(d) - {"nonsilence", "silence"}
         if unknown:
             raise ValueError(f"unknown TopoConfig keys {sorted(unknown)}")

@@ -17,6 +17,7 @@ from pykaldi2.lang.arpa import write_arpa
 from pykaldi2.lang.kneser_ney import train_kneser_ney
 from pykaldi2.lang.lexicon import read_lexicon
 from pykaldi2.lang.symbols import SymbolTable
+from pykaldi2.utils.config import ConfigMixin
 from pykaldi2.utils.errors import DataError
 from pykaldi2.utils.log import get_logger, progress
 
@@ -27,7 +28,7 @@ NON_LM_SYMBOLS = frozenset({"<eps>", "<s>", "</s>"})
 
 
 @dataclass
-class TrainLmConfig:
+class TrainLmConfig(ConfigMixin):
     order: int = 3
     oov_word: str = "<UNK>"
     #: Text lines start with an utterance id (a Kaldi data dir's ``text``).

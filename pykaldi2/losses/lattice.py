@@ -47,7 +47,7 @@ import torch
 from pykaldi2.losses.ce import frame_ce
 from pykaldi2.losses.lfmmi import scatter_logsumexp
 from pykaldi2.losses.output import LossOutput
-from pykaldi2.utils.config import ConfigMixin
+from pykaldi2.utils.config import ConfigMixin, option
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
 
 __all__ = [
@@ -578,7 +578,7 @@ class SequenceConfig(ConfigMixin):
     one_silence_class: bool = True
     drop_frames: bool = False
     ce_weight: float = 0.0
-    prior_scale: float = 1.0
+    prior_scale: float = option(1.0, ge=0)
 
     def __post_init__(self) -> None:
         self.silence_phones = [int(p) for p in self.silence_phones]

@@ -2,14 +2,16 @@
 
 Kaldi's lattice sequence training decodes the training data once with the CE model
 (``make_denlats.sh``); PyKaldi2's ``train_se2`` regenerates lattices with the model being
-trained. Here a batch's (N, T, C) log-likelihoods go through a denominator HCLG with
-``kaldi_decoder.LatticeSimpleDecoder`` over ``DecodableCtc(M)``, ``M = kappa *
-loglik[:, tid2pdf[1:]]`` (Kaldi's DecodableMatrixScaledMapped), one raw lattice per utterance,
-returned as picklable :class:`~pykaldi2.losses.lattice.LatticeArrays`.
+trained. Here a batch's (N, T, C) log-likelihoods go through a denominator HCLG with the
+compiled LatticeFasterDecoder of :mod:`pykaldi2.hmm.decoder` (max_active, beam and lattice
+beam as Kaldi's make_denlats.sh; the decodable is ``kappa * loglik[t, tid2pdf[tid]]``, Kaldi's
+DecodableMatrixScaledMapped), one raw state-level lattice per utterance (connected, acoustic
+costs unscaled), handed over as arrays -- no text -- and returned as picklable
+:class:`~pykaldi2.losses.lattice.LatticeArrays`.
 
-Parallelism: none of the bindings releases the GIL, so lattices are made in a pool of worker
-processes (``multiprocessing`` with ``spawn``); each worker reads HCLG.fst itself (a
-``StdVectorFst`` does not pickle). :class:`LatticePrefetcher` keeps the pool busy while the
+Parallelism: lattices are made in a pool of worker processes (``multiprocessing`` with
+``spawn``, one thread each); each worker reads HCLG.fst (VectorFst or ConstFst) once and keeps
+one decoder. :class:`LatticePrefetcher` keeps the pool busy while the
 trainer works: when the trainer receives batch k, the log-likelihoods of batch k+1 have just
 been computed (an extra no-grad forward) by the model as it is *before* step k and sent to the
 workers. So the lattices a step trains on come from the model before the previous step's update:
@@ -46,8 +48,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from pykaldi2.hmm.decoder import Decoder, LatticeFasterDecoderConfig, as_graph, load_graph
 from pykaldi2.losses.lattice import LatticeArrays, TransitionInfo
-from pykaldi2.utils.config import ConfigMixin
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
 
 __all__ = [
@@ -57,17 +59,18 @@ __all__ = [
     "TrainGraphSource",
     "attach_lattices",
     "generate_lattice",
-    "lattice_from_kaldifst",
+    "lattice_arrays",
     "nnet_align_compiled",
 ]
 
 
 @dataclass
-class LatticeGenConfig(ConfigMixin):
-    """Lattice generation options (Kaldi's ``make_denlats.sh``: beam 13, lattice beam 7).
+class LatticeGenConfig(LatticeFasterDecoderConfig):
+    """Lattice generation options (Kaldi's ``make_denlats.sh``: beam 13, lattice beam 7,
+    max_active 5000).
 
-    Attributes:
-        beam, lattice_beam, prune_interval: ``LatticeSimpleDecoder`` options.
+    Attributes (besides the decoder's search options, see
+    :class:`~pykaldi2.hmm.decoder.LatticeFasterDecoderConfig`):
         acoustic_scale: kappa used for decoding (the acoustic costs stored in the lattice are
             divided by it again, i.e. unscaled).
         num_workers: processes of the pool; 0 generates in the calling process.
@@ -78,7 +81,7 @@ class LatticeGenConfig(ConfigMixin):
 
     beam: float = 13.0
     lattice_beam: float = 7.0
-    prune_interval: int = 25
+    max_active: int = 5000
     acoustic_scale: float = 0.1
     num_workers: int = 2
     ali_beam: float = 10.0
@@ -86,58 +89,43 @@ class LatticeGenConfig(ConfigMixin):
     graph_cache: int = 5000
 
     def __post_init__(self) -> None:
-        if (
-            min(self.beam, self.lattice_beam, self.acoustic_scale, self.prune_interval) <= 0
-            or self.ali_beam <= 0
-        ):
-            raise Pykaldi2Error(
-                f"LatticeGenConfig: beams, scale, prune_interval must be > 0: {self}"
-            )
+        super().__post_init__()
+        if self.acoustic_scale <= 0 or self.ali_beam <= 0:
+            raise Pykaldi2Error(f"LatticeGenConfig: acoustic_scale, ali_beam must be > 0: {self}")
         if self.ali_retry_beam < 0 or self.graph_cache < 0:
             raise Pykaldi2Error("LatticeGenConfig: ali_retry_beam, graph_cache must be >= 0")
         if self.num_workers < 0:
             raise Pykaldi2Error("LatticeGenConfig: num_workers must be >= 0")
 
+    def search_config(self) -> LatticeFasterDecoderConfig:
+        names = LatticeFasterDecoderConfig.field_names()
+        return LatticeFasterDecoderConfig(**{n: getattr(self, n) for n in names})
 
-def lattice_from_kaldifst(raw, acoustic_scale: float = 1.0, utt: str = "") -> LatticeArrays:
-    """A ``kaldifst.Lattice`` (e.g. ``get_raw_lattice()``) as :class:`LatticeArrays`.
 
-    Acoustic costs are divided by ``acoustic_scale`` (the scale the decoder applied); final
-    weights keep graph + acoustic cost together (the decoder's final acoustic cost is 0).
-    """
-    text = raw.to_str(is_acceptor=False, show_weight_one=True)
-    arcs, finals = [], []
-    for line in text.replace(",", "\t").splitlines():
-        f = line.split()
-        if len(f) == 6:
-            arcs.append(f)
-        elif len(f) == 3:
-            finals.append(f)
-        elif line.strip():
-            raise DataError(f"unexpected lattice line {line!r}", utt=utt or None)
-    if not arcs:
+def lattice_arrays(raw: dict, utt: str = "") -> LatticeArrays:
+    """The decoder's raw lattice dict (acoustic costs unscaled) as :class:`LatticeArrays`;
+    final weights keep graph + acoustic cost together (the decoder's final acoustic cost is
+    0)."""
+    if len(raw["src"]) == 0:
         raise DataError("the decoder produced an empty lattice", utt=utt or None)
-    a = np.asarray(arcs, dtype=np.float64)
-    ints = a[:, :4].astype(np.int64)
-    fin = np.asarray(finals, dtype=np.float64).reshape(-1, 3)
-    num_states = int(raw.num_states)
-    final_cost = np.full(num_states, np.inf)
-    final_cost[fin[:, 0].astype(np.int64)] = fin[:, 1] + fin[:, 2] / acoustic_scale
+    fg = np.asarray(raw["final_graph"], np.float64)
+    final_cost = np.where(np.isfinite(fg), fg + np.asarray(raw["final_ac"], np.float64), np.inf)
     return LatticeArrays(
-        num_states=num_states,
-        start=int(raw.start),
-        src=ints[:, 0],
-        dst=ints[:, 1],
-        tid=ints[:, 2],
-        word=ints[:, 3],
-        graph_cost=a[:, 4],
-        ac_cost=a[:, 5] / acoustic_scale,
+        num_states=int(raw["num_states"]),
+        start=int(raw["start"]),
+        src=np.asarray(raw["src"], np.int64),
+        dst=np.asarray(raw["dst"], np.int64),
+        tid=np.asarray(raw["ilabel"], np.int64),
+        word=np.asarray(raw["olabel"], np.int64),
+        graph_cost=np.asarray(raw["graph"], np.float64),
+        ac_cost=np.asarray(raw["ac"], np.float64),
         final_cost=final_cost,
         utt=utt,
     )
 
 
 def _decodable_matrix(loglik: np.ndarray, info: TransitionInfo, scale: float, utt: str):
+    """(T, num_transition_ids) ``scale * loglik[:, tid2pdf[1:]]`` (khg's aligner needs it)."""
     loglik = np.asarray(loglik, dtype=np.float32)
     if loglik.ndim != 2 or loglik.shape[1] != info.num_pdfs or loglik.shape[0] == 0:
         raise DataError(
@@ -150,35 +138,41 @@ def _decodable_matrix(loglik: np.ndarray, info: TransitionInfo, scale: float, ut
     return np.ascontiguousarray(scale * loglik[:, info.tid2pdf[1:]], dtype=np.float32)
 
 
+def _tid2pdf(info: TransitionInfo) -> np.ndarray:
+    t = np.asarray(info.tid2pdf, np.int32).copy()
+    t[0] = 0
+    return t
+
+
 def generate_lattice(
-    hclg, loglik: np.ndarray, info: TransitionInfo, cfg: LatticeGenConfig, utt: str = ""
+    hclg,
+    loglik: np.ndarray,
+    info: TransitionInfo,
+    cfg: LatticeGenConfig,
+    utt: str = "",
+    decoder: Decoder | None = None,
 ) -> LatticeArrays:
-    """One raw lattice (Kaldi's ``latgen-faster-mapped`` without determinization).
+    """One raw lattice (Kaldi's ``latgen-faster-mapped --determinize-lattice=false``).
 
     Args:
-        hclg: ``kaldifst.StdVectorFst`` denominator graph.
+        hclg: the denominator graph (a path, :class:`~pykaldi2.hmm.decoder.Graph` or kaldifst
+            FST; ignored when ``decoder`` is given).
         loglik: (T, C) log-likelihoods of one utterance.
+        decoder: a :class:`~pykaldi2.hmm.decoder.Decoder` to reuse (one per worker).
     The final states are used when reached; otherwise the lattice ends on the last frame's
     states (Kaldi's ``--allow-partial``).
     """
-    from pykaldi2.kaldi import kaldi_decoder
-
-    M = _decodable_matrix(loglik, info, cfg.acoustic_scale, utt)
-    opts = kaldi_decoder.LatticeSimpleDecoderConfig(
-        beam=cfg.beam,
-        lattice_beam=cfg.lattice_beam,
-        prune_interval=cfg.prune_interval,
-        determinize_lattice=False,
-    )
-    dec = kaldi_decoder.LatticeSimpleDecoder(hclg, opts)
-    final = bool(dec.decode(kaldi_decoder.DecodableCtc(M)))
-    final = final and dec.final_relative_cost() != float("inf")
-    # use_final_probs=False after decode() (FinalizeDecoding) is an error in kaldi-decoder;
-    # True falls back to all active tokens when no final state was reached, as Kaldi does.
-    ok, raw = dec.get_raw_lattice(use_final_probs=True)
-    if not ok:
-        raise Pykaldi2Error(f"utterance {utt}: the decoder produced no lattice (larger beam?)")
-    return lattice_from_kaldifst(raw, cfg.acoustic_scale, utt)
+    decoder = decoder or Decoder(as_graph(hclg), cfg.search_config())
+    num_pdfs = info.num_pdfs
+    x = np.asarray(loglik, dtype=np.float32)
+    if x.ndim != 2 or x.shape[1] != num_pdfs or x.shape[0] == 0:
+        raise DataError(
+            f"log-likelihoods of shape {x.shape}, the model has {num_pdfs} pdfs",
+            utt=utt or None,
+            fix="the network's output dim must equal the tree's num_pdfs; drop empty utterances",
+        )
+    decoder.decode(x, _tid2pdf(info), cfg.acoustic_scale, utt)
+    return lattice_arrays(decoder.raw_lattice(), utt)
 
 
 def nnet_align_compiled(
@@ -256,6 +250,7 @@ class _GenState:
         source: TrainGraphSource | None,
     ) -> None:
         self.hclg, self.info, self.cfg = _load_hclg(hclg_path), info, cfg
+        self.decoder = Decoder(self.hclg, cfg.search_config())
         self.model = self.compiler = None
         self.graphs: OrderedDict[str, Any] = OrderedDict()
         if source is not None:
@@ -306,7 +301,7 @@ class _GenState:
     def run(self, job: tuple[str, np.ndarray, np.ndarray | None]):
         """A job (utt, (T, C) loglik, word ids or None) -> its lattice, or (lattice, ali)."""
         utt, loglik, words = job
-        lat = generate_lattice(self.hclg, loglik, self.info, self.cfg, utt)
+        lat = generate_lattice(self.hclg, loglik, self.info, self.cfg, utt, self.decoder)
         return lat if words is None else (lat, self.align(utt, loglik, words))
 
 
@@ -314,18 +309,19 @@ _WORKER: dict[str, _GenState] = {}
 
 
 def _load_hclg(path: str):
-    from pykaldi2.kaldi import kaldifst
-
     if not os.path.isfile(path):
         raise DataError("denominator graph not found", file=path, fix="build HCLG.fst (mkgraph)")
-    fst = kaldifst.StdVectorFst.read(path)
-    if fst is None or fst.num_states == 0:
-        raise DataError("denominator graph is empty or unreadable", file=path)
-    return fst
+    graph = load_graph(path)
+    if graph.num_states == 0:
+        raise DataError("denominator graph is empty", file=path)
+    return graph
 
 
 def _worker_init(hclg_path: str, info, cfg, source) -> None:
+    from threadpoolctl import threadpool_limits
+
     torch.set_num_threads(1)
+    _WORKER["blas"] = threadpool_limits(limits=1)
     _WORKER["state"] = _GenState(hclg_path, info, cfg, source)
 
 

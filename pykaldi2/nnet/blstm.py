@@ -12,19 +12,19 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from pykaldi2.utils.config import ConfigMixin
+from pykaldi2.utils.config import ConfigMixin, option
 
 
 @dataclass
 class BlstmConfig(ConfigMixin):
     """BLSTM sizes. ``hidden`` is per direction; ``proj`` > 0 adds an LSTM projection (LSTMP)."""
 
-    input_dim: int = 80
+    input_dim: int = option(80, ge=0)
     num_classes: int = 0  # number of pdf_ids; must be set
-    num_layers: int = 3
-    hidden: int = 512
-    proj: int = 0
-    dropout: float = 0.1
+    num_layers: int = option(3, ge=1)
+    hidden: int = option(512, ge=1)
+    proj: int = option(0, ge=0)
+    dropout: float = option(0.1, ge=0, lt=1)
 
     def __post_init__(self) -> None:
         if self.num_classes <= 0:

@@ -16,20 +16,20 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pykaldi2.utils.config import ConfigMixin
+from pykaldi2.utils.config import ConfigMixin, option
 
 
 @dataclass
 class TdnnfConfig(ConfigMixin):
-    input_dim: int = 40
+    input_dim: int = option(40, ge=0)
     num_classes: int = 0
-    hidden: int = 768
-    bottleneck: int = 160
+    hidden: int = option(768, ge=1)
+    bottleneck: int = option(160, ge=1)
     num_layers: int = 8
-    context: int = 3  # kernel size of each factorized layer (frames)
-    subsampling: int = 1  # 3 for chain (LF-MMI) models
+    context: int = option(3, ge=0)  # kernel size of each factorized layer (frames)
+    subsampling: int = option(1, ge=1)  # 3 for chain (LF-MMI) models
     subsample_at: int = 2  # index of the layer that subsamples
-    dropout: float = 0.1
+    dropout: float = option(0.1, ge=0, lt=1)
     bypass_scale: float = 0.66
 
     def __post_init__(self) -> None:

@@ -69,10 +69,10 @@ class NoiseConfig(ConfigMixin):
 
     enable: bool = False
     prob: float = 1.0
-    snr_db: Range = (0.0, 20.0)
+    snr_db: Range | float = (0.0, 20.0)
     noise_dir: str | None = None
     babble_dir: str | None = None
-    babble_speakers: tuple[int, int] = (3, 6)
+    babble_speakers: tuple[int, int] | int = (3, 6)
     colours: tuple[str, ...] = ("white", "pink", "brown")
     snr_reference: str = "utterance"
     vad_floor_db: float = 30.0
@@ -116,11 +116,11 @@ class ReverbConfig(ConfigMixin):
 
     enable: bool = False
     prob: float = 1.0
-    t60: Range = (0.2, 0.8)
-    room_length: Range = (3.0, 10.0)
-    room_width: Range = (3.0, 8.0)
-    room_height: Range = (2.5, 4.0)
-    source_distance: Range = (0.5, 3.0)
+    t60: Range | float = (0.2, 0.8)
+    room_length: Range | float = (3.0, 10.0)
+    room_width: Range | float = (3.0, 8.0)
+    room_height: Range | float = (2.5, 4.0)
+    source_distance: Range | float = (0.5, 3.0)
     wall_margin: float = 0.5
     absorption_formula: str = "eyring"
     diffuse_tail: bool = True
@@ -169,7 +169,7 @@ class VolumeConfig(ConfigMixin):
 
     enable: bool = False
     prob: float = 1.0
-    gain_db: Range = (-6.0, 6.0)
+    gain_db: Range | float = (-6.0, 6.0)
 
     def __post_init__(self) -> None:
         self.prob = _prob("volume.prob", self.prob)

@@ -38,12 +38,14 @@ from pykaldi2.training.config import TrainConfigMixin, as_list, options_from_dic
 from pykaldi2.training.model_dir import (
     MODEL_TYPES,
     build_model,
+    check_model_options,
     chunking,
     model_config,
     write_final_dir,
 )
 from pykaldi2.training.shards import ShardDataConfig
 from pykaldi2.training.trainer import TrainerConfig, evaluate
+from pykaldi2.utils.config import option
 from pykaldi2.utils.errors import Pykaldi2Error
 from pykaldi2.utils.log import append_jsonl, get_logger
 
@@ -106,25 +108,20 @@ class TrainCEConfig(TrainConfigMixin):
     prefetch_factor: int = 4
     length_tolerance: int = 1
     max_missing_fraction: float = 0.2
-    prior_floor: float = 1e-8
-    label_smoothing: float = 0.0
+    prior_floor: float = option(1e-8, gt=0, lt=1)
+    label_smoothing: float = option(0.0, ge=0, lt=1)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     seed: int = 0
-    simulation: SimulationConfig | None = None
+    simulation: SimulationConfig | str | None = None
     shards: ShardDataConfig = field(default_factory=ShardDataConfig)
 
     def __post_init__(self) -> None:
-        if isinstance(self.shards, dict) or self.shards is None:
-            self.shards = ShardDataConfig.from_dict(self.shards or {}, where="TrainCEConfig.shards")
         self.train_data = as_list(self.train_data)
         self.ali_dir = as_list(self.ali_dir)
         self.simulation = simulation_config(self.simulation)
         self.valid_data = as_list(self.valid_data)
         self.valid_ali_dir = as_list(self.valid_ali_dir)
-        if isinstance(self.features, dict):
-            self.features = FeaturePipelineConfig.from_dict(self.features)
-        if isinstance(self.trainer, dict):
-            self.trainer = TrainerConfig.from_dict(self.trainer)
+        self.build_sections()
         self.model = dict(self.model or {})
         problems = []
         if not self.train_data and not self.shards.enabled:
@@ -149,6 +146,7 @@ class TrainCEConfig(TrainConfigMixin):
             problems.append("length_tolerance >= 0 and max_missing_fraction in [0, 1] required")
         if problems:
             raise Pykaldi2Error("TrainCEConfig: " + "; ".join(problems))
+        check_model_options(self.model_type, self.model)
 
     # -- (de)serialisation --------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -65,6 +65,7 @@ from pykaldi2.training.config import TrainConfigMixin, as_list, simulation_confi
 from pykaldi2.training.model_dir import (
     MODEL_TYPES,
     build_chain_model,
+    check_model_options,
     load_final_dir,
     model_config,
     write_chain_dir,
@@ -104,6 +105,11 @@ class TrainChainConfig(TrainConfigMixin):
         left_tolerance, right_tolerance: how many input frames a phone may start earlier /
             end later than in its alignment (chain-get-supervision; Kaldi default 5).
         phone_lm: chain-est-phone-lm options.
+        den_fst_dir: a dir with ``den.fst`` and ``normalization.fst`` made for this chain
+            model (a Kaldi chain dir, e.g. exp/chain/tdnn1a or one from chain-make-den-fst;
+            ours) to use instead of estimating the phone LM and den graph from the
+            alignments. Its transition model (``0.trans_mdl`` or ``final.mdl`` there, if any)
+            must be the chain model's. Empty: estimate them (Kaldi's recipe).
         chain: leaky HMM coefficient, l2 and xent regularization (Kaldi recipes: 0.1, 5e-5... see
             conf/chain_tdnnf.yaml).
         chunk_size: input frames per training chunk (a multiple of frame_subsampling_factor;
@@ -149,6 +155,7 @@ class TrainChainConfig(TrainConfigMixin):
     left_tolerance: int = 5
     right_tolerance: int = 5
     phone_lm: PhoneLmOptions = field(default_factory=PhoneLmOptions)
+    den_fst_dir: str = ""
     chain: ChainTrainingOptions = field(default_factory=ChainTrainingOptions)
     chunk_size: int = 0
     chunk_left_context: int = 0
@@ -164,7 +171,7 @@ class TrainChainConfig(TrainConfigMixin):
     orthonormal_every: int = 4
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     seed: int = 0
-    simulation: SimulationConfig | None = None
+    simulation: SimulationConfig | str | None = None
 
     def __post_init__(self) -> None:
 
@@ -204,6 +211,7 @@ class TrainChainConfig(TrainConfigMixin):
             problems.append("length_tolerance >= 0 and max_missing_fraction in [0, 1] required")
         if problems:
             raise Pykaldi2Error("TrainChainConfig: " + "; ".join(problems))
+        check_model_options(self.model_type, self.model)
 
     def supervision_options(self):
         from pykaldi2.lang.chain_supervision import SupervisionOptions

@@ -23,6 +23,7 @@ from pykaldi2.hmm.chain import (
     chunk_supervision,
     make_den_graph,
     phone_segments,
+    read_den_graph_dir,
 )
 from pykaldi2.training.data import (
     DataDirFeatures,
@@ -147,7 +148,16 @@ def load_chain_data(cfg) -> ChainData:
         utts, vutts = held_out_split(utts, cfg.valid_fraction, cfg.seed)
     # as Kaldi: the phone LM sees every alignment (held-out ones too: without backoff arcs,
     # an unseen phone n-gram would leave a held-out utterance without numerator paths)
-    phone_lm, den, den_graph, norm = make_den_graph(segments, chain_model, cfg.phone_lm)
+    if cfg.den_fst_dir:
+        phone_lm, den, den_graph, norm = read_den_graph_dir(cfg.den_fst_dir, chain_model)
+        log.info(
+            "den graph from %s: %d states, %d arcs",
+            cfg.den_fst_dir,
+            den_graph.num_states,
+            den_graph.num_arcs,
+        )
+    else:
+        phone_lm, den, den_graph, norm = make_den_graph(segments, chain_model, cfg.phone_lm)
     sup_opts = cfg.supervision_options()
     f = cfg.frame_subsampling_factor
     graphs, examples, failed = {}, {}, []

@@ -1,8 +1,10 @@
 """Checkpoints that resume exactly: model, optimizer, scheduler, sampler position and RNG states.
 
-Files are written atomically (temp file + rename), so a run killed while saving keeps its
-previous checkpoint. ``exp/<system>/checkpoints/ckpt-<step>.pt`` plus ``latest`` naming the
-newest; :func:`average_checkpoints` averages model weights like icefall's ``--avg``.
+``exp/<system>/checkpoints/ckpt-<step>.pt`` plus ``latest`` naming the newest;
+:func:`average_checkpoints` averages model weights like icefall's ``--avg``. Files are written
+atomically (temp file + rename), so a run killed while saving keeps its previous checkpoint
+(and ``latest`` naming it); the killed write's temp file is removed when the run resumes
+(:func:`remove_stale_temps`).
 """
 
 from __future__ import annotations
@@ -61,6 +63,27 @@ def save_step_checkpoint(
         for old in list_checkpoints(ckpt_dir)[:-keep_last]:
             old.unlink(missing_ok=True)
     return path
+
+
+def remove_stale_temps(ckpt_dir: str | os.PathLike, names: str) -> list[Path]:
+    """Delete the temp files that writes killed mid-way left in ``ckpt_dir``: the
+    ``.<name>.<random>.tmp`` of :func:`~pykaldi2.utils.io.atomic_write` for the file names
+    that fully match the regex ``names``. Call it only while no other process writes there.
+    Returns the removed files."""
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        return []
+    stale = [
+        p
+        for p in ckpt_dir.iterdir()
+        if p.name.startswith(".")
+        and p.name.endswith(".tmp")
+        and p.name.count(".") >= 3
+        and re.fullmatch(names, p.name[1:].rsplit(".", 2)[0])
+    ]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def list_checkpoints(ckpt_dir: str | os.PathLike) -> list[Path]:

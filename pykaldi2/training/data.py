@@ -3,7 +3,7 @@
 - :class:`DataDirFeatures`: the processed features of one or more data dirs as one
   ``utt -> (T, F)`` mapping (CMVN / deltas / splicing of
   :class:`~pykaldi2.features.pipeline.ProcessedFeatures`);
-- alignment dirs (``final.mdl`` + ``ali.scp`` / ``ali.ark`` / ``ali.*.gz``): :func:`ali_files`,
+- alignment dirs (``final.mdl`` + ``ali.scp`` / ``ali.ark`` / ``ali.*.gz``, ours or Kaldi's):
   :func:`load_alignments` (transition_ids), :func:`load_pdf_targets` (``ali-to-pdf``);
 - :func:`checked_utts` (the utterances whose targets fit their features), :func:`held_out_split`;
 - on-the-fly simulation: :func:`simulated_utterances`, :func:`epoch_batches`.
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -85,88 +84,29 @@ class DataDirFeatures(Mapping[str, np.ndarray]):
 # ---------------------------------------------------------------------------------------------
 # Targets: alignment dirs
 # ---------------------------------------------------------------------------------------------
-def ali_files(ali_dir: Path) -> list[Path]:
-    for name in ("ali.scp", "ali.ark"):
-        if (ali_dir / name).is_file():
-            return [ali_dir / name]
-    gz = sorted(ali_dir.glob("ali.*.gz"), key=lambda p: (len(p.name), p.name))
-    if not gz:
-        raise DataError(
-            "no alignments (ali.scp, ali.ark or ali.*.gz) in the alignment dir",
-            file=str(ali_dir),
-            fix="run `pykaldi2 align-si DATA LANG SRC_DIR ALI_DIR` first",
-        )
-    return gz
-
-
 def load_pdf_targets(ali_dirs: Sequence[str | os.PathLike]) -> tuple[dict[str, np.ndarray], Any]:
     """``ali-to-pdf`` of every alignment in ``ali_dirs``: ({utt: (T,) int32 pdf_ids}, model).
 
-    Each dir holds ``final.mdl`` (a :class:`~pykaldi2.hmm.model.GmmModel`: transition model +
-    tree) and ``ali.scp``, ``ali.ark`` or Kaldi-style ``ali.*.gz``. All dirs must come from the
+    Each dir is ours or Kaldi's (:mod:`pykaldi2.hmm.exp_dir`): ``final.mdl`` + ``tree`` and
+    ``ali.scp``, ``ali.ark`` or Kaldi's ``ali.1.gz .. ali.N.gz``. All dirs must come from the
     same transition model; transition_ids out of its range are an error naming the utterance.
     """
-    from pykaldi2.hmm.ali import ali_to_pdf, read_ali
-    from pykaldi2.hmm.model import GmmModel
+    from pykaldi2.hmm.ali import ali_to_pdf
 
-    targets: dict[str, np.ndarray] = {}
-    model = None
-    for d in map(Path, ali_dirs):
-        m = GmmModel.load(d / "final.mdl")
-        if model is None:
-            model = m
-        elif not np.array_equal(m.tid2pdf, model.tid2pdf):
-            raise DataError(
-                "alignment dirs come from different models (transition_id -> pdf_id differ)",
-                file=str(d / "final.mdl"),
-                fix="align every data dir with the same model",
-            )
-        num_tids = len(m.tid2pdf) - 1
-        for f in ali_files(d):
-            for utt, ali in read_ali(f).items():
-                if len(ali) and (ali.min() < 1 or ali.max() > num_tids):
-                    raise DataError(
-                        f"transition_id {int(ali.max())} outside 1..{num_tids} of final.mdl",
-                        file=str(f),
-                        utt=utt,
-                        fix="the alignments are from another model; re-run align-si",
-                    )
-                targets[utt] = ali_to_pdf(m, ali).astype(np.int32)
-    if model is None:
-        raise DataError("no alignment dir given", fix="set ali_dir in the config")
-    return targets, model
+    alis, model = load_alignments(ali_dirs)
+    return {u: ali_to_pdf(model, a).astype(np.int32) for u, a in alis.items()}, model
 
 
 def load_alignments(ali_dirs: Sequence[str | os.PathLike]) -> tuple[dict[str, np.ndarray], Any]:
-    """Transition-id alignments of every dir: ({utt: (T,) int32}, the GmmModel that made them).
+    """Transition-id alignments of every dir (ours or Kaldi's): ({utt: (T,) int32}, the
+    GmmModel that made them).
 
-    All dirs must share the model; out-of-range transition_ids are an error naming the utt.
+    All dirs must share the model; empty or out-of-range alignments are an error naming the
+    utterance (:func:`pykaldi2.hmm.exp_dir.read_ali_dirs`).
     """
-    from pykaldi2.hmm.ali import read_ali
-    from pykaldi2.hmm.model import GmmModel
+    from pykaldi2.hmm.exp_dir import read_ali_dirs
 
-    alis: dict[str, np.ndarray] = {}
-    model = None
-    for d in map(Path, ali_dirs):
-        m = GmmModel.load(d / "final.mdl")
-        if model is not None and not np.array_equal(m.tid2pdf, model.tid2pdf):
-            raise DataError(
-                "alignment dirs come from different models", file=str(d / "final.mdl"),
-                fix="align every data dir with the same model",
-            )  # fmt: skip
-        model = model or m
-        num_tids = len(m.tid2pdf) - 1
-        for f in ali_files(d):
-            for utt, ali in read_ali(f).items():
-                if len(ali) == 0 or ali.min() < 1 or ali.max() > num_tids:
-                    raise DataError(
-                        f"empty alignment or transition_ids outside 1..{num_tids} of final.mdl",
-                        file=str(f), utt=utt, fix="re-run align-si with this model",
-                    )  # fmt: skip
-                alis[utt] = ali
-    if model is None:
-        raise DataError("no alignment dir given", fix="set ali_dir in the config")
-    return alis, model
+    return read_ali_dirs(ali_dirs)
 
 
 # ---------------------------------------------------------------------------------------------

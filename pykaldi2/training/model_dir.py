@@ -26,6 +26,7 @@ Dimension legend: C pdf_ids.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Mapping, Sequence
@@ -37,6 +38,8 @@ import numpy as np
 
 from pykaldi2.features.pipeline import FeaturePipelineConfig
 from pykaldi2.training.data import DataDirFeatures
+from pykaldi2.utils.checksums import verify_checksums, write_checksums
+from pykaldi2.utils.config import check_fields, check_keys
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
 from pykaldi2.utils.log import get_logger
 
@@ -61,8 +64,9 @@ CHAIN_FINAL_FILES = (
     "config.yaml",
 )  # fmt: skip
 
-#: Files copied unchanged from the CE model dir into the SE model dir.
-SE_COPIED_FILES = ("model.yaml", "features.yaml", "priors.npy", "final.mdl", "tree")
+#: Files copied unchanged from the CE model dir into the SE model dir (its final.mdl is saved
+#: again, with the tree and side files it comes with).
+SE_COPIED_FILES = ("model.yaml", "features.yaml", "priors.npy")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -92,7 +96,7 @@ def model_config(model_type: str, d: Mapping[str, Any], input_dim: int, num_clas
             )
         d[k] = v
     try:
-        cfg = cfg_cls.from_dict(d)
+        cfg = cfg_cls.from_dict(d, where="model")
     except (TypeError, ValueError) as e:
         raise DataError(f"bad {model_type} model config: {e}", file="model") from None
     if getattr(cfg, "subsampling", 1) != 1:
@@ -101,6 +105,15 @@ def model_config(model_type: str, d: Mapping[str, Any], input_dim: int, num_clas
             fix="use subsampling 3 only for chain (LF-MMI) training",
         )
     return cfg
+
+
+def check_model_options(model_type: str, d: Mapping[str, Any]) -> None:
+    """The ``model:`` section of a training config checked against the ``model_type``'s config
+    class when the config is read (unknown keys, types, ranges), before any data is: errors
+    name ``model.<key>``."""
+    cfg_cls, _ = _model_classes(model_type)
+    check_keys(d, cfg_cls.field_names(), where="model")
+    check_fields(cfg_cls, d, where="model")
 
 
 def build_model(model_type: str, cfg):
@@ -181,7 +194,7 @@ def write_final_dir(
         (tmp / "features.yaml").write_text(yaml.safe_dump(feat_doc), encoding="utf-8")
         np.save(tmp / "priors.npy", priors.astype(np.float64))
         ali_model.save(tmp / "final.mdl")
-        ali_model.write_tree(tmp / "tree")
+        write_checksums(tmp)
     log.info("wrote %s", final)
 
 
@@ -193,8 +206,10 @@ def write_se_dir(final: Path, cfg, model, md, summary) -> None:
         for name in SE_COPIED_FILES:
             if (md.path / name).is_file():
                 shutil.copyfile(md.path / name, tmp / name)
+        md.ali_model.save(tmp / "final.mdl")
         meta = {"model_type": md.model_type, "model_config": model.cfg.to_dict()}
         save_final_model(tmp, model, meta, cfg, summary)
+        write_checksums(tmp)
     log.info("wrote %s", final)
 
 
@@ -225,10 +240,11 @@ def write_chain_dir(final: Path, cfg, model, mcfg, subsample, data: ChainData, s
         )  # fmt: skip
         (tmp / "features.yaml").write_text(yaml.safe_dump(feat_doc), encoding="utf-8")
         data.chain_model.save(tmp / "final.mdl")
-        data.chain_model.write_tree(tmp / "tree")
         write_fst(data.den_fst, tmp / "den.fst")
         write_fst(data.norm_fst, tmp / "normalization.fst")
-        write_fst(data.phone_lm, tmp / "phone_lm.fst")
+        if data.phone_lm is not None:
+            write_fst(data.phone_lm, tmp / "phone_lm.fst")
+        write_checksums(tmp)
     log.info("wrote %s", final)
 
 
@@ -293,8 +309,10 @@ def read_model_dir(
     path: str | os.PathLike, files: Sequence[str], kind: str, command: str, device: str = "cpu"
 ) -> tuple[Path, dict, Any, dict]:
     """The common part of loading a final model dir (``train-ce``, ``train-chain``): check that
-    ``files`` exist (a clear error naming ``kind`` and ``command`` otherwise), then return
-    ``(path, final.pt's state, the body's model config, features.yaml)``."""
+    ``files`` exist (a clear error naming ``kind`` and ``command`` otherwise) and match the
+    dir's ``checksums.sha256`` (dirs written before checksums: unchecked), then return
+    ``(path, final.pt's state, the body's model config, features.yaml)``. A file that cannot be
+    read is a :class:`DataError` naming it, never a traceback from torch."""
     import torch
     import yaml
 
@@ -306,11 +324,32 @@ def read_model_dir(
             file=str(path),
             fix=f"pass EXP_DIR/final of a finished `pykaldi2 {command}` run",
         )
-    state = torch.load(path / "final.pt", map_location=device, weights_only=False)
-    cfg_cls, _ = _model_classes(state["model_type"])
+    fix = f"copy the model dir again from its source, or re-run `pykaldi2 {command}`"
+    verify_checksums(path, fix=fix)
+    with _readable(path / "final.pt", fix):
+        state = torch.load(path / "final.pt", map_location=device, weights_only=False)
+        cfg_cls, _ = _model_classes(state["model_type"])
     mcfg = cfg_cls.from_dict(state["model_config"])
-    feat = yaml.safe_load((path / "features.yaml").read_text(encoding="utf-8"))
+    with _readable(path / "features.yaml", fix):
+        feat = yaml.safe_load((path / "features.yaml").read_text(encoding="utf-8"))
     return path, state, mcfg, feat
+
+
+@contextlib.contextmanager
+def _readable(path: Path, fix: str):
+    """Turn what a damaged file raises while it is read (torch, pickle, numpy, YAML) into a
+    :class:`DataError` naming it."""
+    import pickle
+
+    import yaml
+
+    try:
+        yield
+    except (OSError, EOFError, RuntimeError, ValueError, KeyError, TypeError,
+            pickle.UnpicklingError, yaml.YAMLError) as e:  # fmt: skip
+        raise DataError(
+            f"cannot read {path.name} ({type(e).__name__}: {e})", file=str(path), fix=fix
+        ) from None
 
 
 def load_final_dir(path: str | os.PathLike, device: str = "cpu") -> CEModelDir:
@@ -323,7 +362,8 @@ def load_final_dir(path: str | os.PathLike, device: str = "cpu") -> CEModelDir:
     model = build_model(mtype, mcfg)
     model.load_state_dict(state["model"])
     model.to(device).eval()
-    priors = np.load(path / "priors.npy")
+    with _readable(path / "priors.npy", "re-run `pykaldi2 train-ce`"):
+        priors = np.load(path / "priors.npy")
     if priors.shape != (mcfg.num_classes,):
         raise DataError(
             f"priors.npy has shape {priors.shape}, the model {mcfg.num_classes} outputs",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from pykaldi2.utils.config import ConfigMixin
+from pykaldi2.utils.config import ConfigMixin, option
 
 
 @dataclass
@@ -25,15 +25,15 @@ class ScheduleConfig(ConfigMixin):
     validation loss improved by less than ``halving_threshold`` (relative), if ``halving``.
     """
 
-    warmup_steps: int = 0
-    hold_steps: int = 0
+    warmup_steps: int = option(0, ge=0)
+    hold_steps: int = option(0, ge=0)
     decay: str = "none"  # "none" | "exp"
-    decay_rate: float = 0.5
-    decay_steps: int = 10000
-    min_factor: float = 0.01
+    decay_rate: float = option(0.5, gt=0, le=1)
+    decay_steps: int = option(10000, ge=1)
+    min_factor: float = option(0.01, ge=0, le=1)
     halving: bool = False
-    halving_threshold: float = 0.001
-    halving_factor: float = 0.5
+    halving_threshold: float = option(0.001, ge=0)
+    halving_factor: float = option(0.5, gt=0, le=1)
 
     def __post_init__(self) -> None:
         if self.decay not in ("none", "exp"):

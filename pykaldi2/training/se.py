@@ -72,6 +72,7 @@ from typing import Any
 
 import numpy as np
 
+from pykaldi2.data.transcripts import MAX_MISSING_TEXT_FRACTION
 from pykaldi2.losses.lattice import SequenceConfig, SequenceTask
 from pykaldi2.losses.lattice_gen import LatticeGenConfig, Ready
 from pykaldi2.simulation.config import SimulationConfig
@@ -79,6 +80,7 @@ from pykaldi2.training.config import TrainConfigMixin, as_list, simulation_confi
 from pykaldi2.training.model_dir import load_final_dir, write_se_dir
 from pykaldi2.training.se_egs import lang_files, load_se_data, make_se_loader
 from pykaldi2.training.trainer import TrainerConfig
+from pykaldi2.utils.config import option
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
 from pykaldi2.utils.log import append_jsonl, get_logger
 
@@ -115,6 +117,8 @@ class TrainSEConfig(TrainConfigMixin):
         num_workers: DataLoader worker processes (features).
         length_tolerance: allowed |feature frames - alignment frames| per utterance.
         max_missing_fraction: more utterances than this without a usable alignment is an error.
+        max_missing_text_fraction: with ``online``: utterances without a transcript are listed
+            (their stored alignment is their numerator); more than this fraction is an error.
         trainer: the :class:`TrainerConfig` (small LR: sequence training moves a trained model).
         seed: sampler shuffling and the validation split.
         simulation: null (default: the stored features) or a sim.yaml
@@ -138,9 +142,10 @@ class TrainSEConfig(TrainConfigMixin):
     num_workers: int = 1
     length_tolerance: int = 1
     max_missing_fraction: float = 0.2
+    max_missing_text_fraction: float = option(MAX_MISSING_TEXT_FRACTION, ge=0, le=1)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     seed: int = 0
-    simulation: SimulationConfig | None = None
+    simulation: SimulationConfig | str | None = None
 
     def __post_init__(self) -> None:
 
@@ -295,6 +300,7 @@ def load_pending_lattices(trainer, rgen: ResumableGenerator, online: bool = Fals
     the run then continues, not bit-exactly, with lattices from the resumed model."""
     from pykaldi2.training import checkpoint as ckpt
 
+    ckpt.remove_stale_temps(trainer.ckpt_dir, rf"lattices-\d+\.rank{trainer.dist.rank}\.pt")
     if trainer.step == 0 or trainer.batches_done == 0:
         return True
     path = _lattice_file(trainer.ckpt_dir, trainer.step, trainer.dist.rank)
@@ -351,7 +357,7 @@ def train_se(cfg: TrainSEConfig, exp_dir: str | os.PathLike) -> Path:
             seq.silence_phones = silence_phones_of(cfg.den_graph)
             if not seq.silence_phones and seq.criterion != "mmi":
                 log.warning("no silence phones (den_graph has no phones/silence.csl)")
-        _check_graph(cfg, md.num_pdfs)
+        _check_graph(cfg, md)
         info = TransitionInfo.from_trans_model(md.ali_model.tm)
         model = md.model
         model.train()
@@ -414,8 +420,11 @@ def train_se(cfg: TrainSEConfig, exp_dir: str | os.PathLike) -> Path:
         dist.shutdown()
 
 
-def _check_graph(cfg: TrainSEConfig, num_pdfs: int) -> None:
-    from pykaldi2.lang.hclg import check_graph_num_pdfs
+def _check_graph(cfg: TrainSEConfig, md) -> None:
+    """den_graph must be a graph built for the CE model dir ``md``'s final.mdl (its model_id,
+    else its num_pdfs). The graph itself is read by the lattice workers, whose decoder refuses
+    transition-ids beyond the model's."""
+    from pykaldi2.hmm.graph_model import check_graph_model, rebuild_fix
 
     path = cfg.hclg_path
     if not path.is_file():
@@ -423,8 +432,9 @@ def _check_graph(cfg: TrainSEConfig, num_pdfs: int) -> None:
             "denominator graph not found", file=str(path),
             fix="set den_graph to a graph dir of the CE model's tree (e.g. exp/tri2/graph)",
         )  # fmt: skip
-    fix = "use a graph built with the CE model's final.mdl"
-    check_graph_num_pdfs(path.parent, num_pdfs, fix=fix)
+    model = md.path / "final.mdl"
+    fix = rebuild_fix(path.parent, model) + ", and set den_graph to it"
+    check_graph_model(path.parent, md.ali_model.tm, model, fix=fix)
 
 
 def _after_step_hook(cfg: TrainSEConfig, task: SETask, rgen: ResumableGenerator, epoch_len,

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from pykaldi2.data.transcripts import MAX_MISSING_TEXT_FRACTION, check_transcribed
 from pykaldi2.training.data import (
     DataDirFeatures,
     checked_utts,
@@ -62,13 +63,19 @@ def lang_files(lang_dir: str | os.PathLike) -> tuple[Path, Path, list[int]]:
 
 
 def load_transcripts(
-    data_dirs: list[str], words_txt: str | os.PathLike, utts
+    data_dirs: list[str],
+    words_txt: str | os.PathLike,
+    utts,
+    max_missing_fraction: float = MAX_MISSING_TEXT_FRACTION,
 ) -> dict[str, np.ndarray]:
     """utt -> (W,) int32 word ids of the data dirs' ``text`` for ``utts`` (on-the-fly
-    numerators). A word missing from ``words_txt`` is a :class:`DataError` naming the
-    utterance; an utterance without a transcript gets no entry (its stored alignment is used)."""
+    numerators). Words missing from ``words_txt`` are a :class:`DataError` naming them and
+    their utterances; an utterance without a (non-empty) transcript gets no entry (its stored
+    alignment is used): they are listed, and more than ``max_missing_fraction`` of ``utts`` is
+    an error (:func:`pykaldi2.data.transcripts.check_transcribed`)."""
     from pykaldi2.data.tables import read_table_lines
     from pykaldi2.lang.symbols import SymbolTable
+    from pykaldi2.lang.transcripts import words_to_ids
 
     table = SymbolTable.read(words_txt)
     want = set(utts)
@@ -79,24 +86,17 @@ def load_transcripts(
             raise DataError(
                 "no text (transcripts)", file=str(d), fix="numerator online needs data dir text"
             )
-        for e in read_table_lines(path):
-            if e.key not in want:
-                continue
-            missing = [w for w in e.value.split() if w not in table]
-            if missing:
-                raise DataError(
-                    f"word(s) {' '.join(missing)} not in {words_txt}", file=str(path),
-                    line=e.line, utt=e.key,
-                    fix="use the lang dir the transcripts were prepared with, or map the "
-                    "words to its OOV word (e.g. <UNK>)",
-                )  # fmt: skip
-            if e.value.split():
-                out[e.key] = np.asarray([table.id(w) for w in e.value.split()], dtype=np.int32)
-    untranscribed = len(want) - len(out)
-    if untranscribed:
-        log.warning(
-            "%d utterances have no transcript: their stored alignment is used", untranscribed
-        )
+        lines = [(e.key, e.value) for e in read_table_lines(path) if e.key in want]
+        ids, _ = words_to_ids(
+            [(u, t) for u, t in lines if t.split()], table, oov_word=None, source=str(path),
+            words_file=str(words_txt),
+        )  # fmt: skip
+        out.update({u: np.asarray(w, dtype=np.int32) for u, w in ids.items()})
+    check_transcribed(
+        sorted(want), out, text_file=", ".join(f"{d}/text" for d in data_dirs),
+        max_missing_fraction=max_missing_fraction,
+        what="online numerators (their stored alignment is used)",
+    )  # fmt: skip
     return out
 
 
@@ -105,6 +105,7 @@ def load_se_data(cfg, md) -> SEData:
     (:class:`~pykaldi2.training.model_dir.CEModelDir`): features through its pipeline,
     numerator alignments checked against its transition model."""
     from pykaldi2.data.datasets import UtteranceDataset
+    from pykaldi2.hmm.ali import transition_model_id
 
     feats = DataDirFeatures(cfg.train_data, md.features)
     if feats.dim != md.feature_dim:
@@ -114,7 +115,7 @@ def load_se_data(cfg, md) -> SEData:
             fix="use the data dirs (features) the CE model was trained on",
         )
     alis, ali_model = load_alignments(cfg.ali_dir)
-    if not np.array_equal(ali_model.tid2pdf, md.ali_model.tid2pdf):
+    if transition_model_id(ali_model.tm) != transition_model_id(md.ali_model.tm):
         raise DataError(
             "the alignments come from another transition model than the CE model's final.mdl",
             file=", ".join(cfg.ali_dir),
@@ -127,7 +128,9 @@ def load_se_data(cfg, md) -> SEData:
     words = None
     if cfg.numerator == "online":
         _, words_txt, _ = lang_files(cfg.lang_dir)
-        words = load_transcripts(cfg.train_data, words_txt, [*utts, *vutts])
+        words = load_transcripts(
+            cfg.train_data, words_txt, [*utts, *vutts], cfg.max_missing_text_fraction
+        )
     if cfg.simulation is not None:
         train = simulated_se_utterances(cfg, md, alis, utts)
     else:

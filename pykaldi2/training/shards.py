@@ -40,8 +40,8 @@ from pykaldi2.data.manifests import (
     iter_shard_samples,
     list_shards,
 )
-from pykaldi2.utils.config import ConfigMixin
-from pykaldi2.utils.errors import DataError, Pykaldi2Error
+from pykaldi2.utils.config import ConfigMixin, option
+from pykaldi2.utils.errors import DataError
 from pykaldi2.utils.log import get_logger
 
 log = get_logger(__name__)
@@ -68,14 +68,12 @@ class ShardDataConfig(ConfigMixin):
     train: list[str] = field(default_factory=list)
     valid: list[str] = field(default_factory=list)
     features: dict[str, Any] = field(default_factory=lambda: {"feat_type": "fbank"})
-    shuffle_buffer: int = 512
-    stats_utts: int = 2000
+    shuffle_buffer: int = option(512, ge=1)
+    stats_utts: int = option(2000, ge=1)
 
     def __post_init__(self) -> None:
         self.train = [str(x) for x in ([self.train] if isinstance(self.train, str) else self.train)]
         self.valid = [str(x) for x in ([self.valid] if isinstance(self.valid, str) else self.valid)]
-        if self.shuffle_buffer < 1 or self.stats_utts < 1:
-            raise Pykaldi2Error("shards.shuffle_buffer and shards.stats_utts must be >= 1")
 
     @property
     def enabled(self) -> bool:

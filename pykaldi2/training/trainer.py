@@ -33,7 +33,7 @@ from pykaldi2.losses.output import LossOutput
 from pykaldi2.training import checkpoint as ckpt
 from pykaldi2.training.distributed import Dist
 from pykaldi2.training.schedule import LrSchedule, ScheduleConfig
-from pykaldi2.utils.config import ConfigMixin
+from pykaldi2.utils.config import ConfigMixin, option
 from pykaldi2.utils.errors import Pykaldi2Error
 from pykaldi2.utils.log import get_logger, progress
 
@@ -47,19 +47,19 @@ class Task(Protocol):
 @dataclass
 class TrainerConfig(ConfigMixin):
     optimizer: str = "adam"  # "adam" | "adamw" | "sgd"
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    max_epochs: int = 10
-    max_steps: int = 0  # 0: no limit
+    lr: float = option(1e-3, gt=0)
+    momentum: float = option(0.9, ge=0, lt=1)
+    weight_decay: float = option(0.0, ge=0)
+    max_epochs: int = option(10, ge=0)
+    max_steps: int = option(0, ge=0)  # 0: no limit
     accum_grad: int = 1
-    grad_clip: float = 5.0  # 0: off
+    grad_clip: float = option(5.0, ge=0)  # 0: off
     amp: bool = True  # only takes effect on CUDA
-    checkpoint_every: int = 1000
-    keep_last: int = 5
-    log_every: int = 50
+    checkpoint_every: int = option(1000, ge=0)
+    keep_last: int = option(5, ge=1)
+    log_every: int = option(50, ge=0)
     seed: int = 0
-    max_bad_batches: int = 20
+    max_bad_batches: int = option(20, ge=0)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
     def __post_init__(self) -> None:
@@ -80,6 +80,34 @@ def make_optimizer(
         )
     opt = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     return opt(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def close_tensorboard_after_failure(writer) -> None:
+    """Close a tensorboardX ``SummaryWriter`` after training failed. When its final flush
+    cannot be written (the disk is full), the pending events are dropped instead: each event
+    file's descriptor is pointed at /dev/null, its writer thread stopped and the file closed,
+    so that tensorboardX prints no tracebacks at exit. The events only mirror
+    ``log/*.jsonl``, which keeps every complete line. (Reaches into tensorboardX: FileWriter ->
+    EventFileWriter -> EventsWriter -> RecordWriter -> its file.)"""
+    import contextlib
+
+    try:
+        writer.close()
+        return
+    except Exception:
+        pass
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for fw in list((getattr(writer, "all_writers", None) or {}).values()):
+            ew = fw.event_writer
+            with contextlib.suppress(Exception):
+                events = ew._ev_writer._py_recordio_writer._writer
+                os.dup2(devnull, events.fileno())
+                ew._worker.stop()
+                events.close()
+            ew._closed = True
+    finally:
+        os.close(devnull)
 
 
 def _reseed(seed: int, step: int, rank: int) -> None:
@@ -159,7 +187,11 @@ class Trainer:
         self.dist.barrier()
 
     def resume(self, path: str | os.PathLike | None = None) -> bool:
-        """Load ``path`` or the latest checkpoint in the exp dir; False when there is none."""
+        """Load ``path`` or the latest checkpoint in the exp dir; False when there is none.
+        Temp files of a checkpoint write that was killed are removed first (rank 0)."""
+        if self.dist.is_main:
+            for p in ckpt.remove_stale_temps(self.ckpt_dir, r"ckpt-\d+\.pt|latest"):
+                log.info("removed %s (a checkpoint write that did not finish)", p)
         path = Path(path) if path else ckpt.latest_checkpoint(self.ckpt_dir)
         if path is None:
             return False
@@ -240,7 +272,17 @@ class Trainer:
         return loader if hasattr(loader, "set_epoch") else None
 
     def fit(self, train_loader: Any) -> dict[str, float]:
-        """Train until ``max_epochs``/``max_steps``; returns the last epoch's average stats."""
+        """Train until ``max_epochs``/``max_steps``; returns the last epoch's average stats.
+        When training fails (a full disk, say), the tensorboard writer is closed first (see
+        :func:`close_tensorboard_after_failure`) and the error passes on."""
+        try:
+            return self._fit(train_loader)
+        except BaseException:
+            if self.writer is not None:
+                close_tensorboard_after_failure(self.writer)
+            raise
+
+    def _fit(self, train_loader: Any) -> dict[str, float]:
         cfg = self.cfg
         self.model.train()
         sampler = self._sampler(train_loader)

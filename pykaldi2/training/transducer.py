@@ -13,7 +13,8 @@ into ``EXP_DIR/tokenizer`` (or ``tokenizer_model`` given); features through the
 stacking ``frame_stack`` frames and keeping every ``frame_subsample``-th, Myrtle's 3x3);
 utterances whose token count exceeds the encoder frames after time reduction, without text, or
 with characters the tokenizer cannot encode (``tokenizer.on_unknown: skip``) are skipped and
-counted in ``EXP_DIR/log/skipped.json``; length-bucketed batches; SpecAugment on the fly; the
+counted in ``EXP_DIR/log/skipped.json`` (those without a ``text`` line are also named in a
+warning, and more than ``max_missing_text_fraction`` of them is an error); length-bucketed batches; SpecAugment on the fly; the
 shared :class:`~pykaldi2.training.trainer.Trainer` (AMP, grad accumulation, warmup/hold/exp
 decay, NaN skipping, exact resume, torchrun/horovod) with a separate LR factor for the joiner's
 output layer and EMA weights kept in every checkpoint and used for the final model. With
@@ -35,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pykaldi2.data.transcripts import MAX_MISSING_TEXT_FRACTION
 from pykaldi2.features.transducer_frontend import TransducerFrontendConfig
 from pykaldi2.lang.tokenizer import TokenizerConfig
 from pykaldi2.losses.output import LossOutput
@@ -49,7 +51,7 @@ from pykaldi2.training.transducer_egs import (
     transducer_tokenizer,
     warm_start_ewma,
 )
-from pykaldi2.utils.config import ConfigMixin
+from pykaldi2.utils.config import ConfigMixin, check_fields, check_keys, option
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
 from pykaldi2.utils.log import append_jsonl, get_logger
 
@@ -79,18 +81,14 @@ class PrunedLossConfig(ConfigMixin):
             ``am_only_scale``; icefall: 0.25 and 0).
     """
 
-    prune_range: int = 5
-    simple_loss_scale: float = 0.5
-    warm_step: int = 2000
-    lm_scale: float = 0.25
-    am_scale: float = 0.0
+    prune_range: int = option(5, ge=2)
+    simple_loss_scale: float = option(0.5, ge=0, le=1)
+    warm_step: int = option(2000, ge=0)
+    lm_scale: float = option(0.25, ge=0, lt=1)
+    am_scale: float = option(0.0, ge=0, lt=1)
 
     def __post_init__(self) -> None:
-        if self.prune_range < 2:
-            raise Pykaldi2Error("pruned.prune_range must be >= 2")
-        if not 0.0 <= self.simple_loss_scale <= 1.0 or self.warm_step < 0:
-            raise Pykaldi2Error("pruned.simple_loss_scale must be in [0, 1], warm_step >= 0")
-        if self.lm_scale < 0 or self.am_scale < 0 or self.lm_scale + self.am_scale >= 1:
+        if self.lm_scale + self.am_scale >= 1:
             raise Pykaldi2Error("pruned.lm_scale and am_scale must be >= 0 with a sum < 1")
 
     def scales(self, step: int) -> tuple[float, float]:
@@ -135,6 +133,8 @@ class TrainTransducerConfig(TrainConfigMixin):
             bound of the full loss).
         joint_lr_factor: LR multiplier of the joiner's output layer (Myrtle's ``joint_net_lr``).
         max_symbols_per_frame: greedy decoding setting saved with the model.
+        max_missing_text_fraction: utterances with features but no ``text`` line are listed
+            and left out; more than this fraction of a data dir set is an error.
         trainer: :class:`TrainerConfig` (optimizer, AMP, accum_grad, schedule, checkpoints).
         simulation: null (default: the stored features) or a sim.yaml (saved resolved): the
             training utterances are simulated on the fly from the audio of ``train_data`` (one
@@ -156,18 +156,19 @@ class TrainTransducerConfig(TrainConfigMixin):
     specaug: SpecAugConfig = field(default_factory=SpecAugConfig)
     batch_size: int = 32
     max_frames: int = 0
-    max_frames_per_utt: int = 0
-    num_buckets: int = 10
+    max_frames_per_utt: int = option(0, ge=0)
+    num_buckets: int = option(10, ge=1)
     num_workers: int = 2
     ema_decay: float = 0.999
-    loss: str = "full"
+    loss: str = option("full", choices=TRANSDUCER_LOSSES)
     pruned: PrunedLossConfig = field(default_factory=PrunedLossConfig)
     ctc_weight: float = 0.0
     joint_lr_factor: float = 1.0
     max_symbols_per_frame: int = 3
+    max_missing_text_fraction: float = option(MAX_MISSING_TEXT_FRACTION, ge=0, le=1)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     seed: int = 0
-    simulation: SimulationConfig | None = None
+    simulation: SimulationConfig | str | None = None
     shards: ShardDataConfig = field(default_factory=ShardDataConfig)
 
     def __post_init__(self) -> None:
@@ -187,8 +188,6 @@ class TrainTransducerConfig(TrainConfigMixin):
             problems.append("ema_decay must be in [0, 1)")
         if self.ctc_weight < 0:
             problems.append("ctc_weight must be >= 0")
-        if self.loss not in TRANSDUCER_LOSSES:
-            problems.append(f"loss must be one of {TRANSDUCER_LOSSES}, not {self.loss!r}")
         if self.joint_lr_factor <= 0:
             problems.append("joint_lr_factor must be > 0")
         if not 0.0 <= self.valid_fraction < 1.0:
@@ -197,6 +196,10 @@ class TrainTransducerConfig(TrainConfigMixin):
             problems.append("num_workers >= 0 and max_symbols_per_frame >= 1 required")
         if problems:
             raise Pykaldi2Error("TrainTransducerConfig: " + "; ".join(problems))
+        from pykaldi2.nnet.transducer import TransducerConfig
+
+        check_keys(self.model, TransducerConfig.field_names(), where="model")
+        check_fields(TransducerConfig, self.model, where="model")
 
     # The unknown-key and bad-value messages are train-ce's.
     from_dict = classmethod(options_from_dict)

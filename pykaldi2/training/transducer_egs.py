@@ -220,11 +220,18 @@ def transducer_tokenizer(cfg, exp_dir: Path, dist):
     return Tokenizer(path)
 
 
-def _encoded(tok, data_dirs, on_unknown):
+def _encoded(tok, data_dirs, on_unknown, feats, max_missing_fraction: float):
+    """The transcripts of ``data_dirs`` encoded; those of utterances in ``feats`` checked to
+    be there (:func:`pykaldi2.data.transcripts.check_transcribed`)."""
+    from pykaldi2.data.transcripts import check_transcribed
     from pykaldi2.lang.tokenizer import encode_text, read_transcripts
 
     src = ", ".join(f"{d}/text" for d in data_dirs)
-    return encode_text(tok, read_transcripts(data_dirs), on_unknown, source=src)
+    transcripts = read_transcripts(data_dirs)
+    check_transcribed(
+        sorted(feats), transcripts, text_file=src, max_missing_fraction=max_missing_fraction
+    )
+    return encode_text(tok, transcripts, on_unknown, source=src)
 
 
 @dataclass
@@ -270,7 +277,7 @@ def transducer_loaders(cfg, tok, k: int, rank: int, world_size: int) -> Transduc
         vloader = valid_batches(sh.valid, vitems, collate_frames, cfg.batch_size, fc)
     elif cfg.valid_data:
         vfeats = DataDirFeatures(cfg.valid_data, cfg.frontend.pipeline())
-        venc = _encoded(tok, cfg.valid_data, "skip")
+        venc = _encoded(tok, cfg.valid_data, "skip", vfeats, cfg.max_missing_text_fraction)
         vutts, _ = select_utts(vfeats, venc.tokens, cfg.frontend, k)
         vloader = make_loader(TokenDataset(vfeats, venc.tokens, vutts, cfg.frontend), cfg,
                               rank=rank, world_size=world_size, shuffle=False)  # fmt: skip
@@ -283,13 +290,14 @@ def load_transducer_data(cfg, tok, mcfg_k: int):
 
     fe = cfg.frontend
     feats = DataDirFeatures(cfg.train_data, fe.pipeline())
-    enc = _encoded(tok, cfg.train_data, cfg.tokenizer.on_unknown)
+    frac = cfg.max_missing_text_fraction
+    enc = _encoded(tok, cfg.train_data, cfg.tokenizer.on_unknown, feats, frac)
     utts, skipped = select_utts(feats, enc.tokens, fe, mcfg_k, cfg.max_frames_per_utt)
     skipped["unknown_characters"] = enc.skipped
     valid = None
     if cfg.valid_data:
         vfeats = DataDirFeatures(cfg.valid_data, fe.pipeline())
-        venc = _encoded(tok, cfg.valid_data, "skip")
+        venc = _encoded(tok, cfg.valid_data, "skip", vfeats, frac)
         vutts, _ = select_utts(vfeats, venc.tokens, fe, mcfg_k)
         valid = TokenDataset(vfeats, venc.tokens, vutts, fe)
     elif cfg.valid_fraction > 0:

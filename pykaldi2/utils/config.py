@@ -12,6 +12,16 @@ A config is a ``@dataclass`` that validates itself in ``__post_init__``; mixing 
 Nested sections declared as ``field(default_factory=SectionClass)`` are built from plain dicts
 by :meth:`ConfigMixin.build_sections` (call it first thing in ``__post_init__``).
 
+Every field is checked against its annotation before the class's own ``__post_init__`` runs
+(by ``from_dict`` and by direct construction alike): ``int`` takes integers only (``1.5`` and
+``true`` are errors), ``float`` numbers (and numeric strings such as ``"2e-5"``, which YAML 1.1
+reads as strings: converted), ``bool`` true/false, ``str`` strings or paths, ``list[X]`` /
+``tuple[X, ...]`` lists of X (``list[str]`` also one string: a data-dir option), ``dict``
+mappings, a section its class or a mapping, ``X | None`` also null. Declare a field's range
+with :func:`option` (``lr: float = option(1e-3, gt=0)``). Errors name the key:
+``"TrainerConfig.lr must be > 0, got -0.01"``, ``"bad option value: BlstmConfig.hidden:
+expected an integer, got [32]"``.
+
     >>> @dataclasses.dataclass
     ... class BeamConfig(ConfigMixin):
     ...     beam: float = 13.0
@@ -23,13 +33,26 @@ by :meth:`ConfigMixin.build_sections` (call it first thing in ``__post_init__``)
 from __future__ import annotations
 
 import dataclasses
+import functools
+import numbers
 import os
-from collections.abc import Collection, Mapping
+import sys
+import types
+import typing
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
 
-__all__ = ["ConfigMixin", "check_keys", "read_yaml_mapping", "to_plain"]
+__all__ = [
+    "Bounds",
+    "ConfigMixin",
+    "check_fields",
+    "check_keys",
+    "option",
+    "read_yaml_mapping",
+    "to_plain",
+]
 
 
 def check_keys(
@@ -84,8 +107,251 @@ def to_plain(value: Any) -> Any:
     return value
 
 
+# ---------------------------------------------------------------------------------------------
+# Typed, range-checked fields
+# ---------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Bounds:
+    """The allowed values of a config field (:func:`option`): ``gt`` / ``ge`` / ``lt`` / ``le``
+    for numbers (each element of a list or tuple), ``choices`` for anything."""
+
+    gt: float | None = None
+    ge: float | None = None
+    lt: float | None = None
+    le: float | None = None
+    choices: tuple | None = None
+
+    def problem(self, value: Any) -> str | None:
+        """Why ``value`` is not allowed (``"must be > 0"``), or None."""
+        if self.choices is not None:
+            if value not in self.choices:
+                return f"must be one of {', '.join(map(repr, self.choices))}"
+            return None
+        values = value if isinstance(value, list | tuple) else [value]
+        for v in values:
+            if not isinstance(v, numbers.Real) or isinstance(v, bool):
+                continue
+            for bound, op, ok in (
+                (self.gt, ">", lambda a, b: a > b),
+                (self.ge, ">=", lambda a, b: a >= b),
+                (self.lt, "<", lambda a, b: a < b),
+                (self.le, "<=", lambda a, b: a <= b),
+            ):
+                if bound is not None and not ok(v, bound):
+                    return f"must be {op} {bound:g}"
+        return None
+
+    def describe(self) -> str:
+        if self.choices is not None:
+            return f"one of {', '.join(map(repr, self.choices))}"
+        return " and ".join(
+            f"{op} {b:g}"
+            for b, op in ((self.gt, ">"), (self.ge, ">="), (self.lt, "<"), (self.le, "<="))
+            if b is not None
+        )
+
+
+def option(
+    default: Any = dataclasses.MISSING,
+    *,
+    default_factory: Any = dataclasses.MISSING,
+    gt: float | None = None,
+    ge: float | None = None,
+    lt: float | None = None,
+    le: float | None = None,
+    choices: Collection | None = None,
+) -> Any:
+    """A dataclass field with a checked range: ``lr: float = option(1e-3, gt=0)``,
+    ``dropout: float = option(0.1, ge=0, lt=1)``, ``optimizer: str = option("adam",
+    choices=("adam", "sgd"))``. ``ConfigMixin`` checks it (after the type) with a message
+    naming the key."""
+    bounds = Bounds(gt, ge, lt, le, tuple(choices) if choices is not None else None)
+    return dataclasses.field(
+        default=default, default_factory=default_factory, metadata={"bounds": bounds}
+    )
+
+
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    """Field name -> resolved annotation (None where it cannot be resolved: unchecked)."""
+    out: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        glob = getattr(sys.modules.get(klass.__module__), "__dict__", {})
+        for name, ann in klass.__dict__.get("__annotations__", {}).items():
+            if isinstance(ann, str):
+                try:
+                    ann = eval(ann, glob, dict(vars(klass)))  # noqa: S307 (our own annotations)
+                except Exception:
+                    ann = None
+            out[name] = ann
+    return out
+
+
+def _describe(tp: Any) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if tp is type(None):
+        return "null"
+    if tp is bool:
+        return "true or false"
+    if tp is int:
+        return "an integer"
+    if tp is float:
+        return "a number"
+    if tp is str:
+        return "a string"
+    if origin in (list, tuple, Sequence) or tp in (list, tuple):
+        elem = [a for a in args if a is not Ellipsis]
+        if elem and all(a == elem[0] for a in elem):
+            inner = _describe(elem[0])
+            inner = {"an integer": "integers", "a number": "numbers", "a string": "strings"}.get(
+                inner, inner
+            )
+            n = f"{len(args)} " if Ellipsis not in args and origin is tuple else ""
+            return f"a list of {n}{inner}"
+        return "a list"
+    if origin in (dict, Mapping) or tp in (dict, Mapping):
+        return "a mapping"
+    if dataclasses.is_dataclass(tp):
+        return f"a {tp.__name__} section (a mapping)"
+    return getattr(tp, "__name__", str(tp))
+
+
+_NO = object()  # "does not conform"
+
+
+def _conform(value: Any, tp: Any) -> Any:
+    """``value`` (or its conversion: numeric strings for floats) if it fits the annotation
+    ``tp``, else :data:`_NO`. Annotations this does not understand accept anything."""
+    if tp is None or tp is Any or isinstance(tp, typing.TypeVar):
+        return value
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        for arm in args:
+            v = _conform(value, arm)
+            if v is not _NO:
+                return v
+        return _NO
+    if origin is typing.ClassVar:
+        return value
+    if origin is typing.Literal:
+        return value if value in args else _NO
+    if tp is type(None):
+        return value if value is None else _NO
+    if tp is bool:
+        return value if isinstance(value, bool) or type(value).__name__ == "bool_" else _NO
+    if tp is int:
+        ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        return value if ok else _NO
+    if tp is float:
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return float(value.strip())
+            except ValueError:
+                return _NO
+        return _NO
+    if tp is str:
+        # null and paths pass: the classes normalize them (``str(self.x or "")``)
+        return value if value is None or isinstance(value, str | os.PathLike) else _NO
+    if origin in (list, tuple, Sequence) or tp in (list, tuple):
+        if args == (str,) and (value is None or isinstance(value, str | os.PathLike)):
+            return value  # one data dir for a list of them
+        if getattr(value, "ndim", 0) == 1 and hasattr(value, "tolist"):
+            value = value.tolist()  # a numpy vector
+        if not isinstance(value, list | tuple):
+            return _NO
+        if not args:
+            return value
+        if origin is tuple and Ellipsis not in args:
+            if len(value) != len(args):
+                return _NO
+            elems = args
+        else:
+            elems = (args[0],) * len(value)
+        out = [_conform(v, a) for v, a in zip(value, elems)]
+        if any(v is _NO for v in out):
+            return _NO
+        return type(value)(out) if any(a is not b for a, b in zip(out, value)) else value
+    if origin in (dict, Mapping) or tp in (dict, Mapping):
+        return value if value is None or isinstance(value, Mapping) else _NO
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        return value if value is None or isinstance(value, Mapping | tp) else _NO
+    if isinstance(tp, type):
+        return value if isinstance(value, tp) else _NO
+    return value
+
+
+def check_fields(cls: type, values: Mapping[str, Any], where: str | None = None) -> dict:
+    """``values`` (field -> value) checked against ``cls``'s field annotations and
+    :func:`option` bounds; returns them with numeric strings of float fields converted.
+
+    Raises a :class:`DataError` naming ``where.key`` (``where``: the class name by default):
+    ``"bad option value: TrainerConfig.lr: expected a number, got 'abc'"``, ``"TrainerConfig.lr
+    must be > 0, got -0.01"``.
+    """
+    where = where or cls.__name__
+    hints = _field_types(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    out = dict(values)
+    for name, value in values.items():
+        f = fields.get(name)
+        if f is None:
+            continue
+        v = _conform(value, hints.get(name))
+        if v is _NO:
+            raise DataError(
+                f"bad option value: {where}.{name}: expected {_describe(hints[name])}, "
+                f"got {value!r}"
+            )
+        bounds = f.metadata.get("bounds")
+        problem = bounds.problem(v) if bounds is not None else None
+        if problem:
+            raise DataError(f"{where}.{name} {problem}, got {value!r}")
+        out[name] = v
+    return out
+
+
+def _checked_post_init(own):
+    """``own`` (a class's ``__post_init__``) preceded by :func:`check_fields` on the instance,
+    for the outermost class only (a ``super().__post_init__()`` does not check again)."""
+
+    @functools.wraps(own)
+    def __post_init__(self) -> None:
+        if type(self).__post_init__ is __post_init__:
+            values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+            for name, v in check_fields(type(self), values).items():
+                if v is not values[name]:
+                    object.__setattr__(self, name, v)
+        own(self)
+
+    __post_init__._checks_fields = True  # type: ignore[attr-defined]
+    return __post_init__
+
+
+# ---------------------------------------------------------------------------------------------
+# The mixin
+# ---------------------------------------------------------------------------------------------
 class ConfigMixin:
-    """``to_dict`` / ``from_dict`` / ``from_yaml`` for a config dataclass (see module doc)."""
+    """``to_dict`` / ``from_dict`` / ``from_yaml`` for a config dataclass (see module doc), and
+    the field checks of :func:`check_fields` on every construction."""
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        own = cls.__dict__.get("__post_init__")
+        if own is None:
+            own = getattr(cls, "__post_init__", None)
+            own = getattr(own, "__wrapped__", own)
+            if own is None:
+
+                def own(self) -> None:
+                    return None
+
+        elif getattr(own, "_checks_fields", False):
+            return
+        cls.__post_init__ = _checked_post_init(own)
 
     def to_dict(self) -> dict[str, Any]:
         """All fields, YAML/JSON-safe; ``from_dict(to_dict())`` gives an equal config."""
@@ -106,9 +372,9 @@ class ConfigMixin:
             raise DataError(f"{where or cls.__name__}: expected a mapping, got {d!r}", file=source)
         check_keys(d, cls.field_names(), where=where or cls.__name__, source=source)
         if source is None:
-            return cls(**d)
+            return cls(**check_fields(cls, d, where))
         try:
-            return cls(**d)
+            return cls(**check_fields(cls, d, where))
         except Pykaldi2Error as e:
             raise DataError(str(e), file=source) from None
         except (TypeError, ValueError) as e:

@@ -32,12 +32,23 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> None:
     """Append ``record`` as one JSON line to the log file ``path`` (parent dirs created).
 
     A log grows line by line (and keeps its lines across resumes), so it is appended to, not
-    rewritten atomically like an output file.
+    rewritten atomically like an output file; a write that fails (a full disk) is cut off
+    again, so the log never ends in half a line.
     """
     import json
     from pathlib import Path
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
+    data = memoryview((json.dumps(record) + "\n").encode("utf-8"))
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        start = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            while data:
+                data = data[os.write(fd, data) :]
+        except OSError:
+            os.ftruncate(fd, start)
+            raise
+    finally:
+        os.close(fd)

@@ -115,7 +115,7 @@ def test_export_hybrid_errors(hybrid, tmp_path: Path) -> None:
     for f in ("HCLG.fst", "words.txt"):
         (bad_graph / f).write_bytes((graph / f).read_bytes())
     (bad_graph / "num_pdfs").write_text("999\n")
-    with pytest.raises(DataError, match="graph built for 999 pdfs"):
+    with pytest.raises(DataError, match="was built for a model with 999 pdfs"):
         save_hybrid_model(tmp_path / "x", exp / "final", bad_graph)
     with pytest.raises(DataError, match="not a complete CE model dir"):
         save_hybrid_model(tmp_path / "x", exp, graph)

@@ -81,12 +81,33 @@ def test_transcribe_cli_and_resampling(yesno_model, tmp_path: Path) -> None:
     assert len(lines[3][1].split()) == 8  # 8 words per yesno file
 
 
-def test_transcribe_errors(yesno_model, tmp_path: Path) -> None:
-    model_dir, _ = yesno_model
+def test_transcribe_errors(yesno_model, tmp_path: Path, capsys) -> None:
+    """Bad files are named before any file is decoded (#18 item 14): a missing path (the fix
+    is about the path, not a wav.scp entry), a folder, an empty WAV and one shorter than a
+    frame (an error, not an empty line with exit 0)."""
+    model_dir, test = yesno_model
     model = pykaldi2.load_model(model_dir)
-    with pytest.raises(DataError, match="audio file not found"):
-        model.transcribe([tmp_path / "missing.wav"])
-    short = tmp_path / "short.wav"
+    good = read_data_dir(test).wav_scp[read_data_dir(test).utt_ids[0]]
+    missing = tmp_path / "missing.wav"
+    with pytest.raises(DataError) as e:
+        model.transcribe([missing])
+    assert str(e.value) == (
+        f"{missing}: audio file not found. Fix: check the path (relative to the current directory)"
+    )
+    with pytest.raises(DataError, match=r": is a folder, not an audio file\. Fix: pass the"):
+        model.transcribe([tmp_path])
+    short, empty = tmp_path / "short.wav", tmp_path / "empty.wav"
     sf.write(short, np.zeros(10, dtype=np.int16), 8000)
-    assert model.transcribe([short]) == [""]
+    sf.write(empty, np.zeros(0, dtype=np.int16), 8000)
+    with pytest.raises(DataError, match=r"short\.wav: no audio to transcribe: 10 samples \(1\.2 "
+                       r"ms at 8000 Hz\), less than one 25 ms frame"):  # fmt: skip
+        model.transcribe([short])
+    decoded = []
+    model._decode = lambda path: decoded.append(path)  # records what would be decoded
+    with pytest.raises(DataError, match="empty.wav: no audio to transcribe: 0 samples"):
+        model.transcribe([good, empty])
+    assert decoded == []  # the good file first, but every file is checked before decoding
+    assert main(["transcribe", str(model_dir), good, str(empty)]) == 1
+    out = capsys.readouterr()
+    assert out.out == "" and "empty.wav: no audio to transcribe" in out.err
     assert main(["transcribe", str(tmp_path), str(short)]) == 1  # no model.yaml: clear error

@@ -63,6 +63,15 @@ def test_failing_pipe_names_the_command_and_utt():
 def test_missing_file(tmp_path):
     with pytest.raises(DataError, match=r"nope\.wav \(utterance spk-1\): audio file not found"):
         read_audio(str(tmp_path / "nope.wav"), utt="spk-1")
+    # a path the user gave (no utterance): the fix is about that path, not a wav.scp entry
+    with pytest.raises(DataError) as e:
+        read_audio(str(tmp_path / "nope.wav"))
+    assert str(e.value).endswith("audio file not found. Fix: check the path (relative to the "
+                                 "current directory)")  # fmt: skip
+    with pytest.raises(DataError, match=r": is a folder, not an audio file\. Fix: pass the audio"):
+        read_audio(str(tmp_path))
+    with pytest.raises(DataError, match=r"\(utterance u\): is a folder.*wav\.scp entry must"):
+        audio_duration(str(tmp_path), utt="u")
 
 
 def test_corrupt_file(tmp_path):

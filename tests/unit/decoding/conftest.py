@@ -88,6 +88,8 @@ def tiny():
         id2word={i: w for w, i in WORDS.items()},
         loglik_for=loglik_for,
         pdf_of=pdf_of,
+        phones=PHONES,
+        lexicon=LEXICON,
     )
 
 
@@ -119,3 +121,57 @@ def tiny_am(tiny):
         return feats
 
     return SimpleNamespace(am=am, feats_for=feats_for)
+
+
+# The tiny topology with state 0 entered once (no self-loop): the same pdfs (and pdf count),
+# other transition-ids. A graph built for one of the two models must not decode with the other.
+TOPO_NO_LOOP0 = TOPO.replace(
+    "<State> 0 <PdfClass> 0 <Transition> 0 0.5 <Transition> 1 0.5 </State>",
+    "<State> 0 <PdfClass> 0 <Transition> 1 1.0 </State>",
+)
+
+
+def write_tiny_lang(path):
+    """``tiny``'s lexicon and grammar as a lang dir (L_disambig.fst, G.fst, phones.txt,
+    words.txt + <UNK> as the OOV word, phones/*.int) for ``pykaldi2 mkgraph``."""
+    from pykaldi2.kaldi import kaldifst
+
+    (path / "phones").mkdir(parents=True)
+    (path / "phones.txt").write_text("".join(f"{p} {i}\n" for p, i in PHONES.items()))
+    words = {**WORDS, "<UNK>": len(WORDS)}
+    (path / "words.txt").write_text("".join(f"{w} {i}\n" for w, i in words.items()))
+    (path / "oov.txt").write_text("<UNK>\n")
+    for name, ids in (("disambig", [5, 6]), ("silence", [1]), ("nonsilence", [2, 3, 4]),
+                      ("optional_silence", [1])):  # fmt: skip
+        (path / "phones" / f"{name}.int").write_text("".join(f"{i}\n" for i in ids))
+    kaldifst.compile(L_TEXT).write(str(path / "L_disambig.fst"))
+    kaldifst.compile(G_TEXT).write(str(path / "G.fst"))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_graphs(tiny, tiny_am, tmp_path_factory):
+    """Two models of ``tiny``'s tree and GMMs that differ only in the topology (``a``: tiny's,
+    ``b``: :data:`TOPO_NO_LOOP0`; same pdf count), each with its graph dir from
+    ``pykaldi2 mkgraph``: ``model_a``/``model_b`` (final.mdl paths), ``graph_a``/``graph_b``,
+    ``tm_b``, ``lang``."""
+    from pykaldi2.cli.main import main
+    from pykaldi2.hmm.model import GmmModel
+    from pykaldi2.kaldi import khg
+
+    root = tmp_path_factory.mktemp("tiny_graphs")
+    lang = write_tiny_lang(root / "lang")
+    topo_b = khg.HmmTopology()
+    topo_b.read(TOPO_NO_LOOP0)
+    tm_b = khg.TransitionModel(tiny.ctx, topo_b)
+    assert tm_b.num_pdfs == tiny.tm.num_pdfs
+    assert tm_b.num_transition_ids < tiny.tm.num_transition_ids
+    out = SimpleNamespace(lang=lang, tm_b=tm_b)
+    for name, tm in (("a", tiny.tm), ("b", tm_b)):
+        model = root / f"exp_{name}" / "final.mdl"
+        GmmModel(tm=tm, tree=tiny.ctx, am=tiny_am.am).save(model)
+        graph = root / f"exp_{name}" / "graph"
+        assert main(["mkgraph", str(lang), str(model), str(graph)]) == 0
+        setattr(out, f"model_{name}", model)
+        setattr(out, f"graph_{name}", graph)
+    return out

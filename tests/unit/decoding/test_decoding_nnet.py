@@ -14,22 +14,30 @@ SENTENCES = [["A"], ["B"], ["C"], ["A", "B"], ["B", "C"], ["C", "A"], ["A", "C",
 
 def _write_set(tiny, root, name, sentences, rng):
     """A data dir whose features are noisy one-hots of the pdfs ``tiny.loglik_for`` favours,
-    plus ``ali.ark`` (one transition_id of the right pdf per frame)."""
+    plus their alignments (the same states, ``frames`` per state, through the HMMs)."""
     import kaldiio
 
-    pdf2tid = {int(p): t for t, p in enumerate(tiny.tid2pdf) if t > 0}
+    from pykaldi2.hmm.ali import phones_to_ali
+    from pykaldi2.hmm.model import GmmModel
+    from pykaldi2.kaldi import khg
+
+    model = GmmModel(tm=tiny.tm, tree=tiny.ctx, am=khg.AmDiagGmm())
     data = root / name
     data.mkdir()
     alis, text = {}, []
     with kaldiio.WriteHelper(f"ark,scp:{data}/feats.ark,{data}/feats.scp") as w:
         for i, words in enumerate(sentences):
             utt = f"s{i:02d}"
-            pdfs = tiny.loglik_for(words, frames=int(rng.integers(2, 4))).argmax(1)
+            frames = int(rng.integers(2, 4))
+            pdfs = tiny.loglik_for(words, frames=frames).argmax(1)
+            phones = ["sil", *[p for word in words for p in tiny.lexicon[word]], "sil"]
+            ids = [tiny.phones[p] for p in phones]
+            alis[utt] = phones_to_ali(model, ids, [3 * frames] * len(ids))
+            assert np.array_equal(model.tid2pdf[alis[utt]], pdfs)
             x = np.eye(tiny.tm.num_pdfs)[pdfs] + 0.1 * rng.normal(
                 size=(len(pdfs), tiny.tm.num_pdfs)
             )
             w[utt] = x.astype(np.float32)
-            alis[utt] = np.asarray([pdf2tid[int(p)] for p in pdfs], dtype=np.int32)
             text.append(" ".join([utt, *words]) + "\n")
     (data / "text").write_text("".join(text))
     (data / "utt2spk").write_text("".join(f"s{i:02d} s{i:02d}\n" for i in range(len(text))))
@@ -82,7 +90,7 @@ def test_decode_nnet_command(trained, tmp_path, capsys):
     assert main(argv) == 0
     assert capsys.readouterr().out.startswith("%WER 0.00 [ 0 / 12, 0 ins, 0 del, 0 sub ]")
     assert (out / "hyp.txt").read_text() == (test / "text").read_text()
-    assert (out / "lat.1.ark").is_file() and (out / "lat.2.ark").is_file()
+    assert (out / "lat.1.gz").is_file() and (out / "lat.2.gz").is_file()
 
     # Chunk inference (the training chunks) decodes the same; a graph for another model is
     # refused.
@@ -92,9 +100,28 @@ def test_decode_nnet_command(trained, tmp_path, capsys):
     (graph / "num_pdfs").write_text("999\n")
     try:
         assert main(argv) == 1
-        assert "graph built for 999 pdfs" in capsys.readouterr().err
+        assert "was built for a model with 999 pdfs, " in capsys.readouterr().err
     finally:
         (graph / "num_pdfs").unlink()
+
+
+def test_decode_nnet_and_export_refuse_a_graph_of_another_model(trained, tiny_graphs, tmp_path,
+                                                                capsys):  # fmt: skip
+    """graph_b has the model's pdf count and in-range transition-ids, but was built for a
+    model with another topology: only its model_id tells (#18 item 2)."""
+    from pykaldi2.api import save_hybrid_model
+    from pykaldi2.utils.errors import DataError
+
+    model_dir, _, test = trained
+    g = tiny_graphs
+    argv = ["decode-nnet", str(model_dir), str(g.graph_b), str(test), str(tmp_path / "d")]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "was built for another model (model_id " in err
+    assert f"than {model_dir / 'final.mdl'} (" in err
+    with pytest.raises(DataError, match="was built for another model"):
+        save_hybrid_model(tmp_path / "x", model_dir, g.graph_b)
+    assert main([*argv[:2], str(g.graph_a), *argv[3:]]) == 0  # the model's own graph decodes
 
 
 def test_chunked_loglik_matches_reference(trained):

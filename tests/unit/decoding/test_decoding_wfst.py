@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pykaldi2.decoding.lattice import best_path, best_path_reference, read_lattice_ark
+from pykaldi2.decoding.lattice import best_path, best_path_reference
+from pykaldi2.decoding.lattice_io import read_lattice_ark
 from pykaldi2.decoding.wfst import (
     DecoderConfig,
     decode_faster,
@@ -128,8 +129,9 @@ def test_decode_dir_parallel_and_score(tiny, tmp_path):
     assert summary.num_done == 4 and not summary.failed
     hyp = (out / "hyp.txt").read_text().splitlines()
     assert hyp == [" ".join([u, *ws]) for u, ws in utts.items()]
-    assert sorted(p.name for p in out.glob("lat.*")) == ["lat.1.ark", "lat.2.ark"]
-    keys = [k for j in (1, 2) for k, _ in read_lattice_ark(out / f"lat.{j}.ark")]
+    assert sorted(p.name for p in out.glob("lat.*")) == ["lat.1.gz", "lat.2.gz"]
+    assert (out / "num_jobs").read_text() == "2\n"
+    keys = [k for j in (1, 2) for k, _ in read_lattice_ark(out / f"lat.{j}.gz")]
     assert sorted(keys) == sorted(utts)
     ref = tmp_path / "text"
     ref.write_text("".join(" ".join([u, *ws]) + "\n" for u, ws in utts.items()))

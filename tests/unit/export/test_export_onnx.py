@@ -70,6 +70,18 @@ def test_onnx_greedy_equals_pytorch(tiny_dir, an4_dir, one_thread):
         enc, state = ort_model.encode(x[i : i + 4 * k], state, return_state=True)
         parts.append(enc)
     np.testing.assert_allclose(np.concatenate(parts), ort_model.encode(x), atol=1e-5)
+    # the export dir's checksums.sha256 names a damaged file (issue 18 item 9)
+    import shutil
+
+    from pykaldi2.utils.errors import DataError
+
+    bad = tiny_dir / "onnx_bad"
+    shutil.copytree(out, bad)
+    data = bytearray((bad / "joiner.onnx").read_bytes())
+    data[len(data) // 2] ^= 1
+    (bad / "joiner.onnx").write_bytes(bytes(data))
+    with pytest.raises(DataError, match=r"joiner\.onnx fails its sha256 check"):
+        OnnxTransducer(bad)
 
 
 def test_not_an_onnx_dir(tmp_path):

@@ -221,3 +221,61 @@ def test_killed_parent_leaves_no_worker(an4_small, tmp_path):
         alive = [k for k in kids if os.path.exists(f"/proc/{k}") and
                  "Z" not in open(f"/proc/{k}/stat").read().split()[2]]  # fmt: skip
     assert alive == [], f"workers outlived their parent: {alive}"
+
+
+def test_a_full_disk_stops_compute_feats_cleanly_and_it_resumes(an4_small, tmp_path, monkeypatch,
+                                                                 capsys):  # fmt: skip
+    """ENOSPC injected (#18; tests/unit/test_disk_full.py fills a real tmpfs): the ark write of
+    the 7th utterance fails -> a clear error naming the archive, no archive, temp file or
+    feats.scp left; HDF5 stops by its free-space check before the library can hit ENOSPC.
+    After space is freed the same command completes with the features of a clean run."""
+    import errno
+
+    import kaldiio.matio
+
+    from pykaldi2.utils import io as uio
+
+    argv = ["compute-feats", "--feat-type", "mfcc", "--format", "ark", str(an4_small)]
+    assert main([*argv, str(tmp_path / "clean")]) == 0
+    clean = {u: v.copy() for u, v in kaldiio.load_scp(str(an4_small / "feats.scp")).items()}
+    (an4_small / "feats.scp").unlink()
+    real, calls = kaldiio.matio.write_array, []
+
+    def full_at_7(fd, array, *args, **kw):
+        calls.append(1)
+        if len(calls) == 7:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, array, *args, **kw)
+
+    featdir = tmp_path / "mfcc"
+    monkeypatch.setattr(kaldiio.matio, "write_array", full_at_7)
+    assert main([*argv, str(featdir)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"pykaldi2 compute-feats: error: {featdir}/raw_mfcc_train.1.ark: no space left on the "
+        "device ("
+    )
+    assert "run the same command again: finished outputs are kept" in err and "Traceback" not in err
+    assert sorted(p.name for p in featdir.iterdir()) == [".raw_mfcc_train.lock",
+                                                         "raw_mfcc_train.json"]  # fmt: skip
+    assert not (an4_small / "feats.scp").exists()
+    monkeypatch.setattr(kaldiio.matio, "write_array", real)
+    assert main([*argv, str(featdir)]) == 0
+    got = kaldiio.load_scp(str(an4_small / "feats.scp"))
+    assert got.keys() == clean.keys() and all(np.array_equal(got[u], clean[u]) for u in clean)
+
+    # HDF5: the archive opens and 8 utterances fit, then the free-space check refuses the 9th
+    real_free, checks = uio.free_bytes, []
+
+    def free_until_9(path):
+        checks.append(path)
+        return real_free(path) if len(checks) <= 9 else 4096
+
+    monkeypatch.setattr(uio, "free_bytes", free_until_9)
+    h5dir = tmp_path / "h5"
+    with pytest.raises(uio.DiskFullError, match=r"raw_mfcc_train\.1\.h5: not enough space left"):
+        compute_feats(an4_small, h5dir, MfccConfig(), fmt="hdf5")
+    assert not list(h5dir.glob("*.h5")) and not list(h5dir.glob(".*.tmp"))
+    monkeypatch.setattr(uio, "free_bytes", real_free)
+    reader = compute_feats(an4_small, h5dir, MfccConfig(), fmt="hdf5")
+    assert reader.keys() == clean.keys() and all(np.array_equal(reader[u], clean[u]) for u in clean)

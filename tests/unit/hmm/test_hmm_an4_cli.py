@@ -40,7 +40,9 @@ def test_an4_mono_train_and_align(an4_dir, tmp_path):
     assert len(hist) == 8
     # flat start to trained model: the per-frame log-likelihood rises clearly
     assert hist[-1]["like_per_frame"] > hist[0]["like_per_frame"] + 5.0
-    assert (exp / "tree").read_bytes().startswith(b"ContextDependency ")
+    # a Kaldi exp dir: binary final.mdl and tree with Kaldi's header
+    assert (exp / "tree").read_bytes().startswith(b"\0BContextDependency ")
+    assert (exp / "final.mdl").read_bytes().startswith(b"\0B<TransitionModel> <Topology> ")
     from pykaldi2.hmm.model import GmmModel
 
     assert GmmModel.load(exp / "final.mdl").feat_type == "delta"  # what decoding rebuilds
@@ -99,7 +101,7 @@ def test_an4_mono_train_and_align(an4_dir, tmp_path):
         "--tot-gauss",
         600,
     )
-    from pykaldi2.hmm.event_map import read_tree
+    from pykaldi2.hmm.kaldi_io import read_tree
 
     for d in (tri1, tri2):
         model = GmmModel.load(d / "final.mdl")
@@ -110,6 +112,24 @@ def test_an4_mono_train_and_align(an4_dir, tmp_path):
     lda_model = GmmModel.load(tri2 / "final.mdl")
     assert lda_model.feat_type == "lda" and lda_model.transform.shape == (40, 13 * 7)
     assert lda_model.dim == 40
+    # what Kaldi's tools and scripts read in an LDA+MLLT exp dir, in Kaldi's formats
+    from pykaldi2.hmm import kaldi_io
+
+    for d in (exp, tri1, tri2):
+        tm, am = kaldi_io.read_kaldi_model(d / "final.mdl")  # gmm-info, show-transitions
+        assert am.num_pdfs == tm.num_pdfs == kaldi_io.read_tree(d / "tree").num_pdfs
+        assert (d / "phones.txt").read_bytes() == (lang / "phones.txt").read_bytes()
+        assert (d / "num_jobs").read_text() == "1\n" and (d / "cmvn_opts").read_text() == "\n"
+        assert len(kaldi_io.read_vector(d / "final.occs")) == tm.num_pdfs
+    assert (tri2 / "final.mat").read_bytes().startswith(b"\0BFM ")
+    assert (tri2 / "splice_opts").read_text() == "--left-context=3 --right-context=3\n"
+    assert not (tri1 / "final.mat").exists()
+    # every exp/ali dir names the transition model its alignments were made with (#18 item 11)
+    from pykaldi2.hmm.ali import MODEL_ID, transition_model_id
+
+    for d in (exp, tmp_path / "exp" / "mono_ali", tri1, tri2):
+        want = transition_model_id(GmmModel.load(d / "final.mdl").tm)
+        assert (d / MODEL_ID).read_text().strip() == want, d
     # the parallel aligner (2 spawned jobs, the classic `align` name) gives the same alignments
     _run("align", "--nj", 2, data / "sub", lang, exp, tmp_path / "exp" / "mono_ali2")
     alis2 = read_ali(tmp_path / "exp" / "mono_ali2" / "ali.scp")

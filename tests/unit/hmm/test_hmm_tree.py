@@ -8,7 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from pykaldi2.hmm.event_map import map_context, read_tree
+from pykaldi2.hmm.event_map import map_context
+from pykaldi2.hmm.kaldi_io import read_tree
 from pykaldi2.hmm.tree import best_split, best_split_ref, build_tree
 from pykaldi2.hmm.tree_stats import TreeStats
 

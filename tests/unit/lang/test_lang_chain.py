@@ -353,9 +353,8 @@ def test_triphone_context_den_and_supervision():
         ConstantEventMap,
         SplitEventMap,
         TableEventMap,
-        context_dependency_bytes,
-        context_dependency_from_bytes,
     )
+    from pykaldi2.hmm.kaldi_io import Tree
 
     # pdf of phone p: 2(p-1) if the right phone is 1 or the end of the utterance, else 2(p-1)+1
     leaves = [
@@ -363,7 +362,7 @@ def test_triphone_context_den_and_supervision():
         for p in (1, 2, 3)
     ]
     tree = TableEventMap(1, [None, *leaves])
-    ctx = context_dependency_from_bytes(context_dependency_bytes(tree, 3, 1))
+    ctx = Tree(tree, 3, 1).khg()
     entry = TopoEntry("left-to-right", 1)
     topo = khg.HmmTopology()
     topo.read(make_topo([1, 2, 3], [], TopoConfig(entry, entry)))

@@ -84,9 +84,12 @@ def test_phones_dir(lang):
     assert lang.phones.ids(["AH_B", "AE_B", "EY_B", "N_B", "D_B", "R_B", "EH_B"]) in eq
     wb = lang.word_boundary()
     assert wb[lang.phones.id("SIL")] == "nonword" and wb[lang.phones.id("D_E")] == "end"
+    # as prepare_lang.sh: silence phones by their suffix too
+    assert wb[lang.phones.id("SIL_B")] == "begin" and wb[lang.phones.id("SPN_S")] == "singleton"
     assert wb[lang.phones.id("AH_S")] == "singleton" and len(wb) == 38
     align = (lang.dir / "phones" / "align_lexicon.txt").read_text().splitlines()
-    assert align[0] == "<eps> <eps> SIL" and "AND AND AE_B N_I D_E" in align
+    assert "<eps> <eps> SIL" in align and "AND AND AE_B N_I D_E" in align
+    assert align == sorted(align, key=str.encode)  # LC_ALL=C sort
     assert (lang.dir / "phones" / "silence.csl").read_text().strip() == ":".join(
         str(i) for i in range(1, 11)
     )
@@ -186,3 +189,40 @@ def test_validate_and_load_errors(lang, tmp_path):
     with pytest.raises(DataError, match="lang dir not found"):
         load_lang(tmp_path / "nope")
     assert "phones.txt" in validate_lang(tmp_path)[0]  # an empty dir: what is missing is named
+
+
+@pytest.mark.parametrize("corpus", ["an4", "yesno"])
+def test_lang_dir_is_kaldis(kaldi_ref, tmp_path, corpus):
+    """prepare-lang on the dict Kaldi's prepare_lang.sh was given (with Kaldi's 5-state ergodic
+    silence) writes Kaldi's files: every phones/ file, phones.txt, words.txt, oov.*, topo byte
+    for byte; L.fst / L_disambig.fst with the same arcs (yesno: the same bytes)."""
+    from pykaldi2.cli.main import main
+    from pykaldi2.kaldi import kaldifst
+
+    ref = kaldi_ref / corpus / "lang"
+    out = tmp_path / "lang"
+    opts = ["--sil-states", "5", "--sil-topo", "ergodic"]
+    if corpus == "yesno":
+        opts.append("--position-independent")
+    oov = "<UNK>" if corpus == "an4" else "<SIL>"
+    assert main(["prepare-lang", *opts, str(kaldi_ref / corpus / "dict"), oov, str(out)]) == 0
+    names = sorted(str(p.relative_to(ref)) for p in ref.rglob("*") if p.is_file())
+    for name in names:
+        if name in ("G.fst", "L.fst", "L_disambig.fst"):
+            continue
+        assert (out / name).read_bytes() == (ref / name).read_bytes(), name
+    extra = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()} - set(names)
+    assert extra == {"prepare_lang.json"}
+
+    def arcs(path):
+        f = kaldifst.StdVectorFst.read(str(path))
+        return sorted(
+            (s, a.nextstate, a.ilabel, a.olabel, a.weight.value)
+            for s in range(f.num_states)
+            for a in kaldifst.ArcIterator(f, s)
+        )
+
+    for name in ("L.fst", "L_disambig.fst"):
+        assert arcs(out / name) == arcs(ref / name), name
+        if corpus == "yesno":
+            assert (out / name).read_bytes() == (ref / name).read_bytes()

@@ -125,8 +125,27 @@ def test_train_chain_resume_is_exact(corpus, tmp_path, one_thread):
     assert a.keys() == b.keys() and any(k.startswith("xent.") for k in a)
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
-    for f in ("den.fst", "normalization.fst", "final.mdl", "tree", "features.yaml"):
+    for f in (
+        "den.fst",
+        "normalization.fst",
+        "final.mdl",
+        "tree",
+        "features.yaml",
+        "checksums.sha256",
+    ):
         assert (full / "final" / f).is_file()
+
+
+def test_train_chain_killed_at_a_random_point_resumes_exactly(corpus, tmp_path, one_thread):
+    """SIGKILL of a running train-chain at a random moment after its step-3 checkpoint, then
+    the same command again: the final weights equal an uninterrupted run's."""
+    from kill_resume import check_kill_and_resume
+
+    _, data, ali, _ = corpus
+    conf = _config(tmp_path, data, ali)
+    cmd = ["train-chain", "--config", conf, "--override", "trainer.max_steps=12",
+           "--override", "trainer.keep_last=100"]  # fmt: skip
+    check_kill_and_resume(cmd, tmp_path, after_step=3, seed=3, weights=_weights)
 
 
 def test_train_chain_learns_and_decodes(corpus, tmp_path, one_thread):
@@ -158,6 +177,21 @@ def test_train_chain_learns_and_decodes(corpus, tmp_path, one_thread):
     best = (out / "best_wer").read_text()
     wer = float(best.split("%WER")[1].split()[0])
     assert wer <= 25.0, best  # 16.7% (2 errors in 12 words) measured; chance is ~100%
+
+    # The alignment GMM's graph (same tree, the GMM's 3-state topology) with the chain model:
+    # refused by the graph's model_id (#18 item 2), naming the chain mkgraph to run.
+    from pykaldi2.hmm.ali import transition_model_id
+    from pykaldi2.utils.errors import DataError
+
+    gmm = GmmModel.load(ali / "final.mdl")
+    hclg = make_hclg(kaldifst.compile(L_TEXT), kaldifst.compile(G_TEXT), [5], gmm.tree, gmm.tm)
+    gmm_graph = tmp_path / "gmm_graph"
+    gmm_graph.mkdir()
+    hclg.fst.write(str(gmm_graph / "HCLG.fst"))
+    (gmm_graph / "words.txt").write_text((graph / "words.txt").read_text())
+    (gmm_graph / "model_id").write_text(transition_model_id(gmm.tm) + "\n")
+    with pytest.raises(DataError, match=r"built for another model.*--self-loop-scale 1\.0"):
+        decode_chain(exp / "final", gmm_graph, test, tmp_path / "decode_gmm_graph")
 
 
 def test_train_chain_config_errors(tmp_path):

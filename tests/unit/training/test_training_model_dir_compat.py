@@ -44,3 +44,43 @@ def test_chain_dir_written_before_loads(expected, one_thread):
     assert md.model.xent is not None and md.chunk_size == 0
     np.testing.assert_allclose(_run(md.model, expected["input"]), expected["chain_output"],
                                rtol=1e-6, atol=1e-6)  # fmt: skip
+
+
+def test_damaged_final_pt_of_a_dir_written_before_checksums_is_named(tmp_path):
+    """A dir without checksums.sha256 (written before them) still loads unchecked, but a
+    truncated final.pt is a DataError naming the file (it was an OSError traceback)."""
+    import shutil
+
+    from pykaldi2.training.model_dir import load_final_dir
+    from pykaldi2.utils.errors import DataError
+
+    ce = tmp_path / "ce"
+    shutil.copytree(FIXTURE / "ce", ce)
+    data = (ce / "final.pt").read_bytes()
+    (ce / "final.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match=r"final\.pt: cannot read final\.pt"):
+        load_final_dir(ce)
+
+
+def test_export_dir_written_before_checksums_loads_and_is_still_checked(tmp_path):
+    """An export dir of the old format (sizes and sha256 of file roles in model.yaml, no
+    checksums.sha256) loads; a flipped byte in a file role is caught by model.yaml's sha256."""
+    import shutil
+
+    from pykaldi2.export.model_dir import load_model_dir
+    from pykaldi2.utils.errors import DataError
+
+    md = load_model_dir(FIXTURE / "export")
+    assert md.kind == "gmm" and (md.file("nnet") / "final.pt").is_file()
+    old = tmp_path / "export"
+    shutil.copytree(FIXTURE / "export", old)
+    _flip_byte(old / "model.mdl")
+    with pytest.raises(DataError, match="'model' file fails its sha256 check"):
+        load_model_dir(old)
+
+
+def _flip_byte(path: Path, offset: int | None = None) -> None:
+    data = bytearray(path.read_bytes())
+    i = len(data) // 2 if offset is None else offset
+    data[i] ^= 0x01
+    path.write_bytes(bytes(data))

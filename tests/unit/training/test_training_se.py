@@ -7,6 +7,7 @@ the objective and resume exactly."""
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import numpy as np
@@ -187,6 +188,19 @@ def _mmi_runs(conf: str, tmp_path):
     return run, full, parts, saved
 
 
+def test_train_se_killed_at_a_random_point_resumes_exactly(se_setup, tmp_path, one_thread):
+    """SIGKILL of a running train-se (MMI) at a random moment after its step-2 checkpoint
+    (mid-epoch: the pending lattices are saved beside it), then the same command again: the
+    final weights equal an uninterrupted run's."""
+    from kill_resume import check_kill_and_resume
+
+    _, _, cfg, _ = se_setup
+    conf = _write(tmp_path, cfg)
+    cmd = ["train-se", "--criterion", "mmi", "--config", conf, "--override",
+           "trainer.max_steps=14", "--override", "trainer.keep_last=100"]  # fmt: skip
+    check_kill_and_resume(cmd, tmp_path, after_step=2, seed=5, weights=_weights)
+
+
 @pytest.mark.parametrize("numerator", ["ali", "online"])
 def test_train_se_mmi_true_objective_and_exact_resume(se_setup, tmp_path, one_thread, numerator):
     from pykaldi2.training.data import held_out_split
@@ -249,6 +263,7 @@ def test_train_se_smbr_improves_and_decodes(se_setup, tmp_path, one_thread):
     assert len(valid) == 4 and all(0.0 < r["objf"] <= 1.0 for r in valid), valid
     assert valid[-1]["objf"] > valid[0]["objf"], valid  # expected frame accuracy went up
     saved = yaml.safe_load((exp / "final" / "config.yaml").read_text())["config"]
+    assert (exp / "final" / "checksums.sha256").is_file()  # verified by decode-nnet's loader
     assert saved["sequence"]["criterion"] == "smbr" and saved["sequence"]["silence_phones"] == [1]
     out = tmp_path / "decode"
     decode_nnet(exp / "final", root / "graph", test, out)
@@ -318,6 +333,20 @@ def test_train_se_errors(se_setup, tmp_path, capsys):
     assert "another transition model" in capsys.readouterr().err
     assert main(["train-se", "--config", conf, "--override", "sequence.boost=1", "x"]) == 1
     assert "boost applies to criterion bmmi only" in capsys.readouterr().err
+    # a den_graph built for another model (its model_id; same pdf count and arcs otherwise)
+    import shutil
+
+    from pykaldi2.hmm.ali import transition_model_id
+
+    graph = tmp_path / "graph_other"
+    shutil.copytree(cfg["den_graph"], graph)
+    other_tm = GmmModel.load(other / "final.mdl").tm
+    (graph / "model_id").write_text(transition_model_id(other_tm) + "\n")
+    conf = _write(tmp_path, cfg, den_graph=str(graph))
+    assert main(["train-se", "--config", conf, str(tmp_path / "e3")]) == 1
+    err = capsys.readouterr().err
+    assert f"{graph / 'model_id'}: the graph {graph / 'HCLG.fst'} was built for another" in err
+    assert "and set den_graph to it" in err
 
 
 @pytest.mark.parametrize("criterion", ["bmmi", "mpfe"])
@@ -376,10 +405,21 @@ def test_train_se_online_numerators(se_setup, tmp_path, one_thread, capsys):
     conf = _write(tmp_path, {**online, "lang_dir": str(lang)})
     assert main(["train-se", "--config", conf, str(tmp_path / "oov")]) == 1
     err = capsys.readouterr().err
-    assert "(utterance train02)" in err and "word(s) C not in" in err and "Fix:" in err, err
+    assert f"not in {lang / 'words.txt'}: C (" in err and "Fix:" in err, err
+    assert re.search(r"in \d+ utterances?: train02", err), err  # the words and their utterances
     conf = _write(tmp_path, {**cfg, "numerator": "online"})
     assert main(["train-se", "--config", conf, str(tmp_path / "nolang")]) == 1
     assert "numerator online needs lang_dir" in capsys.readouterr().err
+    # a third of the transcripts missing: listed and refused (#18 item 3)
+    data = tmp_path / "data_notext"
+    shutil.copytree(cfg["train_data"][0], data)
+    lines = (data / "text").read_text().splitlines()
+    (data / "text").write_text("".join(ln + "\n" for ln in lines[::3] + lines[1::3]))
+    conf = _write(tmp_path, {**online, "train_data": [str(data)]})
+    assert main(["train-se", "--config", conf, str(tmp_path / "notext")]) == 1
+    err = capsys.readouterr().err
+    n = len(lines[2::3])
+    assert f"{data}/text: {n} of {len(lines)} utterances " in err and "have no transcript" in err
 
 
 # ---------------------------------------------------------------------------------------------

@@ -126,6 +126,20 @@ def test_train_resume_and_decode(tmp_path, one_thread):
     assert len(hyp) == 13 and (out / "wer").read_text().startswith("%WER")
 
 
+def test_train_transducer_killed_at_a_random_point_resumes_exactly(tmp_path, one_thread):
+    """SIGKILL of a running train-transducer at a random moment after its step-2 checkpoint,
+    then the same command again: the final (EMA) weights equal an uninterrupted run's."""
+    from kill_resume import check_kill_and_resume
+
+    data = make_corpus(tmp_path)
+    conf = write_config(tmp_path, data)
+    cmd = ["train-transducer", "--config", str(conf)]
+    for o in ["trainer.max_steps=12", "trainer.checkpoint_every=2", "trainer.keep_last=100"]:
+        cmd += ["--override", o]
+    check_kill_and_resume(cmd, tmp_path, after_step=2, seed=11,
+                          weights=lambda exp: _weights(exp / "final"))  # fmt: skip
+
+
 def test_training_learns(tmp_path, one_thread):
     """The toy task is learnt: the loss falls 100-fold, greedy decoding gets most words right
     (the 2-frame utterance with 6 words, never trained on, counts 6 of the 32 words; an untrained
@@ -157,10 +171,16 @@ def test_config_errors(tmp_path):
     with pytest.raises(Pykaldi2Error, match="cmvn"):
         TransducerFrontendConfig(cmvn="speaker")
     conf = write_config(tmp_path, data, model={"vocab_size": 3})
-    with pytest.raises(DataError, match="model.vocab_size"):
-        from pykaldi2.training.transducer import train_transducer
+    from pykaldi2.training.transducer import train_transducer
 
+    with pytest.raises(DataError, match="model.vocab_size"):
         train_transducer(TrainTransducerConfig.load(conf), tmp_path / "x")
+    # utterances without a text line: named, and refused above max_missing_text_fraction
+    lines = (data / "text").read_text().splitlines()
+    (data / "text").write_text("".join(ln + "\n" for ln in lines[2:]))
+    gone = ", ".join(ln.split()[0] for ln in lines[:2])
+    with pytest.raises(DataError, match=f"2 of 13 utterances .* have no transcript, .*: {gone}"):
+        train_transducer(TrainTransducerConfig.load(write_config(tmp_path, data)), tmp_path / "y")
 
 
 @pytest.mark.parametrize("stack,sub", [(1, 1), (3, 3), (2, 3), (4, 2)])

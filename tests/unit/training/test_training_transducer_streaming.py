@@ -121,7 +121,7 @@ def test_stream_equals_offline_on_an4(tiny_model_dir, an4_dir, one_thread, capsy
     assert capsys.readouterr().out.strip() == text
 
 
-def test_load_model_api(tiny_model_dir, an4_dir, one_thread):
+def test_load_model_api(tiny_model_dir, an4_dir, one_thread, tmp_path):
     import pykaldi2.api as api
 
     f = sorted((an4_dir / "flac/an4test_clstk/fcaw").glob("*.flac"))[0]
@@ -130,6 +130,15 @@ def test_load_model_api(tiny_model_dir, an4_dir, one_thread):
     model = api.load_model(tiny_model_dir)
     assert model.transcribe([f]) == [expected]
     assert model([f]) == [expected] and model(f) == expected  # callable, as DeepSpeech-Keras'
+    # an empty WAV is named before any file is decoded (#18 item 14), as for HCLG models
+    import soundfile as sf
+
+    from pykaldi2.utils.errors import DataError
+
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0, dtype=np.int16), 16000)
+    with pytest.raises(DataError, match="empty.wav: no audio to transcribe: 0 samples"):
+        model.transcribe([f, empty])
 
 
 def test_stream_int8(tiny_model_dir, an4_dir, one_thread, capsys):
@@ -484,6 +493,7 @@ def test_ewma_carry_over_between_files(an4_dir, tmp_path, one_thread):
 
     import pykaldi2.api as api
     from pykaldi2.cli.main import main
+    from pykaldi2.utils.checksums import write_checksums
 
     md = make_tiny_model_dir(tmp_path / "reset", "ewma")
     files = sorted((an4_dir / "flac/an4test_clstk/fcaw").glob("*.flac"))[:3]
@@ -503,6 +513,7 @@ def test_ewma_carry_over_between_files(an4_dir, tmp_path, one_thread):
     meta = yaml.safe_load((carry / "model.yaml").read_text())
     meta["configs"]["frontend"]["ewma"]["carry_over"] = True
     (carry / "model.yaml").write_text(yaml.safe_dump(meta))
+    write_checksums(carry)  # an edited model dir is re-signed (else its checksum check fails)
     carried = api.load_model(carry).transcribe(files)
     assert carried[0] == reset[0] and carried[1] == carried_by_hand
     assert carried != reset  # alpha 0.02: the state moves within a file
