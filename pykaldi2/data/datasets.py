@@ -170,16 +170,28 @@ class ChunkDataset(torch.utils.data.Dataset):
         self.chunk_size, self.left, self.right = chunk_size, left, right
         if utts is None:
             utts = match_targets(feats, targets, tolerance=tolerance).utts
-        self.chunks: list[tuple[str, int, int]] = []  # (utt, start, num_frames)
-        for utt in utts:
-            n = _num_frames(feats, utt)
-            self.chunks.extend((utt, s, n) for s in chunk_starts(n, chunk_size))
+        self.utts = list(utts)
+        # chunk c: utterance self.utts[_utt[c]], first frame _start[c]; _frames[i]: utterance
+        # i's frames. Flat arrays (12 bytes a chunk), not a list of tuples (~120 bytes a chunk,
+        # whose pages every DataLoader worker dirties by reference counting).
+        frames = np.array([_num_frames(feats, u) for u in self.utts], dtype=np.int64)
+        per_utt = [np.asarray(chunk_starts(int(n), chunk_size), dtype=np.int64) for n in frames]
+        counts = np.array([len(s) for s in per_utt], dtype=np.int64)
+        self._frames = frames.astype(np.int32)
+        self._utt = np.repeat(np.arange(len(frames), dtype=np.int32), counts)
+        self._start = np.concatenate(per_utt or [np.zeros(0, np.int64)]).astype(np.int32)
+        self.chunks = _Chunks(self)
+
+    def chunk(self, i: int) -> tuple[str, int, int]:
+        """Chunk ``i`` as (utt, first frame, the utterance's frames)."""
+        u = int(self._utt[i])
+        return self.utts[u], int(self._start[i]), int(self._frames[u])
 
     def __len__(self) -> int:
-        return len(self.chunks)
+        return len(self._utt)
 
     def __getitem__(self, i: int):
-        utt, start, n = self.chunks[i]
+        utt, start, n = self.chunk(i)
         x = np.asarray(self.feats[utt], dtype=np.float32)
         y = _fit_length(np.asarray(self.targets[utt], dtype=np.int64), n)
         c = self.chunk_size
@@ -188,6 +200,25 @@ class ChunkDataset(torch.utils.data.Dataset):
         m = min(c, n - start)
         tgt[:m] = y[start : start + m]
         return utt, x[idx], tgt
+
+
+class _Chunks(Sequence):
+    """``ChunkDataset.chunks``: chunk i as a (utt, start, num_frames) tuple, made on access."""
+
+    def __init__(self, ds: ChunkDataset) -> None:
+        self._ds = ds
+
+    def __len__(self) -> int:
+        return len(self._ds)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self._ds.chunk(j) for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return self._ds.chunk(i)
 
 
 def collate_frames(items):

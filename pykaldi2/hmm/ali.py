@@ -16,7 +16,7 @@ import hashlib
 import io
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -260,6 +260,12 @@ def write_ali_dir(out_dir: str | os.PathLike, model: GmmModel, res) -> Path:
 
 def read_ali(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read alignments from an ``.ark``, ``.scp`` or gzipped ark; utt -> (T,) int32."""
+    return dict(iter_ali(path))
+
+
+def iter_ali(path: str | os.PathLike) -> Iterator[tuple[str, np.ndarray]]:
+    """``(utt, (T,) int32)`` of an ``.ark``, ``.scp`` or gzipped ark, one entry at a time (an
+    archive of a corpus is never held whole)."""
     import kaldiio
 
     path = Path(path)
@@ -268,12 +274,14 @@ def read_ali(path: str | os.PathLike) -> dict[str, np.ndarray]:
     try:
         if path.suffix == ".gz":
             with gzip.open(path, "rb") as f:
-                return {k: np.asarray(v, dtype=np.int32) for k, v in kaldiio.load_ark(f)}
-        if path.suffix == ".scp":
-            return {
-                k: np.asarray(v, dtype=np.int32) for k, v in kaldiio.load_scp(str(path)).items()
-            }
-        return {k: np.asarray(v, dtype=np.int32) for k, v in kaldiio.load_ark(str(path))}
+                for k, v in kaldiio.load_ark(f):
+                    yield k, np.asarray(v, dtype=np.int32)
+        elif path.suffix == ".scp":
+            for k, v in kaldiio.load_scp_sequential(str(path)):
+                yield k, np.asarray(v, dtype=np.int32)
+        else:
+            for k, v in kaldiio.load_ark(str(path)):
+                yield k, np.asarray(v, dtype=np.int32)
     except DataError:
         raise
     except Exception as e:

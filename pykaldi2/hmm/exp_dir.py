@@ -22,7 +22,7 @@ import logging
 import os
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -94,27 +94,50 @@ def read_ali_dir(ali_dir: str | os.PathLike, model=None) -> tuple[dict[str, np.n
     the file and utterance; alignments that are no path through the model's HMMs
     (:func:`~pykaldi2.hmm.ali.ali_mismatch`: made with another model of the same size, or
     frame targets written as alignments) are counted and warned about, naming the first.
+    :func:`iter_ali_dir` gives the same alignments one at a time (for a corpus).
     """
-    from pykaldi2.hmm.ali import ali_mismatch, check_ali_model, read_ali
+    if model is None:
+        model = ali_dir_model(ali_dir)
+    else:
+        from pykaldi2.hmm.ali import check_ali_model
+
+        check_ali_model(Path(ali_dir), model)
+    return dict(iter_ali_dir(ali_dir, model)), model
+
+
+def ali_dir_model(ali_dir: str | os.PathLike):
+    """The GmmModel (final.mdl) of an ali dir, checked against the dir's ``model_id``."""
+    from pykaldi2.hmm.ali import check_ali_model
     from pykaldi2.hmm.model import GmmModel
 
     d = Path(ali_dir)
-    files = ali_files(d)
-    if model is None:
-        if not (d / "final.mdl").is_file():
-            raise DataError(
-                "an alignment dir without final.mdl",
-                file=str(d),
-                fix="Kaldi's and pykaldi2's ali dirs keep the model (final.mdl, tree) that made "
-                "the alignments: copy them from the source exp dir",
-            )
-        model = GmmModel.load(d / "final.mdl")
+    if not (d / "final.mdl").is_file():
+        ali_files(d)  # no alignments at all: that error first
+        raise DataError(
+            "an alignment dir without final.mdl",
+            file=str(d),
+            fix="Kaldi's and pykaldi2's ali dirs keep the model (final.mdl, tree) that made "
+            "the alignments: copy them from the source exp dir",
+        )
+    model = GmmModel.load(d / "final.mdl")
     check_ali_model(d, model)  # a model_id naming another model than final.mdl is an error
+    return model
+
+
+def iter_ali_dir(ali_dir: str | os.PathLike, model) -> Iterator[tuple[str, np.ndarray]]:
+    """``(utt, (T,) int32 transition-ids)`` of every alignment of an ali dir, one archive entry
+    at a time, checked as in :func:`read_ali_dir` against ``model`` (the dir's final.mdl,
+    :func:`ali_dir_model`); the warning about alignments that are no HMM path comes at the end.
+    """
+    from pykaldi2.hmm.ali import ali_mismatch, iter_ali
+
+    d = Path(ali_dir)
+    files = ali_files(d)
     num_tids = int(model.tm.num_transition_ids)
-    alis: dict[str, np.ndarray] = {}
     bad: list[str] = []
+    count = 0
     for f in files:
-        for utt, ali in read_ali(f).items():
+        for utt, ali in iter_ali(f):
             if len(ali) == 0 or ali.min() < 1 or ali.max() > num_tids:
                 raise DataError(
                     f"empty alignment or transition_id {int(ali.max()) if len(ali) else 0} "
@@ -126,17 +149,17 @@ def read_ali_dir(ali_dir: str | os.PathLike, model=None) -> tuple[dict[str, np.n
             why = ali_mismatch(model, ali)
             if why is not None:
                 bad.append(f"{utt} ({f.name}): {why}")
-            alis[utt] = ali
+            count += 1
+            yield utt, ali
     if bad:
         log.warning(
             "%s: %d of %d alignments are no path through the HMMs of its final.mdl (made with "
             "another model?), e.g. %s",
             d,
             len(bad),
-            len(alis),
+            count,
             bad[0],
         )
-    return alis, model
 
 
 def read_ali_dirs(ali_dirs) -> tuple[dict[str, np.ndarray], object]:

@@ -199,9 +199,9 @@ def train_ce(cfg: TrainCEConfig, exp_dir: str | os.PathLike) -> Path:
     dist = Dist.from_env()
     try:
         if cfg.shards.enabled:
-            data = load_ce_shards(cfg, dist.rank, dist.world_size)
+            data = load_ce_shards(cfg, exp_dir / "egs", dist)
         else:
-            data = load_ce_data(cfg)
+            data = load_ce_data(cfg, exp_dir / "egs", dist)
         mcfg = model_config(cfg.model_type, cfg.model, data.feats.dim, data.num_pdfs)
         torch.manual_seed(cfg.seed)
         model = build_model(cfg.model_type, mcfg)

@@ -1,7 +1,9 @@
 """Frame-CE training examples (Kaldi's NnetExample): fixed chunks with pdf targets.
 
 ``train-ce``'s data: the processed features and ``ali-to-pdf`` targets of the training (and
-validation) data dirs (:mod:`pykaldi2.training.data`), cut into chunks of ``chunk_size``
+validation) data dirs (:mod:`pykaldi2.training.data`; the targets written once into
+``EXP_DIR/egs/pdf_targets``, a memory-mapped store, and read per chunk), cut into chunks of
+``chunk_size``
 frames plus ``left_context`` / ``right_context``
 (:class:`~pykaldi2.data.datasets.ChunkDataset`, or
 :class:`~pykaldi2.simulation.dataset.SimulatedChunkDataset` with ``simulation``), batched by a
@@ -13,6 +15,8 @@ Dimension legend: N chunks, T = left + chunk_size + right frames, F feature dim.
 
 from __future__ import annotations
 
+import os
+from collections import ChainMap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,10 +25,11 @@ import numpy as np
 
 from pykaldi2.training.data import (
     DataDirFeatures,
+    alignment_store,
     checked_utts,
+    egs_path,
     epoch_batches,
     held_out_split,
-    load_pdf_targets,
     simulated_utterances,
 )
 from pykaldi2.utils.errors import DataError
@@ -35,7 +40,7 @@ class CEData:
     """Everything the training loop reads: features, targets and the chunked datasets."""
 
     feats: DataDirFeatures
-    targets: dict[str, np.ndarray]
+    targets: Mapping[str, np.ndarray]  # VectorStore of the training pdf targets
     train: Any  # ChunkDataset
     valid: Any | None  # ChunkDataset or None
     valid_feats: Mapping[str, np.ndarray] | None
@@ -43,28 +48,36 @@ class CEData:
     num_pdfs: int
 
 
-def load_ce_data(cfg) -> CEData:
-    """Features, pdf targets and chunk datasets of the train (and valid) sets."""
+def load_ce_data(cfg, egs_dir: str | os.PathLike | None = None, dist=None) -> CEData:
+    """Features, pdf targets and chunk datasets of the train (and valid) sets.
+
+    The pdf targets are stores in ``egs_dir`` (``pdf_targets``, ``valid_pdf_targets``; a
+    temp dir when None) made by rank 0 of ``dist`` (:func:`~pykaldi2.training.data.
+    alignment_store`)."""
     from pykaldi2.data.datasets import ChunkDataset
 
+    egs = egs_path(egs_dir)
     feats = DataDirFeatures(cfg.train_data, cfg.features)
-    targets, ali_model = load_pdf_targets(cfg.ali_dir)
+    targets, ali_model = alignment_store(cfg.ali_dir, egs / "pdf_targets", to_pdf=True, dist=dist)
     num_pdfs = int(ali_model.tm.num_pdfs)
     utts = checked_utts(feats, targets, cfg, source=", ".join(cfg.ali_dir))
 
-    def chunks(f, u):
-        return ChunkDataset(f, targets, cfg.chunk_size, cfg.left_context, cfg.right_context, utts=u)
+    def chunks(f, u, t=targets):
+        return ChunkDataset(f, t, cfg.chunk_size, cfg.left_context, cfg.right_context, utts=u)
 
     valid_feats, valid = None, None
     if cfg.valid_data:
         valid_feats = DataDirFeatures(cfg.valid_data, cfg.features)
-        if cfg.valid_ali_dir:
-            vt, _ = load_pdf_targets(cfg.valid_ali_dir)
-            targets.update(vt)
+        vtargets: Mapping[str, np.ndarray] = targets
+        if cfg.valid_ali_dir:  # valid_ali_dir's alignment of an utterance first
+            vt, _ = alignment_store(
+                cfg.valid_ali_dir, egs / "valid_pdf_targets", to_pdf=True, dist=dist
+            )
+            vtargets = ChainMap(vt, targets)
         vutts = checked_utts(
-            valid_feats, targets, cfg, source=", ".join(cfg.valid_ali_dir or cfg.ali_dir)
+            valid_feats, vtargets, cfg, source=", ".join(cfg.valid_ali_dir or cfg.ali_dir)
         )
-        valid = chunks(valid_feats, vutts)
+        valid = chunks(valid_feats, vutts, vtargets)
     elif cfg.valid_fraction > 0:
         utts, vutts = held_out_split(utts, cfg.valid_fraction, cfg.seed)
         valid_feats = feats
@@ -104,12 +117,13 @@ class ChunkItems:
         return [ds[i] for i in range(len(ds))]
 
 
-def load_ce_shards(cfg, rank: int, world_size: int) -> CEData:
+def load_ce_shards(cfg, egs_dir: str | os.PathLike | None = None, dist=None) -> CEData:
     """:class:`CEData` of WebDataset shards (``cfg.shards``): ``train`` is a
     :class:`~pykaldi2.training.shards.ShardLoader` of chunk batches, ``valid`` the collated
     validation batches (``shards.valid``, or the chunks of ``valid_data``'s DataLoader), and
     ``feats`` what the model dir needs of the features
-    (:class:`~pykaldi2.training.shards.ShardFeatures`)."""
+    (:class:`~pykaldi2.training.shards.ShardFeatures`). The pdf targets are stores in
+    ``egs_dir`` as in :func:`load_ce_data`; ``dist`` gives the rank and world size."""
     from pykaldi2.data.datasets import collate_frames
     from pykaldi2.training.shards import ShardFeatures, ShardLoader, valid_batches
 
@@ -120,7 +134,9 @@ def load_ce_shards(cfg, rank: int, world_size: int) -> CEData:
         )  # fmt: skip
     sh = cfg.shards
     fc = sh.frame_config()
-    targets, ali_model = load_pdf_targets(cfg.ali_dir)
+    egs = egs_path(egs_dir)
+    rank, world_size = (dist.rank, dist.world_size) if dist is not None else (0, 1)
+    targets, ali_model = alignment_store(cfg.ali_dir, egs / "pdf_targets", to_pdf=True, dist=dist)
     items = ChunkItems(cfg, targets)
     train = ShardLoader(
         sh.train, items, collate_frames, batch_size=cfg.batch_size, frame_config=fc,
@@ -129,9 +145,12 @@ def load_ce_shards(cfg, rank: int, world_size: int) -> CEData:
     )  # fmt: skip
     valid, valid_feats = None, None
     if sh.valid or cfg.valid_data:
-        vt = dict(targets)
-        if cfg.valid_ali_dir:
-            vt.update(load_pdf_targets(cfg.valid_ali_dir)[0])
+        vt: Mapping[str, np.ndarray] = targets
+        if cfg.valid_ali_dir:  # valid_ali_dir's alignment of an utterance first
+            v, _ = alignment_store(
+                cfg.valid_ali_dir, egs / "valid_pdf_targets", to_pdf=True, dist=dist
+            )
+            vt = ChainMap(v, targets)
         if sh.valid:
             valid = valid_batches(sh.valid, ChunkItems(cfg, vt), collate_frames, cfg.batch_size,
                                   fc)  # fmt: skip

@@ -3,8 +3,13 @@
 - :class:`DataDirFeatures`: the processed features of one or more data dirs as one
   ``utt -> (T, F)`` mapping (CMVN / deltas / splicing of
   :class:`~pykaldi2.features.pipeline.ProcessedFeatures`);
-- alignment dirs (``final.mdl`` + ``ali.scp`` / ``ali.ark`` / ``ali.*.gz``, ours or Kaldi's):
-  :func:`load_alignments` (transition_ids), :func:`load_pdf_targets` (``ali-to-pdf``);
+- alignment dirs (``final.mdl`` + ``ali.scp`` / ``ali.ark`` / ``ali.*.gz``, ours or Kaldi's) as
+  targets on disk: :func:`alignment_store` (transition_ids, or ``ali-to-pdf``'s pdf_ids) writes
+  them once, streamed, into a memory-mapped :class:`~pykaldi2.data.vector_store.VectorStore`
+  in the exp dir's ``egs/`` (as Kaldi's training reads targets from archives per example), so
+  neither the trainer nor a DataLoader worker holds a corpus of them; :func:`shared_store` does
+  that for any per-utterance vectors (transcripts, token ids). :func:`load_alignments` and
+  :func:`load_pdf_targets` read the same into dicts (small corpora);
 - :func:`checked_utts` (the utterances whose targets fit their features), :func:`held_out_split`;
 - on-the-fly simulation: :func:`simulated_utterances`, :func:`epoch_batches`.
 
@@ -18,12 +23,19 @@ Dimension legend: T frames, F feature dim.
 
 from __future__ import annotations
 
+import atexit
+import hashlib
+import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pykaldi2.data.vector_store import VectorStore, VectorStoreWriter, read_store_meta
 from pykaldi2.features.pipeline import FeaturePipelineConfig, ProcessedFeatures
 from pykaldi2.simulation.config import SimulationConfig
 from pykaldi2.utils.errors import DataError
@@ -107,6 +119,107 @@ def load_alignments(ali_dirs: Sequence[str | os.PathLike]) -> tuple[dict[str, np
     from pykaldi2.hmm.exp_dir import read_ali_dirs
 
     return read_ali_dirs(ali_dirs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Targets on disk: vector stores in the exp dir's egs/
+# ---------------------------------------------------------------------------------------------
+def egs_path(egs_dir: str | os.PathLike | None) -> Path:
+    """``egs_dir`` (made if needed), or when None a temp dir of this process, removed at its
+    exit (callers without an exp dir: tests, notebooks)."""
+    global _TEMP_EGS
+    if egs_dir is not None:
+        Path(egs_dir).mkdir(parents=True, exist_ok=True)
+        return Path(egs_dir)
+    if _TEMP_EGS is None or _TEMP_EGS[0] != os.getpid():
+        path = Path(tempfile.mkdtemp(prefix="pykaldi2-egs-"))
+        pid = os.getpid()
+        atexit.register(lambda: os.getpid() == pid and shutil.rmtree(path, ignore_errors=True))
+        _TEMP_EGS = (pid, path)
+    return _TEMP_EGS[1]
+
+
+_TEMP_EGS: tuple[int, Path] | None = None
+
+
+def file_fingerprint(paths: Iterable[str | os.PathLike]) -> list[list]:
+    """``[resolved path, size, mtime_ns]`` of each file: what a store made from them records,
+    so that a changed input makes it stale."""
+    out = []
+    for p in map(Path, paths):
+        st = p.stat()
+        out.append([str(p.resolve()), st.st_size, st.st_mtime_ns])
+    return out
+
+
+def shared_store(
+    path: str | os.PathLike,
+    source: Any,
+    build: Callable[[VectorStoreWriter], None],
+    dist=None,
+    dtype: Any = np.int32,
+) -> VectorStore:
+    """The :class:`VectorStore` at ``path``: written by ``build(writer)`` on rank 0 unless a
+    finished store made from the same ``source`` (JSON) is there already (a resumed run reuses
+    it); the other ranks wait for it (``dist``: a :class:`~pykaldi2.training.distributed.Dist`,
+    None for one process) and all map the same files. If rank 0 fails, its launcher (torchrun,
+    horovodrun) stops the others."""
+    source = json.loads(json.dumps(source))
+    if dist is None or dist.is_main:
+        meta = read_store_meta(path)
+        if meta is None or meta.get("source") != source:
+            with VectorStoreWriter(path, dtype, source) as w:
+                build(w)
+    if dist is not None:
+        dist.barrier()
+    return VectorStore(path)
+
+
+def alignment_store(
+    ali_dirs: Sequence[str | os.PathLike],
+    path: str | os.PathLike,
+    *,
+    to_pdf: bool = False,
+    dist=None,
+) -> tuple[VectorStore, Any]:
+    """The alignments of ``ali_dirs`` (ours or Kaldi's) as a store at ``path``: transition_ids,
+    or with ``to_pdf`` their pdf_ids (``ali-to-pdf``), int32; and the GmmModel that made them.
+
+    Streamed: one archive entry at a time (:func:`pykaldi2.hmm.exp_dir.iter_ali_dir`, with its
+    checks: range, model_id, HMM paths); all dirs must come from one transition model. Made
+    once per set of inputs (their paths, sizes and mtimes are the store's source), by rank 0
+    (:func:`shared_store`). A later dir's alignment of an utterance wins (as a dict update).
+    """
+    from pykaldi2.hmm.exp_dir import ali_dir_model, ali_files, iter_ali_dir
+
+    dirs = [Path(d) for d in ali_dirs]
+    if not dirs:
+        raise DataError("no alignment dir given", fix="set ali_dir in the config")
+    model = ali_dir_model(dirs[0])
+    files = [f for d in dirs for f in (*ali_files(d), d / "final.mdl")]
+    source = {"alignments": file_fingerprint(files), "to_pdf": bool(to_pdf)}
+
+    def build(w: VectorStoreWriter) -> None:
+        for d in dirs:
+            m = model if d == dirs[0] else ali_dir_model(d)
+            if not np.array_equal(m.tid2pdf, model.tid2pdf):
+                raise DataError(
+                    "alignment dirs come from different models (transition-id -> pdf-id differ)",
+                    file=str(d / "final.mdl"),
+                    fix="align every data dir with the same model",
+                )
+            for utt, ali in iter_ali_dir(d, m):
+                w.add(utt, m.tid2pdf[ali] if to_pdf else ali)
+
+    return shared_store(path, source, build, dist), model
+
+
+def strings_digest(strings: Iterable[str]) -> str:
+    """sha1 of the strings (in order): part of a store's source when a list selects its keys."""
+    h = hashlib.sha1()
+    for x in strings:
+        h.update(x.encode("utf-8") + b"\n")
+    return h.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------

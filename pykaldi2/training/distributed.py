@@ -137,6 +137,20 @@ class Dist:
             g.copy_(flat[offset : offset + n].view_as(g))
             offset += n
 
+    def average_buffers(self, module: torch.nn.Module) -> None:
+        """Average the floating-point buffers of ``module`` (BatchNorm running statistics) over
+        ranks, in place. Each rank's running statistics follow its own batches; the trainer
+        averages them before validation and before a checkpoint, so that every rank evaluates
+        and rank 0 saves the same model (Kaldi averages the models of its parallel jobs,
+        batch-norm statistics included; DDP copies rank 0's instead). Integer buffers
+        (``num_batches_tracked``) are left alone. Parameters are not touched: they are equal on
+        all ranks already."""
+        if self.world_size == 1:
+            return
+        bufs = [b for b in module.buffers() if b.is_floating_point()]
+        if bufs:
+            self._reduce_bucket(bufs)
+
     def allreduce_scalars(self, values: list[float], average: bool = False) -> list[float]:
         """Sum (or average) a few Python floats over ranks (loss totals, frame counts)."""
         if self.world_size == 1:

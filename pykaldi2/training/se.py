@@ -351,7 +351,7 @@ def train_se(cfg: TrainSEConfig, exp_dir: str | os.PathLike) -> Path:
     generator = None
     try:
         md = load_final_dir(cfg.init_model, device=str(dist.device))
-        data = load_se_data(cfg, md)
+        data = load_se_data(cfg, md, exp_dir / "egs", dist)
         seq = cfg.sequence
         if not seq.silence_phones:
             seq.silence_phones = silence_phones_of(cfg.den_graph)

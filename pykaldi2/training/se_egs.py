@@ -4,7 +4,8 @@ utterances with their numerator alignments, and the transcripts of on-the-fly nu
 ``train-se``'s data for a CE model dir ``md``
 (:class:`~pykaldi2.training.model_dir.CEModelDir`): features through its pipeline, the
 alignment dir's transition_ids checked against its transition model, the held-out split, and
-with ``numerator: online`` the word ids of each utterance's transcript. The denominator
+with ``numerator: online`` the word ids of each utterance's transcript. Alignments and word
+ids are memory-mapped stores in ``EXP_DIR/egs`` (``ali``, ``words``), read per utterance. The denominator
 lattices are made on the fly during training (:mod:`pykaldi2.losses.lattice_gen`). ``cfg`` is a
 :class:`~pykaldi2.training.se.TrainSEConfig`.
 
@@ -14,6 +15,7 @@ Dimension legend: N utterances, T frames (padded), F feature dim.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,11 +25,15 @@ import numpy as np
 from pykaldi2.data.transcripts import MAX_MISSING_TEXT_FRACTION, check_transcribed
 from pykaldi2.training.data import (
     DataDirFeatures,
+    alignment_store,
     checked_utts,
+    egs_path,
     epoch_batches,
+    file_fingerprint,
     held_out_split,
-    load_alignments,
+    shared_store,
     simulated_utterances,
+    strings_digest,
 )
 from pykaldi2.utils.errors import DataError
 from pykaldi2.utils.log import get_logger
@@ -43,7 +49,7 @@ class SEData:
     feats: Any  # DataDirFeatures
     train: Any  # UtteranceDataset (SimulatedUtteranceDataset with ``simulation``)
     valid: Any | None
-    words: dict[str, np.ndarray] | None = None
+    words: Mapping[str, np.ndarray] | None = None  # a VectorStore
 
 
 def lang_files(lang_dir: str | os.PathLike) -> tuple[Path, Path, list[int]]:
@@ -100,13 +106,41 @@ def load_transcripts(
     return out
 
 
-def load_se_data(cfg, md) -> SEData:
+def transcript_store(
+    data_dirs: list[str],
+    words_txt: str | os.PathLike,
+    utts,
+    path,
+    dist=None,
+    max_missing_fraction: float = MAX_MISSING_TEXT_FRACTION,
+) -> Mapping[str, np.ndarray]:
+    """:func:`load_transcripts` written into a store at ``path`` (by rank 0; reused while the
+    texts, words.txt and the utterance list are unchanged). The word ids are a dict only while
+    rank 0 writes the store; training and its DataLoader workers read the memory-mapped store."""
+    utts = sorted(utts)
+    texts = [Path(d) / "text" for d in data_dirs]
+    source = {
+        "texts": file_fingerprint([t for t in texts if t.is_file()] + [Path(words_txt)]),
+        "utts": strings_digest(utts),
+    }
+
+    def build(w) -> None:
+        ids = load_transcripts(data_dirs, words_txt, utts, max_missing_fraction)
+        for utt in sorted(ids):
+            w.add(utt, ids[utt])
+
+    return shared_store(path, source, build, dist)
+
+
+def load_se_data(cfg, md, egs_dir: str | os.PathLike | None = None, dist=None) -> SEData:
     """The training (and held-out) utterances of ``cfg`` for the CE model dir ``md``
     (:class:`~pykaldi2.training.model_dir.CEModelDir`): features through its pipeline,
-    numerator alignments checked against its transition model."""
+    numerator alignments checked against its transition model. Alignments and transcripts are
+    stores in ``egs_dir`` (a temp dir when None), made by rank 0 of ``dist``."""
     from pykaldi2.data.datasets import UtteranceDataset
     from pykaldi2.hmm.ali import transition_model_id
 
+    egs = egs_path(egs_dir)
     feats = DataDirFeatures(cfg.train_data, md.features)
     if feats.dim != md.feature_dim:
         raise DataError(
@@ -114,7 +148,7 @@ def load_se_data(cfg, md) -> SEData:
             file=", ".join(cfg.train_data),
             fix="use the data dirs (features) the CE model was trained on",
         )
-    alis, ali_model = load_alignments(cfg.ali_dir)
+    alis, ali_model = alignment_store(cfg.ali_dir, egs / "ali", dist=dist)
     if transition_model_id(ali_model.tm) != transition_model_id(md.ali_model.tm):
         raise DataError(
             "the alignments come from another transition model than the CE model's final.mdl",
@@ -128,9 +162,10 @@ def load_se_data(cfg, md) -> SEData:
     words = None
     if cfg.numerator == "online":
         _, words_txt, _ = lang_files(cfg.lang_dir)
-        words = load_transcripts(
-            cfg.train_data, words_txt, [*utts, *vutts], cfg.max_missing_text_fraction
-        )
+        words = transcript_store(
+            cfg.train_data, words_txt, [*utts, *vutts], egs / "words", dist,
+            cfg.max_missing_text_fraction,
+        )  # fmt: skip
     if cfg.simulation is not None:
         train = simulated_se_utterances(cfg, md, alis, utts)
     else:
@@ -151,7 +186,7 @@ def simulated_se_utterances(cfg, md, alis, utts):
     )  # fmt: skip
 
 
-def collate_se(items, words: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+def collate_se(items, words: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
     """List of (utt, feats (T_i, F), ali (T_i,) transition_ids) -> ``{"utt_ids", "feats" (N, T,
     F) zero-padded, "lengths" (N,), "ali" (N, T) transition_ids, 0 on padding}``; with
     ``words`` (on-the-fly numerators) also ``"words"``: N word-id arrays ((0,): none)."""

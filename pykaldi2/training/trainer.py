@@ -5,7 +5,8 @@ A criterion is a :class:`Task`: ``compute_loss(model, batch) -> LossOutput`` whe
 tokens, utterances). The trainer accumulates ``accum_grad`` batches, all-reduces the gradients
 across ranks and divides them by the global count, so N ranks x batch B make exactly the update
 1 rank x batch N*B makes. Then: gradient clipping (after the all-reduce), optimizer step, LR
-schedule.
+schedule. Floating-point buffers (BatchNorm running statistics, which follow each rank's own
+batches) are averaged over ranks before validation and before every checkpoint.
 
 Per step: AMP (bf16, or fp16 with a GradScaler) on CUDA; NaN/inf losses are skipped and counted,
 and training stops with an error past ``max_bad_batches``; rank 0 logs to tensorboardX and shows
@@ -180,6 +181,7 @@ class Trainer:
         }
 
     def save(self) -> None:
+        self.dist.average_buffers(self.model)  # BatchNorm statistics: the mean over ranks
         if self.dist.is_main:
             ckpt.save_step_checkpoint(
                 self.ckpt_dir, self.step, self.state_dict(), self.cfg.keep_last
@@ -346,6 +348,7 @@ class Trainer:
             self.epoch += 1
             self.batches_done = 0
             if self.valid_fn is not None:
+                self.dist.average_buffers(self.model)
                 vloss = self.valid_fn(self.model)
                 self.model.train()
                 summary["valid_loss"] = vloss

@@ -135,6 +135,13 @@ class TrainTransducerConfig(TrainConfigMixin):
         max_symbols_per_frame: greedy decoding setting saved with the model.
         max_missing_text_fraction: utterances with features but no ``text`` line are listed
             and left out; more than this fraction of a data dir set is an error.
+        joiner_max_nodes: the RNN-T loss runs the joiner on groups of utterances holding at
+            most this many lattice nodes (t, u) at a time, each recomputed in the backward pass
+            (:mod:`pykaldi2.losses.rnnt_chunked`): the joiner's memory is bounded by this
+            budget (or the largest utterance's lattice) instead of batch x T x U. Same loss and
+            gradients; a batch within the budget runs as one piece. ``loss: full`` only: the
+            pruned loss runs the joiner on B x T' x ``prune_range`` nodes, the band, which is
+            already that much smaller.
         trainer: :class:`TrainerConfig` (optimizer, AMP, accum_grad, schedule, checkpoints).
         simulation: null (default: the stored features) or a sim.yaml (saved resolved): the
             training utterances are simulated on the fly from the audio of ``train_data`` (one
@@ -166,6 +173,7 @@ class TrainTransducerConfig(TrainConfigMixin):
     joint_lr_factor: float = 1.0
     max_symbols_per_frame: int = 3
     max_missing_text_fraction: float = option(MAX_MISSING_TEXT_FRACTION, ge=0, le=1)
+    joiner_max_nodes: int = option(100_000, ge=1)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     seed: int = 0
     simulation: SimulationConfig | str | None = None
@@ -211,6 +219,8 @@ class TrainTransducerConfig(TrainConfigMixin):
 class TransducerTask:
     """RNN-T loss summed over the batch's utterances (count = utterances), plus ``ctc_weight``
     times the CTC loss of the model's CTC head in training mode (``stats``: ``rnnt``, ``ctc``).
+    The full loss runs the joiner on groups of at most ``joiner_max_nodes`` lattice nodes
+    (:func:`~pykaldi2.losses.rnnt_chunked.rnnt_loss_chunked`), so its memory stays bounded.
 
     With ``pruned`` (a :class:`PrunedLossConfig`) the RNN-T loss is pruned RNN-T's: in training
     ``s_n * simple + p_n * pruned`` with the warm-up weights at the trainer's step
@@ -229,11 +239,13 @@ class TransducerTask:
         specaug: SpecAugConfig | None = None,
         ctc_weight: float = 0.0,
         pruned: PrunedLossConfig | None = None,
+        joiner_max_nodes: int = 100_000,
     ) -> None:
         self.device = torch.device(device)
         self.specaug = specaug if specaug is not None and specaug.enable else None
         self.ctc_weight = float(ctc_weight)
         self.pruned = pruned
+        self.joiner_max_nodes = int(joiner_max_nodes)
         self.current_step = lambda: 0
 
     def _augment(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -246,7 +258,7 @@ class TransducerTask:
         return feats
 
     def compute_loss(self, model, batch) -> LossOutput:
-        from pykaldi2.losses.rnnt import rnnt_loss
+        from pykaldi2.losses.rnnt_chunked import rnnt_loss_chunked
 
         feats = batch["feats"].to(self.device)
         lengths = batch["lengths"].to(self.device)
@@ -258,8 +270,8 @@ class TransducerTask:
         enc, enc_lengths, pred = model.encode_and_predict(feats, lengths, targets)
         stats = {"tokens": float(target_lengths.sum())}
         if self.pruned is None:
-            logits = model.joiner(enc, pred)
-            loss = rnnt_loss(logits, targets, enc_lengths, target_lengths, model.blank, "sum")
+            loss = rnnt_loss_chunked(model.joiner, enc, pred, targets, enc_lengths,
+                                     target_lengths, model.blank, self.joiner_max_nodes)  # fmt: skip
         else:
             loss = self._pruned_loss(model, (enc, enc_lengths, pred), targets, target_lengths,
                                      stats)  # fmt: skip
@@ -392,7 +404,7 @@ def train_transducer(cfg: TrainTransducerConfig, exp_dir: str | os.PathLike) -> 
             int(cfg.model.get("enc_stack_time_factor", 0))
             or TransducerConfig.preset(cfg.model_size).enc_stack_time_factor
         )
-        data = transducer_loaders(cfg, tok, k, dist.rank, dist.world_size)
+        data = transducer_loaders(cfg, tok, k, exp_dir / "egs", dist)
         mcfg = transducer_model_config(cfg, cfg.frontend.output_dim(data.feats.dim),
                                        tok.vocab_size)  # fmt: skip
         torch.manual_seed(cfg.seed)
@@ -411,7 +423,8 @@ def train_transducer(cfg: TrainTransducerConfig, exp_dir: str | os.PathLike) -> 
             doc = {"counts": counts, "utts": {r: u[:100] for r, u in data.skipped.items()}}
             atomic_write_text(exp_dir / "log" / "skipped.json", json.dumps(doc, indent=1) + "\n")
         pruned = cfg.pruned if cfg.loss == "pruned" else None
-        task = TransducerTask(dist.device, cfg.specaug, cfg.ctc_weight, pruned)
+        task = TransducerTask(dist.device, cfg.specaug, cfg.ctc_weight, pruned,
+                              cfg.joiner_max_nodes)  # fmt: skip
         loader, vloader = data.loader, data.valid_loader
         valid_fn = None
         if vloader is not None and len(vloader):

@@ -25,8 +25,10 @@ from pykaldi2.data.manifests import list_shards
 from pykaldi2.features.transducer_frontend import TransducerFrontendConfig
 from pykaldi2.training.data import (
     DataDirFeatures,
+    egs_path,
     epoch_batches,
     held_out_split,
+    shared_store,
     simulated_utterances,
 )
 from pykaldi2.utils.errors import DataError
@@ -249,11 +251,14 @@ class TransducerData:
     raw_feature_config: dict
 
 
-def transducer_loaders(cfg, tok, k: int, rank: int, world_size: int) -> TransducerData:
-    """The training/validation loaders of data dirs (:func:`load_transducer_data`) or, with
-    ``cfg.shards``, of WebDataset shards (:class:`~pykaldi2.training.shards.ShardLoader`)."""
+def transducer_loaders(cfg, tok, k: int, egs_dir=None, dist=None) -> TransducerData:
+    """The training/validation loaders of data dirs (:func:`load_transducer_data`, token
+    stores in ``egs_dir``) or, with ``cfg.shards``, of WebDataset shards
+    (:class:`~pykaldi2.training.shards.ShardLoader`: tokens encoded per sample). ``dist`` (a
+    :class:`~pykaldi2.training.distributed.Dist`, None: one process) gives rank and world."""
+    rank, world_size = (dist.rank, dist.world_size) if dist is not None else (0, 1)
     if not cfg.shards.enabled:
-        feats, train, valid, skipped = load_transducer_data(cfg, tok, k)
+        feats, train, valid, skipped = load_transducer_data(cfg, tok, k, egs_dir, dist)
         loader = make_loader(train, cfg, rank=rank, world_size=world_size, shuffle=True)
         vloader = None
         if valid is not None and len(valid):
@@ -278,31 +283,56 @@ def transducer_loaders(cfg, tok, k: int, rank: int, world_size: int) -> Transduc
     elif cfg.valid_data:
         vfeats = DataDirFeatures(cfg.valid_data, cfg.frontend.pipeline())
         venc = _encoded(tok, cfg.valid_data, "skip", vfeats, cfg.max_missing_text_fraction)
-        vutts, _ = select_utts(vfeats, venc.tokens, cfg.frontend, k)
-        vloader = make_loader(TokenDataset(vfeats, venc.tokens, vutts, cfg.frontend), cfg,
+        vtokens = token_store(venc.tokens, egs_path(egs_dir) / "valid_tokens", dist)
+        vutts, _ = select_utts(vfeats, vtokens, cfg.frontend, k)
+        vloader = make_loader(TokenDataset(vfeats, vtokens, vutts, cfg.frontend), cfg,
                               rank=rank, world_size=world_size, shuffle=False)  # fmt: skip
     feats = ShardFeatures(fc.dim, fc.dim, fc)
     return TransducerData(feats, loader, vloader, {}, None, fc.to_dict())
 
 
-def load_transducer_data(cfg, tok, mcfg_k: int):
-    """(train feats, train dataset, valid dataset | None, skipped counts by reason)."""
+def token_store(tokens: Mapping[str, Sequence[int]], path, dist=None):
+    """``tokens`` as a memory-mapped store at ``path`` (written by rank 0, unless one with the
+    same content is there): what the datasets and their DataLoader workers read."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for utt in sorted(tokens):
+        h.update(utt.encode("utf-8") + b" " + np.asarray(tokens[utt], np.int32).tobytes())
+
+    def build(w) -> None:
+        for utt in sorted(tokens):
+            w.add(utt, tokens[utt])
+
+    return shared_store(path, {"tokens": h.hexdigest(), "utts": len(tokens)}, build, dist)
+
+
+def load_transducer_data(cfg, tok, mcfg_k: int, egs_dir=None, dist=None):
+    """(train feats, train dataset, valid dataset | None, skipped counts by reason).
+
+    The token sequences are stores in ``egs_dir`` (``tokens``, ``valid_tokens``; a temp dir
+    when None) made by rank 0 of ``dist``: no dict of them in the DataLoader workers."""
 
     fe = cfg.frontend
+    egs = egs_path(egs_dir)
     feats = DataDirFeatures(cfg.train_data, fe.pipeline())
     frac = cfg.max_missing_text_fraction
     enc = _encoded(tok, cfg.train_data, cfg.tokenizer.on_unknown, feats, frac)
-    utts, skipped = select_utts(feats, enc.tokens, fe, mcfg_k, cfg.max_frames_per_utt)
-    skipped["unknown_characters"] = enc.skipped
+    tokens = token_store(enc.tokens, egs / "tokens", dist)
+    skipped_chars, enc = enc.skipped, None
+    utts, skipped = select_utts(feats, tokens, fe, mcfg_k, cfg.max_frames_per_utt)
+    skipped["unknown_characters"] = skipped_chars
     valid = None
     if cfg.valid_data:
         vfeats = DataDirFeatures(cfg.valid_data, fe.pipeline())
         venc = _encoded(tok, cfg.valid_data, "skip", vfeats, frac)
-        vutts, _ = select_utts(vfeats, venc.tokens, fe, mcfg_k)
-        valid = TokenDataset(vfeats, venc.tokens, vutts, fe)
+        vtokens = token_store(venc.tokens, egs / "valid_tokens", dist)
+        venc = None
+        vutts, _ = select_utts(vfeats, vtokens, fe, mcfg_k)
+        valid = TokenDataset(vfeats, vtokens, vutts, fe)
     elif cfg.valid_fraction > 0:
         utts, vutts = held_out_split(utts, cfg.valid_fraction, cfg.seed)
-        valid = TokenDataset(feats, enc.tokens, vutts, fe)
+        valid = TokenDataset(feats, tokens, vutts, fe)
     if not utts:
         raise DataError(
             f"no usable training utterances (skipped: { {k: len(v) for k, v in skipped.items()} })",
@@ -310,5 +340,5 @@ def load_transducer_data(cfg, tok, mcfg_k: int):
             fix="check that feats.scp and text cover the same utterances",
         )
     if cfg.simulation is not None:
-        return feats, simulated_tokens(cfg, feats, enc.tokens, utts), valid, skipped
-    return feats, TokenDataset(feats, enc.tokens, utts, fe), valid, skipped
+        return feats, simulated_tokens(cfg, feats, tokens, utts), valid, skipped
+    return feats, TokenDataset(feats, tokens, utts, fe), valid, skipped

@@ -312,6 +312,48 @@ def test_task_with_pruned_loss():
     assert ev.loss.item() == pytest.approx(pruned.item()) == pytest.approx(ev.stats["rnnt"])
 
 
+@pytest.mark.parametrize("loss", ["full", "pruned"])
+def test_task_joiner_node_budget(loss, monkeypatch):
+    """joiner_max_nodes (the stream branch's joiner groups) with either loss: a budget smaller
+    than the batch's lattice gives the loss and gradients of one that holds it. The full loss
+    then runs its joiner in recomputed groups; the pruned loss's joiner runs on the band
+    (B x T' x prune_range nodes) and never on groups."""
+    from pykaldi2.losses import rnnt_chunked
+    from pykaldi2.nnet.transducer import Transducer, TransducerConfig
+    from pykaldi2.training.transducer import PrunedLossConfig
+
+    calls = []
+    real = rnnt_chunked.group_loss_recomputed
+    monkeypatch.setattr(
+        rnnt_chunked, "group_loss_recomputed", lambda *a: calls.append(1) or real(*a)
+    )
+    torch.manual_seed(0)
+    cfg = TransducerConfig.preset("tiny", simple_proj=True, ctc_head=True, joint_dropout=0.0)
+    m = Transducer(cfg).train()
+    batch = {
+        "feats": torch.randn(3, 16, 8),
+        "lengths": torch.tensor([16, 12, 9]),
+        "targets": torch.tensor([[1, 2, 3, 4], [4, 5, -100, -100], [2, -100, -100, -100]]),
+    }
+    pruned = PrunedLossConfig(prune_range=3, warm_step=0) if loss == "pruned" else None
+
+    def run(budget):
+        m.zero_grad()
+        out = TransducerTask("cpu", ctc_weight=0.3, pruned=pruned, joiner_max_nodes=budget)
+        res = out.compute_loss(m, batch)
+        res.loss.backward()
+        return res.loss.detach(), [p.grad.clone() for p in m.parameters() if p.grad is not None]
+
+    whole_loss, whole_grads = run(10**6)
+    assert not calls
+    split_loss, split_grads = run(20)  # the biggest utterance alone is 8 x 5 = 40 nodes
+    assert len(calls) == (3 if loss == "full" else 0)
+    torch.testing.assert_close(split_loss, whole_loss)
+    assert len(split_grads) == len(whole_grads)
+    for a, b in zip(split_grads, whole_grads):
+        torch.testing.assert_close(a, b)
+
+
 def test_train_with_pruned_loss_resumes_exactly_and_learns(tmp_path, one_thread):
     """loss: pruned: 6 steps in one go equal 3 + 3 resumed (the warm-up weights follow the
     restored step); a longer run learns the toy task as the full loss does."""
