@@ -10,9 +10,10 @@ Streaming: :meth:`TransducerEncoder.forward` takes and returns an :class:`Encode
 an utterance chunk by chunk (``final=False`` except for the last chunk) gives the same output as
 one call over the whole utterance.
 
-With ``enc_bidirectional`` the LSTMs are bidirectional (``H = 2 * enc_n_hid`` outputs) and run
-on packed sequences (each utterance's backward pass starts at its own last frame); such an
-encoder only takes whole utterances.
+With ``enc_bidirectional`` the LSTMs are bidirectional (``H = 2 * enc_n_hid`` outputs), each
+utterance's backward pass starting at its own last frame
+(:func:`~pykaldi2.nnet.transducer.lstm.bidirectional_padded`: packed sequences' results on
+padded tensors); such an encoder only takes whole utterances.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 from torch import nn
 
 from pykaldi2.nnet.transducer.config import TransducerConfig
-from pykaldi2.nnet.transducer.lstm import lstm_stack
+from pykaldi2.nnet.transducer.lstm import bidirectional_padded, lstm_stack
 
 
 class EncoderState(NamedTuple):
@@ -62,6 +63,7 @@ class TransducerEncoder(nn.Module):
             )
             self.post_norm = nn.LayerNorm(D) if cfg.enc_layer_norm else nn.Identity()
         self.dropout = nn.Dropout(cfg.enc_dropout)
+        self.bidirectional_run = bidirectional_padded  # bidirectional_packed: the reference
 
     @property
     def rnn_dim(self) -> int:
@@ -162,15 +164,10 @@ class TransducerEncoder(nn.Module):
         return x, out_lengths, EncoderState(pre_h, pre_c, post_h, post_c, pending)
 
     def _forward_bidirectional(self, feats: torch.Tensor, lengths: torch.Tensor):
-        """Whole padded utterances through bidirectional LSTMs: packed, so that the backward
-        direction of each utterance starts at its own last frame, not in the padding."""
-        from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
-
-        def run(rnn, x, n):
-            packed = pack_padded_sequence(x, n.cpu(), batch_first=True, enforce_sorted=False)
-            out, _ = rnn(packed)
-            return pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])[0]
-
+        """Whole padded utterances through bidirectional LSTMs, the backward direction of each
+        utterance starting at its own last frame, not in the padding (``bidirectional_run``:
+        :func:`~pykaldi2.nnet.transducer.lstm.bidirectional_padded`, or its packed reference)."""
+        run = self.bidirectional_run
         B, T, _ = feats.shape
         lengths = lengths.clamp(min=1, max=T)
         x = self.dropout(self.pre_norm(run(self.pre_rnn, feats, lengths)))
