@@ -2,6 +2,15 @@
 
     .venv/bin/python bench/rnnt_loss.py            # default run, a few minutes on 2 cores
     .venv/bin/python bench/rnnt_loss.py --quick    # smaller shapes (smoke test)
+    .venv/bin/python bench/rnnt_loss.py --an4      # full vs pruned training step, real batch
+
+``--an4``: one training step (forward + backward of the whole model, the loss's share measured
+apart) of the AN4 recipe's transducer (egs/an4/conf/transducer_dev.yaml: LSTM 2+2 x 320,
+joiner 256, + 0.3 CTC) on a real AN4 batch: the 16 longest training utterances of
+../shared/data/an4 (fbank 80, sliding CMN, 3x3 stacking, sentencepiece targets trained on the
+AN4 training transcripts with V symbols), with the full loss (the (B, T', U+1, V) joiner output)
+against ``loss: pruned`` (prune range 5, simple loss smoothed with lm_scale 0.25, fully warmed
+up), for V = 32 (the recipe) and larger vocabularies.
 
 Implementations (all forward + backward to the logits):
 
@@ -38,6 +47,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 IMPLS = ("ours", "naive", "reference")
 JOINER_DIM = 256  # joiner hidden units in the joiner + loss comparison
@@ -154,6 +164,114 @@ def worker(
     }
 
 
+AN4 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "an4"
+AN4_BATCH = 16
+
+
+def an4_batch(vocab: int, tmp: Path):
+    """The 16 longest AN4 training utterances through the recipe's front end, and their
+    sentencepiece targets (a ``vocab``-symbol BPE trained on the training transcripts)."""
+    import re
+
+    import numpy as np
+    import torch
+
+    from pykaldi2.data.audio import read_audio
+    from pykaldi2.data.datasets import collate_frames
+    from pykaldi2.features.cmvn import SlidingCmnConfig
+    from pykaldi2.features.extractors import FbankConfig, make_extractor
+    from pykaldi2.features.transducer_frontend import TransducerFrontendConfig
+    from pykaldi2.lang.tokenizer import TokenizerConfig, train_tokenizer
+
+    lines = (AN4 / "etc/an4_train.transcription").read_text().splitlines()
+    utts = [re.match(r"<s> (.*) </s> \((\S+)\)$", ln.strip()).groups() for ln in lines]
+    (tmp / "data").mkdir(parents=True, exist_ok=True)
+    (tmp / "data/text").write_text("".join(f"{u} {t}\n" for t, u in utts))
+    tok = train_tokenizer([tmp / "data"], tmp / f"tok{vocab}", TokenizerConfig(vocab_size=vocab))
+    sizes = {u: (AN4 / "flac/an4_clstk" / u.split("-")[1] / f"{u}.flac").stat().st_size
+             for _, u in utts}  # fmt: skip
+    longest = sorted(utts, key=lambda x: -sizes[x[1]])[:AN4_BATCH]
+    ext = make_extractor(FbankConfig(num_mel_bins=80))
+    fe = TransducerFrontendConfig(sliding=SlidingCmnConfig(cmn_window=300, min_window=100))
+    items = []
+    for text, u in longest:
+        x, sr = read_audio(str(AN4 / "flac/an4_clstk" / u.split("-")[1] / f"{u}.flac"))
+        feats = fe.from_raw(ext.compute(x, sr))
+        items.append((u, feats, np.asarray(tok.encode(text), np.int64)))
+    batch = collate_frames(items)
+    batch["targets"] = torch.where(batch["targets"] < 0, -1, batch["targets"])
+    return batch, tok.vocab_size
+
+
+def an4_worker(impl: str, vocab: int, repeat: int, threads: int) -> dict:
+    """One AN4 training step (see the module doc) in this fresh process."""
+    import tempfile
+
+    import torch
+
+    torch.set_num_threads(threads)
+    from pykaldi2.nnet.transducer import Transducer, TransducerConfig
+    from pykaldi2.training.transducer import PrunedLossConfig, TransducerTask
+
+    with tempfile.TemporaryDirectory() as tmp:
+        batch, V = an4_batch(vocab, Path(tmp))
+    pruned = PrunedLossConfig(prune_range=PRUNE_RANGE, warm_step=0) if impl == "pruned" else None
+    torch.manual_seed(0)
+    mcfg = TransducerConfig.preset(
+        "testing", in_feats=240, vocab_size=V, enc_n_hid=320, enc_pre_rnn_layers=2,
+        enc_post_rnn_layers=2, enc_layer_norm=True, pred_n_hid=160, pred_rnn_layers=1,
+        joint_n_hid=256, ctc_head=True, simple_proj=pruned is not None,
+    )  # fmt: skip
+    model = Transducer(mcfg).train()
+    task = TransducerTask("cpu", ctc_weight=0.3, pruned=pruned)
+    B = len(batch["lengths"])
+    T = int(model.encoder.output_lengths(batch["lengths"]).max())
+    U = int((batch["targets"] >= 0).sum(1).max())
+
+    def step() -> tuple[float, float]:
+        t0 = time.perf_counter()
+        out = task.compute_loss(model, batch)
+        out.loss.backward()
+        model.zero_grad(set_to_none=True)
+        return time.perf_counter() - t0, out.stats["rnnt"]
+
+    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    step()
+    runs = [step() for _ in range(repeat)]
+    peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) / 1024
+    return {
+        "step_s": statistics.median(r[0] for r in runs),
+        "rnnt": runs[-1][1],
+        "peak_mib": peak,
+        "B": B, "T": T, "U": U, "V": V,
+        "logits_mib": B * T * (U + 1) * V * 4 / 2**20,
+    }  # fmt: skip
+
+
+def run_an4(args: argparse.Namespace) -> None:
+    print("machine:", machine())
+    print(f"AN4: the {AN4_BATCH} longest training utterances, one training step of the recipe's "
+          "transducer (forward + backward, + 0.3 CTC), median of", args.repeat)  # fmt: skip
+    for vocab in (32, 128, 256):
+        res = {}
+        for impl in ("full", "pruned"):
+            cmd = [sys.executable, __file__, "--an4-worker", impl, str(vocab),
+                   "--repeat", str(args.repeat), "--threads", str(args.threads)]  # fmt: skip
+            out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if out.returncode != 0:
+                raise RuntimeError(f"AN4 worker {impl} V={vocab} failed:\n{out.stderr}")
+            res[impl] = json.loads(out.stdout.strip().splitlines()[-1])
+        f, p = res["full"], res["pruned"]
+        print(
+            f"V={f['V']:<4d} B={f['B']} T'={f['T']} U={f['U']}: full {f['step_s'] * 1e3:7.0f} ms "
+            f"peak +{f['peak_mib']:6.1f} MiB (logits {f['logits_mib']:.0f} MiB) | pruned "
+            f"{p['step_s'] * 1e3:7.0f} ms peak +{p['peak_mib']:6.1f} MiB | time x"
+            f"{p['step_s'] / f['step_s']:.2f}, peak x{p['peak_mib'] / max(f['peak_mib'], 1e-9):.2f}"
+            f"; RNN-T loss full {f['rnnt']:.1f}, pruned {p['rnnt']:.1f} (random init)",
+            flush=True,
+        )
+
+
 def measure(impl: str, shape: tuple[int, int, int, int], args: argparse.Namespace) -> dict:
     """Run :func:`worker` in a fresh process (so peak memory is this configuration's alone)."""
     cmd = [sys.executable, __file__, "--worker", impl, *map(str, shape)]
@@ -196,7 +314,16 @@ def main() -> None:
     ap.add_argument(
         "--worker", nargs=5, metavar=("IMPL", "B", "T", "U", "V"), help=argparse.SUPPRESS
     )
+    ap.add_argument("--an4", action="store_true", help="full vs pruned on a real AN4 batch")
+    ap.add_argument("--an4-worker", nargs=2, metavar=("IMPL", "V"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.an4_worker:
+        impl, vocab = args.an4_worker
+        print(json.dumps(an4_worker(impl, int(vocab), args.repeat, args.threads)))
+        return
+    if args.an4:
+        run_an4(args)
+        return
     if args.worker:
         impl, *dims = args.worker
         print(json.dumps(worker(impl, *map(int, dims), args.repeat, args.device, args.threads)))

@@ -90,3 +90,32 @@ chain_data() {
   pykaldi2 build-tree-chain --num-leaves "$leaves" data/train_sp data/lang exp/${gmm}_ali_sp \
     exp/chain/tree_sp
 }
+
+# rnnt_lm_fusion EXP DEV SETS...: shallow fusion for the RNN-T of EXP (EXP/final): a 4-gram over
+# its tokenizer's pieces on the training transcripts (EXP/config.yaml's train_data, else
+# $rnnt_lm_text), beam-4 decodes of data/DEV over LM weights x symbol bonuses
+# (EXP/decode_DEV_lmW_bB), the best on DEV, then each data/SET decoded at it (EXP/decode_SET_lm).
+# EXP/lm/best holds the chosen "weight bonus".
+rnnt_lm_fusion() {
+  local exp=$1 dev=$2 w b best f text
+  shift 2
+  text=${rnnt_lm_text:-$(python3 -c "import yaml,sys; c=yaml.safe_load(open(sys.argv[1])); c=c.get('config', c); print(c['train_data'][0] + '/text')" "$exp/config.yaml")}
+  pykaldi2 train-lm --order 4 --skip-first-field --tokenizer "$exp/final/tokenizer.model" \
+    "$text" "$exp/lm/tokens4.arpa"
+  for w in ${rnnt_lm_weights:-0.1 0.2 0.3 0.5}; do
+    for b in ${rnnt_symbol_bonuses:-0.0 0.5 1.0}; do
+      pykaldi2 decode-transducer --beam 4 --lm "$exp/lm/tokens4.arpa" --lm-weight "$w" \
+        --symbol-bonus "$b" "$exp/final" "data/$dev" "$exp/decode_${dev}_lm${w}_b$b" >/dev/null
+    done
+  done
+  best=$(for f in "$exp"/decode_"${dev}"_lm*_b*/wer; do
+      printf '%s %s\n' "$(awk '/%WER/ {print $2; exit}' "$f")" "$f"
+    done | sort -n | head -n 1 | sed -E 's|.*_lm([0-9.]+)_b([0-9.]+)/wer$|\1 \2|')
+  echo "$best" > "$exp/lm/best"
+  log "$exp: LM weight and symbol bonus chosen on $dev: $best"
+  read -r w b <<< "$best"
+  for f in "$@"; do
+    pykaldi2 decode-transducer --beam 4 --lm "$exp/lm/tokens4.arpa" --lm-weight "$w" \
+      --symbol-bonus "$b" "$exp/final" "data/$f" "$exp/decode_${f}_lm"
+  done
+}

@@ -6,11 +6,13 @@
     ['YES NO YES', 'NO NO']
 
 :func:`load_model` reads ``model.yaml`` (:mod:`pykaldi2.export.model_dir`) and builds the
-transcriber registered for its ``kind``. Implemented: ``gmm`` (features -> per-file CMVN -> the
-model's deltas/LDA -> ``gmm-decode-faster`` through HCLG) and ``transducer`` (streaming
-front end -> RNN-T greedy search, :mod:`pykaldi2.decoding.streaming`). ``hybrid`` (a neural
-net's pseudo log-likelihoods through HCLG) is not registered yet: loading one is a clear
-:class:`NotImplementedError` naming the kind. New kinds plug in with :func:`register_kind`.
+transcriber registered for its ``kind``: ``gmm`` (features -> per-file CMVN -> the model's
+deltas/LDA -> ``gmm-decode-faster`` through HCLG), ``hybrid`` (a train-ce network's pseudo
+log-likelihoods through HCLG), ``chain`` (a train-chain network's outputs at the subsampled
+frame rate through its HCLG) and ``transducer`` (streaming front end -> RNN-T greedy search,
+:mod:`pykaldi2.decoding.streaming`). New kinds plug in with :func:`register_kind`. A loaded
+model is callable: ``model(files) == model.transcribe(files)`` (and ``model("a.wav")`` is one
+transcript).
 
 Every file is its own speaker: CMVN statistics are those of the file (a model trained with
 per-speaker CMVN sees slightly different statistics on single files).
@@ -36,6 +38,8 @@ __all__ = [
     "register_kind",
     "save_gmm_model",
     "save_hybrid_model",
+    "save_chain_model",
+    "ChainTranscriber",
     "GmmTranscriber",
     "HybridTranscriber",
     "Transcriber",
@@ -53,6 +57,10 @@ class Transcriber(Protocol):
         one frame is a DataError naming it, before any file is decoded)."""
         ...
 
+    def __call__(self, paths: Any) -> Any:
+        """``transcribe(paths)``; a single path gives its transcript (a str)."""
+        ...
+
 
 _KINDS: dict[str, Callable[[ModelDir], Transcriber]] = {}
 
@@ -64,6 +72,7 @@ def register_kind(kind: str, factory: Callable[[ModelDir], Transcriber]) -> None
 
 def load_model(path: str | os.PathLike) -> Transcriber:
     """The transcriber of the model directory at ``path`` (see the module docstring)."""
+    _refuse_final_dir(Path(path))
     md = load_model_dir(path)
     if md.kind not in _KINDS:
         raise NotImplementedError(
@@ -71,6 +80,23 @@ def load_model(path: str | os.PathLike) -> Transcriber:
             f"(implemented: {', '.join(sorted(_KINDS))})"
         )
     return _KINDS[md.kind](md)
+
+
+def _refuse_final_dir(path: Path) -> None:
+    """A train-ce / train-se / train-chain final dir is not a model dir (it has no graph): say
+    which command packs it, instead of a format error from its own model.yaml."""
+    from pykaldi2.utils.errors import DataError
+
+    if not (path / "final.pt").is_file():
+        return
+    chain = (path / "den.fst").is_file()
+    cmd = "export-chain-model" if chain else "export-hybrid-model"
+    raise DataError(
+        f"a train-{'chain' if chain else 'ce'} final dir, not a model dir: it has no decoding "
+        "graph",
+        file=str(path),
+        fix=f"pack it with its graph: pykaldi2 {cmd} {path} GRAPH_DIR OUT_DIR, then load OUT_DIR",
+    )
 
 
 class FeatureFrontEnd:
@@ -104,9 +130,18 @@ class FeatureFrontEnd:
         return apply_cmvn(feats, compute_cmvn_stats(feats), self.norm_vars)
 
 
+def call_transcribe(model: Any, paths: Any) -> Any:
+    """``model(paths)``: ``model.transcribe(paths)`` for a list of files, one transcript (a str)
+    for a single path. Every transcriber's ``__call__`` (DeepSpeech-Keras' ``model(files)``)."""
+    if isinstance(paths, str | os.PathLike):
+        return model.transcribe([paths])[0]
+    return model.transcribe(list(paths))
+
+
 class _HclgTranscriber:
     """The loop shared by the HCLG transcribers: ``_decode(path)`` gives the best path of one
-    file (None for a file shorter than one frame), its words are the transcript."""
+    file (None for a file shorter than one frame), its words are the transcript. Callable:
+    ``model(files) == model.transcribe(files)``."""
 
     words: Any
 
@@ -124,6 +159,42 @@ class _HclgTranscriber:
             out.append("" if res is None else " ".join(self.words.sym(w) for w in res.words))
         return out
 
+    __call__ = call_transcribe
+
+    def _load_graph(
+        self, md: ModelDir, default_decoder: dict[str, Any], tm, model: str | os.PathLike
+    ) -> None:
+        """HCLG (checked against ``tm``, the transition model of ``model``), words, the decoder
+        config and one decoder for every file of a model dir (``HCLG``, ``words``, configs
+        ``decoder``, ``graph``)."""
+        from pykaldi2.decoding.wfst import DecoderConfig, make_decoder
+        from pykaldi2.hmm.decoder import load_graph
+        from pykaldi2.lang.symbols import SymbolTable
+
+        self.hclg = load_graph(md.file("HCLG"))
+        _check_model_dir_graph(md, self.hclg, tm, model)
+        self.words = SymbolTable.read(md.file("words"))
+        self.decoder = DecoderConfig.from_dict(md.config("decoder", default_decoder))
+        self._search = make_decoder(self.hclg, self.decoder)  # one decoder for every file
+
+    def _nnet_frontend(self, md: ModelDir, pipe) -> None:
+        """The raw features of a model dir (``features`` config) and a network's processing
+        ``pipe`` (its features.yaml pipeline) per file: speaker or global CMVN becomes the
+        file's own CMVN (every file is its own speaker)."""
+        from dataclasses import replace
+
+        from pykaldi2.features.pipeline import ProcessedFeatures
+
+        self.frontend = FeatureFrontEnd(md)
+        if pipe.cmvn in ("speaker", "global"):
+            pipe = replace(pipe, cmvn="utterance")
+        self.pipeline = ProcessedFeatures(md.path, pipe, open_raw=False)
+
+    def features(self, path: str | os.PathLike) -> np.ndarray:
+        """(T, F) features of one file as the network was trained on them."""
+        feats = self.frontend.raw(path)
+        return self.pipeline.apply(str(path), feats) if len(feats) else feats
+
 
 class GmmTranscriber(_HclgTranscriber):
     """A GMM-HMM model decoded through HCLG (Kaldi's ``gmm-decode-faster``).
@@ -134,22 +205,17 @@ class GmmTranscriber(_HclgTranscriber):
     """
 
     def __init__(self, md: ModelDir) -> None:
-        from pykaldi2.decoding.wfst import DecoderConfig, GmmScorer, make_decoder
-        from pykaldi2.hmm.decoder import TransitionTables, load_graph
+        from pykaldi2.decoding.wfst import GmmScorer
+        from pykaldi2.hmm.decoder import TransitionTables
         from pykaldi2.hmm.model import GmmModel
-        from pykaldi2.lang.symbols import SymbolTable
 
         self.model_dir = md
         self.frontend = FeatureFrontEnd(md)
         gmm = md.file("gmm") / "final.mdl" if "gmm" in md.files else md.file("model")
         self.model = GmmModel.load(gmm)
-        self.hclg = load_graph(md.file("HCLG"))
-        _check_model_dir_graph(md, self.hclg, self.model.tm, gmm)
-        self.words = SymbolTable.read(md.file("words"))
-        self.decoder = DecoderConfig.from_dict(md.config("decoder", DecoderConfig().to_dict()))
+        self._load_graph(md, {}, self.model.tm, gmm)
         self.scorer = GmmScorer(self.model.am)
         self.tables = TransitionTables.from_trans_model(self.model.tm)
-        self._search = make_decoder(self.hclg, self.decoder)  # one decoder for every file
 
     def features(self, path: str | os.PathLike) -> np.ndarray:
         """(T, D) features of one file in the model's feature space."""
@@ -190,37 +256,18 @@ class HybridTranscriber(_HclgTranscriber):
     """
 
     def __init__(self, md: ModelDir) -> None:
-        from dataclasses import replace
-
         from pykaldi2.decoding.nnet import NnetComputeConfig
-        from pykaldi2.decoding.wfst import DecoderConfig, make_decoder
-        from pykaldi2.features.pipeline import ProcessedFeatures
-        from pykaldi2.hmm.decoder import load_graph
-        from pykaldi2.lang.symbols import SymbolTable
         from pykaldi2.training.model_dir import load_final_dir
         from pykaldi2.utils.config import check_keys
 
         self.model_dir = md
         self.nnet = load_final_dir(md.file("nnet"))
-        self.frontend = FeatureFrontEnd(md)
-        pipe = self.nnet.features
-        if pipe.cmvn in ("speaker", "global"):
-            pipe = replace(pipe, cmvn="utterance")
-        self.pipeline = ProcessedFeatures(md.path, pipe, open_raw=False)
-        self.hclg = load_graph(md.file("HCLG"))
-        _check_model_dir_graph(md, self.hclg, self.nnet.ali_model.tm, md.file("nnet") / "final.mdl")
-        self.words = SymbolTable.read(md.file("words"))
-        self.decoder = DecoderConfig.from_dict(md.config("decoder", DecoderConfig().to_dict()))
-        self._search = make_decoder(self.hclg, self.decoder)  # one decoder for every file
+        self._nnet_frontend(md, self.nnet.features)
+        self._load_graph(md, {}, self.nnet.ali_model.tm, md.file("nnet") / "final.mdl")
         compute = md.config("nnet_compute", {})
         check_keys(compute, _compute_fields(), where="nnet_compute", source=str(md.path))
         self.compute = NnetComputeConfig(**compute)
         self.tid2pdf = np.asarray(self.nnet.ali_model.tid2pdf, dtype=np.int64)
-
-    def features(self, path: str | os.PathLike) -> np.ndarray:
-        """(T, F) features of one file as the network was trained on them."""
-        feats = self.frontend.raw(path)
-        return self.pipeline.apply(str(path), feats) if len(feats) else feats
 
     def loglikes(self, path: str | os.PathLike) -> np.ndarray:
         """(T, num_pdfs) pseudo log-likelihoods of one file (``nnet_compute``)."""
@@ -250,6 +297,55 @@ def _compute_fields() -> list[str]:
 
 
 register_kind("hybrid", HybridTranscriber)
+
+
+class ChainTranscriber(_HclgTranscriber):
+    """An LF-MMI model from ``pykaldi2 train-chain`` decoded through its HCLG (mkgraph with the
+    chain final.mdl, self-loop scale 1.0), as ``decode-chain`` does for a data dir: the
+    network's raw outputs at 1/frame_subsampling_factor of the frame rate are the
+    log-likelihoods (no priors), acoustic scale 1.0 unless the ``decoder`` config says otherwise.
+
+    Files: ``nnet`` (the train-chain final dir, copied whole), ``HCLG``, ``words``; configs
+    ``features`` (raw feature config), ``decoder`` and ``nnet_compute`` (``mode``: utterance
+    or chunk, see :func:`~pykaldi2.decoding.nnet.chain_compute`).
+    """
+
+    def __init__(self, md: ModelDir) -> None:
+        from pykaldi2.decoding.nnet import check_inference_mode
+        from pykaldi2.training.model_dir import load_chain_dir
+        from pykaldi2.utils.config import check_keys
+
+        self.model_dir = md
+        self.nnet = load_chain_dir(md.file("nnet"))
+        self._nnet_frontend(md, self.nnet.features)
+        chain_mdl = md.file("nnet") / "final.mdl"
+        self._load_graph(md, {"acoustic_scale": 1.0}, self.nnet.chain_model.tm, chain_mdl)
+        compute = md.config("nnet_compute", {"mode": "utterance"})
+        check_keys(compute, ["mode"], where="nnet_compute", source=str(md.path))
+        self.mode = str(compute.get("mode", "utterance"))
+        check_inference_mode(self.mode)
+        self.tid2pdf = np.asarray(self.nnet.chain_model.tid2pdf, dtype=np.int64)
+
+    def loglikes(self, path: str | os.PathLike) -> np.ndarray:
+        """(ceil(T / frame_subsampling_factor), num_pdfs) log-likelihoods of one file."""
+        from pykaldi2.decoding.nnet import chain_compute
+
+        feats = self.features(path)
+        if len(feats) == 0:
+            return np.zeros((0, self.nnet.num_pdfs), np.float32)
+        ((_, ll),) = chain_compute(self.nnet, {str(path): feats}, [str(path)], mode=self.mode)
+        return ll
+
+    def _decode(self, path: str | os.PathLike) -> Any:
+        from pykaldi2.decoding.wfst import decode_faster
+
+        ll = self.loglikes(path)
+        if len(ll) == 0:
+            return None
+        return decode_faster(None, ll, self.tid2pdf, self.decoder, str(path), self._search)
+
+
+register_kind("chain", ChainTranscriber)
 
 
 def _transducer(md: ModelDir) -> Transcriber:
@@ -378,8 +474,49 @@ def save_hybrid_model(
     )
 
 
+def save_chain_model(
+    path: str | os.PathLike,
+    chain_dir: str | os.PathLike,
+    graph_dir: str | os.PathLike,
+    *,
+    decoder: dict[str, Any] | None = None,
+    mode: str = "utterance",
+    overwrite: bool = False,
+) -> ModelDir:
+    """Write a self-contained ``chain`` model dir from a ``train-chain`` final dir (copied whole
+    as ``nnet/``) and a graph dir built from its final.mdl with self-loop scale 1.0.
+
+    ``decoder``: a :class:`~pykaldi2.decoding.wfst.DecoderConfig` dict (default acoustic scale
+    1.0, Kaldi's ``--acwt 1.0`` for chain models; ``1 / best LM weight`` of decode-chain's
+    scoring gives the scored setting); ``mode``: inference on whole utterances or on the
+    training chunks.
+    """
+    from pykaldi2.decoding.nnet import check_inference_mode
+    from pykaldi2.decoding.wfst import DecoderConfig
+    from pykaldi2.training.model_dir import load_chain_dir
+
+    chain_dir, graph_dir = Path(chain_dir), Path(graph_dir)
+    check_inference_mode(mode)
+    nnet = load_chain_dir(chain_dir)
+    configs: dict[str, dict] = {
+        "graph": _graph_record(graph_dir, nnet.chain_model.tm, chain_dir / "final.mdl"),
+        "features": _raw_feature_config(chain_dir),
+        "cmvn": {"norm_vars": bool(nnet.features.norm_vars)},
+        "decoder": DecoderConfig.from_dict({"acoustic_scale": 1.0, **(decoder or {})}).to_dict(),
+        "nnet_compute": {"mode": mode},
+    }
+    return save_model_dir(
+        path,
+        "chain",
+        files={"nnet": chain_dir, **_graph_files(graph_dir)},
+        configs=configs,
+        overwrite=overwrite,
+    )
+
+
 def _raw_feature_config(nnet_dir: Path) -> dict[str, Any]:
-    """The feature config the training features of a train-ce final dir were computed with."""
+    """The feature config the training features of a train-ce / train-chain final dir were
+    computed with."""
     import yaml
 
     from pykaldi2.features.compute import load_feature_config

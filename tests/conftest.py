@@ -33,6 +33,12 @@ def yesno_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def kaldi_reference_dir() -> Path:
+    """../shared/data/kaldi_reference (files written by real Kaldi 5.5 binaries; README.md)."""
+    return _corpus("kaldi_reference")
+
+
+@pytest.fixture(scope="session")
 def librispeech_sample_dir() -> Path:
     """../shared/data/librispeech_sample (LibriSpeech/test-clean/...)."""
     return _corpus("librispeech_sample")
@@ -138,3 +144,52 @@ def make_tiny_speechocean762(an4: Path, dest: Path, utts_per_speaker: int = 4) -
 def tiny_speechocean762(an4_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """:func:`make_tiny_speechocean762` once per session (read-only for the tests)."""
     return make_tiny_speechocean762(an4_dir, tmp_path_factory.mktemp("so762") / "speechocean762")
+
+
+def an4_train_utterances(an4: Path, count: int, stride: int = 1) -> list[tuple[str, Path, str]]:
+    """(AN4 id, flac path, transcript) of ``count`` AN4 training utterances (every
+    ``stride``-th, in the order of an4_train.transcription)."""
+    import re
+
+    out = []
+    lines = (an4 / "etc/an4_train.transcription").read_text().splitlines()
+    for line in lines[::stride][:count]:
+        m = re.match(r"<s> (.*) </s> \((\S+)\)$", line.strip())
+        spk = m[2].split("-")[1]
+        out.append((m[2], an4 / "flac/an4_clstk" / spk / f"{m[2]}.flac", m[1]))
+    return out
+
+
+def write_webdataset_shards(
+    samples: list[tuple[str, Path, str]], dest: Path, per_shard: int, gz: bool = False
+) -> list[Path]:
+    """WebDataset tar shards of (key, audio file, transcript) samples: ``<key>.flac`` then
+    ``<key>.txt``, ``per_shard`` samples a shard (``shard-000.tar``, ...; ``.tar.gz``)."""
+    import io
+    import tarfile
+
+    dest.mkdir(parents=True, exist_ok=True)
+    shards = []
+    for i in range(0, len(samples), per_shard):
+        path = dest / f"shard-{i // per_shard:03d}.tar{'.gz' if gz else ''}"
+        with tarfile.open(path, "w:gz" if gz else "w") as tar:
+            for key, audio, text in samples[i : i + per_shard]:
+                for name, data in ((f"{key}{audio.suffix}", audio.read_bytes()),
+                                   (f"{key}.txt", text.encode())):  # fmt: skip
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+        shards.append(path)
+    return shards
+
+
+@pytest.fixture(scope="session")
+def an4_train_utts(an4_dir: Path):
+    """:func:`an4_train_utterances` of the shared AN4: ``an4_train_utts(count, stride=1)``."""
+    return lambda count, stride=1: an4_train_utterances(an4_dir, count, stride)
+
+
+@pytest.fixture(scope="session")
+def make_shards():
+    """:func:`write_webdataset_shards`: ``make_shards(samples, dest, per_shard, gz=False)``."""
+    return write_webdataset_shards

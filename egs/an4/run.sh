@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # AN4 recipe: from the raw corpus to a WER table (mono -> tri1 -> tri2 -> tri3 SAT -> hybrid CE BLSTM).
-#   bash run.sh [--stage N] [--stop-stage M] [--corpus-dir DIR] [--nj N] [--force]
+#   bash run.sh [--stage N] [--stop-stage M] [--corpus-dir DIR] [--nj N] [--force] [--rnnt-best NAME]
 # Stages: 0 prepare, 1 features (MFCC + 80-dim fbank), 2 dict/lang/LM/G, 3 mono, 4 tri1 (deltas),
 # 5 tri2 (LDA+MLLT), 6 tri3 (SAT: LDA+MLLT+fMLLR, two-pass decode) and its fMLLR alignments for the
 # nnets (exp/tri3_ali), 7 CE BLSTM (train-ce on the tri3 pdfs),
@@ -11,7 +11,8 @@
 # 18 the CE BLSTM trained with on-the-fly simulation (conf/sim.yaml), 19 clean-trained and
 # simulation-trained CE BLSTMs decoded on the noisy test set (and the latter on the clean one),
 # 20-21 LF-MMI from the CE BLSTM on tri3's own HMMs at the full frame rate, 22 the CE and sMBR
-# BLSTMs with priors from their average posteriors (adjust-priors), decoded on both test sets.
+# BLSTMs with priors from their average posteriors (adjust-priors), decoded on both test sets,
+# 23 the RNN-T dev split, 24 the RNN-T tuning queue, 25 its LM shallow fusion (rnnt_best).
 # Each stage leaves a .done marker in exp/ (rerun skips finished stages; --force redoes them).
 # Settings live in conf/*.yaml.
 set -euo pipefail
@@ -24,6 +25,8 @@ corpus_dir=../../../shared/data/an4   # an AN4 already on disk; empty => downloa
 nj=2
 force=false
 lm_order=3
+rnnt_best=rnnt_v3   # the line of conf/rnnt_queue.txt chosen on dev (stage 25)
+recipe_opts="rnnt_best"
 
 . ../stages.sh   # options, log, run_stage
 . ../functions.sh   # decode_gmm, decode_nnet_export, decode_chain, chain_data
@@ -207,6 +210,23 @@ adjusted_priors() {
 }
 run_stage 22 adjusted_priors adjusted_priors
 
+# RNN-T tuning (issue 20) on ESPnet's dev split of train: the first 100 training utterances are
+# train_dev, the other 848 train_nodev (egs2/an4/asr1/local/data.sh); stage 24 runs the tuning
+# queue conf/rnnt_queue.txt (one line per step, each trained and greedy-decoded on dev and test;
+# resumable: finished lines are skipped), stage 25 the piece-LM shallow fusion of the chosen
+# model (weight and symbol bonus chosen on dev). Results and times: RESULTS.md, "RNN-T tuning".
+rnnt_dev_split() {
+  pykaldi2 subset-data-dir --first 100 data/train_fbank data/train_dev_fbank
+  cut -d' ' -f1 data/train_fbank/utt2spk | tail -n +101 > data/train_nodev.list
+  pykaldi2 subset-data-dir --utt-list data/train_nodev.list data/train_fbank data/train_nodev_fbank
+  for d in train_dev_fbank train_nodev_fbank; do   # the feature config, for simulation
+    mkdir -p data/$d/conf && cp data/train_fbank/conf/feats.json data/$d/conf/
+  done
+}
+run_stage 23 rnnt_dev_split rnnt_dev_split
+run_stage 24 rnnt_tuning pykaldi2 queue conf/rnnt_queue.txt
+run_stage 25 rnnt_lm rnnt_lm_fusion exp/$rnnt_best train_dev_fbank test_fbank
+
 # stage 99: the WER table of every decoded system (always runs; reads exp/*/decode_test/best_wer)
 if [ "$stop_stage" -ge 99 ]; then
   printf '%-10s %s\n' system "best test WER (LMWT_WIP)"
@@ -225,6 +245,13 @@ if [ "$stop_stage" -ge 99 ]; then
     f=exp/$sys/decode_test_noisy/best_wer
     if [ -f "$f" ]; then printf '%-10s %s\n' "$sys (noisy test)" "$(cat "$f")"; fi
   done
+  if [ -f conf/rnnt_queue.txt.summary ]; then   # stages 24-25: the RNN-T tuning on dev
+    echo "RNN-T tuning (conf/rnnt_queue.txt, greedy):"; cat conf/rnnt_queue.txt.summary
+    for set in train_dev_fbank test_fbank; do
+      f=exp/$rnnt_best/decode_${set}_lm/wer
+      if [ -f "$f" ]; then printf '%-10s %s\n' "$rnnt_best + LM ($set)" "$(head -n 1 "$f")"; fi
+    done
+  fi
   f=exp/chain_blstm_fr/decode_test_tri2graph/best_wer   # stage 21, the CE model's graph
   if [ -f "$f" ]; then printf '%-10s %s\n' "chain_blstm_fr (tri2 graph)" "$(cat "$f")"; fi
   # sequence-trained vs CE: bootstrap intervals and P(improvement), same test utterances

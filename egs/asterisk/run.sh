@@ -7,7 +7,8 @@
 # Stages: 0 prepare, 1 features (MFCC for the GMMs, 40-dim fbank for the nnets), 2 grapheme
 # dict/lang/LM/G, 3 mono, 4 tri1, 5 tri2 (each with mkgraph + decode + score), 6 tri2 alignments,
 # 7 CE BLSTM, 8 its decode + the model dir for pykaldi2.load_model (exp/blstm_ce/export),
-# 9 RNN-T, 10 its greedy decode, 11 LF-MMI TDNN-F, 12 its decode, 99 the WER table.
+# 9 RNN-T, 10 its greedy decode and its decode with a piece LM, 11 LF-MMI TDNN-F, 12 its
+# decode, 99 the WER table.
 # Each stage leaves a .done marker in exp/ (rerun skips finished stages; --force redoes them).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -24,7 +25,7 @@ lm_order=3
 . ../functions.sh   # decode_gmm, decode_nnet_export, decode_chain
 
 features() {
-  local set
+  local set d
   for set in train test; do
     # MFCC for the GMMs as Kaldi's make_mfcc.sh writes them: uncompressed ark + scp (each GMM
     # pass reads every utterance; a gzip'ed HDF5 dataset costs 10x an ark read)
@@ -34,6 +35,24 @@ features() {
     pykaldi2 compute-feats --config conf/fbank.yaml --nj "$nj" data/${set}_fbank fbank
     pykaldi2 compute-cmvn data/${set}_fbank fbank
   done
+  # the RNN-T's dev set (its LM weight is chosen there): the first 26 training prompts
+  pykaldi2 subset-data-dir --first 26 data/train_fbank data/dev_fbank
+  cut -d' ' -f1 data/train_fbank/utt2spk | tail -n +27 > data/train_nodev.list
+  pykaldi2 subset-data-dir --utt-list data/train_nodev.list data/train_fbank data/train_nodev_fbank
+  for d in dev_fbank train_nodev_fbank; do   # the feature config, for speed perturbation
+    mkdir -p data/$d/conf && cp data/train_fbank/conf/feats.json data/$d/conf/
+  done
+}
+
+# the RNN-T's decodes: greedy on dev and test, then beam 4 with a piece 4-gram of the training
+# prompts, its weight and symbol bonus chosen on dev (egs/functions.sh rnnt_lm_fusion)
+rnnt_decode() {
+  local set
+  for set in dev test; do
+    pykaldi2 decode-transducer exp/rnnt/final data/${set}_fbank exp/rnnt/decode_${set}_greedy
+  done
+  rnnt_lm_weights="0.2 0.4 0.6" rnnt_symbol_bonuses="0.0 1.0" \
+    rnnt_lm_fusion exp/rnnt dev_fbank test_fbank
 }
 
 lang() {
@@ -66,8 +85,7 @@ run_stage 6 tri2_ali pykaldi2 align-si --nj "$nj" data/train data/lang exp/tri2 
 run_stage 7 blstm_ce pykaldi2 train-ce --config conf/ce_blstm.yaml exp/blstm_ce
 run_stage 8 blstm_ce_decode decode_nnet_export blstm_ce exp/tri2/graph
 run_stage 9 rnnt pykaldi2 train-transducer --config conf/transducer.yaml exp/rnnt
-run_stage 10 rnnt_decode pykaldi2 decode-transducer exp/rnnt/final data/test_fbank \
-  exp/rnnt/decode_test_greedy
+run_stage 10 rnnt_decode rnnt_decode
 # LF-MMI TDNN-F from scratch as Kaldi's chain recipes (conf/chain_tdnnf.yaml): speed-perturbed
 # data, its tri2 alignments, the chain tree at 1/3 rate (300 leaves), egs on disk
 chain_tdnnf() {
@@ -81,9 +99,14 @@ run_stage 12 chain_tdnnf_decode decode_chain chain_tdnnf
 if [ "$stop_stage" -ge 99 ]; then
   printf '%-12s %s\n' system "test WER (best LMWT_WIP for the WFST systems)"
   for d in mono/decode_test tri1/decode_test tri2/decode_test blstm_ce/decode_test \
-    chain_tdnnf/decode_test rnnt/decode_test_greedy; do
+    chain_tdnnf/decode_test rnnt/decode_test_greedy rnnt/decode_test_fbank_lm; do
+    name=${d%%/*}
+    case $d in
+      rnnt/decode_test_greedy) name="rnnt" ;;
+      rnnt/decode_test_fbank_lm) name="rnnt + LM" ;;   # weight, bonus chosen on dev
+    esac
     for f in exp/$d/best_wer exp/$d/wer; do
-      if [ -f "$f" ]; then printf '%-12s %s\n' "${d%%/*}" "$(head -n 1 "$f")"; break; fi
+      if [ -f "$f" ]; then printf '%-12s %s\n' "$name" "$(head -n 1 "$f")"; break; fi
     done
   done
 fi

@@ -14,7 +14,8 @@
 # Stages: 0 data dirs (train, dev, test, test_full), 1 features (MFCC for the GMMs, 80-dim fbank
 # for the nnets), 2 dict (the corpus lexicon, stress kept) / lang / trigram on the train
 # transcripts only / G, 3 mono, 4 tri1, 5 tri2, 6 tri3 (SAT, fMLLR decoding; each decoded on
-# dev and test) and its fMLLR alignments of train for the nnets, 99 the WER table.
+# dev and test) and its fMLLR alignments of train for the nnets, 11-12 chain TDNN-F, 13 RNN-T,
+# 14 its decodes (greedy, beam 4, + piece-LM fusion tuned on dev), 99 the WER table.
 # Each stage leaves a .done marker in exp/ (rerun skips finished stages; --force redoes them).
 set -euo pipefail
 invoke_dir=$PWD   # a relative --corpus-dir is relative to where run.sh was started
@@ -124,6 +125,21 @@ decode_chain_sets() {
 }
 run_stage 12 chain_tdnnf_decode decode_chain_sets
 
+# RNN-T (conf/transducer.yaml: AN4's dev-tuned recipe scaled to 2.9 h) on the 80-dim fbank;
+# stage 7 decodes dev and test greedy and with a beam of 4, then with a piece 4-gram of the
+# train transcripts (LM weight and symbol bonus chosen on dev; egs/functions.sh rnnt_lm_fusion)
+run_stage 13 rnnt pykaldi2 train-transducer --config conf/transducer.yaml exp/rnnt
+rnnt_decode() {
+  local set
+  for set in $eval_sets; do
+    pykaldi2 decode-transducer exp/rnnt/final data/${set}_fbank exp/rnnt/decode_${set}_fbank_greedy
+    pykaldi2 decode-transducer --beam 4 exp/rnnt/final data/${set}_fbank \
+      exp/rnnt/decode_${set}_fbank_beam4
+  done
+  rnnt_lm_fusion exp/rnnt dev_fbank test_fbank
+}
+run_stage 14 rnnt_decode rnnt_decode
+
 # stage 99: dev and test WER of every decoded system (always runs); test at the dev setting
 if [ "$stop_stage" -ge 99 ]; then
   printf '%-10s %-8s %s\n' system set "WER (LMWT_WIP chosen on dev)"
@@ -132,5 +148,16 @@ if [ "$stop_stage" -ge 99 ]; then
       f=exp/$sys/decode_$set/best_wer
       if [ -f "$f" ]; then printf '%-10s %-8s %s\n' "$sys" "$set" "$(cat "$f")"; fi
     done
+  done
+  for set in $eval_sets; do   # stages 6-7: the RNN-T
+    for d in greedy beam4; do
+      f=exp/rnnt/decode_${set}_fbank_$d/wer
+      if [ -f "$f" ]; then printf '%-10s %-8s %s\n' "rnnt $d" "$set" "$(head -n 1 "$f")"; fi
+    done
+    f=exp/rnnt/decode_${set}_fbank_lm/wer
+    if [ -f "$f" ]; then
+      printf '%-10s %-8s %s (LM weight, bonus on dev: %s)\n' "rnnt +LM" "$set" \
+        "$(head -n 1 "$f")" "$(cat exp/rnnt/lm/best)"
+    fi
   done
 fi

@@ -81,7 +81,8 @@ def _train_lm(args: argparse.Namespace) -> int:
         skip_first_field=args.skip_first_field,
         full_vocab=not args.no_full_vocab,
     )
-    oovs = train_lm(args.text, args.arpa, words=args.words, config=config)
+    oovs = train_lm(args.text, args.arpa, words=args.words, config=config,
+                    tokenizer=args.tokenizer)  # fmt: skip
     counts = read_arpa(args.arpa).counts()
     msg = f"{args.arpa}: {config.order}-gram, n-gram counts {counts}"
     if args.words:
@@ -196,6 +197,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--words", help="lang/words.txt or a lexicon: the LM vocabulary")
     p.add_argument("--oov-word", default="<UNK>", help="what words outside --words become")
     p.add_argument("--skip-first-field", action="store_true", help="lines start with an utt id")
+    p.add_argument(
+        "--tokenizer", metavar="TOKENIZER_MODEL",
+        help="cut the text into this sentencepiece model's pieces first: a piece LM for "
+        "transducer shallow fusion (decode-transducer --lm)",
+    )  # fmt: skip
     p.add_argument(
         "--no-full-vocab", action="store_true", help="leave unseen vocabulary words out of the LM"
     )

@@ -18,6 +18,7 @@ from pykaldi2.utils.log import setup_logging
 #: One module per pipeline stage, in pipeline order.
 COMMAND_MODULES = [
     "pykaldi2.cli.data",
+    "pykaldi2.cli.manifests",
     "pykaldi2.cli.features",
     "pykaldi2.cli.lang",
     "pykaldi2.cli.hmm",
@@ -28,6 +29,7 @@ COMMAND_MODULES = [
     "pykaldi2.cli.chain",
     "pykaldi2.cli.transducer",
     "pykaldi2.cli.transcribe",
+    "pykaldi2.cli.queue",
 ]
 
 

@@ -1,5 +1,6 @@
-"""``pykaldi2 train-transducer | decode-transducer | stream | export-onnx``: RNN-Transducers
-(Myrtle's RNN-T recipe: sentencepiece targets, LSTM encoder/predictor, streaming decoding)."""
+"""``pykaldi2 train-transducer | decode-transducer | stream | export-onnx | decode-onnx``:
+RNN-Transducers (Myrtle's RNN-T recipe: sentencepiece targets, LSTM encoder/predictor,
+streaming decoding)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_decode(args: argparse.Namespace) -> int:
     from pykaldi2.decoding.streaming import decode_transducer
 
+    if args.lm and args.beam <= 1:
+        print("pykaldi2 decode-transducer: --lm needs beam search (--beam > 1)", file=sys.stderr)
+        return 2
     stats = decode_transducer(
         args.model_dir,
         args.data_dir,
@@ -26,8 +30,12 @@ def _cmd_decode(args: argparse.Namespace) -> int:
         beam=args.beam,
         batch_size=args.batch_size,
         device=args.device,
+        dump_preds=args.dump_preds,
+        lm=args.lm,
+        lm_weight=args.lm_weight,
+        symbol_bonus=args.symbol_bonus,
     )
-    print(stats.format() if stats is not None else f"{args.out_dir}/hyp.txt written", end="")
+    print(stats.format() if stats is not None else f"{args.out_dir}/hyp.txt written\n", end="")
     return 0
 
 
@@ -39,18 +47,31 @@ def _cmd_stream(args: argparse.Namespace) -> int:
         stream_file,
     )
 
-    if (args.file is None) == (not args.mic):
-        print("pykaldi2 stream: give an audio FILE or --mic (not both)", file=sys.stderr)
+    sources = [args.file is not None, args.mic, args.loopback]
+    if sum(sources) != 1:
+        print("pykaldi2 stream: give an audio FILE, - (standard input), --mic or --loopback "
+              "(exactly one)", file=sys.stderr)  # fmt: skip
         return 2
     bundle = load_transducer(args.model_dir)
+    sr = int(float(bundle.features.get("sample_frequency", 16000)))
     last = ""
-    if args.mic:
-        sr = int(float(bundle.features.get("sample_frequency", 16000)))
+    if args.mic or args.loopback:
         device = int(args.device) if args.device and args.device.isdigit() else args.device
-        mic = microphone_chunks(sr, args.chunk_seconds, device, args.seconds)
+        if args.mic:
+            live = microphone_chunks(sr, args.chunk_seconds, device, args.seconds)
+        else:
+            from pykaldi2.data.stream_input import loopback_chunks
+
+            live = loopback_chunks(sr, args.chunk_seconds, args.device, args.seconds)
         if not args.quiet:
-            print("listening (Ctrl-C to stop)...", file=sys.stderr, flush=True)
-        chunks = stream_chunks(bundle, _until_interrupted(mic), sr, quantize=args.int8)
+            what = "listening" if args.mic else "recording what the machine plays"
+            print(f"{what} (Ctrl-C to stop)...", file=sys.stderr, flush=True)
+        chunks = stream_chunks(bundle, _until_interrupted(live), sr, quantize=args.int8)
+    elif args.file == "-":
+        from pykaldi2.data.stream_input import pcm_chunks
+
+        pcm = pcm_chunks(sys.stdin.buffer, sr, args.chunk_seconds, args.channels)
+        chunks = stream_chunks(bundle, _until_interrupted(pcm), sr, quantize=args.int8)
     else:
         chunks = stream_file(
             bundle, args.file, chunk_seconds=args.chunk_seconds, quantize=args.int8
@@ -69,6 +90,31 @@ def _until_interrupted(chunks):
         yield from chunks
     except KeyboardInterrupt:
         return
+
+
+def _cmd_mel_stats(args: argparse.Namespace) -> int:
+    from pykaldi2.features.cmvn import acc_cmvn_stats
+    from pykaldi2.features.ewma_norm import stats_mean_var, write_global_stats
+    from pykaldi2.features.storage import open_features
+    from pykaldi2.utils.log import progress
+
+    def frames():
+        n = 0
+        for d in args.data_dirs:
+            feats = open_features(d)
+            for utt in sorted(feats):
+                if args.max_utts and n >= args.max_utts:
+                    return
+                n += 1
+                yield feats[utt]
+
+    stats = acc_cmvn_stats(progress(frames(), desc="mel stats", unit="utt"))
+    write_global_stats(stats, args.out)
+    mean, var = stats_mean_var(stats)
+    print(f"{args.out}: {int(stats[0, -1])} frames, dim {len(mean)}, mean {mean.mean():.3f} "
+          f"(per-bin {mean.min():.3f}..{mean.max():.3f}), variance {var.min():.3f}.."
+          f"{var.max():.3f}")  # fmt: skip
+    return 0
 
 
 def _cmd_export_onnx(args: argparse.Namespace) -> int:
@@ -137,39 +183,64 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser(
         "decode-transducer",
-        help="decode a data dir with a transducer model dir; write hyp.txt and wer",
-        description="Runs the encoder on whole utterances (features from DATA_DIR/feats.scp, "
-        "computed with the model's feature config) and greedy search (--beam 1, batched) or "
-        "modified beam search; writes OUT_DIR/hyp.txt and, when DATA_DIR/text exists, "
-        "OUT_DIR/wer (Kaldi's compute-wer format).",
+        help="decode a data dir, manifest or file list with a transducer model dir",
+        description="Runs the encoder on whole utterances and greedy search (--beam 1, "
+        "batched) or modified beam search, optionally with shallow fusion of a piece n-gram "
+        "(--lm, trained with `train-lm --tokenizer MODEL_DIR/tokenizer.model`); writes "
+        "OUT_DIR/hyp.txt and, where references exist, OUT_DIR/wer (Kaldi's compute-wer "
+        "format, over the utterances that have one). DATA is a data dir with feats.scp (the "
+        "model's raw features) or audio to compute them from: a data dir without feats.scp, a "
+        "Myrtle JSON manifest, WebDataset shards or a file list. --dump-preds FILE also writes "
+        "the predictions there (and FILE.wer), as `transcribe --dump-preds`.",
+        epilog="example: pykaldi2 decode-transducer --beam 4 --lm exp/rnnt/lm/tokens4.arpa "
+        "--lm-weight 0.3 exp/rnnt/final data/dev_fbank exp/rnnt/decode_dev_lm0.3",
     )
     p.add_argument("model_dir", help="EXP_DIR/final of train-transducer")
-    p.add_argument("data_dir", help="data dir with feats.scp (and text for scoring)")
+    p.add_argument("data_dir", metavar="data", help="data dir (feats.scp or wav.scp), manifest, "
+                   "shards or file list")  # fmt: skip
     p.add_argument("out_dir", help="output dir, e.g. exp/rnnt/decode_test")
     p.add_argument("--beam", type=int, default=1, help="1: greedy; >1: modified beam search")
+    p.add_argument("--lm", metavar="ARPA", help="piece n-gram for shallow fusion (beam > 1)")
+    p.add_argument("--lm-weight", type=float, default=0.3, help="LM weight (%(default)s)")
+    p.add_argument("--symbol-bonus", type=float, default=0.0,
+                   help="beam search: added to every emitted symbol's score (%(default)s)")  # fmt: skip
+    p.add_argument("--dump-preds", metavar="FILE", help="also write the predictions to FILE")
     p.add_argument("--batch-size", type=int, default=16, help="utterances per encoder batch")
     p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
     p.set_defaults(func=_cmd_decode)
 
     p = subparsers.add_parser(
         "stream",
-        help="streaming recognition of an audio file or a microphone with a transducer model dir",
-        description="Feeds FILE (or the microphone, --mic) to the model in chunks (streaming "
-        "fbank, sliding CMN, frame stacking, encoder with carried LSTM states, greedy search "
-        "with a carried predictor state), prints the partial transcripts on stderr and the "
-        "final one on stdout. --mic needs the sounddevice package and PortAudio "
-        "(pip install 'pykaldi2[mic]'; apt-get install libportaudio2) and an input device; "
-        "it runs until Ctrl-C or --seconds.",
+        help="streaming recognition of a file, standard input, a microphone or what the "
+        "machine plays",
+        description="Feeds FILE, standard input (FILE = -: 16-bit PCM WAV, or raw s16le "
+        "samples at the model's rate), the microphone (--mic) or a loopback device (--loopback: "
+        "what the machine plays) to the model in chunks (streaming fbank, the model's "
+        "streaming normalization, frame stacking, encoder with carried LSTM states, greedy "
+        "search with a carried predictor state), prints the partial transcripts on stderr as "
+        "they change and the final one on stdout. --mic needs the sounddevice package and "
+        "PortAudio (pip install 'pykaldi2[mic]'; apt-get install libportaudio2); --loopback the "
+        "soundcard package (pip install 'pykaldi2[loopback]') and a sound server with a "
+        "loopback/monitor source; both run until Ctrl-C or --seconds, standard input until it "
+        "ends.",
+        epilog="example: ffmpeg -i URL -f s16le -ac 1 -ar 16000 - | pykaldi2 stream "
+        "exp/rnnt/final -",
     )
     p.add_argument("model_dir", help="EXP_DIR/final of train-transducer")
-    p.add_argument("file", nargs="?", help="audio file (wav, flac, ...)")
+    p.add_argument("file", nargs="?", help="audio file (wav, flac, ...), or - for stdin")
     p.add_argument("--mic", action="store_true", help="listen to a microphone instead of FILE")
+    p.add_argument("--loopback", action="store_true",
+                   help="record what the machine plays (a loopback device) instead of FILE")  # fmt: skip
     p.add_argument(
-        "--device", default=None, help="--mic: input device index or name (default: system's)"
-    )
+        "--device", default=None,
+        help="--mic: input device index or name; --loopback: loopback device name (default: "
+        "the system's)",
+    )  # fmt: skip
     p.add_argument(
-        "--seconds", type=float, default=None, help="--mic: stop after this many seconds"
+        "--seconds", type=float, default=None, help="--mic/--loopback: stop after this long"
     )
+    p.add_argument("--channels", type=int, default=1,
+                   help="raw PCM on stdin: interleaved channels (channel 0 is decoded)")  # fmt: skip
     p.add_argument("--chunk-seconds", type=float, default=0.32, help="default: %(default)s")
     p.add_argument("--quiet", action="store_true", help="print only the final transcript")
     p.add_argument(
@@ -179,6 +250,24 @@ def register(subparsers) -> None:
         "transcript may differ slightly from fp32's)",
     )
     p.set_defaults(func=_cmd_stream)
+
+    p = subparsers.add_parser(
+        "compute-mel-stats",
+        help="global mean/variance stats of a data dir's features (seed of the RNN-T's "
+        "streaming normalization)",
+        description="Myrtle's generate_mel_stats / Kaldi's `compute-cmvn-stats scp:feats.scp "
+        "OUT` (global, no --spk2utt): the (2, F + 1) CMVN stats (per-bin sums, sums of squares, "
+        "frame count) of the raw features of DATA_DIRs (feats.scp, or the first --max-utts "
+        "utterances in sorted order), written as one Kaldi binary matrix. A train-transducer "
+        "config takes it as frontend.ewma.stats_file, the warm start of `cmvn: ewma` or the "
+        "static `cmvn: global` normalization (else train-transducer computes the same stats "
+        "over all training utterances).",
+        epilog="example: pykaldi2 compute-mel-stats data/train_fbank exp/mel_stats.mat",
+    )
+    p.add_argument("data_dirs", nargs="+", help="data dirs with feats.scp (or .scp, .ark, .h5)")
+    p.add_argument("out", help="output stats matrix file")
+    p.add_argument("--max-utts", type=int, default=0, help="use only this many utterances")
+    p.set_defaults(func=_cmd_mel_stats)
 
     p = subparsers.add_parser(
         "decode-onnx",

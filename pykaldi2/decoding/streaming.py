@@ -20,7 +20,7 @@ Dimension legend: T raw frames, F raw feature dim, T_s stacked frames, F' = fram
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,9 +124,12 @@ def transcribe_features(
     feats: dict[str, np.ndarray],
     beam: int = 1,
     batch_size: int = 16,
+    lm: Any = None,
+    lm_weight: float = 0.0,
+    symbol_bonus: float = 0.0,
 ) -> dict[str, list[int]]:
     """Token ids of each utterance's front-end features (T_s, F'): greedy (``beam`` 1, batched)
-    or modified beam search."""
+    or modified beam search (with ``lm``: shallow fusion of a token n-gram)."""
     from pykaldi2.decoding.transducer_search import greedy_search, modified_beam_search
 
     model = bundle.model
@@ -143,7 +146,8 @@ def transcribe_features(
         if beam <= 1:
             hyps, _ = greedy_search(model, enc, enc_lens, bundle.max_symbols_per_frame)
         else:
-            hyps = modified_beam_search(model, enc, enc_lens, beam=beam)
+            hyps = modified_beam_search(model, enc, enc_lens, beam=beam, lm=lm,
+                                        lm_weight=lm_weight, symbol_bonus=symbol_bonus)  # fmt: skip
         out.update(zip(utts, hyps))
     return out
 
@@ -164,26 +168,69 @@ def frontend_features(
             file=str(Path(data_dir) / "feats.scp"),
             fix="compute the features with the model's feature config (model.yaml: features)",
         )
-    return {
-        u: frontend.transform(proc[u]) for u in progress(list(proc), desc="features", unit="utt")
-    }
+    return _carry_transform(frontend, ((u, proc[u]) for u in progress(list(proc),
+                                       desc="features", unit="utt")))  # fmt: skip
+
+
+def _carry_transform(frontend, raws) -> dict[str, np.ndarray]:
+    """key -> ``frontend.transform_from`` of (key, pipeline output) pairs in order; with
+    ``ewma.carry_over`` the EWMA state passes from each utterance to the next."""
+    carry = frontend.cmvn == "ewma" and frontend.ewma.carry_over
+    out, state = {}, None
+    for key, x in raws:
+        out[key], end = frontend.transform_from(x, state if carry else None)
+        state = end if len(x) else state
+    return out
+
+
+def audio_features(bundle: TransducerBundle, items) -> dict[str, np.ndarray]:
+    """key -> (T_s, F') model input of each :class:`~pykaldi2.data.manifests.ManifestItem`'s
+    audio (resampled to the model's rate): the model's raw features computed offline, then its
+    front end, as the training features went."""
+    from pykaldi2.data.audio import read_audio
+    from pykaldi2.features.extractors import config_from_dict, make_extractor
+    from pykaldi2.features.pipeline import ProcessedFeatures
+
+    if not bundle.features:
+        raise DataError(
+            "the model dir has no raw feature config, so it cannot take audio",
+            file=str(bundle.model_dir.path),
+            fix="decode a data dir with feats.scp of the model's features instead",
+        )
+    extractor = make_extractor(config_from_dict(bundle.features))
+    sr = int(float(bundle.features.get("sample_frequency", 16000)))
+    fe = bundle.frontend
+    pipe = ProcessedFeatures(".", fe.pipeline(), open_raw=False)
+
+    def raws():
+        for it in progress(items, desc="features", unit="utt"):
+            x, _ = read_audio(it.audio, target_sr=sr, utt=it.key)
+            raw = extractor.compute(x, sr)
+            yield it.key, pipe.apply(it.key, raw) if len(raw) else raw
+
+    return _carry_transform(fe, raws())
 
 
 def write_hyp(
-    hyp: dict[str, list[str]], data_dir: str | os.PathLike, out_dir: str | os.PathLike
+    hyp: dict[str, list[str]],
+    refs: str | os.PathLike | Mapping[str, list[str]] | None,
+    out_dir: str | os.PathLike,
 ) -> Any:
-    """Write ``out_dir/hyp.txt``; with ``data_dir/text``, score into ``out_dir/wer`` and return
-    the WerStats (else None)."""
+    """Write ``out_dir/hyp.txt``; with references (a data dir with ``text``, or key -> words),
+    score the utterances that have one into ``out_dir/wer`` and return the WerStats (else
+    None)."""
     from pykaldi2.decoding.scoring import compute_wer, read_text
     from pykaldi2.utils.io import atomic_write_text
 
     out_dir = Path(out_dir)
     lines = "".join(f"{u} {' '.join(w)}\n" for u, w in sorted(hyp.items()))
     atomic_write_text(out_dir / "hyp.txt", lines)
-    text = Path(data_dir) / "text"
-    if not text.is_file():
+    if isinstance(refs, str | os.PathLike):
+        text = Path(refs) / "text"
+        refs = read_text(text) if text.is_file() else None
+    if not refs:
         return None
-    stats = compute_wer(read_text(text), hyp, mode="present")
+    stats = compute_wer(refs, hyp, mode="present")
     atomic_write_text(out_dir / "wer", stats.format())
     return stats
 
@@ -195,14 +242,52 @@ def decode_transducer(
     beam: int = 1,
     batch_size: int = 16,
     device: str = "cpu",
+    dump_preds: str | os.PathLike | None = None,
+    lm: Any = None,
+    lm_weight: float = 0.0,
+    symbol_bonus: float = 0.0,
 ) -> Any:
-    """Decode ``data_dir`` (feats.scp of the model's raw features) into ``out_dir/hyp.txt``; with
-    ``data_dir/text``, score into ``out_dir/wer`` and return the WerStats (else None)."""
+    """Decode ``data_dir`` into ``out_dir/hyp.txt``; where references exist, score into
+    ``out_dir/wer`` and return the WerStats (else None).
+
+    ``data_dir``: a data dir with feats.scp of the model's raw features (and text), or audio
+    to compute them from: a data dir without feats.scp, a JSON manifest, WebDataset shards or
+    a file list (:func:`pykaldi2.data.manifests.items_from_inputs`; references from their
+    transcripts). ``dump_preds``: also write the predictions there
+    (:func:`pykaldi2.decoding.preds.write_preds`). ``lm``, ``lm_weight``: a
+    :class:`~pykaldi2.lang.token_lm.TokenLm` (or its ARPA file) for shallow fusion in beam
+    search (``beam`` > 1); ``symbol_bonus``: added to every emitted symbol's score there.
+    """
+    import tempfile
+
+    from pykaldi2.decoding.scoring import read_text
+
     bundle = load_transducer(model_dir, device)
-    feats = frontend_features(bundle.frontend, data_dir, bundle.model.cfg.in_feats)
-    ids = transcribe_features(bundle, feats, beam=beam, batch_size=batch_size)
+    if lm is not None and not hasattr(lm, "log_probs"):
+        from pykaldi2.lang.token_lm import TokenLm
+
+        lm = TokenLm.load(lm, bundle.tokenizer)
+    src, audio = Path(data_dir), None
+    if src.is_dir() and (src / "feats.scp").is_file():
+        feats = frontend_features(bundle.frontend, src, bundle.model.cfg.in_feats)
+        refs = read_text(src / "text") if (src / "text").is_file() else {}
+    else:
+        from pykaldi2.data.manifests import items_from_inputs
+
+        with tempfile.TemporaryDirectory(prefix="pykaldi2-decode-") as tmp:
+            items = items_from_inputs([data_dir], extract_to=tmp)
+            feats = audio_features(bundle, items)
+        refs = {it.key: it.text.split() for it in items if it.text is not None}
+        audio = {it.key: it.audio for it in items}
+    ids = transcribe_features(bundle, feats, beam=beam, batch_size=batch_size, lm=lm,
+                              lm_weight=lm_weight, symbol_bonus=symbol_bonus)  # fmt: skip
     hyp = {u: bundle.tokenizer.decode(ids[u]).split() for u in ids}
-    return write_hyp(hyp, data_dir, out_dir)
+    stats = write_hyp(hyp, refs, out_dir)
+    if dump_preds is not None:
+        from pykaldi2.decoding.preds import write_preds
+
+        write_preds(dump_preds, hyp, refs, audio)
+    return stats
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,9 +393,21 @@ class TransducerStream:
     ``quantize=True`` runs the bundle's int8 model (:func:`quantize_int8`, on the CPU).
     """
 
-    def __init__(self, bundle: TransducerBundle, quantize: bool = False) -> None:
+    def __init__(self, bundle: TransducerBundle, quantize: bool = False, norm_state=None) -> None:
+        """``norm_state``: the EWMA state to start from (``cmvn: ewma``; None: the warm start),
+        e.g. the previous stream's :attr:`norm_state` to carry the statistics over."""
+        from dataclasses import replace
+
         from pykaldi2.features.extractors import config_from_dict, make_extractor
 
+        if bundle.model.cfg.enc_bidirectional:
+            raise DataError(
+                "the model's encoder is bidirectional (enc_bidirectional): it needs whole "
+                "utterances and cannot stream",
+                file=str(bundle.model_dir.path),
+                fix="decode files with `pykaldi2 transcribe` / decode-transducer, or train a "
+                "uni-directional model for streaming",
+            )
         self.bundle = bundle
         self.model = bundle.int8_model() if quantize else bundle.model
         fe = bundle.frontend
@@ -319,6 +416,10 @@ class TransducerStream:
             self.cmn = SlidingCmnStream(fe.sliding)
         elif fe.cmvn == "ewma":
             self.cmn = EwmaNormStream(fe.ewma)
+            if norm_state is not None:
+                self.cmn.state = (norm_state[0].copy(), norm_state[1].copy())
+        elif fe.cmvn == "global":  # static: the EWMA with alpha 0 never moves its mean/var
+            self.cmn = EwmaNormStream(replace(fe.ewma, alpha=0.0))
         self.stacker = FrameStackStream(fe.frame_stack, fe.frame_subsample)
         self.fbank = None
         if bundle.features:
@@ -328,6 +429,11 @@ class TransducerStream:
         self.held: np.ndarray | None = None  # stacked frames not yet given to the encoder
         self.frames_in = 0
         self.done = False
+
+    @property
+    def norm_state(self):
+        """The EWMA normalization's state now (``cmvn: ewma``), else None."""
+        return self.cmn.state if isinstance(self.cmn, EwmaNormStream) else None
 
     @property
     def token_ids(self) -> list[int]:
@@ -469,7 +575,10 @@ def microphone_chunks(
 
 class TransducerTranscriber:
     """``pykaldi2.load_model`` of a ``transducer`` model dir: streaming greedy decoding of files
-    (one chunk per file; the same transcript as any chunking)."""
+    (one chunk per file; the same transcript as any chunking); a bidirectional encoder decodes
+    each file offline (the same greedy search on the whole utterance). With the front end's
+    ``ewma.carry_over`` each file's EWMA normalization starts where the previous file's ended
+    (a session), else from the warm start (as in training)."""
 
     def __init__(self, md) -> None:
         self.model_dir = md
@@ -481,8 +590,28 @@ class TransducerTranscriber:
             from pykaldi2.features.extractors import config_from_dict
 
             config_from_dict(self.bundle.features).check_audio_files(paths)
-        out = []
+        if self.bundle.model.cfg.enc_bidirectional:
+            from pykaldi2.data.manifests import ManifestItem
+
+            items = [ManifestItem(str(i), str(p)) for i, p in enumerate(paths)]
+            ids = transcribe_features(self.bundle, audio_features(self.bundle, items))
+            return [self.bundle.tokenizer.decode(ids[it.key]) for it in items]
+        from pykaldi2.data.audio import read_audio
+
+        b = self.bundle
+        carry = b.frontend.cmvn == "ewma" and b.frontend.ewma.carry_over
+        sr = int(float(b.features.get("sample_frequency", 16000)))
+        out, state = [], None
         for p in progress(paths, desc="transcribe", unit="file"):
-            *_, text = stream_file(self.bundle, p, chunk_seconds=1e9)
-            out.append(text)
+            stream = TransducerStream(b, norm_state=state if carry else None)
+            samples, _ = read_audio(str(p), target_sr=sr)
+            stream.accept_waveform(samples, sr)
+            out.append(stream.finish())
+            state = stream.norm_state
         return out
+
+    def __call__(self, paths):
+        """``model(files) == model.transcribe(files)``; one path gives one transcript."""
+        if isinstance(paths, str | os.PathLike):
+            return self.transcribe([paths])[0]
+        return self.transcribe(list(paths))

@@ -9,7 +9,12 @@ included), H predictor units.
 - :func:`greedy_search_reference`: the same for one utterance, unbatched and plain (the check).
 - :func:`modified_beam_search`: icefall's "modified beam search": at most one symbol per frame,
   hypotheses with the same symbol sequence are merged (log-add), the ``beam`` best of all
-  (hypothesis, symbol) extensions are kept at each frame.
+  (hypothesis, symbol) extensions are kept at each frame. With an ``lm``
+  (:class:`~pykaldi2.lang.token_lm.TokenLm`), shallow fusion: every symbol's score is
+  ``log p_rnnt + lm_weight * log p_lm(symbol | the hypothesis' last pieces)`` (blank: the
+  transducer's alone) and the final choice adds ``lm_weight * log p_lm(</s> | ...)``.
+  ``symbol_bonus`` is added to every emitted symbol's score (Kaldi's word insertion penalty,
+  negated): it counters the deletions an LM's per-symbol cost brings.
 
 All take a :class:`pykaldi2.nnet.transducer.Transducer` (anything with ``predictor.step``,
 ``joiner.project_enc/project_pred/joint`` and ``blank``) and the encoder output.
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from pykaldi2.nnet.transducer import PredictorState, Transducer
@@ -115,9 +121,20 @@ def greedy_search_reference(
 @dataclass
 class _Hyp:
     ys: tuple[int, ...]
-    score: torch.Tensor  # () log-prob, summed over the merged paths
+    score: torch.Tensor  # () log-prob (+ lm_weight * LM log-prob), summed over merged paths
     pred_p: torch.Tensor  # (J,)
     state: PredictorState  # (L, 1, H) each
+    lm_state: tuple = ()  # the LM's state after ys (TokenLm), () without an LM
+
+
+@dataclass
+class BeamResult:
+    """One utterance's best hypothesis: its symbols and its final score (the transducer's
+    log-prob, summed over the merged paths, plus ``lm_weight`` times the LM's, ``</s>``
+    included; before length normalization)."""
+
+    ys: list[int]
+    score: float
 
 
 @torch.no_grad()
@@ -127,34 +144,64 @@ def modified_beam_search(
     enc_lengths: torch.Tensor,
     beam: int = 4,
     length_norm: bool = True,
-) -> list[list[int]]:
+    lm=None,
+    lm_weight: float = 0.0,
+    return_scores: bool = False,
+    symbol_bonus: float = 0.0,
+) -> list[list[int]] | list[BeamResult]:
     """Modified beam search (one symbol per frame at most), utterance by utterance.
 
     Args:
         enc: (B, T', He) encoder output; enc_lengths: (B,) int
         beam: hypotheses kept per frame
         length_norm: pick the final hypothesis by score / number of symbols (icefall's choice)
+        lm, lm_weight: shallow fusion with a :class:`~pykaldi2.lang.token_lm.TokenLm` (see the
+            module doc); no LM or weight 0: the transducer alone
+        return_scores: return :class:`BeamResult` objects instead of the symbol lists
+        symbol_bonus: added to the score of every emitted symbol
 
     Returns:
         the best symbol sequence of each utterance.
     """
     if beam < 1:
         raise ValueError("beam must be >= 1")
+    if lm is not None and lm.vocab_size != model.cfg.vocab_size:
+        raise ValueError(f"the LM scores {lm.vocab_size} symbols, the model has "
+                         f"{model.cfg.vocab_size}: train it on the model's tokenizer")  # fmt: skip
+    fusion = lm if lm is not None and lm_weight != 0.0 else None
     enc_p = model.joiner.project_enc(enc)
     results = []
     for b in range(enc.shape[0]):
-        results.append(_beam_one(model, enc_p[b, : int(enc_lengths[b])], beam, length_norm))
+        r = _beam_one(model, enc_p[b, : int(enc_lengths[b])], beam, length_norm, fusion,
+                      lm_weight, symbol_bonus)  # fmt: skip
+        results.append(r if return_scores else r.ys)
     return results
 
 
-def _beam_one(model: Transducer, enc_p: torch.Tensor, beam: int, length_norm: bool) -> list[int]:
-    """enc_p (T', J) of one utterance -> best symbol sequence."""
+def _beam_one(
+    model: Transducer,
+    enc_p: torch.Tensor,
+    beam: int,
+    length_norm: bool,
+    lm,
+    lm_weight: float,
+    symbol_bonus: float = 0.0,
+) -> BeamResult:
+    """enc_p (T', J) of one utterance -> the best hypothesis."""
     blank = model.blank
     start = _start(model, 1, enc_p.device, enc_p.dtype)
-    hyps = [_Hyp((), enc_p.new_zeros(()), start.pred_p[0], start.pred_state)]
+    lm_start = lm.initial_state() if lm is not None else ()
+    hyps = [_Hyp((), enc_p.new_zeros(()), start.pred_p[0], start.pred_state, lm_start)]
     for t in range(enc_p.shape[0]):
         pred_p = torch.stack([h.pred_p for h in hyps])  # (N, J)
         logp = torch.log_softmax(model.joiner.joint(enc_p[t][None], pred_p), dim=-1)  # (N, V)
+        if lm is not None:  # blank's LM column is 0: only symbols move the LM
+            lm_lp = np.stack([lm.log_probs(h.lm_state) for h in hyps])  # (N, V)
+            logp = logp + lm_weight * torch.from_numpy(lm_lp).to(logp)
+        if symbol_bonus:
+            bonus = torch.full_like(logp[0], symbol_bonus)
+            bonus[blank] = 0.0
+            logp = logp + bonus
         scores = torch.stack([h.score for h in hyps])[:, None] + logp
         V = logp.shape[1]
         top = scores.flatten().topk(min(beam, scores.numel()))
@@ -163,7 +210,8 @@ def _beam_one(model: Transducer, enc_p: torch.Tensor, beam: int, length_norm: bo
         for score, flat in zip(top.values, top.indices.tolist()):
             i, v = divmod(flat, V)
             if v == blank:
-                _merge(merged, _Hyp(hyps[i].ys, score, hyps[i].pred_p, hyps[i].state))
+                h = hyps[i]
+                _merge(merged, _Hyp(h.ys, score, h.pred_p, h.state, h.lm_state))
             else:
                 extend.append((hyps[i].ys + (v,), score, i, v))
         if extend:  # one batched predictor step for all new symbols
@@ -174,15 +222,20 @@ def _beam_one(model: Transducer, enc_p: torch.Tensor, beam: int, length_norm: bo
             tokens = torch.tensor([v for *_, v in extend], device=enc_p.device)
             out, state = model.predictor.step(tokens, state)
             proj = model.joiner.project_pred(out)
-            for j, (ys, score, _, _) in enumerate(extend):
+            for j, (ys, score, i, v) in enumerate(extend):
                 st = PredictorState(state.h[:, j : j + 1], state.c[:, j : j + 1])
-                _merge(merged, _Hyp(ys, score, proj[j], st))
+                lm_state = lm.advance(hyps[i].lm_state, v) if lm is not None else ()
+                _merge(merged, _Hyp(ys, score, proj[j], st, lm_state))
         hyps = list(merged.values())
 
-    def key(h: _Hyp) -> float:
-        return float(h.score) / max(1, len(h.ys)) if length_norm else float(h.score)
+    def final(h: _Hyp) -> float:
+        return float(h.score) + (lm_weight * lm.final_log_prob(h.lm_state) if lm else 0.0)
 
-    return list(max(hyps, key=key).ys)
+    def key(h: _Hyp) -> float:
+        return final(h) / max(1, len(h.ys)) if length_norm else final(h)
+
+    best = max(hyps, key=key)
+    return BeamResult(list(best.ys), final(best))
 
 
 def _merge(merged: dict[tuple[int, ...], _Hyp], hyp: _Hyp) -> None:

@@ -3,7 +3,7 @@
 ::
 
     exp/mono/export/
-      model.yaml        format_version, kind (gmm | hybrid | transducer), pykaldi2_version,
+      model.yaml        format_version, kind (gmm | hybrid | chain | transducer), pykaldi2_version,
                         created, configs (features, cmvn, decoder, model, ...),
                         files: role -> {path, bytes, sha256}
       model.mdl         the files, named after their role (``model``, ``HCLG``, ``words``,
@@ -43,7 +43,7 @@ from pykaldi2.utils.io import atomic_dir
 #: The format this pykaldi2 writes; it reads formats MIN_FORMAT_VERSION..FORMAT_VERSION.
 FORMAT_VERSION = 1
 MIN_FORMAT_VERSION = 1
-KINDS = ("gmm", "hybrid", "transducer")
+KINDS = ("gmm", "hybrid", "chain", "transducer")
 MODEL_YAML = "model.yaml"
 WEIGHTS = "weights"
 
@@ -54,7 +54,7 @@ class ModelDir:
 
     Attributes:
         path: the directory.
-        kind: ``gmm``, ``hybrid`` or ``transducer``.
+        kind: ``gmm``, ``hybrid``, ``chain`` or ``transducer``.
         format_version: the format it was written in.
         pykaldi2_version: the pykaldi2 that wrote it.
         configs: name -> config dict (``features``, ``cmvn``, ``decoder``, ``model``, ...).

@@ -110,6 +110,15 @@ def export_onnx(model_dir: str | os.PathLike, out_dir: str | os.PathLike, opset:
     _require_onnx()
     bundle = load_transducer(model_dir)
     model, cfg = bundle.model, bundle.model.cfg
+    if cfg.enc_bidirectional:
+        from pykaldi2.utils.errors import DataError
+
+        raise DataError(
+            "export-onnx writes a streaming encoder with LSTM states; this model's encoder is "
+            "bidirectional (enc_bidirectional)",
+            file=str(model_dir),
+            fix="export a uni-directional model, or decode this one with decode-transducer",
+        )
     B, T = 1, 4 * cfg.enc_stack_time_factor
     enc_states = _zeros_states(cfg, B)
     with atomic_dir(out_dir) as tmp, warnings.catch_warnings(), torch.no_grad():

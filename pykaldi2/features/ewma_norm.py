@@ -42,11 +42,21 @@ VAR_FLOOR = 1.0e-10
 class EwmaNormConfig(ConfigMixin):
     """``alpha``: the weight of each new frame (Myrtle: 0.001, a time constant of 1000 frames);
     ``mean``/``var``: the (F,) warm start, the global statistics of the training data (empty
-    until :func:`ewma_warm_start` fills them; train-transducer does)."""
+    until :func:`ewma_warm_start` fills them; train-transducer does, from ``stats_file`` when
+    given: a global CMVN stats matrix of ``pykaldi2 compute-mel-stats``, Myrtle's mel stats
+    dumped from the training data). The same mean/var are the static normalization of the
+    front end's ``cmvn: global``.
+
+    ``carry_over``: when a decoder transcribes several files in a row (``load_model(...)
+    .transcribe``, ``decode-transducer``), each file's normalization starts from the state the
+    previous one ended in, as one long stream would (a live session); false (the default, and
+    what training does): every utterance starts from the warm start."""
 
     alpha: float = 0.001
     mean: list[float] = field(default_factory=list)
     var: list[float] = field(default_factory=list)
+    stats_file: str = ""
+    carry_over: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.alpha < 1.0:
@@ -83,13 +93,42 @@ class EwmaNormConfig(ConfigMixin):
 def ewma_warm_start(feats: Iterable[np.ndarray]) -> EwmaState:
     """Global mean and variance (F,) of all frames of ``feats`` ((T_i, F) arrays), the variance
     floored at 1e-10."""
-    stats = acc_cmvn_stats(feats)  # (2, F + 1): sums, sums of squares, count in the last column
+    return stats_mean_var(acc_cmvn_stats(feats))
+
+
+def stats_mean_var(stats: np.ndarray, source: str | None = None) -> EwmaState:
+    """(mean, var) (F,) of Kaldi CMVN stats (2, F + 1): sums, sums of squares, the frame count
+    in the last column; the variance floored at 1e-10."""
+    stats = np.asarray(stats, np.float64)
+    if stats.ndim != 2 or stats.shape[0] != 2 or stats.shape[1] < 2:
+        raise DataError(f"CMVN stats of shape {stats.shape}: expected (2, F + 1)", file=source)
     n = stats[0, -1]
     if n <= 0:
-        raise DataError("no feature frames to compute the EWMA warm-start statistics from")
+        raise DataError("no feature frames in the CMVN stats", file=source)
     mean = stats[0, :-1] / n
     var = np.maximum(stats[1, :-1] / n - mean**2, VAR_FLOOR)
     return mean, var
+
+
+def write_global_stats(stats: np.ndarray, path) -> None:
+    """Write (2, F + 1) CMVN stats as one Kaldi binary matrix (what ``compute-cmvn-stats
+    scp:feats.scp stats`` writes; ``copy-matrix --binary=false`` prints it), atomically."""
+    import kaldiio
+
+    from pykaldi2.utils.io import atomic_write
+
+    with atomic_write(path, "wb") as f:
+        kaldiio.save_mat(f, np.asarray(stats, np.float64))
+
+
+def read_global_stats(path) -> np.ndarray:
+    """A (2, F + 1) CMVN stats matrix file (binary or text Kaldi matrix)."""
+    import kaldiio
+
+    try:
+        return np.asarray(kaldiio.load_mat(str(path)), np.float64)
+    except Exception as e:  # kaldiio raises ValueError / OSError on a bad file
+        raise DataError(f"not a Kaldi CMVN stats matrix: {e}", file=str(path)) from None
 
 
 def _check(x: np.ndarray, state: EwmaState) -> np.ndarray:

@@ -16,7 +16,7 @@ from pykaldi2.features.pipeline import FeaturePipelineConfig
 from pykaldi2.utils.config import ConfigMixin
 from pykaldi2.utils.errors import Pykaldi2Error
 
-FRONTEND_CMVN = ("none", "sliding", "ewma")
+FRONTEND_CMVN = ("none", "sliding", "ewma", "global")
 
 
 @dataclass
@@ -24,9 +24,11 @@ class TransducerFrontendConfig(ConfigMixin):
     """Raw features -> model input: ``cmvn`` (``sliding``: apply-cmvn-sliding, causal apart
     from the first ``min_window`` frames, so streams reproduce it; ``ewma``: Myrtle's
     exponentially weighted mean/variance normalization, warm-started from the training data's
-    global statistics (:mod:`pykaldi2.features.ewma_norm`), causal; ``none``), then frame
-    stacking: output frame j is frames ``j * frame_subsample .. j * frame_subsample +
-    frame_stack - 1`` side by side (zeros past the end)."""
+    global statistics (:mod:`pykaldi2.features.ewma_norm`), causal; ``global``: the static
+    per-bin normalization by those statistics, ``(x - mean) / sqrt(var)`` (Myrtle's
+    caiman-asr since v1.9 and Kaldi's global CMVN; the ``ewma`` section holds the statistics);
+    ``none``), then frame stacking: output frame j is frames ``j * frame_subsample .. j *
+    frame_subsample + frame_stack - 1`` side by side (zeros past the end)."""
 
     cmvn: str = "sliding"
     sliding: SlidingCmnConfig = field(default_factory=SlidingCmnConfig)
@@ -46,15 +48,38 @@ class TransducerFrontendConfig(ConfigMixin):
     def pipeline(self) -> FeaturePipelineConfig:
         """The per-utterance CMN as a :class:`FeaturePipelineConfig` (for ProcessedFeatures);
         ``ewma`` is applied afterwards by :meth:`transform`."""
-        cmvn = "none" if self.cmvn == "ewma" else self.cmvn
+        cmvn = "none" if self.cmvn in ("ewma", "global") else self.cmvn
         return FeaturePipelineConfig(cmvn=cmvn, sliding=self.sliding)
+
+    @property
+    def uses_stats(self) -> bool:
+        """The front end needs the training data's global statistics (``ewma``, ``global``)."""
+        return self.cmvn in ("ewma", "global")
 
     def transform(self, feats: np.ndarray) -> np.ndarray:
         """(T, F) features from :meth:`pipeline` -> (ceil(T / frame_subsample), F') model input:
-        the EWMA normalization (``cmvn: ewma``, from the warm start) and frame stacking."""
+        the EWMA normalization (``cmvn: ewma``, from the warm start) or the global one, and
+        frame stacking."""
+        return self.transform_from(feats, None)[0]
+
+    def transform_from(self, feats: np.ndarray, state=None):
+        """:meth:`transform` with the EWMA starting from ``state`` (None: the warm start):
+        returns (model input, the EWMA state after the last frame; None for other cmvn)."""
         if self.cmvn == "ewma":
-            feats, _ = apply_ewma_norm(feats, self.ewma.alpha, self.ewma.initial_state())
-        return stack_frames(feats, self.frame_stack, self.frame_subsample)
+            start = state if state is not None else self.ewma.initial_state()
+            feats, state = apply_ewma_norm(feats, self.ewma.alpha, start)
+        elif self.cmvn == "global":
+            mean, var = self.ewma.initial_state(np.asarray(feats).shape[1])
+            feats = ((feats - mean) / np.sqrt(var)).astype(np.float32)
+        return stack_frames(feats, self.frame_stack, self.frame_subsample), state
+
+    def from_raw(self, raw: np.ndarray) -> np.ndarray:
+        """(T, F) raw features (no data dir: e.g. computed from audio) -> the model input,
+        :meth:`pipeline` then :meth:`transform`, as the training features went."""
+        from pykaldi2.features.pipeline import ProcessedFeatures
+
+        cmn = ProcessedFeatures(".", self.pipeline(), open_raw=False).apply("", raw)
+        return self.transform(cmn)
 
     def output_dim(self, raw_dim: int) -> int:
         return raw_dim * self.frame_stack

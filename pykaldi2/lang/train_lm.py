@@ -120,14 +120,26 @@ def train_lm(
     *,
     words: str | os.PathLike | None = None,
     config: TrainLmConfig | None = None,
+    tokenizer: str | os.PathLike | None = None,
 ) -> Counter[str]:
     """Train a modified-KN LM on ``text`` and write it to ``arpa`` (``.gz`` allowed).
 
     ``words``: a words.txt or lexicon; text words outside it are mapped to ``config.oov_word``
-    (which must be in it). Returns the counts of the OOV words mapped.
+    (which must be in it). Returns the counts of the OOV words mapped. ``tokenizer``: a
+    sentencepiece ``tokenizer.model``; the sentences are cut into its pieces first, which
+    become the LM's words (a piece LM for transducer shallow fusion,
+    :mod:`pykaldi2.lang.token_lm`; not with ``words``).
     """
     config = config or TrainLmConfig()
     sents = read_lm_text(text, config.skip_first_field)
+    if tokenizer is not None:
+        from pykaldi2.lang.token_lm import tokenize_sentences
+        from pykaldi2.lang.tokenizer import Tokenizer
+
+        if words is not None:
+            raise DataError("train-lm: --tokenizer and --words exclude each other (pieces have "
+                            "no lexicon)", file=str(tokenizer))  # fmt: skip
+        sents = tokenize_sentences(Tokenizer(tokenizer), sents)
     oovs: Counter[str] = Counter()
     vocab: set[str] = set()
     if words is not None:

@@ -39,6 +39,8 @@ def rnnt_loss_simple(
     target_lengths: torch.Tensor,
     blank: int = 0,
     reduction: str = "mean",
+    lm_only_scale: float = 0.0,
+    am_only_scale: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The RNN-T loss of the additive joiner ``logits(t, u, v) = am(t, v) + lm(u, v)``.
 
@@ -47,6 +49,11 @@ def rnnt_loss_simple(
         lm: (B, U+1, V) predictor projected to the vocabulary (row 0: after SOS)
         targets: (B, U) int; logit_lengths, target_lengths: (B,) int
         blank: the blank id; reduction: "mean", "sum" or "none"
+        lm_only_scale, am_only_scale: k2's ``rnnt_loss_smoothed``: every arc's log-prob is
+            ``(1 - l - a) * log p(v | t, u) + l * log softmax(lm(u))[v] + a * log
+            softmax(am(t))[v]``, so that the predictor alone (and the encoder alone) also learns
+            to predict the symbols (icefall's pruned transducers: ``lm_scale`` 0.25,
+            ``am_scale`` 0). 0 and 0: the plain loss of the additive joiner.
 
     Returns:
         the loss, and the arc posteriors ``g_blank`` (B, T, U+1), ``g_emit`` (B, T, U) (no grad).
@@ -58,6 +65,11 @@ def rnnt_loss_simple(
     U = targets.shape[1]
     if lm.shape != (B, U + 1, V):
         raise Pykaldi2Error(f"simple rnnt loss: lm must be (B, U+1, V) = {(B, U + 1, V)}")
+    if lm_only_scale < 0 or am_only_scale < 0 or lm_only_scale + am_only_scale >= 1:
+        raise Pykaldi2Error(
+            f"simple rnnt loss: lm_only_scale {lm_only_scale} and am_only_scale {am_only_scale} "
+            "must be >= 0 with a sum < 1"
+        )
     am, lm = am.to(compute_dtype(am.dtype)), lm.to(compute_dtype(am.dtype))
     am_max = am.detach().amax(-1, keepdim=True)  # (B, T, 1)
     lm_max = lm.detach().amax(-1, keepdim=True)  # (B, U+1, 1)
@@ -68,6 +80,15 @@ def rnnt_loss_simple(
     am_y = am.gather(2, y[:, None, :].expand(B, T, U))  # (B, T, U) am(t, y_{u+1})
     lm_y = lm[:, :U].gather(2, y[:, :, None]).squeeze(-1)  # (B, U) lm(u, y_{u+1})
     emit_lp = am_y + lm_y[:, None, :] - norm[:, :, :U]
+    if lm_only_scale > 0 or am_only_scale > 0:
+        c = 1.0 - lm_only_scale - am_only_scale
+        lm_lp = torch.log_softmax(lm, dim=-1)  # (B, U+1, V)
+        am_lp = torch.log_softmax(am, dim=-1)  # (B, T, V)
+        lm_blank, am_blank = lm_lp[:, None, :, blank], am_lp[:, :, blank, None]
+        lm_emit = lm_lp[:, :U].gather(2, y[:, :, None]).squeeze(-1)[:, None, :]  # (B, 1, U)
+        am_emit = am_lp.gather(2, y[:, None, :].expand(B, T, U))  # (B, T, U)
+        blank_lp = c * blank_lp + lm_only_scale * lm_blank + am_only_scale * am_blank
+        emit_lp = c * emit_lp + lm_only_scale * lm_emit + am_only_scale * am_emit
     return rnnt_loss_from_lattice(
         blank_lp, emit_lp, logit_lengths, target_lengths, reduction, return_posteriors=True
     )
@@ -184,20 +205,29 @@ def pruned_rnnt_loss(
     target_lengths: torch.Tensor,
     s_range: int = 5,
     reduction: str = "mean",
+    lm_only_scale: float = 0.0,
+    am_only_scale: float = 0.0,
+    encoded: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(simple loss, pruned loss) of a transducer built with ``simple_proj=True``.
 
-    feats (B, T, F), feat_lengths (B,), targets (B, U), target_lengths (B,).
+    feats (B, T, F), feat_lengths (B,), targets (B, U), target_lengths (B,); ``lm_only_scale``
+    and ``am_only_scale`` smooth the simple loss (:func:`rnnt_loss_simple`). ``encoded``: the
+    ``model.encode_and_predict`` outputs when the caller has them already (e.g. for a CTC
+    head on the same encoder output); then ``feats`` and ``feat_lengths`` are not read.
     """
     if model.simple_am_proj is None or model.simple_lm_proj is None:
         raise Pykaldi2Error(
             "pruned rnnt needs a model built with TransducerConfig(simple_proj=True)"
         )
-    enc, enc_lengths, pred = model.encode_and_predict(feats, feat_lengths, targets)
+    if encoded is None:
+        encoded = model.encode_and_predict(feats, feat_lengths, targets)
+    enc, enc_lengths, pred = encoded
     am, lm = model.simple_am_proj(enc), model.simple_lm_proj(pred)
     simple, g_blank, g_emit = rnnt_loss_simple(
-        am, lm, targets, enc_lengths, target_lengths, model.blank, reduction
-    )
+        am, lm, targets, enc_lengths, target_lengths, model.blank, reduction,
+        lm_only_scale, am_only_scale,
+    )  # fmt: skip
     ranges = get_rnnt_prune_ranges(g_blank, g_emit, enc_lengths, target_lengths, s_range)
     j = model.joiner
     enc_b, pred_b = do_rnnt_pruning(j.project_enc(enc), j.project_pred(pred), ranges, s_range)

@@ -33,7 +33,7 @@ from typing import Any
 
 from pykaldi2.features.pipeline import FeaturePipelineConfig
 from pykaldi2.simulation.config import SimulationConfig
-from pykaldi2.training.ce_egs import chunk_utts, load_ce_data, make_loader
+from pykaldi2.training.ce_egs import chunk_utts, load_ce_data, load_ce_shards, make_loader
 from pykaldi2.training.config import TrainConfigMixin, as_list, options_from_dict, simulation_config
 from pykaldi2.training.model_dir import (
     MODEL_TYPES,
@@ -43,6 +43,7 @@ from pykaldi2.training.model_dir import (
     model_config,
     write_final_dir,
 )
+from pykaldi2.training.shards import ShardDataConfig
 from pykaldi2.training.trainer import TrainerConfig, evaluate
 from pykaldi2.utils.config import option
 from pykaldi2.utils.errors import Pykaldi2Error
@@ -84,6 +85,10 @@ class TrainCEConfig(TrainConfigMixin):
             (:class:`~pykaldi2.simulation.config.SimulationConfig`; saved resolved): training
             chunks are simulated on the fly from the audio of ``train_data`` (one data dir, with
             wav.scp and conf/feats.json); validation stays clean.
+        shards: :class:`~pykaldi2.training.shards.ShardDataConfig`: train on WebDataset shards
+            read as a stream instead of ``train_data`` (features computed on the fly with
+            ``shards.features``, then ``features`` with per-utterance or sliding CMN; targets
+            from ``ali_dir`` by sample key; priors from all of ``ali_dir``'s alignments).
     """
 
     train_data: list[str] = field(default_factory=list)
@@ -108,6 +113,7 @@ class TrainCEConfig(TrainConfigMixin):
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     seed: int = 0
     simulation: SimulationConfig | str | None = None
+    shards: ShardDataConfig = field(default_factory=ShardDataConfig)
 
     def __post_init__(self) -> None:
         self.train_data = as_list(self.train_data)
@@ -118,8 +124,10 @@ class TrainCEConfig(TrainConfigMixin):
         self.build_sections()
         self.model = dict(self.model or {})
         problems = []
-        if not self.train_data:
-            problems.append("train_data: at least one data dir is required")
+        if not self.train_data and not self.shards.enabled:
+            problems.append("train_data: at least one data dir (or shards.train) is required")
+        if self.shards.enabled and (self.train_data or self.simulation is not None):
+            problems.append("shards.train replaces train_data (and simulation): give one")
         if not self.ali_dir:
             problems.append("ali_dir: at least one alignment dir is required")
         if self.model_type not in MODEL_TYPES:
@@ -146,6 +154,7 @@ class TrainCEConfig(TrainConfigMixin):
         d["features"] = self.features.to_dict()
         d["trainer"] = self.trainer.to_dict()
         d["simulation"] = self.simulation.to_dict() if self.simulation is not None else None
+        d["shards"] = self.shards.to_dict()
         return d
 
     # unknown keys and bad values: a DataError naming the config file
@@ -189,7 +198,10 @@ def train_ce(cfg: TrainCEConfig, exp_dir: str | os.PathLike) -> Path:
     exp_dir = Path(exp_dir)
     dist = Dist.from_env()
     try:
-        data = load_ce_data(cfg, exp_dir / "egs", dist)
+        if cfg.shards.enabled:
+            data = load_ce_shards(cfg, exp_dir / "egs", dist)
+        else:
+            data = load_ce_data(cfg, exp_dir / "egs", dist)
         mcfg = model_config(cfg.model_type, cfg.model, data.feats.dim, data.num_pdfs)
         torch.manual_seed(cfg.seed)
         model = build_model(cfg.model_type, mcfg)
@@ -198,14 +210,18 @@ def train_ce(cfg: TrainCEConfig, exp_dir: str | os.PathLike) -> Path:
             exp_dir.mkdir(parents=True, exist_ok=True)
             cfg.save(exp_dir / "config.yaml")
         task = ChunkCETask(cfg.left_context, cfg.right_context, dist.device, cfg.label_smoothing)
-        train_loader = make_loader(
-            data.train, cfg, rank=dist.rank, world_size=dist.world_size, shuffle=True
-        )
+        train_loader = data.train
+        if not cfg.shards.enabled:
+            train_loader = make_loader(
+                data.train, cfg, rank=dist.rank, world_size=dist.world_size, shuffle=True
+            )
         valid_fn = None
         if data.valid is not None and len(data.valid):
-            valid_loader = make_loader(
-                data.valid, cfg, rank=dist.rank, world_size=dist.world_size, shuffle=False
-            )
+            valid_loader = data.valid
+            if not isinstance(data.valid, list):  # shards.valid: already collated batches
+                valid_loader = make_loader(
+                    data.valid, cfg, rank=dist.rank, world_size=dist.world_size, shuffle=False
+                )
 
             def valid_fn(m) -> float:
                 res = evaluate(m, valid_loader, task, dist)
@@ -226,8 +242,9 @@ def train_ce(cfg: TrainCEConfig, exp_dir: str | os.PathLike) -> Path:
         )
         trainer.resume()
         log.info(
-            "train-ce: %d chunks of %d frames%s, %d pdfs, %s model with %.2fM parameters",
+            "train-ce: %d %s of %d frames%s, %d pdfs, %s model with %.2fM parameters",
             len(data.train),
+            "batches an epoch (shards) of chunks" if cfg.shards.enabled else "chunks",
             cfg.chunk_size,
             " (simulated on the fly)" if cfg.simulation is not None else "",
             data.num_pdfs,

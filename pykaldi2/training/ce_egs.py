@@ -91,6 +91,80 @@ def load_ce_data(cfg, egs_dir: str | os.PathLike | None = None, dist=None) -> CE
     return CEData(feats, targets, train, valid, valid_feats, ali_model, num_pdfs)
 
 
+class ChunkItems:
+    """Shard samples -> CE chunks (:data:`pykaldi2.training.shards.MakeItems`): the raw
+    features through ``cfg.features`` (per-utterance or sliding CMN: speaker and global stats
+    need a data dir), cut like :class:`~pykaldi2.data.datasets.ChunkDataset`'s chunks with the
+    utterance's pdf targets; utterances without targets or whose length differs from theirs by
+    more than ``length_tolerance`` give none. Picklable (DataLoader workers)."""
+
+    def __init__(self, cfg, targets: Mapping[str, np.ndarray]) -> None:
+        from pykaldi2.features.pipeline import ProcessedFeatures
+
+        self.pipe = ProcessedFeatures(".", cfg.features, open_raw=False)
+        self.targets = targets
+        self.chunk = (cfg.chunk_size, cfg.left_context, cfg.right_context)
+        self.tolerance = cfg.length_tolerance
+
+    def __call__(self, key: str, raw: np.ndarray, text):
+        from pykaldi2.data.datasets import ChunkDataset
+
+        y = self.targets.get(key)
+        if y is None or not len(raw) or abs(len(raw) - len(y)) > self.tolerance:
+            return []
+        x = self.pipe.apply(key, raw)
+        ds = ChunkDataset({key: x}, {key: y}, *self.chunk, utts=[key])
+        return [ds[i] for i in range(len(ds))]
+
+
+def load_ce_shards(cfg, egs_dir: str | os.PathLike | None = None, dist=None) -> CEData:
+    """:class:`CEData` of WebDataset shards (``cfg.shards``): ``train`` is a
+    :class:`~pykaldi2.training.shards.ShardLoader` of chunk batches, ``valid`` the collated
+    validation batches (``shards.valid``, or the chunks of ``valid_data``'s DataLoader), and
+    ``feats`` what the model dir needs of the features
+    (:class:`~pykaldi2.training.shards.ShardFeatures`). The pdf targets are stores in
+    ``egs_dir`` as in :func:`load_ce_data`; ``dist`` gives the rank and world size."""
+    from pykaldi2.data.datasets import collate_frames
+    from pykaldi2.training.shards import ShardFeatures, ShardLoader, valid_batches
+
+    if cfg.features.cmvn in ("speaker", "global"):
+        raise DataError(
+            f"features.cmvn: {cfg.features.cmvn} needs the CMVN stats of a data dir; shards "
+            "have none", fix="use cmvn: utterance or sliding with shards",
+        )  # fmt: skip
+    sh = cfg.shards
+    fc = sh.frame_config()
+    egs = egs_path(egs_dir)
+    rank, world_size = (dist.rank, dist.world_size) if dist is not None else (0, 1)
+    targets, ali_model = alignment_store(cfg.ali_dir, egs / "pdf_targets", to_pdf=True, dist=dist)
+    items = ChunkItems(cfg, targets)
+    train = ShardLoader(
+        sh.train, items, collate_frames, batch_size=cfg.batch_size, frame_config=fc,
+        shuffle_buffer=sh.shuffle_buffer, seed=cfg.seed, rank=rank, world_size=world_size,
+        num_workers=cfg.num_workers,
+    )  # fmt: skip
+    valid, valid_feats = None, None
+    if sh.valid or cfg.valid_data:
+        vt: Mapping[str, np.ndarray] = targets
+        if cfg.valid_ali_dir:  # valid_ali_dir's alignment of an utterance first
+            v, _ = alignment_store(
+                cfg.valid_ali_dir, egs / "valid_pdf_targets", to_pdf=True, dist=dist
+            )
+            vt = ChainMap(v, targets)
+        if sh.valid:
+            valid = valid_batches(sh.valid, ChunkItems(cfg, vt), collate_frames, cfg.batch_size,
+                                  fc)  # fmt: skip
+        else:
+            from pykaldi2.data.datasets import ChunkDataset
+
+            valid_feats = DataDirFeatures(cfg.valid_data, cfg.features)
+            vutts = checked_utts(valid_feats, vt, cfg, source=", ".join(cfg.valid_data))
+            valid = ChunkDataset(valid_feats, vt, cfg.chunk_size, cfg.left_context,
+                                 cfg.right_context, utts=vutts)  # fmt: skip
+    feats = ShardFeatures(fc.dim, cfg.features.output_dim(fc.dim), fc)
+    return CEData(feats, targets, train, valid, valid_feats, ali_model, int(ali_model.tm.num_pdfs))
+
+
 def simulated_chunks(cfg, targets, utts: Sequence[str], dim: int):
     """The training chunks simulated on the fly (``cfg.simulation``) from the audio of
     ``cfg.train_data``: a :class:`~pykaldi2.simulation.dataset.SimulatedChunkDataset`."""
@@ -109,7 +183,10 @@ def simulated_chunks(cfg, targets, utts: Sequence[str], dim: int):
 
 
 def chunk_utts(dataset) -> set[str]:
-    """The utterance ids of a (clean or simulated) chunk dataset."""
+    """The utterance ids of a (clean or simulated) chunk dataset; for shards, every utterance
+    with targets (the priors then count all the alignments)."""
+    if hasattr(dataset, "shards"):  # a ShardLoader: its utterances are known only when read
+        return set(dataset.make_items.targets)
     if hasattr(dataset, "utterances"):  # SimulatedChunkDataset: chunks hold utterance indices
         return {dataset.utterances.utts[c[0]] for c in dataset.chunks}
     return {c[0] for c in dataset.chunks}

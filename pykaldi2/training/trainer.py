@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -288,6 +289,7 @@ class Trainer:
         self.model.train()
         sampler = self._sampler(train_loader)
         summary: dict[str, float] = {}
+        t_start, batches_run = time.monotonic(), 0
         while self.epoch < cfg.max_epochs and not self._done():
             if sampler is not None:
                 sampler.set_epoch(self.epoch)
@@ -297,11 +299,7 @@ class Trainer:
                     )
             sums: dict[str, float] = {"loss": 0.0, "count": 0.0}
             acc_count, micro = 0.0, 0
-            bar = progress(
-                desc=f"epoch {self.epoch}",
-                unit="batch",
-                disable=not self.dist.is_main or os.environ.get("PYKALDI2_NO_PROGRESS") == "1",
-            )
+            bar = self._epoch_bar(sampler)
             for batch in train_loader:
                 if micro == 0:
                     _reseed(cfg.seed, self.step, self.dist.rank)
@@ -315,6 +313,7 @@ class Trainer:
                         sums[k] = sums.get(k, 0.0) + float(v)
                 micro += 1
                 self.batches_done += 1
+                batches_run += 1
                 bar.update(1)
                 if micro < cfg.accum_grad:
                     continue
@@ -326,7 +325,8 @@ class Trainer:
                     self.after_step(self.model, self.step)
                 if self.dist.is_main and self.step % cfg.log_every == 0 and sums["count"] > 0:
                     avg = sums["loss"] / sums["count"]
-                    bar.set_postfix(loss=f"{avg:.4f}", lr=f"{lr:.2e}")
+                    left = self._run_left(sampler, (time.monotonic() - t_start) / batches_run)
+                    bar.set_postfix(loss=f"{avg:.4f}", lr=f"{lr:.2e}", run_left=left)
                     self.writer.add_scalar("train/loss", avg, self.step)
                     self.writer.add_scalar("train/lr", lr, self.step)
                     self.writer.add_scalar("train/grad_norm", norm, self.step)
@@ -368,6 +368,34 @@ class Trainer:
             self.writer.flush()
         return summary
 
+    def _epoch_bar(self, sampler: Any):
+        """The epoch's progress bar: batches done of the epoch's total (so tqdm shows an ETA),
+        starting at the resume position, with the epoch count and the step limit in its name."""
+        total = self._epoch_len(sampler)
+        desc = f"epoch {self.epoch + 1}/{self.cfg.max_epochs}"
+        if self.cfg.max_steps > 0:
+            desc += f" (max {self.cfg.max_steps} steps)"
+        return progress(
+            desc=desc,
+            unit="batch",
+            total=None if total == math.inf else total,
+            initial=self.batches_done,
+            disable=not self.dist.is_main or os.environ.get("PYKALDI2_NO_PROGRESS") == "1",
+        )
+
+    def _run_left(self, sampler: Any, seconds_per_batch: float) -> str:
+        """The whole run's ETA (``H:MM:SS``, "?" when the epoch length is unknown): the batches
+        left in this epoch and the later ones (``max_epochs``, or ``max_steps`` if sooner) at
+        this session's average time per batch."""
+        n = self._epoch_len(sampler)
+        if n == math.inf:
+            return "?"
+        left = (n - self.batches_done) + (self.cfg.max_epochs - self.epoch - 1) * n
+        if self.cfg.max_steps > 0:
+            left = min(left, (self.cfg.max_steps - self.step) * self.cfg.accum_grad)
+        s = int(max(left, 0) * seconds_per_batch)
+        return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
     def _done(self) -> bool:
         return self.cfg.max_steps > 0 and self.step >= self.cfg.max_steps
 
@@ -375,7 +403,7 @@ class Trainer:
     def _epoch_len(sampler: Any) -> int:
         try:
             return len(sampler)
-        except TypeError:
+        except TypeError:  # None or an iterable without a length (a stream of shards)
             return math.inf  # type: ignore[return-value]
 
 

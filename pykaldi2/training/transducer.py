@@ -44,14 +44,14 @@ from pykaldi2.simulation.config import SimulationConfig, SpecAugConfig
 from pykaldi2.training.config import TrainConfigMixin, as_list, options_from_dict, simulation_config
 from pykaldi2.training.ema import Ema
 from pykaldi2.training.model_dir import save_transducer_dir
+from pykaldi2.training.shards import ShardDataConfig
 from pykaldi2.training.trainer import Trainer, TrainerConfig, evaluate, make_optimizer
 from pykaldi2.training.transducer_egs import (
-    load_transducer_data,
-    make_loader,
+    transducer_loaders,
     transducer_tokenizer,
     warm_start_ewma,
 )
-from pykaldi2.utils.config import check_fields, check_keys, option
+from pykaldi2.utils.config import ConfigMixin, check_fields, check_keys, option
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
 from pykaldi2.utils.log import append_jsonl, get_logger
 
@@ -61,6 +61,44 @@ log = get_logger(__name__)
 # ---------------------------------------------------------------------------------------------
 # Configuration
 # ---------------------------------------------------------------------------------------------
+TRANSDUCER_LOSSES = ("full", "pruned")
+
+
+@dataclass
+class PrunedLossConfig(ConfigMixin):
+    """Pruned RNN-T training (``loss: pruned``; :mod:`pykaldi2.losses.rnnt_pruned`), with the
+    loss weights of icefall's pruned_transducer_stateless recipes: ``loss = s_n * simple +
+    p_n * pruned`` where, at step n < ``warm_step``, ``s_n`` falls linearly from 1 to
+    ``simple_loss_scale`` and ``p_n`` rises linearly from 0.1 to 1 (the band of the pruned loss
+    comes from the simple joiner, so it must first learn an alignment); from ``warm_step`` on
+    ``s_n = simple_loss_scale`` and ``p_n = 1``.
+
+    Attributes:
+        prune_range: R, the lattice columns kept at each frame (k2's ``s_range``).
+        simple_loss_scale: the simple loss's weight after the warm-up.
+        warm_step: optimizer steps of the warm-up.
+        lm_scale, am_scale: smoothing of the simple loss (k2's ``lm_only_scale`` and
+            ``am_only_scale``; icefall: 0.25 and 0).
+    """
+
+    prune_range: int = option(5, ge=2)
+    simple_loss_scale: float = option(0.5, ge=0, le=1)
+    warm_step: int = option(2000, ge=0)
+    lm_scale: float = option(0.25, ge=0, lt=1)
+    am_scale: float = option(0.0, ge=0, lt=1)
+
+    def __post_init__(self) -> None:
+        if self.lm_scale + self.am_scale >= 1:
+            raise Pykaldi2Error("pruned.lm_scale and am_scale must be >= 0 with a sum < 1")
+
+    def scales(self, step: int) -> tuple[float, float]:
+        """(simple, pruned) loss weights at optimizer step ``step``."""
+        if step >= self.warm_step:
+            return self.simple_loss_scale, 1.0
+        f = step / self.warm_step
+        return 1.0 - f * (1.0 - self.simple_loss_scale), 0.1 + 0.9 * f
+
+
 @dataclass
 class TrainTransducerConfig(TrainConfigMixin):
     """Everything ``train-transducer`` needs; saved (resolved, with provenance) in the exp dir.
@@ -76,13 +114,23 @@ class TrainTransducerConfig(TrainConfigMixin):
             data and the tokenizer).
         specaug: SpecAugment applied on the fly to training batches.
         batch_size, max_frames, num_buckets: length-bucketed batches (per rank).
+        max_frames_per_utt: training utterances longer than this many feature frames are
+            skipped (``too_long`` in skipped.json; 0: none): a few very long utterances can
+            cost more than all the others (icefall keeps 1-20 s).
         num_workers: DataLoader workers.
         ema_decay: EMA of the weights (0: off); the final model uses the EMA weights. The decay
             at step n is ``min(ema_decay, (1 + n) / (10 + n))`` (a warm-up, so that a short run
             does not keep a share of the random initialization in its final weights).
+        loss: ``full`` (the RNN-T loss on the whole (B, T', U+1, V) joiner output) or
+            ``pruned`` (k2's pruned RNN-T: a simple additive joiner, trained with its own
+            loss, chooses a band of ``pruned.prune_range`` columns per frame and the real
+            joiner runs on the band only; the model gets the simple joiner's projections).
+        pruned: :class:`PrunedLossConfig` (band width, loss weights and their warm-up).
         ctc_weight: weight of an auxiliary CTC loss on the encoder output (a linear CTC head
             over the same symbols, blank shared; 0: off). The training loss is
-            ``rnnt + ctc_weight * ctc``; validation reports the RNN-T loss alone.
+            ``rnnt + ctc_weight * ctc``; validation reports the RNN-T loss alone (with
+            ``loss: pruned``, the pruned loss: the loss of the paths inside the band, an upper
+            bound of the full loss).
         joint_lr_factor: LR multiplier of the joiner's output layer (Myrtle's ``joint_net_lr``).
         max_symbols_per_frame: greedy decoding setting saved with the model.
         max_missing_text_fraction: utterances with features but no ``text`` line are listed
@@ -91,11 +139,17 @@ class TrainTransducerConfig(TrainConfigMixin):
             most this many lattice nodes (t, u) at a time, each recomputed in the backward pass
             (:mod:`pykaldi2.losses.rnnt_chunked`): the joiner's memory is bounded by this
             budget (or the largest utterance's lattice) instead of batch x T x U. Same loss and
-            gradients; a batch within the budget runs as one piece.
+            gradients; a batch within the budget runs as one piece. ``loss: full`` only: the
+            pruned loss runs the joiner on B x T' x ``prune_range`` nodes, the band, which is
+            already that much smaller.
         trainer: :class:`TrainerConfig` (optimizer, AMP, accum_grad, schedule, checkpoints).
         simulation: null (default: the stored features) or a sim.yaml (saved resolved): the
             training utterances are simulated on the fly from the audio of ``train_data`` (one
             data dir with wav.scp and conf/feats.json); validation stays clean.
+        shards: :class:`~pykaldi2.training.shards.ShardDataConfig`: train on WebDataset shards
+            read as a stream instead of ``train_data`` (features computed on the fly with
+            ``shards.features``; the tokenizer trained on the shards' transcripts; validation
+            on ``shards.valid`` or ``valid_data``; ``num_workers`` DataLoader workers).
     """
 
     train_data: list[str] = field(default_factory=list)
@@ -109,9 +163,12 @@ class TrainTransducerConfig(TrainConfigMixin):
     specaug: SpecAugConfig = field(default_factory=SpecAugConfig)
     batch_size: int = 32
     max_frames: int = 0
+    max_frames_per_utt: int = option(0, ge=0)
     num_buckets: int = option(10, ge=1)
     num_workers: int = 2
     ema_decay: float = 0.999
+    loss: str = option("full", choices=TRANSDUCER_LOSSES)
+    pruned: PrunedLossConfig = field(default_factory=PrunedLossConfig)
     ctc_weight: float = 0.0
     joint_lr_factor: float = 1.0
     max_symbols_per_frame: int = 3
@@ -120,6 +177,7 @@ class TrainTransducerConfig(TrainConfigMixin):
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     seed: int = 0
     simulation: SimulationConfig | str | None = None
+    shards: ShardDataConfig = field(default_factory=ShardDataConfig)
 
     def __post_init__(self) -> None:
         self.train_data = as_list(self.train_data)
@@ -128,8 +186,10 @@ class TrainTransducerConfig(TrainConfigMixin):
         self.simulation = simulation_config(self.simulation)
         self.model = dict(self.model or {})
         problems = []
-        if not self.train_data:
-            problems.append("train_data: at least one data dir is required")
+        if not self.train_data and not self.shards.enabled:
+            problems.append("train_data: at least one data dir (or shards.train) is required")
+        if self.shards.enabled and (self.train_data or self.simulation is not None):
+            problems.append("shards.train replaces train_data (and simulation): give one")
         if self.batch_size <= 0 and self.max_frames <= 0:
             problems.append("batch_size or max_frames must be > 0")
         if not 0.0 <= self.ema_decay < 1.0:
@@ -159,8 +219,13 @@ class TrainTransducerConfig(TrainConfigMixin):
 class TransducerTask:
     """RNN-T loss summed over the batch's utterances (count = utterances), plus ``ctc_weight``
     times the CTC loss of the model's CTC head in training mode (``stats``: ``rnnt``, ``ctc``).
-    The joiner runs on groups of at most ``joiner_max_nodes`` lattice nodes
+    The full loss runs the joiner on groups of at most ``joiner_max_nodes`` lattice nodes
     (:func:`~pykaldi2.losses.rnnt_chunked.rnnt_loss_chunked`), so its memory stays bounded.
+
+    With ``pruned`` (a :class:`PrunedLossConfig`) the RNN-T loss is pruned RNN-T's: in training
+    ``s_n * simple + p_n * pruned`` with the warm-up weights at the trainer's step
+    (``current_step()``, set by the trainer), in evaluation the pruned loss alone (``stats``:
+    ``simple``, ``pruned``).
 
     Batches are :func:`~pykaldi2.data.datasets.collate_frames` dicts: targets padded with a
     negative value, so ``target_lengths = (targets >= 0).sum(1)``. With ``specaug`` enabled,
@@ -169,13 +234,19 @@ class TransducerTask:
     """
 
     def __init__(
-        self, device, specaug: SpecAugConfig | None = None, ctc_weight: float = 0.0,
+        self,
+        device,
+        specaug: SpecAugConfig | None = None,
+        ctc_weight: float = 0.0,
+        pruned: PrunedLossConfig | None = None,
         joiner_max_nodes: int = 100_000,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.device = torch.device(device)
         self.specaug = specaug if specaug is not None and specaug.enable else None
         self.ctc_weight = float(ctc_weight)
+        self.pruned = pruned
         self.joiner_max_nodes = int(joiner_max_nodes)
+        self.current_step = lambda: 0
 
     def _augment(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         from pykaldi2.simulation.specaug import spec_augment
@@ -197,15 +268,34 @@ class TransducerTask:
         target_lengths = (targets >= 0).sum(1)
         targets = targets.clamp(min=0)
         enc, enc_lengths, pred = model.encode_and_predict(feats, lengths, targets)
-        loss = rnnt_loss_chunked(model.joiner, enc, pred, targets, enc_lengths, target_lengths,
-                                 model.blank, self.joiner_max_nodes)  # fmt: skip
-        stats = {"tokens": float(target_lengths.sum()), "rnnt": float(loss.detach())}
+        stats = {"tokens": float(target_lengths.sum())}
+        if self.pruned is None:
+            loss = rnnt_loss_chunked(model.joiner, enc, pred, targets, enc_lengths,
+                                     target_lengths, model.blank, self.joiner_max_nodes)  # fmt: skip
+        else:
+            loss = self._pruned_loss(model, (enc, enc_lengths, pred), targets, target_lengths,
+                                     stats)  # fmt: skip
+        stats["rnnt"] = float(loss.detach())
         if self.ctc_weight > 0 and model.training:
             ctc = ctc_loss_sum(model.ctc_log_probs(enc), targets, enc_lengths, target_lengths,
                                model.blank)  # fmt: skip
             loss = loss + self.ctc_weight * ctc
             stats["ctc"] = float(ctc.detach())
         return LossOutput(loss, float(len(lengths)), stats)
+
+    def _pruned_loss(self, model, encoded, targets, target_lengths, stats) -> torch.Tensor:
+        from pykaldi2.losses.rnnt_pruned import pruned_rnnt_loss
+
+        p = self.pruned
+        simple, pruned = pruned_rnnt_loss(
+            model, None, None, targets, target_lengths, p.prune_range, "sum",
+            p.lm_scale, p.am_scale, encoded=encoded,
+        )  # fmt: skip
+        stats["simple"], stats["pruned"] = float(simple.detach()), float(pruned.detach())
+        if not model.training:
+            return pruned
+        s_scale, p_scale = p.scales(self.current_step())
+        return s_scale * simple + p_scale * pruned
 
 
 def ctc_loss_sum(
@@ -286,6 +376,8 @@ def transducer_model_config(cfg: TrainTransducerConfig, in_feats: int, vocab_siz
     over = dict(cfg.model)
     if cfg.ctc_weight > 0:
         over["ctc_head"] = True
+    if cfg.loss == "pruned":
+        over["simple_proj"] = True
     for k, v in (("in_feats", in_feats), ("vocab_size", vocab_size), ("blank", 0)):
         if over.get(k) not in (None, v):
             raise DataError(f"model.{k}={over[k]} but the data/tokenizer give {v}",
@@ -302,7 +394,7 @@ def train_transducer(cfg: TrainTransducerConfig, exp_dir: str | os.PathLike) -> 
     exp_dir = Path(exp_dir)
     dist = Dist.from_env()
     try:
-        if cfg.frontend.cmvn == "ewma" and not cfg.frontend.ewma.ready:
+        if cfg.frontend.uses_stats and not cfg.frontend.ewma.ready:
             warm_start_ewma(cfg)
         if dist.is_main:
             exp_dir.mkdir(parents=True, exist_ok=True)
@@ -312,31 +404,36 @@ def train_transducer(cfg: TrainTransducerConfig, exp_dir: str | os.PathLike) -> 
             int(cfg.model.get("enc_stack_time_factor", 0))
             or TransducerConfig.preset(cfg.model_size).enc_stack_time_factor
         )
-        feats, train, valid, skipped = load_transducer_data(cfg, tok, k, exp_dir / "egs", dist)
-        mcfg = transducer_model_config(cfg, cfg.frontend.output_dim(feats.dim), tok.vocab_size)
+        data = transducer_loaders(cfg, tok, k, exp_dir / "egs", dist)
+        mcfg = transducer_model_config(cfg, cfg.frontend.output_dim(data.feats.dim),
+                                       tok.vocab_size)  # fmt: skip
         torch.manual_seed(cfg.seed)
         model = Transducer(mcfg)
         dist.broadcast_parameters(model)
-        counts = {r: len(u) for r, u in skipped.items()}
-        log.info("train-transducer: %d utterances, skipped %s; %s", len(train), counts,
-                 model.summary())  # fmt: skip
+        counts = {r: len(u) for r, u in data.skipped.items()}
+        what = (
+            f"{data.num_utts} utterances"
+            if data.num_utts is not None
+            else f"{len(data.loader.shards)} shards, {len(data.loader)} batches an epoch"
+        )
+        log.info("train-transducer: %s, skipped %s; %s", what, counts, model.summary())  # fmt: skip
         if dist.is_main:
             from pykaldi2.utils.io import atomic_write_text
 
-            doc = {"counts": counts, "utts": {r: u[:100] for r, u in skipped.items()}}
+            doc = {"counts": counts, "utts": {r: u[:100] for r, u in data.skipped.items()}}
             atomic_write_text(exp_dir / "log" / "skipped.json", json.dumps(doc, indent=1) + "\n")
-        task = TransducerTask(dist.device, cfg.specaug, cfg.ctc_weight, cfg.joiner_max_nodes)
-        loader = make_loader(train, cfg, rank=dist.rank, world_size=dist.world_size, shuffle=True)
+        pruned = cfg.pruned if cfg.loss == "pruned" else None
+        task = TransducerTask(dist.device, cfg.specaug, cfg.ctc_weight, pruned,
+                              cfg.joiner_max_nodes)  # fmt: skip
+        loader, vloader = data.loader, data.valid_loader
         valid_fn = None
-        if valid is not None and len(valid):
-            vloader = make_loader(
-                valid, cfg, rank=dist.rank, world_size=dist.world_size, shuffle=False
-            )
+        if vloader is not None and len(vloader):
 
             def valid_fn(m) -> float:
                 res = evaluate(m, vloader, task, dist)
                 if dist.is_main:
-                    log.info("validation: RNN-T loss per utterance %.4f", res["loss"])
+                    what = "pruned RNN-T" if pruned is not None else "RNN-T"
+                    log.info("validation: %s loss per utterance %.4f", what, res["loss"])
                     rec = {"step": trainer.step, "loss": res["loss"], "utts": res["frames"]}
                     append_jsonl(exp_dir / "log" / "valid.jsonl", rec)
                 return res["loss"]
@@ -352,6 +449,9 @@ def train_transducer(cfg: TrainTransducerConfig, exp_dir: str | os.PathLike) -> 
             joint_lr_factor=cfg.joint_lr_factor,
             ema_decay=cfg.ema_decay,
         )
+        task.current_step = lambda: trainer.step
+        # checkpoints of older pykaldi2 lack the newer TransducerConfig fields (their defaults)
+        trainer.model_config_defaults = TransducerConfig().to_dict()
         trainer.resume()
         summary = trainer.fit(loader)
         final = exp_dir / "final"
@@ -362,7 +462,7 @@ def train_transducer(cfg: TrainTransducerConfig, exp_dir: str | os.PathLike) -> 
                 mcfg,
                 tok.model_file,
                 cfg.frontend,
-                feats.parts[0].raw.metadata().get("feature_config", {}),
+                data.raw_feature_config,
                 max_symbols_per_frame=cfg.max_symbols_per_frame,
                 training={
                     "steps": trainer.step,

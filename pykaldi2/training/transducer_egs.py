@@ -3,7 +3,9 @@
 ``train-transducer``'s data: the sentencepiece tokenizer (trained into the exp dir or given),
 the encoded transcripts, the utterances it can train on (:func:`select_utts`; the others are
 counted by reason), :class:`TokenDataset` (or the simulated utterances with ``simulation``) and
-a length-bucketed resumable loader; the EWMA front end's warm start from the training data.
+a length-bucketed resumable loader; or, with ``shards``, WebDataset shards streamed through
+:class:`TokenItems` (:mod:`pykaldi2.training.shards`); the EWMA front end's warm start from the
+training data.
 ``cfg`` is a :class:`~pykaldi2.training.transducer.TrainTransducerConfig`.
 
 Dimension legend: T frames after the front end, F' = frame_stack * F, U tokens.
@@ -12,12 +14,14 @@ Dimension legend: T frames after the front end, F' = frame_stack * F, U tokens.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from pykaldi2.data.manifests import list_shards
 from pykaldi2.features.transducer_frontend import TransducerFrontendConfig
 from pykaldi2.training.data import (
     DataDirFeatures,
@@ -58,21 +62,31 @@ class TokenDataset(torch.utils.data.Dataset):
 
 
 def select_utts(
-    feats, tokens: Mapping[str, Sequence[int]], frontend, stack_time_factor: int
+    feats,
+    tokens: Mapping[str, Sequence[int]],
+    frontend,
+    stack_time_factor: int,
+    max_frames_per_utt: int = 0,
 ) -> tuple[list[str], dict[str, list[str]]]:
     """Utterances usable for RNN-T training, and the skipped ones by reason.
 
     ``no_text``: features but no (encodable) transcript; ``too_many_tokens``: more tokens than
-    encoder frames after time reduction; ``no_frames``: no encoder frame at all.
+    encoder frames after time reduction; ``no_frames``: no encoder frame at all; ``too_long``:
+    more than ``max_frames_per_utt`` raw feature frames (0: no limit).
     """
     keep: list[str] = []
-    skipped: dict[str, list[str]] = {"no_text": [], "too_many_tokens": [], "no_frames": []}
+    skipped: dict[str, list[str]] = {
+        "no_text": [], "too_many_tokens": [], "no_frames": [], "too_long": []
+    }  # fmt: skip
     for utt in sorted(feats):
         if utt not in tokens:
             skipped["no_text"].append(utt)
             continue
-        frames = encoder_frames(frontend, stack_time_factor, feats.shape(utt)[0])
-        if frames < 1:
+        raw = feats.shape(utt)[0]
+        frames = encoder_frames(frontend, stack_time_factor, raw)
+        if max_frames_per_utt and raw > max_frames_per_utt:
+            skipped["too_long"].append(utt)
+        elif frames < 1:
             skipped["no_frames"].append(utt)
         elif len(tokens[utt]) > frames:
             skipped["too_many_tokens"].append(utt)
@@ -124,14 +138,73 @@ def make_loader(dataset: TokenDataset, cfg, *, rank, world_size, shuffle):
     )
 
 
+class TokenItems:
+    """Shard samples -> RNN-T items (:data:`pykaldi2.training.shards.MakeItems`): raw features
+    through the front end, the transcript through the tokenizer; utterances without text, with
+    characters the tokenizer cannot encode (``tokenizer.on_unknown: skip``; else an error) or
+    with more tokens than encoder frames give no item. Picklable (DataLoader workers)."""
+
+    def __init__(self, frontend: TransducerFrontendConfig, tokenizer, on_unknown: str, k: int,
+                 max_raw: int = 0):  # fmt: skip
+        self.frontend, self.tok, self.on_unknown, self.k = frontend, tokenizer, on_unknown, k
+        self.max_raw = max_raw
+
+    def __call__(self, key: str, raw: np.ndarray, text: str | None):
+        if text is None or not len(raw) or (self.max_raw and len(raw) > self.max_raw):
+            return []
+        try:
+            ids = self.tok.encode(text, utt=key)
+        except DataError:
+            if self.on_unknown == "skip":
+                return []
+            raise
+        if len(ids) > encoder_frames(self.frontend, self.k, len(raw)):
+            return []
+        x = self.frontend.from_raw(np.asarray(raw, np.float32))
+        return [(key, x, np.asarray(ids, np.int64))]
+
+
+def shard_tokenizer_text(cfg, out_dir: Path) -> Path:
+    """A data dir holding the training shards' transcripts (``text``), to train the tokenizer
+    on when the training data are shards."""
+    from pykaldi2.training.shards import shard_texts
+    from pykaldi2.utils.io import atomic_write_text
+
+    texts = shard_texts(list_shards(cfg.shards.train))
+    atomic_write_text(out_dir / "text", "".join(f"{k} {t}\n" for k, t in sorted(texts.items())))
+    return out_dir
+
+
 def warm_start_ewma(cfg) -> None:
-    """Fill ``cfg.frontend.ewma``'s mean/var with the global statistics of the training data."""
-    from pykaldi2.features.ewma_norm import ewma_warm_start
+    """Fill ``cfg.frontend.ewma``'s mean/var (the EWMA warm start, or the ``global``
+    normalization) from ``ewma.stats_file`` (``pykaldi2 compute-mel-stats``) or else with the
+    global statistics of the training data."""
+    from pykaldi2.features.ewma_norm import (
+        ewma_warm_start,
+        read_global_stats,
+        stats_mean_var,
+    )
     from pykaldi2.utils.log import progress
 
-    feats = DataDirFeatures(cfg.train_data, cfg.frontend.pipeline())
-    mean, var = ewma_warm_start(feats[u] for u in progress(list(feats), desc="EWMA stats"))
-    cfg.frontend.ewma.mean, cfg.frontend.ewma.var = mean.tolist(), var.tolist()
+    ewma = cfg.frontend.ewma
+    if ewma.stats_file:
+        mean, var = stats_mean_var(read_global_stats(ewma.stats_file), ewma.stats_file)
+    elif cfg.shards.enabled:  # the first stats_utts utterances of the shards
+        from itertools import islice
+
+        from pykaldi2.features.pipeline import ProcessedFeatures
+        from pykaldi2.training.shards import raw_features
+
+        pipe = ProcessedFeatures(".", cfg.frontend.pipeline(), open_raw=False)
+        raws = raw_features(list_shards(cfg.shards.train), cfg.shards.frame_config())
+        mean, var = ewma_warm_start(
+            pipe.apply(k, r) for k, r, _ in progress(islice(raws, cfg.shards.stats_utts),
+                                                    desc="mel stats", unit="utt")
+        )  # fmt: skip
+    else:
+        feats = DataDirFeatures(cfg.train_data, cfg.frontend.pipeline())
+        mean, var = ewma_warm_start(feats[u] for u in progress(list(feats), desc="mel stats"))
+    ewma.mean, ewma.var = mean.tolist(), var.tolist()
 
 
 def transducer_tokenizer(cfg, exp_dir: Path, dist):
@@ -141,7 +214,10 @@ def transducer_tokenizer(cfg, exp_dir: Path, dist):
         return Tokenizer(cfg.tokenizer_model)
     path = exp_dir / "tokenizer" / MODEL_FILE
     if dist.is_main and not path.is_file():  # a resumed run keeps its tokenizer
-        train_tokenizer(cfg.train_data, path.parent, cfg.tokenizer)
+        sources = cfg.train_data
+        if cfg.shards.enabled:
+            sources = [shard_tokenizer_text(cfg, exp_dir / "shard_text")]
+        train_tokenizer(sources, path.parent, cfg.tokenizer)
     dist.barrier()
     return Tokenizer(path)
 
@@ -158,6 +234,61 @@ def _encoded(tok, data_dirs, on_unknown, feats, max_missing_fraction: float):
         sorted(feats), transcripts, text_file=src, max_missing_fraction=max_missing_fraction
     )
     return encode_text(tok, transcripts, on_unknown, source=src)
+
+
+@dataclass
+class TransducerData:
+    """What train-transducer trains on: the training features (or what the model dir needs of
+    them: :class:`~pykaldi2.training.shards.ShardFeatures`), the loaders, the utterances
+    skipped by reason (data dirs; shards skip on the fly), the number of training utterances
+    (None for shards: the epoch is the loader's length) and the raw feature config."""
+
+    feats: Any
+    loader: Any
+    valid_loader: Any
+    skipped: dict[str, list[str]]
+    num_utts: int | None
+    raw_feature_config: dict
+
+
+def transducer_loaders(cfg, tok, k: int, egs_dir=None, dist=None) -> TransducerData:
+    """The training/validation loaders of data dirs (:func:`load_transducer_data`, token
+    stores in ``egs_dir``) or, with ``cfg.shards``, of WebDataset shards
+    (:class:`~pykaldi2.training.shards.ShardLoader`: tokens encoded per sample). ``dist`` (a
+    :class:`~pykaldi2.training.distributed.Dist`, None: one process) gives rank and world."""
+    rank, world_size = (dist.rank, dist.world_size) if dist is not None else (0, 1)
+    if not cfg.shards.enabled:
+        feats, train, valid, skipped = load_transducer_data(cfg, tok, k, egs_dir, dist)
+        loader = make_loader(train, cfg, rank=rank, world_size=world_size, shuffle=True)
+        vloader = None
+        if valid is not None and len(valid):
+            vloader = make_loader(valid, cfg, rank=rank, world_size=world_size, shuffle=False)
+        raw = feats.parts[0].raw.metadata().get("feature_config", {})
+        return TransducerData(feats, loader, vloader, skipped, len(train), raw)
+    from pykaldi2.data.datasets import collate_frames
+    from pykaldi2.training.shards import ShardFeatures, ShardLoader, valid_batches
+
+    sh = cfg.shards
+    fc = sh.frame_config()
+    items = TokenItems(cfg.frontend, tok, cfg.tokenizer.on_unknown, k, cfg.max_frames_per_utt)
+    loader = ShardLoader(
+        sh.train, items, collate_frames, batch_size=cfg.batch_size, frame_config=fc,
+        shuffle_buffer=sh.shuffle_buffer, seed=cfg.seed, rank=rank, world_size=world_size,
+        num_workers=cfg.num_workers,
+    )  # fmt: skip
+    vloader = None
+    if sh.valid:
+        vitems = TokenItems(cfg.frontend, tok, "skip", k)
+        vloader = valid_batches(sh.valid, vitems, collate_frames, cfg.batch_size, fc)
+    elif cfg.valid_data:
+        vfeats = DataDirFeatures(cfg.valid_data, cfg.frontend.pipeline())
+        venc = _encoded(tok, cfg.valid_data, "skip", vfeats, cfg.max_missing_text_fraction)
+        vtokens = token_store(venc.tokens, egs_path(egs_dir) / "valid_tokens", dist)
+        vutts, _ = select_utts(vfeats, vtokens, cfg.frontend, k)
+        vloader = make_loader(TokenDataset(vfeats, vtokens, vutts, cfg.frontend), cfg,
+                              rank=rank, world_size=world_size, shuffle=False)  # fmt: skip
+    feats = ShardFeatures(fc.dim, fc.dim, fc)
+    return TransducerData(feats, loader, vloader, {}, None, fc.to_dict())
 
 
 def token_store(tokens: Mapping[str, Sequence[int]], path, dist=None):
@@ -189,7 +320,7 @@ def load_transducer_data(cfg, tok, mcfg_k: int, egs_dir=None, dist=None):
     enc = _encoded(tok, cfg.train_data, cfg.tokenizer.on_unknown, feats, frac)
     tokens = token_store(enc.tokens, egs / "tokens", dist)
     skipped_chars, enc = enc.skipped, None
-    utts, skipped = select_utts(feats, tokens, fe, mcfg_k)
+    utts, skipped = select_utts(feats, tokens, fe, mcfg_k, cfg.max_frames_per_utt)
     skipped["unknown_characters"] = skipped_chars
     valid = None
     if cfg.valid_data:

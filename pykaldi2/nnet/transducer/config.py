@@ -3,7 +3,7 @@
 The encoder follows Myrtle.ai's RNN-T (and the MLPerf RNN-T reference): ``enc_pre_rnn_layers``
 LSTM layers, time reduction by stacking ``enc_stack_time_factor`` consecutive frames, then
 ``enc_post_rnn_layers`` LSTM layers, all with ``enc_n_hid`` units and uni-directional (so the
-model can stream). The predictor is an embedding and ``pred_rnn_layers`` LSTM layers of
+model can stream; ``enc_bidirectional`` makes them bidirectional, for offline use only). The predictor is an embedding and ``pred_rnn_layers`` LSTM layers of
 ``pred_n_hid`` units; the joiner projects both to ``joint_n_hid``, applies an activation and a
 linear layer to ``vocab_size`` outputs (blank included).
 
@@ -44,6 +44,9 @@ class TransducerConfig(ConfigMixin):
     enc_stack_time_factor: int = 2
     enc_post_rnn_layers: int = 3
     enc_layer_norm: bool = False  # LayerNorm after each encoder LSTM stack
+    # bidirectional encoder LSTMs (enc_n_hid units per direction): better offline, but the
+    # model can no longer stream (stream / ONNX export refuse it; decoding is whole-utterance)
+    enc_bidirectional: bool = False
     enc_dropout: float = 0.1
     pred_n_hid: int = 320
     pred_rnn_layers: int = 2

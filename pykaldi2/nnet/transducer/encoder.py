@@ -9,6 +9,11 @@ Uni-directional, so the output at encoder frame t' depends only on input frames 
 Streaming: :meth:`TransducerEncoder.forward` takes and returns an :class:`EncoderState`; feeding
 an utterance chunk by chunk (``final=False`` except for the last chunk) gives the same output as
 one call over the whole utterance.
+
+With ``enc_bidirectional`` the LSTMs are bidirectional (``H = 2 * enc_n_hid`` outputs), each
+utterance's backward pass starting at its own last frame
+(:func:`~pykaldi2.nnet.transducer.lstm.bidirectional_padded`: packed sequences' results on
+padded tensors); such an encoder only takes whole utterances.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import torch
 from torch import nn
 
 from pykaldi2.nnet.transducer.config import TransducerConfig
-from pykaldi2.nnet.transducer.lstm import lstm_stack
+from pykaldi2.nnet.transducer.lstm import bidirectional_padded, lstm_stack
 
 
 class EncoderState(NamedTuple):
@@ -44,23 +49,31 @@ class TransducerEncoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         H, k = cfg.enc_n_hid, cfg.enc_stack_time_factor
+        bi = cfg.enc_bidirectional
+        D = self.rnn_dim  # H, or 2H for a bidirectional encoder
         self.pre_rnn = lstm_stack(
-            cfg.in_feats, H, cfg.enc_pre_rnn_layers, cfg.enc_dropout, cfg.forget_gate_bias
+            cfg.in_feats, H, cfg.enc_pre_rnn_layers, cfg.enc_dropout, cfg.forget_gate_bias, bi
         )
-        self.pre_norm = nn.LayerNorm(H) if cfg.enc_layer_norm else nn.Identity()
+        self.pre_norm = nn.LayerNorm(D) if cfg.enc_layer_norm else nn.Identity()
         self.post_rnn = None
         self.post_norm = nn.Identity()
         if cfg.enc_post_rnn_layers > 0:
             self.post_rnn = lstm_stack(
-                k * H, H, cfg.enc_post_rnn_layers, cfg.enc_dropout, cfg.forget_gate_bias
+                k * D, H, cfg.enc_post_rnn_layers, cfg.enc_dropout, cfg.forget_gate_bias, bi
             )
-            self.post_norm = nn.LayerNorm(H) if cfg.enc_layer_norm else nn.Identity()
+            self.post_norm = nn.LayerNorm(D) if cfg.enc_layer_norm else nn.Identity()
         self.dropout = nn.Dropout(cfg.enc_dropout)
+        self.bidirectional_run = bidirectional_padded  # bidirectional_packed: the reference
+
+    @property
+    def rnn_dim(self) -> int:
+        """Output units of one encoder LSTM stack: enc_n_hid (x2 when bidirectional)."""
+        return self.cfg.enc_n_hid * (2 if self.cfg.enc_bidirectional else 1)
 
     @property
     def output_dim(self) -> int:
         k = self.cfg.enc_stack_time_factor
-        return self.cfg.enc_n_hid * (1 if self.post_rnn is not None else k)
+        return self.rnn_dim * (1 if self.post_rnn is not None else k)
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         """(B,) input frames -> (B,) encoder frames: ``ceil(T / enc_stack_time_factor)``."""
@@ -119,6 +132,13 @@ class TransducerEncoder(nn.Module):
             raise ValueError(
                 f"encoder: feats must be (B, T, {self.cfg.in_feats}), got {tuple(feats.shape)}"
             )
+        if self.cfg.enc_bidirectional:
+            if state is not None or not final:
+                raise ValueError(
+                    "encoder: a bidirectional encoder (enc_bidirectional) cannot stream; "
+                    "decode whole utterances"
+                )
+            return self._forward_bidirectional(feats, lengths)
         if state is None:
             state = self.initial_state(B, feats.device, feats.dtype)
         if feats.shape[1] == 0:
@@ -142,3 +162,20 @@ class TransducerEncoder(nn.Module):
             else torch.div(total, k, rounding_mode="floor")
         )
         return x, out_lengths, EncoderState(pre_h, pre_c, post_h, post_c, pending)
+
+    def _forward_bidirectional(self, feats: torch.Tensor, lengths: torch.Tensor):
+        """Whole padded utterances through bidirectional LSTMs, the backward direction of each
+        utterance starting at its own last frame, not in the padding (``bidirectional_run``:
+        :func:`~pykaldi2.nnet.transducer.lstm.bidirectional_padded`, or its packed reference)."""
+        run = self.bidirectional_run
+        B, T, _ = feats.shape
+        lengths = lengths.clamp(min=1, max=T)
+        x = self.dropout(self.pre_norm(run(self.pre_rnn, feats, lengths)))
+        # frames past each length are zeros, as a single utterance's stacking pads them
+        x = x.masked_fill((torch.arange(T, device=x.device) >= lengths[:, None])[..., None], 0.0)
+        x, _ = self.stack_time(x, final=True)
+        out_lengths = self.output_lengths(lengths)
+        if self.post_rnn is not None:
+            x = self.dropout(self.post_norm(run(self.post_rnn, x, out_lengths)))
+        empty = self.initial_state(B, feats.device, feats.dtype)
+        return x, out_lengths, empty

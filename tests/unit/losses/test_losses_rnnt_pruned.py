@@ -44,6 +44,43 @@ def test_simple_loss_equals_full_loss_of_additive_joiner():
     assert not g_blank.requires_grad
 
 
+def _smoothed_reference(am, lm, targets, Tl, Ul, lm_scale, am_scale):
+    """k2's rnnt_loss_smoothed written out on the full (B, T, U+1, V) lattice: each arc's
+    log-prob mixes the joint, the predictor-only and the encoder-only log-softmax."""
+    from pykaldi2.losses.rnnt import rnnt_loss_from_lattice
+
+    B, T, V = am.shape
+    U = targets.shape[1]
+    joint = torch.log_softmax(am[:, :, None] + lm[:, None], -1)  # (B, T, U+1, V)
+    lm_only = torch.log_softmax(lm, -1)[:, None].expand(B, T, U + 1, V)
+    am_only = torch.log_softmax(am, -1)[:, :, None].expand(B, T, U + 1, V)
+    lp = (1 - lm_scale - am_scale) * joint + lm_scale * lm_only + am_scale * am_only
+    y = targets[:, None, :, None].expand(B, T, U, 1)
+    emit = lp[:, :, :U].gather(3, y).squeeze(-1)
+    return rnnt_loss_from_lattice(lp[..., 0], emit, Tl, Ul, reduction="none")
+
+
+@pytest.mark.parametrize("lm_scale, am_scale", [(0.25, 0.0), (0.1, 0.2)])
+def test_smoothed_simple_loss_equals_its_full_lattice_reference(lm_scale, am_scale):
+    g = torch.Generator().manual_seed(5)
+    B, T, U, V = 3, 6, 4, 7
+    am = torch.randn(B, T, V, generator=g, dtype=torch.float64, requires_grad=True)
+    lm = torch.randn(B, U + 1, V, generator=g, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(1, V, (B, U), generator=g)
+    Tl, Ul = _lengths(B, T, U, g)
+    ours, *_ = rnnt_loss_simple(am, lm, targets, Tl, Ul, reduction="none",
+                                lm_only_scale=lm_scale, am_only_scale=am_scale)  # fmt: skip
+    ref = _smoothed_reference(am, lm, targets, Tl, Ul, lm_scale, am_scale)
+    torch.testing.assert_close(ours, ref)
+    plain, *_ = rnnt_loss_simple(am, lm, targets, Tl, Ul, reduction="none")
+    assert not torch.allclose(ours, plain)  # the smoothing changes the loss
+    for a, b in zip(torch.autograd.grad(ours.sum(), (am, lm)),
+                    torch.autograd.grad(ref.sum(), (am, lm))):  # fmt: skip
+        torch.testing.assert_close(a, b)
+    with pytest.raises(Pykaldi2Error, match="sum < 1"):
+        rnnt_loss_simple(am, lm, targets, Tl, Ul, lm_only_scale=0.6, am_only_scale=0.4)
+
+
 def _check_ranges(s, Tl, Ul, R):
     for b in range(s.shape[0]):
         T, U = int(Tl[b]), int(Ul[b])

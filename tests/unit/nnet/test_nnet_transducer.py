@@ -113,3 +113,73 @@ def test_ctc_head():
     assert m.num_params()["ctc_head"] == (m.encoder.output_dim + 1) * cfg.vocab_size
     with pytest.raises(ValueError, match="no CTC head"):
         Transducer(TransducerConfig.preset("tiny")).ctc_log_probs(enc)
+
+
+@pytest.mark.parametrize("k,post", [(2, 1), (3, 2), (2, 0)])
+def test_bidirectional_encoder_is_exact_per_utterance(k, post):
+    """Bidirectional LSTMs on a padded batch: each utterance's outputs equal those of the
+    utterance alone, whatever the padding holds (the backward pass starts at its own last
+    frame)."""
+    m = _model(enc_bidirectional=True, enc_stack_time_factor=k, enc_post_rnn_layers=post,
+               enc_layer_norm=True)  # fmt: skip
+    with torch.no_grad():  # LayerNorm biases that are not zero, as after training
+        for n in (m.encoder.pre_norm, m.encoder.post_norm):
+            if isinstance(n, torch.nn.LayerNorm):
+                n.bias.normal_()
+    assert m.encoder.output_dim == 16 * (1 if post else k)
+    feats = torch.randn(3, 13, 8)
+    lengths = torch.tensor([13, 7, 2])
+    feats[1, 7:] = 50.0
+    enc, enc_len, _ = m.encoder(feats, lengths)
+    assert enc_len.tolist() == [-(-n // k) for n in (13, 7, 2)]
+    for b in range(3):
+        n = int(lengths[b])
+        alone, alone_len, _ = m.encoder(feats[b : b + 1, :n], lengths[b : b + 1])
+        assert int(alone_len[0]) == int(enc_len[b])
+        torch.testing.assert_close(alone[0], enc[b, : enc_len[b]], rtol=1e-5, atol=1e-5)
+    logits, _ = m(feats, lengths, torch.tensor([[1, 2], [3, 0], [4, 0]]))
+    assert logits.shape == (3, enc.shape[1], 3, 6)
+    with pytest.raises(ValueError, match="cannot stream"):
+        m.encoder(feats, lengths, final=False)
+
+
+@pytest.mark.parametrize("layers,dropout", [(1, 0.0), (2, 0.0), (3, 0.3)])
+def test_bidirectional_padded_equals_packed(layers, dropout):
+    """bidirectional_padded (padded tensors, one direction at a time) against the packed
+    sequence through the same nn.LSTM: outputs, zeros past each length, and the gradients of
+    inputs and weights; in training mode with dropout between layers the same RNG draws give
+    the same masks only on the padded path, so there it is compared with itself across seeds
+    (the dropout acts) and in eval mode with the reference."""
+    from pykaldi2.nnet.transducer.lstm import (
+        bidirectional_packed,
+        bidirectional_padded,
+        lstm_stack,
+        reverse_padded,
+    )
+
+    torch.manual_seed(0)
+    rnn = lstm_stack(5, 4, layers, dropout, 1.0, bidirectional=True)
+    x = torch.randn(3, 9, 5)
+    lengths = torch.tensor([9, 4, 1])
+    x[1, 4:] = 50.0
+    rev = reverse_padded(x, lengths)
+    assert torch.equal(rev[1, :4], x[1, :4].flip(0)) and torch.equal(rev[1, 4:], x[1, 4:])
+    assert torch.equal(reverse_padded(rev, lengths), x)
+    rnn.train(dropout == 0.0)  # without dropout training mode is deterministic: compare it too
+    outs = []
+    for run in (bidirectional_padded, bidirectional_packed):
+        xi = x.clone().requires_grad_()
+        rnn.zero_grad()
+        y = run(rnn, xi, lengths)
+        (y * torch.linspace(-1, 1, y.numel()).reshape(y.shape)).sum().backward()
+        outs.append([y.detach(), xi.grad] + [p.grad.clone() for p in rnn.parameters()])
+    assert outs[0][0].shape == (3, 9, 8) and not outs[0][0][1, 4:].any()
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    if dropout:
+        rnn.train()
+        torch.manual_seed(1)
+        y1 = bidirectional_padded(rnn, x, lengths)
+        torch.manual_seed(2)
+        y2 = bidirectional_padded(rnn, x, lengths)
+        assert not torch.allclose(y1, y2)

@@ -70,8 +70,10 @@ def test_beam_one_equals_greedy_one_symbol():
     assert modified_beam_search(m, enc, enc_len, beam=1, length_norm=False) == greedy
 
 
-def _exhaustive_best(m: Transducer, enc: torch.Tensor) -> list[int]:
-    """argmax over symbol sequences of the summed probability of all one-symbol-per-frame paths."""
+def _exhaustive_best(m: Transducer, enc: torch.Tensor, lm=None, lm_weight=0.0, bonus=0.0):
+    """argmax over symbol sequences of the summed probability of all one-symbol-per-frame paths
+    (+ ``lm_weight`` times the LM's sentence log-prob, </s> included); with an LM also the
+    best total score."""
     enc_p = m.joiner.project_enc(enc)  # (T, J)
     V = m.cfg.vocab_size
     totals: dict[tuple[int, ...], torch.Tensor] = {}
@@ -88,7 +90,54 @@ def _exhaustive_best(m: Transducer, enc: torch.Tensor) -> list[int]:
                 if v != m.blank:
                     ys = ys + (v,)
             totals[ys] = torch.logaddexp(totals[ys], score) if ys in totals else score
-    return list(max(totals, key=lambda k: float(totals[k])))
+    if lm is None:
+        return list(max(totals, key=lambda k: float(totals[k])))
+    fused = {ys: float(v) + lm_weight * lm.sentence_log_prob(ys) + bonus * len(ys)
+             for ys, v in totals.items()}  # fmt: skip
+    best = max(fused, key=fused.get)
+    return list(best), fused[best]
+
+
+class _Pieces:
+    """A tokenizer stand-in: ids 0 blank, 1 <unk>, then the pieces."""
+
+    unk = 1
+
+    def __init__(self, pieces):
+        self.table = ["<blank>", "<unk>", *pieces]
+        self.vocab_size = len(self.table)
+
+    def id_to_piece(self, i):
+        return self.table[i]
+
+
+def test_beam_search_with_lm_fusion_is_exact():
+    """Shallow fusion without pruning: the best of log p_rnnt(y) + w log p_lm(y </s>) over all
+    symbol sequences (exhaustive), and that score; weight 0 is the transducer alone."""
+    from pykaldi2.lang.kneser_ney import train_kneser_ney
+    from pykaldi2.lang.token_lm import TokenLm
+
+    m = _model(seed=6, vocab_size=4)
+    enc, _ = _enc(m, 1, 6, seed=7)
+    enc = enc[:, :3]
+    ngram = train_kneser_ney([["a", "b"], ["a"], ["b", "b", "a"], ["a", "a"]], 2)
+    lm = TokenLm(ngram, _Pieces(["a", "b"]))
+    plain = modified_beam_search(m, enc, torch.tensor([3]), beam=1000, length_norm=False)
+    assert modified_beam_search(m, enc, torch.tensor([3]), beam=1000, length_norm=False, lm=lm,
+                                lm_weight=0.0) == plain  # fmt: skip
+    outs = set()
+    for w in (0.5, 3.0):
+        (r,) = modified_beam_search(m, enc, torch.tensor([3]), beam=1000, length_norm=False,
+                                    lm=lm, lm_weight=w, return_scores=True)  # fmt: skip
+        ys, score = _exhaustive_best(m, enc[0], lm, w)
+        assert r.ys == ys
+        assert r.score == pytest.approx(score, abs=1e-4)
+        outs.add(tuple(ys))
+    assert len(outs | {tuple(plain[0])}) > 1  # the LM changes the answer at some weight
+    (r,) = modified_beam_search(m, enc, torch.tensor([3]), beam=1000, length_norm=False,
+                                lm=lm, lm_weight=3.0, symbol_bonus=2.5, return_scores=True)  # fmt: skip
+    ys, score = _exhaustive_best(m, enc[0], lm, 3.0, bonus=2.5)
+    assert r.ys == ys and r.score == pytest.approx(score, abs=1e-4)
 
 
 def test_modified_beam_search_without_pruning_is_exact():

@@ -61,3 +61,18 @@ def test_average_checkpoints(tmp_path):
         )
     avg = ck.average_checkpoints(paths)
     assert torch.equal(avg["w"], torch.ones(2)) and avg["n"].item() == 2
+
+
+def test_model_config_check_fills_newer_fields_with_defaults():
+    """A checkpoint written before a config field existed was trained with its default."""
+    import pytest
+
+    from pykaldi2.training.checkpoint import check_model_config
+    from pykaldi2.utils.errors import Pykaldi2Error
+
+    old = {"hidden": 8}
+    check_model_config(old, {"hidden": 8, "bidir": False}, "c.pt", defaults={"bidir": False})
+    with pytest.raises(Pykaldi2Error, match="bidir: checkpoint False vs config True"):
+        check_model_config(old, {"hidden": 8, "bidir": True}, "c.pt", defaults={"bidir": False})
+    with pytest.raises(Pykaldi2Error, match="bidir"):
+        check_model_config(old, {"hidden": 8, "bidir": False}, "c.pt")

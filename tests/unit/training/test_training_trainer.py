@@ -136,3 +136,25 @@ def test_whole_run_decay_only_in_train_chain():
     with pytest.raises(DataError, match="whole run"):
         LrSchedule(cfg)
     assert LrSchedule(ScheduleConfig(decay="none", decay_steps=0)).factor(5) == 1.0
+
+
+def test_epoch_bars_show_total_and_eta(tmp_path, monkeypatch, capsys):
+    """Every epoch bar shows batches done of the epoch's total (tqdm's n/total and remaining
+    time) and the whole run's ETA; a resumed epoch's bar starts at the resume position."""
+    monkeypatch.setenv("PYKALDI2_NO_PROGRESS", "0")
+    t, loader = make(tmp_path, max_steps=0)
+    n = len(loader.batch_sampler)
+    t.fit(loader)
+    err = capsys.readouterr().err
+    for e in (1, 2, 3):
+        assert f"epoch {e}/3: 100%" in err and f"{n}/{n} [" in err
+    assert "run_left=0:00:" in err
+    assert "batch [" not in err  # the old bar: a count without a total
+    b, loader = make(tmp_path / "b", max_steps=n + 2)
+    b.fit(loader)
+    capsys.readouterr()
+    c, loader = make(tmp_path / "b", max_steps=0)
+    assert c.resume() and c.batches_done == 2
+    c.fit(loader)
+    err = capsys.readouterr().err
+    assert f"epoch 2/3:  {100 * 2 // n}%|" in err and f"| 2/{n} [" in err

@@ -264,3 +264,155 @@ def test_train_with_ctc_weight_saves_a_decodable_model(tmp_path, one_thread):
     out = tmp_path / "c/decode"
     assert main(["decode-transducer", str(tmp_path / "c/final"), str(data), str(out)]) == 0
     assert (out / "wer").read_text().startswith("%WER")
+
+
+def test_pruned_loss_weights_follow_icefall_warmup():
+    from pykaldi2.training.transducer import PrunedLossConfig
+
+    p = PrunedLossConfig(simple_loss_scale=0.5, warm_step=100)
+    assert p.scales(0) == (1.0, 0.1)
+    s, q = p.scales(50)
+    assert s == pytest.approx(0.75) and q == pytest.approx(0.55)
+    assert p.scales(100) == (0.5, 1.0) and p.scales(10**6) == (0.5, 1.0)
+    with pytest.raises(Pykaldi2Error, match="prune_range"):
+        PrunedLossConfig(prune_range=1)
+    with pytest.raises(Pykaldi2Error, match="loss must be one of"):
+        TrainTransducerConfig(train_data=["x"], loss="pruned_stateless")
+
+
+def test_task_with_pruned_loss():
+    """Training: s_n * simple + p_n * pruned at the trainer's step, gradients reach the simple
+    projections and the joiner; evaluation: the pruned loss alone."""
+    from pykaldi2.losses.rnnt_pruned import pruned_rnnt_loss
+    from pykaldi2.nnet.transducer import Transducer, TransducerConfig
+    from pykaldi2.training.transducer import PrunedLossConfig
+
+    torch.manual_seed(0)
+    m = Transducer(TransducerConfig.preset("tiny", simple_proj=True, ctc_head=True))
+    batch = {
+        "feats": torch.randn(2, 12, 8),
+        "lengths": torch.tensor([12, 9]),
+        "targets": torch.tensor([[1, 2, 3], [4, 5, -100]]),
+    }
+    p = PrunedLossConfig(prune_range=3, warm_step=10, lm_scale=0.25)
+    task = TransducerTask("cpu", ctc_weight=0.3, pruned=p)
+    task.current_step = lambda: 5
+    out = task.compute_loss(m.train(), batch)
+    s_scale, p_scale = p.scales(5)
+    want = s_scale * out.stats["simple"] + p_scale * out.stats["pruned"]
+    assert out.stats["rnnt"] == pytest.approx(want)
+    assert out.loss.item() == pytest.approx(want + 0.3 * out.stats["ctc"])
+    out.loss.backward()
+    for layer in (m.simple_am_proj, m.simple_lm_proj, m.joiner.out):
+        assert layer.weight.grad.abs().sum() > 0
+    ev = task.compute_loss(m.eval(), batch)
+    tl = torch.tensor([3, 2])
+    _, pruned = pruned_rnnt_loss(m, batch["feats"], batch["lengths"], batch["targets"].clamp(min=0),
+                                 tl, 3, "sum", 0.25)  # fmt: skip
+    assert ev.loss.item() == pytest.approx(pruned.item()) == pytest.approx(ev.stats["rnnt"])
+
+
+@pytest.mark.parametrize("loss", ["full", "pruned"])
+def test_task_joiner_node_budget(loss, monkeypatch):
+    """joiner_max_nodes (the stream branch's joiner groups) with either loss: a budget smaller
+    than the batch's lattice gives the loss and gradients of one that holds it. The full loss
+    then runs its joiner in recomputed groups; the pruned loss's joiner runs on the band
+    (B x T' x prune_range nodes) and never on groups."""
+    from pykaldi2.losses import rnnt_chunked
+    from pykaldi2.nnet.transducer import Transducer, TransducerConfig
+    from pykaldi2.training.transducer import PrunedLossConfig
+
+    calls = []
+    real = rnnt_chunked.group_loss_recomputed
+    monkeypatch.setattr(
+        rnnt_chunked, "group_loss_recomputed", lambda *a: calls.append(1) or real(*a)
+    )
+    torch.manual_seed(0)
+    cfg = TransducerConfig.preset("tiny", simple_proj=True, ctc_head=True, joint_dropout=0.0)
+    m = Transducer(cfg).train()
+    batch = {
+        "feats": torch.randn(3, 16, 8),
+        "lengths": torch.tensor([16, 12, 9]),
+        "targets": torch.tensor([[1, 2, 3, 4], [4, 5, -100, -100], [2, -100, -100, -100]]),
+    }
+    pruned = PrunedLossConfig(prune_range=3, warm_step=0) if loss == "pruned" else None
+
+    def run(budget):
+        m.zero_grad()
+        out = TransducerTask("cpu", ctc_weight=0.3, pruned=pruned, joiner_max_nodes=budget)
+        res = out.compute_loss(m, batch)
+        res.loss.backward()
+        return res.loss.detach(), [p.grad.clone() for p in m.parameters() if p.grad is not None]
+
+    whole_loss, whole_grads = run(10**6)
+    assert not calls
+    split_loss, split_grads = run(20)  # the biggest utterance alone is 8 x 5 = 40 nodes
+    assert len(calls) == (3 if loss == "full" else 0)
+    torch.testing.assert_close(split_loss, whole_loss)
+    assert len(split_grads) == len(whole_grads)
+    for a, b in zip(split_grads, whole_grads):
+        torch.testing.assert_close(a, b)
+
+
+def test_train_with_pruned_loss_resumes_exactly_and_learns(tmp_path, one_thread):
+    """loss: pruned: 6 steps in one go equal 3 + 3 resumed (the warm-up weights follow the
+    restored step); a longer run learns the toy task as the full loss does."""
+    data = make_corpus(tmp_path)
+    conf = write_config(tmp_path, data, loss="pruned",
+                        pruned={"prune_range": 3, "warm_step": 4})  # fmt: skip
+    assert main(["train-transducer", "--config", str(conf), str(tmp_path / "a")]) == 0
+    half = ["--override", "trainer.max_steps=3"]
+    assert main(["train-transducer", "--config", str(conf), *half, str(tmp_path / "b")]) == 0
+    assert main(["train-transducer", "--config", str(conf), str(tmp_path / "b")]) == 0
+    wa, wb = _weights(tmp_path / "a/final"), _weights(tmp_path / "b/final")
+    assert "simple_am_proj.weight" in wa
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=0, msg=k)
+    conf = write_config(
+        tmp_path, data, loss="pruned", pruned={"prune_range": 3, "warm_step": 60},
+        ema_decay=0.0, model={"enc_n_hid": 32, "pred_n_hid": 16, "joint_n_hid": 32},
+    )  # fmt: skip
+    args = ["train-transducer", "--config", str(conf), str(tmp_path / "e")]
+    for o in ["trainer.max_steps=240", "trainer.schedule.decay=none", "trainer.lr=0.01"]:
+        args[1:1] = ["--override", o]
+    assert main(args) == 0
+    out = tmp_path / "e/decode"
+    assert main(["decode-transducer", str(tmp_path / "e/final"), str(data), str(out)]) == 0
+    wer = float((out / "wer").read_text().split()[1])
+    assert wer < 40.0, (out / "hyp.txt").read_text()
+
+
+def test_train_with_global_normalization_from_a_stats_file(tmp_path, one_thread):
+    """frontend cmvn: global seeded by compute-mel-stats (Myrtle's dumped mel stats): the model
+    dir's front end holds the file's mean/var; without the file, train-transducer computes the
+    same statistics over the training utterances."""
+    from pykaldi2.features.ewma_norm import read_global_stats, stats_mean_var
+
+    data = make_corpus(tmp_path)
+    stats = tmp_path / "mel_stats.mat"
+    assert main(["compute-mel-stats", str(data), str(stats)]) == 0
+    mean, var = stats_mean_var(read_global_stats(stats))
+    for name, ewma in (("file", {"stats_file": str(stats)}), ("computed", {})):
+        fe = {"cmvn": "global", "frame_stack": 1, "frame_subsample": 1, "ewma": ewma}
+        conf = write_config(tmp_path, data, frontend=fe)
+        assert main(["train-transducer", "--config", str(conf), str(tmp_path / name)]) == 0
+        md = yaml.safe_load((tmp_path / name / "final/model.yaml").read_text())
+        got = md["configs"]["frontend"]["ewma"]
+        np.testing.assert_allclose(got["mean"], mean, rtol=1e-6)
+        np.testing.assert_allclose(got["var"], var, rtol=1e-6)
+
+
+def test_select_utts_skips_long_utterances(tmp_path):
+    from pykaldi2.training.transducer_egs import select_utts
+
+    class Feats(dict):
+        def shape(self, utt):
+            return self[utt], 3
+
+    feats = Feats(a=30, b=300, c=1200, d=2)
+    tokens = {"a": [1, 2], "b": [1] * 20, "c": [3], "d": [1, 2, 3]}
+    fe = TransducerFrontendConfig(cmvn="none", frame_stack=1, frame_subsample=3)
+    keep, skipped = select_utts(feats, tokens, fe, 2, max_frames_per_utt=1000)
+    assert keep == ["a", "b"] and skipped["too_long"] == ["c"]
+    assert skipped["too_many_tokens"] == ["d"]
+    assert select_utts(feats, tokens, fe, 2)[0] == ["a", "b", "c"]
