@@ -77,7 +77,8 @@ def _decode_chain(args: argparse.Namespace) -> int:
 
     summary = decode_chain(
         args.model_dir, args.graph_dir, args.data_dir, args.decode_dir,
-        nj=args.nj, decoder=decoder_config(args), device=args.device, mode=args.mode,
+        nj=args.nj, cmd=args.cmd, decoder=decoder_config(args), device=args.device,
+        mode=args.mode,
         text_lattices=args.text_lattices,
     )  # fmt: skip
     print(f"{args.decode_dir}: {summary}")
@@ -125,7 +126,10 @@ def _register_train_decode(sub: argparse._SubParsersAction) -> None:
     p.add_argument("graph_dir", help="graph dir: mkgraph LANG MODEL_DIR/final.mdl, scale 1.0")
     p.add_argument("data_dir", help="data dir with feats.scp (and cmvn.scp, text)")
     p.add_argument("decode_dir", help="output dir, e.g. exp/chain_tdnnf/decode_test")
-    p.add_argument("--nj", type=int, default=1, help="decoding processes (default: %(default)s)")
+    p.add_argument("--nj", type=int, default=1, help="decoding jobs (default: %(default)s)")
+    from pykaldi2.cli.job_args import add_cmd_arg
+
+    add_cmd_arg(p)
     from pykaldi2.cli.decoder_args import add_decoder_args
 
     add_decoder_args(
