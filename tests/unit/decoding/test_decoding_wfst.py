@@ -156,3 +156,28 @@ def test_partial_output_when_no_final_state(tiny):
     res, lat = decode_lattice(tiny.hclg.fst, ll, tiny.tid2pdf)
     assert not best.reached_final and not res.reached_final
     assert len(res.ali) == 2 and lat.num_arcs >= 2
+
+
+def test_decode_dir_on_slurm_equals_run_pl(tiny, tmp_path, fake_slurm):
+    """The decoding jobs as SLURM tasks (sbatch / squeue stand-ins): the same lattices and
+    hyps as run.pl's, logs in DECODE_DIR/log, the queue's files in DECODE_DIR/q."""
+    from pykaldi2.decoding.batch import decode_dir, split_pairs
+
+    graph = tmp_path / "graph"
+    graph.mkdir()
+    tiny.hclg.fst.write(str(graph / "HCLG.fst"))
+    (graph / "words.txt").write_text("".join(f"{w} {i}\n" for w, i in tiny.words.items()))
+    inputs = [(f"u{i}", tiny.loglik_for(ws)) for i, ws in enumerate(SENTENCES[:4])]
+    for name, cmd in (("local", "run.pl"), ("cluster", "slurm.pl --time 1:00:00")):
+        decode_dir(graph, split_pairs(inputs, 2), tmp_path / name, tiny.tm, cmd=cmd)
+    local, cluster = tmp_path / "local", tmp_path / "cluster"
+    import gzip
+
+    assert (cluster / "hyp.txt").read_text() == (local / "hyp.txt").read_text()
+    for f in ("lat.1.gz", "lat.2.gz"):  # (the gzip header names the temp file)
+        assert gzip.decompress((cluster / f).read_bytes()) == gzip.decompress(
+            (local / f).read_bytes()
+        )
+    assert "# Running on" in (cluster / "log" / "decode.2.log").read_text()
+    assert (cluster / "q" / "decode.sh").is_file() and not (local / "q").exists()
+    assert "--time" in (fake_slurm / "sbatch.calls").read_text()
