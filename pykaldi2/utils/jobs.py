@@ -320,7 +320,8 @@ class JobRunner:
             return []
         logs = [None if log is None else str(log).replace("JOB", str(i)) for i in ids]
         titles = [f"{desc} JOB={i}" for i in ids]
-        if total is None:
+        if total is None or self._backend is not None:  # a cluster's tasks report no units
+            total = None
             bar = progress(total=len(jobs), desc=desc, unit="job", leave=False)
         else:
             bar = progress(total=total, desc=desc, unit=unit)

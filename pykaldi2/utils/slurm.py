@@ -42,6 +42,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -291,7 +292,8 @@ class SlurmBackend:
     def _wait(self, job_id: str, done: dict[int, Path], on_done) -> set[int]:
         """Wait until every done file exists, or the job has left the queue; the ids of the
         tasks that never reported back."""
-        old = signal.getsignal(signal.SIGTERM)
+        main = threading.current_thread() is threading.main_thread()
+        old = signal.getsignal(signal.SIGTERM) if main else None
         if old is signal.SIG_DFL:  # so that `kill` cancels the jobs (slurm.pl's trap)
             signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
