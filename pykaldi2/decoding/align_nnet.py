@@ -133,8 +133,8 @@ def align_nnet(
         (str(model_dir), str(data_dir), str(lang_dir), utts[j::nj], cfg, compute, threads)
         for j in range(nj)
     ]
-    log = None if log_dir is None else Path(log_dir) / "align.JOB.log"
-    merged = run_align_jobs(_align_nnet_job, jobs, cmd=cmd, log=log)
+    job_logs = None if log_dir is None else Path(log_dir) / "align.JOB.log"
+    merged = run_align_jobs(_align_nnet_job, jobs, cmd=cmd, log=job_logs)
     if merged.failed:
         shown = ", ".join(sorted(merged.failed)[:10]) + (" ..." if len(merged.failed) > 10 else "")
         log.warning(

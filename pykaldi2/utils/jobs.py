@@ -38,7 +38,6 @@ import contextlib
 import logging
 import multiprocessing as mp
 import os
-import queue as queue_mod
 import shlex
 import socket
 import time
@@ -272,7 +271,9 @@ class JobRunner:
             saved = {k: os.environ.get(k) for k in ONE_THREAD_ENV}
             os.environ.update(ONE_THREAD_ENV)  # inherited by the spawned workers
             ctx = mp.get_context("spawn")
-            self._queue = ctx.Queue()
+            # progress units: a SimpleQueue writes to its pipe in put() (no feeder thread), so
+            # a job's units are in the pipe before its result reaches this process
+            self._queue = ctx.SimpleQueue()
             try:
                 self._pool = ProcessPoolExecutor(
                     max_workers=self.workers,
@@ -374,11 +375,8 @@ class JobRunner:
         return outcomes + [(True, None)] * (len(jobs) - len(outcomes))
 
     def _drain(self, bar) -> None:
-        while self._queue is not None:
-            try:
-                bar.update(self._queue.get_nowait())
-            except (queue_mod.Empty, OSError, ValueError):
-                return
+        while self._queue is not None and not self._queue.empty():
+            bar.update(self._queue.get())
 
     def _run_pool(self, fn, jobs, logs, titles, bar, job_done) -> list[tuple[bool, Any]]:
         pool = self._executor()

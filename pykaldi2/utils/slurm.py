@@ -75,7 +75,7 @@ _PASS_ENV = ("PYTHONPATH", "PYKALDI2_SHARED_DATA", "HDF5_USE_FILE_LOCKING")
 
 
 @dataclass
-class SlurmConfig:
+class SlurmConf:
     """A slurm.pl config file: the submit command and how ``--name value`` options map."""
 
     command: list[str]
@@ -85,7 +85,7 @@ class SlurmConfig:
     source: str = "the default config"
 
     @classmethod
-    def parse(cls, text: str, source: str) -> SlurmConfig:
+    def parse(cls, text: str, source: str) -> SlurmConf:
         command: list[str] | None = None
         cfg = cls(command=[], source=source)
         for n, raw in enumerate(text.splitlines(), 1):
@@ -108,7 +108,7 @@ class SlurmConfig:
         return cfg
 
     @classmethod
-    def load(cls, cmd: JobCmd) -> SlurmConfig:
+    def load(cls, cmd: JobCmd) -> SlurmConf:
         """``--config FILE`` of ``cmd``, else ./conf/slurm.conf, else :data:`DEFAULT_CONFIG`."""
         path = cmd.options.get("config")
         if path is not None and not os.path.isfile(path):
@@ -206,7 +206,7 @@ class SlurmBackend:
 
     def __init__(self, cmd: JobCmd) -> None:
         self.cmd = cmd
-        self.config = SlurmConfig.load(cmd)
+        self.config = SlurmConf.load(cmd)
         self.queue_options = self.config.options(cmd)  # a bad option fails before any job
 
     def sbatch_argv(self, qdir: Path, base: str, ids: Sequence[int]) -> list[str]:

@@ -14,7 +14,7 @@ import pytest
 from pykaldi2.utils import slurm
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
 from pykaldi2.utils.jobs import JobError, JobRunner, parse_cmd
-from pykaldi2.utils.slurm import SlurmBackend, SlurmConfig, array_spec, queue_paths
+from pykaldi2.utils.slurm import SlurmBackend, SlurmConf, array_spec, queue_paths
 
 
 def test_parse_cmd_as_run_pl_and_slurm_pl_read_options(monkeypatch):
@@ -39,7 +39,7 @@ def test_parse_cmd_as_run_pl_and_slurm_pl_read_options(monkeypatch):
 
 def test_slurm_options_map_as_slurm_pl_maps_them(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cfg = SlurmConfig.load(parse_cmd("slurm.pl"))
+    cfg = SlurmConf.load(parse_cmd("slurm.pl"))
     assert cfg.command == ["sbatch", "--export=PATH", "--ntasks-per-node=1"]
     opts = cfg.options(parse_cmd("slurm.pl --mem 4G --time 2:00:00 --gpu 1 --num-threads 1"))
     assert opts == ["--gres=gpu:1", "--mem-per-cpu", "4G", "--time", "2:00:00",
