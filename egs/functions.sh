@@ -67,3 +67,26 @@ decode_chain() {
   pykaldi2 mkgraph --self-loop-scale 1.0 data/lang_test $exp/final/final.mdl $exp/graph
   pykaldi2 decode-chain --nj "$nj" "$@" $exp/final $exp/graph data/test_fbank $exp/decode_test
 }
+
+# chain_data GMM LEAVES: what Kaldi's chain recipes train on (run_ivector_common.sh +
+# build_tree.sh): data/train_sp (speed 0.9/1.0/1.1) with MFCC (for exp/GMM) and fbank
+# (data/train_sp_fbank, the nnet's) features, its alignments exp/GMM_ali_sp (align-fmllr for a
+# SAT system, which has final.alimdl, as Kaldi's chain recipes align with tri3b; else align-si),
+# and the chain tree exp/chain/tree_sp at 1/3 frame rate (left biphone, LEAVES leaves; on the
+# fMLLR-adapted features for SAT)
+chain_data() {
+  local gmm=$1 leaves=$2
+  pykaldi2 perturb-data-dir-speed data/train data/train_sp
+  pykaldi2 combine-data data/train_sp_fbank data/train_sp   # a copy with its own feats.scp
+  pykaldi2 compute-feats --config conf/fbank.yaml --nj "$nj" data/train_sp_fbank fbank
+  pykaldi2 compute-cmvn data/train_sp_fbank fbank
+  pykaldi2 compute-feats --config conf/mfcc.yaml --nj "$nj" data/train_sp mfcc
+  pykaldi2 compute-cmvn data/train_sp mfcc
+  if [ -f exp/$gmm/final.alimdl ]; then
+    pykaldi2 align-fmllr --nj "$nj" data/train_sp data/lang exp/$gmm exp/${gmm}_ali_sp
+  else
+    pykaldi2 align-si --nj "$nj" data/train_sp data/lang exp/$gmm exp/${gmm}_ali_sp
+  fi
+  pykaldi2 build-tree-chain --num-leaves "$leaves" data/train_sp data/lang exp/${gmm}_ali_sp \
+    exp/chain/tree_sp
+}

@@ -6,7 +6,7 @@
 # nnets (exp/tri3_ali), 7 CE BLSTM (train-ce on the tri3 pdfs),
 # 8 its decode + scoring + the model dir for pykaldi2.load_model (exp/blstm_ce/export),
 # 9 RNN-T (train-transducer), 10 its greedy/beam decode + ONNX export and onnxruntime decode,
-# 11-12 LF-MMI TDNN-F from scratch, 13-14 lattice sMBR from the CE BLSTM, 15-16 LF-MMI BLSTM
+# 11 speed-perturbed data + chain tree, 12 LF-MMI TDNN-F from scratch (train + decode), 13-14 lattice sMBR from the CE BLSTM, 15-16 LF-MMI BLSTM
 # from the CE BLSTM (chunked), 17 a simulated-noisy copy of the test set (conf/sim_test.yaml),
 # 18 the CE BLSTM trained with on-the-fly simulation (conf/sim.yaml), 19 clean-trained and
 # simulation-trained CE BLSTMs decoded on the noisy test set (and the latter on the clean one),
@@ -27,7 +27,7 @@ force=false
 lm_order=3
 
 . ../stages.sh   # options, log, run_stage
-. ../functions.sh   # decode_gmm, decode_nnet_export, decode_chain
+. ../functions.sh   # decode_gmm, decode_nnet_export, decode_chain, chain_data
 
 prepare() {
   if [ -n "$corpus_dir" ]; then
@@ -119,10 +119,31 @@ decode_transducer_system() {
 }
 run_stage 10 rnnt_decode decode_transducer_system rnnt
 
-# LF-MMI (chain) TDNN-F on the tri3 alignments (conf/chain_tdnnf.yaml; the GMM tree with the
-# chain topology, outputs at 1/3 frame rate), its graph with self-loop scale 1.0, decode + score.
-run_stage 11 chain_tdnnf pykaldi2 train-chain --config conf/chain_tdnnf.yaml exp/chain_tdnnf
-run_stage 12 chain_tdnnf_decode decode_chain chain_tdnnf
+# LF-MMI (chain) TDNN-F from scratch as Kaldi's chain recipes build it (conf/chain_tdnnf.yaml,
+# after mini_librispeech's run_tdnn_1j.sh). Stage 11: speed-perturbed training data (0.9/1.0/1.1)
+# with MFCC (for tri3) and fbank features, its tri3 (SAT) alignments (align-fmllr) and the chain
+# tree at 1/3 frame rate (functions.sh chain_data: build-tree-chain on the fMLLR-adapted
+# features, left biphone, 500 leaves). Stage 12:
+# train-chain (the command of run_chain.sh; its egs are written once to exp/chain_tdnnf/egs by NJ
+# jobs, resumable), then the decode through its graph (self-loop scale 1.0) with the LM weight
+# chosen on a dev set carved from train: the utterances held out of the chain training (its
+# validation set, at speed 1.0); decode_test/best_wer is the test WER at that setting
+# (best_wer_on_test: the best on test itself).
+run_stage 11 chain_data chain_data tri3 500
+decode_chain_dev() {
+  local exp=exp/$1
+  grep -v '^sp[0-9.]*-' $exp/egs/valid_uttlist > $exp/dev_uttlist
+  pykaldi2 subset-data-dir --utt-list $exp/dev_uttlist data/train_fbank data/dev_$1
+  decode_chain "$1"
+  pykaldi2 decode-chain --nj "$nj" $exp/final $exp/graph data/dev_$1 $exp/decode_dev
+  cp $exp/decode_test/best_wer $exp/decode_test/best_wer_on_test
+  pykaldi2 score --ref data/test_fbank/text --tuned-on $exp/decode_dev $exp/decode_test
+}
+chain_tdnnf() {
+  pykaldi2 train-chain --config conf/chain_tdnnf.yaml exp/chain_tdnnf
+  decode_chain_dev chain_tdnnf
+}
+run_stage 12 chain_tdnnf chain_tdnnf
 
 # Lattice sequence training (sMBR, conf/se_blstm.yaml) from the CE BLSTM, lattices generated on
 # the fly through the tri3 graph by 2 worker processes; decoded like the CE model.
@@ -208,7 +229,7 @@ if [ "$stop_stage" -ge 99 ]; then
   f=exp/chain_blstm_fr/decode_test_tri2graph/best_wer   # stage 21, the CE model's graph
   if [ -f "$f" ]; then printf '%-10s %s\n' "chain_blstm_fr (tri2 graph)" "$(cat "$f")"; fi
   # sequence-trained vs CE: bootstrap intervals and P(improvement), same test utterances
-  for sys in blstm_smbr chain_blstm_fr/decode_test_tri2graph; do
+  for sys in blstm_smbr chain_tdnnf chain_blstm_fr/decode_test_tri2graph; do
     d=exp/$sys; [ -d "$d" ] || continue
     [ -f "$d/best_wer" ] || d=$d/decode_test
     if [ -f exp/blstm_ce/decode_test/best_wer ] && [ -f "$d/best_wer" ]; then

@@ -69,7 +69,13 @@ run_stage 8 blstm_ce_decode decode_nnet_export blstm_ce exp/tri2/graph
 run_stage 9 rnnt pykaldi2 train-transducer --config conf/transducer.yaml exp/rnnt
 run_stage 10 rnnt_decode pykaldi2 decode-transducer exp/rnnt/final data/test_fbank \
   exp/rnnt/decode_test_greedy
-run_stage 11 chain_tdnnf pykaldi2 train-chain --config conf/chain_tdnnf.yaml exp/chain_tdnnf
+# LF-MMI TDNN-F from scratch as Kaldi's chain recipes (conf/chain_tdnnf.yaml): speed-perturbed
+# data, its tri2 alignments, the chain tree at 1/3 rate (300 leaves), egs on disk
+chain_tdnnf() {
+  chain_data tri2 300
+  pykaldi2 train-chain --config conf/chain_tdnnf.yaml exp/chain_tdnnf
+}
+run_stage 11 chain_tdnnf chain_tdnnf
 run_stage 12 chain_tdnnf_decode decode_chain chain_tdnnf
 
 # stage 99: the WER table of every decoded system (always runs)

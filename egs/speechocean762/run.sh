@@ -2,7 +2,7 @@
 # speechocean762 recipe (OpenSLR 101: 5,000 read English sentences by 250 Mandarin-L1 speakers,
 # half of them children; 2.9 h train / 2.7 h test, 15,967 test words): raw corpus -> WER table.
 #   bash run.sh [--stage N] [--stop-stage M] [--corpus-dir DIR] [--nj N] [--force]
-#               [--mono-utts N] [--eval-sets "dev test"]
+#               [--mono-utts N] [--eval-sets "dev test"] [--dev-set dev]
 # --corpus-dir: the extracted speechocean762/ folder (train/ test/ WAVE/ resource/lexicon.txt);
 # empty downloads the OpenSLR tarball into downloads/ (resumable, size-checked).
 # Dev and test: the 125 official test speakers sorted by id, alternately dev (1st, 3rd, ...) and
@@ -31,10 +31,10 @@ lm_order=3
 dev_set=dev     # score_decode: LMWT/WIP chosen on dev, test scored at that setting
 eval_sets="dev test"
 mono_utts=1000  # mono trains on the N shortest training utterances
-recipe_opts="mono_utts eval_sets"
+recipe_opts="mono_utts eval_sets dev_set"
 
 . ../stages.sh   # options, log, run_stage
-. ../functions.sh   # score_decode, decode_gmm
+. ../functions.sh   # score_decode, decode_gmm, chain_data
 
 if [ -n "$corpus_dir" ] && [[ $corpus_dir != /* ]]; then corpus_dir=$invoke_dir/$corpus_dir; fi
 
@@ -99,10 +99,36 @@ run_stage 4 tri1 tri mono tri1 train-deltas       # MFCC + deltas
 run_stage 5 tri2 tri tri1 tri2 train-lda-mllt     # LDA + MLLT
 run_stage 6 tri3 tri tri2 tri3 train-sat          # SAT (fMLLR) + exp/tri3_ali
 
+# LF-MMI (chain) TDNN-F from scratch (conf/chain_tdnnf.yaml, Kaldi's run_tdnn_1j.sh scaled):
+# speed-perturbed train (0.9/1.0/1.1) with MFCC + fbank, aligned with exp/$chain_gmm, the chain
+# tree at 1/3 rate (2000 leaves), train-chain (egs on disk), decode dev and test (test at the
+# dev setting). chain_gmm: the GMM whose alignments the chain system uses (tri3, SAT: the
+# speed-perturbed data are aligned with align-fmllr, as Kaldi's chain recipes do with tri3b).
+chain_gmm=${chain_gmm:-tri3}
+chain_tdnnf() {
+  chain_data $chain_gmm 2000
+  pykaldi2 train-chain --config conf/chain_tdnnf.yaml \
+    --override "ali_dir=[exp/${chain_gmm}_ali_sp]" exp/chain_tdnnf
+}
+run_stage 11 chain_tdnnf chain_tdnnf
+decode_chain_sets() {
+  local exp=exp/chain_tdnnf set
+  pykaldi2 mkgraph --self-loop-scale 1.0 data/lang_test $exp/final/final.mdl $exp/graph
+  for set in $eval_sets; do   # each scored over the chain LM weights 0.7..1.7
+    pykaldi2 decode-chain --nj "$nj" $exp/final $exp/graph data/${set}_fbank $exp/decode_$set
+  done
+  for set in $eval_sets; do   # every set but dev at the setting chosen on dev
+    [ "$set" = "$dev_set" ] && continue
+    cp $exp/decode_$set/best_wer $exp/decode_$set/best_wer_on_$set
+    pykaldi2 score --ref data/$set/text --tuned-on $exp/decode_$dev_set $exp/decode_$set
+  done
+}
+run_stage 12 chain_tdnnf_decode decode_chain_sets
+
 # stage 99: dev and test WER of every decoded system (always runs); test at the dev setting
 if [ "$stop_stage" -ge 99 ]; then
   printf '%-10s %-8s %s\n' system set "WER (LMWT_WIP chosen on dev)"
-  for sys in mono tri1 tri2 tri3; do
+  for sys in mono tri1 tri2 tri3 chain_tdnnf; do
     for set in $eval_sets; do
       f=exp/$sys/decode_$set/best_wer
       if [ -f "$f" ]; then printf '%-10s %-8s %s\n' "$sys" "$set" "$(cat "$f")"; fi

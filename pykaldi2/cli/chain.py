@@ -1,5 +1,5 @@
-"""``pykaldi2`` LF-MMI (chain) commands: chain-est-phone-lm, chain-make-den-fst, train-chain,
-decode-chain."""
+"""``pykaldi2`` LF-MMI (chain) commands: chain-est-phone-lm, chain-make-den-fst,
+build-tree-chain, chain-get-egs, train-chain, decode-chain."""
 
 from __future__ import annotations
 
@@ -58,6 +58,77 @@ def _make_den_fst(args: argparse.Namespace) -> int:
     print(
         f"{out}/den.fst: {graph.num_states} states, {graph.num_arcs} arcs, "
         f"{model.tm.num_pdfs} pdfs; {out}/normalization.fst"
+    )
+    return 0
+
+
+def _build_tree_chain(args: argparse.Namespace) -> int:
+    from pykaldi2.hmm.ali import write_ali, write_model_id
+    from pykaldi2.hmm.chain_tree import ChainTreeConfig, TreeInputs, chain_build_tree
+    from pykaldi2.hmm.exp_dir import read_transforms_dir
+    from pykaldi2.hmm.inputs import feats_for_model
+    from pykaldi2.kaldi import khg
+    from pykaldi2.lang.lang_dir import load_lang
+    from pykaldi2.lang.topo import TopoConfig, make_topo
+    from pykaldi2.training.data import load_alignments
+    from pykaldi2.utils.errors import DataError
+
+    lang = load_lang(args.lang)
+    topo = khg.HmmTopology()
+    if args.topo:
+        if not Path(args.topo).is_file():
+            raise DataError("no such topology file", file=args.topo)
+        topo.read(Path(args.topo).read_text(encoding="utf-8"))
+    else:  # steps/nnet3/chain/gen_topo.py on the lang's phones
+        topo.read(make_topo(lang.nonsilence_phones, lang.silence_phones, TopoConfig.chain()))
+    alis, ali_model = load_alignments([args.ali_dir])
+    # a SAT ali dir (align-fmllr) has the speakers' fMLLR transforms trans.*: the tree
+    # statistics are of the adapted features, as build_tree.sh's transform-feats
+    transforms = read_transforms_dir(args.ali_dir)
+    feats = feats_for_model(ali_model, args.data, utts=sorted(alis), transforms=transforms)
+    extra = lang.dir / "phones" / "extra_questions.int"
+    tree_inputs = TreeInputs(
+        roots=lang.roots(),
+        phone_sets=lang.read_int_sets("sets"),
+        extra_questions=lang.read_int_sets("extra_questions") if extra.is_file() else [],
+        ci_phones=lang.silence_phones,
+    )
+    cfg = ChainTreeConfig(
+        num_leaves=args.num_leaves, frame_subsampling_factor=args.frame_subsampling_factor,
+        context_width=args.context_width, central_position=args.central_position,
+        cluster_thresh=args.cluster_thresh,
+    )  # fmt: skip
+    model, new_alis = chain_build_tree(ali_model, feats, alis, topo, tree_inputs, cfg)
+    out = Path(args.tree_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save(out / "final.mdl")
+    write_model_id(out, model)
+    write_ali(out / "ali.ark", new_alis)
+    (out / "num_pdfs").write_text(f"{model.tm.num_pdfs}\n", encoding="utf-8")
+    print(
+        f"{out}: chain tree with {model.tm.num_pdfs} pdfs (context width {cfg.context_width}, "
+        f"central position {cfg.central_position}), {len(new_alis)} alignments at 1/"
+        f"{cfg.frame_subsampling_factor} rate"
+    )
+    return 0
+
+
+def _chain_get_egs(args: argparse.Namespace) -> int:
+    from pykaldi2.training.chain import TrainChainConfig, chain_model_for
+    from pykaldi2.training.chain_get_egs import chain_get_egs, egs_dir_of
+    from pykaldi2.utils.errors import DataError
+
+    cfg = TrainChainConfig.load(args.config, overrides=args.override or [])
+    if not cfg.egs.enabled:
+        raise DataError("the config has no egs.chunk_widths", file=args.config,
+                        fix="set egs.chunk_widths (e.g. [140, 100, 160])")  # fmt: skip
+    model = chain_model_for(cfg)
+    egs_dir = Path(args.egs_dir) if args.egs_dir else egs_dir_of(cfg, args.exp_dir)
+    info = chain_get_egs(cfg, egs_dir, model.left_context, model.right_context, nj=args.nj)
+    print(
+        f"{egs_dir}: {info.num_chunks} chunks in {info.num_archives} archives, "
+        f"{info.num_valid_chunks} validation chunks, context {info.left_context}/"
+        f"{info.right_context} (+{info.extra_context})"
     )
     return 0
 
@@ -147,8 +218,61 @@ def _register_train_decode(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_decode_chain)
 
 
+def _register_tree_egs(sub: argparse._SubParsersAction) -> None:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    p = sub.add_parser(
+        "build-tree-chain",
+        help="the chain tree at 1/3 frame rate (steps/nnet3/chain/build_tree.sh)",
+        description="Kaldi's steps/nnet3/chain/build_tree.sh: convert ALI_DIR's alignments to "
+        "the chain topology at 1/F of the frame rate (convert-ali --frame-subsampling-factor), "
+        "accumulate tree statistics on the subsampled features of ALI_DIR's model "
+        "(acc-tree-stats, left biphone by default), cluster-phones, build-tree with "
+        "--num-leaves leaves (a multiple of 8), one Gaussian per leaf (gmm-init-model), and "
+        "convert the alignments to the new tree. Writes TREE_DIR/final.mdl, tree, ali.ark/scp "
+        "and num_pdfs; train-chain takes TREE_DIR as tree_dir.",
+        formatter_class=fmt,
+    )
+    p.add_argument("data", help="data dir the alignments belong to (features as ALI_DIR's)")
+    p.add_argument("lang", help="lang dir (phones, roots, sets, extra questions)")
+    p.add_argument(
+        "ali_dir", help="GMM alignment dir (final.mdl + ali; + trans.* of align-fmllr: SAT)"
+    )
+    p.add_argument("tree_dir", help="output dir, e.g. exp/chain/tree_sp")
+    p.add_argument("--num-leaves", type=int, default=500, help="build-tree --max-leaves")
+    p.add_argument("--frame-subsampling-factor", type=int, default=3)
+    p.add_argument("--context-width", type=int, default=2)
+    p.add_argument("--central-position", type=int, default=1)
+    p.add_argument("--cluster-thresh", type=float, default=-1.0)
+    p.add_argument(
+        "--topo", help="topology file (default: the chain topology of gen_topo.py for the "
+        "lang's phones)",
+    )  # fmt: skip
+    p.set_defaults(func=_build_tree_chain)
+
+    p = sub.add_parser(
+        "chain-get-egs",
+        help="write the LF-MMI training examples of a train-chain config to disk",
+        description="Kaldi's steps/nnet3/chain/get_egs.sh for CONFIG (a train-chain config "
+        "with egs.chunk_widths): the phone LM, den.fst and normalization.fst, then in "
+        "egs.nj processes the chunks of every utterance (features read once; supervision "
+        "from the alignment with tolerance, composed with normalization.fst; input windows "
+        "in the model's context) into shuffled archives EGS_DIR/egs.K.npz + valid.npz and "
+        "info.json. Resumable; a finished egs dir is reused (train-chain runs this stage "
+        "itself when the egs are missing).",
+        formatter_class=fmt,
+    )
+    p.add_argument("--config", required=True, help="the train-chain YAML config")
+    p.add_argument("--override", action="append", metavar="KEY=VALUE",
+                   help="override a config value (as train-chain)")  # fmt: skip
+    p.add_argument("--nj", type=int, default=None, help="processes (default: egs.nj)")
+    p.add_argument("--egs-dir", help="egs dir (default: egs.dir, else EXP_DIR/egs)")
+    p.add_argument("exp_dir", help="the train-chain experiment dir")
+    p.set_defaults(func=_chain_get_egs)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     fmt = argparse.ArgumentDefaultsHelpFormatter
+    _register_tree_egs(sub)
 
     p = sub.add_parser(
         "chain-est-phone-lm",

@@ -27,7 +27,33 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _perturb_speed(args: argparse.Namespace) -> int:
+    from pykaldi2.simulation.dump import perturb_data_dir_speed
+
+    d = perturb_data_dir_speed(args.data, args.out, tuple(args.factors))
+    print(f"{args.out}: {len(d)} utterances at speeds {' '.join(map(str, args.factors))}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "perturb-data-dir-speed",
+        help="speed-perturbed copies of a data dir (utils/data/perturb_data_dir_speed_3way.sh)",
+        description="Write OUTDIR with DATADIR itself (speed 1.0, unchanged) and a copy per "
+        "other factor: each recording played that much faster (duration / factor, pitch x "
+        "factor, as `sox speed`) into OUTDIR/wav/, utterance, recording and speaker ids "
+        "prefixed sp<factor>- (Kaldi's names), segments and utt2dur scaled, utt2uniq naming "
+        "each copy's source. Compute its features and align it (align-si) like any data dir; "
+        "every Kaldi chain recipe trains on the 0.9/1.0/1.1 copies.",
+    )
+    p.add_argument("data", metavar="DATADIR", help="input Kaldi data dir")
+    p.add_argument("out", metavar="OUTDIR", help="output data dir (replaced if it exists)")
+    p.add_argument(
+        "--factors", type=float, nargs="+", default=[0.9, 1.0, 1.1],
+        help="speed factors (default: 0.9 1.0 1.1)",
+    )  # fmt: skip
+    p.set_defaults(func=_perturb_speed)
+
     p = sub.add_parser(
         "simulate",
         help="write a simulated copy of a data dir (noise at an SNR, reverberation, speed/volume)",

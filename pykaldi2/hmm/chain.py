@@ -3,6 +3,7 @@ numerator supervision (Kaldi's chain tools, one function each).
 
 - :func:`chain_transition_model`: the chain topology (one HMM state per phone, separate
   forward and self-loop pdf classes) on the alignment model's tree;
+- :func:`load_chain_model`: the chain model of a build-tree-chain dir (its own tree), or that;
 - :func:`phone_segments`: ``ali-to-phones --write-lengths``;
 - :func:`make_den_graph`: chain-est-phone-lm + chain-make-den-fst (+ the normalization FST);
   :func:`read_den_graph_dir`: den.fst + normalization.fst of a Kaldi chain dir instead;
@@ -46,6 +47,26 @@ def chain_transition_model(ali_model):
     topo.read(make_topo(phones, [], TopoConfig.chain()))
     tm = khg.TransitionModel(ali_model.tree, topo)
     return GmmModel(tm=tm, tree=ali_model.tree, am=khg.AmDiagGmm(), info={"chain": True})
+
+
+def load_chain_model(tree_dir: str | os.PathLike, ali_model, topology: str = "chain"):
+    """The chain transition model + tree: ``tree_dir``'s final.mdl (``pykaldi2
+    build-tree-chain``, Kaldi's steps/nnet3/chain/build_tree.sh) when given; else the
+    alignment model's tree on the chain topology (``topology="chain"``) or the alignment model
+    itself (``topology="ali"``)."""
+    from pykaldi2.hmm.model import GmmModel
+
+    if tree_dir:
+        path = Path(tree_dir) / "final.mdl"
+        if not path.is_file():
+            raise DataError("no final.mdl in the tree dir", file=str(tree_dir),
+                            fix="run `pykaldi2 build-tree-chain` first")  # fmt: skip
+        model = GmmModel.load(path)
+        if set(int(p) for p in model.tm.phones) != set(int(p) for p in ali_model.tm.phones):
+            raise DataError("the chain tree and the alignments have different phones",
+                            file=str(path), fix="build the tree from these alignments")  # fmt: skip
+        return model
+    return chain_transition_model(ali_model) if topology == "chain" else ali_model
 
 
 def phone_segments(ali_model, alis: Mapping[str, np.ndarray]) -> dict[str, tuple[list, list]]:

@@ -50,6 +50,14 @@ def transform_path(model_path: str | os.PathLike) -> Path:
     return Path(model_path).with_suffix(".mat")
 
 
+def remove_model(path: str | os.PathLike) -> None:
+    """Delete a model file written by :meth:`GmmModel.save` and its ``.json`` side file (an
+    intermediate ``N.mdl`` of training); missing files are fine."""
+    path = Path(path)
+    path.unlink(missing_ok=True)
+    path.with_name(path.name + INFO_SUFFIX).unlink(missing_ok=True)
+
+
 def tuple_of(t) -> tuple[int, int, int, int]:
     """A ``TransitionModelTuple`` as ``(phone, hmm_state, forward_pdf, self_loop_pdf)``."""
     return tuple(int(x) for x in t.__getstate__())  # type: ignore[return-value]

@@ -20,7 +20,7 @@ import numpy as np
 
 from pykaldi2.hmm.gmm import MleOptions, gmm_sum_accs
 from pykaldi2.hmm.jobs import EqualAlignJob, equal_align_job, sum_summaries
-from pykaldi2.hmm.model import GmmModel
+from pykaldi2.hmm.model import GmmModel, remove_model
 from pykaldi2.hmm.streams import FeaturePipeline, iter_feats
 from pykaldi2.hmm.topo import read_topo
 from pykaldi2.hmm.training import (
@@ -190,7 +190,7 @@ def train_mono(
             rec.update(tr.estimate(model, accs, 0, cfg, numgauss, opts))
             append_jsonl(tr.log("history.jsonl"), rec)
             model.save(tr.mdl(1))
-            tr.mdl(0).unlink()
+            remove_model(tr.mdl(0))
         # numgauss of train_mono.sh: the Gaussians of 0.mdl, one per pdf
         schedule = gauss_schedule(model.num_pdfs, cfg.totgauss, cfg.max_iter_inc)
         model = tr.iterate(

@@ -34,7 +34,7 @@ from pykaldi2.hmm.ali import write_model_id
 from pykaldi2.hmm.align import AlignConfig
 from pykaldi2.hmm.gmm import GmmAccs, MleOptions, gmm_est, gmm_sum_accs
 from pykaldi2.hmm.jobs import AccJob, AlignSpec, JobSummary, acc_stats_job, sum_summaries
-from pykaldi2.hmm.model import GmmModel, gmm_info
+from pykaldi2.hmm.model import GmmModel, gmm_info, remove_model
 from pykaldi2.hmm.streams import FeaturePipeline, check_texts
 from pykaldi2.utils.config import ConfigMixin, option
 from pykaldi2.utils.io import atomic_write_text
@@ -345,7 +345,7 @@ class GmmTraining:
                     )
             rec.update(self.estimate(model, accs, x, cfg, numgauss(x)))
             model.save(self.mdl(x + 1))
-            self.mdl(x).unlink(missing_ok=True)
+            remove_model(self.mdl(x))
             rec["seconds"] = round(time.time() - t0, 2)
             log.info("iter %d: %s", x, json.dumps(rec))
             append_jsonl(self.log("history.jsonl"), rec)
@@ -389,7 +389,7 @@ class GmmTraining:
             **(extra_info or {}),
         }
         write_exp_dir(self.exp_dir, model, history, cfg.to_dict(), nj=self.nj, occs=self.occs)
-        self.mdl(cfg.num_iters).unlink(missing_ok=True)
+        remove_model(self.mdl(cfg.num_iters))
         for p in self.graph_paths():
             p.unlink(missing_ok=True)
         return model, history

@@ -90,38 +90,178 @@ def gmm_init_model(
     return GmmModel(tm=tm, tree=ctx_dep, am=am), n
 
 
-def convert_ali(old: GmmModel, new: GmmModel, ali: np.ndarray) -> np.ndarray:
+def convert_ali(
+    old: GmmModel,
+    new: GmmModel,
+    ali: np.ndarray,
+    *,
+    frame_subsampling_factor: int = 1,
+    reorder: bool = True,
+    rng: np.random.Generator | None = None,
+    utt: str | None = None,
+) -> np.ndarray:
     """Map an alignment of ``old`` onto the transition_ids of ``new`` (convert-ali).
 
     Phone segments, HMM states and transition indices stay; the pdfs come from ``new``'s tree
-    given each phone's context in the utterance. Both models must share the topology.
+    given each phone's context in the utterance. With ``frame_subsampling_factor`` f > 1
+    (``--frame-subsampling-factor``, as steps/nnet3/chain/build_tree.sh converts to the 1/3
+    frame rate) the alignment gets ``(T + f - 1) // f`` frames: phone boundaries are divided
+    by f (Kaldi's ComputeNewPhoneLengths: a phone left shorter than its topology's minimum
+    borrows frames from the nearest phone that can spare one). Where the length or the
+    topology changes, the phone gets a path of the new length through its new HMM, chosen as
+    Kaldi's GetRandomAlignmentForPhone does (uniformly among the arcs that can still finish;
+    the one-state chain topology has a single path per length), with self-loops after the
+    forward transition when ``reorder`` (convert-ali's ``--reorder``, default true).
+    Phones transferred directly keep the old alignment's order: Kaldi would reorder them
+    when its IsReordered cannot tell the order (an alignment ending in a one-frame state
+    visit), which changes no statistics.
     """
     ali = np.asarray(ali, dtype=np.int64)
+    f = int(frame_subsampling_factor)
+    if f < 1:
+        raise ValueError(f"frame_subsampling_factor must be >= 1, got {f}")
     segs = split_to_phones(old, ali)
     phones = [p for p, _, _ in segs]
+    old_len = [n for _, _, n in segs]
     n, c = new.tree.context_width, new.tree.central_position
-    topo = new.tm.topo
-    out = np.empty_like(ali)
+    old_topo, topo = old.tm.topo, new.tm.topo
+    same_topo = all(_same_hmm(old_topo, topo, p) for p in set(phones))
+    if f == 1 and same_topo:
+        new_len = old_len
+    else:
+        new_len = _new_phone_lengths(topo, phones, old_len, f, utt)
+    rng = rng if rng is not None else np.random.default_rng(0)
+    out: list[np.ndarray] = []
     for i, (p, start, num) in enumerate(segs):
         window = [phones[i + k - c] if 0 <= i + k - c < len(phones) else 0 for k in range(n)]
+        if new_len[i] != num or not _same_hmm(old_topo, topo, p):
+            out.append(_phone_path(new, p, window, new_len[i], reorder, rng, utt))
+            continue
         hmm = topo.topology_for_phone(p)
         seg = ali[start : start + num]
         states = old.tid2hmm_state[seg]
         first_tid = {}
         for s in np.unique(states).tolist():
-            ok_f, fpdf = new.tree.compute(window, int(hmm[s].forward_pdf_class))
-            ok_s, spdf = new.tree.compute(window, int(hmm[s].self_loop_pdf_class))
-            ts = new.tuple2tstate.get((p, s, fpdf, spdf)) if ok_f and ok_s else None
-            if ts is None:
+            first_tid[s] = _first_tid(new, p, window, s, hmm, utt)
+        conv = np.asarray([first_tid[s] for s in states.tolist()], dtype=np.int64)
+        conv += old.tid2trans_index[seg]
+        out.append(conv)
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+
+def _same_hmm(topo_a, topo_b, phone: int) -> bool:
+    a, b = topo_a.topology_for_phone(phone), topo_b.topology_for_phone(phone)
+    return len(a) == len(b) and all(
+        (x.forward_pdf_class, x.self_loop_pdf_class, list(x.transitions))
+        == (y.forward_pdf_class, y.self_loop_pdf_class, list(y.transitions))
+        for x, y in zip(a, b)
+    )
+
+
+def _first_tid(new: GmmModel, p: int, window, s: int, hmm, utt) -> int:
+    """The first transition_id of HMM state ``s`` of phone ``p`` in context ``window``."""
+    ok_f, fpdf = new.tree.compute(window, int(hmm[s].forward_pdf_class))
+    ok_s, spdf = new.tree.compute(window, int(hmm[s].self_loop_pdf_class))
+    ts = new.tuple2tstate.get((p, s, fpdf, spdf)) if ok_f and ok_s else None
+    if ts is None:
+        raise DataError(
+            f"convert-ali: context {window} (HMM state {s}) has no transition state in "
+            "the new model",
+            utt=utt,
+            fix="the models must share phones and topology",
+        )
+    return int(new.state2id[ts])
+
+
+def _new_phone_lengths(topo, phones, old_len, f: int, utt) -> list[int]:
+    """Kaldi's ComputeNewPhoneLengths (conversion shift f - 1, so that the alignment has as
+    many frames as ``subsample-feats --n=f`` keeps)."""
+    shift = f - 1
+    bounds = np.concatenate([[0], np.cumsum(old_len)])
+    new_len = [
+        int((bounds[i + 1] + shift) // f - (bounds[i] + shift) // f) for i in range(len(phones))
+    ]
+    min_len = [int(topo.min_length(p)) for p in phones]
+    changed = True
+    while changed:
+        changed = False
+        for i in range(len(phones)):
+            if new_len[i] >= min_len[i]:
+                continue
+            changed = True
+            best, best_dist = -1, None
+            dist = 0
+            for j in range(i - 1, -1, -1):  # the nearest phone to the left with a spare frame
+                if new_len[j] > min_len[j]:
+                    best, best_dist = j, dist
+                    break
+                dist += new_len[j]
+            dist = 0
+            for j in range(i + 1, len(phones)):  # ... or to the right, if nearer
+                if new_len[j] > min_len[j]:
+                    if best_dist is None or dist < best_dist:
+                        best = j
+                    break
+                dist += new_len[j]
+            if best < 0:
                 raise DataError(
-                    f"convert-ali: context {window} (HMM state {s}) has no transition state in "
-                    "the new model",
-                    fix="the models must share phones and topology",
+                    f"convert-ali: {sum(old_len)} frames at 1/{f} rate are too few for the "
+                    f"{len(phones)} phones' minimum lengths",
+                    utt=utt,
+                    fix="drop the utterance (Kaldi fails it too)",
                 )
-            first_tid[s] = int(new.state2id[ts])
-        out[start : start + num] = [first_tid[s] for s in states.tolist()]
-        out[start : start + num] += old.tid2trans_index[seg]
+            new_len[i] += 1
+            new_len[best] -= 1
+    return new_len
+
+
+def _change_reordering(model: GmmModel, ali: np.ndarray) -> np.ndarray:
+    """Kaldi's ChangeReorderingOfAlignment: every visit of a transition state (its forward
+    transition and self-loops) has its first and last transition swapped, which moves the
+    forward transition from the front to the back or back again."""
+    out = ali.copy()
+    st, loop = model.tid2tstate[ali], model.tid_is_self_loop[ali]
+    start, size = 0, len(ali)
+    while start != size:
+        fwd_first = not loop[start]
+        end = start + 1
+        while end != size and st[end] == st[start]:
+            if not loop[end]:
+                if not fwd_first:
+                    end += 1  # the forward transition closes a loops-first visit
+                break  # ... and opens the next visit of a forward-first one
+            end += 1
+        out[start], out[end - 1] = ali[end - 1], ali[start]
+        start = end
     return out
+
+
+def _phone_path(new: GmmModel, p: int, window, length: int, reorder: bool, rng, utt):
+    """A path of ``length`` transitions through phone ``p``'s HMM in ``new`` (Kaldi's
+    GetRandomAlignmentForPhone: uniform choice among the arcs from which the final state can
+    still be reached in the frames left), self-loops after the forward transition if
+    ``reorder``."""
+    hmm = new.tm.topo.topology_for_phone(p)
+    final = len(hmm) - 1  # Kaldi's topologies end in a non-emitting final state
+    # reach[k][s]: the final state can be reached from s in exactly k transitions
+    reach = [[s == final for s in range(len(hmm))]]
+    for _ in range(length):
+        prev = reach[-1]
+        reach.append([any(prev[d] for d, _ in hmm[s].transitions) for s in range(len(hmm))])
+    if not reach[length][0]:
+        raise DataError(
+            f"convert-ali: no path of {length} frames through phone {p}'s HMM "
+            f"(minimum {new.tm.topo.min_length(p)})",
+            utt=utt,
+        )
+    path, s = [], 0
+    for k in range(length, 0, -1):
+        choices = [(i, d) for i, (d, _) in enumerate(hmm[s].transitions) if reach[k - 1][d]]
+        i, d = choices[int(rng.integers(len(choices)))] if len(choices) > 1 else choices[0]
+        path.append(_first_tid(new, p, window, s, hmm, utt) + i)
+        s = d
+    out = np.asarray(path, dtype=np.int64)
+    return _change_reordering(new, out) if reorder else out
 
 
 def prev_alignments(ali_dir: str | os.PathLike) -> tuple[Path, list[Path]]:

@@ -4,17 +4,21 @@ Kaldi's ``chain-make-den-fst`` (CreateDenominatorFst in chain-den-graph.cc) turn
 of :func:`pykaldi2.lang.phone_lm.chain_est_phone_lm` into an HMM over pdf-ids:
 
     phone LM  --compose_context-->  C o LM  --H (transition probs)-->  + self-loops
-              --transition_id -> pdf_id + 1-->  rmepsilon  -->  minimize (as an acceptor)
+              --transition_id -> pdf_id + 1-->  rmepsilon
+              --DenGraphMinimizeWrapper-->  sort states on transition count
 
-The result, ``den.fst``, is an epsilon-free acceptor whose labels are ``pdf_id + 1`` (label 0
-is epsilon in OpenFst). Its start state and final weights are *not* used by the LF-MMI
-denominator computation: as in Kaldi's DenominatorGraph, every sequence starts in the
-"initial probs" (the average state occupation over 100 iterations of running the HMM from the
-start state) and may end in any state.
+DenGraphMinimizeWrapper minimizes three times in each direction with PushSpecial
+(:mod:`pykaldi2.lang.push_special`) before each minimization and never pushes in the tropical
+semiring (OpenFst's Minimize of a weighted acceptor would), so the graph stays as close to
+stochastic as it can be. The result, ``den.fst``, is an epsilon-free acceptor whose labels are
+``pdf_id + 1`` (label 0 is epsilon in OpenFst). Its start state and final weights are *not*
+used by the LF-MMI denominator computation: as in Kaldi's DenominatorGraph, every sequence
+starts in the "initial probs" (the average state occupation over 100 iterations of running
+the HMM from the start state) and may end in any state; which is why the pushing matters.
 
-:func:`normalization_fst` gives Kaldi's "normalization FST" (den.fst with a new start state whose
-arcs carry the initial probs, every state final) that is composed into numerator supervision so
-that the numerator includes the phone LM probabilities and is a subset of the denominator.
+:func:`normalization_fst` gives Kaldi's "normalization FST" (den.fst entered through the
+initial probs, every state final) that is composed into numerator supervision so that the
+numerator includes the phone LM probabilities and is a subset of the denominator.
 
 :class:`ChainGraph` is the tensor form of any epsilon-free pdf acceptor (numerator or
 denominator); :class:`DenGraph` adds the initial probs. Dimension legend: S states, A arcs.
@@ -34,6 +38,7 @@ import numpy as np
 import torch
 
 from pykaldi2.kaldi import kaldifst, khg
+from pykaldi2.lang.push_special import DEN_FST_DELTA, K_DELTA, FstArrays, push_special
 from pykaldi2.utils.errors import Pykaldi2Error
 from pykaldi2.utils.io import atomic_write
 from pykaldi2.utils.log import get_logger
@@ -42,12 +47,15 @@ __all__ = [
     "ChainGraph",
     "DenGraph",
     "chain_make_den_fst",
+    "den_graph_minimize_wrapper",
     "den_initial_probs",
     "fst_to_arrays",
     "map_arcs",
     "map_fst_to_pdf_ids_plus_one",
+    "minimize_acceptor_no_push",
     "normalization_fst",
     "read_den_graph",
+    "sort_on_transition_count",
     "transition_id_fst",
     "write_fst",
 ]
@@ -303,8 +311,63 @@ def _project_input(fst) -> None:
     map_arcs(fst, lambda i, o, w, d: (i, i, w, d))
 
 
+def minimize_acceptor_no_push(fst) -> None:
+    """Kaldi's MinimizeAcceptorNoPush, in place: quantize the weights (delta ``kDelta * 10``),
+    encode labels and weights, minimize as an unweighted acceptor, decode.
+
+    Unlike OpenFst's Minimize (``kaldifst.minimize``), it never pushes weights in the tropical
+    semiring first, which would move probability mass towards the start and away from what the
+    LF-MMI denominator (free start and end) sees.
+    """
+    kaldifst.minimize_encoded(fst, delta=K_DELTA * 10.0)
+
+
+def den_graph_minimize_wrapper(fst):
+    """Kaldi's DenGraphMinimizeWrapper: three rounds of (reverse, PushSpecial, minimize,
+    reverse, PushSpecial, minimize), then RmEpsilon (the reversals add a super-initial state
+    with epsilon arcs) and a last PushSpecial. Returns the new FST (reversal copies)."""
+    for i in range(1, 4):
+        rev = kaldifst.reverse(fst, require_superinitial=True)
+        push_special(rev, DEN_FST_DELTA)
+        minimize_acceptor_no_push(rev)
+        fst = kaldifst.reverse(rev, require_superinitial=True)
+        log.debug("den.fst pass %d: %d states, %d arcs after reversed minimization",
+                  i, fst.num_states, _num_arcs(fst))  # fmt: skip
+        push_special(fst, DEN_FST_DELTA)
+        minimize_acceptor_no_push(fst)
+        log.debug("den.fst pass %d: %d states, %d arcs after regular minimization",
+                  i, fst.num_states, _num_arcs(fst))  # fmt: skip
+    kaldifst.rmepsilon(fst)
+    push_special(fst, DEN_FST_DELTA)
+    return fst
+
+
+def sort_on_transition_count(fst):
+    """Kaldi's SortOnTransitionCount: renumber states by decreasing number of arcs into plus
+    out of them (ties by state id). Returns the renumbered FST."""
+    n = fst.num_states
+    arcs = FstArrays.from_fst(fst)
+    count = np.bincount(arcs.src, minlength=n) + np.bincount(arcs.dst, minlength=n)
+    old_of_new = np.lexsort((np.arange(n), -count))
+    new_of_old = np.empty(n, dtype=np.int64)
+    new_of_old[old_of_new] = np.arange(n)
+    out = kaldifst.StdVectorFst()
+    for _ in range(n):
+        out.add_state()
+    out.start = int(new_of_old[arcs.start])
+    firsts = np.searchsorted(arcs.src, np.arange(n + 1))
+    for new, old in enumerate(old_of_new.tolist()):
+        for k in range(firsts[old], firsts[old + 1]):
+            d = int(new_of_old[arcs.dst[k]])
+            out.add_arc(new, kaldifst.StdArc(int(arcs.ilabel[k]), int(arcs.olabel[k]),
+                                             float(arcs.weight[k]), d))  # fmt: skip
+        out.set_final(new, float(arcs.final[old]))
+    return out
+
+
 def chain_make_den_fst(phone_lm, ctx_dep, trans_model):
-    """chain-make-den-fst: the denominator FST (acceptor over ``pdf_id + 1``) from a phone LM.
+    """chain-make-den-fst (CreateDenominatorFst): the denominator FST (an epsilon-free acceptor
+    over ``pdf_id + 1``) from a phone LM.
 
     Args:
         phone_lm: ``StdVectorFst`` acceptor over phone ids with ``-log`` probabilities
@@ -312,23 +375,27 @@ def chain_make_den_fst(phone_lm, ctx_dep, trans_model):
         ctx_dep: ``khg.ContextDependency`` (the chain tree).
         trans_model: ``khg.TransitionModel`` built on ``ctx_dep``.
 
-    Transition probabilities are included (transition and self-loop scale 1, as in Kaldi).
-    The graph is made epsilon-free and minimized as an acceptor without weight pushing, so it
-    represents exactly the same weighted pdf sequences.
+    As Kaldi: context expansion, H with transition probabilities (transition and self-loop
+    scale 1, reordered self-loops), transition-ids mapped to ``pdf_id + 1``, epsilons removed,
+    :func:`den_graph_minimize_wrapper` (minimization that never pushes in the tropical
+    semiring, with PushSpecial between the passes, so the graph ends up as close to stochastic
+    as it can be), and states sorted by their number of transitions. On Kaldi's AN4 trees,
+    transition models and phone LMs the result has Kaldi's state and arc counts and Kaldi's
+    weights (tests/unit/lang/test_lang_den_fst_kaldi.py).
     """
     if phone_lm.num_states == 0:
         raise Pykaldi2Error("chain_make_den_fst: the phone LM is empty")
     fst = transition_id_fst(phone_lm, ctx_dep, trans_model)
-    n0 = fst.num_states
+    log.info("den.fst: transition-id FST with %d states, %d arcs", fst.num_states, _num_arcs(fst))
     map_fst_to_pdf_ids_plus_one(fst, trans_model)
     kaldifst.rmepsilon(fst)
     n1, a1 = fst.num_states, _num_arcs(fst)
-    kaldifst.minimize(fst, delta=1e-5, allow_nondet=True)
-    kaldifst.connect(fst)
+    fst = den_graph_minimize_wrapper(fst)
+    fst = sort_on_transition_count(fst)
     log.info(
-        "den.fst: %d states before rmepsilon; %d states, %d arcs after; %d states, %d arcs "
-        "after minimization",
-        n0, n1, a1, fst.num_states, _num_arcs(fst),
+        "den.fst: %d states, %d arcs after removing epsilons; %d states, %d arcs after "
+        "minimization",
+        n1, a1, fst.num_states, _num_arcs(fst),
     )  # fmt: skip
     _check_pdfs_seen(fst, trans_model.num_pdfs)
     return fst
@@ -353,34 +420,32 @@ def _check_pdfs_seen(fst, num_pdfs: int) -> None:
 def normalization_fst(den_fst, initial_probs: torch.Tensor | None = None):
     """Kaldi's GetNormalizationFst: den.fst entered through the initial probs, all states final.
 
-    A new start state gets, for every arc ``s -> d`` of den.fst, an arc to ``d`` with the arc's
-    label and weight times ``initial_probs[s]`` (what removing an epsilon arc of weight
-    ``initial_probs[s]`` to each ``s`` gives). Parallel arcs with the same label and destination
-    are summed in the probability (log) semiring; OpenFst's tropical RmEpsilon, used by Kaldi,
-    would keep only the largest. Every state is final with probability one. Compose numerator
-    supervision with it (:func:`pykaldi2.lang.chain_supervision.add_weight_to_supervision`).
+    As chain-make-den-fst does it: a new start state with an epsilon arc of probability
+    ``initial_probs[s]`` (as a float) to every state ``s``, every old state final with
+    probability one, then OpenFst's RmEpsilon (tropical: where two start arcs end up with the
+    same label and destination, the more probable one is kept; states no longer reachable,
+    such as the old start state, are trimmed) and an ilabel sort. Compose numerator
+    supervision with it (:func:`pykaldi2.lang.chain_supervision.add_weight_to_supervision`) so
+    that the numerator includes the phone LM and is bounded by the denominator.
     """
     if initial_probs is None:
         initial_probs = den_initial_probs(ChainGraph.from_fst(den_fst, _max_label(den_fst)))
-    init = initial_probs.tolist()
+    init = np.asarray(torch.as_tensor(initial_probs).cpu(), dtype=np.float32)
     if len(init) != den_fst.num_states:
         raise Pykaldi2Error(
             f"normalization_fst: {len(init)} initial probs for {den_fst.num_states} states"
         )
+    if (init <= 0).any():
+        s = int(np.flatnonzero(init <= 0)[0])
+        raise Pykaldi2Error(f"normalization_fst: state {s} has initial prob {init[s]} <= 0")
     fst = den_fst.copy()
-    start_arcs: dict[tuple[int, int], float] = {}
-    for s, p in enumerate(init):
-        if p <= 0:
-            raise Pykaldi2Error(f"normalization_fst: state {s} has initial prob {p} <= 0")
-        fst.set_final(s, 0.0)
-        for arc in kaldifst.ArcIterator(den_fst, s):
-            key = (arc.ilabel, arc.nextstate)
-            start_arcs[key] = start_arcs.get(key, 0.0) + p * math.exp(-arc.weight.value)
     new_start = fst.add_state()
-    for (lab, d), prob in sorted(start_arcs.items()):
-        fst.add_arc(new_start, kaldifst.StdArc(lab, lab, -math.log(prob), d))
-    fst.set_final(new_start, -math.log(sum(init)))
+    costs = -np.log(init)  # float32, as Kaldi's -log(BaseFloat)
+    for s, c in enumerate(costs.tolist()):
+        fst.add_arc(new_start, kaldifst.StdArc(0, 0, c, s))
+        fst.set_final(s, 0.0)
     fst.start = new_start
+    kaldifst.rmepsilon(fst)
     kaldifst.arcsort(fst, sort_type="ilabel")
     return fst
 

@@ -60,6 +60,10 @@ __all__ = [
 ]
 
 
+#: Kaldi's limit of PenalizeOutOfRange (chain-training.cc).
+OUT_OF_RANGE_LIMIT = 30.0
+
+
 def scatter_logsumexp(values: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
     """``out[i] = logsumexp(values[index == i])`` (``-inf`` where nothing is scattered).
 
@@ -312,18 +316,24 @@ def num_log_likelihood(
 class ChainTrainingOptions(ConfigMixin):
     """Kaldi's ChainTrainingOptions (chain-training.h).
 
-    leaky_hmm_coefficient: the leaky-HMM mass redistributed per frame (Kaldi default 1e-5).
+    leaky_hmm_coefficient: the leaky-HMM mass redistributed per frame (Kaldi default 1e-5;
+        every Kaldi chain recipe passes 0.1).
     l2_regularize: adds ``-0.5 * l2_regularize * sum(nnet_output**2)`` to the objective.
     xent_regularize: weight of the cross-entropy objective of a separate output head
         (``xent_output``, log-softmaxed here) trained against the numerator occupancies.
+    out_of_range_regularize: adds ``-0.5 * c * sum((|nnet_output| - 30)^2)`` over the outputs
+        outside [-30, 30] (Kaldi's PenalizeOutOfRange, default 0.01: keeps the outputs where
+        the probability-domain denominator is safe); not part of the reported objective.
     """
 
     leaky_hmm_coefficient: float = 1e-5
     l2_regularize: float = 0.0
     xent_regularize: float = 0.0
+    out_of_range_regularize: float = 0.01
 
     def __post_init__(self) -> None:
-        for name in ("leaky_hmm_coefficient", "l2_regularize", "xent_regularize"):
+        for name in ("leaky_hmm_coefficient", "l2_regularize", "xent_regularize",
+                     "out_of_range_regularize"):  # fmt: skip
             v = getattr(self, name)
             if not isinstance(v, int | float) or v < 0:
                 raise Pykaldi2Error(f"ChainTrainingOptions.{name} must be a number >= 0, got {v!r}")
@@ -414,6 +424,9 @@ def chain_loss(
         xent_objf = (frame_w * num_occ.detach() * logp).sum()
     num_frames = int(lengths.sum())
     total = objf + l2_term + opts.xent_regularize * xent_objf
+    if opts.out_of_range_regularize > 0:
+        excess = torch.relu(nnet_output.abs() - OUT_OF_RANGE_LIMIT)
+        total = total - 0.5 * opts.out_of_range_regularize * (frame_w * excess**2).sum()
     return ChainLoss(
         loss=-total / max(num_frames, 1),
         objf=objf.detach(),

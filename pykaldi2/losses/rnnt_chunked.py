@@ -175,7 +175,12 @@ class _RecomputedGroupLoss(torch.autograd.Function):
                 p = pred.detach().requires_grad_(pred.requires_grad)
                 loss = _group_loss(ctx.joiner, ctx.blank, e, p, targets, tl, ul)
             inputs = [x for x in (e, p) if x.requires_grad] + params
-            grads = list(torch.autograd.grad(loss, inputs, grad_out, allow_unused=True))
+            # ``loss * grad_out`` rather than ``grad_outputs=grad_out``: the same gradients bit
+            # for bit (the product's backward hands ``grad_out`` on unchanged), but
+            # torch.autograd.grad checks a given grad_outputs' shape with
+            # torch.fx.experimental.symbolic_shapes, whose first import (sympy, mpmath: ~490
+            # modules) put ~33 MB of Python heap and ~1.7 s into the first backward.
+            grads = list(torch.autograd.grad(loss * grad_out, inputs, allow_unused=True))
         g_enc = grads.pop(0) if e.requires_grad else None
         g_pred = grads.pop(0) if p.requires_grad else None
         return (None, None, None, g_enc, g_pred, None, None, None, *grads)

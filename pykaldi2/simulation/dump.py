@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pykaldi2.data.audio import load_utterance
+from pykaldi2.data.audio import load_utterance, read_audio
 from pykaldi2.data.datadir import DataDir, data_dir_files, read_data_dir
 from pykaldi2.simulation.config import SimulationConfig
 from pykaldi2.simulation.simulator import Simulator, utterance_rng
@@ -119,4 +119,71 @@ def simulate_data_dir(
         config.to_yaml(tmp / "sim_config.yaml")
     new.path = out
     log.info("wrote %d simulated utterances to %s", len(wav_scp), out)
+    return new
+
+
+def speed_prefix(factor: float) -> str:
+    """The id prefix Kaldi's perturb_data_dir_speed.sh gives a copy (``sp0.9-``)."""
+    return f"sp{factor:g}-"
+
+
+def perturb_data_dir_speed(
+    src: str | os.PathLike, out: str | os.PathLike, factors=(0.9, 1.0, 1.1)
+) -> DataDir:
+    """Kaldi's utils/data/perturb_data_dir_speed_3way.sh: ``out`` holds ``src`` (factor 1.0,
+    ids and audio unchanged) and one copy per other factor, its recordings played ``factor``
+    times faster (:func:`pykaldi2.simulation.perturb.speed_perturb`, what ``sox speed`` does:
+    duration / factor) into ``out/wav/<recording>.wav``, with utterance, recording and speaker
+    ids prefixed ``sp<factor>-`` (speed-perturbed speakers are other speakers, as in Kaldi),
+    segments and utt2dur scaled, and ``utt2uniq`` naming each copy's source utterance (so
+    the copies stay on one side of a train/validation split). Written atomically."""
+    from pykaldi2.simulation.perturb import speed_perturb
+
+    d = read_data_dir(src)
+    out = Path(out)
+    wav_root = out.resolve() / "wav"
+    wav_scp: dict[str, str] = {}
+    text, utt2spk, uniq, utt2dur = {}, {}, {}, {}
+    segments: dict[str, tuple[str, float, float]] = {}
+    spk_tables: dict[str, dict[str, str]] = {n: {} for n in KEPT_SPK_TABLES if n in d.spk_tables}
+    base_uniq = d.utt_tables.get("utt2uniq", {})
+    with atomic_dir(out) as tmp:
+        (tmp / "wav").mkdir()
+        for factor in factors:
+            one = abs(factor - 1.0) < 1e-9
+            pre = "" if one else speed_prefix(factor)
+            recs = sorted({d.recording_of(u) for u in d.utt_ids})
+            for rec in progress(recs, desc=f"speed {factor:g}", unit="rec", disable=one):
+                if one:
+                    wav_scp[rec] = d.wav_scp[rec]
+                    continue
+                if "/" in rec or rec.startswith("."):
+                    raise DataError("recording id cannot be a file name", utt=rec)
+                x, sr = read_audio(d.wav_scp[rec], utt=rec)
+                y, _ = peak_normalize(speed_perturb(x, factor))
+                with open(tmp / "wav" / f"{pre}{rec}.wav", "wb") as f:
+                    _write_wav(f, y, sr)
+                wav_scp[pre + rec] = str(wav_root / f"{pre}{rec}.wav")
+            for utt in d.utt_ids:
+                u = pre + utt
+                text[u] = d.text.get(utt, "")
+                utt2spk[u] = pre + d.utt2spk[utt]
+                uniq[u] = base_uniq.get(utt, utt)
+                if d.segments is not None:
+                    rec, beg, end = d.segments[utt]
+                    segments[u] = (pre + rec, beg / factor, end / factor if end > 0 else end)
+                if d.utt2dur is not None and utt in d.utt2dur:
+                    utt2dur[u] = d.utt2dur[utt] / factor
+            for name in spk_tables:
+                for spk, v in d.spk_tables[name].items():
+                    spk_tables[name][pre + spk] = v
+        new = DataDir(
+            wav_scp=wav_scp, text=text, utt2spk=utt2spk,
+            segments=segments if d.segments is not None else None,
+            utt2dur=utt2dur or None, utt_tables={"utt2uniq": uniq}, spk_tables=spk_tables,
+        )  # fmt: skip
+        for name, content in data_dir_files(new).items():
+            (tmp / name).write_text(content, encoding="utf-8")
+    new.path = out
+    log.info("wrote %s: %d utterances at speeds %s", out, len(text), list(factors))
     return new

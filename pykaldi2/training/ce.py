@@ -221,6 +221,7 @@ def train_ce(cfg: TrainCEConfig, exp_dir: str | os.PathLike) -> Path:
             exp_dir,
             dist=dist,
             model_config={"model_type": cfg.model_type, **mcfg.to_dict(), **chunking(cfg)},
+            model_config_defaults=type(mcfg).field_defaults(),
             valid_fn=valid_fn,
         )
         trainer.resume()

@@ -48,6 +48,7 @@ frames, F feature dim, P pdf_ids.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,7 +61,13 @@ from pykaldi2.lang.phone_lm import PhoneLmOptions
 from pykaldi2.losses.lfmmi import ChainTrainingOptions
 from pykaldi2.nnet.chain import ChainModel
 from pykaldi2.simulation.config import SimulationConfig
-from pykaldi2.training.chain_egs import load_chain_data, make_chain_loader
+from pykaldi2.training.chain_egs import load_chain_data, make_chain_loader, make_egs_loaders
+from pykaldi2.training.chain_get_egs import (
+    ChainEgsConfig,
+    chain_get_egs,
+    egs_dir_of,
+    wait_for_egs,
+)
 from pykaldi2.training.config import TrainConfigMixin, as_list, simulation_config
 from pykaldi2.training.model_dir import (
     MODEL_TYPES,
@@ -71,12 +78,14 @@ from pykaldi2.training.model_dir import (
     write_chain_dir,
 )
 from pykaldi2.training.trainer import TrainerConfig
+from pykaldi2.utils.config import option
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
+from pykaldi2.utils.io import atomic_write_text
 from pykaldi2.utils.log import append_jsonl, get_logger
 
 log = get_logger(__name__)
 
-__all__ = ["ChainTask", "TrainChainConfig", "init_from_ce", "train_chain"]
+__all__ = ["ChainTask", "TrainChainConfig", "chain_model_for", "init_from_ce", "train_chain"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -89,7 +98,14 @@ class TrainChainConfig(TrainConfigMixin):
     Attributes:
         train_data: training data dir(s) with feats.scp (and cmvn.scp for speaker CMVN).
         ali_dir: GMM alignment dir(s) (``final.mdl`` + ``ali.scp|ali.ark|ali.*.gz``), all from
-            one model; their tree is the chain tree (see the module doc).
+            one model: the phones and their durations of the numerator supervision.
+        tree_dir: the chain tree and transition model (``pykaldi2 build-tree-chain``: Kaldi's
+            steps/nnet3/chain/build_tree.sh); empty: the alignment model's tree (see
+            ``topology``).
+        egs: :class:`~pykaldi2.training.chain_get_egs.ChainEgsConfig`: with ``chunk_widths``
+            the examples are made once on disk by chain-get-egs (NJ jobs, resumable, reused
+            by resumed runs) in the model's exact context and streamed from there; without,
+            they are made in memory at every start (``chunk_size`` etc. below).
         valid_fraction: fraction of the training utterances held out for the validation
             objective (0: none).
         features: the feature pipeline (CMVN / deltas / splicing) applied to the stored feats.
@@ -134,6 +150,11 @@ class TrainChainConfig(TrainConfigMixin):
             is an error.
         orthonormal_every: apply the TDNN-F semi-orthogonal constraint every this many steps
             (Kaldi: every 4 minibatches; 0: never).
+        max_models_combine: the final model is nnet3-chain-combine's average of up to this
+            many of the last checkpoints (Kaldi's ``--trainer.max-models-combine``, 20 of its
+            iterations), chosen by the held-out chain objective, batchnorm statistics
+            recomputed (:mod:`pykaldi2.training.chain_combine`); needs held-out egs and
+            ``trainer.keep_last`` that many checkpoints. 0 or 1: the last model (default).
         trainer: the :class:`TrainerConfig` (optimizer, epochs, schedule, checkpoints).
         seed: model initialisation, sampler shuffling and the validation split.
         simulation: null (default: the stored features) or a sim.yaml
@@ -146,6 +167,8 @@ class TrainChainConfig(TrainConfigMixin):
 
     train_data: list[str] = field(default_factory=list)
     ali_dir: list[str] = field(default_factory=list)
+    tree_dir: str = ""
+    egs: ChainEgsConfig = field(default_factory=ChainEgsConfig)
     valid_fraction: float = 0.05
     features: FeaturePipelineConfig = field(default_factory=FeaturePipelineConfig)
     model_type: str = "tdnnf"
@@ -169,6 +192,7 @@ class TrainChainConfig(TrainConfigMixin):
     length_tolerance: int = 1
     max_missing_fraction: float = 0.2
     orthonormal_every: int = 4
+    max_models_combine: int = option(0, ge=0)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     seed: int = 0
     simulation: SimulationConfig | str | None = None
@@ -190,6 +214,14 @@ class TrainChainConfig(TrainConfigMixin):
             problems.append("frame_subsampling_factor must be >= 1")
         if self.topology not in ("chain", "ali"):
             problems.append(f"topology: {self.topology!r} not in chain, ali")
+        if self.egs.enabled and self.simulation is not None:
+            problems.append(
+                "simulation needs the in-memory examples: remove egs.chunk_widths (egs on "
+                "disk hold features)"
+            )
+        if self.egs.enabled and self.chunk_size:
+            problems.append("chunk_size is for the in-memory examples; with egs.chunk_widths "
+                            "set it to 0")  # fmt: skip
         if self.left_tolerance < 0 or self.right_tolerance < 0:
             problems.append("left_tolerance/right_tolerance must be >= 0")
         if self.batch_size <= 0 and self.max_frames <= 0:
@@ -244,10 +276,12 @@ def chain_model_config(cfg: TrainChainConfig, input_dim: int, num_pdfs: int):
     """The body's config: ``cfg.model`` with input_dim / num_classes (and a TDNN-F's
     subsampling = frame_subsampling_factor) filled in; returns (config, output subsample)."""
 
-    d = {k: v for k, v in cfg.model.items() if k != "subsampling"}
+    d = {k: v for k, v in cfg.model.items() if k not in ("subsampling", "xent_branch")}
     mcfg = model_config(cfg.model_type, d, input_dim, num_pdfs)
     if cfg.model_type == "tdnnf":
-        return dataclasses.replace(mcfg, subsampling=cfg.frame_subsampling_factor), 1
+        xent = cfg.chain.xent_regularize > 0
+        mcfg = dataclasses.replace(mcfg, subsampling=cfg.frame_subsampling_factor, xent_branch=xent)
+        return mcfg, 1
     return mcfg, cfg.frame_subsampling_factor
 
 
@@ -268,19 +302,26 @@ class ChainTask:
     over the output frames, ``count`` the output frames; stats: ``objf`` (the LF-MMI part) and
     ``xent`` (the xent objective), summed.
 
-    ``left_context`` input frames before each example's first supervised frame are dropped from
-    the output (``left_context / factor`` output frames); with ``frame_shift`` a training batch
-    is shifted by a random 0..factor-1 frames (drawn from torch's RNG, which the trainer
-    reseeds per step: resumes are exact).
+    In-memory examples (``extra_context`` None): ``left_context`` input frames before each
+    example's first supervised frame are dropped from the output (``left_context / factor``
+    output frames); with ``frame_shift`` a training batch is shifted by a random
+    0..factor-1 frames. Egs-dir examples (``extra_context`` e >= 0) carry the model's exact
+    context plus e frames on each side: the window the model reads is cut at a random shift
+    in ``[-e, e]`` (Kaldi's ``--frame-shift``; 0 in evaluation), and the model runs on it with
+    ``context_included``. Shifts come from torch's RNG, which the trainer reseeds per step:
+    resumes are exact. A body with per-layer l2 (``l2_penalty``, Kaldi's ``l2-regularize`` of
+    each component) adds ``num_chunks * l2_penalty`` to the loss, as Kaldi adds it per
+    sequence of the minibatch.
     """
 
     def __init__(
         self, den_graph, opts: ChainTrainingOptions, factor: int, device,
-        left_context: int = 0, frame_shift: bool = False,
+        left_context: int = 0, frame_shift: bool = False, extra_context: int | None = None,
     ) -> None:  # fmt: skip
         self.den_graph = den_graph.to(device)
         self.opts, self.factor, self.device = opts, int(factor), device
         self.offset, self.frame_shift = int(left_context) // int(factor), bool(frame_shift)
+        self.extra = extra_context
 
     def compute_loss(self, model, batch):
         import torch
@@ -288,29 +329,43 @@ class ChainTask:
         from pykaldi2.losses.lfmmi import chain_loss
         from pykaldi2.losses.output import LossOutput
 
+        inner = getattr(model, "module", model)  # a wrapped model (DDP-style)
         feats = batch["feats"].to(self.device)
         lengths = batch["lengths"].to(self.device)
-        if self.frame_shift and self.factor > 1 and model.training:
-            feats = shift_frames(feats, lengths, int(torch.randint(self.factor, ())))
-        fwd = getattr(model, "forward_train", None) or model.module.forward_train  # DDP wraps
-        out, xent = fwd(feats, lengths)
         out_len = batch.get("out_lengths")
+        if self.extra is not None:
+            e = int(self.extra)
+            k = int(torch.randint(-e, e + 1, ())) if self.frame_shift and model.training else 0
+            width = feats.shape[1] - 2 * e
+            feats = feats[:, e + k : e + k + width]
+            lengths = torch.clamp(lengths - 2 * e, max=width)
+            out, xent = inner.forward_train(feats, lengths, context_included=True)
+            offset = 0
+        else:
+            if self.frame_shift and self.factor > 1 and model.training:
+                feats = shift_frames(feats, lengths, int(torch.randint(self.factor, ())))
+            out, xent = inner.forward_train(feats, lengths)
+            offset = self.offset
         if out_len is None:
             out_len = (lengths + self.factor - 1) // self.factor
         out_len = out_len.to(self.device)
-        need = self.offset + int(out_len.max())
+        need = offset + int(out_len.max())
         if out.shape[1] < need:
             raise Pykaldi2Error(
                 f"the model gives {out.shape[1]} output frames for {int(lengths.max())} input "
                 f"frames; frame_subsampling_factor {self.factor} needs {need}"
             )
-        out = out[:, self.offset : need]
-        xent = xent[:, self.offset : need] if xent is not None else None
+        out = out[:, offset:need]
+        xent = xent[:, offset:need] if xent is not None else None
         res = chain_loss(
             out, out_len, self.den_graph, batch["num_graphs"], self.opts, xent_output=xent
         )
+        loss = res.loss * res.num_frames
+        l2 = getattr(inner.body, "l2_penalty", None)
+        if l2 is not None and model.training:
+            loss = loss + len(out_len) * l2()
         return LossOutput(
-            loss=res.loss * res.num_frames,
+            loss=loss,
             count=float(res.num_frames),
             stats={"objf": float(res.objf), "xent": float(res.xent_objf)},
         )
@@ -387,6 +442,106 @@ def _orthonormal_hook(every: int):
     return after_step
 
 
+def _egs_chain_data(cfg: TrainChainConfig, exp_dir: Path, dist, model):
+    """The egs dir of ``model``'s context (built by rank 0 if missing; the other ranks wait)
+    and what training reads from it, as :class:`~pykaldi2.training.chain_egs.ChainData`."""
+    from pykaldi2.hmm.model import GmmModel
+    from pykaldi2.kaldi import kaldifst
+    from pykaldi2.lang.den_fst import read_den_graph
+    from pykaldi2.training.chain_egs import ChainData, EgsDataset
+    from pykaldi2.training.data import DataDirFeatures
+
+    egs_dir = egs_dir_of(cfg, exp_dir)
+    left, right = model.left_context, model.right_context
+    if dist.is_main:
+        info = chain_get_egs(cfg, egs_dir, left, right)
+    else:
+        info = wait_for_egs(egs_dir)
+    if (info.left_context, info.right_context) != (left, right):
+        raise DataError(
+            f"the egs dir has context {info.left_context}/{info.right_context}, the model "
+            f"{left}/{right}", file=str(egs_dir), fix="delete the egs dir to rebuild it",
+        )  # fmt: skip
+    chain_model = GmmModel.load(egs_dir / "final.mdl")
+    den_graph = read_den_graph(egs_dir / "den.fst", int(chain_model.tm.num_pdfs))
+    fsts = {n: kaldifst.StdVectorFst.read(str(egs_dir / f"{n}.fst"))
+            for n in ("den", "normalization", "phone_lm")}  # fmt: skip
+    return info, ChainData(
+        DataDirFeatures(cfg.train_data, cfg.features), EgsDataset(info), None, chain_model,
+        fsts["phone_lm"], fsts["den"], den_graph, fsts["normalization"],
+    )  # fmt: skip
+
+
+def _input_dim_and_pdfs(cfg: TrainChainConfig) -> tuple[int, int]:
+    from pykaldi2.hmm.chain import load_chain_model
+    from pykaldi2.hmm.model import GmmModel
+    from pykaldi2.training.data import DataDirFeatures
+
+    dim = DataDirFeatures(cfg.train_data, cfg.features).dim
+    ali_model = GmmModel.load(Path(cfg.ali_dir[0]) / "final.mdl")
+    return dim, int(load_chain_model(cfg.tree_dir, ali_model, cfg.topology).tm.num_pdfs)
+
+
+def chain_model_for(cfg: TrainChainConfig) -> ChainModel:
+    """The (randomly initialised) chain model of ``cfg`` (its context decides the egs)."""
+    import torch
+
+    dim, num_pdfs = _input_dim_and_pdfs(cfg)
+    mcfg, subsample = chain_model_config(cfg, dim, num_pdfs)
+    torch.manual_seed(cfg.seed)
+    return build_chain_model(cfg.model_type, mcfg, subsample, cfg.chain.xent_regularize > 0)
+
+
+def _whole_run_decay(cfg: TrainChainConfig, steps_per_epoch: int) -> TrainerConfig:
+    """``schedule.decay_steps: 0`` with ``decay: exp``: decay over the whole run (Kaldi's
+    learning rate goes from its initial to its final value geometrically over training)."""
+    sch = cfg.trainer.schedule
+    if sch.decay != "exp" or sch.decay_steps > 0:
+        return cfg.trainer
+    total = cfg.trainer.max_epochs * max(1, steps_per_epoch // cfg.trainer.accum_grad)
+    if cfg.trainer.max_steps > 0:
+        total = min(total, cfg.trainer.max_steps)
+    steps = max(1, total - sch.warmup_steps - sch.hold_steps)
+    return dataclasses.replace(cfg.trainer, schedule=dataclasses.replace(sch, decay_steps=steps))
+
+
+def _combine(cfg: TrainChainConfig, model, task: ChainTask, vloader, dist, exp_dir: Path) -> None:
+    """train.py's combine stage: ``model`` becomes nnet3-chain-combine's average of the last
+    checkpoints (every rank computes it; the objective is summed over ranks)."""
+    import torch
+
+    from pykaldi2.training import checkpoint as ckpt
+    from pykaldi2.training.chain_combine import chain_combine
+
+    paths = ckpt.list_checkpoints(exp_dir / "checkpoints")[-cfg.max_models_combine :][::-1]
+    if len(paths) < 2:
+        log.info("combine: %d checkpoint(s) kept, the final model is the last", len(paths))
+        return
+    states = [ckpt.load_checkpoint(p, map_location=dist.device)["model"] for p in paths]
+
+    def objf(m) -> float:
+        tot = frames = 0.0
+        for batch in vloader:
+            out = task.compute_loss(m, batch)
+            tot, frames = tot + out.stats["objf"], frames + out.count
+        tot, frames = dist.allreduce_scalars([tot, frames])
+        return tot / max(frames, 1e-12)
+
+    with torch.no_grad():
+        res = chain_combine(
+            model, states, objf, lambda: iter(vloader), lambda m, b: task.compute_loss(m, b)
+        )
+    if dist.is_main:
+        rec = {
+            "checkpoints": [p.name for p in paths],
+            "num_models": res.num_models,
+            "objf_last": res.objf_last,
+            "objf": res.objf,
+            "evaluated": res.evaluated,
+        }
+        atomic_write_text(exp_dir / "log" / "combine.json", json.dumps(rec, indent=1) + "\n")
+
+
 def train_chain(cfg: TrainChainConfig, exp_dir: str | os.PathLike) -> Path:
     """Train (or resume) a chain model in ``exp_dir``; returns ``exp_dir/final``.
 
@@ -401,31 +556,49 @@ def train_chain(cfg: TrainChainConfig, exp_dir: str | os.PathLike) -> Path:
     exp_dir = Path(exp_dir)
     dist = Dist.from_env()
     try:
-        data = load_chain_data(cfg)
-        mcfg, subsample = chain_model_config(cfg, data.feats.dim, data.num_pdfs)
+        if cfg.egs.enabled:
+            dim, num_pdfs = _input_dim_and_pdfs(cfg)
+        else:
+            data = load_chain_data(cfg)
+            dim, num_pdfs = data.feats.dim, data.num_pdfs
+        mcfg, subsample = chain_model_config(cfg, dim, num_pdfs)
         torch.manual_seed(cfg.seed)
         model = build_chain_model(cfg.model_type, mcfg, subsample, cfg.chain.xent_regularize > 0)
+        if dist.is_main:
+            exp_dir.mkdir(parents=True, exist_ok=True)
+            cfg.save(exp_dir / "config.yaml")
+        vloader = None
+        if cfg.egs.enabled:
+            info, data = _egs_chain_data(cfg, exp_dir, dist, model)
+            loader, vloader = make_egs_loaders(
+                info, cfg, rank=dist.rank, world_size=dist.world_size
+            )
+            task = ChainTask(
+                data.den_graph, cfg.chain, cfg.frame_subsampling_factor, dist.device,
+                frame_shift=cfg.frame_shift, extra_context=info.extra_context,
+            )  # fmt: skip
+            examples = f"{info.num_chunks} chunks of {info.num_utts} utterances in {info.dir}"
+        else:
+            task = ChainTask(
+                data.den_graph, cfg.chain, cfg.frame_subsampling_factor, dist.device,
+                left_context=data.train.left, frame_shift=cfg.frame_shift,
+            )  # fmt: skip
+            loader = make_chain_loader(
+                data.train, cfg, rank=dist.rank, world_size=dist.world_size, shuffle=True
+            )
+            if data.valid is not None:
+                vloader = make_chain_loader(
+                    data.valid, cfg, rank=dist.rank, world_size=dist.world_size, shuffle=False
+                )
+            examples = f"{len(data.train.utts)} utterances ({len(data.train)} examples)"
         if cfg.init_model:
             init_from_ce(
                 model, cfg.model_type, mcfg, cfg.init_model, cfg.init_acoustic_scale,
                 data.ali_model,
             )  # fmt: skip
         dist.broadcast_parameters(model)
-        if dist.is_main:
-            exp_dir.mkdir(parents=True, exist_ok=True)
-            cfg.save(exp_dir / "config.yaml")
-        task = ChainTask(
-            data.den_graph, cfg.chain, cfg.frame_subsampling_factor, dist.device,
-            left_context=data.train.left, frame_shift=cfg.frame_shift,
-        )  # fmt: skip
-        loader = make_chain_loader(
-            data.train, cfg, rank=dist.rank, world_size=dist.world_size, shuffle=True
-        )
         valid_fn = None
-        if data.valid is not None:
-            vloader = make_chain_loader(
-                data.valid, cfg, rank=dist.rank, world_size=dist.world_size, shuffle=False
-            )
+        if vloader is not None:
 
             def valid_fn(m) -> float:
                 res = evaluate(m, vloader, task, dist)
@@ -438,21 +611,25 @@ def train_chain(cfg: TrainChainConfig, exp_dir: str | os.PathLike) -> Path:
         trainer = Trainer(
             model,
             task,
-            cfg.trainer,
+            _whole_run_decay(cfg, len(loader.batch_sampler)),
             exp_dir,
             dist=dist,
             model_config={"model_type": cfg.model_type, **mcfg.to_dict(), "subsample": subsample},
+            model_config_defaults=type(mcfg).field_defaults(),
             valid_fn=valid_fn,
             after_step=_orthonormal_hook(cfg.orthonormal_every),
         )
         trainer.resume()
         log.info(
-            "train-chain: %d utterances (%d examples), %d pdfs, den.fst %d states / %d arcs, "
-            "%s model with %.2fM parameters",
-            len(data.train.utts), len(data.train), data.num_pdfs, data.den_graph.num_states, data.den_graph.num_arcs,
-            cfg.model_type, sum(p.numel() for p in model.parameters()) / 1e6,
+            "train-chain: %s, %d pdfs, den.fst %d states / %d arcs, %s model with %.2fM "
+            "parameters (context %d/%d)", examples, data.num_pdfs, data.den_graph.num_states,
+            data.den_graph.num_arcs, cfg.model_type,
+            sum(p.numel() for p in model.parameters()) / 1e6, model.left_context,
+            model.right_context,
         )  # fmt: skip
         summary = trainer.fit(loader)
+        if cfg.max_models_combine > 1 and vloader is not None:
+            _combine(cfg, model, task, vloader, dist, exp_dir)
         final = exp_dir / "final"
         if dist.is_main:
             write_chain_dir(final, cfg, model, mcfg, subsample, data, summary)

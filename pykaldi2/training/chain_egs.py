@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from pykaldi2.hmm.chain import (
-    chain_transition_model,
     chunk_ranges,
     chunk_supervision,
+    load_chain_model,
     make_den_graph,
     phone_segments,
     read_den_graph_dir,
@@ -125,7 +125,7 @@ def load_chain_data(cfg) -> ChainData:
 
     feats = DataDirFeatures(cfg.train_data, cfg.features)
     alis, ali_model = load_alignments(cfg.ali_dir)
-    chain_model = chain_transition_model(ali_model) if cfg.topology == "chain" else ali_model
+    chain_model = load_chain_model(cfg.tree_dir, ali_model, cfg.topology)
     frames, bad = {}, []
     for utt in sorted(alis):
         if utt not in feats:
@@ -306,3 +306,152 @@ def chain_batches(sampler, dataset):
     from pykaldi2.simulation.dataset import EpochBatchSampler
 
     return EpochBatchSampler(sampler) if isinstance(dataset, SimulatedChainDataset) else sampler
+
+
+# ---------------------------------------------------------------------------------------------
+# Examples from an egs dir (chain-get-egs): streamed archive by archive
+# ---------------------------------------------------------------------------------------------
+class EgsDataset:
+    """The examples of an egs dir, keyed ``(archive, index)`` (``archive`` -1: valid.npz).
+
+    Item: ``(key, feats (T, F) float32, numerator ChainGraph, num_out)`` as
+    :class:`ChainDataset`'s (``feats`` carry the model's context plus ``extra_context`` on
+    each side). One archive is kept in memory per process (batches come archive by archive).
+    """
+
+    def __init__(self, info) -> None:
+        self.info = info
+        self._cached: tuple[int, Any] | None = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_cached": None}
+
+    def _archive(self, k: int):
+        from pykaldi2.training.egs_archive import EgsArchive
+
+        if self._cached is None or self._cached[0] != k:
+            path = self.info.valid_archive if k < 0 else self.info.archive(k)
+            self._cached = (k, EgsArchive(path))
+        return self._cached[1]
+
+    def __getitem__(self, key):
+        k, i = key
+        ex = self._archive(int(k))[int(i)]
+        return ex.key, ex.feats.astype(np.float32), ex.graph(self.info.num_pdfs), ex.num_out
+
+
+def archive_num_out(path) -> np.ndarray:
+    """(N,) output frames of each example of an archive (reads that one array only)."""
+    with np.load(path, allow_pickle=False) as z:
+        return np.asarray(z["num_out"])
+
+
+class EgsBatchSampler:
+    """Minibatches of ``batch_size`` chunks of one width from one archive at a time (Kaldi's
+    nnet3-chain-merge-egs): each epoch the archives are visited in a seeded random order, rank
+    ``r`` of ``W`` taking every ``W``-th; the chunks of an archive are grouped by width,
+    shuffled and cut into batches (a last batch smaller than half of ``batch_size`` is
+    dropped, unless it is the width's only one), and the archive's batches are shuffled. Every rank gets the same number of
+    batches per epoch (the smallest rank's), so their all-reduces stay in step. Resumable:
+    ``load_state_dict({"epoch", "batches_done"})`` skips the batches already consumed.
+    """
+
+    def __init__(
+        self, num_out: list[np.ndarray], batch_size: int, *, rank: int = 0, world_size: int = 1,
+        seed: int = 0, shuffle: bool = True, archive_ids: list[int] | None = None,
+        equalize: bool = True,
+    ) -> None:  # fmt: skip
+        self.num_out, self.batch_size = num_out, int(batch_size)
+        self.rank, self.world_size, self.seed, self.shuffle = rank, world_size, seed, shuffle
+        self.archive_ids = archive_ids if archive_ids is not None else list(range(len(num_out)))
+        self.equalize = equalize
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch, self.skip = int(epoch), 0
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.skip = int(state["epoch"]), int(state["batches_done"])
+
+    def _archive_batches(self, pos: int) -> list[list[tuple[int, int]]]:
+        k = self.archive_ids[pos]
+        rng = np.random.default_rng([self.seed, self.epoch, pos, 11])
+        widths = self.num_out[pos]
+        out = []
+        for w in np.unique(widths):
+            idx = np.flatnonzero(widths == w)
+            if self.shuffle:
+                idx = rng.permutation(idx)
+            for b in range(0, len(idx), self.batch_size):
+                part = idx[b : b + self.batch_size]
+                if len(part) * 2 >= self.batch_size or len(idx) < self.batch_size:
+                    out.append([(k, int(i)) for i in part])
+        if self.shuffle:
+            out = [out[i] for i in rng.permutation(len(out))]
+        return out
+
+    def _rank_batches(self, rank: int) -> list[list[tuple[int, int]]]:
+        order = np.arange(len(self.num_out))
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch, 5]).permutation(order)
+        batches = []
+        for pos in order[rank :: self.world_size]:
+            batches += self._archive_batches(int(pos))
+        return batches
+
+    def _counts(self) -> int:
+        return min(len(self._rank_batches(r)) for r in range(self.world_size))
+
+    def __len__(self) -> int:
+        if not self.equalize:
+            return len(self._rank_batches(self.rank))
+        return self._counts()
+
+    def __iter__(self):
+        batches = self._rank_batches(self.rank)
+        if self.equalize:
+            batches = batches[: self._counts()]
+        yield from batches[self.skip :]
+
+
+def make_egs_loaders(info, cfg, *, rank: int, world_size: int):
+    """(train loader, valid loader or None) over an egs dir; ``cfg.batch_size`` chunks per
+    batch (per rank)."""
+    import torch
+
+    ds = EgsDataset(info)
+    num_out = [archive_num_out(info.archive(k)) for k in range(info.num_archives)]
+    if world_size > info.num_archives:
+        raise DataError(
+            f"{world_size} ranks but the egs dir has {info.num_archives} archives",
+            file=str(info.dir), fix="raise egs.min_archives to a multiple of the ranks",
+        )  # fmt: skip
+    sampler = EgsBatchSampler(num_out, cfg.batch_size, rank=rank, world_size=world_size,
+                              seed=cfg.seed)  # fmt: skip
+    kw: dict[str, Any] = {"persistent_workers": True} if cfg.num_workers > 0 else {}
+    train = torch.utils.data.DataLoader(
+        ds, batch_sampler=sampler, collate_fn=collate_chain, num_workers=cfg.num_workers, **kw
+    )
+    valid = None
+    if info.num_valid_chunks:
+        vs = EgsBatchSampler([archive_num_out(info.valid_archive)], cfg.batch_size, rank=rank,
+                             world_size=1, shuffle=False, archive_ids=[-1], equalize=False)  # fmt: skip
+        if world_size > 1:
+            vs = _Strided(vs, rank, world_size)
+        valid = torch.utils.data.DataLoader(ds, batch_sampler=vs, collate_fn=collate_chain)
+    return train, valid
+
+
+class _Strided:
+    """Every ``world``-th batch of ``sampler`` from ``rank`` on (validation shares)."""
+
+    def __init__(self, sampler, rank: int, world: int) -> None:
+        self.sampler, self.rank, self.world = sampler, rank, world
+
+    def __iter__(self):
+        for i, b in enumerate(self.sampler):
+            if i % self.world == self.rank:
+                yield b
+
+    def __len__(self) -> int:
+        return len(range(self.rank, len(self.sampler), self.world))

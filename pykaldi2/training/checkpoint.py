@@ -122,12 +122,28 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 
 def check_model_config(
-    saved: dict[str, Any], current: dict[str, Any], path: str | os.PathLike
+    saved: dict[str, Any],
+    current: dict[str, Any],
+    path: str | os.PathLike,
+    defaults: dict[str, Any] | None = None,
 ) -> None:
-    """Raise if a checkpoint was written for a different model configuration."""
+    """Raise if a checkpoint was written for a different model configuration. A key the
+    checkpoint lacks whose current value is its ``defaults`` value is an option added after
+    the checkpoint was written, with the behaviour it had: no difference."""
     if saved == current:
         return
+    defaults = defaults or {}
+    saved = {
+        **{
+            k: v
+            for k, v in current.items()
+            if k not in saved and k in defaults and v == defaults[k]
+        },
+        **saved,
+    }
     diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    if not diff:
+        return
     details = ", ".join(
         f"{k}: checkpoint {saved.get(k)!r} vs config {current.get(k)!r}" for k in diff
     )

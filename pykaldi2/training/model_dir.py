@@ -81,7 +81,19 @@ def _model_classes(model_type: str):
         from pykaldi2.nnet.tdnn import Tdnnf, TdnnfConfig
 
         return TdnnfConfig, Tdnnf
+    if model_type == "tdnnf_v0":
+        from pykaldi2.nnet.tdnn_v0 import TdnnfV0, TdnnfV0Config
+
+        return TdnnfV0Config, TdnnfV0
     raise Pykaldi2Error(f"unknown model_type {model_type!r} (one of {', '.join(MODEL_TYPES)})")
+
+
+def resolve_model_type(model_type: str, config: Mapping[str, Any]) -> str:
+    """The model type of a saved model: ``tdnnf`` dirs written before the Kaldi-structured
+    TDNN-F (their config has ``subsample_at``) are ``tdnnf_v0``."""
+    if model_type == "tdnnf" and "subsample_at" in config:
+        return "tdnnf_v0"
+    return model_type
 
 
 def model_config(model_type: str, d: Mapping[str, Any], input_dim: int, num_classes: int):
@@ -235,8 +247,8 @@ def write_chain_dir(final: Path, cfg, model, mcfg, subsample, data: ChainData, s
             frame_subsampling_factor=cfg.frame_subsampling_factor,
             # inference follows training: decode-chain cuts utterances into these chunks
             chunk_size=cfg.chunk_size,
-            chunk_left_context=data.train.left,
-            chunk_right_context=data.train.right,
+            chunk_left_context=getattr(data.train, "left", 0),
+            chunk_right_context=getattr(data.train, "right", 0),
         )  # fmt: skip
         (tmp / "features.yaml").write_text(yaml.safe_dump(feat_doc), encoding="utf-8")
         data.chain_model.save(tmp / "final.mdl")
@@ -328,6 +340,7 @@ def read_model_dir(
     verify_checksums(path, fix=fix)
     with _readable(path / "final.pt", fix):
         state = torch.load(path / "final.pt", map_location=device, weights_only=False)
+        state["model_type"] = resolve_model_type(state["model_type"], state["model_config"])
         cfg_cls, _ = _model_classes(state["model_type"])
     mcfg = cfg_cls.from_dict(state["model_config"])
     with _readable(path / "features.yaml", fix):

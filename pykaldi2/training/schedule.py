@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 
 from pykaldi2.utils.config import ConfigMixin, option
+from pykaldi2.utils.errors import DataError
 
 
 @dataclass
@@ -19,7 +20,9 @@ class ScheduleConfig(ConfigMixin):
     * warmup: linear 0 -> 1 over ``warmup_steps``;
     * hold: 1 for ``hold_steps`` more;
     * decay: ``exp``: ``decay_rate ** ((step - warmup - hold) / decay_steps)``, floored at
-      ``min_factor``; ``none``: stays 1.
+      ``min_factor``; ``none``: stays 1. ``decay_steps: 0`` means over the whole run (Kaldi's
+      initial -> final learning rate); train-chain fills it in from its epochs and steps, the
+      other trainers refuse it.
 
     Independently, :meth:`LrSchedule.on_validation` halves the LR (Kaldi's newbob) when the
     validation loss improved by less than ``halving_threshold`` (relative), if ``halving``.
@@ -29,7 +32,7 @@ class ScheduleConfig(ConfigMixin):
     hold_steps: int = option(0, ge=0)
     decay: str = "none"  # "none" | "exp"
     decay_rate: float = option(0.5, gt=0, le=1)
-    decay_steps: int = option(10000, ge=1)
+    decay_steps: int = option(10000, ge=0)
     min_factor: float = option(0.01, ge=0, le=1)
     halving: bool = False
     halving_threshold: float = option(0.001, ge=0)
@@ -42,6 +45,11 @@ class ScheduleConfig(ConfigMixin):
 
 class LrSchedule:
     def __init__(self, cfg: ScheduleConfig) -> None:
+        if cfg.decay == "exp" and cfg.decay_steps == 0:
+            raise DataError(
+                "schedule.decay_steps: 0 (decay over the whole run) is known only to train-chain",
+                fix="give trainer.schedule.decay_steps the number of steps to decay over",
+            )
         self.cfg = cfg
         self.halving_scale = 1.0
         self.best_valid: float | None = None

@@ -135,6 +135,7 @@ class Trainer:
         *,
         dist: Dist | None = None,
         model_config: dict | None = None,
+        model_config_defaults: dict | None = None,
         valid_fn: Callable[[torch.nn.Module], float] | None = None,
         after_step: Callable[[torch.nn.Module, int], None] | None = None,
     ) -> None:
@@ -144,6 +145,7 @@ class Trainer:
         self.exp_dir = Path(exp_dir)
         self.ckpt_dir = self.exp_dir / "checkpoints"
         self.model_config = model_config or {}
+        self.model_config_defaults = model_config_defaults or {}
         self.valid_fn, self.after_step = valid_fn, after_step
         self.optimizer = make_optimizer(cfg, self.model.parameters())
         self.schedule = LrSchedule(cfg.schedule)
@@ -195,7 +197,9 @@ class Trainer:
         if path is None:
             return False
         state = ckpt.load_checkpoint(path, map_location=self.dist.device)
-        ckpt.check_model_config(state.get("model_config", {}), self.model_config, path)
+        ckpt.check_model_config(
+            state.get("model_config", {}), self.model_config, path, self.model_config_defaults
+        )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])

@@ -389,6 +389,17 @@ class ConfigMixin:
     def field_names(cls) -> list[str]:
         return [f.name for f in dataclasses.fields(cls)]
 
+    @classmethod
+    def field_defaults(cls) -> dict[str, Any]:
+        """{field: its default, as ``to_dict`` writes it} for the fields that have one."""
+        out = {}
+        for f in dataclasses.fields(cls):
+            if f.default is not dataclasses.MISSING:
+                out[f.name] = to_plain(f.default)
+            elif f.default_factory is not dataclasses.MISSING:
+                out[f.name] = to_plain(f.default_factory())
+        return out
+
     def build_sections(self) -> None:
         """Replace dict (or ``None``: all defaults) values of fields declared
         ``field(default_factory=SomeConfig)`` by ``SomeConfig.from_dict(value)`` (or

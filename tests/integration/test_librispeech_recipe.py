@@ -74,7 +74,8 @@ def test_librispeech_data_stages(librispeech_sample_dir: Path, tmp_path: Path) -
         ("an4", "run_ce.sh", ["data/train_fbank/feats.scp"], "exp/tri3_ali/num_jobs", "6"),
         ("an4", "run_se.sh", ["exp/tri3/graph/HCLG.fst", "exp/tri3_ali/num_jobs"],
          "exp/blstm_ce/final/final.pt", "7"),
-        ("an4", "run_chain.sh", ["data/train_fbank/feats.scp"], "exp/tri3_ali/num_jobs", "6"),
+        ("an4", "run_chain.sh", ["data/train_sp_fbank/feats.scp"],
+         "exp/chain/tree_sp/final.mdl", "11"),
         ("librispeech", "run_ce.sh", ["data/train_960_fbank/feats.scp"],
          "exp/tri3_960_ali_train_960/num_jobs", "8"),
         ("librispeech", "run_chain.sh", [], "data/train_960_fbank/feats.scp", "2"),
@@ -97,7 +98,8 @@ def test_entry_point_without_its_stages_fails_clearly(
 def test_entry_points_run_the_stage_commands(tmp_path: Path) -> None:
     egs = copy_egs(tmp_path, "an4", "librispeech")
     bin_dir, log = fake_pykaldi2(tmp_path)
-    touch(egs / "an4", "data/train_fbank/feats.scp", "exp/tri3_ali/num_jobs")
+    touch(egs / "an4", "data/train_fbank/feats.scp", "exp/tri3_ali/num_jobs",
+          "data/train_sp_fbank/feats.scp", "exp/chain/tree_sp/final.mdl")  # fmt: skip
     r = sh(["sh", "egs/an4/run_ce.sh", "--override", "trainer.lr=1"], tmp_path, bin_dir)
     assert r.returncode == 0, r.stderr
     r = sh(["sh", "egs/an4/run_chain.sh"], tmp_path, bin_dir)

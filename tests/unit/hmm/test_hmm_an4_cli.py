@@ -51,6 +51,8 @@ def test_an4_mono_train_and_align(an4_dir, tmp_path):
     # Kaldi's exp dir layout, per-job logs
     for name in ("ali.1.gz", "num_jobs", "final.occs", "log/acc.7.1.log", "log/update.7.log"):
         assert (exp / name).is_file(), name
+    # no intermediate model (N.mdl) or its side file (N.mdl.json) is left behind
+    assert sorted(p.name for p in exp.glob("*.mdl*")) == ["final.mdl", "final.mdl.json"]
 
     assert GmmModel.load(exp / "final.mdl").feat_type == "delta"  # what decoding rebuilds
     _run("align-si", data / "sub", lang, exp, tmp_path / "exp" / "mono_ali")

@@ -216,7 +216,7 @@ def test_train_chain_with_kaldis_den_fst(kaldi_ref, tmp_path, one_thread, capsys
         "valid_fraction": 0.0,
         "features": {"cmvn": "speaker"},
         "model_type": "tdnnf",
-        "model": {"hidden": 16, "bottleneck": 8, "num_layers": 2, "subsample_at": 1},
+        "model": {"hidden": 16, "bottleneck": 8, "prefinal_dim": 8, "time_strides": [1, 1]},
         "batch_size": 3,
         "trainer": {"lr": 0.01, "max_steps": 1, "log_every": 1},
     }
@@ -352,3 +352,31 @@ def test_fmllr_transforms_from_a_transform_dir(kaldi_ref, tmp_path):
         from pykaldi2.hmm.ali_dir import align_si
 
         align_si(data, lang, exp, tmp_path / "d", transform_dir=tdir)
+
+
+def test_build_tree_chain_on_a_sat_ali_dir_uses_its_transforms(kaldi_ref, tmp_path, capsys):
+    """build-tree-chain reads an align-fmllr dir's trans.* (build_tree.sh's transform-feats
+    --utt2spk): identity transforms give the tree of no transforms, a speaker without one is an
+    error naming it (so the statistics are of the adapted features)."""
+    from pykaldi2.hmm import kaldi_io
+
+    data = kaldi_data_subset(kaldi_ref, tmp_path / "train40", 40)
+    lang = str(kaldi_ref / "an4/lang")
+    ali = kaldi_ali_dir(kaldi_ref, tmp_path / "ali", "tri1", "tri1_ali")
+
+    def build(out: str) -> int:
+        return main(["build-tree-chain", "--num-leaves", "40", str(data), lang, str(ali),
+                     str(tmp_path / out)])  # fmt: skip
+
+    assert build("plain") == 0
+    speakers = sorted({ln.split()[1] for ln in (data / "utt2spk").read_text().splitlines()})
+    eye = np.hstack([np.eye(39), np.zeros((39, 1))]).astype(np.float32)
+    kaldi_io.write_transforms(ali / "trans.1", {s: eye for s in speakers})
+    assert build("eye") == 0
+    plain, eye_dir = tmp_path / "plain", tmp_path / "eye"
+    assert (plain / "tree").read_bytes() == (eye_dir / "tree").read_bytes()
+    assert (plain / "ali.ark").read_bytes() == (eye_dir / "ali.ark").read_bytes()
+    kaldi_io.write_transforms(ali / "trans.1", {s: eye for s in speakers[1:]})
+    capsys.readouterr()
+    assert build("missing") == 1
+    assert f"no fMLLR transform for speaker {speakers[0]}" in capsys.readouterr().err

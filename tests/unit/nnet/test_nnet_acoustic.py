@@ -1,7 +1,8 @@
 import torch
 
 from pykaldi2.nnet.blstm import Blstm, BlstmConfig
-from pykaldi2.nnet.tdnn import Tdnnf, TdnnfConfig
+from pykaldi2.nnet.tdnn_v0 import TdnnfV0 as Tdnnf
+from pykaldi2.nnet.tdnn_v0 import TdnnfV0Config as TdnnfConfig
 
 
 def test_blstm_padding_never_leaks():
@@ -24,7 +25,7 @@ def test_blstm_projection_shapes():
     assert m(torch.randn(3, 5, 4), torch.tensor([5, 4, 2])).shape == (3, 5, 3)
 
 
-def test_tdnnf_subsampling_and_orthonormal():
+def test_tdnnf_v0_subsampling_and_orthonormal():
     torch.manual_seed(0)
     cfg = TdnnfConfig(
         input_dim=6,

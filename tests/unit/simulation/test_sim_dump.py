@@ -90,3 +90,31 @@ def test_dump_wav_never_clips(tmp_path):
     y, sr = sf.read(tmp_path / "a.wav", dtype="int16")
     assert sr == 16000 and gain < -6.0 and y.min() == -32767 and y[1] == 500
     assert dump_wav(tmp_path / "b.wav", x[:2], 8000) == 0.0
+
+
+def test_perturb_data_dir_speed_3way_is_kaldis_layout(tmp_path, yesno_data):
+    """perturb_data_dir_speed_3way.sh: the original utterances unchanged, sp0.9-/sp1.1- copies
+    (utterance, recording and speaker ids) with audio duration / factor, utt2uniq back to the
+    source, a valid data dir (sorted by utterance and by speaker)."""
+    from pykaldi2.cli.main import main
+    from pykaldi2.data.audio import read_audio
+    from pykaldi2.data.datadir import read_data_dir
+    from pykaldi2.data.validate import validate_data_dir
+
+    out = tmp_path / "sp"
+    assert main(["perturb-data-dir-speed", str(yesno_data), str(out)]) == 0
+    src, d = read_data_dir(yesno_data), read_data_dir(out)
+    assert sorted(d.utt_ids) == sorted(
+        [u for u in src.utt_ids] + [f"sp{f}-{u}" for f in ("0.9", "1.1") for u in src.utt_ids]
+    )
+    assert validate_data_dir(out) == []
+    uniq = d.utt_tables["utt2uniq"]
+    for utt in src.utt_ids:
+        assert d.wav_scp[utt] == src.wav_scp[utt] and uniq[utt] == utt
+        x, sr = read_audio(src.wav_scp[utt])
+        for f in (0.9, 1.1):
+            u = f"sp{f:g}-{utt}"
+            assert d.utt2spk[u] == f"sp{f:g}-{src.utt2spk[utt]}" and uniq[u] == utt
+            assert d.text[u] == src.text[utt]
+            y, sr2 = read_audio(d.wav_scp[u])
+            assert sr2 == sr and abs(len(y) - len(x) / f) <= 1

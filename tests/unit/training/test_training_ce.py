@@ -207,10 +207,10 @@ def test_config_overrides_and_tdnnf(tmp_path):
     assert cfg.trainer.lr == 0.5 and cfg.ali_dir == ["x"]
     again = TrainCEConfig.from_dict(cfg.to_dict())
     assert again == cfg
-    mcfg = model_config("tdnnf", {"hidden": 16, "bottleneck": 8, "num_layers": 3}, 5, 7)
+    mcfg = model_config("tdnnf", {"hidden": 16, "bottleneck": 8, "time_strides": [1, 1]}, 5, 7)
     assert mcfg.input_dim == 5 and mcfg.num_classes == 7
     with pytest.raises(Exception, match="subsampling must be 1"):
-        model_config("tdnnf", {"subsampling": 3, "num_layers": 3}, 5, 7)
+        model_config("tdnnf", {"subsampling": 3, "time_strides": [1, 3]}, 5, 7)
     with pytest.raises(Exception, match="model.input_dim=3 but the data give 5"):
         model_config("blstm", {"input_dim": 3}, 5, 7)
 

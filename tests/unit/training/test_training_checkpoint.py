@@ -34,6 +34,22 @@ def test_model_config_mismatch(tmp_path):
         ck.check_model_config({"hidden": 512}, {"hidden": 256}, tmp_path / "x.pt")
 
 
+def test_model_config_option_added_after_the_checkpoint(tmp_path):
+    """An option the checkpoint predates matches at its default (the behaviour the checkpoint
+    was trained with), and differs at any other value."""
+    from pykaldi2.nnet.tdnn import TdnnfConfig
+
+    defaults = TdnnfConfig.field_defaults()
+    assert defaults["spec_augment"] is False and defaults["time_strides"][-1] == 3
+    old = {"hidden": 16}
+    ck.check_model_config(old, {"hidden": 16, "spec_augment": False}, tmp_path / "x.pt", defaults)
+    with pytest.raises(Pykaldi2Error, match="spec_augment: checkpoint None vs config True"):
+        ck.check_model_config(old, {"hidden": 16, "spec_augment": True}, tmp_path / "x.pt",
+                              defaults)  # fmt: skip
+    with pytest.raises(Pykaldi2Error, match="spec_augment"):  # without defaults: a difference
+        ck.check_model_config(old, {"hidden": 16, "spec_augment": False}, tmp_path / "x.pt")
+
+
 def test_average_checkpoints(tmp_path):
     paths = []
     for i in range(3):

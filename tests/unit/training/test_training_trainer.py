@@ -125,3 +125,14 @@ def test_schedule_warmup_hold_decay_and_halving():
     assert s.factor(14) == 1.0 and s.factor(25) == pytest.approx(0.5)
     assert not s.on_validation(2.0) and not s.on_validation(1.5) and s.on_validation(1.4999)
     assert math.isclose(s.factor(12), 0.5)
+
+
+def test_whole_run_decay_only_in_train_chain():
+    """``decay_steps: 0`` (decay over the whole run) is filled in by train-chain; a schedule
+    that gets it unfilled refuses it instead of decaying at every step."""
+    from pykaldi2.utils.errors import DataError
+
+    cfg = ScheduleConfig(decay="exp", decay_steps=0)
+    with pytest.raises(DataError, match="whole run"):
+        LrSchedule(cfg)
+    assert LrSchedule(ScheduleConfig(decay="none", decay_steps=0)).factor(5) == 1.0
