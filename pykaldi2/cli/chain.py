@@ -124,7 +124,9 @@ def _chain_get_egs(args: argparse.Namespace) -> int:
                         fix="set egs.chunk_widths (e.g. [140, 100, 160])")  # fmt: skip
     model = chain_model_for(cfg)
     egs_dir = Path(args.egs_dir) if args.egs_dir else egs_dir_of(cfg, args.exp_dir)
-    info = chain_get_egs(cfg, egs_dir, model.left_context, model.right_context, nj=args.nj)
+    info = chain_get_egs(
+        cfg, egs_dir, model.left_context, model.right_context, nj=args.nj, cmd=args.cmd
+    )
     print(
         f"{egs_dir}: {info.num_chunks} chunks in {info.num_archives} archives, "
         f"{info.num_valid_chunks} validation chunks, context {info.left_context}/"
@@ -265,6 +267,9 @@ def _register_tree_egs(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--override", action="append", metavar="KEY=VALUE",
                    help="override a config value (as train-chain)")  # fmt: skip
     p.add_argument("--nj", type=int, default=None, help="processes (default: egs.nj)")
+    from pykaldi2.cli.job_args import add_cmd_arg
+
+    add_cmd_arg(p)
     p.add_argument("--egs-dir", help="egs dir (default: egs.dir, else EXP_DIR/egs)")
     p.add_argument("exp_dir", help="the train-chain experiment dir")
     p.set_defaults(func=_chain_get_egs)
