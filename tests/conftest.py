@@ -193,3 +193,55 @@ def an4_train_utts(an4_dir: Path):
 def make_shards():
     """:func:`write_webdataset_shards`: ``make_shards(samples, dest, per_shard, gz=False)``."""
     return write_webdataset_shards
+
+
+_FAKE_SBATCH = '''#!{python}
+"""A stand-in for SLURM's sbatch (tests): records its arguments, runs the array's tasks now,
+one after the other, with only PATH and HOME in their environment (--export=PATH), and
+prints the job id as sbatch does."""
+import json, os, subprocess, sys
+calls = os.path.join(os.environ["FAKE_SLURM_DIR"], "sbatch.calls")
+args = sys.argv[1:]
+with open(calls, "a") as f:
+    f.write(json.dumps(args) + "\\n")
+if os.environ.get("FAKE_SBATCH_FAIL"):
+    sys.exit("sbatch: error: invalid partition specified: nope")
+spec = next(a.split("=", 1)[1] for a in args if a.startswith("--array=")).split("%")[0]
+ids = []
+for part in spec.split(","):
+    a, _, b = part.partition("-")
+    ids += range(int(a), int(b or a) + 1)
+out = args[args.index("-o") + 1]
+if not os.environ.get("FAKE_SBATCH_HOLD"):
+    for i in ids:
+        env = {{"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/"),
+               "SLURM_ARRAY_TASK_ID": str(i), "SLURM_JOB_ID": "4242"}}
+        with open(out, "a") as o:
+            subprocess.run(["bash", args[-1]], env=env, stdout=o, stderr=o, check=False)
+print("Submitted batch job 4242")
+'''
+_FAKE_TOOL = '''#!{python}
+"""A stand-in for SLURM's {name} (tests): records its arguments, prints $FAKE_SQUEUE_OUT."""
+import json, os, sys
+with open(os.path.join(os.environ["FAKE_SLURM_DIR"], "{name}.calls"), "a") as f:
+    f.write(json.dumps(sys.argv[1:]) + "\\n")
+print(os.environ.get("FAKE_SQUEUE_OUT", ""), end="")
+'''
+
+
+@pytest.fixture
+def fake_slurm(tmp_path, monkeypatch):
+    """sbatch / squeue / scancel stand-ins first on PATH (scripts written here); returns the
+    dir where their calls are recorded (``sbatch.calls``: one JSON argv per line)."""
+    import sys
+
+    bin_dir = tmp_path / "fake_slurm_bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(_FAKE_SBATCH.format(python=sys.executable))
+    for name in ("squeue", "scancel"):
+        (bin_dir / name).write_text(_FAKE_TOOL.format(python=sys.executable, name=name))
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_SLURM_DIR", str(bin_dir))
+    return bin_dir

@@ -21,6 +21,7 @@ set -euo pipefail
 invoke_dir=$PWD   # a relative --corpus-dir is relative to where run.sh was started
 cd "$(dirname "$0")"
 . ./path.sh
+. ./cmd.sh   # PYKALDI2_CMD: where the --nj jobs run (run.pl, slurm.pl ...)
 
 stage=0
 stop_stage=100

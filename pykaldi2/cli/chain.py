@@ -124,7 +124,9 @@ def _chain_get_egs(args: argparse.Namespace) -> int:
                         fix="set egs.chunk_widths (e.g. [140, 100, 160])")  # fmt: skip
     model = chain_model_for(cfg)
     egs_dir = Path(args.egs_dir) if args.egs_dir else egs_dir_of(cfg, args.exp_dir)
-    info = chain_get_egs(cfg, egs_dir, model.left_context, model.right_context, nj=args.nj)
+    info = chain_get_egs(
+        cfg, egs_dir, model.left_context, model.right_context, nj=args.nj, cmd=args.cmd
+    )
     print(
         f"{egs_dir}: {info.num_chunks} chunks in {info.num_archives} archives, "
         f"{info.num_valid_chunks} validation chunks, context {info.left_context}/"
@@ -148,7 +150,8 @@ def _decode_chain(args: argparse.Namespace) -> int:
 
     summary = decode_chain(
         args.model_dir, args.graph_dir, args.data_dir, args.decode_dir,
-        nj=args.nj, decoder=decoder_config(args), device=args.device, mode=args.mode,
+        nj=args.nj, cmd=args.cmd, decoder=decoder_config(args), device=args.device,
+        mode=args.mode,
         text_lattices=args.text_lattices,
     )  # fmt: skip
     print(f"{args.decode_dir}: {summary}")
@@ -196,7 +199,10 @@ def _register_train_decode(sub: argparse._SubParsersAction) -> None:
     p.add_argument("graph_dir", help="graph dir: mkgraph LANG MODEL_DIR/final.mdl, scale 1.0")
     p.add_argument("data_dir", help="data dir with feats.scp (and cmvn.scp, text)")
     p.add_argument("decode_dir", help="output dir, e.g. exp/chain_tdnnf/decode_test")
-    p.add_argument("--nj", type=int, default=1, help="decoding processes (default: %(default)s)")
+    p.add_argument("--nj", type=int, default=1, help="decoding jobs (default: %(default)s)")
+    from pykaldi2.cli.job_args import add_cmd_arg
+
+    add_cmd_arg(p)
     from pykaldi2.cli.decoder_args import add_decoder_args
 
     add_decoder_args(
@@ -261,6 +267,9 @@ def _register_tree_egs(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--override", action="append", metavar="KEY=VALUE",
                    help="override a config value (as train-chain)")  # fmt: skip
     p.add_argument("--nj", type=int, default=None, help="processes (default: egs.nj)")
+    from pykaldi2.cli.job_args import add_cmd_arg
+
+    add_cmd_arg(p)
     p.add_argument("--egs-dir", help="egs dir (default: egs.dir, else EXP_DIR/egs)")
     p.add_argument("exp_dir", help="the train-chain experiment dir")
     p.set_defaults(func=_chain_get_egs)

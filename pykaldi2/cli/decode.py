@@ -31,54 +31,25 @@ def _cmd_mkgraph(args) -> int:
     return 0
 
 
-def _read_matrices(spec: str):
-    """(utt, matrix) pairs from a Kaldi ``.scp`` or ``.ark`` (kaldiio); and their count if known."""
-    import kaldiio
-
-    from pykaldi2.utils.errors import DataError
-
-    path = Path(spec)
-    if not path.is_file():
-        raise DataError("no such matrix file", file=spec, fix="pass an .scp or .ark of matrices")
-    if path.suffix == ".scp":
-        with open(path, encoding="utf-8") as f:
-            n = sum(1 for line in f if line.strip())
-        return kaldiio.load_scp_sequential(str(path)), n
-    return kaldiio.load_ark(str(path)), None
-
-
-def _data_feats(model, data: str, transforms=None, chunk: int = 100):
-    """``(utt, features)`` of a data dir in the model's feature space (CMVN + deltas / LDA, and
-    fMLLR ``transforms``), read ``chunk`` utterances at a time (not the whole set in memory);
-    and their count."""
-    from pykaldi2.data.datadir import read_data_dir
-    from pykaldi2.hmm.inputs import feats_for_model
-
-    utts = sorted(read_data_dir(data).utt2spk)
-
-    def gen():
-        for i in range(0, len(utts), chunk):
-            part = feats_for_model(model, data, utts=utts[i : i + chunk], transforms=transforms)
-            yield from sorted(part.items())
-
-    return gen(), len(utts)
-
-
 def _cmd_decode(args) -> int:
     from pykaldi2.cli.decoder_args import decoder_config
-    from pykaldi2.decoding.batch import decode_dir
+    from pykaldi2.data.datadir import read_data_dir
+    from pykaldi2.data.split import split_utts
+    from pykaldi2.decoding.batch import DataDirFeats, decode_dir, matrix_tables
     from pykaldi2.utils.errors import DataError
 
     model = _load_model(args.model)
     config = decoder_config(args)
     gmm_am = None
     if args.data:
-        from pykaldi2.hmm.exp_dir import read_transforms_dir
-
         gmm_am = model.am
-        transforms = read_transforms_dir(args.transform_dir) if args.transform_dir else None
-        # CMVN + the model's deltas / LDA (+ fMLLR), read 100 utterances at a time
-        inputs, n = _data_feats(model, args.data, transforms)
+        # CMVN + the model's deltas / LDA (+ fMLLR), read 100 utterances at a time in each job
+        utts = sorted(read_data_dir(args.data).utt2spk)
+        sources = [
+            DataDirFeats(str(Path(args.model).absolute()), args.data, part, args.transform_dir)
+            for part in split_utts(utts, args.nj)
+        ]
+        n = len(utts)
     elif args.feats:
         if model.feat_type != "raw":
             raise DataError(
@@ -88,20 +59,20 @@ def _cmd_decode(args) -> int:
                 fix="apply the model's feature transform first, or decode log-likelihoods",
             )
         gmm_am = model.am
-        inputs, n = _read_matrices(args.feats)
+        sources, n = matrix_tables(args.feats, args.nj)
     else:
-        inputs, n = _read_matrices(args.loglik)
+        sources, n = matrix_tables(args.loglik, args.nj)
     decode_dir(
         args.graph_dir,
-        inputs,
+        sources,
         args.decode_dir,
         model.tm,
         model=args.model,
         config=config,
-        nj=args.nj,
         gmm_am=gmm_am,
         num_utts=n,
         text_lattices=args.text_lattices,
+        cmd=args.cmd,
     )
     if args.ref:
         from pykaldi2.decoding.sweep import score_dir
@@ -191,6 +162,7 @@ def _cmd_compute_wer_bootci(args) -> int:
 
 def register(subparsers) -> None:
     from pykaldi2.cli.decoder_args import add_decoder_args
+    from pykaldi2.cli.job_args import add_cmd_arg
 
     p = subparsers.add_parser(
         "mkgraph",
@@ -231,7 +203,8 @@ def register(subparsers) -> None:
         help="data dir (feats.scp + cmvn.scp): CMVN and the model's feature transform "
         "(deltas, LDA+MLLT) applied, then scored by the model's GMMs",
     )
-    p.add_argument("--nj", type=int, default=1, help="parallel processes (default: %(default)s)")
+    p.add_argument("--nj", type=int, default=1, help="parallel jobs (default: %(default)s)")
+    add_cmd_arg(p)
     add_decoder_args(p)
     p.add_argument("--ref", help="reference text: score the decode dir afterwards")
     p.add_argument(

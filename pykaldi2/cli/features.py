@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from pykaldi2.cli.job_args import add_cmd_arg
+
 
 def _feature_config(args):
     """defaults < --config file (YAML or Kaldi .conf) < Kaldi-style flags on the command line."""
@@ -52,6 +54,7 @@ def _compute_feats(args) -> int:
         args.featdir,
         config,
         nj=args.nj,
+        cmd=args.cmd,
         fmt=args.format,
         compression=args.compression,
         resample=args.resample,
@@ -119,6 +122,7 @@ def register(subparsers) -> None:
         "--config", help="feature options: YAML mapping, or a Kaldi .conf (--name=value lines)"
     )
     p.add_argument("--nj", type=int, default=1, help="number of parallel jobs (processes)")
+    add_cmd_arg(p)
     p.add_argument("--format", choices=["hdf5", "ark"], default="hdf5", help="archive format")
     _add_compression(p)
     p.add_argument(

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 
+from pykaldi2.cli.job_args import add_cmd_arg
+
 #: command-line options that override config fields: (flag, field, type, help)
 _MONO_OPTS = [
     ("--num-iters", "num_iters", int, "training iterations (40)"),
@@ -61,7 +63,7 @@ def _train_mono(args: argparse.Namespace) -> int:
     from pykaldi2.hmm.mono import MonoConfig, train_mono
 
     cfg = _config(MonoConfig, args, _MONO_OPTS)
-    model, history = train_mono(args.data, args.lang, args.exp, cfg, nj=args.nj or 1)
+    model, history = train_mono(args.data, args.lang, args.exp, cfg, nj=args.nj or 1, cmd=args.cmd)
     return _summary(args.exp, model, history)
 
 
@@ -75,7 +77,9 @@ def _train_tri(args: argparse.Namespace) -> int:
     cfg = _config(LdaMlltConfig if lda else DeltasConfig, args, _TRI_OPTS)
     train = train_lda_mllt if lda else train_deltas
     check_phones_compatible(args.lang, args.ali_dir)
-    model, history = train(args.data, args.lang, args.ali_dir, args.exp, cfg, nj=args.nj)
+    model, history = train(
+        args.data, args.lang, args.ali_dir, args.exp, cfg, nj=args.nj, cmd=args.cmd
+    )
     return _summary(args.exp, model, history)
 
 
@@ -83,7 +87,9 @@ def _train_sat(args: argparse.Namespace) -> int:
     from pykaldi2.hmm.sat import SatConfig, train_sat
 
     cfg = _config(SatConfig, args, _TRI_OPTS)
-    model, history = train_sat(args.data, args.lang, args.ali_dir, args.exp, cfg, nj=args.nj)
+    model, history = train_sat(
+        args.data, args.lang, args.ali_dir, args.exp, cfg, nj=args.nj, cmd=args.cmd
+    )
     return _summary(args.exp, model, history)
 
 
@@ -94,7 +100,7 @@ def _align_fmllr(args: argparse.Namespace) -> int:
     cfg = AlignConfig(beam=args.beam, retry_beam=args.retry_beam)
     res = align_fmllr(
         args.data, args.lang, args.src_dir, args.out_dir, cfg, nj=args.nj,
-        boost_silence=args.boost_silence,
+        boost_silence=args.boost_silence, cmd=args.cmd,
     )  # fmt: skip
     return _aligned(args.out_dir, res)
 
@@ -110,7 +116,9 @@ def _decode_fmllr(args: argparse.Namespace) -> int:
         first_beam=args.first_beam,
         silence_weight=args.silence_weight,
     )
-    res = decode_fmllr(args.graph_dir, args.data, args.exp, args.decode_dir, cfg, nj=args.nj)
+    res = decode_fmllr(
+        args.graph_dir, args.data, args.exp, args.decode_dir, cfg, nj=args.nj, cmd=args.cmd
+    )
     print(
         f"{args.decode_dir}: {res.num_done} utterances decoded ({res.num_partial} partial, "
         f"{len(res.failed)} failed); transforms in trans.*"
@@ -148,7 +156,7 @@ def _align_si(args: argparse.Namespace) -> int:
     )  # fmt: skip
     res = align_si(
         args.data, args.lang, args.src_dir, args.out_dir, cfg, nj=args.nj,
-        boost_silence=args.boost_silence, transform_dir=args.transform_dir,
+        boost_silence=args.boost_silence, transform_dir=args.transform_dir, cmd=args.cmd,
     )  # fmt: skip
     return _aligned(args.out_dir, res)
 
@@ -214,6 +222,7 @@ def _add_training(sub, name: str, help_: str, description: str, opts, func, prev
         help="parallel jobs: the data split by speaker as split_data.sh "
         + ("(1)" if not prev else "(default: the ali dir's num_jobs, else 1)"),
     )
+    add_cmd_arg(p)
     p.set_defaults(func=func)
 
 
@@ -284,6 +293,7 @@ def register(subparsers) -> None:
         )
         p.add_argument("out_dir", help="output dir, e.g. exp/tri1_ali")
         p.add_argument("--nj", type=int, default=1, help="parallel processes (1)")
+        add_cmd_arg(p)
         p.add_argument("--beam", type=float, default=10.0, help="alignment beam (10)")
         p.add_argument("--retry-beam", dest="retry_beam", type=float, default=40.0, help="(40)")
         p.add_argument(
@@ -316,6 +326,7 @@ def register(subparsers) -> None:
     p.add_argument("src_dir", help="SAT exp dir (final.mdl, final.alimdl)")
     p.add_argument("out_dir", help="output dir, e.g. exp/tri3_ali")
     p.add_argument("--nj", type=int, default=1, help="parallel jobs (1)")
+    add_cmd_arg(p)
     p.add_argument("--beam", type=float, default=10.0, help="alignment beam (10)")
     p.add_argument("--retry-beam", dest="retry_beam", type=float, default=40.0, help="(40)")
     p.add_argument("--boost-silence", dest="boost_silence", type=float, default=1.0, help="(1.0)")
@@ -334,6 +345,7 @@ def register(subparsers) -> None:
     p.add_argument("exp", help="SAT exp dir (final.mdl, final.alimdl)")
     p.add_argument("decode_dir")
     p.add_argument("--nj", type=int, default=1, help="parallel jobs, by speaker (1)")
+    add_cmd_arg(p)
     p.add_argument("--beam", type=float, default=13.0, help="(13)")
     p.add_argument("--first-beam", dest="first_beam", type=float, default=10.0, help="SI pass (10)")
     p.add_argument("--lattice-beam", dest="lattice_beam", type=float, default=6.0, help="(6)")

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pykaldi2.cli.job_args import add_cmd_arg
+
 
 def _cmd_train_ce(args: argparse.Namespace) -> int:
     from pykaldi2.training.ce import TrainCEConfig, train_ce
@@ -40,6 +42,7 @@ def _cmd_decode_nnet(args: argparse.Namespace) -> int:
         args.data_dir,
         args.decode_dir,
         nj=args.nj,
+        cmd=args.cmd,
         decoder=decoder,
         compute=compute,
         score=not args.no_score,
@@ -67,8 +70,9 @@ def _cmd_align_nnet(args: argparse.Namespace) -> int:
     )  # fmt: skip
     compute = _compute_config(args)
     res = align_nnet(
-        args.model_dir, args.data_dir, args.lang_dir, config=cfg, compute=compute, nj=args.nj
-    )
+        args.model_dir, args.data_dir, args.lang_dir, config=cfg, compute=compute, nj=args.nj,
+        cmd=args.cmd, log_dir=Path(args.ali_dir) / "log",
+    )  # fmt: skip
     model = GmmModel.load(Path(args.model_dir) / "final.mdl")
     out = write_ali_dir(args.ali_dir, model, res)
     write_side_files(out, lang_dir=args.lang_dir, num_jobs=args.nj, model=model, alis=res.alis)
@@ -194,7 +198,8 @@ def register(subparsers) -> None:
     p.add_argument("graph_dir", help="graph dir from `pykaldi2 mkgraph` with the same tree")
     p.add_argument("data_dir", help="data dir with feats.scp (and cmvn.scp, text)")
     p.add_argument("decode_dir", help="output dir, e.g. exp/blstm_ce/decode_test")
-    p.add_argument("--nj", type=int, default=1, help="decoding processes (default: %(default)s)")
+    p.add_argument("--nj", type=int, default=1, help="decoding jobs (default: %(default)s)")
+    add_cmd_arg(p)
     add_decoder_args(p, acoustic_help="scale of the log-likelihoods (0.1 for CE models)")
     _add_compute_args(p)
     p.add_argument("--no-score", action="store_true", help="do not score against DATA_DIR/text")
@@ -217,7 +222,8 @@ def register(subparsers) -> None:
     p.add_argument("data_dir", help="data dir with feats.scp (and cmvn.scp) and text")
     p.add_argument("lang_dir", help="lang dir with L.fst and words.txt")
     p.add_argument("ali_dir", help="output dir, e.g. exp/blstm_ce_ali")
-    p.add_argument("--nj", type=int, default=1, help="parallel processes (default: %(default)s)")
+    p.add_argument("--nj", type=int, default=1, help="parallel jobs (default: %(default)s)")
+    add_cmd_arg(p)
     p.add_argument("--beam", type=float, default=10.0, help="default: %(default)s")
     p.add_argument("--retry-beam", type=float, default=40.0, help="default: %(default)s")
     p.add_argument(

@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
+
 from pykaldi2.data.datadir import DataDir, read_data_dir, write_data_dir
 from pykaldi2.utils.errors import DataError
 
@@ -77,3 +79,13 @@ def split_data(data_dir: str | os.PathLike, nj: int) -> list[Path]:
         for part, path in zip(split_data_dir(read_data_dir(data_dir), nj), parts):
             write_data_dir(part, path)
     return parts
+
+
+def split_utts(utts: list[str], nj: int) -> list[list[str]]:
+    """Kaldi's split_scp.pl: ``nj`` contiguous, near-equal parts of the (sorted) utterances."""
+    if nj < 1:
+        raise DataError(f"--nj must be >= 1, got {nj}")
+    if nj > len(utts):
+        raise DataError(f"--nj {nj} is more than the {len(utts)} utterances; lower --nj")
+    bounds = np.linspace(0, len(utts), nj + 1).round().astype(int)
+    return [utts[bounds[i] : bounds[i + 1]] for i in range(nj)]

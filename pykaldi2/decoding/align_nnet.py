@@ -91,6 +91,8 @@ def align_nnet(
     compute: NnetComputeConfig | None = None,
     nj: int = 1,
     utts: Sequence[str] | None = None,
+    cmd: str | None = None,
+    log_dir: str | os.PathLike | None = None,
 ) -> AlignResult:
     """Align ``data_dir`` (or its ``utts``) with the CE model dir ``model_dir`` in ``nj``
     processes (utterances split evenly in sorted order).
@@ -99,6 +101,8 @@ def align_nnet(
         config: beams and scales (Kaldi's align.sh: beam 10, retry beam 40, acoustic scale
             0.1, transition scale 1.0, self-loop scale 0.1).
         compute: how the network runs (default: whole utterances, prior scale 1, CPU).
+        cmd: where the jobs run (Kaldi's ``--cmd``, :mod:`pykaldi2.utils.jobs`); ``log_dir``:
+            where their logs go (``align.JOB.log``; needed on a cluster).
     Returns the merged :class:`~pykaldi2.hmm.align.AlignResult` (``failed``: utterances
     without an alignment; ``tot_like`` is not computed).
     """
@@ -129,7 +133,8 @@ def align_nnet(
         (str(model_dir), str(data_dir), str(lang_dir), utts[j::nj], cfg, compute, threads)
         for j in range(nj)
     ]
-    merged = run_align_jobs(_align_nnet_job, jobs)
+    job_logs = None if log_dir is None else Path(log_dir) / "align.JOB.log"
+    merged = run_align_jobs(_align_nnet_job, jobs, cmd=cmd, log=job_logs)
     if merged.failed:
         shown = ", ".join(sorted(merged.failed)[:10]) + (" ..." if len(merged.failed) > 10 else "")
         log.warning(

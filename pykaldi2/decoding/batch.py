@@ -1,98 +1,163 @@
-"""Decoding many utterances in parallel processes into a Kaldi-style decode dir.
+"""Decoding a data set in NJ jobs into a Kaldi-style decode dir (steps/decode.sh: one
+gmm-latgen-faster / latgen-faster-mapped / nnet3-latgen-faster per job).
 
-The work is spread over ``nj`` processes (the bindings hold the GIL, and one process per job is
-Kaldi's way); each worker reads ``HCLG.fst`` once (VectorFst or ConstFst), keeps one decoder
-and, for GMMs, one :class:`~pykaldi2.decoding.wfst.GmmScorer`, with one BLAS thread. The parent
-reads the inputs, hands one utterance at a time to the pool (order kept, a bounded number in
-flight) and writes::
+Each job is a :class:`DecodeJob`: it reads ``HCLG.fst`` (VectorFst or ConstFst), keeps one
+decoder and, for GMMs, one :class:`~pykaldi2.decoding.wfst.GmmScorer`, reads its own share of
+the inputs from disk (a picklable *source*: its part of an scp, its utterances of a data dir
+with the model's feature pipeline, or a network computing log-likelihoods, see
+:mod:`pykaldi2.decoding.nnet`) and writes its own lattice archive, with one BLAS thread. The
+jobs run where :class:`~pykaldi2.utils.jobs.JobRunner` runs them (``--cmd``: this machine or
+a cluster; logs in ``DECODE_DIR/log/decode.JOB.log``). The decode dir::
 
     DECODE_DIR/lat.J.gz         Kaldi's gzipped binary archive of determinized CompactLattices
-                                (acoustic costs unscaled), J=1..nj; utterance i goes to job
-                                (i mod nj) + 1 -- what gmm-latgen-faster writes in decode.sh.
+                                (acoustic costs unscaled) of job J's utterances, J=1..nj.
                                 With ``text_lattices``: lat.J.ark, Kaldi's text form; with
                                 ``determinize_lattice=False`` raw state-level lattices.
     DECODE_DIR/hyp.txt          best path at the decoding acoustic scale, ``utt w1 w2 ...``
     DECODE_DIR/num_jobs         nj (as Kaldi's scripts read it)
     DECODE_DIR/decode_info.json config, graph dir, num_jobs, counts (failed / partial)
+    DECODE_DIR/log/             the jobs' logs
 
-Inputs are ``(utt, matrix)`` pairs: (T, num_pdfs) log-likelihoods, or, with ``gmm=...``,
-(T, D) features scored with a :class:`~pykaldi2.decoding.wfst.GmmScorer` in the worker.
+A source yields ``(utt, matrix)`` pairs: (T, num_pdfs) log-likelihoods, or, with
+``gmm_am=...``, (T, D) features scored with a GmmScorer in the job. A list of pairs is a
+source too (tests, small inputs).
 """
 
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
-from collections import deque
-from collections.abc import Iterable, Iterator
-from contextlib import ExitStack
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pykaldi2.decoding.lattice_io import LatticeWriter, lattice_entry_bytes
+from pykaldi2.decoding.lattice_io import LatticeWriter
 from pykaldi2.decoding.wfst import DecoderConfig, GmmScorer, decode_utterance, make_decoder
 from pykaldi2.hmm.decoder import TransitionTables, load_graph
 from pykaldi2.hmm.graph_model import check_graph_labels, check_graph_model
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
 from pykaldi2.utils.io import atomic_write_text
-from pykaldi2.utils.log import get_logger, progress
+from pykaldi2.utils.jobs import JobRunner, job_progress
+from pykaldi2.utils.log import get_logger
 
 log = get_logger(__name__)
 
-_WORKER: dict[str, Any] = {}
+Source = Iterable[tuple[str, np.ndarray]]
 
 
-def _init_worker(
-    hclg_path: str, tables: TransitionTables, config: dict, scorer: GmmScorer | None, text: bool
-) -> None:
-    from threadpoolctl import threadpool_limits
+# ---------------------------------------------------------------------------------------------
+# Sources: what one job decodes, read from disk in the job
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class MatrixTable:
+    """Matrices of a Kaldi ``.scp`` (the job's entries: ``(key, rxspec)``) or ``.ark`` (every
+    ``stride[1]``-th entry from ``stride[0]``: an ark has no index, each job reads it through),
+    read with kaldiio."""
 
-    # An exception here would make the pool respawn workers forever: keep it for _decode_one.
-    _WORKER["error"] = ""
-    _WORKER["blas"] = threadpool_limits(limits=1)  # one thread per job, as Kaldi's jobs
-    _WORKER["config"] = DecoderConfig.from_dict(config)
-    try:
-        _WORKER["decoder"] = make_decoder(load_graph(hclg_path), _WORKER["config"])
-    except Pykaldi2Error as e:
-        _WORKER["error"] = str(e)
-    _WORKER["tables"] = tables
-    _WORKER["text"] = text
-    _WORKER["gmm"] = scorer  # numpy arrays: a worker needs no Kaldi binding
+    path: str
+    entries: list[tuple[str, str]] | None = None
+    stride: tuple[int, int] = (0, 1)
 
+    def __iter__(self) -> Iterator[tuple[str, np.ndarray]]:
+        import kaldiio
 
-def _decode_one(item: tuple[str, np.ndarray]) -> tuple[str, list[int] | None, bool, bytes, str]:
-    """Worker: ``(utt, matrix)`` -> ``(utt, words, reached_final, archive entry, error)``."""
-    utt, mat = item
-    if _WORKER["error"]:
-        return utt, None, False, b"", _WORKER["error"]
-    try:
-        loglik = mat if _WORKER["gmm"] is None else _WORKER["gmm"](mat)
-        res, lat = decode_utterance(
-            None, loglik, _WORKER["tables"], _WORKER["config"], utt, _WORKER["decoder"]
-        )
-        entry = lattice_entry_bytes(utt, lat, binary=not _WORKER["text"])
-    except Pykaldi2Error as e:
-        return utt, None, False, b"", str(e)
-    return utt, res.words, res.reached_final, entry, ""
+        if self.entries is not None:
+            for key, rx in self.entries:
+                yield key, kaldiio.load_mat(rx)
+            return
+        j, n = self.stride
+        for i, (key, mat) in enumerate(kaldiio.load_ark(self.path)):
+            if i % n == j:
+                yield key, mat
 
 
-def _imap_bounded(pool, inputs: Iterable, depth: int) -> Iterator:
-    """``pool.imap(_decode_one, inputs)`` with at most ``depth`` inputs in flight.
+def matrix_tables(path: str | os.PathLike, nj: int) -> tuple[list[MatrixTable], int | None]:
+    """A ``.scp`` or ``.ark`` of matrices as ``nj`` job sources (an scp split in contiguous
+    parts, as split_scp.pl), and the number of matrices if known (scp)."""
+    from pykaldi2.data.split import split_utts
 
-    ``Pool.imap`` reads its whole input ahead (all log-likelihood matrices in memory at once);
-    this keeps memory bounded and the order of ``inputs``.
-    """
-    pending: deque = deque()
-    for item in inputs:
-        pending.append(pool.apply_async(_decode_one, (item,)))
-        if len(pending) >= depth:
-            yield pending.popleft().get()
-    while pending:
-        yield pending.popleft().get()
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("no such matrix file", file=str(path), fix="pass an .scp or .ark")
+    if path.suffix != ".scp":
+        return [MatrixTable(str(path), stride=(j, nj)) for j in range(nj)], None
+    entries = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                key, _, rx = line.strip().partition(" ")
+                if not rx.strip():
+                    raise DataError(
+                        "an scp line needs a key and a location", file=str(path), line=n
+                    )
+                entries.append((key, rx.strip()))
+    index = {k: i for i, (k, _) in enumerate(entries)}
+    parts = split_utts([k for k, _ in entries], nj)
+    return [MatrixTable(str(path), [entries[index[k]] for k in p]) for p in parts], len(entries)
+
+
+@dataclass
+class DataDirFeats:
+    """A GMM's input features for ``utts`` of a data dir: CMVN + the model's deltas / LDA, and
+    fMLLR from ``transform_dir``'s ``trans.*`` (decode.sh --transform-dir), read ``chunk``
+    utterances at a time."""
+
+    model: str
+    data: str
+    utts: list[str]
+    transform_dir: str | None = None
+    chunk: int = 100
+
+    def __iter__(self) -> Iterator[tuple[str, np.ndarray]]:
+        from pykaldi2.hmm.exp_dir import read_transforms_dir
+        from pykaldi2.hmm.inputs import feats_for_model
+        from pykaldi2.hmm.model import GmmModel
+
+        model = GmmModel.load(self.model)
+        tr = read_transforms_dir(self.transform_dir) if self.transform_dir else None
+        for i in range(0, len(self.utts), self.chunk):
+            part = self.utts[i : i + self.chunk]
+            yield from sorted(feats_for_model(model, self.data, utts=part, transforms=tr).items())
+
+
+@dataclass
+class PipelineFeats:
+    """The features of a (split) data dir through a :class:`~pykaldi2.hmm.streams.FeaturePipeline`
+    (its fMLLR transforms included), streamed."""
+
+    data: str
+    pipe: Any
+
+    def __iter__(self) -> Iterator[tuple[str, np.ndarray]]:
+        from pykaldi2.hmm.streams import iter_feats
+
+        yield from iter_feats(self.data, self.pipe)
+
+
+def split_pairs(pairs: Sequence[tuple[str, np.ndarray]], nj: int) -> list[list]:
+    """In-memory ``(utt, matrix)`` pairs as ``nj`` contiguous job sources."""
+    bounds = np.linspace(0, len(pairs), nj + 1).round().astype(int)
+    return [list(pairs[bounds[j] : bounds[j + 1]]) for j in range(nj)]
+
+
+# ---------------------------------------------------------------------------------------------
+# One job
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class DecodeJob:
+    """One decoding job: the graph, the transition tables, the decoder options, the optional
+    GMM scorer, its source and its lattice archive."""
+
+    hclg: str
+    tables: TransitionTables
+    config: dict
+    source: Source
+    lattices: str
+    scorer: GmmScorer | None = None
+    text: bool = False
 
 
 @dataclass
@@ -104,9 +169,38 @@ class DecodeSummary:
     failed: dict[str, str] = field(default_factory=dict)
 
 
+def decode_job(job: DecodeJob) -> tuple[list[tuple[str, list[int]]], DecodeSummary]:
+    """gmm-latgen-faster / latgen-faster-mapped for one job: decode its source into its
+    lattice archive; returns ``(utt, word ids)`` of its best paths and its counts. An utterance
+    that fails is logged and counted, not fatal; one progress unit per utterance."""
+    config = DecoderConfig.from_dict(job.config)
+    decoder = make_decoder(load_graph(job.hclg), config)
+    hyps: list[tuple[str, list[int]]] = []
+    summary = DecodeSummary()
+    with LatticeWriter(job.lattices, binary=not job.text) as ark:
+        for utt, mat in job.source:
+            try:
+                loglik = mat if job.scorer is None else job.scorer(mat)
+                res, lat = decode_utterance(None, loglik, job.tables, config, utt, decoder)
+                ark.write(utt, lat)
+            except Pykaldi2Error as e:
+                summary.failed[utt] = str(e)
+                log.warning("decoding failed for %s: %s", utt, e)
+            else:
+                hyps.append((utt, list(res.words)))
+                summary.num_done += 1
+                summary.num_partial += int(not res.reached_final)
+            job_progress(1)
+    log.info(
+        "%s: %d utterances decoded (%d partial, %d failed)",
+        job.lattices, summary.num_done, summary.num_partial, len(summary.failed),
+    )  # fmt: skip
+    return hyps, summary
+
+
 def decode_dir(
     graph_dir: str | os.PathLike,
-    inputs: Iterable[tuple[str, np.ndarray]],
+    sources: Sequence[Source],
     decode_dir: str | os.PathLike,
     trans_model=None,
     *,
@@ -115,27 +209,31 @@ def decode_dir(
     tid2pdf: np.ndarray | None = None,
     tables: TransitionTables | None = None,
     config: DecoderConfig | None = None,
-    nj: int = 1,
     gmm_am=None,
     num_utts: int | None = None,
     text_lattices: bool = False,
+    cmd: str | None = None,
 ) -> DecodeSummary:
-    """Decode ``inputs`` with ``graph_dir/HCLG.fst``; write lattices and hyps into ``decode_dir``.
+    """Decode ``sources`` (one per job) with ``graph_dir/HCLG.fst`` into ``decode_dir``.
 
     Args:
         graph_dir: a graph dir from :func:`pykaldi2.lang.hclg.mkgraph` or Kaldi's mkgraph.sh
             (HCLG.fst, words.txt).
-        inputs: ``(utt, (T, num_pdfs) log-likelihoods)`` pairs, or ``(utt, (T, D) features)``
-            when ``gmm_am`` (a ``khg.AmDiagGmm``) is given.
+        sources: one picklable source per job (nj = their number), each yielding
+            ``(utt, (T, num_pdfs) log-likelihoods)``, or ``(utt, (T, D) features)`` when
+            ``gmm_am`` (a ``khg.AmDiagGmm``) is given: :class:`MatrixTable`,
+            :class:`DataDirFeats`, :class:`PipelineFeats`, a list of pairs
+            (:func:`split_pairs`), the network sources of :mod:`pykaldi2.decoding.nnet`.
         trans_model: ``khg.TransitionModel`` (or pass ``tables``, or a bare ``tid2pdf``: then
             determinization has no phone pass). The graph dir must have been built for it
             (:func:`~pykaldi2.hmm.graph_model.check_graph_model`: its ``model_id``, else its
             ``num_pdfs``); with any of the three, the graph's transition-ids must be in range.
         model: the model file ``trans_model`` came from, named in mismatch errors.
         graph_fix: the fix those errors give (default: mkgraph for ``model``).
-        nj: worker processes (1: decode in this process).
-        num_utts: length of ``inputs`` for the progress bar, if known.
+        num_utts: the number of utterances, for the progress bar, if known.
         text_lattices: write Kaldi's text form (lat.J.ark) instead of lat.J.gz.
+        cmd: where the jobs run (Kaldi's ``--cmd``; :mod:`pykaldi2.utils.jobs`): one job runs
+            in this process with run.pl.
     """
     from pykaldi2.lang.symbols import SymbolTable
 
@@ -152,18 +250,16 @@ def decode_dir(
             tables = TransitionTables.from_arrays(tid2pdf)
         else:
             raise Pykaldi2Error("decode_dir: pass trans_model, tables or tid2pdf")
+    nj = len(sources)
     if nj < 1:
-        raise Pykaldi2Error(f"decode_dir: nj must be >= 1, got {nj}")
+        raise Pykaldi2Error("decode_dir: no job sources")
     if trans_model is not None:
         check_graph_model(graph_dir, trans_model, model or "the model", fix=graph_fix)
-    check_graph_labels(  # fail here on a bad graph, not in every worker
+    check_graph_labels(  # fail here on a bad graph, not in every job
         load_graph(hclg_path), tables.num_transition_ids, graph_file=str(hclg_path),
         model=str(model or "the model"),
     )  # fmt: skip
     scorer = None if gmm_am is None else GmmScorer(gmm_am)
-    initargs = (str(hclg_path), tables, config.to_dict(), scorer, text_lattices)
-    summary = DecodeSummary()
-    hyps: list[str] = []
     out.mkdir(parents=True, exist_ok=True)
     suffix = "ark" if text_lattices else "gz"
     for stale in list(out.glob("lat.*.ark")) + list(out.glob("lat.*.gz")):
@@ -171,38 +267,30 @@ def decode_dir(
         job = stale.name.split(".")[1]
         if job.isdigit() and (int(job) > nj or not stale.name.endswith(suffix)):
             stale.unlink()
-    with ExitStack() as stack:
-        arks = [
-            stack.enter_context(
-                LatticeWriter(out / f"lat.{j + 1}.{suffix}", binary=not text_lattices)
-            )
-            for j in range(nj)
-        ]
-        results: Iterator
-        if nj == 1:
-            _init_worker(*initargs)
-            results = map(_decode_one, inputs)
-        else:
-            ctx = mp.get_context("spawn")
-            pool = stack.enter_context(ctx.Pool(nj, initializer=_init_worker, initargs=initargs))
-            results = _imap_bounded(pool, inputs, depth=4 * nj)
-        bar = stack.enter_context(progress(total=num_utts, desc="decode", unit="utt"))
-        for i, (utt, word_ids, final, entry, err) in enumerate(results):
-            bar.update(1)
-            if word_ids is None:
-                summary.failed[utt] = err
-                log.warning("decoding failed for %s: %s", utt, err)
-                continue
-            summary.num_done += 1
-            summary.num_partial += int(not final)
-            arks[i % nj].write_entry(entry)  # serialized by the worker
-            hyps.append(" ".join([utt, *words.syms(word_ids)]) + "\n")
-        if summary.num_done == 0:
-            raise Pykaldi2Error(
-                f"decode_dir: no utterance decoded ({len(summary.failed)} failed); "
-                + (next(iter(summary.failed.values()), "no inputs"))
-            )
-        atomic_write_text(out / "hyp.txt", "".join(hyps))
+    jobs = [
+        DecodeJob(
+            str(hclg_path.absolute()), tables, config.to_dict(), src,
+            str((out / f"lat.{j + 1}.{suffix}").absolute()), scorer, text_lattices,
+        )
+        for j, src in enumerate(sources)
+    ]  # fmt: skip
+    with JobRunner(nj, cmd=cmd) as run:
+        results = run(
+            decode_job, jobs, log=out / "log" / "decode.JOB.log", desc="decode", total=num_utts
+        )
+    summary = DecodeSummary()
+    hyps: list[str] = []
+    for job_hyps, s in results:
+        summary.num_done += s.num_done
+        summary.num_partial += s.num_partial
+        summary.failed.update(s.failed)
+        hyps += [" ".join([utt, *words.syms(w)]) + "\n" for utt, w in job_hyps]
+    if summary.num_done == 0:
+        raise Pykaldi2Error(
+            f"decode_dir: no utterance decoded ({len(summary.failed)} failed); "
+            + (next(iter(summary.failed.values()), "no inputs"))
+        )
+    atomic_write_text(out / "hyp.txt", "".join(hyps))
     atomic_write_text(out / "num_jobs", f"{nj}\n")
     kind = "determinized CompactLattices" if config.determinize_lattice else "raw lattices"
     form = "Kaldi text archives lat.J.ark" if text_lattices else "gzipped binary archives lat.J.gz"

@@ -25,14 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-from pykaldi2.decoding.batch import DecodeSummary, decode_dir
+from pykaldi2.decoding.batch import DecodeSummary, PipelineFeats, decode_dir
 from pykaldi2.decoding.lattice import best_path
 from pykaldi2.decoding.lattice_io import read_lattice_ark
 from pykaldi2.decoding.wfst import DecoderConfig
 from pykaldi2.hmm.fmllr import FmllrOptions
 from pykaldi2.hmm.model import GmmModel
 from pykaldi2.hmm.sat import FmllrJob, fmllr_job
-from pykaldi2.hmm.streams import AliWriter, FeaturePipeline, iter_feats
+from pykaldi2.hmm.streams import AliWriter, FeaturePipeline
 from pykaldi2.utils.config import ConfigMixin, option
 from pykaldi2.utils.errors import DataError
 from pykaldi2.utils.jobs import JobRunner
@@ -84,18 +84,15 @@ def _transforms(
         )
         for j, (d, p, o) in enumerate(zip(splits, pipes, outs))
     ]
-    runner(fmllr_job, jobs, desc="gmm-est-fmllr")
+    log_dir = Path(outs[0]).parent / "log"
+    runner(fmllr_job, jobs, desc="gmm-est-fmllr", log=log_dir / f"{Path(outs[0]).stem}.JOB.log")
     return [str(o) for o in outs]
 
 
-def _decode(graph_dir, data_dirs, pipes, out, model, cfg: DecoderConfig, nj) -> DecodeSummary:
-    """decode_dir over the jobs' data dirs (in order: the utterances stay sorted)."""
-
-    def inputs():
-        for d, p in zip(data_dirs, pipes):
-            yield from iter_feats(d, p)
-
-    return decode_dir(graph_dir, inputs(), out, model.tm, config=cfg, nj=nj, gmm_am=model.am)
+def _decode(graph_dir, data_dirs, pipes, out, model, cfg: DecoderConfig, cmd) -> DecodeSummary:
+    """decode_dir with one job per split data dir (its speakers' transforms in its pipe)."""
+    sources = [PipelineFeats(str(d), p) for d, p in zip(data_dirs, pipes)]
+    return decode_dir(graph_dir, sources, out, model.tm, config=cfg, gmm_am=model.am, cmd=cmd)
 
 
 def decode_fmllr(
@@ -106,8 +103,10 @@ def decode_fmllr(
     config: DecodeFmllrConfig | None = None,
     *,
     nj: int = 1,
+    cmd: str | None = None,
 ) -> DecodeSummary:
-    """steps/decode_fmllr.sh for the SAT system ``exp_dir`` (final.mdl + final.alimdl)."""
+    """steps/decode_fmllr.sh for the SAT system ``exp_dir`` (final.mdl + final.alimdl), in
+    ``nj`` jobs by speaker, where ``cmd`` runs them (Kaldi's ``--cmd``)."""
     from pykaldi2.data.split import split_data
 
     cfg = config or DecodeFmllrConfig()
@@ -124,10 +123,10 @@ def decode_fmllr(
     splits = split_data(data_dir, nj)
     si_pipe = FeaturePipeline.for_model(final).base()
     out.mkdir(parents=True, exist_ok=True)
-    with JobRunner(nj) as runner:
+    with JobRunner(nj, cmd=cmd) as runner:
         # pass 1: SI
         first = DecoderConfig(**{**cfg.decode.to_dict(), "beam": cfg.first_beam})
-        _decode(graph, splits, [si_pipe] * nj, out / "si", alimdl, first, nj)
+        _decode(graph, splits, [si_pipe] * nj, out / "si", alimdl, first, cmd)
         _best_path_alis(out / "si", first.acoustic_scale, out / "si" / "ali.gz")
         pre = _transforms(
             runner, splits, exp / "final.mdl", [si_pipe] * nj, out / "si" / "ali.gz",
@@ -136,7 +135,7 @@ def decode_fmllr(
         )  # fmt: skip
         # pass 2: adapted with the first transforms
         pipes = [FeaturePipeline(**{**si_pipe.__dict__, "fmllr": t}) for t in pre]
-        _decode(graph, splits, pipes, out / "pass2", final, cfg.decode, nj)
+        _decode(graph, splits, pipes, out / "pass2", final, cfg.decode, cmd)
         _best_path_alis(out / "pass2", cfg.decode.acoustic_scale, out / "pass2" / "ali.gz")
         trans = _transforms(
             runner, splits, exp / "final.mdl", pipes, out / "pass2" / "ali.gz",
@@ -145,4 +144,4 @@ def decode_fmllr(
     for t in pre:
         os.unlink(t)
     pipes = [FeaturePipeline(**{**si_pipe.__dict__, "fmllr": t}) for t in trans]
-    return _decode(graph, splits, pipes, out, final, cfg.decode, nj)
+    return _decode(graph, splits, pipes, out, final, cfg.decode, cmd)

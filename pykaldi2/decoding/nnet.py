@@ -1,9 +1,10 @@
 """Hybrid decoding with a CE-trained network (Kaldi's nnet3-compute + latgen-faster-mapped).
 
 A model dir from ``pykaldi2 train-ce`` (EXP/final) turns features into pseudo log-likelihoods
-``log_softmax(logits) - prior_scale * log(priors)`` (T, num_pdfs), computed in batches in this
-process while :func:`pykaldi2.decoding.batch.decode_dir` decodes them through HCLG in ``nj``
-worker processes; then the decode dir is scored over LM weights x insertion penalties::
+``log_softmax(logits) - prior_scale * log(priors)`` (T, num_pdfs), computed in batches in
+each of the ``nj`` jobs of :func:`pykaldi2.decoding.batch.decode_dir` (:class:`NnetLoglikes`;
+as Kaldi's nnet3-latgen-faster, a job runs the network on its utterances and decodes them
+through HCLG); then the decode dir is scored over LM weights x insertion penalties::
 
     >>> decode_nnet("exp/blstm_ce/final", "exp/tri2/graph", "data/test",
     ...             "exp/blstm_ce/decode_test", nj=4)
@@ -135,6 +136,24 @@ def nnet_compute(
         yield from flush()
 
 
+@dataclass
+class NnetLoglikes:
+    """A decoding job's source: a CE model dir's log-likelihoods of ``utts`` of a data dir,
+    computed in the job (Kaldi's nnet3-latgen-faster: each job runs the network itself)."""
+
+    model_dir: str
+    data_dir: str
+    utts: list[str]
+    compute: NnetComputeConfig
+
+    def __iter__(self) -> Iterator[tuple[str, np.ndarray]]:
+        from pykaldi2.features.pipeline import ProcessedFeatures
+
+        md = load_final_dir(self.model_dir, device=self.compute.device)
+        feats = ProcessedFeatures(self.data_dir, md.features)
+        yield from nnet_compute(md, feats, self.utts, self.compute)
+
+
 def decode_nnet(
     model_dir: str | os.PathLike,
     graph_dir: str | os.PathLike,
@@ -146,37 +165,42 @@ def decode_nnet(
     compute: NnetComputeConfig | None = None,
     score: bool = True,
     text_lattices: bool = False,
+    cmd: str | None = None,
 ) -> DecodeSummary:
     """Decode ``data_dir`` with a CE model dir through ``graph_dir/HCLG.fst`` into ``out_dir``
-    (lat.J.gz, hyp.txt, decode_info.json) and, when ``data_dir/text`` exists and ``score``,
-    score it (wer_LMWT_WIP, best_wer)."""
+    (lat.J.gz, hyp.txt, decode_info.json) in ``nj`` jobs (``cmd``: where they run, Kaldi's
+    ``--cmd``), each computing its utterances' log-likelihoods and decoding them; when
+    ``data_dir/text`` exists and ``score``, score it (wer_LMWT_WIP, best_wer)."""
     compute = compute or NnetComputeConfig()
     md = load_final_dir(model_dir, device=compute.device)
     return _decode_and_score(
-        md, md.ali_model.tm, lambda feats, utts: nnet_compute(md, feats, utts, compute),
+        md, md.ali_model.tm,
+        lambda utts: NnetLoglikes(str(Path(model_dir).absolute()), str(data_dir), utts, compute),
         graph_dir, data_dir, out_dir, decoder or DecoderConfig(), nj, score,
-        text_lattices=text_lattices,
+        text_lattices=text_lattices, cmd=cmd,
     )  # fmt: skip
 
 
 def _decode_and_score(
-    md, trans_model, compute_fn, graph_dir, data_dir, out_dir, decoder: DecoderConfig, nj: int,
+    md, trans_model, source_fn, graph_dir, data_dir, out_dir, decoder: DecoderConfig, nj: int,
     score: bool, lm_weights: Sequence[float] | None = None, text_lattices: bool = False,
-    graph_fix: str | None = None,
+    graph_fix: str | None = None, cmd: str | None = None,
 ) -> DecodeSummary:  # fmt: skip
     """What decode-nnet and decode-chain share: check that the graph was built for the model
-    dir's final.mdl (``trans_model``; ``graph_fix`` says how to rebuild it), read ``data_dir``'s features through its pipeline, decode the log-likelihoods of
-    ``compute_fn(feats, utts)`` through ``graph_dir/HCLG.fst`` in ``nj`` processes, and, with
+    dir's final.mdl (``trans_model``; ``graph_fix`` says how to rebuild it), split the
+    utterances of ``data_dir`` with features into ``nj`` contiguous parts, decode the sources
+    ``source_fn(utts)`` of the parts through ``graph_dir/HCLG.fst`` in ``nj`` jobs, and, with
     ``score`` and a ``data_dir/text``, score over ``lm_weights`` (None: the default sweep)."""
+    from pykaldi2.data.split import split_utts
     from pykaldi2.features.pipeline import ProcessedFeatures
 
     graph_dir, data_dir = Path(graph_dir), Path(data_dir)
     feats = ProcessedFeatures(data_dir, md.features)
     utts = list(feats.keys())
     summary = decode_dir(
-        graph_dir, compute_fn(feats, utts), out_dir, trans_model, model=md.path / "final.mdl",
-        graph_fix=graph_fix, config=decoder, nj=nj, num_utts=len(utts),
-        text_lattices=text_lattices,
+        graph_dir, [source_fn(part) for part in split_utts(utts, nj)], out_dir, trans_model,
+        model=md.path / "final.mdl", graph_fix=graph_fix, config=decoder, num_utts=len(utts),
+        text_lattices=text_lattices, cmd=cmd,
     )  # fmt: skip
     text = data_dir / "text"
     if score and text.is_file():
@@ -251,6 +275,26 @@ def chain_compute(
         yield utt, ll
 
 
+@dataclass
+class ChainLoglikes:
+    """A decoding job's source: a chain model dir's outputs for ``utts`` of a data dir
+    (:func:`chain_compute`), computed in the job."""
+
+    model_dir: str
+    data_dir: str
+    utts: list[str]
+    device: str = "cpu"
+    mode: str = "chunk"
+
+    def __iter__(self) -> Iterator[tuple[str, np.ndarray]]:
+        from pykaldi2.features.pipeline import ProcessedFeatures
+        from pykaldi2.training.model_dir import load_chain_dir
+
+        md = load_chain_dir(self.model_dir, device=self.device)
+        feats = ProcessedFeatures(self.data_dir, md.features)
+        yield from chain_compute(md, feats, self.utts, self.device, self.mode)
+
+
 def decode_chain(
     model_dir: str | os.PathLike,
     graph_dir: str | os.PathLike,
@@ -263,19 +307,23 @@ def decode_chain(
     score: bool = True,
     mode: str = "chunk",
     text_lattices: bool = False,
+    cmd: str | None = None,
 ) -> DecodeSummary:
     """Decode ``data_dir`` with a chain model dir (``pykaldi2 train-chain``) through
     ``graph_dir/HCLG.fst`` (mkgraph with the model dir's final.mdl and self-loop scale 1.0) at
     the subsampled frame rate, acoustic scale 1.0 by default; score over
     :data:`CHAIN_LM_WEIGHTS` when ``data_dir/text`` exists. ``mode``: see
-    :func:`chain_compute`."""
+    :func:`chain_compute`; ``nj`` jobs, each running the network on its utterances, where
+    ``cmd`` runs them (Kaldi's ``--cmd``)."""
     from pykaldi2.training.model_dir import load_chain_dir
 
     check_inference_mode(mode)
     md = load_chain_dir(model_dir, device=device)
     return _decode_and_score(
-        md, md.chain_model.tm, lambda feats, utts: chain_compute(md, feats, utts, device, mode),
+        md, md.chain_model.tm,
+        lambda utts: ChainLoglikes(str(Path(model_dir).absolute()), str(data_dir), utts, device,
+                                   mode),
         graph_dir, data_dir, out_dir, decoder or DecoderConfig(acoustic_scale=1.0), nj, score,
         CHAIN_LM_WEIGHTS, text_lattices,
-        rebuild_fix(graph_dir, md.path / "final.mdl", " --self-loop-scale 1.0"),
+        rebuild_fix(graph_dir, md.path / "final.mdl", " --self-loop-scale 1.0"), cmd,
     )  # fmt: skip

@@ -27,17 +27,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import queue as queue_mod
-import types
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from multiprocessing.managers import SyncManager
 from pathlib import Path
 
 import numpy as np
 
 from pykaldi2.data.datadir import DataDir, read_data_dir
+from pykaldi2.data.split import split_utts
 from pykaldi2.data.tables import format_table, read_table_lines
 from pykaldi2.features.cmvn import cmvn_stats_per_speaker
 from pykaldi2.features.extractors import FrameConfig, config_from_dict, make_extractor
@@ -51,8 +47,8 @@ from pykaldi2.features.storage import (
 )
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
 from pykaldi2.utils.io import atomic_write, atomic_write_text, exclusive_lock
-from pykaldi2.utils.log import get_logger, progress
-from pykaldi2.utils.proc import die_with_parent, spawn_context
+from pykaldi2.utils.jobs import JobRunner, job_progress
+from pykaldi2.utils.log import get_logger
 
 log = get_logger(__name__)
 
@@ -110,25 +106,14 @@ class FeatsJob:
             return None
 
 
-def split_utts(utts: list[str], nj: int) -> list[list[str]]:
-    """Kaldi's split_scp.pl: ``nj`` contiguous, near-equal parts of the (sorted) utterances."""
-    if nj < 1:
-        raise Pykaldi2Error(f"--nj must be >= 1, got {nj}")
-    if nj > len(utts):
-        raise Pykaldi2Error(f"--nj {nj} is more than the {len(utts)} utterances; lower --nj")
-    bounds = np.linspace(0, len(utts), nj + 1).round().astype(int)
-    return [utts[bounds[i] : bounds[i + 1]] for i in range(nj)]
-
-
-def _compute_job(
-    datadir: str, config_dict: dict, job: FeatsJob, compression: str, resample: bool, q
-) -> tuple[dict[str, int], list[str]]:
-    """Worker: features of one job into its archive. Returns (utt -> num frames, skipped utts).
-
-    Top-level and argument-picklable so it runs under the spawn start method.
-    """
+def _compute_job(args: tuple) -> tuple[dict[str, int], list[str]]:
+    """One job (``(datadir, config dict, FeatsJob, compression, resample)``): features of its
+    utterances into its archive. Returns (utt -> num frames, skipped utts). Runs where
+    :class:`~pykaldi2.utils.jobs.JobRunner` runs it (a worker process, a SLURM task), and
+    reports one progress unit per utterance (:func:`~pykaldi2.utils.jobs.job_progress`)."""
     from pykaldi2.data.audio import load_utterance
 
+    datadir, config_dict, job, compression, resample = args
     config = config_from_dict(config_dict)
     extractor = make_extractor(config)
     d = read_data_dir(datadir)
@@ -147,8 +132,9 @@ def _compute_job(
             else:
                 w[utt] = feats
                 frames[utt] = len(feats)
-            if q is not None and (n % 10 == 0 or n == len(job.utts)):
-                q.put(10 if n % 10 == 0 else n % 10)
+            if n % 10 == 0 or n == len(job.utts):
+                job_progress(10 if n % 10 == 0 else n % 10)
+    log.info("%s: %d utterances, %d skipped", job.archive.name, len(frames), len(skipped))
     atomic_write_text(job.inputs_file, job.inputs_sha1 + "\n")  # after the archive is in place
     return frames, skipped
 
@@ -194,58 +180,6 @@ def _check_run_config(path: Path, run: dict, overwrite: bool) -> None:
     atomic_write_text(path, json.dumps(run, indent=2, sort_keys=True) + "\n")
 
 
-def _run_jobs(datadir, config_dict, jobs, compression, resample, total_utts) -> list[tuple]:
-    """Run ``jobs`` (one process each when more than one) with one progress bar over utts."""
-    bar = progress(total=total_utts, desc="compute-feats", unit="utt")
-    try:
-        if len(jobs) <= 1:  # in this process
-            tick = types.SimpleNamespace(put=bar.update)
-            return [
-                _compute_job(datadir, config_dict, j, compression, resample, tick) for j in jobs
-            ]
-        # One process per job. When a job fails, the others still run to the end: their finished
-        # archives are kept, so a re-run after the fix redoes only the failed job.
-        ctx = spawn_context()
-        manager = SyncManager(ctx=ctx)
-        manager.start(die_with_parent, (os.getpid(),))
-        with manager:
-            q = manager.Queue()
-            pool = ProcessPoolExecutor(
-                len(jobs), mp_context=ctx, initializer=die_with_parent, initargs=(os.getpid(),)
-            )
-            with pool:
-                futs = [
-                    pool.submit(_compute_job, datadir, config_dict, j, compression, resample, q)
-                    for j in jobs
-                ]
-                pending = set(futs)
-                while pending:
-                    done, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
-                    _drain(q, bar)
-                    for f in done:
-                        if f.exception() is not None:
-                            for p in pending:
-                                p.cancel()
-                            if isinstance(f.exception(), BrokenProcessPool):
-                                raise Pykaldi2Error(
-                                    "a compute-feats job process died (out of memory, or killed); "
-                                    "run the same command again to resume the unfinished jobs"
-                                ) from None
-                            raise f.exception()
-                _drain(q, bar)
-                return [f.result() for f in futs]
-    finally:
-        bar.close()
-
-
-def _drain(q, bar) -> None:
-    while True:
-        try:
-            bar.update(q.get_nowait())
-        except queue_mod.Empty:
-            return
-
-
 def compute_feats(
     datadir: str | os.PathLike,
     featdir: str | os.PathLike,
@@ -255,6 +189,7 @@ def compute_feats(
     compression: str = "gzip",
     resample: bool = False,
     overwrite: bool = False,
+    cmd: str | None = None,
 ) -> FeatureReader:
     """Compute features for every utterance of ``datadir`` into ``featdir`` (see module doc).
 
@@ -268,6 +203,8 @@ def compute_feats(
         resample: resample audio whose rate differs from ``config.sample_frequency`` (else a
             DataError naming the utterance).
         overwrite: recompute every job even if a finished archive of it exists.
+        cmd: where the jobs run (Kaldi's ``--cmd``: run.pl, slurm.pl ...;
+            :mod:`pykaldi2.utils.jobs`); their logs are ``FEATDIR/log/make_<name>.JOB.log``.
 
     Returns:
         A reader on the new ``datadir/feats.scp``. Utterances shorter than one frame get no
@@ -309,9 +246,17 @@ def compute_feats(
             log.info(
                 "compute-feats: %d of %d jobs already finished, skipped", len(jobs) - len(todo), nj
             )
-        results = _run_jobs(
-            str(datadir), config_dict, todo, compression, resample, sum(len(j.utts) for j in todo)
-        )
+        # When a job fails, the others still run to the end: their finished archives are
+        # kept, so a re-run after the fix redoes only the failed job.
+        with JobRunner(len(todo) or 1, cmd=cmd) as run:
+            results = run(
+                _compute_job,
+                [(str(datadir), config_dict, j, compression, resample) for j in todo],
+                log=featdir / "log" / f"make_{name}.JOB.log",
+                desc="compute-feats",
+                ids=[j.index for j in todo],
+                total=sum(len(j.utts) for j in todo),
+            )
         reader = _write_feats_scp(datadir, jobs, config_dict)
     skipped = [u for _, s in results for u in s]
     if skipped:

@@ -68,6 +68,7 @@ def align_si(
     boost_silence: float = 1.0,
     transform_dir: str | os.PathLike | None = None,
     runner: JobRunner | None = None,
+    cmd: str | None = None,
 ) -> JobSummary:
     """steps/align_si.sh: align ``data_dir`` with ``src_dir/final.mdl`` in ``nj`` jobs (the
     data split by speaker) into the ali dir ``out_dir``. ``src_dir`` is ours or Kaldi's (its
@@ -103,7 +104,7 @@ def align_si(
         for j, d in enumerate(splits)
     ]
     own = runner is None
-    runner = runner or JobRunner(nj)
+    runner = runner or JobRunner(nj, cmd=cmd)
     try:
         results = runner(align_job, jobs, log=out / "log" / "align.JOB.log", desc="align-si")
     finally:

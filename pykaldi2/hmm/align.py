@@ -309,15 +309,21 @@ def gmm_align_compiled(
     return res
 
 
-def run_align_jobs(job_fn: Callable[[tuple], AlignResult], jobs: Sequence[tuple]) -> AlignResult:
+def run_align_jobs(
+    job_fn: Callable[[tuple], AlignResult],
+    jobs: Sequence[tuple],
+    *,
+    cmd: str | None = None,
+    log: str | os.PathLike | None = None,
+) -> AlignResult:
     """Run alignment ``jobs`` (one per split of the data) with the picklable ``job_fn``: in
-    this process for one job, else in as many worker processes
-    (:class:`~pykaldi2.utils.jobs.JobRunner`); returns the merged :class:`AlignResult`
-    (alignments sorted by utterance)."""
+    this process for one local job, else as ``--cmd`` ``cmd`` runs them
+    (:class:`~pykaldi2.utils.jobs.JobRunner`; ``log``: the jobs' log pattern with ``JOB``);
+    returns the merged :class:`AlignResult` (alignments sorted by utterance)."""
     from pykaldi2.utils.jobs import JobRunner
 
-    with JobRunner(len(jobs)) as run:
-        results = run(job_fn, list(jobs), desc="align")
+    with JobRunner(len(jobs), cmd=cmd) as run:
+        results = run(job_fn, list(jobs), desc="align", log=log)
     merged = AlignResult()
     for r in results:
         merged.alis.update(r.alis)

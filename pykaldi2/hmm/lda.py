@@ -547,6 +547,7 @@ def train_lda_mllt(
     *,
     nj: int | None = None,
     runner=None,
+    cmd: str | None = None,
 ) -> tuple[GmmModel, list[dict]]:
     """LDA+MLLT triphone training (steps/train_lda_mllt.sh) into ``exp_dir``.
 
@@ -568,7 +569,7 @@ def train_lda_mllt(
     prev_mdl, prev_alis = prev_alignments(ali_dir)
     silence = load_lang(lang_dir).silence_phones
     own = runner is None
-    runner = runner or JobRunner(nj)
+    runner = runner or JobRunner(nj, cmd=cmd)
     try:
         tr = training_setup(data_dir, lang_dir, exp_dir, nj, runner, cfg.max_missing_text_fraction)
         first = 1

@@ -129,6 +129,7 @@ def train_mono(
     *,
     nj: int = 1,
     runner: JobRunner | None = None,
+    cmd: str | None = None,
 ) -> tuple[GmmModel, list[dict]]:
     """Flat-start monophone training (steps/train_mono.sh) into ``exp_dir``.
 
@@ -137,6 +138,8 @@ def train_mono(
         lang_dir: topo, L.fst, phones/sets.int (shared pdfs), optional_silence.
         config: :class:`MonoConfig`.
         nj: parallel jobs (the data split by speaker); ``runner`` to share worker processes.
+        cmd: where the jobs run (Kaldi's ``--cmd``: ``run.pl``, ``slurm.pl ...``; see
+            :mod:`pykaldi2.utils.jobs`); None: ``$PYKALDI2_CMD``, else run.pl.
 
     Returns:
         ``(model, history)``: the final model and one record per iteration.
@@ -146,7 +149,7 @@ def train_mono(
     cfg = config or MonoConfig()
     lang = load_lang(lang_dir)
     own = runner is None
-    runner = runner or JobRunner(nj)
+    runner = runner or JobRunner(nj, cmd=cmd)
     try:
         tr = training_setup(data_dir, lang_dir, exp_dir, nj, runner, cfg.max_missing_text_fraction)
         pipe = FeaturePipeline(feat_type="delta")

@@ -257,6 +257,7 @@ def train_sat(
     *,
     nj: int | None = None,
     runner: JobRunner | None = None,
+    cmd: str | None = None,
 ) -> tuple[GmmModel, list[dict]]:
     """Speaker-adapted training (steps/train_sat.sh) into ``exp_dir``.
 
@@ -280,7 +281,7 @@ def train_sat(
     silence = load_lang(lang_dir).silence_phones
     si_pipe = FeaturePipeline.for_model(prev)
     own = runner is None
-    runner = runner or JobRunner(nj)
+    runner = runner or JobRunner(nj, cmd=cmd)
     try:
         tr = training_setup(data_dir, lang_dir, exp_dir, nj, runner, cfg.max_missing_text_fraction)
         first = 1
@@ -354,6 +355,7 @@ def align_fmllr(
     boost_silence: float = 1.0,
     fmllr: FmllrOptions | None = None,
     runner: JobRunner | None = None,
+    cmd: str | None = None,
 ) -> JobSummary:
     """steps/align_fmllr.sh: the ali dir ``out_dir`` with ``ali.JOB.gz`` and ``trans.JOB``.
 
@@ -384,7 +386,7 @@ def align_fmllr(
     lang = load_lang(lang_dir)
     spec = AlignSpec(str(lang_dir), cfg, boost_silence, [lang.optional_silence])
     own = runner is None
-    runner = runner or JobRunner(nj)
+    runner = runner or JobRunner(nj, cmd=cmd)
     try:
         tr = GmmTraining(
             out, [Path(s) for s in splits], Path(lang_dir), [lang.optional_silence], runner

@@ -379,6 +379,7 @@ def train_deltas(
     *,
     nj: int | None = None,
     runner: JobRunner | None = None,
+    cmd: str | None = None,
 ) -> tuple[GmmModel, list[dict]]:
     """Triphones on the previous system's features (steps/train_deltas.sh) into ``exp_dir``.
 
@@ -387,6 +388,7 @@ def train_deltas(
         ali_dir: the previous system (``final.mdl`` and ``ali.*.gz``), e.g. exp/mono_ali.
         config: :class:`DeltasConfig` (``num_leaves``, ``tot_gauss`` ...).
         nj: parallel jobs (default: the ali dir's ``num_jobs``).
+        cmd: where the jobs run, as :func:`~pykaldi2.hmm.mono.train_mono`.
 
     Returns:
         ``(model, history)`` as :func:`~pykaldi2.hmm.mono.train_mono`.
@@ -395,7 +397,7 @@ def train_deltas(
     nj = default_nj(ali_dir, nj)
     prev_mdl, prev_alis = prev_alignments(ali_dir)
     own = runner is None
-    runner = runner or JobRunner(nj)
+    runner = runner or JobRunner(nj, cmd=cmd)
     try:
         tr = training_setup(data_dir, lang_dir, exp_dir, nj, runner, cfg.max_missing_text_fraction)
         pipe = FeaturePipeline.for_model(GmmModel.load(prev_mdl))

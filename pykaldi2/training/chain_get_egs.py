@@ -377,20 +377,20 @@ def _merge_job(args: tuple) -> int:
                           np.float16 if dtype == "float16" else np.float32)  # fmt: skip
 
 
-def _run(fn, jobs: list, nj: int) -> list:
-    if nj <= 1 or len(jobs) <= 1:
-        return [fn(a) for a in jobs]
-    from concurrent.futures import ProcessPoolExecutor
+def _run(fn, jobs: list, nj: int, cmd: str | None, log: Path) -> list:
+    """``fn`` over ``jobs``, ``nj`` at a time, where ``cmd`` runs them (Kaldi's ``--cmd``;
+    :class:`~pykaldi2.utils.jobs.JobRunner`), logs ``log`` with ``JOB``."""
+    from pykaldi2.utils.jobs import JobRunner
 
-    from pykaldi2.utils.proc import spawn_context
-
-    with ProcessPoolExecutor(min(nj, len(jobs)), mp_context=spawn_context()) as pool:
-        return list(pool.map(fn, jobs))
+    with JobRunner(max(1, min(nj, len(jobs))), cmd=cmd) as run:
+        return run(fn, jobs, log=log, desc=fn.__name__.strip("_"))
 
 
 def chain_get_egs(cfg, egs_dir: str | os.PathLike, left_context: int, right_context: int,
-                  nj: int | None = None) -> EgsInfo:  # fmt: skip
-    """Build (or resume, or reuse) the egs dir for a model with the given context."""
+                  nj: int | None = None, cmd: str | None = None) -> EgsInfo:  # fmt: skip
+    """Build (or resume, or reuse) the egs dir for a model with the given context; the jobs of
+    stages 1 and 2 run where ``cmd`` runs them (Kaldi's ``--cmd``; default ``$PYKALDI2_CMD``,
+    else run.pl), logs in ``EGS_DIR/log/``."""
     egs_dir = Path(egs_dir)
     settings = egs_settings(cfg, left_context, right_context)
     digest = _digest(settings)
@@ -422,10 +422,10 @@ def chain_get_egs(cfg, egs_dir: str | os.PathLike, left_context: int, right_cont
                         file=str(egs_dir), fix=f"set egs.nj={split['nj']} to resume it")  # fmt: skip
     jobs = [(cfg.to_dict(), type(cfg), str(egs_dir), j, settings, split)
             for j in range(split["nj"])]  # fmt: skip
-    stats = _run(_egs_job, jobs, nj)
+    stats = _run(_egs_job, jobs, nj, cmd, egs_dir / "log" / "get_egs.JOB.log")
     ks: list[Any] = list(range(split["num_archives"])) + (["valid"] if split["valid"] else [])
     sizes = _run(_merge_job, [(str(egs_dir), k, split["nj"], cfg.seed, settings["dtype"])
-                              for k in ks], nj)  # fmt: skip
+                              for k in ks], nj, cmd, egs_dir / "log" / "merge.JOB.log")  # fmt: skip
     total = {k: sum(s[k] for s in stats) for k in stats[0]}
     n_train = sizes[: split["num_archives"]]
     if sum(n_train) == 0:

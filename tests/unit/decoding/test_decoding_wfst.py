@@ -113,7 +113,7 @@ def test_bad_inputs_give_clear_errors(tiny):
 
 
 def test_decode_dir_parallel_and_score(tiny, tmp_path):
-    from pykaldi2.decoding.batch import decode_dir
+    from pykaldi2.decoding.batch import decode_dir, split_pairs
     from pykaldi2.decoding.sweep import score_dir
 
     graph = tmp_path / "graph"
@@ -125,14 +125,15 @@ def test_decode_dir_parallel_and_score(tiny, tmp_path):
     out = tmp_path / "decode"
     out.mkdir()
     (out / "lat.3.ark").write_text("stale \n0\t1\t1\t1\n1\n\n")  # from an earlier nj=3 run
-    summary = decode_dir(graph, inputs, out, tiny.tm, nj=2, num_utts=len(inputs))
+    summary = decode_dir(graph, split_pairs(inputs, 2), out, tiny.tm, num_utts=len(inputs))
     assert summary.num_done == 4 and not summary.failed
     hyp = (out / "hyp.txt").read_text().splitlines()
     assert hyp == [" ".join([u, *ws]) for u, ws in utts.items()]
     assert sorted(p.name for p in out.glob("lat.*")) == ["lat.1.gz", "lat.2.gz"]
     assert (out / "num_jobs").read_text() == "2\n"
-    keys = [k for j in (1, 2) for k, _ in read_lattice_ark(out / f"lat.{j}.gz")]
-    assert sorted(keys) == sorted(utts)
+    keys = [[k for k, _ in read_lattice_ark(out / f"lat.{j}.gz")] for j in (1, 2)]
+    assert keys == [["u0", "u1"], ["u2", "u3"]]  # job J's utterances, as split_scp.pl splits
+    assert "# Ended (code 0)" in (out / "log" / "decode.2.log").read_text()
     ref = tmp_path / "text"
     ref.write_text("".join(" ".join([u, *ws]) + "\n" for u, ws in utts.items()))
     name, stats = score_dir(out, ref, lm_weights=[7, 10, 17], word_ins_penalties=[0.0, 1.0])
@@ -144,7 +145,7 @@ def test_decode_dir_parallel_and_score(tiny, tmp_path):
     assert (out / "scoring_kaldi" / "penalty_1.0" / "17.txt").is_file()
     (graph / "HCLG.fst").write_text("not an fst")
     with pytest.raises(Pykaldi2Error, match="HCLG.fst: not a readable OpenFst graph"):
-        decode_dir(graph, inputs, tmp_path / "decode2", tiny.tm, nj=2)
+        decode_dir(graph, split_pairs(inputs, 2), tmp_path / "decode2", tiny.tm)
 
 
 def test_partial_output_when_no_final_state(tiny):
@@ -155,3 +156,28 @@ def test_partial_output_when_no_final_state(tiny):
     res, lat = decode_lattice(tiny.hclg.fst, ll, tiny.tid2pdf)
     assert not best.reached_final and not res.reached_final
     assert len(res.ali) == 2 and lat.num_arcs >= 2
+
+
+def test_decode_dir_on_slurm_equals_run_pl(tiny, tmp_path, fake_slurm):
+    """The decoding jobs as SLURM tasks (sbatch / squeue stand-ins): the same lattices and
+    hyps as run.pl's, logs in DECODE_DIR/log, the queue's files in DECODE_DIR/q."""
+    from pykaldi2.decoding.batch import decode_dir, split_pairs
+
+    graph = tmp_path / "graph"
+    graph.mkdir()
+    tiny.hclg.fst.write(str(graph / "HCLG.fst"))
+    (graph / "words.txt").write_text("".join(f"{w} {i}\n" for w, i in tiny.words.items()))
+    inputs = [(f"u{i}", tiny.loglik_for(ws)) for i, ws in enumerate(SENTENCES[:4])]
+    for name, cmd in (("local", "run.pl"), ("cluster", "slurm.pl --time 1:00:00")):
+        decode_dir(graph, split_pairs(inputs, 2), tmp_path / name, tiny.tm, cmd=cmd)
+    local, cluster = tmp_path / "local", tmp_path / "cluster"
+    import gzip
+
+    assert (cluster / "hyp.txt").read_text() == (local / "hyp.txt").read_text()
+    for f in ("lat.1.gz", "lat.2.gz"):  # (the gzip header names the temp file)
+        assert gzip.decompress((cluster / f).read_bytes()) == gzip.decompress(
+            (local / f).read_bytes()
+        )
+    assert "# Running on" in (cluster / "log" / "decode.2.log").read_text()
+    assert (cluster / "q" / "decode.sh").is_file() and not (local / "q").exists()
+    assert "--time" in (fake_slurm / "sbatch.calls").read_text()

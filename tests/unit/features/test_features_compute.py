@@ -256,8 +256,9 @@ def test_a_full_disk_stops_compute_feats_cleanly_and_it_resumes(an4_small, tmp_p
         "device ("
     )
     assert "run the same command again: finished outputs are kept" in err and "Traceback" not in err
-    assert sorted(p.name for p in featdir.iterdir()) == [".raw_mfcc_train.lock",
+    assert sorted(p.name for p in featdir.iterdir()) == [".raw_mfcc_train.lock", "log",
                                                          "raw_mfcc_train.json"]  # fmt: skip
+    assert "# Ended (code 1)" in (featdir / "log" / "make_raw_mfcc_train.1.log").read_text()
     assert not (an4_small / "feats.scp").exists()
     monkeypatch.setattr(kaldiio.matio, "write_array", real)
     assert main([*argv, str(featdir)]) == 0

@@ -112,3 +112,27 @@ def test_killed_run_resumes_to_the_same_model(runs, synth, tmp_path):
     assert [h["iter"] for h in hist] == list(range(8))
     assert (exp / "final.mdl").read_bytes() == (runs["a"][2] / "final.mdl").read_bytes()
     assert not list(exp.glob("*.acc")) and not (exp / "5.mdl").exists()
+
+
+def test_train_mono_on_slurm_equals_run_pl(synth, fake_slurm, tmp_path, monkeypatch):
+    """--cmd slurm.pl (sbatch / squeue stand-ins): the same model as run.pl with the same nj,
+    Kaldi's per-job logs in log/, the job scripts and sbatch's log in q/."""
+    from pykaldi2.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mono.yaml").write_text(
+        "num_iters: 2\nmax_iter_inc: 1\ntotgauss: 40\nrealign_iters: [1]\n"
+    )
+    common = ["train-mono", "--nj", "2", "--config", "mono.yaml", str(synth.data), str(synth.lang)]
+    assert main([*common, "local", "--cmd", "run.pl"]) == 0
+    assert main([*common, "cluster", "--cmd", "slurm.pl --mem 1G"]) == 0
+    local, cluster = tmp_path / "local", tmp_path / "cluster"
+    assert (cluster / "final.mdl").read_bytes() == (local / "final.mdl").read_bytes()
+    assert (cluster / "ali.2.gz").read_bytes() == (local / "ali.2.gz").read_bytes()
+    assert not (local / "q").exists()
+    calls = (fake_slurm / "sbatch.calls").read_text().splitlines()
+    assert len(calls) >= 3 and all('"--mem-per-cpu", "1G"' in c for c in calls)
+    assert {p.name for p in (cluster / "q").glob("*.sh")} >= {"align.0.sh", "acc.1.sh"}
+    for j in (1, 2):
+        text = (cluster / "log" / f"acc.1.{j}.log").read_text()
+        assert "# Running on " in text and "# Ended (code 0)" in text
