@@ -14,18 +14,70 @@ both launchers run the same update and gradient clipping sees the reduced gradie
     >>> dist = Dist.from_env()
     >>> dist.broadcast_parameters(model)          # identical start on every rank
     >>> loss.backward(); dist.allreduce_grads(model.parameters()); clip(...); opt.step()
+    >>> dist.shutdown()                           # every rank done: the group is destroyed
+
+Several commands in one process (a script calling ``train_ce`` then ``train_chain``, or
+tests/unit/training/dist_cli_worker.py) each create and destroy a torch.distributed group.
+torch cannot re-create its default group on the same store: under torchrun every rank's
+store is the launcher's one TCPStore for the whole launch, torch resets its group counter on
+destroy, so the new group takes the old one's keys (``default_pg/0/...``) and gloo's
+connectFullMesh can read a peer's address from the destroyed group: the ranks then wait on
+each other in the rendezvous or the first collective until gloo's 30 min timeout
+(pytorch/pytorch#55967, #74666). So each group after the first is created on the launcher's
+store under a prefix of its own (``pykaldi2/<n>``); every rank counts the same n, since every
+rank runs the same commands.
+
+``PYKALDI2_STACKS_DIR``: when set, every rank writes all its threads' Python stacks to
+``DIR/rank<R>.stacks`` on SIGUSR1 (``kill -USR1 PID``, the pid on the file's first line: where
+a hung rank waits); the tests' launcher uses it on a timeout.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 #: Gradients are reduced in flat buckets of about this many elements.
 BUCKET_NUMEL = 8 * 1024 * 1024
+
+#: torch.distributed groups :meth:`Dist.from_env` has created in this process.
+_torch_groups_created = 0
+
+
+def _init_torch_group(backend: str) -> None:
+    """``init_process_group`` from the launcher's environment (env://); the second and later
+    groups of this process on a store prefix of their own (see the module docstring)."""
+    global _torch_groups_created
+    import torch.distributed as td
+
+    n = _torch_groups_created
+    if n == 0:
+        td.init_process_group(backend=backend)
+    else:
+        store, rank, size = next(td.rendezvous("env://"))
+        store = td.PrefixStore(f"pykaldi2/{n}", store)
+        td.init_process_group(backend=backend, store=store, rank=rank, world_size=size)
+    _torch_groups_created = n + 1
+
+
+def _register_stack_dump(rank: int) -> None:
+    """With ``PYKALDI2_STACKS_DIR`` set: SIGUSR1 writes every thread's stack to
+    ``DIR/rank<rank>.stacks`` (faulthandler; the process carries on)."""
+    out = os.environ.get("PYKALDI2_STACKS_DIR")
+    if not out:
+        return
+    import faulthandler
+    import signal
+
+    os.makedirs(out, exist_ok=True)
+    f = open(os.path.join(out, f"rank{rank}.stacks"), "w")  # kept open: the handler writes it
+    f.write(f"pid {os.getpid()}\n")  # the process to signal
+    f.flush()
+    faulthandler.register(signal.SIGUSR1, file=f, all_threads=True)
 
 
 def launcher_from_env(env: dict[str, str] | None = None) -> str:
@@ -43,7 +95,8 @@ class Dist:
     """The process group this process belongs to.
 
     Attributes: ``backend`` ("single" | "torch" | "horovod"), ``rank``, ``world_size``,
-    ``local_rank``, ``device`` (the device this rank trains on).
+    ``local_rank``, ``device`` (the device this rank trains on), ``owns_group`` (this Dist
+    created the torch.distributed group, and :meth:`shutdown` destroys it).
     """
 
     backend: str = "single"
@@ -51,6 +104,9 @@ class Dist:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    owns_group: bool = False
+    #: the exception being handled when the group was made (see :meth:`shutdown`)
+    _exc_at_start: BaseException | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_env(cls, use_cuda: bool | None = None) -> Dist:
@@ -58,6 +114,7 @@ class Dist:
         if use_cuda is None:
             use_cuda = torch.cuda.is_available()
         launcher = launcher_from_env()
+        owns = False
         if launcher == "horovod":
             try:
                 import horovod.torch as hvd
@@ -75,12 +132,15 @@ class Dist:
             if use_cuda:
                 torch.cuda.set_device(local)
             if not td.is_initialized():
-                td.init_process_group(backend="nccl" if use_cuda else "gloo")
+                _init_torch_group("nccl" if use_cuda else "gloo")
+                owns = True
             rank, size = td.get_rank(), td.get_world_size()
         else:
             rank, size, local = 0, 1, 0
+        if launcher != "single":
+            _register_stack_dump(rank)
         device = torch.device("cuda", local) if use_cuda else torch.device("cpu")
-        return cls(launcher, rank, size, local, device)
+        return cls(launcher, rank, size, local, device, owns, sys.exc_info()[1])
 
     @property
     def is_main(self) -> bool:
@@ -195,11 +255,21 @@ class Dist:
         )
 
     def shutdown(self) -> None:
+        """The end of a command: every rank waits for the others, then the group this Dist
+        created is destroyed (one it found already made is left to its maker). The barrier
+        comes first because destroying the group while a peer still talks to it aborts
+        ("terminate called ...").
+
+        Called from a ``finally`` while an exception propagates, it does not wait: a barrier
+        would meet another rank's collective, or none, and hang; the failing rank destroys its
+        group and leaves, so its peers fail on the closed connections and the launcher ends."""
         if self.backend == "torch":
             import torch.distributed as td
 
-            if td.is_initialized():
-                # Every rank reaches the barrier before any tears gloo down: destroying the
-                # group while a peer still talks to it aborts ("terminate called ...").
+            if not td.is_initialized():
+                return
+            failing = sys.exc_info()[1] not in (None, self._exc_at_start)
+            if not failing:
                 td.barrier()
+            if self.owns_group:
                 td.destroy_process_group()

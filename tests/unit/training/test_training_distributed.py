@@ -1,31 +1,24 @@
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from dist_launch import launch, run_launch
 
 from pykaldi2.training.distributed import launcher_from_env
 
 WORKER = Path(__file__).with_name("dist_worker.py")
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+#: seconds for one launch of the tiny worker (about 10 s on a loaded 2-core machine): past it
+#: the test fails with both ranks' stacks
+TIMEOUT = 120
 
 
 def _run(cmd, tmp_path):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    for _attempt in range(2):
-        proc = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path
-        )
-        # Under heavy load gloo's threads are sometimes torn down at interpreter exit while
-        # still joinable (std::terminate after the work is done and saved). That is a teardown
-        # race in torch, not a wrong result: run once more, and fail on anything else.
-        if (
-            proc.returncode == 0
-            or "terminate called without an active exception" not in proc.stderr
-        ):
-            break
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    # Under heavy load gloo's threads are sometimes torn down at interpreter exit while still
+    # joinable (std::terminate after the work is done and saved). That is a teardown race in
+    # torch, not a wrong result: launch() runs once more then, and fails on anything else.
+    launch(cmd, tmp_path, timeout=TIMEOUT)
 
 
 def test_launcher_from_env():
@@ -34,12 +27,14 @@ def test_launcher_from_env():
     assert launcher_from_env({"HOROVOD_RANK": "0", "HOROVOD_SIZE": "2"}) == "horovod"
 
 
-def _two_ranks_match_one_rank(launcher: list[str], tmp_path: Path) -> None:
-    """1 rank x batch 8 vs 2 ranks x batch 4 under ``launcher``: identical weights."""
+def _two_ranks_match_one_rank(launcher: list[str], tmp_path: Path, commands: int = 1) -> None:
+    """1 rank x batch 8 vs 2 ranks x batch 4 under ``launcher``: identical weights. With
+    ``commands`` > 1 each process trains that many times, a new process group each time."""
     one, two = tmp_path / "one", tmp_path / "two"
     one.mkdir(), two.mkdir()
-    _run([sys.executable, str(WORKER), str(one), "8", "5"], tmp_path)
-    _run([*launcher, str(WORKER), str(two), "8", "5"], tmp_path)
+    args = ["8", "5", str(commands)]
+    _run([sys.executable, str(WORKER), str(one), *args], tmp_path)
+    _run([*launcher, str(WORKER), str(two), *args], tmp_path)
     ref = torch.load(one / "rank0.pt")
     r0, r1 = torch.load(two / "rank0.pt"), torch.load(two / "rank1.pt")
     for k in ref:
@@ -48,15 +43,26 @@ def _two_ranks_match_one_rank(launcher: list[str], tmp_path: Path) -> None:
 
 
 def test_torchrun_two_ranks_match_one_rank_double_batch(tmp_path):
-    torchrun = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-    ]
-    _two_ranks_match_one_rank(torchrun, tmp_path)
+    """Also six trainings in each rank's process, each creating and destroying its process
+    group (as dist_cli_worker.py runs train-ce then train-chain), rank 1 reaching each new
+    group 0.5 s after rank 0. A group re-created on the destroyed one's store keys let rank 0
+    read rank 1's old address; the two then disagreed on which side connects (about half the
+    time) and waited on each other in gloo's connectFullMesh or the first broadcast until
+    gloo's 30 min timeout: 2 of 6 launches of 3 commands (about 1 - 2^-(commands-1) expected)
+    hung before each group after the first got a store prefix of its own
+    (pykaldi2.training.distributed)."""
+    _two_ranks_match_one_rank(TORCHRUN, tmp_path, commands=6)
+
+
+def test_torchrun_failing_rank_ends_the_launch(tmp_path):
+    """Rank 1 raises mid-training while rank 0 goes on to its next all-reduce: rank 1's
+    ``finally: dist.shutdown()`` must not wait in a barrier (which met rank 0's all-reduce and
+    hung both until gloo's 30 min timeout); the launch fails, naming the error."""
+    proc = run_launch(
+        [*TORCHRUN, str(WORKER), str(tmp_path), "8", "5", "1", "1"], tmp_path, TIMEOUT
+    )
+    assert proc.returncode != 0
+    assert "rank 1 fails on purpose" in proc.stderr, proc.stderr[-3000:]
 
 
 def test_horovodrun_two_ranks_match_one_rank_double_batch(tmp_path):

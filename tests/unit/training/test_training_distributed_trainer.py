@@ -42,8 +42,6 @@ variants run in the same launch through tests/unit/training/dist_cli_worker.py (
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -52,11 +50,15 @@ import pytest
 import test_training_ce as ce_tests
 import test_training_chain as chain_tests
 import torch
+from dist_launch import launch
 
 from pykaldi2.cli.main import main
 
 WORKER = Path(__file__).with_name("dist_cli_worker.py")
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+#: seconds for one launch (two train commands of the tests' tiny models at most; LAUNCH_S s
+#: each on a loaded 2-core machine): past it the test fails with both ranks' stacks
+LAUNCH_TIMEOUT = 240
 
 
 def _horovodrun() -> list[str]:
@@ -65,14 +67,7 @@ def _horovodrun() -> list[str]:
 
 
 def _launch(cmd: list[str], cwd: Path) -> None:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYKALDI2_NO_PROGRESS="1")
-    for _attempt in range(2):
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=cwd)
-        # gloo's teardown race at interpreter exit (std::terminate after the work is done and
-        # saved; see test_training_distributed.py): run once more, fail on anything else
-        if proc.returncode == 0 or "terminate called without" not in proc.stderr:
-            break
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    launch(cmd, cwd, timeout=LAUNCH_TIMEOUT)
 
 
 def _num_batches(loader) -> int:
