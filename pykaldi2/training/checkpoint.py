@@ -130,9 +130,11 @@ def check_model_config(
     """Raise if a checkpoint was written for a different model configuration. A key the
     checkpoint lacks whose current value is its ``defaults`` value is an option added after
     the checkpoint was written, with the behaviour it had: no difference."""
+    defaults = defaults or {}
+    # a key the checkpoint lacks was trained with its default (named as such in the message)
+    saved = {**{k: v for k, v in defaults.items() if k not in saved and k in current}, **saved}
     if saved == current:
         return
-    defaults = defaults or {}
     saved = {
         **{
             k: v

@@ -43,7 +43,7 @@ def test_model_config_option_added_after_the_checkpoint(tmp_path):
     assert defaults["spec_augment"] is False and defaults["time_strides"][-1] == 3
     old = {"hidden": 16}
     ck.check_model_config(old, {"hidden": 16, "spec_augment": False}, tmp_path / "x.pt", defaults)
-    with pytest.raises(Pykaldi2Error, match="spec_augment: checkpoint None vs config True"):
+    with pytest.raises(Pykaldi2Error, match="spec_augment: checkpoint False vs config True"):
         ck.check_model_config(old, {"hidden": 16, "spec_augment": True}, tmp_path / "x.pt",
                               defaults)  # fmt: skip
     with pytest.raises(Pykaldi2Error, match="spec_augment"):  # without defaults: a difference
