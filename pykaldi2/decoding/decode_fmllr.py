@@ -92,7 +92,19 @@ def _transforms(
 def _decode(graph_dir, data_dirs, pipes, out, model, cfg: DecoderConfig, cmd) -> DecodeSummary:
     """decode_dir with one job per split data dir (its speakers' transforms in its pipe)."""
     sources = [PipelineFeats(str(d), p) for d, p in zip(data_dirs, pipes)]
-    return decode_dir(graph_dir, sources, out, model.tm, config=cfg, gmm_am=model.am, cmd=cmd)
+    num_utts = sum(_num_lines(Path(d) / "feats.scp") for d in data_dirs)  # the bar's total
+    return decode_dir(
+        graph_dir, sources, out, model.tm, config=cfg, gmm_am=model.am, cmd=cmd,
+        num_utts=num_utts or None,
+    )  # fmt: skip
+
+
+def _num_lines(path: Path) -> int:
+    """Non-empty lines of a table (0 where it is missing)."""
+    if not path.is_file():
+        return 0
+    with open(path, "rb") as f:
+        return sum(1 for line in f if line.strip())
 
 
 def decode_fmllr(

@@ -106,3 +106,43 @@ def test_asterisk_nnet_confs_load(name: str, module: str, cls: str) -> None:
     config_cls = getattr(importlib.import_module(f"pykaldi2.training.{module}"), cls)
     cfg = config_cls.from_dict(yaml.safe_load((EGS / "asterisk/conf" / name).read_text()))
     assert cfg.trainer.max_epochs > 0
+
+
+def test_yesno_sat_decode_fmllr(
+    yesno_gmm, cli, tmp_path: Path, one_thread, capfd, monkeypatch
+) -> None:
+    """align-si -> train-sat -> mkgraph -> two-pass decode-fmllr (SI pass with final.alimdl,
+    per-speaker fMLLR, adapted passes): Kaldi transforms written, yesno decoded, and the decode
+    progress bar knows its total."""
+    from pykaldi2.decoding.scoring import read_text
+    from pykaldi2.hmm.streams import read_matrix_ark
+
+    g = yesno_gmm
+    ali, sat, graph, dec = (tmp_path / n for n in ("mono_ali", "sat", "graph", "decode"))
+    cli("align-si", "--nj", "1", g.train, g.lang, g.mono, ali)
+    conf = tmp_path / "sat.yaml"
+    conf.write_text(
+        yaml.safe_dump(
+            {
+                "num_leaves": 20,
+                "tot_gauss": 80,
+                "num_iters": 6,
+                "max_iter_inc": 4,
+                "realign_iters": [3],
+                "fmllr_iters": [2, 4],
+            }  # fmt: skip
+        )
+    )
+    cli("train-sat", "--config", conf, g.train, g.lang, ali, sat)
+    cli("mkgraph", g.lang_test, sat / "final.mdl", graph)
+    capfd.readouterr()
+    monkeypatch.setenv("PYKALDI2_NO_PROGRESS", "0")
+    cli("decode-fmllr", "--nj", "1", graph, g.test, sat, dec)
+    err = capfd.readouterr().err
+    n = len(read_text(g.test / "text"))
+    assert re.search(rf"decode:.*\b{n}/{n}\b", err), err[-2000:]
+    trans = read_matrix_ark(dec / "trans.1")
+    assert trans and all(t.shape[1] == t.shape[0] + 1 for t in trans.values())
+    cli("score", "--ref", g.test / "text", dec)
+    wer, words = _wer((dec / "best_wer").read_text())
+    assert words == 240 and wer <= MAX_DECODE_WER, (dec / "best_wer").read_text()
