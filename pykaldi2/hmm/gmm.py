@@ -15,7 +15,8 @@ own code, as gmm-acc-stats-ali.cc does); a unit test checks that both give the s
 Re-estimation follows Kaldi's MleDiagGmmUpdate (a Gaussian with too little occupancy or weight
 is not updated, and removed unless it is the pdf's last) and the transition model's MleUpdate.
 Mixing up is Kaldi's SplitByCount (Gaussians allotted to pdfs by ``occ ** power``, at most one
-per ``min_count`` frames; the heaviest component split, means perturbed by ``perturb_factor``
+per ``min_count`` frames, ties between pdfs broken as Kaldi's ``std::priority_queue``
+breaks them; the heaviest component split, means perturbed by ``perturb_factor``
 standard deviations), with the perturbations of Kaldi's RandGauss replayed from a fresh stream
 (:class:`~pykaldi2.hmm.kaldi_rand.KaldiRandom`, seed 1 as every Kaldi process) in pdf order: the
 same inputs give Kaldi's split Gaussians, whatever the job split or order.
