@@ -120,6 +120,13 @@ def main() -> None:
     ap.add_argument("out", type=Path)
     ap.add_argument("--ref", type=Path, default=REF, help="kaldi_reference/an4")
     ap.add_argument("--num-iters", type=int, default=35)
+    ap.add_argument(
+        "--seed",
+        type=int,
+        default=1,
+        help="start of the mixing-up perturbations' rand() stream (1: Kaldi's; others: how "
+        "much the result varies with them)",
+    )
     args = ap.parse_args()
     ref, out = args.ref, args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -146,7 +153,9 @@ def main() -> None:
         tree.to_pdf, tree.context_width, tree.central_position, topo, stats
     )
     model.feat_type = "delta"
-    gmm_mixup(model, occs, 500)  # train_deltas.sh: gmm-mixup --mix-up=$numleaves (power 0.2)
+    gmm_mixup(
+        model, occs, 500, seed=args.seed
+    )  # train_deltas.sh: gmm-mixup --mix-up=$numleaves (power 0.2)
     alis = {utt: convert_ali(mono, model, ali) for utt, ali in mono_ali.items()}
     texts = dict(iter_texts(train, lang))
     schedule = gauss_schedule(500, 2500, 25)
@@ -169,7 +178,9 @@ def main() -> None:
         accs = acc.finish()
         ours_mle, _ = mle_am_diag_gmm_update(am_arrays(model.am), accs, opts)
         diff = max_diff(ours_mle.to_am(), cpp_mle_update(model, accs, opts))
-        est = gmm_est(model, accs, mixup=schedule(x), power=0.25, opts=opts)  # as train-deltas
+        est = gmm_est(
+            model, accs, mixup=schedule(x), power=0.25, opts=opts, seed=args.seed
+        )  # as train-deltas
         k = kaldi_update_log(ref, x)
         print(
             f"{x:4d}  {accs.like_per_frame:9.4f} {k['like']:9.4f}   {est.num_gauss:5d} "
