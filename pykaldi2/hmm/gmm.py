@@ -15,7 +15,8 @@ own code, as gmm-acc-stats-ali.cc does); a unit test checks that both give the s
 Re-estimation follows Kaldi's MleDiagGmmUpdate (a Gaussian with too little occupancy or weight
 is not updated, and removed unless it is the pdf's last) and the transition model's MleUpdate.
 Mixing up is Kaldi's SplitByCount (Gaussians allotted to pdfs by ``occ ** power``, at most one
-per ``min_count`` frames; the heaviest component split, means perturbed by ``perturb_factor``
+per ``min_count`` frames, ties between pdfs broken as Kaldi's ``std::priority_queue``
+breaks them; the heaviest component split, means perturbed by ``perturb_factor``
 standard deviations), with the perturbations of Kaldi's RandGauss replayed from a fresh stream
 (:class:`~pykaldi2.hmm.kaldi_rand.KaldiRandom`, seed 1 as every Kaldi process) in pdf order: the
 same inputs give Kaldi's split Gaussians, whatever the job split or order.
@@ -23,7 +24,6 @@ same inputs give Kaldi's split Gaussians, whatever the job split or order.
 
 from __future__ import annotations
 
-import heapq
 import logging
 import os
 from collections.abc import Iterable, Mapping
@@ -541,30 +541,83 @@ def _gconsts(a: GmmArrays) -> np.ndarray:
     return g.astype(np.float32)
 
 
+class _StdPriorityQueue:
+    """``std::priority_queue`` (a max-heap on ``less``) with libstdc++'s push_heap / pop_heap,
+    so that equal keys leave the queue in the order they leave Kaldi's: GetSplitTargets meets
+    ties often (at gmm-mixup the occupancies are whole frame counts; AN4 tri1: pdfs 323 and
+    378, 720 frames each), and which of the tied pdfs gets the Gaussian decides the model."""
+
+    def __init__(self, less) -> None:
+        self.c: list = []
+        self.less = less
+
+    def _sift_up(self, hole: int, top: int, value) -> None:  # std::__push_heap
+        c, less = self.c, self.less
+        parent = (hole - 1) // 2
+        while hole > top and less(c[parent], value):
+            c[hole] = c[parent]
+            hole = parent
+            parent = (hole - 1) // 2
+        c[hole] = value
+
+    def push(self, value) -> None:
+        self.c.append(value)
+        self._sift_up(len(self.c) - 1, 0, value)
+
+    def top(self):
+        return self.c[0]
+
+    def pop(self) -> None:  # std::pop_heap (__pop_heap + __adjust_heap), then pop_back
+        c, less = self.c, self.less
+        n = len(c) - 1
+        value, c[n] = c[n], c[0]
+        hole = child = 0
+        while child < (n - 1) // 2:  # n >= 1 here: // truncates as C++'s /
+            child = 2 * (child + 1)
+            if less(c[child], c[child - 1]):
+                child -= 1
+            c[hole] = c[child]
+            hole = child
+        if n % 2 == 0 and n >= 2 and child == (n - 2) // 2:
+            child = 2 * (child + 1)
+            c[hole] = c[child - 1]
+            hole = child - 1
+        if n > 0:
+            self._sift_up(hole, 0, value)
+        c.pop()
+
+
 def get_split_targets(occs: np.ndarray, target: int, power: float, min_count: float) -> np.ndarray:
     """Kaldi's GetSplitTargets: Gaussians per pdf for ``target`` in total, given out one at a
-    time to the pdf with the largest ``occ ** power / n``, none beyond one per ``min_count``
-    frames. Ties go to the lower pdf-id. Returns (P,) int targets."""
+    time to the pdf with the largest ``occ ** power / n`` (a float ``pow``, compared in
+    double), none beyond one per ``min_count`` frames. Ties are broken as Kaldi's
+    ``std::priority_queue`` breaks them (:class:`_StdPriorityQueue`). Returns (P,) int
+    targets."""
     occs = np.asarray(occs, dtype=np.float32)
     num = len(occs)
-    n = np.ones(num, dtype=np.int64)
-    score = np.power(occs, np.float32(power)).astype(np.float32)
-    heap = [(-float(score[p]) / (1 + 1.0e-10), p) for p in range(num)]
-    heapq.heapify(heap)
+    # pow in double, stored in a float (model-common.cc: BaseFloat occ = pow(occ, power))
+    score = np.power(occs.astype(np.float64), float(np.float32(power))).astype(np.float32)
+    # entries [key, pdf, n, score]: key = score / (n + 1e-10) in double, as CountStats' <
+    queue = _StdPriorityQueue(lambda a, b: a[0] < b[0])
+    for p in range(num):
+        queue.push((float(score[p]) / (1 + 1.0e-10), p, 1, float(score[p])))
     total = num
-    while total < target and heap:
-        neg, p = heapq.heappop(heap)
-        if neg == 0:
+    while total < target:
+        _, p, n, sc = queue.top()
+        if sc == 0:
             log.warning("mixing up: could not split up to %d (min-count %g)", target, min_count)
-            heapq.heappush(heap, (neg, p))
             break
-        if (n[p] + 1) * min_count >= occs[p]:
-            score[p] = 0.0
+        queue.pop()
+        if np.float32(n + 1) * np.float32(min_count) >= occs[p]:  # in float, as Kaldi
+            sc = 0.0  # min-count reached: this pdf gets no more Gaussians
         else:
-            n[p] += 1
+            n += 1
             total += 1
-        heapq.heappush(heap, (-float(score[p]) / (n[p] + 1.0e-10), p))
-    return n
+        queue.push((sc / (n + 1.0e-10), p, n, sc))
+    out = np.ones(num, dtype=np.int64)
+    for _, p, n, _ in queue.c:
+        out[p] = n
+    return out
 
 
 def split_by_count(

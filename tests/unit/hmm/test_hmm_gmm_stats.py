@@ -127,3 +127,45 @@ def test_boost_silence_scales_only_silence_weights(mono_trained):
         w1 = np.asarray(boosted.get_pdf(p).weights)
         factor = 2.0 if p < 5 else 1.0  # phone 1 (5-state silence) has pdfs 0..4
         np.testing.assert_allclose(w1, w0 * factor, rtol=1e-6)
+
+
+def _kaldi_split_targets(occs, target, power, min_count):
+    """Kaldi's SplitByCount (khg's C++) from one Gaussian per pdf: the Gaussians per pdf."""
+    from pykaldi2.kaldi import khg
+
+    am = khg.AmDiagGmm()
+    for _ in occs:
+        g = khg.DiagGmm(nmix=1, dim=2)
+        g.set_weights(np.ones(1, np.float32))
+        g.set_invvars_and_means(np.ones((1, 2), np.float32), np.zeros((1, 2), np.float32))
+        g.compute_gconsts()
+        am.add_pdf(g)
+    am.split_by_count(np.asarray(occs, np.float32), target, 0.01, power, min_count)
+    return np.array([am.get_pdf(p).num_gauss for p in range(len(occs))])
+
+
+def test_split_targets_break_ties_as_kaldi():
+    """Whole frame counts tie often (gmm-mixup after gmm-init-model); the tied pdfs must get
+    their Gaussians in the order Kaldi's std::priority_queue pops them, not by pdf-id."""
+    rng = np.random.default_rng(0)
+    cases = [(np.array([720.0, 100.0, 720.0, 720.0, 50.0, 720.0]), 9, 0.2)]
+    for trial in range(60):
+        num = int(rng.integers(2, 60))
+        if trial % 2:
+            occs = rng.choice([0.0, 5.0, 40.0, 100.0, 720.0, 3000.0], size=num)
+        else:
+            occs = rng.gamma(1.0, 500.0, num)
+        cases.append((occs, int(rng.integers(num, 6 * num + 2)), (0.2, 0.25, 1.0)[trial % 3]))
+    for occs, target, power in cases:
+        ours = get_split_targets(occs, target, power=power, min_count=20.0)
+        np.testing.assert_array_equal(ours, _kaldi_split_targets(occs, target, power, 20.0))
+    # the first case: four pdfs tie at 720 frames for three Gaussians; Kaldi's queue gives
+    # them to pdfs 0, 2 and 5 (pdf order would say 0, 2, 3)
+    assert get_split_targets(cases[0][0], 9, power=0.2, min_count=20.0).tolist() == [
+        2,
+        1,
+        2,
+        1,
+        1,
+        2,
+    ]

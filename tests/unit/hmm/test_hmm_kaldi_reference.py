@@ -183,8 +183,10 @@ def test_gmm_init_model_and_first_pass_as_kaldi(
         iter_feats(kaldi_an4_train, FeaturePipeline("delta")),
         iter_alis([ref / "exp/mono_ali/ali.1.gz"]),
     )
+    data = []
     for utt, x, ali in stream:
-        acc.add(utt, x, convert_ali(mono, model, ali))
+        data.append((utt, x, convert_ali(mono, model, ali)))
+        acc.add(*data[-1])
     accs = acc.finish()
     kaldi_like = float(
         re.search(r"= (-[\d.]+) over", (ref / "exp/tri1/log/acc.1.1.log").read_text()).group(1)
@@ -194,6 +196,27 @@ def test_gmm_init_model_and_first_pass_as_kaldi(
     assert "split #Gauss from 500 to 502" in (ref / "exp/tri1/log/update.1.log").read_text()
     assert est.num_gauss == 502
     assert est.trans_impr_per_frame == pytest.approx(0.221073, abs=1e-5)
+
+    # the GMM gains of iterations 1 and 2 (update.{1,2}.log: 0.00196317, 0.124219) and the
+    # likelihood of pass 2 (-96.1304) follow which pdfs gmm-mixup and gmm-est split and how
+    # the split Gaussians were perturbed; GetSplitTargets' tie order as pdf-id order gave
+    # 0.002073, 0.135064 and -96.1290 (#15)
+    def kaldi_log(x, pattern):
+        text = (ref / f"exp/tri1/log/update.{x}.log").read_text()
+        return float(re.search(pattern, text).group(1))
+
+    gain = r"GMM update: Overall ([-\d.e]+) objective"
+    assert est.gmm_impr_per_frame == pytest.approx(kaldi_log(1, gain), abs=2e-5)
+    acc = GmmAccumulator(model)
+    for utt, x, ali in data:
+        acc.add(utt, x, ali)
+    accs = acc.finish()
+    assert accs.like_per_frame == pytest.approx(
+        kaldi_log(2, r"like per frame = (-[\d.]+)"), abs=2e-4
+    )
+    est = gmm_est(model, accs, mixup=580, power=0.25)
+    assert est.num_gauss == 580
+    assert est.gmm_impr_per_frame == pytest.approx(kaldi_log(2, gain), abs=2e-5)
 
 
 def test_est_lda_is_kaldis_full_mat(ref, lang, kaldi_an4_train):
