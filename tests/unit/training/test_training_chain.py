@@ -825,3 +825,44 @@ def test_archive_spool_bounds_the_buffer_and_keeps_the_order(tmp_path):
         merge_archives([tmp_path / f"p.{k}.pieces"], tmp_path / f"new.{k}.npz", [0, k])
         merge_archives([tmp_path / f"old.{k}.npz"], tmp_path / f"ref.{k}.npz", [0, k])
         assert (tmp_path / f"new.{k}.npz").read_bytes() == (tmp_path / f"ref.{k}.npz").read_bytes()
+
+
+def test_chain_utterances_hold_out_whole_utt2uniq_groups(corpus, tmp_path):
+    """Both data paths split through chain_utterances: copies of one recording (utt2uniq)
+    stay on one side, in load_chain_data's datasets too."""
+    import shutil
+
+    from pykaldi2.training.chain import TrainChainConfig
+    from pykaldi2.training.chain_data import chain_utterances
+    from pykaldi2.training.chain_egs import load_chain_data
+    from pykaldi2.training.data import DataDirFeatures
+
+    root, data, ali, _ = corpus
+    own = tmp_path / "train"
+    shutil.copytree(data, own)
+    utts = sorted(ln.split()[0] for ln in (own / "text").read_text().splitlines())
+    group = {u: f"rec{i % 7}" for i, u in enumerate(utts)}
+    (own / "utt2uniq").write_text("".join(f"{u} {g}\n" for u, g in group.items()))
+    cfg = TrainChainConfig.load(_config(tmp_path, own, ali, valid_fraction=0.3))
+    cu = chain_utterances(cfg, DataDirFeatures(cfg.train_data, cfg.features))
+    assert sorted(cu.train + cu.valid) == utts == sorted(cu.frames)
+    assert cu.valid and not {group[u] for u in cu.train} & {group[u] for u in cu.valid}
+    d = load_chain_data(cfg)
+    assert d.train.utts == cu.train and d.valid.utts == cu.valid
+
+
+def test_an_utterance_aligned_twice_is_an_error(corpus, tmp_path):
+    import shutil
+
+    from pykaldi2.training.chain import TrainChainConfig
+    from pykaldi2.training.chain_egs import load_chain_data
+    from pykaldi2.utils.errors import DataError
+
+    root, data, ali, _ = corpus
+    again = tmp_path / "ali_again"
+    shutil.copytree(ali, again)
+    cfg = TrainChainConfig.load(_config(tmp_path, data, ali, ali_dir=[str(ali), str(again)]))
+    with pytest.raises(
+        DataError, match=r"ali_again \(utterance train00\): utterance aligned twice"
+    ):
+        load_chain_data(cfg)
