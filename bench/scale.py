@@ -23,8 +23,11 @@ waits for it: CPU = user + system of it and all its children, peak RSS = the lar
                utterance (per hour of *decoded* audio); the graph (mkgraph) is not timed
     latgen     denominator lattices of the same utterances (losses.lattice_gen, --nj workers,
                GMM log-likelihoods), as train-se generates them
-    chain-egs  the chain data of train-chain (training.chain_egs.load_chain_data: den.fst,
-               per-chunk numerator supervision)
+    chain-egs  what train-chain runs for its data: chain-get-egs (--nj jobs; stage 0 = phone
+               LM + den.fst + split, the jobs' supervision and chunks, the merges) into a
+               fresh egs dir, chunk widths 140,100,160 and the context of a 1j TDNN-F (the
+               model's size does not matter to the egs: a small one with 1j's strides); peak
+               RSS of stage 0 (the parent) and of the largest job / merge are recorded apart
     ce-epoch   train-ce, one epoch of a small TDNN-F on the tri1 alignments (MFCC input)
 
 ``--quick``: sizes 0.25 and 1 h, stages features, mono, align, decode (align and decode with the
@@ -37,7 +40,7 @@ table to stdout; the last line reads ``scale: exponent E, rss ratio R, nj2 speed
 stage of each: highest exponent, highest ratio, lowest speedup).
 
     python bench/scale.py [--sizes 1,4,16] [--quick] [--stages features,mono,...] [--nj 2]
-        [--work /tmp/pykaldi2_scale] [--source-dir DIR]
+        [--work /tmp/pykaldi2_scale] [--source-dir DIR] [--tag TAG]
 """
 
 from __future__ import annotations
@@ -219,9 +222,11 @@ ali_dir: [{ali}]
 valid_fraction: 0.02
 features: {{cmvn: speaker, norm_vars: false}}
 model_type: tdnnf
-model: {{hidden: 128, bottleneck: 32, num_layers: 2, context: 3, subsample_at: 1}}
+model: {{hidden: 64, bottleneck: 16, prefinal_dim: 16,
+         time_strides: [1, 1, 1, 0, 3, 3, 3, 3, 3, 3, 3, 3]}}
 frame_subsampling_factor: 3
-phone_lm: {{ngram_order: 3, no_prune_ngram_order: 2, num_extra_lm_states: 200}}
+phone_lm: {{ngram_order: 4, no_prune_ngram_order: 3, num_extra_lm_states: 2000}}
+egs: {{chunk_widths: [140, 100, 160], frames_per_archive: 200000, min_archives: 2}}
 trainer: {{max_epochs: 1}}
 """
 GMM_ACC = """
@@ -281,11 +286,16 @@ gen.close()
 print(n, "lattices")
 """
 CHAIN_EGS = """
-import sys
+import json, resource, sys
 from pykaldi2.training.chain import TrainChainConfig
-from pykaldi2.training.chain_egs import load_chain_data
-d = load_chain_data(TrainChainConfig.load(sys.argv[1]))
-print(len(d.train), "chunks")
+from pykaldi2.training.chain_get_egs import chain_get_egs
+conf, egs, left, right, nj, out = sys.argv[1:7]
+info = chain_get_egs(TrainChainConfig.load(conf), egs, int(left), int(right), nj=int(nj))
+rss = lambda who: resource.getrusage(who).ru_maxrss / 1024
+json.dump({"chunks": info.num_chunks, "archives": info.num_archives,
+           "rss_mb_stage0": rss(resource.RUSAGE_SELF),
+           "rss_mb_jobs": rss(resource.RUSAGE_CHILDREN)}, open(out, "w"))
+print(info.num_chunks, "chunks in", info.num_archives, "archives")
 """
 
 
@@ -315,7 +325,8 @@ def stage_cmds(stage: str, s: dict, nj: int, quick: bool) -> list[list[str]]:
                     "--max-active", "3000", "--lattice-beam", "5", f"{exp}/{gmm}/graph",
                     f"{exp}/{gmm}/final.mdl", f"{exp}/{gmm}/decode_nj{nj}"]],
         "latgen": [py_step(LATGEN) + [str(s["dec"]), f"{exp}/tri1", f"{exp}/tri1/graph", str(nj)]],
-        "chain-egs": [py_step(CHAIN_EGS) + [s["chain_yaml"]]],
+        "chain-egs": [py_step(CHAIN_EGS) + [s["chain_yaml"], s["chain_egs"], *s["chain_context"],
+                                            str(nj), s["chain_egs"] + ".json"]],
         "ce-epoch": [[*PYKALDI2, "train-ce", "--config", s["ce_yaml"], f"{exp}/ce"]],
     }  # fmt: skip
     return cmds[stage]
@@ -330,6 +341,13 @@ def before_stage(stage: str, s: dict, quick: bool) -> None:
              str(exp / gmm / "graph")], s["log"])  # fmt: skip
     if stage == "ce-epoch" and (exp / "ce").exists():
         shutil.rmtree(exp / "ce")
+    if stage == "chain-egs":
+        from pykaldi2.training.chain import TrainChainConfig, chain_model_for
+
+        model = chain_model_for(TrainChainConfig.load(s["chain_yaml"]))
+        s["chain_context"] = [str(model.left_context), str(model.right_context)]
+        if Path(s["chain_egs"]).exists():
+            shutil.rmtree(s["chain_egs"])
 
 
 def write_configs(s: dict, quick: bool) -> None:
@@ -365,7 +383,9 @@ def summarize(res: dict) -> str:
                 if stage in res["sizes"][sz]["stages"]]  # fmt: skip
         for sz, r in rows:
             lines.append(f"{stage:10s} {sz:>7s} {r['hours']:6.3f} {r['cpu'] / r['hours']:9.1f} "
-                         f"{r['wall'] / r['hours']:9.1f} {r['rss_mb']:11.0f}")  # fmt: skip
+                         f"{r['wall'] / r['hours']:9.1f} {r['rss_mb']:11.0f}"
+                         + (f"  (stage 0 {r['rss_mb_stage0']:.0f}, jobs {r['rss_mb_jobs']:.0f})"
+                            if "rss_mb_stage0" in r else ""))  # fmt: skip
         if len(rows) > 1:
             e = exponent([r["hours"] for _, r in rows], [r["cpu"] for _, r in rows])
             ratio = rows[-1][1]["rss_mb"] / rows[0][1]["rss_mb"]
@@ -393,13 +413,16 @@ def main() -> None:
     ap.add_argument("--no-speedup", action="store_true", help="skip the nj=1 reruns")
     ap.add_argument("--work", default="/tmp/pykaldi2_scale", help="work dir (corpora reused)")
     ap.add_argument("--source-dir", type=Path, help="speechocean762 folder (default: /work/...)")
+    ap.add_argument("--tag", default="", help="results_TAG.json, exp/chain_egs_TAG (runs of "
+                    "two versions of the code on the same corpora)")  # fmt: skip
     args = ap.parse_args()
     sizes = ["0.25", "1"] if args.quick else args.sizes.split(",")
     stages = args.stages.split(",") if args.stages else list(QUICK_STAGES if args.quick
                                                              else ALL_STAGES)  # fmt: skip
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    out_json = work / ("results_quick.json" if args.quick else "results.json")
+    out_json = work / (f"results{'_quick' if args.quick else ''}"
+                       f"{args.tag and '_' + args.tag}.json")  # fmt: skip
     res = {"machine": f"{cpu_name()}, {os.cpu_count()} CPUs", "nj": args.nj, "sizes": {},
            "speedup": {}, "stages": stages}  # fmt: skip
     t_start = time.time()
@@ -412,7 +435,8 @@ def main() -> None:
         hours = build_corpus(source, float(sz), data)
         exp = root / ("exp_quick" if args.quick else "exp")
         s = {"root": str(root), "data": data, "lang": lang, "exp": str(exp),
-             "log": root / "scale.log", "dec": root / "data_dec"}  # fmt: skip
+             "log": root / "scale.log", "dec": root / "data_dec",
+             "chain_egs": str(exp / f"chain_egs{args.tag and '_' + args.tag}")}  # fmt: skip
         write_configs(s, args.quick)
         res["sizes"][sz] = {"hours": hours, "stages": {}}
         for stage in stages:
@@ -420,6 +444,8 @@ def main() -> None:
                 s["dec_hours"] = subset_every(data, DECODE_EVERY, s["dec"])
             before_stage(stage, s, args.quick)
             r = measure(stage_cmds(stage, s, args.nj, args.quick), s["log"])
+            if stage == "chain-egs":  # which process peaked: stage 0 or a job / merge
+                r.update(json.loads(Path(s["chain_egs"] + ".json").read_text()))
             r["hours"] = s["dec_hours"] if stage in ("decode", "latgen") else hours
             res["sizes"][sz]["stages"][stage] = r
             print(f"[{time.time() - t_start:6.0f} s] {sz} h {stage}: {r['cpu']:.1f} s CPU, "

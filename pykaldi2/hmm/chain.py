@@ -4,8 +4,9 @@ numerator supervision (Kaldi's chain tools, one function each).
 - :func:`chain_transition_model`: the chain topology (one HMM state per phone, separate
   forward and self-loop pdf classes) on the alignment model's tree;
 - :func:`load_chain_model`: the chain model of a build-tree-chain dir (its own tree), or that;
-- :func:`phone_segments`: ``ali-to-phones --write-lengths``;
-- :func:`make_den_graph`: chain-est-phone-lm + chain-make-den-fst (+ the normalization FST);
+- :func:`ali_to_phones`: ``ali-to-phones --write-lengths`` of one alignment;
+- :func:`chain_den_graph`: chain-make-den-fst (+ the normalization FST) of a phone LM (the
+  streamed chain-est-phone-lm: :func:`pykaldi2.training.chain_data.chain_utterances`);
   :func:`read_den_graph_dir`: den.fst + normalization.fst of a Kaldi chain dir instead;
 - :func:`utterance_supervision` / :func:`chunk_supervision`: chain-get-supervision of an
   utterance (whole, or split into the output-frame ranges of :func:`chunk_ranges`), composed
@@ -15,12 +16,10 @@ numerator supervision (Kaldi's chain tools, one function each).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
-from pykaldi2.lang.phone_lm import PhoneLmOptions
 from pykaldi2.utils.errors import DataError
 
 
@@ -69,29 +68,22 @@ def load_chain_model(tree_dir: str | os.PathLike, ali_model, topology: str = "ch
     return chain_transition_model(ali_model) if topology == "chain" else ali_model
 
 
-def phone_segments(ali_model, alis: Mapping[str, np.ndarray]) -> dict[str, tuple[list, list]]:
-    """``{utt: (phones, durations)}`` of each alignment (ali-to-phones with lengths)."""
+def ali_to_phones(ali_model, ali: np.ndarray) -> tuple[list[int], list[int]]:
+    """``(phones, durations)`` of one alignment (``ali-to-phones --write-lengths``)."""
     from pykaldi2.hmm.ali import split_to_phones
 
-    out = {}
-    for utt, ali in alis.items():
-        segs = split_to_phones(ali_model, ali)
-        out[utt] = ([int(p) for p, _, _ in segs], [int(n) for _, _, n in segs])
-    return out
+    segs = split_to_phones(ali_model, ali)
+    return [int(p) for p, _, _ in segs], [int(n) for _, _, n in segs]
 
 
-def make_den_graph(segments: Mapping[str, tuple[list, list]], chain_model, opts: PhoneLmOptions):
-    """chain-est-phone-lm + chain-make-den-fst: (phone_lm, den.fst, DenGraph, normalization.fst)."""
+def chain_den_graph(phone_lm, chain_model):
+    """chain-make-den-fst of a phone LM (:class:`~pykaldi2.lang.phone_lm.PhoneLmEstimator`'s):
+    ``(den.fst, DenGraph, normalization.fst)``."""
     from pykaldi2.lang.den_fst import DenGraph, chain_make_den_fst, normalization_fst
-    from pykaldi2.lang.phone_lm import PhoneLmEstimator
 
-    est = PhoneLmEstimator(opts)
-    for utt in sorted(segments):
-        est.add_counts(segments[utt][0], seq_id=utt)
-    phone_lm = est.estimate()
     den = chain_make_den_fst(phone_lm, chain_model.tree, chain_model.tm)
     graph = DenGraph.from_fst(den, int(chain_model.tm.num_pdfs))
-    return phone_lm, den, graph, normalization_fst(den, graph.initial_probs)
+    return den, graph, normalization_fst(den, graph.initial_probs)
 
 
 def read_den_graph_dir(den_dir: str | os.PathLike, chain_model):

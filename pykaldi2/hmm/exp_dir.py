@@ -162,24 +162,33 @@ def iter_ali_dir(ali_dir: str | os.PathLike, model) -> Iterator[tuple[str, np.nd
         )
 
 
-def read_ali_dirs(ali_dirs) -> tuple[dict[str, np.ndarray], object]:
-    """:func:`read_ali_dir` of every dir, merged; all must come from one transition model
-    (same transition-id -> pdf-id table): ``({utt: (T,) int32}, GmmModel of the first)``."""
-    alis: dict[str, np.ndarray] = {}
-    model = None
-    for d in map(Path, ali_dirs):
-        dir_alis, m = read_ali_dir(d)
-        if model is not None and not np.array_equal(m.tid2pdf, model.tid2pdf):
+def iter_ali_dirs(ali_dirs, model=None) -> Iterator[tuple[str, np.ndarray]]:
+    """:func:`iter_ali_dir` of every dir in turn; all must come from one transition model
+    (the same transition-id -> pdf-id table as ``model``, the first dir's final.mdl when
+    None)."""
+    dirs = [Path(d) for d in ali_dirs]
+    if not dirs:
+        raise DataError("no alignment dir given", fix="set ali_dir in the config")
+    first = model if model is not None else ali_dir_model(dirs[0])
+    for i, d in enumerate(dirs):
+        m = first if i == 0 else ali_dir_model(d)
+        if not np.array_equal(m.tid2pdf, first.tid2pdf):
             raise DataError(
                 "alignment dirs come from different models (transition-id -> pdf-id differ)",
                 file=str(d / "final.mdl"),
                 fix="align every data dir with the same model",
             )
-        model = model or m
-        alis.update(dir_alis)
-    if model is None:
+        yield from iter_ali_dir(d, m)
+
+
+def read_ali_dirs(ali_dirs) -> tuple[dict[str, np.ndarray], object]:
+    """:func:`read_ali_dir` of every dir, merged (a later dir's alignment of an utterance
+    wins); all must come from one transition model (same transition-id -> pdf-id table):
+    ``({utt: (T,) int32}, GmmModel of the first)``."""
+    if not ali_dirs:
         raise DataError("no alignment dir given", fix="set ali_dir in the config")
-    return alis, model
+    model = ali_dir_model(Path(ali_dirs[0]))
+    return dict(iter_ali_dirs(ali_dirs, model)), model
 
 
 def read_transforms_dir(transform_dir: str | os.PathLike) -> dict[str, np.ndarray]:

@@ -175,6 +175,10 @@ class PhoneLmEstimator:
         """Prune and return the LM as a ``StdVectorFst`` acceptor (costs ``-log p``)."""
         if not self.counts:
             raise Pykaldi2Error("chain_est_phone_lm: no phone sequences were given")
+        # one order whatever the order of the sequences (float sums in the pruning follow it)
+        self.counts = defaultdict(
+            dict, {h: dict(sorted(c.items())) for h, c in sorted(self.counts.items())}
+        )
         self._prune()
         states = sorted(h for h, c in self.counts.items() if c)
         index = {h: i for i, h in enumerate(states)}

@@ -465,7 +465,9 @@ def _egs_chain_data(cfg: TrainChainConfig, exp_dir: Path, dist, model):
     chain_model = GmmModel.load(egs_dir / "final.mdl")
     den_graph = read_den_graph(egs_dir / "den.fst", int(chain_model.tm.num_pdfs))
     fsts = {n: kaldifst.StdVectorFst.read(str(egs_dir / f"{n}.fst"))
-            for n in ("den", "normalization", "phone_lm")}  # fmt: skip
+            for n in ("den", "normalization", "phone_lm")
+            if (egs_dir / f"{n}.fst").is_file()}  # fmt: skip
+    fsts.setdefault("phone_lm", None)  # den_fst_dir without phone_lm.fst
     return info, ChainData(
         DataDirFeatures(cfg.train_data, cfg.features), EgsDataset(info), None, chain_model,
         fsts["phone_lm"], fsts["den"], den_graph, fsts["normalization"],

@@ -17,20 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from pykaldi2.hmm.chain import (
-    chunk_ranges,
-    chunk_supervision,
-    load_chain_model,
-    make_den_graph,
-    phone_segments,
-    read_den_graph_dir,
-)
-from pykaldi2.training.data import (
-    DataDirFeatures,
-    held_out_split,
-    load_alignments,
-    simulated_utterances,
-)
+from pykaldi2.hmm.chain import chunk_ranges, chunk_supervision
+from pykaldi2.training.data import DataDirFeatures, simulated_utterances
 from pykaldi2.utils.errors import DataError
 from pykaldi2.utils.log import get_logger, progress
 
@@ -121,50 +109,26 @@ class ChainData:
 
 
 def load_chain_data(cfg) -> ChainData:
-    """Features, chain transition model, den graph and per-utterance supervision."""
+    """Features, chain transition model, den graph and per-chunk supervision in memory: the
+    path of configs without ``egs.chunk_widths`` (``chunk_size`` chunks, whole utterances,
+    on-the-fly simulation). The alignments are streamed twice (the phone LM,
+    :func:`~pykaldi2.training.chain_data.chain_utterances`; then the supervision, one
+    utterance at a time); what stays is each chunk's numerator graph, which training reads
+    every epoch (for a large corpus: ``egs.chunk_widths``, the graphs on disk)."""
+    from pykaldi2.training.chain_data import chain_utterances, iter_phone_segments
 
     feats = DataDirFeatures(cfg.train_data, cfg.features)
-    alis, ali_model = load_alignments(cfg.ali_dir)
-    chain_model = load_chain_model(cfg.tree_dir, ali_model, cfg.topology)
-    frames, bad = {}, []
-    for utt in sorted(alis):
-        if utt not in feats:
-            continue
-        if abs(feats.shape(utt)[0] - len(alis[utt])) > cfg.length_tolerance:
-            bad.append(utt)
-            continue
-        frames[utt] = len(alis[utt])
-    missing = len(feats) - len(frames)
-    if not frames or missing > cfg.max_missing_fraction * len(feats):
-        raise DataError(
-            f"{missing} of {len(feats)} utterances have no alignment of matching length "
-            f"(e.g. {(bad or sorted(set(feats) - set(frames)))[:3]})",
-            file=", ".join(cfg.ali_dir),
-            fix="align these data dirs (align-si) with the features they were computed from",
-        )
-    segments = phone_segments(ali_model, {u: alis[u] for u in frames})
-    utts, vutts = sorted(frames), []
-    if cfg.valid_fraction > 0:
-        utts, vutts = held_out_split(utts, cfg.valid_fraction, cfg.seed)
-    # as Kaldi: the phone LM sees every alignment (held-out ones too: without backoff arcs,
-    # an unseen phone n-gram would leave a held-out utterance without numerator paths)
-    if cfg.den_fst_dir:
-        phone_lm, den, den_graph, norm = read_den_graph_dir(cfg.den_fst_dir, chain_model)
-        log.info(
-            "den graph from %s: %d states, %d arcs",
-            cfg.den_fst_dir,
-            den_graph.num_states,
-            den_graph.num_arcs,
-        )
-    else:
-        phone_lm, den, den_graph, norm = make_den_graph(segments, chain_model, cfg.phone_lm)
+    cu = chain_utterances(cfg, feats)
+    frames, chain_model, norm = cu.frames, cu.chain_model, cu.norm_fst
     sup_opts = cfg.supervision_options()
     f = cfg.frame_subsampling_factor
     graphs, examples, failed = {}, {}, []
-    for utt in progress(sorted(frames), desc="chain-get-supervision", unit="utt"):
+    segments = iter_phone_segments(cfg.ali_dir, cu.ali_model, frames)
+    for utt, phones, durations in progress(segments, desc="chain-get-supervision", unit="utt",
+                                           total=len(frames)):  # fmt: skip
         ranges = chunk_ranges(-(-frames[utt] // f), cfg.chunk_size // f)
         try:
-            parts = chunk_supervision(*segments[utt], chain_model, norm, sup_opts, ranges, utt)
+            parts = chunk_supervision(phones, durations, chain_model, norm, sup_opts, ranges, utt)
         except DataError as e:
             failed.append(utt)
             log.warning("dropping %s: %s", utt, e)
@@ -185,12 +149,13 @@ def load_chain_data(cfg) -> ChainData:
         ex = [x for u in us if u in examples for x in examples[u]]
         return ChainDataset(feats, graphs, frames, ex, f, *ctx) if ex else None
 
-    train, valid = dataset(utts), dataset(vutts)
+    train, valid = dataset(cu.train), dataset(cu.valid)
     if train is None:
         raise DataError("no training utterance left", file=", ".join(cfg.ali_dir))
     if cfg.simulation is not None:
         train = simulated_chain_dataset(cfg, train, feats.dim)
-    return ChainData(feats, train, valid, chain_model, phone_lm, den, den_graph, norm, ali_model)
+    return ChainData(feats, train, valid, chain_model, cu.phone_lm, cu.den_fst, cu.den_graph,
+                     norm, cu.ali_model)  # fmt: skip
 
 
 def make_chain_loader(dataset: ChainDataset, cfg, *, rank, world_size, shuffle):

@@ -4,19 +4,27 @@ steps/nnet3/chain/get_egs.sh with nnet3-chain-get-egs and nnet3-chain-shuffle-eg
 Stages, each resumable (a killed run redoes only what is missing; a finished egs dir is reused
 as long as ``info.json`` records the same settings)::
 
-    0  den graph     the phone LM of the training alignments (chain-est-phone-lm),
-                     den.fst and normalization.fst (chain-make-den-fst), the chain model
-                     (final.mdl + tree), the train/valid split (copies of one recording, by
-                     ``utt2uniq``, stay on one side) and each job's utterances
-    1  NJ jobs       per utterance: features read once, supervision built once from the
+    0  den graph     one streamed pass over the alignments
+                     (:func:`~pykaldi2.training.chain_data.chain_utterances`): the phone LM
+                     (chain-est-phone-lm), den.fst and normalization.fst (chain-make-den-fst),
+                     the chain model (final.mdl + tree), the train/valid split (copies of one
+                     recording, by ``utt2uniq``, stay on one side) and each job's utterances
+                     (``tmp/share.JOB.json``: ids only)
+    1  NJ jobs       each streams the alignments of its own utterances from the ali dirs;
+                     per utterance: features read once, supervision built once from the
                      alignment's phones with tolerance (chain-get-supervision), cut into
                      Kaldi's chunks (:class:`~pykaldi2.training.utterance_splitter.UtteranceSplitter`),
                      each chunk's numerator composed with normalization.fst and its input
                      window taken with the model's context plus ``extra_context`` frames on
                      each side (room for frame shifts; edge frames repeated outside the
-                     utterance); chunks go to random archives: ``tmp/egs.JOB.ARCHIVE.npz``
+                     utterance); chunks go to random archives, appended as they are made
+                     to ``tmp/egs.JOB.ARCHIVE.pieces``
+                     (:class:`~pykaldi2.training.egs_archive.ArchiveSpool`)
     2  merge         per archive: the jobs' pieces concatenated and shuffled -> ``egs.K.npz``
                      (and ``valid.npz``), then ``info.json``
+
+No process holds the corpus: stage 0 keeps per utterance its id and frame count, a job its
+share's ids and at most ``ArchiveSpool.max_frames`` frames of examples, a merge one archive.
 
 An egs dir::
 
@@ -42,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from pykaldi2.training.egs_archive import Example, merge_archives, write_archive
+from pykaldi2.training.egs_archive import ArchiveSpool, Example, merge_archives
 from pykaldi2.training.utterance_splitter import UtteranceSplitter, round_up_num_frames
 from pykaldi2.utils.config import ConfigMixin
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
@@ -63,6 +71,9 @@ __all__ = [
 
 #: Version of the egs dir format (info.json).
 EGS_VERSION = 1
+#: Input frames of examples a job keeps before appending them to its piece files (about
+#: 16 MB of 40-dim float32 features; the bound of a job's memory for examples).
+JOB_BUFFER_FRAMES = 100_000
 
 
 @dataclass
@@ -189,6 +200,8 @@ def egs_settings(cfg, left_context: int, right_context: int) -> dict:
         "valid_fraction": cfg.valid_fraction,
         "length_tolerance": cfg.length_tolerance,
         "seed": cfg.seed,
+        # only when set: egs dirs made before den_fst_dir was honoured keep their digest
+        **({"den_fst_dir": str(Path(cfg.den_fst_dir).resolve())} if cfg.den_fst_dir else {}),
     }
 
 
@@ -204,64 +217,24 @@ def _digest(settings: dict) -> str:
 # ---------------------------------------------------------------------------------------------
 # Stage 0
 # ---------------------------------------------------------------------------------------------
-def _split_groups(data_dirs) -> dict[str, str]:
-    """utt -> group (``utt2uniq``: the speed-perturbed copies of one recording share one)."""
-    from pykaldi2.data.tables import read_table
-
-    groups: dict[str, str] = {}
-    for d in data_dirs:
-        p = Path(d) / "utt2uniq"
-        if p.is_file():
-            groups.update(read_table(p))
-    return groups
-
-
 def _stage0(cfg, egs_dir: Path, tmp: Path, settings: dict) -> dict:
-    from pykaldi2.hmm.chain import load_chain_model, make_den_graph, phone_segments
     from pykaldi2.lang.den_fst import write_fst
-    from pykaldi2.training.data import DataDirFeatures, held_out_split, load_alignments
+    from pykaldi2.training.chain_data import chain_utterances
+    from pykaldi2.training.data import DataDirFeatures
 
     feats = DataDirFeatures(cfg.train_data, cfg.features)
-    alis, ali_model = load_alignments(cfg.ali_dir)
-    chain_model = load_chain_model(cfg.tree_dir, ali_model, cfg.topology)
-    frames, bad = {}, []
-    for utt in sorted(alis):
-        if utt not in feats:
-            continue
-        if abs(feats.shape(utt)[0] - len(alis[utt])) > cfg.length_tolerance:
-            bad.append(utt)
-            continue
-        frames[utt] = len(alis[utt])
-    missing = len(feats) - len(frames)
-    if not frames or missing > cfg.max_missing_fraction * len(feats):
-        raise DataError(
-            f"{missing} of {len(feats)} utterances have no alignment of matching length "
-            f"(e.g. {(bad or sorted(set(feats) - set(frames)))[:3]})",
-            file=", ".join(cfg.ali_dir),
-            fix="align these data dirs (align-si) with the features they were computed from",
-        )
-    segments = phone_segments(ali_model, {u: alis[u] for u in frames})
-    del alis
-    groups = _split_groups(cfg.train_data)
-    keys = sorted({groups.get(u, u) for u in frames})
-    train_g, valid_g = (keys, [])
-    if cfg.valid_fraction > 0:
-        train_g, valid_g = held_out_split(keys, cfg.valid_fraction, cfg.seed)
-    valid_set = set(valid_g)
-    valid = sorted(u for u in frames if groups.get(u, u) in valid_set)
-    train = sorted(u for u in frames if groups.get(u, u) not in valid_set)
-    # the phone LM sees every alignment (held-out ones too: without backoff arcs an unseen
-    # phone n-gram would leave a held-out utterance without numerator paths), as Kaldi's
-    phone_lm, den, _, norm = make_den_graph(segments, chain_model, cfg.phone_lm)
-    write_fst(phone_lm, egs_dir / "phone_lm.fst")
+    cu = chain_utterances(cfg, feats)
+    frames, train, valid, den = cu.frames, cu.train, cu.valid, cu.den_fst
+    if cu.phone_lm is not None:
+        write_fst(cu.phone_lm, egs_dir / "phone_lm.fst")
     write_fst(den, egs_dir / "den.fst")
-    write_fst(norm, egs_dir / "normalization.fst")
+    write_fst(cu.norm_fst, egs_dir / "normalization.fst")
+    chain_model = cu.chain_model
     chain_model.save(egs_dir / "final.mdl")
     nj = cfg.egs.nj
     utts = [(u, False) for u in train] + [(u, True) for u in valid]
-    for j in range(nj):
-        share = {u: [segments[u][0], segments[u][1], is_valid] for u, is_valid in utts[j::nj]}
-        atomic_write_text(tmp / f"segments.{j}.json", json.dumps(share))
+    for j in range(nj):  # each job streams the alignments of its share itself
+        atomic_write_text(tmp / f"share.{j}.json", json.dumps(dict(utts[j::nj])))
     f = cfg.frame_subsampling_factor
     widths = settings["chunk_widths"]
     ctx = settings["left_context"] + settings["right_context"] + 2 * settings["extra_context"]
@@ -288,6 +261,7 @@ def _utt_rng(seed: int, utt: str) -> np.random.Generator:
 
 def _egs_job(args: tuple) -> dict:
     """One job of stage 1 (picklable for the spawn pool): writes its pieces and marker."""
+    from pykaldi2.hmm.exp_dir import ali_dir_model
     from pykaldi2.hmm.model import GmmModel
     from pykaldi2.kaldi import kaldifst
     from pykaldi2.lang.chain_supervision import (
@@ -296,6 +270,7 @@ def _egs_job(args: tuple) -> dict:
         split_supervision,
     )
     from pykaldi2.lang.den_fst import ChainGraph
+    from pykaldi2.training.chain_data import iter_phone_segments
     from pykaldi2.training.data import DataDirFeatures
     from pykaldi2.utils.proc import die_with_parent
 
@@ -307,10 +282,13 @@ def _egs_job(args: tuple) -> dict:
     marker = tmp / f"job.{j}.json"
     if marker.is_file():
         return json.loads(marker.read_text(encoding="utf-8"))
+    for p in tmp.glob(f"egs.{j}.*.pieces"):  # a killed run's partial pieces
+        p.unlink()
     chain_model = GmmModel.load(egs_dir / "final.mdl")
+    ali_model = ali_dir_model(Path(cfg.ali_dir[0]))
     norm = kaldifst.StdVectorFst.read(str(egs_dir / "normalization.fst"))
     feats = DataDirFeatures(cfg.train_data, cfg.features)
-    share = json.loads((tmp / f"segments.{j}.json").read_text(encoding="utf-8"))
+    share: dict[str, bool] = json.loads((tmp / f"share.{j}.json").read_text(encoding="utf-8"))
     f = cfg.frame_subsampling_factor
     splitter = UtteranceSplitter(settings["chunk_widths"], f)
     left = settings["left_context"] + settings["extra_context"]
@@ -318,11 +296,13 @@ def _egs_job(args: tuple) -> dict:
     num_archives, num_pdfs = split["num_archives"], split["num_pdfs"]
     dtype = np.float16 if settings["dtype"] == "float16" else np.float32
     sup_opts = cfg.supervision_options()
-    pieces: dict[Any, list[Example]] = {}
+    spool = ArchiveSpool(lambda k: tmp / f"egs.{j}.{k}.pieces", dtype, JOB_BUFFER_FRAMES)
     stats = {"utts": 0, "chunks": 0, "too_short": 0, "no_supervision": 0, "chunk_failed": 0,
              "frames_in": 0, "frames_out": 0}  # fmt: skip
-    for utt in progress(sorted(share), desc=f"chain-get-egs job {j}", unit="utt"):
-        phones, durations, is_valid = share[utt]
+    segments = iter_phone_segments(cfg.ali_dir, ali_model, share)
+    for utt, phones, durations in progress(segments, desc=f"chain-get-egs job {j}", unit="utt",
+                                           total=len(share)):  # fmt: skip
+        is_valid = share[utt]
         rng = _utt_rng(cfg.seed, utt)
         n = int(sum(durations))
         chunks = splitter.chunks(n, rng)
@@ -351,11 +331,10 @@ def _egs_job(args: tuple) -> dict:
                 continue
             idx = np.clip(np.arange(f * b - left, f * (e - 1) + 1 + right), 0, last)
             k = "valid" if is_valid else int(rng.integers(num_archives))
-            pieces.setdefault(k, []).append(Example.from_graph(f"{utt}:{b}", x[idx], e - b, g))
+            spool.add(k, Example.from_graph(f"{utt}:{b}", x[idx], e - b, g))
             stats["chunks"] += 1
             stats["frames_out"] += e - b
-    for k, exs in pieces.items():
-        write_archive(tmp / f"egs.{j}.{k}.npz", exs, dtype)
+    spool.flush()
     atomic_write_text(marker, json.dumps(stats))
     return stats
 
@@ -371,7 +350,7 @@ def _merge_job(args: tuple) -> int:
         from pykaldi2.training.egs_archive import EgsArchive
 
         return len(EgsArchive(out))
-    pieces = [p for j in range(nj) if (p := egs_dir / "tmp" / f"egs.{j}.{k}.npz").is_file()]
+    pieces = [p for j in range(nj) if (p := egs_dir / "tmp" / f"egs.{j}.{k}.pieces").is_file()]
     sub = 1_000_000 if k == "valid" else int(k)
     return merge_archives(pieces, out, [seed, 7, sub],
                           np.float16 if dtype == "float16" else np.float32)  # fmt: skip

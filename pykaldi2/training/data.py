@@ -190,7 +190,7 @@ def alignment_store(
     once per set of inputs (their paths, sizes and mtimes are the store's source), by rank 0
     (:func:`shared_store`). A later dir's alignment of an utterance wins (as a dict update).
     """
-    from pykaldi2.hmm.exp_dir import ali_dir_model, ali_files, iter_ali_dir
+    from pykaldi2.hmm.exp_dir import ali_dir_model, ali_files, iter_ali_dirs
 
     dirs = [Path(d) for d in ali_dirs]
     if not dirs:
@@ -200,16 +200,8 @@ def alignment_store(
     source = {"alignments": file_fingerprint(files), "to_pdf": bool(to_pdf)}
 
     def build(w: VectorStoreWriter) -> None:
-        for d in dirs:
-            m = model if d == dirs[0] else ali_dir_model(d)
-            if not np.array_equal(m.tid2pdf, model.tid2pdf):
-                raise DataError(
-                    "alignment dirs come from different models (transition-id -> pdf-id differ)",
-                    file=str(d / "final.mdl"),
-                    fix="align every data dir with the same model",
-                )
-            for utt, ali in iter_ali_dir(d, m):
-                w.add(utt, m.tid2pdf[ali] if to_pdf else ali)
+        for utt, ali in iter_ali_dirs(dirs, model):
+            w.add(utt, model.tid2pdf[ali] if to_pdf else ali)
 
     return shared_store(path, source, build, dist), model
 

@@ -11,6 +11,7 @@ frame) and its number of output frames. Arrays, all concatenated over the exampl
 
 Written atomically (:func:`write_archive`); :class:`EgsArchive` reads one whole archive (an
 archive is sized to be small: ``frames_per_archive``) and gives example ``i`` as numpy arrays.
+A job appends its examples to piece files as it makes them (:class:`ArchiveSpool`);
 ``merge_archives`` concatenates pieces and shuffles them (Kaldi's nnet3-chain-shuffle-egs).
 """
 
@@ -25,7 +26,14 @@ import numpy as np
 from pykaldi2.utils.errors import DataError
 from pykaldi2.utils.io import atomic_write
 
-__all__ = ["EgsArchive", "Example", "merge_archives", "write_archive"]
+__all__ = [
+    "ArchiveSpool",
+    "EgsArchive",
+    "Example",
+    "merge_archives",
+    "read_pieces",
+    "write_archive",
+]
 
 FIELDS = ("keys", "feat_offsets", "feats", "num_out", "arc_offsets", "src", "dst", "pdf",
           "log_weight", "start", "state_offsets", "final")  # fmt: skip
@@ -75,14 +83,8 @@ def _offsets(sizes) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(np.asarray(sizes, dtype=np.int64))]).astype(np.int64)
 
 
-def write_archive(path: str | os.PathLike, examples: list[Example], dtype=np.float16) -> None:
-    """Write ``examples`` as one archive, atomically."""
-    if not examples:
-        raise DataError("no examples to write", file=str(path))
-    dims = {e.feats.shape[1] for e in examples}
-    if len(dims) != 1:
-        raise DataError(f"examples with feature dims {sorted(dims)}", file=str(path))
-    arrays = {
+def _arrays(examples: list[Example], dtype) -> dict[str, np.ndarray]:
+    return {
         "keys": np.asarray([e.key for e in examples]),
         "feat_offsets": _offsets([len(e.feats) for e in examples]),
         "feats": np.concatenate([e.feats for e in examples]).astype(dtype),
@@ -96,15 +98,31 @@ def write_archive(path: str | os.PathLike, examples: list[Example], dtype=np.flo
         "state_offsets": _offsets([len(e.final) for e in examples]),
         "final": np.concatenate([e.final for e in examples]).astype(np.float32),
     }
+
+
+def _check(path, examples: list[Example]) -> None:
+    if not examples:
+        raise DataError("no examples to write", file=str(path))
+    dims = {e.feats.shape[1] for e in examples}
+    if len(dims) != 1:
+        raise DataError(f"examples with feature dims {sorted(dims)}", file=str(path))
+
+
+def write_archive(path: str | os.PathLike, examples: list[Example], dtype=np.float16) -> None:
+    """Write ``examples`` as one archive, atomically."""
+    _check(path, examples)
     with atomic_write(path, "wb") as f:
-        np.savez(f, **arrays)
+        np.savez(f, **_arrays(examples, dtype))
 
 
 class EgsArchive:
     """One archive in memory; ``archive[i]`` is its ``i``-th :class:`Example`."""
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, arrays: dict | None = None) -> None:
         self.path = Path(path)
+        if arrays is not None:  # a block of a piece file (ArchiveSpool)
+            self.a = arrays
+            return
         if not self.path.is_file():
             raise DataError("no such egs archive", file=str(self.path),
                             fix="re-run chain-get-egs (the egs dir is incomplete)")  # fmt: skip
@@ -139,13 +157,63 @@ class EgsArchive:
         )  # fmt: skip
 
 
+class ArchiveSpool:
+    """A job's examples on their way to the archives, in bounded memory (Kaldi's
+    nnet3-chain-get-egs writes each example to its archive's pipe as it is made).
+
+    :meth:`add` buffers examples per archive; when the buffered input frames of all archives
+    reach ``max_frames`` every buffer is appended to its piece file ``path_of(archive)`` as one
+    block (the :data:`FIELDS` arrays, ``np.save`` one after the other: a file that grows by
+    appending), so the memory of a job does not grow with its share of the corpus.
+    :func:`read_pieces` reads a piece file back, its examples in the order they were added.
+    """
+
+    def __init__(self, path_of, dtype=np.float16, max_frames: int = 100_000) -> None:
+        self.path_of, self.dtype, self.max_frames = path_of, dtype, int(max_frames)
+        self.buffers: dict = {}
+        self.buffered_frames = 0
+
+    def add(self, archive, example: Example) -> None:
+        self.buffers.setdefault(archive, []).append(example)
+        self.buffered_frames += len(example.feats)
+        if self.buffered_frames >= self.max_frames:
+            self.flush()
+
+    def flush(self) -> None:
+        for archive, examples in self.buffers.items():
+            path = Path(self.path_of(archive))
+            _check(path, examples)
+            arrays = _arrays(examples, self.dtype)
+            with open(path, "ab") as f:
+                for k in FIELDS:
+                    np.save(f, arrays[k], allow_pickle=False)
+        self.buffers.clear()
+        self.buffered_frames = 0
+
+
+def read_pieces(path: str | os.PathLike) -> list[Example]:
+    """The examples of an :class:`ArchiveSpool` piece file (or of an ``.npz`` archive)."""
+    path = Path(path)
+    if path.suffix == ".npz":
+        arc = EgsArchive(path)
+        return [arc[i] for i in range(len(arc))]
+    out: list[Example] = []
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as f:
+            while f.tell() < size:
+                arc = EgsArchive(path, {k: np.load(f, allow_pickle=False) for k in FIELDS})
+                out += [arc[i] for i in range(len(arc))]
+    except (OSError, ValueError, EOFError) as e:
+        raise DataError(f"truncated or unreadable egs piece file: {e}", file=str(path),
+                        fix="delete the egs dir's tmp/ and re-run chain-get-egs") from None  # fmt: skip
+    return out
+
+
 def merge_archives(pieces: list[Path], out: Path, seed, dtype=np.float16) -> int:
-    """Concatenate the archives ``pieces`` into ``out`` in a seeded random order; returns the
-    number of examples (0: nothing written)."""
-    examples = []
-    for p in pieces:
-        arc = EgsArchive(p)
-        examples += [arc[i] for i in range(len(arc))]
+    """Concatenate the examples of ``pieces`` (piece files or archives, in order) into ``out``
+    in a seeded random order; returns the number of examples (0: nothing written)."""
+    examples = [e for p in pieces for e in read_pieces(p)]
     if not examples:
         return 0
     order = np.random.default_rng(seed).permutation(len(examples))

@@ -20,7 +20,8 @@ ALLOWED = {
 CRITERIA = {"ce", "chain", "se", "transducer"}
 #: training/ modules by layer: a module imports only modules of lower layers.
 TRAINING_LAYERS = {
-    "config": 0, "data": 1, "shards": 1, "utterance_splitter": 1, "egs_archive": 1, "ce_egs": 2,
+    "config": 0, "data": 1, "shards": 1, "utterance_splitter": 1, "egs_archive": 1,
+    "chain_data": 1.5, "ce_egs": 2,
     "chain_egs": 2, "chain_get_egs": 2, "se_egs": 2, "transducer_egs": 2,
     "model_dir": 3, "ema": 3, "checkpoint": 3, "chain_combine": 3, "distributed": 3, "schedule": 3, "trainer": 4,
     **{c: 5 for c in CRITERIA},

@@ -574,14 +574,14 @@ def test_killed_chain_get_egs_resumes_without_redoing_finished_jobs(corpus, tmp_
     assert read_egs_info(exp / "egs") is None
     assert (exp / "egs" / "tmp" / "job.0.json").is_file()
     written = []
-    real_write = cge.write_archive
+    real_flush = cge.ArchiveSpool.flush
 
-    def recording(path, *a, **k):
-        written.append(path.name)
-        return real_write(path, *a, **k)
+    def recording(spool):
+        written.extend(spool.path_of(k).name for k in spool.buffers)
+        return real_flush(spool)
 
     monkeypatch.setattr(cge, "_egs_job", real_job)
-    monkeypatch.setattr(cge, "write_archive", recording)
+    monkeypatch.setattr(cge.ArchiveSpool, "flush", recording)
     assert main(["chain-get-egs", "--nj", "1", "--config", conf, str(exp)]) == 0
     assert written and all(n.startswith("egs.1.") for n in written), written
     info = read_egs_info(exp / "egs")
@@ -668,3 +668,201 @@ def test_train_chain_final_model_is_the_combined_checkpoints(corpus, tmp_path, o
             np.testing.assert_allclose(v.double().numpy(), want.numpy(), atol=1e-6)
     if rec["num_models"] == 1:
         pytest.skip("the objective kept the last model; averaging not exercised here")
+
+
+# ---------------------------------------------------------------------------------------------
+# The streamed data path (#19): the same egs and supervision as the whole-corpus-in-memory one
+# ---------------------------------------------------------------------------------------------
+def _egs_digest(egs_dir) -> str:
+    """sha256 over every archive's arrays (names, dtypes, shapes, bytes) and the FSTs."""
+    import hashlib
+
+    from pykaldi2.training.egs_archive import FIELDS
+
+    h = hashlib.sha256()
+    names = sorted(p.name for p in egs_dir.glob("*.npz")) + ["den.fst", "normalization.fst",
+                                                              "phone_lm.fst"]  # fmt: skip
+    for name in names:
+        h.update(name.encode())
+        if name.endswith(".fst"):
+            h.update((egs_dir / name).read_bytes())
+            continue
+        with np.load(egs_dir / name) as z:
+            for f in FIELDS:
+                a = z[f]
+                h.update(f"{f} {a.dtype} {a.shape}".encode() + np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def _supervision_digest(ds) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for i in range(len(ds)):
+        key, feats, g, n = ds[i]
+        h.update(f"{key} {n} {g.start}".encode() + feats.tobytes())
+        for a in (g.src, g.dst, g.pdf, g.log_weight, g.final_log_weight):
+            h.update(a.numpy().tobytes())
+    return h.hexdigest()
+
+
+#: made by the code before the data path streamed (main at 6cda908: all alignments in one
+#: dict, every job's chunks held until its end): the streamed path must write the same bytes
+EGS_DIGESTS = {
+    1: "4d5acf6f437d8ad6f948fcad2f17d4fe325e5e933e39781a4f75dd362b8e4639",
+    2: "ab8a3335ce9062e074df028c4cf3448e0a02949dc6f92e70ba498d9ef8ead5ff",
+}
+SUPERVISION_DIGESTS = {
+    0: "9a546e2b61b0a3b6e036cf95279734ac50d48d4283057afac4ab57b18f255e46,"
+    "e85b6e06aee2f6467354c8fea48e408632c1badde2fe6b0a0b83c50ac90e9e2c",
+    12: "d1d28a2e8c2217758b920cc6bdd38a100c1b010947d862ebdfda4fdea01a2dc3,"
+    "7ac7bb0dc2abf43a267e8bdcedb164814a403df8d0767b86c43a4f9a82842340",
+}
+
+
+@pytest.mark.parametrize(("nj", "buffer_frames"), [(1, None), (1, 20), (2, None)])
+def test_streamed_chain_get_egs_writes_the_same_archives(corpus, tmp_path, monkeypatch, nj,
+                                                         buffer_frames):  # fmt: skip
+    """Byte for byte the archives of the old path, also when a job appends its examples in
+    many small blocks (``buffer_frames`` 20: a flush every chunk or two)."""
+    from pykaldi2.training import chain_get_egs as cge
+
+    if buffer_frames is not None:
+        monkeypatch.setattr(cge, "JOB_BUFFER_FRAMES", buffer_frames)
+    root, data, ali, _ = corpus
+    conf = _egs_config(tmp_path, data, ali, egs={"nj": nj}, valid_fraction=0.2)
+    exp = tmp_path / "exp"
+    assert main(["chain-get-egs", "--nj", str(nj), "--config", conf, str(exp)]) == 0
+    assert _egs_digest(exp / "egs") == EGS_DIGESTS[nj]
+
+
+@pytest.mark.parametrize("chunk_size", [0, 12])
+def test_in_memory_chain_data_has_the_same_supervision(corpus, tmp_path, chunk_size):
+    from pykaldi2.training.chain import TrainChainConfig
+    from pykaldi2.training.chain_egs import load_chain_data
+
+    root, data, ali, _ = corpus
+    cfg = TrainChainConfig.load(_config(tmp_path, data, ali, chunk_size=chunk_size))
+    d = load_chain_data(cfg)
+    got = [_supervision_digest(d.train), _supervision_digest(d.valid)]
+    assert ",".join(got) == SUPERVISION_DIGESTS[chunk_size]
+
+
+def _tracked_alignments(monkeypatch):
+    """Wrap the alignment reader: returns a dict whose ``peak`` is the most alignment arrays
+    it has handed out that were alive at one time (held by anyone), ``total`` how many."""
+    import weakref
+
+    from pykaldi2.hmm import ali as ali_mod
+
+    real = ali_mod.iter_ali
+    refs: list = []
+    seen = {"peak": 0, "total": 0}
+
+    def tracked(path):
+        for utt, a in real(path):
+            refs.append(weakref.ref(a))
+            seen["total"] += 1
+            seen["peak"] = max(seen["peak"], sum(r() is not None for r in refs))
+            yield utt, a
+
+    monkeypatch.setattr(ali_mod, "iter_ali", tracked)
+    return seen
+
+
+def test_chain_data_paths_never_hold_all_alignments(corpus, tmp_path, monkeypatch):
+    """chain-get-egs (stage 0 and an inline job) and load_chain_data read each alignment,
+    use it and let it go: at most 2 of the corpus's alignment arrays are alive at once (the
+    old path held all 21 in one dict)."""
+    from pykaldi2.training.chain import TrainChainConfig
+    from pykaldi2.training.chain_egs import load_chain_data
+
+    root, data, ali, _ = corpus
+    seen = _tracked_alignments(monkeypatch)
+    conf = _egs_config(tmp_path, data, ali)
+    assert main(["chain-get-egs", "--nj", "1", "--config", conf, str(tmp_path / "exp")]) == 0
+    n = len(SENTENCES) * 3
+    assert seen["peak"] <= 2, seen
+    assert seen["total"] == 2 * n  # stage 0 and the one job each streamed every alignment
+    seen.update(peak=0, total=0)
+    load_chain_data(TrainChainConfig.load(_config(tmp_path, data, ali, chunk_size=12)))
+    assert seen["total"] == 2 * n and seen["peak"] <= 2, seen
+
+
+def test_archive_spool_bounds_the_buffer_and_keeps_the_order(tmp_path):
+    """ArchiveSpool holds fewer than max_frames frames after every add; its piece files read
+    back every example in order, and merging them gives the bytes of merging one archive of
+    the same examples (the old path)."""
+    from pykaldi2.training.egs_archive import (
+        ArchiveSpool,
+        Example,
+        merge_archives,
+        read_pieces,
+        write_archive,
+    )
+
+    rng = np.random.default_rng(3)
+    examples = {0: [], 1: []}
+    spool = ArchiveSpool(lambda k: tmp_path / f"p.{k}.pieces", np.float16, max_frames=25)
+    for i in range(40):
+        t, a = int(rng.integers(3, 9)), int(rng.integers(1, 5))
+        ex = Example(f"u{i}:0", rng.normal(size=(t, 4)).astype(np.float32), t // 3,
+                     rng.integers(0, 3, a).astype(np.int32), rng.integers(0, 3, a).astype(np.int32),
+                     rng.integers(0, 7, a).astype(np.int32), rng.normal(size=a).astype(np.float32),
+                     np.zeros(3, np.float32), 0)  # fmt: skip
+        k = int(rng.integers(2))
+        examples[k].append(ex)
+        spool.add(k, ex)
+        assert spool.buffered_frames < 25
+    spool.flush()
+    for k in (0, 1):
+        back = read_pieces(tmp_path / f"p.{k}.pieces")
+        assert [e.key for e in back] == [e.key for e in examples[k]]
+        for a, b in zip(back, examples[k]):
+            np.testing.assert_array_equal(a.feats, b.feats.astype(np.float16))
+            np.testing.assert_array_equal(a.pdf, b.pdf)
+        write_archive(tmp_path / f"old.{k}.npz", examples[k], np.float16)
+        merge_archives([tmp_path / f"p.{k}.pieces"], tmp_path / f"new.{k}.npz", [0, k])
+        merge_archives([tmp_path / f"old.{k}.npz"], tmp_path / f"ref.{k}.npz", [0, k])
+        assert (tmp_path / f"new.{k}.npz").read_bytes() == (tmp_path / f"ref.{k}.npz").read_bytes()
+
+
+def test_chain_utterances_hold_out_whole_utt2uniq_groups(corpus, tmp_path):
+    """Both data paths split through chain_utterances: copies of one recording (utt2uniq)
+    stay on one side, in load_chain_data's datasets too."""
+    import shutil
+
+    from pykaldi2.training.chain import TrainChainConfig
+    from pykaldi2.training.chain_data import chain_utterances
+    from pykaldi2.training.chain_egs import load_chain_data
+    from pykaldi2.training.data import DataDirFeatures
+
+    root, data, ali, _ = corpus
+    own = tmp_path / "train"
+    shutil.copytree(data, own)
+    utts = sorted(ln.split()[0] for ln in (own / "text").read_text().splitlines())
+    group = {u: f"rec{i % 7}" for i, u in enumerate(utts)}
+    (own / "utt2uniq").write_text("".join(f"{u} {g}\n" for u, g in group.items()))
+    cfg = TrainChainConfig.load(_config(tmp_path, own, ali, valid_fraction=0.3))
+    cu = chain_utterances(cfg, DataDirFeatures(cfg.train_data, cfg.features))
+    assert sorted(cu.train + cu.valid) == utts == sorted(cu.frames)
+    assert cu.valid and not {group[u] for u in cu.train} & {group[u] for u in cu.valid}
+    d = load_chain_data(cfg)
+    assert d.train.utts == cu.train and d.valid.utts == cu.valid
+
+
+def test_an_utterance_aligned_twice_is_an_error(corpus, tmp_path):
+    import shutil
+
+    from pykaldi2.training.chain import TrainChainConfig
+    from pykaldi2.training.chain_egs import load_chain_data
+    from pykaldi2.utils.errors import DataError
+
+    root, data, ali, _ = corpus
+    again = tmp_path / "ali_again"
+    shutil.copytree(ali, again)
+    cfg = TrainChainConfig.load(_config(tmp_path, data, ali, ali_dir=[str(ali), str(again)]))
+    with pytest.raises(
+        DataError, match=r"ali_again \(utterance train00\): utterance aligned twice"
+    ):
+        load_chain_data(cfg)
