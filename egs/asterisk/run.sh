@@ -69,9 +69,13 @@ mono() {
   decode_gmm mono
 }
 
+# gmm_nj: --nj for the GMM steps on data/train, at most its number of speakers (split_data
+# never splits a speaker; the prompts have one, so the GMM passes run as one job)
+gmm_nj() { local n; n=$(wc -l < data/train/spk2utt); echo $((nj < n ? nj : n)); }
+
 # tri SRC NAME TRAIN-CMD: align with exp/SRC, train exp/NAME from those alignments, decode it
 tri() {
-  pykaldi2 align-si --nj "$nj" data/train data/lang exp/$1 exp/$1_ali
+  pykaldi2 align-si --nj "$(gmm_nj)" data/train data/lang exp/$1 exp/$1_ali
   pykaldi2 "$3" --config conf/$2.yaml data/train data/lang exp/$1_ali exp/$2
   decode_gmm "$2"
 }
@@ -82,7 +86,7 @@ run_stage 2 lang lang
 run_stage 3 mono mono
 run_stage 4 tri1 tri mono tri1 train-deltas       # MFCC + deltas
 run_stage 5 tri2 tri tri1 tri2 train-lda-mllt     # LDA + MLLT
-run_stage 6 tri2_ali pykaldi2 align-si --nj "$nj" data/train data/lang exp/tri2 exp/tri2_ali
+run_stage 6 tri2_ali pykaldi2 align-si --nj "$(gmm_nj)" data/train data/lang exp/tri2 exp/tri2_ali
 run_stage 7 blstm_ce pykaldi2 train-ce --config conf/ce_blstm.yaml exp/blstm_ce
 run_stage 8 blstm_ce_decode decode_nnet_export blstm_ce exp/tri2/graph
 run_stage 9 rnnt pykaldi2 train-transducer --config conf/transducer.yaml exp/rnnt
