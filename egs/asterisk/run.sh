@@ -23,7 +23,7 @@ force=false
 lm_order=3
 
 . ../stages.sh   # options, log, run_stage
-. ../functions.sh   # decode_gmm, decode_nnet_export, decode_chain
+. ../functions.sh   # decode_gmm, decode_nnet_export, decode_chain_dev, chain_data
 
 features() {
   local set d
@@ -98,19 +98,24 @@ chain_tdnnf() {
   pykaldi2 train-chain --config conf/chain_tdnnf.yaml exp/chain_tdnnf
 }
 run_stage 11 chain_tdnnf chain_tdnnf
-run_stage 12 chain_tdnnf_decode decode_chain chain_tdnnf
+# the decode, its LM weight chosen on the utterances train-chain held out (functions.sh
+# decode_chain_dev; decode_test/best_wer_on_test: the best on test, as the GMM and CE rows)
+run_stage 12 chain_tdnnf_decode decode_chain_dev chain_tdnnf
 
 # stage 99: the WER table of every decoded system (always runs)
 if [ "$stop_stage" -ge 99 ]; then
-  printf '%-12s %s\n' system "test WER (best LMWT_WIP for the WFST systems)"
+  printf '%-12s %s\n' system "test WER (best LMWT_WIP on test for the GMM and CE systems)"
   for d in mono/decode_test tri1/decode_test tri2/decode_test blstm_ce/decode_test \
-    chain_tdnnf/decode_test rnnt/decode_test_greedy rnnt/decode_test_fbank_lm; do
-    name=${d%%/*}
+    chain_tdnnf/decode_test chain_tdnnf/decode_test:on_test rnnt/decode_test_greedy \
+    rnnt/decode_test_fbank_lm; do
+    name=${d%%/*} best=best_wer
     case $d in
+      chain_tdnnf/decode_test) name="chain (dev)" ;;   # LM weight chosen on its dev set
+      chain_tdnnf/decode_test:on_test) name="chain" best=best_wer_on_test d=${d%:*} ;;
       rnnt/decode_test_greedy) name="rnnt" ;;
       rnnt/decode_test_fbank_lm) name="rnnt + LM" ;;   # weight, bonus chosen on dev
     esac
-    for f in exp/$d/best_wer exp/$d/wer; do
+    for f in exp/$d/$best exp/$d/wer; do
       if [ -f "$f" ]; then printf '%-12s %s\n' "$name" "$(head -n 1 "$f")"; break; fi
     done
   done
