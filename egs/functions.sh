@@ -68,6 +68,20 @@ decode_chain() {
   pykaldi2 decode-chain --nj "$nj" "$@" $exp/final $exp/graph data/test_fbank $exp/decode_test
 }
 
+# decode_chain_dev SYS: decode_chain, then the LM weight chosen on a dev set carved from train:
+# the utterances train-chain held out (EXP/egs/valid_uttlist at speed 1.0, without the sp
+# copies -> data/dev_SYS), decoded to EXP/decode_dev; EXP/decode_test/best_wer becomes the test
+# WER at the dev setting (best_wer_on_test: the best on test itself, for reference)
+decode_chain_dev() {
+  local exp=exp/$1
+  grep -v '^sp[0-9.]*-' $exp/egs/valid_uttlist > $exp/dev_uttlist
+  pykaldi2 subset-data-dir --utt-list $exp/dev_uttlist data/train_fbank data/dev_$1
+  decode_chain "$1"
+  pykaldi2 decode-chain --nj "$nj" $exp/final $exp/graph data/dev_$1 $exp/decode_dev
+  cp $exp/decode_test/best_wer $exp/decode_test/best_wer_on_test
+  pykaldi2 score --ref data/test_fbank/text --tuned-on $exp/decode_dev $exp/decode_test
+}
+
 # chain_data GMM LEAVES: what Kaldi's chain recipes train on (run_ivector_common.sh +
 # build_tree.sh): data/train_sp (speed 0.9/1.0/1.1) with MFCC (for exp/GMM) and fbank
 # (data/train_sp_fbank, the nnet's) features, its alignments exp/GMM_ali_sp (align-fmllr for a

@@ -30,7 +30,7 @@ rnnt_best=rnnt_v3   # the line of conf/rnnt_queue.txt chosen on dev (stage 25)
 recipe_opts="rnnt_best"
 
 . ../stages.sh   # options, log, run_stage
-. ../functions.sh   # decode_gmm, decode_nnet_export, decode_chain, chain_data
+. ../functions.sh   # decode_gmm, decode_nnet_export, decode_chain, decode_chain_dev, chain_data
 
 prepare() {
   if [ -n "$corpus_dir" ]; then
@@ -133,15 +133,6 @@ run_stage 10 rnnt_decode decode_transducer_system rnnt
 # validation set, at speed 1.0); decode_test/best_wer is the test WER at that setting
 # (best_wer_on_test: the best on test itself).
 run_stage 11 chain_data chain_data tri3 500
-decode_chain_dev() {
-  local exp=exp/$1
-  grep -v '^sp[0-9.]*-' $exp/egs/valid_uttlist > $exp/dev_uttlist
-  pykaldi2 subset-data-dir --utt-list $exp/dev_uttlist data/train_fbank data/dev_$1
-  decode_chain "$1"
-  pykaldi2 decode-chain --nj "$nj" $exp/final $exp/graph data/dev_$1 $exp/decode_dev
-  cp $exp/decode_test/best_wer $exp/decode_test/best_wer_on_test
-  pykaldi2 score --ref data/test_fbank/text --tuned-on $exp/decode_dev $exp/decode_test
-}
 chain_tdnnf() {
   pykaldi2 train-chain --config conf/chain_tdnnf.yaml exp/chain_tdnnf
   decode_chain_dev chain_tdnnf

@@ -23,7 +23,7 @@ force=false
 lm_order=3
 
 . ../stages.sh   # options, log, run_stage
-. ../functions.sh   # decode_gmm, decode_nnet_export, decode_chain
+. ../functions.sh   # decode_gmm, decode_nnet_export, decode_chain_dev, chain_data
 
 features() {
   local set d
@@ -69,9 +69,13 @@ mono() {
   decode_gmm mono
 }
 
+# gmm_nj: --nj for the GMM steps on data/train, at most its number of speakers (split_data
+# never splits a speaker; the prompts have one, so the GMM passes run as one job)
+gmm_nj() { local n; n=$(wc -l < data/train/spk2utt); echo $((nj < n ? nj : n)); }
+
 # tri SRC NAME TRAIN-CMD: align with exp/SRC, train exp/NAME from those alignments, decode it
 tri() {
-  pykaldi2 align-si --nj "$nj" data/train data/lang exp/$1 exp/$1_ali
+  pykaldi2 align-si --nj "$(gmm_nj)" data/train data/lang exp/$1 exp/$1_ali
   pykaldi2 "$3" --config conf/$2.yaml data/train data/lang exp/$1_ali exp/$2
   decode_gmm "$2"
 }
@@ -82,10 +86,10 @@ run_stage 2 lang lang
 run_stage 3 mono mono
 run_stage 4 tri1 tri mono tri1 train-deltas       # MFCC + deltas
 run_stage 5 tri2 tri tri1 tri2 train-lda-mllt     # LDA + MLLT
-run_stage 6 tri2_ali pykaldi2 align-si --nj "$nj" data/train data/lang exp/tri2 exp/tri2_ali
+run_stage 6 tri2_ali pykaldi2 align-si --nj "$(gmm_nj)" data/train data/lang exp/tri2 exp/tri2_ali
 run_stage 7 blstm_ce pykaldi2 train-ce --config conf/ce_blstm.yaml exp/blstm_ce
 run_stage 8 blstm_ce_decode decode_nnet_export blstm_ce exp/tri2/graph
-run_stage 9 rnnt pykaldi2 train-transducer --config conf/transducer.yaml exp/rnnt
+run_stage 9 rnnt pykaldi2 train-transducer --config conf/transducer_v4.yaml exp/rnnt
 run_stage 10 rnnt_decode rnnt_decode
 # LF-MMI TDNN-F from scratch as Kaldi's chain recipes (conf/chain_tdnnf.yaml): speed-perturbed
 # data, its tri2 alignments, the chain tree at 1/3 rate (300 leaves), egs on disk
@@ -94,19 +98,24 @@ chain_tdnnf() {
   pykaldi2 train-chain --config conf/chain_tdnnf.yaml exp/chain_tdnnf
 }
 run_stage 11 chain_tdnnf chain_tdnnf
-run_stage 12 chain_tdnnf_decode decode_chain chain_tdnnf
+# the decode, its LM weight chosen on the utterances train-chain held out (functions.sh
+# decode_chain_dev; decode_test/best_wer_on_test: the best on test, as the GMM and CE rows)
+run_stage 12 chain_tdnnf_decode decode_chain_dev chain_tdnnf
 
 # stage 99: the WER table of every decoded system (always runs)
 if [ "$stop_stage" -ge 99 ]; then
-  printf '%-12s %s\n' system "test WER (best LMWT_WIP for the WFST systems)"
+  printf '%-12s %s\n' system "test WER (best LMWT_WIP on test for the GMM and CE systems)"
   for d in mono/decode_test tri1/decode_test tri2/decode_test blstm_ce/decode_test \
-    chain_tdnnf/decode_test rnnt/decode_test_greedy rnnt/decode_test_fbank_lm; do
-    name=${d%%/*}
+    chain_tdnnf/decode_test chain_tdnnf/decode_test:on_test rnnt/decode_test_greedy \
+    rnnt/decode_test_fbank_lm; do
+    name=${d%%/*} best=best_wer
     case $d in
+      chain_tdnnf/decode_test) name="chain (dev)" ;;   # LM weight chosen on its dev set
+      chain_tdnnf/decode_test:on_test) name="chain" best=best_wer_on_test d=${d%:*} ;;
       rnnt/decode_test_greedy) name="rnnt" ;;
       rnnt/decode_test_fbank_lm) name="rnnt + LM" ;;   # weight, bonus chosen on dev
     esac
-    for f in exp/$d/best_wer exp/$d/wer; do
+    for f in exp/$d/$best exp/$d/wer; do
       if [ -f "$f" ]; then printf '%-12s %s\n' "$name" "$(head -n 1 "$f")"; break; fi
     done
   done
