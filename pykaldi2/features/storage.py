@@ -374,11 +374,11 @@ class FeatureReader(Mapping[str, np.ndarray]):
             return self._mem[loc]
         if kind == "h5":
             return self._h5_read(utt, loc)
-        import kaldiio
+        from pykaldi2.features.compressed import load_kaldi_mat
 
         self._check_pid()
         try:
-            mat = kaldiio.load_mat(loc, fd_dict=self._fds)
+            mat = load_kaldi_mat(loc, fd_dict=self._fds)
         except Exception as e:  # kaldiio raises bare ValueErrors/OSErrors
             raise DataError(
                 f"cannot read features at {loc}: {e}", file=str(self.source), utt=utt
