@@ -103,3 +103,17 @@ def load_kaldi_mat(loc: str | os.PathLike, fd_dict: dict | None = None) -> np.nd
         if fd_dict is None:
             fd.close()
     return np.asarray(kaldiio.load_mat(loc, fd_dict=fd_dict), dtype=np.float32)
+
+
+def iter_kaldi_ark(path: str | os.PathLike):
+    """(key, matrix) of a binary Kaldi archive in file order, compressed matrices decoded as
+    Kaldi does (:func:`read_compressed`), other objects by kaldiio."""
+    from kaldiio.matio import read_kaldi, read_token
+
+    with open(path, "rb") as fd:
+        while (key := read_token(fd)) is not None:
+            token = _peek_compressed_token(fd)
+            if token is not None:
+                yield key, read_compressed(fd, token)
+            else:
+                yield key, np.asarray(read_kaldi(fd), dtype=np.float32)

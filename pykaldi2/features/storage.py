@@ -300,9 +300,9 @@ class FeatureReader(Mapping[str, np.ndarray]):
             for utt in self._h5_file(str(p)).keys():
                 self._entries[utt] = ("h5", f"{p}:{utt}")
         elif p.suffix == ".ark":
-            import kaldiio
+            from pykaldi2.features.compressed import iter_kaldi_ark
 
-            for utt, mat in kaldiio.load_ark(str(p)):
+            for utt, mat in iter_kaldi_ark(p):
                 self._mem[utt] = np.asarray(mat, dtype=np.float32)
                 self._entries[utt] = ("mem", utt)
         else:

@@ -194,3 +194,11 @@ def test_load_kaldi_mat_decodes_compressed_as_kaldi(tmp_path, method, token):
         assert not np.array_equal(load_kaldi_mat(loc), np.zeros_like(ours))
     for fd in fds.values():
         fd.close()
+    from pykaldi2.features.compressed import iter_kaldi_ark
+
+    got = dict(iter_kaldi_ark(ark))
+    assert list(got) == ["a", "b"]
+    for key, loc in locs.items():
+        np.testing.assert_array_equal(got[key], load_kaldi_mat(loc))
+    reader = open_features(ark)  # an .ark path: read whole through iter_kaldi_ark
+    np.testing.assert_array_equal(reader["b"], got["b"])
