@@ -93,10 +93,14 @@ def apply_cmvn(
     if reverse:
         x = feats.astype(np.float64)
         return ((x - offset) / scale).astype(np.float32)
-    # as Kaldi's ApplyCmvn: scale and offset rounded to float, applied in float arithmetic
     out = np.array(feats, dtype=np.float32)
-    if norm_vars:
-        out *= scale.astype(np.float32)
+    if not norm_vars:
+        # as Kaldi's ApplyCmvn: offset.AddVec(-1.0 / count, mean_stats), i.e. the float
+        # -1/count times the double sums, rounded to float; added in float arithmetic
+        out += (np.float64(np.float32(-1.0 / count)) * stats[0, :dim]).astype(np.float32)
+        return out
+    # scale and offset computed in double, rounded to float, applied in float arithmetic
+    out *= scale.astype(np.float32)
     out += offset.astype(np.float32)
     return out
 

@@ -300,9 +300,9 @@ class FeatureReader(Mapping[str, np.ndarray]):
             for utt in self._h5_file(str(p)).keys():
                 self._entries[utt] = ("h5", f"{p}:{utt}")
         elif p.suffix == ".ark":
-            import kaldiio
+            from pykaldi2.features.compressed import iter_kaldi_ark
 
-            for utt, mat in kaldiio.load_ark(str(p)):
+            for utt, mat in iter_kaldi_ark(p):
                 self._mem[utt] = np.asarray(mat, dtype=np.float32)
                 self._entries[utt] = ("mem", utt)
         else:
@@ -374,11 +374,11 @@ class FeatureReader(Mapping[str, np.ndarray]):
             return self._mem[loc]
         if kind == "h5":
             return self._h5_read(utt, loc)
-        import kaldiio
+        from pykaldi2.features.compressed import load_kaldi_mat
 
         self._check_pid()
         try:
-            mat = kaldiio.load_mat(loc, fd_dict=self._fds)
+            mat = load_kaldi_mat(loc, fd_dict=self._fds)
         except Exception as e:  # kaldiio raises bare ValueErrors/OSErrors
             raise DataError(
                 f"cannot read features at {loc}: {e}", file=str(self.source), utt=utt
