@@ -72,10 +72,12 @@ def canonical_acceptor(fst) -> tuple:
 
 def an4_train_feats(kaldi_ref: Path) -> dict[str, np.ndarray]:
     """AN4 train features as Kaldi's train_deltas.sh / align_si.sh fed them: Kaldi's own
-    (compressed) MFCCs, apply-cmvn per speaker (means), add-deltas. (T, 39) float32."""
+    (compressed) MFCCs decoded as Kaldi decodes them, apply-cmvn per speaker (means),
+    add-deltas. (T, 39) float32."""
     import kaldiio
 
     from pykaldi2.features.cmvn import apply_cmvn
+    from pykaldi2.features.compressed import iter_kaldi_ark
     from pykaldi2.features.transforms import add_deltas
 
     d = kaldi_ref / "an4" / "data" / "train"
@@ -85,5 +87,5 @@ def an4_train_feats(kaldi_ref: Path) -> dict[str, np.ndarray]:
         utt: add_deltas(apply_cmvn(np.asarray(x, np.float32), cmvn[utt2spk[utt]])).astype(
             np.float32
         )
-        for utt, x in kaldiio.load_ark(str(d / "feats.ark"))
+        for utt, x in iter_kaldi_ark(d / "feats.ark")
     }
