@@ -31,7 +31,6 @@ the checkout) or --ref.
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 import time
@@ -41,7 +40,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tri1_kaldi_parity import REF, kaldi_data_dir  # noqa: E402
+from tri1_kaldi_parity import kaldi_data_dir, parity_parser  # noqa: E402
 
 from pykaldi2.hmm.align import AlignConfig, Aligner, align_equal  # noqa: E402
 from pykaldi2.hmm.gmm import GmmAccumulator, MleOptions, gmm_est  # noqa: E402
@@ -127,10 +126,7 @@ def mark(ours: float, kaldi: float | None) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("out", type=Path)
-    ap.add_argument("--ref", type=Path, default=REF, help="kaldi_reference/an4")
-    ap.add_argument("--num-iters", type=int, default=40)
+    ap = parity_parser(__doc__, 40)
     ap.add_argument("--save-models", action="store_true", help="write OUT/X.mdl of each pass")
     ap.add_argument("--verbose", action="store_true", help="print the utterances that differ")
     ap.add_argument(

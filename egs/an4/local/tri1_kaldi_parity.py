@@ -115,11 +115,17 @@ def max_diff(am_ours, am_kaldi) -> dict:
     }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def parity_parser(doc: str, num_iters: int) -> argparse.ArgumentParser:
+    """The options every *_kaldi_parity.py script takes: OUT, --ref, --num-iters."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
     ap.add_argument("out", type=Path)
     ap.add_argument("--ref", type=Path, default=REF, help="kaldi_reference/an4")
-    ap.add_argument("--num-iters", type=int, default=35)
+    ap.add_argument("--num-iters", type=int, default=num_iters)
+    return ap
+
+
+def main() -> None:
+    ap = parity_parser(__doc__, 35)
     ap.add_argument(
         "--seed",
         type=int,
