@@ -55,21 +55,27 @@ Source = Iterable[tuple[str, np.ndarray]]
 class MatrixTable:
     """Matrices of a Kaldi ``.scp`` (the job's entries: ``(key, rxspec)``) or ``.ark`` (every
     ``stride[1]``-th entry from ``stride[0]``: an ark has no index, each job reads it through),
-    read with kaldiio."""
+    compressed ones decoded as Kaldi's CopyToMat does (:mod:`pykaldi2.features.compressed`;
+    kaldiio is a float step off on some values), the scp's archives kept open while read."""
 
     path: str
     entries: list[tuple[str, str]] | None = None
     stride: tuple[int, int] = (0, 1)
 
     def __iter__(self) -> Iterator[tuple[str, np.ndarray]]:
-        import kaldiio
+        from pykaldi2.features.compressed import iter_kaldi_ark, load_kaldi_mat
 
         if self.entries is not None:
-            for key, rx in self.entries:
-                yield key, kaldiio.load_mat(rx)
+            fds: dict = {}
+            try:
+                for key, rx in self.entries:
+                    yield key, load_kaldi_mat(rx, fd_dict=fds)
+            finally:
+                for fd in fds.values():
+                    fd.close()
             return
         j, n = self.stride
-        for i, (key, mat) in enumerate(kaldiio.load_ark(self.path)):
+        for i, (key, mat) in enumerate(iter_kaldi_ark(self.path)):
             if i % n == j:
                 yield key, mat
 
