@@ -2,7 +2,8 @@
 # speechocean762 recipe (OpenSLR 101: 5,000 read English sentences by 250 Mandarin-L1 speakers,
 # half of them children; 2.9 h train / 2.7 h test, 15,967 test words): raw corpus -> WER table.
 #   bash run.sh [--stage N] [--stop-stage M] [--corpus-dir DIR] [--nj N] [--force]
-#               [--mono-utts N] [--eval-sets "dev test"] [--dev-set dev]
+#               [--mono-utts N] [--eval-sets "dev test"] [--dev-set dev] [--gmm-eval-sets none]
+#               [--chain-opts "--override trainer.max_epochs=5"]
 # --corpus-dir: the extracted speechocean762/ folder (train/ test/ WAVE/ resource/lexicon.txt);
 # empty downloads the OpenSLR tarball into downloads/ (resumable, size-checked).
 # Dev and test: the 125 official test speakers sorted by id, alternately dev (1st, 3rd, ...) and
@@ -14,7 +15,8 @@
 # Stages: 0 data dirs (train, dev, test, test_full), 1 features (MFCC for the GMMs, 80-dim fbank
 # for the nnets), 2 dict (the corpus lexicon, stress kept) / lang / trigram on the train
 # transcripts only / G, 3 mono, 4 tri1, 5 tri2, 6 tri3 (SAT, fMLLR decoding; each decoded on
-# dev and test) and its fMLLR alignments of train for the nnets, 11-12 chain TDNN-F, 13 RNN-T,
+# dev and test) and its fMLLR alignments of train for the nnets, 7-8 CE BLSTM (dev and test
+# through tri3's graph), 11-12 chain TDNN-F, 13 RNN-T,
 # 14 its decodes (greedy, beam 4, + piece-LM fusion tuned on dev), 99 the WER table.
 # Each stage leaves a .done marker in exp/ (rerun skips finished stages; --force redoes them).
 set -euo pipefail
@@ -32,12 +34,17 @@ lm_order=3
 dev_set=dev     # score_decode: LMWT/WIP chosen on dev, test scored at that setting
 eval_sets="dev test"
 mono_utts=1000  # mono trains on the N shortest training utterances
-recipe_opts="mono_utts eval_sets dev_set"
+gmm_eval_sets=unset   # the sets stages 3-6 decode their GMM with (default: $eval_sets; "none": no
+                      # GMM decoding, e.g. when only tri3's alignments are wanted for the nnets)
+chain_opts=""   # extra train-chain options, e.g. --chain-opts "--override trainer.max_epochs=4"
+recipe_opts="mono_utts eval_sets dev_set gmm_eval_sets chain_opts"
 
 . ../stages.sh   # options, log, run_stage
 . ../functions.sh   # score_decode, decode_gmm, chain_data
 
 if [ -n "$corpus_dir" ] && [[ $corpus_dir != /* ]]; then corpus_dir=$invoke_dir/$corpus_dir; fi
+[ "$gmm_eval_sets" = unset ] && gmm_eval_sets=$eval_sets
+[ "$gmm_eval_sets" = none ] && gmm_eval_sets=""
 
 prepare() {
   if [ -n "$corpus_dir" ]; then
@@ -75,7 +82,7 @@ lang() {
 
 mono() {
   pykaldi2 train-mono --nj "$nj" --config conf/mono.yaml data/train_mono data/lang exp/mono
-  decode_gmm mono $eval_sets
+  if [ -n "$gmm_eval_sets" ]; then decode_gmm mono $gmm_eval_sets; fi
 }
 
 # tri SRC NAME TRAIN-CMD: align all of data/train with exp/SRC, train exp/NAME from those
@@ -84,11 +91,11 @@ tri() {
   pykaldi2 align-si --nj "$nj" data/train data/lang exp/$1 exp/$1_ali
   pykaldi2 "$3" --nj "$nj" --config conf/$2.yaml data/train data/lang exp/$1_ali exp/$2
   if [ "$3" = train-sat ]; then
-    decode_sat "$2" $eval_sets
+    if [ -n "$gmm_eval_sets" ]; then decode_sat "$2" $gmm_eval_sets; fi
     # the nnets train on the SAT system's alignments, as Kaldi's recipes do
     pykaldi2 align-fmllr --nj "$nj" data/train data/lang exp/$2 exp/$2_ali
-  else
-    decode_gmm "$2" $eval_sets
+  elif [ -n "$gmm_eval_sets" ]; then
+    decode_gmm "$2" $gmm_eval_sets
   fi
 }
 
@@ -100,6 +107,22 @@ run_stage 4 tri1 tri mono tri1 train-deltas       # MFCC + deltas
 run_stage 5 tri2 tri tri1 tri2 train-lda-mllt     # LDA + MLLT
 run_stage 6 tri3 tri tri2 tri3 train-sat          # SAT (fMLLR) + exp/tri3_ali
 
+# hybrid CE BLSTM on tri3's alignments (conf/ce_blstm.yaml: 3x320, chunks of 80 frames), decoded
+# on whole utterances through tri3's graph (HCLG of stage 6, or made here when the GMM stages ran
+# with --gmm-eval-sets none), dev and test, test at dev's LMWT/WIP
+run_stage 7 blstm_ce pykaldi2 train-ce --config conf/ce_blstm.yaml exp/blstm_ce
+decode_nnet_sets() {
+  local exp=exp/$1 graph=$2 set
+  shift 2
+  [ -f $graph/HCLG.fst ] || pykaldi2 mkgraph data/lang_test exp/tri3/final.mdl $graph
+  for set in $eval_sets; do   # $dev_set first
+    pykaldi2 decode-nnet --nj "$nj" --no-score "$@" $exp/final $graph data/${set}_fbank \
+      $exp/decode_$set
+    score_decode $exp $set 1 20
+  done
+}
+run_stage 8 blstm_ce_decode decode_nnet_sets blstm_ce exp/tri3/graph --mode utterance
+
 # LF-MMI (chain) TDNN-F from scratch (conf/chain_tdnnf.yaml, Kaldi's run_tdnn_1j.sh scaled):
 # speed-perturbed train (0.9/1.0/1.1) with MFCC + fbank, aligned with exp/$chain_gmm, the chain
 # tree at 1/3 rate (2000 leaves), train-chain (egs on disk), decode dev and test (test at the
@@ -109,7 +132,7 @@ chain_gmm=${chain_gmm:-tri3}
 chain_tdnnf() {
   chain_data $chain_gmm 2000
   pykaldi2 train-chain --config conf/chain_tdnnf.yaml \
-    --override "ali_dir=[exp/${chain_gmm}_ali_sp]" exp/chain_tdnnf
+    --override "ali_dir=[exp/${chain_gmm}_ali_sp]" $chain_opts exp/chain_tdnnf
 }
 run_stage 11 chain_tdnnf chain_tdnnf
 decode_chain_sets() {
@@ -144,7 +167,7 @@ run_stage 14 rnnt_decode rnnt_decode
 # stage 99: dev and test WER of every decoded system (always runs); test at the dev setting
 if [ "$stop_stage" -ge 99 ]; then
   printf '%-10s %-8s %s\n' system set "WER (LMWT_WIP chosen on dev)"
-  for sys in mono tri1 tri2 tri3 chain_tdnnf; do
+  for sys in mono tri1 tri2 tri3 blstm_ce chain_tdnnf; do
     for set in $eval_sets; do
       f=exp/$sys/decode_$set/best_wer
       if [ -f "$f" ]; then printf '%-10s %-8s %s\n' "$sys" "$set" "$(cat "$f")"; fi
