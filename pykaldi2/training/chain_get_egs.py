@@ -24,7 +24,7 @@ as long as ``info.json`` records the same settings)::
                      (and ``valid.npz``), then ``info.json``
 
 No process holds the corpus: stage 0 keeps per utterance its id and frame count, a job its
-share's ids and at most ``ArchiveSpool.max_frames`` frames of examples, a merge one archive.
+share's ids and at most ``ArchiveSpool.max_bytes`` bytes of examples, a merge one archive.
 
 An egs dir::
 
@@ -71,9 +71,10 @@ __all__ = [
 
 #: Version of the egs dir format (info.json).
 EGS_VERSION = 1
-#: Input frames of examples a job keeps before appending them to its piece files (about
-#: 16 MB of 40-dim float32 features; the bound of a job's memory for examples).
-JOB_BUFFER_FRAMES = 100_000
+#: Bytes of examples (features in the egs dtype + numerator arrays) a job keeps before
+#: appending them to its piece files: the bound of a job's memory for examples. (A bound in
+#: input frames, as before, let the buffer grow with the numerators, i.e. with the tree.)
+JOB_BUFFER_BYTES = 16 << 20
 
 
 @dataclass
@@ -296,7 +297,7 @@ def _egs_job(args: tuple) -> dict:
     num_archives, num_pdfs = split["num_archives"], split["num_pdfs"]
     dtype = np.float16 if settings["dtype"] == "float16" else np.float32
     sup_opts = cfg.supervision_options()
-    spool = ArchiveSpool(lambda k: tmp / f"egs.{j}.{k}.pieces", dtype, JOB_BUFFER_FRAMES)
+    spool = ArchiveSpool(lambda k: tmp / f"egs.{j}.{k}.pieces", dtype, JOB_BUFFER_BYTES)
     stats = {"utts": 0, "chunks": 0, "too_short": 0, "no_supervision": 0, "chunk_failed": 0,
              "frames_in": 0, "frames_out": 0}  # fmt: skip
     segments = iter_phone_segments(cfg.ali_dir, ali_model, share)

@@ -18,7 +18,7 @@ A job appends its examples to piece files as it makes them (:class:`ArchiveSpool
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -161,22 +161,33 @@ class ArchiveSpool:
     """A job's examples on their way to the archives, in bounded memory (Kaldi's
     nnet3-chain-get-egs writes each example to its archive's pipe as it is made).
 
-    :meth:`add` buffers examples per archive; when the buffered input frames of all archives
-    reach ``max_frames`` every buffer is appended to its piece file ``path_of(archive)`` as one
-    block (the :data:`FIELDS` arrays, ``np.save`` one after the other: a file that grows by
-    appending), so the memory of a job does not grow with its share of the corpus.
-    :func:`read_pieces` reads a piece file back, its examples in the order they were added.
+    :meth:`add` buffers examples per archive (features already in the archive's ``dtype``);
+    when the buffered bytes of all archives (features plus numerator arrays: a numerator's
+    size grows with the tree and the chunk, not only with its frames) reach ``max_bytes``,
+    every buffer is appended to its piece file ``path_of(archive)`` as one block (the
+    :data:`FIELDS` arrays, ``np.save`` one after the other: a file that grows by appending),
+    so the memory of a job does not grow with its share of the corpus. :func:`read_pieces`
+    reads a piece file back, its examples in the order they were added.
     """
 
-    def __init__(self, path_of, dtype=np.float16, max_frames: int = 100_000) -> None:
-        self.path_of, self.dtype, self.max_frames = path_of, dtype, int(max_frames)
+    def __init__(self, path_of, dtype=np.float16, max_bytes: int = 16 << 20) -> None:
+        self.path_of, self.dtype, self.max_bytes = path_of, np.dtype(dtype), int(max_bytes)
         self.buffers: dict = {}
-        self.buffered_frames = 0
+        self.buffered_bytes = 0
+
+    @staticmethod
+    def example_bytes(example: Example) -> int:
+        """What ``example`` holds in memory: its arrays' bytes."""
+        arrays = (example.feats, example.src, example.dst, example.pdf, example.log_weight,
+                  example.final)  # fmt: skip
+        return int(sum(a.nbytes for a in arrays))
 
     def add(self, archive, example: Example) -> None:
+        if example.feats.dtype != self.dtype:  # the cast the block write would make anyway
+            example = replace(example, feats=example.feats.astype(self.dtype))
         self.buffers.setdefault(archive, []).append(example)
-        self.buffered_frames += len(example.feats)
-        if self.buffered_frames >= self.max_frames:
+        self.buffered_bytes += self.example_bytes(example)
+        if self.buffered_bytes >= self.max_bytes:
             self.flush()
 
     def flush(self) -> None:
@@ -188,7 +199,7 @@ class ArchiveSpool:
                 for k in FIELDS:
                     np.save(f, arrays[k], allow_pickle=False)
         self.buffers.clear()
-        self.buffered_frames = 0
+        self.buffered_bytes = 0
 
 
 def read_pieces(path: str | os.PathLike) -> list[Example]:

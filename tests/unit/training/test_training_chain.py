@@ -720,15 +720,15 @@ SUPERVISION_DIGESTS = {
 }
 
 
-@pytest.mark.parametrize(("nj", "buffer_frames"), [(1, None), (1, 20), (2, None)])
+@pytest.mark.parametrize(("nj", "buffer_bytes"), [(1, None), (1, 3000), (2, None)])
 def test_streamed_chain_get_egs_writes_the_same_archives(corpus, tmp_path, monkeypatch, nj,
-                                                         buffer_frames):  # fmt: skip
+                                                         buffer_bytes):  # fmt: skip
     """Byte for byte the archives of the old path, also when a job appends its examples in
-    many small blocks (``buffer_frames`` 20: a flush every chunk or two)."""
+    many small blocks (``buffer_bytes`` 3000: a flush every chunk or two)."""
     from pykaldi2.training import chain_get_egs as cge
 
-    if buffer_frames is not None:
-        monkeypatch.setattr(cge, "JOB_BUFFER_FRAMES", buffer_frames)
+    if buffer_bytes is not None:
+        monkeypatch.setattr(cge, "JOB_BUFFER_BYTES", buffer_bytes)
     root, data, ali, _ = corpus
     conf = _egs_config(tmp_path, data, ali, egs={"nj": nj}, valid_fraction=0.2)
     exp = tmp_path / "exp"
@@ -790,7 +790,8 @@ def test_chain_data_paths_never_hold_all_alignments(corpus, tmp_path, monkeypatc
 
 
 def test_archive_spool_bounds_the_buffer_and_keeps_the_order(tmp_path):
-    """ArchiveSpool holds fewer than max_frames frames after every add; its piece files read
+    """ArchiveSpool holds fewer than max_bytes bytes (features in the archive dtype and the
+    numerator arrays) after every add, however the bytes split between the two; its piece files read
     back every example in order, and merging them gives the bytes of merging one archive of
     the same examples (the old path)."""
     from pykaldi2.training.egs_archive import (
@@ -803,17 +804,24 @@ def test_archive_spool_bounds_the_buffer_and_keeps_the_order(tmp_path):
 
     rng = np.random.default_rng(3)
     examples = {0: [], 1: []}
-    spool = ArchiveSpool(lambda k: tmp_path / f"p.{k}.pieces", np.float16, max_frames=25)
+    spool = ArchiveSpool(lambda k: tmp_path / f"p.{k}.pieces", np.float16, max_bytes=600)
+    flushes = 0
     for i in range(40):
-        t, a = int(rng.integers(3, 9)), int(rng.integers(1, 5))
+        t, a = int(rng.integers(3, 9)), int(rng.integers(1, 5) if i < 20 else rng.integers(20, 40))
         ex = Example(f"u{i}:0", rng.normal(size=(t, 4)).astype(np.float32), t // 3,
                      rng.integers(0, 3, a).astype(np.int32), rng.integers(0, 3, a).astype(np.int32),
                      rng.integers(0, 7, a).astype(np.int32), rng.normal(size=a).astype(np.float32),
                      np.zeros(3, np.float32), 0)  # fmt: skip
         k = int(rng.integers(2))
         examples[k].append(ex)
+        before = spool.buffered_bytes
         spool.add(k, ex)
-        assert spool.buffered_frames < 25
+        held = [e for b in spool.buffers.values() for e in b]
+        assert spool.buffered_bytes < 600
+        assert spool.buffered_bytes == sum(ArchiveSpool.example_bytes(e) for e in held)
+        assert all(e.feats.dtype == np.float16 for e in held)
+        flushes += spool.buffered_bytes < before
+    assert flushes >= 10  # numerators of 20-40 arcs (second half) flush the spool more often
     spool.flush()
     for k in (0, 1):
         back = read_pieces(tmp_path / f"p.{k}.pieces")
