@@ -111,17 +111,19 @@ run_stage 6 tri3 tri tri2 tri3 train-sat          # SAT (fMLLR) + exp/tri3_ali
 # on whole utterances through tri3's graph (HCLG of stage 6, or made here when the GMM stages ran
 # with --gmm-eval-sets none), dev and test, test at dev's LMWT/WIP
 run_stage 7 blstm_ce pykaldi2 train-ce --config conf/ce_blstm.yaml exp/blstm_ce
+# decode_nnet_sets SYS GMM [decode-nnet options]: exp/SYS/final through exp/GMM/graph (the GMM
+# whose pdfs the net predicts)
 decode_nnet_sets() {
-  local exp=exp/$1 graph=$2 set
+  local exp=exp/$1 graph=exp/$2/graph set
+  [ -f $graph/HCLG.fst ] || pykaldi2 mkgraph data/lang_test exp/$2/final.mdl $graph
   shift 2
-  [ -f $graph/HCLG.fst ] || pykaldi2 mkgraph data/lang_test exp/tri3/final.mdl $graph
   for set in $eval_sets; do   # $dev_set first
     pykaldi2 decode-nnet --nj "$nj" --no-score "$@" $exp/final $graph data/${set}_fbank \
       $exp/decode_$set
     score_decode $exp $set 1 20
   done
 }
-run_stage 8 blstm_ce_decode decode_nnet_sets blstm_ce exp/tri3/graph --mode utterance
+run_stage 8 blstm_ce_decode decode_nnet_sets blstm_ce tri3 --mode utterance
 
 # LF-MMI (chain) TDNN-F from scratch (conf/chain_tdnnf.yaml, Kaldi's run_tdnn_1j.sh scaled):
 # speed-perturbed train (0.9/1.0/1.1) with MFCC + fbank, aligned with exp/$chain_gmm, the chain

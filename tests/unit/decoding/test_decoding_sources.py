@@ -38,3 +38,31 @@ def test_matrix_tables_read_every_matrix_once_as_kaldi(tmp_path, method, nj):
 def test_matrix_tables_missing_file_names_it(tmp_path):
     with pytest.raises(DataError, match="no such matrix file"):
         matrix_tables(tmp_path / "absent.scp", 2)
+
+
+@pytest.mark.parametrize("form", ["scp", "ark"])
+def test_matrix_tables_read_kaldis_compressed_features_as_kaldi(kaldi_ref, tmp_path, form):
+    """Kaldi's AN4 test feats.ark (copy-feats --compress=true) through decode's sources (2 jobs):
+    the per-speaker sums equal Kaldi's own compute-cmvn-stats (data/test/cmvn.ark) bit for bit,
+    i.e. every matrix is decoded as Kaldi's binaries decode it."""
+    d = kaldi_ref / "an4" / "data" / "test"
+    if form == "scp":
+        path = tmp_path / "feats.scp"  # the scp's paths made absolute
+        path.write_text(
+            "".join(f"{k} {d / loc.split('/')[-1]}\n"
+                    for k, loc in (line.split() for line in (d / "feats.scp").read_text().splitlines())),
+        )  # fmt: skip
+    else:
+        path = d / "feats.ark"
+    sources, _ = matrix_tables(path, 2)
+    mats = {k: m for src in sources for k, m in src}
+    spk2utt = [line.split() for line in (d / "spk2utt").read_text().splitlines()]
+    assert sum(len(u) for _, *u in spk2utt) == len(mats)
+    for line in (d / "cmvn.scp").read_text().splitlines()[:4]:
+        spk, loc = line.split()
+        utts = next(u for s, *u in spk2utt if s == spk)
+        x = np.concatenate([mats[u] for u in utts]).astype(np.float64)
+        kaldi = kaldiio.load_mat(f"{d / 'cmvn.ark'}:{loc.rpartition(':')[2]}")
+        # compute-cmvn-stats adds frame after frame in double: a running sum, not a pairwise one
+        np.testing.assert_array_equal(np.cumsum(x, axis=0)[-1], kaldi[0, :-1], err_msg=spk)
+        assert kaldi[0, -1] == len(x)
