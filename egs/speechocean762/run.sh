@@ -125,6 +125,20 @@ decode_nnet_sets() {
 }
 run_stage 8 blstm_ce_decode decode_nnet_sets blstm_ce tri3 --mode utterance
 
+# lattice sMBR from the CE BLSTM (conf/se_blstm.yaml), den lattices generated on the fly through a
+# unigram graph of the train text (Kaldi's make_denlats.sh), decoded like the CE model
+blstm_smbr() {
+  if [ ! -f exp/tri3/graph_ug/HCLG.fst ]; then
+    pykaldi2 train-lm --order 1 --skip-first-field --words data/lang/words.txt \
+      data/train/text data/local/lm/1gram.arpa
+    pykaldi2 make-g data/lang data/local/lm/1gram.arpa data/lang_ug
+    pykaldi2 mkgraph data/lang_ug exp/tri3/final.mdl exp/tri3/graph_ug
+  fi
+  pykaldi2 train-se --criterion smbr --config conf/se_blstm.yaml exp/blstm_smbr
+}
+run_stage 9 blstm_smbr blstm_smbr
+run_stage 10 blstm_smbr_decode decode_nnet_sets blstm_smbr tri3 --mode utterance
+
 # LF-MMI (chain) TDNN-F from scratch (conf/chain_tdnnf.yaml, Kaldi's run_tdnn_1j.sh scaled):
 # speed-perturbed train (0.9/1.0/1.1) with MFCC + fbank, aligned with exp/$chain_gmm, the chain
 # tree at 1/3 rate (2000 leaves), train-chain (egs on disk), decode dev and test (test at the
@@ -169,7 +183,7 @@ run_stage 14 rnnt_decode rnnt_decode
 # stage 99: dev and test WER of every decoded system (always runs); test at the dev setting
 if [ "$stop_stage" -ge 99 ]; then
   printf '%-10s %-8s %s\n' system set "WER (LMWT_WIP chosen on dev)"
-  for sys in mono tri1 tri2 tri3 blstm_ce chain_tdnnf; do
+  for sys in mono tri1 tri2 tri3 blstm_ce blstm_smbr chain_tdnnf; do
     for set in $eval_sets; do
       f=exp/$sys/decode_$set/best_wer
       if [ -f "$f" ]; then printf '%-10s %-8s %s\n' "$sys" "$set" "$(cat "$f")"; fi

@@ -1,7 +1,10 @@
 """Bidirectional LSTM acoustic model (PyKaldi2's BLSTM 3x512).
 
-Sequences are packed (``pack_padded_sequence``), so padding never reaches the backward
-direction: the output at frame t of an utterance of length L depends only on frames 0..L-1.
+Padding never reaches the backward direction: the output at frame t of an utterance of length L
+depends only on frames 0..L-1. The stack runs on padded tensors one layer and direction at a
+time (:func:`pykaldi2.nnet.lstm.bidirectional_padded`), the packed sequence being its reference
+(and the path for LSTMP, ``proj`` > 0): packed sequences make CPU training quadratic in the
+utterance length, which whole-utterance sequence training (train-se) cannot afford.
 """
 
 from __future__ import annotations
@@ -10,8 +13,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from pykaldi2.nnet.lstm import bidirectional_packed, bidirectional_padded
 from pykaldi2.utils.config import ConfigMixin, option
 
 
@@ -51,12 +54,10 @@ class Blstm(nn.Module):
         out_dim = 2 * (cfg.proj or cfg.hidden)
         self.dropout = nn.Dropout(cfg.dropout)
         self.output = nn.Linear(out_dim, cfg.num_classes)
+        # how the stack runs: bidirectional_packed is the reference (and handles LSTMP)
+        self.bidirectional_run = bidirectional_packed if cfg.proj else bidirectional_padded
 
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """feats: (N, T, F) float; lengths: (N,) int64 on any device. Returns (N, T, C)."""
-        packed = pack_padded_sequence(
-            feats, lengths.to("cpu"), batch_first=True, enforce_sorted=False
-        )
-        out, _ = self.lstm(packed)
-        out, _ = pad_packed_sequence(out, batch_first=True, total_length=feats.shape[1])
+        out = self.bidirectional_run(self.lstm, feats, lengths)
         return self.output(self.dropout(out))

@@ -12,7 +12,7 @@ one call over the whole utterance.
 
 With ``enc_bidirectional`` the LSTMs are bidirectional (``H = 2 * enc_n_hid`` outputs), each
 utterance's backward pass starting at its own last frame
-(:func:`~pykaldi2.nnet.transducer.lstm.bidirectional_padded`: packed sequences' results on
+(:func:`~pykaldi2.nnet.lstm.bidirectional_padded`: packed sequences' results on
 padded tensors); such an encoder only takes whole utterances.
 """
 
@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 from pykaldi2.nnet.transducer.config import TransducerConfig
-from pykaldi2.nnet.transducer.lstm import bidirectional_padded, lstm_stack
+from pykaldi2.nnet.lstm import bidirectional_padded
+from pykaldi2.nnet.transducer.lstm import lstm_stack
 
 
 class EncoderState(NamedTuple):
@@ -166,7 +167,7 @@ class TransducerEncoder(nn.Module):
     def _forward_bidirectional(self, feats: torch.Tensor, lengths: torch.Tensor):
         """Whole padded utterances through bidirectional LSTMs, the backward direction of each
         utterance starting at its own last frame, not in the padding (``bidirectional_run``:
-        :func:`~pykaldi2.nnet.transducer.lstm.bidirectional_padded`, or its packed reference)."""
+        :func:`~pykaldi2.nnet.lstm.bidirectional_padded`, or its packed reference)."""
         run = self.bidirectional_run
         B, T, _ = feats.shape
         lengths = lengths.clamp(min=1, max=T)

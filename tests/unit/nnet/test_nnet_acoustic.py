@@ -20,8 +20,36 @@ def test_blstm_padding_never_leaks():
     torch.testing.assert_close(alone[0], out[1, :7], rtol=1e-5, atol=1e-6)
 
 
+def test_blstm_padded_run_equals_packed_reference():
+    """The BLSTM's padded run (one layer and direction at a time) against its packed-sequence
+    reference on the same weights: logits, zeros past each length, and the gradients of the
+    input and every weight, in training mode (no dropout, so both paths are deterministic)."""
+    from pykaldi2.nnet.lstm import bidirectional_packed, bidirectional_padded
+
+    torch.manual_seed(0)
+    m = Blstm(BlstmConfig(input_dim=5, num_classes=7, num_layers=3, hidden=8, dropout=0.0))
+    assert m.bidirectional_run is bidirectional_padded
+    x = torch.randn(3, 40, 5)
+    lengths = torch.tensor([40, 23, 2])
+    x[1, 23:] = 30.0
+    outs = []
+    for run in (bidirectional_padded, bidirectional_packed):
+        m.bidirectional_run = run
+        xi = x.clone().requires_grad_()
+        m.zero_grad()
+        y = m(xi, lengths)
+        (y * torch.linspace(-1, 1, y.numel()).reshape(y.shape)).sum().backward()
+        outs.append([y.detach(), xi.grad] + [p.grad.clone() for p in m.parameters()])
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert not outs[0][1][1, 23:].any()  # no gradient reaches the padding
+
+
 def test_blstm_projection_shapes():
+    from pykaldi2.nnet.lstm import bidirectional_packed
+
     m = Blstm(BlstmConfig(input_dim=4, num_classes=3, num_layers=2, hidden=16, proj=8))
+    assert m.bidirectional_run is bidirectional_packed  # LSTMP: torch.lstm has no projection here
     assert m(torch.randn(3, 5, 4), torch.tensor([5, 4, 2])).shape == (3, 5, 3)
 
 

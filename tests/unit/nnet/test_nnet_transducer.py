@@ -150,12 +150,8 @@ def test_bidirectional_padded_equals_packed(layers, dropout):
     inputs and weights; in training mode with dropout between layers the same RNG draws give
     the same masks only on the padded path, so there it is compared with itself across seeds
     (the dropout acts) and in eval mode with the reference."""
-    from pykaldi2.nnet.transducer.lstm import (
-        bidirectional_packed,
-        bidirectional_padded,
-        lstm_stack,
-        reverse_padded,
-    )
+    from pykaldi2.nnet.lstm import bidirectional_packed, bidirectional_padded, reverse_padded
+    from pykaldi2.nnet.transducer.lstm import lstm_stack
 
     torch.manual_seed(0)
     rnn = lstm_stack(5, 4, layers, dropout, 1.0, bidirectional=True)
