@@ -58,8 +58,10 @@ def sweep_lattices(
     files: Sequence[str | os.PathLike],
     lm_weights: Sequence[float],
     word_ins_penalties: Sequence[float],
+    total: int | None = None,
 ) -> dict[tuple[float, float], dict[str, list[int]]]:
-    """Best-path word ids of every lattice for every ``(lmwt, wip)`` pair.
+    """Best-path word ids of every lattice for every ``(lmwt, wip)`` pair (``total``: the
+    number of lattices expected, for the progress bar).
 
     Returns ``{(lmwt, wip): {utt: [word ids]}}``; an utterance whose lattice has no final
     state is left out (it counts as absent, like a failed decode in Kaldi).
@@ -68,7 +70,7 @@ def sweep_lattices(
     out: dict[tuple[float, float], dict[str, list[int]]] = {p: {} for p in pairs}
     lm = [p[0] for p in pairs]
     wips = [p[1] for p in pairs]
-    bar = progress(desc="best paths", unit="lat")
+    bar = progress(desc="best paths", unit="lat", total=total)
     for f in files:
         for utt, lat in read_lattices(f):
             bar.update(1)
@@ -115,7 +117,8 @@ def score_dir(
         words_txt = Path(json.loads(info_file.read_text())["graph_dir"]) / "words.txt"
     words = SymbolTable.read(words_txt)
     ref = read_text(ref_text)
-    sweep = sweep_lattices(lattice_files(out), lm_weights, word_ins_penalties)
+    # every utterance of the reference was decoded (a failed one counts as absent)
+    sweep = sweep_lattices(lattice_files(out), lm_weights, word_ins_penalties, total=len(ref))
     results: dict[str, WerStats] = {}
     for (lmwt, wip), hyp_ids in sweep.items():
         hyp = {utt: words.syms(ids) for utt, ids in hyp_ids.items()}
