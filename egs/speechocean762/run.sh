@@ -169,6 +169,10 @@ run_stage 12 chain_tdnnf_decode decode_chain_sets
 # stage 7 decodes dev and test greedy and with a beam of 4, then with a piece 4-gram of the
 # train transcripts (LM weight and symbol bonus chosen on dev; egs/functions.sh rnnt_lm_fusion)
 run_stage 13 rnnt pykaldi2 train-transducer --config conf/transducer.yaml exp/rnnt
+# the shallow-fusion grid on dev: 3 LM weights x 2 symbol bonuses (6 beam-4 decodes of the 1,260
+# dev utterances; egs/functions.sh's default grid is 12)
+rnnt_lm_weights=${rnnt_lm_weights:-0.2 0.3 0.5}
+rnnt_symbol_bonuses=${rnnt_symbol_bonuses:-0.5 1.0}
 rnnt_decode() {
   local set
   for set in $eval_sets; do

@@ -23,8 +23,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from pykaldi2.nnet.transducer.config import TransducerConfig
 from pykaldi2.nnet.lstm import bidirectional_padded
+from pykaldi2.nnet.transducer.config import TransducerConfig
 from pykaldi2.nnet.transducer.lstm import lstm_stack
 
 

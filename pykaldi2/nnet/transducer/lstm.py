@@ -6,7 +6,6 @@ Dimension legend: B batch, T frames, D input size, H hidden units per direction.
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 
