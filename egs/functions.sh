@@ -105,13 +105,21 @@ chain_data() {
     exp/chain/tree_sp
 }
 
+# wait_all PID...: wait for every background job; fails (set -e) if any of them failed
+wait_all() {
+  local p rc=0
+  for p in "$@"; do wait "$p" || rc=$?; done
+  return $rc
+}
+
 # rnnt_lm_fusion EXP DEV SETS...: shallow fusion for the RNN-T of EXP (EXP/final): a 4-gram over
 # its tokenizer's pieces on the training transcripts (EXP/config.yaml's train_data, else
 # $rnnt_lm_text), beam-4 decodes of data/DEV over LM weights x symbol bonuses
 # (EXP/decode_DEV_lmW_bB), the best on DEV, then each data/SET decoded at it (EXP/decode_SET_lm).
-# EXP/lm/best holds the chosen "weight bonus".
+# EXP/lm/best holds the chosen "weight bonus". The grid's decodes (one process each, one thread
+# under OMP_NUM_THREADS=1) run $nj at a time, like Kaldi's recipes decoding sets side by side.
 rnnt_lm_fusion() {
-  local exp=$1 dev=$2 w b best f text
+  local exp=$1 dev=$2 w b best f text pids=""
   shift 2
   text=${rnnt_lm_text:-$(python3 -c "import yaml,sys; c=yaml.safe_load(open(sys.argv[1])); c=c.get('config', c); print(c['train_data'][0] + '/text')" "$exp/config.yaml")}
   pykaldi2 train-lm --order 4 --skip-first-field --tokenizer "$exp/final/tokenizer.model" \
@@ -119,9 +127,13 @@ rnnt_lm_fusion() {
   for w in ${rnnt_lm_weights:-0.1 0.2 0.3 0.5}; do
     for b in ${rnnt_symbol_bonuses:-0.0 0.5 1.0}; do
       pykaldi2 decode-transducer --beam 4 --lm "$exp/lm/tokens4.arpa" --lm-weight "$w" \
-        --symbol-bonus "$b" "$exp/final" "data/$dev" "$exp/decode_${dev}_lm${w}_b$b" >/dev/null
+        --symbol-bonus "$b" "$exp/final" "data/$dev" "$exp/decode_${dev}_lm${w}_b$b" \
+        >/dev/null 2>"$exp/lm/decode_${dev}_lm${w}_b$b.log" &
+      pids="$pids $!"
+      if [ "$(wc -w <<< "$pids")" -ge "${nj:-1}" ]; then wait_all $pids; pids=""; fi
     done
   done
+  wait_all $pids
   best=$(for f in "$exp"/decode_"${dev}"_lm*_b*/wer; do
       printf '%s %s\n' "$(awk '/%WER/ {print $2; exit}' "$f")" "$f"
     done | sort -n | head -n 1 | sed -E 's|.*_lm([0-9.]+)_b([0-9.]+)/wer$|\1 \2|')

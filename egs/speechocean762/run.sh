@@ -174,12 +174,14 @@ run_stage 13 rnnt pykaldi2 train-transducer --config conf/transducer.yaml exp/rn
 rnnt_lm_weights=${rnnt_lm_weights:-0.2 0.3 0.5}
 rnnt_symbol_bonuses=${rnnt_symbol_bonuses:-0.5 1.0}
 rnnt_decode() {
-  local set
-  for set in $eval_sets; do
-    pykaldi2 decode-transducer exp/rnnt/final data/${set}_fbank exp/rnnt/decode_${set}_fbank_greedy
-    pykaldi2 decode-transducer --beam 4 exp/rnnt/final data/${set}_fbank \
-      exp/rnnt/decode_${set}_fbank_beam4
+  local set pids=""
+  for set in $eval_sets; do   # the sets side by side (one process, one thread each)
+    { pykaldi2 decode-transducer exp/rnnt/final data/${set}_fbank exp/rnnt/decode_${set}_fbank_greedy
+      pykaldi2 decode-transducer --beam 4 exp/rnnt/final data/${set}_fbank \
+        exp/rnnt/decode_${set}_fbank_beam4; } &
+    pids="$pids $!"
   done
+  wait_all $pids
   rnnt_lm_fusion exp/rnnt dev_fbank test_fbank
 }
 run_stage 14 rnnt_decode rnnt_decode
