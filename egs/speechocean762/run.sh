@@ -166,7 +166,7 @@ decode_chain_sets() {
 run_stage 12 chain_tdnnf_decode decode_chain_sets
 
 # RNN-T (conf/transducer.yaml: AN4's dev-tuned recipe scaled to 2.9 h) on the 80-dim fbank;
-# stage 7 decodes dev and test greedy and with a beam of 4, then with a piece 4-gram of the
+# stage 14 decodes dev and test greedy and with a beam of 4, then with a piece 4-gram of the
 # train transcripts (LM weight and symbol bonus chosen on dev; egs/functions.sh rnnt_lm_fusion)
 run_stage 13 rnnt pykaldi2 train-transducer --config conf/transducer.yaml exp/rnnt
 # the shallow-fusion grid on dev: 3 LM weights x 2 symbol bonuses (6 beam-4 decodes of the 1,260
@@ -195,7 +195,7 @@ if [ "$stop_stage" -ge 99 ]; then
       if [ -f "$f" ]; then printf '%-10s %-8s %s\n' "$sys" "$set" "$(cat "$f")"; fi
     done
   done
-  for set in $eval_sets; do   # stages 6-7: the RNN-T
+  for set in $eval_sets; do   # stages 13-14: the RNN-T
     for d in greedy beam4; do
       f=exp/rnnt/decode_${set}_fbank_$d/wer
       if [ -f "$f" ]; then printf '%-10s %-8s %s\n' "rnnt $d" "$set" "$(head -n 1 "$f")"; fi
