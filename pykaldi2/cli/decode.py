@@ -262,7 +262,8 @@ def register(subparsers) -> None:
         "resampled with replacement; each system's WER is printed with mean +- 1.96 std of the "
         "replicated WERs, and with two systems the fraction of replications (same utterances "
         "for both) in which the second makes fewer word errors. A HYP is a text file or a "
-        "scored decode dir (its best LMWT/WIP hypotheses).",
+        "scored decode dir (its best LMWT/WIP hypotheses) or a decode dir of one setting "
+        "(decode-transducer's: its hyp.txt).",
         epilog="example: pykaldi2 compute-wer-bootci data/test/text exp/blstm_ce/decode_test "
         "exp/blstm_smbr/decode_test",
     )

@@ -294,11 +294,17 @@ def best_setting(decode_dir: str | os.PathLike) -> tuple[str, str]:
 
 def best_hyp_file(path: str | os.PathLike) -> Path:
     """A hypothesis text, or for a decode dir the text of its best LMWT/WIP (``best_wer`` names
-    ``.../wer_LMWT_WIP``; the text is ``scoring_kaldi/penalty_WIP/LMWT.txt``)."""
+    ``.../wer_LMWT_WIP``; the text is ``scoring_kaldi/penalty_WIP/LMWT.txt``), or for a decode
+    dir of one setting (decode-transducer's: ``hyp.txt``, no lattices to sweep) its
+    ``hyp.txt``."""
     p = Path(path)
     if p.is_file():
         return p
+    if not p.exists():
+        raise DataError("no such hypothesis text or decode dir", file=str(p))
     if not (p / "best_wer").is_file():
+        if (p / "hyp.txt").is_file() and not any(p.glob("lat.*")):
+            return p / "hyp.txt"
         raise DataError(
             "neither a hypothesis text nor a scored decode dir (no best_wer)",
             file=str(p),

@@ -108,6 +108,21 @@ def test_best_hyp_file_reads_a_scored_decode_dir(tmp_path):
         best_hyp_file(d)
 
 
+def test_best_hyp_file_of_a_one_setting_decode_dir(tmp_path):
+    """decode-transducer's dir (hyp.txt, no lattices) is its hyp.txt; a lattice decode dir that
+    was not scored, or a path that does not exist, is an error naming it."""
+    d = tmp_path / "decode_test_beam4"
+    d.mkdir()
+    (d / "hyp.txt").write_text("u1 A\n")
+    assert best_hyp_file(d) == d / "hyp.txt"
+    (d / "lat.1.gz").write_bytes(b"")
+    with pytest.raises(DataError, match="no best_wer"):
+        best_hyp_file(d)
+    with pytest.raises(DataError, match="no such") as e:
+        best_hyp_file(tmp_path / "decode_dev_lm")
+    assert "decode_dev_lm" in str(e.value)
+
+
 def test_compute_wer_bootci_command(tmp_path, capsys):
     from pykaldi2.cli.main import main
 
