@@ -16,8 +16,9 @@
 # for the nnets), 2 dict (the corpus lexicon, stress kept) / lang / trigram on the train
 # transcripts only / G, 3 mono, 4 tri1, 5 tri2, 6 tri3 (SAT, fMLLR decoding; each decoded on
 # dev and test) and its fMLLR alignments of train for the nnets, 7-8 CE BLSTM (dev and test
-# through tri3's graph), 11-12 chain TDNN-F, 13 RNN-T,
-# 14 its decodes (greedy, beam 4, + piece-LM fusion tuned on dev), 99 the WER table.
+# through tri3's graph), 9-10 lattice sMBR from the CE BLSTM (den lattices through a unigram
+# graph), 11-12 chain TDNN-F, 13 RNN-T, 14 its decodes (greedy, beam 4, + piece-LM fusion tuned
+# on dev), 99 the WER table.
 # Each stage leaves a .done marker in exp/ (rerun skips finished stages; --force redoes them).
 set -euo pipefail
 invoke_dir=$PWD   # a relative --corpus-dir is relative to where run.sh was started
