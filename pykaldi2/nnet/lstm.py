@@ -40,6 +40,8 @@ def bidirectional_padded(rnn: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor) -
     ``nn.LSTM`` applies it (training mode only)."""
     if not rnn.bidirectional or not rnn.batch_first or rnn.proj_size or not rnn.bias:
         raise ValueError("bidirectional_padded: a batch-first bidirectional nn.LSTM with biases")
+    if lengths.numel() and int(lengths.min()) < 1:  # as pack_padded_sequence refuses them
+        raise ValueError("bidirectional_padded: every length must be >= 1 (drop empty utterances)")
     B, T, _ = x.shape
     h0 = x.new_zeros(1, B, rnn.hidden_size)
     names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")

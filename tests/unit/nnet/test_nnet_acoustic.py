@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from pykaldi2.nnet.blstm import Blstm, BlstmConfig
@@ -43,6 +44,11 @@ def test_blstm_padded_run_equals_packed_reference():
     for a, b in zip(*outs):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert not outs[0][1][1, 23:].any()  # no gradient reaches the padding
+    # an empty utterance is refused, as the packed path refuses it (not silently given logits)
+    for run in (bidirectional_padded, bidirectional_packed):
+        m.bidirectional_run = run
+        with pytest.raises((ValueError, RuntimeError), match=">= 1|greater than 0"):
+            m(x, torch.tensor([40, 0, 2]))
 
 
 def test_blstm_projection_shapes():
