@@ -21,8 +21,9 @@ deps:
 	    || echo "warning: could not install$$missing (only needed for wav.scp pipes)"; fi; \
 	fi
 
-# setup.py and the C++ sources: `pip install -e .` rebuilds the decoder extension (pykaldi2/hmm/csrc).
-$(STAMP): pyproject.toml setup.py $(wildcard pykaldi2/hmm/csrc/*.cc pykaldi2/hmm/csrc/*.h)
+# setup.py and the C++ sources: `pip install -e .` rebuilds the extensions (pykaldi2/hmm/csrc, the
+# decoder; pykaldi2/losses/csrc, the LF-MMI denominator kernel).
+$(STAMP): pyproject.toml setup.py $(wildcard pykaldi2/hmm/csrc/*.cc pykaldi2/hmm/csrc/*.h pykaldi2/losses/csrc/*.cc)
 	@$(MAKE) --no-print-directory deps
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip

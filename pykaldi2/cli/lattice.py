@@ -72,15 +72,19 @@ def _kaldi_text_line(key: str, items: list[str]) -> str:
 
 
 def _cmd_best_path(args) -> int:
+    import contextlib
+
     from pykaldi2.decoding.lattice import best_path
-    from pykaldi2.hmm.ali import write_ali
+    from pykaldi2.hmm.ali import AliWriter
     from pykaldi2.utils.log import progress
 
     lmwt, wip = _lmwt(args)
     words = _symbols(args.word_symbol_table)
-    alis = {}
     n_done = n_fail = 0
-    with _out(args.output) as f:
+    with contextlib.ExitStack() as stack:
+        f = stack.enter_context(_out(args.output))
+        # alignments written as they come (a job's alignments never held in memory)
+        ali = stack.enter_context(AliWriter(args.ali_out)) if args.ali_out else None
         for utt, lat in progress(_lattices(args.lattices), desc="best paths", unit="lat"):
             p = best_path(lat, lmwt, wip)
             if p is None:
@@ -88,11 +92,9 @@ def _cmd_best_path(args) -> int:
                 print(f"lattice-best-path: {utt}: no path to a final state", file=sys.stderr)
                 continue
             f.write(_kaldi_text_line(utt, _word_str(words, p.words)))
-            if args.ali_out:
-                alis[utt] = p.ali
+            if ali is not None:
+                ali.write(utt, p.ali)
             n_done += 1
-    if args.ali_out:
-        write_ali(args.ali_out, alis)
     print(f"lattice-best-path: {n_done} done, {n_fail} without a final state", file=sys.stderr)
     return 0 if n_done else 1
 

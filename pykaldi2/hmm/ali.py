@@ -11,9 +11,9 @@ dirs have no ``model_id``: accepted, unchecked, with a note in the log).
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
-import io
 import logging
 import os
 from collections.abc import Iterator, Mapping
@@ -156,27 +156,61 @@ def ali_to_phones(model: GmmModel, ali: np.ndarray, per_frame: bool = False) -> 
     return np.asarray([p for p, _, _ in split_to_phones(model, ali)], dtype=np.int64)
 
 
-def write_ali(path: str | os.PathLike, alis: Mapping[str, np.ndarray]) -> None:
-    """Write alignments as a Kaldi ark: ``x.ark`` (+ ``x.scp`` beside it) or gzipped ``x.gz``."""
-    import kaldiio
+class AliWriter:
+    """Writes alignments one at a time, in the order given (as Kaldi's ark writers do), so a
+    job never holds its alignments in memory: ``x.ark`` + ``x.scp`` beside it, or gzipped
+    ``x.gz``. Atomic: the files appear when the ``with`` block ends without an exception.
 
-    path = Path(path)
-    data = {utt: np.asarray(a, dtype=np.int32) for utt, a in sorted(alis.items())}
-    if path.suffix == ".gz":
-        buf = io.BytesIO()
-        kaldiio.save_ark(buf, data)
-        with atomic_write(path, "wb") as f:
-            f.write(gzip.compress(buf.getvalue()))
-        return
-    scp = path.with_suffix(".scp")
-    with atomic_write(path, "wb") as f:
-        offsets = {}
-        for utt, a in data.items():
-            offsets[utt] = f.tell() + len(utt.encode()) + 1  # after "utt "
-            kaldiio.save_ark(f, {utt: a})
-    with atomic_write(scp, "w") as f:
-        for utt, off in offsets.items():
-            f.write(f"{utt} {path.resolve()}:{off}\n")
+        with AliWriter("exp/x/ali.1.gz") as w:
+            w.write(utt, ali)   # ali: (T,) transition_ids
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self._stack: contextlib.ExitStack | None = None
+        self._f = self._scp = None
+
+    def __enter__(self) -> AliWriter:
+        stack = contextlib.ExitStack()
+        try:
+            if self.path.suffix == ".gz":
+                raw = stack.enter_context(atomic_write(self.path, "wb"))
+                # filename="": the header must not record the temp file's name
+                self._f = stack.enter_context(gzip.GzipFile(filename="", mode="wb", fileobj=raw))
+            else:
+                # entered before the ark, so the ark is in place first when both are committed
+                self._scp = stack.enter_context(
+                    atomic_write(self.path.with_suffix(".scp"), "w", encoding="utf-8")
+                )
+                self._f = stack.enter_context(atomic_write(self.path, "wb"))
+        except BaseException:
+            stack.close()
+            raise
+        self._stack = stack
+        return self
+
+    def write(self, utt: str, ali: np.ndarray) -> None:
+        import kaldiio
+
+        a = np.asarray(ali, dtype=np.int32)
+        if self._scp is not None:
+            offset = self._f.tell() + len(utt.encode()) + 1  # after "utt "
+            kaldiio.save_ark(self._f, {utt: a})
+            self._scp.write(f"{utt} {self.path.resolve()}:{offset}\n")
+        else:
+            kaldiio.save_ark(self._f, {utt: a})
+
+    def __exit__(self, *exc) -> bool:
+        stack, self._stack = self._stack, None
+        return bool(stack.__exit__(*exc)) if stack is not None else False
+
+
+def write_ali(path: str | os.PathLike, alis: Mapping[str, np.ndarray]) -> None:
+    """Write alignments as a Kaldi ark: ``x.ark`` (+ ``x.scp`` beside it) or gzipped ``x.gz``,
+    in sorted utterance order (:class:`AliWriter` writes them as they come)."""
+    with AliWriter(path) as w:
+        for utt in sorted(alis):
+            w.write(utt, alis[utt])
 
 
 def transition_model_text(tm) -> str:

@@ -26,7 +26,9 @@ exact shift: every path takes one pdf per frame), so nothing overflows. Only the
 ``alpha'`` of every frame is kept; the backward pass recomputes the arc terms frame by
 frame and accumulates the occupancies directly, never storing per-arc values for all frames.
 States are rows (alpha is (S, N) per frame, (T, S, N) in all), so the per-arc gathers and
-scatters move contiguous rows of N values.
+scatters move contiguous rows of N values. On CPU the recursion runs in a compiled kernel
+(``pykaldi2.losses._den``, losses/csrc/den.cc: one fused pass over the arcs a frame); the torch
+recursion here is its reference and the path on other devices.
 
 Numerator (:class:`NumLogLikelihood`): log domain (the numerator graphs are small and
 may contain paths of very different weight), all sequences' graphs concatenated into one arc
@@ -117,38 +119,111 @@ def _den_frame_terms(nnet_output: torch.Tensor, lengths: torch.Tensor):
     return torch.exp(x - m[..., None]).permute(1, 2, 0).contiguous(), m
 
 
+def _den_kernel():
+    """The compiled CPU kernel (pykaldi2.losses._den, built by pip from losses/csrc/den.cc), or
+    None where the package was not built (a source checkout without ``pip install``)."""
+    global _DEN_KERNEL
+    if _DEN_KERNEL is False:
+        try:
+            from pykaldi2.losses import _den
+        except ImportError:  # pragma: no cover - every install builds it
+            _den = None
+        _DEN_KERNEL = _den
+    return _DEN_KERNEL
+
+
+_DEN_KERNEL = False
+
+
+def _use_kernel(kernel: str, device: torch.device) -> bool:
+    if kernel not in ("auto", "torch", "cpu"):
+        raise Pykaldi2Error(f"den kernel must be 'auto', 'torch' or 'cpu', got {kernel!r}")
+    if kernel == "torch" or device.type != "cpu":
+        return False
+    if _den_kernel() is None:
+        if kernel == "cpu":
+            raise Pykaldi2Error(
+                "the compiled den kernel pykaldi2.losses._den is not built. Fix: pip install -e ."
+            )
+        return False
+    return True
+
+
+def _den_forward_torch(x, src, dst, pdf, w, init, leaky, alphas, tots) -> None:
+    """The reference recursion (any device): fills alphas (T, S, N) and tots (T + 1, N).
+
+    x (T, P, N) = exp(nnet_output - m); w (A, 1); init (S, 1).
+    """
+    t_max, s_num, n = alphas.shape
+    # sum(alpha'(t)) = (1 + c * sum(initial_probs)) * sum(alpha(t)): one reduction a frame
+    leak_gain = 1.0 + leaky * float(init.sum())
+    a = init.expand(s_num, n).contiguous()
+    tiny = torch.finfo(x.dtype).tiny
+    # index_select, not a[src]: advanced indexing is ~4x slower per gather on CPU
+    for t in range(t_max):
+        tot = a.sum(dim=0, keepdim=True)  # (1, N)
+        tots[t] = tot[0]
+        a_dash = torch.addmm(a, init, tot, alpha=leaky)  # a + c * tot * init
+        torch.div(a_dash, (tot * leak_gain).clamp_min_(tiny), out=alphas[t])
+        contrib = alphas[t].index_select(0, src).mul_(x[t].index_select(0, pdf).mul_(w))
+        a = a.zero_().index_add_(0, dst, contrib)  # a_dash holds what a had
+    tots[t_max] = a.sum(dim=0)
+
+
+def _den_backward_torch(x, src, dst, pdf, w, init, leaky, alphas, scale, ends_at, lengths):
+    """The reference backward recursion: d log p_den / d x-terms as (T, P, N) occupancies.
+
+    scale (T, N) = 1 / s(t); ends_at (N,) = 1 / sum(alpha(T_n)); lengths (N,).
+    """
+    t_max, s_num, n = alphas.shape
+    grad = x.new_zeros(x.shape)
+    beta = x.new_zeros((s_num, n))
+    b_dash = torch.empty_like(beta)
+    ends = ends_at[None, :]
+    ending = set((lengths - 1).tolist())  # frames after which some sequence ends
+    init_row = init.T  # (1, S)
+    for t in range(t_max - 1, -1, -1):
+        if t in ending:
+            # beta(T_n) = d log p / d alpha(T_n) = 1 / sum(alpha(T_n)), for every state.
+            beta = torch.where((lengths == t + 1)[None, :], ends.expand_as(beta), beta)
+        prod = x[t].index_select(0, pdf).mul_(w).mul_(beta.index_select(0, dst))  # (A, N)
+        grad[t].index_add_(0, pdf, alphas[t].index_select(0, src).mul_(prod))
+        b_dash = b_dash.zero_().index_add_(0, src, prod).mul_(scale[t])
+        beta = b_dash.add(init_row @ b_dash, alpha=leaky)
+    return grad
+
+
 class DenLogLikelihood(torch.autograd.Function):
     """log p_den per sequence, (N,); backward gives ``grad_output[n] * den_occ[n]``.
 
     Args (to ``apply``): nnet_output (N, T, P); lengths (N,) int64 on the output's device;
     src, dst, pdf (A,) int64; weight (A,) arc probabilities; initial_probs (S,);
-    leaky_hmm_coefficient float. Internally states are rows: alpha is (S, N).
+    leaky_hmm_coefficient float; kernel ("auto": the compiled kernel on CPU, the torch
+    recursion elsewhere; "torch"; "cpu"). Internally states are rows: alpha is (S, N).
     """
 
     @staticmethod
-    def forward(ctx, nnet_output, lengths, src, dst, pdf, weight, initial_probs, leaky):
+    def forward(ctx, nnet_output, lengths, src, dst, pdf, weight, initial_probs, leaky,
+                kernel="auto"):  # fmt: skip
         n, t_max, _ = nnet_output.shape
         s_num = initial_probs.numel()
         dtype = nnet_output.dtype
+        use_cpp = _use_kernel(kernel, nnet_output.device)
         w = weight.to(dtype)[:, None]  # (A, 1)
         init = initial_probs.to(dtype)[:, None]  # (S, 1)
-        # sum(alpha'(t)) = (1 + c * sum(initial_probs)) * sum(alpha(t)): one reduction a frame
         leak_gain = 1.0 + leaky * float(init.sum())
         with torch.no_grad():
             x, m = _den_frame_terms(nnet_output, lengths)  # (T, P, N), (N, T)
             alphas = nnet_output.new_empty((t_max, s_num, n))  # normalized alpha'(t)
             tots = nnet_output.new_empty((t_max + 1, n))  # sum(alpha(t))
-            a = init.expand(s_num, n).contiguous()
+            if use_cpp:
+                _den_kernel().forward(
+                    x.numpy(), src.numpy(), dst.numpy(), pdf.numpy(), w[:, 0].contiguous().numpy(),
+                    init[:, 0].contiguous().numpy(), leaky, alphas.numpy(), tots.numpy(),
+                )  # fmt: skip
+            else:
+                _den_forward_torch(x, src, dst, pdf, w, init, leaky, alphas, tots)
             tiny = torch.finfo(dtype).tiny
-            # index_select, not a[src]: advanced indexing is ~4x slower per gather on CPU
-            for t in range(t_max):
-                tot = a.sum(dim=0, keepdim=True)  # (1, N)
-                tots[t] = tot[0]
-                a_dash = torch.addmm(a, init, tot, alpha=leaky)  # a + c * tot * init
-                torch.div(a_dash, (tot * leak_gain).clamp_min_(tiny), out=alphas[t])
-                contrib = alphas[t].index_select(0, src).mul_(x[t].index_select(0, pdf).mul_(w))
-                a = a.zero_().index_add_(0, dst, contrib)  # a_dash holds what a had
-            tots[t_max] = a.sum(dim=0)
             log_sum = tots.clamp_min(tiny).log()  # (T + 1, N) log sum(alpha(t))
             log_scale = (tots[:t_max] * leak_gain).clamp_min(tiny).log()  # (T, N) log s(t)
             # log p = sum_{t < T_n} (log s(t) + m(t)) + log sum(alpha(T_n))
@@ -158,33 +233,29 @@ class DenLogLikelihood(torch.autograd.Function):
         ctx.save_for_backward(
             nnet_output, lengths, src, dst, pdf, w, init, alphas, log_scale, log_sum
         )
-        ctx.leaky = leaky
+        ctx.leaky, ctx.use_cpp = leaky, use_cpp
         return logprob
 
     @staticmethod
     def backward(ctx, grad_output):
         nnet_output, lengths, src, dst, pdf, w, init, alphas, log_scale, log_sum = ctx.saved_tensors
-        leaky = ctx.leaky
-        n, t_max, p_num = nnet_output.shape
         with torch.no_grad():
             x, _ = _den_frame_terms(nnet_output, lengths)
-            grad = nnet_output.new_zeros((t_max, p_num, n))
-            beta = nnet_output.new_zeros((alphas.shape[1], n))
-            b_dash = torch.empty_like(beta)
-            # beta(T_n) = d log p / d alpha(T_n) = 1 / sum(alpha(T_n)), for every state.
-            ends_at = torch.exp(-log_sum.T.gather(1, lengths[:, None])).T  # (1, N)
-            ending = set((lengths - 1).tolist())  # frames after which some sequence ends
+            ends_at = torch.exp(-log_sum.T.gather(1, lengths[:, None]))[:, 0]  # (N,)
             scale = torch.exp(-log_scale)  # (T, N)
-            init_row = init.T  # (1, S)
-            for t in range(t_max - 1, -1, -1):
-                if t in ending:
-                    beta = torch.where((lengths == t + 1)[None, :], ends_at.expand_as(beta), beta)
-                prod = x[t].index_select(0, pdf).mul_(w).mul_(beta.index_select(0, dst))  # (A, N)
-                grad[t].index_add_(0, pdf, alphas[t].index_select(0, src).mul_(prod))
-                b_dash = b_dash.zero_().index_add_(0, src, prod).mul_(scale[t])
-                beta = b_dash.add(init_row @ b_dash, alpha=leaky)
+            if ctx.use_cpp:
+                grad = torch.zeros_like(x)
+                _den_kernel().backward(
+                    x.numpy(), src.numpy(), dst.numpy(), pdf.numpy(), w[:, 0].contiguous().numpy(),
+                    init[:, 0].contiguous().numpy(), ctx.leaky, alphas.numpy(), scale.numpy(),
+                    ends_at.numpy(), lengths.contiguous().numpy(), grad.numpy(),
+                )  # fmt: skip
+            else:
+                grad = _den_backward_torch(
+                    x, src, dst, pdf, w, init, ctx.leaky, alphas, scale, ends_at, lengths
+                )
             grad = grad.permute(2, 0, 1) * grad_output.to(grad.dtype)[:, None, None]
-        return grad, None, None, None, None, None, None, None
+        return grad, None, None, None, None, None, None, None, None
 
 
 def den_log_likelihood(
@@ -192,11 +263,14 @@ def den_log_likelihood(
     lengths: torch.Tensor,
     den_graph: DenGraph,
     leaky_hmm_coefficient: float = 1e-5,
+    kernel: str = "auto",
 ) -> torch.Tensor:
     """log p_den(O_n) for each sequence, (N,), differentiable (gradient = den occupancies).
 
     nnet_output: (N, T, P); lengths: (N,) frames per sequence (<= T); ``den_graph`` is moved to
-    the output's device if needed.
+    the output's device if needed. ``kernel``: "auto" runs the compiled kernel
+    (losses/csrc/den.cc) on CPU and the torch recursion on other devices; "torch" forces the
+    torch recursion (the reference), "cpu" the kernel.
     """
     _check_inputs(nnet_output, lengths, den_graph.num_pdfs)
     if den_graph.initial_probs is None:
@@ -208,7 +282,7 @@ def den_log_likelihood(
     nnet_output = _at_least_float32(nnet_output)
     return DenLogLikelihood.apply(
         nnet_output, lengths, g.src, g.dst, g.pdf, g.log_weight.exp(), g.initial_probs,
-        float(leaky_hmm_coefficient),
+        float(leaky_hmm_coefficient), kernel,
     )  # fmt: skip
 
 

@@ -63,6 +63,31 @@ def test_ali_archive_roundtrip(tmp_path, mono_trained):
         assert got.keys() == alis.keys() and all(np.array_equal(got[u], alis[u]) for u in alis)
 
 
+def test_ali_writer_streams_in_order_and_is_atomic(tmp_path, mono_trained):
+    import gzip
+
+    from pykaldi2.hmm.ali import AliWriter
+    from pykaldi2.hmm.streams import iter_alis
+
+    _, alis, _, _ = mono_trained
+    order = sorted(alis, reverse=True)  # not sorted: written as given
+    for name in ("w.ark", "w.1.gz"):
+        with AliWriter(tmp_path / name) as w:
+            for u in order:
+                w.write(u, alis[u])
+        assert [u for u, _ in iter_alis([tmp_path / name])] == order
+    scp = read_ali(tmp_path / "w.scp")
+    assert all(np.array_equal(scp[u], alis[u]) for u in alis)
+    # the gzip header names no file (not the temp file it was written as)
+    raw = (tmp_path / "w.1.gz").read_bytes()
+    assert raw[3] & 0x08 == 0 and gzip.decompress(raw)
+    # an exception inside the block leaves nothing behind
+    with pytest.raises(RuntimeError), AliWriter(tmp_path / "x.ark") as w:
+        w.write(order[0], alis[order[0]])
+        raise RuntimeError("killed")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(("x", ".x"))) == []
+
+
 def test_failed_alignment_is_reported_not_misaligned(synth, mono_trained):
     from pykaldi2.hmm.align import AlignConfig, compile_train_graphs, gmm_align_compiled
     from pykaldi2.hmm.inputs import feats_for_model, load_texts
