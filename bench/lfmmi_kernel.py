@@ -3,7 +3,8 @@
 Builds a realistic den graph with the real pipeline (chain_est_phone_lm on synthetic phone
 sequences with 4-gram order and 2000 extra LM states, a 2-state monophone HMM, chain-make-den-fst),
 then times the batched forward + backward of :func:`pykaldi2.losses.lfmmi.den_log_likelihood`
-against :func:`pykaldi2.losses.lfmmi_reference.den_log_likelihood_reference` (one sequence, a few
+(on CPU both the compiled kernel, losses/csrc/den.cc, and the torch recursion it replaced, side
+by side) against :func:`pykaldi2.losses.lfmmi_reference.den_log_likelihood_reference` (one sequence, a few
 frames: it is a Python loop per arc), one thread, side by side. Then the numerator on alignment
 supervision of the same batch size, visiting each frame's arcs only vs every arc on every frame.
 
@@ -100,8 +101,8 @@ def main() -> None:
     x = torch.randn(n, frames, tm.num_pdfs, device=dev, requires_grad=True)
     lengths = torch.full((n,), frames, dtype=torch.int64, device=dev)
 
-    def fast():
-        lp = den_log_likelihood(x, lengths, g)
+    def fast(kernel="auto"):
+        lp = den_log_likelihood(x, lengths, g, kernel=kernel)
         lp.sum().backward()
         if dev.type == "cuda":
             torch.cuda.synchronize()
@@ -109,6 +110,10 @@ def main() -> None:
     fast()  # warm-up
     t_fast = timed(fast, repeat=3)
     fps_fast = n * frames / t_fast
+    fps_torch = None
+    if dev.type == "cpu":
+        fast("torch")
+        fps_torch = n * frames / timed(lambda: fast("torch"), repeat=3)
 
     xr = torch.randn(args.ref_frames, tm.num_pdfs, dtype=torch.float64, requires_grad=True)
 
@@ -119,6 +124,9 @@ def main() -> None:
     fps_ref = args.ref_frames / t_ref
     print(f"{'den kernel':<40}{'frames/s':>12}")
     print(f"{'fast (batch %d, %d frames, fwd+bwd)' % (n, frames):<40}{fps_fast:>12.1f}")
+    if fps_torch is not None:
+        print(f"{'  the same, torch recursion':<40}{fps_torch:>12.1f}")
+        print(f"compiled kernel / torch recursion: {fps_fast / fps_torch:.2f}x")
     print(f"{'reference (1 seq, %d frames)' % args.ref_frames:<40}{fps_ref:>12.2f}")
     print(f"speed-up fast / reference: {fps_fast / fps_ref:.0f}x")
     bench_numerator(args, ctx, tm, den_fst, graph, dev)

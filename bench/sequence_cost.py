@@ -10,7 +10,9 @@ with
   at the output frame rate) on the chain output;
 * LF-MMI: :class:`pykaldi2.training.chain.ChainTask` (numerator + denominator
   forward-backward, leaky HMM, per-layer l2, out-of-range and xent regularization, frame
-  shift, as ``train-chain`` runs it);
+  shift, as ``train-chain`` runs it; on CPU the denominator runs in the compiled kernel);
+* on CPU, the same LF-MMI with the denominator recursion in torch ops (the kernel's
+  reference, what ran before the kernel);
 
 and, for reference, CE on the same network at the full frame rate (subsampling 1).
 ``--den-fst`` times the LF-MMI part on another den graph (e.g. speechocean762's, a realistic
@@ -277,12 +279,20 @@ def bench_chain(args, device) -> None:
     torch.manual_seed(0)
     chain_model = build_chain_model(cfg.model_type, mcfg, sub, True).to(device)
     ce_model = copy.deepcopy(chain_model)
+    ref_model = copy.deepcopy(chain_model)
     frame_cfg = dataclasses.replace(mcfg, subsampling=1, xent_branch=False)
     frame_model = build_chain_model(cfg.model_type, frame_cfg, 1, False).to(device)
     task = ChainTask(den, cfg.chain, f, device, frame_shift=cfg.frame_shift, extra_context=e)
+    # the same objective with the den recursion in torch ops (the kernel's reference; on CPU
+    # the default is the compiled kernel of losses/csrc/den.cc)
+    task_ref = ChainTask(den, cfg.chain, f, device, frame_shift=cfg.frame_shift, extra_context=e,
+                         den_kernel="torch")  # fmt: skip
 
     def lfmmi(model, b):
         return task.compute_loss(model, b).loss
+
+    def lfmmi_ref(model, b):
+        return task_ref.compute_loss(model, b).loss
 
     def ce(rate: int):
         def fn(model, b):
@@ -298,10 +308,12 @@ def bench_chain(args, device) -> None:
 
         return fn
 
-    rounds = {"ce": [], "mmi": [], "frame": []}
+    rounds = {"ce": [], "mmi": [], "mmi_ref": [], "frame": []}
     for _ in range(args.rounds):  # alternating, so a load change hits every objective
         rounds["ce"].append(_timed_steps(ce_model, ce(1), batches, device))
         rounds["mmi"].append(_timed_steps(chain_model, lfmmi, batches, device))
+        if device.type == "cpu":
+            rounds["mmi_ref"].append(_timed_steps(ref_model, lfmmi_ref, batches, device))
         rounds["frame"].append(_timed_steps(frame_model, ce(f), batches, device))
     t_ce, t_mmi, t_frame = (float(np.median(rounds[k])) for k in ("ce", "mmi", "frame"))
     _header(device)
@@ -315,8 +327,10 @@ def bench_chain(args, device) -> None:
     )
     print(f"{'objective':42s} {'s / hour of audio':>18s} {'x CE':>6s}")
     rows = [("CE (same net and chunks, chain-tree pdfs)", t_ce),
-            ("LF-MMI (num + den + l2 + xent)", t_mmi),
-            ("CE, frame-rate net (subsampling 1)", t_frame)]  # fmt: skip
+            ("LF-MMI (num + den + l2 + xent)", t_mmi)]  # fmt: skip
+    if rounds["mmi_ref"]:
+        rows.append(("LF-MMI, den in torch ops (reference)", float(np.median(rounds["mmi_ref"]))))
+    rows.append(("CE, frame-rate net (subsampling 1)", t_frame))
     for name, t in rows:
         print(f"{name:42s} {t / hours:18.1f} {t / t_ce:6.2f}")
     per_round = [m / c for c, m in zip(rounds["ce"], rounds["mmi"], strict=True)]

@@ -449,6 +449,7 @@ def chain_loss(
     opts: ChainTrainingOptions | None = None,
     xent_output: torch.Tensor | None = None,
     weights: torch.Tensor | None = None,
+    den_kernel: str = "auto",
 ) -> ChainLoss:
     """The LF-MMI objective of a batch, as Kaldi's ComputeChainObjfAndDeriv.
 
@@ -460,6 +461,7 @@ def chain_loss(
         opts: leaky HMM, l2 and xent regularization.
         xent_output: (N, T, P) raw output of the xent head, required if xent_regularize > 0.
         weights: (N,) per-sequence weights (Kaldi's supervision weight); default 1.
+        den_kernel: the denominator's implementation (see :func:`den_log_likelihood`).
     """
     opts = opts or ChainTrainingOptions()
     lengths = lengths.to(device=nnet_output.device, dtype=torch.int64)
@@ -475,7 +477,9 @@ def chain_loss(
             f"numerator graphs of sequences {bad} accept no path of their length "
             f"{lengths[bad].tolist()}. Fix: check the supervision's frame count and tolerance"
         )
-    den_lp = den_log_likelihood(nnet_output, lengths, den_graph, opts.leaky_hmm_coefficient)
+    den_lp = den_log_likelihood(
+        nnet_output, lengths, den_graph, opts.leaky_hmm_coefficient, kernel=den_kernel
+    )
     if weights is None:
         weights = torch.ones_like(num_lp)
     weights = weights.to(num_lp)

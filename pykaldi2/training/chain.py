@@ -317,11 +317,13 @@ class ChainTask:
     def __init__(
         self, den_graph, opts: ChainTrainingOptions, factor: int, device,
         left_context: int = 0, frame_shift: bool = False, extra_context: int | None = None,
+        den_kernel: str = "auto",
     ) -> None:  # fmt: skip
         self.den_graph = den_graph.to(device)
         self.opts, self.factor, self.device = opts, int(factor), device
         self.offset, self.frame_shift = int(left_context) // int(factor), bool(frame_shift)
         self.extra = extra_context
+        self.den_kernel = den_kernel
 
     def compute_loss(self, model, batch):
         import torch
@@ -358,8 +360,9 @@ class ChainTask:
         out = out[:, offset:need]
         xent = xent[:, offset:need] if xent is not None else None
         res = chain_loss(
-            out, out_len, self.den_graph, batch["num_graphs"], self.opts, xent_output=xent
-        )
+            out, out_len, self.den_graph, batch["num_graphs"], self.opts, xent_output=xent,
+            den_kernel=self.den_kernel,
+        )  # fmt: skip
         loss = res.loss * res.num_frames
         l2 = getattr(inner.body, "l2_penalty", None)
         if l2 is not None and model.training:
