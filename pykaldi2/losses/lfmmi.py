@@ -157,7 +157,9 @@ def _den_forward_torch(x, src, dst, pdf, w, init, leaky, alphas, tots) -> None:
     t_max, s_num, n = alphas.shape
     # sum(alpha'(t)) = (1 + c * sum(initial_probs)) * sum(alpha(t)): one reduction a frame
     leak_gain = 1.0 + leaky * float(init.sum())
-    a = init.expand(s_num, n).contiguous()
+    # a copy: with N = 1 ``expand(...).contiguous()`` is ``init`` itself, which the loop's
+    # ``zero_()`` would overwrite (and with float64 outputs the den graph's initial_probs too)
+    a = init.expand(s_num, n).clone()
     tiny = torch.finfo(x.dtype).tiny
     # index_select, not a[src]: advanced indexing is ~4x slower per gather on CPU
     for t in range(t_max):

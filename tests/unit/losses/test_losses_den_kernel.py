@@ -54,6 +54,28 @@ def test_kernel_equals_torch_on_kaldi_den_fst(kaldi_ref, name, leaky, one_thread
     torch.testing.assert_close(r32["cpu"][1], r32["torch"][1], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("kernel", ["torch", "cpu"])
+def test_one_sequence_equals_the_reference_and_keeps_the_graph(kernel):
+    """N = 1: the torch recursion once started from ``initial_probs`` itself (expand +
+    contiguous is no copy for one sequence) and overwrote it frame after frame."""
+    from test_losses_lfmmi import random_graph
+
+    from pykaldi2.losses.lfmmi_reference import den_log_likelihood_reference
+
+    gen = torch.Generator().manual_seed(1)
+    den = DenGraph.from_chain_graph(random_graph(gen, 7, 6, 20))
+    init = den.initial_probs.clone()
+    x = torch.randn(1, 9, 6, generator=gen, dtype=torch.float64, requires_grad=True)
+    for leaky in (1e-5, 0.1):
+        lp = den_log_likelihood(x, torch.tensor([9]), den, leaky, kernel=kernel)
+        want = den_log_likelihood_reference(x[0], den, leaky)
+        torch.testing.assert_close(lp[0], want, rtol=1e-12, atol=1e-12)
+        (g,) = torch.autograd.grad(lp.sum(), x)
+        (g_ref,) = torch.autograd.grad(want, x)
+        torch.testing.assert_close(g, g_ref, rtol=1e-10, atol=1e-12)
+        assert torch.equal(den.initial_probs, init)
+
+
 def test_kernel_is_the_cpu_default(kaldi_ref, monkeypatch):
     """kernel="auto" on CPU runs the compiled kernel (the torch recursion is not called)."""
     import pykaldi2.losses.lfmmi as lfmmi
