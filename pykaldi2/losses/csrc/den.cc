@@ -74,17 +74,38 @@ Arcs CheckArcs(const CArray<int64> &src, const CArray<int64> &dst, const CArray<
   return arcs;
 }
 
+// The shapes and read-only inputs both passes share, checked.
+template <class T>
+struct Inputs {
+  int64 t_max, p_num, n, s_num;
+  Arcs arcs;
+  const T *x, *w, *init;
+};
+
+template <class T>
+Inputs<T> Unpack(const CArray<T> &x, const CArray<int64> &src, const CArray<int64> &dst,
+                 const CArray<int64> &pdf, const CArray<T> &w, const CArray<T> &init) {
+  Require(x.ndim() == 3, "x must be (T, P, N)");
+  Inputs<T> in;
+  in.t_max = x.shape(0);
+  in.p_num = x.shape(1);
+  in.n = x.shape(2);
+  in.s_num = init.size();
+  in.arcs = CheckArcs(src, dst, pdf, in.s_num, in.p_num);
+  in.x = x.data();
+  in.w = Data(w, in.arcs.num, "w");
+  in.init = init.data();
+  return in;
+}
+
 template <class T>
 void Forward(const CArray<T> &x, const CArray<int64> &src, const CArray<int64> &dst,
              const CArray<int64> &pdf, const CArray<T> &w, const CArray<T> &init, double leaky,
              CArray<T> &alphas, CArray<T> &tots) {
-  Require(x.ndim() == 3, "x must be (T, P, N)");
-  const int64 t_max = x.shape(0), p_num = x.shape(1), n = x.shape(2);
-  const int64 s_num = init.size();
-  const Arcs arcs = CheckArcs(src, dst, pdf, s_num, p_num);
-  const T *xd = x.data();
-  const T *wd = Data(w, arcs.num, "w");
-  const T *id = init.data();
+  const Inputs<T> in = Unpack(x, src, dst, pdf, w, init);
+  const int64 t_max = in.t_max, p_num = in.p_num, n = in.n, s_num = in.s_num;
+  const Arcs &arcs = in.arcs;
+  const T *xd = in.x, *wd = in.w, *id = in.init;
   T *ad = MutData(alphas, t_max * s_num * n, "alphas");
   T *td = MutData(tots, (t_max + 1) * n, "tots");
   const T tiny = std::numeric_limits<T>::min();
@@ -138,13 +159,10 @@ void Backward(const CArray<T> &x, const CArray<int64> &src, const CArray<int64> 
               const CArray<int64> &pdf, const CArray<T> &w, const CArray<T> &init,
               double leaky, const CArray<T> &alphas, const CArray<T> &scale,
               const CArray<T> &ends_at, const CArray<int64> &lengths, CArray<T> &grad) {
-  Require(x.ndim() == 3, "x must be (T, P, N)");
-  const int64 t_max = x.shape(0), p_num = x.shape(1), n = x.shape(2);
-  const int64 s_num = init.size();
-  const Arcs arcs = CheckArcs(src, dst, pdf, s_num, p_num);
-  const T *xd = x.data();
-  const T *wd = Data(w, arcs.num, "w");
-  const T *id = init.data();
+  const Inputs<T> in = Unpack(x, src, dst, pdf, w, init);
+  const int64 t_max = in.t_max, p_num = in.p_num, n = in.n, s_num = in.s_num;
+  const Arcs &arcs = in.arcs;
+  const T *xd = in.x, *wd = in.w, *id = in.init;
   const T *ad = Data(alphas, t_max * s_num * n, "alphas");
   const T *sd = Data(scale, t_max * n, "scale");
   const T *ed = Data(ends_at, n, "ends_at");
