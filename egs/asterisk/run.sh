@@ -89,7 +89,7 @@ run_stage 5 tri2 tri tri1 tri2 train-lda-mllt     # LDA + MLLT
 run_stage 6 tri2_ali pykaldi2 align-si --nj "$(gmm_nj)" data/train data/lang exp/tri2 exp/tri2_ali
 run_stage 7 blstm_ce pykaldi2 train-ce --config conf/ce_blstm.yaml exp/blstm_ce
 run_stage 8 blstm_ce_decode decode_nnet_export blstm_ce exp/tri2/graph
-run_stage 9 rnnt pykaldi2 train-transducer --config conf/transducer_v4.yaml exp/rnnt
+run_stage 9 rnnt pykaldi2 train-transducer --config conf/transducer_v5.yaml exp/rnnt
 run_stage 10 rnnt_decode rnnt_decode
 # LF-MMI TDNN-F from scratch as Kaldi's chain recipes (conf/chain_tdnnf.yaml): speed-perturbed
 # data, its tri2 alignments, the chain tree at 1/3 rate (300 leaves), egs on disk
