@@ -167,6 +167,7 @@ class AliWriter:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
+        self._scp_target = self.path.resolve()  # what ali.scp's lines point at
         self._stack: contextlib.ExitStack | None = None
         self._f = self._scp = None
 
@@ -192,13 +193,10 @@ class AliWriter:
     def write(self, utt: str, ali: np.ndarray) -> None:
         import kaldiio
 
-        a = np.asarray(ali, dtype=np.int32)
-        if self._scp is not None:
-            offset = self._f.tell() + len(utt.encode()) + 1  # after "utt "
-            kaldiio.save_ark(self._f, {utt: a})
-            self._scp.write(f"{utt} {self.path.resolve()}:{offset}\n")
-        else:
-            kaldiio.save_ark(self._f, {utt: a})
+        offset = self._f.tell() + len(utt.encode()) + 1 if self._scp is not None else 0
+        kaldiio.save_ark(self._f, {utt: np.asarray(ali, dtype=np.int32)})
+        if self._scp is not None:  # offset: after "utt "
+            self._scp.write(f"{utt} {self._scp_target}:{offset}\n")
 
     def __exit__(self, *exc) -> bool:
         stack, self._stack = self._stack, None

@@ -41,6 +41,7 @@ and ``xent_regularize`` options.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -119,20 +120,15 @@ def _den_frame_terms(nnet_output: torch.Tensor, lengths: torch.Tensor):
     return torch.exp(x - m[..., None]).permute(1, 2, 0).contiguous(), m
 
 
+@functools.cache
 def _den_kernel():
     """The compiled CPU kernel (pykaldi2.losses._den, built by pip from losses/csrc/den.cc), or
     None where the package was not built (a source checkout without ``pip install``)."""
-    global _DEN_KERNEL
-    if _DEN_KERNEL is False:
-        try:
-            from pykaldi2.losses import _den
-        except ImportError:  # pragma: no cover - every install builds it
-            _den = None
-        _DEN_KERNEL = _den
-    return _DEN_KERNEL
-
-
-_DEN_KERNEL = False
+    try:
+        from pykaldi2.losses import _den
+    except ImportError:  # pragma: no cover - every install builds it
+        return None
+    return _den
 
 
 def _use_kernel(kernel: str, device: torch.device) -> bool:
@@ -149,14 +145,13 @@ def _use_kernel(kernel: str, device: torch.device) -> bool:
     return True
 
 
-def _den_forward_torch(x, src, dst, pdf, w, init, leaky, alphas, tots) -> None:
+def _den_forward_torch(x, src, dst, pdf, w, init, leaky, leak_gain, alphas, tots) -> None:
     """The reference recursion (any device): fills alphas (T, S, N) and tots (T + 1, N).
 
-    x (T, P, N) = exp(nnet_output - m); w (A, 1); init (S, 1).
+    x (T, P, N) = exp(nnet_output - m); w (A, 1); init (S, 1); leak_gain = sum(alpha'(t)) /
+    sum(alpha(t)).
     """
     t_max, s_num, n = alphas.shape
-    # sum(alpha'(t)) = (1 + c * sum(initial_probs)) * sum(alpha(t)): one reduction a frame
-    leak_gain = 1.0 + leaky * float(init.sum())
     # a copy: with N = 1 ``expand(...).contiguous()`` is ``init`` itself, which the loop's
     # ``zero_()`` would overwrite (and with float64 outputs the den graph's initial_probs too)
     a = init.expand(s_num, n).clone()
@@ -213,6 +208,7 @@ class DenLogLikelihood(torch.autograd.Function):
         use_cpp = _use_kernel(kernel, nnet_output.device)
         w = weight.to(dtype)[:, None]  # (A, 1)
         init = initial_probs.to(dtype)[:, None]  # (S, 1)
+        # sum(alpha'(t)) = (1 + c * sum(initial_probs)) * sum(alpha(t)): one reduction a frame
         leak_gain = 1.0 + leaky * float(init.sum())
         with torch.no_grad():
             x, m = _den_frame_terms(nnet_output, lengths)  # (T, P, N), (N, T)
@@ -224,7 +220,7 @@ class DenLogLikelihood(torch.autograd.Function):
                     init[:, 0].contiguous().numpy(), leaky, alphas.numpy(), tots.numpy(),
                 )  # fmt: skip
             else:
-                _den_forward_torch(x, src, dst, pdf, w, init, leaky, alphas, tots)
+                _den_forward_torch(x, src, dst, pdf, w, init, leaky, leak_gain, alphas, tots)
             tiny = torch.finfo(dtype).tiny
             log_sum = tots.clamp_min(tiny).log()  # (T + 1, N) log sum(alpha(t))
             log_scale = (tots[:t_max] * leak_gain).clamp_min(tiny).log()  # (T, N) log s(t)

@@ -3,7 +3,7 @@
 // chain-denominator.cc), one pass over the arcs per frame with the gather, the products and
 // the scatter fused, instead of five tensor operations each reading and writing (A, N) values.
 // The torch implementation in lfmmi.py is the reference (and the GPU path); the two are
-// compared in tests/unit/losses/test_lfmmi_den_kernel.py.
+// compared in tests/unit/losses/test_losses_den_kernel.py.
 //
 // Layout (all C-contiguous, N = sequences, the innermost dimension, so every arc moves
 // contiguous rows of N values):
@@ -116,13 +116,16 @@ void Forward(const CArray<T> &x, const CArray<int64> &src, const CArray<int64> &
     const T leak_gain = static_cast<T>(1.0 + leaky * static_cast<T>(init_sum));
     const T c = static_cast<T>(leaky);
     std::vector<T> a(s_num * n), tot(n), denom(n);
-    for (int64 s = 0; s < s_num; s++) std::fill_n(a.data() + s * n, n, id[s]);
-    for (int64 t = 0; t < t_max; t++) {
+    auto sum_states = [&]() {  // tot = sum over states of a
       std::fill(tot.begin(), tot.end(), T(0));
       for (int64 s = 0; s < s_num; s++) {
         const T *row = a.data() + s * n;
         for (int64 j = 0; j < n; j++) tot[j] += row[j];
       }
+    };
+    for (int64 s = 0; s < s_num; s++) std::fill_n(a.data() + s * n, n, id[s]);
+    for (int64 t = 0; t < t_max; t++) {
+      sum_states();
       for (int64 j = 0; j < n; j++) {
         td[t * n + j] = tot[j];
         denom[j] = std::max(tot[j] * leak_gain, tiny);
@@ -144,11 +147,7 @@ void Forward(const CArray<T> &x, const CArray<int64> &src, const CArray<int64> &
         for (int64 j = 0; j < n; j++) out[j] += as[j] * (xs[j] * wk);
       }
     }
-    std::fill(tot.begin(), tot.end(), T(0));
-    for (int64 s = 0; s < s_num; s++) {
-      const T *row = a.data() + s * n;
-      for (int64 j = 0; j < n; j++) tot[j] += row[j];
-    }
+    sum_states();
     std::copy(tot.begin(), tot.end(), td + t_max * n);
   }
 }
