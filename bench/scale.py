@@ -303,6 +303,8 @@ def stage_cmds(stage: str, s: dict, nj: int, quick: bool) -> list[list[str]]:
     """The commands of ``stage`` on size ``s`` (paths in it) with ``nj`` jobs."""
     data, lang, exp = s["data"], s["lang"], s["exp"]
     gmm = "mono" if quick else "tri1"
+    # chain_context is set by before_stage("chain-egs"); the dict is built for every stage
+    context = s.get("chain_context", [])
     cmds = {
         "features": [
             [*PYKALDI2, "compute-feats", "--feat-type", "mfcc", "--format", "ark", "--nj", str(nj),
@@ -325,7 +327,7 @@ def stage_cmds(stage: str, s: dict, nj: int, quick: bool) -> list[list[str]]:
                     "--max-active", "3000", "--lattice-beam", "5", f"{exp}/{gmm}/graph",
                     f"{exp}/{gmm}/final.mdl", f"{exp}/{gmm}/decode_nj{nj}"]],
         "latgen": [py_step(LATGEN) + [str(s["dec"]), f"{exp}/tri1", f"{exp}/tri1/graph", str(nj)]],
-        "chain-egs": [py_step(CHAIN_EGS) + [s["chain_yaml"], s["chain_egs"], *s["chain_context"],
+        "chain-egs": [py_step(CHAIN_EGS) + [s["chain_yaml"], s["chain_egs"], *context,
                                             str(nj), s["chain_egs"] + ".json"]],
         "ce-epoch": [[*PYKALDI2, "train-ce", "--config", s["ce_yaml"], f"{exp}/ce"]],
     }  # fmt: skip
