@@ -210,7 +210,7 @@ ali_dir: [{ali}]
 valid_fraction: 0.02
 features: {{cmvn: speaker, norm_vars: false}}
 model_type: tdnnf
-model: {{hidden: 256, bottleneck: 64, num_layers: 4, context: 3, dropout: 0.1}}
+model: {{hidden: 256, bottleneck: 64, time_strides: [1, 1, 1, 1], dropout: 0.1}}
 chunk_size: 80
 batch_size: 64
 num_workers: 1
