@@ -154,7 +154,9 @@ def decode_utterance(
     decoder = decoder or make_decoder(hclg, config)
     res = _run(decoder, loglik, tables, config, utt)
     if config.determinize_lattice:
-        d, complete = decoder.compact_lattice(tables.phone_start, config.determinize_config())
+        d, complete = decoder.compact_lattice(
+            tables.phone_start, config.determinize_config(), keep_raw=False
+        )
         if not complete:  # as gmm-latgen-faster warns; the lattice is pruned tighter
             log.warning(
                 "utterance %s: determinization stopped before the lattice beam (max_mem)", utt

@@ -328,6 +328,13 @@ class Decoder:
         """Most tokens alive at once in the last utterance (a memory gauge)."""
         return int(self._dec.peak_tokens())
 
+    @property
+    def pool_bytes(self) -> int:
+        """Bytes the decoder's token and link pools hold between utterances: 0, as the tokens
+        are freed once the raw lattice is read out (the largest utterance's search memory is
+        not kept for the rest of the job)."""
+        return int(self._dec.pool_bytes())
+
     def best_path(self) -> tuple[np.ndarray, np.ndarray, float, float]:
         """``(ali, words, graph_cost, ac_cost)``: the best path's transition-ids (one per frame)
         and words, its graph cost and *unscaled* acoustic cost (Kaldi's GetBestPath; the final
@@ -340,11 +347,16 @@ class Decoder:
         return self._dec.raw_lattice(_inverse_scale(self._scale))
 
     def compact_lattice(
-        self, phone_start: np.ndarray | None, det: DeterminizeConfig | None = None
+        self,
+        phone_start: np.ndarray | None,
+        det: DeterminizeConfig | None = None,
+        keep_raw: bool = True,
     ) -> tuple[dict, bool]:
         """The word lattice Kaldi's gmm-latgen-faster writes: the raw lattice determinized
         within ``lattice_beam`` (acoustic costs unscaled). ``complete`` is False when
-        determinization stopped early on ``max_mem`` (the lattice is then pruned tighter)."""
+        determinization stopped early on ``max_mem`` (the lattice is then pruned tighter).
+        ``keep_raw=False`` determinizes the raw lattice in place instead of a copy (one
+        lattice less in memory); the utterance's raw lattice and best path are then gone."""
         det = det or DeterminizeConfig()
         return self._dec.compact_lattice(
             phone_start if det.phone_determinize else None,
@@ -354,6 +366,7 @@ class Decoder:
             int(det.max_mem),
             bool(det.phone_determinize and phone_start is not None),
             bool(det.word_determinize),
+            bool(keep_raw),
         )
 
 

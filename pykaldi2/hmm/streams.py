@@ -237,15 +237,18 @@ def read_int32_vector_ark(f, name: str = "") -> Iterator[tuple[str, np.ndarray]]
         if not key:
             return
         utt = key.decode()
-        if f.peek(2)[:2] != b"\0B":
-            line = f.readline()
+        # Read, not peek: a buffered stream's peek returns what is left in its buffer, one byte
+        # when the buffer ends between the \0 and the B (a binary archive then looked like text).
+        first = f.read(1)
+        if first != b"\0":
+            line = first + f.readline() if first not in (b"\n", b"") else b""
             try:
                 yield utt, np.asarray(line.split(), dtype=np.int32)
             except ValueError:
                 raise DataError("not an alignment (integers) line", file=name, utt=utt) from None
             continue
-        head = f.read(7)
-        if len(head) != 7 or head[2:3] != b"\x04":
+        head = first + f.read(6)
+        if len(head) != 7 or head[1:2] != b"B" or head[2:3] != b"\x04":
             raise DataError("not a Kaldi ark of int32 vectors", file=name, utt=utt)
         n = int.from_bytes(head[3:7], "little", signed=True)
         body = f.read(5 * n)

@@ -103,6 +103,17 @@ void LatticeFasterDecoder::ClearActiveTokens() {
   num_toks_ = 0;
 }
 
+void LatticeFasterDecoder::ReleaseTokens() {
+  if (!decoding_finalized_) final_relative_cost_ = FinalRelativeCost();
+  decoding_finalized_ = true;  // FinalRelativeCost answers from the cached value
+  DeleteElems(toks_.Clear());
+  for (TokenList &l : active_toks_) l.toks = nullptr;  // keeps NumFramesDecoded
+  final_costs_.clear();
+  token_pool_.Release();
+  link_pool_.Release();
+  num_toks_ = 0;
+}
+
 void LatticeFasterDecoder::InitDecoding() {
   DeleteElems(toks_.Clear());
   cost_offsets_.clear();

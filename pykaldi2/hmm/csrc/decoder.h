@@ -80,6 +80,13 @@ class Pool {
     cur_ = 0;
     used_ = 0;
   }
+  // Forget every object and give the memory back.
+  void Release() {
+    for (char *b : blocks_) delete[] b;
+    blocks_.clear();
+    blocks_.shrink_to_fit();
+    Reset();
+  }
   size_t Bytes() const { return blocks_.size() * block_ * sizeof(T); }
 
  private:
@@ -168,6 +175,14 @@ class LatticeFasterDecoder {
   // graph's final costs when a final state was reached, else One on every last-frame state.
   bool GetRawLattice(Lattice *lat) const;
   size_t PeakTokens() const { return peak_toks_; }
+  // Frees the tokens and links (and their pools' memory) once the lattice has been read out:
+  // NumFramesDecoded, FinalRelativeCost and PeakTokens keep their values, GetRawLattice and
+  // AdvanceDecoding need a new InitDecoding. The next utterance's search then reuses the
+  // memory that determinization of this one's lattice did not need, instead of the pools
+  // keeping the largest utterance's tokens for good.
+  void ReleaseTokens();
+  // Bytes the token and link pools hold (0 after ReleaseTokens).
+  size_t PoolBytes() const { return token_pool_.Bytes() + link_pool_.Bytes(); }
 
  private:
   struct TokenList {

@@ -9,6 +9,9 @@
 #include <pybind11/stl.h>
 
 #include <cstring>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <memory>
 
 #include "decoder.h"
@@ -156,6 +159,15 @@ CompactLattice DictToCompact(const py::dict &d) {
   return lat;
 }
 
+// Gives the heap's free pages back to the system (glibc's malloc_trim). After an utterance the
+// freed tokens, links and lattices lie scattered in the heap, where only allocations of the
+// right sizes reuse them; trimming keeps the process at its live memory between utterances.
+void TrimHeap() {
+#if defined(__GLIBC__)
+  malloc_trim(0);
+#endif
+}
+
 DeterminizeOptions DetOptions(float delta, int64 max_mem, bool phone, bool word) {
   DeterminizeOptions o;
   o.delta = delta;
@@ -195,8 +207,12 @@ class PyDecoder {
     bool ok;
     {
       py::gil_scoped_release release;
+      raw_ = Lattice();  // the last utterance's lattice is not kept through this search
+      have_lattice_ = false;
       ok = dec_.Decode(d);
       have_lattice_ = ok && dec_.GetRawLattice(&raw_);
+      dec_.ReleaseTokens();
+      TrimHeap();
     }
     loglik_ = CArray<float>();
     return ok && have_lattice_;
@@ -205,6 +221,7 @@ class PyDecoder {
   float FinalRelativeCost() const { return dec_.FinalRelativeCost(); }
   int32 NumFramesDecoded() const { return dec_.NumFramesDecoded(); }
   size_t PeakTokens() const { return dec_.PeakTokens(); }
+  size_t PoolBytes() const { return dec_.PoolBytes(); }
 
   // Best path of the raw lattice: (transition-ids, words, graph cost, acoustic cost (scaled)).
   py::tuple BestPath() const {
@@ -237,8 +254,10 @@ class PyDecoder {
 
   // Kaldi's gmm-latgen-faster output: Connect, DeterminizeLatticePhonePrunedWrapper with the
   // lattice beam, acoustic costs multiplied by `ac_scale`. Returns (dict, complete).
+  // keep_raw false: the raw lattice is determinized in place (no copy; raw_lattice, best_path
+  // and compact_lattice then need the next decode).
   py::tuple CompactLatticeOut(py::object phone_start, double beam, double ac_scale, float delta,
-                              int64 max_mem, bool phone, bool word) const {
+                              int64 max_mem, bool phone, bool word, bool keep_raw) {
     Need();
     CArray<int32> ps;
     const int32 *ps_data = nullptr;
@@ -248,7 +267,10 @@ class PyDecoder {
       ps_data = ps.data();
       num_tids = static_cast<int32>(ps.size()) - 1;
     }
-    Lattice lat = raw_;
+    Lattice copy;
+    if (keep_raw) copy = raw_;
+    Lattice &lat = keep_raw ? copy : raw_;
+    have_lattice_ = keep_raw;
     CompactLattice clat;
     bool complete;
     {
@@ -256,9 +278,13 @@ class PyDecoder {
       Connect(&lat);
       complete = DeterminizeLatticePhonePruned(&lat, ps_data, num_tids, beam, &clat,
                                                DetOptions(delta, max_mem, phone, word));
+      lat = Lattice();
       if (ac_scale != 1.0) ScaleAcoustic(ac_scale, &clat);
     }
-    return py::make_tuple(CompactToDict(clat), complete);
+    py::tuple out = py::make_tuple(CompactToDict(clat), complete);
+    clat = CompactLattice();
+    TrimHeap();
+    return out;
   }
 
  private:
@@ -351,12 +377,13 @@ PYBIND11_MODULE(_decoder, m) {
       .def("final_relative_cost", &PyDecoder::FinalRelativeCost)
       .def("num_frames_decoded", &PyDecoder::NumFramesDecoded)
       .def("peak_tokens", &PyDecoder::PeakTokens)
+      .def("pool_bytes", &PyDecoder::PoolBytes)
       .def("best_path", &PyDecoder::BestPath)
       .def("raw_lattice", &PyDecoder::RawLattice, py::arg("ac_scale") = 1.0)
       .def("compact_lattice", &PyDecoder::CompactLatticeOut, py::arg("phone_start"),
            py::arg("beam"), py::arg("ac_scale") = 1.0, py::arg("delta") = kDelta,
            py::arg("max_mem") = 50000000, py::arg("phone_determinize") = true,
-           py::arg("word_determinize") = true);
+           py::arg("word_determinize") = true, py::arg("keep_raw") = true);
 
   m.def(
       "determinize_lattice_pruned",

@@ -256,3 +256,23 @@ def test_one_decoder_serves_many_utterances(system):
         assert shared.compact_lattice(system.tables.phone_start)[0]["label"].tolist() == (
             fresh.compact_lattice(system.tables.phone_start)[0]["label"].tolist()
         )
+
+
+def test_decoder_frees_its_search_memory_and_can_determinize_in_place(system):
+    """After decode the token/link pools are freed (peak_tokens, num_frames and the final cost
+    stay); compact_lattice(keep_raw=False) gives the same lattice as from a copy, then the
+    raw lattice is gone with a clear error until the next decode."""
+    rng = np.random.default_rng(11)
+    dec = Decoder(system.graph, LatticeFasterDecoderConfig(beam=20.0, lattice_beam=5.0))
+    for T in (40, 9):
+        ll = noisy_loglik(rng, T, system.tm.num_pdfs)
+        reached = dec.decode(ll, system.tables.tid2pdf, 0.5)
+        assert dec.pool_bytes == 0 and dec.peak_tokens > 0
+        assert dec.num_frames == T and dec.reached_final == reached
+        kept, complete = dec.compact_lattice(system.tables.phone_start)
+        moved, complete2 = dec.compact_lattice(system.tables.phone_start, keep_raw=False)
+        assert complete == complete2 and kept.keys() == moved.keys()
+        for k in kept:
+            assert np.array_equal(np.asarray(kept[k]), np.asarray(moved[k])), k
+        with pytest.raises(RuntimeError, match="no lattice"):
+            dec.raw_lattice()

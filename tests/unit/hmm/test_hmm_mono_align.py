@@ -153,3 +153,31 @@ def test_cli_bad_config_is_a_clear_error(tmp_path, capsys):
     bad.write_text("num_iters: 10\nmax_iter_inc: 30\n")
     assert main(argv) == 1
     assert "max_iter_inc" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text", [False, True])
+def test_alignment_ark_reader_at_every_buffer_boundary(text):
+    """read_int32_vector_ark on binary and text arks through buffers of every small size, so
+    that each byte of each entry (the \\0 B header included) falls on a buffer boundary once
+    (a peek there once returned one byte and a binary ark read as text, at 16 h of data)."""
+    import io
+
+    import kaldiio
+
+    from pykaldi2.hmm.streams import read_int32_vector_ark
+
+    alis = {"u1": np.array([3, 1, 4, 1, 5], np.int32), "u2": np.array([], np.int32),
+            "utt3": np.array([9], np.int32), "u4": np.arange(12, dtype=np.int32)}  # fmt: skip
+    if text:  # as Kaldi's BasicVectorHolder writes them (ark,t): no brackets
+        data = "".join(f"{k} " + "".join(f"{x} " for x in v) + "\n" for k, v in alis.items())
+        data = data.encode()
+    else:
+        buf = io.BytesIO()
+        kaldiio.save_ark(buf, alis)
+        data = buf.getvalue()
+    for size in range(1, 60):
+        f = io.BufferedReader(io.BytesIO(data), buffer_size=size)
+        got = list(read_int32_vector_ark(f, "x.ark"))
+        assert [k for k, _ in got] == list(alis), size
+        for k, v in got:
+            assert v.tolist() == alis[k].tolist(), (size, k)
