@@ -9,9 +9,6 @@
 #include <pybind11/stl.h>
 
 #include <cstring>
-#if defined(__GLIBC__)
-#include <malloc.h>
-#endif
 #include <memory>
 
 #include "decoder.h"
@@ -159,15 +156,6 @@ CompactLattice DictToCompact(const py::dict &d) {
   return lat;
 }
 
-// Gives the heap's free pages back to the system (glibc's malloc_trim). After an utterance the
-// freed tokens, links and lattices lie scattered in the heap, where only allocations of the
-// right sizes reuse them; trimming keeps the process at its live memory between utterances.
-void TrimHeap() {
-#if defined(__GLIBC__)
-  malloc_trim(0);
-#endif
-}
-
 DeterminizeOptions DetOptions(float delta, int64 max_mem, bool phone, bool word) {
   DeterminizeOptions o;
   o.delta = delta;
@@ -212,7 +200,6 @@ class PyDecoder {
       ok = dec_.Decode(d);
       have_lattice_ = ok && dec_.GetRawLattice(&raw_);
       dec_.ReleaseTokens();
-      TrimHeap();
     }
     loglik_ = CArray<float>();
     return ok && have_lattice_;
@@ -281,10 +268,7 @@ class PyDecoder {
       lat = Lattice();
       if (ac_scale != 1.0) ScaleAcoustic(ac_scale, &clat);
     }
-    py::tuple out = py::make_tuple(CompactToDict(clat), complete);
-    clat = CompactLattice();
-    TrimHeap();
-    return out;
+    return py::make_tuple(CompactToDict(clat), complete);
   }
 
  private:
