@@ -5,8 +5,7 @@ by the class its command loads it with, and its model built."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
+from bench_modules import load_bench
 
 from pykaldi2.hmm.mono import MonoConfig
 from pykaldi2.hmm.tri import DeltasConfig
@@ -14,18 +13,9 @@ from pykaldi2.training.ce import TrainCEConfig
 from pykaldi2.training.chain import TrainChainConfig, chain_model_config
 from pykaldi2.training.model_dir import build_chain_model, build_model, model_config
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "scale.py"
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("scale_bench", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
 
 def test_scale_bench_configs_load_and_build(tmp_path):
-    b = _bench()
+    b = load_bench("scale")
     paths = {"data": str(tmp_path / "data"), "ali": str(tmp_path / "ali")}
     (tmp_path / "ce.yaml").write_text(b.CE_YAML.format(**paths))
     ce = TrainCEConfig.load(tmp_path / "ce.yaml")

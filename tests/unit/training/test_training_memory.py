@@ -6,25 +6,20 @@ tracemalloc measurement; the bench also samples the real CLI's RSS)."""
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import pickle
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from bench_modules import load_bench
 
 from pykaldi2.data.vector_store import VectorStore, read_store_meta
 from pykaldi2.training.data import alignment_store, load_pdf_targets, shared_store
 
-BENCH = Path(__file__).resolve().parents[3] / "bench" / "train_memory.py"
-
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("train_memory_bench", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("train_memory")
 
 
 def _kaldi_tri1_ali(kaldi_ref: Path, out: Path) -> Path:
