@@ -184,6 +184,34 @@ def _init_worker(parent_pid: int, level: int, progress_queue=None) -> None:
     _PROGRESS[0] = None if progress_queue is None else progress_queue.put
 
 
+def memory_mb() -> dict[str, float]:
+    """This process's resident set now (``rss``) and its high-water mark so far (``peak``), in
+    MB, from /proc/self/status (Linux); the peak alone from getrusage elsewhere."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            kv = dict(line.split(":", 1) for line in f if line.startswith(("VmRSS", "VmHWM")))
+        return {
+            "rss": int(kv["VmRSS"].split()[0]) / 1024,
+            "peak": int(kv["VmHWM"].split()[0]) / 1024,
+        }
+    except (OSError, KeyError, ValueError):
+        import resource
+
+        r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return {"rss": float("nan"), "peak": r}
+
+
+def _memory_line(before: dict[str, float]) -> str:
+    """The job log's memory line: the process's RSS at the job's start and end and its peak so
+    far. A worker process runs many jobs, so its peak covers the earlier ones too: the job that
+    raised it is the first whose peak is higher than the previous one's."""
+    m = memory_mb()
+    return (
+        f"# Memory: rss {before['rss']:.0f} -> {m['rss']:.0f} MB, process peak {m['peak']:.0f} MB"
+        f" (pid {os.getpid()})\n"
+    )
+
+
 @contextlib.contextmanager
 def job_log(path: str | os.PathLike | None, title: str, *, host: bool = False) -> Iterator[None]:
     """Send this process's log records to ``path`` inside the block, with run.pl's header and
@@ -209,15 +237,18 @@ def job_log(path: str | os.PathLike | None, title: str, *, host: bool = False) -
         h.setLevel(max(lvl, root.getEffectiveLevel()))
     root.addHandler(handler)
     root.setLevel(min(root.getEffectiveLevel(), logging.INFO))
+    rss0 = memory_mb()
     try:
         yield
     except BaseException:
         stream.write(traceback.format_exc())
         stream.write(f"# Accounting: time={time.time() - t0:.0f} threads=1\n")
+        stream.write(_memory_line(rss0))
         stream.write(f"# Ended (code 1) at {time.ctime()}, elapsed {time.time() - t0:.1f} s\n")
         raise
     else:
         stream.write(f"# Accounting: time={time.time() - t0:.0f} threads=1\n")
+        stream.write(_memory_line(rss0))
         stream.write(f"# Ended (code 0) at {time.ctime()}, elapsed {time.time() - t0:.1f} s\n")
     finally:
         root.removeHandler(handler)

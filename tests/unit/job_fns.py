@@ -22,3 +22,12 @@ def square(x):
         raise DataError("bad input", file="f.txt")
     job_progress(x)
     return x * x, os.environ.get("OMP_NUM_THREADS")
+
+
+def hold_mb(mb):
+    """Touch ``mb`` MB of memory, free it, and return the byte count touched."""
+    buf = bytearray(mb << 20)
+    buf[::4096] = b"\x01" * len(buf[::4096])
+    n = len(buf)
+    del buf
+    return n

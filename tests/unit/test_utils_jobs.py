@@ -90,6 +90,23 @@ def test_local_runner_max_jobs_run_and_progress(tmp_path):
     assert "# Ended (code 0)" in (tmp_path / "sq.3.log").read_text()
 
 
+def test_job_logs_record_the_memory_a_job_raised(tmp_path):
+    import re
+
+    with JobRunner(1) as run:
+        run(job_fns.hold_mb, [1, 200], log=tmp_path / "m.JOB.log")
+    peaks = []
+    for j in (1, 2):
+        m = re.search(
+            r"# Memory: rss (\d+) -> (\d+) MB, process peak (\d+) MB \(pid \d+\)",
+            (tmp_path / f"m.{j}.log").read_text(),
+        )
+        assert m, f"m.{j}.log has no memory line"
+        peaks.append(int(m.group(3)))
+    # the second job touched 200 MB in the same worker: its peak is the one that rose
+    assert peaks[1] >= peaks[0] + 150, peaks
+
+
 def _calls(fake: Path, tool: str) -> list[list[str]]:
     path = fake / f"{tool}.calls"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
