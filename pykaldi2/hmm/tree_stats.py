@@ -15,7 +15,7 @@ decisions as Kaldi's (its gains are differences of floats).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -125,6 +125,69 @@ def tid_to_pdf_class(model: GmmModel) -> np.ndarray:
     return out
 
 
+class _EventSums:
+    """Running per-event sums, as Kaldi's acc-tree-stats keeps them (a map from event to its
+    GaussClusterable): an index from event to row, and the rows in fixed-size blocks so that
+    growing never copies what is already there. Memory is the distinct events seen, plus one
+    block; each row is added to in the order the parts arrive, so the sums are the same, bit
+    for bit, as one sequential sum over the parts in that order.
+    """
+
+    BLOCK = 4096
+
+    def __init__(self) -> None:
+        self._index: dict[tuple[int, ...], int] = {}
+        # per field (events, count, x1, x2): its blocks of BLOCK rows
+        self._fields: tuple[list[np.ndarray], ...] = ([], [], [], [])
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def add(self, events: np.ndarray, count: np.ndarray, x1: np.ndarray, x2: np.ndarray) -> None:
+        """Add rows: ``events`` (U, K) int; ``count`` (U,); x1, x2 (U, D)."""
+        index, b = self._index, self.BLOCK
+        ev, c, s1, s2 = self._fields
+        rows = np.empty(len(events), dtype=np.int64)
+        for i, key in enumerate(map(tuple, events.tolist())):
+            r = index.get(key)
+            if r is None:
+                r = index[key] = len(index)
+                if r % b == 0:
+                    ev.append(np.empty((b, events.shape[1]), dtype=np.int64))
+                    c.append(np.zeros(b))
+                    s1.append(np.zeros((b, x1.shape[1])))
+                    s2.append(np.zeros((b, x1.shape[1])))
+                ev[r // b][r % b] = key
+            rows[i] = r
+        blk, off = np.divmod(rows, b)
+        for k in np.unique(blk):
+            sel = blk == k
+            o = off[sel]
+            np.add.at(c[k], o, count[sel])  # add.at: a repeated row is added twice, not once
+            np.add.at(s1[k], o, x1[sel])
+            np.add.at(s2[k], o, x2[sel])
+
+    def result(self, context_width: int, central_position: int) -> TreeStats:
+        """The sums as :class:`TreeStats`, rows sorted by event (the order of
+        ``np.unique(events, axis=0)``). This empties the store: each field's blocks are freed
+        as soon as it is copied out, so the copy never needs twice the memory of the sums."""
+        n = len(self._index)
+        if not n:
+            raise DataError("tree statistics: no events to sum", fix="check the alignments")
+
+        def take(blocks: list[np.ndarray], order=None) -> np.ndarray:
+            whole = np.concatenate(blocks)[:n]
+            blocks.clear()
+            return whole if order is None else whole[order]
+
+        events = take(self._fields[0])
+        order = np.lexsort(events.T[::-1])
+        events = events[order]
+        count, x1, x2 = (take(f, order) for f in self._fields[1:])
+        self._index = {}
+        return TreeStats(events, count, x1, x2, context_width, central_position)
+
+
 class TreeStatsAccumulator:
     """acc-tree-stats over a stream of utterances: memory grows with the number of distinct
     context events seen, never with the number of frames.
@@ -148,9 +211,7 @@ class TreeStatsAccumulator:
         self.ci = set(int(p) for p in ci_phones)
         self.w, self.p = context_width, central_position
         self._tid2pdf_class = tid_to_pdf_class(model)
-        self._pending: list[TreeStats] = []
-        self._rows = 0
-        self._total: TreeStats | None = None
+        self._sums: _EventSums | None = _EventSums()
         self.num_utts = 0
 
     def _events(self, ali: np.ndarray) -> np.ndarray:
@@ -177,25 +238,18 @@ class TreeStatsAccumulator:
             raise DataError(
                 f"alignment has {len(ali)} frames, features {len(x)}", utt=utt, fix="re-align"
             )
-        ev = self._events(ali)
-        self._pending.append(TreeStats(*_sum_by_row(ev, x), self.w, self.p))
-        self._rows += len(self._pending[-1].count)
+        self._sums.add(*_sum_by_row(self._events(ali), x))
         self.num_utts += 1
-        if self._rows > 50000:
-            self._merge()
-
-    def _merge(self) -> None:
-        if self._pending:
-            parts = self._pending if self._total is None else [self._total, *self._pending]
-            self._total = sum_tree_stats(parts)
-            self._pending, self._rows = [], 0
 
     def result(self) -> TreeStats:
-        """The statistics so far, rows sorted by event."""
-        self._merge()
-        if self._total is None:
+        """The statistics, rows sorted by event; call once, at the end (it empties the
+        accumulator)."""
+        if self._sums is None:
+            raise RuntimeError("TreeStatsAccumulator.result() was already called")
+        if not len(self._sums):
             raise DataError("acc-tree-stats: no aligned utterance has features", fix="check inputs")
-        return self._total
+        sums, self._sums = self._sums, None
+        return sums.result(self.w, self.p)
 
 
 def acc_tree_stats(
@@ -226,22 +280,22 @@ def acc_tree_stats(
     return acc.result()
 
 
-def sum_tree_stats(parts: Sequence[TreeStats]) -> TreeStats:
-    """The sum of several jobs' statistics (sum-tree-stats): rows of equal events are added."""
-    if not parts:
+def sum_tree_stats(parts: Iterable[TreeStats]) -> TreeStats:
+    """The sum of several jobs' statistics (sum-tree-stats): rows of equal events are added, in
+    the order of ``parts``. ``parts`` may be a generator (e.g. reading one job's file at a
+    time), so that only the sum and one part are in memory."""
+    sums = _EventSums()
+    shape = None
+    for s in parts:
+        if shape is None:
+            shape = (s.context_width, s.central_position)
+        elif (s.context_width, s.central_position) != shape:
+            raise DataError("sum-tree-stats: statistics with different context widths")
+        sums.add(s.events, s.count, s.x1, s.x2)
+        del s  # one part in memory at a time when parts is a generator
+    if shape is None:
         raise DataError("sum-tree-stats: no statistics to sum")
-    w, p = parts[0].context_width, parts[0].central_position
-    if any((s.context_width, s.central_position) != (w, p) for s in parts):
-        raise DataError("sum-tree-stats: statistics with different context widths")
-    events = np.concatenate([s.events for s in parts])
-    uniq, inv = np.unique(events, axis=0, return_inverse=True)
-    inv = inv.reshape(-1)
-    order = np.argsort(inv, kind="stable")
-    starts = np.searchsorted(inv[order], np.arange(len(uniq)))
-    count = np.add.reduceat(np.concatenate([s.count for s in parts])[order], starts)
-    x1 = np.add.reduceat(np.concatenate([s.x1 for s in parts])[order], starts, axis=0)
-    x2 = np.add.reduceat(np.concatenate([s.x2 for s in parts])[order], starts, axis=0)
-    return TreeStats(uniq, count, x1, x2, w, p)
+    return sums.result(*shape)
 
 
 def write_tree_stats(path: str | os.PathLike, stats: TreeStats) -> None:

@@ -311,7 +311,7 @@ def build_tree_stage(
     ]
     tr.runner(tree_stats_job, jobs, log=tr.log("acc_tree.JOB.log"), desc="acc-tree-stats")
     with job_log(tr.log("sum_tree_acc.log"), "sum-tree-stats"):
-        stats = sum_tree_stats([read_tree_stats(j.out) for j in jobs])
+        stats = sum_tree_stats(read_tree_stats(j.out) for j in jobs)
         for j in jobs:
             os.unlink(j.out)
         log.info(

@@ -86,3 +86,34 @@ def test_acc_tree_stats_counts_and_contexts(synth, mono_trained):
     total = sum_tree_stats(parts)
     assert np.array_equal(total.events, stats.events)
     np.testing.assert_allclose(total.x2, stats.x2, rtol=1e-12)
+
+
+def test_tree_stats_match_a_frame_by_frame_sum(synth, mono_trained, monkeypatch):
+    """The block store (tiny blocks here, so rows span many) against the slow reference: one
+    dict entry per event, every frame added in turn, as Kaldi's acc-tree-stats adds them."""
+    from pykaldi2.hmm.inputs import feats_for_model
+    from pykaldi2.hmm.tree_stats import TreeStatsAccumulator, _EventSums, sum_tree_stats
+
+    monkeypatch.setattr(_EventSums, "BLOCK", 7)
+    model, alis, _, _ = mono_trained
+    feats = feats_for_model(model, synth.data)
+    acc = TreeStatsAccumulator(model, ci_phones=[1, 2])
+    ref: dict[tuple, list] = {}
+    for utt in sorted(alis):
+        acc.add(utt, feats[utt], alis[utt])
+        for e, x in zip(acc._events(np.asarray(alis[utt])).tolist(), feats[utt].astype(float)):
+            r = ref.setdefault(tuple(e), [0.0, 0.0, 0.0])
+            r[0], r[1], r[2] = r[0] + 1, r[1] + x, r[2] + x * x
+    stats = acc.result()
+    assert len(stats.count) == len(ref) > 3 * 7
+    assert [tuple(e) for e in stats.events.tolist()] == sorted(ref)  # sorted as np.unique sorts
+    for i, e in enumerate(map(tuple, stats.events.tolist())):
+        assert stats.count[i] == ref[e][0]
+        np.testing.assert_allclose(stats.x1[i], ref[e][1], rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(stats.x2[i], ref[e][2], rtol=1e-9)
+    # sum-tree-stats from a generator; a repeated row within one part is added, not dropped
+    dup = type(stats)(stats.events[[0, 0]], stats.count[[0, 0]], stats.x1[[0, 0]], stats.x2[[0, 0]])
+    total = sum_tree_stats(s for s in (stats, dup))
+    assert np.array_equal(total.events, stats.events)
+    assert total.count[0] == 3 * stats.count[0] and total.count[1] == stats.count[1]
+    np.testing.assert_allclose(total.x2[0], 3 * stats.x2[0], rtol=1e-12)
