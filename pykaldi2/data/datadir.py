@@ -23,7 +23,7 @@ subset and combine keep them consistent.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Collection, Container, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,8 +31,8 @@ from pykaldi2.data.tables import (
     TableLine,
     c_sorted,
     format_table,
+    iter_table_lines,
     read_table,
-    read_table_lines,
 )
 from pykaldi2.utils.errors import DataError
 from pykaldi2.utils.io import atomic_dir
@@ -142,7 +142,7 @@ def read_segments(
 ) -> dict[str, tuple[str, float, float]]:
     """``segments`` as ``{utt: (rec_id, start_s, end_s)}``; malformed lines are DataErrors."""
     out: dict[str, tuple[str, float, float]] = {}
-    for e in read_table_lines(path):
+    for e in iter_table_lines(path):
         if e.key in out:
             if duplicates is None:
                 raise DataError(f"duplicate utterance id {e.key!r}", file=str(path), line=e.line)
@@ -163,11 +163,15 @@ def read_segments(
 
 def read_utt2dur(path: Path, duplicates: list[TableLine] | None = None) -> dict[str, float]:
     """``utt2dur`` as ``{utt: seconds}``."""
-    lines = {e.key: e.line for e in read_table_lines(path)}
-    return {
-        u: _parse_float(v, path, lines[u], "duration")
-        for u, v in read_table(path, duplicates).items()
-    }
+    out: dict[str, float] = {}
+    for e in iter_table_lines(path):
+        if e.key in out:
+            if duplicates is None:
+                raise DataError(f"duplicate utterance id {e.key!r}", file=str(path), line=e.line)
+            duplicates.append(e)
+            continue
+        out[e.key] = _parse_float(e.value, path, e.line, "duration")
+    return out
 
 
 def resolve_wav_root(wav_scp: dict[str, str], root: str | os.PathLike) -> dict[str, str]:
@@ -189,6 +193,74 @@ def resolve_wav_root(wav_scp: dict[str, str], root: str | os.PathLike) -> dict[s
     return out
 
 
+def _read_utt2spk(
+    path: Path, duplicates: list[TableLine] | None = None, utts: Container[str] | None = None
+) -> dict[str, str]:
+    """``utt2spk`` (of ``utts`` only, if given), each line checked to be ``<utt> <spk>``."""
+    out: dict[str, str] = {}
+    for e in iter_table_lines(path):
+        if utts is not None and e.key not in utts:
+            continue
+        if len(e.value.split()) != 1:
+            raise DataError("expected '<utt> <spk>'", file=str(path), line=e.line, utt=e.key)
+        if e.key in out:
+            if duplicates is None:
+                first = next(x.line for x in iter_table_lines(path) if x.key == e.key)
+                raise DataError(
+                    f"duplicate key {e.key!r} (first on line {first})",
+                    file=str(path),
+                    line=e.line,
+                    fix="remove the duplicate line, or run `pykaldi2 fix-data-dir`",
+                )
+            duplicates.append(e)
+            continue
+        out[e.key] = e.value
+    return out
+
+
+def _require(path: Path, names: Iterable[str]) -> None:
+    if not path.is_dir():
+        raise DataError("data dir not found", file=str(path), fix="check the path")
+    for name in names:
+        if not (path / name).is_file():
+            raise DataError(
+                f"missing {name}",
+                file=str(path),
+                fix="prepare the data dir with `pykaldi2 prepare`",
+            )
+
+
+def read_audio_tables(path: str | os.PathLike, utts: Collection[str] | None = None) -> DataDir:
+    """The part of a data dir that audio needs: ``utt2spk``, ``wav.scp`` and ``segments`` (no
+    ``text`` or other tables), of every utterance or, with ``utts``, of those only (a job's
+    share, so that a job holds its own utterances' entries, not the corpus's). The files are
+    streamed; lines are checked as :func:`read_data_dir` checks them.
+    """
+    path = Path(path)
+    _require(path, ("wav.scp", "utt2spk"))
+    want = None if utts is None else set(utts)
+    utt2spk = _read_utt2spk(path / "utt2spk", utts=want)
+    segments = None
+    if (path / "segments").is_file():
+        segments = read_segments(path / "segments")
+        if want is not None:
+            segments = {u: v for u, v in segments.items() if u in want}
+    recs = None if want is None else ({v[0] for v in segments.values()} if segments else want)
+    wav_scp: dict[str, str] = {}
+    for e in iter_table_lines(path / "wav.scp"):
+        if recs is not None and e.key not in recs:
+            continue
+        if e.key in wav_scp:
+            raise DataError(
+                f"duplicate key {e.key!r}",
+                file=str(path / "wav.scp"),
+                line=e.line,
+                fix="remove the duplicate line, or run `pykaldi2 fix-data-dir`",
+            )
+        wav_scp[e.key] = e.value
+    return DataDir(wav_scp=wav_scp, text={}, utt2spk=utt2spk, segments=segments, path=path)
+
+
 def read_data_dir(
     path: str | os.PathLike,
     *,
@@ -205,15 +277,7 @@ def read_data_dir(
     consistency is checked by :func:`pykaldi2.data.validate.validate_data_dir`.
     """
     path = Path(path)
-    if not path.is_dir():
-        raise DataError("data dir not found", file=str(path), fix="check the path")
-    for name in ("wav.scp", "utt2spk"):
-        if not (path / name).is_file():
-            raise DataError(
-                f"missing {name}",
-                file=str(path),
-                fix="prepare the data dir with `pykaldi2 prepare`",
-            )
+    _require(path, ("wav.scp", "utt2spk"))
 
     def dups(name: str) -> list[TableLine] | None:
         return None if duplicates is None else duplicates.setdefault(name, [])
@@ -221,12 +285,7 @@ def read_data_dir(
     def table(name: str) -> dict[str, str]:
         return read_table(path / name, dups(name))
 
-    utt2spk = table("utt2spk")
-    for e in read_table_lines(path / "utt2spk"):
-        if len(e.value.split()) != 1:
-            raise DataError(
-                "expected '<utt> <spk>'", file=str(path / "utt2spk"), line=e.line, utt=e.key
-            )
+    utt2spk = _read_utt2spk(path / "utt2spk", dups("utt2spk"))
     has = {name: (path / name).is_file() for name in ("text", "segments", "utt2dur")}
     d = DataDir(
         wav_scp=table("wav.scp"),

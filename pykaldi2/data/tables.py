@@ -12,7 +12,7 @@ which for Python ``str`` is plain code-point order.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,8 +42,9 @@ def c_sorted(keys: Iterable[str]) -> list[str]:
 UTF8_BOM = b"\xef\xbb\xbf"
 
 
-def read_table_lines(path: str | os.PathLike) -> list[TableLine]:
-    """All non-blank lines of a Kaldi table, split into key and value at the first whitespace.
+def iter_table_lines(path: str | os.PathLike) -> Iterator[TableLine]:
+    """The non-blank lines of a Kaldi table, one at a time (the file is streamed, never read
+    whole), split into key and value at the first whitespace.
 
     The separator may be any run of spaces or tabs (Kaldi's readers split on whitespace too). A
     UTF-8 byte-order mark at the start of the file is dropped (validate-data-dir names it), as
@@ -53,54 +54,56 @@ def read_table_lines(path: str | os.PathLike) -> list[TableLine]:
     """
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        f = open(path, "rb")
     except FileNotFoundError:
         raise DataError("file not found", file=str(path)) from None
-    if raw.startswith(UTF8_BOM):
-        raw = raw[len(UTF8_BOM) :]
-    out: list[TableLine] = []
-    for n, bline in enumerate(raw.split(b"\n"), start=1):
-        try:
-            line = bline.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise DataError(
-                f"not valid UTF-8 ({e.reason} at byte {e.start})",
-                file=str(path),
-                line=n,
-                fix="re-encode the file as UTF-8",
-            ) from None
-        line = line.rstrip("\r")
-        stripped = line.strip()
-        if not stripped:
-            continue
-        parts = stripped.split(maxsplit=1)
-        out.append(TableLine(parts[0], parts[1] if len(parts) > 1 else "", n))
-    return out
+    with f:
+        for n, bline in enumerate(f, start=1):
+            if n == 1 and bline.startswith(UTF8_BOM):
+                bline = bline[len(UTF8_BOM) :]
+            try:
+                line = bline.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(
+                    f"not valid UTF-8 ({e.reason} at byte {e.start})",
+                    file=str(path),
+                    line=n,
+                    fix="re-encode the file as UTF-8",
+                ) from None
+            stripped = line.strip()
+            if not stripped:
+                continue
+            parts = stripped.split(maxsplit=1)
+            yield TableLine(parts[0], parts[1] if len(parts) > 1 else "", n)
+
+
+def read_table_lines(path: str | os.PathLike) -> list[TableLine]:
+    """All non-blank lines of a Kaldi table (:func:`iter_table_lines` as a list)."""
+    return list(iter_table_lines(path))
 
 
 def read_table(
     path: str | os.PathLike, duplicates: list[TableLine] | None = None
 ) -> dict[str, str]:
-    """A Kaldi table as ``{key: value}``.
+    """A Kaldi table as ``{key: value}``, read line by line.
 
     A duplicate key is a :class:`DataError`, unless a ``duplicates`` list is given: then the
     first occurrence is kept and each later one is appended to it.
     """
     table: dict[str, str] = {}
-    first_line: dict[str, int] = {}
-    for e in read_table_lines(path):
+    for e in iter_table_lines(path):
         if e.key in table:
             if duplicates is not None:
                 duplicates.append(e)
                 continue
+            first = next(x.line for x in iter_table_lines(path) if x.key == e.key)
             raise DataError(
-                f"duplicate key {e.key!r} (first on line {first_line[e.key]})",
+                f"duplicate key {e.key!r} (first on line {first})",
                 file=str(path),
                 line=e.line,
                 fix="remove the duplicate line, or run `pykaldi2 fix-data-dir`",
             )
         table[e.key] = e.value
-        first_line[e.key] = e.line
     return table
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pykaldi2.data.tables import c_sorted
 from pykaldi2.utils.config import ConfigMixin
 from pykaldi2.utils.errors import Pykaldi2Error
 from pykaldi2.utils.log import progress
@@ -165,20 +166,36 @@ def apply_cmvn_sliding(feats: np.ndarray, config: SlidingCmnConfig | None = None
 
 
 def cmvn_stats_per_speaker(
-    reader: Mapping[str, np.ndarray], spk2utt: Mapping[str, list[str]]
+    reader: Mapping[str, np.ndarray], utt2spk: Mapping[str, str]
 ) -> dict[str, np.ndarray]:
-    """compute-cmvn-stats --spk2utt: speaker -> (2, F + 1) stats, over the utts that have feats.
+    """compute-cmvn-stats --spk2utt: speaker -> (2, F + 1) stats, C-sorted by speaker.
 
-    Utterances of spk2utt missing from ``reader`` are skipped (as Kaldi does); a speaker with no
-    features at all is an error naming it.
+    The features are read once, in the reader's order, one matrix at a time; each speaker's
+    stats are summed in that order (for a sorted feats.scp, spk2utt's order, as Kaldi sums).
+    Utterances without features are skipped (as Kaldi does), and so are features of
+    utterances not in ``utt2spk``; a speaker with no features at all is an error naming it.
     """
     out: dict[str, np.ndarray] = {}
-    for spk in progress(spk2utt, desc="cmvn stats", unit="spk"):
-        utts = [u for u in spk2utt[spk] if u in reader]
-        if not utts:
+    for utt in progress(reader, total=len(reader), desc="cmvn stats", unit="utt"):
+        spk = utt2spk.get(utt)
+        if spk is None:
+            continue
+        stats = compute_cmvn_stats(reader[utt])
+        if spk not in out:
+            out[spk] = stats
+        elif out[spk].shape != stats.shape:
             raise Pykaldi2Error(
-                f"speaker {spk} has no utterance with features. Fix: run compute-feats first, or "
-                "fix the data dir (fix-data-dir) so spk2utt matches feats.scp"
+                f"cmvn stats: feature dims differ within speaker {spk} ({out[spk].shape[1] - 1}"
+                f" vs {stats.shape[1] - 1} for {utt})"
             )
-        out[spk] = acc_cmvn_stats(reader[u] for u in utts)
-    return out
+        else:
+            out[spk] += stats
+    missing = c_sorted(set(utt2spk.values()) - set(out))
+    if missing:
+        raise Pykaldi2Error(
+            f"speaker {missing[0]} has no utterance with features"
+            + (f" (nor {len(missing) - 1} other speaker(s))" if len(missing) > 1 else "")
+            + ". Fix: run compute-feats first, or fix the data dir (fix-data-dir) so utt2spk "
+            "matches feats.scp"
+        )
+    return {spk: out[spk] for spk in c_sorted(out)}

@@ -25,16 +25,18 @@ run at once: the second stops with the first's pid (``FEATDIR/.raw_fbank_train.l
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pykaldi2.data.datadir import DataDir, read_data_dir
+from pykaldi2.data.datadir import DataDir, read_audio_tables
 from pykaldi2.data.split import split_utts
-from pykaldi2.data.tables import format_table, read_table_lines
+from pykaldi2.data.tables import c_sort_key, iter_table_lines, read_table, read_table_lines
 from pykaldi2.features.cmvn import cmvn_stats_per_speaker
 from pykaldi2.features.extractors import FrameConfig, config_from_dict, make_extractor
 from pykaldi2.features.storage import (
@@ -82,6 +84,38 @@ class FeatsJob:
         return self.archive.with_suffix(".scp")
 
     @property
+    def num_frames_file(self) -> Path:
+        """The job's utt2num_frames (Kaldi's ``utt2num_frames.JOB``), written by the job."""
+        return self.archive.with_name(self.archive.stem + ".utt2num_frames")
+
+    def entries(self) -> Iterator[tuple[str, str, str]]:
+        """(utt, feats.scp location, number of frames) of each utterance of the finished job,
+        in its order, read from the job's files (never all of them in memory)."""
+        if self.archive.suffix == ".ark":
+            locs = ((e.key, e.value) for e in iter_table_lines(self.scp))
+            part = None
+        else:
+            part = open_features(self.archive)
+            locs = ((u, part.location(u)) for u in part.keys())
+        try:
+            if self.num_frames_file.is_file():
+                nums = ((e.key, e.value) for e in iter_table_lines(self.num_frames_file))
+            else:  # written by an earlier version: the matrix headers
+                part = part or open_features(self.scp)
+                nums = ((u, str(part.shape(u)[0])) for u in part.keys())
+            for (utt, loc), (utt2, n) in itertools.zip_longest(locs, nums, fillvalue=(None, None)):
+                if utt != utt2:
+                    raise DataError(
+                        f"the job's archive and utt2num_frames disagree ({utt} vs {utt2})",
+                        file=str(self.num_frames_file),
+                        fix="run compute-feats again with --overwrite",
+                    )
+                yield utt, loc, n
+        finally:
+            if part is not None:
+                part.close()
+
+    @property
     def inputs_file(self) -> Path:
         """Written when the job has finished: the hash of the audio entries it was made from."""
         return self.archive.with_name(self.archive.stem + ".inputs")
@@ -106,9 +140,10 @@ class FeatsJob:
             return None
 
 
-def _compute_job(args: tuple) -> tuple[dict[str, int], list[str]]:
+def _compute_job(args: tuple) -> tuple[int, list[str]]:
     """One job (``(datadir, config dict, FeatsJob, compression, resample)``): features of its
-    utterances into its archive. Returns (utt -> num frames, skipped utts). Runs where
+    utterances into its archive, their frame counts into its utt2num_frames. Returns (number
+    of utterances written, skipped utts). Runs where
     :class:`~pykaldi2.utils.jobs.JobRunner` runs it (a worker process, a SLURM task), and
     reports one progress unit per utterance (:func:`~pykaldi2.utils.jobs.job_progress`)."""
     from pykaldi2.data.audio import load_utterance
@@ -116,11 +151,14 @@ def _compute_job(args: tuple) -> tuple[dict[str, int], list[str]]:
     datadir, config_dict, job, compression, resample = args
     config = config_from_dict(config_dict)
     extractor = make_extractor(config)
-    d = read_data_dir(datadir)
+    d = read_audio_tables(datadir, job.utts)  # this job's entries only
     sr = int(config.sample_frequency)
-    frames: dict[str, int] = {}
+    done = 0
     skipped: list[str] = []
-    with open_writer(job.archive, config=config_dict, compression=compression) as w:
+    with (
+        open_writer(job.archive, config=config_dict, compression=compression) as w,
+        atomic_write(job.num_frames_file) as nf,
+    ):
         for n, utt in enumerate(job.utts, 1):
             samples, rate = _load(d, utt, sr, resample, load_utterance)
             try:
@@ -131,12 +169,14 @@ def _compute_job(args: tuple) -> tuple[dict[str, int], list[str]]:
                 skipped.append(utt)
             else:
                 w[utt] = feats
-                frames[utt] = len(feats)
+                nf.write(f"{utt} {len(feats)}\n")
+                done += 1
+            del samples, feats
             if n % 10 == 0 or n == len(job.utts):
                 job_progress(10 if n % 10 == 0 else n % 10)
-    log.info("%s: %d utterances, %d skipped", job.archive.name, len(frames), len(skipped))
+    log.info("%s: %d utterances, %d skipped", job.archive.name, done, len(skipped))
     atomic_write_text(job.inputs_file, job.inputs_sha1 + "\n")  # after the archive is in place
-    return frames, skipped
+    return done, skipped
 
 
 def _load(d: DataDir, utt: str, sr: int, resample: bool, load_utterance):
@@ -213,7 +253,7 @@ def compute_feats(
     if fmt not in FORMATS:
         raise Pykaldi2Error(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     datadir, featdir = Path(datadir), Path(featdir).absolute()
-    d = read_data_dir(datadir)
+    d = read_audio_tables(datadir)  # not text etc.: the parent holds no more than it needs
     if len(d) == 0:
         raise DataError("the data dir has no utterances", file=str(datadir))
     config_dict = config.to_dict()
@@ -228,6 +268,7 @@ def compute_feats(
             FeatsJob(i + 1, u, featdir / f"{name}.{i + 1}{FORMATS[fmt]}", job_inputs_sha1(d, u))
             for i, u in enumerate(parts)
         ]
+        del d, parts
         todo = []
         for job in jobs:
             keys = None if overwrite else job.finished_keys()
@@ -240,8 +281,9 @@ def compute_feats(
                 todo.append(job)
         for job in todo:  # temp files of a killed earlier run (we hold the lock: none is live)
             job.inputs_file.unlink(missing_ok=True)
-            for stale in job.archive.parent.glob(f".{job.archive.name}.*.tmp"):
-                stale.unlink(missing_ok=True)
+            for tmp_of in (job.archive.name, job.num_frames_file.name):
+                for stale in job.archive.parent.glob(f".{tmp_of}.*.tmp"):
+                    stale.unlink(missing_ok=True)
         if len(todo) < len(jobs):
             log.info(
                 "compute-feats: %d of %d jobs already finished, skipped", len(jobs) - len(todo), nj
@@ -271,20 +313,26 @@ def compute_feats(
 
 
 def _write_feats_scp(datadir: Path, jobs: list[FeatsJob], config_dict: dict) -> FeatureReader:
-    """Merge the jobs' archives into DATADIR/feats.scp, utt2num_frames, conf/feats.json, frame_shift."""
-    scp: dict[str, str] = {}
-    frames: dict[str, str] = {}
-    for job in jobs:
-        part = open_features(job.scp if job.archive.suffix == ".ark" else job.archive)
-        for utt in part.keys():
-            scp[utt] = part.location(utt)
-            frames[utt] = str(part.shape(utt)[0])
-        part.close()
-    write_feats_scp(datadir / FEATS_SCP, scp)
+    """Merge the jobs' scp and utt2num_frames into DATADIR/feats.scp and utt2num_frames (a
+    line at a time, as Kaldi's ``cat raw_mfcc_train.*.scp``), and write conf/feats.json and
+    frame_shift. The jobs hold consecutive runs of the C-sorted utterances, so the merged
+    files come out sorted."""
+    prev = None
+    with atomic_write(datadir / FEATS_SCP) as scp, atomic_write(datadir / "utt2num_frames") as nf:
+        for job in jobs:
+            for utt, loc, n in job.entries():
+                key = c_sort_key(utt)
+                if prev is not None and key <= prev:
+                    raise DataError(
+                        f"utterance {utt} of job {job.index} is out of order",
+                        file=str(job.archive),
+                        fix="run compute-feats again with --overwrite",
+                    )
+                prev = key
+                scp.write(f"{utt} {loc}\n")
+                nf.write(f"{utt} {n}\n")
     if (datadir / "cmvn.scp").is_file():
         log.warning("%s/cmvn.scp predates these features: re-run `pykaldi2 compute-cmvn`", datadir)
-    with atomic_write(datadir / "utt2num_frames") as f:
-        f.write(format_table(frames))
     atomic_write_text(datadir / FEATS_CONFIG, json.dumps(config_dict, indent=2) + "\n")
     # read by Kaldi's utils/data/get_frame_shift.sh
     atomic_write_text(datadir / "frame_shift", f"{config_dict['frame_shift_ms'] / 1000:g}\n")
@@ -310,12 +358,12 @@ def compute_cmvn(
     to the directory of the first feature archive. Returns speaker -> (2, F + 1) stats.
     """
     datadir = Path(datadir)
-    d = read_data_dir(datadir)
+    utt2spk = read_table(datadir / "utt2spk")
     feats = open_features(datadir)
     if cmvndir is None:
         first = feats.location(next(iter(feats)))
         cmvndir = Path(first.rpartition(":")[0]).parent
-    stats = cmvn_stats_per_speaker(feats, d.spk2utt)
+    stats = cmvn_stats_per_speaker(feats, utt2spk)
     ark = Path(cmvndir).absolute() / f"cmvn_{datadir.absolute().name}.ark"
     with ArkFeatureWriter(ark, dtype=np.float64) as w:
         for spk, st in stats.items():

@@ -96,8 +96,11 @@ def test_sliding_cmn_whole_window_is_global_cmn():
 
 def test_per_speaker_stats():
     feats = {"a1": _feats(10, seed=1), "a2": _feats(12, seed=2), "b1": _feats(9, seed=3)}
-    st = cmvn_stats_per_speaker(feats, {"a": ["a1", "a2", "a3"], "b": ["b1"]})
+    # a3 has no features (skipped, as Kaldi skips it); x9 has features but no speaker
+    utt2spk = {"a1": "a", "a2": "a", "a3": "a", "b1": "b"}
+    st = cmvn_stats_per_speaker({**feats, "x9": _feats(5, seed=4)}, utt2spk)
+    assert list(st) == ["a", "b"]
     np.testing.assert_allclose(st["a"], compute_cmvn_stats(np.vstack([feats["a1"], feats["a2"]])))
     assert st["b"][0, -1] == 9
     with pytest.raises(Pykaldi2Error, match="speaker c has no utterance"):
-        cmvn_stats_per_speaker(feats, {"c": ["c1"]})
+        cmvn_stats_per_speaker(feats, {"c1": "c"})
