@@ -2,7 +2,8 @@
 
 Each PyPI binding bundles its own OpenFst, and some import orders deadlock in a static
 initializer (seen under gdb; shared/KALDI_NOTES.md). The safe order is ``kaldi_hmm_gmm``, then
-``kaldi_decoder``, then ``kaldifst``; ``kaldilm`` is only ever imported in a subprocess.
+``kaldi_decoder``, then ``kaldifst`` (loaded on first use); ``kaldilm`` is only ever imported in a
+subprocess.
 
 Everything else in pykaldi2 gets the bindings from here::
 
@@ -24,9 +25,32 @@ from importlib import metadata
 # isort: off
 import kaldi_hmm_gmm as khg  # 1st
 import kaldi_decoder  # 2nd
-import kaldifst  # 3rd
 
 # isort: on
+
+
+class _LazyModule:
+    """A binding imported on its first attribute access, which comes after the imports above,
+    so the safe order holds. kaldifst (with the OpenFst it bundles) is 11 MB of resident memory
+    that a decoding job never touches: ``pykaldi2 decode`` runs without loading it."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._module = None
+
+    def __getattr__(self, attr: str):
+        if self._module is None:
+            import importlib
+
+            self._module = importlib.import_module(self._name)
+        return getattr(self._module, attr)
+
+    def __repr__(self) -> str:
+        state = "loaded" if self._module is not None else "not loaded yet"
+        return f"<binding {self._name!r} ({state})>"
+
+
+kaldifst = _LazyModule("kaldifst")  # 3rd
 
 __all__ = ["khg", "kaldi_decoder", "kaldifst", "arpa2fst", "check_versions", "PINNED"]
 

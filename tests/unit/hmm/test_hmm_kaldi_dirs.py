@@ -380,3 +380,26 @@ def test_build_tree_chain_on_a_sat_ali_dir_uses_its_transforms(kaldi_ref, tmp_pa
     capsys.readouterr()
     assert build("missing") == 1
     assert f"no fMLLR transform for speaker {speakers[0]}" in capsys.readouterr().err
+
+
+def test_decode_never_loads_kaldifst(kaldi_ref, tmp_path):
+    """A decoding job needs neither kaldifst nor its OpenFst (11 MB of RSS per job):
+    `decode --nj 1` (the job runs in the process) on Kaldi's tri1 graph leaves it unloaded,
+    and the first use of `pykaldi2.kaldi.kaldifst` loads it then."""
+    import subprocess
+    import sys
+
+    exp = kaldi_ref / "an4" / "exp" / "tri1"
+    data = kaldi_data_subset(kaldi_ref, tmp_path / "test2", 2, split="test")
+    argv = ["decode", "--nj", "1", "--data", str(data), str(exp / "graph"),
+            str(exp / "final.mdl"), str(tmp_path / "dec")]  # fmt: skip
+    code = (
+        "import sys; from pykaldi2.cli.main import main; rc = main(sys.argv[1:]); "
+        "print(rc, 'kaldifst' in sys.modules); from pykaldi2.kaldi import kaldifst; "
+        "print(kaldifst.StdVectorFst.__name__, 'kaldifst' in sys.modules)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["0", "False", "StdVectorFst", "True"], proc.stdout
+    assert len((tmp_path / "dec" / "hyp.txt").read_text().splitlines()) == 2
