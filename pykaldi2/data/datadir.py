@@ -33,6 +33,7 @@ from pykaldi2.data.tables import (
     format_table,
     iter_table_lines,
     read_table,
+    repeated_key,
 )
 from pykaldi2.utils.errors import DataError
 from pykaldi2.utils.io import atomic_dir
@@ -144,9 +145,7 @@ def read_segments(
     out: dict[str, tuple[str, float, float]] = {}
     for e in iter_table_lines(path):
         if e.key in out:
-            if duplicates is None:
-                raise DataError(f"duplicate utterance id {e.key!r}", file=str(path), line=e.line)
-            duplicates.append(e)
+            repeated_key(path, e, duplicates)
             continue
         parts = e.value.split()
         if len(parts) != 3:
@@ -166,9 +165,7 @@ def read_utt2dur(path: Path, duplicates: list[TableLine] | None = None) -> dict[
     out: dict[str, float] = {}
     for e in iter_table_lines(path):
         if e.key in out:
-            if duplicates is None:
-                raise DataError(f"duplicate utterance id {e.key!r}", file=str(path), line=e.line)
-            duplicates.append(e)
+            repeated_key(path, e, duplicates)
             continue
         out[e.key] = _parse_float(e.value, path, e.line, "duration")
     return out
@@ -204,15 +201,7 @@ def _read_utt2spk(
         if len(e.value.split()) != 1:
             raise DataError("expected '<utt> <spk>'", file=str(path), line=e.line, utt=e.key)
         if e.key in out:
-            if duplicates is None:
-                first = next(x.line for x in iter_table_lines(path) if x.key == e.key)
-                raise DataError(
-                    f"duplicate key {e.key!r} (first on line {first})",
-                    file=str(path),
-                    line=e.line,
-                    fix="remove the duplicate line, or run `pykaldi2 fix-data-dir`",
-                )
-            duplicates.append(e)
+            repeated_key(path, e, duplicates)
             continue
         out[e.key] = e.value
     return out
@@ -245,18 +234,17 @@ def read_audio_tables(path: str | os.PathLike, utts: Collection[str] | None = No
         segments = read_segments(path / "segments")
         if want is not None:
             segments = {u: v for u, v in segments.items() if u in want}
-    recs = None if want is None else ({v[0] for v in segments.values()} if segments else want)
+    recs = (
+        None
+        if want is None
+        else ({v[0] for v in segments.values()} if segments is not None else want)
+    )
     wav_scp: dict[str, str] = {}
     for e in iter_table_lines(path / "wav.scp"):
         if recs is not None and e.key not in recs:
             continue
         if e.key in wav_scp:
-            raise DataError(
-                f"duplicate key {e.key!r}",
-                file=str(path / "wav.scp"),
-                line=e.line,
-                fix="remove the duplicate line, or run `pykaldi2 fix-data-dir`",
-            )
+            repeated_key(path / "wav.scp", e, None)
         wav_scp[e.key] = e.value
     return DataDir(wav_scp=wav_scp, text={}, utt2spk=utt2spk, segments=segments, path=path)
 

@@ -93,18 +93,25 @@ def read_table(
     table: dict[str, str] = {}
     for e in iter_table_lines(path):
         if e.key in table:
-            if duplicates is not None:
-                duplicates.append(e)
-                continue
-            first = next(x.line for x in iter_table_lines(path) if x.key == e.key)
-            raise DataError(
-                f"duplicate key {e.key!r} (first on line {first})",
-                file=str(path),
-                line=e.line,
-                fix="remove the duplicate line, or run `pykaldi2 fix-data-dir`",
-            )
+            repeated_key(path, e, duplicates)
+            continue
         table[e.key] = e.value
     return table
+
+
+def repeated_key(path: str | os.PathLike, e: TableLine, duplicates: list[TableLine] | None) -> None:
+    """A line whose key came before: appended to ``duplicates`` when given (the first one
+    wins), else a :class:`DataError` naming both lines. Call it, then skip the line."""
+    if duplicates is not None:
+        duplicates.append(e)
+        return
+    first = next(x.line for x in iter_table_lines(path) if x.key == e.key)
+    raise DataError(
+        f"duplicate key {e.key!r} (first on line {first})",
+        file=str(path),
+        line=e.line,
+        fix="remove the duplicate line, or run `pykaldi2 fix-data-dir`",
+    )
 
 
 def format_table(table: dict[str, str]) -> str:

@@ -126,3 +126,25 @@ def test_ids_with_whitespace_are_refused(tmp_path):
     with pytest.raises(DataError, match=r"speaker id 's x' is empty or contains whitespace"):
         write_data_dir(d, tmp_path / "d")
     assert not (tmp_path / "d").exists()
+
+
+def test_read_audio_tables_reads_a_jobs_share_only(tmp_path):
+    """What a compute-feats job reads: utt2spk, segments and the wav.scp lines of its own
+    utterances' recordings (text and the other tables not at all)."""
+    from pykaldi2.data.datadir import read_audio_tables
+
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "wav.scp").write_text("r1 /a/r1.wav\nr2 /a/r2.wav\nr3 /a/r3.wav\n")
+    (d / "segments").write_text("s-u1 r1 0 1.5\ns-u2 r2 0 2\ns-u3 r2 2 3\ns-u4 r3 0 1\n")
+    (d / "utt2spk").write_text("s-u1 s\ns-u2 s\ns-u3 s\ns-u4 s\n")
+    (d / "text").write_text("s-u1 not read\n")
+    job = read_audio_tables(d, ["s-u2", "s-u3"])
+    assert job.utt2spk == {"s-u2": "s", "s-u3": "s"} and job.text == {}
+    assert job.segments == {"s-u2": ("r2", 0.0, 2.0), "s-u3": ("r2", 2.0, 3.0)}
+    assert job.wav_scp == {"r2": "/a/r2.wav"}
+    whole = read_audio_tables(d)
+    assert len(whole) == 4 and sorted(whole.wav_scp) == ["r1", "r2", "r3"]
+    (d / "wav.scp").write_text("r1 /a/r1.wav\nr2 /a/r2.wav\nr2 /b/r2.wav\n")
+    with pytest.raises(DataError, match=r"wav.scp:3: duplicate key 'r2' \(first on line 2\)"):
+        read_audio_tables(d, ["s-u2"])
