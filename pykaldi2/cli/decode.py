@@ -43,7 +43,8 @@ def _cmd_decode(args) -> int:
     gmm_am = None
     if args.data:
         gmm_am = model.am
-        # CMVN + the model's deltas / LDA (+ fMLLR), read 100 utterances at a time in each job
+        # CMVN + the model's deltas / LDA, streamed an utterance at a time in each job (with
+        # --transform-dir: fMLLR, 100 utterances at a time)
         utts = sorted(read_data_dir(args.data).utt2spk)
         sources = [
             DataDirFeats(str(Path(args.model).absolute()), args.data, part, args.transform_dir)

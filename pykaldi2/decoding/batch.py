@@ -107,9 +107,10 @@ def matrix_tables(path: str | os.PathLike, nj: int) -> tuple[list[MatrixTable], 
 
 @dataclass
 class DataDirFeats:
-    """A GMM's input features for ``utts`` of a data dir: CMVN + the model's deltas / LDA, and
-    fMLLR from ``transform_dir``'s ``trans.*`` (decode.sh --transform-dir), read ``chunk``
-    utterances at a time."""
+    """A GMM's input features for ``utts`` of a data dir: CMVN + the model's deltas / LDA,
+    streamed one utterance at a time in feats.scp order (as gmm-latgen-faster reads its
+    feature pipe); with fMLLR from ``transform_dir``'s ``trans.*`` (decode.sh
+    --transform-dir), read ``chunk`` utterances at a time."""
 
     model: str
     data: str
@@ -121,9 +122,15 @@ class DataDirFeats:
         from pykaldi2.hmm.exp_dir import read_transforms_dir
         from pykaldi2.hmm.inputs import feats_for_model
         from pykaldi2.hmm.model import GmmModel
+        from pykaldi2.hmm.streams import FeaturePipeline, iter_feats
 
         model = GmmModel.load(self.model)
-        tr = read_transforms_dir(self.transform_dir) if self.transform_dir else None
+        if not self.transform_dir:
+            # one matrix at a time: a chunk of 100 utterances' features (and their CMVN and
+            # delta copies) was 4 MB of a 60-utterance job's peak
+            yield from iter_feats(self.data, FeaturePipeline.for_model(model), self.utts)
+            return
+        tr = read_transforms_dir(self.transform_dir)
         for i in range(0, len(self.utts), self.chunk):
             part = self.utts[i : i + self.chunk]
             yield from sorted(feats_for_model(model, self.data, utts=part, transforms=tr).items())
