@@ -111,8 +111,10 @@ def _header(device) -> None:
 
 def bench_lattice(args, device) -> None:
     """Lattice MMI (train-se's pipeline) vs frame CE, same BLSTM and whole-utterance batches."""
-    from pykaldi2.losses.lattice import SequenceConfig, TransitionInfo
-    from pykaldi2.losses.lattice_gen import LatticeGenConfig, LatticeGenerator, LatticePrefetcher
+    from pykaldi2.hmm.latgen import LatticeGenConfig, LatticeGenerator
+    from pykaldi2.hmm.lattice_arrays import TransitionInfo
+    from pykaldi2.losses.lattice import SequenceConfig
+    from pykaldi2.losses.lattice_gen import LatticePrefetcher
     from pykaldi2.training.model_dir import load_final_dir
     from pykaldi2.training.se import SETask, TrainSEConfig
     from pykaldi2.training.se_egs import collate_se, load_se_data

@@ -48,10 +48,10 @@ def _align_nnet_job(job: tuple) -> AlignResult:
     from pykaldi2.features.pipeline import ProcessedFeatures
     from pykaldi2.hmm.align import compile_train_graphs
     from pykaldi2.hmm.inputs import load_texts
+    from pykaldi2.hmm.latgen import nnet_align_compiled
+    from pykaldi2.hmm.lattice_arrays import TransitionInfo
     from pykaldi2.kaldi import khg
     from pykaldi2.lang.lang_dir import load_lang
-    from pykaldi2.losses.lattice import TransitionInfo
-    from pykaldi2.losses.lattice_gen import nnet_align_compiled
     from pykaldi2.training.model_dir import load_final_dir
 
     if threads:

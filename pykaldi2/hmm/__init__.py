@@ -37,6 +37,10 @@ One module per group of Kaldi binaries, one function per binary, named after it:
                         wherever a graph meets a model
 - :mod:`.decoder`    -- HCLG decoding: the compiled LatticeFasterDecoder, OpenFst graph reader
   and lattice determinization (C++ in ``csrc/``; slow references in :mod:`.decoder_reference`)
+- :mod:`.lattice_arrays` -- raw lattices as arrays (state levels and times) and the transition
+                        model's transition_id -> pdf / phone tables (``TransitionInfo``)
+- :mod:`.latgen`     -- latgen-faster-mapped and nnet-align-compiled in a pool of torch-free
+                        worker processes (train-se's denominator lattices and numerators)
 
 Training functions take a data dir and a lang dir and write an exp dir (``final.mdl``,
 ``tree``, ``ali.JOB.gz``, ``num_jobs``, per-job logs in ``log/``); the jobs run through

@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from pykaldi2.losses.lattice import LatticeArrays, TransitionInfo
+from pykaldi2.hmm.lattice_arrays import LatticeArrays, TransitionInfo
 
 
 def enumerate_paths(lat: LatticeArrays, max_paths: int = 100_000) -> list[list[int]]:

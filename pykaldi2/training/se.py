@@ -73,8 +73,8 @@ from typing import Any
 import numpy as np
 
 from pykaldi2.data.transcripts import MAX_MISSING_TEXT_FRACTION
+from pykaldi2.hmm.latgen import LatticeGenConfig, Ready
 from pykaldi2.losses.lattice import SequenceConfig, SequenceTask
-from pykaldi2.losses.lattice_gen import LatticeGenConfig, Ready
 from pykaldi2.simulation.config import SimulationConfig
 from pykaldi2.training.config import TrainConfigMixin, as_list, simulation_config
 from pykaldi2.training.model_dir import load_final_dir, write_se_dir
@@ -112,7 +112,7 @@ class TrainSEConfig(TrainConfigMixin):
         sequence: criterion, acoustic scale, boost, silence handling, CE frame smoothing
             (:class:`~pykaldi2.losses.lattice.SequenceConfig`).
         lattice: lattice beams and the size of the generation pool
-            (:class:`~pykaldi2.losses.lattice_gen.LatticeGenConfig`).
+            (:class:`~pykaldi2.hmm.latgen.LatticeGenConfig`).
         batch_size: utterances per batch (per rank); max_frames: optional cap on N * T.
         num_workers: DataLoader worker processes (features).
         length_tolerance: allowed |feature frames - alignment frames| per utterance.
@@ -250,7 +250,7 @@ class SETask(SequenceTask):
 
 
 class ResumableGenerator:
-    """A :class:`~pykaldi2.losses.lattice_gen.LatticeGenerator` front that remembers the last
+    """A :class:`~pykaldi2.hmm.latgen.LatticeGenerator` front that remembers the last
     submitted batch (``last``: (utt_ids, handle)) and serves ``saved`` lattices (utt_ids,
     lattices) once, to the first submission of exactly those utterances (resume)."""
 
@@ -341,8 +341,9 @@ def train_se(cfg: TrainSEConfig, exp_dir: str | os.PathLike) -> Path:
     """Sequence-train (or resume) the CE model ``cfg.init_model`` in ``exp_dir``; returns
     ``exp_dir/final`` (a CE-format model dir: ``decode-nnet`` decodes it)."""
 
-    from pykaldi2.losses.lattice import TransitionInfo
-    from pykaldi2.losses.lattice_gen import LatticeGenerator, LatticePrefetcher, TrainGraphSource
+    from pykaldi2.hmm.latgen import LatticeGenerator, TrainGraphSource
+    from pykaldi2.hmm.lattice_arrays import TransitionInfo
+    from pykaldi2.losses.lattice_gen import LatticePrefetcher
     from pykaldi2.training.distributed import Dist
     from pykaldi2.training.trainer import Trainer
 

@@ -107,6 +107,20 @@ def test_pool_generates_the_same_lattices_as_in_process(tiny_sys, graph_source):
     np.testing.assert_allclose(-x.numpy(), ac, atol=1e-4)
 
 
+def test_pool_workers_do_not_import_torch(tiny_sys, graph_source):
+    """A lattice worker (search and on-the-fly numerators) never loads torch: ~200 MB a worker
+    in train-se. The parent hands torch tensors; they are converted before pickling."""
+    info, _, path, loglik, _ = tiny_sys
+    x, _ = loglik([1, 2, 3, 1])
+    with LatticeGenerator(path, info, LatticeGenConfig(num_workers=1), graph_source) as gen:
+        lats, alis = gen.generate(["u1"], torch.from_numpy(x[None]), [len(x)], words=[[1]])
+        assert lats[0].num_frames == len(x) and alis[0] is not None
+        loaded = gen._pool.apply(
+            eval, ("sorted(m for m in __import__('sys').modules if m.split('.')[0] == 'torch')",)
+        )
+    assert loaded == []
+
+
 def test_prefetcher_fills_lattices_and_feeds_smbr(tiny_sys):
     info, _, path, loglik, _ = tiny_sys
     data = [loglik(ph) for ph in ([1, 2, 3, 1], [1, 3, 2, 1], [2, 3, 1])]
