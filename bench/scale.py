@@ -25,8 +25,13 @@ waits for it: CPU = user + system of it and all its children, peak RSS = the lar
     gmm-acc    one gmm-acc-stats-ali pass of tri1 over its alignments (hmm.jobs in --nj jobs)
     decode     decode --data (--nj, beam 11, max-active 3000, lattice beam 5) of every 10th
                utterance (per hour of *decoded* audio); the graph (mkgraph) is not timed
-    latgen     denominator lattices of the same utterances (losses.lattice_gen, --nj workers,
-               GMM log-likelihoods), as train-se generates them
+    latgen     denominator lattices of the same utterances from tri1's log-likelihoods, in
+               hmm.latgen's pool of --nj workers, submitted 8 utterances a batch, up to 3
+               batches in flight, as train-se submits them. The log-likelihoods are computed
+               before the stage (GMM, written to an ark) and read from it: in train-se they are
+               the network's forward in the trainer's process, which --nj does not divide.
+               (Computed inside the stage, by its one parent, they made the nj=1 run keep 1.5
+               cores busy, which capped the nj=2 speedup near 1.3 on 2 cores.)
     chain-egs  what train-chain runs for its data: chain-get-egs (--nj jobs; stage 0 = phone
                LM + den.fst + split, the jobs' supervision and chunks, the merges) into a
                fresh egs dir, chunk widths 140,100,160 and the context of a 1j TDNN-F (the
@@ -252,33 +257,46 @@ Path(out).mkdir(parents=True, exist_ok=True)
 with JobRunner(nj) as run:
     run(acc_stats_job, jobs, log=f"{out}/log/acc.JOB.log")
 """
-LATGEN = """
+#: The log-likelihoods latgen is fed (written before it, not timed): tri1's GMM on the decode
+#: subset, standing in for the network forward that train-se's trainer runs for its lattices.
+LATGEN_LOGLIK = """
 import sys
-import numpy as np
+import kaldiio
 from pykaldi2.decoding.batch import DataDirFeats
 from pykaldi2.decoding.wfst import GmmScorer
 from pykaldi2.hmm.model import GmmModel
-from pykaldi2.losses.lattice import TransitionInfo
-from pykaldi2.losses.lattice_gen import LatticeGenConfig, LatticeGenerator
 from pykaldi2.data.datadir import read_data_dir
-data, exp, graph, nj = sys.argv[1:5]
+data, exp, out = sys.argv[1:4]
+scorer = GmmScorer(GmmModel.load(f"{exp}/final.mdl").am)
+utts = sorted(read_data_dir(data).utt2spk)
+with kaldiio.WriteHelper(f"ark,scp:{out}.ark,{out}.scp.tmp") as w:
+    for utt, x in DataDirFeats(f"{exp}/final.mdl", data, utts):
+        w(utt, scorer(x))
+"""
+LATGEN = """
+import sys
+import kaldiio
+import numpy as np
+from pykaldi2.hmm.latgen import LatticeGenConfig, LatticeGenerator
+from pykaldi2.hmm.lattice_arrays import TransitionInfo
+from pykaldi2.hmm.model import GmmModel
+loglik, exp, graph, nj = sys.argv[1:5]
 model = GmmModel.load(f"{exp}/final.mdl")
-scorer = GmmScorer(model.am)
 cfg = LatticeGenConfig(num_workers=int(nj), beam=11.0, lattice_beam=5.0, max_active=3000)
 gen = LatticeGenerator(f"{graph}/HCLG.fst", TransitionInfo.from_trans_model(model.tm), cfg)
-utts = sorted(read_data_dir(data).utt2spk)
 batch, pending, n = [], [], 0
 def flush():
+    # a batch as train-se hands it: (8, longest, pdfs) padded, with the lengths
     global n
     lens = [len(x) for _, x in batch]
-    ll = np.zeros((len(batch), max(lens), scorer(batch[0][1][:1]).shape[1]), np.float32)
+    ll = np.zeros((len(batch), max(lens), batch[0][1].shape[1]), np.float32)
     for i, (_, x) in enumerate(batch):
-        ll[i, : len(x)] = scorer(x)
+        ll[i, : len(x)] = x
     pending.append(gen.submit([u for u, _ in batch], ll, lens))
     batch.clear()
     if len(pending) > 2:
         n += len(pending.pop(0).get())
-for utt, x in DataDirFeats(f"{exp}/final.mdl", data, utts):
+for utt, x in kaldiio.load_scp_sequential(loglik):
     batch.append((utt, x))
     if len(batch) == 8:
         flush()
@@ -330,7 +348,8 @@ def stage_cmds(stage: str, s: dict, nj: int, quick: bool) -> list[list[str]]:
         "decode": [[*PYKALDI2, "decode", "--data", str(s["dec"]), "--nj", str(nj), "--beam", "11",
                     "--max-active", "3000", "--lattice-beam", "5", f"{exp}/{gmm}/graph",
                     f"{exp}/{gmm}/final.mdl", f"{exp}/{gmm}/decode_nj{nj}"]],
-        "latgen": [py_step(LATGEN) + [str(s["dec"]), f"{exp}/tri1", f"{exp}/tri1/graph", str(nj)]],
+        "latgen": [py_step(LATGEN) + [f"{exp}/tri1/loglik_dec.scp", f"{exp}/tri1",
+                                      f"{exp}/tri1/graph", str(nj)]],
         "chain-egs": [py_step(CHAIN_EGS) + [s["chain_yaml"], s["chain_egs"], *context,
                                             str(nj), s["chain_egs"] + ".json"]],
         "ce-epoch": [[*PYKALDI2, "train-ce", "--config", s["ce_yaml"], f"{exp}/ce"]],
@@ -342,9 +361,18 @@ def before_stage(stage: str, s: dict, quick: bool) -> None:
     """Unmeasured set-up a stage needs (the graph, the decode subset, configs)."""
     gmm = "mono" if quick else "tri1"
     exp = Path(s["exp"])
-    if stage == "decode" and not (exp / gmm / "graph" / "HCLG.fst").is_file():
+    if stage == "latgen":
+        gmm = "tri1"
+    if stage in ("decode", "latgen") and not (exp / gmm / "graph" / "HCLG.fst").is_file():
         run([*PYKALDI2, "mkgraph", str(s["lang"]), str(exp / gmm / "final.mdl"),
              str(exp / gmm / "graph")], s["log"])  # fmt: skip
+    ll = exp / "tri1" / "loglik_dec"
+    if stage == "latgen" and not (
+        ll.with_suffix(".scp").is_file()
+        and ll.with_suffix(".scp").stat().st_mtime > (exp / "tri1" / "final.mdl").stat().st_mtime
+    ):
+        run(py_step(LATGEN_LOGLIK) + [str(s["dec"]), str(exp / "tri1"), str(ll)], s["log"])
+        os.replace(f"{ll}.scp.tmp", f"{ll}.scp")
     if stage == "ce-epoch" and (exp / "ce").exists():
         shutil.rmtree(exp / "ce")
     if stage == "chain-egs":

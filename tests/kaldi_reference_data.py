@@ -1,6 +1,7 @@
 """Readers for the files real Kaldi wrote in ../shared/data/kaldi_reference (tests only):
 chain-get-supervision's text archives, ali-to-phones --write-lengths output, the AN4 training
-features as Kaldi's GMM scripts feed them, and a canonical form of an unweighted acceptor."""
+features as Kaldi's GMM scripts feed them, a subset of Kaldi's an4 data dirs, and a canonical
+form of an unweighted acceptor."""
 
 from __future__ import annotations
 
@@ -89,3 +90,27 @@ def an4_train_feats(kaldi_ref: Path) -> dict[str, np.ndarray]:
         )
         for utt, x in iter_kaldi_ark(d / "feats.ark")
     }
+
+
+def kaldi_data_subset(kaldi_ref: Path, out: Path, n: int, split: str = "train") -> Path:
+    """The first ``n`` utterances of Kaldi's an4 data/<split> (feats.ark compressed, cmvn.ark
+    per speaker) as a data dir whose scp paths are absolute (Kaldi's are relative to an4/)."""
+    src = kaldi_ref / "an4" / "data" / split
+    utts = [line.split()[0] for line in (src / "feats.scp").read_text().splitlines()][:n]
+    keep = set(utts)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("text", "utt2spk", "wav.scp", "feats.scp", "cmvn.scp"):
+        lines = []
+        for line in (src / name).read_text().splitlines():
+            key, value = line.split(" ", 1)
+            if name == "cmvn.scp" or key in keep:
+                if name.endswith(".scp") and name != "wav.scp":
+                    value = str(kaldi_ref / "an4" / value)
+                lines.append(f"{key} {value}\n")
+        (out / name).write_text("".join(lines))
+    spk: dict[str, list[str]] = {}
+    for line in (out / "utt2spk").read_text().splitlines():
+        u, s = line.split()
+        spk.setdefault(s, []).append(u)
+    (out / "spk2utt").write_text("".join(f"{s} {' '.join(us)}\n" for s, us in sorted(spk.items())))
+    return out

@@ -1,11 +1,15 @@
 """bench/scale.py writes training configs from templates; they must stay valid as the config
 classes change (a stale ``model:`` section once failed the ce-epoch stage of every full run,
 after an hour of the other stages). Each template is formatted as the bench formats it, loaded
-by the class its command loads it with, and its model built."""
+by the class its command loads it with, and its model built. Its Python steps run on Kaldi's
+AN4 tri1 system the way the bench runs them."""
 
 from __future__ import annotations
 
+import subprocess
+
 from bench_modules import load_bench
+from kaldi_reference_data import kaldi_data_subset
 
 from pykaldi2.hmm.mono import MonoConfig
 from pykaldi2.hmm.tri import DeltasConfig
@@ -30,3 +34,21 @@ def test_scale_bench_configs_load_and_build(tmp_path):
     assert MonoConfig.from_yaml(tmp_path / "mono.yaml").num_iters == 10
     (tmp_path / "tri1.yaml").write_text(b.TRI_YAML)
     assert DeltasConfig.from_yaml(tmp_path / "tri1.yaml").num_leaves == 1000
+
+
+def test_scale_bench_latgen_steps_run(kaldi_ref, tmp_path):
+    """The latgen stage's two steps (log-likelihoods to an ark, then lattices from it in a
+    1-worker pool) on 3 utterances of Kaldi's an4 test set with Kaldi's tri1 model and graph."""
+    b = load_bench("scale")
+    exp = kaldi_ref / "an4" / "exp" / "tri1"
+    data = kaldi_data_subset(kaldi_ref, tmp_path / "data", 3, split="test")
+    out = tmp_path / "loglik_dec"
+    steps = [
+        b.py_step(b.LATGEN_LOGLIK) + [str(data), str(exp), str(out)],
+        b.py_step(b.LATGEN) + [f"{out}.scp.tmp", str(exp), str(exp / "graph"), "1"],
+    ]
+    for cmd in steps:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+    assert len((tmp_path / "loglik_dec.scp.tmp").read_text().splitlines()) == 3
+    assert proc.stdout.split() == ["3", "lattices"]

@@ -9,7 +9,8 @@ import logging
 import shutil
 
 import pytest
-from test_hmm_kaldi_dirs import kaldi_ali_dir, kaldi_data_subset
+from kaldi_reference_data import kaldi_data_subset
+from test_hmm_kaldi_dirs import kaldi_ali_dir
 
 from pykaldi2.cli.main import main
 
