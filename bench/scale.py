@@ -26,8 +26,10 @@ waits for it: CPU = user + system of it and all its children, peak RSS = the lar
     decode     decode --data (--nj, beam 11, max-active 3000, lattice beam 5) of every 10th
                utterance (per hour of *decoded* audio); the graph (mkgraph) is not timed
     latgen     denominator lattices of the same utterances from tri1's log-likelihoods, in
-               hmm.latgen's pool of --nj workers, submitted 8 utterances a batch, up to 3
-               batches in flight, as train-se submits them. The log-likelihoods are computed
+               hmm.latgen's pool of --nj workers, in train-se's batches (its
+               BucketBatchSampler: 8 utterances of similar length, at most 8,000 padded
+               frames) and with its prefetch (batch k+1 submitted before batch k's lattices
+               are taken: 2 batches in flight). The log-likelihoods are computed
                before the stage (GMM, written to an ark) and read from it: in train-se they are
                the network's forward in the trainer's process, which --nj does not divide.
                (Computed inside the stage, by its one parent, they made the nj=1 run keep 1.5
@@ -75,6 +77,9 @@ ALL_STAGES = (
 )  # fmt: skip
 QUICK_STAGES = ("features", "mono", "align", "decode")
 SPEEDUP_STAGES = ("features", "gmm-acc", "align", "decode", "latgen")
+#: latgen's batches: train-se's BucketBatchSampler with batch_size 8 and this frame budget
+#: (N * longest <= 8,000 frames), so what is in flight does not follow the longest utterances
+LATGEN_MAX_FRAMES = 8000
 DECODE_EVERY = 10  # decode / latgen: every 10th utterance of the corpus
 #: Measures a command: runs it, waits, prints the rusage of everything it waited for.
 WRAPPER = """
@@ -269,43 +274,49 @@ from pykaldi2.data.datadir import read_data_dir
 data, exp, out = sys.argv[1:4]
 scorer = GmmScorer(GmmModel.load(f"{exp}/final.mdl").am)
 utts = sorted(read_data_dir(data).utt2spk)
-with kaldiio.WriteHelper(f"ark,scp:{out}.ark,{out}.scp.tmp") as w:
+with kaldiio.WriteHelper(f"ark,scp:{out}.ark,{out}.scp.tmp") as w, open(f"{out}.len", "w") as f:
     for utt, x in DataDirFeats(f"{exp}/final.mdl", data, utts):
         w(utt, scorer(x))
+        f.write(f"{utt} {len(x)}\\n")
 """
 LATGEN = """
 import sys
 import kaldiio
 import numpy as np
+from pykaldi2.data.samplers import BucketBatchSampler
 from pykaldi2.hmm.latgen import LatticeGenConfig, LatticeGenerator
 from pykaldi2.hmm.lattice_arrays import TransitionInfo
 from pykaldi2.hmm.model import GmmModel
-loglik, exp, graph, nj = sys.argv[1:5]
+loglik, exp, graph, nj, max_frames = sys.argv[1:6]
 model = GmmModel.load(f"{exp}/final.mdl")
 cfg = LatticeGenConfig(num_workers=int(nj), beam=11.0, lattice_beam=5.0, max_active=3000)
 gen = LatticeGenerator(f"{graph}/HCLG.fst", TransitionInfo.from_trans_model(model.tm), cfg)
-batch, pending, n = [], [], 0
-def flush():
-    # a batch as train-se hands it: (8, longest, pdfs) padded, with the lengths
-    global n
-    lens = [len(x) for _, x in batch]
-    ll = np.zeros((len(batch), max(lens), batch[0][1].shape[1]), np.float32)
-    for i, (_, x) in enumerate(batch):
-        ll[i, : len(x)] = x
-    pending.append(gen.submit([u for u, _ in batch], ll, lens))
-    batch.clear()
-    if len(pending) > 2:
-        n += len(pending.pop(0).get())
-for utt, x in kaldiio.load_scp_sequential(loglik):
-    batch.append((utt, x))
-    if len(batch) == 8:
-        flush()
-if batch:
-    flush()
-for h in pending:
-    n += len(h.get())
+lens = dict(line.split() for line in open(loglik.removesuffix(".scp") + ".len"))
+utts = sorted(lens)
+lengths = [int(lens[u]) for u in utts]
+table = kaldiio.load_scp(loglik)  # read an utterance at a time (seek + read)
+def submit(b):
+    # a batch as train-se's loader and network hand it: (N, longest, pdfs) padded + lengths
+    n = [lengths[i] for i in b]
+    ll = None
+    for k, i in enumerate(b):
+        x = table[utts[i]]
+        if ll is None:
+            ll = np.zeros((len(b), max(n), x.shape[1]), np.float32)
+        ll[k, : len(x)] = x
+    return gen.submit([utts[i] for i in b], ll, n)
+sampler = BucketBatchSampler(lengths, batch_size=8, max_frames=int(max_frames), seed=0)
+done, prev = 0, None
+for b in sampler:  # batch k+1 submitted before batch k's lattices are taken (LatticePrefetcher)
+    handle = submit(b)
+    if prev is not None:
+        done += len(prev.get())
+    prev = handle
+if prev is not None:
+    done += len(prev.get())
 gen.close()
-print(n, "lattices")
+assert done == len(utts), (done, len(utts))
+print(done, "lattices")
 """
 CHAIN_EGS = """
 import json, resource, sys
@@ -349,7 +360,7 @@ def stage_cmds(stage: str, s: dict, nj: int, quick: bool) -> list[list[str]]:
                     "--max-active", "3000", "--lattice-beam", "5", f"{exp}/{gmm}/graph",
                     f"{exp}/{gmm}/final.mdl", f"{exp}/{gmm}/decode_nj{nj}"]],
         "latgen": [py_step(LATGEN) + [f"{exp}/tri1/loglik_dec.scp", f"{exp}/tri1",
-                                      f"{exp}/tri1/graph", str(nj)]],
+                                      f"{exp}/tri1/graph", str(nj), str(LATGEN_MAX_FRAMES)]],
         "chain-egs": [py_step(CHAIN_EGS) + [s["chain_yaml"], s["chain_egs"], *context,
                                             str(nj), s["chain_egs"] + ".json"]],
         "ce-epoch": [[*PYKALDI2, "train-ce", "--config", s["ce_yaml"], f"{exp}/ce"]],
@@ -369,6 +380,7 @@ def before_stage(stage: str, s: dict, quick: bool) -> None:
     ll = exp / "tri1" / "loglik_dec"
     if stage == "latgen" and not (
         ll.with_suffix(".scp").is_file()
+        and ll.with_suffix(".len").is_file()
         and ll.with_suffix(".scp").stat().st_mtime > (exp / "tri1" / "final.mdl").stat().st_mtime
     ):
         run(py_step(LATGEN_LOGLIK) + [str(s["dec"]), str(exp / "tri1"), str(ll)], s["log"])

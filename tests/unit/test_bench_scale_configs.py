@@ -7,6 +7,7 @@ AN4 tri1 system the way the bench runs them."""
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 from bench_modules import load_bench
 from kaldi_reference_data import kaldi_data_subset
@@ -43,12 +44,15 @@ def test_scale_bench_latgen_steps_run(kaldi_ref, tmp_path):
     exp = kaldi_ref / "an4" / "exp" / "tri1"
     data = kaldi_data_subset(kaldi_ref, tmp_path / "data", 3, split="test")
     out = tmp_path / "loglik_dec"
-    steps = [
-        b.py_step(b.LATGEN_LOGLIK) + [str(data), str(exp), str(out)],
-        b.py_step(b.LATGEN) + [f"{out}.scp.tmp", str(exp), str(exp / "graph"), "1"],
-    ]
-    for cmd in steps:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr
-    assert len((tmp_path / "loglik_dec.scp.tmp").read_text().splitlines()) == 3
+    proc = subprocess.run(b.py_step(b.LATGEN_LOGLIK) + [str(data), str(exp), str(out)],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    Path(f"{out}.scp.tmp").rename(f"{out}.scp")
+    assert len(Path(f"{out}.scp").read_text().splitlines()) == 3
+    lens = [int(line.split()[1]) for line in Path(f"{out}.len").read_text().splitlines()]
+    assert len(lens) == 3 and min(lens) > 0
+    # a frame budget of one utterance: 3 batches, so the 2-in-flight prefetch is exercised
+    cmd = b.py_step(b.LATGEN) + [f"{out}.scp", str(exp), str(exp / "graph"), "1", str(max(lens))]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["3", "lattices"]
