@@ -275,36 +275,38 @@ from pykaldi2.data.datadir import read_data_dir
 data, exp, out = sys.argv[1:4]
 scorer = GmmScorer(GmmModel.load(f"{exp}/final.mdl").am)
 utts = sorted(read_data_dir(data).utt2spk)
-with kaldiio.WriteHelper(f"ark,scp:{out}.ark,{out}.scp.tmp") as w, open(f"{out}.len", "w") as f:
+with kaldiio.WriteHelper(f"ark,scp:{out}.ark,{out}.scp.tmp") as w:
     for utt, x in DataDirFeats(f"{exp}/final.mdl", data, utts):
         w(utt, scorer(x))
-        f.write(f"{utt} {len(x)}\\n")
 """
 LATGEN = """
 import sys
 import kaldiio
 import numpy as np
 from pykaldi2.data.samplers import BucketBatchSampler
+from pykaldi2.data.tables import read_table
 from pykaldi2.hmm.latgen import LatticeGenConfig, LatticeGenerator
 from pykaldi2.hmm.lattice_arrays import TransitionInfo
 from pykaldi2.hmm.model import GmmModel
-loglik, exp, graph, nj, max_frames = sys.argv[1:6]
+loglik, data, exp, graph, nj, max_frames = sys.argv[1:7]
 model = GmmModel.load(f"{exp}/final.mdl")
+info = TransitionInfo.from_trans_model(model.tm)
 cfg = LatticeGenConfig(num_workers=int(nj), beam=11.0, lattice_beam=5.0, max_active=3000)
-gen = LatticeGenerator(f"{graph}/HCLG.fst", TransitionInfo.from_trans_model(model.tm), cfg)
-lens = dict(line.split() for line in open(loglik.removesuffix(".scp") + ".len"))
-utts = sorted(lens)
-lengths = [int(lens[u]) for u in utts]
+gen = LatticeGenerator(f"{graph}/HCLG.fst", info, cfg)
+frames = read_table(f"{data}/utt2num_frames")  # the lengths train-se's dataset has
+utts = sorted(frames)
+lengths = [int(frames[u]) for u in utts]
 table = kaldiio.load_scp(loglik)  # read an utterance at a time (seek + read)
 def submit(b):
     # a batch as train-se's loader and network hand it: (N, longest, pdfs) padded + lengths
     n = [lengths[i] for i in b]
-    ll = None
+    ll = np.zeros((len(b), max(n), info.num_pdfs), np.float32)
     for k, i in enumerate(b):
         x = table[utts[i]]
-        if ll is None:
-            ll = np.zeros((len(b), max(n), x.shape[1]), np.float32)
-        ll[k, : len(x)] = x
+        if x.shape != (n[k], info.num_pdfs):
+            sys.exit(f"{loglik}: {utts[i]}'s log-likelihoods are {x.shape}, not "
+                     f"utt2num_frames x pdfs = {(n[k], info.num_pdfs)}: rerun the step before")
+        ll[k, : n[k]] = x
     return gen.submit([utts[i] for i in b], ll, n)
 sampler = BucketBatchSampler(lengths, batch_size=8, max_frames=int(max_frames), seed=0)
 done, prev = 0, None
@@ -360,8 +362,9 @@ def stage_cmds(stage: str, s: dict, nj: int, quick: bool) -> list[list[str]]:
         "decode": [[*PYKALDI2, "decode", "--data", str(s["dec"]), "--nj", str(nj), "--beam", "11",
                     "--max-active", "3000", "--lattice-beam", "5", f"{exp}/{gmm}/graph",
                     f"{exp}/{gmm}/final.mdl", f"{exp}/{gmm}/decode_nj{nj}"]],
-        "latgen": [py_step(LATGEN) + [f"{exp}/tri1/loglik_dec.scp", f"{exp}/tri1",
-                                      f"{exp}/tri1/graph", str(nj), str(LATGEN_MAX_FRAMES)]],
+        "latgen": [py_step(LATGEN) + [f"{exp}/tri1/loglik_dec.scp", str(s["dec"]),
+                                      f"{exp}/tri1", f"{exp}/tri1/graph", str(nj),
+                                      str(LATGEN_MAX_FRAMES)]],
         "chain-egs": [py_step(CHAIN_EGS) + [s["chain_yaml"], s["chain_egs"], *context,
                                             str(nj), s["chain_egs"] + ".json"]],
         "ce-epoch": [[*PYKALDI2, "train-ce", "--config", s["ce_yaml"], f"{exp}/ce"]],
@@ -381,7 +384,6 @@ def before_stage(stage: str, s: dict, quick: bool) -> None:
     ll = exp / "tri1" / "loglik_dec"
     if stage == "latgen" and not (
         ll.with_suffix(".scp").is_file()
-        and ll.with_suffix(".len").is_file()
         and ll.with_suffix(".scp").stat().st_mtime > (exp / "tri1" / "final.mdl").stat().st_mtime
     ):
         run(py_step(LATGEN_LOGLIK) + [str(s["dec"]), str(exp / "tri1"), str(ll)], s["log"])

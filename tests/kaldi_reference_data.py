@@ -99,7 +99,7 @@ def kaldi_data_subset(kaldi_ref: Path, out: Path, n: int, split: str = "train") 
     utts = [line.split()[0] for line in (src / "feats.scp").read_text().splitlines()][:n]
     keep = set(utts)
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("text", "utt2spk", "wav.scp", "feats.scp", "cmvn.scp"):
+    for name in ("text", "utt2spk", "wav.scp", "feats.scp", "cmvn.scp", "utt2num_frames"):
         lines = []
         for line in (src / name).read_text().splitlines():
             key, value = line.split(" ", 1)

@@ -49,10 +49,11 @@ def test_scale_bench_latgen_steps_run(kaldi_ref, tmp_path):
     assert proc.returncode == 0, proc.stderr
     Path(f"{out}.scp.tmp").rename(f"{out}.scp")
     assert len(Path(f"{out}.scp").read_text().splitlines()) == 3
-    lens = [int(line.split()[1]) for line in Path(f"{out}.len").read_text().splitlines()]
+    lens = [int(line.split()[1]) for line in (data / "utt2num_frames").read_text().splitlines()]
     assert len(lens) == 3 and min(lens) > 0
-    # a frame budget of one utterance: 3 batches, so the 2-in-flight prefetch is exercised
-    cmd = b.py_step(b.LATGEN) + [f"{out}.scp", str(exp), str(exp / "graph"), "1", str(max(lens))]
+    # a frame budget below any two utterances: 3 batches, so the 2-in-flight prefetch is run
+    cmd = b.py_step(b.LATGEN) + [f"{out}.scp", str(data), str(exp), str(exp / "graph"), "1",
+                                 str(min(lens))]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["3", "lattices"]
