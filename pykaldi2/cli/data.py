@@ -15,6 +15,7 @@ def _validate(args: argparse.Namespace) -> int:
         check_audio=args.check_audio,
         require_text=not args.no_text,
         spk_sort=not args.no_spk_sort,
+        require_wav=not args.no_wav,
         wav_root=args.wav_root,
         sample_rate=args.sample_rate,
     )
@@ -210,6 +211,11 @@ def register(subparsers) -> None:
         "--no-spk-sort",
         action="store_true",
         help="do not require utt2spk to be sorted by speaker (Kaldi's --no-spk-sort)",
+    )
+    p.add_argument(
+        "--no-wav",
+        action="store_true",
+        help="a features-only data dir: no wav.scp needed, feats.scp is (Kaldi's --no-wav)",
     )
     _add_wav_root(p)
 

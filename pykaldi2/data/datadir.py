@@ -257,15 +257,18 @@ def read_data_dir(
 ) -> DataDir:
     """Read a Kaldi data dir.
 
-    Needs ``wav.scp`` and ``utt2spk``; an absent ``text`` (unlabelled data) gives an empty
-    dict. ``spk2utt`` is not read (it is derived from ``utt2spk``). Malformed lines raise
+    Needs ``utt2spk``, and ``wav.scp`` unless the dir has ``feats.scp``: a features-only data
+    dir (what Kaldi's ``validate_data_dir.sh --no-wav`` accepts, e.g. a Kaldi feature dir
+    without its audio) reads with an empty ``wav_scp``. An absent ``text`` (unlabelled data)
+    gives an empty dict. ``spk2utt`` is not read (it is derived from ``utt2spk``). Malformed lines raise
     :class:`DataError`; so do duplicate keys, unless ``duplicates`` is given: then the first
     occurrence wins and the others are listed in ``duplicates[file_name]``. Relative audio
     paths of wav.scp are taken from ``wav_root`` when given (:func:`resolve_wav_root`). Cross-file
     consistency is checked by :func:`pykaldi2.data.validate.validate_data_dir`.
     """
     path = Path(path)
-    _require(path, ("wav.scp", "utt2spk"))
+    features_only = (path / "feats.scp").is_file() and not (path / "wav.scp").is_file()
+    _require(path, ("utt2spk",) if features_only else ("wav.scp", "utt2spk"))
 
     def dups(name: str) -> list[TableLine] | None:
         return None if duplicates is None else duplicates.setdefault(name, [])
@@ -276,7 +279,7 @@ def read_data_dir(
     utt2spk = _read_utt2spk(path / "utt2spk", dups("utt2spk"))
     has = {name: (path / name).is_file() for name in ("text", "segments", "utt2dur")}
     d = DataDir(
-        wav_scp=table("wav.scp"),
+        wav_scp={} if features_only else table("wav.scp"),
         text=table("text") if has["text"] else {},
         utt2spk=utt2spk,
         segments=read_segments(path / "segments", dups("segments")) if has["segments"] else None,
@@ -302,10 +305,11 @@ def _fmt_float(x: float) -> str:
 def data_dir_files(d: DataDir) -> dict[str, str]:
     """The text of every file of ``d`` by file name (what :func:`write_data_dir` writes)."""
     files = {
-        "wav.scp": format_table(d.wav_scp),
         "utt2spk": format_table(d.utt2spk),
         "spk2utt": format_table({s: " ".join(u) for s, u in d.spk2utt.items()}),
     }
+    if d.wav_scp or "feats.scp" not in d.utt_tables:  # a features-only dir stays one
+        files["wav.scp"] = format_table(d.wav_scp)
     if d.text:  # unlabelled data has no text file
         files["text"] = format_table(d.text)
     if d.segments is not None:
@@ -322,8 +326,9 @@ def data_dir_files(d: DataDir) -> dict[str, str]:
 def write_data_dir(d: DataDir, path: str | os.PathLike) -> None:
     """Write ``d`` as a Kaldi data dir at ``path`` (atomically: all files or none).
 
-    Writes wav.scp, utt2spk, spk2utt, and text / segments / utt2dur / carried tables when
-    present (non-empty / not None), each sorted in C order. An existing ``path`` is replaced. Sets ``d.path``.
+    Writes wav.scp (but not for a features-only dir: no recordings, and a feats.scp), utt2spk,
+    spk2utt, and text / segments / utt2dur / carried tables when present (non-empty / not
+    None), each sorted in C order. An existing ``path`` is replaced. Sets ``d.path``.
     """
     path = Path(path)
     for utt, transcript in d.text.items():

@@ -89,7 +89,7 @@ def _check_lines(rep: _Report, name: str, entries: list[TableLine]) -> None:
     rep.lines[name] = first
 
 
-def _read_raw(path: Path, rep: _Report, require_text: bool) -> DataDir:
+def _read_raw(path: Path, rep: _Report, require_text: bool, require_wav: bool) -> DataDir:
     """Parse the files leniently (first occurrence wins), recording line-level problems."""
     raw: dict[str, list[TableLine]] = {}
     names = ("wav.scp", "text", "utt2spk", "spk2utt", "segments", "utt2dur")
@@ -111,6 +111,8 @@ def _read_raw(path: Path, rep: _Report, require_text: bool) -> DataDir:
                     "starts with a UTF-8 byte-order mark (U+FEFF, invisible; Kaldi reads it as "
                     "part of the first id): remove it, e.g. with fix-data-dir",
                 )
+        elif name == "wav.scp" and not require_wav:
+            continue
         elif name in REQUIRED or (name == "text" and require_text):
             rep.add(name, "missing file")
     for name, entries in raw.items():
@@ -220,10 +222,10 @@ def _check_text(rep: _Report, d: DataDir) -> None:
             )
 
 
-def _check_segments(rep: _Report, d: DataDir) -> None:
+def _check_segments(rep: _Report, d: DataDir, audio: bool = True) -> None:
     assert d.segments is not None
     for utt, (rec, start, end) in d.segments.items():
-        if rec not in d.wav_scp:
+        if audio and rec not in d.wav_scp:
             rep.add("segments", f"recording {rec!r} not in wav.scp", utt, utt=utt)
         if start < 0:
             rep.add("segments", f"start time {start} is negative", utt, utt=utt)
@@ -292,6 +294,7 @@ def validate_data_dir(
     *,
     check_audio: bool = False,
     require_text: bool = True,
+    require_wav: bool = True,
     spk_sort: bool = True,
     wav_root: str | os.PathLike | None = None,
     sample_rate: int | None = None,
@@ -303,7 +306,8 @@ def validate_data_dir(
     utterances missing from some file (text, segments, utt2dur, feats.scp, ...), wav.scp /
     utterance mismatch, empty transcripts and the illegal words ``<s> </s> #0``, utt2spk not
     sorted by speaker when sorted by utterance (unless ``spk_sort`` is False: Kaldi's
-    ``--no-spk-sort``), spk2utt consistent with utt2spk, bad segments (end <= start, negative
+    ``--no-spk-sort``), wav.scp present (unless ``require_wav`` is False: Kaldi's
+    ``--no-wav``, for a features-only dir, which then needs feats.scp), spk2utt consistent with utt2spk, bad segments (end <= start, negative
     start, unknown recording), non-positive durations, and with ``check_audio`` every used
     recording read as compute-feats reads it (missing or undecodable files, failing pipe
     commands, truncated WAVs, segments past the end of their audio, sample rates other than
@@ -320,7 +324,7 @@ def validate_data_dir(
         rep = _Report(path)
         if not path.is_dir():
             return [Problem(str(path), None, "data dir not found")]
-        d = _read_raw(path, rep, require_text)
+        d = _read_raw(path, rep, require_text, require_wav)
         if wav_root is not None:
             d.wav_scp = resolve_wav_root(d.wav_scp, wav_root)
     utts = set(d.utt2spk)
@@ -333,10 +337,15 @@ def validate_data_dir(
     _check_text(rep, d)
     if spk_sort:
         _check_speakers(rep, d)
+    no_audio = (
+        not require_wav and not d.wav_scp and not (from_disk and (d.path / "wav.scp").is_file())
+    )
+    if no_audio and "feats.scp" not in d.utt_tables:
+        rep.add("feats.scp", "missing file (a data dir without wav.scp needs its features)")
     if d.segments is not None:
         _check_keys(rep, "segments", set(d.segments), utts, "utt2spk")
-        _check_segments(rep, d)
-    else:
+        _check_segments(rep, d, audio=not no_audio)
+    elif not no_audio:
         _check_keys(rep, "wav.scp", set(d.wav_scp), utts, "utt2spk")
     for rec, spec in d.wav_scp.items():
         if not spec.strip():

@@ -380,3 +380,35 @@ def test_decode_never_loads_kaldifst(kaldi_ref, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["0", "False", "StdVectorFst", "True"], proc.stdout
     assert len((tmp_path / "dec" / "hyp.txt").read_text().splitlines()) == 2
+
+
+def test_features_only_data_dir_trains_as_one_with_audio(kaldi_ref, tmp_path, capsys):
+    """A Kaldi feature dir without its wav.scp (validate_data_dir.sh --no-wav): train-mono
+    --nj 2 reads and splits it (the splits stay features-only) and gives the same final.mdl as
+    the same dir with its wav.scp; validate-data-dir wants --no-wav for it."""
+    with_wav = kaldi_data_subset(kaldi_ref, tmp_path / "with_wav", 30)
+    no_wav = kaldi_data_subset(kaldi_ref, tmp_path / "no_wav", 30)
+    (no_wav / "wav.scp").unlink()
+    spks = {line.split()[0] for line in (no_wav / "spk2utt").read_text().splitlines()}
+    cmvn = (no_wav / "cmvn.scp").read_text().splitlines(keepends=True)
+    (no_wav / "cmvn.scp").write_text("".join(x for x in cmvn if x.split()[0] in spks))
+    assert main(["validate-data-dir", str(no_wav)]) == 1
+    assert "wav.scp: missing file" in capsys.readouterr().out
+    assert main(["validate-data-dir", "--no-wav", str(no_wav)]) == 0
+    (no_wav / "feats.scp").rename(tmp_path / "feats.scp")
+    assert main(["validate-data-dir", "--no-wav", str(no_wav)]) == 1
+    assert "feats.scp: missing file" in capsys.readouterr().out
+    (tmp_path / "feats.scp").rename(no_wav / "feats.scp")
+    conf = tmp_path / "mono.yaml"
+    conf.write_text(
+        yaml.safe_dump({"num_iters": 4, "max_iter_inc": 3, "totgauss": 150, "realign_iters": [2]})
+    )
+    lang = str(kaldi_ref / "an4/lang")
+    for data in (with_wav, no_wav):
+        out = str(tmp_path / f"exp_{data.name}")
+        assert main(["train-mono", "--nj", "2", "--config", str(conf), str(data), lang, out]) == 0
+    assert not (no_wav / "split2" / "1" / "wav.scp").exists()
+    assert (no_wav / "split2" / "1" / "feats.scp").is_file()
+    assert (with_wav / "split2" / "1" / "wav.scp").is_file()
+    ours = (tmp_path / "exp_no_wav" / "final.mdl").read_bytes()
+    assert ours == (tmp_path / "exp_with_wav" / "final.mdl").read_bytes()
