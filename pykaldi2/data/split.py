@@ -81,11 +81,29 @@ def split_data(data_dir: str | os.PathLike, nj: int) -> list[Path]:
     return parts
 
 
-def split_utts(utts: list[str], nj: int) -> list[list[str]]:
-    """Kaldi's split_scp.pl: ``nj`` contiguous, near-equal parts of the (sorted) utterances."""
+def split_utts(
+    utts: list[str], nj: int, weights: list[float] | np.ndarray | None = None
+) -> list[list[str]]:
+    """``nj`` contiguous parts of the (sorted) utterances: near-equal numbers of them (Kaldi's
+    split_scp.pl), or, with ``weights`` (one per utterance, e.g. its duration), near-equal
+    total weight, each part at least one utterance (so jobs of a feature extraction finish
+    together when utterance lengths vary along the sorted list)."""
     if nj < 1:
         raise DataError(f"--nj must be >= 1, got {nj}")
-    if nj > len(utts):
-        raise DataError(f"--nj {nj} is more than the {len(utts)} utterances; lower --nj")
-    bounds = np.linspace(0, len(utts), nj + 1).round().astype(int)
+    n = len(utts)
+    if nj > n:
+        raise DataError(f"--nj {nj} is more than the {n} utterances; lower --nj")
+    if weights is None:
+        bounds = np.linspace(0, n, nj + 1).round().astype(int)
+    else:
+        w = np.asarray(weights, dtype=np.float64)
+        if w.shape != (n,) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+            raise ValueError(f"split_utts: need {n} finite weights >= 0 with a positive sum")
+        # utterance i goes to the part its weight's midpoint falls in; then every part is
+        # made non-empty (a bound at least one past the previous, leaving one per later part)
+        mid = (np.cumsum(w) - w / 2) / w.sum()
+        inner = np.searchsorted(mid, np.arange(1, nj) / nj)
+        bounds = np.concatenate([[0], inner, [n]])
+        for k in range(1, nj):
+            bounds[k] = min(max(bounds[k], bounds[k - 1] + 1), n - (nj - k))
     return [utts[bounds[i] : bounds[i + 1]] for i in range(nj)]

@@ -12,6 +12,10 @@ Layout written (``<name>`` is the data dir's base name, e.g. ``train``)::
     DATADIR/frame_shift                 in seconds (Kaldi's utils/data/get_frame_shift.sh)
     DATADIR/conf/feats.json             the feature config (to compute the same features later)
 
+Jobs: ``nj`` contiguous parts of the sorted utterances with near-equal amounts of audio (from
+``utt2dur``, ``segments`` or the audio files' sizes; equal numbers of utterances, as Kaldi's
+split_scp.pl, where a pipe or archive entry hides the amount), so that they finish together.
+
 Resuming: each job's archive appears only when the job finished (temp file + rename), so a killed
 run, run again with the same arguments, recomputes only the jobs whose archive is missing (a
 leftover temp file of a killed job is ignored and replaced). Beside each finished archive,
@@ -34,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pykaldi2.data.audio import is_ark_entry, is_pipe
 from pykaldi2.data.datadir import DataDir, read_audio_tables
 from pykaldi2.data.split import split_utts
 from pykaldi2.data.tables import c_sort_key, iter_table_lines, read_table, read_table_lines
@@ -138,6 +143,36 @@ class FeatsJob:
             return list(FeatureReader(self.archive).keys())
         except Exception:  # a corrupt archive is recomputed
             return None
+
+
+def audio_weights(d: DataDir, datadir: Path) -> list[float] | None:
+    """How much audio each utterance of ``d`` has (its ``utt2dur``, else its segment's length,
+    else its file's size), so that the jobs get near-equal shares of it; None (equal numbers of
+    utterances, as Kaldi's split_scp.pl) when some utterance's amount is not known without
+    reading it (a pipe, an ark entry, a segment to the end of its recording)."""
+    utts = d.utt_ids
+    if (datadir / "utt2dur").is_file():
+        durs = read_table(datadir / "utt2dur")
+        try:
+            if all(u in durs for u in utts):
+                return [float(durs[u]) for u in utts]
+        except ValueError:
+            pass  # a malformed utt2dur is reported by validate-data-dir, not here
+    if d.segments is not None:
+        segs = [d.segments.get(u) for u in utts]
+        if all(s is not None and s[2] != -1 for s in segs):
+            return [max(end - start, 0.0) for _, start, end in segs]
+        return None
+    sizes = []
+    for u in utts:
+        spec = d.wav_scp.get(u, "").strip()
+        if not spec or is_pipe(spec) or is_ark_entry(spec):
+            return None
+        try:
+            sizes.append(float(os.path.getsize(spec)))
+        except OSError:
+            return None  # missing audio: the job that reads it reports it
+    return sizes
 
 
 def _compute_job(args: tuple) -> tuple[int, list[str]]:
@@ -260,7 +295,7 @@ def compute_feats(
     name = f"raw_{config.feat_type}_{datadir.absolute().name}"
     featdir.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(featdir / f".{name}.lock", f"compute-feats into {featdir}/{name}.*"):
-        parts = split_utts(d.utt_ids, nj)
+        parts = split_utts(d.utt_ids, nj, audio_weights(d, datadir))
         utts_sha1 = hashlib.sha1("\n".join(d.utt_ids).encode("utf-8")).hexdigest()
         run = {"config": config_dict, "nj": nj, "format": fmt, "utts_sha1": utts_sha1}
         _check_run_config(featdir / f"{name}.json", run, overwrite)

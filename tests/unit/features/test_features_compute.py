@@ -31,6 +31,55 @@ def test_split_utts():
         split_utts(["a", "b"], 3)
 
 
+def test_split_utts_by_weight():
+    """With weights: contiguous, covering, near-equal totals; never an empty part."""
+    utts = [f"u{i:02d}" for i in range(12)]
+    w = [1, 1, 1, 1, 1, 1, 1, 1, 4, 4, 4, 4]  # the long ones at the end
+    parts = split_utts(utts, 2, w)
+    assert sum(parts, []) == utts and [len(p) for p in parts] == [9, 3]
+    totals = [sum(w[utts.index(u)] for u in p) for p in parts]
+    assert totals == [12, 12]
+    rng = np.random.default_rng(0)
+    for nj in (2, 3, 5):
+        w = rng.exponential(size=200)
+        parts = split_utts([f"u{i:03d}" for i in range(200)], nj, w)
+        tot = [sum(w[int(u[1:])] for u in p) for p in parts]
+        assert sum(parts, []) == [f"u{i:03d}" for i in range(200)]
+        assert max(tot) - min(tot) <= 2 * w.max()  # within two utterances of equal
+    # one huge utterance: every part still gets one
+    parts = split_utts(["a", "b", "c"], 3, [100, 1, 1])
+    assert parts == [["a"], ["b"], ["c"]]
+    assert split_utts(["a", "b", "c", "d"], 2, [0, 0, 0, 1]) == [["a", "b", "c"], ["d"]]
+    with pytest.raises(ValueError, match="4 finite weights"):
+        split_utts(["a", "b", "c", "d"], 2, [1, 1, 1])
+
+
+def test_feature_jobs_get_equal_audio(an4_small, tmp_path):
+    """compute-feats splits by audio (utt2dur, else file sizes): AN4's file sizes, and an
+    utt2dur that makes the first utterance 19x the others, move the jobs' bounds; a pipe in
+    wav.scp leaves equal numbers of utterances (Kaldi's split_scp.pl)."""
+    import os
+
+    from pykaldi2.data.datadir import read_audio_tables
+    from pykaldi2.features.compute import audio_weights
+
+    d = read_audio_tables(an4_small)
+    sizes = audio_weights(d, an4_small)
+    assert sizes == [float(os.path.getsize(d.wav_scp[u])) for u in d.utt_ids]
+    utts = d.utt_ids
+    (an4_small / "utt2dur").write_text(
+        "".join(f"{u} {19.0 if i == 0 else 1.0}\n" for i, u in enumerate(utts))
+    )
+    assert audio_weights(d, an4_small)[:2] == [19.0, 1.0]
+    reader = compute_feats(an4_small, tmp_path / "mfcc", MfccConfig(), nj=2, fmt="ark")
+    assert len(reader) == 20
+    job1 = (tmp_path / "mfcc" / "raw_mfcc_train.1.scp").read_text().splitlines()
+    assert [x.split()[0] for x in job1] == utts[:1]  # 19 s alone = the other 19 together
+    d.wav_scp[utts[3]] = f"cat {d.wav_scp[utts[3]]} |"
+    (an4_small / "utt2dur").unlink()
+    assert audio_weights(d, an4_small) is None
+
+
 def test_compute_feats_nj2_then_resume(an4_small, tmp_path):
     featdir = tmp_path / "fbank"
     cfg = FbankConfig(num_mel_bins=40)
