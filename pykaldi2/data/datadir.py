@@ -70,6 +70,12 @@ class DataDir:
     spk_tables: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
+    def features_only(self) -> bool:
+        """No recordings but a feats.scp: a Kaldi feature dir without its audio (what
+        ``validate_data_dir.sh --no-wav`` accepts); its utterances need no wav.scp entry."""
+        return not self.wav_scp and "feats.scp" in self.utt_tables
+
+    @property
     def utt_ids(self) -> list[str]:
         """All utterance ids (the keys of ``utt2spk``) in C sort order."""
         return c_sorted(self.utt2spk)
@@ -308,7 +314,7 @@ def data_dir_files(d: DataDir) -> dict[str, str]:
         "utt2spk": format_table(d.utt2spk),
         "spk2utt": format_table({s: " ".join(u) for s, u in d.spk2utt.items()}),
     }
-    if d.wav_scp or "feats.scp" not in d.utt_tables:  # a features-only dir stays one
+    if not d.features_only:  # a features-only dir stays one
         files["wav.scp"] = format_table(d.wav_scp)
     if d.text:  # unlabelled data has no text file
         files["text"] = format_table(d.text)

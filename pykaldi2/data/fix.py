@@ -67,15 +67,16 @@ def _bad_utts(d: DataDir, drop_empty_text: bool, has_text: bool) -> dict[str, li
             drop("with an empty transcript", {u for u, t in d.text.items() if not t.strip()})
     if d.segments is not None:
         drop("missing from segments", utts - set(d.segments))
-        drop(
-            "with a segment of an unknown recording",
-            {u for u, (r, _, _) in d.segments.items() if r not in d.wav_scp},
-        )
+        if not d.features_only:
+            drop(
+                "with a segment of an unknown recording",
+                {u for u, (r, _, _) in d.segments.items() if r not in d.wav_scp},
+            )
         drop(
             "with bad segment times",
             {u for u, (_, s, e) in d.segments.items() if s < 0 or (e != -1 and e <= s)},
         )
-    else:
+    elif not d.features_only:
         drop("missing from wav.scp", utts - set(d.wav_scp))
     if d.utt2dur is not None:
         drop("missing from utt2dur", utts - set(d.utt2dur))

@@ -383,8 +383,8 @@ def test_decode_never_loads_kaldifst(kaldi_ref, tmp_path):
 
 
 def test_features_only_data_dir_trains_as_one_with_audio(kaldi_ref, tmp_path, capsys):
-    """A Kaldi feature dir without its wav.scp (validate_data_dir.sh --no-wav): train-mono
-    --nj 2 reads and splits it (the splits stay features-only) and gives the same final.mdl as
+    """A Kaldi feature dir without its wav.scp (validate_data_dir.sh --no-wav): fix-data-dir
+    keeps it whole, train-mono --nj 2 reads and splits it (the splits stay features-only) and gives the same final.mdl as
     the same dir with its wav.scp; validate-data-dir wants --no-wav for it."""
     with_wav = kaldi_data_subset(kaldi_ref, tmp_path / "with_wav", 30)
     no_wav = kaldi_data_subset(kaldi_ref, tmp_path / "no_wav", 30)
@@ -395,6 +395,9 @@ def test_features_only_data_dir_trains_as_one_with_audio(kaldi_ref, tmp_path, ca
     assert main(["validate-data-dir", str(no_wav)]) == 1
     assert "wav.scp: missing file" in capsys.readouterr().out
     assert main(["validate-data-dir", "--no-wav", str(no_wav)]) == 0
+    assert main(["fix-data-dir", str(no_wav)]) == 0  # keeps every utterance, adds no wav.scp
+    assert len((no_wav / "utt2spk").read_text().splitlines()) == 30
+    assert not (no_wav / "wav.scp").exists()
     (no_wav / "feats.scp").rename(tmp_path / "feats.scp")
     assert main(["validate-data-dir", "--no-wav", str(no_wav)]) == 1
     assert "feats.scp: missing file" in capsys.readouterr().out
