@@ -266,8 +266,8 @@ def read_data_dir(
     Needs ``utt2spk``, and ``wav.scp`` unless the dir has ``feats.scp``: a features-only data
     dir (what Kaldi's ``validate_data_dir.sh --no-wav`` accepts, e.g. a Kaldi feature dir
     without its audio) reads with an empty ``wav_scp``. An absent ``text`` (unlabelled data)
-    gives an empty dict. ``spk2utt`` is not read (it is derived from ``utt2spk``). Malformed lines raise
-    :class:`DataError`; so do duplicate keys, unless ``duplicates`` is given: then the first
+    gives an empty dict. ``spk2utt`` is not read (it is derived from ``utt2spk``). Malformed
+    lines raise :class:`DataError`; so do duplicate keys, unless ``duplicates`` is given: then the first
     occurrence wins and the others are listed in ``duplicates[file_name]``. Relative audio
     paths of wav.scp are taken from ``wav_root`` when given (:func:`resolve_wav_root`). Cross-file
     consistency is checked by :func:`pykaldi2.data.validate.validate_data_dir`.

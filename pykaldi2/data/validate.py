@@ -307,11 +307,12 @@ def validate_data_dir(
     utterance mismatch, empty transcripts and the illegal words ``<s> </s> #0``, utt2spk not
     sorted by speaker when sorted by utterance (unless ``spk_sort`` is False: Kaldi's
     ``--no-spk-sort``), wav.scp present (unless ``require_wav`` is False: Kaldi's
-    ``--no-wav``, for a features-only dir, which then needs feats.scp), spk2utt consistent with utt2spk, bad segments (end <= start, negative
-    start, unknown recording), non-positive durations, and with ``check_audio`` every used
-    recording read as compute-feats reads it (missing or undecodable files, failing pipe
-    commands, truncated WAVs, segments past the end of their audio, sample rates other than
-    ``sample_rate`` or the most common one). Relative audio paths are taken from
+    ``--no-wav``, for a features-only dir, which then needs feats.scp), spk2utt consistent
+    with utt2spk, bad segments (end <= start, negative start, unknown recording),
+    non-positive durations, and with ``check_audio`` every used recording read as
+    compute-feats reads it (missing or undecodable files, failing pipe commands, truncated
+    WAVs, segments past the end of their audio, sample rates other than ``sample_rate`` or the
+    most common one). Relative audio paths are taken from
     ``wav_root`` when given (else the current directory, as Kaldi does). Line numbers are known
     only when reading from disk.
     """
