@@ -34,6 +34,7 @@ Lattices come back as dicts of numpy arrays (see ``csrc/module.cc``), acoustic c
 from __future__ import annotations
 
 import os
+import struct
 import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
@@ -215,6 +216,41 @@ def read_graph(path: str | os.PathLike) -> Graph:
             file=path,
             fix="pass an OpenFst binary VectorFst or ConstFst with tropical (StdArc) weights",
         ) from None
+
+
+_FST_MAGIC = 2125659606
+
+
+def check_graph_header(path: str | os.PathLike) -> int:
+    """The number of states in the header of the graph file ``path``, after the checks
+    :func:`read_graph` would fail that the header shows (missing file, not OpenFst, not a StdArc
+    VectorFst or ConstFst), without reading the graph: for a process that only hands the path
+    to the ones that decode."""
+    path = str(path)
+    if not os.path.isfile(path):
+        raise DataError(
+            "decoding graph not found", file=path, fix="build it with `pykaldi2 mkgraph`"
+        )
+    with open(path, "rb") as f:
+        head = f.read(1 << 10)
+    try:
+        (magic,) = struct.unpack_from("<i", head, 0)
+        (n,) = struct.unpack_from("<i", head, 4)
+        fst_type = head[8 : 8 + n].decode("ascii") if 0 <= n <= 64 else ""
+        (m,) = struct.unpack_from("<i", head, 8 + n)
+        arc_type = head[12 + n : 12 + n + m].decode("ascii") if 0 <= m <= 64 else ""
+        # version int32, flags int32, properties uint64, start int64, then num_states int64
+        (num_states,) = struct.unpack_from("<q", head, 12 + n + m + 4 + 4 + 8 + 8)
+    except (struct.error, UnicodeDecodeError):
+        magic, fst_type, arc_type, num_states = None, "", "", 0
+    if magic != _FST_MAGIC or fst_type not in ("vector", "const") or arc_type != "standard":
+        what = "bad magic" if magic != _FST_MAGIC else f"{fst_type!r} FST of {arc_type!r} arcs"
+        raise DataError(
+            f"not a readable OpenFst graph: {what}",
+            file=path,
+            fix="pass an OpenFst binary VectorFst or ConstFst with tropical (StdArc) weights",
+        )
+    return int(num_states)
 
 
 @lru_cache(maxsize=4)

@@ -44,7 +44,13 @@ from typing import Any
 
 import numpy as np
 
-from pykaldi2.hmm.decoder import Decoder, LatticeFasterDecoderConfig, as_graph, load_graph
+from pykaldi2.hmm.decoder import (
+    Decoder,
+    LatticeFasterDecoderConfig,
+    as_graph,
+    check_graph_header,
+    load_graph,
+)
 from pykaldi2.hmm.lattice_arrays import LatticeArrays, TransitionInfo
 from pykaldi2.utils.errors import DataError, Pykaldi2Error
 
@@ -244,7 +250,7 @@ class _GenState:
         cfg: LatticeGenConfig,
         source: TrainGraphSource | None,
     ) -> None:
-        self.hclg, self.info, self.cfg = _load_hclg(hclg_path), info, cfg
+        self.hclg, self.info, self.cfg = _check_hclg(hclg_path), info, cfg
         self.decoder = Decoder(self.hclg, cfg.search_config())
         self.model = self.compiler = None
         self.graphs: OrderedDict[str, Any] = OrderedDict()
@@ -303,11 +309,13 @@ class _GenState:
 _WORKER: dict[str, _GenState] = {}
 
 
-def _load_hclg(path: str):
+def _check_hclg(path: str, load: bool = True):
+    """The denominator graph (``load``), or only the checks its header allows (a parent that
+    hands the path to its workers: load_graph would keep the graph in it for nothing)."""
     if not os.path.isfile(path):
         raise DataError("denominator graph not found", file=path, fix="build HCLG.fst (mkgraph)")
-    graph = load_graph(path)
-    if graph.num_states == 0:
+    graph = load_graph(path) if load else None
+    if (graph.num_states if load else check_graph_header(path)) == 0:
         raise DataError("denominator graph is empty", file=path)
     return graph
 
@@ -316,10 +324,16 @@ def _worker_init(hclg_path: str, info, cfg, source) -> None:
     from threadpoolctl import threadpool_limits
 
     _WORKER["blas"] = threadpool_limits(limits=1)
-    _WORKER["state"] = _GenState(hclg_path, info, cfg, source)
+    try:
+        _WORKER["state"] = _GenState(hclg_path, info, cfg, source)
+    except Exception as e:  # noqa: BLE001 -- carried to the first job (a Pool whose
+        # initializer raises restarts its workers forever instead of failing)
+        _WORKER["error"] = str(e) if isinstance(e, Pykaldi2Error) else f"{type(e).__name__}: {e}"
 
 
 def _worker_run(job):
+    if "error" in _WORKER:
+        raise Pykaldi2Error(f"lattice worker could not start: {_WORKER['error']}")
     return _WORKER["state"].run(job)
 
 
@@ -372,7 +386,7 @@ class LatticeGenerator:
         self._state = None
         self._pool = None
         if cfg.num_workers > 0:
-            _load_hclg(self.hclg_path).num_states  # fail here, not in a worker  # noqa: B018
+            _check_hclg(self.hclg_path, load=False)  # fail here on what the header shows
             if source is not None:
                 for path in (source.model, source.lexicon):
                     if not os.path.isfile(path):

@@ -86,12 +86,35 @@ def test_graph_reader_vector_and_const_equal_the_fst(system, tmp_path):
 
 
 def test_graph_reader_errors_name_the_file(tmp_path):
+    from pykaldi2.hmm.decoder import check_graph_header
+
     with pytest.raises(DataError, match="not found"):
         read_graph(tmp_path / "missing.fst")
+    with pytest.raises(DataError, match="not found"):
+        check_graph_header(tmp_path / "missing.fst")
     bad = tmp_path / "text.fst"
     bad.write_text("0 1 2 3\n1\n")
-    with pytest.raises(DataError, match=r"text\.fst.*not a readable OpenFst graph.*bad magic"):
-        read_graph(bad)
+    for check in (read_graph, check_graph_header):
+        with pytest.raises(DataError, match=r"text\.fst.*not a readable OpenFst graph.*bad magic"):
+            check(bad)
+
+
+def test_graph_header_has_the_state_count(system, kaldi_ref, tmp_path):
+    """check_graph_header reads what read_graph would load, from the header alone: our
+    VectorFst and Kaldi's ConstFst HCLG (mkgraph's fstconvert --fst_type=const)."""
+    from pykaldi2.hmm.decoder import check_graph_header
+
+    ours = tmp_path / "HCLG.fst"
+    system.fst.write(str(ours))
+    kaldi = kaldi_ref / "an4" / "exp" / "tri1" / "graph" / "HCLG.fst"
+    for path in (ours, kaldi):
+        assert check_graph_header(path) == read_graph(path).num_states > 0
+    log_arcs = tmp_path / "log.fst"
+    data = bytearray(ours.read_bytes())
+    i = data.index(b"standard")
+    log_arcs.write_bytes(bytes(data[: i - 4]) + (3).to_bytes(4, "little") + b"log" + data[i + 8 :])
+    with pytest.raises(DataError, match="'vector' FST of 'log' arcs"):
+        check_graph_header(log_arcs)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -177,6 +177,32 @@ def test_bad_inputs_name_the_problem(tiny_sys, tmp_path):
         generate_lattice(hclg, x[:, :-1], info, LatticeGenConfig(), "uttX")
 
 
+def test_pool_parent_checks_the_header_and_workers_report_what_they_cannot_read(tiny_sys, tmp_path):
+    """With workers, the parent reads only the graph's header (it would keep a loaded graph:
+    load_graph caches it), refusing what the header shows; a graph whose header is fine but
+    whose body is cut off fails the first job with the worker's reason, instead of a pool that
+    restarts its workers forever."""
+    from pykaldi2.hmm import decoder
+
+    info, _, path, loglik, _ = tiny_sys
+    x, _ = loglik([1, 2, 3, 1])
+    before = decoder._cached_graph.cache_info().currsize
+    with LatticeGenerator(path, info, LatticeGenConfig(num_workers=1)) as gen:
+        assert gen.generate(["u1"], x[None])[0].num_frames == len(x)
+    assert decoder._cached_graph.cache_info().currsize == before  # not loaded in the parent
+    not_fst = tmp_path / "text.fst"
+    not_fst.write_text("0 1 1 1\n")
+    with pytest.raises(DataError, match="text.fst.*not a readable OpenFst graph: bad magic"):
+        LatticeGenerator(not_fst, info, LatticeGenConfig(num_workers=1))
+    cut = tmp_path / "cut.fst"
+    data = open(path, "rb").read()
+    cut.write_bytes(data[: len(data) // 2])
+    with LatticeGenerator(cut, info, LatticeGenConfig(num_workers=1)) as gen:
+        handle = gen.submit(["u1"], x[None])
+        with pytest.raises(Pykaldi2Error, match="lattice worker could not start.*cut.fst"):
+            handle.get(timeout=60)
+
+
 @pytest.fixture(scope="module")
 def graph_source(tiny_sys, tmp_path_factory):
     """A TrainGraphSource of the tiny system: its final.mdl and L.fst (#0 = phone 4)."""
