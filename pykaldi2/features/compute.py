@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from pykaldi2.data.audio import is_ark_entry, is_pipe
-from pykaldi2.data.datadir import DataDir, read_audio_tables
+from pykaldi2.data.datadir import DataDir, read_audio_tables, read_utt2dur
 from pykaldi2.data.split import split_utts
 from pykaldi2.data.tables import c_sort_key, iter_table_lines, read_table, read_table_lines
 from pykaldi2.features.cmvn import cmvn_stats_per_speaker
@@ -152,12 +152,12 @@ def audio_weights(d: DataDir, datadir: Path) -> list[float] | None:
     reading it (a pipe, an ark entry, a segment to the end of its recording)."""
     utts = d.utt_ids
     if (datadir / "utt2dur").is_file():
-        durs = read_table(datadir / "utt2dur")
         try:
-            if all(u in durs for u in utts):
-                return [float(durs[u]) for u in utts]
-        except ValueError:
-            pass  # a malformed utt2dur is reported by validate-data-dir, not here
+            durs = read_utt2dur(datadir / "utt2dur")
+        except DataError:
+            durs = {}  # a malformed utt2dur is reported by validate-data-dir, not here
+        if all(u in durs for u in utts):
+            return [durs[u] for u in utts]
     if d.segments is not None:
         segs = [d.segments.get(u) for u in utts]
         if all(s is not None and s[2] != -1 for s in segs):

@@ -201,13 +201,17 @@ class TransitionTables:
 
 
 # ---- graphs ---------------------------------------------------------------------------------
-def read_graph(path: str | os.PathLike) -> Graph:
-    """An OpenFst binary VectorFst or ConstFst (StdArc) file as a decoding graph."""
-    path = str(path)
+def _require_graph_file(path: str) -> None:
     if not os.path.isfile(path):
         raise DataError(
             "decoding graph not found", file=path, fix="build it with `pykaldi2 mkgraph`"
         )
+
+
+def read_graph(path: str | os.PathLike) -> Graph:
+    """An OpenFst binary VectorFst or ConstFst (StdArc) file as a decoding graph."""
+    path = str(path)
+    _require_graph_file(path)
     try:
         return Graph.read(path)
     except RuntimeError as e:
@@ -227,10 +231,7 @@ def check_graph_header(path: str | os.PathLike) -> int:
     VectorFst or ConstFst), without reading the graph: for a process that only hands the path
     to the ones that decode."""
     path = str(path)
-    if not os.path.isfile(path):
-        raise DataError(
-            "decoding graph not found", file=path, fix="build it with `pykaldi2 mkgraph`"
-        )
+    _require_graph_file(path)
     with open(path, "rb") as f:
         head = f.read(1 << 10)
     try:
