@@ -26,7 +26,7 @@ corpus_dir=../../../shared/data/an4   # an AN4 already on disk; empty => downloa
 nj=2
 force=false
 lm_order=3
-rnnt_best=rnnt_v7   # the line of conf/rnnt_queue.txt chosen on dev (stage 25; RESULTS.md)
+rnnt_best=rnnt_v10  # the line of conf/rnnt_queue.txt chosen on dev (stage 25; RESULTS.md)
 recipe_opts="rnnt_best"
 
 . ../stages.sh   # options, log, run_stage

@@ -47,6 +47,7 @@ from pykaldi2.training.model_dir import save_transducer_dir
 from pykaldi2.training.shards import ShardDataConfig
 from pykaldi2.training.trainer import Trainer, TrainerConfig, evaluate, make_optimizer
 from pykaldi2.training.transducer_egs import (
+    ALI_TARGETS,
     transducer_loaders,
     transducer_tokenizer,
     warm_start_ewma,
@@ -131,6 +132,16 @@ class TrainTransducerConfig(TrainConfigMixin):
             ``rnnt + ctc_weight * ctc``; validation reports the RNN-T loss alone (with
             ``loss: pruned``, the pruned loss: the loss of the paths inside the band, an upper
             bound of the full loss).
+        ali_dir: HMM-GMM alignment dir(s) of ``train_data`` (ours or Kaldi's: final.mdl +
+            ali.*.gz), for an auxiliary frame cross-entropy on the encoder output (a linear
+            head over the ``ali_targets`` labels: ``phone`` or ``pdf``; the label of an
+            encoder frame is the alignment's at its centre, stretched with a speed-perturbed
+            copy): training on the hybrid system's alignments as Hu et al. (ICASSP 2020,
+            "Exploring pre-training with alignments for RNN transducer based end-to-end speech
+            recognition") pre-train with them, here as a multi-task loss weighted
+            ``ali_weight`` (the training loss adds ``ali_weight * ce``, CE summed over encoder
+            frames). Utterances without an alignment (or one more than a frame off the
+            features) are skipped as ``no_alignment``; data dirs only (not shards).
         joint_lr_factor: LR multiplier of the joiner's output layer (Myrtle's ``joint_net_lr``).
         max_symbols_per_frame: greedy decoding setting saved with the model.
         max_missing_text_fraction: utterances with features but no ``text`` line are listed
@@ -170,6 +181,9 @@ class TrainTransducerConfig(TrainConfigMixin):
     loss: str = option("full", choices=TRANSDUCER_LOSSES)
     pruned: PrunedLossConfig = field(default_factory=PrunedLossConfig)
     ctc_weight: float = 0.0
+    ali_dir: list[str] = field(default_factory=list)
+    ali_weight: float = option(0.0, ge=0)
+    ali_targets: str = option("phone", choices=ALI_TARGETS)
     joint_lr_factor: float = 1.0
     max_symbols_per_frame: int = 3
     max_missing_text_fraction: float = option(MAX_MISSING_TEXT_FRACTION, ge=0, le=1)
@@ -182,6 +196,7 @@ class TrainTransducerConfig(TrainConfigMixin):
     def __post_init__(self) -> None:
         self.train_data = as_list(self.train_data)
         self.valid_data = as_list(self.valid_data)
+        self.ali_dir = as_list(self.ali_dir)
         self.build_sections()
         self.simulation = simulation_config(self.simulation)
         self.model = dict(self.model or {})
@@ -196,6 +211,10 @@ class TrainTransducerConfig(TrainConfigMixin):
             problems.append("ema_decay must be in [0, 1)")
         if self.ctc_weight < 0:
             problems.append("ctc_weight must be >= 0")
+        if bool(self.ali_dir) != (self.ali_weight > 0):
+            problems.append("ali_dir and ali_weight > 0 go together (the alignments' frame CE)")
+        if self.ali_dir and self.shards.enabled:
+            problems.append("ali_dir works with train_data dirs, not shards")
         if self.joint_lr_factor <= 0:
             problems.append("joint_lr_factor must be > 0")
         if not 0.0 <= self.valid_fraction < 1.0:
@@ -218,7 +237,11 @@ class TrainTransducerConfig(TrainConfigMixin):
 # ---------------------------------------------------------------------------------------------
 class TransducerTask:
     """RNN-T loss summed over the batch's utterances (count = utterances), plus ``ctc_weight``
-    times the CTC loss of the model's CTC head in training mode (``stats``: ``rnnt``, ``ctc``).
+    times the CTC loss of the model's CTC head in training mode (``stats``: ``rnnt``, ``ctc``)
+    and ``ali_weight`` times the frame cross-entropy of its alignment head against the
+    batch's ``frame_labels`` (:class:`~pykaldi2.training.transducer_egs.FrameLabelDataset`;
+    summed over the labelled encoder frames; ``stats``: ``ali_ce``, ``ali_frames``,
+    ``ali_correct``).
     The full loss runs the joiner on groups of at most ``joiner_max_nodes`` lattice nodes
     (:func:`~pykaldi2.losses.rnnt_chunked.rnnt_loss_chunked`), so its memory stays bounded.
 
@@ -240,8 +263,10 @@ class TransducerTask:
         ctc_weight: float = 0.0,
         pruned: PrunedLossConfig | None = None,
         joiner_max_nodes: int = 100_000,
+        ali_weight: float = 0.0,
     ) -> None:
         self.device = torch.device(device)
+        self.ali_weight = float(ali_weight)
         self.specaug = specaug if specaug is not None and specaug.enable else None
         self.ctc_weight = float(ctc_weight)
         self.pruned = pruned
@@ -281,6 +306,10 @@ class TransducerTask:
                                model.blank)  # fmt: skip
             loss = loss + self.ctc_weight * ctc
             stats["ctc"] = float(ctc.detach())
+        labels = batch.get("frame_labels")
+        if self.ali_weight > 0 and model.training and labels is not None:
+            loss = loss + self.ali_weight * frame_ce_sum(model.ali_log_probs(enc),
+                                                         labels.to(self.device), stats)  # fmt: skip
         return LossOutput(loss, float(len(lengths)), stats)
 
     def _pruned_loss(self, model, encoded, targets, target_lengths, stats) -> torch.Tensor:
@@ -317,6 +346,23 @@ def ctc_loss_sum(
         reduction="sum",
         zero_infinity=True,
     )
+
+
+def frame_ce_sum(log_probs: torch.Tensor, labels: torch.Tensor, stats: dict) -> torch.Tensor:
+    """Cross-entropy summed over the labelled frames: log_probs (B, T', C), labels (B, T'')
+    (IGNORE where padded; T'' <= T' after padding, the longer of the two cut to the shorter).
+    Adds ``ali_ce`` (the sum), ``ali_frames`` and ``ali_correct`` (argmax hits) to ``stats``."""
+    from pykaldi2.data.datasets import IGNORE
+
+    n = min(log_probs.shape[1], labels.shape[1])
+    lp, y = log_probs[:, :n], labels[:, :n]
+    ce = torch.nn.functional.nll_loss(lp.reshape(-1, lp.shape[-1]), y.reshape(-1),
+                                      ignore_index=IGNORE, reduction="sum")  # fmt: skip
+    mask = y != IGNORE
+    stats["ali_ce"] = float(ce.detach())
+    stats["ali_frames"] = float(mask.sum())
+    stats["ali_correct"] = float(((lp.argmax(-1) == y) & mask).sum())
+    return ce
 
 
 class TransducerTrainer(Trainer):
@@ -369,13 +415,18 @@ class TransducerTrainer(Trainer):
 # ---------------------------------------------------------------------------------------------
 # train-transducer
 # ---------------------------------------------------------------------------------------------
-def transducer_model_config(cfg: TrainTransducerConfig, in_feats: int, vocab_size: int):
-    """The :class:`TransducerConfig`: the preset + ``cfg.model`` with the data's sizes."""
+def transducer_model_config(
+    cfg: TrainTransducerConfig, in_feats: int, vocab_size: int, ali_classes: int = 0
+):
+    """The :class:`TransducerConfig`: the preset + ``cfg.model`` with the data's sizes (and
+    the alignment head's ``ali_classes``)."""
     from pykaldi2.nnet.transducer import TransducerConfig
 
     over = dict(cfg.model)
     if cfg.ctc_weight > 0:
         over["ctc_head"] = True
+    if ali_classes:
+        over["ali_classes"] = int(ali_classes)
     if cfg.loss == "pruned":
         over["simple_proj"] = True
     for k, v in (("in_feats", in_feats), ("vocab_size", vocab_size), ("blank", 0)):
@@ -406,7 +457,7 @@ def train_transducer(cfg: TrainTransducerConfig, exp_dir: str | os.PathLike) -> 
         )
         data = transducer_loaders(cfg, tok, k, exp_dir / "egs", dist)
         mcfg = transducer_model_config(cfg, cfg.frontend.output_dim(data.feats.dim),
-                                       tok.vocab_size)  # fmt: skip
+                                       tok.vocab_size, data.ali_classes)  # fmt: skip
         torch.manual_seed(cfg.seed)
         model = Transducer(mcfg)
         dist.broadcast_parameters(model)
@@ -424,7 +475,7 @@ def train_transducer(cfg: TrainTransducerConfig, exp_dir: str | os.PathLike) -> 
             atomic_write_text(exp_dir / "log" / "skipped.json", json.dumps(doc, indent=1) + "\n")
         pruned = cfg.pruned if cfg.loss == "pruned" else None
         task = TransducerTask(dist.device, cfg.specaug, cfg.ctc_weight, pruned,
-                              cfg.joiner_max_nodes)  # fmt: skip
+                              cfg.joiner_max_nodes, cfg.ali_weight)  # fmt: skip
         loader, vloader = data.loader, data.valid_loader
         valid_fn = None
         if vloader is not None and len(vloader):

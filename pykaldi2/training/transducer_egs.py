@@ -2,13 +2,15 @@
 
 ``train-transducer``'s data: the sentencepiece tokenizer (trained into the exp dir or given),
 the encoded transcripts, the utterances it can train on (:func:`select_utts`; the others are
-counted by reason), :class:`TokenDataset` (or the simulated utterances with ``simulation``) and
-a length-bucketed resumable loader; or, with ``shards``, WebDataset shards streamed through
+counted by reason), :class:`TokenDataset` (or the simulated utterances with ``simulation``),
+with ``ali_dir`` the HMM-GMM alignments' labels at the encoder frames
+(:class:`FrameLabelDataset`), and a length-bucketed resumable loader; or, with ``shards``, WebDataset shards streamed through
 :class:`TokenItems` (:mod:`pykaldi2.training.shards`); the EWMA front end's warm start from the
 training data.
 ``cfg`` is a :class:`~pykaldi2.training.transducer.TrainTransducerConfig`.
 
-Dimension legend: T frames after the front end, F' = frame_stack * F, U tokens.
+Dimension legend: T frames after the front end, F' = frame_stack * F, U tokens, T' encoder
+frames (ceil(T / enc_stack_time_factor)).
 """
 
 from __future__ import annotations
@@ -32,6 +34,13 @@ from pykaldi2.training.data import (
     simulated_utterances,
 )
 from pykaldi2.utils.errors import DataError
+
+#: What the alignments' frame labels are (``ali_targets``): phones (ali-to-phones, position
+#: dependent, as phones.txt numbers them) or pdfs (ali-to-pdf, the GMM's tree leaves).
+ALI_TARGETS = ("phone", "pdf")
+#: ``ali_dir``: allowed |feature frames - alignment frames| of an utterance (train-ce's
+#: default), and the fraction of training utterances that may lack a usable alignment.
+ALI_LENGTH_TOLERANCE, ALI_MAX_MISSING_FRACTION = 1, 0.2
 
 
 def encoder_frames(frontend: TransducerFrontendConfig, stack_time_factor: int, raw: int) -> int:
@@ -59,6 +68,82 @@ class TokenDataset(torch.utils.data.Dataset):
         utt = self.utts[i]
         x = self.frontend.transform(np.asarray(self.feats[utt], np.float32))
         return utt, x, np.asarray(self.tokens[utt], dtype=np.int64)
+
+
+def encoder_labels(labels: np.ndarray, frames: int, k: int) -> np.ndarray:
+    """(A,) per-feature-frame labels -> (T',) labels of the encoder frames of an input of
+    ``frames`` (T) frames after the front end, T' = ceil(T / k): the label at the centre of
+    each encoder frame on the time axis scaled to the A labels. Unperturbed, encoder frame j
+    covers feature frames [j*S, (j+1)*S) (S = frame_subsample * k) and gets the label of
+    frame j*S + S/2; a speed-perturbed copy (T scaled by 1/speed) gets the alignment
+    stretched with it, as Kaldi's ``rescale_ali`` does for frame targets."""
+    e = -(-int(frames) // int(k))
+    pos = ((np.arange(e) + 0.5) * (len(labels) / max(e, 1))).astype(np.int64)
+    return np.asarray(labels, np.int64)[np.minimum(pos, len(labels) - 1)]
+
+
+class FrameLabelDataset(torch.utils.data.Dataset):
+    """``base``'s items (utt, feats (T, F'), tokens (U,)) with the alignment's labels at the
+    encoder frames appended: (utt, feats, tokens, labels (T',) int64), by
+    :func:`encoder_labels`. ``ali``: utt -> transition_ids (a store); ``label_of``: transition_id
+    -> label (the GMM's tid2phone or tid2pdf); ``num_classes``: labels are < this. Keys go to
+    ``base`` unchanged (the simulated dataset's (epoch, index) keys included)."""
+
+    def __init__(self, base, ali, label_of: np.ndarray, num_classes: int, k: int) -> None:
+        self.base, self.ali, self.k = base, ali, int(k)
+        self.label_of, self.num_classes = np.asarray(label_of, np.int64), int(num_classes)
+        self.utts, self.lengths = base.utts, base.lengths
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, key):
+        utt, x, tokens = self.base[key]
+        labels = self.label_of[np.asarray(self.ali[utt], np.int64)]
+        return utt, x, tokens, encoder_labels(labels, len(x), self.k)
+
+
+def collate_labelled(items):
+    """:func:`~pykaldi2.data.datasets.collate_frames` of the (utt, feats, tokens) part, plus
+    ``frame_labels`` (B, T'max) int64 padded with IGNORE when the items carry labels
+    (:class:`FrameLabelDataset`), else None."""
+    from pykaldi2.data.datasets import IGNORE, collate_frames
+
+    batch = collate_frames([it[:3] for it in items])
+    batch["frame_labels"] = None
+    if len(items[0]) > 3:
+        labels = torch.full((len(items), max(len(it[3]) for it in items)), IGNORE)
+        for i, it in enumerate(items):
+            labels[i, : len(it[3])] = torch.from_numpy(it[3])
+        batch["frame_labels"] = labels
+    return batch
+
+
+def aligned_utts(cfg, feats, utts: Sequence[str], egs: Path, dist=None):
+    """(the utterances of ``utts`` with a usable alignment in ``cfg.ali_dir``, those without
+    (or whose alignment is more than :data:`ALI_LENGTH_TOLERANCE` frames off the features),
+    the alignment store, transition_id -> label table, number of classes). More than
+    :data:`ALI_MAX_MISSING_FRACTION` without is an error naming some of them."""
+    from pykaldi2.data.datasets import match_targets
+    from pykaldi2.training.data import alignment_store
+
+    ali, model = alignment_store(cfg.ali_dir, egs / "ali_tids", dist=dist)
+    if cfg.ali_targets == "pdf":
+        table, classes = np.asarray(model.tid2pdf), int(model.tm.num_pdfs)
+    else:
+        table = np.asarray(model.tid2phone)
+        classes = int(table.max()) + 1
+    table = np.where(table < 0, 0, table)  # index 0 (no transition) never occurs in an alignment
+    check = match_targets(
+        dict.fromkeys(utts),
+        ali,
+        frame_lengths={u: int(feats.shape(u)[0]) for u in utts},
+        tolerance=ALI_LENGTH_TOLERANCE,
+        max_missing_fraction=ALI_MAX_MISSING_FRACTION,
+        source=", ".join(cfg.ali_dir),
+    )
+    missing = sorted([*check.missing, *(u for u, _, _ in check.mismatched)])
+    return check.utts, missing, ali, table, classes
 
 
 def select_utts(
@@ -115,7 +200,6 @@ def simulated_tokens(cfg, feats, tokens, utts: Sequence[str]):
 
 def make_loader(dataset: TokenDataset, cfg, *, rank, world_size, shuffle):
     """DataLoader with a resumable, length-bucketed :class:`BucketBatchSampler`."""
-    from pykaldi2.data.datasets import collate_frames
     from pykaldi2.data.samplers import BucketBatchSampler
 
     sampler = BucketBatchSampler(
@@ -131,8 +215,9 @@ def make_loader(dataset: TokenDataset, cfg, *, rank, world_size, shuffle):
     kw: dict[str, Any] = {"persistent_workers": True} if cfg.num_workers > 0 else {}
     return torch.utils.data.DataLoader(
         dataset,
-        batch_sampler=epoch_batches(sampler, dataset),
-        collate_fn=collate_frames,
+        # a FrameLabelDataset passes its keys to the dataset it wraps (simulated: epoch keys)
+        batch_sampler=epoch_batches(sampler, getattr(dataset, "base", dataset)),
+        collate_fn=collate_labelled,
         num_workers=cfg.num_workers,
         **kw,
     )
@@ -241,7 +326,8 @@ class TransducerData:
     """What train-transducer trains on: the training features (or what the model dir needs of
     them: :class:`~pykaldi2.training.shards.ShardFeatures`), the loaders, the utterances
     skipped by reason (data dirs; shards skip on the fly), the number of training utterances
-    (None for shards: the epoch is the loader's length) and the raw feature config."""
+    (None for shards: the epoch is the loader's length), the raw feature config and the
+    number of alignment label classes (``ali_dir``; 0: none)."""
 
     feats: Any
     loader: Any
@@ -249,6 +335,7 @@ class TransducerData:
     skipped: dict[str, list[str]]
     num_utts: int | None
     raw_feature_config: dict
+    ali_classes: int = 0
 
 
 def transducer_loaders(cfg, tok, k: int, egs_dir=None, dist=None) -> TransducerData:
@@ -264,7 +351,8 @@ def transducer_loaders(cfg, tok, k: int, egs_dir=None, dist=None) -> TransducerD
         if valid is not None and len(valid):
             vloader = make_loader(valid, cfg, rank=rank, world_size=world_size, shuffle=False)
         raw = feats.parts[0].raw.metadata().get("feature_config", {})
-        return TransducerData(feats, loader, vloader, skipped, len(train), raw)
+        classes = train.num_classes if isinstance(train, FrameLabelDataset) else 0
+        return TransducerData(feats, loader, vloader, skipped, len(train), raw, classes)
     from pykaldi2.data.datasets import collate_frames
     from pykaldi2.training.shards import ShardFeatures, ShardLoader, valid_batches
 
@@ -308,10 +396,13 @@ def token_store(tokens: Mapping[str, Sequence[int]], path, dist=None):
 
 
 def load_transducer_data(cfg, tok, mcfg_k: int, egs_dir=None, dist=None):
-    """(train feats, train dataset, valid dataset | None, skipped counts by reason).
+    """(train feats, train dataset, valid dataset | None, skipped utterances by reason).
 
-    The token sequences are stores in ``egs_dir`` (``tokens``, ``valid_tokens``; a temp dir
-    when None) made by rank 0 of ``dist``: no dict of them in the DataLoader workers."""
+    With ``cfg.ali_dir`` the training dataset is a :class:`FrameLabelDataset` over the
+    utterances with an alignment (the others skipped as ``no_alignment``); validation items
+    have no labels (validation reports the RNN-T loss alone). The token sequences (and
+    alignments) are stores in ``egs_dir`` (``tokens``, ``valid_tokens``, ``ali_tids``; a temp
+    dir when None) made by rank 0 of ``dist``: no dict of them in the DataLoader workers."""
 
     fe = cfg.frontend
     egs = egs_path(egs_dir)
@@ -333,6 +424,9 @@ def load_transducer_data(cfg, tok, mcfg_k: int, egs_dir=None, dist=None):
     elif cfg.valid_fraction > 0:
         utts, vutts = held_out_split(utts, cfg.valid_fraction, cfg.seed)
         valid = TokenDataset(feats, tokens, vutts, fe)
+    labelled = None  # after the held-out split: the split does not depend on the alignments
+    if cfg.ali_dir and utts:
+        utts, skipped["no_alignment"], *labelled = aligned_utts(cfg, feats, utts, egs, dist)
     if not utts:
         raise DataError(
             f"no usable training utterances (skipped: { {k: len(v) for k, v in skipped.items()} })",
@@ -340,5 +434,9 @@ def load_transducer_data(cfg, tok, mcfg_k: int, egs_dir=None, dist=None):
             fix="check that feats.scp and text cover the same utterances",
         )
     if cfg.simulation is not None:
-        return feats, simulated_tokens(cfg, feats, tokens, utts), valid, skipped
-    return feats, TokenDataset(feats, tokens, utts, fe), valid, skipped
+        train = simulated_tokens(cfg, feats, tokens, utts)
+    else:
+        train = TokenDataset(feats, tokens, utts, fe)
+    if labelled is not None:
+        train = FrameLabelDataset(train, *labelled, k=mcfg_k)
+    return feats, train, valid, skipped

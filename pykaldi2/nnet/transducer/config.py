@@ -60,6 +60,9 @@ class TransducerConfig(ConfigMixin):
     # a linear enc -> V layer for an auxiliary CTC loss on the encoder (train-transducer's
     # ctc_weight); not used in decoding
     ctc_head: bool = False
+    # a linear enc -> ali_classes layer for train-transducer's auxiliary frame cross-entropy on
+    # HMM-GMM alignments (ali_weight; 0: none); not used in decoding
+    ali_classes: int = 0
 
     def __post_init__(self) -> None:
         positive = (
@@ -79,6 +82,8 @@ class TransducerConfig(ConfigMixin):
                 )
         if self.enc_post_rnn_layers < 0:
             raise Pykaldi2Error("TransducerConfig.enc_post_rnn_layers must be >= 0")
+        if self.ali_classes < 0:
+            raise Pykaldi2Error("TransducerConfig.ali_classes must be >= 0 (0: no head)")
         if self.vocab_size < 2:
             raise Pykaldi2Error("TransducerConfig.vocab_size must count blank and >= 1 symbol")
         if not 0 <= self.blank < self.vocab_size:

@@ -39,6 +39,9 @@ class Transducer(nn.Module):
         self.ctc_out: nn.Linear | None = None
         if cfg.ctc_head:  # auxiliary CTC on the encoder output (training only)
             self.ctc_out = nn.Linear(self.encoder.output_dim, cfg.vocab_size)
+        self.ali_out: nn.Linear | None = None
+        if cfg.ali_classes:  # auxiliary frame CE on alignments (training only)
+            self.ali_out = nn.Linear(self.encoder.output_dim, cfg.ali_classes)
 
     @property
     def blank(self) -> int:
@@ -77,6 +80,14 @@ class Transducer(nn.Module):
             raise ValueError("this Transducer has no CTC head (TransducerConfig.ctc_head=false)")
         return torch.log_softmax(self.ctc_out(enc).float(), dim=-1)
 
+    def ali_log_probs(self, enc: torch.Tensor) -> torch.Tensor:
+        """enc (B, T', He) -> (B, T', ali_classes) log-probs of the alignment head."""
+        if self.ali_out is None:
+            raise ValueError(
+                "this Transducer has no alignment head (TransducerConfig.ali_classes=0)"
+            )
+        return torch.log_softmax(self.ali_out(enc).float(), dim=-1)
+
     def num_params(self) -> dict[str, int]:
         """Parameter counts of encoder, predictor, joiner and the total."""
         parts = {
@@ -90,6 +101,8 @@ class Transducer(nn.Module):
             )
         if self.ctc_out is not None:
             parts["ctc_head"] = count_params(self.ctc_out)
+        if self.ali_out is not None:
+            parts["ali_head"] = count_params(self.ali_out)
         parts["total"] = sum(parts.values())
         return parts
 
