@@ -118,6 +118,7 @@ wait_all() {
 # (EXP/decode_DEV_lmW_bB), the best on DEV, then each data/SET decoded at it (EXP/decode_SET_lm).
 # EXP/lm/best holds the chosen "weight bonus". The grid's decodes (one process each, one thread
 # under OMP_NUM_THREADS=1) run $nj at a time, like Kaldi's recipes decoding sets side by side.
+# Beam search emits up to ${rnnt_max_sym:-1} symbols per encoder frame (--max-sym-per-frame).
 rnnt_lm_fusion() {
   local exp=$1 dev=$2 w b best f text pids=""
   shift 2
@@ -126,7 +127,8 @@ rnnt_lm_fusion() {
     "$text" "$exp/lm/tokens4.arpa"
   for w in ${rnnt_lm_weights:-0.1 0.2 0.3 0.5}; do
     for b in ${rnnt_symbol_bonuses:-0.0 0.5 1.0}; do
-      pykaldi2 decode-transducer --beam 4 --lm "$exp/lm/tokens4.arpa" --lm-weight "$w" \
+      pykaldi2 decode-transducer --beam 4 --max-sym-per-frame "${rnnt_max_sym:-1}" \
+        --lm "$exp/lm/tokens4.arpa" --lm-weight "$w" \
         --symbol-bonus "$b" "$exp/final" "data/$dev" "$exp/decode_${dev}_lm${w}_b$b" \
         >/dev/null 2>"$exp/lm/decode_${dev}_lm${w}_b$b.log" &
       pids="$pids $!"
@@ -141,7 +143,8 @@ rnnt_lm_fusion() {
   log "$exp: LM weight and symbol bonus chosen on $dev: $best"
   read -r w b <<< "$best"
   for f in "$@"; do
-    pykaldi2 decode-transducer --beam 4 --lm "$exp/lm/tokens4.arpa" --lm-weight "$w" \
+    pykaldi2 decode-transducer --beam 4 --max-sym-per-frame "${rnnt_max_sym:-1}" \
+      --lm "$exp/lm/tokens4.arpa" --lm-weight "$w" \
       --symbol-bonus "$b" "$exp/final" "data/$f" "$exp/decode_${f}_lm"
   done
 }

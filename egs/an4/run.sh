@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # AN4 recipe: from the raw corpus to a WER table (mono -> tri1 -> tri2 -> tri3 SAT -> hybrid CE BLSTM).
-#   bash run.sh [--stage N] [--stop-stage M] [--corpus-dir DIR] [--nj N] [--force] [--rnnt-best NAME]
+#   bash run.sh [--stage N] [--stop-stage M] [--corpus-dir DIR] [--nj N] [--force] [--rnnt-best NAME] [--rnnt-max-sym N]
 # Stages: 0 prepare, 1 features (MFCC + 80-dim fbank), 2 dict/lang/LM/G, 3 mono, 4 tri1 (deltas),
 # 5 tri2 (LDA+MLLT), 6 tri3 (SAT: LDA+MLLT+fMLLR, two-pass decode) and its fMLLR alignments for the
 # nnets (exp/tri3_ali), 7 CE BLSTM (train-ce on the tri3 pdfs),
@@ -12,7 +12,8 @@
 # simulation-trained CE BLSTMs decoded on the noisy test set (and the latter on the clean one),
 # 20-21 LF-MMI from the CE BLSTM on tri3's own HMMs at the full frame rate, 22 the CE and sMBR
 # BLSTMs with priors from their average posteriors (adjust-priors), decoded on both test sets,
-# 23 the RNN-T dev split, 24 the RNN-T tuning queue, 25 its LM shallow fusion (rnnt_best).
+# 23 the RNN-T dev split (+ GMMs on train_nodev alone, for the RNN-T's alignment loss), 24 the
+# RNN-T tuning queue, 25 its LM shallow fusion (rnnt_best).
 # Each stage leaves a .done marker in exp/ (rerun skips finished stages; --force redoes them).
 # Settings live in conf/*.yaml.
 set -euo pipefail
@@ -27,7 +28,8 @@ nj=2
 force=false
 lm_order=3
 rnnt_best=rnnt_v10  # the line of conf/rnnt_queue.txt chosen on dev (stage 25; RESULTS.md)
-recipe_opts="rnnt_best"
+rnnt_max_sym=2      # stage 25's beam search: symbols per encoder frame (chosen on dev for v10)
+recipe_opts="rnnt_best rnnt_max_sym"
 
 . ../stages.sh   # options, log, run_stage
 . ../functions.sh   # decode_gmm, decode_nnet_export, decode_chain, decode_chain_dev, chain_data
@@ -207,6 +209,22 @@ run_stage 22 adjusted_priors adjusted_priors
 # queue conf/rnnt_queue.txt (one line per step, each trained and greedy-decoded on dev and test;
 # resumable: finished lines are skipped), stage 25 the piece-LM shallow fusion of the chosen
 # model (weight and symbol bonus chosen on dev). Results and times: RESULTS.md, "RNN-T tuning".
+# Stage 23 also trains the GMM ladder (mono -> tri3, no decoding) on train_nodev alone: the
+# alignments the RNN-T's auxiliary frame CE learns from (conf/transducer_v10.yaml, ali_dir
+# exp/nodev/tri3_ali) then come from models that never saw the dev utterances.
+rnnt_nodev_gmm() {
+  local d=exp/nodev
+  pykaldi2 subset-data-dir --utt-list data/train_nodev.list data/train data/train_nodev
+  pykaldi2 train-mono --nj "$nj" --config conf/mono.yaml data/train_nodev data/lang $d/mono
+  pykaldi2 align-si --nj "$nj" data/train_nodev data/lang $d/mono $d/mono_ali
+  pykaldi2 train-deltas --config conf/tri1.yaml data/train_nodev data/lang $d/mono_ali $d/tri1
+  pykaldi2 align-si --nj "$nj" data/train_nodev data/lang $d/tri1 $d/tri1_ali
+  pykaldi2 train-lda-mllt --config conf/tri2.yaml data/train_nodev data/lang $d/tri1_ali $d/tri2
+  pykaldi2 align-si --nj "$nj" data/train_nodev data/lang $d/tri2 $d/tri2_ali
+  pykaldi2 train-sat --config conf/tri3.yaml data/train_nodev data/lang $d/tri2_ali $d/tri3
+  pykaldi2 align-fmllr --nj "$nj" data/train_nodev data/lang $d/tri3 $d/tri3_ali
+}
+
 rnnt_dev_split() {
   pykaldi2 subset-data-dir --first 100 data/train_fbank data/train_dev_fbank
   cut -d' ' -f1 data/train_fbank/utt2spk | tail -n +101 > data/train_nodev.list
@@ -214,6 +232,7 @@ rnnt_dev_split() {
   for d in train_dev_fbank train_nodev_fbank; do   # the feature config, for simulation
     mkdir -p data/$d/conf && cp data/train_fbank/conf/feats.json data/$d/conf/
   done
+  rnnt_nodev_gmm
 }
 run_stage 23 rnnt_dev_split rnnt_dev_split
 run_stage 24 rnnt_tuning pykaldi2 queue conf/rnnt_queue.txt

@@ -23,6 +23,9 @@ def _cmd_decode(args: argparse.Namespace) -> int:
     if args.lm and args.beam <= 1:
         print("pykaldi2 decode-transducer: --lm needs beam search (--beam > 1)", file=sys.stderr)
         return 2
+    if args.max_sym_per_frame < 1:
+        print("pykaldi2 decode-transducer: --max-sym-per-frame must be >= 1", file=sys.stderr)
+        return 2
     stats = decode_transducer(
         args.model_dir,
         args.data_dir,
@@ -34,6 +37,7 @@ def _cmd_decode(args: argparse.Namespace) -> int:
         lm=args.lm,
         lm_weight=args.lm_weight,
         symbol_bonus=args.symbol_bonus,
+        max_sym_per_frame=args.max_sym_per_frame,
     )
     print(stats.format() if stats is not None else f"{args.out_dir}/hyp.txt written\n", end="")
     return 0
@@ -204,6 +208,9 @@ def register(subparsers) -> None:
     p.add_argument("--lm-weight", type=float, default=0.3, help="LM weight (%(default)s)")
     p.add_argument("--symbol-bonus", type=float, default=0.0,
                    help="beam search: added to every emitted symbol's score (%(default)s)")  # fmt: skip
+    p.add_argument("--max-sym-per-frame", type=int, default=1,
+                   help="beam search: most symbols emitted at one encoder frame (1: icefall's "
+                   "modified beam search; greedy search uses the model dir's setting)")  # fmt: skip
     p.add_argument("--dump-preds", metavar="FILE", help="also write the predictions to FILE")
     p.add_argument("--batch-size", type=int, default=16, help="utterances per encoder batch")
     p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")

@@ -127,9 +127,11 @@ def transcribe_features(
     lm: Any = None,
     lm_weight: float = 0.0,
     symbol_bonus: float = 0.0,
+    max_sym_per_frame: int = 1,
 ) -> dict[str, list[int]]:
     """Token ids of each utterance's front-end features (T_s, F'): greedy (``beam`` 1, batched)
-    or modified beam search (with ``lm``: shallow fusion of a token n-gram)."""
+    or modified beam search (with ``lm``: shallow fusion of a token n-gram; at most
+    ``max_sym_per_frame`` symbols per encoder frame)."""
     from pykaldi2.decoding.transducer_search import greedy_search, modified_beam_search
 
     model = bundle.model
@@ -147,7 +149,8 @@ def transcribe_features(
             hyps, _ = greedy_search(model, enc, enc_lens, bundle.max_symbols_per_frame)
         else:
             hyps = modified_beam_search(model, enc, enc_lens, beam=beam, lm=lm,
-                                        lm_weight=lm_weight, symbol_bonus=symbol_bonus)  # fmt: skip
+                                        lm_weight=lm_weight, symbol_bonus=symbol_bonus,
+                                        max_sym_per_frame=max_sym_per_frame)  # fmt: skip
         out.update(zip(utts, hyps))
     return out
 
@@ -246,6 +249,7 @@ def decode_transducer(
     lm: Any = None,
     lm_weight: float = 0.0,
     symbol_bonus: float = 0.0,
+    max_sym_per_frame: int = 1,
 ) -> Any:
     """Decode ``data_dir`` into ``out_dir/hyp.txt``; where references exist, score into
     ``out_dir/wer`` and return the WerStats (else None).
@@ -256,7 +260,8 @@ def decode_transducer(
     transcripts). ``dump_preds``: also write the predictions there
     (:func:`pykaldi2.decoding.preds.write_preds`). ``lm``, ``lm_weight``: a
     :class:`~pykaldi2.lang.token_lm.TokenLm` (or its ARPA file) for shallow fusion in beam
-    search (``beam`` > 1); ``symbol_bonus``: added to every emitted symbol's score there.
+    search (``beam`` > 1); ``symbol_bonus``: added to every emitted symbol's score there;
+    ``max_sym_per_frame``: the most symbols beam search emits at one encoder frame.
     """
     import tempfile
 
@@ -280,7 +285,8 @@ def decode_transducer(
         refs = {it.key: it.text.split() for it in items if it.text is not None}
         audio = {it.key: it.audio for it in items}
     ids = transcribe_features(bundle, feats, beam=beam, batch_size=batch_size, lm=lm,
-                              lm_weight=lm_weight, symbol_bonus=symbol_bonus)  # fmt: skip
+                              lm_weight=lm_weight, symbol_bonus=symbol_bonus,
+                              max_sym_per_frame=max_sym_per_frame)  # fmt: skip
     hyp = {u: bundle.tokenizer.decode(ids[u]).split() for u in ids}
     stats = write_hyp(hyp, refs, out_dir)
     if dump_preds is not None:

@@ -7,7 +7,8 @@ included), H predictor units.
   ``max_symbols_per_frame`` symbols are emitted until the joiner's argmax is blank. Pass the
   returned :class:`GreedyState` back in to decode a stream chunk by chunk.
 - :func:`greedy_search_reference`: the same for one utterance, unbatched and plain (the check).
-- :func:`modified_beam_search`: icefall's "modified beam search": at most one symbol per frame,
+- :func:`modified_beam_search`: icefall's "modified beam search": at most one symbol per frame
+  (or ``max_sym_per_frame``),
   hypotheses with the same symbol sequence are merged (log-add), the ``beam`` best of all
   (hypothesis, symbol) extensions are kept at each frame. With an ``lm``
   (:class:`~pykaldi2.lang.token_lm.TokenLm`), shallow fusion: every symbol's score is
@@ -148,8 +149,10 @@ def modified_beam_search(
     lm_weight: float = 0.0,
     return_scores: bool = False,
     symbol_bonus: float = 0.0,
+    max_sym_per_frame: int = 1,
 ) -> list[list[int]] | list[BeamResult]:
-    """Modified beam search (one symbol per frame at most), utterance by utterance.
+    """Modified beam search (``max_sym_per_frame`` symbols per frame at most; 1: icefall's),
+    utterance by utterance.
 
     Args:
         enc: (B, T', He) encoder output; enc_lengths: (B,) int
@@ -159,12 +162,18 @@ def modified_beam_search(
             module doc); no LM or weight 0: the transducer alone
         return_scores: return :class:`BeamResult` objects instead of the symbol lists
         symbol_bonus: added to the score of every emitted symbol
+        max_sym_per_frame: with 1 (icefall's modified beam search) a symbol moves its
+            hypothesis to the next frame; with S > 1 a hypothesis may stay at a frame for up
+            to S symbols (each sub-step keeps the ``beam`` best blank and symbol extensions;
+            a blank moves on to the next frame, scored) and the S-th symbol moves on without
+            a blank, as with 1. Frames where the output is denser than one symbol (spelled
+            letters at 60 ms frames) need S > 1 or they become deletions.
 
     Returns:
         the best symbol sequence of each utterance.
     """
-    if beam < 1:
-        raise ValueError("beam must be >= 1")
+    if beam < 1 or max_sym_per_frame < 1:
+        raise ValueError("beam and max_sym_per_frame must be >= 1")
     if lm is not None and lm.vocab_size != model.cfg.vocab_size:
         raise ValueError(f"the LM scores {lm.vocab_size} symbols, the model has "
                          f"{model.cfg.vocab_size}: train it on the model's tokenizer")  # fmt: skip
@@ -173,7 +182,7 @@ def modified_beam_search(
     results = []
     for b in range(enc.shape[0]):
         r = _beam_one(model, enc_p[b, : int(enc_lengths[b])], beam, length_norm, fusion,
-                      lm_weight, symbol_bonus)  # fmt: skip
+                      lm_weight, symbol_bonus, max_sym_per_frame)  # fmt: skip
         results.append(r if return_scores else r.ys)
     return results
 
@@ -186,47 +195,30 @@ def _beam_one(
     lm,
     lm_weight: float,
     symbol_bonus: float = 0.0,
+    max_sym_per_frame: int = 1,
 ) -> BeamResult:
     """enc_p (T', J) of one utterance -> the best hypothesis."""
-    blank = model.blank
     start = _start(model, 1, enc_p.device, enc_p.dtype)
     lm_start = lm.initial_state() if lm is not None else ()
     hyps = [_Hyp((), enc_p.new_zeros(()), start.pred_p[0], start.pred_state, lm_start)]
     for t in range(enc_p.shape[0]):
-        pred_p = torch.stack([h.pred_p for h in hyps])  # (N, J)
-        logp = torch.log_softmax(model.joiner.joint(enc_p[t][None], pred_p), dim=-1)  # (N, V)
-        if lm is not None:  # blank's LM column is 0: only symbols move the LM
-            lm_lp = np.stack([lm.log_probs(h.lm_state) for h in hyps])  # (N, V)
-            logp = logp + lm_weight * torch.from_numpy(lm_lp).to(logp)
-        if symbol_bonus:
-            bonus = torch.full_like(logp[0], symbol_bonus)
-            bonus[blank] = 0.0
-            logp = logp + bonus
-        scores = torch.stack([h.score for h in hyps])[:, None] + logp
-        V = logp.shape[1]
-        top = scores.flatten().topk(min(beam, scores.numel()))
-        merged: dict[tuple[int, ...], _Hyp] = {}
-        extend: list[tuple[tuple[int, ...], torch.Tensor, int, int]] = []
-        for score, flat in zip(top.values, top.indices.tolist()):
-            i, v = divmod(flat, V)
-            if v == blank:
-                h = hyps[i]
-                _merge(merged, _Hyp(h.ys, score, h.pred_p, h.state, h.lm_state))
-            else:
-                extend.append((hyps[i].ys + (v,), score, i, v))
-        if extend:  # one batched predictor step for all new symbols
-            idx = [i for _, _, i, _ in extend]
-            state = PredictorState(
-                *(torch.cat([hyps[i].state[k] for i in idx], dim=1) for k in range(2))
-            )
-            tokens = torch.tensor([v for *_, v in extend], device=enc_p.device)
-            out, state = model.predictor.step(tokens, state)
-            proj = model.joiner.project_pred(out)
-            for j, (ys, score, i, v) in enumerate(extend):
-                st = PredictorState(state.h[:, j : j + 1], state.c[:, j : j + 1])
-                lm_state = lm.advance(hyps[i].lm_state, v) if lm is not None else ()
-                _merge(merged, _Hyp(ys, score, proj[j], st, lm_state))
-        hyps = list(merged.values())
+        done: dict[tuple[int, ...], _Hyp] = {}  # the hypotheses that have left frame t
+        active = hyps
+        for s in range(max_sym_per_frame):
+            blanks, symbols = _expand(model, enc_p[t], active, beam, lm, lm_weight, symbol_bonus)
+            for h in blanks:
+                _merge(done, h)
+            if s == max_sym_per_frame - 1:  # the last symbol of a frame moves on with it
+                for h in symbols:
+                    _merge(done, h)
+                break
+            staying: dict[tuple[int, ...], _Hyp] = {}
+            for h in symbols:
+                _merge(staying, h)
+            active = list(staying.values())
+            if not active:
+                break
+        hyps = sorted(done.values(), key=lambda h: float(h.score), reverse=True)[:beam]
 
     def final(h: _Hyp) -> float:
         return float(h.score) + (lm_weight * lm.final_log_prob(h.lm_state) if lm else 0.0)
@@ -236,6 +228,48 @@ def _beam_one(
 
     best = max(hyps, key=key)
     return BeamResult(list(best.ys), final(best))
+
+
+def _expand(model, enc_t, hyps, beam, lm, lm_weight, symbol_bonus):
+    """The ``beam`` best one-step extensions of ``hyps`` at one encoder frame (enc_t (J,)):
+    (the blank ones: same symbols, score + log p(blank); the symbol ones: one symbol more,
+    their predictor stepped, in one batched call)."""
+    blank = model.blank
+    pred_p = torch.stack([h.pred_p for h in hyps])  # (N, J)
+    logp = torch.log_softmax(model.joiner.joint(enc_t[None], pred_p), dim=-1)  # (N, V)
+    if lm is not None:  # blank's LM column is 0: only symbols move the LM
+        lm_lp = np.stack([lm.log_probs(h.lm_state) for h in hyps])  # (N, V)
+        logp = logp + lm_weight * torch.from_numpy(lm_lp).to(logp)
+    if symbol_bonus:
+        bonus = torch.full_like(logp[0], symbol_bonus)
+        bonus[blank] = 0.0
+        logp = logp + bonus
+    scores = torch.stack([h.score for h in hyps])[:, None] + logp
+    V = logp.shape[1]
+    top = scores.flatten().topk(min(beam, scores.numel()))
+    blanks: list[_Hyp] = []
+    extend: list[tuple[tuple[int, ...], torch.Tensor, int, int]] = []
+    for score, flat in zip(top.values, top.indices.tolist()):
+        i, v = divmod(flat, V)
+        if v == blank:
+            h = hyps[i]
+            blanks.append(_Hyp(h.ys, score, h.pred_p, h.state, h.lm_state))
+        else:
+            extend.append((hyps[i].ys + (v,), score, i, v))
+    symbols: list[_Hyp] = []
+    if extend:
+        idx = [i for _, _, i, _ in extend]
+        state = PredictorState(
+            *(torch.cat([hyps[i].state[k] for i in idx], dim=1) for k in range(2))
+        )
+        tokens = torch.tensor([v for *_, v in extend], device=enc_t.device)
+        out, state = model.predictor.step(tokens, state)
+        proj = model.joiner.project_pred(out)
+        for j, (ys, score, i, v) in enumerate(extend):
+            st = PredictorState(state.h[:, j : j + 1], state.c[:, j : j + 1])
+            lm_state = lm.advance(hyps[i].lm_state, v) if lm is not None else ()
+            symbols.append(_Hyp(ys, score, proj[j], st, lm_state))
+    return blanks, symbols
 
 
 def _merge(merged: dict[tuple[int, ...], _Hyp], hyp: _Hyp) -> None:

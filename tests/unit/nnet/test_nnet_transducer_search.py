@@ -148,6 +148,49 @@ def test_modified_beam_search_without_pruning_is_exact():
     assert best[0] == _exhaustive_best(m, enc[0])
 
 
+def _exhaustive_best_multi(m: Transducer, enc: torch.Tensor, max_sym: int):
+    """argmax over symbol sequences of the summed probability of all paths that emit 0..S
+    symbols at each frame, then a blank, the blank left out after S symbols (the semantics of
+    ``max_sym_per_frame=S``)."""
+    enc_p = m.joiner.project_enc(enc)  # (T, J)
+    symbols = [v for v in range(m.cfg.vocab_size) if v != m.blank]
+    frame_moves = [seq for k in range(max_sym + 1) for seq in itertools.product(symbols, repeat=k)]
+
+    def logp(t, ys):
+        pred, _ = m.predictor(torch.tensor([list(ys)], dtype=torch.long).view(1, -1))
+        return torch.log_softmax(m.joiner.joint(enc_p[t], m.joiner.project_pred(pred[0, -1])), -1)
+
+    totals: dict[tuple[int, ...], torch.Tensor] = {}
+    with torch.no_grad():
+        for path in itertools.product(frame_moves, repeat=enc.shape[0]):
+            ys: tuple[int, ...] = ()
+            score = torch.zeros(())
+            for t, moves in enumerate(path):
+                for v in moves:
+                    score = score + logp(t, ys)[v]
+                    ys = ys + (v,)
+                if len(moves) < max_sym:
+                    score = score + logp(t, ys)[m.blank]
+            totals[ys] = torch.logaddexp(totals[ys], score) if ys in totals else score
+    best = max(totals, key=lambda k: float(totals[k]))
+    return list(best), float(totals[best])
+
+
+@pytest.mark.parametrize("seed", [6, 8])
+def test_beam_search_with_two_symbols_per_frame_without_pruning_is_exact(seed):
+    m = _model(seed=seed, vocab_size=3)
+    enc, _ = _enc(m, 1, 6, seed=seed + 1)
+    enc = enc[:, :3]  # 3 frames, (1 + 2 + 4) ** 3 paths
+    (r,) = modified_beam_search(m, enc, torch.tensor([3]), beam=1000, length_norm=False,
+                                max_sym_per_frame=2, return_scores=True)  # fmt: skip
+    ys, score = _exhaustive_best_multi(m, enc[0], 2)
+    assert r.ys == ys and r.score == pytest.approx(score, abs=1e-4)  # every path summed
+    # and S = 1 is the one-symbol-per-frame search
+    one = modified_beam_search(m, enc, torch.tensor([3]), beam=1000, length_norm=False,
+                               max_sym_per_frame=1)  # fmt: skip
+    assert one[0] == _exhaustive_best(m, enc[0])
+
+
 def test_tiny_transducer_learns_its_targets():
     torch.manual_seed(0)
     cfg = TransducerConfig.preset("tiny", enc_n_hid=24, pred_n_hid=16, joint_n_hid=24)

@@ -286,6 +286,12 @@ def test_decode_transducer_from_audio_lists(tiny_model_dir, an4_dir, tmp_path, o
     assert len((lm_out / "hyp.txt").read_text().splitlines()) == 3
     assert main(["decode-transducer", "--lm", str(arpa), str(tiny_model_dir), str(flist),
                  str(lm_out)]) == 2  # greedy search has no LM  # fmt: skip
+    multi = tmp_path / "dec_multi"  # beam search with up to 2 symbols per frame
+    assert main(["decode-transducer", "--beam", "3", "--max-sym-per-frame", "2",
+                 str(tiny_model_dir), str(flist), str(multi)]) == 0  # fmt: skip
+    assert len((multi / "hyp.txt").read_text().splitlines()) == 3
+    assert main(["decode-transducer", "--beam", "3", "--max-sym-per-frame", "0",
+                 str(tiny_model_dir), str(flist), str(multi)]) == 2  # fmt: skip
 
 
 def test_bidirectional_model_decodes_offline_only(an4_dir, tmp_path, one_thread):
