@@ -1,7 +1,9 @@
 """Checkpoints that resume exactly: model, optimizer, scheduler, sampler position and RNG states.
 
 ``exp/<system>/checkpoints/ckpt-<step>.pt`` plus ``latest`` naming the newest;
-:func:`average_checkpoints` averages model weights like icefall's ``--avg``. Files are written
+:func:`average_checkpoints` averages model weights like icefall's ``--avg``;
+:class:`BestSnapshots` keeps the weights of the N epochs with the lowest validation loss (ESPnet's
+``--keep_nbest_models``) under ``checkpoints/best/``. Files are written
 atomically (temp file + rename), so a run killed while saving keeps its previous checkpoint
 (and ``latest`` naming it); the killed write's temp file is removed when the run resumes
 (:func:`remove_stale_temps`).
@@ -9,6 +11,8 @@ atomically (temp file + rename), so a run killed while saving keeps its previous
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import random
 import re
@@ -175,3 +179,66 @@ def average_checkpoints(
     return {
         k: (v / len(paths)).to(ref[k].dtype) if v.is_floating_point() else v for k, v in avg.items()
     }
+
+
+class BestSnapshots:
+    """The weights of the ``n`` epochs with the lowest validation loss, ESPnet's
+    ``--keep_nbest_models`` (and its ``valid.loss.ave_<n>best`` model): ``<dir>/epoch-<E>.pt``
+    ({"model", "epoch", "loss"}) and ``<dir>/best.json`` (their epochs and losses, best first).
+    Each is written atomically and an evicted snapshot is deleted only after the index no
+    longer names it, so a killed run resumes with a consistent list; an epoch validated again
+    after a resume replaces its own entry. Ties keep the earlier epoch; a non-finite loss
+    ranks last."""
+
+    def __init__(self, directory: str | os.PathLike, n: int) -> None:
+        if n < 1:
+            raise Pykaldi2Error(f"BestSnapshots: n must be >= 1, got {n}")
+        self.dir, self.n = Path(directory), int(n)
+        self.index = self.dir / "best.json"
+        self.entries: list[dict[str, Any]] = []
+        if self.index.exists():
+            try:
+                entries = json.loads(self.index.read_text())["best"]
+            except (ValueError, KeyError, TypeError) as e:
+                raise Pykaldi2Error(
+                    f"{self.index}: not a best-epochs index ({e}). Fix: delete {self.dir} "
+                    "(its snapshots are then lost) or restore the file"
+                ) from None
+            # a snapshot deleted by hand is dropped from the list, not averaged as missing
+            self.entries = [e for e in entries if self.path(e["epoch"]).exists()][: self.n]
+
+    def path(self, epoch: int) -> Path:
+        return self.dir / f"epoch-{int(epoch)}.pt"
+
+    @staticmethod
+    def _rank(entry: dict[str, Any]) -> tuple[float, int]:
+        loss = float(entry["loss"])
+        return (loss if math.isfinite(loss) else math.inf, int(entry["epoch"]))
+
+    def update(self, epoch: int, loss: float, state: Any) -> bool:
+        """Record epoch ``epoch``'s validation ``loss``; when it ranks among the ``n`` best,
+        write ``state()`` (a callable: the weights are copied only when kept). True if kept."""
+        others = [e for e in self.entries if int(e["epoch"]) != int(epoch)]
+        entry = {"epoch": int(epoch), "loss": float(loss)}
+        keep = sorted([*others, entry], key=self._rank)[: self.n]
+        if entry not in keep:
+            if len(others) != len(self.entries):  # this epoch was kept before a resume
+                self._write_index(keep)
+            return False
+        save_checkpoint(self.path(epoch), {"model": state(), "epoch": int(epoch), "loss": loss})
+        self._write_index(keep)
+        return True
+
+    def _write_index(self, keep: list[dict[str, Any]]) -> None:
+        atomic_write_text(self.index, json.dumps({"best": keep}, indent=1) + "\n")
+        kept = {int(e["epoch"]) for e in keep}
+        for e in self.entries:
+            if int(e["epoch"]) not in kept:
+                self.path(e["epoch"]).unlink(missing_ok=True)
+        self.entries = keep
+
+    def average(self) -> dict[str, torch.Tensor]:
+        """The mean of the kept snapshots' weights (:func:`average_checkpoints`)."""
+        if not self.entries:
+            raise Pykaldi2Error(f"{self.dir}: no epoch snapshots to average")
+        return average_checkpoints([self.path(e["epoch"]) for e in self.entries])

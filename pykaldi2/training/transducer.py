@@ -142,6 +142,13 @@ class TrainTransducerConfig(TrainConfigMixin):
             ``ali_weight`` (the training loss adds ``ali_weight * ce``, CE summed over encoder
             frames). Utterances without an alignment (or one more than a frame off the
             features) are skipped as ``no_alignment``; data dirs only (not shards).
+        average_best: the final model is the mean of the weights of the ``average_best``
+            epochs with the lowest validation loss (ESPnet's ``--keep_nbest_models N`` and
+            its ``valid.loss.ave_Nbest`` model; 0: the last epoch's weights). The weights
+            ranked are the final model's kind (EMA when enabled), each validated once more
+            for it (``final_loss`` in log/valid.jsonl); the kept ones are in
+            ``checkpoints/best/``, and ``final_last/`` keeps the last epoch's model beside
+            the averaged ``final/``. Needs validation data.
         joint_lr_factor: LR multiplier of the joiner's output layer (Myrtle's ``joint_net_lr``).
         max_symbols_per_frame: greedy decoding setting saved with the model.
         max_missing_text_fraction: utterances with features but no ``text`` line are listed
@@ -184,6 +191,7 @@ class TrainTransducerConfig(TrainConfigMixin):
     ali_dir: list[str] = field(default_factory=list)
     ali_weight: float = option(0.0, ge=0)
     ali_targets: str = option("phone", choices=ALI_TARGETS)
+    average_best: int = option(0, ge=0)
     joint_lr_factor: float = 1.0
     max_symbols_per_frame: int = 3
     max_missing_text_fraction: float = option(MAX_MISSING_TEXT_FRACTION, ge=0, le=1)
@@ -215,6 +223,9 @@ class TrainTransducerConfig(TrainConfigMixin):
             problems.append("ali_dir and ali_weight > 0 go together (the alignments' frame CE)")
         if self.ali_dir and self.shards.enabled:
             problems.append("ali_dir works with train_data dirs, not shards")
+        if self.average_best and not (self.valid_data or self.valid_fraction > 0
+                                      or self.shards.valid):  # fmt: skip
+            problems.append("average_best ranks epochs by validation loss: give valid_data")
         if self.joint_lr_factor <= 0:
             problems.append("joint_lr_factor must be > 0")
         if not 0.0 <= self.valid_fraction < 1.0:
@@ -411,6 +422,17 @@ class TransducerTrainer(Trainer):
             return self.ema.model_state(self.model)
         return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
 
+    def final_model(self) -> torch.nn.Module:
+        """The model with the final weights (a copy holding the EMA weights when enabled;
+        the training model itself otherwise)."""
+        if self.ema is None:
+            return self.model
+        import copy
+
+        m = copy.deepcopy(self.model)
+        m.load_state_dict(self.ema.model_state(self.model))
+        return m
+
 
 # ---------------------------------------------------------------------------------------------
 # train-transducer
@@ -477,15 +499,31 @@ def train_transducer(cfg: TrainTransducerConfig, exp_dir: str | os.PathLike) -> 
         task = TransducerTask(dist.device, cfg.specaug, cfg.ctc_weight, pruned,
                               cfg.joiner_max_nodes, cfg.ali_weight)  # fmt: skip
         loader, vloader = data.loader, data.valid_loader
-        valid_fn = None
+        valid_fn, best = None, None
+        if cfg.average_best:
+            if vloader is None or not len(vloader):
+                raise DataError("average_best needs validation utterances; none were found",
+                                fix="give valid_data, or set average_best: 0")  # fmt: skip
+            if dist.is_main:
+                from pykaldi2.training.checkpoint import BestSnapshots
+
+                best = BestSnapshots(exp_dir / "checkpoints" / "best", cfg.average_best)
         if vloader is not None and len(vloader):
 
             def valid_fn(m) -> float:
                 res = evaluate(m, vloader, task, dist)
+                rec = {"step": trainer.step, "loss": res["loss"], "utts": res["frames"]}
+                if cfg.average_best:  # rank the final model's weights (EMA) on all ranks
+                    fm = trainer.final_model()
+                    rec["final_loss"] = evaluate(fm, vloader, task, dist)["loss"]
+                    del fm
                 if dist.is_main:
                     what = "pruned RNN-T" if pruned is not None else "RNN-T"
                     log.info("validation: %s loss per utterance %.4f", what, res["loss"])
-                    rec = {"step": trainer.step, "loss": res["loss"], "utts": res["frames"]}
+                    if best is not None:
+                        kept = best.update(trainer.epoch, rec["final_loss"], trainer.final_state)
+                        log.info("epoch %d: final-weights loss %.4f%s", trainer.epoch,
+                                 rec["final_loss"], ", kept" if kept else "")  # fmt: skip
                     append_jsonl(exp_dir / "log" / "valid.jsonl", rec)
                 return res["loss"]
 
@@ -507,20 +545,32 @@ def train_transducer(cfg: TrainTransducerConfig, exp_dir: str | os.PathLike) -> 
         summary = trainer.fit(loader)
         final = exp_dir / "final"
         if dist.is_main:
-            save_transducer_dir(
-                final,
-                trainer.final_state(),
-                mcfg,
-                tok.model_file,
-                cfg.frontend,
-                data.raw_feature_config,
-                max_symbols_per_frame=cfg.max_symbols_per_frame,
-                training={
-                    "steps": trainer.step,
-                    "ema": cfg.ema_decay > 0,
-                    **{f"final_{k}": float(v) for k, v in summary.items()},
-                },
-            )
+            training = {
+                "steps": trainer.step,
+                "ema": cfg.ema_decay > 0,
+                **{f"final_{k}": float(v) for k, v in summary.items()},
+            }
+
+            def write(where: Path, weights: dict, **extra) -> None:
+                save_transducer_dir(where, weights, mcfg, tok.model_file, cfg.frontend,
+                                    data.raw_feature_config,
+                                    max_symbols_per_frame=cfg.max_symbols_per_frame,
+                                    training={**training, **extra})  # fmt: skip
+
+            weights = trainer.final_state()
+            if best is not None:
+                if not best.entries:
+                    raise DataError(f"average_best: {best.dir} holds no epoch snapshots "
+                                    "(a run trained without average_best, resumed with it)",
+                                    fix="train with average_best from the start")  # fmt: skip
+                write(exp_dir / "final_last", weights)
+                epochs = [int(e["epoch"]) for e in best.entries]
+                log.info("final model: the mean of epochs %s (validation losses %s)", epochs,
+                         [round(float(e["loss"]), 4) for e in best.entries])  # fmt: skip
+                write(final, best.average(), averaged_epochs=epochs,
+                      averaged_valid_losses=[float(e["loss"]) for e in best.entries])  # fmt: skip
+            else:
+                write(final, weights)
         dist.barrier()
         return final
     finally:

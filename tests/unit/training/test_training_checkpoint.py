@@ -76,3 +76,38 @@ def test_model_config_check_fills_newer_fields_with_defaults():
         check_model_config(old, {"hidden": 8, "bidir": True}, "c.pt", defaults={"bidir": False})
     with pytest.raises(Pykaldi2Error, match="bidir"):
         check_model_config(old, {"hidden": 8, "bidir": False}, "c.pt")
+
+
+def _kept(best):
+    return [(e["epoch"], e["loss"]) for e in best.entries]
+
+
+def test_best_snapshots_keep_the_n_lowest_losses_and_resume(tmp_path):
+    d = tmp_path / "best"
+    best = ck.BestSnapshots(d, 2)
+    state = {}
+    for epoch, loss in [(1, 5.0), (2, 3.0), (3, float("nan")), (4, 4.0), (5, 1.0), (6, 3.0)]:
+        state[epoch] = {"w": torch.full((3,), float(epoch))}
+        best.update(epoch, loss, lambda e=epoch: state[e])
+    # the two lowest; the tie at 3.0 keeps the earlier epoch; nan ranks last
+    assert _kept(best) == [(5, 1.0), (2, 3.0)]
+    assert sorted(p.name for p in d.glob("*.pt")) == ["epoch-2.pt", "epoch-5.pt"]
+    assert torch.equal(best.average()["w"], torch.full((3,), 3.5))
+    # a resumed run reads the same list; epoch 2 validated again (after a kill) replaces
+    # its own entry, and drops out when it no longer ranks
+    again = ck.BestSnapshots(d, 2)
+    assert _kept(again) == [(5, 1.0), (2, 3.0)]
+    assert again.update(2, 2.0, lambda: state[2]) and _kept(again) == [(5, 1.0), (2, 2.0)]
+    assert again.update(7, 1.5, lambda: {"w": torch.zeros(3)})
+    assert not again.update(2, 9.0, lambda: state[2])
+    assert _kept(again) == [(5, 1.0), (7, 1.5)] and not (d / "epoch-2.pt").exists()
+    assert _kept(ck.BestSnapshots(d, 2)) == [(5, 1.0), (7, 1.5)]
+
+
+def test_best_snapshots_errors(tmp_path):
+    with pytest.raises(Pykaldi2Error, match="no epoch snapshots"):
+        ck.BestSnapshots(tmp_path / "b", 3).average()
+    (tmp_path / "b").mkdir(exist_ok=True)
+    (tmp_path / "b/best.json").write_text("{not json")
+    with pytest.raises(Pykaldi2Error, match="best.json: not a best-epochs index.*Fix"):
+        ck.BestSnapshots(tmp_path / "b", 3)

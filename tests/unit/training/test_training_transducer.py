@@ -126,6 +126,46 @@ def test_train_resume_and_decode(tmp_path, one_thread):
     assert len(hyp) == 13 and (out / "wer").read_text().startswith("%WER")
 
 
+def test_average_best_is_the_mean_of_the_best_validated_epochs_and_resumes(tmp_path, one_thread):
+    """average_best: 2 of 4 epochs, ranked by the EMA weights' validation loss: final/ is the
+    mean of their snapshots, final_last/ the last epoch's model; 2 epochs + a resume to 4
+    give the same files."""
+    data = make_corpus(tmp_path)
+    over = ["trainer.max_steps=0", "trainer.max_epochs=4", "valid_fraction=0.25",
+            "average_best=2"]  # fmt: skip
+    conf = write_config(tmp_path, data)
+    args = ["train-transducer", "--config", str(conf)] + [f"--override={o}" for o in over]
+    assert main([*args, str(tmp_path / "a")]) == 0
+    exp = tmp_path / "a"
+    rows = [json.loads(x) for x in (exp / "log/valid.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and all("final_loss" in r for r in rows)
+    ranked = sorted(range(1, 5), key=lambda e: (rows[e - 1]["final_loss"], e))[:2]
+    md = yaml.safe_load((exp / "final/model.yaml").read_text())["configs"]["training"]
+    assert md["averaged_epochs"] == ranked
+    snaps = [torch.load(exp / f"checkpoints/best/epoch-{e}.pt")["model"] for e in ranked]
+    final, last = _weights(exp / "final"), _weights(exp / "final_last")
+    for k, v in final.items():
+        if v.is_floating_point():
+            want = ((snaps[0][k].double() + snaps[1][k].double()) / 2).to(v.dtype)
+            torch.testing.assert_close(v, want, msg=k)
+    assert any(not torch.equal(final[k], last[k]) for k in final)
+    # killed after 2 epochs (a checkpoint per epoch), resumed: the same list and final model
+    assert main([*args, "--override=trainer.max_epochs=2", str(tmp_path / "b")]) == 0
+    assert main([*args, str(tmp_path / "b")]) == 0
+    assert (tmp_path / "b/checkpoints/best/best.json").read_text() == (
+        exp / "checkpoints/best/best.json").read_text()  # fmt: skip
+    wb = _weights(tmp_path / "b/final")
+    for k in final:
+        torch.testing.assert_close(final[k], wb[k], rtol=0, atol=0, msg=k)
+
+
+def test_average_best_needs_validation(tmp_path):
+    data = make_corpus(tmp_path)
+    conf = write_config(tmp_path, data, average_best=3)
+    with pytest.raises(Pykaldi2Error, match="average_best ranks epochs by validation loss"):
+        TrainTransducerConfig.load(conf)
+
+
 def test_train_transducer_killed_at_a_random_point_resumes_exactly(tmp_path, one_thread):
     """SIGKILL of a running train-transducer at a random moment after its step-2 checkpoint,
     then the same command again: the final (EMA) weights equal an uninterrupted run's."""
