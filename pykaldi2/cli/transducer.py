@@ -207,7 +207,9 @@ def register(subparsers) -> None:
     p.add_argument("--lm", metavar="ARPA", help="piece n-gram for shallow fusion (beam > 1)")
     p.add_argument("--lm-weight", type=float, default=0.3, help="LM weight (%(default)s)")
     p.add_argument("--symbol-bonus", type=float, default=0.0,
-                   help="beam search: added to every emitted symbol's score (%(default)s)")  # fmt: skip
+                   help="added to every emitted symbol's score (greedy: to every non-blank logit, "
+                   "icefall's blank penalty; beam: Kaldi's word insertion penalty, negated) "
+                   "(%(default)s)")  # fmt: skip
     p.add_argument("--max-sym-per-frame", type=int, default=1,
                    help="beam search: most symbols emitted at one encoder frame (1: icefall's "
                    "modified beam search; greedy search uses the model dir's setting)")  # fmt: skip

@@ -146,7 +146,8 @@ def transcribe_features(
             x[i, : lengths[u]] = torch.from_numpy(feats[u])
         enc, enc_lens, _ = model.encoder(x.to(device), lens.to(device))
         if beam <= 1:
-            hyps, _ = greedy_search(model, enc, enc_lens, bundle.max_symbols_per_frame)
+            hyps, _ = greedy_search(model, enc, enc_lens, bundle.max_symbols_per_frame,
+                                    symbol_bonus=symbol_bonus)  # fmt: skip
         else:
             hyps = modified_beam_search(model, enc, enc_lens, beam=beam, lm=lm,
                                         lm_weight=lm_weight, symbol_bonus=symbol_bonus,
@@ -260,7 +261,8 @@ def decode_transducer(
     transcripts). ``dump_preds``: also write the predictions there
     (:func:`pykaldi2.decoding.preds.write_preds`). ``lm``, ``lm_weight``: a
     :class:`~pykaldi2.lang.token_lm.TokenLm` (or its ARPA file) for shallow fusion in beam
-    search (``beam`` > 1); ``symbol_bonus``: added to every emitted symbol's score there;
+    search (``beam`` > 1); ``symbol_bonus``: added to every emitted symbol's score (greedy:
+    to every non-blank logit);
     ``max_sym_per_frame``: the most symbols beam search emits at one encoder frame.
     """
     import tempfile

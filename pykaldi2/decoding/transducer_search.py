@@ -5,7 +5,9 @@ included), H predictor units.
 
 - :func:`greedy_search`: batched over utterances; at each frame up to
   ``max_symbols_per_frame`` symbols are emitted until the joiner's argmax is blank. Pass the
-  returned :class:`GreedyState` back in to decode a stream chunk by chunk.
+  returned :class:`GreedyState` back in to decode a stream chunk by chunk. ``symbol_bonus``
+  is added to every non-blank logit before the argmax (icefall's ``blank_penalty``: a
+  transducer that deletes too much emits more).
 - :func:`greedy_search_reference`: the same for one utterance, unbatched and plain (the check).
 - :func:`modified_beam_search`: icefall's "modified beam search": at most one symbol per frame
   (or ``max_sym_per_frame``),
@@ -59,6 +61,7 @@ def greedy_search(
     enc_lengths: torch.Tensor,
     max_symbols_per_frame: int = 3,
     state: GreedyState | None = None,
+    symbol_bonus: float = 0.0,
 ) -> tuple[list[list[int]], GreedyState]:
     """Batched greedy search.
 
@@ -67,6 +70,8 @@ def greedy_search(
         enc: (B, T', He) encoder output; enc_lengths: (B,) int valid frames per utterance
         max_symbols_per_frame: most non-blank symbols emitted at one frame (>= 1)
         state: the state returned for the previous chunk of these streams, or None
+        symbol_bonus: added to every non-blank logit (the same as subtracting it from the
+            blank's log-probability: the argmax of a log-softmax is that of its logits)
 
     Returns:
         the B symbol sequences so far (blank never included) and the state to continue with.
@@ -84,6 +89,9 @@ def greedy_search(
         going = t < lengths  # (B,) rows still decoding this frame
         for _ in range(max_symbols_per_frame):
             logits = model.joiner.joint(enc_p[:, t], pred_p)  # (B, V)
+            if symbol_bonus:
+                logits = logits + symbol_bonus
+                logits[:, model.blank] -= symbol_bonus
             best = logits.argmax(-1)
             going = going & (best != model.blank)
             if not bool(going.any()):
@@ -101,9 +109,10 @@ def greedy_search(
 
 @torch.no_grad()
 def greedy_search_reference(
-    model: Transducer, enc: torch.Tensor, max_symbols_per_frame: int = 3
+    model: Transducer, enc: torch.Tensor, max_symbols_per_frame: int = 3, symbol_bonus: float = 0.0
 ) -> list[int]:
-    """Greedy search of one utterance, enc (T', He), one joiner call at a time."""
+    """Greedy search of one utterance, enc (T', He), one joiner call at a time, on
+    log-probabilities (``symbol_bonus`` added to each non-blank one)."""
     blank = model.blank
     token = torch.tensor([blank])
     pred, pstate = model.predictor.step(token)
@@ -111,7 +120,9 @@ def greedy_search_reference(
     for t in range(enc.shape[0]):
         for _ in range(max_symbols_per_frame):
             logits = model.joiner(enc[None, t : t + 1], pred[:, None])[0, 0, 0]
-            k = int(logits.argmax())
+            scores = [float(x) + (symbol_bonus if v != blank else 0.0)
+                      for v, x in enumerate(torch.log_softmax(logits, -1))]  # fmt: skip
+            k = max(range(len(scores)), key=scores.__getitem__)
             if k == blank:
                 break
             hyp.append(k)

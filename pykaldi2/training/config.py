@@ -1,5 +1,6 @@
 """What every training command's config shares: ``--override key=value``, YAML load/save,
-list-valued data options and the ``simulation:`` option.
+``base:`` (a config that is another one plus changes), list-valued data options and the
+``simulation:`` option.
 
 >>> cfg = TrainChainConfig.load("conf/chain.yaml", ["trainer.lr=5e-4"])
 >>> cfg.save(exp_dir / "config.yaml")      # resolved, with provenance
@@ -48,6 +49,47 @@ def apply_overrides(d: Mapping[str, Any], overrides: Sequence[str]) -> dict[str,
     return out
 
 
+def merge_configs(base: Mapping[str, Any], child: Mapping[str, Any]) -> dict[str, Any]:
+    """``child`` over ``base``: sections (mappings) merged key by key, recursively; any other
+    value of ``child`` (a scalar, a list, null) replaces the base's."""
+    out = copy.deepcopy(dict(base))
+    for k, v in child.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = merge_configs(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def read_config(path: str | os.PathLike, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A training config's mapping with its ``base:`` resolved.
+
+    ``base: FILE`` (relative to the directory of the config that names it) makes the config
+    FILE's options with this file's merged over them (:func:`merge_configs`), so a variant
+    says only what it changes; a base may have a base. The ``config:`` section of a saved
+    EXP_DIR/config.yaml is read as a config (it is resolved: it has no base). Errors name the
+    file.
+    """
+    d = read_yaml_mapping(path)
+    if set(d) == {"config", "provenance"}:
+        d = d["config"]
+    base = d.pop("base", None)
+    if base is None:
+        return d
+    here = Path(path).resolve()
+    if not isinstance(base, str) or not base:
+        raise DataError(f"base: expected the path of a YAML config, got {base!r}", file=str(path))
+    target = (here.parent / base).resolve()
+    if target in (*_chain, here):
+        cycle = " -> ".join(str(p) for p in (*_chain, here, target))
+        raise DataError(f"base: the configs name each other in a cycle ({cycle})",
+                        file=str(path), fix="remove one of the base: lines")  # fmt: skip
+    if not target.is_file():
+        raise DataError(f"base: no such config file {target}", file=str(path),
+                        fix="give a path relative to this config's directory")  # fmt: skip
+    return merge_configs(read_config(target, (*_chain, here)), d)
+
+
 class TrainConfigMixin(ConfigMixin):
     """``load`` (YAML + overrides) and ``save`` (resolved + provenance) for training configs;
     ``from_dict(d, source=...)`` is the class's own (ConfigMixin's unless overridden)."""
@@ -55,10 +97,9 @@ class TrainConfigMixin(ConfigMixin):
     @classmethod
     def load(cls, path: str | os.PathLike, overrides: Sequence[str] = ()):
         """Read a YAML config (a bare mapping, or the ``config:`` section of a saved
-        config.yaml) and apply ``key=value`` overrides (dotted keys, YAML values)."""
-        d = read_yaml_mapping(path)
-        if set(d) == {"config", "provenance"}:
-            d = d["config"]
+        config.yaml; ``base:`` resolved, :func:`read_config`) and apply ``key=value``
+        overrides (dotted keys, YAML values)."""
+        d = read_config(path)
         return cls.from_dict(apply_overrides(d, overrides), source=str(path))
 
     def save(self, path: str | os.PathLike) -> None:

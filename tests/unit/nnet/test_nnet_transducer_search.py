@@ -50,6 +50,25 @@ def test_greedy_batched_equals_reference():
     assert sum(len(h) for h in hyps) > 0  # the test means something
 
 
+def test_greedy_symbol_bonus_equals_reference_and_beam_one():
+    """The bonus (icefall's blank penalty) on logits in the batched search = on log-probs in
+    the reference = beam 1's symbol bonus; a positive one emits more, a negative one fewer."""
+    m = _model(seed=6)
+    enc, enc_len = _enc(m, 4, 14, seed=7)
+    counts = {}
+    for bonus in (-2.0, 0.0, 1.5):
+        hyps, _ = greedy_search(m, enc, enc_len, max_symbols_per_frame=2, symbol_bonus=bonus)
+        for b in range(4):
+            ref = greedy_search_reference(m, enc[b, : enc_len[b]], 2, symbol_bonus=bonus)
+            assert hyps[b] == ref
+        one, _ = greedy_search(m, enc, enc_len, max_symbols_per_frame=1, symbol_bonus=bonus)
+        beam = modified_beam_search(m, enc, enc_len, beam=1, length_norm=False,
+                                    symbol_bonus=bonus)  # fmt: skip
+        assert beam == one
+        counts[bonus] = sum(map(len, hyps))
+    assert counts[-2.0] < counts[0.0] < counts[1.5]
+
+
 def test_greedy_streaming_equals_offline():
     m = _model(seed=3)
     enc, _ = _enc(m, 2, 12, seed=2)
