@@ -38,6 +38,7 @@ def _cmd_decode(args: argparse.Namespace) -> int:
         lm_weight=args.lm_weight,
         symbol_bonus=args.symbol_bonus,
         max_sym_per_frame=args.max_sym_per_frame,
+        lm_unit=args.lm_unit,
     )
     print(stats.format() if stats is not None else f"{args.out_dir}/hyp.txt written\n", end="")
     return 0
@@ -205,6 +206,10 @@ def register(subparsers) -> None:
     p.add_argument("out_dir", help="output dir, e.g. exp/rnnt/decode_test")
     p.add_argument("--beam", type=int, default=1, help="1: greedy; >1: modified beam search")
     p.add_argument("--lm", metavar="ARPA", help="piece n-gram for shallow fusion (beam > 1)")
+    p.add_argument("--lm-unit", choices=("pieces", "words"), default="pieces",
+                   help="what --lm is an n-gram of: the model's pieces (`train-lm --tokenizer`), "
+                   "or words (`train-lm`; hypotheses spell its words only, scored with "
+                   "look-ahead) (%(default)s)")  # fmt: skip
     p.add_argument("--lm-weight", type=float, default=0.3, help="LM weight (%(default)s)")
     p.add_argument("--symbol-bonus", type=float, default=0.0,
                    help="added to every emitted symbol's score (greedy: to every non-blank logit, "

@@ -239,6 +239,21 @@ def write_hyp(
     return stats
 
 
+def load_fusion_lm(arpa: str | os.PathLike, tokenizer, unit: str = "pieces") -> Any:
+    """The ARPA n-gram for transducer shallow fusion: over the tokenizer's pieces
+    (:class:`~pykaldi2.lang.token_lm.TokenLm`, ``unit`` "pieces") or over words, spelled
+    with the pieces (:class:`~pykaldi2.lang.word_lm.WordLm`, "words")."""
+    if unit == "pieces":
+        from pykaldi2.lang.token_lm import TokenLm
+
+        return TokenLm.load(arpa, tokenizer)
+    if unit == "words":
+        from pykaldi2.lang.word_lm import WordLm
+
+        return WordLm.load(arpa, tokenizer)
+    raise ValueError(f"lm unit {unit!r}: expected 'pieces' or 'words'")
+
+
 def decode_transducer(
     model_dir: str | os.PathLike,
     data_dir: str | os.PathLike,
@@ -251,6 +266,7 @@ def decode_transducer(
     lm_weight: float = 0.0,
     symbol_bonus: float = 0.0,
     max_sym_per_frame: int = 1,
+    lm_unit: str = "pieces",
 ) -> Any:
     """Decode ``data_dir`` into ``out_dir/hyp.txt``; where references exist, score into
     ``out_dir/wer`` and return the WerStats (else None).
@@ -260,8 +276,9 @@ def decode_transducer(
     a file list (:func:`pykaldi2.data.manifests.items_from_inputs`; references from their
     transcripts). ``dump_preds``: also write the predictions there
     (:func:`pykaldi2.decoding.preds.write_preds`). ``lm``, ``lm_weight``: a
-    :class:`~pykaldi2.lang.token_lm.TokenLm` (or its ARPA file) for shallow fusion in beam
-    search (``beam`` > 1); ``symbol_bonus``: added to every emitted symbol's score (greedy:
+    :class:`~pykaldi2.lang.token_lm.TokenLm` or :class:`~pykaldi2.lang.word_lm.WordLm` (or
+    an ARPA file: ``lm_unit`` "pieces" or "words", :func:`load_fusion_lm`) for shallow fusion
+    in beam search (``beam`` > 1); ``symbol_bonus``: added to every emitted symbol's score (greedy:
     to every non-blank logit);
     ``max_sym_per_frame``: the most symbols beam search emits at one encoder frame.
     """
@@ -271,9 +288,7 @@ def decode_transducer(
 
     bundle = load_transducer(model_dir, device)
     if lm is not None and not hasattr(lm, "log_probs"):
-        from pykaldi2.lang.token_lm import TokenLm
-
-        lm = TokenLm.load(lm, bundle.tokenizer)
+        lm = load_fusion_lm(lm, bundle.tokenizer, lm_unit)
     src, audio = Path(data_dir), None
     if src.is_dir() and (src / "feats.scp").is_file():
         feats = frontend_features(bundle.frontend, src, bundle.model.cfg.in_feats)

@@ -212,6 +212,11 @@ def _beam_one(
     start = _start(model, 1, enc_p.device, enc_p.dtype)
     lm_start = lm.initial_state() if lm is not None else ()
     hyps = [_Hyp((), enc_p.new_zeros(()), start.pred_p[0], start.pred_state, lm_start)]
+
+    def final(h: _Hyp) -> float:
+        return float(h.score) + (lm_weight * lm.final_log_prob(h.lm_state) if lm else 0.0)
+
+    last = enc_p.shape[0] - 1
     for t in range(enc_p.shape[0]):
         done: dict[tuple[int, ...], _Hyp] = {}  # the hypotheses that have left frame t
         active = hyps
@@ -229,10 +234,10 @@ def _beam_one(
             active = list(staying.values())
             if not active:
                 break
-        hyps = sorted(done.values(), key=lambda h: float(h.score), reverse=True)[:beam]
-
-    def final(h: _Hyp) -> float:
-        return float(h.score) + (lm_weight * lm.final_log_prob(h.lm_state) if lm else 0.0)
+        # the last frame's beam is ranked with the LM's end of sentence (a word LM: only
+        # finished words), which the final choice adds
+        rank = final if t == last else lambda h: float(h.score)
+        hyps = sorted(done.values(), key=rank, reverse=True)[:beam]
 
     def key(h: _Hyp) -> float:
         return final(h) / max(1, len(h.ys)) if length_norm else final(h)

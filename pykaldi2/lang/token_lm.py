@@ -4,9 +4,10 @@ Trained like any word LM (``pykaldi2 train-lm --tokenizer TOKENIZER.model ...``:
 transcripts are cut into the model's sentencepiece pieces, which are the LM's "words"), read
 back as :class:`TokenLm`, which scores the model's symbol ids. Why pieces and not words: the
 transducer emits pieces, so a piece n-gram scores every partial hypothesis at every step
-(a word LM could only score a word once its last piece is out, and needs a lexicon that a
-BPE model does not have); with AN4's near-character pieces a 4- to 6-gram spans one to two
-words.
+and any spelling is allowed (open vocabulary); with AN4's near-character pieces a 4- to
+6-gram spans one to two words. The closed-vocabulary alternative is
+:class:`~pykaldi2.lang.word_lm.WordLm`: a word n-gram, the words' spellings as their
+lexicon, partial words scored by look-ahead.
 
 The LM state of a hypothesis is its last ``order - 1`` pieces (``<s>`` at the start), so two
 hypotheses with the same symbols share it and can be merged. Scores are natural logs.

@@ -159,6 +159,27 @@ def test_beam_search_with_lm_fusion_is_exact():
     assert r.ys == ys and r.score == pytest.approx(score, abs=1e-4)
 
 
+def test_beam_search_with_word_lm_fusion_is_exact():
+    """The same with a word LM spelled by the pieces (WordLm): the exhaustive best of
+    log p_rnnt(y) + w * (the words' n-gram score, or INVALID off the vocabulary), and only
+    spellings of LM words come out."""
+    from pykaldi2.lang.kneser_ney import train_kneser_ney
+    from pykaldi2.lang.word_lm import INVALID, WordLm
+
+    m = _model(seed=6, vocab_size=4)
+    enc, _ = _enc(m, 1, 6, seed=7)
+    enc = enc[:, :3]
+    ngram = train_kneser_ney([["A", "AB"], ["AB"], ["A", "A"], ["ABB"]], 2)
+    lm = WordLm(ngram, _Pieces(["\u2581A", "B"]))
+    for w, bonus in ((0.5, 0.0), (2.0, 1.0)):
+        (r,) = modified_beam_search(m, enc, torch.tensor([3]), beam=1000, length_norm=False,
+                                    lm=lm, lm_weight=w, symbol_bonus=bonus,
+                                    return_scores=True)  # fmt: skip
+        ys, score = _exhaustive_best(m, enc[0], lm, w, bonus=bonus)
+        assert r.ys == ys and r.score == pytest.approx(score, abs=1e-3)
+        assert score > INVALID / 2 and (not ys or ys[0] == 2)  # a word starts with "▁A"
+
+
 def test_modified_beam_search_without_pruning_is_exact():
     m = _model(seed=6, vocab_size=4)
     enc, _ = _enc(m, 1, 6, seed=7)  # stacking by 2: 3 encoder frames, 4**3 paths

@@ -286,6 +286,21 @@ def test_decode_transducer_from_audio_lists(tiny_model_dir, an4_dir, tmp_path, o
     assert len((lm_out / "hyp.txt").read_text().splitlines()) == 3
     assert main(["decode-transducer", "--lm", str(arpa), str(tiny_model_dir), str(flist),
                  str(lm_out)]) == 2  # greedy search has no LM  # fmt: skip
+    # a word LM: the hypotheses spell its words only; a piece LM is refused as a word LM
+    words = tmp_path / "words.arpa"
+    assert main(["train-lm", "--order", "2", "--skip-first-field", str(text), str(words)]) == 0
+    w_out = tmp_path / "dec_words"
+    assert main(["decode-transducer", "--beam", "3", "--lm-unit", "words", "--lm", str(words),
+                 "--lm-weight", "0.5", "--symbol-bonus", "1.0", str(tiny_model_dir), str(flist),
+                 str(w_out)]) == 0  # fmt: skip
+    vocab = {w for ln in text.read_text().splitlines() for w in ln.split()[1:]}
+    hyps = [ln.split()[1:] for ln in (w_out / "hyp.txt").read_text().splitlines()]
+    assert any(hyps) and all(set(h[:-1]) <= vocab for h in hyps)
+    # the last word may be unfinished only where no hypothesis of the beam ended in a word
+    # (this random model emits a piece at almost every frame); it is a word's beginning
+    assert all(any(v.startswith(h[-1]) for v in vocab) for h in hyps if h)
+    assert main(["decode-transducer", "--beam", "3", "--lm-unit", "words", "--lm", str(arpa),
+                 str(tiny_model_dir), str(flist), str(w_out)]) == 1  # fmt: skip
     multi = tmp_path / "dec_multi"  # beam search with up to 2 symbols per frame
     assert main(["decode-transducer", "--beam", "3", "--max-sym-per-frame", "2",
                  str(tiny_model_dir), str(flist), str(multi)]) == 0  # fmt: skip
