@@ -112,39 +112,49 @@ wait_all() {
   return $rc
 }
 
-# rnnt_lm_fusion EXP DEV SETS...: shallow fusion for the RNN-T of EXP (EXP/final): a 4-gram over
-# its tokenizer's pieces on the training transcripts (EXP/config.yaml's train_data, else
-# $rnnt_lm_text), beam-4 decodes of data/DEV over LM weights x symbol bonuses
-# (EXP/decode_DEV_lmW_bB), the best on DEV, then each data/SET decoded at it (EXP/decode_SET_lm).
-# EXP/lm/best holds the chosen "weight bonus". The grid's decodes (one process each, one thread
-# under OMP_NUM_THREADS=1) run $nj at a time, like Kaldi's recipes decoding sets side by side.
-# Beam search emits up to ${rnnt_max_sym:-1} symbols per encoder frame (--max-sym-per-frame).
+# rnnt_lm_fusion EXP DEV SETS...: shallow fusion for the RNN-T of EXP (EXP/final): an n-gram on
+# the training transcripts (EXP/config.yaml's train_data, else $rnnt_lm_text), beam-4 decodes of
+# data/DEV over LM weights x symbol bonuses, the best on DEV, then each data/SET decoded at it.
+# rnnt_lm_unit=pieces (the default): a 4-gram over the tokenizer's pieces (EXP/lm/tokens4.arpa;
+# EXP/decode_DEV_lmW_bB, EXP/decode_SET_lm, EXP/lm/best); rnnt_lm_unit=words: a word
+# ${rnnt_lm_order:-3}-gram whose words are the only ones hypotheses may spell (decode-transducer
+# --lm-unit words; EXP/lm/wordsN.arpa, EXP/decode_DEV_wlmW_bB, EXP/decode_SET_wlm,
+# EXP/lm/best_words). The best files hold the chosen "weight bonus". The grid's decodes (one
+# process each, one thread under OMP_NUM_THREADS=1) run $nj at a time, like Kaldi's recipes
+# decoding sets side by side. Beam search emits up to ${rnnt_max_sym:-1} symbols per encoder
+# frame (--max-sym-per-frame).
 rnnt_lm_fusion() {
-  local exp=$1 dev=$2 w b best f text pids=""
+  local exp=$1 dev=$2 w b best f text lm tag bestf unit=${rnnt_lm_unit:-pieces} pids=""
   shift 2
   text=${rnnt_lm_text:-$(python3 -c "import yaml,sys; c=yaml.safe_load(open(sys.argv[1])); c=c.get('config', c); print(c['train_data'][0] + '/text')" "$exp/config.yaml")}
-  pykaldi2 train-lm --order 4 --skip-first-field --tokenizer "$exp/final/tokenizer.model" \
-    "$text" "$exp/lm/tokens4.arpa"
+  if [ "$unit" = words ]; then
+    lm=$exp/lm/words${rnnt_lm_order:-3}.arpa tag=wlm bestf=$exp/lm/best_words
+    pykaldi2 train-lm --order "${rnnt_lm_order:-3}" --skip-first-field "$text" "$lm"
+  else
+    lm=$exp/lm/tokens4.arpa tag=lm bestf=$exp/lm/best
+    pykaldi2 train-lm --order 4 --skip-first-field --tokenizer "$exp/final/tokenizer.model" \
+      "$text" "$lm"
+  fi
   for w in ${rnnt_lm_weights:-0.1 0.2 0.3 0.5}; do
     for b in ${rnnt_symbol_bonuses:-0.0 0.5 1.0}; do
       pykaldi2 decode-transducer --beam 4 --max-sym-per-frame "${rnnt_max_sym:-1}" \
-        --lm "$exp/lm/tokens4.arpa" --lm-weight "$w" \
-        --symbol-bonus "$b" "$exp/final" "data/$dev" "$exp/decode_${dev}_lm${w}_b$b" \
-        >/dev/null 2>"$exp/lm/decode_${dev}_lm${w}_b$b.log" &
+        --lm-unit "$unit" --lm "$lm" --lm-weight "$w" --symbol-bonus "$b" \
+        "$exp/final" "data/$dev" "$exp/decode_${dev}_${tag}${w}_b$b" \
+        >/dev/null 2>"$exp/lm/decode_${dev}_${tag}${w}_b$b.log" &
       pids="$pids $!"
       if [ "$(wc -w <<< "$pids")" -ge "${nj:-1}" ]; then wait_all $pids; pids=""; fi
     done
   done
   wait_all $pids
-  best=$(for f in "$exp"/decode_"${dev}"_lm*_b*/wer; do
+  best=$(for f in "$exp"/decode_"${dev}"_"${tag}"[0-9]*_b*/wer; do
       printf '%s %s\n' "$(awk '/%WER/ {print $2; exit}' "$f")" "$f"
-    done | sort -n | head -n 1 | sed -E 's|.*_lm([0-9.]+)_b([0-9.]+)/wer$|\1 \2|')
-  echo "$best" > "$exp/lm/best"
-  log "$exp: LM weight and symbol bonus chosen on $dev: $best"
+    done | sort -n | head -n 1 | sed -E "s|.*_${tag}([0-9.]+)_b([0-9.]+)/wer\$|\\1 \\2|")
+  echo "$best" > "$bestf"
+  log "$exp: $unit LM weight and symbol bonus chosen on $dev: $best"
   read -r w b <<< "$best"
   for f in "$@"; do
     pykaldi2 decode-transducer --beam 4 --max-sym-per-frame "${rnnt_max_sym:-1}" \
-      --lm "$exp/lm/tokens4.arpa" --lm-weight "$w" \
-      --symbol-bonus "$b" "$exp/final" "data/$f" "$exp/decode_${f}_lm"
+      --lm-unit "$unit" --lm "$lm" --lm-weight "$w" --symbol-bonus "$b" \
+      "$exp/final" "data/$f" "$exp/decode_${f}_${tag}"
   done
 }

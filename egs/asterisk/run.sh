@@ -7,7 +7,7 @@
 # Stages: 0 prepare, 1 features (MFCC for the GMMs, 40-dim fbank for the nnets), 2 grapheme
 # dict/lang/LM/G, 3 mono, 4 tri1, 5 tri2 (each with mkgraph + decode + score), 6 tri2 alignments,
 # 7 CE BLSTM, 8 its decode + the model dir for pykaldi2.load_model (exp/blstm_ce/export),
-# 9 RNN-T, 10 its greedy decode and its decode with a piece LM, 11 LF-MMI TDNN-F, 12 its
+# 9 RNN-T, 10 its greedy decode and its decodes with a piece LM and a word LM, 11 LF-MMI TDNN-F, 12 its
 # decode, 99 the WER table.
 # Each stage leaves a .done marker in exp/ (rerun skips finished stages; --force redoes them).
 set -euo pipefail
@@ -46,13 +46,16 @@ features() {
 }
 
 # the RNN-T's decodes: greedy on dev and test, then beam 4 with a piece 4-gram of the training
-# prompts, its weight and symbol bonus chosen on dev (egs/functions.sh rnnt_lm_fusion)
+# prompts, and beam 4 with their word trigram (hypotheses spell its words only), each LM's
+# weight and symbol bonus chosen on dev (egs/functions.sh rnnt_lm_fusion)
 rnnt_decode() {
   local set
   for set in dev test; do
     pykaldi2 decode-transducer exp/rnnt/final data/${set}_fbank exp/rnnt/decode_${set}_greedy
   done
   rnnt_lm_weights="0.2 0.4 0.6" rnnt_symbol_bonuses="0.0 1.0" \
+    rnnt_lm_fusion exp/rnnt dev_fbank test_fbank
+  rnnt_lm_unit=words rnnt_lm_weights="0.2 0.4 0.6 0.8 1.0" rnnt_symbol_bonuses="0.0 1.0 2.0" \
     rnnt_lm_fusion exp/rnnt dev_fbank test_fbank
 }
 
@@ -107,13 +110,14 @@ if [ "$stop_stage" -ge 99 ]; then
   printf '%-12s %s\n' system "test WER (best LMWT_WIP on test for the GMM and CE systems)"
   for d in mono/decode_test tri1/decode_test tri2/decode_test blstm_ce/decode_test \
     chain_tdnnf/decode_test chain_tdnnf/decode_test:on_test rnnt/decode_test_greedy \
-    rnnt/decode_test_fbank_lm; do
+    rnnt/decode_test_fbank_lm rnnt/decode_test_fbank_wlm; do
     name=${d%%/*} best=best_wer
     case $d in
       chain_tdnnf/decode_test) name="chain (dev)" ;;   # LM weight chosen on its dev set
       chain_tdnnf/decode_test:on_test) name="chain" best=best_wer_on_test d=${d%:*} ;;
       rnnt/decode_test_greedy) name="rnnt" ;;
       rnnt/decode_test_fbank_lm) name="rnnt + LM" ;;   # weight, bonus chosen on dev
+      rnnt/decode_test_fbank_wlm) name="rnnt + wLM" ;;   # word trigram, chosen on dev
     esac
     for f in exp/$d/$best exp/$d/wer; do
       if [ -f "$f" ]; then printf '%-12s %s\n' "$name" "$(head -n 1 "$f")"; break; fi
