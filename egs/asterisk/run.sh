@@ -47,7 +47,8 @@ features() {
 
 # the RNN-T's decodes: greedy on dev and test, then beam 4 with a piece 4-gram of the training
 # prompts, and beam 4 with their word trigram (hypotheses spell its words only), each LM's
-# weight and symbol bonus chosen on dev (egs/functions.sh rnnt_lm_fusion)
+# weight and symbol bonus chosen on dev (egs/functions.sh rnnt_lm_fusion). The word LM's grid
+# spans the dev choices of five trainings over a wider one (RESULTS.md, twelfth session)
 rnnt_decode() {
   local set
   for set in dev test; do
@@ -55,7 +56,7 @@ rnnt_decode() {
   done
   rnnt_lm_weights="0.2 0.4 0.6" rnnt_symbol_bonuses="0.0 1.0" \
     rnnt_lm_fusion exp/rnnt dev_fbank test_fbank
-  rnnt_lm_unit=words rnnt_lm_weights="0.2 0.4 0.6 0.8 1.0" rnnt_symbol_bonuses="0.0 1.0 2.0" \
+  rnnt_lm_unit=words rnnt_lm_weights="0.4 0.6 0.8" rnnt_symbol_bonuses="1.0 2.0" \
     rnnt_lm_fusion exp/rnnt dev_fbank test_fbank
 }
 
