@@ -48,7 +48,7 @@ features() {
 # the RNN-T's decodes: greedy on dev and test, then beam 4 with a piece 4-gram of the training
 # prompts, and beam 4 with their word trigram (hypotheses spell its words only), each LM's
 # weight and symbol bonus chosen on dev (egs/functions.sh rnnt_lm_fusion). The word LM's grid
-# spans the dev choices of five trainings over a wider one (RESULTS.md, twelfth session)
+# spans the dev choices of four trainings over a wider one (RESULTS.md, twelfth session)
 rnnt_decode() {
   local set
   for set in dev test; do
