@@ -207,8 +207,8 @@ run_stage 22 adjusted_priors adjusted_priors
 # RNN-T tuning (issue 20) on ESPnet's dev split of train: the first 100 training utterances are
 # train_dev, the other 848 train_nodev (egs2/an4/asr1/local/data.sh); stage 24 runs the tuning
 # queue conf/rnnt_queue.txt (one line per step, each trained and greedy-decoded on dev and test;
-# resumable: finished lines are skipped), stage 25 the piece-LM shallow fusion of the chosen
-# model (weight and symbol bonus chosen on dev). Results and times: RESULTS.md, "RNN-T tuning".
+# resumable: finished lines are skipped), stage 25 the shallow fusion of the chosen model with a
+# piece LM and with a word LM (weight and symbol bonus chosen on dev). Results and times: RESULTS.md, "RNN-T tuning".
 # Stage 23 also trains the GMM ladder (mono -> tri3, no decoding) on train_nodev alone: the
 # alignments the RNN-T's auxiliary frame CE learns from (conf/transducer_v10.yaml, ali_dir
 # exp/nodev/tri3_ali) then come from models that never saw the dev utterances.
@@ -236,7 +236,14 @@ rnnt_dev_split() {
 }
 run_stage 23 rnnt_dev_split rnnt_dev_split
 run_stage 24 rnnt_tuning pykaldi2 queue conf/rnnt_queue.txt
-run_stage 25 rnnt_lm rnnt_lm_fusion exp/$rnnt_best train_dev_fbank test_fbank
+# stage 25: the piece 4-gram, then a word trigram of train_nodev (hypotheses spell its words
+# only: decode-transducer --lm-unit words), each weight and bonus chosen on train_dev
+rnnt_lm() {
+  rnnt_lm_fusion exp/$rnnt_best train_dev_fbank test_fbank
+  rnnt_lm_unit=words rnnt_lm_weights="0.2 0.4 0.6 0.8" rnnt_symbol_bonuses="0.0 1.0 2.0" \
+    rnnt_lm_fusion exp/$rnnt_best train_dev_fbank test_fbank
+}
+run_stage 25 rnnt_lm rnnt_lm
 
 # stage 99: the WER table of every decoded system (always runs; reads exp/*/decode_test/best_wer)
 if [ "$stop_stage" -ge 99 ]; then
@@ -261,6 +268,8 @@ if [ "$stop_stage" -ge 99 ]; then
     for set in train_dev_fbank test_fbank; do
       f=exp/$rnnt_best/decode_${set}_lm/wer
       if [ -f "$f" ]; then printf '%-10s %s\n' "$rnnt_best + LM ($set)" "$(head -n 1 "$f")"; fi
+      f=exp/$rnnt_best/decode_${set}_wlm/wer
+      if [ -f "$f" ]; then printf '%-10s %s\n' "$rnnt_best + word LM ($set)" "$(head -n 1 "$f")"; fi
     done
   fi
   f=exp/chain_blstm_fr/decode_test_tri2graph/best_wer   # stage 21, the CE model's graph
