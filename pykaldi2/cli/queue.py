@@ -110,15 +110,12 @@ def _config_classes():
 def resolve(q: QueueLine, source: str):
     """(command, the loaded config) of a line: the config file with the line's overrides,
     validated by its trainer's config class (so a typo fails before anything runs)."""
-    from pykaldi2.training.config import apply_overrides
-    from pykaldi2.utils.config import read_yaml_mapping
+    from pykaldi2.training.config import apply_overrides, read_config
 
     classes = _config_classes()
     if not Path(q.config).is_file():
         raise DataError("config file not found", file=q.config, line=q.lineno)
-    d = apply_overrides(read_yaml_mapping(q.config), q.overrides)
-    if set(d) == {"config", "provenance"}:
-        d = d["config"]
+    d = apply_overrides(read_config(q.config), q.overrides)  # base: resolved
     command = q.command
     if not command:
         fits = [c for c, cls in classes.items() if set(d) <= set(cls.field_names())]
