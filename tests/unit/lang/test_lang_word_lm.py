@@ -7,24 +7,11 @@ from __future__ import annotations
 import math
 
 import pytest
+from piece_table import PieceTable
 
 from pykaldi2.lang.kneser_ney import train_kneser_ney
 from pykaldi2.lang.word_lm import INVALID, WordLm
 from pykaldi2.utils.errors import DataError
-
-
-class _Pieces:
-    """A tokenizer stand-in: ids 0 blank, 1 <unk>, then the pieces."""
-
-    unk = 1
-
-    def __init__(self, pieces):
-        self.table = ["<blank>", "<unk>", *pieces]
-        self.vocab_size = len(self.table)
-
-    def id_to_piece(self, i):
-        return self.table[i]
-
 
 SENTS = [["THE", "CALL"], ["CALL", "THEM"], ["THE", "THEM", "CALL"], ["CALL"], ["THE", "CAT"]]
 PIECES = ["\u2581THE", "\u2581CALL", "\u2581C", "\u2581", "A", "LL", "M", "T", "H", "E", "L"]
@@ -37,7 +24,7 @@ def _ids(tok, pieces):
 @pytest.fixture
 def lm():
     ngram = train_kneser_ney(SENTS + [["<UNK>"]], 3)
-    return ngram, WordLm(ngram, _Pieces(PIECES))
+    return ngram, WordLm(ngram, PieceTable(PIECES))
 
 
 def test_spellings_score_the_word_ngram(lm):
@@ -83,4 +70,4 @@ def test_leaving_the_vocabulary_is_invalid(lm):
 def test_a_piece_lm_is_not_a_word_lm():
     ngram = train_kneser_ney([["\u2581THE", "\u2581CALL"], ["\u2581CALL"]], 2)
     with pytest.raises(DataError, match="n-gram over pieces"):
-        WordLm(ngram, _Pieces(PIECES))
+        WordLm(ngram, PieceTable(PIECES))

@@ -7,6 +7,7 @@ import itertools
 
 import pytest
 import torch
+from piece_table import PieceTable
 
 from pykaldi2.decoding.transducer_search import (
     greedy_search,
@@ -117,19 +118,6 @@ def _exhaustive_best(m: Transducer, enc: torch.Tensor, lm=None, lm_weight=0.0, b
     return list(best), fused[best]
 
 
-class _Pieces:
-    """A tokenizer stand-in: ids 0 blank, 1 <unk>, then the pieces."""
-
-    unk = 1
-
-    def __init__(self, pieces):
-        self.table = ["<blank>", "<unk>", *pieces]
-        self.vocab_size = len(self.table)
-
-    def id_to_piece(self, i):
-        return self.table[i]
-
-
 def test_beam_search_with_lm_fusion_is_exact():
     """Shallow fusion without pruning: the best of log p_rnnt(y) + w log p_lm(y </s>) over all
     symbol sequences (exhaustive), and that score; weight 0 is the transducer alone."""
@@ -140,7 +128,7 @@ def test_beam_search_with_lm_fusion_is_exact():
     enc, _ = _enc(m, 1, 6, seed=7)
     enc = enc[:, :3]
     ngram = train_kneser_ney([["a", "b"], ["a"], ["b", "b", "a"], ["a", "a"]], 2)
-    lm = TokenLm(ngram, _Pieces(["a", "b"]))
+    lm = TokenLm(ngram, PieceTable(["a", "b"]))
     plain = modified_beam_search(m, enc, torch.tensor([3]), beam=1000, length_norm=False)
     assert modified_beam_search(m, enc, torch.tensor([3]), beam=1000, length_norm=False, lm=lm,
                                 lm_weight=0.0) == plain  # fmt: skip
@@ -170,7 +158,7 @@ def test_beam_search_with_word_lm_fusion_is_exact():
     enc, _ = _enc(m, 1, 6, seed=7)
     enc = enc[:, :3]
     ngram = train_kneser_ney([["A", "AB"], ["AB"], ["A", "A"], ["ABB"]], 2)
-    lm = WordLm(ngram, _Pieces(["\u2581A", "B"]))
+    lm = WordLm(ngram, PieceTable(["\u2581A", "B"]))
     for w, bonus in ((0.5, 0.0), (2.0, 1.0)):
         (r,) = modified_beam_search(m, enc, torch.tensor([3]), beam=1000, length_norm=False,
                                     lm=lm, lm_weight=w, symbol_bonus=bonus,
