@@ -77,6 +77,18 @@ class WordLm:
             for n in range(len(w) + 1):
                 self._starting.setdefault(w[:n], []).append(k)
         self._starting_idx = {p: np.asarray(v) for p, v in self._starting.items()}
+        # the listed n-grams by context: context -> (word indices, log10 probs), for whole
+        # vectors of p(w | h) by backoff (_lps10) instead of one lookup per word
+        index = {w: k for k, w in enumerate(self.words)}
+        listed: dict[tuple[str, ...], tuple[list[int], list[float]]] = {}
+        for grams in lm.ngrams:
+            for g, (lp, _) in grams.items():
+                if g[-1] in index:
+                    ids, lps = listed.setdefault(g[:-1], ([], []))
+                    ids.append(index[g[-1]])
+                    lps.append(lp)
+        self._listed = {h: (np.asarray(i), np.asarray(v)) for h, (i, v) in listed.items()}
+        self._lp10: dict[tuple[str, ...], np.ndarray] = {}
         self._word_lp: dict[tuple[str, ...], np.ndarray] = {}
         self._la: dict[tuple[tuple[str, ...], str], float] = {}
         self._cache: dict[WordLmState, np.ndarray] = {}
@@ -95,10 +107,30 @@ class WordLm:
     def initial_state(self) -> WordLmState:
         return ((self.lm.bos,)[-(self.order - 1) :] if self.order > 1 else (), None)
 
+    def _lps10(self, h: tuple[str, ...]) -> np.ndarray:
+        """log10 p(w | h) of every LM word (NgramLM.log10_prob's backoff, as one vector:
+        bow(h) + p(. | h[1:]), then the n-grams listed after h)."""
+        v = self._lp10.get(h)
+        if v is None:
+            if h:
+                ctx = self.lm.ngrams[len(h) - 1].get(h)
+                bow = ctx[1] if ctx is not None and ctx[1] is not None else 0.0
+                v = self._lps10(h[1:]) + bow
+            else:
+                v = np.zeros(len(self.words))
+            listed = self._listed.get(h)
+            if listed is not None:
+                v = v.copy()
+                v[listed[0]] = listed[1]
+            self._lp10[h] = v
+        return v
+
     def _word_lps(self, hist: tuple[str, ...]) -> np.ndarray:
+        """Natural-log p(w | hist) of every LM word, (len(words),)."""
         lp = self._word_lp.get(hist)
         if lp is None:
-            lp = np.array([self.lm.log10_prob(w, hist) for w in self.words]) * LN10
+            h = hist[max(0, len(hist) - (self.order - 1)) :] if self.order > 1 else ()
+            lp = self._lps10(h) * LN10
             self._word_lp[hist] = lp
         return lp
 

@@ -71,3 +71,12 @@ def test_a_piece_lm_is_not_a_word_lm():
     ngram = train_kneser_ney([["\u2581THE", "\u2581CALL"], ["\u2581CALL"]], 2)
     with pytest.raises(DataError, match="n-gram over pieces"):
         WordLm(ngram, PieceTable(PIECES))
+
+
+def test_word_vectors_equal_the_ngram_lookups(lm):
+    """The vectorized backoff (one vector of p(w | h) per history) = NgramLM.log10_prob per
+    word, for seen, unseen and shortened histories."""
+    ngram, wlm = lm
+    for h in [(), ("<s>",), ("<s>", "THE"), ("THE", "CALL"), ("CAT", "THEM"), ("CALL",)]:
+        want = [ngram.log10_prob(w, h) * math.log(10) for w in wlm.words]
+        assert wlm._word_lps(h) == pytest.approx(want, abs=1e-9), h
