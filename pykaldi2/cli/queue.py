@@ -9,8 +9,8 @@ Each non-empty line (``#`` starts a comment) is ``CONFIG|KEY=VALUE|...``: a trai
   accepts every key of CONFIG and of the overrides; an error if not exactly one does);
 - ``decode=DIR[,DIR...]``: data dirs decoded after training into ``EXP_DIR/decode_<name>``
   (default: the config's ``valid_data``), scored where they have a text;
-  ``decode-transducer`` for transducers (``beam=N``, ``lm=ARPA``, ``lm_weight=W``,
-  ``symbol_bonus=B``), for CE and chain models ``decode-nnet`` / ``decode-chain`` through
+  ``decode-transducer`` for transducers (``beam=N``, ``lm=ARPA``, ``lm_unit=pieces|words``,
+  ``lm_weight=W``, ``symbol_bonus=B``), for CE and chain models ``decode-nnet`` / ``decode-chain`` through
   ``graph=DIR`` (required then).
 
 A line whose ``EXP_DIR/queue.done`` holds the same line is finished and skipped; an interrupted
@@ -31,7 +31,8 @@ from pathlib import Path
 
 from pykaldi2.utils.errors import DataError
 
-QUEUE_KEYS = ("exp_dir", "command", "decode", "graph", "beam", "lm", "lm_weight", "symbol_bonus")
+QUEUE_KEYS = ("exp_dir", "command", "decode", "graph", "beam", "lm", "lm_unit", "lm_weight",
+              "symbol_bonus")  # fmt: skip
 COMMANDS = ("train-transducer", "train-ce", "train-chain")
 DONE = "queue.done"
 
@@ -150,6 +151,8 @@ def _decode_commands(q: QueueLine, command: str, cfg, source: str) -> list[tuple
                 argv += ["--beam", q.options["beam"]]
             if "lm" in q.options:
                 argv += ["--lm", q.options["lm"], "--lm-weight", q.options.get("lm_weight", "0.3")]
+                if "lm_unit" in q.options:
+                    argv += ["--lm-unit", q.options["lm_unit"]]
             if "symbol_bonus" in q.options:
                 argv += ["--symbol-bonus", q.options["symbol_bonus"]]
             argv += [str(exp / "final"), data, str(dest)]

@@ -87,3 +87,21 @@ def test_recipe_transducer_confs_and_queue_load(monkeypatch):
     assert [resolve(q, "conf/rnnt_queue.txt")[0] for q in lines] == ["train-transducer"] * len(
         lines
     )
+
+
+def test_queue_decode_line_passes_the_lm_options(tmp_path, monkeypatch):
+    """beam, lm, lm_unit, lm_weight and symbol_bonus of a line reach decode-transducer."""
+    from pykaldi2.cli.queue import _decode_commands, resolve
+
+    monkeypatch.chdir(tmp_path)
+    data = make_corpus(tmp_path)
+    conf = write_config(tmp_path, data)
+    q = tmp_path / "q.txt"
+    q.write_text(f"{conf}|exp_dir=exp/w|decode={data}|beam=4|lm=lm/words3.arpa|lm_unit=words"
+                 "|lm_weight=0.6|symbol_bonus=1.0\n")  # fmt: skip
+    (line,) = parse_queue(q)
+    command, cfg = resolve(line, str(q))
+    ((dest, argv),) = _decode_commands(line, command, cfg, str(q))
+    assert argv == ["decode-transducer", "--beam", "4", "--lm", "lm/words3.arpa", "--lm-weight",
+                    "0.6", "--lm-unit", "words", "--symbol-bonus", "1.0", "exp/w/final", str(data),
+                    dest]  # fmt: skip
