@@ -16,6 +16,17 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     from pykaldi2.utils.io import atomic_write_text
 
     model = load_model(args.model_dir)
+    if args.beam > 1 or args.lm or args.symbol_bonus:
+        if not hasattr(model, "set_search"):
+            print(f"pykaldi2 transcribe: --beam, --lm and --symbol-bonus are for transducer "
+                  f"models; {args.model_dir} is a {model.model_dir.kind} model (its decoder "
+                  "settings are in its model dir)", file=sys.stderr)  # fmt: skip
+            return 2
+        if args.lm and args.beam <= 1:
+            print("pykaldi2 transcribe: --lm needs beam search (--beam > 1)", file=sys.stderr)
+            return 2
+        model.set_search(beam=args.beam, lm=args.lm, lm_unit=args.lm_unit,
+                         lm_weight=args.lm_weight, symbol_bonus=args.symbol_bonus)  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="pykaldi2-transcribe-") as tmp:
         # shards are read once, their audio written to tmp while transcribing
         items = items_from_inputs(args.inputs, data_root=args.data_root, extract_to=tmp)
@@ -119,6 +130,14 @@ def register(subparsers) -> None:
         "--data-root", help="folder the fname paths of JSON manifests are relative to "
         "(default: the manifest's folder)",
     )  # fmt: skip
+    g = p.add_argument_group("transducer models (as decode-transducer; then decoded offline)")
+    g.add_argument("--beam", type=int, default=1, help="1: greedy; >1: modified beam search")
+    g.add_argument("--lm", metavar="ARPA", help="n-gram for shallow fusion (beam > 1)")
+    g.add_argument("--lm-unit", choices=("pieces", "words"), default="pieces",
+                   help="what --lm is an n-gram of (%(default)s)")  # fmt: skip
+    g.add_argument("--lm-weight", type=float, default=0.3, help="LM weight (%(default)s)")
+    g.add_argument("--symbol-bonus", type=float, default=0.0,
+                   help="added to every emitted symbol's score (%(default)s)")  # fmt: skip
     p.set_defaults(func=_cmd_transcribe)
 
     p = subparsers.add_parser(

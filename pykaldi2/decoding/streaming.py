@@ -601,11 +601,37 @@ class TransducerTranscriber:
     (one chunk per file; the same transcript as any chunking); a bidirectional encoder decodes
     each file offline (the same greedy search on the whole utterance). With the front end's
     ``ewma.carry_over`` each file's EWMA normalization starts where the previous file's ended
-    (a session), else from the warm start (as in training)."""
+    (a session), else from the warm start (as in training). :meth:`set_search` switches to
+    beam search, with or without an n-gram, on whole files."""
 
     def __init__(self, md) -> None:
         self.model_dir = md
         self.bundle = load_transducer(md)
+        self.search: dict[str, Any] = {}
+
+    def set_search(
+        self,
+        beam: int = 1,
+        lm: Any = None,
+        lm_unit: str = "pieces",
+        lm_weight: float = 0.3,
+        symbol_bonus: float = 0.0,
+        max_sym_per_frame: int = 1,
+    ) -> None:
+        """Decode with modified beam search (``beam`` > 1), optionally with shallow fusion of
+        an n-gram (``lm``: an ARPA file or a loaded LM; ``lm_unit`` "pieces" or "words", as
+        ``decode-transducer --lm-unit``); then every file is decoded offline (its whole
+        utterance, as ``decode-transducer`` decodes audio). ``beam`` 1 without an LM: back to
+        streaming greedy search (``symbol_bonus`` then applies to greedy search offline)."""
+        if beam < 1 or max_sym_per_frame < 1:
+            raise ValueError("beam and max_sym_per_frame must be >= 1")
+        if lm is not None and beam <= 1:
+            raise ValueError("an LM needs beam search (beam > 1)")
+        if lm is not None and not hasattr(lm, "log_probs"):
+            lm = load_fusion_lm(lm, self.bundle.tokenizer, lm_unit)
+        self.search = {} if beam == 1 and not symbol_bonus else dict(
+            beam=beam, lm=lm, lm_weight=lm_weight, symbol_bonus=symbol_bonus,
+            max_sym_per_frame=max_sym_per_frame)  # fmt: skip
 
     def transcribe(self, paths: Sequence[str | os.PathLike]) -> list[str]:
         paths = list(paths)
@@ -613,11 +639,12 @@ class TransducerTranscriber:
             from pykaldi2.features.extractors import config_from_dict
 
             config_from_dict(self.bundle.features).check_audio_files(paths)
-        if self.bundle.model.cfg.enc_bidirectional:
+        if self.bundle.model.cfg.enc_bidirectional or self.search:
             from pykaldi2.data.manifests import ManifestItem
 
             items = [ManifestItem(str(i), str(p)) for i, p in enumerate(paths)]
-            ids = transcribe_features(self.bundle, audio_features(self.bundle, items))
+            feats = audio_features(self.bundle, items)
+            ids = transcribe_features(self.bundle, feats, **self.search)
             return [self.bundle.tokenizer.decode(ids[it.key]) for it in items]
         from pykaldi2.data.audio import read_audio
 

@@ -299,6 +299,18 @@ def test_decode_transducer_from_audio_lists(tiny_model_dir, an4_dir, tmp_path, o
     # the last word may be unfinished only where no hypothesis of the beam ended in a word
     # (this random model emits a piece at almost every frame); it is a word's beginning
     assert all(any(v.startswith(h[-1]) for v in vocab) for h in hyps if h)
+    # the same search through load_model(...).set_search and `transcribe`
+    model = api.load_model(tiny_model_dir)
+    model.set_search(beam=3, lm=words, lm_unit="words", lm_weight=0.5, symbol_bonus=1.0)
+    assert [t.split() for t in model(files)] == hyps
+    t_out = tmp_path / "t.txt"
+    assert main(["transcribe", "--beam", "3", "--lm-unit", "words", "--lm", str(words),
+                 "--lm-weight", "0.5", "--symbol-bonus", "1.0", "-o", str(t_out),
+                 str(tiny_model_dir), *map(str, files)]) == 0  # fmt: skip
+    assert [ln.split()[1:] for ln in t_out.read_text().splitlines()] == hyps
+    assert main(["transcribe", "--lm", str(words), str(tiny_model_dir), str(files[0])]) == 2
+    model.set_search()  # back to streaming greedy search
+    assert model(files) == expected
     assert main(["decode-transducer", "--beam", "3", "--lm-unit", "words", "--lm", str(arpa),
                  str(tiny_model_dir), str(flist), str(w_out)]) == 1  # fmt: skip
     multi = tmp_path / "dec_multi"  # beam search with up to 2 symbols per frame
