@@ -240,7 +240,7 @@ run_stage 24 rnnt_tuning pykaldi2 queue conf/rnnt_queue.txt
 # only: decode-transducer --lm-unit words), each weight and bonus chosen on train_dev
 rnnt_lm() {
   rnnt_lm_fusion exp/$rnnt_best train_dev_fbank test_fbank
-  rnnt_lm_unit=words rnnt_lm_weights="0.2 0.4 0.6 0.8" rnnt_symbol_bonuses="0.0 1.0 2.0" \
+  rnnt_lm_unit=words rnnt_lm_weights="0.1 0.2 0.4 0.6 0.8" rnnt_symbol_bonuses="0.0 1.0 2.0" \
     rnnt_lm_fusion exp/$rnnt_best train_dev_fbank test_fbank
 }
 run_stage 25 rnnt_lm rnnt_lm
