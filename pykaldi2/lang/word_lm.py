@@ -71,24 +71,22 @@ class WordLm:
                 fix="use it as a piece LM (decode-transducer --lm-unit pieces), or train a "
                 "word LM with `pykaldi2 train-lm` without --tokenizer",
             )
-        self.word_set = set(self.words)
-        self._starting: dict[str, list[int]] = {}  # prefix -> indices of the words it starts
+        self._index = {w: k for k, w in enumerate(self.words)}  # word -> its index
+        starting: dict[str, list[int]] = {}  # prefix -> indices of the words it starts
         for k, w in enumerate(self.words):
             for n in range(len(w) + 1):
-                self._starting.setdefault(w[:n], []).append(k)
-        self._starting_idx = {p: np.asarray(v) for p, v in self._starting.items()}
-        # the listed n-grams by context: context -> (word indices, log10 probs), for whole
-        # vectors of p(w | h) by backoff (_lps10) instead of one lookup per word
-        index = {w: k for k, w in enumerate(self.words)}
+                starting.setdefault(w[:n], []).append(k)
+        self._starting = {p: np.asarray(v) for p, v in starting.items()}
+        # the listed n-grams by context: context -> (word indices, natural-log probs), for
+        # whole vectors of p(w | h) by backoff (_word_lps) instead of one lookup per word
         listed: dict[tuple[str, ...], tuple[list[int], list[float]]] = {}
         for grams in lm.ngrams:
             for g, (lp, _) in grams.items():
-                if g[-1] in index:
+                if g[-1] in self._index:
                     ids, lps = listed.setdefault(g[:-1], ([], []))
-                    ids.append(index[g[-1]])
-                    lps.append(lp)
+                    ids.append(self._index[g[-1]])
+                    lps.append(lp * LN10)
         self._listed = {h: (np.asarray(i), np.asarray(v)) for h, (i, v) in listed.items()}
-        self._lp10: dict[tuple[str, ...], np.ndarray] = {}
         self._word_lp: dict[tuple[str, ...], np.ndarray] = {}
         self._la: dict[tuple[tuple[str, ...], str], float] = {}
         self._cache: dict[WordLmState, np.ndarray] = {}
@@ -107,32 +105,24 @@ class WordLm:
     def initial_state(self) -> WordLmState:
         return ((self.lm.bos,)[-(self.order - 1) :] if self.order > 1 else (), None)
 
-    def _lps10(self, h: tuple[str, ...]) -> np.ndarray:
-        """log10 p(w | h) of every LM word (NgramLM.log10_prob's backoff, as one vector:
-        bow(h) + p(. | h[1:]), then the n-grams listed after h)."""
-        v = self._lp10.get(h)
+    def _word_lps(self, h: tuple[str, ...]) -> np.ndarray:
+        """Natural-log p(w | h) of every LM word, (len(words),), for a history of at most
+        order - 1 words (NgramLM.log10_prob's backoff as one vector: bow(h) + p(. | h[1:]),
+        then the n-grams listed after h)."""
+        v = self._word_lp.get(h)
         if v is None:
             if h:
                 ctx = self.lm.ngrams[len(h) - 1].get(h)
                 bow = ctx[1] if ctx is not None and ctx[1] is not None else 0.0
-                v = self._lps10(h[1:]) + bow
+                v = self._word_lps(h[1:]) + bow * LN10
             else:
                 v = np.zeros(len(self.words))
             listed = self._listed.get(h)
             if listed is not None:
                 v = v.copy()
                 v[listed[0]] = listed[1]
-            self._lp10[h] = v
+            self._word_lp[h] = v
         return v
-
-    def _word_lps(self, hist: tuple[str, ...]) -> np.ndarray:
-        """Natural-log p(w | hist) of every LM word, (len(words),)."""
-        lp = self._word_lp.get(hist)
-        if lp is None:
-            h = hist[max(0, len(hist) - (self.order - 1)) :] if self.order > 1 else ()
-            lp = self._lps10(h) * LN10
-            self._word_lp[hist] = lp
-        return lp
 
     def lookahead(self, hist: tuple[str, ...], prefix: str) -> float:
         """LA(hist, prefix): the best natural-log p(w | hist) of the LM words starting with
@@ -140,7 +130,7 @@ class WordLm:
         key = (hist, prefix)
         la = self._la.get(key)
         if la is None:
-            idx = self._starting_idx.get(prefix)
+            idx = self._starting.get(prefix)
             la = INVALID if idx is None else float(self._word_lps(hist)[idx].max())
             self._la[key] = la
         return la
@@ -151,9 +141,10 @@ class WordLm:
         hist, part = state
         if part is None:
             return 0.0, hist
-        if part not in self.word_set:
+        k = self._index.get(part)
+        if k is None:
             return None
-        lp = float(self._word_lps(hist)[self._starting_idx[part][0]])
+        lp = float(self._word_lps(hist)[k])
         return lp - self.lookahead(hist, part), self._history(hist, part)
 
     def _step(self, state: WordLmState, token: int) -> tuple[float, WordLmState]:
