@@ -1,5 +1,6 @@
 """The decoder options shared by ``decode``, ``decode-nnet``, ``decode-chain`` and the model
-exports: Kaldi's gmm-latgen-faster / latgen-faster-mapped flags, same names and defaults."""
+exports: Kaldi's gmm-latgen-faster / latgen-faster-mapped flags, same names and defaults; and
+the transducer search options shared by ``decode-transducer`` and ``transcribe``."""
 
 from __future__ import annotations
 
@@ -99,3 +100,31 @@ def decoder_config(args: argparse.Namespace):
             max_mem=args.max_mem,
         )
     return DecoderConfig(**kw)
+
+
+def add_transducer_search_args(p) -> None:
+    """Transducer search options (decode-transducer, transcribe): --beam, --lm, --lm-unit,
+    --lm-weight, --symbol-bonus, --max-sym-per-frame; checked by :func:`transducer_search_error`."""
+    p.add_argument("--beam", type=int, default=1, help="1: greedy; >1: modified beam search")
+    p.add_argument("--lm", metavar="ARPA", help="n-gram for shallow fusion (beam > 1)")
+    p.add_argument("--lm-unit", choices=("pieces", "words"), default="pieces",
+                   help="what --lm is an n-gram of: the model's pieces (`train-lm --tokenizer`), "
+                   "or words (`train-lm`; hypotheses spell its words only, scored with "
+                   "look-ahead) (%(default)s)")  # fmt: skip
+    p.add_argument("--lm-weight", type=float, default=0.3, help="LM weight (%(default)s)")
+    p.add_argument("--symbol-bonus", type=float, default=0.0,
+                   help="added to every emitted symbol's score (greedy: to every non-blank logit, "
+                   "icefall's blank penalty; beam: Kaldi's word insertion penalty, negated) "
+                   "(%(default)s)")  # fmt: skip
+    p.add_argument("--max-sym-per-frame", type=int, default=1,
+                   help="beam search: most symbols emitted at one encoder frame (1: icefall's "
+                   "modified beam search; greedy search uses the model dir's setting)")  # fmt: skip
+
+
+def transducer_search_error(args: argparse.Namespace) -> str | None:
+    """What is wrong with the options of :func:`add_transducer_search_args`, or None."""
+    if args.lm and args.beam <= 1:
+        return "--lm needs beam search (--beam > 1)"
+    if args.max_sym_per_frame < 1:
+        return "--max-sym-per-frame must be >= 1"
+    return None

@@ -11,22 +11,25 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     import tempfile
 
     from pykaldi2.api import load_model
+    from pykaldi2.cli.decoder_args import transducer_search_error
     from pykaldi2.data.manifests import items_from_inputs
     from pykaldi2.decoding.scoring import read_text
     from pykaldi2.utils.io import atomic_write_text
 
+    problem = transducer_search_error(args)
+    if problem:
+        print(f"pykaldi2 transcribe: {problem}", file=sys.stderr)
+        return 2
     model = load_model(args.model_dir)
-    if args.beam > 1 or args.lm or args.symbol_bonus:
+    if args.beam > 1 or args.lm or args.symbol_bonus or args.max_sym_per_frame != 1:
         if not hasattr(model, "set_search"):
-            print(f"pykaldi2 transcribe: --beam, --lm and --symbol-bonus are for transducer "
+            print(f"pykaldi2 transcribe: the transducer search options are for transducer "
                   f"models; {args.model_dir} is a {model.model_dir.kind} model (its decoder "
                   "settings are in its model dir)", file=sys.stderr)  # fmt: skip
             return 2
-        if args.lm and args.beam <= 1:
-            print("pykaldi2 transcribe: --lm needs beam search (--beam > 1)", file=sys.stderr)
-            return 2
         model.set_search(beam=args.beam, lm=args.lm, lm_unit=args.lm_unit,
-                         lm_weight=args.lm_weight, symbol_bonus=args.symbol_bonus)  # fmt: skip
+                         lm_weight=args.lm_weight, symbol_bonus=args.symbol_bonus,
+                         max_sym_per_frame=args.max_sym_per_frame)  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="pykaldi2-transcribe-") as tmp:
         # shards are read once, their audio written to tmp while transcribing
         items = items_from_inputs(args.inputs, data_root=args.data_root, extract_to=tmp)
@@ -104,7 +107,7 @@ def _cmd_export_chain(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     """Add ``transcribe`` and the ``export-*-model`` commands to ``pykaldi2``."""
-    from pykaldi2.cli.decoder_args import add_decoder_args
+    from pykaldi2.cli.decoder_args import add_decoder_args, add_transducer_search_args
 
     p = subparsers.add_parser(
         "transcribe",
@@ -130,14 +133,9 @@ def register(subparsers) -> None:
         "--data-root", help="folder the fname paths of JSON manifests are relative to "
         "(default: the manifest's folder)",
     )  # fmt: skip
-    g = p.add_argument_group("transducer models (as decode-transducer; then decoded offline)")
-    g.add_argument("--beam", type=int, default=1, help="1: greedy; >1: modified beam search")
-    g.add_argument("--lm", metavar="ARPA", help="n-gram for shallow fusion (beam > 1)")
-    g.add_argument("--lm-unit", choices=("pieces", "words"), default="pieces",
-                   help="what --lm is an n-gram of (%(default)s)")  # fmt: skip
-    g.add_argument("--lm-weight", type=float, default=0.3, help="LM weight (%(default)s)")
-    g.add_argument("--symbol-bonus", type=float, default=0.0,
-                   help="added to every emitted symbol's score (%(default)s)")  # fmt: skip
+    add_transducer_search_args(
+        p.add_argument_group("transducer models (as decode-transducer; then decoded offline)")
+    )
     p.set_defaults(func=_cmd_transcribe)
 
     p = subparsers.add_parser(

@@ -18,13 +18,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_decode(args: argparse.Namespace) -> int:
+    from pykaldi2.cli.decoder_args import transducer_search_error
     from pykaldi2.decoding.streaming import decode_transducer
 
-    if args.lm and args.beam <= 1:
-        print("pykaldi2 decode-transducer: --lm needs beam search (--beam > 1)", file=sys.stderr)
-        return 2
-    if args.max_sym_per_frame < 1:
-        print("pykaldi2 decode-transducer: --max-sym-per-frame must be >= 1", file=sys.stderr)
+    problem = transducer_search_error(args)
+    if problem:
+        print(f"pykaldi2 decode-transducer: {problem}", file=sys.stderr)
         return 2
     stats = decode_transducer(
         args.model_dir,
@@ -163,6 +162,8 @@ def _cmd_decode_onnx(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
+    from pykaldi2.cli.decoder_args import add_transducer_search_args
+
     p = subparsers.add_parser(
         "train-transducer",
         help="train an LSTM RNN-Transducer on fbank features with sentencepiece targets",
@@ -204,20 +205,7 @@ def register(subparsers) -> None:
     p.add_argument("data_dir", metavar="data", help="data dir (feats.scp or wav.scp), manifest, "
                    "shards or file list")  # fmt: skip
     p.add_argument("out_dir", help="output dir, e.g. exp/rnnt/decode_test")
-    p.add_argument("--beam", type=int, default=1, help="1: greedy; >1: modified beam search")
-    p.add_argument("--lm", metavar="ARPA", help="piece n-gram for shallow fusion (beam > 1)")
-    p.add_argument("--lm-unit", choices=("pieces", "words"), default="pieces",
-                   help="what --lm is an n-gram of: the model's pieces (`train-lm --tokenizer`), "
-                   "or words (`train-lm`; hypotheses spell its words only, scored with "
-                   "look-ahead) (%(default)s)")  # fmt: skip
-    p.add_argument("--lm-weight", type=float, default=0.3, help="LM weight (%(default)s)")
-    p.add_argument("--symbol-bonus", type=float, default=0.0,
-                   help="added to every emitted symbol's score (greedy: to every non-blank logit, "
-                   "icefall's blank penalty; beam: Kaldi's word insertion penalty, negated) "
-                   "(%(default)s)")  # fmt: skip
-    p.add_argument("--max-sym-per-frame", type=int, default=1,
-                   help="beam search: most symbols emitted at one encoder frame (1: icefall's "
-                   "modified beam search; greedy search uses the model dir's setting)")  # fmt: skip
+    add_transducer_search_args(p)
     p.add_argument("--dump-preds", metavar="FILE", help="also write the predictions to FILE")
     p.add_argument("--batch-size", type=int, default=16, help="utterances per encoder batch")
     p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
